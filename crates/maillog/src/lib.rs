@@ -1,0 +1,220 @@
+//! The mail log, in Postfix's format: `Mmm dd hh:mm:ss HOST postfix/SERVICE[PID]: text`.
+//!
+//! Programs log with `tracing` (`info!`, `warn!`, `error!`); [`init`] installs
+//! a subscriber that turns each event into one such line. `warn!` lines get
+//! Postfix's `warning: ` prefix and `error!` lines `error: `; [`fatal`] logs
+//! `fatal: ` and exits 1, as Postfix's `msg_fatal` does. Lines go to
+//! `maillog_file` when it is set (opened with `O_APPEND` and written with one
+//! `write(2)` per line, so many processes can share the file), else to syslog
+//! with facility `mail`. Commands also copy their messages to stderr as
+//! `program: text`, as Postfix's commands do.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Once, RwLock};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// Where lines go.
+enum Sink {
+    File(File),
+    Syslog,
+}
+
+struct Logger {
+    tag: String,
+    host: String,
+    sink: Sink,
+    stderr: Option<String>,
+    verbose: bool,
+}
+
+static LOGGER: RwLock<Option<Arc<Logger>>> = RwLock::new(None);
+static SUBSCRIBER: Once = Once::new();
+
+/// How a program wants its log set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The part after `syslog_name/`: `master`, `smtpd`, `postfix-script`...
+    pub service: String,
+    /// Copy each message to stderr prefixed with this name (commands do).
+    pub stderr_name: Option<String>,
+    /// Also log `debug!` events (`-v`).
+    pub verbose: bool,
+}
+
+/// Installs the global logger from the configuration. Call once, early.
+pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
+    let syslog_name = cfg.get("syslog_name").map_err(|e| e.to_string())?;
+    let maillog_file = cfg.get("maillog_file").map_err(|e| e.to_string())?;
+    let sink = if maillog_file.is_empty() {
+        Sink::Syslog
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&maillog_file)
+            .map_err(|e| format!("open {maillog_file}: {e}"))?;
+        Sink::File(f)
+    };
+    install(Logger {
+        tag: format!("{syslog_name}/{}", opts.service),
+        host: short_hostname(),
+        sink,
+        stderr: opts.stderr_name,
+        verbose: opts.verbose,
+    });
+    Ok(())
+}
+
+/// A logger for when there is no configuration yet (or it is broken): stderr
+/// only, as `name: text`. A later [`init`] replaces it (so does a reload).
+pub fn init_stderr(name: &str) {
+    install(Logger {
+        tag: String::new(),
+        host: String::new(),
+        sink: Sink::Syslog,
+        stderr: Some(name.to_owned()),
+        verbose: false,
+    });
+}
+
+fn install(logger: Logger) {
+    if let Sink::Syslog = logger.sink {
+        if !logger.tag.is_empty() {
+            // openlog keeps the pointer: the ident must live for the process.
+            let ident = std::ffi::CString::new(logger.tag.clone()).unwrap_or_default();
+            let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
+            // SAFETY: ident is a valid NUL-terminated string that lives forever.
+            unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_MAIL) };
+        }
+    }
+    *LOGGER.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(logger));
+    SUBSCRIBER.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(PostfixLayer);
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+fn current() -> Option<Arc<Logger>> {
+    LOGGER.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn short_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Formats one line as Postfix's logger writes it, without the newline.
+pub fn format_line(now: chrono::DateTime<chrono::Local>, host: &str, tag: &str, pid: u32, text: &str) -> String {
+    format!("{} {host} {tag}[{pid}]: {text}", now.format("%b %e %H:%M:%S"))
+}
+
+fn prefix(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "error: ",
+        Level::WARN => "warning: ",
+        _ => "",
+    }
+}
+
+impl Logger {
+    fn emit(&self, level: Level, text: &str) {
+        if let Some(name) = &self.stderr {
+            let _ = writeln!(std::io::stderr(), "{name}: {text}");
+        }
+        if self.tag.is_empty() {
+            return;
+        }
+        match &self.sink {
+            Sink::File(f) => {
+                let mut line = format_line(chrono::Local::now(), &self.host, &self.tag, std::process::id(), text);
+                line.push('\n');
+                // One write(2) per line: O_APPEND keeps concurrent writers' lines whole.
+                let _ = (&*f).write(line.as_bytes());
+            }
+            Sink::Syslog => {
+                let prio = match level {
+                    Level::ERROR => libc::LOG_ERR,
+                    Level::WARN => libc::LOG_WARNING,
+                    Level::INFO => libc::LOG_INFO,
+                    _ => libc::LOG_DEBUG,
+                };
+                let msg = std::ffi::CString::new(text.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: a constant format and a valid C string argument.
+                unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+            }
+        }
+    }
+}
+
+struct PostfixLayer;
+
+#[derive(Default)]
+struct MessageVisitor(String);
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for PostfixLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let Some(logger) = current() else { return };
+        let level = *event.metadata().level();
+        if level > Level::INFO && !logger.verbose {
+            return;
+        }
+        let mut v = MessageVisitor(prefix(level).to_owned());
+        event.record(&mut v);
+        logger.emit(level, &v.0);
+    }
+}
+
+/// Logs `fatal: text` and exits with status 1, like Postfix's `msg_fatal`.
+pub fn fatal(text: impl std::fmt::Display) -> ! {
+    match current() {
+        Some(logger) => logger.emit(Level::ERROR, &format!("fatal: {text}")),
+        None => eprintln!("fatal: {text}"),
+    }
+    std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn line_format_matches_postfix() {
+        let t = chrono::Local.with_ymd_and_hms(2026, 3, 5, 9, 7, 3).unwrap();
+        assert_eq!(
+            format_line(t, "mail", "postfix/smtpd", 1234, "connect from unknown[127.0.0.2]"),
+            "Mar  5 09:07:03 mail postfix/smtpd[1234]: connect from unknown[127.0.0.2]"
+        );
+        let t = chrono::Local.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
+        assert!(format_line(t, "h", "postfix/master", 1, "x").starts_with("Nov 25 23:59:59 h "));
+    }
+}

@@ -1,0 +1,11 @@
+//! System-level helpers shared by the daemons and commands. No tokio here.
+//!
+//! - [`users`]: who is who (passwd/group look-ups, the privilege drop).
+//! - [`lock`]: the one-master-per-instance lock file.
+//! - [`fs`]: directories with owner and mode, durable (fsynced) writes.
+//! - [`fds`]: the descriptor numbers master hands its children.
+
+pub mod fds;
+pub mod fs;
+pub mod lock;
+pub mod users;
