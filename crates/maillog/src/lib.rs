@@ -30,6 +30,7 @@ struct Logger {
     host: String,
     sink: Sink,
     stderr: Option<String>,
+    stderr_info: bool,
     verbose: bool,
 }
 
@@ -41,8 +42,10 @@ static SUBSCRIBER: Once = Once::new();
 pub struct Options {
     /// The part after `syslog_name/`: `master`, `smtpd`, `postfix-script`...
     pub service: String,
-    /// Copy each message to stderr prefixed with this name (commands do).
+    /// Copy messages to stderr prefixed with this name (commands do).
     pub stderr_name: Option<String>,
+    /// With `stderr_name`: copy informational lines too, not only warnings and errors.
+    pub stderr_info: bool,
     /// Also log `debug!` events (`-v`).
     pub verbose: bool,
 }
@@ -68,6 +71,7 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
         host: short_hostname(),
         sink,
         stderr: opts.stderr_name,
+        stderr_info: opts.stderr_info,
         verbose: opts.verbose,
     });
     Ok(())
@@ -81,6 +85,7 @@ pub fn init_stderr(name: &str) {
         host: String::new(),
         sink: Sink::Syslog,
         stderr: Some(name.to_owned()),
+        stderr_info: true,
         verbose: false,
     });
 }
@@ -129,7 +134,7 @@ fn prefix(level: Level) -> &'static str {
 
 impl Logger {
     fn emit(&self, level: Level, text: &str) {
-        if let Some(name) = &self.stderr {
+        if let Some(name) = self.stderr.as_ref().filter(|_| self.stderr_info || level <= Level::WARN) {
             let _ = writeln!(std::io::stderr(), "{name}: {text}");
         }
         if self.tag.is_empty() {

@@ -1,0 +1,212 @@
+//! postconf(1): show parameter values and master.cf entries, edit main.cf.
+//!
+//! Output is Postfix's: `name = value` (or `name =` for an empty value), sorted
+//! by name; values are shown as written unless `-x` expands them. `-e`, `-X`
+//! and `-#` rewrite main.cf atomically (temporary file, fsync, rename), keeping
+//! comments, order and every untouched line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use pfx_config::maincf::{self, Edit};
+use pfx_config::{params, Config};
+use pfx_maillog::fatal;
+
+const USAGE: &str = "postconf [-#dehHMnvxX] [-c config_dir] [-f (fold lines)] [-o name=value] [name...]";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "postconf",
+    version,
+    about = "Show or change the postfix-rs configuration (main.cf, master.cf)",
+    disable_help_flag = true
+)]
+struct Args {
+    /// Print help (-h means "values only", as in Postfix).
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
+    #[arg(short = 'c', value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Show default values instead of the effective ones.
+    #[arg(short = 'd')]
+    defaults: bool,
+    /// Edit main.cf: each argument is name=value.
+    #[arg(short = 'e')]
+    edit: bool,
+    /// Show values only, without "name = ".
+    #[arg(short = 'h')]
+    values_only: bool,
+    /// Show names only.
+    #[arg(short = 'H')]
+    names_only: bool,
+    /// Show master.cf entries (optionally only service or service/type).
+    #[arg(short = 'M')]
+    master: bool,
+    /// With -M: one -o option per line.
+    #[arg(short = 'f')]
+    fold: bool,
+    /// Show only parameters set in main.cf.
+    #[arg(short = 'n')]
+    non_default: bool,
+    /// Override a parameter for this command.
+    #[arg(short = 'o', value_name = "NAME=VALUE")]
+    overrides: Vec<String>,
+    /// Verbose.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Expand $name references in the values shown.
+    #[arg(short = 'x')]
+    expand: bool,
+    /// Remove the named parameters from main.cf.
+    #[arg(short = 'X')]
+    remove: bool,
+    /// Comment out the named parameters in main.cf.
+    #[arg(short = '#')]
+    comment_out: bool,
+    /// Parameter names, name=value pairs (with -e) or services (with -M).
+    args: Vec<String>,
+}
+
+fn main() {
+    let args: Args = pfx_cli::parse_args("postconf", USAGE);
+    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    if args.edit || args.remove || args.comment_out {
+        if args.master {
+            fatal("editing master.cf with -M is not supported; edit the file and run postfix reload");
+        }
+        edit_main_cf(&args, &dir);
+    } else if args.master {
+        show_master(&args, &dir);
+    } else {
+        show_params(&args, &dir);
+    }
+}
+
+fn edit_main_cf(args: &Args, dir: &std::path::Path) {
+    let edits: Vec<Edit> = args
+        .args
+        .iter()
+        .map(|a| {
+            if args.edit {
+                let (n, v) = maincf::split_nameval(a).unwrap_or_else(|e| fatal(e));
+                Edit::Set(n, v)
+            } else if args.remove {
+                Edit::Remove(a.clone())
+            } else {
+                Edit::CommentOut(a.clone())
+            }
+        })
+        .collect();
+    let path = dir.join("main.cf");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && args.edit => String::new(),
+        Err(e) => fatal(format!("open {}: {e}", path.display())),
+    };
+    let new = maincf::edit(&path, &text, &edits).unwrap_or_else(|e| fatal(e));
+    pfx_sys::fs::write_atomic(&path, new.as_bytes()).unwrap_or_else(|e| fatal(format!("write {}: {e}", path.display())));
+}
+
+fn load(args: &Args, dir: &std::path::Path) -> Config {
+    let mut cfg = match Config::load(dir) {
+        Ok(c) => c,
+        // Defaults need no main.cf.
+        Err(pfx_config::Error::Io { .. }) if args.defaults => Config::from_text(dir, "").unwrap_or_else(|e| fatal(e)),
+        Err(e) => fatal(e),
+    };
+    for o in &args.overrides {
+        let (n, v) = maincf::split_nameval(o).unwrap_or_else(|e| fatal(e));
+        cfg.set_override(&n, &v);
+    }
+    cfg
+}
+
+fn show_params(args: &Args, dir: &std::path::Path) {
+    let cfg = load(args, dir);
+    let master_values: Vec<String> = pfx_config::read_master_cf(dir)
+        .map(|s| s.iter().flat_map(|s| s.overrides()).map(|(_, v)| v).collect())
+        .unwrap_or_default();
+    let unused = cfg.unused(&master_values);
+    if !args.defaults {
+        for e in &unused {
+            warn(&format!(
+                "{}, line {}: unused parameter: {}={}",
+                cfg.main_cf().display(),
+                e.line,
+                e.name,
+                e.value
+            ));
+        }
+    }
+    // name -> value to show
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let value_of = |name: &str| -> Option<String> {
+        let raw = if args.defaults { cfg.default_raw(name) } else { cfg.raw(name) }?;
+        Some(if args.expand {
+            cfg.expand_text(&raw).unwrap_or_else(|e| fatal(e))
+        } else {
+            raw
+        })
+    };
+    if args.args.is_empty() {
+        let user_defined = cfg.entries().iter().map(|e| e.name.as_str()).filter(|n| {
+            params::find(n).is_none() && !unused.iter().any(|u| u.name == *n)
+        });
+        let names: Vec<&str> = params::PARAMS.iter().map(|p| p.name).chain(user_defined).collect();
+        for name in names {
+            let explicitly_set = cfg.is_set(name) || (name == "config_directory" && dir != std::path::Path::new(pfx_config::DEFAULT_CONFIG_DIR));
+            if args.non_default && !explicitly_set {
+                continue;
+            }
+            if let Some(v) = value_of(name) {
+                shown.insert(name.to_owned(), v);
+            }
+        }
+    } else {
+        for name in &args.args {
+            let known = params::find(name).is_some() || cfg.is_set(name);
+            match value_of(name).filter(|_| known) {
+                Some(v) if !(args.non_default && !cfg.is_set(name)) => {
+                    shown.insert(name.clone(), v);
+                }
+                Some(_) => {}
+                None => warn(&format!("{name}: unknown parameter")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, value) in shown {
+        let line = if args.names_only {
+            name
+        } else if args.values_only {
+            value
+        } else if value.is_empty() {
+            format!("{name} =")
+        } else {
+            format!("{name} = {value}")
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    print!("{out}");
+}
+
+fn show_master(args: &Args, dir: &std::path::Path) {
+    let services = pfx_config::read_master_cf(dir).unwrap_or_else(|e| fatal(e));
+    let wanted = |s: &pfx_config::Service| {
+        args.args.is_empty()
+            || args.args.iter().any(|f| match f.split_once('/') {
+                Some((n, t)) => s.name == n && s.kind.as_str() == t,
+                None => s.name == *f,
+            })
+    };
+    for s in services.iter().filter(|s| wanted(s)) {
+        println!("{}", pfx_config::mastercf::format_entry(s, args.fold));
+    }
+}
+
+fn warn(msg: &str) {
+    eprintln!("postconf: warning: {msg}");
+}

@@ -1,0 +1,313 @@
+//! The daemon skeleton: what every postfix-rs service does before and after its own work.
+//!
+//! A daemon's `main` is one call to [`run`] with its program name and a
+//! service function. The skeleton, in order: reads its arguments as master
+//! passes them (`-c DIR -n SERVICE -t TYPE [-u] [-o name=value]... [-v]`),
+//! reads main.cf and applies the `-o` overrides, opens the mail log, takes the
+//! endpoint master created (fd 6) and the status socket (fd 5), drops to
+//! `$mail_owner` when started as root with `-u` (master.cf `unpriv = y`),
+//! tells master it is ready, and runs the service until SIGTERM or until master
+//! goes away. SIGHUP re-reads main.cf and publishes it through
+//! [`Context::config`]. See `pfx_sys::fds` for the descriptor contract.
+
+mod serve;
+
+pub use serve::{serve_stream, serve_triggers, Stream};
+
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pfx_config::Config;
+use pfx_sys::fds::{LISTEN_FD, STATUS_FD, STATUS_READY, STATUS_USED};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How long a service may take to finish after SIGTERM before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(about = "A postfix-rs daemon; normally started by master(8) from master.cf")]
+struct Args {
+    /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
+    #[arg(short = 'c')]
+    config_dir: Option<PathBuf>,
+    /// The master.cf service name.
+    #[arg(short = 'n')]
+    service: Option<String>,
+    /// The master.cf service type (inet, unix, fifo, unix-dgram, pass).
+    #[arg(short = 't', default_value = "unix")]
+    kind: String,
+    /// Run as $mail_owner (master passes this for `unpriv = y`).
+    #[arg(short = 'u')]
+    unprivileged: bool,
+    /// Parameter override, as in master.cf.
+    #[arg(short = 'o', value_name = "NAME=VALUE")]
+    overrides: Vec<String>,
+    /// Verbose logging.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Accepted for compatibility (Postfix's debugger flag); ignored.
+    #[arg(short = 'D')]
+    debug: bool,
+}
+
+/// The endpoint master created for this service.
+#[derive(Debug)]
+pub enum Endpoint {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+    /// A FIFO opened read-write by master (so it never reads end-of-file).
+    Fifo(OwnedFd),
+    UnixDgram(tokio::net::UnixDatagram),
+}
+
+/// What a service gets from the skeleton.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// Program name (`smtpd`), used in the log tag.
+    pub program: &'static str,
+    /// master.cf service name (`smtp`, `127.0.0.1:2525`, `cleanup`...).
+    pub service: String,
+    /// The current configuration; a new value arrives after each reload.
+    pub config: watch::Receiver<Arc<Config>>,
+    /// At most this many sessions at once (master.cf maxproc); 0 is unlimited.
+    pub max_sessions: usize,
+    shutdown: watch::Receiver<bool>,
+    used: Arc<AtomicBool>,
+    status: Arc<tokio::sync::Mutex<Option<tokio::net::unix::OwnedWriteHalf>>>,
+}
+
+impl Context {
+    /// The configuration as it is now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Resolves when the daemon has been told to stop.
+    pub async fn shutdown(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Tells master, once, that the service has been used (arms `wakeup ...?`).
+    pub async fn mark_used(&self) {
+        if self.used.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(s) = self.status.lock().await.as_mut() {
+            let _ = s.write_all(&[STATUS_USED]).await;
+        }
+    }
+}
+
+fn load_config(args: &Args, program: &str) -> Result<Config, pfx_config::Error> {
+    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let mut cfg = Config::load(&dir)?;
+    for o in &args.overrides {
+        if let Some((k, v)) = o.split_once('=') {
+            cfg.set_override(k.trim(), v.trim());
+        }
+    }
+    if let Some(s) = &args.service {
+        cfg.set_override("service_name", s);
+    }
+    cfg.set_override("process_name", program);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// The endpoint as master passed it, before the runtime exists.
+enum RawEndpoint {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+    Fifo(OwnedFd),
+    UnixDgram(std::os::unix::net::UnixDatagram),
+}
+
+fn take_endpoint(kind: &str) -> std::io::Result<Option<RawEndpoint>> {
+    if !fd_is_open(LISTEN_FD) {
+        return Ok(None);
+    }
+    // SAFETY: master hands us LISTEN_FD and nothing else in this process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    Ok(Some(match kind {
+        "inet" => RawEndpoint::Tcp(fd.into()),
+        "fifo" => RawEndpoint::Fifo(fd),
+        "unix-dgram" => RawEndpoint::UnixDgram(fd.into()),
+        _ => RawEndpoint::Unix(fd.into()),
+    }))
+}
+
+impl RawEndpoint {
+    /// Registers the endpoint with the runtime (must run inside it).
+    fn into_tokio(self) -> std::io::Result<Endpoint> {
+        Ok(match self {
+            Self::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Endpoint::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Self::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Endpoint::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+            Self::Fifo(fd) => Endpoint::Fifo(fd),
+            Self::UnixDgram(s) => {
+                s.set_nonblocking(true)?;
+                Endpoint::UnixDgram(tokio::net::UnixDatagram::from_std(s)?)
+            }
+        })
+    }
+}
+
+fn take_status() -> Option<std::os::unix::net::UnixStream> {
+    if !fd_is_open(STATUS_FD) {
+        return None;
+    }
+    // SAFETY: master hands us STATUS_FD and nothing else in this process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true).ok()?;
+    Some(s)
+}
+
+/// Runs a daemon: sets everything up, then `service(ctx, endpoint)` until told
+/// to stop. Never returns; the exit status is 0 after an orderly stop, 1 after
+/// a fatal error (logged).
+pub fn run<F, Fut>(program: &'static str, service: F) -> !
+where
+    F: FnOnce(Context, Endpoint) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    pfx_maillog::init_stderr(program);
+    let args = Args::parse();
+    let cfg = load_config(&args, program).unwrap_or_else(|e| pfx_maillog::fatal(e));
+    if let Err(e) = pfx_maillog::init(
+        &cfg,
+        pfx_maillog::Options {
+            service: program.to_owned(),
+            stderr_name: None,
+            stderr_info: false,
+            verbose: args.verbose > 0,
+        },
+    ) {
+        pfx_maillog::fatal(e);
+    }
+    let endpoint = match take_endpoint(&args.kind) {
+        Ok(Some(e)) => e,
+        Ok(None) => pfx_maillog::fatal(format!(
+            "no service endpoint on descriptor {LISTEN_FD}: {program} is started by master(8)"
+        )),
+        Err(e) => pfx_maillog::fatal(format!("service endpoint: {e}")),
+    };
+    let status = take_status();
+    if args.unprivileged && pfx_sys::users::is_root() {
+        let owner = cfg.get("mail_owner").unwrap_or_else(|e| pfx_maillog::fatal(e));
+        let ids = pfx_sys::users::user(&owner).unwrap_or_else(|e| pfx_maillog::fatal(format!("mail_owner: {e}")));
+        if ids.uid.is_root() {
+            pfx_maillog::fatal("mail_owner must not be root");
+        }
+        if let Err(e) = pfx_sys::users::drop_privileges(ids) {
+            pfx_maillog::fatal(e);
+        }
+    }
+    let max_sessions = std::env::var("MAXPROC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| pfx_maillog::fatal(format!("start runtime: {e}")));
+    let code = runtime.block_on(serve(program, args, cfg, endpoint, status, max_sessions, service));
+    if let Err(e) = code {
+        pfx_maillog::fatal(e);
+    }
+    std::process::exit(0)
+}
+
+async fn serve<F, Fut>(
+    program: &'static str,
+    args: Args,
+    cfg: Config,
+    endpoint: RawEndpoint,
+    status: Option<std::os::unix::net::UnixStream>,
+    max_sessions: usize,
+    service: F,
+) -> Result<(), String>
+where
+    F: FnOnce(Context, Endpoint) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    use tokio::signal::unix::{signal, SignalKind};
+    let endpoint = endpoint.into_tokio().map_err(|e| format!("service endpoint: {e}"))?;
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let mut writer = None;
+    if let Some(s) = status.and_then(|s| tokio::net::UnixStream::from_std(s).ok()) {
+        let (mut r, w) = s.into_split();
+        writer = Some(w);
+        // End of file on the status socket: master is gone, and so are we.
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+            let _ = stop.send(true);
+        });
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let stop = stop_tx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { let _ = stop.send(true); break; }
+                _ = hup.recv() => match load_config(&args, program) {
+                    Ok(c) => {
+                        info!("reload: configuration {}", c.dir().display());
+                        let _ = cfg_tx.send(Arc::new(c));
+                    }
+                    Err(e) => warn!("reload failed, keeping the previous configuration: {e}"),
+                },
+            }
+        }
+    });
+    let status = Arc::new(tokio::sync::Mutex::new(writer));
+    if let Some(w) = status.lock().await.as_mut() {
+        let _ = w.write_all(&[STATUS_READY]).await;
+    }
+    let service_name = cfg_rx.borrow().raw("service_name").unwrap_or_default();
+    let ctx = Context {
+        program,
+        service: service_name,
+        config: cfg_rx,
+        max_sessions,
+        shutdown: stop_rx.clone(),
+        used: Arc::new(AtomicBool::new(false)),
+        status,
+    };
+    let work = service(ctx, endpoint);
+    tokio::pin!(work);
+    let mut stop_rx = stop_rx;
+    tokio::select! {
+        r = &mut work => r,
+        _ = stop_rx.wait_for(|s| *s) => {
+            // Let the service finish what it is doing, within reason.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut work).await;
+            Ok(())
+        }
+    }
+}

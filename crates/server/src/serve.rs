@@ -1,0 +1,118 @@
+//! The two serving loops daemons use: connections (smtpd, cleanup, agents) and
+//! triggers (qmgr, pickup: one byte per request, as Postfix's trigger_server).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use crate::{Context, Endpoint};
+
+/// One accepted connection.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Accepts connections on a stream endpoint and runs `handler` for each, at
+/// most `ctx.max_sessions` at once (further clients wait in the listen
+/// backlog, as with Postfix's maxproc). Returns after shutdown, once the
+/// sessions in progress have finished.
+pub async fn serve_stream<H, Fut>(ctx: &Context, endpoint: Endpoint, handler: H) -> Result<(), String>
+where
+    H: Fn(Stream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = match ctx.max_sessions {
+        0 => Semaphore::MAX_PERMITS,
+        n => n,
+    };
+    let slots = Arc::new(Semaphore::new(limit));
+    let handler = Arc::new(handler);
+    let mut sessions = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
+            _ = ctx.shutdown() => break,
+        };
+        let accepted = tokio::select! {
+            a = accept(&endpoint) => a,
+            _ = ctx.shutdown() => break,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        ctx.mark_used().await;
+        let handler = handler.clone();
+        sessions.spawn(async move {
+            handler(stream).await;
+            drop(permit);
+        });
+        // Reap finished sessions so the set does not grow without bound.
+        while sessions.try_join_next().is_some() {}
+    }
+    while sessions.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn accept(endpoint: &Endpoint) -> std::io::Result<Stream> {
+    match endpoint {
+        Endpoint::Tcp(l) => l.accept().await.map(|(s, a)| Stream::Tcp(s, a)),
+        Endpoint::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        _ => Err(std::io::Error::other("not a stream endpoint")),
+    }
+}
+
+/// Reads trigger requests and calls `handler` with each request byte (`W`
+/// for master's wakeup, others defined by the service). On a Unix socket each
+/// connection carries a few bytes; on a FIFO they arrive in a stream.
+pub async fn serve_triggers<H>(ctx: &Context, endpoint: Endpoint, handler: H) -> Result<(), String>
+where
+    H: Fn(u8) + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    match endpoint {
+        Endpoint::Fifo(fd) => {
+            let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| format!("trigger fifo: {e}"))?;
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = tokio::select! {
+                    r = rx.read(&mut buf) => r.map_err(|e| format!("trigger fifo: {e}"))?,
+                    _ = ctx.shutdown() => return Ok(()),
+                };
+                if n > 0 {
+                    ctx.mark_used().await;
+                }
+                buf[..n].iter().for_each(|&b| handler(b));
+            }
+        }
+        Endpoint::Unix(_) => {
+            serve_stream(ctx, endpoint, move |stream| {
+                let handler = handler.clone();
+                async move {
+                    let Stream::Unix(mut s) = stream else { return };
+                    let mut buf = Vec::new();
+                    // A trigger client writes a few bytes and closes; do not wait on a stuck one.
+                    let mut limited = (&mut s).take(1024);
+                    let read = limited.read_to_end(&mut buf);
+                    if tokio::time::timeout(Duration::from_secs(10), read).await.is_ok() {
+                        buf.iter().for_each(|&b| handler(b));
+                    }
+                }
+            })
+            .await
+        }
+        _ => Err("trigger service needs a unix or fifo endpoint".into()),
+    }
+}
