@@ -136,7 +136,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal(format!("start runtime: {e}")));
-    let inst = supervise::Instance { cfg, services, queue_dir, owner };
+    let inst = supervise::Instance { cfg, services, queue_dir, owner, foreground: args.foreground };
     runtime.block_on(async {
         let mut sup = supervise::Supervisor::new(inst);
         sup.start_all().unwrap_or_else(|e| fatal(e));

@@ -91,6 +91,9 @@ pub(crate) struct Instance {
     pub(crate) queue_dir: PathBuf,
     /// Owner of sockets and FIFOs when running as root.
     pub(crate) owner: Option<(Uid, Gid)>,
+    /// Children inherit master's stdout/stderr only in the foreground; a
+    /// detached master must not hold its starter's output open through them.
+    pub(crate) foreground: bool,
 }
 
 pub(crate) struct Supervisor {
@@ -235,6 +238,9 @@ impl Supervisor {
         cmd.env("GENERATION", generation.to_string());
         cmd.env("MAXPROC", maxproc);
         cmd.stdin(std::process::Stdio::null());
+        if !self.inst.foreground {
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        }
         let status_fd = theirs.as_raw_fd();
         let listen_fd = ep.fd.as_raw_fd();
         // SAFETY: install_child_fds only uses async-signal-safe calls.

@@ -5,7 +5,6 @@
 //! and `-#` rewrite main.cf atomically (temporary file, fsync, rename), keeping
 //! comments, order and every untouched line.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -140,8 +139,8 @@ fn show_params(args: &Args, dir: &std::path::Path) {
             ));
         }
     }
-    // name -> value to show
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    // (name, value) to show: every parameter sorted by name, or the named ones in the order given.
+    let mut shown: Vec<(String, String)> = Vec::new();
     let value_of = |name: &str| -> Option<String> {
         let raw = if args.defaults { cfg.default_raw(name) } else { cfg.raw(name) }?;
         Some(if args.expand {
@@ -161,16 +160,15 @@ fn show_params(args: &Args, dir: &std::path::Path) {
                 continue;
             }
             if let Some(v) = value_of(name) {
-                shown.insert(name.to_owned(), v);
+                shown.push((name.to_owned(), v));
             }
         }
+        shown.sort();
     } else {
         for name in &args.args {
             let known = params::find(name).is_some() || cfg.is_set(name);
             match value_of(name).filter(|_| known) {
-                Some(v) if !(args.non_default && !cfg.is_set(name)) => {
-                    shown.insert(name.clone(), v);
-                }
+                Some(v) if !(args.non_default && !cfg.is_set(name)) => shown.push((name.clone(), v)),
                 Some(_) => {}
                 None => warn(&format!("{name}: unknown parameter")),
             }

@@ -1,0 +1,7 @@
+//! Black-box tests of postfix-rs: each builds a throw-away instance with
+//! testkit and checks it from outside, through the commands, sockets, the
+//! mail log and /proc.
+
+mod lifecycle;
+mod postconf;
+mod privileges;
