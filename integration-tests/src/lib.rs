@@ -17,19 +17,30 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/system-xxxx -> target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
 }
 
 /// Path of a built binary; panics with a hint when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; tests bind it soon after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
@@ -58,25 +69,49 @@ pub struct Proc {
 impl Proc {
     /// The master.cf service name a child was started for (`-n NAME`).
     pub fn service(&self) -> Option<&str> {
-        self.args.windows(2).find(|w| w[0] == "-n").map(|w| w[1].as_str())
+        self.args
+            .windows(2)
+            .find(|w| w[0] == "-n")
+            .map(|w| w[1].as_str())
     }
 }
 
 /// Every process on the machine, read from /proc.
 pub fn processes() -> Vec<Proc> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
-        let field = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
         };
-        let (Some(ppid), Some(uid)) = (field("PPid:"), field("Uid:")) else { continue };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        let (Some(ppid), Some(uid)) = (field("PPid:"), field("Uid:")) else {
+            continue;
+        };
         let args = std::fs::read(e.path().join("cmdline"))
-            .map(|b| b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
-        out.push(Proc { pid, ppid: ppid.parse().unwrap_or(0), uid: uid.parse().unwrap_or(0), args });
+        out.push(Proc {
+            pid,
+            ppid: ppid.parse().unwrap_or(0),
+            uid: uid.parse().unwrap_or(0),
+            args,
+        });
     }
     out
 }
@@ -84,7 +119,10 @@ pub fn processes() -> Vec<Proc> {
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -101,7 +139,10 @@ impl Instance {
     /// An instance with the given master.cf and extra main.cf lines. The
     /// daemon directory links to every built binary.
     pub fn new(master_cf: &str, extra_main_cf: &str) -> Self {
-        let root = tempfile::Builder::new().prefix("pfx-test-").tempdir().unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("pfx-test-")
+            .tempdir()
+            .unwrap();
         // Daemons that dropped privileges must still read the configuration.
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let etc = root.path().join("etc");
@@ -122,7 +163,13 @@ impl Instance {
         );
         std::fs::write(etc.join("main.cf"), main_cf).unwrap();
         std::fs::write(etc.join("master.cf"), master_cf).unwrap();
-        Self { root, etc, queue, libexec, log }
+        Self {
+            root,
+            etc,
+            queue,
+            libexec,
+            log,
+        }
     }
 
     /// Adds an executable script to the daemon directory.
@@ -134,7 +181,12 @@ impl Instance {
 
     /// Runs a built command with `-c ETC` first.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new(bin(program)).arg("-c").arg(&self.etc).args(args).output().unwrap()
+        Command::new(bin(program))
+            .arg("-c")
+            .arg(&self.etc)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// `postfix CMD`, asserting success; returns stderr.
@@ -167,13 +219,23 @@ impl Instance {
 
     /// master's children, as (service name, process).
     pub fn children(&self) -> Vec<Proc> {
-        let Some(m) = self.master_pid() else { return vec![] };
-        processes().into_iter().filter(|p| p.ppid == m && alive(p.pid)).collect()
+        let Some(m) = self.master_pid() else {
+            return vec![];
+        };
+        processes()
+            .into_iter()
+            .filter(|p| p.ppid == m && alive(p.pid))
+            .collect()
     }
 
     /// The pid of the child serving `service`, once there is exactly one.
     pub fn child_pid(&self, service: &str) -> Option<i32> {
-        let found: Vec<i32> = self.children().iter().filter(|p| p.service() == Some(service)).map(|p| p.pid).collect();
+        let found: Vec<i32> = self
+            .children()
+            .iter()
+            .filter(|p| p.service() == Some(service))
+            .map(|p| p.pid)
+            .collect();
         (found.len() == 1).then(|| found[0])
     }
 
@@ -184,7 +246,11 @@ impl Instance {
             pids = services.iter().filter_map(|s| self.child_pid(s)).collect();
             pids.len() == services.len()
         });
-        assert!(ok, "services {services:?} did not all start; log:\n{}", self.log_text());
+        assert!(
+            ok,
+            "services {services:?} did not all start; log:\n{}",
+            self.log_text()
+        );
         pids
     }
 }
@@ -196,7 +262,10 @@ impl Drop for Instance {
             let _ = self.run("postfix", &["abort"]);
             for p in kids.into_iter().chain([pid]) {
                 if alive(p) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }

@@ -16,10 +16,21 @@ pub fn parse_args<T: Parser>(name: &str, usage: &str) -> T {
     pfx_maillog::init_stderr(name);
     match T::try_parse() {
         Ok(a) => a,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
         Err(e) => {
             let first = e.to_string();
-            let first = first.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
             eprintln!("{name}: {first}");
             eprintln!("{name}: fatal: usage: {usage}");
             std::process::exit(1)

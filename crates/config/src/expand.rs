@@ -126,7 +126,10 @@ mod tests {
         let vars = [
             ("mydomain", "ywnds.com"),
             ("myhostname", "mail.$mydomain"),
-            ("mydestination", "$myhostname, localhost.$mydomain, localhost, $mydomain"),
+            (
+                "mydestination",
+                "$myhostname, localhost.$mydomain, localhost, $mydomain",
+            ),
         ];
         assert_eq!(
             run(&vars, "$mydestination").unwrap(),

@@ -60,7 +60,9 @@ impl Error {
 /// Where a setting came from, for messages that name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    MainCf { line: usize },
+    MainCf {
+        line: usize,
+    },
     /// A `-o` override (master.cf or command line).
     Override,
 }
@@ -253,7 +255,7 @@ impl Config {
 
     /// Checks that every supported parameter that is set has a value of its type.
     pub fn validate(&self) -> Result<(), Error> {
-        for (name, _) in &self.set {
+        for name in self.set.keys() {
             let Some(p) = params::find(name) else {
                 continue;
             };
@@ -271,7 +273,11 @@ impl Config {
     /// value refers to with `$name` (Postfix's "unused parameter" warning).
     pub fn unused(&self, extra_values: &[String]) -> Vec<&maincf::Entry> {
         let mentions = |name: &str| {
-            let refs = [format!("${name}"), format!("${{{name}"), format!("$({name}")];
+            let refs = [
+                format!("${name}"),
+                format!("${{{name}"),
+                format!("$({name}"),
+            ];
             let in_text = |t: &str| {
                 refs.iter().any(|r| {
                     t.match_indices(r.as_str()).any(|(i, _)| {
@@ -314,7 +320,12 @@ mod tests {
         assert_eq!(c.get("myorigin").unwrap(), "ywnds.com");
         assert_eq!(
             c.list("mydestination").unwrap(),
-            ["mail.ywnds.com", "localhost.ywnds.com", "localhost", "ywnds.com"]
+            [
+                "mail.ywnds.com",
+                "localhost.ywnds.com",
+                "localhost",
+                "ywnds.com"
+            ]
         );
         assert_eq!(c.raw("myorigin").unwrap(), "$mydomain");
     }
@@ -331,10 +342,18 @@ mod tests {
 
     #[test]
     fn typed_values_and_errors_with_file_and_line() {
-        let c = cfg("maximal_queue_lifetime = 1d\nbounce_queue_lifetime = 2\nmessage_size_limit = lots\n");
-        assert_eq!(c.time("maximal_queue_lifetime").unwrap(), Duration::from_secs(86400));
+        let c = cfg(
+            "maximal_queue_lifetime = 1d\nbounce_queue_lifetime = 2\nmessage_size_limit = lots\n",
+        );
+        assert_eq!(
+            c.time("maximal_queue_lifetime").unwrap(),
+            Duration::from_secs(86400)
+        );
         // No unit: the parameter's own default unit (days).
-        assert_eq!(c.time("bounce_queue_lifetime").unwrap(), Duration::from_secs(2 * 86400));
+        assert_eq!(
+            c.time("bounce_queue_lifetime").unwrap(),
+            Duration::from_secs(2 * 86400)
+        );
         let err = c.int("message_size_limit").unwrap_err().to_string();
         assert_eq!(
             err,
@@ -354,7 +373,11 @@ mod tests {
     #[test]
     fn unused_parameters_are_reported_unless_referenced() {
         let c = cfg("foo = bar\nmy_net = 10.0.0.0/8\nmynetworks = $my_net\nmyorigin = x\n");
-        let unused: Vec<_> = c.unused(&[]).iter().map(|e| (e.name.as_str(), e.line)).collect();
+        let unused: Vec<_> = c
+            .unused(&[])
+            .iter()
+            .map(|e| (e.name.as_str(), e.line))
+            .collect();
         assert_eq!(unused, [("foo", 1)]);
         let unused = c.unused(&["$foo".to_owned()]);
         assert!(unused.is_empty());

@@ -216,14 +216,26 @@ mod tests {
 
     #[test]
     fn continuation_lines_join_with_their_leading_space() {
-        let got = p("mydestination = $myhostname,\n    localhost.$mydomain,\n\tlocalhost\nnext = 1\n").unwrap();
-        assert_eq!(got[0], e("mydestination", "$myhostname,    localhost.$mydomain,\tlocalhost", 1));
+        let got =
+            p("mydestination = $myhostname,\n    localhost.$mydomain,\n\tlocalhost\nnext = 1\n")
+                .unwrap();
+        assert_eq!(
+            got[0],
+            e(
+                "mydestination",
+                "$myhostname,    localhost.$mydomain,\tlocalhost",
+                1
+            )
+        );
         assert_eq!(got[1], e("next", "1", 4));
     }
 
     #[test]
     fn comments_only_at_line_start_and_indented_comments_do_not_continue() {
-        let got = p("# a comment\nrelayhost = [mx]:25 # not a comment\n   # indented comment\nfoo = bar\n").unwrap();
+        let got = p(
+            "# a comment\nrelayhost = [mx]:25 # not a comment\n   # indented comment\nfoo = bar\n",
+        )
+        .unwrap();
         assert_eq!(got[0], e("relayhost", "[mx]:25 # not a comment", 2));
         assert_eq!(got[1], e("foo", "bar", 4));
     }
@@ -242,9 +254,13 @@ mod tests {
             "/etc/postfix/main.cf, line 3: missing '=' after attribute name: \"junk line\""
         );
         let err = p("= value\n").unwrap_err();
-        assert!(err.to_string().starts_with("/etc/postfix/main.cf, line 1: missing attribute name"));
+        assert!(err
+            .to_string()
+            .starts_with("/etc/postfix/main.cf, line 1: missing attribute name"));
         let err = p("  leading = space\n").unwrap_err();
-        assert!(err.to_string().contains("line 1: logical line must not start with white space"));
+        assert!(err
+            .to_string()
+            .contains("line 1: logical line must not start with white space"));
     }
 
     #[test]

@@ -338,9 +338,21 @@ mod tests {
         assert_eq!(s[0].kind, ServiceType::Inet);
         assert!(!s[0].private && s[0].unpriv && !s[0].chroot);
         assert_eq!((s[0].wakeup, s[0].maxproc, s[0].line), (None, None, 2));
-        assert_eq!(s[1].wakeup, Some(Wakeup { seconds: 60, after_first_use: false }));
+        assert_eq!(
+            s[1].wakeup,
+            Some(Wakeup {
+                seconds: 60,
+                after_first_use: false
+            })
+        );
         assert_eq!(s[1].maxproc, Some(1));
-        assert_eq!(s[2].wakeup, Some(Wakeup { seconds: 1000, after_first_use: true }));
+        assert_eq!(
+            s[2].wakeup,
+            Some(Wakeup {
+                seconds: 1000,
+                after_first_use: true
+            })
+        );
         assert_eq!(s[2].maxproc, Some(0));
     }
 
@@ -355,7 +367,13 @@ mod tests {
         let s = p("submission inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n\t-o { smtpd_banner = hello world }\n  -v\n").unwrap();
         assert_eq!(
             s[0].args,
-            ["-o", "syslog_name=postfix/submission", "-o", "smtpd_banner=hello world", "-v"]
+            [
+                "-o",
+                "syslog_name=postfix/submission",
+                "-o",
+                "smtpd_banner=hello world",
+                "-v"
+            ]
         );
         assert_eq!(
             s[0].overrides(),
@@ -369,7 +387,10 @@ mod tests {
     #[test]
     fn inet_addresses() {
         assert_eq!(inet_port("2525").unwrap(), ("".into(), 2525));
-        assert_eq!(inet_port("127.0.0.1:2525").unwrap(), ("127.0.0.1".into(), 2525));
+        assert_eq!(
+            inet_port("127.0.0.1:2525").unwrap(),
+            ("127.0.0.1".into(), 2525)
+        );
         assert_eq!(inet_port("[::1]:25").unwrap(), ("::1".into(), 25));
         assert_eq!(inet_port("smtp").unwrap(), ("".into(), 25));
         assert!(inet_port("127.0.0.1:http-ish").is_err());
@@ -380,15 +401,39 @@ mod tests {
     fn errors_name_file_and_line() {
         let cases = [
             ("smtp inet n - n - -\n", "line 1: bad field count"),
-            ("\n\ny bogus - - n - - a\n", "line 3: invalid type field \"bogus\""),
-            ("z unix q - n - - a\n", "line 1: invalid private field \"q\""),
-            ("w unix - - n abc - a\n", "line 1: invalid wakeup field \"abc\""),
-            ("w unix - - n - many a\n", "line 1: invalid maxproc field \"many\""),
-            ("smtp inet y - n - - smtpd\n", "line 1: an inet service cannot be private"),
-            ("x inet n - n - - smtpd\n", "line 1: bad inet service port \"x\""),
-            ("  -o a=b\n", "line 1: logical line must not start with white space"),
+            (
+                "\n\ny bogus - - n - - a\n",
+                "line 3: invalid type field \"bogus\"",
+            ),
+            (
+                "z unix q - n - - a\n",
+                "line 1: invalid private field \"q\"",
+            ),
+            (
+                "w unix - - n abc - a\n",
+                "line 1: invalid wakeup field \"abc\"",
+            ),
+            (
+                "w unix - - n - many a\n",
+                "line 1: invalid maxproc field \"many\"",
+            ),
+            (
+                "smtp inet y - n - - smtpd\n",
+                "line 1: an inet service cannot be private",
+            ),
+            (
+                "x inet n - n - - smtpd\n",
+                "line 1: bad inet service port \"x\"",
+            ),
+            (
+                "  -o a=b\n",
+                "line 1: logical line must not start with white space",
+            ),
             ("a unix - - n - - a -o {x=y\n", "line 1: missing '}'"),
-            ("a unix - - n - - a\nb unix - - n - - b\na unix - - n - - c\n", "line 3: duplicate service a/unix (first at line 1)"),
+            (
+                "a unix - - n - - a\nb unix - - n - - b\na unix - - n - - c\n",
+                "line 3: duplicate service a/unix (first at line 1)",
+            ),
         ];
         for (text, want) in cases {
             let err = p(text).unwrap_err().to_string();
@@ -400,10 +445,22 @@ mod tests {
     #[test]
     fn postconf_m_layout_matches_postfix() {
         let s = p("smtp inet n - y - - smtpd\nscalemail-backend unix - n n - 2 pipe flags=R\npostlog unix-dgram n - n - 1 postlogd\nx unix - - n - - a -o a=b -o { c = d e }\n").unwrap();
-        assert_eq!(format_entry(&s[0], false), "smtp       inet  n       -       y       -       -       smtpd");
-        assert_eq!(format_entry(&s[1], false), "scalemail-backend unix - n       n       -       2       pipe flags=R");
-        assert_eq!(format_entry(&s[2], false), "postlog    unix-dgram n  -       n       -       1       postlogd");
-        assert_eq!(format_entry(&s[3], false), "x          unix  -       -       n       -       -       a -o a=b -o {c=d e}");
+        assert_eq!(
+            format_entry(&s[0], false),
+            "smtp       inet  n       -       y       -       -       smtpd"
+        );
+        assert_eq!(
+            format_entry(&s[1], false),
+            "scalemail-backend unix - n       n       -       2       pipe flags=R"
+        );
+        assert_eq!(
+            format_entry(&s[2], false),
+            "postlog    unix-dgram n  -       n       -       1       postlogd"
+        );
+        assert_eq!(
+            format_entry(&s[3], false),
+            "x          unix  -       -       n       -       -       a -o a=b -o {c=d e}"
+        );
         assert_eq!(format_entry(&s[3], true), "x          unix  -       -       n       -       -       a\n    -o a=b\n    -o {c=d e}");
     }
 }

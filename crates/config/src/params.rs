@@ -65,11 +65,14 @@ pub static PARAMS: &[Param] = &[
     p("default_transport", "smtp", Str),
     p("delay_logging_resolution_limit", "2", Int),
     p("disable_vrfy_command", "no", Bool),
-    p("dns_servers", "", Str),
     p("duplicate_filter_limit", "1000", Int),
     p("empty_address_recipient", "MAILER-DAEMON", Str),
     p("enable_long_queue_ids", "no", Bool),
-    p("forward_path", "$home/.forward${recipient_delimiter}${extension}, $home/.forward", Str),
+    p(
+        "forward_path",
+        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+        Str,
+    ),
     p("hash_queue_depth", "1", Int),
     p("hash_queue_names", "deferred, defer", Str),
     p("header_size_limit", "102400", Int),
@@ -81,8 +84,11 @@ pub static PARAMS: &[Param] = &[
     p("ipc_timeout", "3600s", Time('s')),
     p("line_length_limit", "2048", Int),
     p("local_destination_concurrency_limit", "2", Int),
-    p("local_passwd_file", "", Str),
-    p("local_recipient_maps", "proxy:unix:passwd.byname $alias_maps", Str),
+    p(
+        "local_recipient_maps",
+        "proxy:unix:passwd.byname $alias_maps",
+        Str,
+    ),
     p("local_transport", "local:$myhostname", Str),
     p("mail_name", "Postfix", Str),
     p("mail_owner", "postfix", Str),
@@ -97,10 +103,18 @@ pub static PARAMS: &[Param] = &[
     p("maximal_queue_lifetime", "5d", Time('d')),
     p("message_size_limit", "10240000", Int),
     p("minimal_backoff_time", "300s", Time('s')),
-    p("mydestination", "$myhostname, localhost.$mydomain, localhost", Str),
+    p(
+        "mydestination",
+        "$myhostname, localhost.$mydomain, localhost",
+        Str,
+    ),
     p("mydomain", "", Str),
     p("myhostname", "", Str),
-    p("mynetworks", "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128", Str),
+    p(
+        "mynetworks",
+        "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
+        Str,
+    ),
     p("mynetworks_style", "host", Str),
     p("myorigin", "$myhostname", Str),
     p("notify_classes", "resource, software", Str),
@@ -116,7 +130,11 @@ pub static PARAMS: &[Param] = &[
     p("service_throttle_time", "60s", Time('s')),
     p("setgid_group", "postdrop", Str),
     p("smtp_connect_timeout", "30s", Time('s')),
-    p("smtp_destination_concurrency_limit", "$default_destination_concurrency_limit", Int),
+    p(
+        "smtp_destination_concurrency_limit",
+        "$default_destination_concurrency_limit",
+        Int,
+    ),
     p("smtp_helo_name", "$myhostname", Str),
     p("smtp_helo_timeout", "300s", Time('s')),
     p("smtpd_banner", "$myhostname ESMTP $mail_name", Str),
@@ -131,7 +149,11 @@ pub static PARAMS: &[Param] = &[
     p("smtpd_junk_command_limit", "100", Int),
     p("smtpd_recipient_limit", "1000", Int),
     p("smtpd_recipient_restrictions", "", Str),
-    p("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", Str),
+    p(
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+        Str,
+    ),
     p("smtpd_soft_error_limit", "10", Int),
     p("smtpd_timeout", "300s", Time('s')),
     p("syslog_facility", "mail", Str),
@@ -156,7 +178,12 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique_so_lookup_works() {
         for pair in PARAMS.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
         assert_eq!(find("myorigin").unwrap().default, "$myhostname");
         assert!(find("no_such_parameter").is_none());
@@ -171,7 +198,9 @@ mod tests {
             match p.kind {
                 Kind::Int => assert!(crate::value::parse_int(p.default).is_ok(), "{}", p.name),
                 Kind::Bool => assert!(crate::value::parse_bool(p.default).is_ok(), "{}", p.name),
-                Kind::Time(u) => assert!(crate::value::parse_time(p.default, u).is_ok(), "{}", p.name),
+                Kind::Time(u) => {
+                    assert!(crate::value::parse_time(p.default, u).is_ok(), "{}", p.name)
+                }
                 Kind::Str => {}
             }
         }

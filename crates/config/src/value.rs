@@ -91,7 +91,12 @@ mod tests {
     fn lists_split_on_commas_and_spaces() {
         assert_eq!(
             split_list("$myhostname, localhost.$mydomain,localhost  $mydomain"),
-            ["$myhostname", "localhost.$mydomain", "localhost", "$mydomain"]
+            [
+                "$myhostname",
+                "localhost.$mydomain",
+                "localhost",
+                "$mydomain"
+            ]
         );
         assert!(split_list(" , ").is_empty());
     }

@@ -160,7 +160,11 @@ mod tests {
         let (ra, rb) = tokio::join!(a.handshake("test"), b.handshake("test"));
         ra.unwrap();
         rb.unwrap();
-        for m in [Msg::Ping(7), Msg::Text("héllo".into()), Msg::Chunk(vec![0, 255, 13, 10])] {
+        for m in [
+            Msg::Ping(7),
+            Msg::Text("héllo".into()),
+            Msg::Chunk(vec![0, 255, 13, 10]),
+        ] {
             a.send(&m).await.unwrap();
             assert_eq!(b.expect::<Msg>().await.unwrap(), m);
         }
@@ -224,7 +228,9 @@ mod tests {
         let mut b = Channel::new(b);
         let mut body = codec::encode(&Msg::Ping(1)).unwrap();
         body.push(0);
-        raw.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+        raw.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
         raw.write_all(&body).await.unwrap();
         assert!(matches!(b.recv::<Msg>().await, Err(Error::Decode(m)) if m.contains("trailing")));
     }

@@ -97,7 +97,13 @@ fn install(logger: Logger) {
             let ident = std::ffi::CString::new(logger.tag.clone()).unwrap_or_default();
             let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
             // SAFETY: ident is a valid NUL-terminated string that lives forever.
-            unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_MAIL) };
+            unsafe {
+                libc::openlog(
+                    ident.as_ptr(),
+                    libc::LOG_PID | libc::LOG_NDELAY,
+                    libc::LOG_MAIL,
+                )
+            };
         }
     }
     *LOGGER.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(logger));
@@ -120,8 +126,17 @@ fn short_hostname() -> String {
 }
 
 /// Formats one line as Postfix's logger writes it, without the newline.
-pub fn format_line(now: chrono::DateTime<chrono::Local>, host: &str, tag: &str, pid: u32, text: &str) -> String {
-    format!("{} {host} {tag}[{pid}]: {text}", now.format("%b %e %H:%M:%S"))
+pub fn format_line(
+    now: chrono::DateTime<chrono::Local>,
+    host: &str,
+    tag: &str,
+    pid: u32,
+    text: &str,
+) -> String {
+    format!(
+        "{} {host} {tag}[{pid}]: {text}",
+        now.format("%b %e %H:%M:%S")
+    )
 }
 
 fn prefix(level: Level) -> &'static str {
@@ -134,7 +149,11 @@ fn prefix(level: Level) -> &'static str {
 
 impl Logger {
     fn emit(&self, level: Level, text: &str) {
-        if let Some(name) = self.stderr.as_ref().filter(|_| self.stderr_info || level <= Level::WARN) {
+        if let Some(name) = self
+            .stderr
+            .as_ref()
+            .filter(|_| self.stderr_info || level <= Level::WARN)
+        {
             let _ = writeln!(std::io::stderr(), "{name}: {text}");
         }
         if self.tag.is_empty() {
@@ -142,7 +161,13 @@ impl Logger {
         }
         match &self.sink {
             Sink::File(f) => {
-                let mut line = format_line(chrono::Local::now(), &self.host, &self.tag, std::process::id(), text);
+                let mut line = format_line(
+                    chrono::Local::now(),
+                    &self.host,
+                    &self.tag,
+                    std::process::id(),
+                    text,
+                );
                 line.push('\n');
                 // One write(2) per line: O_APPEND keeps concurrent writers' lines whole.
                 let _ = (&*f).write(line.as_bytes());
@@ -216,10 +241,18 @@ mod tests {
     fn line_format_matches_postfix() {
         let t = chrono::Local.with_ymd_and_hms(2026, 3, 5, 9, 7, 3).unwrap();
         assert_eq!(
-            format_line(t, "mail", "postfix/smtpd", 1234, "connect from unknown[127.0.0.2]"),
+            format_line(
+                t,
+                "mail",
+                "postfix/smtpd",
+                1234,
+                "connect from unknown[127.0.0.2]"
+            ),
             "Mar  5 09:07:03 mail postfix/smtpd[1234]: connect from unknown[127.0.0.2]"
         );
-        let t = chrono::Local.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
+        let t = chrono::Local
+            .with_ymd_and_hms(2026, 11, 25, 23, 59, 59)
+            .unwrap();
         assert!(format_line(t, "h", "postfix/master", 1, "x").starts_with("Nov 25 23:59:59 h "));
     }
 }

@@ -43,9 +43,14 @@ pub(crate) fn inet_addr(svc: &Service, cfg: &Config) -> Result<SocketAddr, Strin
         let ifaces = cfg.list("inet_interfaces").map_err(|e| e.to_string())?;
         match ifaces.as_slice() {
             [one] if one == "all" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            [one] if one == "loopback-only" || one == "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            [one] if one == "loopback-only" || one == "localhost" => {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            }
             [one] => parse_host(one)?,
-            _ => return Err("inet_interfaces: list several addresses in master.cf entries (host:port) instead".into()),
+            _ => return Err(
+                "inet_interfaces: list several addresses in master.cf entries (host:port) instead"
+                    .into(),
+            ),
         }
     } else if host == "localhost" {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -64,7 +69,12 @@ fn parse_host(h: &str) -> Result<IpAddr, String> {
 
 /// Creates the endpoint for `svc`. `owner` (when running as root) gets the
 /// Unix socket or FIFO, as Postfix's sockets belong to `$mail_owner`.
-pub(crate) fn create(svc: &Service, cfg: &Config, queue_dir: &Path, owner: Option<(Uid, Gid)>) -> Result<Endpoint, String> {
+pub(crate) fn create(
+    svc: &Service,
+    cfg: &Config,
+    queue_dir: &Path,
+    owner: Option<(Uid, Gid)>,
+) -> Result<Endpoint, String> {
     let ctx = |e: std::io::Error| format!("{}: {e}", svc.id());
     match svc.kind {
         ServiceType::Inet => {
@@ -81,39 +91,57 @@ pub(crate) fn create(svc: &Service, cfg: &Config, queue_dir: &Path, owner: Optio
             };
             let sock = match bind(addr) {
                 // No IPv6 here: "all" falls back to every IPv4 address.
-                Err(_) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
-                    bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()))
-                }
+                Err(_) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => bind(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    addr.port(),
+                )),
                 r => r,
             }
             .map_err(|e| format!("bind {addr} for service {}: {e}", svc.id()))?;
-            Ok(Endpoint { fd: sock.into(), path: None })
+            Ok(Endpoint {
+                fd: sock.into(),
+                path: None,
+            })
         }
         ServiceType::Unix | ServiceType::Pass | ServiceType::UnixDgram => {
             let path = socket_path(queue_dir, svc);
             let _ = std::fs::remove_file(&path);
-            let ty = if svc.kind == ServiceType::UnixDgram { Type::DGRAM } else { Type::STREAM };
+            let ty = if svc.kind == ServiceType::UnixDgram {
+                Type::DGRAM
+            } else {
+                Type::STREAM
+            };
             let sock = Socket::new(Domain::UNIX, ty, None).map_err(ctx)?;
-            sock.bind(&SockAddr::unix(&path).map_err(ctx)?).map_err(ctx)?;
+            sock.bind(&SockAddr::unix(&path).map_err(ctx)?)
+                .map_err(ctx)?;
             if ty == Type::STREAM {
                 sock.listen(BACKLOG).map_err(ctx)?;
             }
             finish_path(&path, 0o666, owner).map_err(ctx)?;
-            Ok(Endpoint { fd: sock.into(), path: Some(path) })
+            Ok(Endpoint {
+                fd: sock.into(),
+                path: Some(path),
+            })
         }
         ServiceType::Fifo => {
             let path = socket_path(queue_dir, svc);
             let _ = std::fs::remove_file(&path);
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| ctx(e.into()))?;
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+                .map_err(|e| ctx(e.into()))?;
             finish_path(&path, 0o622, owner).map_err(ctx)?;
             // Read-write, so the reader never sees end-of-file between writers.
             let fd = nix::fcntl::open(
                 &path,
-                nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::fcntl::OFlag::O_RDWR
+                    | nix::fcntl::OFlag::O_NONBLOCK
+                    | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             )
             .map_err(|e| ctx(e.into()))?;
-            Ok(Endpoint { fd, path: Some(path) })
+            Ok(Endpoint {
+                fd,
+                path: Some(path),
+            })
         }
     }
 }

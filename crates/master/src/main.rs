@@ -20,7 +20,11 @@ use pfx_queue::layout::Owners;
 use tracing::info;
 
 #[derive(Parser, Debug)]
-#[command(name = "master", version, about = "postfix-rs master daemon: starts and supervises the services in master.cf")]
+#[command(
+    name = "master",
+    version,
+    about = "postfix-rs master daemon: starts and supervises the services in master.cf"
+)]
 struct Args {
     /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
     #[arg(short = 'c', value_name = "DIR")]
@@ -50,23 +54,36 @@ fn owners(cfg: &Config) -> (Owners, Option<(nix::unistd::Uid, nix::unistd::Gid)>
     }
     let main_cf = cfg.main_cf().display().to_string();
     let name = cfg.get("mail_owner").unwrap_or_else(|e| fatal(e));
-    let owner = pfx_sys::users::user(&name)
-        .unwrap_or_else(|_| fatal(format!("file {main_cf}: parameter mail_owner: unknown user name value: {name}")));
+    let owner = pfx_sys::users::user(&name).unwrap_or_else(|_| {
+        fatal(format!(
+            "file {main_cf}: parameter mail_owner: unknown user name value: {name}"
+        ))
+    });
     if owner.uid.is_root() {
-        fatal(format!("file {main_cf}: parameter mail_owner: user {name} has privileged user ID"));
+        fatal(format!(
+            "file {main_cf}: parameter mail_owner: user {name} has privileged user ID"
+        ));
     }
     let group = cfg.get("setgid_group").unwrap_or_else(|e| fatal(e));
-    let setgid = pfx_sys::users::group(&group)
-        .unwrap_or_else(|_| fatal(format!("file {main_cf}: parameter setgid_group: unknown group name: {group}")));
+    let setgid = pfx_sys::users::group(&group).unwrap_or_else(|_| {
+        fatal(format!(
+            "file {main_cf}: parameter setgid_group: unknown group name: {group}"
+        ))
+    });
     let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
-    let owners = Owners { root, mail_owner: (owner.uid, owner.gid), setgid_group: setgid };
+    let owners = Owners {
+        root,
+        mail_owner: (owner.uid, owner.gid),
+        setgid_group: setgid,
+    };
     (owners, Some((owner.uid, owner.gid)))
 }
 
 /// Forks; the parent waits until the child reports its services started.
 /// Returns the write end the child uses to report, in the child.
 fn detach() -> std::fs::File {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| fatal(format!("pipe: {e}")));
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .unwrap_or_else(|e| fatal(format!("pipe: {e}")));
     // SAFETY: still single-threaded (no runtime yet), so fork is sound.
     match unsafe { nix::unistd::fork() } {
         Err(e) => fatal(format!("fork: {e}")),
@@ -86,7 +103,11 @@ fn detach() -> std::fs::File {
 
 /// Points stdin, stdout and stderr at /dev/null once nobody waits on them.
 fn close_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -98,7 +119,9 @@ fn main() {
     pfx_maillog::init_stderr("postfix/master");
     let args = Args::parse();
     let dir = pfx_config::config_dir(args.config_dir.as_deref());
-    let cfg = Config::load(&dir).and_then(|c| c.validate().map(|()| c)).unwrap_or_else(|e| fatal(e));
+    let cfg = Config::load(&dir)
+        .and_then(|c| c.validate().map(|()| c))
+        .unwrap_or_else(|e| fatal(e));
     let services = pfx_config::read_master_cf(&dir).unwrap_or_else(|e| fatal(e));
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
     let pid_file = queue_dir
@@ -112,7 +135,9 @@ fn main() {
         fatal(format!("create queue directories: {e}"));
     }
     if let Some(pid) = pfx_sys::lock::holder(&pid_file) {
-        fatal(format!("the Postfix mail system is already running (pid {pid})"));
+        fatal(format!(
+            "the Postfix mail system is already running (pid {pid})"
+        ));
     }
     let report = (!args.foreground).then(detach);
     let _lock = match pfx_sys::lock::PidLock::acquire(&pid_file) {
@@ -121,7 +146,9 @@ fn main() {
             "the Postfix mail system is already running (pid {})",
             pid.map_or_else(|| "unknown".into(), |p| p.to_string())
         )),
-        Err(pfx_sys::lock::LockError::Io(e)) => fatal(format!("open lock file {}: {e}", pid_file.display())),
+        Err(pfx_sys::lock::LockError::Io(e)) => {
+            fatal(format!("open lock file {}: {e}", pid_file.display()))
+        }
     };
     let log_opts = |stderr_name: Option<&str>| pfx_maillog::Options {
         service: "master".into(),
@@ -131,12 +158,22 @@ fn main() {
     };
     pfx_maillog::init(&cfg, log_opts(Some("postfix/master"))).unwrap_or_else(|e| fatal(e));
     let after_start = cfg.clone();
-    info!("daemon started -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display());
+    info!(
+        "daemon started -- version {}, configuration {}",
+        env!("CARGO_PKG_VERSION"),
+        dir.display()
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal(format!("start runtime: {e}")));
-    let inst = supervise::Instance { cfg, services, queue_dir, owner, foreground: args.foreground };
+    let inst = supervise::Instance {
+        cfg,
+        services,
+        queue_dir,
+        owner,
+        foreground: args.foreground,
+    };
     runtime.block_on(async {
         let mut sup = supervise::Supervisor::new(inst);
         sup.start_all().unwrap_or_else(|e| fatal(e));

@@ -40,7 +40,13 @@ fn key(s: &Service) -> Key {
 
 /// Two entries are "the same service" when everything but their line number matches.
 fn same_entry(a: &Service, b: &Service) -> bool {
-    Service { line: 0, ..a.clone() } == Service { line: 0, ..b.clone() }
+    Service {
+        line: 0,
+        ..a.clone()
+    } == Service {
+        line: 0,
+        ..b.clone()
+    }
 }
 
 /// The endpoint can be reused when what it is bound to did not change.
@@ -79,9 +85,19 @@ impl Drop for AbortOnDrop {
 
 #[derive(Debug)]
 enum Event {
-    Exited { key: Key, generation: u64, status: std::io::Result<ExitStatus> },
-    Status { key: Key, generation: u64, byte: u8 },
-    Restart { key: Key },
+    Exited {
+        key: Key,
+        generation: u64,
+        status: std::io::Result<ExitStatus>,
+    },
+    Status {
+        key: Key,
+        generation: u64,
+        byte: u8,
+    },
+    Restart {
+        key: Key,
+    },
 }
 
 /// What master needs to know about the instance.
@@ -107,7 +123,13 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     pub(crate) fn new(inst: Instance) -> Self {
         let (events, inbox) = mpsc::unbounded_channel();
-        Self { inst, slots: HashMap::new(), generation: 0, events, inbox }
+        Self {
+            inst,
+            slots: HashMap::new(),
+            generation: 0,
+            events,
+            inbox,
+        }
     }
 
     fn command_path(&self, svc: &Service) -> PathBuf {
@@ -142,13 +164,25 @@ impl Supervisor {
         let wakeup = self.wakeup_task(&svc, &endpoint, used.clone());
         self.slots.insert(
             k.clone(),
-            Slot { svc, endpoint, child: None, restart_pending: false, used, _wakeup: wakeup },
+            Slot {
+                svc,
+                endpoint,
+                child: None,
+                restart_pending: false,
+                used,
+                _wakeup: wakeup,
+            },
         );
         self.spawn(&k);
     }
 
     /// The periodic `W` trigger for services with a wakeup time.
-    fn wakeup_task(&self, svc: &Service, ep: &Endpoint, used: Arc<AtomicBool>) -> Option<AbortOnDrop> {
+    fn wakeup_task(
+        &self,
+        svc: &Service,
+        ep: &Endpoint,
+        used: Arc<AtomicBool>,
+    ) -> Option<AbortOnDrop> {
         let w = svc.wakeup?;
         let path = ep.path.clone()?;
         let kind = svc.kind;
@@ -171,31 +205,48 @@ impl Supervisor {
     fn spawn(&mut self, k: &Key) {
         self.generation += 1;
         let generation = self.generation;
-        let Some(slot) = self.slots.get(k) else { return };
+        let Some(slot) = self.slots.get(k) else {
+            return;
+        };
         let path = self.command_path(&slot.svc);
         let result = self.spawn_child(&slot.svc, &slot.endpoint, &path, generation);
         let slot = self.slots.get_mut(k).expect("slot checked above");
         match result {
             Ok((pid, child, status)) => {
-                slot.child = Some(Child { pid, generation, ready: false, started: Instant::now() });
+                slot.child = Some(Child {
+                    pid,
+                    generation,
+                    ready: false,
+                    started: Instant::now(),
+                });
                 let tx = self.events.clone();
                 let key = k.clone();
                 tokio::spawn(async move {
                     let mut child = child;
                     let status = child.wait().await;
-                    let _ = tx.send(Event::Exited { key, generation, status });
+                    let _ = tx.send(Event::Exited {
+                        key,
+                        generation,
+                        status,
+                    });
                 });
                 let tx = self.events.clone();
                 let key = k.clone();
                 tokio::spawn(async move {
-                    let Ok(mut s) = tokio::net::UnixStream::from_std(status) else { return };
+                    let Ok(mut s) = tokio::net::UnixStream::from_std(status) else {
+                        return;
+                    };
                     let mut buf = [0u8; 16];
                     while let Ok(n) = s.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
                         for &byte in &buf[..n] {
-                            let _ = tx.send(Event::Status { key: key.clone(), generation, byte });
+                            let _ = tx.send(Event::Status {
+                                key: key.clone(),
+                                generation,
+                                byte,
+                            });
                         }
                     }
                     // Keep our end open until the child is gone: its EOF means "master died".
@@ -220,10 +271,19 @@ impl Supervisor {
         ours.set_nonblocking(true)?;
         let maxproc = match svc.maxproc {
             Some(n) => n.to_string(),
-            None => self.inst.cfg.get("default_process_limit").unwrap_or_else(|_| "100".into()),
+            None => self
+                .inst
+                .cfg
+                .get("default_process_limit")
+                .unwrap_or_else(|_| "100".into()),
         };
         let mut cmd = tokio::process::Command::new(path);
-        cmd.arg("-c").arg(self.inst.cfg.dir()).arg("-n").arg(&svc.name).arg("-t").arg(svc.kind.as_str());
+        cmd.arg("-c")
+            .arg(self.inst.cfg.dir())
+            .arg("-n")
+            .arg(&svc.name)
+            .arg("-t")
+            .arg(svc.kind.as_str());
         if svc.unpriv {
             cmd.arg("-u");
         }
@@ -239,7 +299,8 @@ impl Supervisor {
         cmd.env("MAXPROC", maxproc);
         cmd.stdin(std::process::Stdio::null());
         if !self.inst.foreground {
-            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
         }
         let status_fd = theirs.as_raw_fd();
         let listen_fd = ep.fd.as_raw_fd();
@@ -254,13 +315,19 @@ impl Supervisor {
     }
 
     fn throttle(&mut self, k: &Key, path: &Path) {
-        let delay = self.inst.cfg.time("service_throttle_time").unwrap_or(Duration::from_secs(60));
+        let delay = self
+            .inst
+            .cfg
+            .time("service_throttle_time")
+            .unwrap_or(Duration::from_secs(60));
         warn!("{}: bad command startup -- throttling", path.display());
         self.schedule_restart(k, delay);
     }
 
     fn schedule_restart(&mut self, k: &Key, delay: Duration) {
-        let Some(slot) = self.slots.get_mut(k) else { return };
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
         slot.restart_pending = true;
         let tx = self.events.clone();
         let key = k.clone();
@@ -271,7 +338,9 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, k: Key, generation: u64, status: std::io::Result<ExitStatus>) {
-        let Some(slot) = self.slots.get_mut(&k) else { return };
+        let Some(slot) = self.slots.get_mut(&k) else {
+            return;
+        };
         let Some(child) = slot.child.take_if(|c| c.generation == generation) else {
             return; // A replaced child finishing: expected, not news.
         };
@@ -280,9 +349,17 @@ impl Supervisor {
         match status {
             Ok(st) => {
                 if let Some(sig) = st.signal() {
-                    warn!("process {} pid {} killed by signal {sig}", path.display(), child.pid);
+                    warn!(
+                        "process {} pid {} killed by signal {sig}",
+                        path.display(),
+                        child.pid
+                    );
                 } else if let Some(code) = st.code().filter(|&c| c != 0) {
-                    warn!("process {} pid {} exit status {code}", path.display(), child.pid);
+                    warn!(
+                        "process {} pid {} exit status {code}",
+                        path.display(),
+                        child.pid
+                    );
                 }
             }
             Err(e) => warn!("process {} pid {}: wait: {e}", path.display(), child.pid),
@@ -297,19 +374,26 @@ impl Supervisor {
     }
 
     fn on_status(&mut self, k: Key, generation: u64, byte: u8) {
-        let Some(slot) = self.slots.get_mut(&k) else { return };
+        let Some(slot) = self.slots.get_mut(&k) else {
+            return;
+        };
         let Some(child) = slot.child.as_mut().filter(|c| c.generation == generation) else {
             return;
         };
         match byte {
             STATUS_READY => child.ready = true,
             STATUS_USED => slot.used.store(true, Ordering::Relaxed),
-            other => warn!("ignoring status byte {other:#04x} from child pid {}", child.pid),
+            other => warn!(
+                "ignoring status byte {other:#04x} from child pid {}",
+                child.pid
+            ),
         }
     }
 
     fn on_restart(&mut self, k: Key) {
-        let Some(slot) = self.slots.get_mut(&k) else { return };
+        let Some(slot) = self.slots.get_mut(&k) else {
+            return;
+        };
         if slot.restart_pending && slot.child.is_none() {
             slot.restart_pending = false;
             self.spawn(&k);
@@ -327,9 +411,9 @@ impl Supervisor {
     /// they re-read main.cf.
     fn reload(&mut self) {
         let dir = self.inst.cfg.dir().to_owned();
-        let loaded = Config::load(&dir).and_then(|c| c.validate().map(|()| c)).and_then(|c| {
-            pfx_config::read_master_cf(&dir).map(|s| (c, s))
-        });
+        let loaded = Config::load(&dir)
+            .and_then(|c| c.validate().map(|()| c))
+            .and_then(|c| pfx_config::read_master_cf(&dir).map(|s| (c, s)));
         let (cfg, services) = match loaded {
             Ok(x) => x,
             Err(e) => {
@@ -337,10 +421,19 @@ impl Supervisor {
                 return;
             }
         };
-        info!("reload -- version {}, configuration {}", env!("CARGO_PKG_VERSION"), dir.display());
+        info!(
+            "reload -- version {}, configuration {}",
+            env!("CARGO_PKG_VERSION"),
+            dir.display()
+        );
         self.inst.cfg = cfg;
         let wanted: HashMap<Key, Service> = services.iter().map(|s| (key(s), s.clone())).collect();
-        let gone: Vec<Key> = self.slots.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        let gone: Vec<Key> = self
+            .slots
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
         for k in gone {
             if let Some(slot) = self.slots.remove(&k) {
                 Self::signal_child(&slot, Signal::SIGTERM);
@@ -368,7 +461,12 @@ impl Supervisor {
                         old
                     } else {
                         drop(old);
-                        match endpoint::create(&svc, &self.inst.cfg, &self.inst.queue_dir, self.inst.owner) {
+                        match endpoint::create(
+                            &svc,
+                            &self.inst.cfg,
+                            &self.inst.queue_dir,
+                            self.inst.owner,
+                        ) {
                             Ok(ep) => ep,
                             Err(e) => {
                                 error!("cannot restart service: {e}");
@@ -388,7 +486,11 @@ impl Supervisor {
     pub(crate) async fn run(&mut self) -> Result<(), String> {
         use tokio::signal::unix::{signal, SignalKind};
         let sig = |k| signal(k).map_err(|e| e.to_string());
-        let (mut hup, mut term, mut int) = (sig(SignalKind::hangup())?, sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+        let (mut hup, mut term, mut int) = (
+            sig(SignalKind::hangup())?,
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+        );
         loop {
             tokio::select! {
                 Some(ev) = self.inbox.recv() => match ev {
@@ -420,7 +522,9 @@ impl Supervisor {
         let mut killed = sig == Signal::SIGKILL;
         while self.slots.values().any(|s| s.child.is_some()) {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
-                Ok(Some(Event::Exited { key, generation, .. })) => {
+                Ok(Some(Event::Exited {
+                    key, generation, ..
+                })) => {
                     if let Some(slot) = self.slots.get_mut(&key) {
                         slot.child.take_if(|c| c.generation == generation);
                     }
@@ -442,7 +546,11 @@ impl Supervisor {
 
 /// Sends trigger bytes to a unix or fifo service, as master's wakeup and
 /// Postfix's trigger clients do.
-pub(crate) async fn send_trigger(path: &Path, kind: ServiceType, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn send_trigger(
+    path: &Path,
+    kind: ServiceType,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     let write = async {
         match kind {
             ServiceType::Fifo => {

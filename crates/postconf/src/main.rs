@@ -12,7 +12,8 @@ use pfx_config::maincf::{self, Edit};
 use pfx_config::{params, Config};
 use pfx_maillog::fatal;
 
-const USAGE: &str = "postconf [-#dehHMnvxX] [-c config_dir] [-f (fold lines)] [-o name=value] [name...]";
+const USAGE: &str =
+    "postconf [-#dehHMnvxX] [-c config_dir] [-f (fold lines)] [-o name=value] [name...]";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,7 +74,9 @@ fn main() {
     let dir = pfx_config::config_dir(args.config_dir.as_deref());
     if args.edit || args.remove || args.comment_out {
         if args.master {
-            fatal("editing master.cf with -M is not supported; edit the file and run postfix reload");
+            fatal(
+                "editing master.cf with -M is not supported; edit the file and run postfix reload",
+            );
         }
         edit_main_cf(&args, &dir);
     } else if args.master {
@@ -105,14 +108,17 @@ fn edit_main_cf(args: &Args, dir: &std::path::Path) {
         Err(e) => fatal(format!("open {}: {e}", path.display())),
     };
     let new = maincf::edit(&path, &text, &edits).unwrap_or_else(|e| fatal(e));
-    pfx_sys::fs::write_atomic(&path, new.as_bytes()).unwrap_or_else(|e| fatal(format!("write {}: {e}", path.display())));
+    pfx_sys::fs::write_atomic(&path, new.as_bytes())
+        .unwrap_or_else(|e| fatal(format!("write {}: {e}", path.display())));
 }
 
 fn load(args: &Args, dir: &std::path::Path) -> Config {
     let mut cfg = match Config::load(dir) {
         Ok(c) => c,
         // Defaults need no main.cf.
-        Err(pfx_config::Error::Io { .. }) if args.defaults => Config::from_text(dir, "").unwrap_or_else(|e| fatal(e)),
+        Err(pfx_config::Error::Io { .. }) if args.defaults => {
+            Config::from_text(dir, "").unwrap_or_else(|e| fatal(e))
+        }
         Err(e) => fatal(e),
     };
     for o in &args.overrides {
@@ -125,7 +131,12 @@ fn load(args: &Args, dir: &std::path::Path) -> Config {
 fn show_params(args: &Args, dir: &std::path::Path) {
     let cfg = load(args, dir);
     let master_values: Vec<String> = pfx_config::read_master_cf(dir)
-        .map(|s| s.iter().flat_map(|s| s.overrides()).map(|(_, v)| v).collect())
+        .map(|s| {
+            s.iter()
+                .flat_map(|s| s.overrides())
+                .map(|(_, v)| v)
+                .collect()
+        })
         .unwrap_or_default();
     let unused = cfg.unused(&master_values);
     if !args.defaults {
@@ -142,7 +153,11 @@ fn show_params(args: &Args, dir: &std::path::Path) {
     // (name, value) to show: every parameter sorted by name, or the named ones in the order given.
     let mut shown: Vec<(String, String)> = Vec::new();
     let value_of = |name: &str| -> Option<String> {
-        let raw = if args.defaults { cfg.default_raw(name) } else { cfg.raw(name) }?;
+        let raw = if args.defaults {
+            cfg.default_raw(name)
+        } else {
+            cfg.raw(name)
+        }?;
         Some(if args.expand {
             cfg.expand_text(&raw).unwrap_or_else(|e| fatal(e))
         } else {
@@ -150,12 +165,20 @@ fn show_params(args: &Args, dir: &std::path::Path) {
         })
     };
     if args.args.is_empty() {
-        let user_defined = cfg.entries().iter().map(|e| e.name.as_str()).filter(|n| {
-            params::find(n).is_none() && !unused.iter().any(|u| u.name == *n)
-        });
-        let names: Vec<&str> = params::PARAMS.iter().map(|p| p.name).chain(user_defined).collect();
+        let user_defined = cfg
+            .entries()
+            .iter()
+            .map(|e| e.name.as_str())
+            .filter(|n| params::find(n).is_none() && !unused.iter().any(|u| u.name == *n));
+        let names: Vec<&str> = params::PARAMS
+            .iter()
+            .map(|p| p.name)
+            .chain(user_defined)
+            .collect();
         for name in names {
-            let explicitly_set = cfg.is_set(name) || (name == "config_directory" && dir != std::path::Path::new(pfx_config::DEFAULT_CONFIG_DIR));
+            let explicitly_set = cfg.is_set(name)
+                || (name == "config_directory"
+                    && dir != std::path::Path::new(pfx_config::DEFAULT_CONFIG_DIR));
             if args.non_default && !explicitly_set {
                 continue;
             }
@@ -168,7 +191,7 @@ fn show_params(args: &Args, dir: &std::path::Path) {
         for name in &args.args {
             let known = params::find(name).is_some() || cfg.is_set(name);
             match value_of(name).filter(|_| known) {
-                Some(v) if !(args.non_default && !cfg.is_set(name)) => shown.push((name.clone(), v)),
+                Some(v) if !args.non_default || cfg.is_set(name) => shown.push((name.clone(), v)),
                 Some(_) => {}
                 None => warn(&format!("{name}: unknown parameter")),
             }

@@ -30,19 +30,34 @@ fn run(dir: &Path, cfg: &Config) -> usize {
         }
     };
     let master_cf = dir.join("master.cf");
-    let master_values: Vec<String> = services.iter().flat_map(|s| s.overrides()).map(|(_, v)| v).collect();
+    let master_values: Vec<String> = services
+        .iter()
+        .flat_map(|s| s.overrides())
+        .map(|(_, v)| v)
+        .collect();
     for e in cfg.unused(&master_values) {
-        warn!("{}, line {}: unused parameter: {}={}", cfg.main_cf().display(), e.line, e.name, e.value);
+        warn!(
+            "{}, line {}: unused parameter: {}={}",
+            cfg.main_cf().display(),
+            e.line,
+            e.name,
+            e.value
+        );
     }
     let daemon_dir = cfg.get("daemon_directory").unwrap_or_default();
     for svc in &services {
         for (name, value) in svc.overrides() {
             if pfx_config::params::find(&name).is_none() && !cfg.is_set(&name) {
-                warn!("{}, line {}: unused parameter: {name}={value}", master_cf.display(), svc.line);
+                warn!(
+                    "{}, line {}: unused parameter: {name}={value}",
+                    master_cf.display(),
+                    svc.line
+                );
             }
         }
         let program = Path::new(&daemon_dir).join(&svc.command);
-        let executable = std::fs::metadata(&program).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let executable =
+            std::fs::metadata(&program).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !matches!(executable, Ok(true)) {
             error!(
                 "{}, line {}: service {}: program {} is missing or not executable",

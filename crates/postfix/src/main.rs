@@ -53,11 +53,18 @@ impl Instance {
     }
 
     fn master_path(&self) -> PathBuf {
-        Path::new(&self.cfg.get("daemon_directory").unwrap_or_else(|e| fatal(e))).join("master")
+        Path::new(
+            &self
+                .cfg
+                .get("daemon_directory")
+                .unwrap_or_else(|e| fatal(e)),
+        )
+        .join("master")
     }
 
     fn running_or_die(&self) -> Pid {
-        self.master_pid().unwrap_or_else(|| fatal("the Postfix mail system is not running"))
+        self.master_pid()
+            .unwrap_or_else(|| fatal("the Postfix mail system is not running"))
     }
 
     fn not_running_or_die(&self) {
@@ -96,7 +103,11 @@ fn main() {
     }
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
     let pid_dir = cfg.get("process_id_directory").unwrap_or_else(|e| fatal(e));
-    let inst = Instance { pid_file: queue_dir.join(pid_dir).join("master.pid"), dir, cfg };
+    let inst = Instance {
+        pid_file: queue_dir.join(pid_dir).join("master.pid"),
+        dir,
+        cfg,
+    };
     match args.command.as_str() {
         "start" => {
             check::run_or_die(&inst.dir, &inst.cfg);

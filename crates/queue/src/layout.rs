@@ -80,9 +80,8 @@ impl Owners {
 pub fn create(queue_dir: &Path, owners: &Owners) -> std::io::Result<()> {
     for dir in DIRS {
         let path = queue_dir.join(dir.name);
-        pfx_sys::fs::ensure_dir(&path, dir.mode, Some(owners.of(dir.owner))).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-        })?;
+        pfx_sys::fs::ensure_dir(&path, dir.mode, Some(owners.of(dir.owner)))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -91,7 +90,11 @@ pub fn create(queue_dir: &Path, owners: &Owners) -> std::io::Result<()> {
 pub fn check(queue_dir: &Path, owners: &Owners) -> Vec<String> {
     DIRS.iter()
         .filter_map(|dir| {
-            pfx_sys::fs::check_dir(&queue_dir.join(dir.name), dir.mode, Some(owners.of(dir.owner)))
+            pfx_sys::fs::check_dir(
+                &queue_dir.join(dir.name),
+                dir.mode,
+                Some(owners.of(dir.owner)),
+            )
         })
         .collect()
 }
@@ -108,7 +111,10 @@ mod tests {
         assert!(!check(&q, &owners).is_empty());
         create(&q, &owners).unwrap();
         assert_eq!(check(&q, &owners), Vec::<String>::new());
-        for name in ["maildrop", "incoming", "active", "deferred", "hold", "corrupt", "private", "public", "pid"] {
+        for name in [
+            "maildrop", "incoming", "active", "deferred", "hold", "corrupt", "private", "public",
+            "pid",
+        ] {
             assert!(q.join(name).is_dir(), "{name}");
         }
     }

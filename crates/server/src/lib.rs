@@ -141,7 +141,10 @@ fn take_endpoint(kind: &str) -> std::io::Result<Option<RawEndpoint>> {
     }
     // SAFETY: master hands us LISTEN_FD and nothing else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
     Ok(Some(match kind {
         "inet" => RawEndpoint::Tcp(fd.into()),
         "fifo" => RawEndpoint::Fifo(fd),
@@ -177,7 +180,10 @@ fn take_status() -> Option<std::os::unix::net::UnixStream> {
     }
     // SAFETY: master hands us STATUS_FD and nothing else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
-    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     let s = std::os::unix::net::UnixStream::from(fd);
     s.set_nonblocking(true).ok()?;
     Some(s)
@@ -214,8 +220,11 @@ where
     };
     let status = take_status();
     if args.unprivileged && pfx_sys::users::is_root() {
-        let owner = cfg.get("mail_owner").unwrap_or_else(|e| pfx_maillog::fatal(e));
-        let ids = pfx_sys::users::user(&owner).unwrap_or_else(|e| pfx_maillog::fatal(format!("mail_owner: {e}")));
+        let owner = cfg
+            .get("mail_owner")
+            .unwrap_or_else(|e| pfx_maillog::fatal(e));
+        let ids = pfx_sys::users::user(&owner)
+            .unwrap_or_else(|e| pfx_maillog::fatal(format!("mail_owner: {e}")));
         if ids.uid.is_root() {
             pfx_maillog::fatal("mail_owner must not be root");
         }
@@ -231,7 +240,15 @@ where
         .enable_all()
         .build()
         .unwrap_or_else(|e| pfx_maillog::fatal(format!("start runtime: {e}")));
-    let code = runtime.block_on(serve(program, args, cfg, endpoint, status, max_sessions, service));
+    let code = runtime.block_on(serve(
+        program,
+        args,
+        cfg,
+        endpoint,
+        status,
+        max_sessions,
+        service,
+    ));
     if let Err(e) = code {
         pfx_maillog::fatal(e);
     }
@@ -252,7 +269,9 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     use tokio::signal::unix::{signal, SignalKind};
-    let endpoint = endpoint.into_tokio().map_err(|e| format!("service endpoint: {e}"))?;
+    let endpoint = endpoint
+        .into_tokio()
+        .map_err(|e| format!("service endpoint: {e}"))?;
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);

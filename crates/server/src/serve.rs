@@ -23,7 +23,11 @@ pub enum Stream {
 /// most `ctx.max_sessions` at once (further clients wait in the listen
 /// backlog, as with Postfix's maxproc). Returns after shutdown, once the
 /// sessions in progress have finished.
-pub async fn serve_stream<H, Fut>(ctx: &Context, endpoint: Endpoint, handler: H) -> Result<(), String>
+pub async fn serve_stream<H, Fut>(
+    ctx: &Context,
+    endpoint: Endpoint,
+    handler: H,
+) -> Result<(), String>
 where
     H: Fn(Stream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -84,7 +88,8 @@ where
     let handler = Arc::new(handler);
     match endpoint {
         Endpoint::Fifo(fd) => {
-            let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| format!("trigger fifo: {e}"))?;
+            let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| format!("trigger fifo: {e}"))?;
             let mut buf = [0u8; 1024];
             loop {
                 let n = tokio::select! {
@@ -106,7 +111,10 @@ where
                     // A trigger client writes a few bytes and closes; do not wait on a stuck one.
                     let mut limited = (&mut s).take(1024);
                     let read = limited.read_to_end(&mut buf);
-                    if tokio::time::timeout(Duration::from_secs(10), read).await.is_ok() {
+                    if tokio::time::timeout(Duration::from_secs(10), read)
+                        .await
+                        .is_ok()
+                    {
                         buf.iter().for_each(|&b| handler(b));
                     }
                 }

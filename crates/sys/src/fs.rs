@@ -66,7 +66,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mode = std::fs::metadata(path).map(|m| m.mode() & 0o7777).unwrap_or(0o644);
+    let mode = std::fs::metadata(path)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or(0o644);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)

@@ -48,7 +48,7 @@ impl PidLock {
             f.set_len(0)?;
             f.seek(SeekFrom::Start(0))?;
             // Postfix's layout: the pid right-aligned in ten columns.
-            write!(f, "{pid:>10}\n")?;
+            writeln!(f, "{pid:>10}")?;
             f.sync_all()
         };
         write(&mut lock).map_err(LockError::Io)?;
@@ -87,7 +87,10 @@ mod tests {
         let lock = PidLock::acquire(&path).unwrap();
         let me = std::process::id() as i32;
         assert_eq!(holder(&path), Some(me));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{me:>10}\n"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{me:>10}\n")
+        );
         assert!(matches!(PidLock::acquire(&path), Err(LockError::Held(Some(p))) if p == me));
         drop(lock);
         assert_eq!(holder(&path), None);

@@ -3,6 +3,7 @@
 //! On a stream endpoint each client gets `service=NAME pid=PID` and the session
 //! lasts until the client closes (so tests can hold a maxproc slot); bytes the
 //! client sends are logged as triggers, which is what master's wakeup sends.
+//! On a FIFO it logs each trigger byte it reads.
 //! On start and after each configuration reload it logs `fixture: NAME
 //! myhostname=VALUE`, so tests can see which services re-read main.cf.
 
@@ -16,19 +17,31 @@ fn main() {
         let watch_name = name.clone();
         tokio::spawn(async move {
             loop {
-                let host = config.borrow_and_update().get("myhostname").unwrap_or_default();
+                let host = config
+                    .borrow_and_update()
+                    .get("myhostname")
+                    .unwrap_or_default();
                 info!("fixture: {watch_name} myhostname={host}");
                 if config.changed().await.is_err() {
                     break;
                 }
             }
         });
+        if let pfx_server::Endpoint::Fifo(_) = endpoint {
+            return pfx_server::serve_triggers(&ctx, endpoint, move |b| {
+                info!("fixture: {name} trigger {}", char::from(b))
+            })
+            .await;
+        }
         let banner = format!("service={name} pid={}\n", std::process::id());
         pfx_server::serve_stream(&ctx, endpoint, move |stream| {
             let banner = banner.clone();
             let name = name.clone();
             async move {
-                let (mut r, mut w): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box<dyn tokio::io::AsyncWrite + Unpin + Send>) = match stream {
+                let (mut r, mut w): (
+                    Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ) = match stream {
                     pfx_server::Stream::Tcp(s, _) => {
                         let (r, w) = s.into_split();
                         (Box::new(r), Box::new(w))

@@ -1,6 +1,6 @@
 //! master supervision, driven through the `postfix` command.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testkit::{alive, free_port, wait_for, Instance};
 
-const TWO_SERVICES: &str = "alpha unix - - n - - fixture-service\nbeta unix - - n - - fixture-service\n";
+const TWO_SERVICES: &str =
+    "alpha unix - - n - - fixture-service\nbeta unix - - n - - fixture-service\n";
 
 fn kill9(pid: i32) {
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
@@ -17,9 +18,15 @@ fn kill9(pid: i32) {
 #[test]
 fn start_status_and_stop_leave_nothing_running() {
     let port = free_port();
-    let inst = Instance::new(&format!("{TWO_SERVICES}127.0.0.1:{port} inet n - n - - fixture-service\n"), "");
+    let inst = Instance::new(
+        &format!("{TWO_SERVICES}127.0.0.1:{port} inet n - n - - fixture-service\n"),
+        "",
+    );
     let err = inst.postfix("start");
-    assert!(err.contains("postfix/postfix-script: starting the Postfix mail system"), "{err}");
+    assert!(
+        err.contains("postfix/postfix-script: starting the Postfix mail system"),
+        "{err}"
+    );
     let master = inst.master_pid().expect("master runs after start");
     let out = inst.run("postfix", &["status"]);
     assert!(out.status.success());
@@ -28,7 +35,9 @@ fn start_status_and_stop_leave_nothing_running() {
         format!("postfix/postfix-script: the Postfix mail system is running: PID: {master}\n")
     );
     let pids = inst.wait_children(&["alpha", "beta", &format!("127.0.0.1:{port}")]);
-    assert!(inst.log_text().contains(&format!("postfix/master[{master}]: daemon started -- version")));
+    assert!(inst.log_text().contains(&format!(
+        "postfix/master[{master}]: daemon started -- version"
+    )));
 
     // The inet service answers on its loopback port, the unix ones on their sockets.
     let mut banner = String::new();
@@ -37,32 +46,55 @@ fn start_status_and_stop_leave_nothing_running() {
     let mut buf = [0u8; 128];
     let n = tcp.read(&mut buf).unwrap();
     banner.push_str(&String::from_utf8_lossy(&buf[..n]));
-    assert!(banner.starts_with(&format!("service=127.0.0.1:{port} pid=")), "{banner}");
+    assert!(
+        banner.starts_with(&format!("service=127.0.0.1:{port} pid=")),
+        "{banner}"
+    );
     assert!(UnixStream::connect(inst.queue.join("private/alpha")).is_ok());
     drop(tcp);
 
     let err = inst.postfix("stop");
     assert!(err.contains("stopping the Postfix mail system"), "{err}");
-    assert!(wait_for(Duration::from_secs(5), || !alive(master) && pids.iter().all(|&p| !alive(p))), "processes left after stop");
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(master)
+            && pids.iter().all(|&p| !alive(p))),
+        "processes left after stop"
+    );
     let out = inst.run("postfix", &["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the Postfix mail system is not running"));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port still open after stop");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port still open after stop"
+    );
 }
 
 #[test]
 fn killed_child_is_restarted_alone() {
     let inst = Instance::new(TWO_SERVICES, "");
     inst.postfix("start");
-    let [a, b] = inst.wait_children(&["alpha", "beta"])[..] else { unreachable!() };
+    let [a, b] = inst.wait_children(&["alpha", "beta"])[..] else {
+        unreachable!()
+    };
     kill9(a);
     let mut new_a = None;
     assert!(wait_for(Duration::from_secs(5), || {
         new_a = inst.child_pid("alpha").filter(|&p| p != a);
         new_a.is_some()
     }));
-    assert_eq!(inst.child_pid("beta"), Some(b), "the other service keeps its pid");
-    assert!(inst.wait_log(&format!("fixture-service pid {a} killed by signal 9"), Duration::from_secs(2)), "{}", inst.log_text());
+    assert_eq!(
+        inst.child_pid("beta"),
+        Some(b),
+        "the other service keeps its pid"
+    );
+    assert!(
+        inst.wait_log(
+            &format!("fixture-service pid {a} killed by signal 9"),
+            Duration::from_secs(2)
+        ),
+        "{}",
+        inst.log_text()
+    );
     // The new child serves the same socket.
     let mut s = UnixStream::connect(inst.queue.join("private/alpha")).unwrap();
     let mut buf = [0u8; 64];
@@ -72,16 +104,27 @@ fn killed_child_is_restarted_alone() {
 
 #[test]
 fn service_that_fails_at_startup_is_throttled_not_respawned_in_a_loop() {
-    let inst = Instance::new("alpha unix - - n - - fixture-service\nbroken unix - - n - - broken\n", "");
+    let inst = Instance::new(
+        "alpha unix - - n - - fixture-service\nbroken unix - - n - - broken\n",
+        "",
+    );
     inst.add_script("broken", "#!/bin/sh\nexit 1\n");
     inst.postfix("start");
     inst.wait_children(&["alpha"]);
     // service_throttle_time is 2s in test instances: within 3s at most two more tries.
     std::thread::sleep(Duration::from_secs(3));
     let log = inst.log_text();
-    let tries = log.matches("broken: bad command startup -- throttling").count();
-    assert!((1..=3).contains(&tries), "{tries} startup attempts in 3s:\n{log}");
-    assert!(log.contains("/broken pid ") && log.contains(" exit status 1"), "{log}");
+    let tries = log
+        .matches("broken: bad command startup -- throttling")
+        .count();
+    assert!(
+        (1..=3).contains(&tries),
+        "{tries} startup attempts in 3s:\n{log}"
+    );
+    assert!(
+        log.contains("/broken pid ") && log.contains(" exit status 1"),
+        "{log}"
+    );
     assert!(inst.child_pid("alpha").is_some());
 }
 
@@ -92,7 +135,9 @@ fn reload_restarts_only_changed_services_and_others_reread_main_cf() {
         "",
     );
     inst.postfix("start");
-    let [a, b, g] = inst.wait_children(&["alpha", "beta", "gamma"])[..] else { unreachable!() };
+    let [a, b, g] = inst.wait_children(&["alpha", "beta", "gamma"])[..] else {
+        unreachable!()
+    };
     // beta changes, gamma goes away, delta is new; main.cf changes too.
     inst.write_master_cf("alpha unix - - n - - fixture-service\nbeta unix - - n - 7 fixture-service\ndelta unix - - n - - fixture-service\n");
     let out = inst.run("postconf", &["-e", "myhostname=reloaded.ywnds.com"]);
@@ -100,13 +145,25 @@ fn reload_restarts_only_changed_services_and_others_reread_main_cf() {
     let err = inst.postfix("reload");
     assert!(err.contains("refreshing the Postfix mail system"), "{err}");
     assert!(inst.wait_log("reload -- version", Duration::from_secs(5)));
-    let [a2, b2, _d] = inst.wait_children(&["alpha", "beta", "delta"])[..] else { unreachable!() };
+    let [a2, b2, _d] = inst.wait_children(&["alpha", "beta", "delta"])[..] else {
+        unreachable!()
+    };
     assert_eq!(a2, a, "unchanged service keeps running");
     assert_ne!(b2, b, "changed service restarted");
-    assert!(wait_for(Duration::from_secs(5), || !alive(g) && inst.child_pid("gamma").is_none()), "removed service stopped");
-    assert!(!inst.queue.join("private/gamma").exists(), "removed service's socket is gone");
     assert!(
-        inst.wait_log(&format!("fixture-service[{a}]: fixture: alpha myhostname=reloaded.ywnds.com"), Duration::from_secs(5)),
+        wait_for(Duration::from_secs(5), || !alive(g)
+            && inst.child_pid("gamma").is_none()),
+        "removed service stopped"
+    );
+    assert!(
+        !inst.queue.join("private/gamma").exists(),
+        "removed service's socket is gone"
+    );
+    assert!(
+        inst.wait_log(
+            &format!("fixture-service[{a}]: fixture: alpha myhostname=reloaded.ywnds.com"),
+            Duration::from_secs(5)
+        ),
         "unchanged service re-read main.cf:\n{}",
         inst.log_text()
     );
@@ -117,11 +174,16 @@ fn reload_with_broken_master_cf_is_refused_and_nothing_changes() {
     let inst = Instance::new(TWO_SERVICES, "");
     inst.postfix("start");
     let pids = inst.wait_children(&["alpha", "beta"]);
-    inst.write_master_cf("alpha unix - - n - - fixture-service\nbeta bogus - - n - - fixture-service\n");
+    inst.write_master_cf(
+        "alpha unix - - n - - fixture-service\nbeta bogus - - n - - fixture-service\n",
+    );
     let out = inst.run("postfix", &["reload"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("master.cf, line 2: invalid type field \"bogus\""), "{err}");
+    assert!(
+        err.contains("master.cf, line 2: invalid type field \"bogus\""),
+        "{err}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(inst.wait_children(&["alpha", "beta"]), pids);
 }
@@ -134,7 +196,10 @@ fn second_start_fails_clearly() {
     let out = inst.run("postfix", &["start"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fatal: the Postfix mail system is already running"), "{err}");
+    assert!(
+        err.contains("fatal: the Postfix mail system is already running"),
+        "{err}"
+    );
     assert_eq!(inst.master_pid(), Some(master));
 }
 
@@ -144,21 +209,36 @@ fn stop_and_reload_when_not_running_fail_clearly() {
     for cmd in ["stop", "reload", "abort"] {
         let out = inst.run("postfix", &[cmd]);
         assert_eq!(out.status.code(), Some(1), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("fatal: the Postfix mail system is not running"), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("fatal: the Postfix mail system is not running"),
+            "{cmd}"
+        );
     }
 }
 
 #[test]
 fn wakeup_sends_periodic_triggers() {
-    let inst = Instance::new("ticker unix - - n 1 - fixture-service\nlazy unix - - n 1? - fixture-service\n", "");
+    let inst = Instance::new(
+        "ticker unix - - n 1 - fixture-service\nlazy unix - - n 1? - fixture-service\n",
+        "",
+    );
     inst.postfix("start");
     inst.wait_children(&["ticker", "lazy"]);
-    assert!(inst.wait_log("fixture: ticker trigger W", Duration::from_secs(5)), "{}", inst.log_text());
+    assert!(
+        inst.wait_log("fixture: ticker trigger W", Duration::from_secs(5)),
+        "{}",
+        inst.log_text()
+    );
     // "1?" waits until the service has been used once.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!inst.log_text().contains("fixture: lazy trigger W"));
     drop(UnixStream::connect(inst.queue.join("private/lazy")).unwrap());
-    assert!(inst.wait_log("fixture: lazy trigger W", Duration::from_secs(5)), "{}", inst.log_text());
+    assert!(
+        inst.wait_log("fixture: lazy trigger W", Duration::from_secs(5)),
+        "{}",
+        inst.log_text()
+    );
 }
 
 #[test]
@@ -172,23 +252,39 @@ fn maxproc_limits_concurrent_sessions() {
     assert!(first.read(&mut buf).unwrap() > 0);
     // The second client waits in the backlog while the first holds the only slot.
     let mut second = UnixStream::connect(&path).unwrap();
-    second.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
-    assert!(second.read(&mut buf).is_err(), "second session served beyond maxproc 1");
+    second
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(
+        second.read(&mut buf).is_err(),
+        "second session served beyond maxproc 1"
+    );
     drop(first);
-    second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert!(second.read(&mut buf).unwrap() > 0, "second session served once the slot was free");
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        second.read(&mut buf).unwrap() > 0,
+        "second session served once the slot was free"
+    );
 }
 
 #[test]
 fn clients_wait_in_the_backlog_while_a_child_restarts() {
     let port = free_port();
-    let inst = Instance::new(&format!("127.0.0.1:{port} inet n - n - - fixture-service\n"), "");
+    let inst = Instance::new(
+        &format!("127.0.0.1:{port} inet n - n - - fixture-service\n"),
+        "",
+    );
     inst.postfix("start");
     let service = format!("127.0.0.1:{port}");
-    let [pid] = inst.wait_children(&[service.as_str()])[..] else { unreachable!() };
+    let [pid] = inst.wait_children(&[service.as_str()])[..] else {
+        unreachable!()
+    };
     kill9(pid);
     // Connect at once: master still holds the listening socket.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connection refused during restart");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("connection refused during restart");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap();
@@ -202,7 +298,10 @@ fn children_exit_when_master_is_killed_and_the_instance_starts_again() {
     let master = inst.master_pid().unwrap();
     let pids = inst.wait_children(&["alpha", "beta"]);
     kill9(master);
-    assert!(wait_for(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))), "children outlived master");
+    assert!(
+        wait_for(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))),
+        "children outlived master"
+    );
     inst.postfix("start");
     inst.wait_children(&["alpha", "beta"]);
 }
@@ -215,7 +314,8 @@ fn abort_stops_everything_at_once() {
     let pids = inst.wait_children(&["alpha", "beta"]);
     let err = inst.postfix("abort");
     assert!(err.contains("aborting mail system"), "{err}");
-    assert!(wait_for(Duration::from_secs(5), || !alive(master) && pids.iter().all(|&p| !alive(p))));
+    assert!(wait_for(Duration::from_secs(5), || !alive(master)
+        && pids.iter().all(|&p| !alive(p))));
 }
 
 #[test]
@@ -224,7 +324,10 @@ fn start_with_broken_main_cf_names_file_and_line() {
     let out = inst.run("postfix", &["start"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("postfix: fatal: {}, line 9: missing '=' after attribute name: \"this is not a parameter\"", inst.etc.join("main.cf").display());
+    let want = format!(
+        "postfix: fatal: {}, line 9: missing '=' after attribute name: \"this is not a parameter\"",
+        inst.etc.join("main.cf").display()
+    );
     assert!(err.contains(&want), "{err}");
     assert!(inst.master_pid().is_none());
 }
@@ -235,15 +338,53 @@ fn check_reports_missing_programs_and_bad_values() {
     let out = inst.run("postfix", &["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("master.cf, line 1: service alpha/unix: program") && err.contains("no-such-daemon is missing"), "{err}");
+    assert!(
+        err.contains("master.cf, line 1: service alpha/unix: program")
+            && err.contains("no-such-daemon is missing"),
+        "{err}"
+    );
 
     let inst = Instance::new(TWO_SERVICES, "message_size_limit = 10MB\n");
     let out = inst.run("postfix", &["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("main.cf, line 9: bad numerical configuration: message_size_limit = 10MB"), "{err}");
+    assert!(
+        err.contains("main.cf, line 9: bad numerical configuration: message_size_limit = 10MB"),
+        "{err}"
+    );
 
     let inst = Instance::new(TWO_SERVICES, "");
     let out = inst.run("postfix", &["check"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fifo_services_get_triggers_from_writers_and_wakeups() {
+    let inst = Instance::new("pickup fifo n - n 1 1 fixture-service\n", "");
+    inst.postfix("start");
+    inst.wait_children(&["pickup"]);
+    let fifo = inst.queue.join("public/pickup");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::metadata(&fifo).unwrap().file_type()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"I")
+        .unwrap();
+    assert!(
+        inst.wait_log("fixture: pickup trigger I", Duration::from_secs(5)),
+        "{}",
+        inst.log_text()
+    );
+    assert!(
+        inst.wait_log("fixture: pickup trigger W", Duration::from_secs(5)),
+        "{}",
+        inst.log_text()
+    );
 }
