@@ -1,6 +1,180 @@
 //! The mail queue on disk.
 //!
-//! [`layout`] is the manifest of queue directories with Postfix's owners and
-//! modes; master creates the tree from it and `postfix check` verifies it.
+//! - [`layout`]: the queue directories with Postfix's owners and modes.
+//! - [`file`]: the queue file format (documented in docs/QUEUE-FORMAT.md):
+//!   writing with fsync and the readiness bit, reading, marking recipients done.
+//! - [`Queue`]: naming, listing and moving queue files between queues.
+//! - [`statuslog`]: the per-message `bounce/ID` and `defer/ID` logs.
 
+pub mod file;
 pub mod layout;
+pub mod statuslog;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Errors reading or writing the queue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file exists but is not a valid queue file: it belongs in `corrupt/`.
+    #[error("corrupt queue file: {0}")]
+    Corrupt(String),
+}
+
+/// The queues a message moves between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueName {
+    Maildrop,
+    Incoming,
+    Active,
+    Deferred,
+    Hold,
+    Corrupt,
+}
+
+impl QueueName {
+    pub const ALL: [Self; 6] = [Self::Maildrop, Self::Incoming, Self::Active, Self::Deferred, Self::Hold, Self::Corrupt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maildrop => "maildrop",
+            Self::Incoming => "incoming",
+            Self::Active => "active",
+            Self::Deferred => "deferred",
+            Self::Hold => "hold",
+            Self::Corrupt => "corrupt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+
+    /// Postfix's `hash_queue_names`: these spread files over one-character subdirectories.
+    fn hashed(self) -> bool {
+        self == Self::Deferred
+    }
+}
+
+/// Whether `name` looks like a queue ID (so stray files are never taken for mail).
+pub fn is_queue_id(name: &str) -> bool {
+    (6..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// One instance's queue directory.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    root: PathBuf,
+}
+
+impl Queue {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory a message with this ID lives in, within queue `q`.
+    pub fn dir_for(&self, q: QueueName, id: &str) -> PathBuf {
+        let base = self.root.join(q.as_str());
+        if q.hashed() {
+            base.join(&id[..1])
+        } else {
+            base
+        }
+    }
+
+    /// Full path of a message in queue `q`.
+    pub fn path(&self, q: QueueName, id: &str) -> PathBuf {
+        self.dir_for(q, id).join(id)
+    }
+
+    /// The IDs of the files in queue `q` (unsorted).
+    pub fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
+        let base = self.root.join(q.as_str());
+        let mut out = Vec::new();
+        let mut scan = |dir: &Path| -> std::io::Result<()> {
+            for e in std::fs::read_dir(dir)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if is_queue_id(&name) {
+                    out.push(name);
+                }
+            }
+            Ok(())
+        };
+        if q.hashed() {
+            for e in std::fs::read_dir(&base)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    scan(&e.path())?;
+                }
+            }
+        } else {
+            scan(&base)?;
+        }
+        Ok(out)
+    }
+
+    /// Finds which queue holds a message.
+    pub fn locate(&self, id: &str) -> Option<QueueName> {
+        QueueName::ALL.into_iter().find(|&q| self.path(q, id).exists())
+    }
+
+    /// Moves a message between queues (a rename within one file system).
+    pub fn move_to(&self, id: &str, from: QueueName, to: QueueName) -> std::io::Result<PathBuf> {
+        let dst_dir = self.dir_for(to, id);
+        let dst = dst_dir.join(id);
+        match std::fs::rename(self.path(from, id), &dst) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dst_dir.exists() => {
+                std::fs::create_dir_all(&dst_dir)?;
+                std::fs::rename(self.path(from, id), &dst)?;
+            }
+            r => r?,
+        }
+        Ok(dst)
+    }
+
+    /// Moves a message to `deferred/` with its next retry time as the file's
+    /// mtime (Postfix's convention: a deferred scan skips files whose mtime is
+    /// in the future).
+    pub fn defer_until(&self, id: &str, from: QueueName, retry_at: SystemTime) -> std::io::Result<()> {
+        let src = self.path(from, id);
+        let f = std::fs::OpenOptions::new().write(true).open(&src)?;
+        f.set_times(std::fs::FileTimes::new().set_modified(retry_at).set_accessed(SystemTime::now()))?;
+        drop(f);
+        self.move_to(id, from, QueueName::Deferred)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferred_is_hashed_and_moves_create_subdirectories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Queue::new(tmp.path());
+        for name in QueueName::ALL {
+            std::fs::create_dir(tmp.path().join(name.as_str())).unwrap();
+        }
+        std::fs::write(q.path(QueueName::Active, "3F1A2B4C5D"), b"x").unwrap();
+        std::fs::write(tmp.path().join("active/not-an-id.tmp"), b"x").unwrap();
+        assert_eq!(q.list(QueueName::Active).unwrap(), ["3F1A2B4C5D"]);
+        let later = SystemTime::now() + std::time::Duration::from_secs(300);
+        q.defer_until("3F1A2B4C5D", QueueName::Active, later).unwrap();
+        assert!(tmp.path().join("deferred/3/3F1A2B4C5D").exists());
+        assert_eq!(q.list(QueueName::Deferred).unwrap(), ["3F1A2B4C5D"]);
+        assert_eq!(q.locate("3F1A2B4C5D"), Some(QueueName::Deferred));
+        let mtime = std::fs::metadata(q.path(QueueName::Deferred, "3F1A2B4C5D")).unwrap().modified().unwrap();
+        assert!(mtime > SystemTime::now());
+        q.move_to("3F1A2B4C5D", QueueName::Deferred, QueueName::Active).unwrap();
+        assert_eq!(q.locate("3F1A2B4C5D"), Some(QueueName::Active));
+    }
+}

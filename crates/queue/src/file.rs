@@ -1,0 +1,472 @@
+//! The queue file: envelope records, the message content, and an end marker.
+//!
+//! A file is a sequence of records, each `type byte, length (base-128
+//! varint, low 7 bits first), data`, like Postfix's. The content sits raw
+//! between the `M` record and the `X` record; the first record (`C`, fixed
+//! width) says where it starts and how long it is. A file counts only when
+//! it ends with `E` **and** its mode has the owner-execute bit (0700), which
+//! is set after everything was written and fsynced: Postfix's readiness bit.
+//! Delivering a recipient flips its `R` record's type byte to `D` in place,
+//! so progress survives a crash. See docs/QUEUE-FORMAT.md.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Error, Queue, QueueName};
+
+/// Queue file format version, in the `V` record.
+pub const VERSION: &str = "1";
+
+/// Record types.
+pub mod rec {
+    pub const SIZE: u8 = b'C';
+    pub const VERSION: u8 = b'V';
+    pub const TIME: u8 = b'T';
+    pub const SENDER: u8 = b'S';
+    pub const ATTR: u8 = b'A';
+    pub const ORIG_RCPT: u8 = b'O';
+    pub const RCPT: u8 = b'R';
+    pub const DONE: u8 = b'D';
+    pub const CONTENT: u8 = b'M';
+    pub const CONTENT_END: u8 = b'X';
+    pub const END: u8 = b'E';
+}
+
+/// Width of each number in the `C` record (Postfix uses %15ld).
+const SIZE_FIELD: usize = 15;
+/// The readiness bit: a complete queue file is 0700, an incomplete one 0600.
+const MODE_COMPLETE: u32 = 0o700;
+const MODE_WRITING: u32 = 0o600;
+
+fn put_record(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<u64> {
+    let mut head = Vec::with_capacity(6);
+    head.push(kind);
+    let mut len = data.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            head.push(byte);
+            break;
+        }
+        head.push(byte | 0x80);
+    }
+    w.write_all(&head)?;
+    w.write_all(data)?;
+    Ok((head.len() + data.len()) as u64)
+}
+
+/// Reads one record; `Ok(None)` at a clean end of file.
+fn get_record(r: &mut impl Read, limit: usize) -> Result<Option<(u8, Vec<u8>)>, Error> {
+    let mut kind = [0u8];
+    if r.read(&mut kind)? == 0 {
+        return Ok(None);
+    }
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let mut b = [0u8];
+        r.read_exact(&mut b).map_err(|_| Error::Corrupt("truncated record length".into()))?;
+        len |= usize::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 28 {
+            return Err(Error::Corrupt("record length too long".into()));
+        }
+    }
+    if len > limit {
+        return Err(Error::Corrupt(format!("record of {len} bytes exceeds {limit}")));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).map_err(|_| Error::Corrupt("truncated record".into()))?;
+    Ok(Some((kind[0], data)))
+}
+
+/// A recipient as stored in the queue file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    /// The address as first given, before any rewriting (`O` record).
+    pub original: Option<String>,
+    /// Where its `R`/`D` record starts, for marking it done.
+    pub offset: u64,
+    pub done: bool,
+}
+
+/// What goes into a new queue file before the content.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    pub sender: String,
+    /// `(address, original address)`.
+    pub recipients: Vec<(String, Option<String>)>,
+    /// `name=value` attributes: client, helo, protocol, origin...
+    pub attrs: Vec<(String, String)>,
+}
+
+/// A queue file being written by cleanup.
+#[derive(Debug)]
+pub struct Writer {
+    id: String,
+    path: PathBuf,
+    dir: PathBuf,
+    out: BufWriter<File>,
+    pos: u64,
+    content_start: u64,
+    content_len: u64,
+    finished: bool,
+}
+
+/// Microseconds and the file's inode make Postfix's short queue ID.
+fn short_id(usec: u32, inode: u64) -> String {
+    format!("{usec:05X}{inode:X}")
+}
+
+impl Writer {
+    /// Creates a new file in `incoming/` under a fresh queue ID: first under a
+    /// temporary name (exclusive create), then renamed to the ID derived from
+    /// its inode, without ever replacing another file.
+    pub fn create(queue: &Queue, arrival: SystemTime) -> Result<Self, Error> {
+        let dir = queue.dir_for(QueueName::Incoming, "x");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let tmp = dir.join(format!("{}.{}.{}", now.as_micros(), std::process::id(), nix_tid()));
+        let file = OpenOptions::new().write(true).create_new(true).mode(MODE_WRITING).open(&tmp)?;
+        let inode = file.metadata()?.ino();
+        let mut usec = now.subsec_micros();
+        let (id, path) = loop {
+            let id = short_id(usec, inode);
+            let path = dir.join(&id);
+            match nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &tmp, nix::fcntl::AT_FDCWD, &path, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => break (id, path),
+                // A stale file with the same name: another microsecond value.
+                Err(nix::errno::Errno::EEXIST) => usec = (usec + 1) % 1_000_000,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(std::io::Error::from(e).into());
+                }
+            }
+        };
+        let mut w = Self {
+            id,
+            path,
+            dir,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            pos: 0,
+            content_start: 0,
+            content_len: 0,
+            finished: false,
+        };
+        w.put(rec::SIZE, size_field(0, 0).as_bytes())?;
+        w.put(rec::VERSION, VERSION.as_bytes())?;
+        let t = arrival.duration_since(UNIX_EPOCH).unwrap_or_default();
+        w.put(rec::TIME, format!("{} {}", t.as_secs(), t.subsec_micros()).as_bytes())?;
+        Ok(w)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn put(&mut self, kind: u8, data: &[u8]) -> std::io::Result<()> {
+        self.pos += put_record(&mut self.out, kind, data)?;
+        Ok(())
+    }
+
+    /// Writes the envelope and opens the content section.
+    pub fn envelope(&mut self, env: &Envelope) -> Result<(), Error> {
+        self.put(rec::SENDER, env.sender.as_bytes())?;
+        for (k, v) in &env.attrs {
+            self.put(rec::ATTR, format!("{k}={v}").as_bytes())?;
+        }
+        for (addr, orig) in &env.recipients {
+            if let Some(o) = orig {
+                self.put(rec::ORIG_RCPT, o.as_bytes())?;
+            }
+            self.put(rec::RCPT, addr.as_bytes())?;
+        }
+        self.put(rec::CONTENT, b"")?;
+        self.content_start = self.pos;
+        Ok(())
+    }
+
+    /// Appends message content (LF line ends).
+    pub fn content(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.out.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        self.content_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of content written so far.
+    pub fn content_len(&self) -> u64 {
+        self.content_len
+    }
+
+    /// Closes the content, writes the end marker and size record, fsyncs,
+    /// sets the readiness bit and fsyncs the directory. Only after this
+    /// returns may anyone be told the message was accepted.
+    pub fn finish(mut self) -> Result<String, Error> {
+        self.put(rec::CONTENT_END, b"")?;
+        self.put(rec::END, b"")?;
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.seek(SeekFrom::Start(0))?;
+        put_record(file, rec::SIZE, size_field(self.content_start, self.content_len).as_bytes())?;
+        file.sync_data()?;
+        file.set_permissions(std::fs::Permissions::from_mode(MODE_COMPLETE))?;
+        file.sync_all()?;
+        pfx_sys::fs::fsync_dir(&self.dir)?;
+        self.finished = true;
+        Ok(std::mem::take(&mut self.id))
+    }
+}
+
+impl Drop for Writer {
+    /// A writer dropped before `finish` was aborted: its file goes.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn nix_tid() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+fn size_field(start: u64, len: u64) -> String {
+    format!("{start:>w$} {len:>w$}", w = SIZE_FIELD)
+}
+
+/// A queue file as read back: the envelope, and where the content is.
+#[derive(Debug, Clone)]
+pub struct QueueFile {
+    pub path: PathBuf,
+    pub arrival: SystemTime,
+    pub sender: String,
+    pub attrs: Vec<(String, String)>,
+    pub recipients: Vec<Recipient>,
+    pub content_offset: u64,
+    pub content_len: u64,
+}
+
+/// Envelope records are short; anything larger is damage.
+const MAX_ENVELOPE_RECORD: usize = 64 * 1024;
+
+impl QueueFile {
+    /// Whether the file at `path` has its readiness bit (is complete).
+    pub fn is_complete(path: &Path) -> std::io::Result<bool> {
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o100 != 0)
+    }
+
+    /// Reads and checks a complete queue file. A file that does not parse, or
+    /// lacks its end marker, is [`Error::Corrupt`].
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path)?;
+        let total = file.metadata()?.len();
+        let mut r = BufReader::with_capacity(8192, file);
+        let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
+        let (kind, size) = get_record(&mut r, MAX_ENVELOPE_RECORD)?.ok_or_else(|| corrupt("empty file"))?;
+        if kind != rec::SIZE {
+            return Err(corrupt("no size record"));
+        }
+        let size = String::from_utf8_lossy(&size).into_owned();
+        let mut nums = size.split_whitespace().map(|n| n.parse::<u64>());
+        let (Some(Ok(content_offset)), Some(Ok(content_len))) = (nums.next(), nums.next()) else {
+            return Err(corrupt("bad size record"));
+        };
+        let mut qf = Self {
+            path: path.to_owned(),
+            arrival: UNIX_EPOCH,
+            sender: String::new(),
+            attrs: Vec::new(),
+            recipients: Vec::new(),
+            content_offset,
+            content_len,
+        };
+        let mut pos = (1 + 1 + size.len()) as u64;
+        let mut orig = None;
+        let mut version_seen = false;
+        loop {
+            let (kind, data) = get_record(&mut r, MAX_ENVELOPE_RECORD)?.ok_or_else(|| corrupt("no content record"))?;
+            let text = String::from_utf8_lossy(&data).into_owned();
+            let rec_start = pos;
+            pos += record_len(data.len());
+            match kind {
+                rec::VERSION if text == VERSION => version_seen = true,
+                rec::VERSION => return Err(corrupt(&format!("unsupported version {text}"))),
+                rec::TIME => {
+                    let mut p = text.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+                    let secs = p.next().unwrap_or(0);
+                    let usecs = p.next().unwrap_or(0);
+                    qf.arrival = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(usecs);
+                }
+                rec::SENDER => qf.sender = text,
+                rec::ATTR => {
+                    if let Some((k, v)) = text.split_once('=') {
+                        qf.attrs.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+                rec::ORIG_RCPT => orig = Some(text),
+                rec::RCPT | rec::DONE => qf.recipients.push(Recipient {
+                    address: text,
+                    original: orig.take(),
+                    offset: rec_start,
+                    done: kind == rec::DONE,
+                }),
+                rec::CONTENT => break,
+                other => return Err(corrupt(&format!("unexpected record type {:?}", char::from(other)))),
+            }
+        }
+        if !version_seen {
+            return Err(corrupt("no version record"));
+        }
+        if pos != content_offset || content_offset + content_len + 4 != total {
+            return Err(corrupt("content offsets do not match the file"));
+        }
+        // The trailer: X then E, right after the content.
+        let mut file = r.into_inner();
+        file.seek(SeekFrom::Start(content_offset + content_len))?;
+        let mut tail = [0u8; 4];
+        file.read_exact(&mut tail).map_err(|_| corrupt("truncated"))?;
+        if tail != [rec::CONTENT_END, 0, rec::END, 0] {
+            return Err(corrupt("missing end marker"));
+        }
+        Ok(qf)
+    }
+
+    /// The value of an attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A reader over the message content.
+    pub fn content(&self) -> std::io::Result<impl Read> {
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(self.content_offset))?;
+        Ok(BufReader::with_capacity(64 * 1024, f.take(self.content_len)))
+    }
+
+    /// Recipients not yet done.
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients.iter().filter(|r| !r.done)
+    }
+}
+
+fn record_len(data_len: usize) -> u64 {
+    let mut n = 1;
+    let mut l = data_len >> 7;
+    while l > 0 {
+        n += 1;
+        l >>= 7;
+    }
+    (1 + n + data_len) as u64
+}
+
+/// Marks recipients done by flipping their record type in place, then
+/// fsyncs once: after a crash they are not delivered again.
+pub fn mark_done(path: &Path, offsets: &[u64]) -> std::io::Result<()> {
+    let f = OpenOptions::new().write(true).open(path)?;
+    for &off in offsets {
+        nix::sys::uio::pwrite(&f, &[rec::DONE], off as i64)?;
+    }
+    f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> (tempfile::TempDir, Queue) {
+        let tmp = tempfile::tempdir().unwrap();
+        for q in QueueName::ALL {
+            std::fs::create_dir(tmp.path().join(q.as_str())).unwrap();
+        }
+        let q = Queue::new(tmp.path());
+        (tmp, q)
+    }
+
+    fn write(q: &Queue, content: &[u8]) -> String {
+        let mut w = Writer::create(q, SystemTime::now()).unwrap();
+        w.envelope(&Envelope {
+            sender: "hadoop@ywnds.com".into(),
+            recipients: vec![("openstack@ywnds.com".into(), None), ("root@ywnds.com".into(), Some("postmaster@ywnds.com".into()))],
+            attrs: vec![("client_address".into(), "127.0.0.1".into())],
+        })
+        .unwrap();
+        w.content(content).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn written_file_reads_back_with_the_readiness_bit() {
+        let (_t, q) = queue();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let id = write(&q, &body);
+        assert!(crate::is_queue_id(&id), "{id}");
+        let path = q.path(QueueName::Incoming, &id);
+        assert!(QueueFile::is_complete(&path).unwrap());
+        let qf = QueueFile::open(&path).unwrap();
+        assert_eq!(qf.sender, "hadoop@ywnds.com");
+        assert_eq!(qf.attr("client_address"), Some("127.0.0.1"));
+        assert_eq!(qf.recipients.len(), 2);
+        assert_eq!(qf.recipients[1].original.as_deref(), Some("postmaster@ywnds.com"));
+        let mut got = Vec::new();
+        qf.content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, body);
+        assert!(qf.arrival <= SystemTime::now());
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let (_t, q) = queue();
+        let ids: std::collections::HashSet<String> = (0..200).map(|_| write(&q, b"x\n")).collect();
+        assert_eq!(ids.len(), 200);
+    }
+
+    #[test]
+    fn marking_done_survives_reopening() {
+        let (_t, q) = queue();
+        let id = write(&q, b"hello\n");
+        let path = q.path(QueueName::Incoming, &id);
+        let qf = QueueFile::open(&path).unwrap();
+        mark_done(&path, &[qf.recipients[1].offset]).unwrap();
+        let qf = QueueFile::open(&path).unwrap();
+        assert_eq!(qf.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["openstack@ywnds.com"]);
+    }
+
+    #[test]
+    fn aborted_writer_leaves_nothing() {
+        let (t, q) = queue();
+        let mut w = Writer::create(&q, SystemTime::now()).unwrap();
+        w.envelope(&Envelope::default()).unwrap();
+        w.content(b"partial").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(t.path().join("incoming")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn damaged_files_are_corrupt_not_panics() {
+        let (_t, q) = queue();
+        let id = write(&q, b"hello world\n");
+        let path = q.path(QueueName::Incoming, &id);
+        let good = std::fs::read(&path).unwrap();
+        // Every truncation, and a flipped byte at every position.
+        for cut in 0..good.len() {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            assert!(QueueFile::open(&path).is_err(), "truncated at {cut} accepted");
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x5a;
+            std::fs::write(&path, &bad).unwrap();
+            let _ = QueueFile::open(&path);
+        }
+        std::fs::write(&path, b"garbage that is not a queue file").unwrap();
+        assert!(matches!(QueueFile::open(&path), Err(Error::Corrupt(_))));
+    }
+}
