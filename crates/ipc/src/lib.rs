@@ -10,7 +10,9 @@
 //! Every conversation opens with a [`Hello`] from each side naming the protocol
 //! version and the conversation, so a mismatched peer is refused at once.
 
+pub mod client;
 pub mod codec;
+pub mod proto;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -4,8 +4,10 @@
 //! - [`lock`]: the one-master-per-instance lock file.
 //! - [`fs`]: directories with owner and mode, durable (fsynced) writes.
 //! - [`fds`]: the descriptor numbers master hands its children.
+//! - [`time`]: dates in the forms mail headers and logs use.
 
 pub mod fds;
 pub mod fs;
 pub mod lock;
+pub mod time;
 pub mod users;

@@ -1,0 +1,136 @@
+//! The messages of each conversation between daemons, and where each
+//! service listens. One enum per direction per conversation; all of them
+//! travel as [`crate::Channel`] frames after the handshake.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Conversation names for the handshake.
+pub mod conversation {
+    pub const CLEANUP: &str = "cleanup";
+    pub const DELIVER: &str = "deliver";
+    pub const BOUNCE: &str = "bounce";
+}
+
+/// Service endpoints, relative to `queue_directory`, as in Postfix.
+pub mod endpoint {
+    pub const CLEANUP: &str = "public/cleanup";
+    pub const QMGR: &str = "public/qmgr";
+    pub const BOUNCE: &str = "private/bounce";
+}
+
+/// The socket of a transport (delivery agent) such as `local` or `smtp`.
+pub fn transport_socket(queue_dir: &Path, transport: &str) -> PathBuf {
+    queue_dir.join("private").join(transport)
+}
+
+/// Trigger bytes understood by qmgr (Postfix's).
+pub mod trigger {
+    /// New mail in incoming/.
+    pub const INCOMING: u8 = b'I';
+    /// Scan deferred/ now, ignoring retry times (postqueue -f).
+    pub const FLUSH: u8 = b'F';
+    /// Scan deferred/ (respecting retry times).
+    pub const DEFERRED: u8 = b'D';
+    /// master's periodic wakeup.
+    pub const WAKEUP: u8 = b'W';
+}
+
+/// Size of the content chunks streamed to cleanup.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How a message entered the system, which decides cleanup's header work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// SMTP from a remote client: headers are left alone.
+    Smtp,
+    /// SMTP from a client Postfix treats as local (`local_header_rewrite_clients`),
+    /// or a local submission: missing From/Date/Message-ID are added.
+    Local,
+    /// A notification made by postfix-rs itself (bounce).
+    Internal,
+    /// Mail forwarded by local delivery (aliases, .forward).
+    Forward,
+}
+
+/// smtpd, pickup, bounce and local -> cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CleanupRequest {
+    /// Opens a queue file; cleanup answers [`CleanupReply::Started`].
+    Begin {
+        sender: String,
+        /// `(address, original address as given)`.
+        recipients: Vec<(String, Option<String>)>,
+        attrs: Vec<(String, String)>,
+        origin: Origin,
+    },
+    /// Message content (LF line ends), in order, at most [`CHUNK`] bytes each.
+    Content(Vec<u8>),
+    /// Finishes: cleanup makes the file durable, then answers Committed.
+    End,
+    /// Drops the message (the client gave up or broke a limit).
+    Abort,
+}
+
+/// cleanup -> its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CleanupReply {
+    Started { queue_id: String },
+    /// The queue file is complete and on disk.
+    Committed { queue_id: String },
+    Failed { temporary: bool, reason: String },
+}
+
+/// One recipient of a delivery request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecipient {
+    pub address: String,
+    pub original: Option<String>,
+}
+
+/// qmgr -> delivery agent: deliver these recipients of this queue file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRequest {
+    /// The queue the file is in (`active`) and its ID.
+    pub queue: String,
+    pub queue_id: String,
+    pub sender: String,
+    /// The next hop qmgr resolved (for local: `$myhostname`).
+    pub nexthop: String,
+    pub recipients: Vec<DeliveryRecipient>,
+    /// Microseconds since the epoch: arrival, and when qmgr took the message.
+    pub arrival_us: u64,
+    pub activated_us: u64,
+}
+
+/// The outcome for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Sent,
+    /// Try again later.
+    Deferred { dsn: String, relay: String, reason: String },
+    /// Give up: the sender gets a non-delivery notice.
+    Bounced { dsn: String, relay: String, reason: String },
+}
+
+/// delivery agent -> qmgr: one status per recipient, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReply {
+    pub statuses: Vec<DeliveryStatus>,
+}
+
+/// qmgr -> bounce: send the non-delivery notice for a message whose
+/// `bounce/ID` log holds the failed recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceRequest {
+    pub queue: String,
+    pub queue_id: String,
+}
+
+/// bounce -> qmgr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BounceReply {
+    /// Done; the notice's queue ID, if one was sent (none for a double bounce that is dropped).
+    Sent { notice_id: Option<String> },
+    Failed { reason: String },
+}

@@ -1,0 +1,92 @@
+//! Lookup tables, named as Postfix names them (`type:name`).
+//!
+//! - `hash:/etc/aliases`: the indexed database `/etc/aliases.db` that
+//!   `postalias`/`newaliases` build ([`db`]); read into memory once and
+//!   re-read when the file changes, never the text file per delivery.
+//! - `texthash:/path`: the text file itself, read once.
+//! - `unix:passwd.byname` (also behind `proxy:`): the password database, or
+//!   the passwd-format file named by `local_passwd_file` ([`passwd`]).
+//!
+//! [`aliases`] parses the aliases(5) text format.
+
+pub mod aliases;
+pub mod db;
+pub mod passwd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// One configured table.
+#[derive(Debug)]
+pub enum Map {
+    /// An indexed database, reloaded when its mtime changes.
+    Hash { db: PathBuf, cache: Mutex<Option<(SystemTime, db::Db)>> },
+    /// A text table read once.
+    TextHash(db::Db),
+    /// The password database (or `local_passwd_file`).
+    Passwd(passwd::Passwd),
+}
+
+impl Map {
+    /// Parses `type:name`; `passwd` is what `unix:passwd.byname` means here.
+    pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, String> {
+        let spec = spec.strip_prefix("proxy:").unwrap_or(spec);
+        let (kind, name) = spec.split_once(':').ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
+        match kind {
+            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Hash { db: db_path(Path::new(name)), cache: Mutex::new(None) }),
+            "texthash" => Ok(Self::TextHash(aliases::parse_file(Path::new(name)).map(|e| db::Db::from_entries(&e)).map_err(|e| e.to_string())?)),
+            "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
+            _ => Err(format!("unsupported table type \"{kind}\" in \"{spec}\"")),
+        }
+    }
+
+    /// Looks `key` up (keys are lowercase, as Postfix folds them).
+    pub fn lookup(&self, key: &str) -> Result<Option<String>, String> {
+        let key = key.to_ascii_lowercase();
+        match self {
+            Self::Hash { db, cache } => {
+                let mtime = std::fs::metadata(db).and_then(|m| m.modified()).map_err(|e| format!("{}: {e}", db.display()))?;
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.as_ref().is_none_or(|(t, _)| *t != mtime) {
+                    *cache = Some((mtime, db::Db::open(db).map_err(|e| format!("{}: {e}", db.display()))?));
+                }
+                Ok(cache.as_ref().and_then(|(_, d)| d.get(&key).map(str::to_owned)))
+            }
+            Self::TextHash(d) => Ok(d.get(&key).map(str::to_owned)),
+            Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
+        }
+    }
+}
+
+/// The database file for a `hash:` table's source name.
+pub fn db_path(source: &Path) -> PathBuf {
+    let mut s = source.as_os_str().to_owned();
+    s.push(".db");
+    PathBuf::from(s)
+}
+
+/// A list of tables, searched in order (`alias_maps`, `local_recipient_maps`).
+#[derive(Debug, Default)]
+pub struct MapList(Vec<Map>);
+
+impl MapList {
+    /// From the expanded, split parameter value.
+    pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, String> {
+        specs.iter().map(|s| Map::parse(s, passwd)).collect::<Result<_, _>>().map(Self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first table that knows `key` answers.
+    pub fn lookup(&self, key: &str) -> Result<Option<String>, String> {
+        for m in &self.0 {
+            if let Some(v) = m.lookup(key)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+}
