@@ -52,22 +52,26 @@ impl Reply {
 }
 
 impl fmt::Display for Reply {
+    /// One line per text line: `250-first`, ..., `250 last` (CRLF between).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.enhanced {
-            Some(e) => write!(f, "{} {e} {}", self.code, self.text),
-            None => write!(f, "{} {}", self.code, self.text),
+        let lines: Vec<&str> = self.text.split('\n').collect();
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            if i > 0 {
+                f.write_str("\r\n")?;
+            }
+            match &self.enhanced {
+                Some(e) => write!(f, "{}{sep}{e} {l}", self.code)?,
+                None => write!(f, "{}{sep}{l}", self.code)?,
+            }
         }
+        Ok(())
     }
 }
 
-/// A multi-line reply (EHLO): `250-first`, ..., `250 last`.
-pub fn multiline(code: u16, lines: &[String]) -> String {
-    let mut out = String::new();
-    for (i, l) in lines.iter().enumerate() {
-        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-        out.push_str(&format!("{code}{sep}{l}\r\n"));
-    }
-    out
+/// A multi-line reply without enhanced codes (EHLO): `250-first`, ..., `250 last`.
+pub fn multiline(code: u16, lines: &[String]) -> Reply {
+    Reply::plain(code, lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -79,7 +83,7 @@ mod tests {
         assert_eq!(Reply::new(250, "2.1.0", "Ok").to_wire(), "250 2.1.0 Ok\r\n");
         assert_eq!(Reply::plain(501, "Syntax: HELO hostname").to_string(), "501 Syntax: HELO hostname");
         assert_eq!(
-            multiline(250, &["mail.ywnds.com".into(), "PIPELINING".into(), "8BITMIME".into()]),
+            multiline(250, &["mail.ywnds.com".into(), "PIPELINING".into(), "8BITMIME".into()]).to_wire(),
             "250-mail.ywnds.com\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
         );
     }

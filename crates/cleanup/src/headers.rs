@@ -1,0 +1,149 @@
+//! Finding the end of the header section in streamed content, and what
+//! cleanup needs to know about it (Message-Id, Date, From present?).
+//!
+//! Only the header section is buffered, up to `header_size_limit`; past
+//! that, as in Postfix, the rest counts as body.
+
+/// The header section, once complete.
+#[derive(Debug, Default)]
+pub(crate) struct Headers {
+    /// The header lines, without the separating empty line.
+    pub(crate) text: Vec<u8>,
+    /// The empty line (or nothing, when the message has no body separator).
+    pub(crate) separator: Vec<u8>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) has_date: bool,
+    pub(crate) has_from: bool,
+}
+
+/// What one chunk produced.
+pub(crate) struct Fed {
+    /// Set once, when the header section ends in this chunk.
+    pub(crate) finished_headers: Option<Headers>,
+    /// Body bytes to write after the headers.
+    pub(crate) body: Vec<u8>,
+}
+
+pub(crate) struct HeaderScanner {
+    limit: usize,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl HeaderScanner {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { limit, buf: Vec::new(), done: false }
+    }
+
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Fed {
+        if self.done {
+            return Fed { finished_headers: None, body: chunk.to_vec() };
+        }
+        self.buf.extend_from_slice(chunk);
+        match header_end(&self.buf, self.limit) {
+            Some((end, sep_len)) => {
+                self.done = true;
+                let rest = self.buf.split_off(end + sep_len);
+                let sep = self.buf.split_off(end);
+                let h = analyse(std::mem::take(&mut self.buf), sep);
+                Fed { finished_headers: Some(h), body: rest }
+            }
+            None => Fed { finished_headers: None, body: Vec::new() },
+        }
+    }
+
+    /// At the end of the content: the headers if they never ended (a message
+    /// with no body).
+    pub(crate) fn finish(&mut self) -> Option<Headers> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        Some(analyse(std::mem::take(&mut self.buf), Vec::new()))
+    }
+}
+
+/// Where the header section ends: at an empty line, at a line that is not a
+/// header, or at the size limit. Returns (end of headers, separator length).
+fn header_end(buf: &[u8], limit: usize) -> Option<(usize, usize)> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let line_end = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i)?;
+        let line = &buf[pos..line_end];
+        if line.is_empty() {
+            return Some((pos, 1));
+        }
+        let continuation = line[0] == b' ' || line[0] == b'\t';
+        let is_header = continuation || line.iter().position(|&b| b == b':').is_some_and(|c| c > 0 && line[..c].iter().all(|&b| b > 32 && b < 127));
+        if !is_header || pos > limit {
+            // Body without a separator: the headers end here.
+            return Some((pos, 0));
+        }
+        pos = line_end + 1;
+    }
+    (buf.len() > limit).then_some((buf.len(), 0))
+}
+
+fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
+    let mut h = Headers { separator, ..Default::default() };
+    let s = String::from_utf8_lossy(&text);
+    for line in s.split('\n') {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "message-id" => h.message_id = Some(value.trim().to_owned()),
+            "date" => h.has_date = true,
+            "from" => h.has_from = true,
+            _ => {}
+        }
+    }
+    h.text = text;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> (Headers, Vec<u8>) {
+        let mut s = HeaderScanner::new(1000);
+        let mut body = Vec::new();
+        let mut h = None;
+        for c in chunks {
+            let f = s.feed(c);
+            if f.finished_headers.is_some() {
+                h = f.finished_headers;
+            }
+            body.extend(f.body);
+        }
+        (h.or_else(|| s.finish()).unwrap(), body)
+    }
+
+    #[test]
+    fn headers_split_across_chunks() {
+        let (h, body) = scan(&[b"Subject: hi\nMessage-", b"ID: <a@b>\nFrom: x\n", b"\nbody\n"]);
+        assert_eq!(h.text, b"Subject: hi\nMessage-ID: <a@b>\nFrom: x\n");
+        assert_eq!(h.separator, b"\n");
+        assert_eq!(h.message_id.as_deref(), Some("<a@b>"));
+        assert!(h.has_from && !h.has_date);
+        assert_eq!(body, b"body\n");
+    }
+
+    #[test]
+    fn body_without_separator_and_headerless_messages() {
+        let (h, body) = scan(&[b"Subject: x\nnot a header line\n"]);
+        assert_eq!(h.text, b"Subject: x\n");
+        assert!(h.separator.is_empty());
+        assert_eq!(body, b"not a header line\n");
+        let (h, body) = scan(&[b"Subject: only headers\n"]);
+        assert_eq!(h.text, b"Subject: only headers\n");
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn oversized_header_section_is_cut_at_the_limit() {
+        let big = format!("X-Big: {}\n", "a".repeat(2000));
+        let (h, body) = scan(&[big.as_bytes(), b"\nbody\n"]);
+        assert!(h.text.len() <= big.len());
+        assert!(body.ends_with(b"body\n"));
+    }
+}

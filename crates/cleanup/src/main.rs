@@ -1,0 +1,226 @@
+//! cleanup(8): receives a message (envelope, then content in chunks) from
+//! smtpd, pickup, bounce or local, and writes it to `incoming/` as a queue
+//! file. It adds the headers a local submission lacks (Message-Id, Date,
+//! From, as Postfix does for local clients), drops duplicate recipients,
+//! qualifies bare addresses with `$myorigin`, enforces
+//! `message_size_limit`, and answers `Committed` only after the file is
+//! complete and fsynced. Then it wakes qmgr. Memory per message is bounded:
+//! only the header section (up to `header_size_limit`) is held.
+//!
+//! Log: `QUEUEID: message-id=<...>`.
+
+mod headers;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pfx_config::Config;
+use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
+use pfx_ipc::Channel;
+use pfx_queue::file::{Envelope, Writer};
+use pfx_queue::Queue;
+use pfx_server::Stream;
+use tokio::net::UnixStream;
+use tracing::{info, warn};
+
+fn main() {
+    pfx_server::run("cleanup", |ctx, endpoint| async move {
+        let config = ctx.config.clone();
+        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
+            let cfg = config.borrow().clone();
+            async move {
+                let Stream::Unix(s) = stream else { return };
+                if let Err(e) = session(cfg, s).await {
+                    warn!("{e}");
+                }
+            }
+        })
+        .await
+    })
+}
+
+/// Serves one connection: any number of messages, one after another.
+async fn session(cfg: Arc<Config>, stream: UnixStream) -> Result<(), String> {
+    let mut ch = Channel::new(stream).with_max_frame(2 * pfx_ipc::proto::CHUNK);
+    ch.handshake(conversation::CLEANUP).await.map_err(|e| format!("client handshake: {e}"))?;
+    let settings = Settings::from(&cfg)?;
+    loop {
+        let req: Option<CleanupRequest> = ch.recv().await.map_err(|e| format!("read request: {e}"))?;
+        let Some(CleanupRequest::Begin { sender, recipients, attrs, origin }) = req else {
+            return Ok(());
+        };
+        let reply = message(&settings, &mut ch, sender, recipients, attrs, origin).await?;
+        ch.send(&reply).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// What cleanup needs from main.cf, resolved once per connection.
+struct Settings {
+    queue: Queue,
+    myhostname: String,
+    myorigin: String,
+    size_limit: u64,
+    header_limit: usize,
+}
+
+impl Settings {
+    fn from(cfg: &Config) -> Result<Self, String> {
+        let s = |n: &str| cfg.get(n).map_err(|e| e.to_string());
+        let n = |n: &str| cfg.int(n).map_err(|e| e.to_string());
+        Ok(Self {
+            queue: Queue::new(s("queue_directory")?),
+            myhostname: s("myhostname")?,
+            myorigin: s("myorigin")?,
+            size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
+            header_limit: usize::try_from(n("header_size_limit")?).unwrap_or(102_400),
+        })
+    }
+
+    /// `user` becomes `user@$myorigin` (Postfix's append_at_myorigin).
+    fn qualify(&self, addr: &str) -> String {
+        if addr.is_empty() || addr.contains('@') {
+            addr.to_owned()
+        } else {
+            format!("{addr}@{}", self.myorigin)
+        }
+    }
+}
+
+async fn message(
+    st: &Settings,
+    ch: &mut Channel<UnixStream>,
+    sender: String,
+    recipients: Vec<(String, Option<String>)>,
+    attrs: Vec<(String, String)>,
+    origin: Origin,
+) -> Result<CleanupReply, String> {
+    let arrival = SystemTime::now();
+    let sender = st.qualify(&sender);
+    let mut seen = std::collections::HashSet::new();
+    let recipients: Vec<(String, Option<String>)> = recipients
+        .into_iter()
+        .map(|(a, o)| (st.qualify(&a), o))
+        .filter(|(a, _)| seen.insert(a.to_ascii_lowercase()))
+        .collect();
+    let mut writer = match Writer::create(&st.queue, arrival) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!("create queue file: {e}");
+            drain(ch).await?;
+            return Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+        }
+    };
+    let id = writer.id().to_owned();
+    let env = Envelope { sender: sender.clone(), recipients, attrs };
+    if let Err(e) = writer.envelope(&env) {
+        warn!("{id}: write queue file: {e}");
+        drain(ch).await?;
+        return Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+    }
+    ch.send(&CleanupReply::Started { queue_id: id.clone() }).await.map_err(|e| e.to_string())?;
+
+    let add_missing = origin != Origin::Smtp;
+    let mut hdr = headers::HeaderScanner::new(st.header_limit);
+    let mut failure: Option<CleanupReply> = None;
+    loop {
+        let req: CleanupRequest = ch.expect().await.map_err(|e| format!("{id}: read content: {e}"))?;
+        match req {
+            CleanupRequest::Content(chunk) => {
+                if failure.is_some() {
+                    continue;
+                }
+                let out = hdr.feed(&chunk);
+                if let Some(done) = out.finished_headers {
+                    finish_headers(st, &id, &sender, arrival, add_missing, &done, &mut writer, &mut failure);
+                }
+                if failure.is_none() {
+                    if let Err(e) = writer.content(&out.body) {
+                        warn!("{id}: write queue file: {e}");
+                        failure = Some(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+                    }
+                }
+                if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
+                    failure = Some(CleanupReply::Failed { temporary: false, reason: "message file too big".into() });
+                }
+            }
+            CleanupRequest::End => break,
+            CleanupRequest::Abort => return Ok(CleanupReply::Failed { temporary: true, reason: "aborted".into() }),
+            CleanupRequest::Begin { .. } => return Err(format!("{id}: protocol error: Begin inside a message")),
+        }
+    }
+    if let Some(f) = failure {
+        return Ok(f);
+    }
+    if let Some(done) = hdr.finish() {
+        finish_headers(st, &id, &sender, arrival, add_missing, &done, &mut writer, &mut failure);
+        if let Some(f) = failure {
+            return Ok(f);
+        }
+    }
+    // The fsyncs take milliseconds: off the async threads.
+    let committed = tokio::task::spawn_blocking(move || writer.finish()).await.map_err(|e| e.to_string())?;
+    match committed {
+        Ok(id) => {
+            let qmgr = st.queue.root().join(endpoint::QMGR);
+            tokio::spawn(async move {
+                let _ = pfx_ipc::client::trigger(&qmgr, trigger::INCOMING).await;
+            });
+            Ok(CleanupReply::Committed { queue_id: id })
+        }
+        Err(e) => {
+            warn!("{id}: commit queue file: {e}");
+            Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() })
+        }
+    }
+}
+
+/// Writes the header section (plus any headers cleanup adds) and logs the message-id.
+#[allow(clippy::too_many_arguments)]
+fn finish_headers(
+    st: &Settings,
+    id: &str,
+    sender: &str,
+    arrival: SystemTime,
+    add_missing: bool,
+    h: &headers::Headers,
+    writer: &mut Writer,
+    failure: &mut Option<CleanupReply>,
+) {
+    let mut block = h.text.clone();
+    let message_id = match &h.message_id {
+        Some(m) => m.clone(),
+        None if add_missing => {
+            let m = format!("<{}.{id}@{}>", pfx_sys::time::compact(arrival), st.myhostname);
+            block.extend_from_slice(format!("Message-Id: {m}\n").as_bytes());
+            m
+        }
+        None => String::new(),
+    };
+    if add_missing {
+        if !h.has_date {
+            block.extend_from_slice(format!("Date: {}\n", pfx_sys::time::rfc2822(arrival)).as_bytes());
+        }
+        if !h.has_from {
+            let from = if sender.is_empty() { format!("MAILER-DAEMON@{}", st.myorigin) } else { sender.to_owned() };
+            block.extend_from_slice(format!("From: {from}\n").as_bytes());
+        }
+    }
+    block.extend_from_slice(&h.separator);
+    if !message_id.is_empty() {
+        info!("{id}: message-id={message_id}");
+    }
+    if let Err(e) = writer.content(&block) {
+        warn!("{id}: write queue file: {e}");
+        *failure = Some(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+    }
+}
+
+/// Reads and discards the rest of a message we cannot take.
+async fn drain(ch: &mut Channel<UnixStream>) -> Result<(), String> {
+    loop {
+        match ch.expect::<CleanupRequest>().await.map_err(|e| e.to_string())? {
+            CleanupRequest::End | CleanupRequest::Abort => return Ok(()),
+            _ => {}
+        }
+    }
+}

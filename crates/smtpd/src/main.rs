@@ -1,0 +1,53 @@
+//! smtpd(8): the SMTP server, one process serving many sessions.
+//!
+//! Speaks RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES and
+//! SMTPUTF8; checks relay and recipients at RCPT time; streams DATA to cleanup
+//! and answers `250 2.0.0 Ok: queued as ID` only after cleanup reports the
+//! queue file durable. Replies and log lines are Postfix's.
+
+mod check;
+mod session;
+mod settings;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use pfx_server::Stream;
+use settings::Settings;
+use tracing::warn;
+
+/// Open sessions per client address (`smtpd_client_connection_count_limit`).
+pub(crate) type ConnectionCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+fn main() {
+    pfx_server::run("smtpd", |ctx, endpoint| async move {
+        let config = ctx.config.clone();
+        let current: Arc<Mutex<Option<Arc<Settings>>>> = Arc::new(Mutex::new(None));
+        let counts: ConnectionCounts = Arc::default();
+        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
+            let cfg = config.borrow().clone();
+            let settings = settings_for(&current, cfg);
+            let counts = counts.clone();
+            async move {
+                let Stream::Tcp(tcp, peer) = stream else { return };
+                match settings {
+                    Ok(st) => session::run(st, tcp, peer, counts).await,
+                    Err(e) => warn!("configuration: {e}"),
+                }
+            }
+        })
+        .await
+    })
+}
+
+/// The settings for this configuration, rebuilt only when it changed (reload).
+fn settings_for(current: &Mutex<Option<Arc<Settings>>>, cfg: Arc<pfx_config::Config>) -> Result<Arc<Settings>, String> {
+    let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = cur.as_ref().filter(|s| Arc::ptr_eq(&s.cfg, &cfg)) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(Settings::new(cfg)?);
+    *cur = Some(s.clone());
+    Ok(s)
+}

@@ -1,0 +1,501 @@
+//! One SMTP session: read commands, answer them in order, stream DATA.
+//!
+//! Replies are buffered and written when no further command is waiting in
+//! the input (RFC 2920 pipelining), and always before blocking to read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pfx_ipc::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, CHUNK};
+use pfx_smtp_proto::data::{DataDecoder, Progress};
+use pfx_smtp_proto::{command::Param, multiline, parse_command, Command, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::settings::{BareNewline, Settings};
+use crate::{check, ConnectionCounts};
+
+/// A command line longer than this is refused (Postfix's line_length_limit).
+const MAX_LINE: usize = 2048;
+const VERBS: [&str; 10] = ["helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown"];
+
+/// Why a session ends early.
+enum End {
+    /// The client went away (or the connection broke).
+    Lost,
+    Timeout,
+    /// QUIT, or too many errors: already answered.
+    Done,
+}
+
+struct Session {
+    st: Arc<Settings>,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    peer: SocketAddr,
+    /// `name[address]` as in every log line.
+    client: String,
+    origin: Origin,
+    helo: Option<String>,
+    esmtp: bool,
+    sender: Option<String>,
+    recipients: Vec<(String, String)>,
+    stats: [(u32, u32); VERBS.len()],
+    errors: u32,
+    last_verb: &'static str,
+}
+
+pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, counts: ConnectionCounts) {
+    let _ = tcp.set_nodelay(true);
+    let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
+    let (rd, wr) = tcp.into_split();
+    let ip = peer.ip();
+    let client = format!("unknown[{ip}]");
+    info!("connect from {client}");
+    // Postfix's permit_inet_interfaces: a client on one of our own addresses is local.
+    let origin = if Some(ip) == local_ip { Origin::Local } else { Origin::Smtp };
+    let mut s = Session {
+        st,
+        rd,
+        wr,
+        inbuf: Vec::with_capacity(8192),
+        outbuf: Vec::with_capacity(1024),
+        peer,
+        client,
+        origin,
+        helo: None,
+        esmtp: false,
+        sender: None,
+        recipients: Vec::new(),
+        stats: [(0, 0); VERBS.len()],
+        errors: 0,
+        last_verb: "CONNECT",
+    };
+    let over_limit = {
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(ip).or_default();
+        *n += 1;
+        s.st.connection_limit > 0 && *n > s.st.connection_limit
+    };
+    if over_limit {
+        let r = Reply::new(421, "4.7.0", format!("{} Error: too many connections from {ip}", s.st.myhostname));
+        info!("warning: Connection concurrency limit exceeded: {} from {}", s.st.connection_limit + 1, s.client);
+        s.reply_now(&r).await;
+    } else {
+        let banner = Reply::plain(220, s.st.banner.clone());
+        s.reply(&banner);
+        match s.serve().await {
+            End::Timeout => {
+                let r = Reply::new(421, "4.4.2", format!("{} Error: timeout exceeded", s.st.myhostname));
+                s.reply_now(&r).await;
+                info!("timeout after {} from {}", s.last_verb, s.client);
+            }
+            End::Lost => info!("lost connection after {} from {}", s.last_verb, s.client),
+            End::Done => {}
+        }
+    }
+    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = c.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            c.remove(&ip);
+        }
+    }
+    drop(c);
+    info!("disconnect from {}{}", s.client, s.stats_text());
+}
+
+impl Session {
+    fn reply(&mut self, r: &Reply) {
+        self.outbuf.extend_from_slice(r.to_wire().as_bytes());
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.outbuf.is_empty() {
+            return true;
+        }
+        let ok = self.wr.write_all(&self.outbuf).await.is_ok();
+        self.outbuf.clear();
+        ok
+    }
+
+    async fn reply_now(&mut self, r: &Reply) {
+        self.reply(r);
+        self.flush().await;
+    }
+
+    fn stats_text(&self) -> String {
+        let mut out = String::new();
+        let (mut ok, mut total) = (0, 0);
+        for (verb, (o, t)) in VERBS.iter().zip(self.stats) {
+            if t == 0 {
+                continue;
+            }
+            ok += o;
+            total += t;
+            out.push_str(&if o == t { format!(" {verb}={o}") } else { format!(" {verb}={o}/{t}") });
+        }
+        out.push_str(&if ok == total { format!(" commands={ok}") } else { format!(" commands={ok}/{total}") });
+        out
+    }
+
+    fn count(&mut self, verb: &'static str, ok: bool) {
+        if let Some(i) = VERBS.iter().position(|v| *v == verb) {
+            self.stats[i].1 += 1;
+            if ok {
+                self.stats[i].0 += 1;
+            }
+        }
+    }
+
+    /// Reads more input; false at end of stream.
+    async fn fill(&mut self) -> Result<bool, End> {
+        if !self.flush().await {
+            return Err(End::Lost);
+        }
+        let mut buf = [0u8; 16 * 1024];
+        match tokio::time::timeout(self.st.timeout, self.rd.read(&mut buf)).await {
+            Err(_) => Err(End::Timeout),
+            Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
+            Ok(Ok(n)) => {
+                self.inbuf.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The next command line, without its line end.
+    async fn line(&mut self) -> Result<Vec<u8>, End> {
+        loop {
+            if let Some(i) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.inbuf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.inbuf.len() > MAX_LINE {
+                // Keep reading until the line ends; only its start matters.
+                self.inbuf.truncate(MAX_LINE);
+            }
+            if !self.fill().await? {
+                return Err(End::Lost);
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            let line = match self.line().await {
+                Ok(l) => l,
+                Err(e) => return e,
+            };
+            let (verb, reply) = match parse_command(&line) {
+                Err(e) => (e.verb, e.reply),
+                Ok(Command::Data) => {
+                    self.last_verb = "DATA";
+                    match self.data().await {
+                        Ok(r) => ("data", r),
+                        Err(e) => {
+                            self.count("data", false);
+                            return e;
+                        }
+                    }
+                }
+                Ok(Command::Quit) => {
+                    self.count("quit", true);
+                    self.reply_now(&Reply::new(221, "2.0.0", "Bye")).await;
+                    return End::Done;
+                }
+                Ok(cmd) => {
+                    self.last_verb = verb_name(&cmd);
+                    let v = cmd.verb();
+                    (v, self.command(cmd))
+                }
+            };
+            self.count(verb, reply.is_positive());
+            if !reply.is_positive() {
+                self.errors += 1;
+                if self.errors >= self.st.hard_error_limit {
+                    self.reply(&Reply::new(421, "4.7.0", format!("{} Error: too many errors", self.st.myhostname)));
+                    self.flush().await;
+                    info!("too many errors after {} from {}", self.last_verb, self.client);
+                    return End::Done;
+                }
+                if self.errors > self.st.soft_error_limit {
+                    // Slow down clients that keep making mistakes.
+                    self.flush().await;
+                    tokio::time::sleep(self.st.error_sleep).await;
+                }
+            }
+            self.reply(&reply);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.recipients.clear();
+    }
+
+    fn command(&mut self, cmd: Command) -> Reply {
+        let st = self.st.clone();
+        match cmd {
+            Command::Helo(name) => {
+                self.reset();
+                self.helo = Some(name);
+                self.esmtp = false;
+                Reply::plain(250, st.myhostname.clone())
+            }
+            Command::Ehlo(name) => {
+                self.reset();
+                self.helo = Some(name);
+                self.esmtp = true;
+                let mut lines = vec![st.myhostname.clone(), "PIPELINING".into(), format!("SIZE {}", st.message_size_limit)];
+                if !st.disable_vrfy {
+                    lines.push("VRFY".into());
+                }
+                lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from));
+                multiline(250, &lines)
+            }
+            Command::Mail { addr, params } => self.mail(addr, &params),
+            Command::Rcpt { addr, params } => self.rcpt(addr, &params),
+            Command::Rset => {
+                self.reset();
+                Reply::new(250, "2.0.0", "Ok")
+            }
+            Command::Noop => Reply::new(250, "2.0.0", "Ok"),
+            Command::Vrfy(addr) => {
+                if st.disable_vrfy {
+                    return Reply::new(502, "5.5.1", "VRFY command is disabled");
+                }
+                match check::verify(&st, &addr) {
+                    Ok(()) => Reply::new(252, "2.0.0", addr),
+                    Err(r) => {
+                        self.log_reject("VRFY", &r, &addr);
+                        r
+                    }
+                }
+            }
+            Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
+            Command::Data | Command::Quit => unreachable!("handled by serve"),
+        }
+    }
+
+    fn mail(&mut self, addr: String, params: &[Param]) -> Reply {
+        if self.st.helo_required && self.helo.is_none() {
+            return Reply::new(503, "5.5.1", "Error: send HELO/EHLO first");
+        }
+        if self.sender.is_some() {
+            return Reply::new(503, "5.5.1", "Error: nested MAIL command");
+        }
+        for p in params {
+            match (p.key.to_ascii_uppercase().as_str(), p.value.as_deref()) {
+                ("SIZE", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) if self.st.message_size_limit > 0 && n > self.st.message_size_limit => {
+                        return Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Reply::new(501, "5.5.4", "Bad message size syntax"),
+                },
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") => {}
+                ("SMTPUTF8", None) => {}
+                _ => return Reply::new(555, "5.5.4", format!("Unsupported option: {}", param_text(p))),
+            }
+        }
+        self.sender = Some(check::display(&addr));
+        Reply::new(250, "2.1.0", "Ok")
+    }
+
+    fn rcpt(&mut self, addr: String, params: &[Param]) -> Reply {
+        if self.sender.is_none() {
+            return Reply::new(503, "5.5.1", "Error: need MAIL command");
+        }
+        if let Some(p) = params.first() {
+            return Reply::new(555, "5.5.4", format!("Unsupported option: {}", param_text(p)));
+        }
+        if self.recipients.len() >= self.st.recipient_limit {
+            return Reply::new(452, "4.5.3", "Error: too many recipients");
+        }
+        match check::recipient(&self.st, self.peer.ip(), &addr) {
+            Ok(resolved) => {
+                self.recipients.push((resolved.address(), addr));
+                Reply::new(250, "2.1.5", "Ok")
+            }
+            Err(r) => {
+                self.log_reject("RCPT", &r, &addr);
+                r
+            }
+        }
+    }
+
+    fn log_reject(&self, what: &str, r: &Reply, to: &str) {
+        info!(
+            "NOQUEUE: reject: {what} from {}: {r}; from=<{}> to=<{to}> proto={} helo=<{}>",
+            self.client,
+            self.sender.as_deref().unwrap_or(""),
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo.as_deref().unwrap_or("")
+        );
+    }
+
+    /// DATA: stream the message to cleanup; the reply is the final one.
+    async fn data(&mut self) -> Result<Reply, End> {
+        if self.sender.is_none() {
+            return Ok(Reply::new(503, "5.5.1", "Error: need RCPT command"));
+        }
+        if self.recipients.is_empty() {
+            return Ok(Reply::new(554, "5.5.1", "Error: no valid recipients"));
+        }
+        let st = self.st.clone();
+        let sender = self.sender.take().unwrap_or_default();
+        let recipients = std::mem::take(&mut self.recipients);
+        let mut cleanup = match self.open_cleanup(&sender, &recipients).await {
+            Ok(x) => x,
+            Err(e) => {
+                info!("warning: {}: cleanup: {e}", self.client);
+                return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
+            }
+        };
+        let (ch, id) = (&mut cleanup.0, cleanup.1.clone());
+        info!("{id}: client={}", self.client);
+        self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        let mut out = self.received_header(&id, &recipients);
+        let mut decoder = DataDecoder::new();
+        let mut size: u64 = 0;
+        let mut too_big = false;
+        let mut broken = false;
+        loop {
+            let progress = decoder.feed(&self.inbuf, &mut out);
+            let consumed = match progress {
+                Progress::Done { consumed } => consumed,
+                Progress::More => self.inbuf.len(),
+            };
+            self.inbuf.drain(..consumed);
+            size += out.len() as u64;
+            if st.message_size_limit > 0 && size > st.message_size_limit {
+                too_big = true;
+            }
+            if (out.len() >= CHUNK || matches!(progress, Progress::Done { .. })) && !too_big && !broken {
+                for piece in out.chunks(CHUNK) {
+                    if ch.send(&CleanupRequest::Content(piece.to_vec())).await.is_err() {
+                        broken = true;
+                        break;
+                    }
+                }
+                out.clear();
+            } else if too_big || broken {
+                out.clear();
+            }
+            if matches!(progress, Progress::Done { .. }) {
+                break;
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = ch.send(&CleanupRequest::Abort).await;
+                    return Err(End::Lost);
+                }
+                Err(e) => {
+                    let _ = ch.send(&CleanupRequest::Abort).await;
+                    return Err(e);
+                }
+            }
+        }
+        let excluded = st.bare_newline_exclusions.contains(self.peer.ip());
+        let bare_lf_rejected = st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
+        if too_big || bare_lf_rejected || broken {
+            let _ = ch.send(&CleanupRequest::Abort).await;
+            let _ = ch.recv::<CleanupReply>().await;
+            return Ok(if too_big {
+                Reply::new(552, "5.3.4", "Error: message file too big")
+            } else if bare_lf_rejected {
+                info!("{id}: reject: bare <LF> received from {}", self.client);
+                Reply::new(st.bare_newline_reject_code, "5.5.2", "Error: bare <LF> received")
+            } else {
+                Reply::new(451, "4.3.0", "Error: queue file write error")
+            });
+        }
+        let result = async {
+            ch.send(&CleanupRequest::End).await?;
+            ch.expect::<CleanupReply>().await
+        }
+        .await;
+        Ok(match result {
+            Ok(CleanupReply::Committed { queue_id }) => Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}")),
+            Ok(CleanupReply::Failed { temporary: false, reason }) if reason.contains("too big") => {
+                Reply::new(552, "5.3.4", "Error: message file too big")
+            }
+            Ok(CleanupReply::Failed { temporary: false, reason }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
+            _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
+        })
+    }
+
+    async fn open_cleanup(
+        &self,
+        sender: &str,
+        recipients: &[(String, String)],
+    ) -> Result<(pfx_ipc::Channel<tokio::net::UnixStream>, String), pfx_ipc::Error> {
+        let path = self.st.queue_dir.join(endpoint::CLEANUP);
+        let mut ch = pfx_ipc::client::connect(&path, conversation::CLEANUP).await?;
+        let ip = self.peer.ip().to_string();
+        let attrs = vec![
+            ("client_name".into(), "unknown".into()),
+            ("client_address".into(), ip),
+            ("helo_name".into(), self.helo.clone().unwrap_or_default()),
+            ("protocol".into(), if self.esmtp { "ESMTP".into() } else { "SMTP".into() }),
+            ("origin".into(), "smtpd".into()),
+        ];
+        let recipients = recipients.iter().map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a))).collect();
+        ch.send(&CleanupRequest::Begin { sender: sender.to_owned(), recipients, attrs, origin: self.origin }).await?;
+        match ch.expect::<CleanupReply>().await? {
+            CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
+            other => Err(pfx_ipc::Error::Decode(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Postfix's Received: header.
+    fn received_header(&self, id: &str, recipients: &[(String, String)]) -> Vec<u8> {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let for_part = match recipients {
+            [(addr, _)] => format!("\n\tfor <{addr}>"),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} (unknown [{}])\n\tby {} ({}) with {proto} id {id}{for_part}; {}\n",
+            self.peer.ip(),
+            self.st.myhostname,
+            self.st.mail_name,
+            pfx_sys::time::rfc2822(std::time::SystemTime::now())
+        )
+        .into_bytes()
+    }
+}
+
+fn param_text(p: &Param) -> String {
+    match &p.value {
+        Some(v) => format!("{}={v}", p.key),
+        None => p.key.clone(),
+    }
+}
+
+/// The command name Postfix's "after X" log messages use.
+fn verb_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Helo(_) => "HELO",
+        Command::Ehlo(_) => "EHLO",
+        Command::Mail { .. } => "MAIL",
+        Command::Rcpt { .. } => "RCPT",
+        Command::Data => "DATA",
+        Command::Rset => "RSET",
+        Command::Noop => "NOOP",
+        Command::Quit => "QUIT",
+        Command::Vrfy(_) => "VRFY",
+        Command::Unknown(_) => "UNKNOWN",
+    }
+}

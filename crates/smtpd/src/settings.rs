@@ -1,0 +1,96 @@
+//! smtpd's view of main.cf, computed once per configuration version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pfx_address::{DomainList, NetworkList};
+use pfx_config::Config;
+use pfx_maps::passwd::Passwd;
+use pfx_maps::MapList;
+
+/// `smtpd_forbid_bare_newline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BareNewline {
+    Normalize,
+    Reject,
+    No,
+}
+
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) myhostname: String,
+    pub(crate) banner: String,
+    pub(crate) mail_name: String,
+    pub(crate) mydestination: DomainList,
+    pub(crate) relay_domains: DomainList,
+    pub(crate) mynetworks: NetworkList,
+    pub(crate) relay_restrictions: Vec<String>,
+    pub(crate) recipient_restrictions: Vec<String>,
+    pub(crate) local_recipients: MapList,
+    pub(crate) recipient_delimiter: String,
+    pub(crate) message_size_limit: u64,
+    pub(crate) recipient_limit: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) helo_required: bool,
+    pub(crate) disable_vrfy: bool,
+    pub(crate) bare_newline: BareNewline,
+    pub(crate) bare_newline_exclusions: NetworkList,
+    pub(crate) bare_newline_reject_code: u16,
+    pub(crate) soft_error_limit: u32,
+    pub(crate) hard_error_limit: u32,
+    pub(crate) error_sleep: Duration,
+    pub(crate) connection_limit: usize,
+    pub(crate) queue_dir: std::path::PathBuf,
+}
+
+impl Settings {
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
+        let e = |x: pfx_config::Error| x.to_string();
+        let s = |n: &str| cfg.get(n).map_err(e);
+        let l = |n: &str| cfg.list(n).map_err(e);
+        let n = |n: &str| cfg.int(n).map_err(e);
+        let passwd = Passwd::new(Some(s("local_passwd_file")?.into()));
+        let bare_newline = match s("smtpd_forbid_bare_newline")?.as_str() {
+            "normalize" | "yes" => BareNewline::Normalize,
+            "reject" => BareNewline::Reject,
+            "no" => BareNewline::No,
+            other => return Err(format!("smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)")),
+        };
+        Ok(Self {
+            myhostname: s("myhostname")?,
+            banner: s("smtpd_banner")?,
+            mail_name: s("mail_name")?,
+            mydestination: DomainList::new(&l("mydestination")?),
+            relay_domains: DomainList::new(&l("relay_domains")?),
+            mynetworks: NetworkList::parse(&l("mynetworks")?)?,
+            relay_restrictions: l("smtpd_relay_restrictions")?,
+            recipient_restrictions: l("smtpd_recipient_restrictions")?,
+            local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
+            recipient_delimiter: s("recipient_delimiter")?,
+            message_size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
+            recipient_limit: usize::try_from(n("smtpd_recipient_limit")?).unwrap_or(1000),
+            timeout: cfg.time("smtpd_timeout").map_err(e)?,
+            helo_required: cfg.bool("smtpd_helo_required").map_err(e)?,
+            disable_vrfy: cfg.bool("disable_vrfy_command").map_err(e)?,
+            bare_newline,
+            bare_newline_exclusions: NetworkList::parse(&l("smtpd_forbid_bare_newline_exclusions")?)?,
+            bare_newline_reject_code: u16::try_from(n("smtpd_forbid_bare_newline_reject_code")?).unwrap_or(550),
+            soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
+            hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
+            error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
+            connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?).unwrap_or(0),
+            queue_dir: s("queue_directory")?.into(),
+            cfg,
+        })
+    }
+
+    /// Whether mail for this domain may be accepted from anyone.
+    pub(crate) fn authorized_destination(&self, r: &pfx_address::Resolved) -> bool {
+        r.is_local || self.relay_domains.contains(&r.domain)
+    }
+
+    pub(crate) fn resolve(&self, addr: &str) -> pfx_address::Resolved {
+        pfx_address::resolve(addr, &|d| self.mydestination.contains(d))
+    }
+}
