@@ -32,3 +32,57 @@ pub async fn trigger(path: &Path, byte: u8) -> Result<(), Error> {
     s.shutdown().await?;
     Ok(())
 }
+
+/// Submits a whole message to cleanup and returns its queue ID once it is
+/// durable. `content` yields the message in chunks (LF line ends).
+pub async fn submit(
+    cleanup: &Path,
+    sender: &str,
+    recipients: Vec<(String, Option<String>)>,
+    attrs: Vec<(String, String)>,
+    origin: crate::proto::Origin,
+    content: impl IntoIterator<Item = std::io::Result<Vec<u8>>>,
+) -> Result<String, String> {
+    use crate::proto::{conversation, CleanupReply, CleanupRequest};
+    let mut ch = connect(cleanup, conversation::CLEANUP).await.map_err(|e| e.to_string())?;
+    ch.send(&CleanupRequest::Begin { sender: sender.to_owned(), recipients, attrs, origin }).await.map_err(|e| e.to_string())?;
+    match ch.expect::<CleanupReply>().await.map_err(|e| e.to_string())? {
+        CleanupReply::Started { .. } => {}
+        other => return Err(format!("cleanup: {other:?}")),
+    }
+    for chunk in content {
+        match chunk {
+            Ok(c) => ch.send(&CleanupRequest::Content(c)).await.map_err(|e| e.to_string())?,
+            Err(e) => {
+                let _ = ch.send(&CleanupRequest::Abort).await;
+                return Err(format!("read message: {e}"));
+            }
+        }
+    }
+    ch.send(&CleanupRequest::End).await.map_err(|e| e.to_string())?;
+    match ch.expect::<CleanupReply>().await.map_err(|e| e.to_string())? {
+        CleanupReply::Committed { queue_id } => Ok(queue_id),
+        CleanupReply::Failed { reason, .. } => Err(reason),
+        other => Err(format!("cleanup: {other:?}")),
+    }
+}
+
+/// Splits a reader into [`crate::proto::CHUNK`]-sized pieces for [`submit`].
+pub fn chunks(mut r: impl std::io::Read) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
+    std::iter::from_fn(move || {
+        let mut buf = vec![0u8; crate::proto::CHUNK];
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        (n > 0).then(|| {
+            buf.truncate(n);
+            Ok(buf)
+        })
+    })
+}

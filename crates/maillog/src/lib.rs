@@ -9,6 +9,8 @@
 //! with facility `mail`. Commands also copy their messages to stderr as
 //! `program: text`, as Postfix's commands do.
 
+pub mod delivery;
+
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;

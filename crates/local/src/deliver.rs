@@ -1,0 +1,328 @@
+//! One delivery request: each recipient through aliases to mailboxes,
+//! files, commands or forwarding, with Postfix's statuses and log lines.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pfx_config::Config;
+use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus, Origin};
+use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_maps::passwd::{Passwd, User};
+use pfx_maps::MapList;
+use pfx_queue::file::QueueFile;
+use pfx_queue::{Queue, QueueName};
+use tracing::{info, warn};
+
+use crate::mailbox::{self, Failure, Message};
+
+/// How deep aliases may nest before we call it a loop.
+const MAX_ALIAS_DEPTH: usize = 100;
+
+/// What one recipient's delivery came to.
+enum Verdict {
+    Sent(String),
+    Failed(Failure),
+}
+
+struct Ctx<'a> {
+    cfg: &'a Config,
+    qf: &'a QueueFile,
+    passwd: Passwd,
+    aliases: MapList,
+    delivered_to: Vec<String>,
+    forward: Vec<String>,
+}
+
+fn bounce(dsn: &'static str, reason: impl Into<String>) -> Failure {
+    Failure { temporary: false, dsn, reason: reason.into() }
+}
+
+fn defer(reason: impl Into<String>) -> Failure {
+    Failure { temporary: true, dsn: "4.3.0", reason: reason.into() }
+}
+
+fn micros(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// Delivers every recipient of the request and logs each outcome.
+pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+    let start = SystemTime::now();
+    let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
+    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
+    let path = queue.path(qname, &req.queue_id);
+    let cfg2 = cfg.clone();
+    let req2 = req.clone();
+    // File work (and the recipient's privileges) happen on a blocking thread.
+    let outcome = tokio::task::spawn_blocking(move || -> Result<(Vec<Verdict>, Vec<String>, QueueFile), String> {
+        let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
+        let passwd = Passwd::new(Some(cfg2.get("local_passwd_file").unwrap_or_default().into()));
+        let aliases = MapList::parse(&cfg2.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
+        let mut ctx = Ctx { cfg: &cfg2, qf: &qf, passwd, aliases, delivered_to: Vec::new(), forward: Vec::new() };
+        ctx.delivered_to = delivered_to_headers(&qf);
+        let mut results = Vec::new();
+        let mut forwards = Vec::new();
+        for r in &req2.recipients {
+            ctx.forward.clear();
+            let mut seen = HashSet::new();
+            let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
+            forwards.push(ctx.forward.join(","));
+            results.push(res);
+        }
+        Ok((results, forwards, qf))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let (results, forwards, qf) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            warn!("{}: {e}", req.queue_id);
+            return req.recipients.iter().map(|_| DeliveryStatus::Deferred { dsn: "4.3.0".into(), relay: "local".into(), reason: e.clone() }).collect();
+        }
+    };
+    let mut statuses = Vec::new();
+    for ((r, res), fwd) in req.recipients.iter().zip(results).zip(forwards) {
+        // Remote alias targets travel as one new message.
+        let res = match (res, fwd.is_empty()) {
+            (Verdict::Sent(text), true) => Verdict::Sent(text),
+            (Verdict::Sent(_), false) => match forward(cfg, &qf, req, &r.address, &fwd).await {
+                Ok(id) => Verdict::Sent(format!("forwarded as {id}")),
+                Err(e) => Verdict::Failed(defer(format!("forward to {fwd}: {e}"))),
+            },
+            (failed, _) => failed,
+        };
+        let done = SystemTime::now();
+        let t = Times { arrival: micros(req.arrival_us), activated: micros(req.activated_us), agent_start: start, connected: start, done };
+        let orig = r.original.as_deref();
+        let (status, line) = match &res {
+            Verdict::Sent(text) => (DeliveryStatus::Sent, Outcome { status: "sent", dsn: "2.0.0", relay: "local", text }),
+            Verdict::Failed(f) if f.temporary => (
+                DeliveryStatus::Deferred { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason.clone() },
+                Outcome { status: "deferred", dsn: f.dsn, relay: "local", text: &f.reason },
+            ),
+            Verdict::Failed(f) => (
+                DeliveryStatus::Bounced { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason.clone() },
+                Outcome { status: "bounced", dsn: f.dsn, relay: "local", text: &f.reason },
+            ),
+        };
+        info!("{}: {}", req.queue_id, delivery::line(&r.address, orig.or(Some(&r.address)).filter(|o| *o != r.address), t, &line));
+        statuses.push(status);
+    }
+    statuses
+}
+
+/// `Delivered-To:` values in the message header, lowercased (loop detection).
+fn delivered_to_headers(qf: &QueueFile) -> Vec<String> {
+    let mut head = Vec::new();
+    if let Ok(c) = qf.content() {
+        let _ = c.take(128 * 1024).read_to_end(&mut head);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let header_end = text.find("\n\n").unwrap_or(text.len());
+    text[..header_end]
+        .lines()
+        .filter_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("delivered-to")).map(|(_, v)| v.trim().to_ascii_lowercase()))
+        .collect()
+}
+
+/// A class in `allow_mail_to_commands` / `allow_mail_to_files`.
+fn allowed(cfg: &Config, param: &str, class: &str) -> bool {
+    cfg.list(param).unwrap_or_default().iter().any(|c| c == class)
+}
+
+impl Ctx<'_> {
+    fn local_part(&self, addr: &str) -> (String, String) {
+        let (local, domain) = pfx_address::split(addr);
+        (pfx_address::unquote(local), domain.to_ascii_lowercase())
+    }
+
+    fn recipient(&mut self, addr: &str, top: &str, depth: usize, seen: &mut HashSet<String>) -> Verdict {
+        if depth > MAX_ALIAS_DEPTH {
+            return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {top}")));
+        }
+        let (local, _) = self.local_part(addr);
+        let name = local.to_ascii_lowercase();
+        let delim = self.cfg.get("recipient_delimiter").unwrap_or_default();
+        let base = delim.chars().next().and_then(|d| name.split_once(d)).map(|(b, _)| b.to_owned());
+        // An alias that includes itself means the user's own mailbox.
+        if seen.insert(name.clone()) {
+            let found = match self.aliases.lookup(&name) {
+                Ok(Some(v)) => Some(v),
+                Ok(None) => match &base {
+                    Some(b) => self.aliases.lookup(b).map_err(|e| defer(format!("alias database unavailable: {e}"))).ok().flatten(),
+                    None => None,
+                },
+                Err(e) => return Verdict::Failed(defer(format!("alias database unavailable: {e}"))),
+            };
+            if let Some(value) = found {
+                return self.expand(&value, top, depth, seen, "alias");
+            }
+        }
+        let user_name = base.unwrap_or(name);
+        match self.passwd.lookup(&user_name) {
+            Ok(Some(user)) => self.mailbox(&user, addr, top),
+            Ok(None) => Verdict::Failed(bounce("5.1.1", format!("unknown user: \"{user_name}\""))),
+            Err(e) => Verdict::Failed(defer(format!("user lookup: {e}"))),
+        }
+    }
+
+    /// Delivers to every target of an alias (or include file); the worst outcome wins.
+    fn expand(&mut self, value: &str, top: &str, depth: usize, seen: &mut HashSet<String>, class: &str) -> Verdict {
+        let mut worst: Option<Failure> = None;
+        let mut texts = Vec::new();
+        for target in pfx_maps::aliases::targets(value) {
+            let res = if let Some(cmd) = target.strip_prefix('|') {
+                if allowed(self.cfg, "allow_mail_to_commands", class) {
+                    self.command(cmd, top)
+                } else {
+                    Verdict::Failed(bounce("5.7.1", format!("mail to command is restricted: \"{cmd}\"")))
+                }
+            } else if let Some(path) = target.strip_prefix(":include:") {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => {
+                        let list: Vec<String> = text.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_owned).collect();
+                        self.expand(&list.join(","), top, depth + 1, seen, "include")
+                    }
+                    Err(e) => Verdict::Failed(defer(format!("cannot open include file {path}: {e}"))),
+                }
+            } else if target.starts_with('/') {
+                if allowed(self.cfg, "allow_mail_to_files", class) {
+                    self.file(Path::new(&target), top)
+                } else {
+                    Verdict::Failed(bounce("5.7.1", format!("mail to file is restricted: \"{target}\"")))
+                }
+            } else {
+                let dests = pfx_address::DomainList::new(&self.cfg.list("mydestination").unwrap_or_default());
+                let r = pfx_address::resolve(&target, &|d| dests.contains(d));
+                if r.is_local {
+                    self.recipient(&r.address(), top, depth + 1, seen)
+                } else {
+                    self.forward.push(r.address());
+                    Verdict::Sent(String::new())
+                }
+            };
+            match res {
+                Verdict::Sent(t) if !t.is_empty() => texts.push(t),
+                Verdict::Sent(_) => {}
+                Verdict::Failed(f) => {
+                    // Temporary beats permanent: retrying may still deliver.
+                    if worst.as_ref().is_none_or(|w| f.temporary && !w.temporary) {
+                        worst = Some(f);
+                    }
+                }
+            }
+        }
+        match worst {
+            Some(f) => Verdict::Failed(f),
+            None => Verdict::Sent(texts.into_iter().next().unwrap_or_else(|| "forwarded".into())),
+        }
+    }
+
+    fn prepend(&self, rcpt: &str, top: &str) -> Vec<u8> {
+        format!("Return-Path: <{}>\nX-Original-To: {top}\nDelivered-To: {rcpt}\n", self.qf.sender).into_bytes()
+    }
+
+    fn limit(&self) -> u64 {
+        u64::try_from(self.cfg.int("mailbox_size_limit").unwrap_or(0)).unwrap_or(0)
+    }
+
+    fn mailbox(&self, user: &User, addr: &str, top: &str) -> Verdict {
+        let (_, domain) = self.local_part(addr);
+        let rcpt = if domain.is_empty() { format!("{}@{}", user.name, self.cfg.get("myorigin").unwrap_or_default()) } else { addr.to_owned() };
+        if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
+            return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {rcpt}")));
+        }
+        let home_mailbox = self.cfg.get("home_mailbox").unwrap_or_default();
+        let (path, maildir): (PathBuf, bool) = if home_mailbox.is_empty() {
+            (Path::new(&self.cfg.get("mail_spool_directory").unwrap_or_default()).join(&user.name), false)
+        } else {
+            (user.home.join(&home_mailbox), home_mailbox.ends_with('/'))
+        };
+        let prepend = self.prepend(&rcpt, top);
+        let mut content = match self.qf.content() {
+            Ok(c) => c,
+            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
+        };
+        let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
+        let written = crate::privs::as_user(user.uid, user.gid, || if maildir { mailbox::maildir(&path, &mut msg) } else { mailbox::mbox(&path, &mut msg) });
+        match written {
+            Ok(()) => Verdict::Sent(if maildir { "delivered to maildir" } else { "delivered to mailbox" }.into()),
+            Err(f) => Verdict::Failed(f),
+        }
+    }
+
+    /// The account alias commands and files run as: the owner of the alias
+    /// database, or `default_privs` when that is root (as Postfix does).
+    fn alias_owner(&self) -> (u32, u32) {
+        let me = pfx_sys::users::current();
+        if !pfx_sys::users::is_root() {
+            return (me.uid.as_raw(), me.gid.as_raw());
+        }
+        let privs = self.cfg.get("default_privs").unwrap_or_else(|_| "nobody".into());
+        match pfx_sys::users::user(&privs) {
+            Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
+            Err(_) => (65534, 65534),
+        }
+    }
+
+    fn file(&self, path: &Path, top: &str) -> Verdict {
+        let (uid, gid) = self.alias_owner();
+        let prepend = self.prepend(top, top);
+        let mut content = match self.qf.content() {
+            Ok(c) => c,
+            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
+        };
+        let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
+        match crate::privs::as_user(uid, gid, || mailbox::mbox(path, &mut msg)) {
+            Ok(()) => Verdict::Sent(format!("delivered to file: {}", path.display())),
+            Err(f) => Verdict::Failed(f),
+        }
+    }
+
+    /// `|command`: the message on standard input of `/bin/sh -c command`,
+    /// as the alias owner; exit 0 delivered, 75 (EX_TEMPFAIL) deferred, else bounced.
+    fn command(&self, cmd: &str, top: &str) -> Verdict {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = self.alias_owner();
+        let (local, domain) = self.local_part(top);
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c").arg(cmd).env_clear().env("PATH", "/usr/bin:/bin").env("SHELL", "/bin/sh");
+        c.env("SENDER", &self.qf.sender).env("RECIPIENT", top).env("LOCAL", &local).env("DOMAIN", &domain).env("ORIGINAL_RECIPIENT", top);
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        if pfx_sys::users::is_root() {
+            c.uid(uid).gid(gid);
+        }
+        let mut child = match c.spawn() {
+            Ok(ch) => ch,
+            Err(e) => return Verdict::Failed(defer(format!("command {cmd}: {e}"))),
+        };
+        let prepend = self.prepend(top, top);
+        if let (Some(mut stdin), Ok(mut content)) = (child.stdin.take(), self.qf.content()) {
+            use std::io::Write;
+            let _ = stdin.write_all(&prepend).and_then(|()| std::io::copy(&mut content, &mut stdin).map(drop));
+        }
+        match child.wait_with_output() {
+            Ok(out) if out.status.success() => Verdict::Sent(format!("delivered to command: {cmd}")),
+            Ok(out) if out.status.code() == Some(75) => Verdict::Failed(defer(format!("temporary failure. Command output: {}", String::from_utf8_lossy(&out.stderr).trim()))),
+            Ok(out) => Verdict::Failed(bounce("5.3.0", format!("Command died with status {}: \"{cmd}\". Command output: {}", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).trim()))),
+            Err(e) => Verdict::Failed(defer(format!("command {cmd}: {e}"))),
+        }
+    }
+}
+
+/// Re-submits the message to remote alias targets, as Postfix's local does:
+/// a new queue file with a `Delivered-To:` header for loop detection.
+async fn forward(cfg: &Config, qf: &QueueFile, req: &DeliveryRequest, rcpt: &str, targets: &str) -> Result<String, String> {
+    let queue_dir = cfg.get("queue_directory").map_err(|e| e.to_string())?;
+    let cleanup = Path::new(&queue_dir).join(pfx_ipc::proto::endpoint::CLEANUP);
+    let recipients = targets.split(',').map(|t| (t.to_owned(), None)).collect();
+    let head = format!("Delivered-To: {rcpt}\n").into_bytes();
+    let content = qf.content().map_err(|e| e.to_string())?;
+    let chunks = std::iter::once(Ok(head)).chain(pfx_ipc::client::chunks(content));
+    let attrs = vec![("origin".into(), "local".into()), ("forwarded_from".into(), req.queue_id.clone())];
+    pfx_ipc::client::submit(&cleanup, &qf.sender, recipients, attrs, Origin::Forward, chunks).await
+}

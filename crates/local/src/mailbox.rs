@@ -1,0 +1,247 @@
+//! Writing a message into a mailbox: Maildir or mbox.
+//!
+//! Maildir (as local(8)'s maildir.c): write `tmp/SEC.PpidQn.HOST`, fsync,
+//! link it to `new/SEC.VdevIinoMusec.HOST`, unlink the tmp name; the message
+//! appears whole or not at all. mbox: dotlock `FILE.lock` plus an fcntl lock,
+//! a `From ` line, `>From ` quoting, a blank line at the end, fsync; on any
+//! error the file is truncated back. Neither follows a symbolic link at the
+//! final path component.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a delivery did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) temporary: bool,
+    pub(crate) dsn: &'static str,
+    pub(crate) reason: String,
+}
+
+impl Failure {
+    fn io(what: String, e: &std::io::Error) -> Self {
+        // A full mailbox is permanent (5.2.2); anything else may clear up.
+        let too_large = e.raw_os_error() == Some(libc::EFBIG);
+        Self {
+            temporary: !too_large,
+            dsn: if too_large { "5.2.2" } else { "4.2.0" },
+            reason: format!("{what}: {e}"),
+        }
+    }
+}
+
+/// What goes into the mailbox.
+pub(crate) struct Message<'a> {
+    /// Return-Path, X-Original-To, Delivered-To lines.
+    pub(crate) prepend: &'a [u8],
+    pub(crate) content: &'a mut dyn Read,
+    pub(crate) sender: &'a str,
+    /// `mailbox_size_limit` (0: none).
+    pub(crate) size_limit: u64,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).map(|h| h.split('.').next().unwrap_or_default().to_owned()).unwrap_or_else(|| "localhost".into())
+}
+
+fn copy_limited(out: &mut impl Write, msg: &mut Message<'_>, mut transform: impl FnMut(&[u8], &mut Vec<u8>)) -> std::io::Result<u64> {
+    let mut total = msg.prepend.len() as u64;
+    out.write_all(msg.prepend)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut piece = Vec::with_capacity(buf.len() + 1024);
+    loop {
+        let n = msg.content.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        piece.clear();
+        transform(&buf[..n], &mut piece);
+        total += piece.len() as u64;
+        if msg.size_limit > 0 && total > msg.size_limit {
+            return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        out.write_all(&piece)?;
+    }
+}
+
+/// Delivers into the Maildir at `dir` (created if missing).
+pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
+    for sub in ["", "tmp", "new", "cur"] {
+        let d = dir.join(sub);
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Failure::io(format!("create maildir file {}", d.display()), &e)),
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let host = hostname();
+    let tmp = dir.join("tmp").join(format!("{}.P{}Q{}.{host}", now.as_secs(), std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let fail = |e: &std::io::Error| Failure::io(format!("create maildir file {}", tmp.display()), e);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp).map_err(|e| fail(&e))?;
+    let written = copy_limited(&mut f, msg, |b, out| out.extend_from_slice(b)).and_then(|_| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::io(format!("maildir delivery failed: {}", tmp.display()), &e));
+    }
+    let md = f.metadata().map_err(|e| fail(&e))?;
+    let new = dir.join("new").join(format!("{}.V{:x}I{:x}M{}.{host}", now.as_secs(), md.dev(), md.ino(), now.subsec_micros()));
+    let linked = std::fs::hard_link(&tmp, &new);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| Failure::io(format!("link to {}", new.display()), &e))
+}
+
+/// An exclusive `PATH.lock` file, removed when dropped. Stale locks (older
+/// than `stale_lock_time`, 500 s) are broken, as Postfix's dot_lockfile does.
+struct DotLock(PathBuf);
+
+impl DotLock {
+    fn take(mbox: &Path) -> std::io::Result<Self> {
+        let mut lock = mbox.as_os_str().to_owned();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        for _ in 0..20 {
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&lock) {
+                Ok(_) => return Ok(Self(lock)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(500));
+                    if stale {
+                        let _ = std::fs::remove_file(&lock);
+                        continue;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, format!("unable to lock {}", lock.display())))
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Appends to the mbox file at `path`.
+pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
+    let what = || format!("cannot update mailbox {}", path.display());
+    let f = OpenOptions::new().append(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| Failure::io(what(), &e))?;
+    let _dot = DotLock::take(path).map_err(|e| Failure::io(what(), &e))?;
+    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| Failure::io(what(), &e.into()))?;
+    let start = f.metadata().map_err(|e| Failure::io(what(), &e))?.len();
+    let sender = if msg.sender.is_empty() { "MAILER-DAEMON" } else { msg.sender };
+    let from_line = format!("From {sender}  {}\n", pfx_sys::time::asctime(SystemTime::now()));
+    let result = (|| -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(&mut *f);
+        out.write_all(from_line.as_bytes())?;
+        // ">From " quoting: a line starting with "From " gets a '>'.
+        let mut at_line_start = true;
+        let mut pending: Vec<u8> = Vec::new();
+        copy_limited(&mut out, msg, |b, o| {
+            for &c in b {
+                if at_line_start || !pending.is_empty() {
+                    pending.push(c);
+                    if b"From ".starts_with(&pending) {
+                        if pending.len() == 5 {
+                            o.push(b'>');
+                            o.append(&mut pending);
+                        }
+                        at_line_start = false;
+                        continue;
+                    }
+                    o.append(&mut pending);
+                    at_line_start = c == b'\n';
+                    continue;
+                }
+                o.push(c);
+                at_line_start = c == b'\n';
+            }
+        })?;
+        out.write_all(&pending)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        drop(out);
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = f.set_len(start);
+        return Err(Failure::io(format!("{}. error writing message", what()), &e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<'a>(content: &'a mut &'a [u8], limit: u64) -> Message<'a> {
+        Message { prepend: b"Return-Path: <a@b>\n", content, sender: "a@b", size_limit: limit }
+    }
+
+    #[test]
+    fn maildir_delivery_is_whole_and_named_like_postfix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = tmp.path().join("Maildir");
+        let mut c: &[u8] = b"Subject: x\n\nbody \xe9\n";
+        maildir(&md, &mut msg(&mut c, 0)).unwrap();
+        let files: Vec<_> = std::fs::read_dir(md.join("new")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(std::fs::read(&files[0]).unwrap(), b"Return-Path: <a@b>\nSubject: x\n\nbody \xe9\n");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.contains(".V") && name.contains('I') && name.contains('M'), "{name}");
+        assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+        assert!(md.join("cur").is_dir());
+    }
+
+    #[test]
+    fn size_limit_refuses_without_leaving_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = tmp.path().join("Maildir");
+        let mut c: &[u8] = &[b'x'; 5000];
+        let err = maildir(&md, &mut msg(&mut c, 1000)).unwrap_err();
+        assert!(!err.temporary && err.dsn == "5.2.2", "{err:?}");
+        assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+        let mb = tmp.path().join("mbox");
+        std::fs::write(&mb, b"From old  x\n\nold\n\n").unwrap();
+        let mut c: &[u8] = &[b'x'; 5000];
+        assert!(mbox(&mb, &mut msg(&mut c, 1000)).is_err());
+        assert_eq!(std::fs::read(&mb).unwrap(), b"From old  x\n\nold\n\n", "truncated back");
+    }
+
+    #[test]
+    fn mbox_quotes_from_lines_and_appends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("openstack");
+        let mut c: &[u8] = b"Subject: x\n\nFrom here\nnot From here\nFrom\nFrost\n";
+        mbox(&mb, &mut msg(&mut c, 0)).unwrap();
+        let mut c2: &[u8] = b"Subject: y\n\nsecond\n";
+        mbox(&mb, &mut msg(&mut c2, 0)).unwrap();
+        let text = String::from_utf8(std::fs::read(&mb).unwrap()).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.starts_with("From a@b  "), "{first}");
+        assert!(text.contains("\n>From here\nnot From here\nFrom\nFrost\n\nFrom a@b  "), "{text}");
+        assert!(text.ends_with("second\n\n"));
+        assert!(!tmp.path().join("openstack.lock").exists());
+    }
+
+    #[test]
+    fn mbox_refuses_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        let mb = tmp.path().join("victim");
+        std::os::unix::fs::symlink(&target, &mb).unwrap();
+        let mut c: &[u8] = b"x\n";
+        assert!(mbox(&mb, &mut msg(&mut c, 0)).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+    }
+}

@@ -1,0 +1,28 @@
+//! qmgr(8): moves mail from `incoming/` and `deferred/` into `active/`,
+//! hands recipients to delivery agents, records their outcome, and then
+//! removes the message, defers it with backoff, or has bounce return it.
+//!
+//! One scheduler task owns all state; scans happen on triggers (`I` from
+//! cleanup, `F` flush, `D`, master's `W`) and every `queue_run_delay`, so a
+//! lost trigger only delays mail. On start, whatever a crash left in
+//! `active/` is taken back first. `hold/` is never looked at.
+
+mod route;
+mod scheduler;
+
+use tokio::sync::mpsc;
+
+fn main() {
+    pfx_server::run("qmgr", |ctx, endpoint| async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let triggers = tx.clone();
+        let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);
+        let sched = tokio::spawn(scheduler.run());
+        let served = pfx_server::serve_triggers(&ctx, endpoint, move |b| {
+            let _ = triggers.send(scheduler::Event::Trigger(b));
+        })
+        .await;
+        sched.abort();
+        served
+    })
+}

@@ -1,0 +1,495 @@
+//! The queue manager's state machine.
+//!
+//! Each active message keeps its recipients' states. Recipients are grouped
+//! into delivery requests per route, within per-destination concurrency
+//! limits. When an agent answers: delivered recipients are done, bounced ones
+//! get a durable `bounce/ID` record and are marked done in the queue file,
+//! deferred ones get a `defer/ID` record. When nothing is in flight any more
+//! the message is removed, returned to its sender by bounce, or moved to
+//! `deferred/` with its retry time as mtime (expiring to a bounce after
+//! `maximal_queue_lifetime`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pfx_config::Config;
+use pfx_ipc::proto::{self, conversation, trigger, BounceReply, BounceRequest, DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus};
+use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_queue::file::{self, QueueFile};
+use pfx_queue::statuslog::{self, Log, Status};
+use pfx_queue::{Queue, QueueName};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::route::{Route, Router};
+
+/// How long an agent may take over one request before qmgr gives up on it.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Requests in flight per transport at most (Postfix: the transport's maxproc).
+const TRANSPORT_LIMIT: usize = 100;
+
+pub(crate) enum Event {
+    Trigger(u8),
+    Delivered { id: String, batch: Vec<usize>, route: Route, statuses: Vec<DeliveryStatus>, by_agent: bool },
+    BounceDone { id: String, result: Result<Option<String>, String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rcpt {
+    Pending,
+    InFlight,
+    Done,
+    Deferred,
+}
+
+struct Msg {
+    qf: QueueFile,
+    activated: SystemTime,
+    state: Vec<Rcpt>,
+    routes: Vec<Route>,
+    in_flight: usize,
+    has_bounces: bool,
+    bouncing: bool,
+}
+
+pub(crate) struct Scheduler {
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    cfg: Arc<Config>,
+    router: Router,
+    queue: Queue,
+    msgs: HashMap<String, Msg>,
+    ready: VecDeque<String>,
+    busy_dest: HashMap<(String, String), usize>,
+    busy_transport: HashMap<String, usize>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+impl Scheduler {
+    pub(crate) fn new(cfg_rx: watch::Receiver<Arc<Config>>, tx: mpsc::UnboundedSender<Event>, rx: mpsc::UnboundedReceiver<Event>) -> Self {
+        let cfg = cfg_rx.borrow().clone();
+        let router = Router::new(&cfg).unwrap_or_else(|e| pfx_maillog::fatal(e));
+        let queue = Queue::new(cfg.get("queue_directory").unwrap_or_else(|e| pfx_maillog::fatal(e)));
+        Self {
+            cfg_rx,
+            cfg,
+            router,
+            queue,
+            msgs: HashMap::new(),
+            ready: VecDeque::new(),
+            busy_dest: HashMap::new(),
+            busy_transport: HashMap::new(),
+            tx,
+            rx,
+        }
+    }
+
+    fn time(&self, name: &str, default: u64) -> Duration {
+        self.cfg.time(name).unwrap_or(Duration::from_secs(default))
+    }
+
+    pub(crate) async fn run(mut self) {
+        // A crash may have left messages in active/: take them back first.
+        for id in self.queue.list(QueueName::Active).unwrap_or_default() {
+            self.load(&id);
+        }
+        self.scan_incoming();
+        self.scan_deferred(false);
+        self.dispatch();
+        let mut tick = tokio::time::interval(self.time("queue_run_delay", 300).max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = self.rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    self.handle(ev);
+                    // Drain whatever else is waiting before scheduling again.
+                    while let Ok(ev) = self.rx.try_recv() {
+                        self.handle(ev);
+                    }
+                }
+                _ = tick.tick() => {
+                    self.scan_incoming();
+                    self.scan_deferred(false);
+                }
+                Ok(()) = self.cfg_rx.changed() => {
+                    let cfg = self.cfg_rx.borrow_and_update().clone();
+                    match Router::new(&cfg) {
+                        Ok(r) => { self.router = r; self.cfg = cfg; }
+                        Err(e) => warn!("reload: {e}"),
+                    }
+                }
+            }
+            self.dispatch();
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Trigger(trigger::INCOMING) => self.scan_incoming(),
+            Event::Trigger(trigger::FLUSH) => {
+                self.scan_deferred(true);
+                self.scan_incoming();
+            }
+            Event::Trigger(trigger::DEFERRED) => self.scan_deferred(false),
+            Event::Trigger(_) => {
+                self.scan_incoming();
+                self.scan_deferred(false);
+            }
+            Event::Delivered { id, batch, route, statuses, by_agent } => self.delivered(&id, &batch, &route, statuses, by_agent),
+            Event::BounceDone { id, result } => self.bounce_done(&id, result),
+        }
+    }
+
+    fn active_limit(&self) -> usize {
+        usize::try_from(self.cfg.int("qmgr_message_active_limit").unwrap_or(20000)).unwrap_or(20000)
+    }
+
+    fn scan_incoming(&mut self) {
+        let ids = match self.queue.list(QueueName::Incoming) {
+            Ok(ids) => ids,
+            Err(e) => return warn!("scan incoming: {e}"),
+        };
+        let stale_after = self.time("ipc_timeout", 3600);
+        for id in ids {
+            if self.msgs.len() >= self.active_limit() {
+                break;
+            }
+            let path = self.queue.path(QueueName::Incoming, &id);
+            match QueueFile::is_complete(&path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // cleanup is still writing it, or died doing so (it was never acknowledged).
+                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > stale_after) {
+                        warn!("{id}: removing incomplete queue file older than {}s", stale_after.as_secs());
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            if let Err(e) = self.queue.move_to(&id, QueueName::Incoming, QueueName::Active) {
+                warn!("{id}: move to active: {e}");
+                continue;
+            }
+            self.load(&id);
+        }
+    }
+
+    fn scan_deferred(&mut self, ignore_time: bool) {
+        let ids = match self.queue.list(QueueName::Deferred) {
+            Ok(ids) => ids,
+            Err(e) => return warn!("scan deferred: {e}"),
+        };
+        let now = SystemTime::now();
+        for id in ids {
+            if self.msgs.len() >= self.active_limit() {
+                break;
+            }
+            let path = self.queue.path(QueueName::Deferred, &id);
+            let due = std::fs::metadata(&path).and_then(|m| m.modified()).map(|t| t <= now).unwrap_or(false);
+            if !(due || ignore_time) {
+                continue;
+            }
+            if self.queue.move_to(&id, QueueName::Deferred, QueueName::Active).is_ok() {
+                self.load(&id);
+            }
+        }
+    }
+
+    /// Reads a message now in active/ and queues its pending recipients.
+    fn load(&mut self, id: &str) {
+        if self.msgs.contains_key(id) {
+            return;
+        }
+        let path = self.queue.path(QueueName::Active, id);
+        let qf = match QueueFile::open(&path) {
+            Ok(qf) => qf,
+            Err(pfx_queue::Error::Corrupt(why)) => {
+                warn!("saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\": {why}");
+                let _ = self.queue.move_to(id, QueueName::Active, QueueName::Corrupt);
+                return;
+            }
+            Err(e) => return warn!("{id}: open queue file: {e}"),
+        };
+        info!("{id}: from=<{}>, size={}, nrcpt={} (queue active)", qf.sender, qf.content_len, qf.recipients.len());
+        let state = qf.recipients.iter().map(|r| if r.done { Rcpt::Done } else { Rcpt::Pending }).collect();
+        let routes = qf.recipients.iter().map(|r| self.router.route(&r.address)).collect();
+        let has_bounces = statuslog::path(self.queue.root(), Log::Bounce, id).exists();
+        let msg = Msg { qf, activated: SystemTime::now(), state, routes, in_flight: 0, has_bounces, bouncing: false };
+        self.msgs.insert(id.to_owned(), msg);
+        self.ready.push_back(id.to_owned());
+        self.maybe_finish(id);
+    }
+
+    /// Hands out as much work as the concurrency limits allow.
+    fn dispatch(&mut self) {
+        let mut full: HashSet<(String, String)> = HashSet::new();
+        let mut keep = VecDeque::new();
+        while let Some(id) = self.ready.pop_front() {
+            let Some(msg) = self.msgs.get(&id) else { continue };
+            let pending: Vec<usize> = (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Pending).collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
+            for i in pending {
+                let r = &msg.routes[i];
+                match groups.iter_mut().find(|(g, _)| g.transport == r.transport && g.nexthop == r.nexthop && g.destination == r.destination) {
+                    Some((_, v)) => v.push(i),
+                    None => groups.push((r.clone(), vec![i])),
+                }
+            }
+            let mut left = false;
+            for (route, idxs) in groups {
+                let key = (route.transport.clone(), route.destination.clone());
+                let (per_request, per_dest) = self.router.limits(&route.transport, &self.cfg);
+                for batch in idxs.chunks(per_request) {
+                    let dest_busy = self.busy_dest.get(&key).copied().unwrap_or(0);
+                    let transport_busy = self.busy_transport.get(&route.transport).copied().unwrap_or(0);
+                    if full.contains(&key) || dest_busy >= per_dest || transport_busy >= TRANSPORT_LIMIT {
+                        full.insert(key.clone());
+                        left = true;
+                        continue;
+                    }
+                    *self.busy_dest.entry(key.clone()).or_default() += 1;
+                    *self.busy_transport.entry(route.transport.clone()).or_default() += 1;
+                    self.start_delivery(&id, route.clone(), batch.to_vec());
+                }
+            }
+            if left {
+                keep.push_back(id);
+            }
+        }
+        self.ready = keep;
+    }
+
+    fn start_delivery(&mut self, id: &str, route: Route, batch: Vec<usize>) {
+        let Some(msg) = self.msgs.get_mut(id) else { return };
+        for &i in &batch {
+            msg.state[i] = Rcpt::InFlight;
+        }
+        msg.in_flight += 1;
+        let req = DeliveryRequest {
+            queue: QueueName::Active.as_str().into(),
+            queue_id: id.to_owned(),
+            sender: msg.qf.sender.clone(),
+            nexthop: route.nexthop.clone(),
+            recipients: batch
+                .iter()
+                .map(|&i| DeliveryRecipient { address: msg.qf.recipients[i].address.clone(), original: msg.qf.recipients[i].original.clone() })
+                .collect(),
+            arrival_us: micros(msg.qf.arrival),
+            activated_us: micros(msg.activated),
+        };
+        let socket = proto::transport_socket(self.queue.root(), &route.transport);
+        let tx = self.tx.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let n = req.recipients.len();
+            let result = async {
+                let mut ch = pfx_ipc::client::connect(&socket, conversation::DELIVER).await?;
+                ch.send(&req).await?;
+                tokio::time::timeout(AGENT_TIMEOUT, ch.expect::<DeliveryReply>())
+                    .await
+                    .map_err(|_| pfx_ipc::Error::Io(std::io::ErrorKind::TimedOut.into()))?
+            }
+            .await;
+            let (statuses, by_agent) = match result {
+                Ok(r) if r.statuses.len() == n => (r.statuses, true),
+                Ok(_) => (vec![unavailable("delivery agent protocol error"); n], false),
+                Err(pfx_ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    (vec![unavailable("mail transport unavailable"); n], false)
+                }
+                Err(e) => (vec![unavailable(&format!("delivery agent failed: {e}")); n], false),
+            };
+            let _ = tx.send(Event::Delivered { id, batch, route, statuses, by_agent });
+        });
+    }
+
+    fn delivered(&mut self, id: &str, batch: &[usize], route: &Route, statuses: Vec<DeliveryStatus>, by_agent: bool) {
+        let key = (route.transport.clone(), route.destination.clone());
+        if let Some(n) = self.busy_dest.get_mut(&key) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.busy_transport.get_mut(&route.transport) {
+            *n = n.saturating_sub(1);
+        }
+        let queue_dir = self.queue.root().to_owned();
+        let Some(msg) = self.msgs.get_mut(id) else { return };
+        msg.in_flight -= 1;
+        let mut done_offsets = Vec::new();
+        let mut bounces = Vec::new();
+        let mut defers = Vec::new();
+        let now = SystemTime::now();
+        for (&i, status) in batch.iter().zip(statuses) {
+            let rcpt = &msg.qf.recipients[i];
+            let record = |dsn: &str, relay: &str, reason: &str| Status {
+                recipient: rcpt.address.clone(),
+                original: rcpt.original.clone(),
+                dsn: dsn.to_owned(),
+                relay: relay.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let (log_status, dsn, relay, reason) = match &status {
+                DeliveryStatus::Sent => {
+                    msg.state[i] = Rcpt::Done;
+                    done_offsets.push(rcpt.offset);
+                    continue;
+                }
+                DeliveryStatus::Bounced { dsn, relay, reason } => {
+                    msg.state[i] = Rcpt::Done;
+                    done_offsets.push(rcpt.offset);
+                    bounces.push(record(dsn, relay, reason));
+                    ("bounced", dsn, relay, reason)
+                }
+                DeliveryStatus::Deferred { dsn, relay, reason } => {
+                    msg.state[i] = Rcpt::Deferred;
+                    defers.push(record(dsn, relay, reason));
+                    ("deferred", dsn, relay, reason)
+                }
+            };
+            if !by_agent {
+                let t = Times { arrival: msg.qf.arrival, activated: msg.activated, agent_start: now, connected: now, done: now };
+                let o = Outcome { status: log_status, dsn, relay, text: reason };
+                info!("{id}: {}", delivery::line(&rcpt.address, rcpt.original.as_deref(), t, &o));
+            }
+        }
+        // The bounce record must be on disk before the recipient is marked done.
+        if !bounces.is_empty() {
+            msg.has_bounces = true;
+            if let Err(e) = statuslog::append(&queue_dir, Log::Bounce, id, &bounces, true) {
+                warn!("{id}: write bounce log: {e}");
+            }
+        }
+        if !defers.is_empty() {
+            if let Err(e) = statuslog::append(&queue_dir, Log::Defer, id, &defers, false) {
+                warn!("{id}: write defer log: {e}");
+            }
+        }
+        let finished_clean = msg.in_flight == 0 && !msg.has_bounces && msg.state.iter().all(|s| *s == Rcpt::Done);
+        // When every recipient is delivered the file is about to go: marking is wasted work.
+        if !done_offsets.is_empty() && !finished_clean {
+            let path = msg.qf.path.clone();
+            if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &done_offsets)) {
+                warn!("{id}: mark recipients done: {e}");
+            }
+        }
+        if msg.state.contains(&Rcpt::Pending) {
+            self.ready.push_back(id.to_owned());
+        }
+        self.maybe_finish(id);
+    }
+
+    /// Once nothing is in flight: remove, bounce, expire or defer the message.
+    fn maybe_finish(&mut self, id: &str) {
+        let Some(msg) = self.msgs.get_mut(id) else { return };
+        if msg.in_flight > 0 || msg.bouncing || msg.state.iter().any(|s| matches!(s, Rcpt::Pending | Rcpt::InFlight)) {
+            return;
+        }
+        let queue_dir = self.queue.root().to_owned();
+        let deferred: Vec<usize> = (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Deferred).collect();
+        if !deferred.is_empty() {
+            let age = msg.qf.arrival.elapsed().unwrap_or_default();
+            let lifetime = if msg.qf.sender.is_empty() { "bounce_queue_lifetime" } else { "maximal_queue_lifetime" };
+            let lifetime = self.cfg.time(lifetime).unwrap_or(Duration::from_secs(5 * 86400));
+            if age < lifetime {
+                let min = self.cfg.time("minimal_backoff_time").unwrap_or(Duration::from_secs(300));
+                let max = self.cfg.time("maximal_backoff_time").unwrap_or(Duration::from_secs(4000)).max(min);
+                let delay = age.clamp(min, max);
+                if let Err(e) = self.queue.defer_until(id, QueueName::Active, SystemTime::now() + delay) {
+                    warn!("{id}: move to deferred: {e}");
+                }
+                self.msgs.remove(id);
+                return;
+            }
+            // Expired: the deferred recipients are returned with their last reason.
+            let reasons = statuslog::read(&queue_dir, Log::Defer, id).unwrap_or_default();
+            let records: Vec<Status> = deferred
+                .iter()
+                .map(|&i| {
+                    let r = &msg.qf.recipients[i];
+                    let last = reasons.iter().find(|s| s.recipient == r.address);
+                    Status {
+                        recipient: r.address.clone(),
+                        original: r.original.clone(),
+                        dsn: last.map_or("4.4.7".into(), |s| s.dsn.clone()),
+                        relay: last.map_or("none".into(), |s| s.relay.clone()),
+                        reason: last.map_or("message expired".into(), |s| s.reason.clone()),
+                    }
+                })
+                .collect();
+            if let Err(e) = statuslog::append(&queue_dir, Log::Bounce, id, &records, true) {
+                return warn!("{id}: write bounce log: {e}");
+            }
+            let offsets: Vec<u64> = deferred.iter().map(|&i| msg.qf.recipients[i].offset).collect();
+            let path = msg.qf.path.clone();
+            if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &offsets)) {
+                warn!("{id}: mark recipients done: {e}");
+            }
+            for i in deferred {
+                msg.state[i] = Rcpt::Done;
+            }
+            msg.has_bounces = true;
+            info!("{id}: from=<{}>, status=expired, returned to sender", msg.qf.sender);
+        }
+        if msg.has_bounces {
+            msg.bouncing = true;
+            let tx = self.tx.clone();
+            let id = id.to_owned();
+            let socket = queue_dir.join(proto::endpoint::BOUNCE);
+            tokio::spawn(async move {
+                let result = async {
+                    let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE).await.map_err(|e| e.to_string())?;
+                    ch.send(&BounceRequest { queue: QueueName::Active.as_str().into(), queue_id: id.clone() }).await.map_err(|e| e.to_string())?;
+                    match ch.expect::<BounceReply>().await.map_err(|e| e.to_string())? {
+                        BounceReply::Sent { notice_id } => Ok(notice_id),
+                        BounceReply::Failed { reason } => Err(reason),
+                    }
+                }
+                .await;
+                let _ = tx.send(Event::BounceDone { id, result });
+            });
+            return;
+        }
+        let path = msg.qf.path.clone();
+        self.msgs.remove(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                statuslog::remove(&queue_dir, Log::Defer, id);
+                info!("{id}: removed");
+            }
+            Err(e) => warn!("{id}: remove queue file: {e}"),
+        }
+    }
+
+    fn bounce_done(&mut self, id: &str, result: Result<Option<String>, String>) {
+        let Some(msg) = self.msgs.get_mut(id) else { return };
+        msg.bouncing = false;
+        match result {
+            Ok(_) => {
+                msg.has_bounces = false;
+                self.maybe_finish(id);
+            }
+            Err(e) => {
+                // Keep the bounce log and try again after the usual backoff.
+                warn!("{id}: non-delivery notification failed: {e}");
+                let min = self.cfg.time("minimal_backoff_time").unwrap_or(Duration::from_secs(300));
+                if let Err(e) = self.queue.defer_until(id, QueueName::Active, SystemTime::now() + min) {
+                    warn!("{id}: move to deferred: {e}");
+                }
+                self.msgs.remove(id);
+            }
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> DeliveryStatus {
+    DeliveryStatus::Deferred { dsn: "4.3.0".into(), relay: "none".into(), reason: reason.into() }
+}
