@@ -151,7 +151,7 @@ impl Instance {
         let log = root.path().join("maillog");
         std::fs::create_dir(&etc).unwrap();
         std::fs::create_dir(&libexec).unwrap();
-        for name in ["master", "fixture-service"] {
+        for name in ["master", "fixture-service", "smtpd", "cleanup", "qmgr", "local", "bounce"] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
         let main_cf = format!(
@@ -170,6 +170,49 @@ impl Instance {
             libexec,
             log,
         }
+    }
+
+    /// A complete mail instance for ywnds.com: smtpd on a free loopback port,
+    /// cleanup, qmgr, local and bounce; users `openstack` and `hadoop` (from a
+    /// passwd file, homes under the instance), aliases built with newaliases.
+    /// Started as root, the users are `nobody` underneath, so deliveries run
+    /// without privileges as they would for real users.
+    pub fn mail(extra_main_cf: &str) -> MailInstance {
+        let port = free_port();
+        let master_cf = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\ncleanup unix n - n - 0 cleanup\nqmgr unix n - n 300 1 qmgr\n\
+             local unix - n n - - local\nbounce unix - - n - 0 bounce\n"
+        );
+        let tmp_main = "mydestination = $myhostname, localhost.$mydomain, localhost, $mydomain\nalias_maps = hash:$config_directory/aliases\nalias_database = hash:$config_directory/aliases\n\
+             local_passwd_file = $config_directory/passwd\nhome_mailbox = Maildir/\nmynetworks = 127.0.0.1/32\n\
+             inet_interfaces = 127.0.0.1\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n";
+        let inst = Self::new(&master_cf, &format!("{tmp_main}{extra_main_cf}"));
+        let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
+            let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+            (u.uid.as_raw(), u.gid.as_raw())
+        } else {
+            (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        };
+        let home = inst.root.path().join("home");
+        let spool = inst.root.path().join("spool");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::create_dir(&spool).unwrap();
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let mut passwd = String::new();
+        for user in ["openstack", "hadoop"] {
+            let h = home.join(user);
+            std::fs::create_dir(&h).unwrap();
+            nix::unistd::chown(&h, Some(uid.into()), Some(gid.into())).unwrap();
+            passwd.push_str(&format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", h.display()));
+        }
+        std::fs::write(inst.etc.join("passwd"), passwd).unwrap();
+        std::fs::write(inst.etc.join("aliases"), "postmaster: root\nroot: openstack\nadmin: openstack, hadoop\n").unwrap();
+        let mut main_cf = std::fs::read_to_string(inst.etc.join("main.cf")).unwrap();
+        main_cf.push_str(&format!("mail_spool_directory = {}\n", spool.display()));
+        std::fs::write(inst.etc.join("main.cf"), main_cf).unwrap();
+        let out = Command::new(bin("newaliases")).arg("-C").arg(&inst.etc).output().unwrap();
+        assert!(out.status.success(), "newaliases: {}", String::from_utf8_lossy(&out.stderr));
+        MailInstance { inst, port, home }
     }
 
     /// Adds an executable script to the daemon directory.
@@ -269,5 +312,141 @@ impl Drop for Instance {
                 }
             }
         }
+    }
+}
+
+/// A running-ready mail instance (see [`Instance::mail`]).
+pub struct MailInstance {
+    pub inst: Instance,
+    pub port: u16,
+    pub home: PathBuf,
+}
+
+impl std::ops::Deref for MailInstance {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.inst
+    }
+}
+
+impl MailInstance {
+    /// Starts it and waits until every service runs.
+    pub fn start(&self) {
+        self.postfix("start");
+        self.wait_children(&[&format!("127.0.0.1:{}", self.port), "cleanup", "qmgr", "local", "bounce"]);
+    }
+
+    /// The files in a user's Maildir/new.
+    pub fn maildir(&self, user: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.home.join(user).join("Maildir/new"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Waits until a user's Maildir holds `n` messages; returns their contents.
+    pub fn wait_maildir(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let ok = wait_for(Duration::from_secs(20), || self.maildir(user).len() >= n);
+        assert!(ok, "{user} has {} of {n} messages; log:\n{}", self.maildir(user).len(), self.log_text());
+        self.maildir(user).iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// Files in a queue directory (hashed subdirectories included).
+    pub fn queue_files(&self, queue: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.queue.join(queue)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A plain SMTP client for protocol-level tests: it writes exactly what it
+/// is given, so pipelining and malformed input can be tested.
+pub struct Smtp {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Smtp {
+    /// Connects from 127.0.0.1 and reads the greeting.
+    pub fn connect(port: u16) -> (Self, String) {
+        Self::connect_from("127.0.0.1", port)
+    }
+
+    /// Connects from a given loopback source address (to be outside mynetworks).
+    pub fn connect_from(source: &str, port: u16) -> (Self, String) {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        sock.bind(&src.into()).unwrap();
+        let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        sock.connect(&dst.into()).unwrap();
+        let stream: std::net::TcpStream = sock.into();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut s = Self { stream, reader };
+        let greeting = s.reply();
+        (s, greeting)
+    }
+
+    /// Reads one (possibly multi-line) reply; lines joined with '\n'.
+    pub fn reply(&mut self) -> String {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l).unwrap_or(0) == 0 {
+                lines.push("<closed>".to_owned());
+                break;
+            }
+            let l = l.trim_end().to_owned();
+            let last = l.len() < 4 || l.as_bytes()[3] == b' ';
+            lines.push(l);
+            if last {
+                break;
+            }
+        }
+        lines.join("\n")
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends one command line and returns its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// A whole transaction; returns the reply to the end of DATA (or the first failure).
+    pub fn mail(&mut self, from: &str, to: &[&str], data: &[u8]) -> String {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        if !r.starts_with('2') {
+            return r;
+        }
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            if !r.starts_with('2') {
+                return r;
+            }
+        }
+        let r = self.cmd("DATA");
+        if !r.starts_with("354") {
+            return r;
+        }
+        self.send(data);
+        self.send(b"\r\n.\r\n");
+        self.reply()
     }
 }

@@ -84,6 +84,7 @@ pub static PARAMS: &[Param] = &[
     p("ipc_timeout", "3600s", Time('s')),
     p("line_length_limit", "2048", Int),
     p("local_destination_concurrency_limit", "2", Int),
+    p("local_passwd_file", "", Str),
     p(
         "local_recipient_maps",
         "proxy:unix:passwd.byname $alias_maps",

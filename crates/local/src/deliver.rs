@@ -22,6 +22,7 @@ use crate::mailbox::{self, Failure, Message};
 const MAX_ALIAS_DEPTH: usize = 100;
 
 /// What one recipient's delivery came to.
+#[derive(Clone)]
 enum Verdict {
     Sent(String),
     Failed(Failure),
@@ -34,6 +35,8 @@ struct Ctx<'a> {
     aliases: MapList,
     delivered_to: Vec<String>,
     forward: Vec<String>,
+    /// Each final delivery, for its own log line: (address, outcome).
+    leaves: Vec<(String, Verdict)>,
 }
 
 fn bounce(dsn: &'static str, reason: impl Into<String>) -> Failure {
@@ -57,27 +60,29 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
     let cfg2 = cfg.clone();
     let req2 = req.clone();
     // File work (and the recipient's privileges) happen on a blocking thread.
-    let outcome = tokio::task::spawn_blocking(move || -> Result<(Vec<Verdict>, Vec<String>, QueueFile), String> {
+    type Leaves = Vec<(String, Verdict)>;
+    let work = tokio::task::spawn_blocking(move || -> Result<(Vec<(Verdict, Leaves)>, Vec<String>, QueueFile), String> {
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
         let passwd = Passwd::new(Some(cfg2.get("local_passwd_file").unwrap_or_default().into()));
         let aliases = MapList::parse(&cfg2.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
-        let mut ctx = Ctx { cfg: &cfg2, qf: &qf, passwd, aliases, delivered_to: Vec::new(), forward: Vec::new() };
+        let mut ctx = Ctx { cfg: &cfg2, qf: &qf, passwd, aliases, delivered_to: Vec::new(), forward: Vec::new(), leaves: Vec::new() };
         ctx.delivered_to = delivered_to_headers(&qf);
         let mut results = Vec::new();
         let mut forwards = Vec::new();
         for r in &req2.recipients {
             ctx.forward.clear();
+            ctx.leaves.clear();
             let mut seen = HashSet::new();
             let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
             forwards.push(ctx.forward.join(","));
-            results.push(res);
+            results.push((res, std::mem::take(&mut ctx.leaves)));
         }
         Ok((results, forwards, qf))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
-    let (results, forwards, qf) = match outcome {
+    let (results, forwards, qf) = match work {
         Ok(x) => x,
         Err(e) => {
             warn!("{}: {e}", req.queue_id);
@@ -85,34 +90,43 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
         }
     };
     let mut statuses = Vec::new();
-    for ((r, res), fwd) in req.recipients.iter().zip(results).zip(forwards) {
+    for ((r, (res, mut leaves)), fwd) in req.recipients.iter().zip(results).zip(forwards) {
         // Remote alias targets travel as one new message.
         let res = match (res, fwd.is_empty()) {
             (Verdict::Sent(text), true) => Verdict::Sent(text),
-            (Verdict::Sent(_), false) => match forward(cfg, &qf, req, &r.address, &fwd).await {
-                Ok(id) => Verdict::Sent(format!("forwarded as {id}")),
-                Err(e) => Verdict::Failed(defer(format!("forward to {fwd}: {e}"))),
-            },
+            (Verdict::Sent(_), false) => {
+                let v = match forward(cfg, &qf, req, &r.address, &fwd).await {
+                    Ok(id) => Verdict::Sent(format!("forwarded as {id}")),
+                    Err(e) => Verdict::Failed(defer(format!("forward to {fwd}: {e}"))),
+                };
+                leaves.push((r.address.clone(), v.clone()));
+                v
+            }
             (failed, _) => failed,
         };
-        let done = SystemTime::now();
-        let t = Times { arrival: micros(req.arrival_us), activated: micros(req.activated_us), agent_start: start, connected: start, done };
-        let orig = r.original.as_deref();
-        let (status, line) = match &res {
-            Verdict::Sent(text) => (DeliveryStatus::Sent, Outcome { status: "sent", dsn: "2.0.0", relay: "local", text }),
-            Verdict::Failed(f) if f.temporary => (
-                DeliveryStatus::Deferred { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason.clone() },
-                Outcome { status: "deferred", dsn: f.dsn, relay: "local", text: &f.reason },
-            ),
-            Verdict::Failed(f) => (
-                DeliveryStatus::Bounced { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason.clone() },
-                Outcome { status: "bounced", dsn: f.dsn, relay: "local", text: &f.reason },
-            ),
-        };
-        info!("{}: {}", req.queue_id, delivery::line(&r.address, orig.or(Some(&r.address)).filter(|o| *o != r.address), t, &line));
-        statuses.push(status);
+        if leaves.is_empty() {
+            leaves.push((r.address.clone(), res.clone()));
+        }
+        // One line per final delivery, with the address it was sent to as orig_to.
+        let orig = r.original.clone().unwrap_or_else(|| r.address.clone());
+        for (to, v) in &leaves {
+            let t = Times { arrival: micros(req.arrival_us), activated: micros(req.activated_us), agent_start: start, connected: start, done: SystemTime::now() };
+            info!("{}: {}", req.queue_id, delivery::line(to, Some(&orig), t, &outcome(v)));
+        }
+        statuses.push(match res {
+            Verdict::Sent(_) => DeliveryStatus::Sent,
+            Verdict::Failed(f) if f.temporary => DeliveryStatus::Deferred { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason },
+            Verdict::Failed(f) => DeliveryStatus::Bounced { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason },
+        });
     }
     statuses
+}
+
+fn outcome(v: &Verdict) -> Outcome<'_> {
+    match v {
+        Verdict::Sent(text) => Outcome { status: "sent", dsn: "2.0.0", relay: "local", text },
+        Verdict::Failed(f) => Outcome { status: if f.temporary { "deferred" } else { "bounced" }, dsn: f.dsn, relay: "local", text: &f.reason },
+    }
 }
 
 /// `Delivered-To:` values in the message header, lowercased (loop detection).
@@ -230,7 +244,7 @@ impl Ctx<'_> {
         u64::try_from(self.cfg.int("mailbox_size_limit").unwrap_or(0)).unwrap_or(0)
     }
 
-    fn mailbox(&self, user: &User, addr: &str, top: &str) -> Verdict {
+    fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Verdict {
         let (_, domain) = self.local_part(addr);
         let rcpt = if domain.is_empty() { format!("{}@{}", user.name, self.cfg.get("myorigin").unwrap_or_default()) } else { addr.to_owned() };
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
@@ -249,10 +263,12 @@ impl Ctx<'_> {
         };
         let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
         let written = crate::privs::as_user(user.uid, user.gid, || if maildir { mailbox::maildir(&path, &mut msg) } else { mailbox::mbox(&path, &mut msg) });
-        match written {
+        let v = match written {
             Ok(()) => Verdict::Sent(if maildir { "delivered to maildir" } else { "delivered to mailbox" }.into()),
             Err(f) => Verdict::Failed(f),
-        }
+        };
+        self.leaves.push((rcpt, v.clone()));
+        v
     }
 
     /// The account alias commands and files run as: the owner of the alias
@@ -269,7 +285,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn file(&self, path: &Path, top: &str) -> Verdict {
+    fn file(&mut self, path: &Path, top: &str) -> Verdict {
         let (uid, gid) = self.alias_owner();
         let prepend = self.prepend(top, top);
         let mut content = match self.qf.content() {
@@ -277,15 +293,23 @@ impl Ctx<'_> {
             Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
         };
         let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
-        match crate::privs::as_user(uid, gid, || mailbox::mbox(path, &mut msg)) {
+        let v = match crate::privs::as_user(uid, gid, || mailbox::mbox(path, &mut msg)) {
             Ok(()) => Verdict::Sent(format!("delivered to file: {}", path.display())),
             Err(f) => Verdict::Failed(f),
-        }
+        };
+        self.leaves.push((top.to_owned(), v.clone()));
+        v
     }
 
     /// `|command`: the message on standard input of `/bin/sh -c command`,
     /// as the alias owner; exit 0 delivered, 75 (EX_TEMPFAIL) deferred, else bounced.
-    fn command(&self, cmd: &str, top: &str) -> Verdict {
+    fn command(&mut self, cmd: &str, top: &str) -> Verdict {
+        let v = self.run_command(cmd, top);
+        self.leaves.push((top.to_owned(), v.clone()));
+        v
+    }
+
+    fn run_command(&self, cmd: &str, top: &str) -> Verdict {
         use std::os::unix::process::CommandExt;
         let (uid, gid) = self.alias_owner();
         let (local, domain) = self.local_part(top);

@@ -33,8 +33,18 @@ pub fn parse_file(path: &Path) -> Result<Vec<Entry>, Error> {
     parse(&path.display().to_string(), &text)
 }
 
-/// Parses aliases text; `path` is for messages.
+/// Parses aliases text strictly: the first bad line is an error.
 pub fn parse(path: &str, text: &str) -> Result<Vec<Entry>, Error> {
+    let (entries, mut errors) = parse_lenient(path, text);
+    match errors.is_empty() {
+        true => Ok(entries),
+        false => Err(errors.remove(0)),
+    }
+}
+
+/// Parses aliases text as postalias does: bad lines are reported and skipped.
+pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
+    let mut errors = Vec::new();
     let mut logical: Vec<(usize, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
@@ -47,13 +57,13 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Entry>, Error> {
                     l.push(' ');
                     l.push_str(t);
                 }
-                None => return Err(Error { path: path.into(), line: i + 1, message: "continuation line without a preceding entry".into() }),
+                None => errors.push(Error { path: path.into(), line: i + 1, message: "continuation line without a preceding entry".into() }),
             }
         } else {
             logical.push((i + 1, line.to_owned()));
         }
     }
-    logical
+    let entries = logical
         .into_iter()
         .map(|(line, text)| {
             let err = |m: &str| Error { path: path.into(), line, message: m.into() };
@@ -71,7 +81,9 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Entry>, Error> {
             }
             Ok((name.to_ascii_lowercase(), value.trim().to_owned()))
         })
-        .collect()
+        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+        .collect();
+    (entries, errors)
 }
 
 /// Splits an alias value into its targets: commas separate them, except

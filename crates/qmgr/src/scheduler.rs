@@ -305,6 +305,7 @@ impl Scheduler {
                 Ok(r) if r.statuses.len() == n => (r.statuses, true),
                 Ok(_) => (vec![unavailable("delivery agent protocol error"); n], false),
                 Err(pfx_ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    warn!("{id}: {e}");
                     (vec![unavailable("mail transport unavailable"); n], false)
                 }
                 Err(e) => (vec![unavailable(&format!("delivery agent failed: {e}")); n], false),
