@@ -151,7 +151,15 @@ impl Instance {
         let log = root.path().join("maillog");
         std::fs::create_dir(&etc).unwrap();
         std::fs::create_dir(&libexec).unwrap();
-        for name in ["master", "fixture-service", "smtpd", "cleanup", "qmgr", "local", "bounce"] {
+        for name in [
+            "master",
+            "fixture-service",
+            "smtpd",
+            "cleanup",
+            "qmgr",
+            "local",
+            "bounce",
+        ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
         let main_cf = format!(
@@ -188,10 +196,15 @@ impl Instance {
              inet_interfaces = 127.0.0.1\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n";
         let inst = Self::new(&master_cf, &format!("{tmp_main}{extra_main_cf}"));
         let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
-            let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+            let u = nix::unistd::User::from_name("nobody")
+                .unwrap()
+                .expect("user nobody");
             (u.uid.as_raw(), u.gid.as_raw())
         } else {
-            (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
         };
         let home = inst.root.path().join("home");
         let spool = inst.root.path().join("spool");
@@ -203,15 +216,30 @@ impl Instance {
             let h = home.join(user);
             std::fs::create_dir(&h).unwrap();
             nix::unistd::chown(&h, Some(uid.into()), Some(gid.into())).unwrap();
-            passwd.push_str(&format!("{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n", h.display()));
+            passwd.push_str(&format!(
+                "{user}:x:{uid}:{gid}:{user}:{}:/bin/sh\n",
+                h.display()
+            ));
         }
         std::fs::write(inst.etc.join("passwd"), passwd).unwrap();
-        std::fs::write(inst.etc.join("aliases"), "postmaster: root\nroot: openstack\nadmin: openstack, hadoop\n").unwrap();
+        std::fs::write(
+            inst.etc.join("aliases"),
+            "postmaster: root\nroot: openstack\nadmin: openstack, hadoop\n",
+        )
+        .unwrap();
         let mut main_cf = std::fs::read_to_string(inst.etc.join("main.cf")).unwrap();
         main_cf.push_str(&format!("mail_spool_directory = {}\n", spool.display()));
         std::fs::write(inst.etc.join("main.cf"), main_cf).unwrap();
-        let out = Command::new(bin("newaliases")).arg("-C").arg(&inst.etc).output().unwrap();
-        assert!(out.status.success(), "newaliases: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin("newaliases"))
+            .arg("-C")
+            .arg(&inst.etc)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "newaliases: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         MailInstance { inst, port, home }
     }
 
@@ -333,7 +361,13 @@ impl MailInstance {
     /// Starts it and waits until every service runs.
     pub fn start(&self) {
         self.postfix("start");
-        self.wait_children(&[&format!("127.0.0.1:{}", self.port), "cleanup", "qmgr", "local", "bounce"]);
+        self.wait_children(&[
+            &format!("127.0.0.1:{}", self.port),
+            "cleanup",
+            "qmgr",
+            "local",
+            "bounce",
+        ]);
     }
 
     /// The files in a user's Maildir/new.
@@ -348,8 +382,16 @@ impl MailInstance {
     /// Waits until a user's Maildir holds `n` messages; returns their contents.
     pub fn wait_maildir(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
         let ok = wait_for(Duration::from_secs(20), || self.maildir(user).len() >= n);
-        assert!(ok, "{user} has {} of {n} messages; log:\n{}", self.maildir(user).len(), self.log_text());
-        self.maildir(user).iter().map(|p| std::fs::read(p).unwrap()).collect()
+        assert!(
+            ok,
+            "{user} has {} of {n} messages; log:\n{}",
+            self.maildir(user).len(),
+            self.log_text()
+        );
+        self.maildir(user)
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
     }
 
     /// Files in a queue directory (hashed subdirectories included).
@@ -384,13 +426,16 @@ impl Smtp {
 
     /// Connects from a given loopback source address (to be outside mynetworks).
     pub fn connect_from(source: &str, port: u16) -> (Self, String) {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
         sock.bind(&src.into()).unwrap();
         let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         sock.connect(&dst.into()).unwrap();
         let stream: std::net::TcpStream = sock.into();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let reader = std::io::BufReader::new(stream.try_clone().unwrap());
         let mut s = Self { stream, reader };
         let greeting = s.reply();
@@ -417,10 +462,10 @@ impl Smtp {
         lines.join("\n")
     }
 
-    /// Sends raw bytes.
+    /// Sends raw bytes. A closed connection shows up as the next reply, `<closed>`.
     pub fn send(&mut self, bytes: &[u8]) {
         use std::io::Write;
-        self.stream.write_all(bytes).unwrap();
+        let _ = self.stream.write_all(bytes);
     }
 
     /// Sends one command line and returns its reply.

@@ -102,7 +102,11 @@ pub fn resolve(addr: &str, is_local_domain: &dyn Fn(&str) -> bool) -> Resolved {
         }
     }
     let is_local = domain.is_empty() || is_local_domain(&domain);
-    Resolved { local, domain, is_local }
+    Resolved {
+        local,
+        domain,
+        is_local,
+    }
 }
 
 /// `mydestination`-style matching: a domain list, case-insensitive.
@@ -112,7 +116,12 @@ pub struct DomainList(Vec<String>);
 impl DomainList {
     /// From already-expanded list items (`mail.ywnds.com`, `localhost`...).
     pub fn new(items: &[String]) -> Self {
-        Self(items.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect())
+        Self(
+            items
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        )
     }
 
     pub fn contains(&self, domain: &str) -> bool {
@@ -164,7 +173,10 @@ mod tests {
 
     #[test]
     fn plain_addresses() {
-        assert_eq!(r("openstack@ywnds.com"), ("openstack@ywnds.com".into(), true));
+        assert_eq!(
+            r("openstack@ywnds.com"),
+            ("openstack@ywnds.com".into(), true)
+        );
         assert_eq!(r("Someone@163.COM"), ("Someone@163.com".into(), false));
         assert_eq!(r("postmaster"), ("postmaster".into(), true));
     }
@@ -186,13 +198,20 @@ mod tests {
 
     #[test]
     fn tricks_that_stay_local_are_local() {
-        assert_eq!(r("openstack%ywnds.com@ywnds.com"), ("openstack@ywnds.com".into(), true));
-        assert_eq!(r("ywnds.com!openstack@mail.ywnds.com"), ("openstack@ywnds.com".into(), true));
+        assert_eq!(
+            r("openstack%ywnds.com@ywnds.com"),
+            ("openstack@ywnds.com".into(), true)
+        );
+        assert_eq!(
+            r("ywnds.com!openstack@mail.ywnds.com"),
+            ("openstack@ywnds.com".into(), true)
+        );
     }
 
     #[test]
     fn networks_match_cidr_and_mapped_addresses() {
-        let n = NetworkList::parse(&["127.0.0.0/8".into(), "[::1]/128".into(), "10.1.2.3".into()]).unwrap();
+        let n = NetworkList::parse(&["127.0.0.0/8".into(), "[::1]/128".into(), "10.1.2.3".into()])
+            .unwrap();
         assert!(n.contains("127.0.0.2".parse().unwrap()));
         assert!(n.contains("::1".parse().unwrap()));
         assert!(n.contains("::ffff:127.0.0.1".parse().unwrap()));
@@ -200,7 +219,9 @@ mod tests {
         assert!(!n.contains("10.1.2.4".parse().unwrap()));
         let one = NetworkList::parse(&["127.0.0.1/32".into()]).unwrap();
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        assert!(NetworkList::parse(&["not-a-network".into()]).unwrap_err().contains("not-a-network"));
+        assert!(NetworkList::parse(&["not-a-network".into()])
+            .unwrap_err()
+            .contains("not-a-network"));
     }
 
     #[test]

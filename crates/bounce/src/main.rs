@@ -34,7 +34,9 @@ fn main() {
                 if let Err(e) = ch.handshake(conversation::BOUNCE).await {
                     return warn!("qmgr handshake: {e}");
                 }
-                let Ok(req) = ch.expect::<BounceRequest>().await else { return };
+                let Ok(req) = ch.expect::<BounceRequest>().await else {
+                    return;
+                };
                 let reply = match notify(&cfg, &req).await {
                     Ok(notice_id) => BounceReply::Sent { notice_id },
                     Err(reason) => {
@@ -55,16 +57,24 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
     let queue = Queue::new(&queue_dir);
     let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
     let qf = QueueFile::open(&queue.path(qname, &req.queue_id)).map_err(|x| x.to_string())?;
-    let failed = statuslog::read(Path::new(&queue_dir), Log::Bounce, &req.queue_id).map_err(|x| x.to_string())?;
+    let failed = statuslog::read(Path::new(&queue_dir), Log::Bounce, &req.queue_id)
+        .map_err(|x| x.to_string())?;
     if failed.is_empty() {
         return Ok(None);
     }
     let myorigin = cfg.get("myorigin").map_err(e)?;
     let double_bounce = format!("double-bounce@{myorigin}");
     let (to, from, kind) = if qf.sender.is_empty() {
-        (cfg.get("2bounce_notice_recipient").map_err(e)?, double_bounce.clone(), "postmaster")
+        (
+            cfg.get("2bounce_notice_recipient").map_err(e)?,
+            double_bounce.clone(),
+            "postmaster",
+        )
     } else if qf.sender.eq_ignore_ascii_case(&double_bounce) || qf.sender == "double-bounce" {
-        info!("{}: postmaster non-delivery notification discarded", req.queue_id);
+        info!(
+            "{}: postmaster non-delivery notification discarded",
+            req.queue_id
+        );
         statuslog::remove(Path::new(&queue_dir), Log::Bounce, &req.queue_id);
         return Ok(None);
     } else {
@@ -80,8 +90,19 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
     };
     let chunks = n.render().map_err(|x| x.to_string())?;
     let cleanup = Path::new(&queue_dir).join(endpoint::CLEANUP);
-    let attrs = vec![("origin".into(), "bounce".into()), ("bounced_id".into(), req.queue_id.clone())];
-    let id = pfx_ipc::client::submit(&cleanup, &from, vec![(to, None)], attrs, Origin::Internal, chunks.into_iter().map(Ok)).await?;
+    let attrs = vec![
+        ("origin".into(), "bounce".into()),
+        ("bounced_id".into(), req.queue_id.clone()),
+    ];
+    let id = pfx_ipc::client::submit(
+        &cleanup,
+        &from,
+        vec![(to, None)],
+        attrs,
+        Origin::Internal,
+        chunks.into_iter().map(Ok),
+    )
+    .await?;
     info!("{}: {kind} non-delivery notification: {id}", req.queue_id);
     statuslog::remove(Path::new(&queue_dir), Log::Bounce, &req.queue_id);
     Ok(Some(id))

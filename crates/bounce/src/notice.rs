@@ -19,9 +19,19 @@ impl Notice<'_> {
     /// The whole notice, headers included, in pieces ready for cleanup.
     pub(crate) fn render(&self) -> std::io::Result<Vec<Vec<u8>>> {
         let now = SystemTime::now();
-        let boundary = format!("{}.{}/{}", self.queue_id, now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0), self.myhostname);
+        let boundary = format!(
+            "{}.{}/{}",
+            self.queue_id,
+            now.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            self.myhostname
+        );
         let mut head = String::new();
-        head.push_str(&format!("From: MAILER-DAEMON@{} (Mail Delivery System)\n", self.myhostname));
+        head.push_str(&format!(
+            "From: MAILER-DAEMON@{} (Mail Delivery System)\n",
+            self.myhostname
+        ));
         head.push_str("Subject: Undelivered Mail Returned to Sender\n");
         head.push_str(&format!("To: {}\n", self.to));
         head.push_str("Auto-Submitted: auto-replied\n");
@@ -36,15 +46,24 @@ impl Notice<'_> {
         ));
         for s in self.failed {
             match &s.original {
-                Some(o) if *o != s.recipient => head.push_str(&format!("<{}> (expanded from <{o}>): {}\n", s.recipient, s.reason)),
+                Some(o) if *o != s.recipient => head.push_str(&format!(
+                    "<{}> (expanded from <{o}>): {}\n",
+                    s.recipient, s.reason
+                )),
                 _ => head.push_str(&format!("<{}>: {}\n", s.recipient, s.reason)),
             }
         }
         head.push_str(&format!("\n--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
         head.push_str(&format!("Reporting-MTA: dns; {}\n", self.myhostname));
         head.push_str(&format!("X-Postfix-Queue-ID: {}\n", self.queue_id));
-        head.push_str(&format!("X-Postfix-Sender: rfc822; {}\n", self.original.sender));
-        head.push_str(&format!("Arrival-Date: {}\n", pfx_sys::time::rfc2822(self.original.arrival)));
+        head.push_str(&format!(
+            "X-Postfix-Sender: rfc822; {}\n",
+            self.original.sender
+        ));
+        head.push_str(&format!(
+            "Arrival-Date: {}\n",
+            pfx_sys::time::rfc2822(self.original.arrival)
+        ));
         for s in self.failed {
             head.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", s.recipient));
             if let Some(o) = &s.original {
@@ -52,26 +71,46 @@ impl Notice<'_> {
             }
             head.push_str(&format!("Action: failed\nStatus: {}\n", s.dsn));
             if s.relay != "local" && s.relay != "none" && !s.relay.is_empty() {
-                head.push_str(&format!("Remote-MTA: dns; {}\nDiagnostic-Code: smtp; {}\n", s.relay, s.reason));
+                head.push_str(&format!(
+                    "Remote-MTA: dns; {}\nDiagnostic-Code: smtp; {}\n",
+                    s.relay, s.reason
+                ));
             } else {
                 head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));
             }
         }
         let whole = self.original.content_len <= self.size_limit;
-        let (desc, ctype) = if whole { ("Undelivered Message", "message/rfc822") } else { ("Undelivered Message Headers", "text/rfc822-headers") };
+        let (desc, ctype) = if whole {
+            ("Undelivered Message", "message/rfc822")
+        } else {
+            ("Undelivered Message Headers", "text/rfc822-headers")
+        };
         head.push_str(&format!("\n--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n"));
         // Only the headers of a large message are read (and returned).
-        let cap = if whole { self.original.content_len } else { 256 * 1024 };
+        let cap = if whole {
+            self.original.content_len
+        } else {
+            256 * 1024
+        };
         let mut original = Vec::new();
-        self.original.content()?.take(cap).read_to_end(&mut original)?;
+        self.original
+            .content()?
+            .take(cap)
+            .read_to_end(&mut original)?;
         if !whole {
-            let end = original.windows(2).position(|w| w == b"\n\n").map_or(original.len(), |i| i + 1);
+            let end = original
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map_or(original.len(), |i| i + 1);
             original.truncate(end);
         }
         let tail = format!("\n--{boundary}--\n");
         let mut all = head.into_bytes();
         all.extend_from_slice(&original);
         all.extend_from_slice(tail.as_bytes());
-        Ok(all.chunks(pfx_ipc::proto::CHUNK).map(<[u8]>::to_vec).collect())
+        Ok(all
+            .chunks(pfx_ipc::proto::CHUNK)
+            .map(<[u8]>::to_vec)
+            .collect())
     }
 }

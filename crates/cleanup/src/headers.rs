@@ -32,12 +32,19 @@ pub(crate) struct HeaderScanner {
 
 impl HeaderScanner {
     pub(crate) fn new(limit: usize) -> Self {
-        Self { limit, buf: Vec::new(), done: false }
+        Self {
+            limit,
+            buf: Vec::new(),
+            done: false,
+        }
     }
 
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Fed {
         if self.done {
-            return Fed { finished_headers: None, body: chunk.to_vec() };
+            return Fed {
+                finished_headers: None,
+                body: chunk.to_vec(),
+            };
         }
         self.buf.extend_from_slice(chunk);
         match header_end(&self.buf, self.limit) {
@@ -46,9 +53,15 @@ impl HeaderScanner {
                 let rest = self.buf.split_off(end + sep_len);
                 let sep = self.buf.split_off(end);
                 let h = analyse(std::mem::take(&mut self.buf), sep);
-                Fed { finished_headers: Some(h), body: rest }
+                Fed {
+                    finished_headers: Some(h),
+                    body: rest,
+                }
             }
-            None => Fed { finished_headers: None, body: Vec::new() },
+            None => Fed {
+                finished_headers: None,
+                body: Vec::new(),
+            },
         }
     }
 
@@ -68,13 +81,20 @@ impl HeaderScanner {
 fn header_end(buf: &[u8], limit: usize) -> Option<(usize, usize)> {
     let mut pos = 0;
     while pos < buf.len() {
-        let line_end = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i)?;
+        let line_end = buf[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i)?;
         let line = &buf[pos..line_end];
         if line.is_empty() {
             return Some((pos, 1));
         }
         let continuation = line[0] == b' ' || line[0] == b'\t';
-        let is_header = continuation || line.iter().position(|&b| b == b':').is_some_and(|c| c > 0 && line[..c].iter().all(|&b| b > 32 && b < 127));
+        let is_header = continuation
+            || line
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|c| c > 0 && line[..c].iter().all(|&b| b > 32 && b < 127));
         if !is_header || pos > limit {
             // Body without a separator: the headers end here.
             return Some((pos, 0));
@@ -85,10 +105,15 @@ fn header_end(buf: &[u8], limit: usize) -> Option<(usize, usize)> {
 }
 
 fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
-    let mut h = Headers { separator, ..Default::default() };
+    let mut h = Headers {
+        separator,
+        ..Default::default()
+    };
     let s = String::from_utf8_lossy(&text);
     for line in s.split('\n') {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "message-id" => h.message_id = Some(value.trim().to_owned()),
             "date" => h.has_date = true,
@@ -120,7 +145,11 @@ mod tests {
 
     #[test]
     fn headers_split_across_chunks() {
-        let (h, body) = scan(&[b"Subject: hi\nMessage-", b"ID: <a@b>\nFrom: x\n", b"\nbody\n"]);
+        let (h, body) = scan(&[
+            b"Subject: hi\nMessage-",
+            b"ID: <a@b>\nFrom: x\n",
+            b"\nbody\n",
+        ]);
         assert_eq!(h.text, b"Subject: hi\nMessage-ID: <a@b>\nFrom: x\n");
         assert_eq!(h.separator, b"\n");
         assert_eq!(h.message_id.as_deref(), Some("<a@b>"));

@@ -42,11 +42,20 @@ fn main() {
 /// Serves one connection: any number of messages, one after another.
 async fn session(cfg: Arc<Config>, stream: UnixStream) -> Result<(), String> {
     let mut ch = Channel::new(stream).with_max_frame(2 * pfx_ipc::proto::CHUNK);
-    ch.handshake(conversation::CLEANUP).await.map_err(|e| format!("client handshake: {e}"))?;
+    ch.handshake(conversation::CLEANUP)
+        .await
+        .map_err(|e| format!("client handshake: {e}"))?;
     let settings = Settings::from(&cfg)?;
     loop {
-        let req: Option<CleanupRequest> = ch.recv().await.map_err(|e| format!("read request: {e}"))?;
-        let Some(CleanupRequest::Begin { sender, recipients, attrs, origin }) = req else {
+        let req: Option<CleanupRequest> =
+            ch.recv().await.map_err(|e| format!("read request: {e}"))?;
+        let Some(CleanupRequest::Begin {
+            sender,
+            recipients,
+            attrs,
+            origin,
+        }) = req
+        else {
             return Ok(());
         };
         let reply = message(&settings, &mut ch, sender, recipients, attrs, origin).await?;
@@ -107,23 +116,40 @@ async fn message(
         Err(e) => {
             warn!("create queue file: {e}");
             drain(ch).await?;
-            return Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
         }
     };
     let id = writer.id().to_owned();
-    let env = Envelope { sender: sender.clone(), recipients, attrs };
+    let env = Envelope {
+        sender: sender.clone(),
+        recipients,
+        attrs,
+    };
     if let Err(e) = writer.envelope(&env) {
         warn!("{id}: write queue file: {e}");
         drain(ch).await?;
-        return Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+        return Ok(CleanupReply::Failed {
+            temporary: true,
+            reason: "queue file write error".into(),
+        });
     }
-    ch.send(&CleanupReply::Started { queue_id: id.clone() }).await.map_err(|e| e.to_string())?;
+    ch.send(&CleanupReply::Started {
+        queue_id: id.clone(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
 
     let add_missing = origin != Origin::Smtp;
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
     let mut failure: Option<CleanupReply> = None;
     loop {
-        let req: CleanupRequest = ch.expect().await.map_err(|e| format!("{id}: read content: {e}"))?;
+        let req: CleanupRequest = ch
+            .expect()
+            .await
+            .map_err(|e| format!("{id}: read content: {e}"))?;
         match req {
             CleanupRequest::Content(chunk) => {
                 if failure.is_some() {
@@ -131,34 +157,67 @@ async fn message(
                 }
                 let out = hdr.feed(&chunk);
                 if let Some(done) = out.finished_headers {
-                    finish_headers(st, &id, &sender, arrival, add_missing, &done, &mut writer, &mut failure);
+                    finish_headers(
+                        st,
+                        &id,
+                        &sender,
+                        arrival,
+                        add_missing,
+                        &done,
+                        &mut writer,
+                        &mut failure,
+                    );
                 }
                 if failure.is_none() {
                     if let Err(e) = writer.content(&out.body) {
                         warn!("{id}: write queue file: {e}");
-                        failure = Some(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+                        failure = Some(CleanupReply::Failed {
+                            temporary: true,
+                            reason: "queue file write error".into(),
+                        });
                     }
                 }
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
-                    failure = Some(CleanupReply::Failed { temporary: false, reason: "message file too big".into() });
+                    failure = Some(CleanupReply::Failed {
+                        temporary: false,
+                        reason: "message file too big".into(),
+                    });
                 }
             }
             CleanupRequest::End => break,
-            CleanupRequest::Abort => return Ok(CleanupReply::Failed { temporary: true, reason: "aborted".into() }),
-            CleanupRequest::Begin { .. } => return Err(format!("{id}: protocol error: Begin inside a message")),
+            CleanupRequest::Abort => {
+                return Ok(CleanupReply::Failed {
+                    temporary: true,
+                    reason: "aborted".into(),
+                })
+            }
+            CleanupRequest::Begin { .. } => {
+                return Err(format!("{id}: protocol error: Begin inside a message"))
+            }
         }
     }
     if let Some(f) = failure {
         return Ok(f);
     }
     if let Some(done) = hdr.finish() {
-        finish_headers(st, &id, &sender, arrival, add_missing, &done, &mut writer, &mut failure);
+        finish_headers(
+            st,
+            &id,
+            &sender,
+            arrival,
+            add_missing,
+            &done,
+            &mut writer,
+            &mut failure,
+        );
         if let Some(f) = failure {
             return Ok(f);
         }
     }
     // The fsyncs take milliseconds: off the async threads.
-    let committed = tokio::task::spawn_blocking(move || writer.finish()).await.map_err(|e| e.to_string())?;
+    let committed = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| e.to_string())?;
     match committed {
         Ok(id) => {
             let qmgr = st.queue.root().join(endpoint::QMGR);
@@ -169,7 +228,10 @@ async fn message(
         }
         Err(e) => {
             warn!("{id}: commit queue file: {e}");
-            Ok(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() })
+            Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            })
         }
     }
 }
@@ -190,7 +252,11 @@ fn finish_headers(
     let message_id = match &h.message_id {
         Some(m) => m.clone(),
         None if add_missing => {
-            let m = format!("<{}.{id}@{}>", pfx_sys::time::compact(arrival), st.myhostname);
+            let m = format!(
+                "<{}.{id}@{}>",
+                pfx_sys::time::compact(arrival),
+                st.myhostname
+            );
             block.extend_from_slice(format!("Message-Id: {m}\n").as_bytes());
             m
         }
@@ -198,10 +264,16 @@ fn finish_headers(
     };
     if add_missing {
         if !h.has_date {
-            block.extend_from_slice(format!("Date: {}\n", pfx_sys::time::rfc2822(arrival)).as_bytes());
+            block.extend_from_slice(
+                format!("Date: {}\n", pfx_sys::time::rfc2822(arrival)).as_bytes(),
+            );
         }
         if !h.has_from {
-            let from = if sender.is_empty() { format!("MAILER-DAEMON@{}", st.myorigin) } else { sender.to_owned() };
+            let from = if sender.is_empty() {
+                format!("MAILER-DAEMON@{}", st.myorigin)
+            } else {
+                sender.to_owned()
+            };
             block.extend_from_slice(format!("From: {from}\n").as_bytes());
         }
     }
@@ -211,14 +283,21 @@ fn finish_headers(
     }
     if let Err(e) = writer.content(&block) {
         warn!("{id}: write queue file: {e}");
-        *failure = Some(CleanupReply::Failed { temporary: true, reason: "queue file write error".into() });
+        *failure = Some(CleanupReply::Failed {
+            temporary: true,
+            reason: "queue file write error".into(),
+        });
     }
 }
 
 /// Reads and discards the rest of a message we cannot take.
 async fn drain(ch: &mut Channel<UnixStream>) -> Result<(), String> {
     loop {
-        match ch.expect::<CleanupRequest>().await.map_err(|e| e.to_string())? {
+        match ch
+            .expect::<CleanupRequest>()
+            .await
+            .map_err(|e| e.to_string())?
+        {
             CleanupRequest::End | CleanupRequest::Abort => return Ok(()),
             _ => {}
         }

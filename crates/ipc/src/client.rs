@@ -15,8 +15,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<UnixStream>, Error> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
         .await
-        .map_err(|_| Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {}: timed out", path.display()))))?
-        .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("connect to {}: {e}", path.display()))))?;
+        .map_err(|_| {
+            Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect to {}: timed out", path.display()),
+            ))
+        })?
+        .map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("connect to {}: {e}", path.display()),
+            ))
+        })?;
     let mut ch = Channel::new(stream);
     ch.handshake(conversation).await?;
     Ok(ch)
@@ -44,23 +54,45 @@ pub async fn submit(
     content: impl IntoIterator<Item = std::io::Result<Vec<u8>>>,
 ) -> Result<String, String> {
     use crate::proto::{conversation, CleanupReply, CleanupRequest};
-    let mut ch = connect(cleanup, conversation::CLEANUP).await.map_err(|e| e.to_string())?;
-    ch.send(&CleanupRequest::Begin { sender: sender.to_owned(), recipients, attrs, origin }).await.map_err(|e| e.to_string())?;
-    match ch.expect::<CleanupReply>().await.map_err(|e| e.to_string())? {
+    let mut ch = connect(cleanup, conversation::CLEANUP)
+        .await
+        .map_err(|e| e.to_string())?;
+    ch.send(&CleanupRequest::Begin {
+        sender: sender.to_owned(),
+        recipients,
+        attrs,
+        origin,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match ch
+        .expect::<CleanupReply>()
+        .await
+        .map_err(|e| e.to_string())?
+    {
         CleanupReply::Started { .. } => {}
         other => return Err(format!("cleanup: {other:?}")),
     }
     for chunk in content {
         match chunk {
-            Ok(c) => ch.send(&CleanupRequest::Content(c)).await.map_err(|e| e.to_string())?,
+            Ok(c) => ch
+                .send(&CleanupRequest::Content(c))
+                .await
+                .map_err(|e| e.to_string())?,
             Err(e) => {
                 let _ = ch.send(&CleanupRequest::Abort).await;
                 return Err(format!("read message: {e}"));
             }
         }
     }
-    ch.send(&CleanupRequest::End).await.map_err(|e| e.to_string())?;
-    match ch.expect::<CleanupReply>().await.map_err(|e| e.to_string())? {
+    ch.send(&CleanupRequest::End)
+        .await
+        .map_err(|e| e.to_string())?;
+    match ch
+        .expect::<CleanupReply>()
+        .await
+        .map_err(|e| e.to_string())?
+    {
         CleanupReply::Committed { queue_id } => Ok(queue_id),
         CleanupReply::Failed { reason, .. } => Err(reason),
         other => Err(format!("cleanup: {other:?}")),

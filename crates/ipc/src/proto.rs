@@ -75,10 +75,17 @@ pub enum CleanupRequest {
 /// cleanup -> its client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CleanupReply {
-    Started { queue_id: String },
+    Started {
+        queue_id: String,
+    },
     /// The queue file is complete and on disk.
-    Committed { queue_id: String },
-    Failed { temporary: bool, reason: String },
+    Committed {
+        queue_id: String,
+    },
+    Failed {
+        temporary: bool,
+        reason: String,
+    },
 }
 
 /// One recipient of a delivery request.
@@ -108,9 +115,20 @@ pub struct DeliveryRequest {
 pub enum DeliveryStatus {
     Sent,
     /// Try again later.
-    Deferred { dsn: String, relay: String, reason: String },
-    /// Give up: the sender gets a non-delivery notice.
-    Bounced { dsn: String, relay: String, reason: String },
+    Deferred {
+        dsn: String,
+        relay: String,
+        reason: String,
+    },
+    /// Give up: the sender gets a non-delivery notice. `final_recipient` is
+    /// the address that failed when it differs from the requested one (an
+    /// alias target).
+    Bounced {
+        dsn: String,
+        relay: String,
+        reason: String,
+        final_recipient: Option<String>,
+    },
 }
 
 /// delivery agent -> qmgr: one status per recipient, in request order.
@@ -131,6 +149,10 @@ pub struct BounceRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BounceReply {
     /// Done; the notice's queue ID, if one was sent (none for a double bounce that is dropped).
-    Sent { notice_id: Option<String> },
-    Failed { reason: String },
+    Sent {
+        notice_id: Option<String>,
+    },
+    Failed {
+        reason: String,
+    },
 }

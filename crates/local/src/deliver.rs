@@ -40,11 +40,19 @@ struct Ctx<'a> {
 }
 
 fn bounce(dsn: &'static str, reason: impl Into<String>) -> Failure {
-    Failure { temporary: false, dsn, reason: reason.into() }
+    Failure {
+        temporary: false,
+        dsn,
+        reason: reason.into(),
+    }
 }
 
 fn defer(reason: impl Into<String>) -> Failure {
-    Failure { temporary: true, dsn: "4.3.0", reason: reason.into() }
+    Failure {
+        temporary: true,
+        dsn: "4.3.0",
+        reason: reason.into(),
+    }
 }
 
 fn micros(us: u64) -> SystemTime {
@@ -61,24 +69,39 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
     let req2 = req.clone();
     // File work (and the recipient's privileges) happen on a blocking thread.
     type Leaves = Vec<(String, Verdict)>;
-    let work = tokio::task::spawn_blocking(move || -> Result<(Vec<(Verdict, Leaves)>, Vec<String>, QueueFile), String> {
-        let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
-        let passwd = Passwd::new(Some(cfg2.get("local_passwd_file").unwrap_or_default().into()));
-        let aliases = MapList::parse(&cfg2.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
-        let mut ctx = Ctx { cfg: &cfg2, qf: &qf, passwd, aliases, delivered_to: Vec::new(), forward: Vec::new(), leaves: Vec::new() };
-        ctx.delivered_to = delivered_to_headers(&qf);
-        let mut results = Vec::new();
-        let mut forwards = Vec::new();
-        for r in &req2.recipients {
-            ctx.forward.clear();
-            ctx.leaves.clear();
-            let mut seen = HashSet::new();
-            let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
-            forwards.push(ctx.forward.join(","));
-            results.push((res, std::mem::take(&mut ctx.leaves)));
-        }
-        Ok((results, forwards, qf))
-    })
+    let work = tokio::task::spawn_blocking(
+        move || -> Result<(Vec<(Verdict, Leaves)>, Vec<String>, QueueFile), String> {
+            let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
+            let passwd = Passwd::new(Some(
+                cfg2.get("local_passwd_file").unwrap_or_default().into(),
+            ));
+            let aliases = MapList::parse(
+                &cfg2.list("alias_maps").map_err(|e| e.to_string())?,
+                &passwd,
+            )?;
+            let mut ctx = Ctx {
+                cfg: &cfg2,
+                qf: &qf,
+                passwd,
+                aliases,
+                delivered_to: Vec::new(),
+                forward: Vec::new(),
+                leaves: Vec::new(),
+            };
+            ctx.delivered_to = delivered_to_headers(&qf);
+            let mut results = Vec::new();
+            let mut forwards = Vec::new();
+            for r in &req2.recipients {
+                ctx.forward.clear();
+                ctx.leaves.clear();
+                let mut seen = HashSet::new();
+                let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
+                forwards.push(ctx.forward.join(","));
+                results.push((res, std::mem::take(&mut ctx.leaves)));
+            }
+            Ok((results, forwards, qf))
+        },
+    )
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
@@ -86,7 +109,15 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
         Ok(x) => x,
         Err(e) => {
             warn!("{}: {e}", req.queue_id);
-            return req.recipients.iter().map(|_| DeliveryStatus::Deferred { dsn: "4.3.0".into(), relay: "local".into(), reason: e.clone() }).collect();
+            return req
+                .recipients
+                .iter()
+                .map(|_| DeliveryStatus::Deferred {
+                    dsn: "4.3.0".into(),
+                    relay: "local".into(),
+                    reason: e.clone(),
+                })
+                .collect();
         }
     };
     let mut statuses = Vec::new();
@@ -110,13 +141,38 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
         // One line per final delivery, with the address it was sent to as orig_to.
         let orig = r.original.clone().unwrap_or_else(|| r.address.clone());
         for (to, v) in &leaves {
-            let t = Times { arrival: micros(req.arrival_us), activated: micros(req.activated_us), agent_start: start, connected: start, done: SystemTime::now() };
-            info!("{}: {}", req.queue_id, delivery::line(to, Some(&orig), t, &outcome(v)));
+            let t = Times {
+                arrival: micros(req.arrival_us),
+                activated: micros(req.activated_us),
+                agent_start: start,
+                connected: start,
+                done: SystemTime::now(),
+            };
+            info!(
+                "{}: {}",
+                req.queue_id,
+                delivery::line(to, Some(&orig), t, &outcome(v))
+            );
         }
         statuses.push(match res {
             Verdict::Sent(_) => DeliveryStatus::Sent,
-            Verdict::Failed(f) if f.temporary => DeliveryStatus::Deferred { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason },
-            Verdict::Failed(f) => DeliveryStatus::Bounced { dsn: f.dsn.into(), relay: "local".into(), reason: f.reason },
+            Verdict::Failed(f) if f.temporary => DeliveryStatus::Deferred {
+                dsn: f.dsn.into(),
+                relay: "local".into(),
+                reason: f.reason,
+            },
+            Verdict::Failed(f) => {
+                let final_recipient = leaves
+                    .iter()
+                    .find(|(_, v)| matches!(v, Verdict::Failed(x) if !x.temporary))
+                    .map(|(to, _)| to.clone());
+                DeliveryStatus::Bounced {
+                    dsn: f.dsn.into(),
+                    relay: "local".into(),
+                    reason: f.reason,
+                    final_recipient,
+                }
+            }
         });
     }
     statuses
@@ -124,8 +180,18 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
 
 fn outcome(v: &Verdict) -> Outcome<'_> {
     match v {
-        Verdict::Sent(text) => Outcome { status: "sent", dsn: "2.0.0", relay: "local", text },
-        Verdict::Failed(f) => Outcome { status: if f.temporary { "deferred" } else { "bounced" }, dsn: f.dsn, relay: "local", text: &f.reason },
+        Verdict::Sent(text) => Outcome {
+            status: "sent",
+            dsn: "2.0.0",
+            relay: "local",
+            text,
+        },
+        Verdict::Failed(f) => Outcome {
+            status: if f.temporary { "deferred" } else { "bounced" },
+            dsn: f.dsn,
+            relay: "local",
+            text: &f.reason,
+        },
     }
 }
 
@@ -139,13 +205,20 @@ fn delivered_to_headers(qf: &QueueFile) -> Vec<String> {
     let header_end = text.find("\n\n").unwrap_or(text.len());
     text[..header_end]
         .lines()
-        .filter_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("delivered-to")).map(|(_, v)| v.trim().to_ascii_lowercase()))
+        .filter_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.eq_ignore_ascii_case("delivered-to"))
+                .map(|(_, v)| v.trim().to_ascii_lowercase())
+        })
         .collect()
 }
 
 /// A class in `allow_mail_to_commands` / `allow_mail_to_files`.
 fn allowed(cfg: &Config, param: &str, class: &str) -> bool {
-    cfg.list(param).unwrap_or_default().iter().any(|c| c == class)
+    cfg.list(param)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c == class)
 }
 
 impl Ctx<'_> {
@@ -154,38 +227,75 @@ impl Ctx<'_> {
         (pfx_address::unquote(local), domain.to_ascii_lowercase())
     }
 
-    fn recipient(&mut self, addr: &str, top: &str, depth: usize, seen: &mut HashSet<String>) -> Verdict {
+    fn recipient(
+        &mut self,
+        addr: &str,
+        top: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+    ) -> Verdict {
         if depth > MAX_ALIAS_DEPTH {
             return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {top}")));
         }
         let (local, _) = self.local_part(addr);
         let name = local.to_ascii_lowercase();
         let delim = self.cfg.get("recipient_delimiter").unwrap_or_default();
-        let base = delim.chars().next().and_then(|d| name.split_once(d)).map(|(b, _)| b.to_owned());
+        let base = delim
+            .chars()
+            .next()
+            .and_then(|d| name.split_once(d))
+            .map(|(b, _)| b.to_owned());
         // An alias that includes itself means the user's own mailbox.
         if seen.insert(name.clone()) {
             let found = match self.aliases.lookup(&name) {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => match &base {
-                    Some(b) => self.aliases.lookup(b).map_err(|e| defer(format!("alias database unavailable: {e}"))).ok().flatten(),
+                    Some(b) => self
+                        .aliases
+                        .lookup(b)
+                        .map_err(|e| defer(format!("alias database unavailable: {e}")))
+                        .ok()
+                        .flatten(),
                     None => None,
                 },
-                Err(e) => return Verdict::Failed(defer(format!("alias database unavailable: {e}"))),
+                Err(e) => {
+                    return Verdict::Failed(defer(format!("alias database unavailable: {e}")))
+                }
             };
             if let Some(value) = found {
                 return self.expand(&value, top, depth, seen, "alias");
             }
         }
         let user_name = base.unwrap_or(name);
-        match self.passwd.lookup(&user_name) {
-            Ok(Some(user)) => self.mailbox(&user, addr, top),
+        let v = match self.passwd.lookup(&user_name) {
+            Ok(Some(user)) => return self.mailbox(&user, addr, top),
             Ok(None) => Verdict::Failed(bounce("5.1.1", format!("unknown user: \"{user_name}\""))),
             Err(e) => Verdict::Failed(defer(format!("user lookup: {e}"))),
+        };
+        let to = self.qualify(addr);
+        self.leaves.push((to, v.clone()));
+        v
+    }
+
+    /// `user` becomes `user@$myorigin`, as the address is shown in logs.
+    fn qualify(&self, addr: &str) -> String {
+        let (_, domain) = self.local_part(addr);
+        if domain.is_empty() {
+            format!("{addr}@{}", self.cfg.get("myorigin").unwrap_or_default())
+        } else {
+            addr.to_owned()
         }
     }
 
     /// Delivers to every target of an alias (or include file); the worst outcome wins.
-    fn expand(&mut self, value: &str, top: &str, depth: usize, seen: &mut HashSet<String>, class: &str) -> Verdict {
+    fn expand(
+        &mut self,
+        value: &str,
+        top: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+        class: &str,
+    ) -> Verdict {
         let mut worst: Option<Failure> = None;
         let mut texts = Vec::new();
         for target in pfx_maps::aliases::targets(value) {
@@ -193,24 +303,38 @@ impl Ctx<'_> {
                 if allowed(self.cfg, "allow_mail_to_commands", class) {
                     self.command(cmd, top)
                 } else {
-                    Verdict::Failed(bounce("5.7.1", format!("mail to command is restricted: \"{cmd}\"")))
+                    Verdict::Failed(bounce(
+                        "5.7.1",
+                        format!("mail to command is restricted: \"{cmd}\""),
+                    ))
                 }
             } else if let Some(path) = target.strip_prefix(":include:") {
                 match std::fs::read_to_string(path) {
                     Ok(text) => {
-                        let list: Vec<String> = text.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_owned).collect();
+                        let list: Vec<String> = text
+                            .lines()
+                            .filter(|l| !l.trim_start().starts_with('#'))
+                            .map(str::to_owned)
+                            .collect();
                         self.expand(&list.join(","), top, depth + 1, seen, "include")
                     }
-                    Err(e) => Verdict::Failed(defer(format!("cannot open include file {path}: {e}"))),
+                    Err(e) => {
+                        Verdict::Failed(defer(format!("cannot open include file {path}: {e}")))
+                    }
                 }
             } else if target.starts_with('/') {
                 if allowed(self.cfg, "allow_mail_to_files", class) {
                     self.file(Path::new(&target), top)
                 } else {
-                    Verdict::Failed(bounce("5.7.1", format!("mail to file is restricted: \"{target}\"")))
+                    Verdict::Failed(bounce(
+                        "5.7.1",
+                        format!("mail to file is restricted: \"{target}\""),
+                    ))
                 }
             } else {
-                let dests = pfx_address::DomainList::new(&self.cfg.list("mydestination").unwrap_or_default());
+                let dests = pfx_address::DomainList::new(
+                    &self.cfg.list("mydestination").unwrap_or_default(),
+                );
                 let r = pfx_address::resolve(&target, &|d| dests.contains(d));
                 if r.is_local {
                     self.recipient(&r.address(), top, depth + 1, seen)
@@ -232,12 +356,21 @@ impl Ctx<'_> {
         }
         match worst {
             Some(f) => Verdict::Failed(f),
-            None => Verdict::Sent(texts.into_iter().next().unwrap_or_else(|| "forwarded".into())),
+            None => Verdict::Sent(
+                texts
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "forwarded".into()),
+            ),
         }
     }
 
     fn prepend(&self, rcpt: &str, top: &str) -> Vec<u8> {
-        format!("Return-Path: <{}>\nX-Original-To: {top}\nDelivered-To: {rcpt}\n", self.qf.sender).into_bytes()
+        format!(
+            "Return-Path: <{}>\nX-Original-To: {top}\nDelivered-To: {rcpt}\n",
+            self.qf.sender
+        )
+        .into_bytes()
     }
 
     fn limit(&self) -> u64 {
@@ -245,14 +378,17 @@ impl Ctx<'_> {
     }
 
     fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Verdict {
-        let (_, domain) = self.local_part(addr);
-        let rcpt = if domain.is_empty() { format!("{}@{}", user.name, self.cfg.get("myorigin").unwrap_or_default()) } else { addr.to_owned() };
+        let rcpt = self.qualify(addr);
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
             return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {rcpt}")));
         }
         let home_mailbox = self.cfg.get("home_mailbox").unwrap_or_default();
         let (path, maildir): (PathBuf, bool) = if home_mailbox.is_empty() {
-            (Path::new(&self.cfg.get("mail_spool_directory").unwrap_or_default()).join(&user.name), false)
+            (
+                Path::new(&self.cfg.get("mail_spool_directory").unwrap_or_default())
+                    .join(&user.name),
+                false,
+            )
         } else {
             (user.home.join(&home_mailbox), home_mailbox.ends_with('/'))
         };
@@ -261,10 +397,28 @@ impl Ctx<'_> {
             Ok(c) => c,
             Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
         };
-        let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
-        let written = crate::privs::as_user(user.uid, user.gid, || if maildir { mailbox::maildir(&path, &mut msg) } else { mailbox::mbox(&path, &mut msg) });
+        let mut msg = Message {
+            prepend: &prepend,
+            content: &mut content,
+            sender: &self.qf.sender,
+            size_limit: self.limit(),
+        };
+        let written = crate::privs::as_user(user.uid, user.gid, || {
+            if maildir {
+                mailbox::maildir(&path, &mut msg)
+            } else {
+                mailbox::mbox(&path, &mut msg)
+            }
+        });
         let v = match written {
-            Ok(()) => Verdict::Sent(if maildir { "delivered to maildir" } else { "delivered to mailbox" }.into()),
+            Ok(()) => Verdict::Sent(
+                if maildir {
+                    "delivered to maildir"
+                } else {
+                    "delivered to mailbox"
+                }
+                .into(),
+            ),
             Err(f) => Verdict::Failed(f),
         };
         self.leaves.push((rcpt, v.clone()));
@@ -278,7 +432,10 @@ impl Ctx<'_> {
         if !pfx_sys::users::is_root() {
             return (me.uid.as_raw(), me.gid.as_raw());
         }
-        let privs = self.cfg.get("default_privs").unwrap_or_else(|_| "nobody".into());
+        let privs = self
+            .cfg
+            .get("default_privs")
+            .unwrap_or_else(|_| "nobody".into());
         match pfx_sys::users::user(&privs) {
             Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
             Err(_) => (65534, 65534),
@@ -292,7 +449,12 @@ impl Ctx<'_> {
             Ok(c) => c,
             Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
         };
-        let mut msg = Message { prepend: &prepend, content: &mut content, sender: &self.qf.sender, size_limit: self.limit() };
+        let mut msg = Message {
+            prepend: &prepend,
+            content: &mut content,
+            sender: &self.qf.sender,
+            size_limit: self.limit(),
+        };
         let v = match crate::privs::as_user(uid, gid, || mailbox::mbox(path, &mut msg)) {
             Ok(()) => Verdict::Sent(format!("delivered to file: {}", path.display())),
             Err(f) => Verdict::Failed(f),
@@ -314,9 +476,19 @@ impl Ctx<'_> {
         let (uid, gid) = self.alias_owner();
         let (local, domain) = self.local_part(top);
         let mut c = std::process::Command::new("/bin/sh");
-        c.arg("-c").arg(cmd).env_clear().env("PATH", "/usr/bin:/bin").env("SHELL", "/bin/sh");
-        c.env("SENDER", &self.qf.sender).env("RECIPIENT", top).env("LOCAL", &local).env("DOMAIN", &domain).env("ORIGINAL_RECIPIENT", top);
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        c.arg("-c")
+            .arg(cmd)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("SHELL", "/bin/sh");
+        c.env("SENDER", &self.qf.sender)
+            .env("RECIPIENT", top)
+            .env("LOCAL", &local)
+            .env("DOMAIN", &domain)
+            .env("ORIGINAL_RECIPIENT", top);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         if pfx_sys::users::is_root() {
             c.uid(uid).gid(gid);
         }
@@ -327,12 +499,26 @@ impl Ctx<'_> {
         let prepend = self.prepend(top, top);
         if let (Some(mut stdin), Ok(mut content)) = (child.stdin.take(), self.qf.content()) {
             use std::io::Write;
-            let _ = stdin.write_all(&prepend).and_then(|()| std::io::copy(&mut content, &mut stdin).map(drop));
+            let _ = stdin
+                .write_all(&prepend)
+                .and_then(|()| std::io::copy(&mut content, &mut stdin).map(drop));
         }
         match child.wait_with_output() {
-            Ok(out) if out.status.success() => Verdict::Sent(format!("delivered to command: {cmd}")),
-            Ok(out) if out.status.code() == Some(75) => Verdict::Failed(defer(format!("temporary failure. Command output: {}", String::from_utf8_lossy(&out.stderr).trim()))),
-            Ok(out) => Verdict::Failed(bounce("5.3.0", format!("Command died with status {}: \"{cmd}\". Command output: {}", out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).trim()))),
+            Ok(out) if out.status.success() => {
+                Verdict::Sent(format!("delivered to command: {cmd}"))
+            }
+            Ok(out) if out.status.code() == Some(75) => Verdict::Failed(defer(format!(
+                "temporary failure. Command output: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+            Ok(out) => Verdict::Failed(bounce(
+                "5.3.0",
+                format!(
+                    "Command died with status {}: \"{cmd}\". Command output: {}",
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )),
             Err(e) => Verdict::Failed(defer(format!("command {cmd}: {e}"))),
         }
     }
@@ -340,13 +526,30 @@ impl Ctx<'_> {
 
 /// Re-submits the message to remote alias targets, as Postfix's local does:
 /// a new queue file with a `Delivered-To:` header for loop detection.
-async fn forward(cfg: &Config, qf: &QueueFile, req: &DeliveryRequest, rcpt: &str, targets: &str) -> Result<String, String> {
+async fn forward(
+    cfg: &Config,
+    qf: &QueueFile,
+    req: &DeliveryRequest,
+    rcpt: &str,
+    targets: &str,
+) -> Result<String, String> {
     let queue_dir = cfg.get("queue_directory").map_err(|e| e.to_string())?;
     let cleanup = Path::new(&queue_dir).join(pfx_ipc::proto::endpoint::CLEANUP);
     let recipients = targets.split(',').map(|t| (t.to_owned(), None)).collect();
     let head = format!("Delivered-To: {rcpt}\n").into_bytes();
     let content = qf.content().map_err(|e| e.to_string())?;
     let chunks = std::iter::once(Ok(head)).chain(pfx_ipc::client::chunks(content));
-    let attrs = vec![("origin".into(), "local".into()), ("forwarded_from".into(), req.queue_id.clone())];
-    pfx_ipc::client::submit(&cleanup, &qf.sender, recipients, attrs, Origin::Forward, chunks).await
+    let attrs = vec![
+        ("origin".into(), "local".into()),
+        ("forwarded_from".into(), req.queue_id.clone()),
+    ];
+    pfx_ipc::client::submit(
+        &cleanup,
+        &qf.sender,
+        recipients,
+        attrs,
+        Origin::Forward,
+        chunks,
+    )
+    .await
 }

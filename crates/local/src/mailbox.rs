@@ -47,10 +47,18 @@ pub(crate) struct Message<'a> {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).map(|h| h.split('.').next().unwrap_or_default().to_owned()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| "localhost".into())
 }
 
-fn copy_limited(out: &mut impl Write, msg: &mut Message<'_>, mut transform: impl FnMut(&[u8], &mut Vec<u8>)) -> std::io::Result<u64> {
+fn copy_limited(
+    out: &mut impl Write,
+    msg: &mut Message<'_>,
+    mut transform: impl FnMut(&[u8], &mut Vec<u8>),
+) -> std::io::Result<u64> {
     let mut total = msg.prepend.len() as u64;
     out.write_all(msg.prepend)?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -77,21 +85,50 @@ pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> 
         match std::fs::DirBuilder::new().mode(0o700).create(&d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Failure::io(format!("create maildir file {}", d.display()), &e)),
+            Err(e) => {
+                return Err(Failure::io(
+                    format!("create maildir file {}", d.display()),
+                    &e,
+                ))
+            }
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let host = hostname();
-    let tmp = dir.join("tmp").join(format!("{}.P{}Q{}.{host}", now.as_secs(), std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let fail = |e: &std::io::Error| Failure::io(format!("create maildir file {}", tmp.display()), e);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp).map_err(|e| fail(&e))?;
-    let written = copy_limited(&mut f, msg, |b, out| out.extend_from_slice(b)).and_then(|_| f.sync_all());
+    let tmp = dir.join("tmp").join(format!(
+        "{}.P{}Q{}.{host}",
+        now.as_secs(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let fail =
+        |e: &std::io::Error| Failure::io(format!("create maildir file {}", tmp.display()), e);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| fail(&e))?;
+    let written =
+        copy_limited(&mut f, msg, |b, out| out.extend_from_slice(b)).and_then(|_| f.sync_all());
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::io(format!("maildir delivery failed: {}", tmp.display()), &e));
+        return Err(Failure::io(
+            format!("maildir delivery failed: {}", tmp.display()),
+            &e,
+        ));
     }
     let md = f.metadata().map_err(|e| fail(&e))?;
-    let new = dir.join("new").join(format!("{}.V{:x}I{:x}M{}.{host}", now.as_secs(), md.dev(), md.ino(), now.subsec_micros()));
+    let new = dir.join("new").join(format!(
+        "{}.V{:x}I{:x}M{}.{host}",
+        now.as_secs(),
+        md.dev(),
+        md.ino(),
+        now.subsec_micros()
+    ));
     let linked = std::fs::hard_link(&tmp, &new);
     let _ = std::fs::remove_file(&tmp);
     linked.map_err(|e| Failure::io(format!("link to {}", new.display()), &e))
@@ -107,10 +144,19 @@ impl DotLock {
         lock.push(".lock");
         let lock = PathBuf::from(lock);
         for _ in 0..20 {
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&lock) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lock)
+            {
                 Ok(_) => return Ok(Self(lock)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = std::fs::metadata(&lock).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > Duration::from_secs(500));
+                    let stale = std::fs::metadata(&lock)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(500));
                     if stale {
                         let _ = std::fs::remove_file(&lock);
                         continue;
@@ -120,7 +166,10 @@ impl DotLock {
                 Err(e) => return Err(e),
             }
         }
-        Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, format!("unable to lock {}", lock.display())))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("unable to lock {}", lock.display()),
+        ))
     }
 }
 
@@ -133,12 +182,26 @@ impl Drop for DotLock {
 /// Appends to the mbox file at `path`.
 pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
     let what = || format!("cannot update mailbox {}", path.display());
-    let f = OpenOptions::new().append(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| Failure::io(what(), &e))?;
+    let f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Failure::io(what(), &e))?;
     let _dot = DotLock::take(path).map_err(|e| Failure::io(what(), &e))?;
-    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| Failure::io(what(), &e.into()))?;
+    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Failure::io(what(), &e.into()))?;
     let start = f.metadata().map_err(|e| Failure::io(what(), &e))?.len();
-    let sender = if msg.sender.is_empty() { "MAILER-DAEMON" } else { msg.sender };
-    let from_line = format!("From {sender}  {}\n", pfx_sys::time::asctime(SystemTime::now()));
+    let sender = if msg.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        msg.sender
+    };
+    let from_line = format!(
+        "From {sender}  {}\n",
+        pfx_sys::time::asctime(SystemTime::now())
+    );
     let result = (|| -> std::io::Result<()> {
         let mut out = std::io::BufWriter::new(&mut *f);
         out.write_all(from_line.as_bytes())?;
@@ -173,7 +236,10 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
     })();
     if let Err(e) = result {
         let _ = f.set_len(start);
-        return Err(Failure::io(format!("{}. error writing message", what()), &e));
+        return Err(Failure::io(
+            format!("{}. error writing message", what()),
+            &e,
+        ));
     }
     Ok(())
 }
@@ -183,7 +249,12 @@ mod tests {
     use super::*;
 
     fn msg<'a>(content: &'a mut &'a [u8], limit: u64) -> Message<'a> {
-        Message { prepend: b"Return-Path: <a@b>\n", content, sender: "a@b", size_limit: limit }
+        Message {
+            prepend: b"Return-Path: <a@b>\n",
+            content,
+            sender: "a@b",
+            size_limit: limit,
+        }
     }
 
     #[test]
@@ -192,11 +263,20 @@ mod tests {
         let md = tmp.path().join("Maildir");
         let mut c: &[u8] = b"Subject: x\n\nbody \xe9\n";
         maildir(&md, &mut msg(&mut c, 0)).unwrap();
-        let files: Vec<_> = std::fs::read_dir(md.join("new")).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(md.join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(files.len(), 1);
-        assert_eq!(std::fs::read(&files[0]).unwrap(), b"Return-Path: <a@b>\nSubject: x\n\nbody \xe9\n");
+        assert_eq!(
+            std::fs::read(&files[0]).unwrap(),
+            b"Return-Path: <a@b>\nSubject: x\n\nbody \xe9\n"
+        );
         let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.contains(".V") && name.contains('I') && name.contains('M'), "{name}");
+        assert!(
+            name.contains(".V") && name.contains('I') && name.contains('M'),
+            "{name}"
+        );
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
         assert!(md.join("cur").is_dir());
     }
@@ -214,7 +294,11 @@ mod tests {
         std::fs::write(&mb, b"From old  x\n\nold\n\n").unwrap();
         let mut c: &[u8] = &[b'x'; 5000];
         assert!(mbox(&mb, &mut msg(&mut c, 1000)).is_err());
-        assert_eq!(std::fs::read(&mb).unwrap(), b"From old  x\n\nold\n\n", "truncated back");
+        assert_eq!(
+            std::fs::read(&mb).unwrap(),
+            b"From old  x\n\nold\n\n",
+            "truncated back"
+        );
     }
 
     #[test]
@@ -228,7 +312,10 @@ mod tests {
         let text = String::from_utf8(std::fs::read(&mb).unwrap()).unwrap();
         let first = text.lines().next().unwrap();
         assert!(first.starts_with("From a@b  "), "{first}");
-        assert!(text.contains("\n>From here\nnot From here\nFrom\nFrost\n\nFrom a@b  "), "{text}");
+        assert!(
+            text.contains("\n>From here\nnot From here\nFrom\nFrost\n\nFrom a@b  "),
+            "{text}"
+        );
         assert!(text.ends_with("second\n\n"));
         assert!(!tmp.path().join("openstack.lock").exists());
     }

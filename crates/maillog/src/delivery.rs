@@ -18,7 +18,10 @@ pub struct Times {
 }
 
 fn secs(later: SystemTime, earlier: SystemTime) -> f64 {
-    later.duration_since(earlier).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    later
+        .duration_since(earlier)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Two significant digits at most two decimals, as Postfix prints delays.
@@ -78,8 +81,19 @@ mod tests {
         assert_eq!(pretty(12.7), "13");
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let ms = |n| t0 + Duration::from_millis(n);
-        let t = Times { arrival: t0, activated: ms(50), agent_start: ms(60), connected: ms(60), done: ms(120) };
-        let o = Outcome { status: "sent", dsn: "2.0.0", relay: "local", text: "delivered to maildir" };
+        let t = Times {
+            arrival: t0,
+            activated: ms(50),
+            agent_start: ms(60),
+            connected: ms(60),
+            done: ms(120),
+        };
+        let o = Outcome {
+            status: "sent",
+            dsn: "2.0.0",
+            relay: "local",
+            text: "delivered to maildir",
+        };
         assert_eq!(
             line("root@ywnds.com", Some("postmaster@ywnds.com"), t, &o),
             "to=<root@ywnds.com>, orig_to=<postmaster@ywnds.com>, relay=local, delay=0.12, delays=0.05/0.01/0/0.06, dsn=2.0.0, status=sent (delivered to maildir)"

@@ -29,7 +29,11 @@ impl std::fmt::Display for Error {
 
 /// Reads and parses an aliases file.
 pub fn parse_file(path: &Path) -> Result<Vec<Entry>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error { path: path.display().to_string(), line: 0, message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error {
+        path: path.display().to_string(),
+        line: 0,
+        message: e.to_string(),
+    })?;
     parse(&path.display().to_string(), &text)
 }
 
@@ -57,7 +61,11 @@ pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
                     l.push(' ');
                     l.push_str(t);
                 }
-                None => errors.push(Error { path: path.into(), line: i + 1, message: "continuation line without a preceding entry".into() }),
+                None => errors.push(Error {
+                    path: path.into(),
+                    line: i + 1,
+                    message: "continuation line without a preceding entry".into(),
+                }),
             }
         } else {
             logical.push((i + 1, line.to_owned()));
@@ -66,14 +74,24 @@ pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
     let entries = logical
         .into_iter()
         .map(|(line, text)| {
-            let err = |m: &str| Error { path: path.into(), line, message: m.into() };
+            let err = |m: &str| Error {
+                path: path.into(),
+                line,
+                message: m.into(),
+            };
             let (name, value) = if let Some(rest) = text.strip_prefix('"') {
-                let end = rest.find('"').ok_or_else(|| err("unterminated quoted name"))?;
+                let end = rest
+                    .find('"')
+                    .ok_or_else(|| err("unterminated quoted name"))?;
                 let after = rest[end + 1..].trim_start();
-                let value = after.strip_prefix(':').ok_or_else(|| err("missing ':' after the name"))?;
+                let value = after
+                    .strip_prefix(':')
+                    .ok_or_else(|| err("missing ':' after the name"))?;
                 (rest[..end].to_owned(), value)
             } else {
-                let (n, v) = text.split_once(':').ok_or_else(|| err(&format!("missing ':' in \"{}\"", text.trim())))?;
+                let (n, v) = text
+                    .split_once(':')
+                    .ok_or_else(|| err(&format!("missing ':' in \"{}\"", text.trim())))?;
                 (n.trim().to_owned(), v)
             };
             if name.is_empty() {
@@ -109,7 +127,10 @@ pub fn targets(value: &str) -> Vec<String> {
         .map(|t| {
             let t = t.trim();
             // "|cmd" and "/file" may be quoted as a whole.
-            t.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(t).to_owned()
+            t.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(t)
+                .to_owned()
         })
         .filter(|t| !t.is_empty())
         .collect()
@@ -128,18 +149,27 @@ mod tests {
             [
                 ("postmaster".into(), "root".into()),
                 ("root".into(), "openstack".into()),
-                ("team".into(), "openstack, hadoop , \"|/usr/bin/logger -t mail\"".into()),
+                (
+                    "team".into(),
+                    "openstack, hadoop , \"|/usr/bin/logger -t mail\"".into()
+                ),
                 ("odd name".into(), "hadoop".into()),
                 ("big".into(), "/var/log/mail.copy".into()),
             ]
         );
-        assert_eq!(targets(&e[2].1), ["openstack", "hadoop", "|/usr/bin/logger -t mail"]);
+        assert_eq!(
+            targets(&e[2].1),
+            ["openstack", "hadoop", "|/usr/bin/logger -t mail"]
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
         let err = parse("/etc/aliases", "ok: a\n\nbroken line\n").unwrap_err();
-        assert_eq!(err.to_string(), "/etc/aliases, line 3: missing ':' in \"broken line\"");
+        assert_eq!(
+            err.to_string(),
+            "/etc/aliases, line 3: missing ':' in \"broken line\""
+        );
         let err = parse("/etc/aliases", "  indented: x\n").unwrap_err();
         assert!(err.to_string().contains("line 1: continuation line"));
         assert!(parse("a", "\"open: x\n").is_err());

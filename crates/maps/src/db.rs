@@ -33,13 +33,23 @@ impl Db {
 
     /// Reads a database file.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        decode(&std::fs::read(path)?).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not a postfix-rs table (run postalias)"))
+        decode(&std::fs::read(path)?).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a postfix-rs table (run postalias)",
+            )
+        })
     }
 
     /// Writes `entries` as a database file, atomically. A later duplicate key
     /// replaces an earlier one, as in Postfix.
     pub fn write(path: &Path, entries: &[(String, String)]) -> std::io::Result<()> {
-        let mut map: Vec<(&String, &String)> = entries.iter().map(|(k, v)| (k, v)).collect::<HashMap<_, _>>().into_iter().collect();
+        let mut map: Vec<(&String, &String)> = entries
+            .iter()
+            .map(|(k, v)| (k, v))
+            .collect::<HashMap<_, _>>()
+            .into_iter()
+            .collect();
         map.sort();
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&(map.len() as u32).to_be_bytes());
@@ -82,7 +92,15 @@ mod tests {
     fn round_trip_and_garbage() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("aliases.db");
-        Db::write(&p, &[("root".into(), "openstack".into()), ("postmaster".into(), "root".into()), ("root".into(), "hadoop".into())]).unwrap();
+        Db::write(
+            &p,
+            &[
+                ("root".into(), "openstack".into()),
+                ("postmaster".into(), "root".into()),
+                ("root".into(), "hadoop".into()),
+            ],
+        )
+        .unwrap();
         let db = Db::open(&p).unwrap();
         assert_eq!(db.get("root"), Some("hadoop"));
         assert_eq!(db.get("postmaster"), Some("root"));

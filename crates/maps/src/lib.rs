@@ -21,7 +21,10 @@ use std::time::SystemTime;
 #[derive(Debug)]
 pub enum Map {
     /// An indexed database, reloaded when its mtime changes.
-    Hash { db: PathBuf, cache: Mutex<Option<(SystemTime, db::Db)>> },
+    Hash {
+        db: PathBuf,
+        cache: Mutex<Option<(SystemTime, db::Db)>>,
+    },
     /// A text table read once.
     TextHash(db::Db),
     /// The password database (or `local_passwd_file`).
@@ -32,10 +35,19 @@ impl Map {
     /// Parses `type:name`; `passwd` is what `unix:passwd.byname` means here.
     pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, String> {
         let spec = spec.strip_prefix("proxy:").unwrap_or(spec);
-        let (kind, name) = spec.split_once(':').ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
+        let (kind, name) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
         match kind {
-            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Hash { db: db_path(Path::new(name)), cache: Mutex::new(None) }),
-            "texthash" => Ok(Self::TextHash(aliases::parse_file(Path::new(name)).map(|e| db::Db::from_entries(&e)).map_err(|e| e.to_string())?)),
+            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Hash {
+                db: db_path(Path::new(name)),
+                cache: Mutex::new(None),
+            }),
+            "texthash" => Ok(Self::TextHash(
+                aliases::parse_file(Path::new(name))
+                    .map(|e| db::Db::from_entries(&e))
+                    .map_err(|e| e.to_string())?,
+            )),
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
             _ => Err(format!("unsupported table type \"{kind}\" in \"{spec}\"")),
         }
@@ -46,12 +58,19 @@ impl Map {
         let key = key.to_ascii_lowercase();
         match self {
             Self::Hash { db, cache } => {
-                let mtime = std::fs::metadata(db).and_then(|m| m.modified()).map_err(|e| format!("{}: {e}", db.display()))?;
+                let mtime = std::fs::metadata(db)
+                    .and_then(|m| m.modified())
+                    .map_err(|e| format!("{}: {e}", db.display()))?;
                 let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.as_ref().is_none_or(|(t, _)| *t != mtime) {
-                    *cache = Some((mtime, db::Db::open(db).map_err(|e| format!("{}: {e}", db.display()))?));
+                    *cache = Some((
+                        mtime,
+                        db::Db::open(db).map_err(|e| format!("{}: {e}", db.display()))?,
+                    ));
                 }
-                Ok(cache.as_ref().and_then(|(_, d)| d.get(&key).map(str::to_owned)))
+                Ok(cache
+                    .as_ref()
+                    .and_then(|(_, d)| d.get(&key).map(str::to_owned)))
             }
             Self::TextHash(d) => Ok(d.get(&key).map(str::to_owned)),
             Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
@@ -73,7 +92,11 @@ pub struct MapList(Vec<Map>);
 impl MapList {
     /// From the expanded, split parameter value.
     pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, String> {
-        specs.iter().map(|s| Map::parse(s, passwd)).collect::<Result<_, _>>().map(Self)
+        specs
+            .iter()
+            .map(|s| Map::parse(s, passwd))
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -25,7 +25,9 @@ pub struct Passwd {
 impl Passwd {
     /// `None` or an empty path: the system database.
     pub fn new(file: Option<PathBuf>) -> Self {
-        Self { file: file.filter(|p| !p.as_os_str().is_empty()) }
+        Self {
+            file: file.filter(|p| !p.as_os_str().is_empty()),
+        }
     }
 
     /// Looks a user up by name (exact, as getpwnam does).
@@ -43,7 +45,8 @@ impl Passwd {
                 Err(e) => Err(format!("getpwnam {name}: {e}")),
             },
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok(text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
                     (f.len() == 7 && f[0] == name).then(|| User {
@@ -67,10 +70,17 @@ mod tests {
     fn file_users_are_found_by_exact_name() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("passwd");
-        std::fs::write(&p, "# users\nopenstack:x:1001:1001:OpenStack:/home/openstack:/bin/bash\nbroken:line\n").unwrap();
+        std::fs::write(
+            &p,
+            "# users\nopenstack:x:1001:1001:OpenStack:/home/openstack:/bin/bash\nbroken:line\n",
+        )
+        .unwrap();
         let pw = Passwd::new(Some(p));
         let u = pw.lookup("openstack").unwrap().unwrap();
-        assert_eq!((u.uid, u.gid, u.home.to_str().unwrap()), (1001, 1001, "/home/openstack"));
+        assert_eq!(
+            (u.uid, u.gid, u.home.to_str().unwrap()),
+            (1001, 1001, "/home/openstack")
+        );
         assert!(pw.lookup("OpenStack").unwrap().is_none());
         assert!(pw.lookup("broken").unwrap().is_none());
     }

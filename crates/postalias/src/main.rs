@@ -12,7 +12,11 @@ use pfx_maillog::fatal;
 const USAGE: &str = "postalias [-Nfinoprsuvw] [-c config_dir] [-q key] [map_type:]file...";
 
 #[derive(Parser, Debug)]
-#[command(name = "postalias", version, about = "Build or query postfix-rs alias databases")]
+#[command(
+    name = "postalias",
+    version,
+    about = "Build or query postfix-rs alias databases"
+)]
 struct Args {
     /// Configuration directory (accepted for compatibility; the files are named explicitly).
     #[arg(short = 'c', value_name = "DIR")]
@@ -34,8 +38,12 @@ fn main() {
         Some(key) => {
             for spec in &args.files {
                 let source = postalias::source_path(spec).unwrap_or_else(|e| fatal(e));
-                let db = pfx_maps::db::Db::open(&pfx_maps::db_path(&source))
-                    .unwrap_or_else(|e| fatal(format!("open database {}: {e}", pfx_maps::db_path(&source).display())));
+                let db = pfx_maps::db::Db::open(&pfx_maps::db_path(&source)).unwrap_or_else(|e| {
+                    fatal(format!(
+                        "open database {}: {e}",
+                        pfx_maps::db_path(&source).display()
+                    ))
+                });
                 if let Some(v) = db.get(&key.to_ascii_lowercase()) {
                     println!("{v}");
                     return;

@@ -42,20 +42,39 @@ impl Router {
     pub(crate) fn route(&self, recipient: &str) -> Route {
         let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
         if r.is_local {
-            Route { transport: self.local.0.clone(), nexthop: self.local.1.clone(), destination: r.address().to_ascii_lowercase() }
+            Route {
+                transport: self.local.0.clone(),
+                nexthop: self.local.1.clone(),
+                destination: r.address().to_ascii_lowercase(),
+            }
         } else {
-            let nexthop = if self.default.1.is_empty() { r.domain.clone() } else { self.default.1.clone() };
-            Route { transport: self.default.0.clone(), destination: nexthop.clone(), nexthop }
+            let nexthop = if self.default.1.is_empty() {
+                r.domain.clone()
+            } else {
+                self.default.1.clone()
+            };
+            Route {
+                transport: self.default.0.clone(),
+                destination: nexthop.clone(),
+                nexthop,
+            }
         }
     }
 
     /// Recipients per delivery request and concurrent requests per destination.
     pub(crate) fn limits(&self, transport: &str, cfg: &Config) -> (usize, usize) {
-        let n = |name: &str, d: i64| usize::try_from(cfg.int(name).unwrap_or(d)).unwrap_or(1).max(1);
+        let n = |name: &str, d: i64| {
+            usize::try_from(cfg.int(name).unwrap_or(d))
+                .unwrap_or(1)
+                .max(1)
+        };
         if transport == self.local.0 {
             (1, n("local_destination_concurrency_limit", 2))
         } else {
-            (n("default_destination_recipient_limit", 50), n("default_destination_concurrency_limit", 20))
+            (
+                n("default_destination_recipient_limit", 50),
+                n("default_destination_concurrency_limit", 20),
+            )
         }
     }
 }
@@ -70,9 +89,19 @@ mod tests {
         let cfg = Config::from_text(Path::new("/etc/postfix"), "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = $myhostname, $mydomain\n").unwrap();
         let r = Router::new(&cfg).unwrap();
         let l = r.route("openstack@YWNDS.com");
-        assert_eq!((l.transport.as_str(), l.nexthop.as_str()), ("local", "mail.ywnds.com"));
+        assert_eq!(
+            (l.transport.as_str(), l.nexthop.as_str()),
+            ("local", "mail.ywnds.com")
+        );
         let s = r.route("x@163.com");
-        assert_eq!((s.transport.as_str(), s.nexthop.as_str(), s.destination.as_str()), ("smtp", "163.com", "163.com"));
+        assert_eq!(
+            (
+                s.transport.as_str(),
+                s.nexthop.as_str(),
+                s.destination.as_str()
+            ),
+            ("smtp", "163.com", "163.com")
+        );
         assert_eq!(r.route("user%163.com@ywnds.com").nexthop, "163.com");
     }
 }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{self, conversation, trigger, BounceReply, BounceRequest, DeliveryRecipient, DeliveryReply, DeliveryRequest, DeliveryStatus};
+use pfx_ipc::proto::{
+    self, conversation, trigger, BounceReply, BounceRequest, DeliveryRecipient, DeliveryReply,
+    DeliveryRequest, DeliveryStatus,
+};
 use pfx_maillog::delivery::{self, Outcome, Times};
 use pfx_queue::file::{self, QueueFile};
 use pfx_queue::statuslog::{self, Log, Status};
@@ -31,8 +34,17 @@ const TRANSPORT_LIMIT: usize = 100;
 
 pub(crate) enum Event {
     Trigger(u8),
-    Delivered { id: String, batch: Vec<usize>, route: Route, statuses: Vec<DeliveryStatus>, by_agent: bool },
-    BounceDone { id: String, result: Result<Option<String>, String> },
+    Delivered {
+        id: String,
+        batch: Vec<usize>,
+        route: Route,
+        statuses: Vec<DeliveryStatus>,
+        by_agent: bool,
+    },
+    BounceDone {
+        id: String,
+        result: Result<Option<String>, String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +79,23 @@ pub(crate) struct Scheduler {
 }
 
 fn micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Scheduler {
-    pub(crate) fn new(cfg_rx: watch::Receiver<Arc<Config>>, tx: mpsc::UnboundedSender<Event>, rx: mpsc::UnboundedReceiver<Event>) -> Self {
+    pub(crate) fn new(
+        cfg_rx: watch::Receiver<Arc<Config>>,
+        tx: mpsc::UnboundedSender<Event>,
+        rx: mpsc::UnboundedReceiver<Event>,
+    ) -> Self {
         let cfg = cfg_rx.borrow().clone();
         let router = Router::new(&cfg).unwrap_or_else(|e| pfx_maillog::fatal(e));
-        let queue = Queue::new(cfg.get("queue_directory").unwrap_or_else(|e| pfx_maillog::fatal(e)));
+        let queue = Queue::new(
+            cfg.get("queue_directory")
+                .unwrap_or_else(|e| pfx_maillog::fatal(e)),
+        );
         Self {
             cfg_rx,
             cfg,
@@ -101,7 +122,10 @@ impl Scheduler {
         self.scan_incoming();
         self.scan_deferred(false);
         self.dispatch();
-        let mut tick = tokio::time::interval(self.time("queue_run_delay", 300).max(Duration::from_secs(1)));
+        let mut tick = tokio::time::interval(
+            self.time("queue_run_delay", 300)
+                .max(Duration::from_secs(1)),
+        );
         tick.tick().await;
         loop {
             tokio::select! {
@@ -141,7 +165,13 @@ impl Scheduler {
                 self.scan_incoming();
                 self.scan_deferred(false);
             }
-            Event::Delivered { id, batch, route, statuses, by_agent } => self.delivered(&id, &batch, &route, statuses, by_agent),
+            Event::Delivered {
+                id,
+                batch,
+                route,
+                statuses,
+                by_agent,
+            } => self.delivered(&id, &batch, &route, statuses, by_agent),
             Event::BounceDone { id, result } => self.bounce_done(&id, result),
         }
     }
@@ -165,16 +195,25 @@ impl Scheduler {
                 Ok(true) => {}
                 Ok(false) => {
                     // cleanup is still writing it, or died doing so (it was never acknowledged).
-                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
                     if age.is_some_and(|a| a > stale_after) {
-                        warn!("{id}: removing incomplete queue file older than {}s", stale_after.as_secs());
+                        warn!(
+                            "{id}: removing incomplete queue file older than {}s",
+                            stale_after.as_secs()
+                        );
                         let _ = std::fs::remove_file(&path);
                     }
                     continue;
                 }
                 Err(_) => continue,
             }
-            if let Err(e) = self.queue.move_to(&id, QueueName::Incoming, QueueName::Active) {
+            if let Err(e) = self
+                .queue
+                .move_to(&id, QueueName::Incoming, QueueName::Active)
+            {
                 warn!("{id}: move to active: {e}");
                 continue;
             }
@@ -193,11 +232,18 @@ impl Scheduler {
                 break;
             }
             let path = self.queue.path(QueueName::Deferred, &id);
-            let due = std::fs::metadata(&path).and_then(|m| m.modified()).map(|t| t <= now).unwrap_or(false);
+            let due = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map(|t| t <= now)
+                .unwrap_or(false);
             if !(due || ignore_time) {
                 continue;
             }
-            if self.queue.move_to(&id, QueueName::Deferred, QueueName::Active).is_ok() {
+            if self
+                .queue
+                .move_to(&id, QueueName::Deferred, QueueName::Active)
+                .is_ok()
+            {
                 self.load(&id);
             }
         }
@@ -213,16 +259,39 @@ impl Scheduler {
             Ok(qf) => qf,
             Err(pfx_queue::Error::Corrupt(why)) => {
                 warn!("saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\": {why}");
-                let _ = self.queue.move_to(id, QueueName::Active, QueueName::Corrupt);
+                let _ = self
+                    .queue
+                    .move_to(id, QueueName::Active, QueueName::Corrupt);
                 return;
             }
             Err(e) => return warn!("{id}: open queue file: {e}"),
         };
-        info!("{id}: from=<{}>, size={}, nrcpt={} (queue active)", qf.sender, qf.content_len, qf.recipients.len());
-        let state = qf.recipients.iter().map(|r| if r.done { Rcpt::Done } else { Rcpt::Pending }).collect();
-        let routes = qf.recipients.iter().map(|r| self.router.route(&r.address)).collect();
+        info!(
+            "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+            qf.sender,
+            qf.content_len,
+            qf.recipients.len()
+        );
+        let state = qf
+            .recipients
+            .iter()
+            .map(|r| if r.done { Rcpt::Done } else { Rcpt::Pending })
+            .collect();
+        let routes = qf
+            .recipients
+            .iter()
+            .map(|r| self.router.route(&r.address))
+            .collect();
         let has_bounces = statuslog::path(self.queue.root(), Log::Bounce, id).exists();
-        let msg = Msg { qf, activated: SystemTime::now(), state, routes, in_flight: 0, has_bounces, bouncing: false };
+        let msg = Msg {
+            qf,
+            activated: SystemTime::now(),
+            state,
+            routes,
+            in_flight: 0,
+            has_bounces,
+            bouncing: false,
+        };
         self.msgs.insert(id.to_owned(), msg);
         self.ready.push_back(id.to_owned());
         self.maybe_finish(id);
@@ -233,15 +302,23 @@ impl Scheduler {
         let mut full: HashSet<(String, String)> = HashSet::new();
         let mut keep = VecDeque::new();
         while let Some(id) = self.ready.pop_front() {
-            let Some(msg) = self.msgs.get(&id) else { continue };
-            let pending: Vec<usize> = (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Pending).collect();
+            let Some(msg) = self.msgs.get(&id) else {
+                continue;
+            };
+            let pending: Vec<usize> = (0..msg.state.len())
+                .filter(|&i| msg.state[i] == Rcpt::Pending)
+                .collect();
             if pending.is_empty() {
                 continue;
             }
             let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
             for i in pending {
                 let r = &msg.routes[i];
-                match groups.iter_mut().find(|(g, _)| g.transport == r.transport && g.nexthop == r.nexthop && g.destination == r.destination) {
+                match groups.iter_mut().find(|(g, _)| {
+                    g.transport == r.transport
+                        && g.nexthop == r.nexthop
+                        && g.destination == r.destination
+                }) {
                     Some((_, v)) => v.push(i),
                     None => groups.push((r.clone(), vec![i])),
                 }
@@ -252,14 +329,24 @@ impl Scheduler {
                 let (per_request, per_dest) = self.router.limits(&route.transport, &self.cfg);
                 for batch in idxs.chunks(per_request) {
                     let dest_busy = self.busy_dest.get(&key).copied().unwrap_or(0);
-                    let transport_busy = self.busy_transport.get(&route.transport).copied().unwrap_or(0);
-                    if full.contains(&key) || dest_busy >= per_dest || transport_busy >= TRANSPORT_LIMIT {
+                    let transport_busy = self
+                        .busy_transport
+                        .get(&route.transport)
+                        .copied()
+                        .unwrap_or(0);
+                    if full.contains(&key)
+                        || dest_busy >= per_dest
+                        || transport_busy >= TRANSPORT_LIMIT
+                    {
                         full.insert(key.clone());
                         left = true;
                         continue;
                     }
                     *self.busy_dest.entry(key.clone()).or_default() += 1;
-                    *self.busy_transport.entry(route.transport.clone()).or_default() += 1;
+                    *self
+                        .busy_transport
+                        .entry(route.transport.clone())
+                        .or_default() += 1;
                     self.start_delivery(&id, route.clone(), batch.to_vec());
                 }
             }
@@ -271,7 +358,9 @@ impl Scheduler {
     }
 
     fn start_delivery(&mut self, id: &str, route: Route, batch: Vec<usize>) {
-        let Some(msg) = self.msgs.get_mut(id) else { return };
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
         for &i in &batch {
             msg.state[i] = Rcpt::InFlight;
         }
@@ -283,7 +372,10 @@ impl Scheduler {
             nexthop: route.nexthop.clone(),
             recipients: batch
                 .iter()
-                .map(|&i| DeliveryRecipient { address: msg.qf.recipients[i].address.clone(), original: msg.qf.recipients[i].original.clone() })
+                .map(|&i| DeliveryRecipient {
+                    address: msg.qf.recipients[i].address.clone(),
+                    original: msg.qf.recipients[i].original.clone(),
+                })
                 .collect(),
             arrival_us: micros(msg.qf.arrival),
             activated_us: micros(msg.activated),
@@ -304,17 +396,36 @@ impl Scheduler {
             let (statuses, by_agent) = match result {
                 Ok(r) if r.statuses.len() == n => (r.statuses, true),
                 Ok(_) => (vec![unavailable("delivery agent protocol error"); n], false),
-                Err(pfx_ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(pfx_ipc::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
                     warn!("{id}: {e}");
                     (vec![unavailable("mail transport unavailable"); n], false)
                 }
-                Err(e) => (vec![unavailable(&format!("delivery agent failed: {e}")); n], false),
+                Err(e) => (
+                    vec![unavailable(&format!("delivery agent failed: {e}")); n],
+                    false,
+                ),
             };
-            let _ = tx.send(Event::Delivered { id, batch, route, statuses, by_agent });
+            let _ = tx.send(Event::Delivered {
+                id,
+                batch,
+                route,
+                statuses,
+                by_agent,
+            });
         });
     }
 
-    fn delivered(&mut self, id: &str, batch: &[usize], route: &Route, statuses: Vec<DeliveryStatus>, by_agent: bool) {
+    fn delivered(
+        &mut self,
+        id: &str,
+        batch: &[usize],
+        route: &Route,
+        statuses: Vec<DeliveryStatus>,
+        by_agent: bool,
+    ) {
         let key = (route.transport.clone(), route.destination.clone());
         if let Some(n) = self.busy_dest.get_mut(&key) {
             *n = n.saturating_sub(1);
@@ -323,7 +434,9 @@ impl Scheduler {
             *n = n.saturating_sub(1);
         }
         let queue_dir = self.queue.root().to_owned();
-        let Some(msg) = self.msgs.get_mut(id) else { return };
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
         msg.in_flight -= 1;
         let mut done_offsets = Vec::new();
         let mut bounces = Vec::new();
@@ -344,10 +457,24 @@ impl Scheduler {
                     done_offsets.push(rcpt.offset);
                     continue;
                 }
-                DeliveryStatus::Bounced { dsn, relay, reason } => {
+                DeliveryStatus::Bounced {
+                    dsn,
+                    relay,
+                    reason,
+                    final_recipient,
+                } => {
                     msg.state[i] = Rcpt::Done;
                     done_offsets.push(rcpt.offset);
-                    bounces.push(record(dsn, relay, reason));
+                    let mut rec = record(dsn, relay, reason);
+                    if let Some(f) = final_recipient.as_ref().filter(|f| **f != rcpt.address) {
+                        rec.original = Some(
+                            rcpt.original
+                                .clone()
+                                .unwrap_or_else(|| rcpt.address.clone()),
+                        );
+                        rec.recipient = f.clone();
+                    }
+                    bounces.push(rec);
                     ("bounced", dsn, relay, reason)
                 }
                 DeliveryStatus::Deferred { dsn, relay, reason } => {
@@ -357,9 +484,23 @@ impl Scheduler {
                 }
             };
             if !by_agent {
-                let t = Times { arrival: msg.qf.arrival, activated: msg.activated, agent_start: now, connected: now, done: now };
-                let o = Outcome { status: log_status, dsn, relay, text: reason };
-                info!("{id}: {}", delivery::line(&rcpt.address, rcpt.original.as_deref(), t, &o));
+                let t = Times {
+                    arrival: msg.qf.arrival,
+                    activated: msg.activated,
+                    agent_start: now,
+                    connected: now,
+                    done: now,
+                };
+                let o = Outcome {
+                    status: log_status,
+                    dsn,
+                    relay,
+                    text: reason,
+                };
+                info!(
+                    "{id}: {}",
+                    delivery::line(&rcpt.address, rcpt.original.as_deref(), t, &o)
+                );
             }
         }
         // The bounce record must be on disk before the recipient is marked done.
@@ -374,7 +515,8 @@ impl Scheduler {
                 warn!("{id}: write defer log: {e}");
             }
         }
-        let finished_clean = msg.in_flight == 0 && !msg.has_bounces && msg.state.iter().all(|s| *s == Rcpt::Done);
+        let finished_clean =
+            msg.in_flight == 0 && !msg.has_bounces && msg.state.iter().all(|s| *s == Rcpt::Done);
         // When every recipient is delivered the file is about to go: marking is wasted work.
         if !done_offsets.is_empty() && !finished_clean {
             let path = msg.qf.path.clone();
@@ -390,21 +532,48 @@ impl Scheduler {
 
     /// Once nothing is in flight: remove, bounce, expire or defer the message.
     fn maybe_finish(&mut self, id: &str) {
-        let Some(msg) = self.msgs.get_mut(id) else { return };
-        if msg.in_flight > 0 || msg.bouncing || msg.state.iter().any(|s| matches!(s, Rcpt::Pending | Rcpt::InFlight)) {
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
+        if msg.in_flight > 0
+            || msg.bouncing
+            || msg
+                .state
+                .iter()
+                .any(|s| matches!(s, Rcpt::Pending | Rcpt::InFlight))
+        {
             return;
         }
         let queue_dir = self.queue.root().to_owned();
-        let deferred: Vec<usize> = (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Deferred).collect();
+        let deferred: Vec<usize> = (0..msg.state.len())
+            .filter(|&i| msg.state[i] == Rcpt::Deferred)
+            .collect();
         if !deferred.is_empty() {
             let age = msg.qf.arrival.elapsed().unwrap_or_default();
-            let lifetime = if msg.qf.sender.is_empty() { "bounce_queue_lifetime" } else { "maximal_queue_lifetime" };
-            let lifetime = self.cfg.time(lifetime).unwrap_or(Duration::from_secs(5 * 86400));
+            let lifetime = if msg.qf.sender.is_empty() {
+                "bounce_queue_lifetime"
+            } else {
+                "maximal_queue_lifetime"
+            };
+            let lifetime = self
+                .cfg
+                .time(lifetime)
+                .unwrap_or(Duration::from_secs(5 * 86400));
             if age < lifetime {
-                let min = self.cfg.time("minimal_backoff_time").unwrap_or(Duration::from_secs(300));
-                let max = self.cfg.time("maximal_backoff_time").unwrap_or(Duration::from_secs(4000)).max(min);
+                let min = self
+                    .cfg
+                    .time("minimal_backoff_time")
+                    .unwrap_or(Duration::from_secs(300));
+                let max = self
+                    .cfg
+                    .time("maximal_backoff_time")
+                    .unwrap_or(Duration::from_secs(4000))
+                    .max(min);
                 let delay = age.clamp(min, max);
-                if let Err(e) = self.queue.defer_until(id, QueueName::Active, SystemTime::now() + delay) {
+                if let Err(e) =
+                    self.queue
+                        .defer_until(id, QueueName::Active, SystemTime::now() + delay)
+                {
                     warn!("{id}: move to deferred: {e}");
                 }
                 self.msgs.remove(id);
@@ -429,7 +598,10 @@ impl Scheduler {
             if let Err(e) = statuslog::append(&queue_dir, Log::Bounce, id, &records, true) {
                 return warn!("{id}: write bounce log: {e}");
             }
-            let offsets: Vec<u64> = deferred.iter().map(|&i| msg.qf.recipients[i].offset).collect();
+            let offsets: Vec<u64> = deferred
+                .iter()
+                .map(|&i| msg.qf.recipients[i].offset)
+                .collect();
             let path = msg.qf.path.clone();
             if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &offsets)) {
                 warn!("{id}: mark recipients done: {e}");
@@ -438,7 +610,10 @@ impl Scheduler {
                 msg.state[i] = Rcpt::Done;
             }
             msg.has_bounces = true;
-            info!("{id}: from=<{}>, status=expired, returned to sender", msg.qf.sender);
+            info!(
+                "{id}: from=<{}>, status=expired, returned to sender",
+                msg.qf.sender
+            );
         }
         if msg.has_bounces {
             msg.bouncing = true;
@@ -447,9 +622,20 @@ impl Scheduler {
             let socket = queue_dir.join(proto::endpoint::BOUNCE);
             tokio::spawn(async move {
                 let result = async {
-                    let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE).await.map_err(|e| e.to_string())?;
-                    ch.send(&BounceRequest { queue: QueueName::Active.as_str().into(), queue_id: id.clone() }).await.map_err(|e| e.to_string())?;
-                    match ch.expect::<BounceReply>().await.map_err(|e| e.to_string())? {
+                    let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ch.send(&BounceRequest {
+                        queue: QueueName::Active.as_str().into(),
+                        queue_id: id.clone(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    match ch
+                        .expect::<BounceReply>()
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
                         BounceReply::Sent { notice_id } => Ok(notice_id),
                         BounceReply::Failed { reason } => Err(reason),
                     }
@@ -471,7 +657,9 @@ impl Scheduler {
     }
 
     fn bounce_done(&mut self, id: &str, result: Result<Option<String>, String>) {
-        let Some(msg) = self.msgs.get_mut(id) else { return };
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
         msg.bouncing = false;
         match result {
             Ok(_) => {
@@ -481,8 +669,14 @@ impl Scheduler {
             Err(e) => {
                 // Keep the bounce log and try again after the usual backoff.
                 warn!("{id}: non-delivery notification failed: {e}");
-                let min = self.cfg.time("minimal_backoff_time").unwrap_or(Duration::from_secs(300));
-                if let Err(e) = self.queue.defer_until(id, QueueName::Active, SystemTime::now() + min) {
+                let min = self
+                    .cfg
+                    .time("minimal_backoff_time")
+                    .unwrap_or(Duration::from_secs(300));
+                if let Err(e) =
+                    self.queue
+                        .defer_until(id, QueueName::Active, SystemTime::now() + min)
+                {
                     warn!("{id}: move to deferred: {e}");
                 }
                 self.msgs.remove(id);
@@ -492,5 +686,9 @@ impl Scheduler {
 }
 
 fn unavailable(reason: &str) -> DeliveryStatus {
-    DeliveryStatus::Deferred { dsn: "4.3.0".into(), relay: "none".into(), reason: reason.into() }
+    DeliveryStatus::Deferred {
+        dsn: "4.3.0".into(),
+        relay: "none".into(),
+        reason: reason.into(),
+    }
 }

@@ -69,7 +69,8 @@ fn get_record(r: &mut impl Read, limit: usize) -> Result<Option<(u8, Vec<u8>)>, 
     let mut shift = 0;
     loop {
         let mut b = [0u8];
-        r.read_exact(&mut b).map_err(|_| Error::Corrupt("truncated record length".into()))?;
+        r.read_exact(&mut b)
+            .map_err(|_| Error::Corrupt("truncated record length".into()))?;
         len |= usize::from(b[0] & 0x7f) << shift;
         if b[0] & 0x80 == 0 {
             break;
@@ -80,10 +81,13 @@ fn get_record(r: &mut impl Read, limit: usize) -> Result<Option<(u8, Vec<u8>)>, 
         }
     }
     if len > limit {
-        return Err(Error::Corrupt(format!("record of {len} bytes exceeds {limit}")));
+        return Err(Error::Corrupt(format!(
+            "record of {len} bytes exceeds {limit}"
+        )));
     }
     let mut data = vec![0u8; len];
-    r.read_exact(&mut data).map_err(|_| Error::Corrupt("truncated record".into()))?;
+    r.read_exact(&mut data)
+        .map_err(|_| Error::Corrupt("truncated record".into()))?;
     Ok(Some((kind[0], data)))
 }
 
@@ -132,15 +136,32 @@ impl Writer {
     /// its inode, without ever replacing another file.
     pub fn create(queue: &Queue, arrival: SystemTime) -> Result<Self, Error> {
         let dir = queue.dir_for(QueueName::Incoming, "x");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let tmp = dir.join(format!("{}.{}.{}", now.as_micros(), std::process::id(), nix_tid()));
-        let file = OpenOptions::new().write(true).create_new(true).mode(MODE_WRITING).open(&tmp)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            "{}.{}.{}",
+            now.as_micros(),
+            std::process::id(),
+            nix_tid()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(MODE_WRITING)
+            .open(&tmp)?;
         let inode = file.metadata()?.ino();
         let mut usec = now.subsec_micros();
         let (id, path) = loop {
             let id = short_id(usec, inode);
             let path = dir.join(&id);
-            match nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &tmp, nix::fcntl::AT_FDCWD, &path, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
+            match nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &tmp,
+                nix::fcntl::AT_FDCWD,
+                &path,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            ) {
                 Ok(()) => break (id, path),
                 // A stale file with the same name: another microsecond value.
                 Err(nix::errno::Errno::EEXIST) => usec = (usec + 1) % 1_000_000,
@@ -163,7 +184,10 @@ impl Writer {
         w.put(rec::SIZE, size_field(0, 0).as_bytes())?;
         w.put(rec::VERSION, VERSION.as_bytes())?;
         let t = arrival.duration_since(UNIX_EPOCH).unwrap_or_default();
-        w.put(rec::TIME, format!("{} {}", t.as_secs(), t.subsec_micros()).as_bytes())?;
+        w.put(
+            rec::TIME,
+            format!("{} {}", t.as_secs(), t.subsec_micros()).as_bytes(),
+        )?;
         Ok(w)
     }
 
@@ -215,7 +239,11 @@ impl Writer {
         self.out.flush()?;
         let file = self.out.get_mut();
         file.seek(SeekFrom::Start(0))?;
-        put_record(file, rec::SIZE, size_field(self.content_start, self.content_len).as_bytes())?;
+        put_record(
+            file,
+            rec::SIZE,
+            size_field(self.content_start, self.content_len).as_bytes(),
+        )?;
         file.sync_data()?;
         file.set_permissions(std::fs::Permissions::from_mode(MODE_COMPLETE))?;
         file.sync_all()?;
@@ -270,7 +298,8 @@ impl QueueFile {
         let total = file.metadata()?.len();
         let mut r = BufReader::with_capacity(8192, file);
         let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
-        let (kind, size) = get_record(&mut r, MAX_ENVELOPE_RECORD)?.ok_or_else(|| corrupt("empty file"))?;
+        let (kind, size) =
+            get_record(&mut r, MAX_ENVELOPE_RECORD)?.ok_or_else(|| corrupt("empty file"))?;
         if kind != rec::SIZE {
             return Err(corrupt("no size record"));
         }
@@ -292,7 +321,8 @@ impl QueueFile {
         let mut orig = None;
         let mut version_seen = false;
         loop {
-            let (kind, data) = get_record(&mut r, MAX_ENVELOPE_RECORD)?.ok_or_else(|| corrupt("no content record"))?;
+            let (kind, data) = get_record(&mut r, MAX_ENVELOPE_RECORD)?
+                .ok_or_else(|| corrupt("no content record"))?;
             let text = String::from_utf8_lossy(&data).into_owned();
             let rec_start = pos;
             pos += record_len(data.len());
@@ -303,7 +333,8 @@ impl QueueFile {
                     let mut p = text.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
                     let secs = p.next().unwrap_or(0);
                     let usecs = p.next().unwrap_or(0);
-                    qf.arrival = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(usecs);
+                    qf.arrival =
+                        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(usecs);
                 }
                 rec::SENDER => qf.sender = text,
                 rec::ATTR => {
@@ -319,7 +350,12 @@ impl QueueFile {
                     done: kind == rec::DONE,
                 }),
                 rec::CONTENT => break,
-                other => return Err(corrupt(&format!("unexpected record type {:?}", char::from(other)))),
+                other => {
+                    return Err(corrupt(&format!(
+                        "unexpected record type {:?}",
+                        char::from(other)
+                    )))
+                }
             }
         }
         if !version_seen {
@@ -332,7 +368,8 @@ impl QueueFile {
         let mut file = r.into_inner();
         file.seek(SeekFrom::Start(content_offset + content_len))?;
         let mut tail = [0u8; 4];
-        file.read_exact(&mut tail).map_err(|_| corrupt("truncated"))?;
+        file.read_exact(&mut tail)
+            .map_err(|_| corrupt("truncated"))?;
         if tail != [rec::CONTENT_END, 0, rec::END, 0] {
             return Err(corrupt("missing end marker"));
         }
@@ -341,14 +378,20 @@ impl QueueFile {
 
     /// The value of an attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A reader over the message content.
     pub fn content(&self) -> std::io::Result<impl Read> {
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(self.content_offset))?;
-        Ok(BufReader::with_capacity(64 * 1024, f.take(self.content_len)))
+        Ok(BufReader::with_capacity(
+            64 * 1024,
+            f.take(self.content_len),
+        ))
     }
 
     /// Recipients not yet done.
@@ -394,7 +437,10 @@ mod tests {
         let mut w = Writer::create(q, SystemTime::now()).unwrap();
         w.envelope(&Envelope {
             sender: "hadoop@ywnds.com".into(),
-            recipients: vec![("openstack@ywnds.com".into(), None), ("root@ywnds.com".into(), Some("postmaster@ywnds.com".into()))],
+            recipients: vec![
+                ("openstack@ywnds.com".into(), None),
+                ("root@ywnds.com".into(), Some("postmaster@ywnds.com".into())),
+            ],
             attrs: vec![("client_address".into(), "127.0.0.1".into())],
         })
         .unwrap();
@@ -414,7 +460,10 @@ mod tests {
         assert_eq!(qf.sender, "hadoop@ywnds.com");
         assert_eq!(qf.attr("client_address"), Some("127.0.0.1"));
         assert_eq!(qf.recipients.len(), 2);
-        assert_eq!(qf.recipients[1].original.as_deref(), Some("postmaster@ywnds.com"));
+        assert_eq!(
+            qf.recipients[1].original.as_deref(),
+            Some("postmaster@ywnds.com")
+        );
         let mut got = Vec::new();
         qf.content().unwrap().read_to_end(&mut got).unwrap();
         assert_eq!(got, body);
@@ -436,7 +485,10 @@ mod tests {
         let qf = QueueFile::open(&path).unwrap();
         mark_done(&path, &[qf.recipients[1].offset]).unwrap();
         let qf = QueueFile::open(&path).unwrap();
-        assert_eq!(qf.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["openstack@ywnds.com"]);
+        assert_eq!(
+            qf.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(),
+            ["openstack@ywnds.com"]
+        );
     }
 
     #[test]
@@ -446,7 +498,12 @@ mod tests {
         w.envelope(&Envelope::default()).unwrap();
         w.content(b"partial").unwrap();
         drop(w);
-        assert_eq!(std::fs::read_dir(t.path().join("incoming")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(t.path().join("incoming"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -458,7 +515,10 @@ mod tests {
         // Every truncation, and a flipped byte at every position.
         for cut in 0..good.len() {
             std::fs::write(&path, &good[..cut]).unwrap();
-            assert!(QueueFile::open(&path).is_err(), "truncated at {cut} accepted");
+            assert!(
+                QueueFile::open(&path).is_err(),
+                "truncated at {cut} accepted"
+            );
         }
         for i in 0..good.len() {
             let mut bad = good.clone();

@@ -36,7 +36,14 @@ pub enum QueueName {
 }
 
 impl QueueName {
-    pub const ALL: [Self; 6] = [Self::Maildrop, Self::Incoming, Self::Active, Self::Deferred, Self::Hold, Self::Corrupt];
+    pub const ALL: [Self; 6] = [
+        Self::Maildrop,
+        Self::Incoming,
+        Self::Active,
+        Self::Deferred,
+        Self::Hold,
+        Self::Corrupt,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,7 +130,9 @@ impl Queue {
 
     /// Finds which queue holds a message.
     pub fn locate(&self, id: &str) -> Option<QueueName> {
-        QueueName::ALL.into_iter().find(|&q| self.path(q, id).exists())
+        QueueName::ALL
+            .into_iter()
+            .find(|&q| self.path(q, id).exists())
     }
 
     /// Moves a message between queues (a rename within one file system).
@@ -143,10 +152,19 @@ impl Queue {
     /// Moves a message to `deferred/` with its next retry time as the file's
     /// mtime (Postfix's convention: a deferred scan skips files whose mtime is
     /// in the future).
-    pub fn defer_until(&self, id: &str, from: QueueName, retry_at: SystemTime) -> std::io::Result<()> {
+    pub fn defer_until(
+        &self,
+        id: &str,
+        from: QueueName,
+        retry_at: SystemTime,
+    ) -> std::io::Result<()> {
         let src = self.path(from, id);
         let f = std::fs::OpenOptions::new().write(true).open(&src)?;
-        f.set_times(std::fs::FileTimes::new().set_modified(retry_at).set_accessed(SystemTime::now()))?;
+        f.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(retry_at)
+                .set_accessed(SystemTime::now()),
+        )?;
         drop(f);
         self.move_to(id, from, QueueName::Deferred)?;
         Ok(())
@@ -168,13 +186,18 @@ mod tests {
         std::fs::write(tmp.path().join("active/not-an-id.tmp"), b"x").unwrap();
         assert_eq!(q.list(QueueName::Active).unwrap(), ["3F1A2B4C5D"]);
         let later = SystemTime::now() + std::time::Duration::from_secs(300);
-        q.defer_until("3F1A2B4C5D", QueueName::Active, later).unwrap();
+        q.defer_until("3F1A2B4C5D", QueueName::Active, later)
+            .unwrap();
         assert!(tmp.path().join("deferred/3/3F1A2B4C5D").exists());
         assert_eq!(q.list(QueueName::Deferred).unwrap(), ["3F1A2B4C5D"]);
         assert_eq!(q.locate("3F1A2B4C5D"), Some(QueueName::Deferred));
-        let mtime = std::fs::metadata(q.path(QueueName::Deferred, "3F1A2B4C5D")).unwrap().modified().unwrap();
+        let mtime = std::fs::metadata(q.path(QueueName::Deferred, "3F1A2B4C5D"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert!(mtime > SystemTime::now());
-        q.move_to("3F1A2B4C5D", QueueName::Deferred, QueueName::Active).unwrap();
+        q.move_to("3F1A2B4C5D", QueueName::Deferred, QueueName::Active)
+            .unwrap();
         assert_eq!(q.locate("3F1A2B4C5D"), Some(QueueName::Active));
     }
 }

@@ -43,7 +43,9 @@ pub fn path(queue_dir: &Path, log: Log, id: &str) -> PathBuf {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
 }
 
 fn unescape(s: &str) -> String {
@@ -66,7 +68,13 @@ fn unescape(s: &str) -> String {
 
 /// Appends records; with `durable`, fsyncs before returning (bounce records
 /// must exist before the recipient is marked done).
-pub fn append(queue_dir: &Path, log: Log, id: &str, records: &[Status], durable: bool) -> std::io::Result<()> {
+pub fn append(
+    queue_dir: &Path,
+    log: Log,
+    id: &str,
+    records: &[Status],
+    durable: bool,
+) -> std::io::Result<()> {
     let mut text = String::new();
     for s in records {
         text.push_str(&format!(
@@ -78,7 +86,11 @@ pub fn append(queue_dir: &Path, log: Log, id: &str, records: &[Status], durable:
             escape(&s.reason)
         ));
     }
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path(queue_dir, log, id))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path(queue_dir, log, id))?;
     f.write_all(text.as_bytes())?;
     if durable {
         f.sync_data()?;
@@ -96,12 +108,19 @@ pub fn read(queue_dir: &Path, log: Log, id: &str) -> std::io::Result<Vec<Status>
     let mut out: Vec<Status> = Vec::new();
     for line in text.lines() {
         let f: Vec<String> = line.split('\t').map(unescape).collect();
-        let [recipient, original, dsn, relay, reason] = <[String; 5]>::try_from(f).unwrap_or_default();
+        let [recipient, original, dsn, relay, reason] =
+            <[String; 5]>::try_from(f).unwrap_or_default();
         if recipient.is_empty() {
             continue;
         }
         out.retain(|s| s.recipient != recipient);
-        out.push(Status { recipient, original: (!original.is_empty()).then_some(original), dsn, relay, reason });
+        out.push(Status {
+            recipient,
+            original: (!original.is_empty()).then_some(original),
+            dsn,
+            relay,
+            reason,
+        });
     }
     Ok(out)
 }
@@ -126,8 +145,22 @@ mod tests {
             relay: "none".into(),
             reason: reason.into(),
         };
-        append(tmp.path(), Log::Defer, "ABC123", &[s("a@x", "first\ttab\\slash"), s("b@x", "line\nbreak")], false).unwrap();
-        append(tmp.path(), Log::Defer, "ABC123", &[s("a@x", "second")], true).unwrap();
+        append(
+            tmp.path(),
+            Log::Defer,
+            "ABC123",
+            &[s("a@x", "first\ttab\\slash"), s("b@x", "line\nbreak")],
+            false,
+        )
+        .unwrap();
+        append(
+            tmp.path(),
+            Log::Defer,
+            "ABC123",
+            &[s("a@x", "second")],
+            true,
+        )
+        .unwrap();
         let got = read(tmp.path(), Log::Defer, "ABC123").unwrap();
         assert_eq!(got, [s("b@x", "line\nbreak"), s("a@x", "second")]);
         remove(tmp.path(), Log::Defer, "ABC123");

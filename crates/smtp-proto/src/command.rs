@@ -11,8 +11,14 @@ use crate::Reply;
 pub enum Command {
     Helo(String),
     Ehlo(String),
-    Mail { addr: String, params: Vec<Param> },
-    Rcpt { addr: String, params: Vec<Param> },
+    Mail {
+        addr: String,
+        params: Vec<Param>,
+    },
+    Rcpt {
+        addr: String,
+        params: Vec<Param>,
+    },
     Data,
     Rset,
     Noop,
@@ -72,27 +78,59 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             let name = if ehlo { "EHLO" } else { "HELO" };
             let vname = if ehlo { "ehlo" } else { "helo" };
             if rest.is_empty() {
-                return Err(err(vname, Reply::plain(501, format!("Syntax: {name} hostname"))));
+                return Err(err(
+                    vname,
+                    Reply::plain(501, format!("Syntax: {name} hostname")),
+                ));
             }
             let host = rest.to_owned();
-            Ok(if ehlo { Command::Ehlo(host) } else { Command::Helo(host) })
+            Ok(if ehlo {
+                Command::Ehlo(host)
+            } else {
+                Command::Helo(host)
+            })
         }
         "MAIL" => {
-            let syntax = || err("mail", Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
+            let syntax = || {
+                err(
+                    "mail",
+                    Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"),
+                )
+            };
             let arg = strip_keyword(rest, "FROM:").ok_or_else(syntax)?;
-            let (addr, params) = address_and_params(arg).ok_or_else(|| err("mail", Reply::new(501, "5.1.7", "Bad sender address syntax")))?;
+            let (addr, params) = address_and_params(arg).ok_or_else(|| {
+                err(
+                    "mail",
+                    Reply::new(501, "5.1.7", "Bad sender address syntax"),
+                )
+            })?;
             Ok(Command::Mail { addr, params })
         }
         "RCPT" => {
-            let syntax = || err("rcpt", Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"));
+            let syntax = || {
+                err(
+                    "rcpt",
+                    Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"),
+                )
+            };
             let arg = strip_keyword(rest, "TO:").ok_or_else(syntax)?;
-            let (addr, params) = address_and_params(arg).ok_or_else(|| err("rcpt", Reply::new(501, "5.1.3", "Bad recipient address syntax")))?;
+            let (addr, params) = address_and_params(arg).ok_or_else(|| {
+                err(
+                    "rcpt",
+                    Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+                )
+            })?;
             if addr.is_empty() {
-                return Err(err("rcpt", Reply::new(501, "5.1.3", "Bad recipient address syntax")));
+                return Err(err(
+                    "rcpt",
+                    Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+                ));
             }
             Ok(Command::Rcpt { addr, params })
         }
-        "DATA" | "RSET" | "NOOP" | "QUIT" if !rest.is_empty() && !verb.eq_ignore_ascii_case("NOOP") => {
+        "DATA" | "RSET" | "NOOP" | "QUIT"
+            if !rest.is_empty() && !verb.eq_ignore_ascii_case("NOOP") =>
+        {
             let v = verb.to_ascii_uppercase();
             let vname = match v.as_str() {
                 "DATA" => "data",
@@ -107,9 +145,16 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "QUIT" => Ok(Command::Quit),
         "VRFY" => {
             if rest.is_empty() {
-                return Err(err("vrfy", Reply::new(501, "5.5.4", "Syntax: VRFY address")));
+                return Err(err(
+                    "vrfy",
+                    Reply::new(501, "5.5.4", "Syntax: VRFY address"),
+                ));
             }
-            Ok(Command::Vrfy(rest.trim_start_matches('<').trim_end_matches('>').to_owned()))
+            Ok(Command::Vrfy(
+                rest.trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned(),
+            ))
         }
         _ => Ok(Command::Unknown(verb.to_owned())),
     }
@@ -118,7 +163,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
 /// `FROM:<a>` / `FROM: <a>` with the keyword in any case.
 fn strip_keyword<'a>(rest: &'a str, kw: &str) -> Option<&'a str> {
     let head = rest.get(..kw.len())?;
-    head.eq_ignore_ascii_case(kw).then(|| rest[kw.len()..].trim_start())
+    head.eq_ignore_ascii_case(kw)
+        .then(|| rest[kw.len()..].trim_start())
 }
 
 /// Splits `<address> PARAM=VALUE ...`; `None` for a malformed address.
@@ -142,8 +188,14 @@ fn address_and_params(arg: &str) -> Option<(String, Vec<Param>)> {
     let params = rest
         .split_whitespace()
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => Param { key: k.to_owned(), value: Some(v.to_owned()) },
-            None => Param { key: p.to_owned(), value: None },
+            Some((k, v)) => Param {
+                key: k.to_owned(),
+                value: Some(v.to_owned()),
+            },
+            None => Param {
+                key: p.to_owned(),
+                value: None,
+            },
         })
         .collect();
     Some((addr.to_owned(), params))
@@ -195,27 +247,63 @@ mod tests {
     }
 
     fn bad(line: &str) -> String {
-        parse_command(line.as_bytes()).unwrap_err().reply.to_string()
+        parse_command(line.as_bytes())
+            .unwrap_err()
+            .reply
+            .to_string()
     }
 
     #[test]
     fn commands_in_any_case_with_arguments() {
-        assert_eq!(ok("EHLO client.example"), Command::Ehlo("client.example".into()));
+        assert_eq!(
+            ok("EHLO client.example"),
+            Command::Ehlo("client.example".into())
+        );
         assert_eq!(ok("helo x"), Command::Helo("x".into()));
         assert_eq!(
             ok("MAIL FROM:<a@b.c> SIZE=100 BODY=8BITMIME"),
             Command::Mail {
                 addr: "a@b.c".into(),
                 params: vec![
-                    Param { key: "SIZE".into(), value: Some("100".into()) },
-                    Param { key: "BODY".into(), value: Some("8BITMIME".into()) }
+                    Param {
+                        key: "SIZE".into(),
+                        value: Some("100".into())
+                    },
+                    Param {
+                        key: "BODY".into(),
+                        value: Some("8BITMIME".into())
+                    }
                 ]
             }
         );
-        assert_eq!(ok("mail from: <>"), Command::Mail { addr: "".into(), params: vec![] });
-        assert_eq!(ok("MAIL FROM:a@b"), Command::Mail { addr: "a@b".into(), params: vec![] });
-        assert_eq!(ok("RCPT TO:<\"user@163.com\"@ywnds.com>"), Command::Rcpt { addr: "\"user@163.com\"@ywnds.com".into(), params: vec![] });
-        assert_eq!(ok("rcpt to:<@ywnds.com:user@163.com>"), Command::Rcpt { addr: "@ywnds.com:user@163.com".into(), params: vec![] });
+        assert_eq!(
+            ok("mail from: <>"),
+            Command::Mail {
+                addr: "".into(),
+                params: vec![]
+            }
+        );
+        assert_eq!(
+            ok("MAIL FROM:a@b"),
+            Command::Mail {
+                addr: "a@b".into(),
+                params: vec![]
+            }
+        );
+        assert_eq!(
+            ok("RCPT TO:<\"user@163.com\"@ywnds.com>"),
+            Command::Rcpt {
+                addr: "\"user@163.com\"@ywnds.com".into(),
+                params: vec![]
+            }
+        );
+        assert_eq!(
+            ok("rcpt to:<@ywnds.com:user@163.com>"),
+            Command::Rcpt {
+                addr: "@ywnds.com:user@163.com".into(),
+                params: vec![]
+            }
+        );
         assert_eq!(ok("DATA"), Command::Data);
         assert_eq!(ok("NOOP anything"), Command::Noop);
         assert_eq!(ok("VRFY <postmaster>"), Command::Vrfy("postmaster".into()));
@@ -226,19 +314,35 @@ mod tests {
     fn malformed_commands_get_postfix_replies() {
         assert_eq!(bad("HELO"), "501 Syntax: HELO hostname");
         assert_eq!(bad("EHLO   "), "501 Syntax: EHLO hostname");
-        assert_eq!(bad("MAIL TO:<a@b>"), "501 5.5.4 Syntax: MAIL FROM:<address>");
+        assert_eq!(
+            bad("MAIL TO:<a@b>"),
+            "501 5.5.4 Syntax: MAIL FROM:<address>"
+        );
         assert_eq!(bad("MAIL"), "501 5.5.4 Syntax: MAIL FROM:<address>");
-        assert_eq!(bad("MAIL FROM:<a b@b>"), "501 5.1.7 Bad sender address syntax");
+        assert_eq!(
+            bad("MAIL FROM:<a b@b>"),
+            "501 5.1.7 Bad sender address syntax"
+        );
         assert_eq!(bad("MAIL FROM:<a@b"), "501 5.1.7 Bad sender address syntax");
         assert_eq!(bad("RCPT TO:<>"), "501 5.1.3 Bad recipient address syntax");
-        assert_eq!(bad("RCPT FROM:<a@b>"), "501 5.5.4 Syntax: RCPT TO:<address>");
+        assert_eq!(
+            bad("RCPT FROM:<a@b>"),
+            "501 5.5.4 Syntax: RCPT TO:<address>"
+        );
         assert_eq!(bad("DATA now"), "501 5.5.4 Syntax: DATA");
         assert_eq!(bad("VRFY"), "501 5.5.4 Syntax: VRFY address");
     }
 
     #[test]
     fn garbage_never_panics() {
-        for line in [&b"\xff\xfe\x00MAIL FROM:<\xc3>"[..], b"", b" ", b"<", b"MAIL FROM:<\"", b"RCPT TO:<a\\"] {
+        for line in [
+            &b"\xff\xfe\x00MAIL FROM:<\xc3>"[..],
+            b"",
+            b" ",
+            b"<",
+            b"MAIL FROM:<\"",
+            b"RCPT TO:<a\\",
+        ] {
             let _ = parse_command(line);
         }
     }

@@ -51,7 +51,11 @@ impl Default for DataDecoder {
 
 impl DataDecoder {
     pub fn new() -> Self {
-        Self { state: State::LineStart, prev_crlf: true, bare_lf: 0 }
+        Self {
+            state: State::LineStart,
+            prev_crlf: true,
+            bare_lf: 0,
+        }
     }
 
     /// How many bare LFs the message had.
@@ -176,15 +180,30 @@ mod tests {
     fn smuggling_sequences_never_end_the_message() {
         // Every known variant of a fake end-of-data, each followed by a second message.
         let smuggled = b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@ywnds.com>\r\nDATA\r\nforged\r\n";
-        for fake in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\n.\r\r\n", b"\r\n.\r\r\n"] {
+        for fake in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\n.\r\r\n",
+            b"\r\n.\r\r\n",
+        ] {
             let mut input = b"real body".to_vec();
             input.extend_from_slice(fake);
             input.extend_from_slice(smuggled);
             input.extend_from_slice(b"\r\n.\r\n");
             let (out, end, _) = all_steps(&input);
-            assert_eq!(end, Some(input.len()), "fake end {fake:?} ended the message early");
+            assert_eq!(
+                end,
+                Some(input.len()),
+                "fake end {fake:?} ended the message early"
+            );
             let text = String::from_utf8_lossy(&out);
-            assert!(text.contains("MAIL FROM:<evil@x>"), "{fake:?}: smuggled text stays content: {text:?}");
+            assert!(
+                text.contains("MAIL FROM:<evil@x>"),
+                "{fake:?}: smuggled text stays content: {text:?}"
+            );
             assert!(!out.contains(&b'\r'), "no CR survives: {text:?}");
         }
     }

@@ -81,9 +81,20 @@ mod tests {
     #[test]
     fn replies_format_like_postfix() {
         assert_eq!(Reply::new(250, "2.1.0", "Ok").to_wire(), "250 2.1.0 Ok\r\n");
-        assert_eq!(Reply::plain(501, "Syntax: HELO hostname").to_string(), "501 Syntax: HELO hostname");
         assert_eq!(
-            multiline(250, &["mail.ywnds.com".into(), "PIPELINING".into(), "8BITMIME".into()]).to_wire(),
+            Reply::plain(501, "Syntax: HELO hostname").to_string(),
+            "501 Syntax: HELO hostname"
+        );
+        assert_eq!(
+            multiline(
+                250,
+                &[
+                    "mail.ywnds.com".into(),
+                    "PIPELINING".into(),
+                    "8BITMIME".into()
+                ]
+            )
+            .to_wire(),
             "250-mail.ywnds.com\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
         );
     }

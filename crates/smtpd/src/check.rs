@@ -31,7 +31,13 @@ pub(crate) fn display(addr: &str) -> String {
     }
 }
 
-fn evaluate(st: &Settings, list: &[String], client: IpAddr, addr: &str, resolved: &pfx_address::Resolved) -> Verdict {
+fn evaluate(
+    st: &Settings,
+    list: &[String],
+    client: IpAddr,
+    addr: &str,
+    resolved: &pfx_address::Resolved,
+) -> Verdict {
     let shown = display(addr);
     for item in list {
         let v = match item.as_str() {
@@ -39,20 +45,28 @@ fn evaluate(st: &Settings, list: &[String], client: IpAddr, addr: &str, resolved
             "permit_mynetworks" | "permit_sasl_authenticated" => Verdict::Dunno,
             "permit_auth_destination" if st.authorized_destination(resolved) => Verdict::Permit,
             "permit_auth_destination" => Verdict::Dunno,
-            "reject_unauth_destination" if !st.authorized_destination(resolved) => {
-                Verdict::Reject(Reply::new(554, "5.7.1", format!("<{shown}>: Relay access denied")))
-            }
-            "defer_unauth_destination" if !st.authorized_destination(resolved) => {
-                Verdict::Reject(Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")))
-            }
+            "reject_unauth_destination" if !st.authorized_destination(resolved) => Verdict::Reject(
+                Reply::new(554, "5.7.1", format!("<{shown}>: Relay access denied")),
+            ),
+            "defer_unauth_destination" if !st.authorized_destination(resolved) => Verdict::Reject(
+                Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")),
+            ),
             "reject_unauth_destination" | "defer_unauth_destination" => Verdict::Dunno,
             "reject_unlisted_recipient" => match unknown_local(st, resolved, &shown) {
                 Some(r) => Verdict::Reject(r),
                 None => Verdict::Dunno,
             },
             "permit" => Verdict::Permit,
-            "reject" => Verdict::Reject(Reply::new(554, "5.7.1", format!("<{shown}>: Recipient address rejected: Access denied"))),
-            "defer" => Verdict::Reject(Reply::new(450, "4.7.1", format!("<{shown}>: Recipient address rejected: Access denied"))),
+            "reject" => Verdict::Reject(Reply::new(
+                554,
+                "5.7.1",
+                format!("<{shown}>: Recipient address rejected: Access denied"),
+            )),
+            "defer" => Verdict::Reject(Reply::new(
+                450,
+                "4.7.1",
+                format!("<{shown}>: Recipient address rejected: Access denied"),
+            )),
             other => {
                 warn!("unknown smtpd restriction: \"{other}\"");
                 Verdict::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
@@ -79,16 +93,28 @@ fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Optio
     }
     match st.local_recipients.lookup(&user) {
         Ok(Some(_)) => None,
-        Ok(None) => Some(Reply::new(550, "5.1.1", format!("<{shown}>: Recipient address rejected: User unknown in local recipient table"))),
+        Ok(None) => Some(Reply::new(
+            550,
+            "5.1.1",
+            format!("<{shown}>: Recipient address rejected: User unknown in local recipient table"),
+        )),
         Err(e) => {
             warn!("local_recipient_maps: {e}");
-            Some(Reply::new(451, "4.3.0", format!("<{shown}>: Temporary lookup failure")))
+            Some(Reply::new(
+                451,
+                "4.3.0",
+                format!("<{shown}>: Temporary lookup failure"),
+            ))
         }
     }
 }
 
 /// Checks a recipient; `Ok(resolved address)` or the reject reply.
-pub(crate) fn recipient(st: &Settings, client: IpAddr, addr: &str) -> Result<pfx_address::Resolved, Reply> {
+pub(crate) fn recipient(
+    st: &Settings,
+    client: IpAddr,
+    addr: &str,
+) -> Result<pfx_address::Resolved, Reply> {
     let resolved = st.resolve(addr);
     for list in [&st.relay_restrictions, &st.recipient_restrictions] {
         if let Verdict::Reject(r) = evaluate(st, list, client, addr, &resolved) {

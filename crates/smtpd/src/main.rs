@@ -30,7 +30,9 @@ fn main() {
             let settings = settings_for(&current, cfg);
             let counts = counts.clone();
             async move {
-                let Stream::Tcp(tcp, peer) = stream else { return };
+                let Stream::Tcp(tcp, peer) = stream else {
+                    return;
+                };
                 match settings {
                     Ok(st) => session::run(st, tcp, peer, counts).await,
                     Err(e) => warn!("configuration: {e}"),
@@ -42,7 +44,10 @@ fn main() {
 }
 
 /// The settings for this configuration, rebuilt only when it changed (reload).
-fn settings_for(current: &Mutex<Option<Arc<Settings>>>, cfg: Arc<pfx_config::Config>) -> Result<Arc<Settings>, String> {
+fn settings_for(
+    current: &Mutex<Option<Arc<Settings>>>,
+    cfg: Arc<pfx_config::Config>,
+) -> Result<Arc<Settings>, String> {
     let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = cur.as_ref().filter(|s| Arc::ptr_eq(&s.cfg, &cfg)) {
         return Ok(s.clone());

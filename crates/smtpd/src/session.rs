@@ -19,7 +19,9 @@ use crate::{check, ConnectionCounts};
 
 /// A command line longer than this is refused (Postfix's line_length_limit).
 const MAX_LINE: usize = 2048;
-const VERBS: [&str; 10] = ["helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown"];
+const VERBS: [&str; 10] = [
+    "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown",
+];
 
 /// Why a session ends early.
 enum End {
@@ -49,7 +51,12 @@ struct Session {
     last_verb: &'static str,
 }
 
-pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, counts: ConnectionCounts) {
+pub(crate) async fn run(
+    st: Arc<Settings>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    counts: ConnectionCounts,
+) {
     let _ = tcp.set_nodelay(true);
     let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
     let (rd, wr) = tcp.into_split();
@@ -57,7 +64,11 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, cou
     let client = format!("unknown[{ip}]");
     info!("connect from {client}");
     // Postfix's permit_inet_interfaces: a client on one of our own addresses is local.
-    let origin = if Some(ip) == local_ip { Origin::Local } else { Origin::Smtp };
+    let origin = if Some(ip) == local_ip {
+        Origin::Local
+    } else {
+        Origin::Smtp
+    };
     let mut s = Session {
         st,
         rd,
@@ -82,15 +93,27 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, cou
         s.st.connection_limit > 0 && *n > s.st.connection_limit
     };
     if over_limit {
-        let r = Reply::new(421, "4.7.0", format!("{} Error: too many connections from {ip}", s.st.myhostname));
-        info!("warning: Connection concurrency limit exceeded: {} from {}", s.st.connection_limit + 1, s.client);
+        let r = Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Error: too many connections from {ip}", s.st.myhostname),
+        );
+        info!(
+            "warning: Connection concurrency limit exceeded: {} from {}",
+            s.st.connection_limit + 1,
+            s.client
+        );
         s.reply_now(&r).await;
     } else {
         let banner = Reply::plain(220, s.st.banner.clone());
         s.reply(&banner);
         match s.serve().await {
             End::Timeout => {
-                let r = Reply::new(421, "4.4.2", format!("{} Error: timeout exceeded", s.st.myhostname));
+                let r = Reply::new(
+                    421,
+                    "4.4.2",
+                    format!("{} Error: timeout exceeded", s.st.myhostname),
+                );
                 s.reply_now(&r).await;
                 info!("timeout after {} from {}", s.last_verb, s.client);
             }
@@ -137,9 +160,17 @@ impl Session {
             }
             ok += o;
             total += t;
-            out.push_str(&if o == t { format!(" {verb}={o}") } else { format!(" {verb}={o}/{t}") });
+            out.push_str(&if o == t {
+                format!(" {verb}={o}")
+            } else {
+                format!(" {verb}={o}/{t}")
+            });
         }
-        out.push_str(&if ok == total { format!(" commands={ok}") } else { format!(" commands={ok}/{total}") });
+        out.push_str(&if ok == total {
+            format!(" commands={ok}")
+        } else {
+            format!(" commands={ok}/{total}")
+        });
         out
     }
 
@@ -222,9 +253,16 @@ impl Session {
             if !reply.is_positive() {
                 self.errors += 1;
                 if self.errors >= self.st.hard_error_limit {
-                    self.reply(&Reply::new(421, "4.7.0", format!("{} Error: too many errors", self.st.myhostname)));
+                    self.reply(&Reply::new(
+                        421,
+                        "4.7.0",
+                        format!("{} Error: too many errors", self.st.myhostname),
+                    ));
                     self.flush().await;
-                    info!("too many errors after {} from {}", self.last_verb, self.client);
+                    info!(
+                        "too many errors after {} from {}",
+                        self.last_verb, self.client
+                    );
                     return End::Done;
                 }
                 if self.errors > self.st.soft_error_limit {
@@ -255,7 +293,11 @@ impl Session {
                 self.reset();
                 self.helo = Some(name);
                 self.esmtp = true;
-                let mut lines = vec![st.myhostname.clone(), "PIPELINING".into(), format!("SIZE {}", st.message_size_limit)];
+                let mut lines = vec![
+                    st.myhostname.clone(),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", st.message_size_limit),
+                ];
                 if !st.disable_vrfy {
                     lines.push("VRFY".into());
                 }
@@ -302,9 +344,16 @@ impl Session {
                     Ok(_) => {}
                     Err(_) => return Reply::new(501, "5.5.4", "Bad message size syntax"),
                 },
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") => {}
+                ("BODY", Some(v))
+                    if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") => {}
                 ("SMTPUTF8", None) => {}
-                _ => return Reply::new(555, "5.5.4", format!("Unsupported option: {}", param_text(p))),
+                _ => {
+                    return Reply::new(
+                        555,
+                        "5.5.4",
+                        format!("Unsupported option: {}", param_text(p)),
+                    )
+                }
             }
         }
         self.sender = Some(check::display(&addr));
@@ -316,7 +365,11 @@ impl Session {
             return Reply::new(503, "5.5.1", "Error: need MAIL command");
         }
         if let Some(p) = params.first() {
-            return Reply::new(555, "5.5.4", format!("Unsupported option: {}", param_text(p)));
+            return Reply::new(
+                555,
+                "5.5.4",
+                format!("Unsupported option: {}", param_text(p)),
+            );
         }
         if self.recipients.len() >= self.st.recipient_limit {
             return Reply::new(452, "4.5.3", "Error: too many recipients");
@@ -380,9 +433,16 @@ impl Session {
             if st.message_size_limit > 0 && size > st.message_size_limit {
                 too_big = true;
             }
-            if (out.len() >= CHUNK || matches!(progress, Progress::Done { .. })) && !too_big && !broken {
+            if (out.len() >= CHUNK || matches!(progress, Progress::Done { .. }))
+                && !too_big
+                && !broken
+            {
                 for piece in out.chunks(CHUNK) {
-                    if ch.send(&CleanupRequest::Content(piece.to_vec())).await.is_err() {
+                    if ch
+                        .send(&CleanupRequest::Content(piece.to_vec()))
+                        .await
+                        .is_err()
+                    {
                         broken = true;
                         break;
                     }
@@ -407,7 +467,8 @@ impl Session {
             }
         }
         let excluded = st.bare_newline_exclusions.contains(self.peer.ip());
-        let bare_lf_rejected = st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
+        let bare_lf_rejected =
+            st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
         if too_big || bare_lf_rejected || broken {
             let _ = ch.send(&CleanupRequest::Abort).await;
             let _ = ch.recv::<CleanupReply>().await;
@@ -415,7 +476,11 @@ impl Session {
                 Reply::new(552, "5.3.4", "Error: message file too big")
             } else if bare_lf_rejected {
                 info!("{id}: reject: bare <LF> received from {}", self.client);
-                Reply::new(st.bare_newline_reject_code, "5.5.2", "Error: bare <LF> received")
+                Reply::new(
+                    st.bare_newline_reject_code,
+                    "5.5.2",
+                    "Error: bare <LF> received",
+                )
             } else {
                 Reply::new(451, "4.3.0", "Error: queue file write error")
             });
@@ -426,11 +491,19 @@ impl Session {
         }
         .await;
         Ok(match result {
-            Ok(CleanupReply::Committed { queue_id }) => Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}")),
-            Ok(CleanupReply::Failed { temporary: false, reason }) if reason.contains("too big") => {
+            Ok(CleanupReply::Committed { queue_id }) => {
+                Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
+            }
+            Ok(CleanupReply::Failed {
+                temporary: false,
+                reason,
+            }) if reason.contains("too big") => {
                 Reply::new(552, "5.3.4", "Error: message file too big")
             }
-            Ok(CleanupReply::Failed { temporary: false, reason }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
+            Ok(CleanupReply::Failed {
+                temporary: false,
+                reason,
+            }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
         })
     }
@@ -447,14 +520,32 @@ impl Session {
             ("client_name".into(), "unknown".into()),
             ("client_address".into(), ip),
             ("helo_name".into(), self.helo.clone().unwrap_or_default()),
-            ("protocol".into(), if self.esmtp { "ESMTP".into() } else { "SMTP".into() }),
+            (
+                "protocol".into(),
+                if self.esmtp {
+                    "ESMTP".into()
+                } else {
+                    "SMTP".into()
+                },
+            ),
             ("origin".into(), "smtpd".into()),
         ];
-        let recipients = recipients.iter().map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a))).collect();
-        ch.send(&CleanupRequest::Begin { sender: sender.to_owned(), recipients, attrs, origin: self.origin }).await?;
+        let recipients = recipients
+            .iter()
+            .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
+            .collect();
+        ch.send(&CleanupRequest::Begin {
+            sender: sender.to_owned(),
+            recipients,
+            attrs,
+            origin: self.origin,
+        })
+        .await?;
         match ch.expect::<CleanupReply>().await? {
             CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
-            other => Err(pfx_ipc::Error::Decode(format!("unexpected reply {other:?}"))),
+            other => Err(pfx_ipc::Error::Decode(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 

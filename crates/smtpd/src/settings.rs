@@ -55,7 +55,9 @@ impl Settings {
             "normalize" | "yes" => BareNewline::Normalize,
             "reject" => BareNewline::Reject,
             "no" => BareNewline::No,
-            other => return Err(format!("smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)")),
+            other => return Err(format!(
+                "smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)"
+            )),
         };
         Ok(Self {
             myhostname: s("myhostname")?,
@@ -74,12 +76,16 @@ impl Settings {
             helo_required: cfg.bool("smtpd_helo_required").map_err(e)?,
             disable_vrfy: cfg.bool("disable_vrfy_command").map_err(e)?,
             bare_newline,
-            bare_newline_exclusions: NetworkList::parse(&l("smtpd_forbid_bare_newline_exclusions")?)?,
-            bare_newline_reject_code: u16::try_from(n("smtpd_forbid_bare_newline_reject_code")?).unwrap_or(550),
+            bare_newline_exclusions: NetworkList::parse(&l(
+                "smtpd_forbid_bare_newline_exclusions",
+            )?)?,
+            bare_newline_reject_code: u16::try_from(n("smtpd_forbid_bare_newline_reject_code")?)
+                .unwrap_or(550),
             soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
             hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
             error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
-            connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?).unwrap_or(0),
+            connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
+                .unwrap_or(0),
             queue_dir: s("queue_directory")?.into(),
             cfg,
         })

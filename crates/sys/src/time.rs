@@ -3,7 +3,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn strftime(t: SystemTime, fmt: &std::ffi::CStr) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as libc::time_t;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as libc::time_t;
     // SAFETY: localtime_r and strftime write into buffers we own.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -40,7 +43,10 @@ mod tests {
     fn formats_have_postfix_shape() {
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_572_464);
         let d = rfc2822(t);
-        assert!(d.len() >= 31 && d.contains(" 2026 ") && d.ends_with(')'), "{d}");
+        assert!(
+            d.len() >= 31 && d.contains(" 2026 ") && d.ends_with(')'),
+            "{d}"
+        );
         assert_eq!(compact(t).len(), 14);
         assert_eq!(asctime(t).len(), 24);
     }

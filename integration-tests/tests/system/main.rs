@@ -2,6 +2,8 @@
 //! testkit and checks it from outside, through the commands, sockets, the
 //! mail log and /proc.
 
+mod crash;
 mod lifecycle;
+mod mailpath;
 mod postconf;
 mod privileges;

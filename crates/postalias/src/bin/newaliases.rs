@@ -8,7 +8,11 @@ use clap::Parser;
 use pfx_maillog::fatal;
 
 #[derive(Parser, Debug)]
-#[command(name = "newaliases", version, about = "Rebuild the alias databases named by alias_database")]
+#[command(
+    name = "newaliases",
+    version,
+    about = "Rebuild the alias databases named by alias_database"
+)]
 struct Args {
     /// Configuration directory (sendmail's -C).
     #[arg(short = 'C', value_name = "DIR")]

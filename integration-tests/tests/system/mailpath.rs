@@ -1,0 +1,693 @@
+//! The mail path end to end: SMTP in, Maildir/mbox out, with the replies,
+//! headers and log lines Postfix produces.
+
+use std::time::Duration;
+
+use testkit::{wait_for, Instance, Smtp};
+
+fn body_of(msg: &[u8]) -> &[u8] {
+    let i = msg
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("header/body separator");
+    &msg[i + 2..]
+}
+
+fn headers_of(msg: &[u8]) -> String {
+    let i = msg
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("header/body separator");
+    String::from_utf8_lossy(&msg[..i + 1]).into_owned()
+}
+
+#[test]
+fn smtplib_message_lands_in_maildir_with_postfix_headers_and_log() {
+    let m = Instance::mail("");
+    m.start();
+    let script = format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {})\ns.ehlo('client.example')\nprint(s.sendmail('sender@example.org', ['openstack@ywnds.com'], 'Subject: hello\\r\\n\\r\\nHi there\\r\\n'))\ns.quit()\n",
+        m.port
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs = m.wait_maildir("openstack", 1);
+    let h = headers_of(&msgs[0]);
+    let lines: Vec<&str> = h.lines().collect();
+    assert_eq!(lines[0], "Return-Path: <sender@example.org>");
+    assert_eq!(lines[1], "X-Original-To: openstack@ywnds.com");
+    assert_eq!(lines[2], "Delivered-To: openstack@ywnds.com");
+    assert_eq!(
+        lines[3],
+        "Received: from client.example (unknown [127.0.0.1])"
+    );
+    assert!(
+        lines[4].starts_with("\tby mail.ywnds.com (Postfix) with ESMTP id "),
+        "{h}"
+    );
+    assert!(lines[5].starts_with("\tfor <openstack@ywnds.com>; "), "{h}");
+    assert!(
+        h.contains("\nSubject: hello\n")
+            && h.contains("\nMessage-Id: <")
+            && h.contains("\nDate: ")
+            && h.contains("\nFrom: sender@example.org\n"),
+        "{h}"
+    );
+    assert_eq!(body_of(&msgs[0]), b"Hi there\n");
+    // The Maildir file name follows Postfix's SEC.VdevIinoMusec.HOST.
+    let name = m.maildir("openstack")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.split('.')
+            .nth(1)
+            .is_some_and(|p| p.starts_with('V') && p.contains('I') && p.contains('M')),
+        "{name}"
+    );
+    assert!(m.wait_log(": removed", Duration::from_secs(5)));
+    let log = m.log_text();
+    let id = log
+        .lines()
+        .find_map(|l| l.strip_suffix(": client=unknown[127.0.0.1]"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap();
+    assert!(
+        id.len() >= 10 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(log.contains(&format!("{id}: removed")), "{log}");
+    for needle in [
+        "connect from unknown[127.0.0.1]",
+        "client=unknown[127.0.0.1]",
+        "message-id=<",
+        "from=<sender@example.org>, size=",
+        "nrcpt=1 (queue active)",
+        "to=<openstack@ywnds.com>, relay=local, delay=",
+        "dsn=2.0.0, status=sent (delivered to maildir)",
+        "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?} in\n{log}");
+    }
+    assert!(m.queue_files("incoming").is_empty() && m.queue_files("active").is_empty());
+}
+
+#[test]
+fn aliases_expand_and_newaliases_changes_them_without_restart() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["admin@ywnds.com"],
+            b"Subject: team\r\n\r\nfor both"
+        )
+        .starts_with("250 2.0.0 Ok: queued as "));
+    let o = m.wait_maildir("openstack", 1);
+    let h = m.wait_maildir("hadoop", 1);
+    assert!(headers_of(&o[0])
+        .contains("X-Original-To: admin@ywnds.com\nDelivered-To: openstack@ywnds.com\n"));
+    assert!(headers_of(&h[0]).contains("Delivered-To: hadoop@ywnds.com\n"));
+    assert!(m.wait_log(
+        "to=<hadoop@ywnds.com>, orig_to=<admin@ywnds.com>, relay=local",
+        Duration::from_secs(5)
+    ));
+    // Postmaster -> root -> openstack: nested aliases.
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["postmaster@ywnds.com"],
+            b"Subject: pm\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    m.wait_maildir("openstack", 2);
+    // A new alias works after newaliases alone.
+    std::fs::write(
+        m.etc.join("aliases"),
+        "postmaster: root\nroot: openstack\nadmin: openstack, hadoop\nsales: hadoop\n",
+    )
+    .unwrap();
+    assert!(
+        c.mail("a@example.org", &["sales@ywnds.com"], b"x")
+            .starts_with("550 5.1.1"),
+        "not known before newaliases"
+    );
+    c.cmd("RSET");
+    let out = std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["sales@ywnds.com"],
+            b"Subject: s\r\n\r\nsales"
+        )
+        .starts_with("250 "));
+    m.wait_maildir("hadoop", 2);
+    c.cmd("QUIT");
+}
+
+#[test]
+fn mbox_delivery_when_home_mailbox_is_empty() {
+    let m = Instance::mail("home_mailbox =\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("HELO client.example");
+    assert!(c
+        .mail(
+            "sender@example.org",
+            &["hadoop@ywnds.com"],
+            b"Subject: one\r\n\r\nFrom the start\r\nline"
+        )
+        .starts_with("250 "));
+    assert!(c
+        .mail(
+            "sender@example.org",
+            &["hadoop@ywnds.com"],
+            b"Subject: two\r\n\r\nsecond"
+        )
+        .starts_with("250 "));
+    let spool = m.root.path().join("spool/hadoop");
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&spool)
+            .map(|t| t.contains("second"))
+            .unwrap_or(false)),
+        "{}",
+        m.log_text()
+    );
+    let text = std::fs::read_to_string(&spool).unwrap();
+    assert!(text.starts_with("From sender@example.org  "), "{text}");
+    assert_eq!(
+        text.matches("\nFrom sender@example.org  ").count(),
+        1,
+        "two messages, each with a From line: {text}"
+    );
+    assert!(text.contains("\n>From the start\n"), "{text}");
+    assert!(m.log_text().contains("status=sent (delivered to mailbox)"));
+}
+
+#[test]
+fn unknown_local_user_is_rejected_at_rcpt() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<a@example.org>");
+    assert_eq!(c.cmd("RCPT TO:<nosuchuser@ywnds.com>"), "550 5.1.1 <nosuchuser@ywnds.com>: Recipient address rejected: User unknown in local recipient table");
+    assert!(m.wait_log(
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 550 5.1.1 <nosuchuser@ywnds.com>: Recipient address rejected: User unknown in local recipient table; from=<a@example.org> to=<nosuchuser@ywnds.com> proto=ESMTP helo=<client.example>",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        c.cmd("RCPT TO:<openstack+lists@ywnds.com>")
+            .split(' ')
+            .next(),
+        Some("550"),
+        "no recipient_delimiter: the extension is part of the name"
+    );
+    assert_eq!(c.cmd("RCPT TO:<OpenStack@YWNDS.COM>"), "250 2.1.5 Ok");
+}
+
+#[test]
+fn relay_from_outside_mynetworks_is_refused_including_every_trick() {
+    let m =
+        Instance::mail("smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n");
+    m.start();
+    let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
+    c.cmd("EHLO outside.example");
+    c.cmd("MAIL FROM:<spammer@example.org>");
+    for (rcpt, shown) in [
+        ("x@163.com", "x@163.com"),
+        ("user%163.com@ywnds.com", "user%163.com@ywnds.com"),
+        ("\"user@163.com\"@ywnds.com", "user@163.com@ywnds.com"),
+        ("@ywnds.com:user@163.com", "user@163.com"),
+        ("user@163.com@ywnds.com", "user@163.com@ywnds.com"),
+        ("163.com!user@ywnds.com", "163.com!user@ywnds.com"),
+    ] {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<{rcpt}>")),
+            format!("554 5.7.1 <{shown}>: Relay access denied"),
+            "{rcpt}"
+        );
+    }
+    assert_eq!(c.cmd("DATA"), "554 5.5.1 Error: no valid recipients");
+    c.cmd("QUIT");
+    assert!(m.wait_log("NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 <x@163.com>: Relay access denied; from=<spammer@example.org> to=<x@163.com> proto=ESMTP helo=<outside.example>", Duration::from_secs(5)));
+    assert!(
+        m.queue_files("incoming").is_empty()
+            && m.queue_files("active").is_empty()
+            && m.queue_files("deferred").is_empty()
+    );
+}
+
+#[test]
+fn default_relay_restrictions_defer_outsiders_and_insiders_queue_for_smtp() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
+    c.cmd("EHLO outside.example");
+    c.cmd("MAIL FROM:<a@example.org>");
+    assert_eq!(
+        c.cmd("RCPT TO:<x@163.com>"),
+        "454 4.7.1 <x@163.com>: Relay access denied"
+    );
+    drop(c);
+    // From inside mynetworks: accepted, and waits in deferred/ for the smtp transport.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO inside.example");
+    assert!(c
+        .mail(
+            "hadoop@ywnds.com",
+            &["friend@163.com"],
+            b"Subject: out\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    assert!(m.wait_log(
+        "to=<friend@163.com>, relay=none, delay=",
+        Duration::from_secs(5)
+    ));
+    assert!(m
+        .log_text()
+        .contains("dsn=4.3.0, status=deferred (mail transport unavailable)"));
+    assert!(
+        wait_for(Duration::from_secs(5), || m.queue_files("deferred").len()
+            == 1),
+        "{:?}",
+        m.queue_files("active")
+    );
+}
+
+#[test]
+fn size_limits_at_mail_and_after_data() {
+    let m = Instance::mail("message_size_limit = 2000\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    let ehlo = c.cmd("EHLO client.example");
+    assert!(ehlo.lines().any(|l| l == "250-SIZE 2000"), "{ehlo}");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org> SIZE=2001"),
+        "552 5.3.4 Message size exceeds fixed limit"
+    );
+    let big = vec![b'x'; 5000];
+    assert_eq!(
+        c.mail("a@example.org", &["openstack@ywnds.com"], &big),
+        "552 5.3.4 Error: message file too big"
+    );
+    // The session goes on and a small message still works.
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: small\r\n\r\nok"
+        )
+        .starts_with("250 "));
+    let msgs = m.wait_maildir("openstack", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        m.maildir("openstack").len(),
+        1,
+        "the big message was not queued"
+    );
+    assert!(body_of(&msgs[0]).starts_with(b"ok"));
+}
+
+#[test]
+fn dot_stuffing_and_eight_bit_bodies_arrive_byte_exact() {
+    let m = Instance::mail("");
+    m.start();
+    let mut body: Vec<u8> = b"..leading dot\r\n.\t tab after dot\r\n...\r\n".to_vec();
+    let high: Vec<u8> = (0x80u8..=0xff).collect();
+    body.extend_from_slice(&high);
+    body.extend_from_slice(b"\r\nend\r\n");
+    let mut data = b"Subject: bytes\r\n\r\n".to_vec();
+    data.extend_from_slice(&body);
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .cmd("MAIL FROM:<a@example.org> BODY=8BITMIME")
+        .starts_with("250"));
+    assert!(c.cmd("RCPT TO:<openstack@ywnds.com>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(&data);
+    c.send(b".\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    let msgs = m.wait_maildir("openstack", 1);
+    let mut want = b".leading dot\n\t tab after dot\n..\n".to_vec();
+    want.extend_from_slice(&high);
+    want.extend_from_slice(b"\nend\n");
+    assert_eq!(body_of(&msgs[0]), &want[..]);
+}
+
+#[test]
+fn smuggled_second_message_is_never_delivered() {
+    let m = Instance::mail("");
+    m.start();
+    for fake_end in [&b"\n.\r\n"[..], b"\r\n.\n", b"\r.\r\n", b"\n.\n"] {
+        let (mut c, _) = Smtp::connect(m.port);
+        c.cmd("EHLO client.example");
+        c.cmd("MAIL FROM:<a@example.org>");
+        c.cmd("RCPT TO:<openstack@ywnds.com>");
+        assert!(c.cmd("DATA").starts_with("354"));
+        let mut payload = b"Subject: carrier\r\n\r\nreal body".to_vec();
+        payload.extend_from_slice(fake_end);
+        payload.extend_from_slice(b"MAIL FROM:<admin@ywnds.com>\r\nRCPT TO:<hadoop@ywnds.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nforged\r\n.\r\n");
+        c.send(&payload);
+        assert!(
+            c.reply().starts_with("250 2.0.0 Ok: queued as "),
+            "{fake_end:?}"
+        );
+        c.cmd("QUIT");
+    }
+    let msgs = m.wait_maildir("openstack", 4);
+    for msg in &msgs {
+        assert!(
+            String::from_utf8_lossy(body_of(msg)).contains("RCPT TO:<hadoop@ywnds.com>"),
+            "smuggled commands stay in the first message"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        m.maildir("hadoop").is_empty(),
+        "a smuggled message was delivered"
+    );
+}
+
+#[test]
+fn bare_newline_reject_mode_refuses_the_message() {
+    let m = Instance::mail("smtpd_forbid_bare_newline = reject\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: x\r\n\r\nbare\nlf"
+        ),
+        "550 5.5.2 Error: bare <LF> received"
+    );
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: y\r\n\r\nclean"
+        )
+        .starts_with("250 "));
+    m.wait_maildir("openstack", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.maildir("openstack").len(), 1);
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    assert!(c.cmd("EHLO client.example").contains("250-PIPELINING"));
+    c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<openstack@ywnds.com>\r\nRCPT TO:<nobody@ywnds.com>\r\nRCPT TO:<hadoop@ywnds.com>\r\nDATA\r\n");
+    assert_eq!(c.reply(), "250 2.1.0 Ok");
+    assert_eq!(c.reply(), "250 2.1.5 Ok");
+    assert!(c.reply().starts_with("550 5.1.1 <nobody@ywnds.com>"));
+    assert_eq!(c.reply(), "250 2.1.5 Ok");
+    assert_eq!(c.reply(), "354 End data with <CR><LF>.<CR><LF>");
+    c.send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    assert_eq!(c.reply(), "250 2.0.0 Ok");
+    assert_eq!(c.reply(), "250 2.0.0 Ok");
+    assert_eq!(c.reply(), "221 2.0.0 Bye");
+    m.wait_maildir("openstack", 1);
+    m.wait_maildir("hadoop", 1);
+    assert!(m.wait_log("disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=2/3 data=1 rset=1 noop=1 quit=1 commands=8/9", Duration::from_secs(5)), "{}", m.log_text());
+}
+
+#[test]
+fn command_order_and_syntax_errors_get_postfix_codes() {
+    let m = Instance::mail("smtpd_helo_required = yes\nsmtpd_recipient_limit = 2\n");
+    m.start();
+    let (mut c, greeting) = Smtp::connect(m.port);
+    assert_eq!(greeting, "220 mail.ywnds.com ESMTP Postfix");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
+    assert_eq!(c.cmd("HELO"), "501 Syntax: HELO hostname");
+    assert_eq!(c.cmd("FOO bar"), "500 5.5.2 Error: command not recognized");
+    let ehlo = c.cmd("EHLO client.example");
+    assert_eq!(ehlo, "250-mail.ywnds.com\n250-PIPELINING\n250-SIZE 10240000\n250-VRFY\n250-ENHANCEDSTATUSCODES\n250-8BITMIME\n250 SMTPUTF8");
+    assert_eq!(
+        c.cmd("RCPT TO:<openstack@ywnds.com>"),
+        "503 5.5.1 Error: need MAIL command"
+    );
+    assert_eq!(c.cmd("DATA"), "503 5.5.1 Error: need RCPT command");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a b@example.org>"),
+        "501 5.1.7 Bad sender address syntax"
+    );
+    assert_eq!(
+        c.cmd("MAIL TO:<a@example.org>"),
+        "501 5.5.4 Syntax: MAIL FROM:<address>"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org> FOO=1"),
+        "555 5.5.4 Unsupported option: FOO=1"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "503 5.5.1 Error: nested MAIL command"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<openstack@ywnds.com> NOTIFY=NEVER"),
+        "555 5.5.4 Unsupported option: NOTIFY=NEVER"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<>"),
+        "501 5.1.3 Bad recipient address syntax"
+    );
+    assert_eq!(c.cmd("RCPT TO:<openstack@ywnds.com>"), "250 2.1.5 Ok");
+    assert_eq!(c.cmd("RCPT TO:<hadoop@ywnds.com>"), "250 2.1.5 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<admin@ywnds.com>"),
+        "452 4.5.3 Error: too many recipients"
+    );
+    assert_eq!(c.cmd("VRFY openstack"), "252 2.0.0 openstack");
+    assert!(c
+        .cmd("VRFY nosuch")
+        .starts_with("550 5.1.1 <nosuch>: Recipient address rejected"));
+    assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok");
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
+    assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye");
+}
+
+#[test]
+fn idle_clients_time_out_and_error_storms_are_cut_off() {
+    let m = Instance::mail(
+        "smtpd_timeout = 1s\nsmtpd_hard_error_limit = 3\nsmtpd_soft_error_limit = 10\n",
+    );
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        c.reply(),
+        "421 4.4.2 mail.ywnds.com Error: timeout exceeded"
+    );
+    assert!(m.wait_log(
+        "timeout after CONNECT from unknown[127.0.0.1]",
+        Duration::from_secs(5)
+    ));
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("BAD1");
+    c.cmd("BAD2");
+    assert_eq!(
+        c.cmd("BAD3"),
+        "421 4.7.0 mail.ywnds.com Error: too many errors"
+    );
+    assert_eq!(c.reply(), "<closed>");
+}
+
+#[test]
+fn undeliverable_mail_bounces_to_the_sender_as_rfc3464() {
+    // Notices carry only the original's headers, so they fit the mailbox the original did not.
+    let m = Instance::mail("mailbox_size_limit = 5000\nbounce_size_limit = 1000\n");
+    std::fs::write(
+        m.etc.join("aliases"),
+        "postmaster: root\nroot: openstack\nbroken: nosuchuser\n",
+    )
+    .unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    // Too big for hadoop's mailbox (5.2.2), and an alias to a user that does not exist (5.1.1).
+    let big = format!("Subject: too big\r\n\r\n{}", "y".repeat(8000));
+    assert!(c
+        .mail("openstack@ywnds.com", &["hadoop@ywnds.com"], big.as_bytes())
+        .starts_with("250 "));
+    assert!(c
+        .mail(
+            "openstack@ywnds.com",
+            &["broken@ywnds.com"],
+            b"Subject: to broken\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    let notices = m.wait_maildir("openstack", 2);
+    assert!(
+        m.log_text().contains("sender non-delivery notification: "),
+        "{}",
+        m.log_text()
+    );
+    let dir = m.root.path().join("dsn");
+    std::fs::create_dir(&dir).unwrap();
+    for (i, n) in notices.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i}.eml")), n).unwrap();
+    }
+    // Check the structure with Python's email parser, a real RFC 3464 reader.
+    let script = r#"
+import email, sys, glob
+found = {}
+for path in sorted(glob.glob(sys.argv[1] + '/*.eml')):
+    m = email.message_from_binary_file(open(path, 'rb'))
+    assert m.get_content_type() == 'multipart/report', m.get_content_type()
+    assert m.get_param('report-type') == 'delivery-status'
+    assert m['Return-Path'] == '<>', m['Return-Path']
+    assert 'MAILER-DAEMON' in m['From'] and m['Subject'] == 'Undelivered Mail Returned to Sender'
+    assert m['Auto-Submitted'] == 'auto-replied'
+    parts = m.get_payload()
+    assert [p.get_content_type() for p in parts][:2] == ['text/plain', 'message/delivery-status'], [p.get_content_type() for p in parts]
+    assert parts[2].get_content_type() in ('message/rfc822', 'text/rfc822-headers')
+    blocks = parts[1].get_payload()
+    assert 'Reporting-MTA' in blocks[0] and 'Arrival-Date' in blocks[0]
+    rcpt = blocks[1]
+    found[rcpt['Final-Recipient']] = (rcpt['Action'], rcpt['Status'])
+print(found)
+assert found['rfc822; hadoop@ywnds.com'] == ('failed', '5.2.2'), found
+assert found['rfc822; nosuchuser@ywnds.com'] == ('failed', '5.1.1'), found
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        m.log_text()
+            .contains("to=<nosuchuser@ywnds.com>, orig_to=<broken@ywnds.com>, relay=local"),
+        "{}",
+        m.log_text()
+    );
+    assert!(m
+        .log_text()
+        .contains("status=bounced (unknown user: \"nosuchuser\")"));
+}
+
+#[test]
+fn bounces_of_bounces_go_to_postmaster_never_back() {
+    let m = Instance::mail("");
+    std::fs::write(m.etc.join("aliases"), "postmaster: hadoop\n").unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    // A bounce (null sender) to a user that does not exist: a double bounce.
+    c.cmd("MAIL FROM:<>");
+    let mut r = c.cmd("RCPT TO:<ghost@ywnds.com>");
+    assert!(r.starts_with("550"), "{r}");
+    // Accepted for an alias whose target is missing, so it bounces at delivery.
+    std::fs::write(
+        m.etc.join("aliases"),
+        "postmaster: hadoop\nghost: nosuchuser\n",
+    )
+    .unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    r = c.cmd("RCPT TO:<ghost@ywnds.com>");
+    assert_eq!(r, "250 2.1.5 Ok");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: a bounce\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250 "));
+    let n = m.wait_maildir("hadoop", 1);
+    assert!(
+        headers_of(&n[0]).contains("Return-Path: <double-bounce@ywnds.com>"),
+        "{}",
+        headers_of(&n[0])
+    );
+    assert!(m.wait_log(
+        "postmaster non-delivery notification: ",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn corrupt_queue_files_are_set_aside_and_incomplete_ones_ignored() {
+    let m = Instance::mail("");
+    m.start();
+    use std::os::unix::fs::PermissionsExt;
+    // Queue files belong to the queue's owner (mail_owner when running as root);
+    // each is made complete elsewhere and renamed in, as cleanup does.
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(m.queue.join("incoming")).unwrap());
+    for (name, content, mode) in [
+        ("ABCDEF12345", &b"this is not a queue file"[..], 0o700),
+        ("ABCDEF99999", b"being written", 0o600),
+    ] {
+        let staged = m.queue.join(name);
+        std::fs::write(&staged, content).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(&staged, Some(owner.into()), None).unwrap();
+        std::fs::rename(&staged, m.queue.join("incoming").join(name)).unwrap();
+    }
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail("a@example.org", &["openstack@ywnds.com"], b"x")
+        .starts_with("250 "));
+    m.wait_maildir("openstack", 1);
+    assert!(
+        wait_for(Duration::from_secs(5), || m.queue_files("corrupt")
+            == ["ABCDEF12345"]),
+        "{:?}",
+        m.queue_files("corrupt")
+    );
+    assert!(m.log_text().contains(
+        "saving corrupt file \"ABCDEF12345\" from queue \"active\" to queue \"corrupt\""
+    ));
+    assert_eq!(
+        m.queue_files("incoming"),
+        ["ABCDEF99999"],
+        "an incomplete file is never scheduled"
+    );
+}
