@@ -423,13 +423,14 @@ impl Session {
         let mut too_big = false;
         let mut broken = false;
         loop {
+            let before = out.len();
             let progress = decoder.feed(&self.inbuf, &mut out);
             let consumed = match progress {
                 Progress::Done { consumed } => consumed,
                 Progress::More => self.inbuf.len(),
             };
             self.inbuf.drain(..consumed);
-            size += out.len() as u64;
+            size += (out.len() - before) as u64;
             if st.message_size_limit > 0 && size > st.message_size_limit {
                 too_big = true;
             }

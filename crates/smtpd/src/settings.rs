@@ -55,9 +55,11 @@ impl Settings {
             "normalize" | "yes" => BareNewline::Normalize,
             "reject" => BareNewline::Reject,
             "no" => BareNewline::No,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)"
-            )),
+            ))
+            }
         };
         Ok(Self {
             myhostname: s("myhostname")?,

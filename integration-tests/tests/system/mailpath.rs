@@ -691,3 +691,124 @@ fn corrupt_queue_files_are_set_aside_and_incomplete_ones_ignored() {
         "an incomplete file is never scheduled"
     );
 }
+
+/// Runs pflogsumm (Debian's package) on the mail log; returns the "Grand Totals" counts.
+fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    let out = std::process::Command::new("pflogsumm")
+        .arg(log)
+        .output()
+        .expect("pflogsumm is installed by scripts/setup");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut totals = std::collections::HashMap::new();
+    for line in text.lines().take_while(|l| !l.starts_with("Per-Hour")) {
+        let mut words = line.split_whitespace();
+        if let (Some(n), Some(what)) = (words.next(), words.next()) {
+            if let Ok(n) = n.parse::<u64>() {
+                totals.entry(what.to_owned()).or_insert(n);
+            }
+        }
+    }
+    totals
+}
+
+#[test]
+fn pflogsumm_reads_the_log_and_counts_match() {
+    let m = Instance::mail("minimal_backoff_time = 60s\nmaximal_backoff_time = 60s\n");
+    std::fs::write(
+        m.etc.join("aliases"),
+        "postmaster: root\nroot: openstack\nbroken: nosuchuser\n",
+    )
+    .unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    for i in 0..3 {
+        assert!(c
+            .mail(
+                "a@example.org",
+                &["openstack@ywnds.com"],
+                format!("Subject: {i}\r\n\r\nx").as_bytes()
+            )
+            .starts_with("250 "));
+    }
+    assert!(c
+        .mail(
+            "hadoop@ywnds.com",
+            &["broken@ywnds.com"],
+            b"Subject: b\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["someone@163.com"],
+            b"Subject: d\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    c.cmd("MAIL FROM:<a@example.org>");
+    assert!(c.cmd("RCPT TO:<ghost@ywnds.com>").starts_with("550"));
+    c.cmd("QUIT");
+    // 5 received over SMTP (a bounce notice is not "received", as with Postfix);
+    // 3 delivered + the notice to hadoop; one bounce; one deferral (no smtp transport yet).
+    m.wait_maildir("openstack", 3);
+    m.wait_maildir("hadoop", 1);
+    assert!(m.wait_log("status=deferred", Duration::from_secs(5)));
+    let t = pflogsumm(&m.log);
+    assert_eq!(t.get("received"), Some(&5), "{t:?}");
+    assert_eq!(t.get("delivered"), Some(&4), "{t:?}");
+    assert_eq!(t.get("bounced"), Some(&1), "{t:?}");
+    assert_eq!(t.get("deferred"), Some(&1), "{t:?}");
+    assert_eq!(t.get("rejected"), Some(&1), "{t:?}");
+}
+
+/// Peak resident memory of a process, in KiB (VmHWM).
+fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_50_mb_message_does_not_cost_50_mb_of_memory_in_any_daemon() {
+    let m = Instance::mail("message_size_limit = 60000000\nmailbox_size_limit = 0\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<a@example.org> SIZE=52000000");
+    c.cmd("RCPT TO:<openstack@ywnds.com>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: big\r\n\r\n");
+    let line = [b'z'; 998];
+    let mut sent = 0;
+    while sent < 50_000_000 {
+        c.send(&line);
+        c.send(b"\r\n");
+        sent += 1000;
+    }
+    c.send(b".\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let msgs = m.wait_maildir("openstack", 1);
+    assert!(msgs[0].len() > 49_000_000);
+    drop(msgs);
+    for service in ["smtpd", "cleanup", "qmgr", "local"] {
+        let pid = m
+            .children()
+            .into_iter()
+            .find(|p| p.args.first().is_some_and(|a| a.ends_with(service)))
+            .expect(service)
+            .pid;
+        let kib = peak_rss_kib(pid);
+        eprintln!("{service}: peak RSS {kib} KiB");
+        assert!(kib > 0 && kib < 30 * 1024, "{service} peaked at {kib} KiB");
+    }
+}
