@@ -1,15 +1,16 @@
 //! The queue manager's state machine.
 //!
-//! Each active message keeps its recipients' states. Recipients are grouped
-//! into delivery requests per route, within per-destination concurrency
-//! limits. When an agent answers: delivered recipients are done, bounced ones
+//! Each active message keeps its recipients' states. Pending recipients wait
+//! as delivery batches in one FIFO per destination (transport + destination),
+//! so handing out work after an event only looks at the destination that
+//! has room: the cost per message does not grow with the queue. When an agent answers: delivered recipients are done, bounced ones
 //! get a durable `bounce/ID` record and are marked done in the queue file,
 //! deferred ones get a `defer/ID` record. When nothing is in flight any more
 //! the message is removed, returned to its sender by bounce, or moved to
 //! `deferred/` with its retry time as mtime (expiring to a bounce after
 //! `maximal_queue_lifetime`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +72,8 @@ pub(crate) struct Scheduler {
     router: Router,
     queue: Queue,
     msgs: HashMap<String, Msg>,
-    ready: VecDeque<String>,
+    /// Batches of recipient indexes waiting, per (transport, destination).
+    waiting: HashMap<(String, String), VecDeque<(String, Route, Vec<usize>)>>,
     busy_dest: HashMap<(String, String), usize>,
     busy_transport: HashMap<String, usize>,
     tx: mpsc::UnboundedSender<Event>,
@@ -102,7 +104,7 @@ impl Scheduler {
             router,
             queue,
             msgs: HashMap::new(),
-            ready: VecDeque::new(),
+            waiting: HashMap::new(),
             busy_dest: HashMap::new(),
             busy_transport: HashMap::new(),
             tx,
@@ -293,68 +295,56 @@ impl Scheduler {
             bouncing: false,
         };
         self.msgs.insert(id.to_owned(), msg);
-        self.ready.push_back(id.to_owned());
+        self.enqueue(id);
         self.maybe_finish(id);
     }
 
-    /// Hands out as much work as the concurrency limits allow.
-    fn dispatch(&mut self) {
-        let mut full: HashSet<(String, String)> = HashSet::new();
-        let mut keep = VecDeque::new();
-        while let Some(id) = self.ready.pop_front() {
-            let Some(msg) = self.msgs.get(&id) else {
-                continue;
-            };
-            let pending: Vec<usize> = (0..msg.state.len())
-                .filter(|&i| msg.state[i] == Rcpt::Pending)
-                .collect();
-            if pending.is_empty() {
-                continue;
-            }
-            let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
-            for i in pending {
-                let r = &msg.routes[i];
-                match groups.iter_mut().find(|(g, _)| {
-                    g.transport == r.transport
-                        && g.nexthop == r.nexthop
-                        && g.destination == r.destination
-                }) {
-                    Some((_, v)) => v.push(i),
-                    None => groups.push((r.clone(), vec![i])),
-                }
-            }
-            let mut left = false;
-            for (route, idxs) in groups {
-                let key = (route.transport.clone(), route.destination.clone());
-                let (per_request, per_dest) = self.router.limits(&route.transport, &self.cfg);
-                for batch in idxs.chunks(per_request) {
-                    let dest_busy = self.busy_dest.get(&key).copied().unwrap_or(0);
-                    let transport_busy = self
-                        .busy_transport
-                        .get(&route.transport)
-                        .copied()
-                        .unwrap_or(0);
-                    if full.contains(&key)
-                        || dest_busy >= per_dest
-                        || transport_busy >= TRANSPORT_LIMIT
-                    {
-                        full.insert(key.clone());
-                        left = true;
-                        continue;
-                    }
-                    *self.busy_dest.entry(key.clone()).or_default() += 1;
-                    *self
-                        .busy_transport
-                        .entry(route.transport.clone())
-                        .or_default() += 1;
-                    self.start_delivery(&id, route.clone(), batch.to_vec());
-                }
-            }
-            if left {
-                keep.push_back(id);
+    /// Puts a message's pending recipients in their destinations' queues.
+    fn enqueue(&mut self, id: &str) {
+        let Some(msg) = self.msgs.get(id) else { return };
+        let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
+        for i in (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Pending) {
+            let r = &msg.routes[i];
+            match groups.iter_mut().find(|(g, _)| g == r) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((r.clone(), vec![i])),
             }
         }
-        self.ready = keep;
+        for (route, idxs) in groups {
+            let (per_request, _) = self.router.limits(&route.transport, &self.cfg);
+            let queue = self.waiting.entry((route.transport.clone(), route.destination.clone())).or_default();
+            for batch in idxs.chunks(per_request) {
+                queue.push_back((id.to_owned(), route.clone(), batch.to_vec()));
+            }
+        }
+    }
+
+    /// Hands out as much work as the concurrency limits allow, destination
+    /// by destination; a destination at its limit costs one look.
+    fn dispatch(&mut self) {
+        let keys: Vec<(String, String)> = self.waiting.keys().cloned().collect();
+        for key in keys {
+            let (_, per_dest) = self.router.limits(&key.0, &self.cfg);
+            loop {
+                let dest_busy = self.busy_dest.get(&key).copied().unwrap_or(0);
+                let transport_busy = self.busy_transport.get(&key.0).copied().unwrap_or(0);
+                if dest_busy >= per_dest || transport_busy >= TRANSPORT_LIMIT {
+                    break;
+                }
+                let Some((id, route, batch)) = self.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
+                    self.waiting.remove(&key);
+                    break;
+                };
+                // The message may have gone (deleted, deferred) since it was queued.
+                let still_pending = self.msgs.get(&id).is_some_and(|m| batch.iter().all(|&i| m.state[i] == Rcpt::Pending));
+                if !still_pending {
+                    continue;
+                }
+                *self.busy_dest.entry(key.clone()).or_default() += 1;
+                *self.busy_transport.entry(key.0.clone()).or_default() += 1;
+                self.start_delivery(&id, route, batch);
+            }
+        }
     }
 
     fn start_delivery(&mut self, id: &str, route: Route, batch: Vec<usize>) {
@@ -523,9 +513,6 @@ impl Scheduler {
             if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &done_offsets)) {
                 warn!("{id}: mark recipients done: {e}");
             }
-        }
-        if msg.state.contains(&Rcpt::Pending) {
-            self.ready.push_back(id.to_owned());
         }
         self.maybe_finish(id);
     }
