@@ -26,11 +26,19 @@ use tracing::{info, warn};
 fn main() {
     pfx_server::run("cleanup", |ctx, endpoint| async move {
         let config = ctx.config.clone();
+        let queue_dir = ctx
+            .config()
+            .get("queue_directory")
+            .map_err(|e| e.to_string())?;
+        let pool = Arc::new(pfx_queue::recycle::Pool::new(std::path::Path::new(
+            &queue_dir,
+        )));
         pfx_server::serve_stream(&ctx, endpoint, move |stream| {
             let cfg = config.borrow().clone();
+            let pool = pool.clone();
             async move {
                 let Stream::Unix(s) = stream else { return };
-                if let Err(e) = session(cfg, s).await {
+                if let Err(e) = session(cfg, pool, s).await {
                     warn!("{e}");
                 }
             }
@@ -40,12 +48,16 @@ fn main() {
 }
 
 /// Serves one connection: any number of messages, one after another.
-async fn session(cfg: Arc<Config>, stream: UnixStream) -> Result<(), String> {
+async fn session(
+    cfg: Arc<Config>,
+    pool: Arc<pfx_queue::recycle::Pool>,
+    stream: UnixStream,
+) -> Result<(), String> {
     let mut ch = Channel::new(stream).with_max_frame(2 * pfx_ipc::proto::CHUNK);
     ch.handshake(conversation::CLEANUP)
         .await
         .map_err(|e| format!("client handshake: {e}"))?;
-    let settings = Settings::from(&cfg)?;
+    let settings = Settings::from(&cfg, pool)?;
     loop {
         let req: Option<CleanupRequest> =
             ch.recv().await.map_err(|e| format!("read request: {e}"))?;
@@ -66,6 +78,7 @@ async fn session(cfg: Arc<Config>, stream: UnixStream) -> Result<(), String> {
 /// What cleanup needs from main.cf, resolved once per connection.
 struct Settings {
     queue: Queue,
+    pool: Arc<pfx_queue::recycle::Pool>,
     myhostname: String,
     myorigin: String,
     size_limit: u64,
@@ -73,11 +86,12 @@ struct Settings {
 }
 
 impl Settings {
-    fn from(cfg: &Config) -> Result<Self, String> {
+    fn from(cfg: &Config, pool: Arc<pfx_queue::recycle::Pool>) -> Result<Self, String> {
         let s = |n: &str| cfg.get(n).map_err(|e| e.to_string());
         let n = |n: &str| cfg.int(n).map_err(|e| e.to_string());
         Ok(Self {
             queue: Queue::new(s("queue_directory")?),
+            pool,
             myhostname: s("myhostname")?,
             myorigin: s("myorigin")?,
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
@@ -111,7 +125,7 @@ async fn message(
         .map(|(a, o)| (st.qualify(&a), o))
         .filter(|(a, _)| seen.insert(a.to_ascii_lowercase()))
         .collect();
-    let mut writer = match Writer::create(&st.queue, arrival) {
+    let mut writer = match Writer::create(&st.queue, arrival, Some(&st.pool)) {
         Ok(w) => w,
         Err(e) => {
             warn!("create queue file: {e}");

@@ -67,9 +67,10 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
     let path = queue.path(qname, &req.queue_id);
     let cfg2 = cfg.clone();
     let req2 = req.clone();
-    // File work (and the recipient's privileges) happen on a blocking thread.
     type Leaves = Vec<(String, Verdict)>;
-    let work = tokio::task::spawn_blocking(
+    // File work (and the recipient's privileges, which are per thread) happens
+    // on this worker thread, told to the runtime as blocking.
+    let work = tokio::task::block_in_place(
         move || -> Result<(Vec<(Verdict, Leaves)>, Vec<String>, QueueFile), String> {
             let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
             let passwd = Passwd::new(Some(
@@ -101,10 +102,7 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
             }
             Ok((results, forwards, qf))
         },
-    )
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    );
     let (results, forwards, qf) = match work {
         Ok(x) => x,
         Err(e) => {

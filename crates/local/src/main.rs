@@ -30,13 +30,17 @@ fn main() {
                 if let Err(e) = ch.handshake(conversation::DELIVER).await {
                     return warn!("qmgr handshake: {e}");
                 }
-                let req: DeliveryRequest = match ch.expect().await {
-                    Ok(r) => r,
-                    Err(e) => return warn!("read delivery request: {e}"),
-                };
-                let statuses = deliver::request(&cfg, &req).await;
-                if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
-                    warn!("{}: reply to qmgr: {e}", req.queue_id);
+                // qmgr reuses its connections: serve requests until it closes this one.
+                loop {
+                    let req: DeliveryRequest = match ch.recv().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(e) => return warn!("read delivery request: {e}"),
+                    };
+                    let statuses = deliver::request(&cfg, &req).await;
+                    if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
+                        return warn!("{}: reply to qmgr: {e}", req.queue_id);
+                    }
                 }
             }
         })

@@ -76,6 +76,8 @@ pub(crate) struct Scheduler {
     waiting: HashMap<(String, String), VecDeque<(String, Route, Vec<usize>)>>,
     busy_dest: HashMap<(String, String), usize>,
     busy_transport: HashMap<String, usize>,
+    /// Idle connections to delivery agents, per transport socket, for reuse.
+    idle: Arc<IdleAgents>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
 }
@@ -107,6 +109,7 @@ impl Scheduler {
             waiting: HashMap::new(),
             busy_dest: HashMap::new(),
             busy_transport: HashMap::new(),
+            idle: Arc::default(),
             tx,
             rx,
         }
@@ -312,7 +315,10 @@ impl Scheduler {
         }
         for (route, idxs) in groups {
             let (per_request, _) = self.router.limits(&route.transport, &self.cfg);
-            let queue = self.waiting.entry((route.transport.clone(), route.destination.clone())).or_default();
+            let queue = self
+                .waiting
+                .entry((route.transport.clone(), route.destination.clone()))
+                .or_default();
             for batch in idxs.chunks(per_request) {
                 queue.push_back((id.to_owned(), route.clone(), batch.to_vec()));
             }
@@ -331,12 +337,17 @@ impl Scheduler {
                 if dest_busy >= per_dest || transport_busy >= TRANSPORT_LIMIT {
                     break;
                 }
-                let Some((id, route, batch)) = self.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
+                let Some((id, route, batch)) =
+                    self.waiting.get_mut(&key).and_then(VecDeque::pop_front)
+                else {
                     self.waiting.remove(&key);
                     break;
                 };
                 // The message may have gone (deleted, deferred) since it was queued.
-                let still_pending = self.msgs.get(&id).is_some_and(|m| batch.iter().all(|&i| m.state[i] == Rcpt::Pending));
+                let still_pending = self
+                    .msgs
+                    .get(&id)
+                    .is_some_and(|m| batch.iter().all(|&i| m.state[i] == Rcpt::Pending));
                 if !still_pending {
                     continue;
                 }
@@ -373,17 +384,10 @@ impl Scheduler {
         let socket = proto::transport_socket(self.queue.root(), &route.transport);
         let tx = self.tx.clone();
         let id = id.to_owned();
+        let idle = self.idle.clone();
         tokio::spawn(async move {
             let n = req.recipients.len();
-            let result = async {
-                let mut ch = pfx_ipc::client::connect(&socket, conversation::DELIVER).await?;
-                ch.send(&req).await?;
-                tokio::time::timeout(AGENT_TIMEOUT, ch.expect::<DeliveryReply>())
-                    .await
-                    .map_err(|_| pfx_ipc::Error::Io(std::io::ErrorKind::TimedOut.into()))?
-            }
-            .await;
-            let (statuses, by_agent) = match result {
+            let (statuses, by_agent) = match ask_agent(&idle, &socket, &req).await {
                 Ok(r) if r.statuses.len() == n => (r.statuses, true),
                 Ok(_) => (vec![unavailable("delivery agent protocol error"); n], false),
                 Err(pfx_ipc::Error::Io(e))
@@ -634,7 +638,7 @@ impl Scheduler {
         }
         let path = msg.qf.path.clone();
         self.msgs.remove(id);
-        match std::fs::remove_file(&path) {
+        match pfx_queue::recycle::give_back(&queue_dir, &path) {
             Ok(()) => {
                 statuslog::remove(&queue_dir, Log::Defer, id);
                 info!("{id}: removed");
@@ -669,6 +673,53 @@ impl Scheduler {
                 self.msgs.remove(id);
             }
         }
+    }
+}
+
+type AgentConn = pfx_ipc::Channel<tokio::net::UnixStream>;
+type IdleAgents = std::sync::Mutex<HashMap<std::path::PathBuf, Vec<AgentConn>>>;
+
+/// Sends a request to a delivery agent and waits for its answer, on an idle
+/// connection when there is one. A reused connection found closed (the agent
+/// restarted between requests) is replaced by a fresh one, once.
+async fn ask_agent(
+    idle: &IdleAgents,
+    socket: &std::path::Path,
+    req: &DeliveryRequest,
+) -> Result<DeliveryReply, pfx_ipc::Error> {
+    async fn attempt(
+        mut ch: AgentConn,
+        req: &DeliveryRequest,
+    ) -> Result<(Option<DeliveryReply>, AgentConn), pfx_ipc::Error> {
+        ch.send(req).await?;
+        let reply = tokio::time::timeout(AGENT_TIMEOUT, ch.recv::<DeliveryReply>())
+            .await
+            .map_err(|_| pfx_ipc::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        Ok((reply, ch))
+    }
+    let fresh = || pfx_ipc::client::connect(socket, conversation::DELIVER);
+    let pooled = idle
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(socket)
+        .and_then(Vec::pop);
+    let result = match pooled {
+        Some(ch) => match attempt(ch, req).await {
+            Ok((Some(r), ch)) => Ok((Some(r), ch)),
+            Ok((None, _)) | Err(_) => attempt(fresh().await?, req).await,
+        },
+        None => attempt(fresh().await?, req).await,
+    };
+    match result? {
+        (Some(reply), ch) => {
+            idle.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(socket.to_owned())
+                .or_default()
+                .push(ch);
+            Ok(reply)
+        }
+        (None, _) => Err(pfx_ipc::Error::Closed),
     }
 }
 

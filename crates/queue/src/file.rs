@@ -134,7 +134,11 @@ impl Writer {
     /// Creates a new file in `incoming/` under a fresh queue ID: first under a
     /// temporary name (exclusive create), then renamed to the ID derived from
     /// its inode, without ever replacing another file.
-    pub fn create(queue: &Queue, arrival: SystemTime) -> Result<Self, Error> {
+    pub fn create(
+        queue: &Queue,
+        arrival: SystemTime,
+        pool: Option<&crate::recycle::Pool>,
+    ) -> Result<Self, Error> {
         let dir = queue.dir_for(QueueName::Incoming, "x");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -145,11 +149,15 @@ impl Writer {
             std::process::id(),
             nix_tid()
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(MODE_WRITING)
-            .open(&tmp)?;
+        // A recycled file when there is one (see crate::recycle), else a new one.
+        let file = match pool.and_then(|p| p.take(&tmp)) {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(MODE_WRITING)
+                .open(&tmp)?,
+        };
         let inode = file.metadata()?.ino();
         let mut usec = now.subsec_micros();
         let (id, path) = loop {
@@ -434,7 +442,7 @@ mod tests {
     }
 
     fn write(q: &Queue, content: &[u8]) -> String {
-        let mut w = Writer::create(q, SystemTime::now()).unwrap();
+        let mut w = Writer::create(q, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope {
             sender: "hadoop@ywnds.com".into(),
             recipients: vec![
@@ -494,7 +502,7 @@ mod tests {
     #[test]
     fn aborted_writer_leaves_nothing() {
         let (t, q) = queue();
-        let mut w = Writer::create(&q, SystemTime::now()).unwrap();
+        let mut w = Writer::create(&q, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope::default()).unwrap();
         w.content(b"partial").unwrap();
         drop(w);

@@ -47,6 +47,8 @@ pub static DIRS: &[Dir] = &[
     d("trace", Owner::MailOwner, 0o700),
     d("flush", Owner::MailOwner, 0o700),
     d("saved", Owner::MailOwner, 0o700),
+    // postfix-rs: finished queue files waiting to be reused (see crate::recycle).
+    d("recycle", Owner::MailOwner, 0o700),
 ];
 
 /// The ids each [`Owner`] stands for in one instance.

@@ -5,9 +5,11 @@
 //!   writing with fsync and the readiness bit, reading, marking recipients done.
 //! - [`Queue`]: naming, listing and moving queue files between queues.
 //! - [`statuslog`]: the per-message `bounce/ID` and `defer/ID` logs.
+//! - [`recycle`]: reusing finished queue files instead of creating new ones.
 
 pub mod file;
 pub mod layout;
+pub mod recycle;
 pub mod statuslog;
 
 use std::path::{Path, PathBuf};
