@@ -24,27 +24,33 @@ use tokio::net::UnixStream;
 use tracing::{info, warn};
 
 fn main() {
-    pfx_server::run("cleanup", |ctx, endpoint| async move {
-        let config = ctx.config.clone();
-        let queue_dir = ctx
-            .config()
-            .get("queue_directory")
-            .map_err(|e| e.to_string())?;
-        let pool = Arc::new(pfx_queue::recycle::Pool::new(std::path::Path::new(
-            &queue_dir,
-        )));
-        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
-            let cfg = config.borrow().clone();
-            let pool = pool.clone();
-            async move {
-                let Stream::Unix(s) = stream else { return };
-                if let Err(e) = session(cfg, pool, s).await {
-                    warn!("{e}");
+    // One thread, fsyncs inline: commits are serialized, which costs less
+    // than waking other threads for each of them.
+    pfx_server::run_with(
+        "cleanup",
+        pfx_server::Threads::One,
+        |ctx, endpoint| async move {
+            let config = ctx.config.clone();
+            let queue_dir = ctx
+                .config()
+                .get("queue_directory")
+                .map_err(|e| e.to_string())?;
+            let pool = Arc::new(pfx_queue::recycle::Pool::new(std::path::Path::new(
+                &queue_dir,
+            )));
+            pfx_server::serve_stream(&ctx, endpoint, move |stream| {
+                let cfg = config.borrow().clone();
+                let pool = pool.clone();
+                async move {
+                    let Stream::Unix(s) = stream else { return };
+                    if let Err(e) = session(cfg, pool, s).await {
+                        warn!("{e}");
+                    }
                 }
-            }
-        })
-        .await
-    })
+            })
+            .await
+        },
+    )
 }
 
 /// Serves one connection: any number of messages, one after another.
@@ -228,10 +234,7 @@ async fn message(
             return Ok(f);
         }
     }
-    // The fsyncs take milliseconds: off the async threads.
-    let committed = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(|e| e.to_string())?;
+    let committed = writer.finish();
     match committed {
         Ok(id) => {
             let qmgr = st.queue.root().join(endpoint::QMGR);

@@ -59,50 +59,47 @@ fn micros(us: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us)
 }
 
+/// Each final delivery of one recipient, with its outcome.
+type Leaves = Vec<(String, Verdict)>;
+/// Per recipient: outcome and leaves; per recipient: remote targets; the queue file.
+type Expanded = (Vec<(Verdict, Leaves)>, Vec<String>, QueueFile);
+
 /// Delivers every recipient of the request and logs each outcome.
 pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
     let start = SystemTime::now();
     let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
     let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
     let path = queue.path(qname, &req.queue_id);
-    let cfg2 = cfg.clone();
-    let req2 = req.clone();
-    type Leaves = Vec<(String, Verdict)>;
     // File work (and the recipient's privileges, which are per thread) happens
     // on this worker thread, told to the runtime as blocking.
-    let work = tokio::task::block_in_place(
-        move || -> Result<(Vec<(Verdict, Leaves)>, Vec<String>, QueueFile), String> {
-            let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
-            let passwd = Passwd::new(Some(
-                cfg2.get("local_passwd_file").unwrap_or_default().into(),
-            ));
-            let aliases = MapList::parse(
-                &cfg2.list("alias_maps").map_err(|e| e.to_string())?,
-                &passwd,
-            )?;
-            let mut ctx = Ctx {
-                cfg: &cfg2,
-                qf: &qf,
-                passwd,
-                aliases,
-                delivered_to: Vec::new(),
-                forward: Vec::new(),
-                leaves: Vec::new(),
-            };
-            ctx.delivered_to = delivered_to_headers(&qf);
-            let mut results = Vec::new();
-            let mut forwards = Vec::new();
-            for r in &req2.recipients {
-                ctx.forward.clear();
-                ctx.leaves.clear();
-                let mut seen = HashSet::new();
-                let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
-                forwards.push(ctx.forward.join(","));
-                results.push((res, std::mem::take(&mut ctx.leaves)));
-            }
-            Ok((results, forwards, qf))
-        },
-    );
+    let work = tokio::task::block_in_place(move || -> Result<Expanded, String> {
+        let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
+        let passwd = Passwd::new(Some(
+            cfg.get("local_passwd_file").unwrap_or_default().into(),
+        ));
+        let aliases = MapList::parse(&cfg.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
+        let mut ctx = Ctx {
+            cfg,
+            qf: &qf,
+            passwd,
+            aliases,
+            delivered_to: Vec::new(),
+            forward: Vec::new(),
+            leaves: Vec::new(),
+        };
+        ctx.delivered_to = delivered_to_headers(&qf);
+        let mut results = Vec::new();
+        let mut forwards = Vec::new();
+        for r in &req.recipients {
+            ctx.forward.clear();
+            ctx.leaves.clear();
+            let mut seen = HashSet::new();
+            let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
+            forwards.push(ctx.forward.join(","));
+            results.push((res, std::mem::take(&mut ctx.leaves)));
+        }
+        Ok((results, forwards, qf))
+    });
     let (results, forwards, qf) = match work {
         Ok(x) => x,
         Err(e) => {

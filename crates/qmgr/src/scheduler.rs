@@ -33,6 +33,9 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Requests in flight per transport at most (Postfix: the transport's maxproc).
 const TRANSPORT_LIMIT: usize = 100;
 
+/// Recipients of one message waiting to go out together: (queue ID, route, recipient indexes).
+type Batch = (String, Route, Vec<usize>);
+
 pub(crate) enum Event {
     Trigger(u8),
     Delivered {
@@ -73,7 +76,7 @@ pub(crate) struct Scheduler {
     queue: Queue,
     msgs: HashMap<String, Msg>,
     /// Batches of recipient indexes waiting, per (transport, destination).
-    waiting: HashMap<(String, String), VecDeque<(String, Route, Vec<usize>)>>,
+    waiting: HashMap<(String, String), VecDeque<Batch>>,
     busy_dest: HashMap<(String, String), usize>,
     busy_transport: HashMap<String, usize>,
     /// Idle connections to delivery agents, per transport socket, for reuse.

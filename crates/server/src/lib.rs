@@ -189,10 +189,28 @@ fn take_status() -> Option<std::os::unix::net::UnixStream> {
     Some(s)
 }
 
+/// Which tokio runtime a daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One thread: lowest latency per request, nothing may block.
+    One,
+    /// A worker per core: for daemons that block (file work as another user).
+    Many,
+}
+
+/// Runs a daemon on a multi-threaded runtime; see [`run_with`].
+pub fn run<F, Fut>(program: &'static str, service: F) -> !
+where
+    F: FnOnce(Context, Endpoint) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    run_with(program, Threads::Many, service)
+}
+
 /// Runs a daemon: sets everything up, then `service(ctx, endpoint)` until told
 /// to stop. Never returns; the exit status is 0 after an orderly stop, 1 after
 /// a fatal error (logged).
-pub fn run<F, Fut>(program: &'static str, service: F) -> !
+pub fn run_with<F, Fut>(program: &'static str, threads: Threads, service: F) -> !
 where
     F: FnOnce(Context, Endpoint) -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -236,7 +254,11 @@ where
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::Many => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .unwrap_or_else(|e| pfx_maillog::fatal(format!("start runtime: {e}")));

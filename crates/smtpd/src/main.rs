@@ -21,26 +21,32 @@ use tracing::warn;
 pub(crate) type ConnectionCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 fn main() {
-    pfx_server::run("smtpd", |ctx, endpoint| async move {
-        let config = ctx.config.clone();
-        let current: Arc<Mutex<Option<Arc<Settings>>>> = Arc::new(Mutex::new(None));
-        let counts: ConnectionCounts = Arc::default();
-        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
-            let cfg = config.borrow().clone();
-            let settings = settings_for(&current, cfg);
-            let counts = counts.clone();
-            async move {
-                let Stream::Tcp(tcp, peer) = stream else {
-                    return;
-                };
-                match settings {
-                    Ok(st) => session::run(st, tcp, peer, counts).await,
-                    Err(e) => warn!("configuration: {e}"),
+    // One thread: a session is a chain of small steps, and hopping between
+    // worker threads costs more than the steps themselves.
+    pfx_server::run_with(
+        "smtpd",
+        pfx_server::Threads::One,
+        |ctx, endpoint| async move {
+            let config = ctx.config.clone();
+            let current: Arc<Mutex<Option<Arc<Settings>>>> = Arc::new(Mutex::new(None));
+            let counts: ConnectionCounts = Arc::default();
+            pfx_server::serve_stream(&ctx, endpoint, move |stream| {
+                let cfg = config.borrow().clone();
+                let settings = settings_for(&current, cfg);
+                let counts = counts.clone();
+                async move {
+                    let Stream::Tcp(tcp, peer) = stream else {
+                        return;
+                    };
+                    match settings {
+                        Ok(st) => session::run(st, tcp, peer, counts).await,
+                        Err(e) => warn!("configuration: {e}"),
+                    }
                 }
-            }
-        })
-        .await
-    })
+            })
+            .await
+        },
+    )
 }
 
 /// The settings for this configuration, rebuilt only when it changed (reload).

@@ -12,7 +12,7 @@ use pfx_smtp_proto::{command::Param, multiline, parse_command, Command, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::settings::{BareNewline, Settings};
 use crate::{check, ConnectionCounts};
@@ -49,6 +49,8 @@ struct Session {
     stats: [(u32, u32); VERBS.len()],
     errors: u32,
     last_verb: &'static str,
+    /// The connection to cleanup, kept for the session's next message.
+    cleanup: Option<pfx_ipc::Channel<tokio::net::UnixStream>>,
 }
 
 pub(crate) async fn run(
@@ -85,6 +87,7 @@ pub(crate) async fn run(
         stats: [(0, 0); VERBS.len()],
         errors: 0,
         last_verb: "CONNECT",
+        cleanup: None,
     };
     let over_limit = {
         let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -407,14 +410,14 @@ impl Session {
         let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
-        let mut cleanup = match self.open_cleanup(&sender, &recipients).await {
+        let (mut conn, id) = match self.open_cleanup(&sender, &recipients).await {
             Ok(x) => x,
             Err(e) => {
-                info!("warning: {}: cleanup: {e}", self.client);
+                warn!("{}: cleanup: {e}", self.client);
                 return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
             }
         };
-        let (ch, id) = (&mut cleanup.0, cleanup.1.clone());
+        let ch = &mut conn;
         info!("{id}: client={}", self.client);
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         let mut out = self.received_header(&id, &recipients);
@@ -472,7 +475,9 @@ impl Session {
             st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
         if too_big || bare_lf_rejected || broken {
             let _ = ch.send(&CleanupRequest::Abort).await;
-            let _ = ch.recv::<CleanupReply>().await;
+            if !broken && ch.recv::<CleanupReply>().await.is_ok() {
+                self.cleanup = Some(conn);
+            }
             return Ok(if too_big {
                 Reply::new(552, "5.3.4", "Error: message file too big")
             } else if bare_lf_rejected {
@@ -491,6 +496,9 @@ impl Session {
             ch.expect::<CleanupReply>().await
         }
         .await;
+        if result.is_ok() {
+            self.cleanup = Some(conn);
+        }
         Ok(match result {
             Ok(CleanupReply::Committed { queue_id }) => {
                 Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
@@ -509,13 +517,14 @@ impl Session {
         })
     }
 
+    /// Starts a message with cleanup, on the session's connection when it
+    /// has one (a connection found broken, after a cleanup restart, is
+    /// replaced once).
     async fn open_cleanup(
-        &self,
+        &mut self,
         sender: &str,
         recipients: &[(String, String)],
     ) -> Result<(pfx_ipc::Channel<tokio::net::UnixStream>, String), pfx_ipc::Error> {
-        let path = self.st.queue_dir.join(endpoint::CLEANUP);
-        let mut ch = pfx_ipc::client::connect(&path, conversation::CLEANUP).await?;
         let ip = self.peer.ip().to_string();
         let attrs = vec![
             ("client_name".into(), "unknown".into()),
@@ -531,23 +540,35 @@ impl Session {
             ),
             ("origin".into(), "smtpd".into()),
         ];
-        let recipients = recipients
+        let recipients: Vec<(String, Option<String>)> = recipients
             .iter()
             .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
             .collect();
-        ch.send(&CleanupRequest::Begin {
+        let begin = CleanupRequest::Begin {
             sender: sender.to_owned(),
             recipients,
             attrs,
             origin: self.origin,
-        })
-        .await?;
-        match ch.expect::<CleanupReply>().await? {
-            CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
-            other => Err(pfx_ipc::Error::Decode(format!(
-                "unexpected reply {other:?}"
-            ))),
+        };
+        let start = |mut ch: pfx_ipc::Channel<tokio::net::UnixStream>| {
+            let begin = begin.clone();
+            async move {
+                ch.send(&begin).await?;
+                match ch.expect::<CleanupReply>().await? {
+                    CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
+                    other => Err(pfx_ipc::Error::Decode(format!(
+                        "unexpected reply {other:?}"
+                    ))),
+                }
+            }
+        };
+        if let Some(ch) = self.cleanup.take() {
+            if let Ok(started) = start(ch).await {
+                return Ok(started);
+            }
         }
+        let path = self.st.queue_dir.join(endpoint::CLEANUP);
+        start(pfx_ipc::client::connect(&path, conversation::CLEANUP).await?).await
     }
 
     /// Postfix's Received: header.
