@@ -2,7 +2,8 @@
 //!
 //! Maildir (as local(8)'s maildir.c): write `tmp/SEC.PpidQn.HOST`, fsync,
 //! link it to `new/SEC.VdevIinoMusec.HOST`, unlink the tmp name; the message
-//! appears whole or not at all. mbox: dotlock `FILE.lock` plus an fcntl lock,
+//! appears whole or not at all. mbox: dotlock `FILE.lock` plus an fcntl lock
+//! (Postfix's `mailbox_delivery_lock = fcntl, dotlock` on Linux),
 //! a `From ` line, `>From ` quoting, a blank line at the end, fsync; on any
 //! error the file is truncated back. Neither follows a symbolic link at the
 //! final path component.
@@ -190,8 +191,18 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
         .open(path)
         .map_err(|e| Failure::io(what(), &e))?;
     let _dot = DotLock::take(path).map_err(|e| Failure::io(what(), &e))?;
-    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Failure::io(what(), &e.into()))?;
+    // An fcntl (POSIX) lock as well, as Postfix on Linux and mail readers use;
+    // it is released when the file is closed.
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLKW(&lock))
+        .map_err(|e| Failure::io(what(), &e.into()))?;
+    let mut f = f;
     let start = f.metadata().map_err(|e| Failure::io(what(), &e))?.len();
     let sender = if msg.sender.is_empty() {
         "MAILER-DAEMON"
@@ -203,7 +214,7 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
         pfx_sys::time::asctime(SystemTime::now())
     );
     let result = (|| -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(&mut *f);
+        let mut out = std::io::BufWriter::new(&mut f);
         out.write_all(from_line.as_bytes())?;
         // ">From " quoting: a line starting with "From " gets a '>'.
         let mut at_line_start = true;

@@ -812,3 +812,50 @@ fn a_50_mb_message_does_not_cost_50_mb_of_memory_in_any_daemon() {
         assert!(kib > 0 && kib < 30 * 1024, "{service} peaked at {kib} KiB");
     }
 }
+
+#[test]
+fn mbox_delivery_waits_for_a_mail_readers_fcntl_lock() {
+    let m = Instance::mail("home_mailbox =\n");
+    m.start();
+    let spool = m.root.path().join("spool/hadoop");
+    std::fs::write(&spool, b"").unwrap();
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(m.home.join("hadoop")).unwrap());
+    nix::unistd::chown(&spool, Some(owner.into()), None).unwrap();
+    // A mail reader holds a POSIX lock for two seconds.
+    let mut reader = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl, sys, time\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(2)\n")
+        .arg(&spool)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["hadoop@ywnds.com"],
+            b"Subject: locked\r\n\r\nwaits"
+        )
+        .starts_with("250 "));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        std::fs::read(&spool).unwrap(),
+        b"",
+        "written while the reader held its lock"
+    );
+    reader.wait().unwrap();
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&spool)
+            .unwrap_or_default()
+            .contains("waits")
+    }));
+}
