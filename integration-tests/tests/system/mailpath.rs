@@ -859,3 +859,188 @@ fn mbox_delivery_waits_for_a_mail_readers_fcntl_lock() {
             .contains("waits")
     }));
 }
+
+#[test]
+fn alias_targets_files_commands_includes_extensions_and_forwarding() {
+    let m = Instance::mail("recipient_delimiter = +\n");
+    let out_dir = m.root.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(
+        &out_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let include = m.root.path().join("team.list");
+    std::fs::write(&include, "# the team\nhadoop\n").unwrap();
+    let aliases = format!(
+        "postmaster: root\nroot: openstack\nlog: {out}/archive\npipe: \"|/bin/cat > {out}/piped\"\nteam: :include:{inc}\nfar: friend@163.com, openstack\n",
+        out = out_dir.display(),
+        inc = include.display()
+    );
+    std::fs::write(m.etc.join("aliases"), aliases).unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    for rcpt in ["log", "pipe", "team", "openstack+lists", "far"] {
+        let r = c.mail(
+            "a@example.org",
+            &[&format!("{rcpt}@ywnds.com")],
+            format!("Subject: to {rcpt}\r\n\r\nbody for {rcpt}").as_bytes(),
+        );
+        assert!(r.starts_with("250 "), "{rcpt}: {r}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(
+            out_dir.join("archive")
+        )
+        .is_ok_and(|t| t.contains("body for log"))),
+        "{}",
+        m.log_text()
+    );
+    let archive = std::fs::read_to_string(out_dir.join("archive")).unwrap();
+    assert!(
+        archive.starts_with("From a@example.org  "),
+        "file targets are mbox-style: {archive}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(
+            out_dir.join("piped")
+        )
+        .is_ok_and(|t| t.contains("body for pipe"))),
+        "{}",
+        m.log_text()
+    );
+    assert!(std::fs::read_to_string(out_dir.join("piped"))
+        .unwrap()
+        .starts_with("Return-Path: <a@example.org>\n"));
+    let hadoop = m.wait_maildir("hadoop", 1);
+    assert!(String::from_utf8_lossy(&hadoop[0]).contains("body for team"));
+    // user+ext is delivered to the user; far@ reaches openstack locally and 163.com by forwarding.
+    let o = m.wait_maildir("openstack", 2);
+    assert!(o
+        .iter()
+        .any(|x| String::from_utf8_lossy(x).contains("X-Original-To: openstack+lists@ywnds.com")));
+    let log = m.log_text();
+    assert!(
+        log.contains("status=sent (delivered to command: /bin/cat > "),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "status=sent (delivered to file: {}/archive)",
+            out_dir.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("status=sent (forwarded as "), "{log}");
+    assert!(
+        m.wait_log("to=<friend@163.com>, relay=none", Duration::from_secs(5)),
+        "the forwarded copy waits for the smtp transport"
+    );
+}
+
+#[test]
+fn mail_to_commands_and_files_obeys_the_allow_parameters() {
+    let m = Instance::mail("allow_mail_to_commands = forward\nallow_mail_to_files = forward\n");
+    std::fs::write(
+        m.etc.join("aliases"),
+        "pipe: \"|/bin/true\"\nlog: /tmp/never-written\n",
+    )
+    .unwrap();
+    assert!(std::process::Command::new(testkit::bin("newaliases"))
+        .arg("-C")
+        .arg(&m.etc)
+        .status()
+        .unwrap()
+        .success());
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail("openstack@ywnds.com", &["pipe@ywnds.com"], b"x")
+        .starts_with("250 "));
+    assert!(c
+        .mail("openstack@ywnds.com", &["log@ywnds.com"], b"x")
+        .starts_with("250 "));
+    assert!(
+        m.wait_log(
+            "status=bounced (mail to command is restricted: \"/bin/true\")",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.wait_log(
+        "status=bounced (mail to file is restricted: \"/tmp/never-written\")",
+        Duration::from_secs(10)
+    ));
+    m.wait_maildir("openstack", 2);
+}
+
+#[test]
+fn deferred_mail_expires_and_returns_to_the_sender() {
+    let m = Instance::mail("maximal_queue_lifetime = 2s\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail(
+            "hadoop@ywnds.com",
+            &["friend@163.com"],
+            b"Subject: far away\r\n\r\nx"
+        )
+        .starts_with("250 "));
+    assert!(m.wait_log(
+        "status=deferred (mail transport unavailable)",
+        Duration::from_secs(5)
+    ));
+    let notice = m.wait_maildir("hadoop", 1);
+    let text = String::from_utf8_lossy(&notice[0]);
+    assert!(
+        text.contains("Final-Recipient: rfc822; friend@163.com") && text.contains("Status: 4.3.0"),
+        "{text}"
+    );
+    assert!(m
+        .log_text()
+        .contains("from=<hadoop@ywnds.com>, status=expired, returned to sender"));
+    assert!(wait_for(Duration::from_secs(5), || m
+        .queue_files("deferred")
+        .is_empty()
+        && m.queue_files("active").is_empty()));
+}
+
+#[test]
+fn as_root_mail_is_written_with_the_recipients_ids() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail("a@example.org", &["openstack@ywnds.com"], b"x")
+        .starts_with("250 "));
+    m.wait_maildir("openstack", 1);
+    use std::os::unix::fs::MetadataExt;
+    let home_uid = std::fs::metadata(m.home.join("openstack")).unwrap().uid();
+    for p in [
+        m.home.join("openstack/Maildir"),
+        m.home.join("openstack/Maildir/new"),
+        m.maildir("openstack")[0].clone(),
+    ] {
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!(
+            md.uid(),
+            home_uid,
+            "{} is owned by the recipient",
+            p.display()
+        );
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        assert_ne!(home_uid, 0, "test users are unprivileged");
+    }
+}
