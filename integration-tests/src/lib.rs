@@ -358,6 +358,21 @@ impl std::ops::Deref for MailInstance {
 }
 
 impl MailInstance {
+    /// Replaces the aliases file and rebuilds its database with newaliases.
+    pub fn set_aliases(&self, text: &str) {
+        std::fs::write(self.etc.join("aliases"), text).unwrap();
+        let out = Command::new(bin("newaliases"))
+            .arg("-C")
+            .arg(&self.etc)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "newaliases: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts it and waits until every service runs.
     pub fn start(&self) {
         self.postfix("start");

@@ -16,24 +16,18 @@ use std::path::Path;
 
 use pfx_config::Config;
 use pfx_ipc::proto::{conversation, endpoint, BounceReply, BounceRequest, Origin};
-use pfx_ipc::Channel;
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::{self, Log};
 use pfx_queue::{Queue, QueueName};
-use pfx_server::Stream;
 use tracing::{info, warn};
 
 fn main() {
     pfx_server::run("bounce", |ctx, endpoint| async move {
-        let config = ctx.config.clone();
-        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
-            let cfg = config.borrow().clone();
-            async move {
-                let Stream::Unix(s) = stream else { return };
-                let mut ch = Channel::new(s);
-                if let Err(e) = ch.handshake(conversation::BOUNCE).await {
-                    return warn!("qmgr handshake: {e}");
-                }
+        pfx_server::serve_channels(
+            &ctx,
+            endpoint,
+            conversation::BOUNCE,
+            |cfg, mut ch| async move {
                 let Ok(req) = ch.expect::<BounceRequest>().await else {
                     return;
                 };
@@ -45,8 +39,8 @@ fn main() {
                     }
                 };
                 let _ = ch.send(&reply).await;
-            }
-        })
+            },
+        )
         .await
     })
 }

@@ -19,7 +19,6 @@ use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupReque
 use pfx_ipc::Channel;
 use pfx_queue::file::{Envelope, Writer};
 use pfx_queue::Queue;
-use pfx_server::Stream;
 use tokio::net::UnixStream;
 use tracing::{info, warn};
 
@@ -30,7 +29,6 @@ fn main() {
         "cleanup",
         pfx_server::Threads::One,
         |ctx, endpoint| async move {
-            let config = ctx.config.clone();
             let queue_dir = ctx
                 .config()
                 .get("queue_directory")
@@ -38,12 +36,10 @@ fn main() {
             let pool = Arc::new(pfx_queue::recycle::Pool::new(std::path::Path::new(
                 &queue_dir,
             )));
-            pfx_server::serve_stream(&ctx, endpoint, move |stream| {
-                let cfg = config.borrow().clone();
+            pfx_server::serve_channels(&ctx, endpoint, conversation::CLEANUP, move |cfg, ch| {
                 let pool = pool.clone();
                 async move {
-                    let Stream::Unix(s) = stream else { return };
-                    if let Err(e) = session(cfg, pool, s).await {
+                    if let Err(e) = session(cfg, pool, ch).await {
                         warn!("{e}");
                     }
                 }
@@ -57,12 +53,9 @@ fn main() {
 async fn session(
     cfg: Arc<Config>,
     pool: Arc<pfx_queue::recycle::Pool>,
-    stream: UnixStream,
+    ch: Channel<UnixStream>,
 ) -> Result<(), String> {
-    let mut ch = Channel::new(stream).with_max_frame(2 * pfx_ipc::proto::CHUNK);
-    ch.handshake(conversation::CLEANUP)
-        .await
-        .map_err(|e| format!("client handshake: {e}"))?;
+    let mut ch = ch.with_max_frame(2 * pfx_ipc::proto::CHUNK);
     let settings = Settings::from(&cfg, pool)?;
     loop {
         let req: Option<CleanupRequest> =

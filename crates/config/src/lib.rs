@@ -75,6 +75,30 @@ pub fn config_dir(flag: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR))
 }
 
+/// Groups a table file's lines into logical lines, as master.cf and
+/// aliases(5) are read: empty lines and lines whose first non-blank
+/// character is `#` are skipped, and a line that starts with white space
+/// continues the previous one (joined with one space). Returns each logical
+/// line with the number of its first line, or the number of a continuation
+/// line that has nothing to continue.
+pub fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, usize> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            let (_, l) = out.last_mut().ok_or(i + 1)?;
+            l.push(' ');
+            l.push_str(t);
+        } else {
+            out.push((i + 1, line.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads and parses `DIR/master.cf`.
 pub fn read_master_cf(dir: &Path) -> Result<Vec<Service>, Error> {
     let path = dir.join("master.cf");

@@ -222,30 +222,9 @@ fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
 /// Parses master.cf text; `path` is only used in error messages. Two entries
 /// with the same name and type are an error, as in Postfix.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Service>, Error> {
-    let mut logical: Vec<(usize, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            match logical.last_mut() {
-                Some((_, l)) => {
-                    l.push(' ');
-                    l.push_str(t);
-                }
-                None => {
-                    return Err(Error::syntax(
-                        path,
-                        i + 1,
-                        "logical line must not start with white space",
-                    ))
-                }
-            }
-        } else {
-            logical.push((i + 1, line.to_owned()));
-        }
-    }
+    let logical = crate::logical_lines(text).map_err(|line| {
+        Error::syntax(path, line, "logical line must not start with white space")
+    })?;
     let mut services: Vec<Service> = Vec::new();
     for (line, text) in logical {
         let s = parse_entry(path, line, &text)?;

@@ -15,21 +15,12 @@ mod mailbox;
 mod privs;
 
 use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
-use pfx_ipc::Channel;
-use pfx_server::Stream;
 use tracing::warn;
 
 fn main() {
     pfx_server::run("local", |ctx, endpoint| async move {
-        let config = ctx.config.clone();
-        pfx_server::serve_stream(&ctx, endpoint, move |stream| {
-            let cfg = config.borrow().clone();
+        pfx_server::serve_channels(&ctx, endpoint, conversation::DELIVER, |cfg, mut ch| {
             async move {
-                let Stream::Unix(s) = stream else { return };
-                let mut ch = Channel::new(s);
-                if let Err(e) = ch.handshake(conversation::DELIVER).await {
-                    return warn!("qmgr handshake: {e}");
-                }
                 // qmgr reuses its connections: serve requests until it closes this one.
                 loop {
                     let req: DeliveryRequest = match ch.recv().await {

@@ -49,28 +49,23 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Entry>, Error> {
 /// Parses aliases text as postalias does: bad lines are reported and skipped.
 pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
     let mut errors = Vec::new();
-    let mut logical: Vec<(usize, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            match logical.last_mut() {
-                Some((_, l)) => {
-                    l.push(' ');
-                    l.push_str(t);
-                }
-                None => errors.push(Error {
+    // A stray continuation line is reported and the rest still read.
+    let mut text = text.to_owned();
+    let logical = loop {
+        match pfx_config::logical_lines(&text) {
+            Ok(l) => break l,
+            Err(line) => {
+                errors.push(Error {
                     path: path.into(),
-                    line: i + 1,
+                    line,
                     message: "continuation line without a preceding entry".into(),
-                }),
+                });
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines[line - 1] = "";
+                text = lines.join("\n");
             }
-        } else {
-            logical.push((i + 1, line.to_owned()));
         }
-    }
+    };
     let entries = logical
         .into_iter()
         .map(|(line, text)| {

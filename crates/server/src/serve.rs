@@ -78,6 +78,39 @@ async fn accept(endpoint: &Endpoint) -> std::io::Result<Stream> {
     }
 }
 
+/// Accepts connections on a Unix endpoint, exchanges the `conversation`
+/// handshake (a peer that fails it is logged and dropped) and runs
+/// `handler` with the current configuration and the connected channel.
+pub async fn serve_channels<H, Fut>(
+    ctx: &Context,
+    endpoint: Endpoint,
+    conversation: &'static str,
+    handler: H,
+) -> Result<(), String>
+where
+    H: Fn(Arc<pfx_config::Config>, pfx_ipc::Channel<tokio::net::UnixStream>) -> Fut
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let config = ctx.config.clone();
+    let handler = Arc::new(handler);
+    serve_stream(ctx, endpoint, move |stream| {
+        let cfg = config.borrow().clone();
+        let handler = handler.clone();
+        async move {
+            let Stream::Unix(s) = stream else { return };
+            let mut ch = pfx_ipc::Channel::new(s);
+            match ch.handshake(conversation).await {
+                Ok(()) => handler(cfg, ch).await,
+                Err(e) => warn!("{conversation} handshake: {e}"),
+            }
+        }
+    })
+    .await
+}
+
 /// Reads trigger requests and calls `handler` with each request byte (`W`
 /// for master's wakeup, others defined by the service). On a Unix socket each
 /// connection carries a few bytes; on a FIFO they arrive in a stream.

@@ -523,17 +523,7 @@ fn idle_clients_time_out_and_error_storms_are_cut_off() {
 fn undeliverable_mail_bounces_to_the_sender_as_rfc3464() {
     // Notices carry only the original's headers, so they fit the mailbox the original did not.
     let m = Instance::mail("mailbox_size_limit = 5000\nbounce_size_limit = 1000\n");
-    std::fs::write(
-        m.etc.join("aliases"),
-        "postmaster: root\nroot: openstack\nbroken: nosuchuser\n",
-    )
-    .unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases("postmaster: root\nroot: openstack\nbroken: nosuchuser\n");
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
@@ -608,13 +598,7 @@ assert found['rfc822; nosuchuser@ywnds.com'] == ('failed', '5.1.1'), found
 #[test]
 fn bounces_of_bounces_go_to_postmaster_never_back() {
     let m = Instance::mail("");
-    std::fs::write(m.etc.join("aliases"), "postmaster: hadoop\n").unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases("postmaster: hadoop\n");
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
@@ -623,17 +607,7 @@ fn bounces_of_bounces_go_to_postmaster_never_back() {
     let mut r = c.cmd("RCPT TO:<ghost@ywnds.com>");
     assert!(r.starts_with("550"), "{r}");
     // Accepted for an alias whose target is missing, so it bounces at delivery.
-    std::fs::write(
-        m.etc.join("aliases"),
-        "postmaster: hadoop\nghost: nosuchuser\n",
-    )
-    .unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases("postmaster: hadoop\nghost: nosuchuser\n");
     r = c.cmd("RCPT TO:<ghost@ywnds.com>");
     assert_eq!(r, "250 2.1.5 Ok");
     assert!(c.cmd("DATA").starts_with("354"));
@@ -714,17 +688,7 @@ fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64> {
 #[test]
 fn pflogsumm_reads_the_log_and_counts_match() {
     let m = Instance::mail("minimal_backoff_time = 60s\nmaximal_backoff_time = 60s\n");
-    std::fs::write(
-        m.etc.join("aliases"),
-        "postmaster: root\nroot: openstack\nbroken: nosuchuser\n",
-    )
-    .unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases("postmaster: root\nroot: openstack\nbroken: nosuchuser\n");
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
@@ -877,13 +841,7 @@ fn alias_targets_files_commands_includes_extensions_and_forwarding() {
         out = out_dir.display(),
         inc = include.display()
     );
-    std::fs::write(m.etc.join("aliases"), aliases).unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases(&aliases);
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
@@ -948,17 +906,7 @@ fn alias_targets_files_commands_includes_extensions_and_forwarding() {
 #[test]
 fn mail_to_commands_and_files_obeys_the_allow_parameters() {
     let m = Instance::mail("allow_mail_to_commands = forward\nallow_mail_to_files = forward\n");
-    std::fs::write(
-        m.etc.join("aliases"),
-        "pipe: \"|/bin/true\"\nlog: /tmp/never-written\n",
-    )
-    .unwrap();
-    assert!(std::process::Command::new(testkit::bin("newaliases"))
-        .arg("-C")
-        .arg(&m.etc)
-        .status()
-        .unwrap()
-        .success());
+    m.set_aliases("pipe: \"|/bin/true\"\nlog: /tmp/never-written\n");
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
