@@ -17,8 +17,14 @@ use pfx_server::Stream;
 use settings::Settings;
 use tracing::warn;
 
-/// Open sessions per client address (`smtpd_client_connection_count_limit`).
-pub(crate) type ConnectionCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// What the sessions of one smtpd process share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Open sessions per client address (`smtpd_client_connection_count_limit`).
+    pub(crate) counts: Mutex<HashMap<IpAddr, usize>>,
+    /// Idle connections to cleanup, reused by the next message of any session.
+    pub(crate) cleanup: Mutex<Vec<pfx_ipc::Channel<tokio::net::UnixStream>>>,
+}
 
 fn main() {
     // One thread: a session is a chain of small steps, and hopping between
@@ -29,17 +35,17 @@ fn main() {
         |ctx, endpoint| async move {
             let config = ctx.config.clone();
             let current: Arc<Mutex<Option<Arc<Settings>>>> = Arc::new(Mutex::new(None));
-            let counts: ConnectionCounts = Arc::default();
+            let shared: Arc<Shared> = Arc::default();
             pfx_server::serve_stream(&ctx, endpoint, move |stream| {
                 let cfg = config.borrow().clone();
                 let settings = settings_for(&current, cfg);
-                let counts = counts.clone();
+                let shared = shared.clone();
                 async move {
                     let Stream::Tcp(tcp, peer) = stream else {
                         return;
                     };
                     match settings {
-                        Ok(st) => session::run(st, tcp, peer, counts).await,
+                        Ok(st) => session::run(st, tcp, peer, shared).await,
                         Err(e) => warn!("configuration: {e}"),
                     }
                 }

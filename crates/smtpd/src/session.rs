@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::settings::{BareNewline, Settings};
-use crate::{check, ConnectionCounts};
+use crate::{check, Shared};
 
 /// A command line longer than this is refused (Postfix's line_length_limit).
 const MAX_LINE: usize = 2048;
@@ -49,16 +49,10 @@ struct Session {
     stats: [(u32, u32); VERBS.len()],
     errors: u32,
     last_verb: &'static str,
-    /// The connection to cleanup, kept for the session's next message.
-    cleanup: Option<pfx_ipc::Channel<tokio::net::UnixStream>>,
+    shared: Arc<Shared>,
 }
 
-pub(crate) async fn run(
-    st: Arc<Settings>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    counts: ConnectionCounts,
-) {
+pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
     let (rd, wr) = tcp.into_split();
@@ -87,10 +81,10 @@ pub(crate) async fn run(
         stats: [(0, 0); VERBS.len()],
         errors: 0,
         last_verb: "CONNECT",
-        cleanup: None,
+        shared: shared.clone(),
     };
     let over_limit = {
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = c.entry(ip).or_default();
         *n += 1;
         s.st.connection_limit > 0 && *n > s.st.connection_limit
@@ -124,7 +118,7 @@ pub(crate) async fn run(
             End::Done => {}
         }
     }
-    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(n) = c.get_mut(&ip) {
         *n -= 1;
         if *n == 0 {
@@ -476,7 +470,7 @@ impl Session {
         if too_big || bare_lf_rejected || broken {
             let _ = ch.send(&CleanupRequest::Abort).await;
             if !broken && ch.recv::<CleanupReply>().await.is_ok() {
-                self.cleanup = Some(conn);
+                self.give_back_cleanup(conn);
             }
             return Ok(if too_big {
                 Reply::new(552, "5.3.4", "Error: message file too big")
@@ -497,7 +491,7 @@ impl Session {
         }
         .await;
         if result.is_ok() {
-            self.cleanup = Some(conn);
+            self.give_back_cleanup(conn);
         }
         Ok(match result {
             Ok(CleanupReply::Committed { queue_id }) => {
@@ -517,9 +511,18 @@ impl Session {
         })
     }
 
-    /// Starts a message with cleanup, on the session's connection when it
-    /// has one (a connection found broken, after a cleanup restart, is
-    /// replaced once).
+    /// Returns a cleanup connection, in step, for another message to use.
+    fn give_back_cleanup(&self, conn: pfx_ipc::Channel<tokio::net::UnixStream>) {
+        self.shared
+            .cleanup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+
+    /// Starts a message with cleanup, on an idle connection when there is
+    /// one (a connection found broken, after a cleanup restart, is replaced
+    /// once).
     async fn open_cleanup(
         &mut self,
         sender: &str,
@@ -562,7 +565,13 @@ impl Session {
                 }
             }
         };
-        if let Some(ch) = self.cleanup.take() {
+        let idle = self
+            .shared
+            .cleanup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if let Some(ch) = idle {
             if let Ok(started) = start(ch).await {
                 return Ok(started);
             }
