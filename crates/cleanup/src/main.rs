@@ -23,8 +23,8 @@ use tokio::net::UnixStream;
 use tracing::{info, warn};
 
 fn main() {
-    // One thread, fsyncs inline: commits are serialized, which costs less
-    // than waking other threads for each of them.
+    // One thread for the protocol (a chain of small steps); commits go to
+    // the blocking pool.
     pfx_server::run_with(
         "cleanup",
         pfx_server::Threads::One,
@@ -227,7 +227,11 @@ async fn message(
             return Ok(f);
         }
     }
-    let committed = writer.finish();
+    // Commits run on the blocking pool, several at once, so the kernel can
+    // merge their fsyncs into one journal commit.
+    let committed = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| e.to_string())?;
     match committed {
         Ok(id) => {
             let qmgr = st.queue.root().join(endpoint::QMGR);
