@@ -95,8 +95,8 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
             "4.7.0",
             format!("{} Error: too many connections from {ip}", s.st.myhostname),
         );
-        info!(
-            "warning: Connection concurrency limit exceeded: {} from {}",
+        warn!(
+            "Connection concurrency limit exceeded: {} from {}",
             s.st.connection_limit + 1,
             s.client
         );
