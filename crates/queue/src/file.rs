@@ -252,6 +252,10 @@ impl Writer {
             rec::SIZE,
             size_field(self.content_start, self.content_len).as_bytes(),
         )?;
+        // A recycled file may have been longer than this message.
+        file.set_len(self.pos)?;
+        // Data first, then the readiness bit, then the bit itself: on any file
+        // system a file marked complete has its data on disk.
         file.sync_data()?;
         file.set_permissions(std::fs::Permissions::from_mode(MODE_COMPLETE))?;
         file.sync_all()?;
@@ -496,6 +500,37 @@ mod tests {
         assert_eq!(
             qf.pending().map(|r| r.address.as_str()).collect::<Vec<_>>(),
             ["openstack@ywnds.com"]
+        );
+    }
+
+    #[test]
+    fn a_recycled_longer_file_holds_exactly_the_new_message() {
+        let (t, q) = queue();
+        std::fs::create_dir(t.path().join("recycle")).unwrap();
+        let big: Vec<u8> = vec![b'x'; 100_000];
+        let old = write(&q, &big);
+        crate::recycle::give_back(t.path(), &q.path(QueueName::Incoming, &old)).unwrap();
+        let pool = crate::recycle::Pool::new(t.path());
+        let mut w = Writer::create(&q, SystemTime::now(), Some(&pool)).unwrap();
+        w.envelope(&Envelope {
+            sender: "s@x".into(),
+            recipients: vec![("r@x".into(), None)],
+            attrs: vec![],
+        })
+        .unwrap();
+        w.content(b"short\n").unwrap();
+        let id = w.finish().unwrap();
+        let qf = QueueFile::open(&q.path(QueueName::Incoming, &id)).unwrap();
+        let mut got = Vec::new();
+        qf.content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"short\n");
+        assert_eq!(qf.recipients.len(), 1);
+        assert!(
+            std::fs::read_dir(t.path().join("recycle"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "the file was reused"
         );
     }
 

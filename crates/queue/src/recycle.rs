@@ -5,8 +5,8 @@
 //! kernel time of the whole mail system (it scans past recently deleted
 //! inodes). So when qmgr is done with a message it renames the file into
 //! `recycle/` instead of unlinking it, and cleanup takes a file from there
-//! for the next message: truncate, mode 0600 (incomplete), rename to its new
-//! queue ID. Nothing in `recycle/` is ever read as mail, and a file there is
+//! for the next message: mode 0600 (incomplete), rename to its new queue ID,
+//! overwrite, cut to length. Nothing in `recycle/` is ever read as mail, and a file there is
 //! only ever a finished message, so a crash at any point loses nothing.
 
 use std::fs::{File, OpenOptions};
@@ -34,8 +34,8 @@ impl Pool {
     }
 
     /// Claims a reusable file by renaming it to `claim` (under the pool's
-    /// lock, so no file is handed out twice), then empties it and marks it
-    /// incomplete. Returns the open file.
+    /// lock, so no file is handed out twice) and marks it incomplete.
+    /// Returns it open for writing from the start.
     pub fn take(&self, claim: &Path) -> Option<File> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -63,10 +63,12 @@ impl Pool {
             let Ok(file) = OpenOptions::new().write(true).open(claim) else {
                 continue;
             };
-            if file.set_len(0).is_err()
-                || file
-                    .set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .is_err()
+            // Incomplete from here on; the writer overwrites it in place and
+            // cuts it to length when done (emptying it first would free and
+            // reallocate its blocks, which costs as much as an fsync).
+            if file
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .is_err()
             {
                 let _ = std::fs::remove_file(claim);
                 continue;
@@ -101,7 +103,7 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn files_come_back_empty_and_incomplete() {
+    fn files_come_back_incomplete_and_handed_out_once() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("recycle")).unwrap();
         let done = tmp.path().join("ABC123DEF");
@@ -114,7 +116,6 @@ mod tests {
         let pool = Pool::new(tmp.path());
         let claim = tmp.path().join("claimed");
         let file = pool.take(&claim).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), 0);
         assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
         assert!(claim.exists());
         assert!(
