@@ -28,11 +28,35 @@ enum Verdict {
     Failed(Failure),
 }
 
+/// The lookup tables of one configuration version, built once and shared by
+/// every delivery (the alias database is re-read only when it changes).
+pub(crate) struct Tables {
+    pub(crate) cfg: Arc<Config>,
+    passwd: Passwd,
+    aliases: MapList,
+}
+
+impl Tables {
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
+        let passwd = Passwd::new(Some(
+            cfg.get("local_passwd_file")
+                .map_err(|e| e.to_string())?
+                .into(),
+        ));
+        let aliases = MapList::parse(&cfg.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
+        Ok(Self {
+            cfg,
+            passwd,
+            aliases,
+        })
+    }
+}
+
 struct Ctx<'a> {
     cfg: &'a Config,
     qf: &'a QueueFile,
-    passwd: Passwd,
-    aliases: MapList,
+    passwd: &'a Passwd,
+    aliases: &'a MapList,
     delivered_to: Vec<String>,
     forward: Vec<String>,
     /// Each final delivery, for its own log line: (address, outcome).
@@ -65,7 +89,8 @@ type Leaves = Vec<(String, Verdict)>;
 type Expanded = (Vec<(Verdict, Leaves)>, Vec<String>, QueueFile);
 
 /// Delivers every recipient of the request and logs each outcome.
-pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+pub(crate) async fn request(tables: &Tables, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+    let cfg = &tables.cfg;
     let start = SystemTime::now();
     let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
     let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
@@ -74,15 +99,11 @@ pub(crate) async fn request(cfg: &Arc<Config>, req: &DeliveryRequest) -> Vec<Del
     // on this worker thread, told to the runtime as blocking.
     let work = tokio::task::block_in_place(move || -> Result<Expanded, String> {
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
-        let passwd = Passwd::new(Some(
-            cfg.get("local_passwd_file").unwrap_or_default().into(),
-        ));
-        let aliases = MapList::parse(&cfg.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
         let mut ctx = Ctx {
             cfg,
             qf: &qf,
-            passwd,
-            aliases,
+            passwd: &tables.passwd,
+            aliases: &tables.aliases,
             delivered_to: Vec::new(),
             forward: Vec::new(),
             leaves: Vec::new(),

@@ -352,3 +352,36 @@ where
         }
     }
 }
+
+/// Something built from the configuration (parsed lists, opened tables) and
+/// rebuilt only when a reload brings a new configuration.
+pub struct PerConfig<T> {
+    current: std::sync::Mutex<Option<(Arc<Config>, Arc<T>)>>,
+}
+
+impl<T> Default for PerConfig<T> {
+    fn default() -> Self {
+        Self {
+            current: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> PerConfig<T> {
+    /// The value for `cfg`, built with `build` the first time this configuration is seen.
+    pub fn get(
+        &self,
+        cfg: Arc<Config>,
+        build: impl FnOnce(Arc<Config>) -> Result<T, String>,
+    ) -> Result<Arc<T>, String> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, v)) = cur.as_ref() {
+            if Arc::ptr_eq(c, &cfg) {
+                return Ok(v.clone());
+            }
+        }
+        let v = Arc::new(build(cfg.clone())?);
+        *cur = Some((cfg, v.clone()));
+        Ok(v)
+    }
+}

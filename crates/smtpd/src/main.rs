@@ -34,11 +34,11 @@ fn main() {
         pfx_server::Threads::One,
         |ctx, endpoint| async move {
             let config = ctx.config.clone();
-            let current: Arc<Mutex<Option<Arc<Settings>>>> = Arc::new(Mutex::new(None));
+            let settings: Arc<pfx_server::PerConfig<Settings>> = Arc::default();
             let shared: Arc<Shared> = Arc::default();
             pfx_server::serve_stream(&ctx, endpoint, move |stream| {
                 let cfg = config.borrow().clone();
-                let settings = settings_for(&current, cfg);
+                let settings = settings.get(cfg, Settings::new);
                 let shared = shared.clone();
                 async move {
                     let Stream::Tcp(tcp, peer) = stream else {
@@ -53,18 +53,4 @@ fn main() {
             .await
         },
     )
-}
-
-/// The settings for this configuration, rebuilt only when it changed (reload).
-fn settings_for(
-    current: &Mutex<Option<Arc<Settings>>>,
-    cfg: Arc<pfx_config::Config>,
-) -> Result<Arc<Settings>, String> {
-    let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = cur.as_ref().filter(|s| Arc::ptr_eq(&s.cfg, &cfg)) {
-        return Ok(s.clone());
-    }
-    let s = Arc::new(Settings::new(cfg)?);
-    *cur = Some(s.clone());
-    Ok(s)
 }

@@ -18,7 +18,6 @@ pub(crate) enum BareNewline {
 
 #[derive(Debug)]
 pub(crate) struct Settings {
-    pub(crate) cfg: Arc<Config>,
     pub(crate) myhostname: String,
     pub(crate) banner: String,
     pub(crate) mail_name: String,
@@ -89,7 +88,6 @@ impl Settings {
             connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
                 .unwrap_or(0),
             queue_dir: s("queue_directory")?.into(),
-            cfg,
         })
     }
 
