@@ -222,25 +222,12 @@ impl Instance {
             ));
         }
         std::fs::write(inst.etc.join("passwd"), passwd).unwrap();
-        std::fs::write(
-            inst.etc.join("aliases"),
-            "postmaster: root\nroot: openstack\nadmin: openstack, hadoop\n",
-        )
-        .unwrap();
         let mut main_cf = std::fs::read_to_string(inst.etc.join("main.cf")).unwrap();
         main_cf.push_str(&format!("mail_spool_directory = {}\n", spool.display()));
         std::fs::write(inst.etc.join("main.cf"), main_cf).unwrap();
-        let out = Command::new(bin("newaliases"))
-            .arg("-C")
-            .arg(&inst.etc)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "newaliases: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        MailInstance { inst, port, home }
+        let m = MailInstance { inst, port, home };
+        m.set_aliases("postmaster: root\nroot: openstack\nadmin: openstack, hadoop\n");
+        m
     }
 
     /// Adds an executable script to the daemon directory.

@@ -408,22 +408,11 @@ impl Ctx<'_> {
         } else {
             (user.home.join(&home_mailbox), home_mailbox.ends_with('/'))
         };
-        let prepend = self.prepend(&rcpt, top);
-        let mut content = match self.qf.content() {
-            Ok(c) => c,
-            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
-        };
-        let mut msg = Message {
-            prepend: &prepend,
-            content: &mut content,
-            sender: &self.qf.sender,
-            size_limit: self.limit(),
-        };
-        let written = crate::privs::as_user(user.uid, user.gid, || {
+        let written = self.write_as(user.uid, user.gid, &rcpt, top, |m| {
             if maildir {
-                mailbox::maildir(&path, &mut msg)
+                mailbox::maildir(&path, m)
             } else {
-                mailbox::mbox(&path, &mut msg)
+                mailbox::mbox(&path, m)
             }
         });
         let v = match written {
@@ -439,6 +428,30 @@ impl Ctx<'_> {
         };
         self.leaves.push((rcpt, v.clone()));
         v
+    }
+
+    /// Writes the message, with the delivery headers for `rcpt`, through
+    /// `write`, using the file-system ids `uid`/`gid`.
+    fn write_as(
+        &self,
+        uid: u32,
+        gid: u32,
+        rcpt: &str,
+        top: &str,
+        write: impl FnOnce(&mut Message<'_>) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let prepend = self.prepend(rcpt, top);
+        let mut content = self
+            .qf
+            .content()
+            .map_err(|e| defer(format!("read queue file: {e}")))?;
+        let mut msg = Message {
+            prepend: &prepend,
+            content: &mut content,
+            sender: &self.qf.sender,
+            size_limit: self.limit(),
+        };
+        crate::privs::as_user(uid, gid, || write(&mut msg))
     }
 
     /// The account alias commands and files run as: the owner of the alias
@@ -460,18 +473,7 @@ impl Ctx<'_> {
 
     fn file(&mut self, path: &Path, top: &str) -> Verdict {
         let (uid, gid) = self.alias_owner();
-        let prepend = self.prepend(top, top);
-        let mut content = match self.qf.content() {
-            Ok(c) => c,
-            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
-        };
-        let mut msg = Message {
-            prepend: &prepend,
-            content: &mut content,
-            sender: &self.qf.sender,
-            size_limit: self.limit(),
-        };
-        let v = match crate::privs::as_user(uid, gid, || mailbox::mbox(path, &mut msg)) {
+        let v = match self.write_as(uid, gid, top, top, |m| mailbox::mbox(path, m)) {
             Ok(()) => Verdict::Sent(format!("delivered to file: {}", path.display())),
             Err(f) => Verdict::Failed(f),
         };
