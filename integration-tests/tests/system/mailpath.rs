@@ -1013,3 +1013,53 @@ fn one_client_cannot_hold_every_session() {
         Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn garbage_on_every_daemon_socket_leaves_them_serving() {
+    let m = Instance::mail("");
+    m.start();
+    let pids: Vec<i32> = ["cleanup", "qmgr", "local", "bounce"]
+        .iter()
+        .map(|s| m.child_pid(s).unwrap())
+        .collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for socket in [
+        "public/cleanup",
+        "public/qmgr",
+        "private/local",
+        "private/bounce",
+    ] {
+        for payload in [
+            &junk[..],
+            &[0xff, 0xff, 0xff, 0xff][..],
+            b"\x00\x00\x00\x05hello",
+            b"",
+        ] {
+            let mut s = std::os::unix::net::UnixStream::connect(m.queue.join(socket)).unwrap();
+            let _ = std::io::Write::write_all(&mut s, payload);
+        }
+    }
+    // Every daemon is still the same process and the mail path still works.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: after the junk\r\n\r\nstill here"
+        )
+        .starts_with("250 "));
+    m.wait_maildir("openstack", 1);
+    let now: Vec<i32> = ["cleanup", "qmgr", "local", "bounce"]
+        .iter()
+        .map(|s| m.child_pid(s).unwrap())
+        .collect();
+    assert_eq!(now, pids, "a daemon restarted after garbage input");
+    assert!(
+        m.log_text().contains("handshake"),
+        "bad peers are logged:\n{}",
+        m.log_text()
+    );
+}
