@@ -155,7 +155,13 @@ async fn message(
     .await
     .map_err(|e| e.to_string())?;
 
-    let add_missing = origin != Origin::Smtp;
+    let meta = Meta {
+        st,
+        id: &id,
+        sender: &sender,
+        arrival,
+        add_missing: origin != Origin::Smtp,
+    };
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
     let mut failure: Option<CleanupReply> = None;
     loop {
@@ -169,27 +175,12 @@ async fn message(
                     continue;
                 }
                 let out = hdr.feed(&chunk);
-                if let Some(done) = out.finished_headers {
-                    finish_headers(
-                        st,
-                        &id,
-                        &sender,
-                        arrival,
-                        add_missing,
-                        &done,
-                        &mut writer,
-                        &mut failure,
-                    );
-                }
-                if failure.is_none() {
-                    if let Err(e) = writer.content(&out.body) {
-                        warn!("{id}: write queue file: {e}");
-                        failure = Some(CleanupReply::Failed {
-                            temporary: true,
-                            reason: "queue file write error".into(),
-                        });
-                    }
-                }
+                let mut piece = out
+                    .finished_headers
+                    .map(|h| meta.header_block(&h))
+                    .unwrap_or_default();
+                piece.extend_from_slice(&out.body);
+                failure = write_content(&mut writer, &id, &piece).err();
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
                     failure = Some(CleanupReply::Failed {
                         temporary: false,
@@ -212,18 +203,9 @@ async fn message(
     if let Some(f) = failure {
         return Ok(f);
     }
-    if let Some(done) = hdr.finish() {
-        finish_headers(
-            st,
-            &id,
-            &sender,
-            arrival,
-            add_missing,
-            &done,
-            &mut writer,
-            &mut failure,
-        );
-        if let Some(f) = failure {
+    // A message that is all headers: they end with the content.
+    if let Some(h) = hdr.finish() {
+        if let Err(f) = write_content(&mut writer, &id, &meta.header_block(&h)) {
             return Ok(f);
         }
     }
@@ -250,58 +232,67 @@ async fn message(
     }
 }
 
-/// Writes the header section (plus any headers cleanup adds) and logs the message-id.
-#[allow(clippy::too_many_arguments)]
-fn finish_headers(
-    st: &Settings,
-    id: &str,
-    sender: &str,
+/// What a message's header work needs to know.
+struct Meta<'a> {
+    st: &'a Settings,
+    id: &'a str,
+    sender: &'a str,
     arrival: SystemTime,
+    /// Add missing Message-Id, Date and From (local submissions).
     add_missing: bool,
-    h: &headers::Headers,
-    writer: &mut Writer,
-    failure: &mut Option<CleanupReply>,
-) {
-    let mut block = h.text.clone();
-    let message_id = match &h.message_id {
-        Some(m) => m.clone(),
-        None if add_missing => {
-            let m = format!(
-                "<{}.{id}@{}>",
-                pfx_sys::time::compact(arrival),
-                st.myhostname
-            );
-            block.extend_from_slice(format!("Message-Id: {m}\n").as_bytes());
-            m
+}
+
+impl Meta<'_> {
+    /// The header section as it goes into the queue file, with any headers
+    /// cleanup adds; logs the message-id.
+    fn header_block(&self, h: &headers::Headers) -> Vec<u8> {
+        let (st, id) = (self.st, self.id);
+        let mut block = h.text.clone();
+        let message_id = match &h.message_id {
+            Some(m) => m.clone(),
+            None if self.add_missing => {
+                let m = format!(
+                    "<{}.{id}@{}>",
+                    pfx_sys::time::compact(self.arrival),
+                    st.myhostname
+                );
+                block.extend_from_slice(format!("Message-Id: {m}\n").as_bytes());
+                m
+            }
+            None => String::new(),
+        };
+        if self.add_missing {
+            if !h.has_date {
+                block.extend_from_slice(
+                    format!("Date: {}\n", pfx_sys::time::rfc2822(self.arrival)).as_bytes(),
+                );
+            }
+            if !h.has_from {
+                let from = if self.sender.is_empty() {
+                    format!("MAILER-DAEMON@{}", st.myorigin)
+                } else {
+                    self.sender.to_owned()
+                };
+                block.extend_from_slice(format!("From: {from}\n").as_bytes());
+            }
         }
-        None => String::new(),
-    };
-    if add_missing {
-        if !h.has_date {
-            block.extend_from_slice(
-                format!("Date: {}\n", pfx_sys::time::rfc2822(arrival)).as_bytes(),
-            );
+        block.extend_from_slice(&h.separator);
+        if !message_id.is_empty() {
+            info!("{id}: message-id={message_id}");
         }
-        if !h.has_from {
-            let from = if sender.is_empty() {
-                format!("MAILER-DAEMON@{}", st.myorigin)
-            } else {
-                sender.to_owned()
-            };
-            block.extend_from_slice(format!("From: {from}\n").as_bytes());
-        }
+        block
     }
-    block.extend_from_slice(&h.separator);
-    if !message_id.is_empty() {
-        info!("{id}: message-id={message_id}");
-    }
-    if let Err(e) = writer.content(&block) {
+}
+
+/// Appends content; a write error becomes the reply for the client.
+fn write_content(writer: &mut Writer, id: &str, bytes: &[u8]) -> Result<(), CleanupReply> {
+    writer.content(bytes).map_err(|e| {
         warn!("{id}: write queue file: {e}");
-        *failure = Some(CleanupReply::Failed {
+        CleanupReply::Failed {
             temporary: true,
             reason: "queue file write error".into(),
-        });
-    }
+        }
+    })
 }
 
 /// Reads and discards the rest of a message we cannot take.
