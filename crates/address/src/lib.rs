@@ -53,6 +53,16 @@ pub fn split(addr: &str) -> (&str, &str) {
     }
 }
 
+/// `user` becomes `user@origin` (Postfix's `append_at_myorigin`); addresses
+/// with a domain, and the null address, stay as they are.
+pub fn qualify(addr: &str, origin: &str) -> String {
+    if addr.is_empty() || !split(addr).1.is_empty() {
+        addr.to_owned()
+    } else {
+        format!("{addr}@{origin}")
+    }
+}
+
 /// Removes RFC 5321 quoting from a local part.
 pub fn unquote(local: &str) -> String {
     let mut out = String::with_capacity(local.len());
@@ -206,6 +216,17 @@ mod tests {
             r("ywnds.com!openstack@mail.ywnds.com"),
             ("openstack@ywnds.com".into(), true)
         );
+    }
+
+    #[test]
+    fn bare_names_get_the_origin_domain() {
+        assert_eq!(qualify("hadoop", "ywnds.com"), "hadoop@ywnds.com");
+        assert_eq!(
+            qualify("hadoop@example.org", "ywnds.com"),
+            "hadoop@example.org"
+        );
+        assert_eq!(qualify("\"a@b\"", "ywnds.com"), "\"a@b\"@ywnds.com");
+        assert_eq!(qualify("", "ywnds.com"), "");
     }
 
     #[test]

@@ -100,11 +100,7 @@ impl Settings {
 
     /// `user` becomes `user@$myorigin` (Postfix's append_at_myorigin).
     fn qualify(&self, addr: &str) -> String {
-        if addr.is_empty() || addr.contains('@') {
-            addr.to_owned()
-        } else {
-            format!("{addr}@{}", self.myorigin)
-        }
+        pfx_address::qualify(addr, &self.myorigin)
     }
 }
 
@@ -182,10 +178,7 @@ async fn message(
                 piece.extend_from_slice(&out.body);
                 failure = write_content(&mut writer, &id, &piece).err();
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
-                    failure = Some(CleanupReply::Failed {
-                        temporary: false,
-                        reason: "message file too big".into(),
-                    });
+                    failure = Some(CleanupReply::TooBig);
                 }
             }
             CleanupRequest::End => break,

@@ -95,6 +95,7 @@ pub async fn submit(
     {
         CleanupReply::Committed { queue_id } => Ok(queue_id),
         CleanupReply::Failed { reason, .. } => Err(reason),
+        CleanupReply::TooBig => Err("message file too big".into()),
         other => Err(format!("cleanup: {other:?}")),
     }
 }

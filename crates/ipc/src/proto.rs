@@ -82,6 +82,8 @@ pub enum CleanupReply {
     Committed {
         queue_id: String,
     },
+    /// The content passed `message_size_limit`; nothing was queued.
+    TooBig,
     Failed {
         temporary: bool,
         reason: String,

@@ -295,12 +295,7 @@ impl Ctx<'_> {
 
     /// `user` becomes `user@$myorigin`, as the address is shown in logs.
     fn qualify(&self, addr: &str) -> String {
-        let (_, domain) = self.local_part(addr);
-        if domain.is_empty() {
-            format!("{addr}@{}", self.cfg.get("myorigin").unwrap_or_default())
-        } else {
-            addr.to_owned()
-        }
+        pfx_address::qualify(addr, &self.cfg.get("myorigin").unwrap_or_default())
     }
 
     /// Delivers to every target of an alias (or include file); the worst outcome wins.

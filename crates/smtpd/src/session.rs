@@ -497,12 +497,7 @@ impl Session {
             Ok(CleanupReply::Committed { queue_id }) => {
                 Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
             }
-            Ok(CleanupReply::Failed {
-                temporary: false,
-                reason,
-            }) if reason.contains("too big") => {
-                Reply::new(552, "5.3.4", "Error: message file too big")
-            }
+            Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
             Ok(CleanupReply::Failed {
                 temporary: false,
                 reason,
