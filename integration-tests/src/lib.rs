@@ -159,6 +159,7 @@ impl Instance {
             "qmgr",
             "local",
             "bounce",
+            "named",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
@@ -193,7 +194,8 @@ impl Instance {
         );
         let tmp_main = "mydestination = $myhostname, localhost.$mydomain, localhost, $mydomain\nalias_maps = hash:$config_directory/aliases\nalias_database = hash:$config_directory/aliases\n\
              local_passwd_file = $config_directory/passwd\nhome_mailbox = Maildir/\nmynetworks = 127.0.0.1/32\n\
-             inet_interfaces = 127.0.0.1\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n";
+             inet_interfaces = 127.0.0.1\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n\
+             smtpd_peername_lookup = no\n";
         let inst = Self::new(&master_cf, &format!("{tmp_main}{extra_main_cf}"));
         let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
             let u = nix::unistd::User::from_name("nobody")
@@ -327,6 +329,53 @@ impl Drop for Instance {
                 }
             }
         }
+    }
+}
+
+/// The ywnds.com zone of the default instance (etc/zones), with `serial`.
+pub fn ywnds_zone(serial: u32, extra: &str) -> String {
+    format!(
+        "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. (\n  {serial} ; serial\n  3H 15M 1W 1D )\n\
+         \tIN NS ns.ywnds.com.\n\tIN MX 10 mail.ywnds.com.\nns IN A 127.0.0.1\nmail IN A 127.0.0.1\n{extra}"
+    )
+}
+
+/// The reverse zone for 127.0.0.0/24 with mail.ywnds.com at 127.0.0.1.
+pub const REVERSE_ZONE: &str = "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 1 3H 15M 1W 1D\n\tIN NS ns.ywnds.com.\n1 IN PTR mail.ywnds.com.\n";
+
+/// Runs `dig` against a server on a loopback port; returns its output.
+pub fn dig(port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1", "+nocookie"])
+        .args(args)
+        .output()
+        .expect("dig (bind9-dnsutils) is installed by scripts/setup");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Instance {
+    /// Writes named.conf (serving ywnds.com and its reverse zone from
+    /// etc/zones, on `port`, with `options` added) and a master.cf line for
+    /// named; returns the port.
+    pub fn add_named(&self, options: &str, zone_extra: &str) -> u16 {
+        let port = free_port();
+        let zones = self.etc.join("zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        std::fs::write(zones.join("ywnds.com.zone"), ywnds_zone(1, zone_extra)).unwrap();
+        std::fs::write(zones.join("127.0.0.zone"), REVERSE_ZONE).unwrap();
+        std::fs::write(
+            self.etc.join("named.conf"),
+            format!(
+                "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"zones\";\n  recursion no;\n{options}}};\n\
+                 zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
+                 zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n"
+            ),
+        )
+        .unwrap();
+        let mut master = std::fs::read_to_string(self.etc.join("master.cf")).unwrap();
+        master.push_str("named unix - - n - 1 named\n");
+        self.write_master_cf(&master);
+        port
     }
 }
 

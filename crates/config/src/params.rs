@@ -65,6 +65,8 @@ pub static PARAMS: &[Param] = &[
     p("default_transport", "smtp", Str),
     p("delay_logging_resolution_limit", "2", Int),
     p("disable_vrfy_command", "no", Bool),
+    // postfix-rs: name servers for DNS lookups (address[:port], ...); empty: /etc/resolv.conf.
+    p("dns_servers", "", Str),
     p("duplicate_filter_limit", "1000", Int),
     p("empty_address_recipient", "MAILER-DAEMON", Str),
     p("enable_long_queue_ids", "no", Bool),
@@ -118,6 +120,8 @@ pub static PARAMS: &[Param] = &[
     ),
     p("mynetworks_style", "host", Str),
     p("myorigin", "$myhostname", Str),
+    // postfix-rs: the named.conf that named(8) serves when master runs it.
+    p("named_config_file", "$config_directory/named.conf", Str),
     p("notify_classes", "resource, software", Str),
     p("owner_request_special", "yes", Bool),
     p("process_id_directory", "pid", Str),
@@ -148,6 +152,7 @@ pub static PARAMS: &[Param] = &[
     p("smtpd_hard_error_limit", "20", Int),
     p("smtpd_helo_required", "no", Bool),
     p("smtpd_junk_command_limit", "100", Int),
+    p("smtpd_peername_lookup", "yes", Bool),
     p("smtpd_recipient_limit", "1000", Int),
     p("smtpd_recipient_restrictions", "", Str),
     p(

@@ -29,6 +29,8 @@ enum Sink {
 
 struct Logger {
     tag: String,
+    /// The syslog facility when the sink is syslog.
+    facility: libc::c_int,
     host: String,
     sink: Sink,
     stderr: Option<String>,
@@ -70,6 +72,7 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
     };
     install(Logger {
         tag: format!("{syslog_name}/{}", opts.service),
+        facility: libc::LOG_MAIL,
         host: short_hostname(),
         sink,
         stderr: opts.stderr_name,
@@ -84,10 +87,25 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
 pub fn init_stderr(name: &str) {
     install(Logger {
         tag: String::new(),
+        facility: libc::LOG_MAIL,
         host: String::new(),
         sink: Sink::Syslog,
         stderr: Some(name.to_owned()),
         stderr_info: true,
+        verbose: false,
+    });
+}
+
+/// A logger for a program that is not part of the mail system's log (named
+/// run on its own, as BIND's is): syslog with facility `daemon` as `tag[pid]`.
+pub fn init_daemon_syslog(tag: &str) {
+    install(Logger {
+        tag: tag.to_owned(),
+        facility: libc::LOG_DAEMON,
+        host: String::new(),
+        sink: Sink::Syslog,
+        stderr: None,
+        stderr_info: false,
         verbose: false,
     });
 }
@@ -103,7 +121,7 @@ fn install(logger: Logger) {
                 libc::openlog(
                     ident.as_ptr(),
                     libc::LOG_PID | libc::LOG_NDELAY,
-                    libc::LOG_MAIL,
+                    logger.facility,
                 )
             };
         }

@@ -12,15 +12,25 @@ use pfx_config::Config;
 use pfx_queue::layout::Owners;
 use tracing::{error, warn};
 
+/// How problems in named's files count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dns {
+    /// `postfix check`: a broken named.conf or zone is an error.
+    Strict,
+    /// start and reload: a warning only. DNS trouble must not keep mail from
+    /// flowing, and named keeps serving what it had (as BIND does).
+    Lenient,
+}
+
 /// Runs every check; exits 1 after reporting if any error was found.
-pub(crate) fn run_or_die(dir: &Path, cfg: &Config) {
-    let errors = run(dir, cfg);
+pub(crate) fn run_or_die(dir: &Path, cfg: &Config, dns: Dns) {
+    let errors = run(dir, cfg, dns);
     if errors > 0 {
         pfx_maillog::fatal(format!("{errors} configuration error(s) found; see above"));
     }
 }
 
-fn run(dir: &Path, cfg: &Config) -> usize {
+fn run(dir: &Path, cfg: &Config, dns: Dns) -> usize {
     let mut errors = 0;
     let services = match pfx_config::read_master_cf(dir) {
         Ok(s) => s,
@@ -69,6 +79,21 @@ fn run(dir: &Path, cfg: &Config) -> usize {
             errors += 1;
         }
     }
+    if services.iter().any(|s| s.command == "named") {
+        let (problems, notes) = check_named(cfg);
+        for n in &notes {
+            warn!("{n}");
+        }
+        for p in &problems {
+            match dns {
+                Dns::Strict => error!("{p}"),
+                Dns::Lenient => warn!("{p}"),
+            }
+        }
+        if dns == Dns::Strict {
+            errors += problems.len();
+        }
+    }
     let queue_dir = Path::new(&cfg.get("queue_directory").unwrap_or_default()).to_owned();
     if queue_dir.is_dir() {
         if let Some(owners) = expected_owners(cfg) {
@@ -78,6 +103,28 @@ fn run(dir: &Path, cfg: &Config) -> usize {
         }
     }
     errors
+}
+
+/// named-checkconf -z on `$named_config_file`: its problems and its
+/// warnings (options accepted but not acted on), one per line.
+fn check_named(cfg: &Config) -> (Vec<String>, Vec<String>) {
+    let path = cfg.get("named_config_file").unwrap_or_default();
+    let conf = match named::conf::load(Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => return (vec![e], vec![]),
+    };
+    let mut out = Vec::new();
+    let ok = named::check_zones(&conf, &mut out);
+    let mut problems = Vec::new();
+    if !ok {
+        problems.extend(
+            String::from_utf8_lossy(&out)
+                .lines()
+                .filter(|l| !l.contains(": loaded serial "))
+                .map(str::to_owned),
+        );
+    }
+    (problems, conf.warnings)
 }
 
 /// The owners master would give the queue tree, when they can be resolved.

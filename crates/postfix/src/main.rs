@@ -110,7 +110,7 @@ fn main() {
     };
     match args.command.as_str() {
         "start" => {
-            check::run_or_die(&inst.dir, &inst.cfg);
+            check::run_or_die(&inst.dir, &inst.cfg, check::Dns::Lenient);
             inst.not_running_or_die();
             info!("starting the Postfix mail system");
             let status = std::process::Command::new(inst.master_path())
@@ -124,7 +124,7 @@ fn main() {
             }
         }
         "start-fg" => {
-            check::run_or_die(&inst.dir, &inst.cfg);
+            check::run_or_die(&inst.dir, &inst.cfg, check::Dns::Lenient);
             inst.not_running_or_die();
             info!("starting the Postfix mail system");
             let err = std::process::Command::new(inst.master_path())
@@ -152,7 +152,7 @@ fn main() {
             inst.wait_stopped(Duration::from_secs(10));
         }
         "reload" => {
-            check::run_or_die(&inst.dir, &inst.cfg);
+            check::run_or_die(&inst.dir, &inst.cfg, check::Dns::Lenient);
             let pid = inst.running_or_die();
             info!("refreshing the Postfix mail system");
             let _ = kill(pid, Signal::SIGHUP);
@@ -164,7 +164,7 @@ fn main() {
                 std::process::exit(1);
             }
         },
-        "check" => check::run_or_die(&inst.dir, &inst.cfg),
+        "check" => check::run_or_die(&inst.dir, &inst.cfg, check::Dns::Strict),
         other => {
             eprintln!("postfix: fatal: unknown command: '{other}'. Usage: {USAGE}");
             std::process::exit(1);

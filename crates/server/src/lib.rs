@@ -215,6 +215,22 @@ where
     F: FnOnce(Context, Endpoint) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    run_prepared(program, threads, |_| Ok(()), |ctx, endpoint, ()| service(ctx, endpoint))
+}
+
+/// As [`run_with`], with `prepare` run on the configuration before privileges
+/// are dropped (named binds port 53 there); its result goes to the service.
+pub fn run_prepared<P, S, F, Fut>(
+    program: &'static str,
+    threads: Threads,
+    prepare: P,
+    service: F,
+) -> !
+where
+    P: FnOnce(&Config) -> Result<S, String>,
+    F: FnOnce(Context, Endpoint, S) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     pfx_maillog::init_stderr(program);
     let args = Args::parse();
     let cfg = load_config(&args, program).unwrap_or_else(|e| pfx_maillog::fatal(e));
@@ -237,6 +253,7 @@ where
         Err(e) => pfx_maillog::fatal(format!("service endpoint: {e}")),
     };
     let status = take_status();
+    let prepared = prepare(&cfg).unwrap_or_else(|e| pfx_maillog::fatal(e));
     if args.unprivileged && pfx_sys::users::is_root() {
         let owner = cfg
             .get("mail_owner")
@@ -269,7 +286,7 @@ where
         endpoint,
         status,
         max_sessions,
-        service,
+        |ctx, endpoint| service(ctx, endpoint, prepared),
     ));
     if let Err(e) = code {
         pfx_maillog::fatal(e);

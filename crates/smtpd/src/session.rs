@@ -41,6 +41,8 @@ struct Session {
     peer: SocketAddr,
     /// `name[address]` as in every log line.
     client: String,
+    /// The verified client name, or `unknown`.
+    client_name: String,
     origin: Origin,
     helo: Option<String>,
     esmtp: bool,
@@ -52,12 +54,26 @@ struct Session {
     shared: Arc<Shared>,
 }
 
+/// The client's name as Postfix finds it: a PTR name that resolves back to
+/// the address, else `unknown` (with Postfix's warning when the names disagree).
+async fn client_name(st: &Settings, ip: std::net::IpAddr) -> String {
+    let Some(resolver) = &st.resolver else {
+        return "unknown".into();
+    };
+    let (name, warning) = resolver.verified_name(ip).await;
+    if let Some(w) = warning {
+        warn!("{w}");
+    }
+    name.unwrap_or_else(|| "unknown".into())
+}
+
 pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
     let (rd, wr) = tcp.into_split();
     let ip = peer.ip();
-    let client = format!("unknown[{ip}]");
+    let name = client_name(&st, ip).await;
+    let client = format!("{name}[{ip}]");
     info!("connect from {client}");
     // Postfix's permit_inet_interfaces: a client on one of our own addresses is local.
     let origin = if Some(ip) == local_ip {
@@ -73,6 +89,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         outbuf: Vec::with_capacity(1024),
         peer,
         client,
+        client_name: name,
         origin,
         helo: None,
         esmtp: false,
@@ -525,7 +542,7 @@ impl Session {
     ) -> Result<(pfx_ipc::Channel<tokio::net::UnixStream>, String), pfx_ipc::Error> {
         let ip = self.peer.ip().to_string();
         let attrs = vec![
-            ("client_name".into(), "unknown".into()),
+            ("client_name".into(), self.client_name.clone()),
             ("client_address".into(), ip),
             ("helo_name".into(), self.helo.clone().unwrap_or_default()),
             (
@@ -584,7 +601,8 @@ impl Session {
             _ => String::new(),
         };
         format!(
-            "Received: from {helo} (unknown [{}])\n\tby {} ({}) with {proto} id {id}{for_part}; {}\n",
+            "Received: from {helo} ({} [{}])\n\tby {} ({}) with {proto} id {id}{for_part}; {}\n",
+            self.client_name,
             self.peer.ip(),
             self.st.myhostname,
             self.st.mail_name,

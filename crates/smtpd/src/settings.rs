@@ -41,6 +41,8 @@ pub(crate) struct Settings {
     pub(crate) error_sleep: Duration,
     pub(crate) connection_limit: usize,
     pub(crate) queue_dir: std::path::PathBuf,
+    /// For the client's name (`smtpd_peername_lookup`); `None`: every client is `unknown`.
+    pub(crate) resolver: Option<pfx_dns::Resolver>,
 }
 
 impl Settings {
@@ -88,6 +90,11 @@ impl Settings {
             connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
                 .unwrap_or(0),
             queue_dir: s("queue_directory")?.into(),
+            resolver: if cfg.bool("smtpd_peername_lookup").map_err(e)? {
+                Some(pfx_dns::Resolver::from_config(&cfg)?)
+            } else {
+                None
+            },
         })
     }
 

@@ -47,3 +47,11 @@ pub unsafe fn install_child_fds(status: RawFd, listen: Option<RawFd>) -> std::io
     }
     Ok(())
 }
+
+/// Whether this process was started by master (a program that also runs on
+/// its own, as named does, reads its arguments differently then).
+pub fn started_by_master() -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let status_open = unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } >= 0;
+    status_open && std::env::var_os("GENERATION").is_some() && std::env::var_os("MAXPROC").is_some()
+}

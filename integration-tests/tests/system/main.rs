@@ -5,5 +5,6 @@
 mod crash;
 mod lifecycle;
 mod mailpath;
+mod named;
 mod postconf;
 mod privileges;

@@ -1,0 +1,291 @@
+//! DNS lookups for the mail system's daemons, on hickory-resolver.
+//!
+//! Name servers come from `/etc/resolv.conf` (and names from `/etc/hosts`),
+//! as for Postfix's libc resolver, unless main.cf's `dns_servers` (a
+//! postfix-rs parameter) lists `address[:port]` entries: then only those are
+//! asked and the hosts file is not used, so an instance can rely on its own
+//! named on a loopback port.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::DnsHandle;
+use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig, TokioResolver};
+
+/// Why a lookup gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The name does not exist or has no records of the type (NXDOMAIN, NODATA).
+    NotFound,
+    /// No answer now (timeout, SERVFAIL, no server): try again later.
+    Temporary(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("Host not found"),
+            Self::Temporary(e) => write!(f, "Host not found, try again ({e})"),
+        }
+    }
+}
+
+/// A resolver built from main.cf.
+#[derive(Clone)]
+pub struct Resolver {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// The system's: resolv.conf and the hosts file, with hickory's cache.
+    System(TokioResolver),
+    /// `dns_servers`: every question goes to them as asked. hickory's
+    /// resolver answers 127/8 PTR and `localhost` itself (RFC 6761); an
+    /// instance serving its own loopback zones needs the real answers.
+    Direct(NameServerPool<TokioRuntimeProvider>),
+}
+
+/// How long one query may take before the next attempt.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses `dns_servers`: `127.0.0.1`, `127.0.0.1:5353`, `[::1]:5353`, comma or space separated.
+pub fn parse_servers(value: &str) -> Result<Vec<SocketAddr>, String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| format!("dns_servers: '{s}' is not an address or address:port"))
+        })
+        .collect()
+}
+
+impl Resolver {
+    /// The resolver main.cf asks for (`dns_servers`).
+    pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, String> {
+        let servers = parse_servers(&cfg.get("dns_servers").map_err(|e| e.to_string())?)?;
+        Self::new(&servers)
+    }
+
+    /// A resolver asking `servers`, or the system's when there are none.
+    pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
+        let provider = TokioRuntimeProvider::default();
+        let backend = if servers.is_empty() {
+            let mut b = TokioResolver::builder(provider).map_err(|e| format!("/etc/resolv.conf: {e}"))?;
+            b.options_mut().use_hosts_file = ResolveHosts::Always;
+            // Mail names are absolute: never try search domains.
+            b.options_mut().ndots = 0;
+            Backend::System(b.build().map_err(|e| format!("resolver: {e}"))?)
+        } else {
+            let configs = servers.iter().map(|s| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = s.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = s.port();
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                ns.connections = vec![udp, tcp];
+                ns
+            });
+            let mut opts = ResolverOpts::default();
+            opts.timeout = TIMEOUT;
+            let tls = TlsConfig::new().map_err(|e| format!("resolver: {e}"))?;
+            Backend::Direct(NameServerPool::from_config(
+                configs,
+                Arc::new(PoolContext::new(opts, tls)),
+                provider,
+            ))
+        };
+        Ok(Self { backend })
+    }
+
+    /// The answer records of one question.
+    async fn query(&self, name: &str, rtype: RecordType) -> Result<Vec<Record>, Error> {
+        let name = Name::from_ascii(absolute(name)).map_err(|_| Error::NotFound)?;
+        match &self.backend {
+            Backend::System(r) => Ok(r.lookup(name, rtype).await.map_err(classify)?.answers().to_vec()),
+            Backend::Direct(pool) => {
+                let mut responses = pool.lookup(Query::query(name, rtype), DnsRequestOptions::default());
+                let response = std::future::poll_fn(|cx| responses.as_mut().poll_next(cx))
+                    .await
+                    .ok_or_else(|| Error::Temporary("no response".into()))?
+                    .map_err(classify)?;
+                match response.response_code {
+                    ResponseCode::NoError => Ok(response.answers.clone()),
+                    ResponseCode::NXDomain => Err(Error::NotFound),
+                    code => Err(Error::Temporary(code.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The names a PTR lookup of `ip` gives, without the trailing dot.
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, Error> {
+        let names = self
+            .query(&reverse_name(ip), RecordType::PTR)
+            .await?
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(p) => Some(strip_dot(&p.0.to_ascii())),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        non_empty(names)
+    }
+
+    /// The A and AAAA addresses of `name`.
+    pub async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, Error> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            match self.query(name, rtype).await {
+                Ok(records) => out.extend(records.iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(Error::NotFound) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            _ => non_empty(out),
+        }
+    }
+
+    /// The MX records of `domain` as (preference, host), lowest preference first.
+    pub async fn mx(&self, domain: &str) -> Result<Vec<(u16, String)>, Error> {
+        let mut out = self
+            .query(domain, RecordType::MX)
+            .await?
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some((mx.preference, strip_dot(&mx.exchange.to_ascii()))),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        out.sort_by_key(|(pref, _)| *pref);
+        non_empty(out)
+    }
+
+    /// A client's name as Postfix's smtpd finds it: the PTR name whose own
+    /// addresses include `ip`; `None` (unknown) otherwise, with Postfix's
+    /// warning when a name exists but does not lead back to `ip`.
+    pub async fn verified_name(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
+        let Ok(names) = self.ptr(ip).await else {
+            return (None, None);
+        };
+        let mut warning = None;
+        for name in names {
+            match self.addresses(&name).await {
+                Ok(addrs) if addrs.contains(&ip) => return (Some(name), None),
+                Ok(_) => warning = Some(format!("hostname {name} does not resolve to address {ip}")),
+                Err(Error::NotFound) => {
+                    warning = Some(format!(
+                        "hostname {name} does not resolve to address {ip}: Name or service not known"
+                    ))
+                }
+                Err(Error::Temporary(_)) => {}
+            }
+        }
+        (None, warning)
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::System(_) => "Resolver(system)",
+            Backend::Direct(_) => "Resolver(dns_servers)",
+        })
+    }
+}
+
+/// `1.0.0.127.in-addr.arpa.` / the nibble form for IPv6.
+fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::new();
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s + "ip6.arpa."
+        }
+    }
+}
+
+fn absolute(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn strip_dot(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_owned()
+}
+
+fn non_empty<T>(v: Vec<T>) -> Result<Vec<T>, Error> {
+    if v.is_empty() {
+        Err(Error::NotFound)
+    } else {
+        Ok(v)
+    }
+}
+
+fn classify(e: hickory_resolver::net::NetError) -> Error {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        Error::NotFound
+    } else {
+        Error::Temporary(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(reverse_name("127.0.0.1".parse().unwrap()), "1.0.0.127.in-addr.arpa.");
+        assert!(reverse_name("::1".parse().unwrap()).starts_with("1.0.0.0.0.0.0.0."));
+        assert!(reverse_name("::1".parse().unwrap()).ends_with(".0.ip6.arpa."));
+    }
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(
+            parse_servers("127.0.0.1:5353, 127.0.0.2 [::1]:53").unwrap(),
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "127.0.0.2:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert!(parse_servers("").unwrap().is_empty());
+        assert!(parse_servers("ns.example").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_temporary_failure() {
+        // A loopback port where nothing listens: refused at once, never the internet.
+        let r = Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap();
+        match r.ptr("127.0.0.1".parse().unwrap()).await {
+            Err(Error::Temporary(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

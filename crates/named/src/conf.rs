@@ -1,0 +1,804 @@
+//! named.conf: the subset of BIND's configuration language that postfix-rs
+//! named serves, parsed into [`NamedConf`].
+//!
+//! The grammar is BIND's: statements end with `;`, blocks are `{ ... }`,
+//! strings may be quoted, and `//`, `#` and `/* */` start comments. What
+//! named does not implement is never silently dropped: options that only tune
+//! BIND (caches, statistics, DNSSEC validation) give a warning naming file and
+//! line, anything else an error in the same form BIND prints
+//! (`/etc/bind/named.conf:12: unknown option 'foo'`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::acl::{Acl, Element};
+
+/// The default DNS port, used when `listen-on` or `forwarders` name none.
+pub const DNS_PORT: u16 = 53;
+
+/// A parsed named.conf with its includes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedConf {
+    /// The file this was read from.
+    pub path: PathBuf,
+    pub options: Options,
+    pub zones: Vec<ZoneConf>,
+    /// `FILE:LINE: text` for each thing accepted but not acted on.
+    pub warnings: Vec<String>,
+}
+
+/// The `options { ... };` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `listen-on` statements (BIND's default: port 53 on every IPv4 address).
+    pub listen_on: Vec<Listen>,
+    /// `listen-on-v6` statements (BIND's default: port 53 on every IPv6 address).
+    pub listen_on_v6: Vec<Listen>,
+    /// Where relative zone file names are looked up.
+    pub directory: PathBuf,
+    /// Who may query (default: everyone).
+    pub allow_query: Acl,
+    /// Who may have names outside our zones forwarded (default: localhost; localnets).
+    pub allow_recursion: Acl,
+    pub recursion: bool,
+    pub forwarders: Vec<SocketAddr>,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// One `listen-on [port N] { list };`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub port: Option<u16>,
+    pub addresses: Acl,
+}
+
+/// One `zone "name" { type primary; file "..."; };`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneConf {
+    /// The zone's name, lower case, without the trailing dot (`ywnds.com`).
+    pub name: String,
+    /// The zone file, relative names already joined to `directory`.
+    pub file: PathBuf,
+    /// The zone's own `allow-query`, which replaces the global one.
+    pub allow_query: Option<Acl>,
+    /// `FILE:LINE` of the statement, for messages.
+    pub place: String,
+}
+
+/// Reads `path` and everything it includes.
+pub fn load(path: &Path) -> Result<NamedConf, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("open: {}: {}", path.display(), io_reason(&e)))?;
+    parse(path, &text)
+}
+
+/// Parses named.conf text; `path` names it in messages and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<NamedConf, String> {
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut statements = Vec::new();
+    read_statements(path, text, &base, &mut statements, 0)?;
+    let mut builder = Builder {
+        base,
+        warnings: Vec::new(),
+        acls: Vec::new(),
+    };
+    // `acl` statements may come after their use, as in BIND.
+    for s in &statements {
+        if s.keyword() == Some("acl") {
+            builder.acl_statement(s)?;
+        }
+    }
+    let mut options = None;
+    let mut zones: Vec<ZoneConf> = Vec::new();
+    for s in &statements {
+        match s.keyword().unwrap_or_default() {
+            "acl" => {}
+            "options" => {
+                if options.is_some() {
+                    return Err(s.error("'options' redefined"));
+                }
+                options = Some(builder.options(s)?);
+            }
+            "zone" => {
+                if let Some(z) = builder.zone(s)? {
+                    if let Some(prev) = zones.iter().find(|p| p.name == z.name) {
+                        return Err(s.error(&format!(
+                            "zone '{}': already exists previous definition: {}",
+                            z.name, prev.place
+                        )));
+                    }
+                    zones.push(z);
+                }
+            }
+            "logging" | "controls" | "key" | "server" | "trust-anchors" | "managed-keys"
+            | "statistics-channels" | "dnssec-policy" | "tls" | "http" => {
+                builder.warn(s, &format!("'{}' is not supported; ignored", s.word(0)));
+            }
+            "view" => return Err(s.error("views are not supported")),
+            other => return Err(s.error(&format!("unknown option '{other}'"))),
+        }
+    }
+    let options = match options {
+        Some(o) => o,
+        None => builder.default_options(),
+    };
+    // Zone files are named relative to `directory`, known only now.
+    for z in &mut zones {
+        z.file = options.directory.join(&z.file);
+    }
+    Ok(NamedConf {
+        path: path.to_path_buf(),
+        options,
+        zones,
+        warnings: builder.warnings,
+    })
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "file not found".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Open,
+    Close,
+    Semi,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    line: usize,
+}
+
+fn lex(file: &Path, text: &str) -> Result<Vec<Token>, String> {
+    let err = |line: usize, what: &str| format!("{}:{line}: {what}", file.display());
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            c if c.is_whitespace() => {}
+            '#' => skip_line(&mut chars, &mut line),
+            '/' if chars.peek() == Some(&'/') => skip_line(&mut chars, &mut line),
+            '/' if chars.peek() == Some(&'*') => {
+                let start = line;
+                chars.next();
+                let mut prev = ' ';
+                loop {
+                    match chars.next() {
+                        None => return Err(err(start, "unterminated comment")),
+                        Some('/') if prev == '*' => break,
+                        Some(c) => {
+                            if c == '\n' {
+                                line += 1;
+                            }
+                            prev = c;
+                        }
+                    }
+                }
+            }
+            '{' => out.push(Token { tok: Tok::Open, line }),
+            '}' => out.push(Token {
+                tok: Tok::Close,
+                line,
+            }),
+            ';' => out.push(Token { tok: Tok::Semi, line }),
+            '"' => {
+                let start = line;
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        None => return Err(err(start, "unterminated quoted string")),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => s.push(c),
+                            None => return Err(err(start, "unterminated quoted string")),
+                        },
+                        Some(c) => {
+                            if c == '\n' {
+                                line += 1;
+                            }
+                            s.push(c);
+                        }
+                    }
+                }
+                out.push(Token {
+                    tok: Tok::Word(s),
+                    line: start,
+                });
+            }
+            c => {
+                let mut s = String::from(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_whitespace() || matches!(n, '{' | '}' | ';' | '"') {
+                        break;
+                    }
+                    s.push(n);
+                    chars.next();
+                }
+                out.push(Token {
+                    tok: Tok::Word(s),
+                    line,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, line: &mut usize) {
+    for c in chars.by_ref() {
+        if c == '\n' {
+            *line += 1;
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- statements
+
+/// One statement: words and blocks up to its `;`.
+#[derive(Debug, Clone)]
+struct Stmt {
+    file: PathBuf,
+    line: usize,
+    items: Vec<Item>,
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Word(String),
+    Block(Vec<Stmt>),
+}
+
+impl Stmt {
+    fn keyword(&self) -> Option<&str> {
+        match self.items.first() {
+            Some(Item::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn word(&self, i: usize) -> &str {
+        match self.items.get(i) {
+            Some(Item::Word(w)) => w,
+            _ => "",
+        }
+    }
+
+    fn place(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+
+    fn error(&self, what: &str) -> String {
+        format!("{}: {what}", self.place())
+    }
+
+    /// The words of a statement that must be `keyword value;`.
+    fn single(&self) -> Result<&str, String> {
+        match self.items.as_slice() {
+            [Item::Word(_), Item::Word(v)] => Ok(v),
+            _ => Err(self.error(&format!("'{}' takes one value", self.word(0)))),
+        }
+    }
+
+    /// The block of a statement that must be `keyword [words] { ... }`.
+    fn block(&self) -> Result<&[Stmt], String> {
+        match self.items.last() {
+            Some(Item::Block(b)) => Ok(b),
+            _ => Err(self.error(&format!("'{}' expects a {{ }} block", self.word(0)))),
+        }
+    }
+}
+
+fn read_statements(
+    file: &Path,
+    text: &str,
+    base: &Path,
+    out: &mut Vec<Stmt>,
+    depth: usize,
+) -> Result<(), String> {
+    let tokens = lex(file, text)?;
+    let mut pos = 0;
+    let stmts = parse_block(file, &tokens, &mut pos, false)?;
+    for s in stmts {
+        if s.keyword() == Some("include") {
+            let name = s.single()?;
+            if depth > 16 {
+                return Err(s.error("include nesting too deep"));
+            }
+            let inc = base.join(name);
+            let text = std::fs::read_to_string(&inc).map_err(|e| {
+                s.error(&format!(
+                    "open: {}: {}",
+                    inc.display(),
+                    io_reason(&e)
+                ))
+            })?;
+            read_statements(&inc, &text, base, out, depth + 1)?;
+        } else {
+            out.push(s);
+        }
+    }
+    Ok(())
+}
+
+fn parse_block(
+    file: &Path,
+    tokens: &[Token],
+    pos: &mut usize,
+    nested: bool,
+) -> Result<Vec<Stmt>, String> {
+    let err = |line: usize, what: &str| format!("{}:{line}: {what}", file.display());
+    let mut out = Vec::new();
+    let mut cur: Option<Stmt> = None;
+    loop {
+        let Some(t) = tokens.get(*pos) else {
+            let line = tokens.last().map_or(1, |t| t.line);
+            if nested {
+                return Err(err(line, "'}' expected near end of file"));
+            }
+            if cur.is_some() {
+                return Err(err(line, "';' expected near end of file"));
+            }
+            return Ok(out);
+        };
+        *pos += 1;
+        match &t.tok {
+            Tok::Word(w) => cur
+                .get_or_insert_with(|| Stmt {
+                    file: file.to_path_buf(),
+                    line: t.line,
+                    items: Vec::new(),
+                })
+                .items
+                .push(Item::Word(w.clone())),
+            Tok::Open => {
+                let inner = parse_block(file, tokens, pos, true)?;
+                cur.get_or_insert_with(|| Stmt {
+                    file: file.to_path_buf(),
+                    line: t.line,
+                    items: Vec::new(),
+                })
+                .items
+                .push(Item::Block(inner));
+            }
+            // An empty statement (`;;`) is harmless.
+            Tok::Semi => out.extend(cur.take()),
+            Tok::Close => {
+                if !nested {
+                    return Err(err(t.line, "unexpected '}'"));
+                }
+                if cur.is_some() {
+                    return Err(err(t.line, "missing ';' before '}'"));
+                }
+                // A block is followed by its statement's `;`.
+                if !matches!(tokens.get(*pos).map(|t| &t.tok), Some(Tok::Semi)) {
+                    return Err(err(t.line, "missing ';' after '}'"));
+                }
+                return Ok(out);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- meaning
+
+struct Builder {
+    base: PathBuf,
+    warnings: Vec<String>,
+    acls: Vec<(String, Acl)>,
+}
+
+/// Options BIND has that change nothing for an authoritative-only server, or
+/// that postfix-rs does not implement; accepted with a warning.
+const IGNORED_OPTIONS: &[&str] = &[
+    "dnssec-validation",
+    "auth-nxdomain",
+    "version",
+    "hostname",
+    "server-id",
+    "notify",
+    "also-notify",
+    "allow-transfer",
+    "allow-update",
+    "allow-query-cache",
+    "querylog",
+    "minimal-responses",
+    "max-cache-size",
+    "statistics-file",
+    "dump-file",
+    "memstatistics-file",
+    "managed-keys-directory",
+    "session-keyfile",
+    "key-directory",
+    "empty-zones-enable",
+    "check-names",
+    "transfer-source",
+    "notify-source",
+    "max-udp-size",
+    "edns-udp-size",
+];
+
+/// Zone options accepted with a warning.
+const IGNORED_ZONE_OPTIONS: &[&str] = &[
+    "allow-transfer",
+    "allow-update",
+    "notify",
+    "also-notify",
+    "check-names",
+    "journal",
+    "max-journal-size",
+    "zone-statistics",
+];
+
+impl Builder {
+    fn warn(&mut self, s: &Stmt, what: &str) {
+        self.warnings.push(s.error(what));
+    }
+
+    fn default_options(&self) -> Options {
+        Options {
+            listen_on: vec![Listen {
+                port: None,
+                addresses: Acl::any(),
+            }],
+            listen_on_v6: vec![Listen {
+                port: None,
+                addresses: Acl::any(),
+            }],
+            directory: self.base.clone(),
+            allow_query: Acl::any(),
+            allow_recursion: Acl::new(vec![(false, Element::Localhost), (false, Element::Localnets)]),
+            recursion: true,
+            forwarders: Vec::new(),
+            pid_file: None,
+        }
+    }
+
+    fn acl_statement(&mut self, s: &Stmt) -> Result<(), String> {
+        let name = s.word(1).to_owned();
+        if name.is_empty() || s.items.len() != 3 {
+            return Err(s.error("expected: acl NAME { address_match_list };"));
+        }
+        if matches!(name.as_str(), "any" | "none" | "localhost" | "localnets") {
+            return Err(s.error(&format!("cannot redefine builtin acl '{name}'")));
+        }
+        // Named lists inside this one are resolved when it is used.
+        let list = self.address_list(s.block()?, true)?;
+        self.acls.push((name, list));
+        Ok(())
+    }
+
+    fn options(&mut self, s: &Stmt) -> Result<Options, String> {
+        let mut o = self.default_options();
+        let mut listen = Vec::new();
+        let mut listen6 = Vec::new();
+        for opt in s.block()? {
+            let key = opt.keyword().unwrap_or_default();
+            match key {
+                "listen-on" => listen.push(self.listen(opt)?),
+                "listen-on-v6" => listen6.push(self.listen(opt)?),
+                "directory" => o.directory = self.base.join(opt.single()?),
+                "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
+                "allow-recursion" => o.allow_recursion = self.address_list(opt.block()?, false)?,
+                "recursion" => o.recursion = yes_no(opt)?,
+                "forwarders" => o.forwarders = forwarders(opt)?,
+                "forward" => match opt.single()? {
+                    "only" | "first" => {}
+                    v => return Err(opt.error(&format!("'forward' must be only or first, not '{v}'"))),
+                },
+                "pid-file" => {
+                    o.pid_file = match opt.single()? {
+                        "none" => None,
+                        f => Some(self.base.join(f)),
+                    }
+                }
+                k if IGNORED_OPTIONS.contains(&k) => {
+                    self.warn(opt, &format!("option '{k}' is not supported; ignored"))
+                }
+                other => return Err(opt.error(&format!("unknown option '{other}'"))),
+            }
+        }
+        if !listen.is_empty() {
+            o.listen_on = listen;
+        }
+        if !listen6.is_empty() {
+            o.listen_on_v6 = listen6;
+        }
+        Ok(o)
+    }
+
+    fn listen(&self, s: &Stmt) -> Result<Listen, String> {
+        let port = match s.items.as_slice() {
+            [Item::Word(_), Item::Block(_)] => None,
+            [Item::Word(_), Item::Word(p), Item::Word(n), Item::Block(_)] if p == "port" => {
+                Some(port(s, n)?)
+            }
+            _ => return Err(s.error(&format!("expected: {} [port N] {{ address_match_list }};", s.word(0)))),
+        };
+        Ok(Listen {
+            port,
+            addresses: self.address_list(s.block()?, false)?,
+        })
+    }
+
+    fn zone(&mut self, s: &Stmt) -> Result<Option<ZoneConf>, String> {
+        let name = s.word(1);
+        let (class_ok, block) = match s.items.as_slice() {
+            [_, Item::Word(_), Item::Block(b)] => (true, b),
+            [_, Item::Word(_), Item::Word(c), Item::Block(b)] => (c.eq_ignore_ascii_case("IN"), b),
+            _ => return Err(s.error("expected: zone \"NAME\" [IN] { ... };")),
+        };
+        if !class_ok {
+            return Err(s.error(&format!("zone '{name}': only class IN is supported")));
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut kind = None;
+        let mut file = None;
+        let mut allow_query = None;
+        for opt in block {
+            let key = opt.keyword().unwrap_or_default();
+            match key {
+                "type" => kind = Some(opt.single()?.to_ascii_lowercase()),
+                "file" => file = Some(PathBuf::from(opt.single()?)),
+                "allow-query" => allow_query = Some(self.address_list(opt.block()?, false)?),
+                k if IGNORED_ZONE_OPTIONS.contains(&k) => {
+                    self.warn(opt, &format!("zone '{name}': option '{k}' is not supported; ignored"))
+                }
+                other => return Err(opt.error(&format!("zone '{name}': unknown option '{other}'"))),
+            }
+        }
+        let shown = if name.is_empty() { "." } else { &name };
+        match kind.as_deref() {
+            Some("master" | "primary") => {}
+            Some("hint") => {
+                self.warn(s, &format!("zone '{shown}': type hint is not used (named does not recurse); ignored"));
+                return Ok(None);
+            }
+            Some(t) => return Err(s.error(&format!("zone '{shown}': type {t} is not supported"))),
+            None => return Err(s.error(&format!("zone '{shown}': type not present"))),
+        }
+        let Some(file) = file else {
+            return Err(s.error(&format!("zone '{shown}': missing 'file' entry")));
+        };
+        Ok(Some(ZoneConf {
+            name,
+            file,
+            allow_query,
+            place: s.place(),
+        }))
+    }
+
+    /// An address match list; `defining` leaves unknown names for later (acl statements).
+    fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, String> {
+        let mut elems = Vec::new();
+        for s in block {
+            let (negated, item) = match s.items.as_slice() {
+                [Item::Word(w)] if w == "!" => return Err(s.error("'!' needs an element")),
+                [Item::Word(w), Item::Block(b)] if w == "!" => (true, Item::Block(b.clone())),
+                [Item::Word(w)] => match w.strip_prefix('!') {
+                    Some(rest) => (true, Item::Word(rest.to_owned())),
+                    None => (false, Item::Word(w.clone())),
+                },
+                [Item::Block(b)] => (false, Item::Block(b.clone())),
+                _ => return Err(s.error("bad address match list element")),
+            };
+            let elem = match item {
+                Item::Block(b) => Element::Nested(self.address_list(&b, defining)?),
+                Item::Word(w) => match w.as_str() {
+                    "any" => Element::Any,
+                    "none" => Element::None,
+                    "localhost" => Element::Localhost,
+                    "localnets" => Element::Localnets,
+                    w => match parse_net(w) {
+                        Some(net) => Element::Net(net),
+                        None => match self.acls.iter().find(|(n, _)| n == w) {
+                            Some((_, acl)) => Element::Nested(acl.clone()),
+                            None if defining => Element::Named(w.to_owned()),
+                            None => return Err(s.error(&format!("undefined ACL '{w}'"))),
+                        },
+                    },
+                },
+            };
+            elems.push((negated, elem));
+        }
+        let mut acl = Acl::new(elems);
+        if !defining {
+            acl = acl.resolve(&self.acls).map_err(|n| match block.first() {
+                Some(s) => s.error(&format!("undefined ACL '{n}'")),
+                None => format!("undefined ACL '{n}'"),
+            })?;
+        }
+        Ok(acl)
+    }
+}
+
+fn parse_net(w: &str) -> Option<ipnet::IpNet> {
+    if let Ok(n) = w.parse::<ipnet::IpNet>() {
+        return Some(n.trunc());
+    }
+    // BIND also takes short IPv4 prefixes: 10/8, 192.168/16.
+    if let Some((addr, len)) = w.split_once('/') {
+        let parts: Vec<&str> = addr.split('.').collect();
+        if parts.len() < 4 && parts.iter().all(|p| p.parse::<u8>().is_ok()) {
+            let mut full = parts.join(".");
+            for _ in parts.len()..4 {
+                full.push_str(".0");
+            }
+            return format!("{full}/{len}").parse::<ipnet::IpNet>().ok().map(|n| n.trunc());
+        }
+    }
+    w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+fn yes_no(s: &Stmt) -> Result<bool, String> {
+    match s.single()? {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        v => Err(s.error(&format!("'{}': expected yes or no, not '{v}'", s.word(0)))),
+    }
+}
+
+fn port(s: &Stmt, n: &str) -> Result<u16, String> {
+    n.parse()
+        .map_err(|_| s.error(&format!("invalid port '{n}'")))
+}
+
+/// `forwarders [port N] { addr [port N]; ... };`
+fn forwarders(s: &Stmt) -> Result<Vec<SocketAddr>, String> {
+    let default_port = match s.items.as_slice() {
+        [Item::Word(_), Item::Block(_)] => DNS_PORT,
+        [Item::Word(_), Item::Word(p), Item::Word(n), Item::Block(_)] if p == "port" => port(s, n)?,
+        _ => return Err(s.error("expected: forwarders [port N] { address [port N]; ... };")),
+    };
+    let mut out = Vec::new();
+    for f in s.block()? {
+        let addr = f.word(0);
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| f.error(&format!("'{addr}' is not an IP address")))?;
+        let p = match f.items.as_slice() {
+            [Item::Word(_)] => default_port,
+            [Item::Word(_), Item::Word(k), Item::Word(n)] if k == "port" => port(f, n)?,
+            _ => return Err(f.error("expected: address [port N];")),
+        };
+        out.push(SocketAddr::new(ip, p));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(text: &str) -> Result<NamedConf, String> {
+        parse(Path::new("/etc/named.conf"), text)
+    }
+
+    #[test]
+    fn the_seed_configuration() {
+        let c = conf(
+            r#"
+// comment
+options {
+    listen-on port 5353 { 127.0.0.1; };   # another
+    listen-on-v6 { none; };
+    directory "/var/named";
+    allow-query { any; };
+    recursion no;
+    pid-file "/run/named.pid";
+};
+/* a
+   block comment */
+zone "ywnds.com" IN {
+    type master;
+    file "ywnds.com.zone";
+    allow-query { 127.0.0.0/8; !10/8; };
+};
+zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
+"#,
+        )
+        .unwrap();
+        let o = &c.options;
+        assert_eq!(o.listen_on.len(), 1);
+        assert_eq!(o.listen_on[0].port, Some(5353));
+        assert_eq!(o.directory, PathBuf::from("/var/named"));
+        assert!(!o.recursion);
+        assert_eq!(o.pid_file, Some(PathBuf::from("/run/named.pid")));
+        assert_eq!(c.zones.len(), 2);
+        assert_eq!(c.zones[0].name, "ywnds.com");
+        assert_eq!(c.zones[0].file, PathBuf::from("/var/named/ywnds.com.zone"));
+        assert_eq!(c.zones[0].place, "/etc/named.conf:13");
+        assert_eq!(c.zones[1].name, "0.0.127.in-addr.arpa");
+        assert_eq!(c.zones[1].file, PathBuf::from("/abs/reverse.zone"));
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn forwarders_and_ports() {
+        let c = conf(
+            "options { recursion yes; forwarders port 5300 { 127.0.0.2; 127.0.0.3 port 54; }; forward only; };",
+        )
+        .unwrap();
+        assert_eq!(
+            c.options.forwarders,
+            vec![
+                "127.0.0.2:5300".parse().unwrap(),
+                "127.0.0.3:54".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let cases = [
+            ("options {\n  bogus yes;\n};", "/etc/named.conf:2: unknown option 'bogus'"),
+            ("options {\n  recursion no\n};", "/etc/named.conf:3: missing ';' before '}'"),
+            ("zone \"x\" {\n type slave; file \"f\"; };", "/etc/named.conf:1: zone 'x': type slave is not supported"),
+            ("zone \"x\" { type master; };", "/etc/named.conf:1: zone 'x': missing 'file' entry"),
+            ("options {\n recursion maybe; };", "/etc/named.conf:2: 'recursion': expected yes or no, not 'maybe'"),
+            ("options { allow-query { friends; }; };", "/etc/named.conf:1: undefined ACL 'friends'"),
+            ("options {\n", "/etc/named.conf:1: '}' expected near end of file"),
+            ("\n\n\"open", "/etc/named.conf:3: unterminated quoted string"),
+            ("zone \"x\" { type master; file \"a\"; };\nzone \"X.\" { type master; file \"b\"; };",
+             "/etc/named.conf:2: zone 'x': already exists previous definition: /etc/named.conf:1"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(conf(text).unwrap_err(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn unsupported_but_harmless_options_warn() {
+        let c = conf(
+            "options {\n dnssec-validation auto;\n};\nlogging { channel x { stderr; }; };\nzone \".\" { type hint; file \"root.hints\"; };",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            vec![
+                "/etc/named.conf:2: option 'dnssec-validation' is not supported; ignored",
+                "/etc/named.conf:4: 'logging' is not supported; ignored",
+                "/etc/named.conf:5: zone '.': type hint is not used (named does not recurse); ignored",
+            ]
+        );
+        assert!(c.zones.is_empty());
+    }
+
+    #[test]
+    fn includes_and_acls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("zones.conf"),
+            "zone \"ywnds.com\" { type master; file \"z\"; allow-query { trusted; }; };",
+        )
+        .unwrap();
+        let main = dir.path().join("named.conf");
+        std::fs::write(
+            &main,
+            "include \"zones.conf\";\nacl trusted { 127.0.0.0/8; ::1; };\noptions { directory \".\"; };",
+        )
+        .unwrap();
+        let c = load(&main).unwrap();
+        assert_eq!(c.zones[0].file, dir.path().join("./z"));
+        let acl = c.zones[0].allow_query.as_ref().unwrap();
+        let local = crate::acl::Local::default();
+        assert!(acl.allows("127.0.0.9".parse().unwrap(), &local));
+        assert!(!acl.allows("10.0.0.1".parse().unwrap(), &local));
+
+        std::fs::write(&main, "include \"missing.conf\";").unwrap();
+        let e = load(&main).unwrap_err();
+        assert!(e.ends_with("missing.conf: file not found"), "{e}");
+        assert!(e.starts_with(&format!("{}:1: open: ", main.display())), "{e}");
+    }
+}

@@ -1,0 +1,388 @@
+//! Answering queries: the zones and access lists of one named.conf, swapped
+//! whole on reload, in front of hickory-server's catalog.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, ResponseCode};
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::resolver::config::{ConnectionConfig, NameServerConfig};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType};
+use tracing::{error, info, warn};
+
+use crate::acl::{Acl, Local};
+use crate::conf::{self, NamedConf};
+use crate::zone::{self, Zone};
+
+type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
+
+/// One loaded zone, kept so that a reload that fails to read it again keeps serving it.
+#[derive(Clone)]
+struct Loaded {
+    handler: ZoneHandlerArc,
+    serial: u32,
+}
+
+/// What answers queries between two reloads.
+struct State {
+    catalog: Catalog,
+    /// Each served zone with its own allow-query, if any.
+    zones: Vec<(LowerName, Option<Acl>)>,
+    allow_query: Acl,
+    allow_recursion: Acl,
+    forwarding: bool,
+    local: Local,
+}
+
+/// The request handler given to hickory's server; [`Named::reload`] swaps its state.
+#[derive(Clone)]
+pub struct Handler {
+    state: Arc<ArcSwap<State>>,
+}
+
+/// A running configuration: the handler plus what a reload needs.
+pub struct Named {
+    path: std::path::PathBuf,
+    handler: Handler,
+    loaded: HashMap<String, Loaded>,
+    conf: NamedConf,
+}
+
+impl Named {
+    /// Reads named.conf and its zones. A broken named.conf is an error; a
+    /// zone that cannot be read is logged and left out, as BIND does.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let conf = conf::load(path)?;
+        let loaded = load_zones(&conf, &HashMap::new());
+        let state = build_state(&conf, &loaded);
+        Ok(Self {
+            path: path.to_path_buf(),
+            handler: Handler {
+                state: Arc::new(ArcSwap::from_pointee(state)),
+            },
+            loaded,
+            conf,
+        })
+    }
+
+    pub fn conf(&self) -> &NamedConf {
+        &self.conf
+    }
+
+    pub fn handler(&self) -> Handler {
+        self.handler.clone()
+    }
+
+    /// Re-reads named.conf and the zones; queries keep being answered from
+    /// the old state until the new one is complete. A broken named.conf keeps
+    /// everything as it was; a broken zone keeps its previous version.
+    pub fn reload(&mut self) {
+        info!("reloading configuration file '{}'", self.path.display());
+        let conf = match conf::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("{e}");
+                error!("reloading configuration failed: keeping the previous configuration");
+                return;
+            }
+        };
+        if conf.options.listen_on != self.conf.options.listen_on
+            || conf.options.listen_on_v6 != self.conf.options.listen_on_v6
+        {
+            warn!("listen-on changes take effect when named is restarted");
+        }
+        let loaded = load_zones(&conf, &self.loaded);
+        self.handler.state.store(Arc::new(build_state(&conf, &loaded)));
+        self.loaded = loaded;
+        self.conf = conf;
+        info!("reloading configuration succeeded");
+    }
+}
+
+fn load_zones(conf: &NamedConf, previous: &HashMap<String, Loaded>) -> HashMap<String, Loaded> {
+    for w in &conf.warnings {
+        warn!("{w}");
+    }
+    let mut out = HashMap::new();
+    for z in &conf.zones {
+        let label = Zone::label(&z.name);
+        match zone::load(&z.name, &z.file).and_then(|zone| handler_for(zone, &label)) {
+            Ok(l) => {
+                info!("{label}: loaded serial {}", l.serial);
+                out.insert(z.name.clone(), l);
+            }
+            Err(e) => {
+                error!("{e}");
+                match previous.get(&z.name) {
+                    Some(old) => {
+                        error!("{label}: not loaded due to errors; serving serial {} as before", old.serial);
+                        out.insert(z.name.clone(), old.clone());
+                    }
+                    None => error!("{label}: not loaded due to errors."),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
+    for w in &zone.warnings {
+        warn!("{w}");
+    }
+    let serial = zone.serial;
+    let handler = InMemoryZoneHandler::new(zone.origin, zone.records, ZoneType::Primary, AxfrPolicy::Deny)
+        .map_err(|e| format!("{label}: {e}"))?;
+    Ok(Loaded {
+        handler: Arc::new(handler),
+        serial,
+    })
+}
+
+fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
+    let mut catalog = Catalog::new();
+    let mut zones = Vec::new();
+    for z in &conf.zones {
+        if let Some(l) = loaded.get(&z.name) {
+            let name = l.handler.origin().clone();
+            catalog.upsert(name.clone(), vec![l.handler.clone() as Arc<dyn ZoneHandler>]);
+            zones.push((name, z.allow_query.clone()));
+        }
+    }
+    let o = &conf.options;
+    let mut forwarding = false;
+    if o.recursion && !o.forwarders.is_empty() {
+        match forwarder(&o.forwarders) {
+            Ok(f) => {
+                catalog.upsert(LowerName::new(&Name::root()), vec![Arc::new(f) as Arc<dyn ZoneHandler>]);
+                forwarding = true;
+            }
+            Err(e) => error!("forwarders: {e}"),
+        }
+    }
+    State {
+        catalog,
+        zones,
+        allow_query: o.allow_query.clone(),
+        allow_recursion: o.allow_recursion.clone(),
+        forwarding,
+        local: Local::discover(),
+    }
+}
+
+/// Describes, once at start, what happens to names outside our zones.
+pub fn log_recursion(conf: &NamedConf) {
+    let o = &conf.options;
+    match (o.recursion, o.forwarders.is_empty()) {
+        (false, _) => info!("recursion no: names outside the served zones are refused"),
+        (true, false) => info!(
+            "recursion yes: names outside the served zones are forwarded to {}",
+            o.forwarders.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        (true, true) => warn!(
+            "recursion yes without forwarders: this named does not recurse by itself; names outside the served zones are refused"
+        ),
+    }
+}
+
+fn forwarder(servers: &[SocketAddr]) -> Result<ForwardZoneHandler<TokioRuntimeProvider>, String> {
+    let name_servers = servers
+        .iter()
+        .map(|s| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = s.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = s.port();
+            let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+            ns.connections = vec![udp, tcp];
+            ns
+        })
+        .collect();
+    ForwardZoneHandler::builder_tokio(ForwardConfig {
+        name_servers,
+        options: None,
+    })
+    .build()
+}
+
+impl State {
+    /// Whether `client` may ask about `name`, and the zone it falls in.
+    fn allowed(&self, client: IpAddr, name: &LowerName) -> bool {
+        let zone = self
+            .zones
+            .iter()
+            .filter(|(z, _)| z.zone_of(name))
+            .max_by_key(|(z, _)| z.num_labels());
+        match zone {
+            Some((_, acl)) => acl.as_ref().unwrap_or(&self.allow_query).allows(client, &self.local),
+            None => {
+                self.forwarding
+                    && self.allow_query.allows(client, &self.local)
+                    && self.allow_recursion.allows(client, &self.local)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let state = self.state.load();
+        if let Ok(info) = request.request_info() {
+            let client = request.src().ip();
+            if !state.allowed(client, info.query.name()) {
+                let q = info.query;
+                if state.zones.iter().any(|(z, _)| z.zone_of(q.name())) {
+                    let name = q.name().to_string();
+                    let name = name.strip_suffix('.').unwrap_or(&name);
+                    info!(
+                        "client {client}#{} ({name}): query '{name}/{}/IN' denied",
+                        request.src().port(),
+                        q.query_type()
+                    );
+                }
+                let mut edns = None;
+                if let Some(req) = request.edns.as_ref() {
+                    let mut e = Edns::new();
+                    e.set_max_payload(req.max_payload().max(512));
+                    edns = Some(e);
+                }
+                let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                    .error_msg(&request.metadata, ResponseCode::Refused);
+                return match response_handle.send_response(response).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let mut metadata = request.metadata.clone();
+                        metadata.message_type = MessageType::Response;
+                        metadata.response_code = ResponseCode::ServFail;
+                        ResponseInfo::from(Header {
+                            metadata,
+                            counts: HeaderCounts::default(),
+                        })
+                    }
+                };
+            }
+        }
+        state
+            .catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+/// The sockets named answers on, bound before privileges are dropped.
+pub struct Sockets {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+}
+
+/// Which address families `-4` / `-6` leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Both,
+    V4,
+    V6,
+}
+
+/// Binds every `listen-on` address: interface addresses the list allows, and
+/// single addresses it names. `port` (named -p) replaces the default port 53.
+/// One UDP socket per worker thread (SO_REUSEPORT) spreads queries over cores.
+pub fn bind(conf: &NamedConf, port: Option<u16>, family: Family, workers: usize) -> Result<Sockets, String> {
+    let local = Local::discover();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let mut add = |listen: &[conf::Listen], v6: bool| {
+        for l in listen {
+            let p = l.port.or(port).unwrap_or(conf::DNS_PORT);
+            let mut ips: Vec<IpAddr> = local
+                .addresses()
+                .into_iter()
+                .filter(|ip| l.addresses.allows(*ip, &local))
+                .collect();
+            ips.extend(l.addresses.hosts());
+            for ip in ips {
+                let sa = SocketAddr::new(ip, p);
+                if ip.is_ipv6() == v6 && !addrs.contains(&sa) {
+                    addrs.push(sa);
+                }
+            }
+        }
+    };
+    if family != Family::V6 {
+        add(&conf.options.listen_on, false);
+    }
+    if family != Family::V4 {
+        add(&conf.options.listen_on_v6, true);
+    }
+    let mut out = Sockets {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for sa in addrs {
+        let what = |proto: &str, e: std::io::Error| format!("could not listen on {proto} socket {sa}: {e}");
+        for _ in 0..workers.max(1) {
+            out.udp.push(udp_socket(sa).map_err(|e| what("UDP", e))?);
+        }
+        out.tcp.push(tcp_socket(sa).map_err(|e| what("TCP", e))?);
+        info!("listening on {sa}");
+    }
+    if out.tcp.is_empty() {
+        warn!("not listening on any interfaces");
+    }
+    Ok(out)
+}
+
+fn udp_socket(sa: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(sa), Type::DGRAM, Some(Protocol::UDP))?;
+    if sa.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&sa.into())?;
+    Ok(s.into())
+}
+
+fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+    if sa.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&sa.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// How long a TCP client may stay silent before named closes the connection.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Hands the sockets to a hickory server (inside the runtime) and returns it running.
+pub fn start(sockets: Sockets, handler: Handler) -> Result<hickory_server::Server<Handler>, String> {
+    let mut server = hickory_server::Server::new(handler);
+    for s in sockets.udp {
+        server.register_socket(tokio::net::UdpSocket::from_std(s).map_err(|e| e.to_string())?);
+    }
+    for l in sockets.tcp {
+        server.register_listener(
+            tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?,
+            TCP_IDLE,
+            64 * 1024,
+        );
+    }
+    Ok(server)
+}

@@ -1,0 +1,264 @@
+//! Zone files in BIND's master file format, read with hickory's parser and
+//! checked the way `named-checkzone` checks them.
+//!
+//! hickory's parser reports what is wrong but not where; [`load`] finds the
+//! line by parsing ever longer prefixes of the file, cut only between
+//! complete entries, so an error always names the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{Name, RData, RecordSet, RecordType, RrKey};
+use hickory_proto::serialize::txt::Parser;
+
+/// A zone read from its file and checked.
+#[derive(Debug)]
+pub struct Zone {
+    pub origin: Name,
+    pub serial: u32,
+    pub records: BTreeMap<RrKey, RecordSet>,
+    /// Things BIND would warn about (data outside the zone, dropped).
+    pub warnings: Vec<String>,
+}
+
+impl Zone {
+    /// `zone ywnds.com/IN`, as BIND names a zone in messages.
+    pub fn label(name: &str) -> String {
+        format!("zone {}/IN", if name.is_empty() { "." } else { name })
+    }
+}
+
+/// Reads and checks the zone `name` (no trailing dot) from `path`.
+pub fn load(name: &str, path: &Path) -> Result<Zone, String> {
+    let label = Zone::label(name);
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{label}: loading from master file {} failed: {}",
+            path.display(),
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "file not found".to_owned(),
+                _ => e.to_string(),
+            }
+        )
+    })?;
+    parse(name, path, &text)
+}
+
+/// Parses zone text; `path` is used in messages and for relative `$INCLUDE`s.
+pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, String> {
+    let label = Zone::label(name);
+    let origin = Name::from_ascii(if name.is_empty() { "." } else { name })
+        .map_err(|e| format!("{label}: bad zone name: {e}"))?;
+    let origin = Name::from(origin.to_lowercase()).append_domain(&Name::root()).unwrap_or(origin);
+    let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse();
+    let records = match parsed {
+        Ok((_, records)) => records,
+        Err(e) => {
+            let line = failing_line(text, path, &origin);
+            return Err(format!(
+                "{label}: loading from master file {} failed: {}:{line}: {e}",
+                path.display(),
+                path.display()
+            ));
+        }
+    };
+    check(&label, origin, records)
+}
+
+/// The line of the first entry whose inclusion makes the parse fail.
+fn failing_line(text: &str, path: &Path, origin: &Name) -> usize {
+    let cuts = entry_ends(text);
+    let fails = |end: usize| {
+        Parser::new(&text[..end], Some(PathBuf::from(path)), Some(origin.clone()))
+            .parse()
+            .is_err()
+    };
+    // Parsing stops at the first error, so failure is monotonic in the prefix.
+    let (mut lo, mut hi) = (0, cuts.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(cuts[mid].0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    cuts.get(lo).map_or_else(|| text.lines().count().max(1), |c| c.1)
+}
+
+/// Byte offsets just after each complete entry, with the line the entry starts on.
+fn entry_ends(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut comment, mut escaped) = (0i32, false, false, false);
+    let mut line = 1;
+    let mut start_line = 1;
+    let mut blank = true;
+    for (i, c) in text.char_indices() {
+        if c == '\n' {
+            comment = false;
+            if depth == 0 && !quoted {
+                if !blank {
+                    out.push((i + 1, start_line));
+                }
+                blank = true;
+                start_line = line + 1;
+            }
+            line += 1;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => comment = true,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            _ => {}
+        }
+        if !comment && !c.is_whitespace() && blank {
+            blank = false;
+            start_line = line;
+        }
+    }
+    if !blank || depth != 0 {
+        out.push((text.len(), start_line));
+    }
+    out
+}
+
+fn check(label: &str, origin: Name, mut records: BTreeMap<RrKey, RecordSet>) -> Result<Zone, String> {
+    let mut warnings = Vec::new();
+    let apex = hickory_proto::rr::LowerName::new(&origin);
+    records.retain(|key, _| {
+        let inside = apex.zone_of(&key.name);
+        if !inside {
+            warnings.push(format!("{label}: ignoring out-of-zone data ({})", key.name));
+        }
+        inside
+    });
+    let soa = records
+        .get(&RrKey::new(apex.clone(), RecordType::SOA))
+        .and_then(|set| set.records_without_rrsigs().next())
+        .and_then(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+    let Some(serial) = soa else {
+        return Err(format!("{label}: has 0 SOA records"));
+    };
+    if !records.contains_key(&RrKey::new(apex.clone(), RecordType::NS)) {
+        return Err(format!("{label}: has no NS records"));
+    }
+    for key in records.keys() {
+        if key.record_type == RecordType::CNAME
+            && records
+                .keys()
+                .any(|k| k.name == key.name && !matches!(k.record_type, RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC))
+        {
+            return Err(format!("{label}: {}: CNAME and other data", key.name));
+        }
+    }
+    Ok(Zone {
+        origin,
+        serial,
+        records,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZONE: &str = "\
+$TTL 1D
+@       IN SOA  ns.ywnds.com. root.ywnds.com. (
+                2024010101 ; serial
+                3H         ; refresh
+                15M        ; retry
+                1W         ; expire
+                1D )       ; minimum
+        IN NS   ns
+        IN MX   10 mail
+ns      IN A    127.0.0.1
+mail    IN A    127.0.0.1
+www     IN CNAME mail
+txt     IN TXT  \"v=spf1 mx -all\"
+_smtp._tcp IN SRV 0 5 25 mail
+@       IN CAA  0 issue \"letsencrypt.org\"
+v6      IN AAAA ::1
+";
+
+    fn zone(text: &str) -> Result<Zone, String> {
+        parse("ywnds.com", Path::new("/z/ywnds.com.zone"), text)
+    }
+
+    #[test]
+    fn reads_the_seed_zone() {
+        let z = zone(ZONE).unwrap();
+        assert_eq!(z.serial, 2024010101);
+        assert_eq!(z.origin.to_ascii(), "ywnds.com.");
+        let has = |name: &str, t: RecordType| {
+            z.records
+                .contains_key(&RrKey::new(Name::from_ascii(name).unwrap().into(), t))
+        };
+        for (n, t) in [
+            ("ywnds.com.", RecordType::SOA),
+            ("ywnds.com.", RecordType::NS),
+            ("ywnds.com.", RecordType::MX),
+            ("ywnds.com.", RecordType::CAA),
+            ("mail.ywnds.com.", RecordType::A),
+            ("www.ywnds.com.", RecordType::CNAME),
+            ("txt.ywnds.com.", RecordType::TXT),
+            ("_smtp._tcp.ywnds.com.", RecordType::SRV),
+            ("v6.ywnds.com.", RecordType::AAAA),
+        ] {
+            assert!(has(n, t), "{n} {t}");
+        }
+        let soa = z
+            .records
+            .get(&RrKey::new(Name::from_ascii("ywnds.com.").unwrap().into(), RecordType::SOA))
+            .unwrap();
+        assert_eq!(soa.ttl(), 86400);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad = ZONE.replace("mail    IN A    127.0.0.1", "mail    IN A    127.0.0.300");
+        let e = zone(&bad).unwrap_err();
+        assert!(
+            e.starts_with("zone ywnds.com/IN: loading from master file /z/ywnds.com.zone failed: /z/ywnds.com.zone:11: "),
+            "{e}"
+        );
+        let bad = ZONE.replace("3H         ; refresh", "3Q         ; refresh");
+        let e = zone(&bad).unwrap_err();
+        assert!(e.contains("/z/ywnds.com.zone:2: "), "{e}");
+        let e = zone("$TTL 1D\n@ IN NS ns\nns IN A 127.0.0.1\n").unwrap_err();
+        assert_eq!(e, "zone ywnds.com/IN: has 0 SOA records");
+        let e = zone(&ZONE.replace("        IN NS   ns\n", "")).unwrap_err();
+        assert_eq!(e, "zone ywnds.com/IN: has no NS records");
+        let e = zone(&format!("{ZONE}www IN A 127.0.0.2\n")).unwrap_err();
+        assert_eq!(e, "zone ywnds.com/IN: www.ywnds.com.: CNAME and other data");
+    }
+
+    #[test]
+    fn out_of_zone_data_is_dropped_with_a_warning() {
+        let z = zone(&format!("{ZONE}other.example. IN A 127.0.0.9\n")).unwrap();
+        assert_eq!(
+            z.warnings,
+            vec!["zone ywnds.com/IN: ignoring out-of-zone data (other.example.)"]
+        );
+    }
+
+    #[test]
+    fn entry_boundaries() {
+        let t = "a\n\nb (\n c\n)\n; x\nd \"(\" ; (\n";
+        assert_eq!(entry_ends(t), vec![(2, 1), (12, 3), (26, 7)]);
+    }
+}
