@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod conf;
 pub mod serve;
+mod udp;
 pub mod zone;
 
 /// Loads every zone of `conf` as named would, printing BIND's messages;

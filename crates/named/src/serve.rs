@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::acl::{Acl, Local};
 use crate::conf::{self, NamedConf};
+use crate::udp::AnswerCache;
 use crate::zone::{self, Zone};
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
@@ -32,7 +33,7 @@ struct Loaded {
 }
 
 /// What answers queries between two reloads.
-struct State {
+pub(crate) struct State {
     catalog: Catalog,
     /// Each served zone with its own allow-query, if any.
     zones: Vec<(LowerName, Option<Acl>)>,
@@ -40,6 +41,9 @@ struct State {
     allow_recursion: Acl,
     forwarding: bool,
     local: Local,
+    /// Whether some zone has its own allow-query (answers then depend on the zone).
+    zone_acls: bool,
+    pub(crate) cache: AnswerCache,
 }
 
 /// The request handler given to hickory's server; [`Named::reload`] swaps its state.
@@ -170,11 +174,13 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     }
     State {
         catalog,
+        zone_acls: zones.iter().any(|(_, acl)| acl.is_some()),
         zones,
         allow_query: o.allow_query.clone(),
         allow_recursion: o.allow_recursion.clone(),
         forwarding,
         local: Local::discover(),
+        cache: AnswerCache::default(),
     }
 }
 
@@ -214,6 +220,11 @@ fn forwarder(servers: &[SocketAddr]) -> Result<ForwardZoneHandler<TokioRuntimePr
 }
 
 impl State {
+    /// Whether cached answers may go to `client`: it may query every zone.
+    pub(crate) fn cache_usable_for(&self, client: IpAddr) -> bool {
+        !self.zone_acls && self.allow_query.allows(client, &self.local)
+    }
+
     /// Whether `client` may ask about `name`, and the zone it falls in.
     fn allowed(&self, client: IpAddr, name: &LowerName) -> bool {
         let zone = self
@@ -237,9 +248,27 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let state = self.state();
+        self.respond_with::<R, T>(&state, request, response_handle).await
+    }
+}
+
+impl Handler {
+    /// The state answering now.
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Answers `request` from `state`: refused when the access lists say so,
+    /// else by the catalog.
+    pub(crate) async fn respond_with<R: ResponseHandler, T: Time>(
+        &self,
+        state: &State,
+        request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let state = self.state.load();
         if let Ok(info) = request.request_info() {
             let client = request.src().ip();
             if !state.allowed(client, info.query.name()) {
@@ -371,12 +400,11 @@ fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// How long a TCP client may stay silent before named closes the connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// Hands the sockets to a hickory server (inside the runtime) and returns it running.
+/// Starts serving (inside the runtime): UDP on threads of its own (see
+/// udp.rs), TCP through a hickory server, which is returned running.
 pub fn start(sockets: Sockets, handler: Handler) -> Result<hickory_server::Server<Handler>, String> {
+    crate::udp::spawn(sockets.udp, handler.clone(), tokio::runtime::Handle::current())?;
     let mut server = hickory_server::Server::new(handler);
-    for s in sockets.udp {
-        server.register_socket(tokio::net::UdpSocket::from_std(s).map_err(|e| e.to_string())?);
-    }
     for l in sockets.tcp {
         server.register_listener(
             tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?,
