@@ -346,7 +346,14 @@ pub const REVERSE_ZONE: &str = "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 
 /// Runs `dig` against a server on a loopback port; returns its output.
 pub fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1", "+nocookie"])
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+time=2",
+            "+tries=1",
+            "+nocookie",
+        ])
         .args(args)
         .output()
         .expect("dig (bind9-dnsutils) is installed by scripts/setup");

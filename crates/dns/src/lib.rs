@@ -79,7 +79,8 @@ impl Resolver {
     pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
         let provider = TokioRuntimeProvider::default();
         let backend = if servers.is_empty() {
-            let mut b = TokioResolver::builder(provider).map_err(|e| format!("/etc/resolv.conf: {e}"))?;
+            let mut b =
+                TokioResolver::builder(provider).map_err(|e| format!("/etc/resolv.conf: {e}"))?;
             b.options_mut().use_hosts_file = ResolveHosts::Always;
             // Mail names are absolute: never try search domains.
             b.options_mut().ndots = 0;
@@ -110,9 +111,15 @@ impl Resolver {
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Vec<Record>, Error> {
         let name = Name::from_ascii(absolute(name)).map_err(|_| Error::NotFound)?;
         match &self.backend {
-            Backend::System(r) => Ok(r.lookup(name, rtype).await.map_err(classify)?.answers().to_vec()),
+            Backend::System(r) => Ok(r
+                .lookup(name, rtype)
+                .await
+                .map_err(classify)?
+                .answers()
+                .to_vec()),
             Backend::Direct(pool) => {
-                let mut responses = pool.lookup(Query::query(name, rtype), DnsRequestOptions::default());
+                let mut responses =
+                    pool.lookup(Query::query(name, rtype), DnsRequestOptions::default());
                 let response = std::future::poll_fn(|cx| responses.as_mut().poll_next(cx))
                     .await
                     .ok_or_else(|| Error::Temporary("no response".into()))?
@@ -187,11 +194,13 @@ impl Resolver {
         for name in names {
             match self.addresses(&name).await {
                 Ok(addrs) if addrs.contains(&ip) => return (Some(name), None),
-                Ok(_) => warning = Some(format!("hostname {name} does not resolve to address {ip}")),
+                Ok(_) => {
+                    warning = Some(format!("hostname {name} does not resolve to address {ip}"))
+                }
                 Err(Error::NotFound) => {
                     warning = Some(format!(
-                        "hostname {name} does not resolve to address {ip}: Name or service not known"
-                    ))
+                    "hostname {name} does not resolve to address {ip}: Name or service not known"
+                ))
                 }
                 Err(Error::Temporary(_)) => {}
             }
@@ -260,7 +269,10 @@ mod tests {
 
     #[test]
     fn reverse_names() {
-        assert_eq!(reverse_name("127.0.0.1".parse().unwrap()), "1.0.0.127.in-addr.arpa.");
+        assert_eq!(
+            reverse_name("127.0.0.1".parse().unwrap()),
+            "1.0.0.127.in-addr.arpa."
+        );
         assert!(reverse_name("::1".parse().unwrap()).starts_with("1.0.0.0.0.0.0.0."));
         assert!(reverse_name("::1".parse().unwrap()).ends_with(".0.ip6.arpa."));
     }

@@ -37,16 +37,23 @@ pub struct Local {
 impl Local {
     /// The interfaces as the kernel reports them now.
     pub fn discover() -> Self {
-        let mut nets: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")];
+        let mut nets: Vec<IpNet> = vec![
+            "127.0.0.0/8".parse().expect("net"),
+            "::1/128".parse().expect("net"),
+        ];
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for a in addrs {
                 let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
                     continue;
                 };
                 let net = match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-                    (Some(a), Some(m)) => IpNet::with_netmask(IpAddr::V4(a.ip()), IpAddr::V4(m.ip())).ok(),
+                    (Some(a), Some(m)) => {
+                        IpNet::with_netmask(IpAddr::V4(a.ip()), IpAddr::V4(m.ip())).ok()
+                    }
                     _ => match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
-                        (Some(a), Some(m)) => IpNet::with_netmask(IpAddr::V6(a.ip()), IpAddr::V6(m.ip())).ok(),
+                        (Some(a), Some(m)) => {
+                            IpNet::with_netmask(IpAddr::V6(a.ip()), IpAddr::V6(m.ip())).ok()
+                        }
                         _ => None,
                     },
                 };
@@ -82,7 +89,9 @@ impl Acl {
         for (neg, e) in self.elements {
             let e = match e {
                 Element::Named(n) => match acls.iter().find(|(name, _)| *name == n) {
-                    Some((_, acl)) if depth < 16 => Element::Nested(acl.clone().resolve_depth(acls, depth + 1)?),
+                    Some((_, acl)) if depth < 16 => {
+                        Element::Nested(acl.clone().resolve_depth(acls, depth + 1)?)
+                    }
                     _ => return Err(n),
                 },
                 Element::Nested(a) => Element::Nested(a.resolve_depth(acls, depth + 1)?),
@@ -103,11 +112,7 @@ impl Acl {
             let hit = match e {
                 Element::Any => Some(true),
                 Element::None | Element::Named(_) => None,
-                Element::Localhost => local
-                    .nets
-                    .iter()
-                    .any(|n| n.addr() == addr)
-                    .then_some(true),
+                Element::Localhost => local.nets.iter().any(|n| n.addr() == addr).then_some(true),
                 Element::Localnets => local.nets.iter().any(|n| n.contains(&addr)).then_some(true),
                 Element::Net(n) => n.contains(&addr).then_some(true),
                 Element::Nested(acl) => acl.decide(addr, local),
@@ -125,7 +130,9 @@ impl Acl {
         let mut out = Vec::new();
         for (negated, e) in &self.elements {
             match e {
-                Element::Net(n) if !negated && n.prefix_len() == n.max_prefix_len() => out.push(n.addr()),
+                Element::Net(n) if !negated && n.prefix_len() == n.max_prefix_len() => {
+                    out.push(n.addr())
+                }
                 Element::Nested(a) if !negated => out.extend(a.hosts()),
                 _ => {}
             }
@@ -152,7 +159,10 @@ mod tests {
 
     #[test]
     fn first_match_decides() {
-        let acl = Acl::new(vec![(true, net("127.0.0.2/32")), (false, net("127.0.0.0/8"))]);
+        let acl = Acl::new(vec![
+            (true, net("127.0.0.2/32")),
+            (false, net("127.0.0.0/8")),
+        ]);
         let local = Local::default();
         assert!(!acl.allows("127.0.0.2".parse().unwrap(), &local));
         assert!(acl.allows("127.0.0.3".parse().unwrap(), &local));
@@ -174,13 +184,21 @@ mod tests {
         assert!(!none.allows("127.0.0.1".parse().unwrap(), &local));
         // A nested list that denies decides, as in BIND.
         let nested = Acl::new(vec![
-            (false, Element::Nested(Acl::new(vec![(true, net("127.0.0.5/32"))]))),
+            (
+                false,
+                Element::Nested(Acl::new(vec![(true, net("127.0.0.5/32"))])),
+            ),
             (false, Element::Any),
         ]);
         assert!(!nested.allows("127.0.0.5".parse().unwrap(), &local));
         assert!(nested.allows("127.0.0.6".parse().unwrap(), &local));
         assert_eq!(
-            Acl::new(vec![(false, net("127.0.0.2/32")), (true, net("127.0.0.3/32")), (false, net("10.0.0.0/8"))]).hosts(),
+            Acl::new(vec![
+                (false, net("127.0.0.2/32")),
+                (true, net("127.0.0.3/32")),
+                (false, net("10.0.0.0/8"))
+            ])
+            .hosts(),
             vec!["127.0.0.2".parse::<IpAddr>().unwrap()]
         );
     }

@@ -110,8 +110,16 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, String> {
                     zones.push(z);
                 }
             }
-            "logging" | "controls" | "key" | "server" | "trust-anchors" | "managed-keys"
-            | "statistics-channels" | "dnssec-policy" | "tls" | "http" => {
+            "logging"
+            | "controls"
+            | "key"
+            | "server"
+            | "trust-anchors"
+            | "managed-keys"
+            | "statistics-channels"
+            | "dnssec-policy"
+            | "tls"
+            | "http" => {
                 builder.warn(s, &format!("'{}' is not supported; ignored", s.word(0)));
             }
             "view" => return Err(s.error("views are not supported")),
@@ -186,12 +194,18 @@ fn lex(file: &Path, text: &str) -> Result<Vec<Token>, String> {
                     }
                 }
             }
-            '{' => out.push(Token { tok: Tok::Open, line }),
+            '{' => out.push(Token {
+                tok: Tok::Open,
+                line,
+            }),
             '}' => out.push(Token {
                 tok: Tok::Close,
                 line,
             }),
-            ';' => out.push(Token { tok: Tok::Semi, line }),
+            ';' => out.push(Token {
+                tok: Tok::Semi,
+                line,
+            }),
             '"' => {
                 let start = line;
                 let mut s = String::new();
@@ -292,7 +306,7 @@ impl Stmt {
     }
 
     /// The block of a statement that must be `keyword [words] { ... }`.
-    fn block(&self) -> Result<&[Stmt], String> {
+    fn block(&self) -> Result<&[Self], String> {
         match self.items.last() {
             Some(Item::Block(b)) => Ok(b),
             _ => Err(self.error(&format!("'{}' expects a {{ }} block", self.word(0)))),
@@ -317,13 +331,8 @@ fn read_statements(
                 return Err(s.error("include nesting too deep"));
             }
             let inc = base.join(name);
-            let text = std::fs::read_to_string(&inc).map_err(|e| {
-                s.error(&format!(
-                    "open: {}: {}",
-                    inc.display(),
-                    io_reason(&e)
-                ))
-            })?;
+            let text = std::fs::read_to_string(&inc)
+                .map_err(|e| s.error(&format!("open: {}: {}", inc.display(), io_reason(&e))))?;
             read_statements(&inc, &text, base, out, depth + 1)?;
         } else {
             out.push(s);
@@ -458,7 +467,10 @@ impl Builder {
             }],
             directory: self.base.clone(),
             allow_query: Acl::any(),
-            allow_recursion: Acl::new(vec![(false, Element::Localhost), (false, Element::Localnets)]),
+            allow_recursion: Acl::new(vec![
+                (false, Element::Localhost),
+                (false, Element::Localnets),
+            ]),
             recursion: true,
             forwarders: Vec::new(),
             pid_file: None,
@@ -495,7 +507,11 @@ impl Builder {
                 "forwarders" => o.forwarders = forwarders(opt)?,
                 "forward" => match opt.single()? {
                     "only" | "first" => {}
-                    v => return Err(opt.error(&format!("'forward' must be only or first, not '{v}'"))),
+                    v => {
+                        return Err(
+                            opt.error(&format!("'forward' must be only or first, not '{v}'"))
+                        )
+                    }
                 },
                 "pid-file" => {
                     o.pid_file = match opt.single()? {
@@ -524,7 +540,12 @@ impl Builder {
             [Item::Word(_), Item::Word(p), Item::Word(n), Item::Block(_)] if p == "port" => {
                 Some(port(s, n)?)
             }
-            _ => return Err(s.error(&format!("expected: {} [port N] {{ address_match_list }};", s.word(0)))),
+            _ => {
+                return Err(s.error(&format!(
+                    "expected: {} [port N] {{ address_match_list }};",
+                    s.word(0)
+                )))
+            }
         };
         Ok(Listen {
             port,
@@ -552,9 +573,10 @@ impl Builder {
                 "type" => kind = Some(opt.single()?.to_ascii_lowercase()),
                 "file" => file = Some(PathBuf::from(opt.single()?)),
                 "allow-query" => allow_query = Some(self.address_list(opt.block()?, false)?),
-                k if IGNORED_ZONE_OPTIONS.contains(&k) => {
-                    self.warn(opt, &format!("zone '{name}': option '{k}' is not supported; ignored"))
-                }
+                k if IGNORED_ZONE_OPTIONS.contains(&k) => self.warn(
+                    opt,
+                    &format!("zone '{name}': option '{k}' is not supported; ignored"),
+                ),
                 other => return Err(opt.error(&format!("zone '{name}': unknown option '{other}'"))),
             }
         }
@@ -562,7 +584,12 @@ impl Builder {
         match kind.as_deref() {
             Some("master" | "primary") => {}
             Some("hint") => {
-                self.warn(s, &format!("zone '{shown}': type hint is not used (named does not recurse); ignored"));
+                self.warn(
+                    s,
+                    &format!(
+                        "zone '{shown}': type hint is not used (named does not recurse); ignored"
+                    ),
+                );
                 return Ok(None);
             }
             Some(t) => return Err(s.error(&format!("zone '{shown}': type {t} is not supported"))),
@@ -635,7 +662,10 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
             for _ in parts.len()..4 {
                 full.push_str(".0");
             }
-            return format!("{full}/{len}").parse::<ipnet::IpNet>().ok().map(|n| n.trunc());
+            return format!("{full}/{len}")
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .map(|n| n.trunc());
         }
     }
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
@@ -799,6 +829,9 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
         std::fs::write(&main, "include \"missing.conf\";").unwrap();
         let e = load(&main).unwrap_err();
         assert!(e.ends_with("missing.conf: file not found"), "{e}");
-        assert!(e.starts_with(&format!("{}:1: open: ", main.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("{}:1: open: ", main.display())),
+            "{e}"
+        );
     }
 }

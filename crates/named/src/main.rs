@@ -125,7 +125,10 @@ fn standalone() -> ! {
         }
     };
     if args.version || args.version_long {
-        println!("postfix-rs named {} (BIND-compatible, hickory-server 0.26)", env!("CARGO_PKG_VERSION"));
+        println!(
+            "postfix-rs named {} (BIND-compatible, hickory-server 0.26)",
+            env!("CARGO_PKG_VERSION")
+        );
         std::process::exit(0);
     }
     pfx_maillog::init_stderr("named");
@@ -144,7 +147,8 @@ fn standalone() -> ! {
         Family::Both
     };
     let threads = args.cpus.unwrap_or_else(workers).max(1);
-    let sockets = serve::bind(named.conf(), args.port, family, threads).unwrap_or_else(|e| fatal(e));
+    let sockets =
+        serve::bind(named.conf(), args.port, family, threads).unwrap_or_else(|e| fatal(e));
     if let Some(user) = &args.user {
         let ids = pfx_sys::users::user(user).unwrap_or_else(|e| fatal(e));
         pfx_sys::users::drop_privileges(ids).unwrap_or_else(|e| fatal(e));

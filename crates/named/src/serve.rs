@@ -15,7 +15,9 @@ use hickory_server::resolver::config::{ConnectionConfig, NameServerConfig};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
 use tracing::{error, info, warn};
 
 use crate::acl::{Acl, Local};
@@ -104,7 +106,9 @@ impl Named {
             warn!("listen-on changes take effect when named is restarted");
         }
         let loaded = load_zones(&conf, &self.loaded);
-        self.handler.state.store(Arc::new(build_state(&conf, &loaded)));
+        self.handler
+            .state
+            .store(Arc::new(build_state(&conf, &loaded)));
         self.loaded = loaded;
         self.conf = conf;
         info!("reloading configuration succeeded");
@@ -127,7 +131,10 @@ fn load_zones(conf: &NamedConf, previous: &HashMap<String, Loaded>) -> HashMap<S
                 error!("{e}");
                 match previous.get(&z.name) {
                     Some(old) => {
-                        error!("{label}: not loaded due to errors; serving serial {} as before", old.serial);
+                        error!(
+                            "{label}: not loaded due to errors; serving serial {} as before",
+                            old.serial
+                        );
                         out.insert(z.name.clone(), old.clone());
                     }
                     None => error!("{label}: not loaded due to errors."),
@@ -143,8 +150,13 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
         warn!("{w}");
     }
     let serial = zone.serial;
-    let handler = InMemoryZoneHandler::new(zone.origin, zone.records, ZoneType::Primary, AxfrPolicy::Deny)
-        .map_err(|e| format!("{label}: {e}"))?;
+    let handler = InMemoryZoneHandler::new(
+        zone.origin,
+        zone.records,
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+    )
+    .map_err(|e| format!("{label}: {e}"))?;
     Ok(Loaded {
         handler: Arc::new(handler),
         serial,
@@ -157,7 +169,10 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     for z in &conf.zones {
         if let Some(l) = loaded.get(&z.name) {
             let name = l.handler.origin().clone();
-            catalog.upsert(name.clone(), vec![l.handler.clone() as Arc<dyn ZoneHandler>]);
+            catalog.upsert(
+                name.clone(),
+                vec![l.handler.clone() as Arc<dyn ZoneHandler>],
+            );
             zones.push((name, z.allow_query.clone()));
         }
     }
@@ -166,7 +181,10 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     if o.recursion && !o.forwarders.is_empty() {
         match forwarder(&o.forwarders) {
             Ok(f) => {
-                catalog.upsert(LowerName::new(&Name::root()), vec![Arc::new(f) as Arc<dyn ZoneHandler>]);
+                catalog.upsert(
+                    LowerName::new(&Name::root()),
+                    vec![Arc::new(f) as Arc<dyn ZoneHandler>],
+                );
                 forwarding = true;
             }
             Err(e) => error!("forwarders: {e}"),
@@ -233,7 +251,10 @@ impl State {
             .filter(|(z, _)| z.zone_of(name))
             .max_by_key(|(z, _)| z.num_labels());
         match zone {
-            Some((_, acl)) => acl.as_ref().unwrap_or(&self.allow_query).allows(client, &self.local),
+            Some((_, acl)) => acl
+                .as_ref()
+                .unwrap_or(&self.allow_query)
+                .allows(client, &self.local),
             None => {
                 self.forwarding
                     && self.allow_query.allows(client, &self.local)
@@ -251,7 +272,8 @@ impl RequestHandler for Handler {
         response_handle: R,
     ) -> ResponseInfo {
         let state = self.state();
-        self.respond_with::<R, T>(&state, request, response_handle).await
+        self.respond_with::<R, T>(&state, request, response_handle)
+            .await
     }
 }
 
@@ -293,7 +315,7 @@ impl Handler {
                 return match response_handle.send_response(response).await {
                     Ok(r) => r,
                     Err(_) => {
-                        let mut metadata = request.metadata.clone();
+                        let mut metadata = request.metadata;
                         metadata.message_type = MessageType::Response;
                         metadata.response_code = ResponseCode::ServFail;
                         ResponseInfo::from(Header {
@@ -328,7 +350,12 @@ pub enum Family {
 /// Binds every `listen-on` address: interface addresses the list allows, and
 /// single addresses it names. `port` (named -p) replaces the default port 53.
 /// One UDP socket per worker thread (SO_REUSEPORT) spreads queries over cores.
-pub fn bind(conf: &NamedConf, port: Option<u16>, family: Family, workers: usize) -> Result<Sockets, String> {
+pub fn bind(
+    conf: &NamedConf,
+    port: Option<u16>,
+    family: Family,
+    workers: usize,
+) -> Result<Sockets, String> {
     let local = Local::discover();
     let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut add = |listen: &[conf::Listen], v6: bool| {
@@ -359,7 +386,9 @@ pub fn bind(conf: &NamedConf, port: Option<u16>, family: Family, workers: usize)
         tcp: Vec::new(),
     };
     for sa in addrs {
-        let what = |proto: &str, e: std::io::Error| format!("could not listen on {proto} socket {sa}: {e}");
+        let what = |proto: &str, e: std::io::Error| {
+            format!("could not listen on {proto} socket {sa}: {e}")
+        };
         for _ in 0..workers.max(1) {
             out.udp.push(udp_socket(sa).map_err(|e| what("UDP", e))?);
         }
@@ -402,8 +431,15 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Starts serving (inside the runtime): UDP on threads of its own (see
 /// udp.rs), TCP through a hickory server, which is returned running.
-pub fn start(sockets: Sockets, handler: Handler) -> Result<hickory_server::Server<Handler>, String> {
-    crate::udp::spawn(sockets.udp, handler.clone(), tokio::runtime::Handle::current())?;
+pub fn start(
+    sockets: Sockets,
+    handler: Handler,
+) -> Result<hickory_server::Server<Handler>, String> {
+    crate::udp::spawn(
+        sockets.udp,
+        handler.clone(),
+        tokio::runtime::Handle::current(),
+    )?;
     let mut server = hickory_server::Server::new(handler);
     for l in sockets.tcp {
         server.register_listener(

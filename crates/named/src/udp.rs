@@ -40,7 +40,11 @@ pub(crate) struct AnswerCache {
 
 impl AnswerCache {
     fn get(&self, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     fn put(&self, key: Vec<u8>, answer: &[u8]) {
@@ -115,7 +119,11 @@ fn from_cache(handler: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
 
 /// Whether an encoded answer may be kept: authoritative, complete, NOERROR or NXDOMAIN.
 fn cacheable(a: &[u8]) -> bool {
-    a.len() >= HEADER && a.len() <= CACHE_MAX_ANSWER && a[2] & 0x04 != 0 && a[2] & 0x02 == 0 && matches!(a[3] & 0x0f, 0 | 3)
+    a.len() >= HEADER
+        && a.len() <= CACHE_MAX_ANSWER
+        && a[2] & 0x04 != 0
+        && a[2] & 0x02 == 0
+        && matches!(a[3] & 0x0f, 0 | 3)
 }
 
 /// Answers one UDP query the full way (and keeps the answer when it may).
@@ -127,7 +135,9 @@ async fn answer(handler: Handler, q: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>
     };
     let state = handler.state();
     let capture = Capture::default();
-    handler.respond_with::<Capture, TokioTime>(&state, &request, capture.clone()).await;
+    handler
+        .respond_with::<Capture, TokioTime>(&state, &request, capture.clone())
+        .await;
     let bytes = capture.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
     if let Some((key, _)) = key {
         if cacheable(&bytes) && state.cache_usable_for(src.ip()) {
@@ -178,7 +188,11 @@ impl ResponseHandler for Capture {
 }
 
 /// Serves each socket on its own thread; misses go to the runtime.
-pub(crate) fn spawn(sockets: Vec<UdpSocket>, handler: Handler, runtime: tokio::runtime::Handle) -> Result<(), String> {
+pub(crate) fn spawn(
+    sockets: Vec<UdpSocket>,
+    handler: Handler,
+    runtime: tokio::runtime::Handle,
+) -> Result<(), String> {
     for (n, socket) in sockets.into_iter().enumerate() {
         socket.set_nonblocking(false).map_err(|e| e.to_string())?;
         let socket = Arc::new(socket);

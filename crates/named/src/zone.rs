@@ -47,9 +47,9 @@ pub fn load(name: &str, path: &Path) -> Result<Zone, String> {
 /// Parses zone text; `path` is used in messages and for relative `$INCLUDE`s.
 pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, String> {
     let label = Zone::label(name);
-    let origin = Name::from_ascii(if name.is_empty() { "." } else { name })
-        .map_err(|e| format!("{label}: bad zone name: {e}"))?;
-    let origin = Name::from(origin.to_lowercase()).append_domain(&Name::root()).unwrap_or(origin);
+    let origin =
+        Name::from_ascii(format!("{}.", name.to_ascii_lowercase()).trim_start_matches('.'))
+            .map_err(|e| format!("{label}: bad zone name: {e}"))?;
     let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse();
     let records = match parsed {
         Ok((_, records)) => records,
@@ -69,9 +69,13 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, String> {
 fn failing_line(text: &str, path: &Path, origin: &Name) -> usize {
     let cuts = entry_ends(text);
     let fails = |end: usize| {
-        Parser::new(&text[..end], Some(PathBuf::from(path)), Some(origin.clone()))
-            .parse()
-            .is_err()
+        Parser::new(
+            &text[..end],
+            Some(PathBuf::from(path)),
+            Some(origin.clone()),
+        )
+        .parse()
+        .is_err()
     };
     // Parsing stops at the first error, so failure is monotonic in the prefix.
     let (mut lo, mut hi) = (0, cuts.len());
@@ -83,7 +87,8 @@ fn failing_line(text: &str, path: &Path, origin: &Name) -> usize {
             lo = mid + 1;
         }
     }
-    cuts.get(lo).map_or_else(|| text.lines().count().max(1), |c| c.1)
+    cuts.get(lo)
+        .map_or_else(|| text.lines().count().max(1), |c| c.1)
 }
 
 /// Byte offsets just after each complete entry, with the line the entry starts on.
@@ -132,7 +137,11 @@ fn entry_ends(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
-fn check(label: &str, origin: Name, mut records: BTreeMap<RrKey, RecordSet>) -> Result<Zone, String> {
+fn check(
+    label: &str,
+    origin: Name,
+    mut records: BTreeMap<RrKey, RecordSet>,
+) -> Result<Zone, String> {
     let mut warnings = Vec::new();
     let apex = hickory_proto::rr::LowerName::new(&origin);
     records.retain(|key, _| {
@@ -157,9 +166,13 @@ fn check(label: &str, origin: Name, mut records: BTreeMap<RrKey, RecordSet>) -> 
     }
     for key in records.keys() {
         if key.record_type == RecordType::CNAME
-            && records
-                .keys()
-                .any(|k| k.name == key.name && !matches!(k.record_type, RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC))
+            && records.keys().any(|k| {
+                k.name == key.name
+                    && !matches!(
+                        k.record_type,
+                        RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC
+                    )
+            })
         {
             return Err(format!("{label}: {}: CNAME and other data", key.name));
         }
@@ -223,7 +236,10 @@ v6      IN AAAA ::1
         }
         let soa = z
             .records
-            .get(&RrKey::new(Name::from_ascii("ywnds.com.").unwrap().into(), RecordType::SOA))
+            .get(&RrKey::new(
+                Name::from_ascii("ywnds.com.").unwrap().into(),
+                RecordType::SOA,
+            ))
             .unwrap();
         assert_eq!(soa.ttl(), 86400);
     }

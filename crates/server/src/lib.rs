@@ -215,7 +215,12 @@ where
     F: FnOnce(Context, Endpoint) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    run_prepared(program, threads, |_| Ok(()), |ctx, endpoint, ()| service(ctx, endpoint))
+    run_prepared(
+        program,
+        threads,
+        |_| Ok(()),
+        |ctx, endpoint, ()| service(ctx, endpoint),
+    )
 }
 
 /// As [`run_with`], with `prepare` run on the configuration before privileges

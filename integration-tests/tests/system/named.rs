@@ -22,7 +22,8 @@ fn named(options: &str, extra: &str) -> (Instance, u16) {
     let port = inst.add_named(options, extra);
     inst.postfix("start");
     assert!(
-        inst.wait_log("named", Duration::from_secs(10)) && inst.wait_log("running", Duration::from_secs(10)),
+        inst.wait_log("named", Duration::from_secs(10))
+            && inst.wait_log("running", Duration::from_secs(10)),
         "named did not start:\n{}",
         inst.log_text()
     );
@@ -66,15 +67,43 @@ fn answers_every_record_type_authoritatively() {
     let (inst, port) = named("", RECORDS);
     let q = |args: &[&str]| dig(port, &[&["+norec"], args].concat());
     let cases: &[(&str, &str, &[&str])] = &[
-        ("ywnds.com", "SOA", &["ywnds.com. 86400 IN SOA ns.ywnds.com. root.ywnds.com. 1 10800 900 604800 86400"]),
+        (
+            "ywnds.com",
+            "SOA",
+            &["ywnds.com. 86400 IN SOA ns.ywnds.com. root.ywnds.com. 1 10800 900 604800 86400"],
+        ),
         ("ywnds.com", "NS", &["ywnds.com. 86400 IN NS ns.ywnds.com."]),
-        ("ywnds.com", "MX", &["ywnds.com. 86400 IN MX 10 mail.ywnds.com."]),
-        ("mail.ywnds.com", "A", &["mail.ywnds.com. 86400 IN A 127.0.0.1"]),
+        (
+            "ywnds.com",
+            "MX",
+            &["ywnds.com. 86400 IN MX 10 mail.ywnds.com."],
+        ),
+        (
+            "mail.ywnds.com",
+            "A",
+            &["mail.ywnds.com. 86400 IN A 127.0.0.1"],
+        ),
         ("v6.ywnds.com", "AAAA", &["v6.ywnds.com. 86400 IN AAAA ::1"]),
-        ("txt.ywnds.com", "TXT", &["txt.ywnds.com. 86400 IN TXT \"v=spf1 mx -all\""]),
-        ("_smtp._tcp.ywnds.com", "SRV", &["_smtp._tcp.ywnds.com. 86400 IN SRV 0 5 25 mail.ywnds.com."]),
-        ("ywnds.com", "CAA", &["ywnds.com. 86400 IN CAA 0 issue \"letsencrypt.org\""]),
-        ("1.0.0.127.in-addr.arpa", "PTR", &["1.0.0.127.in-addr.arpa. 86400 IN PTR mail.ywnds.com."]),
+        (
+            "txt.ywnds.com",
+            "TXT",
+            &["txt.ywnds.com. 86400 IN TXT \"v=spf1 mx -all\""],
+        ),
+        (
+            "_smtp._tcp.ywnds.com",
+            "SRV",
+            &["_smtp._tcp.ywnds.com. 86400 IN SRV 0 5 25 mail.ywnds.com."],
+        ),
+        (
+            "ywnds.com",
+            "CAA",
+            &["ywnds.com. 86400 IN CAA 0 issue \"letsencrypt.org\""],
+        ),
+        (
+            "1.0.0.127.in-addr.arpa",
+            "PTR",
+            &["1.0.0.127.in-addr.arpa. 86400 IN PTR mail.ywnds.com."],
+        ),
         // CNAME chains are followed inside the zone.
         (
             "webmail.ywnds.com",
@@ -86,14 +115,21 @@ fn answers_every_record_type_authoritatively() {
             ],
         ),
         // Names are case-insensitive; the answer keeps the zone's spelling, as BIND's does.
-        ("MAIL.YwNdS.CoM", "A", &["mail.ywnds.com. 86400 IN A 127.0.0.1"]),
+        (
+            "MAIL.YwNdS.CoM",
+            "A",
+            &["mail.ywnds.com. 86400 IN A 127.0.0.1"],
+        ),
     ];
     for (name, rtype, want) in cases.iter().chain(cases) {
         // Each question twice: the first answer is made, the second cached.
         let out = q(&[name, rtype]);
         assert!(!out.contains("mismatch"), "{out}");
         assert_eq!(status(&out), "NOERROR", "{name} {rtype}:\n{out}");
-        assert!(flags(&out).contains(&"aa"), "{name} {rtype}: AA flag:\n{out}");
+        assert!(
+            flags(&out).contains(&"aa"),
+            "{name} {rtype}: AA flag:\n{out}"
+        );
         assert_eq!(section(&out, "ANSWER"), *want, "{name} {rtype}:\n{out}");
     }
     // Glue for MX and NS targets in the additional section.
@@ -109,14 +145,26 @@ fn answers_every_record_type_authoritatively() {
     );
     // The same over TCP.
     let out = q(&["+tcp", "ywnds.com", "MX"]);
-    assert_eq!(section(&out, "ANSWER"), ["ywnds.com. 86400 IN MX 10 mail.ywnds.com."], "{out}");
+    assert_eq!(
+        section(&out, "ANSWER"),
+        ["ywnds.com. 86400 IN MX 10 mail.ywnds.com."],
+        "{out}"
+    );
     // Started as root, named runs as mail_owner once its sockets are bound.
     if nix::unistd::Uid::effective().is_root() {
         let pid = inst.child_pid("named").expect("named process");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-        let postfix = nix::unistd::User::from_name("postfix").unwrap().unwrap().uid;
-        assert!(uid.split_whitespace().skip(1).all(|u| u == postfix.to_string()), "{uid}");
+        let postfix = nix::unistd::User::from_name("postfix")
+            .unwrap()
+            .unwrap()
+            .uid;
+        assert!(
+            uid.split_whitespace()
+                .skip(1)
+                .all(|u| u == postfix.to_string()),
+            "{uid}"
+        );
     }
 }
 
@@ -145,9 +193,17 @@ fn negative_answers_carry_the_soa_and_strangers_are_refused() {
     );
     std::fs::write(inst.etc.join("named.conf"), conf).unwrap();
     inst.postfix("reload");
-    assert!(wait_for(Duration::from_secs(10), || status(&dig(port, &["mail.ywnds.com", "A"])) == "REFUSED"));
+    assert!(wait_for(Duration::from_secs(10), || status(&dig(
+        port,
+        &["mail.ywnds.com", "A"]
+    )) == "REFUSED"));
     assert!(inst.wait_log("client 127.0.0.1#", Duration::from_secs(5)));
-    assert!(inst.log_text().contains("(mail.ywnds.com): query 'mail.ywnds.com/A/IN' denied"), "{}", inst.log_text());
+    assert!(
+        inst.log_text()
+            .contains("(mail.ywnds.com): query 'mail.ywnds.com/A/IN' denied"),
+        "{}",
+        inst.log_text()
+    );
     // The reverse zone still answers.
     assert_eq!(status(&dig(port, &["-x", "127.0.0.1"])), "NOERROR");
 }
@@ -156,7 +212,9 @@ fn negative_answers_carry_the_soa_and_strangers_are_refused() {
 fn large_answers_are_truncated_over_udp_and_complete_over_tcp() {
     let mut extra = String::new();
     for i in 0..40 {
-        extra.push_str(&format!("big IN TXT \"record number {i} with some padding to make it long\"\n"));
+        extra.push_str(&format!(
+            "big IN TXT \"record number {i} with some padding to make it long\"\n"
+        ));
     }
     let (_inst, port) = named("", &extra);
     let out = dig(port, &["+noedns", "+ignore", "big.ywnds.com", "TXT"]);
@@ -181,29 +239,53 @@ fn reload_picks_up_a_new_serial_and_a_broken_zone_keeps_the_old_one() {
     std::fs::write(&zone, ywnds_zone(2, "new IN A 127.0.0.9\n")).unwrap();
     inst.postfix("reload");
     assert!(
-        wait_for(Duration::from_secs(10), || dig(port, &["+short", "new.ywnds.com", "A"]).trim() == "127.0.0.9"),
+        wait_for(Duration::from_secs(10), || dig(
+            port,
+            &["+short", "new.ywnds.com", "A"]
+        )
+        .trim()
+            == "127.0.0.9"),
         "{}",
         inst.log_text()
     );
     assert!(dig(port, &["+short", "ywnds.com", "SOA"]).contains(" 2 "));
-    assert!(inst.log_text().contains("zone ywnds.com/IN: loaded serial 2"));
+    assert!(inst
+        .log_text()
+        .contains("zone ywnds.com/IN: loaded serial 2"));
 
     // A broken file: the error names file and line; serial 2 keeps serving.
     std::fs::write(&zone, ywnds_zone(3, "bad IN A 127.0.0.300\n")).unwrap();
     inst.postfix("reload");
     let want = format!("{}:9: ", zone.display());
-    assert!(inst.wait_log(&want, Duration::from_secs(10)), "{}", inst.log_text());
+    assert!(
+        inst.wait_log(&want, Duration::from_secs(10)),
+        "{}",
+        inst.log_text()
+    );
     assert!(inst.wait_log(
         "zone ywnds.com/IN: not loaded due to errors; serving serial 2 as before",
         Duration::from_secs(5)
     ));
-    assert_eq!(dig(port, &["+short", "new.ywnds.com", "A"]).trim(), "127.0.0.9");
+    assert_eq!(
+        dig(port, &["+short", "new.ywnds.com", "A"]).trim(),
+        "127.0.0.9"
+    );
 
     // A broken named.conf changes nothing either.
     std::fs::write(inst.etc.join("named.conf"), "options { bogus yes; };\n").unwrap();
     inst.postfix("reload");
-    assert!(inst.wait_log("named.conf:1: unknown option 'bogus'", Duration::from_secs(10)), "{}", inst.log_text());
-    assert_eq!(dig(port, &["+short", "new.ywnds.com", "A"]).trim(), "127.0.0.9");
+    assert!(
+        inst.wait_log(
+            "named.conf:1: unknown option 'bogus'",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        inst.log_text()
+    );
+    assert_eq!(
+        dig(port, &["+short", "new.ywnds.com", "A"]).trim(),
+        "127.0.0.9"
+    );
 }
 
 #[test]
@@ -221,10 +303,21 @@ fn garbage_and_half_messages_do_not_stop_it() {
     let mut junk_tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     junk_tcp.write_all(&[0, 4, 0xff, 0xff, 0xff, 0xff]).unwrap();
     for _ in 0..3 {
-        assert_eq!(dig(port, &["+short", "mail.ywnds.com", "A"]).trim(), "127.0.0.1");
-        assert_eq!(dig(port, &["+tcp", "+short", "mail.ywnds.com", "A"]).trim(), "127.0.0.1");
+        assert_eq!(
+            dig(port, &["+short", "mail.ywnds.com", "A"]).trim(),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            dig(port, &["+tcp", "+short", "mail.ywnds.com", "A"]).trim(),
+            "127.0.0.1"
+        );
     }
-    assert_eq!(inst.child_pid("named"), Some(pid), "named restarted:\n{}", inst.log_text());
+    assert_eq!(
+        inst.child_pid("named"),
+        Some(pid),
+        "named restarted:\n{}",
+        inst.log_text()
+    );
     drop(half);
 }
 
@@ -253,14 +346,31 @@ fn forwards_other_names_when_recursion_is_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_for(Duration::from_secs(10), || dig(port2, &["+short", "host.example.test"]).trim() == "127.0.0.42"));
+    assert!(wait_for(Duration::from_secs(10), || dig(
+        port2,
+        &["+short", "host.example.test"]
+    )
+    .trim()
+        == "127.0.0.42"));
 
-    let (inst, port) = named(&format!("  forwarders {{ 127.0.0.1 port {port2}; }};\n"), "");
+    let (inst, port) = named(
+        &format!("  forwarders {{ 127.0.0.1 port {port2}; }};\n"),
+        "",
+    );
     let conf = std::fs::read_to_string(inst.etc.join("named.conf")).unwrap();
-    std::fs::write(inst.etc.join("named.conf"), conf.replace("recursion no;", "recursion yes;")).unwrap();
+    std::fs::write(
+        inst.etc.join("named.conf"),
+        conf.replace("recursion no;", "recursion yes;"),
+    )
+    .unwrap();
     inst.postfix("reload");
     assert!(
-        wait_for(Duration::from_secs(10), || dig(port, &["+short", "host.example.test", "A"]).trim() == "127.0.0.42"),
+        wait_for(Duration::from_secs(10), || dig(
+            port,
+            &["+short", "host.example.test", "A"]
+        )
+        .trim()
+            == "127.0.0.42"),
         "{}",
         inst.log_text()
     );
@@ -276,24 +386,45 @@ fn smtpd_names_clients_from_their_ptr_records() {
     let m = testkit::Instance::mail("");
     let port = m.inst.add_named("", "");
     let mut main = std::fs::read_to_string(m.inst.etc.join("main.cf")).unwrap();
-    main.push_str(&format!("smtpd_peername_lookup = yes\ndns_servers = 127.0.0.1:{port}\n"));
+    main.push_str(&format!(
+        "smtpd_peername_lookup = yes\ndns_servers = 127.0.0.1:{port}\n"
+    ));
     std::fs::write(m.inst.etc.join("main.cf"), main).unwrap();
     m.start();
     assert!(m.inst.wait_log("running", Duration::from_secs(10)));
     let (mut c, greeting) = Smtp::connect(m.port);
     assert!(greeting.starts_with("220 "));
     c.cmd("EHLO client.example");
-    let r = c.mail("someone@example.org", &["openstack@ywnds.com"], b"Subject: ptr\r\n\r\nhi\r\n");
+    let r = c.mail(
+        "someone@example.org",
+        &["openstack@ywnds.com"],
+        b"Subject: ptr\r\n\r\nhi\r\n",
+    );
     assert!(r.starts_with("250 "), "{r}");
     c.cmd("QUIT");
-    assert!(m.inst.wait_log("connect from mail.ywnds.com[127.0.0.1]", Duration::from_secs(10)), "{}", m.inst.log_text());
+    assert!(
+        m.inst.wait_log(
+            "connect from mail.ywnds.com[127.0.0.1]",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.inst.log_text()
+    );
     let msgs = m.wait_maildir("openstack", 1);
     let text = String::from_utf8_lossy(&msgs[0]);
-    assert!(text.contains("Received: from client.example (mail.ywnds.com [127.0.0.1])"), "{text}");
+    assert!(
+        text.contains("Received: from client.example (mail.ywnds.com [127.0.0.1])"),
+        "{text}"
+    );
     // 127.0.0.2 has no PTR record.
     let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
     c.cmd("QUIT");
-    assert!(m.inst.wait_log("connect from unknown[127.0.0.2]", Duration::from_secs(10)), "{}", m.inst.log_text());
+    assert!(
+        m.inst
+            .wait_log("connect from unknown[127.0.0.2]", Duration::from_secs(10)),
+        "{}",
+        m.inst.log_text()
+    );
 }
 
 #[test]
@@ -301,32 +432,54 @@ fn check_commands_report_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let zone = dir.path().join("ywnds.com.zone");
     std::fs::write(&zone, ywnds_zone(5, "")).unwrap();
-    let out = Command::new(bin("named-checkzone")).args(["ywnds.com", zone.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin("named-checkzone"))
+        .args(["ywnds.com", zone.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "zone ywnds.com/IN: loaded serial 5\nOK\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "zone ywnds.com/IN: loaded serial 5\nOK\n"
+    );
     std::fs::write(&zone, ywnds_zone(5, "x IN MX ten mail\n")).unwrap();
-    let out = Command::new(bin("named-checkzone")).args(["ywnds.com", zone.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin("named-checkzone"))
+        .args(["ywnds.com", zone.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{}:9: ", zone.display())), "{text}");
-    assert!(text.ends_with("zone ywnds.com/IN: not loaded due to errors.\n"), "{text}");
+    assert!(
+        text.ends_with("zone ywnds.com/IN: not loaded due to errors.\n"),
+        "{text}"
+    );
 
     let conf = dir.path().join("named.conf");
     std::fs::write(&conf, "options {\n  directory \".\";\n  recursion no\n};\n").unwrap();
-    let out = Command::new(bin("named-checkconf")).arg(&conf).output().unwrap();
+    let out = Command::new(bin("named-checkconf"))
+        .arg(&conf)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{}:4: missing ';' before '}}'\n", conf.display())
     );
     // named itself refuses to start on it, saying why.
-    let out = Command::new(bin("named")).args(["-g", "-c", conf.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bin("named"))
+        .args(["-g", "-c", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("named.conf:4: missing ';' before '}'"));
 
     // postfix check runs the same checks on the instance's named.conf.
     let (inst, _port) = named("", "");
-    std::fs::write(inst.etc.join("zones/ywnds.com.zone"), ywnds_zone(5, "bad IN A 1.2.3\n")).unwrap();
+    std::fs::write(
+        inst.etc.join("zones/ywnds.com.zone"),
+        ywnds_zone(5, "bad IN A 1.2.3\n"),
+    )
+    .unwrap();
     let out = inst.run("postfix", &["check"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
