@@ -9,6 +9,8 @@
 //! `remote`. So every classic relay trick resolves to the remote domain it
 //! aims at, and relay control sees it.
 
+pub mod header;
+
 use std::net::IpAddr;
 
 /// A resolved address: where the mail would go.

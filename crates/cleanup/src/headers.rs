@@ -125,6 +125,57 @@ fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
     h
 }
 
+/// Mail from local users (local SMTP clients, sendmail): `Bcc:` and
+/// `Resent-Bcc:` are removed and bare names in address headers get
+/// `@$myorigin`, as Postfix's cleanup does. Other header fields are kept byte
+/// for byte.
+pub(crate) fn rewrite_local(text: &[u8], origin: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 64);
+    for field in fields(text) {
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            out.extend_from_slice(field);
+            continue;
+        };
+        let name = String::from_utf8_lossy(&field[..colon]);
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("bcc") || name.eq_ignore_ascii_case("resent-bcc") {
+            continue;
+        }
+        match std::str::from_utf8(&field[colon + 1..]) {
+            Ok(value) if pfx_address::header::is_address_header(name) => {
+                out.extend_from_slice(&field[..=colon]);
+                out.extend_from_slice(pfx_address::header::qualify_list(value, origin).as_bytes());
+            }
+            _ => out.extend_from_slice(field),
+        }
+    }
+    out
+}
+
+/// Splits a header section into fields, each with its continuation lines
+/// and final newline.
+fn fields(text: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    while pos < text.len() {
+        let end = text[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| pos + i + 1);
+        let continues = pos > start && matches!(text[pos], b' ' | b'\t');
+        if pos > start && !continues {
+            out.push(&text[start..pos]);
+            start = pos;
+        }
+        pos = end;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +225,14 @@ mod tests {
         let (h, body) = scan(&[big.as_bytes(), b"\nbody\n"]);
         assert!(h.text.len() <= big.len());
         assert!(body.ends_with(b"body\n"));
+    }
+
+    #[test]
+    fn local_mail_loses_bcc_and_gains_domains() {
+        let text = b"From: hadoop\nTo: a@x.test,\n\topenstack\nBcc: hidden@x.test\nSubject: hadoop\nX-Other: y\n";
+        assert_eq!(
+            String::from_utf8(rewrite_local(text, "ywnds.com")).unwrap(),
+            "From: hadoop@ywnds.com\nTo: a@x.test,\n\topenstack@ywnds.com\nSubject: hadoop\nX-Other: y\n"
+        );
     }
 }

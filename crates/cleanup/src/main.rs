@@ -151,12 +151,20 @@ async fn message(
     .await
     .map_err(|e| e.to_string())?;
 
+    let attr = |name: &str| {
+        env.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let meta = Meta {
         st,
         id: &id,
         sender: &sender,
         arrival,
-        add_missing: origin != Origin::Smtp,
+        origin,
+        uid: attr("uid"),
+        full_name: attr("sender_fullname").filter(|_| origin == Origin::Pickup),
     };
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
     let mut failure: Option<CleanupReply> = None;
@@ -231,8 +239,11 @@ struct Meta<'a> {
     id: &'a str,
     sender: &'a str,
     arrival: SystemTime,
-    /// Add missing Message-Id, Date and From (local submissions).
-    add_missing: bool,
+    origin: Origin,
+    /// The submitting user (pickup's `uid` attribute).
+    uid: Option<String>,
+    /// For the From header cleanup adds to local submissions.
+    full_name: Option<String>,
 }
 
 impl Meta<'_> {
@@ -240,10 +251,28 @@ impl Meta<'_> {
     /// cleanup adds; logs the message-id.
     fn header_block(&self, h: &headers::Headers) -> Vec<u8> {
         let (st, id) = (self.st, self.id);
-        let mut block = h.text.clone();
+        // Missing Message-Id, Date and From are added to local mail only.
+        let add_missing = self.origin != Origin::Smtp;
+        let mut block = Vec::with_capacity(h.text.len() + 256);
+        if self.origin == Origin::Pickup {
+            block.extend_from_slice(
+                format!(
+                    "Received: by {} (Postfix, from userid {})\n\tid {id}; {}\n",
+                    st.myhostname,
+                    self.uid.as_deref().unwrap_or("0"),
+                    pfx_sys::time::rfc2822(self.arrival)
+                )
+                .as_bytes(),
+            );
+        }
+        if matches!(self.origin, Origin::Local | Origin::Pickup) {
+            block.extend_from_slice(&headers::rewrite_local(&h.text, &st.myorigin));
+        } else {
+            block.extend_from_slice(&h.text);
+        }
         let message_id = match &h.message_id {
             Some(m) => m.clone(),
-            None if self.add_missing => {
+            None if add_missing => {
                 let m = format!(
                     "<{}.{id}@{}>",
                     pfx_sys::time::compact(self.arrival),
@@ -254,17 +283,19 @@ impl Meta<'_> {
             }
             None => String::new(),
         };
-        if self.add_missing {
+        if add_missing {
             if !h.has_date {
                 block.extend_from_slice(
                     format!("Date: {}\n", pfx_sys::time::rfc2822(self.arrival)).as_bytes(),
                 );
             }
             if !h.has_from {
-                let from = if self.sender.is_empty() {
-                    format!("MAILER-DAEMON@{}", st.myorigin)
-                } else {
-                    self.sender.to_owned()
+                let from = match (self.sender, self.full_name.as_deref()) {
+                    ("", _) => format!("MAILER-DAEMON@{}", st.myorigin),
+                    (s, Some(name)) if !name.trim().is_empty() => {
+                        format!("{} <{s}>", display_name(name.trim()))
+                    }
+                    (s, _) => s.to_owned(),
                 };
                 block.extend_from_slice(format!("From: {from}\n").as_bytes());
             }
@@ -274,6 +305,16 @@ impl Meta<'_> {
             info!("{id}: message-id={message_id}");
         }
         block
+    }
+}
+
+/// A full name as a header display name: quoted when it holds characters
+/// that would otherwise end it (RFC 5322 specials).
+fn display_name(name: &str) -> String {
+    if name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c)) {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        name.to_owned()
     }
 }
 

@@ -13,6 +13,12 @@ use pfx_config::Config;
 
 /// Parses arguments; on error prints the usage line Postfix prints and exits 1.
 pub fn parse_args<T: Parser>(name: &str, usage: &str) -> T {
+    parse_args_status(name, usage, 1)
+}
+
+/// [`parse_args`] for commands that exit with another status on a usage
+/// error (postqueue: 69, sendmail: 64, as Postfix's do).
+pub fn parse_args_status<T: Parser>(name: &str, usage: &str, status: i32) -> T {
     pfx_maillog::init_stderr(name);
     match T::try_parse() {
         Ok(a) => a,
@@ -33,7 +39,7 @@ pub fn parse_args<T: Parser>(name: &str, usage: &str) -> T {
                 .trim_start_matches("error: ");
             eprintln!("{name}: {first}");
             eprintln!("{name}: fatal: usage: {usage}");
-            std::process::exit(1)
+            std::process::exit(status)
         }
     }
 }
@@ -44,4 +50,38 @@ pub fn load_config(dir: &Path) -> Config {
     Config::load(dir)
         .and_then(|c| c.validate().map(|()| c))
         .unwrap_or_else(|e| pfx_maillog::fatal(e))
+}
+
+/// The configuration directory for a set-group-ID command (postqueue,
+/// postdrop). As in Postfix, an ordinary user running it with its elevated
+/// group may only name a directory other than the default when the default
+/// main.cf lists it in `alternate_config_directories` or
+/// `multi_instance_directories`; otherwise the group's access could be
+/// pointed at any queue.
+pub fn setgid_config_dir(flag: Option<&Path>) -> std::path::PathBuf {
+    let dir = pfx_config::config_dir(flag);
+    let elevated = nix::unistd::getegid() != nix::unistd::getgid();
+    if !elevated || nix::unistd::getuid().is_root() {
+        return dir;
+    }
+    let default = Path::new(pfx_config::DEFAULT_CONFIG_DIR);
+    if dir == default {
+        return dir;
+    }
+    let allowed = Config::load(default)
+        .map(|c| {
+            ["alternate_config_directories", "multi_instance_directories"]
+                .iter()
+                .flat_map(|p| c.list(p).unwrap_or_default())
+                .any(|d| Path::new(&d) == dir)
+        })
+        .unwrap_or(false);
+    if !allowed {
+        pfx_maillog::fatal(format!(
+            "unauthorized configuration directory name: {}; specify a directory name that is listed in the \"alternate_config_directories\" or \"multi_instance_directories\" parameter of {}/main.cf",
+            dir.display(),
+            default.display()
+        ));
+    }
+    dir
 }

@@ -70,6 +70,7 @@ pub static PARAMS: &[Param] = &[
     p("duplicate_filter_limit", "1000", Int),
     p("empty_address_recipient", "MAILER-DAEMON", Str),
     p("enable_long_queue_ids", "no", Bool),
+    p("fast_flush_domains", "$relay_domains", Str),
     p(
         "forward_path",
         "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
@@ -106,6 +107,7 @@ pub static PARAMS: &[Param] = &[
     p("maximal_queue_lifetime", "5d", Time('d')),
     p("message_size_limit", "10240000", Int),
     p("minimal_backoff_time", "300s", Time('s')),
+    p("multi_instance_directories", "", Str),
     p(
         "mydestination",
         "$myhostname, localhost.$mydomain, localhost",

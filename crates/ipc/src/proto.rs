@@ -10,6 +10,8 @@ pub mod conversation {
     pub const CLEANUP: &str = "cleanup";
     pub const DELIVER: &str = "deliver";
     pub const BOUNCE: &str = "bounce";
+    pub const SHOWQ: &str = "showq";
+    pub const FLUSH: &str = "flush";
 }
 
 /// Service endpoints, relative to `queue_directory`, as in Postfix.
@@ -17,6 +19,9 @@ pub mod endpoint {
     pub const CLEANUP: &str = "public/cleanup";
     pub const QMGR: &str = "public/qmgr";
     pub const BOUNCE: &str = "private/bounce";
+    pub const SHOWQ: &str = "public/showq";
+    pub const FLUSH: &str = "public/flush";
+    pub const PICKUP: &str = "public/pickup";
 }
 
 /// The socket of a transport (delivery agent) such as `local` or `smtp`.
@@ -47,6 +52,11 @@ pub enum Origin {
     /// SMTP from a client Postfix treats as local (`local_header_rewrite_clients`),
     /// or a local submission: missing From/Date/Message-ID are added.
     Local,
+    /// A local submission (sendmail -> postdrop -> pickup): also gets
+    /// Postfix's `Received: by HOST (Postfix, from userid N)` header, and
+    /// the From header it adds carries the sender's full name (attributes
+    /// `uid` and `sender_fullname`).
+    Pickup,
     /// A notification made by postfix-rs itself (bounce).
     Internal,
     /// Mail forwarded by local delivery (aliases, .forward).
@@ -157,4 +167,52 @@ pub enum BounceReply {
     Failed {
         reason: String,
     },
+}
+
+/// One message as `postqueue -p`/`-j` show it (showq -> postqueue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// `maildrop`, `incoming`, `active`, `deferred` or `hold`.
+    pub queue_name: String,
+    pub queue_id: String,
+    /// Seconds since the epoch.
+    pub arrival_time: u64,
+    /// Bytes of message content (headers and body).
+    pub message_size: u64,
+    /// The envelope sender; the null sender as `$empty_address_recipient`.
+    pub sender: String,
+    /// Recipients not yet done, each with the reason it waits, if any.
+    pub recipients: Vec<QueueRecipient>,
+}
+
+/// A pending recipient of a [`QueueEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecipient {
+    pub address: String,
+    pub delay_reason: Option<String>,
+}
+
+/// showq -> postqueue: the queue, one message per frame, then `End`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShowqReply {
+    Message(QueueEntry),
+    End,
+}
+
+/// postqueue -> flush: deliver deferred mail now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlushRequest {
+    /// One message (`postqueue -i ID`).
+    SendFile { queue_id: String },
+    /// Every message with a recipient at this destination (`postqueue -s SITE`).
+    SendSite { site: String },
+}
+
+/// flush -> postqueue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlushReply {
+    Ok,
+    /// The site is not in `$fast_flush_domains`.
+    NotConfigured,
+    Failed { reason: String },
 }

@@ -245,11 +245,17 @@ impl<S: Subscriber> Layer<S> for PostfixLayer {
 
 /// Logs `fatal: text` and exits with status 1, like Postfix's `msg_fatal`.
 pub fn fatal(text: impl std::fmt::Display) -> ! {
+    fatal_status(1, text)
+}
+
+/// Logs `fatal: text` and exits with `status` (Postfix's `msg_fatal_status`,
+/// used by commands whose exit codes follow sysexits.h).
+pub fn fatal_status(status: i32, text: impl std::fmt::Display) -> ! {
     match current() {
         Some(logger) => logger.emit(Level::ERROR, &format!("fatal: {text}")),
         None => eprintln!("fatal: {text}"),
     }
-    std::process::exit(1)
+    std::process::exit(status)
 }
 
 #[cfg(test)]

@@ -354,6 +354,10 @@ impl Scheduler {
                 if !still_pending {
                     continue;
                 }
+                // postsuper may have deleted it or put it on hold: drop it, never deliver it.
+                if !self.still_active(&id) {
+                    continue;
+                }
                 *self.busy_dest.entry(key.clone()).or_default() += 1;
                 *self.busy_transport.entry(key.0.clone()).or_default() += 1;
                 self.start_delivery(&id, route, batch);
@@ -431,6 +435,9 @@ impl Scheduler {
             *n = n.saturating_sub(1);
         }
         let queue_dir = self.queue.root().to_owned();
+        if !self.still_active(id) {
+            return;
+        }
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
         };
@@ -522,6 +529,20 @@ impl Scheduler {
             }
         }
         self.maybe_finish(id);
+    }
+
+    /// Whether a message's file is still in `active/`. When postsuper has
+    /// deleted it, held it or requeued it, qmgr forgets the message: what is
+    /// in flight finishes, nothing more is handed out or recorded for it.
+    fn still_active(&mut self, id: &str) -> bool {
+        let Some(msg) = self.msgs.get(id) else {
+            return false;
+        };
+        if msg.qf.path.exists() {
+            return true;
+        }
+        self.msgs.remove(id);
+        false
     }
 
     /// Once nothing is in flight: remove, bounce, expire or defer the message.

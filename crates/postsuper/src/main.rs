@@ -1,0 +1,316 @@
+//! postsuper(1): queue maintenance for the superuser, safe while the mail
+//! system runs.
+//!
+//! - `-d ID` delete, `-h ID` hold, `-H ID` release from hold, `-r ID`
+//!   requeue; each may be repeated, `ALL` means every message and `-` reads
+//!   IDs from standard input; trailing arguments name the queues to look in.
+//! - `-s` structure check: files in the wrong (hashed) directory are moved,
+//!   status logs of messages that no longer exist are removed.
+//! - `-p` purge temporary files left by crashes.
+//!
+//! Every change is a rename or an unlink, which qmgr notices: it never hands
+//! out a message whose file has left `active/`. Messages are logged one by one
+//! (`ID: removed`, `ID: placed on hold`...) and summed up as Postfix does
+//! (`Deleted: 3 messages`), on stderr and in the mail log.
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use pfx_maillog::fatal;
+use pfx_queue::statuslog::{self, Log};
+use pfx_queue::{Queue, QueueName};
+use tracing::{info, warn};
+
+const USAGE: &str = "postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-p (purge temporary files)] [-r queue_id (requeue)] [-s (structure fix)] [-v (verbose)] [queue...]";
+
+#[derive(Parser, Debug)]
+#[command(name = "postsuper", version, about = "postfix-rs queue maintenance (superuser only)")]
+struct Args {
+    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
+    #[arg(short = 'c', value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Delete a message (ALL: every message; -: IDs from stdin).
+    #[arg(short = 'd', value_name = "QUEUE_ID")]
+    delete: Vec<String>,
+    /// Put a message on hold.
+    #[arg(short = 'h', value_name = "QUEUE_ID")]
+    hold: Vec<String>,
+    /// Release a message from hold.
+    #[arg(short = 'H', value_name = "QUEUE_ID")]
+    release: Vec<String>,
+    /// Requeue a message: it is routed again with the current configuration.
+    #[arg(short = 'r', value_name = "QUEUE_ID")]
+    requeue: Vec<String>,
+    /// Purge temporary files left over after crashes.
+    #[arg(short = 'p')]
+    purge: bool,
+    /// Check and repair the queue's structure.
+    #[arg(short = 's')]
+    structure: bool,
+    /// Verbose logging.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Queues to operate on (default depends on the operation).
+    queues: Vec<String>,
+}
+
+/// One of the message operations.
+#[derive(Clone, Copy)]
+enum Op {
+    Delete,
+    Hold,
+    Release,
+    Requeue,
+}
+
+impl Op {
+    fn default_queues(self) -> &'static [QueueName] {
+        use QueueName::*;
+        match self {
+            Self::Delete | Self::Requeue => &[Hold, Incoming, Active, Deferred],
+            Self::Hold => &[Incoming, Active, Deferred],
+            Self::Release => &[Hold],
+        }
+    }
+
+    /// (per-message log text, summary verb).
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Delete => ("removed", "Deleted"),
+            Self::Hold => ("placed on hold", "Placed on hold"),
+            Self::Release => ("released from hold", "Released from hold"),
+            Self::Requeue => ("requeued", "Requeued"),
+        }
+    }
+}
+
+fn main() {
+    let args: Args = pfx_cli::parse_args("postsuper", USAGE);
+    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let cfg = pfx_cli::load_config(&dir);
+    let _ = pfx_maillog::init(
+        &cfg,
+        pfx_maillog::Options {
+            service: "postsuper".into(),
+            stderr_name: Some("postsuper".into()),
+            stderr_info: true,
+            verbose: args.verbose > 0,
+        },
+    );
+    let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
+    become_queue_owner(&cfg, &queue_dir);
+    let queue = Queue::new(&queue_dir);
+    let named: Vec<QueueName> = args
+        .queues
+        .iter()
+        .map(|q| {
+            QueueName::parse(q)
+                .filter(|q| *q != QueueName::Corrupt)
+                .unwrap_or_else(|| fatal(format!("invalid directory name: {q}")))
+        })
+        .collect();
+    let ops = [
+        (Op::Delete, &args.delete),
+        (Op::Hold, &args.hold),
+        (Op::Release, &args.release),
+        (Op::Requeue, &args.requeue),
+    ];
+    if !args.structure && !args.purge && ops.iter().all(|(_, ids)| ids.is_empty()) {
+        fatal(format!("usage: {USAGE}"));
+    }
+    if args.structure {
+        structure(&queue);
+    }
+    if args.purge {
+        purge(&queue);
+    }
+    for (op, ids) in ops {
+        if ids.is_empty() {
+            continue;
+        }
+        let queues = if named.is_empty() { op.default_queues() } else { &named[..] };
+        let n = apply(&queue, op, &targets(ids), queues);
+        let (_, verb) = op.words();
+        info!("{verb}: {n} message{}", if n == 1 { "" } else { "s" });
+    }
+}
+
+/// Only the superuser may use postsuper (or the owner of an instance run by
+/// an ordinary user); as root it works as `$mail_owner`, so any directory
+/// it creates belongs to the mail system.
+fn become_queue_owner(cfg: &pfx_config::Config, queue_dir: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::getuid();
+    let instance_owner = std::fs::metadata(queue_dir.join("active"))
+        .map(|m| m.uid() == uid.as_raw())
+        .unwrap_or(false);
+    if uid.is_root() {
+        let owner = cfg.get("mail_owner").unwrap_or_else(|e| fatal(e));
+        let ids = pfx_sys::users::user(&owner).unwrap_or_else(|e| fatal(e));
+        pfx_sys::users::drop_privileges(ids).unwrap_or_else(|e| fatal(e));
+    } else if !instance_owner {
+        fatal("use of this command is reserved for the superuser");
+    }
+}
+
+/// What to operate on: every message, or these IDs (`-` reads them from stdin).
+enum Targets {
+    All,
+    Ids(BTreeSet<String>),
+}
+
+fn targets(args: &[String]) -> Targets {
+    if args.iter().any(|a| a == "ALL") {
+        return Targets::All;
+    }
+    let mut ids = BTreeSet::new();
+    for a in args {
+        if a == "-" {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                ids.extend(line.split_whitespace().map(str::to_owned));
+            }
+        } else {
+            ids.insert(a.clone());
+        }
+    }
+    for id in &ids {
+        if !pfx_queue::is_queue_id(id) {
+            fatal(format!("invalid mail queue id: {id}"));
+        }
+    }
+    Targets::Ids(ids)
+}
+
+/// Applies `op` to the targets found in `queues`; returns how many it changed.
+fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usize {
+    let mut done = 0;
+    for &q in queues {
+        let ids: Vec<String> = match targets {
+            Targets::All => queue.list(q).unwrap_or_default(),
+            Targets::Ids(ids) => ids
+                .iter()
+                .filter(|id| queue.path(q, id).exists())
+                .cloned()
+                .collect(),
+        };
+        for id in ids {
+            let result = match op {
+                Op::Delete => std::fs::remove_file(queue.path(q, &id)).map(|()| {
+                    statuslog::remove(queue.root(), Log::Defer, &id);
+                    statuslog::remove(queue.root(), Log::Bounce, &id);
+                }),
+                Op::Hold => queue.move_to(&id, q, QueueName::Hold).map(drop),
+                // Released mail is due at once (its mtime is the retry time).
+                Op::Release => queue.defer_until(&id, q, SystemTime::now()),
+                Op::Requeue => queue.move_to(&id, q, QueueName::Incoming).map(|_| {
+                    statuslog::remove(queue.root(), Log::Defer, &id);
+                }),
+            };
+            match result {
+                Ok(()) => {
+                    done += 1;
+                    info!("{id}: {}", op.words().0);
+                }
+                // Delivered or moved by the mail system meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("{}/{id}: {e}", q.as_str()),
+            }
+        }
+    }
+    if matches!(op, Op::Release | Op::Requeue) && done > 0 {
+        wake_qmgr(queue);
+    }
+    done
+}
+
+/// Tells qmgr to look at incoming/ and deferred/ now (a lost wake-up only
+/// delays the mail until the next queue run).
+fn wake_qmgr(queue: &Queue) {
+    use std::io::Write;
+    let path = queue.root().join("public/qmgr");
+    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(path) {
+        let _ = s.write_all(b"ID");
+    }
+}
+
+/// `-s`: moves files that sit in the wrong directory of a hashed queue and
+/// removes status logs whose message no longer exists.
+fn structure(queue: &Queue) {
+    let mut moved = 0;
+    for q in [QueueName::Deferred] {
+        let base = queue.root().join(q.as_str());
+        for sub in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let path = sub.path();
+            let name = sub.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    let id = f.file_name().to_string_lossy().into_owned();
+                    if pfx_queue::is_queue_id(&id) && !id.starts_with(name.as_str()) {
+                        moved += relocate(queue, &f.path(), q, &id);
+                    }
+                }
+            } else if pfx_queue::is_queue_id(&name) {
+                moved += relocate(queue, &path, q, &name);
+            }
+        }
+    }
+    if moved > 0 {
+        info!("Moved to the correct directory: {moved} message{}", if moved == 1 { "" } else { "s" });
+    }
+    for log in [Log::Defer, Log::Bounce] {
+        let dir = statuslog::path(queue.root(), log, "x");
+        let Some(dir) = dir.parent() else { continue };
+        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let id = f.file_name().to_string_lossy().into_owned();
+            if pfx_queue::is_queue_id(&id) && queue.locate(&id).is_none() {
+                warn!("{id}: removing orphaned {} log", dir.file_name().unwrap_or_default().to_string_lossy());
+                statuslog::remove(queue.root(), log, &id);
+            }
+        }
+    }
+}
+
+fn relocate(queue: &Queue, from: &std::path::Path, q: QueueName, id: &str) -> usize {
+    let dst = queue.path(q, id);
+    let moved = dst
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(from, &dst));
+    match moved {
+        Ok(()) => {
+            warn!("{id}: moved from {} to {}", from.display(), dst.display());
+            1
+        }
+        Err(e) => {
+            warn!("{id}: move {} to {}: {e}", from.display(), dst.display());
+            0
+        }
+    }
+}
+
+/// `-p`: removes temporary files (names that are not queue IDs) that a
+/// crash left in incoming/ and maildrop/, once they are a minute old.
+fn purge(queue: &Queue) {
+    let mut n = 0;
+    for q in [QueueName::Incoming, QueueName::Maildrop] {
+        let dir = queue.root().join(q.as_str());
+        for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(60));
+            if !pfx_queue::is_queue_id(&name) && f.path().is_file() && old && std::fs::remove_file(f.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    if n > 0 {
+        info!("Deleted: {n} temporary file{}", if n == 1 { "" } else { "s" });
+    }
+}
