@@ -160,14 +160,18 @@ impl Instance {
             "local",
             "bounce",
             "named",
+            "pickup",
+            "showq",
+            "flush",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
         let main_cf = format!(
             "# test instance\nmyhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = $mydomain\n\
-             queue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
+             queue_directory = {}\ndaemon_directory = {}\ncommand_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
             queue.display(),
             libexec.display(),
+            bin_dir().display(),
             log.display()
         );
         std::fs::write(etc.join("main.cf"), main_cf).unwrap();
@@ -190,7 +194,8 @@ impl Instance {
         let port = free_port();
         let master_cf = format!(
             "127.0.0.1:{port} inet n - n - - smtpd\ncleanup unix n - n - 0 cleanup\nqmgr unix n - n 300 1 qmgr\n\
-             local unix - n n - - local\nbounce unix - - n - 0 bounce\n"
+             local unix - n n - - local\nbounce unix - - n - 0 bounce\npickup unix n - n 60 1 pickup\n\
+             showq unix n - n - - showq\nflush unix n - n - 0 flush\n"
         );
         let tmp_main = "mydestination = $myhostname, localhost.$mydomain, localhost, $mydomain\nalias_maps = hash:$config_directory/aliases\nalias_database = hash:$config_directory/aliases\n\
              local_passwd_file = $config_directory/passwd\nhome_mailbox = Maildir/\nmynetworks = 127.0.0.1/32\n\
@@ -425,6 +430,9 @@ impl MailInstance {
             "qmgr",
             "local",
             "bounce",
+            "pickup",
+            "showq",
+            "flush",
         ]);
     }
 

@@ -37,17 +37,21 @@ fn specs(v: &str) -> Vec<(usize, usize)> {
     let mut last_end = 0;
     let mut angle: Option<(usize, usize)> = None;
     let mut angle_open: Option<usize> = None;
-    let mut finish = |first: &mut Option<usize>, last_end: usize, angle: &mut Option<(usize, usize)>| {
-        let range = angle.take().or(first.take().map(|f| (f, last_end)));
-        *first = None;
-        if let Some((s, e)) = range {
-            let t = &v[s..e];
-            let (s, e) = (s + (t.len() - t.trim_start().len()), e - (t.len() - t.trim_end().len()));
-            if s < e {
-                out.push((s, e));
+    let mut finish =
+        |first: &mut Option<usize>, last_end: usize, angle: &mut Option<(usize, usize)>| {
+            let range = angle.take().or(first.take().map(|f| (f, last_end)));
+            *first = None;
+            if let Some((s, e)) = range {
+                let t = &v[s..e];
+                let (s, e) = (
+                    s + (t.len() - t.trim_start().len()),
+                    e - (t.len() - t.trim_end().len()),
+                );
+                if s < e {
+                    out.push((s, e));
+                }
             }
-        }
-    };
+        };
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -133,7 +137,10 @@ mod tests {
             addresses(" a@example.test, \"B, Bee\" <b@example.test>,\n\tc@example.test (Sea, See)"),
             ["a@example.test", "b@example.test", "c@example.test"]
         );
-        assert_eq!(addresses(" team: x@a.test, y@b.test; z@c.test"), ["x@a.test", "y@b.test", "z@c.test"]);
+        assert_eq!(
+            addresses(" team: x@a.test, y@b.test; z@c.test"),
+            ["x@a.test", "y@b.test", "z@c.test"]
+        );
         assert_eq!(addresses(" undisclosed-recipients:;"), Vec::<String>::new());
         assert_eq!(addresses(" <\"odd, one\"@a.test>"), ["\"odd, one\"@a.test"]);
         assert_eq!(addresses(" openstack"), ["openstack"]);
@@ -143,9 +150,18 @@ mod tests {
     fn completes_bare_names_and_keeps_the_rest() {
         let q = |v: &str| qualify_list(v, "ywnds.com");
         assert_eq!(q(" hadoop"), " hadoop@ywnds.com");
-        assert_eq!(q(" Hadoop User <hadoop>"), " Hadoop User <hadoop@ywnds.com>");
-        assert_eq!(q(" hadoop (Hadoop User)"), " hadoop@ywnds.com (Hadoop User)");
-        assert_eq!(q(" a@x.test, \"B, Bee\" <b>, c"), " a@x.test, \"B, Bee\" <b@ywnds.com>, c@ywnds.com");
+        assert_eq!(
+            q(" Hadoop User <hadoop>"),
+            " Hadoop User <hadoop@ywnds.com>"
+        );
+        assert_eq!(
+            q(" hadoop (Hadoop User)"),
+            " hadoop@ywnds.com (Hadoop User)"
+        );
+        assert_eq!(
+            q(" a@x.test, \"B, Bee\" <b>, c"),
+            " a@x.test, \"B, Bee\" <b@ywnds.com>, c@ywnds.com"
+        );
         assert_eq!(q(" team: a, b@x.test;"), " team: a@ywnds.com, b@x.test;");
         let untouched = " \"Smith, J\" <j@x.test> (work), <@hop:k@y.test>";
         assert_eq!(q(untouched), untouched);

@@ -17,18 +17,23 @@ use tracing::warn;
 
 fn main() {
     pfx_server::run("flush", |ctx, endpoint| async move {
-        pfx_server::serve_channels(&ctx, endpoint, conversation::FLUSH, |cfg, mut ch| async move {
-            let Ok(req) = ch.expect::<FlushRequest>().await else {
-                return;
-            };
-            let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
-            let reply = tokio::task::block_in_place(|| handle(&cfg, &queue, &req));
-            if matches!(reply, FlushReply::Ok) {
-                let qmgr = queue.root().join(endpoint::QMGR);
-                let _ = pfx_ipc::client::trigger(&qmgr, trigger::INCOMING).await;
-            }
-            let _ = ch.send(&reply).await;
-        })
+        pfx_server::serve_channels(
+            &ctx,
+            endpoint,
+            conversation::FLUSH,
+            |cfg, mut ch| async move {
+                let Ok(req) = ch.expect::<FlushRequest>().await else {
+                    return;
+                };
+                let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
+                let reply = tokio::task::block_in_place(|| handle(&cfg, &queue, &req));
+                if matches!(reply, FlushReply::Ok) {
+                    let qmgr = queue.root().join(endpoint::QMGR);
+                    let _ = pfx_ipc::client::trigger(&qmgr, trigger::INCOMING).await;
+                }
+                let _ = ch.send(&reply).await;
+            },
+        )
         .await
     })
 }

@@ -53,6 +53,37 @@ pub async fn submit(
     origin: crate::proto::Origin,
     content: impl IntoIterator<Item = std::io::Result<Vec<u8>>>,
 ) -> Result<String, String> {
+    let msg = Submission {
+        sender,
+        recipients,
+        attrs,
+        origin,
+    };
+    submit_noting(cleanup, msg, content, |_| {}).await
+}
+
+/// The envelope of a message for [`submit_noting`].
+pub struct Submission<'a> {
+    pub sender: &'a str,
+    pub recipients: Vec<(String, Option<String>)>,
+    pub attrs: Vec<(String, String)>,
+    pub origin: crate::proto::Origin,
+}
+
+/// [`submit`], calling `started` with the queue ID as soon as cleanup has
+/// opened the queue file (pickup logs it then, before cleanup's own lines).
+pub async fn submit_noting(
+    cleanup: &Path,
+    msg: Submission<'_>,
+    content: impl IntoIterator<Item = std::io::Result<Vec<u8>>>,
+    started: impl FnOnce(&str),
+) -> Result<String, String> {
+    let Submission {
+        sender,
+        recipients,
+        attrs,
+        origin,
+    } = msg;
     use crate::proto::{conversation, CleanupReply, CleanupRequest};
     let mut ch = connect(cleanup, conversation::CLEANUP)
         .await
@@ -70,7 +101,7 @@ pub async fn submit(
         .await
         .map_err(|e| e.to_string())?
     {
-        CleanupReply::Started { .. } => {}
+        CleanupReply::Started { queue_id } => started(&queue_id),
         other => return Err(format!("cleanup: {other:?}")),
     }
     for chunk in content {

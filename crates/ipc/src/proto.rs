@@ -214,5 +214,16 @@ pub enum FlushReply {
     Ok,
     /// The site is not in `$fast_flush_domains`.
     NotConfigured,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+}
+
+/// sendmail -> postdrop, on postdrop's standard input before the message
+/// content: who sends to whom ([`crate::codec::write_frame`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropEnvelope {
+    pub sender: String,
+    pub full_name: Option<String>,
+    pub recipients: Vec<String>,
 }

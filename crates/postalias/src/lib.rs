@@ -1,4 +1,4 @@
-//! Building alias databases, shared by `postalias` and `newaliases`.
+//! Building alias databases, for `postalias` (which `newaliases` runs).
 
 use std::path::{Path, PathBuf};
 

@@ -68,7 +68,11 @@ pub fn json(entries: &[QueueEntry]) -> String {
             .recipients
             .iter()
             .map(|r| match &r.delay_reason {
-                Some(why) => format!("{{\"address\": {}, \"delay_reason\": {}}}", q(&r.address), q(why)),
+                Some(why) => format!(
+                    "{{\"address\": {}, \"delay_reason\": {}}}",
+                    q(&r.address),
+                    q(why)
+                ),
                 None => format!("{{\"address\": {}}}", q(&r.address)),
             })
             .collect();
@@ -111,7 +115,14 @@ mod tests {
     fn report_has_postfix_columns() {
         let why = "connect to 127.0.0.1[127.0.0.1]:2799: Connection refused";
         let text = report(&[
-            entry("deferred", "A2F6898E080", &[("other@example.test", Some(why)), ("someone@example.test", Some(why))]),
+            entry(
+                "deferred",
+                "A2F6898E080",
+                &[
+                    ("other@example.test", Some(why)),
+                    ("someone@example.test", Some(why)),
+                ],
+            ),
             entry("hold", "A98AD98E088", &[("x@example.test", None)]),
             entry("active", "B98AD98E08", &[("y@example.test", None)]),
         ]);
@@ -139,7 +150,14 @@ mod tests {
 
     #[test]
     fn json_has_postfix_fields() {
-        let text = json(&[entry("deferred", "A2F6898E080", &[("a\"b@example.test", Some("451 try later")), ("c@example.test", None)])]);
+        let text = json(&[entry(
+            "deferred",
+            "A2F6898E080",
+            &[
+                ("a\"b@example.test", Some("451 try later")),
+                ("c@example.test", None),
+            ],
+        )]);
         assert_eq!(
             text,
             "{\"queue_name\": \"deferred\", \"queue_id\": \"A2F6898E080\", \"arrival_time\": 1795595371, \"message_size\": 269, \"forced_expire\": false, \"sender\": \"hadoop@ywnds.com\", \"recipients\": [{\"address\": \"a\\\"b@example.test\", \"delay_reason\": \"451 try later\"}, {\"address\": \"c@example.test\"}]}\n"

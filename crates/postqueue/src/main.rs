@@ -26,7 +26,11 @@ const USAGE: &str =
 const EX_UNAVAILABLE: i32 = 69;
 
 #[derive(Parser, Debug)]
-#[command(name = "postqueue", version, about = "List or flush the postfix-rs mail queue")]
+#[command(
+    name = "postqueue",
+    version,
+    about = "List or flush the postfix-rs mail queue"
+)]
 struct Args {
     /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
     #[arg(short = 'c', value_name = "DIR")]
@@ -64,12 +68,21 @@ fn main() {
             verbose: args.verbose > 0,
         },
     );
-    let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal_status(EX_UNAVAILABLE, e)));
+    let queue_dir = PathBuf::from(
+        cfg.get("queue_directory")
+            .unwrap_or_else(|e| fatal_status(EX_UNAVAILABLE, e)),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fatal_status(EX_UNAVAILABLE, e));
-    let modes = [args.print, args.json, args.flush, !args.queue_id.is_empty(), !args.site.is_empty()];
+    let modes = [
+        args.print,
+        args.json,
+        args.flush,
+        !args.queue_id.is_empty(),
+        !args.site.is_empty(),
+    ];
     if modes.iter().filter(|m| **m).count() != 1 {
         fatal_status(EX_UNAVAILABLE, format!("usage: {USAGE}"));
     }
@@ -84,27 +97,42 @@ fn main() {
         let _ = std::io::stdout().write_all(text.as_bytes());
     } else if args.flush {
         let qmgr = queue_dir.join(endpoint::QMGR);
-        if rt.block_on(pfx_ipc::client::trigger(&qmgr, trigger::FLUSH)).is_err() {
-            fatal_status(EX_UNAVAILABLE, "Cannot flush mail queue - mail system is down");
+        if rt
+            .block_on(pfx_ipc::client::trigger(&qmgr, trigger::FLUSH))
+            .is_err()
+        {
+            fatal_status(
+                EX_UNAVAILABLE,
+                "Cannot flush mail queue - mail system is down",
+            );
         }
     } else {
         let requests = args
             .queue_id
             .into_iter()
             .map(|queue_id| FlushRequest::SendFile { queue_id })
-            .chain(args.site.into_iter().map(|site| FlushRequest::SendSite { site }));
+            .chain(
+                args.site
+                    .into_iter()
+                    .map(|site| FlushRequest::SendSite { site }),
+            );
         for req in requests {
             match rt.block_on(flush(&queue_dir, &req)) {
                 Ok(FlushReply::Ok) => {}
                 Ok(FlushReply::NotConfigured) => {
-                    let FlushRequest::SendSite { site } = &req else { unreachable!() };
+                    let FlushRequest::SendSite { site } = &req else {
+                        unreachable!()
+                    };
                     fatal_status(
                         EX_UNAVAILABLE,
                         format!("Flush service is not configured for destination \"{site}\""),
                     )
                 }
                 Ok(FlushReply::Failed { reason }) => fatal_status(EX_UNAVAILABLE, reason),
-                Err(_) => fatal_status(EX_UNAVAILABLE, "Cannot flush mail queue - mail system is down"),
+                Err(_) => fatal_status(
+                    EX_UNAVAILABLE,
+                    "Cannot flush mail queue - mail system is down",
+                ),
             }
         }
     }
@@ -122,12 +150,16 @@ async fn list(cfg: &Config, queue_dir: &Path) -> Vec<QueueEntry> {
                 .unwrap_or_else(|_| "MAILER-DAEMON".into());
             showq::list(&Queue::new(queue_dir), &empty)
         }
-        Err(_) => fatal_status(EX_UNAVAILABLE, "Queue report unavailable - mail system is down"),
+        Err(_) => fatal_status(
+            EX_UNAVAILABLE,
+            "Queue report unavailable - mail system is down",
+        ),
     }
 }
 
 async fn ask_showq(queue_dir: &Path) -> Result<Vec<QueueEntry>, pfx_ipc::Error> {
-    let mut ch = pfx_ipc::client::connect(&queue_dir.join(endpoint::SHOWQ), conversation::SHOWQ).await?;
+    let mut ch =
+        pfx_ipc::client::connect(&queue_dir.join(endpoint::SHOWQ), conversation::SHOWQ).await?;
     let mut out = Vec::new();
     loop {
         match ch.expect::<ShowqReply>().await? {
@@ -138,7 +170,8 @@ async fn ask_showq(queue_dir: &Path) -> Result<Vec<QueueEntry>, pfx_ipc::Error> 
 }
 
 async fn flush(queue_dir: &Path, req: &FlushRequest) -> Result<FlushReply, pfx_ipc::Error> {
-    let mut ch = pfx_ipc::client::connect(&queue_dir.join(endpoint::FLUSH), conversation::FLUSH).await?;
+    let mut ch =
+        pfx_ipc::client::connect(&queue_dir.join(endpoint::FLUSH), conversation::FLUSH).await?;
     ch.send(req).await?;
     ch.expect::<FlushReply>().await
 }

@@ -27,8 +27,16 @@ use tracing::{info, warn};
 const USAGE: &str = "postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-p (purge temporary files)] [-r queue_id (requeue)] [-s (structure fix)] [-v (verbose)] [queue...]";
 
 #[derive(Parser, Debug)]
-#[command(name = "postsuper", version, about = "postfix-rs queue maintenance (superuser only)")]
+#[command(
+    name = "postsuper",
+    version,
+    about = "postfix-rs queue maintenance (superuser only)",
+    disable_help_flag = true
+)]
 struct Args {
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
     #[arg(short = 'c', value_name = "DIR")]
     config_dir: Option<PathBuf>,
@@ -131,7 +139,11 @@ fn main() {
         if ids.is_empty() {
             continue;
         }
-        let queues = if named.is_empty() { op.default_queues() } else { &named[..] };
+        let queues = if named.is_empty() {
+            op.default_queues()
+        } else {
+            &named[..]
+        };
         let n = apply(&queue, op, &targets(ids), queues);
         let (_, verb) = op.words();
         info!("{verb}: {n} message{}", if n == 1 { "" } else { "s" });
@@ -258,7 +270,10 @@ fn structure(queue: &Queue) {
         }
     }
     if moved > 0 {
-        info!("Moved to the correct directory: {moved} message{}", if moved == 1 { "" } else { "s" });
+        info!(
+            "Moved to the correct directory: {moved} message{}",
+            if moved == 1 { "" } else { "s" }
+        );
     }
     for log in [Log::Defer, Log::Bounce] {
         let dir = statuslog::path(queue.root(), log, "x");
@@ -266,7 +281,10 @@ fn structure(queue: &Queue) {
         for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let id = f.file_name().to_string_lossy().into_owned();
             if pfx_queue::is_queue_id(&id) && queue.locate(&id).is_none() {
-                warn!("{id}: removing orphaned {} log", dir.file_name().unwrap_or_default().to_string_lossy());
+                warn!(
+                    "{id}: removing orphaned {} log",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                );
                 statuslog::remove(queue.root(), log, &id);
             }
         }
@@ -305,12 +323,19 @@ fn purge(queue: &Queue) {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > Duration::from_secs(60));
-            if !pfx_queue::is_queue_id(&name) && f.path().is_file() && old && std::fs::remove_file(f.path()).is_ok() {
+            if !pfx_queue::is_queue_id(&name)
+                && f.path().is_file()
+                && old
+                && std::fs::remove_file(f.path()).is_ok()
+            {
                 n += 1;
             }
         }
     }
     if n > 0 {
-        info!("Deleted: {n} temporary file{}", if n == 1 { "" } else { "s" });
+        info!(
+            "Deleted: {n} temporary file{}",
+            if n == 1 { "" } else { "s" }
+        );
     }
 }

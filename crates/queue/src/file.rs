@@ -40,6 +40,9 @@ const SIZE_FIELD: usize = 15;
 /// The readiness bit: a complete queue file is 0700, an incomplete one 0600.
 const MODE_COMPLETE: u32 = 0o700;
 const MODE_WRITING: u32 = 0o600;
+/// The same for maildrop files, which pickup reads as another user.
+const MODE_DROP_WRITING: u32 = 0o444;
+const MODE_DROP_COMPLETE: u32 = 0o544;
 
 fn put_record(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<u64> {
     let mut head = Vec::with_capacity(6);
@@ -122,6 +125,8 @@ pub struct Writer {
     pos: u64,
     content_start: u64,
     content_len: u64,
+    /// The mode that marks the file complete.
+    complete_mode: u32,
     finished: bool,
 }
 
@@ -139,7 +144,24 @@ impl Writer {
         arrival: SystemTime,
         pool: Option<&crate::recycle::Pool>,
     ) -> Result<Self, Error> {
-        let dir = queue.dir_for(QueueName::Incoming, "x");
+        Self::create_in(queue, QueueName::Incoming, arrival, pool)
+    }
+
+    /// [`Writer::create`] in another queue: `maildrop/` for postdrop. A
+    /// maildrop file belongs to the submitting user, so it is made readable
+    /// for pickup (the directory itself admits only the mail system).
+    pub fn create_in(
+        queue: &Queue,
+        q: QueueName,
+        arrival: SystemTime,
+        pool: Option<&crate::recycle::Pool>,
+    ) -> Result<Self, Error> {
+        let (writing, complete) = if q == QueueName::Maildrop {
+            (MODE_DROP_WRITING, MODE_DROP_COMPLETE)
+        } else {
+            (MODE_WRITING, MODE_COMPLETE)
+        };
+        let dir = queue.dir_for(q, "x");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -155,7 +177,7 @@ impl Writer {
             None => OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(MODE_WRITING)
+                .mode(writing)
                 .open(&tmp)?,
         };
         let inode = file.metadata()?.ino();
@@ -187,6 +209,7 @@ impl Writer {
             pos: 0,
             content_start: 0,
             content_len: 0,
+            complete_mode: complete,
             finished: false,
         };
         w.put(rec::SIZE, size_field(0, 0).as_bytes())?;
@@ -257,9 +280,16 @@ impl Writer {
         // Data first, then the readiness bit, then the bit itself: on any file
         // system a file marked complete has its data on disk.
         file.sync_data()?;
-        file.set_permissions(std::fs::Permissions::from_mode(MODE_COMPLETE))?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.complete_mode))?;
         file.sync_all()?;
-        pfx_sys::fs::fsync_dir(&self.dir)?;
+        match pfx_sys::fs::fsync_dir(&self.dir) {
+            // postdrop may write into maildrop/ but not read it, so it cannot
+            // open the directory: it syncs the whole file system instead.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                nix::unistd::syncfs(&*file).map_err(std::io::Error::from)?
+            }
+            r => r?,
+        }
         self.finished = true;
         Ok(std::mem::take(&mut self.id))
     }

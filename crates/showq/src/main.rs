@@ -9,19 +9,24 @@ use pfx_queue::Queue;
 
 fn main() {
     pfx_server::run("showq", |ctx, endpoint| async move {
-        pfx_server::serve_channels(&ctx, endpoint, conversation::SHOWQ, |cfg, mut ch| async move {
-            let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
-            let empty = cfg
-                .get("empty_address_recipient")
-                .unwrap_or_else(|_| "MAILER-DAEMON".into());
-            let entries = tokio::task::block_in_place(|| showq::list(&queue, &empty));
-            for e in entries {
-                if ch.send(&ShowqReply::Message(e)).await.is_err() {
-                    return;
+        pfx_server::serve_channels(
+            &ctx,
+            endpoint,
+            conversation::SHOWQ,
+            |cfg, mut ch| async move {
+                let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
+                let empty = cfg
+                    .get("empty_address_recipient")
+                    .unwrap_or_else(|_| "MAILER-DAEMON".into());
+                let entries = tokio::task::block_in_place(|| showq::list(&queue, &empty));
+                for e in entries {
+                    if ch.send(&ShowqReply::Message(e)).await.is_err() {
+                        return;
+                    }
                 }
-            }
-            let _ = ch.send(&ShowqReply::End).await;
-        })
+                let _ = ch.send(&ShowqReply::End).await;
+            },
+        )
         .await
     })
 }

@@ -8,3 +8,4 @@ mod mailpath;
 mod named;
 mod postconf;
 mod privileges;
+mod queuetools;

@@ -1,0 +1,104 @@
+//! pickup(8): feeds mail that local users submitted (sendmail -> postdrop
+//! -> `maildrop/`) to cleanup, then removes it from `maildrop/`.
+//!
+//! It scans `maildrop/` when started, when postdrop wakes it through
+//! `public/pickup`, and on master's wakeup timer (master.cf's `60`), so a
+//! lost wake-up only delays mail. Maildrop files are written by ordinary
+//! users: only complete regular files are taken, their owner is the
+//! submitting uid, and a file that does not parse goes to `corrupt/`.
+//! A file is removed only after cleanup has committed the message, so a
+//! crash at any point delivers it at least once.
+//!
+//! Log: `QUEUEID: uid=N from=<sender>`, with cleanup's queue ID.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use pfx_config::Config;
+use pfx_ipc::client::Submission;
+use pfx_ipc::proto::{endpoint, Origin};
+use pfx_queue::file::QueueFile;
+use pfx_queue::{Queue, QueueName};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+fn main() {
+    pfx_server::run("pickup", |ctx, endpoint| async move {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let config = ctx.config.clone();
+        let scanner = tokio::spawn(async move {
+            loop {
+                let cfg = config.borrow().clone();
+                scan(&cfg).await;
+                if rx.recv().await.is_none() {
+                    return;
+                }
+                // Many wake-ups while scanning need only one more scan.
+                while rx.try_recv().is_ok() {}
+            }
+        });
+        let served = pfx_server::serve_triggers(&ctx, endpoint, move |_| {
+            let _ = tx.send(());
+        })
+        .await;
+        scanner.abort();
+        served
+    })
+}
+
+async fn scan(cfg: &Config) {
+    let Ok(dir) = cfg.get("queue_directory") else {
+        return;
+    };
+    let queue = Queue::new(&dir);
+    let mut ids = queue.list(QueueName::Maildrop).unwrap_or_default();
+    ids.sort();
+    for id in ids {
+        let path = queue.path(QueueName::Maildrop, &id);
+        if let Err(e) = take(&queue, &id, &path).await {
+            warn!("maildrop/{id}: {e}");
+        }
+    }
+}
+
+/// Submits one maildrop file to cleanup and removes it.
+async fn take(queue: &Queue, id: &str, path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Ok(()), // taken meanwhile
+    };
+    if !meta.file_type().is_file() {
+        let _ = std::fs::remove_file(path);
+        return Err("not a regular file: removed".into());
+    }
+    if meta.mode() & 0o100 == 0 {
+        return Ok(()); // postdrop is still writing it
+    }
+    let uid = meta.uid();
+    let qf = match QueueFile::open(path) {
+        Ok(qf) => qf,
+        Err(pfx_queue::Error::Corrupt(why)) => {
+            let _ = queue.move_to(id, QueueName::Maildrop, QueueName::Corrupt);
+            return Err(format!("uid={uid}: {why}: moved to corrupt"));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut attrs = vec![("uid".to_owned(), uid.to_string())];
+    if let Some(name) = qf.attr("sender_fullname") {
+        attrs.push(("sender_fullname".into(), name.to_owned()));
+    }
+    let msg = Submission {
+        sender: &qf.sender,
+        recipients: qf.pending().map(|r| (r.address.clone(), None)).collect(),
+        attrs,
+        origin: Origin::Pickup,
+    };
+    let content = qf.content().map_err(|e| e.to_string())?;
+    let cleanup = queue.root().join(endpoint::CLEANUP);
+    let sender = qf.sender.clone();
+    pfx_ipc::client::submit_noting(&cleanup, msg, pfx_ipc::client::chunks(content), |new_id| {
+        info!("{new_id}: uid={uid} from=<{sender}>");
+    })
+    .await?;
+    std::fs::remove_file(path).map_err(|e| format!("remove: {e}"))
+}

@@ -1,0 +1,182 @@
+//! sendmail's command line, parsed as Postfix's sendmail does (getopt with
+//! its option letters; most Sendmail options are accepted and ignored).
+
+use std::path::PathBuf;
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Read a message and submit it (`-bm`, the default).
+    Submit,
+    /// SMTP on standard input and output (`-bs`).
+    Smtp,
+    /// `-bp`, `mailq`.
+    ListQueue,
+    /// `-bi`, `-I`, `newaliases`.
+    Aliases,
+    /// `-q`.
+    Flush,
+    /// `-qRsite`.
+    FlushSite(String),
+    /// `-qIqueue_id`.
+    FlushId(String),
+    /// `-bd`: start the mail system.
+    Daemon,
+    /// `-q` with an interval: postfix-rs, like Postfix, has nothing to run.
+    Nothing,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) config_dir: Option<PathBuf>,
+    pub(crate) sender: Option<String>,
+    pub(crate) full_name: Option<String>,
+    /// `-t`: recipients from the headers too.
+    pub(crate) extract: bool,
+    /// A line with a single `.` ends the message (off with `-i`, `-oi`).
+    pub(crate) dot_ends: bool,
+    pub(crate) mode: Mode,
+    pub(crate) verbose: u8,
+    pub(crate) recipients: Vec<String>,
+}
+
+/// Option letters that take a value (Postfix's getopt string).
+const WITH_VALUE: &str = "BCFLNORVXbefhopr";
+/// Option letters without one.
+const FLAGS: &str = "GIUcimntvxq";
+
+/// Parses the arguments (without the program name). An error is the line
+/// getopt would print.
+pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        config_dir: None,
+        sender: None,
+        full_name: None,
+        extract: false,
+        dot_ends: true,
+        mode: Mode::Submit,
+        verbose: 0,
+        recipients: Vec::new(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            break;
+        }
+        let Some(letters) = arg.strip_prefix('-').filter(|l| !l.is_empty()) else {
+            i -= 1;
+            break;
+        };
+        for (pos, c) in letters.char_indices() {
+            let rest = &letters[pos + c.len_utf8()..];
+            if c == 'q' {
+                o.mode = match rest {
+                    "" => Mode::Flush,
+                    r if r.starts_with('R') && r.len() > 1 => Mode::FlushSite(r[1..].into()),
+                    "R" => return Err("fatal: specify: -qRsitename".into()),
+                    r if r.starts_with('I') && r.len() > 1 => Mode::FlushId(r[1..].into()),
+                    _ => Mode::Nothing,
+                };
+                break;
+            }
+            if WITH_VALUE.contains(c) {
+                let value = if rest.is_empty() {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| format!("option requires an argument -- '{c}'"))?;
+                    i += 1;
+                    v.clone()
+                } else {
+                    rest.to_owned()
+                };
+                apply_value(&mut o, c, value)?;
+                break;
+            }
+            if !FLAGS.contains(c) {
+                return Err(format!("invalid option -- '{c}'"));
+            }
+            match c {
+                'I' => o.mode = Mode::Aliases,
+                'i' => o.dot_ends = false,
+                't' => o.extract = true,
+                'v' => o.verbose += 1,
+                _ => {} // accepted for compatibility
+            }
+        }
+    }
+    o.recipients = args[i..].to_vec();
+    Ok(o)
+}
+
+fn apply_value(o: &mut Options, c: char, value: String) -> Result<(), String> {
+    match c {
+        'C' => o.config_dir = Some(PathBuf::from(value)),
+        'F' => o.full_name = Some(value),
+        'f' | 'r' => o.sender = Some(value),
+        'o' if value == "i" => o.dot_ends = false,
+        'b' => {
+            o.mode = match value.as_str() {
+                "m" => Mode::Submit,
+                "s" => Mode::Smtp,
+                "p" => Mode::ListQueue,
+                "i" => Mode::Aliases,
+                "d" => Mode::Daemon,
+                other => return Err(format!("fatal: unsupported: -b{other}")),
+            }
+        }
+        _ => {} // -B -L -N -O -R -V -X -e -h -o... accepted and ignored
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Options, String> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn sendmail_flags() {
+        let o = p(&[
+            "-t",
+            "-oi",
+            "-f",
+            "hadoop",
+            "-FHadoop User",
+            "-C/etc/x",
+            "a@x.test",
+            "b",
+        ])
+        .unwrap();
+        assert!(o.extract && !o.dot_ends);
+        assert_eq!(o.sender.as_deref(), Some("hadoop"));
+        assert_eq!(o.full_name.as_deref(), Some("Hadoop User"));
+        assert_eq!(o.config_dir, Some(PathBuf::from("/etc/x")));
+        assert_eq!(o.recipients, ["a@x.test", "b"]);
+        assert_eq!(o.mode, Mode::Submit);
+        assert!(p(&["-ti", "x"]).is_ok_and(|o| o.extract && !o.dot_ends));
+        assert_eq!(p(&["-bs"]).unwrap().mode, Mode::Smtp);
+        assert_eq!(p(&["-bp"]).unwrap().mode, Mode::ListQueue);
+        assert_eq!(p(&["-q"]).unwrap().mode, Mode::Flush);
+        assert_eq!(p(&["-q5m"]).unwrap().mode, Mode::Nothing);
+        assert_eq!(
+            p(&["-qRexample.test"]).unwrap().mode,
+            Mode::FlushSite("example.test".into())
+        );
+        assert_eq!(
+            p(&["-N", "never", "-x", "-oem", "u"]).unwrap().recipients,
+            ["u"]
+        );
+        assert_eq!(p(&["-z"]).unwrap_err(), "invalid option -- 'z'");
+        assert_eq!(p(&["-bv"]).unwrap_err(), "fatal: unsupported: -bv");
+        assert_eq!(
+            p(&["-f"]).unwrap_err(),
+            "option requires an argument -- 'f'"
+        );
+    }
+}

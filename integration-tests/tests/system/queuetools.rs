@@ -1,0 +1,367 @@
+//! The administrator's queue commands on a running instance: postqueue
+//! (-p, -j, -f, -i, -s), postsuper (-d, -h, -H, -r), postcat, and local
+//! submission with sendmail (-t, -f, -F, -bs) through postdrop and pickup.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use testkit::{bin, wait_for, Instance, MailInstance, Smtp};
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Runs a command of the instance with stdin, as `sudo -u` would with `setpriv` args first.
+fn run_as(prefix: &[&str], program: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = if prefix.is_empty() {
+        Command::new(bin(program))
+    } else {
+        let mut c = Command::new(prefix[0]);
+        c.args(&prefix[1..]).arg(bin(program));
+        c
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn etc(m: &MailInstance) -> String {
+    m.etc.display().to_string()
+}
+
+/// Queue IDs in `postqueue -j` output, with their queue names.
+fn listed(m: &MailInstance) -> Vec<(String, String)> {
+    let out = m.run("postqueue", &["-j"]);
+    text(&out)
+        .0
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["queue_id"].as_str().unwrap().to_owned(),
+                v["queue_name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Sends one message over SMTP from inside mynetworks; returns its queue ID.
+fn send(m: &MailInstance, to: &str, subject: &str) -> String {
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    let r = c.mail(
+        "hadoop@ywnds.com",
+        &[to],
+        format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes(),
+    );
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    c.cmd("QUIT");
+    r.rsplit(' ').next().unwrap().to_owned()
+}
+
+#[test]
+fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
+    // Mail for other domains waits: there is no smtp transport in this instance.
+    let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
+    m.start();
+    assert_eq!(
+        text(&m.run("postqueue", &["-p"])).0,
+        "Mail queue is empty\n"
+    );
+    let a = send(&m, "a@example.test", "one");
+    let b = send(&m, "b@example.test", "two");
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 2),
+        "{}",
+        m.log_text()
+    );
+
+    let (report, _) = text(&m.run("postqueue", &["-p"]));
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[0],
+        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    );
+    for (id, rcpt) in [(&a, "a@example.test"), (&b, "b@example.test")] {
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(id.as_str()))
+            .expect(&report);
+        let l = lines[i];
+        // %-11s %7ld %20.20s %s: the sender starts after the time column.
+        assert_eq!(&l[41..], "hadoop@ywnds.com", "{report}");
+        assert!(l[12..19].trim().parse::<u64>().is_ok(), "{report}");
+        let reason = "(mail transport unavailable)";
+        assert_eq!(
+            lines[i + 1],
+            format!("{}{reason}", " ".repeat(78 - reason.len()))
+        );
+        assert_eq!(lines[i + 2], format!("{}{rcpt}", " ".repeat(41)));
+    }
+    assert_eq!(*lines.last().unwrap(), "-- 0 Kbytes in 2 Requests.");
+    assert_eq!(lines[lines.len() - 2], "");
+
+    let json = text(&m.run("postqueue", &["-j"])).0;
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["queue_name"], "deferred");
+    assert_eq!(first["sender"], "hadoop@ywnds.com");
+    assert_eq!(first["forced_expire"], false);
+    assert!(first["arrival_time"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(
+        first["recipients"][0]["delay_reason"],
+        "mail transport unavailable"
+    );
+
+    // Hold: shown with '!', never scheduled, not even by a flush.
+    let (_, err) = text(&m.run("postsuper", &["-h", &a]));
+    assert!(
+        err.contains(&format!("postsuper: {a}: placed on hold")),
+        "{err}"
+    );
+    assert!(
+        err.contains("postsuper: Placed on hold: 1 message\n"),
+        "{err}"
+    );
+    assert!(text(&m.run("postqueue", &["-p"]))
+        .0
+        .contains(&format!("{a}!")));
+    assert!(listed(&m).contains(&(a.clone(), "hold".into())));
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(m.queue.join("hold").join(&a).exists());
+    let (_, err) = text(&m.run("postsuper", &["-H", &a]));
+    assert!(
+        err.contains("postsuper: Released from hold: 1 message"),
+        "{err}"
+    );
+    assert!(wait_for(Duration::from_secs(10), || listed(&m)
+        .contains(&(a.clone(), "deferred".into()))));
+
+    // Requeue and delete, IDs from standard input too.
+    let (_, err) = text(&m.run("postsuper", &["-r", "ALL"]));
+    assert!(err.contains("postsuper: Requeued: 2 messages"), "{err}");
+    assert!(wait_for(Duration::from_secs(10), || m
+        .queue_files("deferred")
+        .len()
+        == 2));
+    let out = run_as(
+        &[],
+        "postsuper",
+        &["-c", &etc(&m), "-d", "-"],
+        format!("{a}\n{b}\n").as_bytes(),
+    );
+    let (_, err) = text(&out);
+    assert!(
+        err.contains(&format!("postsuper: {a}: removed")) && err.contains("Deleted: 2 messages"),
+        "{err}"
+    );
+    assert_eq!(
+        text(&m.run("postqueue", &["-p"])).0,
+        "Mail queue is empty\n"
+    );
+    assert!(
+        m.queue_files("defer").is_empty(),
+        "defer logs go with their messages"
+    );
+    assert!(m.log_text().contains("postfix/postsuper["));
+    assert!(m.log_text().contains(&format!(": {b}: removed")));
+
+    // Postfix's answers to mistakes.
+    let (_, err) = text(&m.run("postsuper", &["-d", "ALL", "nosuchqueue"]));
+    assert!(
+        err.contains("postsuper: fatal: invalid directory name: nosuchqueue"),
+        "{err}"
+    );
+    let out = m.run("postqueue", &["-x"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out).1.contains("postqueue: fatal: usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | postqueue -s site"));
+    let out = m.run("postqueue", &["-s", "example.test"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out)
+        .1
+        .contains("Flush service is not configured for destination \"example.test\""));
+}
+
+#[test]
+fn flush_delivers_deferred_mail_but_never_held_or_deleted_mail() {
+    // Retries only when asked: backoff and queue runs an hour apart.
+    let m = Instance::mail(
+        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\nfast_flush_domains = ywnds.com\n",
+    );
+    m.start();
+    // openstack's mailbox cannot be created yet: delivery is deferred.
+    let home = m.home.join("openstack");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    let ids: Vec<String> = (0..4)
+        .map(|i| send(&m, "openstack@ywnds.com", &format!("m{i}")))
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 4),
+        "{}",
+        m.log_text()
+    );
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let held = &ids[3];
+    let deleted = &ids[2];
+    assert!(m.run("postsuper", &["-h", held]).status.success());
+    assert!(m.run("postsuper", &["-d", deleted]).status.success());
+
+    // -i: just that message.
+    assert!(m.run("postqueue", &["-i", &ids[0]]).status.success());
+    m.wait_maildir("openstack", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.maildir("openstack").len(), 1);
+    // -s: the site's mail; -f: everything deferred. Neither touches hold.
+    assert!(m.run("postqueue", &["-s", "ywnds.com"]).status.success());
+    m.wait_maildir("openstack", 2);
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        m.maildir("openstack").len(),
+        2,
+        "held and deleted mail stays undelivered"
+    );
+    assert_eq!(listed(&m), vec![(held.clone(), "hold".to_owned())]);
+    assert!(m.run("postsuper", &["-H", held]).status.success());
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    m.wait_maildir("openstack", 3);
+    assert!(wait_for(Duration::from_secs(5), || m
+        .log_text()
+        .matches("status=sent")
+        .count()
+        == 3));
+    let log = m.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(&format!("{deleted}: to=")) && l.contains("status=sent")),
+        "{log}"
+    );
+}
+
+#[test]
+fn sendmail_submits_through_postdrop_and_pickup() {
+    let m = Instance::mail("");
+    m.start();
+    let e = etc(&m);
+    // -t: recipients from To/Cc/Bcc; Bcc goes; bare names get @$myorigin.
+    let msg = b"From: hadoop\nTo: openstack\nBcc: hadoop@ywnds.com\nSubject: cron report\n\nall good\n.\nnot part of it\n";
+    let out = run_as(
+        &[],
+        "sendmail",
+        &["-C", &e, "-t", "-f", "hadoop", "-F", "Hadoop User"],
+        msg,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = m.wait_maildir("openstack", 1);
+    let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(
+        mail.starts_with("Return-Path: <hadoop@ywnds.com>\n"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("\nReceived: by mail.ywnds.com (Postfix, from userid 0)\n\tid "),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("\nFrom: hadoop@ywnds.com\n") && mail.contains("\nTo: openstack@ywnds.com\n"),
+        "{mail}"
+    );
+    assert!(!mail.contains("Bcc:"), "{mail}");
+    assert!(mail.ends_with("\n\nall good\n"), "{mail}");
+    m.wait_maildir("hadoop", 1);
+    assert!(m.wait_log("postfix/pickup[", Duration::from_secs(5)));
+    assert!(
+        m.log_text().contains(": uid=0 from=<hadoop>"),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        m.log_text().contains("from=<hadoop@ywnds.com>, size="),
+        "{}",
+        m.log_text()
+    );
+
+    // Recipients on the command line, -i, and the From header cleanup adds with the full name.
+    let out = run_as(
+        &[],
+        "sendmail",
+        &[
+            "-C",
+            &e,
+            "-i",
+            "-F",
+            "Hadoop User",
+            "-f",
+            "hadoop",
+            "openstack",
+        ],
+        b"Subject: dots\n\n.\nend\n",
+    );
+    assert!(out.status.success());
+    let got = m.wait_maildir("openstack", 2);
+    let mail = got
+        .iter()
+        .map(|g| String::from_utf8_lossy(g).into_owned())
+        .find(|t| t.contains("Subject: dots"))
+        .unwrap();
+    assert!(
+        mail.contains("\nFrom: Hadoop User <hadoop@ywnds.com>\n"),
+        "{mail}"
+    );
+    assert!(mail.ends_with("\n\n.\nend\n"), "{mail}");
+
+    // -bs: SMTP on standard input and output.
+    let session = b"EHLO me\r\nMAIL FROM:<hadoop@ywnds.com>\r\nRCPT TO:<openstack@ywnds.com>\r\nDATA\r\nSubject: bs\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
+    let out = run_as(&[], "sendmail", &["-C", &e, "-bs"], session);
+    let (said, _) = text(&out);
+    assert!(
+        said.starts_with("220 mail.ywnds.com ESMTP Postfix\r\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains("\r\n250 2.0.0 Ok: queued as ") && said.ends_with("221 2.0.0 Bye\r\n"),
+        "{said}"
+    );
+    let got = m.wait_maildir("openstack", 3);
+    assert!(got.iter().any(|g| g.ends_with(b"Subject: bs\n\n.dot\n")
+        || String::from_utf8_lossy(g).contains("\n\n.dot\n")));
+
+    // mailq and newaliases are names of the same program.
+    assert!(wait_for(Duration::from_secs(10), || text(&run_as(
+        &[],
+        "mailq",
+        &["-C", &e],
+        b""
+    ))
+    .0
+        == "Mail queue is empty\n"));
+    let out = run_as(&[], "newaliases", &["-C", &e], b"");
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // Mistakes: Postfix's messages and exit status 75.
+    let out = run_as(&[], "sendmail", &["-C", &e], b"Subject: x\n\n");
+    assert_eq!(out.status.code(), Some(75));
+    assert!(text(&out).1.contains("sendmail: fatal: root(0): Recipient addresses must be specified on the command line or via the -t option"), "{:?}", text(&out));
+    let out = run_as(&[], "sendmail", &["-C", &e, "-t"], b"Subject: x\n\n");
+    assert!(text(&out)
+        .1
+        .contains("No recipient addresses found in message header"));
+    let out = run_as(&[], "sendmail", &["-C", &e, "-z"], b"");
+    assert_eq!(out.status.code(), Some(75));
+    assert!(text(&out)
+        .1
+        .contains("sendmail: invalid option -- 'z'\nsendmail: fatal: usage: sendmail [options]"));
+    assert!(m.queue_files("maildrop").is_empty());
+}
