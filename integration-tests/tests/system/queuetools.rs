@@ -140,6 +140,43 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     assert!(m.run("postqueue", &["-f"]).status.success());
     std::thread::sleep(Duration::from_secs(1));
     assert!(m.queue.join("hold").join(&a).exists());
+
+    // postcat: the file as text, in Postfix's sections.
+    let (all, _) = text(&m.run("postcat", &["-q", &a]));
+    assert!(
+        all.starts_with(&format!(
+            "*** ENVELOPE RECORDS hold/{a} ***\nmessage_size: "
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains("\nsender: hadoop@ywnds.com\n")
+            && all.contains("\nrecipient: a@example.test\n"),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "\n*** MESSAGE CONTENTS hold/{a} ***\nReceived: from "
+        )),
+        "{all}"
+    );
+    assert!(
+        all.ends_with(&format!(
+            "\nbody\n\n*** HEADER EXTRACTED hold/{a} ***\n*** MESSAGE FILE END hold/{a} ***\n"
+        )),
+        "{all}"
+    );
+    let (header, _) = text(&m.run("postcat", &["-h", "-q", &a]));
+    assert!(
+        header.starts_with("Received: ") && header.contains("\nSubject: one\n") && !header.contains("body"),
+        "{header}"
+    );
+    assert_eq!(text(&m.run("postcat", &["-b", "-q", &a])).0, "\nbody\n\n");
+    let out = m.run("postcat", &["-q", "B0B0B0B0B0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out)
+        .1
+        .contains("postcat: fatal: open queue file B0B0B0B0B0: No such file or directory"));
     let (_, err) = text(&m.run("postsuper", &["-H", &a]));
     assert!(
         err.contains("postsuper: Released from hold: 1 message"),
@@ -364,4 +401,84 @@ fn sendmail_submits_through_postdrop_and_pickup() {
         .1
         .contains("sendmail: invalid option -- 'z'\nsendmail: fatal: usage: sendmail [options]"));
     assert!(m.queue_files("maildrop").is_empty());
+}
+
+/// setpriv as the unprivileged `nobody`, with or without the `postdrop`
+/// group (Postfix's postdrop and postqueue get that group from their
+/// set-group-ID bit; the test gives it to the user directly).
+fn nobody(with_postdrop: bool) -> Vec<&'static str> {
+    let groups = if with_postdrop {
+        "--groups=postdrop"
+    } else {
+        "--clear-groups"
+    };
+    vec!["setpriv", "--reuid=nobody", "--regid=nogroup", groups, "--"]
+}
+
+#[test]
+fn ordinary_users_submit_and_list_but_cannot_touch_the_queue() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // needs root to act as another user
+    }
+    let m = Instance::mail("");
+    m.start();
+    let e = etc(&m);
+    let out = run_as(
+        &nobody(true),
+        "sendmail",
+        &["-C", &e, "openstack"],
+        b"Subject: from nobody\n\nhi\n",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = m.wait_maildir("openstack", 1);
+    assert!(got[0].starts_with(b"Return-Path: <nobody@ywnds.com>\n"));
+    assert!(
+        m.wait_log(": uid=65534 from=<nobody>", Duration::from_secs(5)),
+        "{}",
+        m.log_text()
+    );
+    let out = run_as(&nobody(true), "postqueue", &["-c", &e, "-p"], b"");
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(wait_for(Duration::from_secs(5), || text(&run_as(
+        &nobody(true),
+        "postqueue",
+        &["-c", &e, "-p"],
+        b""
+    ))
+    .0
+        == "Mail queue is empty\n"));
+
+    // Without the group: no way into the queue.
+    let out = run_as(&nobody(false), "postqueue", &["-c", &e, "-p"], b"");
+    assert_eq!(out.status.code(), Some(69));
+    assert!(
+        text(&out)
+            .1
+            .contains("postqueue: fatal: Queue report unavailable - mail system is down"),
+        "{:?}",
+        text(&out)
+    );
+    let out = run_as(
+        &nobody(false),
+        "sendmail",
+        &["-C", &e, "openstack"],
+        b"Subject: x\n\n",
+    );
+    assert_eq!(out.status.code(), Some(75), "{:?}", text(&out));
+    // Neither with it: postsuper is the superuser's, queue files are the mail system's.
+    let out = run_as(&nobody(true), "postsuper", &["-c", &e, "-d", "ALL"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out)
+        .1
+        .contains("postsuper: fatal: use of this command is reserved for the superuser"));
+    for q in ["maildrop", "incoming", "active", "deferred", "hold"] {
+        let dir = m.queue.join(q);
+        let out = Command::new("setpriv")
+            .args(&nobody(true)[1..])
+            .arg("ls")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "nobody could list {q}/");
+    }
 }
