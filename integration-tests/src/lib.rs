@@ -168,10 +168,9 @@ impl Instance {
         }
         let main_cf = format!(
             "# test instance\nmyhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = $mydomain\n\
-             queue_directory = {}\ndaemon_directory = {}\ncommand_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
+             queue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
             queue.display(),
             libexec.display(),
-            bin_dir().display(),
             log.display()
         );
         std::fs::write(etc.join("main.cf"), main_cf).unwrap();
@@ -201,7 +200,9 @@ impl Instance {
              local_passwd_file = $config_directory/passwd\nhome_mailbox = Maildir/\nmynetworks = 127.0.0.1/32\n\
              inet_interfaces = 127.0.0.1\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n\
              smtpd_peername_lookup = no\n";
-        let inst = Self::new(&master_cf, &format!("{tmp_main}{extra_main_cf}"));
+        // sendmail runs postdrop, postqueue and postalias from here.
+        let commands = format!("command_directory = {}\n", bin_dir().display());
+        let inst = Self::new(&master_cf, &format!("{tmp_main}{commands}{extra_main_cf}"));
         let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
             let u = nix::unistd::User::from_name("nobody")
                 .unwrap()
