@@ -562,3 +562,22 @@ impl Smtp {
         self.reply()
     }
 }
+
+/// Runs pflogsumm (Debian's package) on the mail log; returns the "Grand Totals" counts.
+pub fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64> {
+    let out = std::process::Command::new("pflogsumm")
+        .arg(log)
+        .output()
+        .expect("pflogsumm is installed by scripts/setup");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut totals = std::collections::HashMap::new();
+    for line in text.lines().take_while(|l| !l.starts_with("Per-Hour")) {
+        let mut words = line.split_whitespace();
+        if let (Some(n), Some(what)) = (words.next(), words.next()) {
+            if let Ok(n) = n.parse::<u64>() {
+                totals.entry(what.to_owned()).or_insert(n);
+            }
+        }
+    }
+    totals
+}

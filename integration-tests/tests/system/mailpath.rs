@@ -666,25 +666,6 @@ fn corrupt_queue_files_are_set_aside_and_incomplete_ones_ignored() {
     );
 }
 
-/// Runs pflogsumm (Debian's package) on the mail log; returns the "Grand Totals" counts.
-fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64> {
-    let out = std::process::Command::new("pflogsumm")
-        .arg(log)
-        .output()
-        .expect("pflogsumm is installed by scripts/setup");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut totals = std::collections::HashMap::new();
-    for line in text.lines().take_while(|l| !l.starts_with("Per-Hour")) {
-        let mut words = line.split_whitespace();
-        if let (Some(n), Some(what)) = (words.next(), words.next()) {
-            if let Ok(n) = n.parse::<u64>() {
-                totals.entry(what.to_owned()).or_insert(n);
-            }
-        }
-    }
-    totals
-}
-
 #[test]
 fn pflogsumm_reads_the_log_and_counts_match() {
     let m = Instance::mail("minimal_backoff_time = 60s\nmaximal_backoff_time = 60s\n");
@@ -723,7 +704,7 @@ fn pflogsumm_reads_the_log_and_counts_match() {
     m.wait_maildir("openstack", 3);
     m.wait_maildir("hadoop", 1);
     assert!(m.wait_log("status=deferred", Duration::from_secs(5)));
-    let t = pflogsumm(&m.log);
+    let t = testkit::pflogsumm(&m.log);
     assert_eq!(t.get("received"), Some(&5), "{t:?}");
     assert_eq!(t.get("delivered"), Some(&4), "{t:?}");
     assert_eq!(t.get("bounced"), Some(&1), "{t:?}");

@@ -168,7 +168,9 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     );
     let (header, _) = text(&m.run("postcat", &["-h", "-q", &a]));
     assert!(
-        header.starts_with("Received: ") && header.contains("\nSubject: one\n") && !header.contains("body"),
+        header.starts_with("Received: ")
+            && header.contains("\nSubject: one\n")
+            && !header.contains("body"),
         "{header}"
     );
     assert_eq!(text(&m.run("postcat", &["-b", "-q", &a])).0, "\nbody\n\n");
@@ -285,6 +287,11 @@ fn flush_delivers_deferred_mail_but_never_held_or_deleted_mail() {
             .any(|l| l.contains(&format!("{deleted}: to=")) && l.contains("status=sent")),
         "{log}"
     );
+    // pflogsumm reads the run as it would Postfix's.
+    let t = testkit::pflogsumm(&m.log);
+    assert_eq!(t.get("received"), Some(&4), "{t:?}");
+    assert_eq!(t.get("delivered"), Some(&3), "{t:?}");
+    assert_eq!(t.get("deferred"), Some(&4), "{t:?}");
 }
 
 #[test]
@@ -401,6 +408,15 @@ fn sendmail_submits_through_postdrop_and_pickup() {
         .1
         .contains("sendmail: invalid option -- 'z'\nsendmail: fatal: usage: sendmail [options]"));
     assert!(m.queue_files("maildrop").is_empty());
+    // Three submissions picked up, four deliveries (the -t message had two recipients).
+    assert!(wait_for(Duration::from_secs(5), || m
+        .log_text()
+        .matches("status=sent")
+        .count()
+        == 4));
+    let t = testkit::pflogsumm(&m.log);
+    assert_eq!(t.get("received"), Some(&3), "{t:?}");
+    assert_eq!(t.get("delivered"), Some(&4), "{t:?}");
 }
 
 /// setpriv as the unprivileged `nobody`, with or without the `postdrop`
