@@ -393,6 +393,11 @@ fn sendmail_submits_through_postdrop_and_pickup() {
         == "Mail queue is empty\n"));
     let out = run_as(&[], "newaliases", &["-C", &e], b"");
     assert!(out.status.success(), "{:?}", text(&out));
+    let db = format!("hash:{e}/aliases");
+    let out = run_as(&[], "postalias", &["-q", "admin", &db], b"");
+    assert_eq!(text(&out).0, "openstack, hadoop\n");
+    let out = run_as(&[], "postalias", &["-q", "nobody-here", &db], b"");
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(1), true));
 
     // Mistakes: Postfix's messages and exit status 75.
     let out = run_as(&[], "sendmail", &["-C", &e], b"Subject: x\n\n");
