@@ -143,7 +143,7 @@ fn main() {
 async fn list(cfg: &Config, queue_dir: &Path) -> Vec<QueueEntry> {
     match ask_showq(queue_dir).await {
         Ok(entries) => entries,
-        Err(_) if privileged(cfg) => {
+        Err(_) if privileged(cfg, queue_dir) => {
             tracing::warn!("Mail system is down -- accessing queue directly");
             let empty = cfg
                 .get("empty_address_recipient")
@@ -176,9 +176,12 @@ async fn flush(queue_dir: &Path, req: &FlushRequest) -> Result<FlushReply, pfx_i
     ch.expect::<FlushReply>().await
 }
 
-fn privileged(cfg: &Config) -> bool {
+/// Root, `$mail_owner`, or the user who runs an instance of their own.
+fn privileged(cfg: &Config, queue_dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let uid = nix::unistd::getuid();
     uid.is_root()
+        || std::fs::metadata(queue_dir.join("active")).is_ok_and(|m| m.uid() == uid.as_raw())
         || cfg
             .get("mail_owner")
             .ok()

@@ -27,10 +27,33 @@ use options::{Mode, Options};
 /// sysexits.h EX_TEMPFAIL: what Postfix's sendmail exits with on any error.
 pub(crate) const EX_TEMPFAIL: i32 = 75;
 
+const HELP: &str = "\
+usage: sendmail [options] [recipient...]   (also run as mailq and newaliases)
+  -t              also take recipients from To/Cc/Bcc (Resent-* if present)
+  -f sender       envelope sender (-f '<>' for the null sender); -r is the same
+  -F full_name    the sender's full name for the From header
+  -i, -oi         a line with a single dot does not end the message
+  -C config_dir   configuration directory (default $MAIL_CONFIG, else /etc/postfix)
+  -bm             read a message from standard input and queue it (default)
+  -bs             SMTP on standard input and output
+  -bp             list the queue (postqueue -p; also `mailq`)
+  -bi, -I         rebuild $alias_database (postalias; also `newaliases`)
+  -bd             start the mail system (postfix start)
+  -q              deliver deferred mail now (postqueue -f)
+  -qRsite         ... for one destination (postqueue -s site)
+  -qIqueue_id     ... one message (postqueue -i queue_id)
+  -v              verbose
+Exit status 0, or 75 (EX_TEMPFAIL) with a message. See docs/man/sendmail.md.
+";
+
 /// Runs the program as `name` (`sendmail`, `mailq` or `newaliases`).
 pub fn main_as(name: &str) -> ! {
     pfx_maillog::init_stderr("sendmail");
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--help") {
+        print!("{HELP}");
+        std::process::exit(0);
+    }
     let mut opts = options::parse(&args).unwrap_or_else(|e| match e.strip_prefix("fatal: ") {
         Some(why) => fatal_status(EX_TEMPFAIL, why),
         None => {

@@ -230,6 +230,20 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     assert!(text(&out)
         .1
         .contains("Flush service is not configured for destination \"example.test\""));
+
+    // With the mail system down the superuser still gets a listing.
+    m.postfix("stop");
+    let (listing, err) = text(&m.run("postqueue", &["-p"]));
+    assert_eq!(listing, "Mail queue is empty\n");
+    assert!(
+        err.contains("postqueue: warning: Mail system is down -- accessing queue directly"),
+        "{err}"
+    );
+    let out = m.run("postqueue", &["-f"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(text(&out)
+        .1
+        .contains("postqueue: fatal: Cannot flush mail queue - mail system is down"));
 }
 
 #[test]
