@@ -275,12 +275,17 @@ fn structure(queue: &Queue) {
             if moved == 1 { "" } else { "s" }
         );
     }
+    // Every message wherever it sits, misplaced ones included.
+    let present: BTreeSet<String> = QueueName::ALL
+        .iter()
+        .flat_map(|&q| queue.list(q).unwrap_or_default())
+        .collect();
     for log in [Log::Defer, Log::Bounce] {
         let dir = statuslog::path(queue.root(), log, "x");
         let Some(dir) = dir.parent() else { continue };
         for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let id = f.file_name().to_string_lossy().into_owned();
-            if pfx_queue::is_queue_id(&id) && queue.locate(&id).is_none() {
+            if pfx_queue::is_queue_id(&id) && !present.contains(&id) {
                 warn!(
                     "{id}: removing orphaned {} log",
                     dir.file_name().unwrap_or_default().to_string_lossy()

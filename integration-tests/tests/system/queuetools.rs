@@ -187,6 +187,31 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     assert!(wait_for(Duration::from_secs(10), || listed(&m)
         .contains(&(a.clone(), "deferred".into()))));
 
+    // -s puts a file found in the wrong hashed directory back and drops
+    // status logs without a message; -p removes a crash's temporary files.
+    let right = m.queue.join("deferred").join(&b[..1]).join(&b);
+    let wrong_dir = m
+        .queue
+        .join("deferred")
+        .join(if b.starts_with('Z') { "Y" } else { "Z" });
+    std::fs::create_dir_all(&wrong_dir).unwrap();
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(m.queue.join("deferred")).unwrap());
+    nix::unistd::chown(&wrong_dir, Some(owner.into()), None).unwrap();
+    std::fs::rename(&right, wrong_dir.join(&b)).unwrap();
+    std::fs::write(m.queue.join("defer/ABCDEF12345"), "x\n").unwrap();
+    let tmp = m.queue.join("incoming/1795595371123456.42.42");
+    let old = std::fs::File::create(&tmp).unwrap();
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let (_, err) = text(&m.run("postsuper", &["-s", "-p"]));
+    assert!(right.exists(), "{err}");
+    assert!(!m.queue.join("defer/ABCDEF12345").exists(), "{err}");
+    assert!(
+        !tmp.exists() && err.contains("postsuper: Deleted: 1 temporary file"),
+        "{err}"
+    );
+
     // Requeue and delete, IDs from standard input too.
     let (_, err) = text(&m.run("postsuper", &["-r", "ALL"]));
     assert!(err.contains("postsuper: Requeued: 2 messages"), "{err}");
