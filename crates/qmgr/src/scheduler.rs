@@ -263,7 +263,7 @@ impl Scheduler {
             return;
         }
         let path = self.queue.path(QueueName::Active, id);
-        let qf = match QueueFile::open(&path) {
+        let mut qf = match QueueFile::open(&path) {
             Ok(qf) => qf,
             Err(pfx_queue::Error::Corrupt(why)) => {
                 warn!("saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\": {why}");
@@ -274,6 +274,7 @@ impl Scheduler {
             }
             Err(e) => return warn!("{id}: open queue file: {e}"),
         };
+        qf.close();
         info!(
             "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
             qf.sender,

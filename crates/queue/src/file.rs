@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{Error, Queue, QueueName};
@@ -322,6 +323,10 @@ pub struct QueueFile {
     pub recipients: Vec<Recipient>,
     pub content_offset: u64,
     pub content_len: u64,
+    /// The file as opened, so the content stays readable while a delivery
+    /// is in progress even if postsuper removes or moves the file (see
+    /// [`QueueFile::close`]).
+    file: Option<Arc<File>>,
 }
 
 /// Envelope records are short; anything larger is damage.
@@ -358,6 +363,7 @@ impl QueueFile {
             recipients: Vec::new(),
             content_offset,
             content_len,
+            file: None,
         };
         let mut pos = (1 + 1 + size.len()) as u64;
         let mut orig = None;
@@ -415,7 +421,15 @@ impl QueueFile {
         if tail != [rec::CONTENT_END, 0, rec::END, 0] {
             return Err(corrupt("missing end marker"));
         }
+        qf.file = Some(Arc::new(file));
         Ok(qf)
+    }
+
+    /// Lets go of the open file (qmgr keeps many messages in memory and
+    /// needs no descriptor for them); [`QueueFile::content`] then reopens
+    /// the path.
+    pub fn close(&mut self) {
+        self.file = None;
     }
 
     /// The value of an attribute.
@@ -426,19 +440,48 @@ impl QueueFile {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A reader over the message content.
+    /// A reader over the message content, from the file as it was opened.
     pub fn content(&self) -> std::io::Result<impl Read> {
-        let mut f = File::open(&self.path)?;
-        f.seek(SeekFrom::Start(self.content_offset))?;
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => Arc::new(File::open(&self.path)?),
+        };
         Ok(BufReader::with_capacity(
             64 * 1024,
-            f.take(self.content_len),
+            Content {
+                file,
+                pos: self.content_offset,
+                end: self.content_offset + self.content_len,
+            },
         ))
     }
 
     /// Recipients not yet done.
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
         self.recipients.iter().filter(|r| !r.done)
+    }
+}
+
+/// Positional reads of one byte range: readers of the same open file do not
+/// share a file offset.
+struct Content {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = usize::try_from(self.end - self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

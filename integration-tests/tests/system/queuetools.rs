@@ -542,3 +542,65 @@ fn ordinary_users_submit_and_list_but_cannot_touch_the_queue() {
         assert!(!out.status.success(), "nobody could list {q}/");
     }
 }
+
+#[test]
+fn active_and_incoming_mail_is_listed_and_a_deleted_active_message_goes_no_further() {
+    let m = Instance::mail("");
+    m.set_aliases("postmaster: root\nroot: openstack\nslow: |/bin/sleep 3, openstack\n");
+    m.start();
+    // In delivery (local runs the command): active, shown with '*'.
+    let id = send(&m, "slow@ywnds.com", "slow");
+    assert!(wait_for(Duration::from_secs(5), || text(
+        &m.run("postqueue", &["-p"])
+    )
+    .0
+    .contains(&format!("\n{id}*"))));
+    assert!(listed(&m).contains(&(id.clone(), "active".into())));
+    let qmgr = m.child_pid("qmgr").unwrap();
+    let (_, err) = text(&m.run("postsuper", &["-d", &id]));
+    assert!(err.contains("Deleted: 1 message"), "{err}");
+    // What was in flight finishes; nothing more happens to the message.
+    assert!(
+        m.wait_log(
+            &format!("{id}: to=<slow@ywnds.com>"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = m.log_text();
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<openstack@ywnds.com>, orig_to=<slow@ywnds.com>, relay=local"
+        )),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("qmgr[") && l.contains(&format!("{id}: removed"))),
+        "{log}"
+    );
+    assert_eq!(m.child_pid("qmgr"), Some(qmgr));
+    send(&m, "openstack@ywnds.com", "after");
+    assert!(wait_for(Duration::from_secs(10), || m
+        .log_text()
+        .matches("status=sent")
+        .count()
+        >= 3));
+
+    // Without a queue manager, accepted mail waits in incoming/.
+    let n = Instance::mail("");
+    let master = std::fs::read_to_string(n.etc.join("master.cf")).unwrap();
+    n.write_master_cf(&master.replace("qmgr unix n - n 300 1 qmgr\n", ""));
+    n.postfix("start");
+    n.wait_children(&[&format!("127.0.0.1:{}", n.port), "cleanup", "showq"]);
+    let id = send(&n, "openstack@ywnds.com", "waiting");
+    assert_eq!(listed(&n), vec![(id.clone(), "incoming".to_owned())]);
+    let report = text(&n.run("postqueue", &["-p"])).0;
+    assert!(report.contains(&format!("\n{id} ")), "{report}");
+    assert!(
+        report.ends_with("\n-- 0 Kbytes in 1 Request.\n"),
+        "{report}"
+    );
+}
