@@ -12,10 +12,19 @@
 pub mod aliases;
 pub mod db;
 pub mod passwd;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+/// The text format behind a table: aliases(5) (`name: value`) or
+/// postmap's (`key value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Aliases,
+    Postmap,
+}
 
 /// One configured table.
 #[derive(Debug)]
@@ -34,6 +43,11 @@ pub enum Map {
 impl Map {
     /// Parses `type:name`; `passwd` is what `unix:passwd.byname` means here.
     pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, String> {
+        Self::parse_as(spec, passwd, Format::Aliases)
+    }
+
+    /// [`Map::parse`] for a table whose text files have `format`.
+    pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, String> {
         let spec = spec.strip_prefix("proxy:").unwrap_or(spec);
         let (kind, name) = spec
             .split_once(':')
@@ -43,11 +57,17 @@ impl Map {
                 db: db_path(Path::new(name)),
                 cache: Mutex::new(None),
             }),
-            "texthash" => Ok(Self::TextHash(
-                aliases::parse_file(Path::new(name))
-                    .map(|e| db::Db::from_entries(&e))
-                    .map_err(|e| e.to_string())?,
-            )),
+            "texthash" => {
+                let entries = match format {
+                    Format::Aliases => aliases::parse_file(Path::new(name)),
+                    Format::Postmap => table::parse_file(Path::new(name)),
+                };
+                Ok(Self::TextHash(
+                    entries
+                        .map(|e| db::Db::from_entries(&e))
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
             _ => Err(format!("unsupported table type \"{kind}\" in \"{spec}\"")),
         }
@@ -92,9 +112,15 @@ pub struct MapList(Vec<Map>);
 impl MapList {
     /// From the expanded, split parameter value.
     pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, String> {
+        Self::parse_as(specs, passwd, Format::Aliases)
+    }
+
+    /// [`MapList::parse`] for tables whose text files have `format`
+    /// (`transport_maps` are postmap tables).
+    pub fn parse_as(specs: &[String], passwd: &passwd::Passwd, format: Format) -> Result<Self, String> {
         specs
             .iter()
-            .map(|s| Map::parse(s, passwd))
+            .map(|s| Map::parse_as(s, passwd, format))
             .collect::<Result<_, _>>()
             .map(Self)
     }

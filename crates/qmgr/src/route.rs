@@ -1,15 +1,21 @@
 //! Which transport and next hop a recipient goes to (Postfix's
-//! trivial-rewrite resolve, for the parts in use): local domains go to
-//! `$local_transport`, others to `$default_transport`.
+//! trivial-rewrite resolve): `transport_maps` first (the address, its
+//! domain, `.parent` domains, `*`); otherwise local domains go to
+//! `$local_transport`, `$relay_domains` to `$relay_transport`, and the rest
+//! to `$default_transport`, through `$relayhost` when it is set. An empty
+//! transport or next hop in a table entry keeps the one the address would
+//! otherwise get. `error:text` and `retry:text` are answered by qmgr itself.
 
 use pfx_address::DomainList;
 use pfx_config::Config;
+use pfx_maps::{Format, MapList};
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Route {
     pub(crate) transport: String,
-    /// Next hop: a domain for smtp, `$myhostname` for local.
+    /// Next hop: a domain or `[host]:port` for smtp, `$myhostname` for
+    /// local, the reason for error and retry.
     pub(crate) nexthop: String,
     /// What concurrency is counted against: the recipient for local, the next hop otherwise.
     pub(crate) destination: String,
@@ -17,8 +23,12 @@ pub(crate) struct Route {
 
 pub(crate) struct Router {
     mydestination: DomainList,
+    relay_domains: DomainList,
     local: (String, String),
+    relay: (String, String),
     default: (String, String),
+    relayhost: String,
+    transport_maps: MapList,
 }
 
 /// `transport:nexthop` as in master.cf-style transport specs.
@@ -29,35 +39,85 @@ fn split_spec(spec: &str) -> (String, String) {
     }
 }
 
+/// Transports qmgr answers itself instead of handing to an agent.
+pub(crate) fn is_builtin(transport: &str) -> bool {
+    matches!(transport, "error" | "retry")
+}
+
 impl Router {
     pub(crate) fn new(cfg: &Config) -> Result<Self, String> {
         let e = |x: pfx_config::Error| x.to_string();
+        let passwd = pfx_maps::passwd::Passwd::new(None);
         Ok(Self {
             mydestination: DomainList::new(&cfg.list("mydestination").map_err(e)?),
+            relay_domains: DomainList::new(&cfg.list("relay_domains").map_err(e)?),
             local: split_spec(&cfg.get("local_transport").map_err(e)?),
+            relay: split_spec(&cfg.get("relay_transport").map_err(e)?),
             default: split_spec(&cfg.get("default_transport").map_err(e)?),
+            relayhost: cfg.get("relayhost").map_err(e)?,
+            transport_maps: MapList::parse_as(&cfg.list("transport_maps").map_err(e)?, &passwd, Format::Postmap)?,
+        })
+    }
+
+    /// The transport table's entry for an address, most specific key first.
+    fn table_entry(&self, address: &str, domain: &str) -> Option<String> {
+        if self.transport_maps.is_empty() {
+            return None;
+        }
+        let mut keys = vec![address.to_owned(), domain.to_owned()];
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            keys.push(format!(".{parent}"));
+            rest = parent;
+        }
+        keys.push("*".into());
+        keys.iter().find_map(|k| match self.transport_maps.lookup(k) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("transport_maps lookup of {k}: {e}");
+                None
+            }
         })
     }
 
     pub(crate) fn route(&self, recipient: &str) -> Route {
         let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
-        if r.is_local {
-            Route {
-                transport: self.local.0.clone(),
-                nexthop: self.local.1.clone(),
-                destination: r.address().to_ascii_lowercase(),
-            }
+        let (mut transport, mut nexthop) = if r.is_local {
+            self.local.clone()
+        } else if self.relay_domains.contains(&r.domain) {
+            let (t, n) = self.relay.clone();
+            (t, if n.is_empty() { r.domain.clone() } else { n })
         } else {
-            let nexthop = if self.default.1.is_empty() {
-                r.domain.clone()
-            } else {
-                self.default.1.clone()
+            let (t, n) = self.default.clone();
+            let n = match (n.is_empty(), self.relayhost.is_empty()) {
+                (false, _) => n,
+                (true, false) => self.relayhost.clone(),
+                (true, true) => r.domain.clone(),
             };
-            Route {
-                transport: self.default.0.clone(),
-                destination: nexthop.clone(),
-                nexthop,
+            (t, n)
+        };
+        if let Some(entry) = self.table_entry(&r.address().to_ascii_lowercase(), &r.domain) {
+            let (t, n) = split_spec(&entry);
+            if !t.is_empty() {
+                if t != transport && n.is_empty() && !is_builtin(&t) {
+                    // Another transport without a next hop: the recipient's domain.
+                    nexthop = if t == self.local.0 { self.local.1.clone() } else { r.domain.clone() };
+                }
+                transport = t;
             }
+            if !n.is_empty() {
+                nexthop = n;
+            }
+        }
+        let destination = if transport == self.local.0 {
+            r.address().to_ascii_lowercase()
+        } else {
+            nexthop.to_ascii_lowercase()
+        };
+        Route {
+            transport,
+            nexthop,
+            destination,
         }
     }
 
@@ -69,13 +129,17 @@ impl Router {
                 .max(1)
         };
         if transport == self.local.0 {
-            (1, n("local_destination_concurrency_limit", 2))
-        } else {
-            (
-                n("default_destination_recipient_limit", 50),
-                n("default_destination_concurrency_limit", 20),
-            )
+            return (1, n("local_destination_concurrency_limit", 2));
         }
+        // `smtp_destination_concurrency_limit` and the like, where they exist.
+        let per = |what: &str, d: i64| {
+            let own = format!("{transport}_destination_{what}_limit");
+            match cfg.int(&own) {
+                Ok(v) => usize::try_from(v).unwrap_or(1).max(1),
+                Err(_) => n(&format!("default_destination_{what}_limit"), d),
+            }
+        };
+        (per("recipient", 50), per("concurrency", 20))
     }
 }
 
@@ -103,5 +167,38 @@ mod tests {
             ("smtp", "163.com", "163.com")
         );
         assert_eq!(r.route("user%163.com@ywnds.com").nexthop, "163.com");
+    }
+
+    #[test]
+    fn relayhost_relay_domains_and_transport_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("transport");
+        std::fs::write(
+            &table,
+            "example.test smtp:[127.0.0.2]:2526\n.sub.test relay:\nbad.test error:no such domain here\nvip@163.com smtp:[10.0.0.1]\nywnds.com local:\n",
+        )
+        .unwrap();
+        let cfg = Config::from_text(
+            Path::new("/etc/postfix"),
+            &format!(
+                "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = $myhostname, $mydomain\n\
+                 relayhost = [smarthost.test]:587\nrelay_domains = partner.test\ntransport_maps = texthash:{}\n",
+                table.display()
+            ),
+        )
+        .unwrap();
+        let r = Router::new(&cfg).unwrap();
+        let t = |a: &str| {
+            let x = r.route(a);
+            (x.transport, x.nexthop)
+        };
+        assert_eq!(t("a@163.com"), ("smtp".into(), "[smarthost.test]:587".into()));
+        assert_eq!(t("vip@163.com"), ("smtp".into(), "[10.0.0.1]".into()));
+        assert_eq!(t("a@partner.test"), ("relay".into(), "partner.test".into()));
+        assert_eq!(t("a@example.test"), ("smtp".into(), "[127.0.0.2]:2526".into()));
+        assert_eq!(t("a@deep.sub.test"), ("relay".into(), "deep.sub.test".into()));
+        assert_eq!(t("a@bad.test"), ("error".into(), "no such domain here".into()));
+        assert_eq!(t("openstack@ywnds.com"), ("local".into(), "mail.ywnds.com".into()));
+        assert_eq!(r.route("a@example.test").destination, "[127.0.0.2]:2526");
     }
 }

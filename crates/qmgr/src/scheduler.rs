@@ -389,6 +389,32 @@ impl Scheduler {
             arrival_us: micros(msg.qf.arrival),
             activated_us: micros(msg.activated),
         };
+        // error:text bounces, retry:text defers: no agent involved.
+        if crate::route::is_builtin(&route.transport) {
+            let n = req.recipients.len();
+            let status = if route.transport == "error" {
+                DeliveryStatus::Bounced {
+                    dsn: "5.0.0".into(),
+                    relay: "none".into(),
+                    reason: route.nexthop.clone(),
+                    final_recipient: None,
+                }
+            } else {
+                DeliveryStatus::Deferred {
+                    dsn: "4.0.0".into(),
+                    relay: "none".into(),
+                    reason: route.nexthop.clone(),
+                }
+            };
+            let _ = self.tx.send(Event::Delivered {
+                id: id.to_owned(),
+                batch,
+                route,
+                statuses: vec![status; n],
+                by_agent: false,
+            });
+            return;
+        }
         let socket = proto::transport_socket(self.queue.root(), &route.transport);
         let tx = self.tx.clone();
         let id = id.to_owned();

@@ -1,0 +1,398 @@
+//! One delivery request: find the servers, hold one conversation (reusing a
+//! cached connection to the same next hop when there is one), and turn each
+//! recipient's answer into a status and Postfix's log line.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pfx_config::Config;
+use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
+use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_queue::file::QueueFile;
+use pfx_queue::{Queue, QueueName};
+use pfx_smtp_proto::encode::DataEncoder;
+use tracing::{info, warn};
+
+use crate::client::{Broken, Conn, Reply, Timeouts};
+use crate::route::{self, Me, Target};
+
+type Idle = HashMap<String, Vec<(Instant, Target, Conn)>>;
+
+/// What the agent needs, built once per configuration.
+pub(crate) struct Agent {
+    queue: Queue,
+    resolver: pfx_dns::Resolver,
+    helo: String,
+    myhostname: String,
+    own: Vec<IpAddr>,
+    t: Timeouts,
+    cache_on: bool,
+    cache_time: Duration,
+    /// Idle connections per next hop (`smtp_connection_cache_on_demand`).
+    idle: Arc<Mutex<Idle>>,
+}
+
+impl Agent {
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
+        let e = |x: pfx_config::Error| x.to_string();
+        let time = |n: &str| cfg.time(n).map_err(e);
+        Ok(Self {
+            queue: Queue::new(cfg.get("queue_directory").map_err(e)?),
+            resolver: pfx_dns::Resolver::from_config(&cfg)?,
+            helo: cfg.get("smtp_helo_name").map_err(e)?,
+            myhostname: cfg.get("myhostname").map_err(e)?,
+            own: own_addresses(&cfg.get("inet_interfaces").map_err(e)?),
+            t: Timeouts {
+                connect: time("smtp_connect_timeout")?,
+                helo: time("smtp_helo_timeout")?,
+                mail: time("smtp_mail_timeout")?,
+                rcpt: time("smtp_rcpt_timeout")?,
+                data_init: time("smtp_data_init_timeout")?,
+                data_xfer: time("smtp_data_xfer_timeout")?,
+                data_done: time("smtp_data_done_timeout")?,
+                rset: time("smtp_rset_timeout")?,
+                quit: time("smtp_quit_timeout")?,
+            },
+            cache_on: cfg.bool("smtp_connection_cache_on_demand").map_err(e)?,
+            cache_time: time("smtp_connection_cache_time_limit")?,
+            idle: Arc::default(),
+        })
+    }
+}
+
+/// The addresses this host receives mail on (`inet_interfaces`), for loop detection.
+fn own_addresses(inet_interfaces: &str) -> Vec<IpAddr> {
+    let items: Vec<&str> = inet_interfaces.split([',', ' ']).filter(|s| !s.is_empty()).collect();
+    if items.iter().any(|i| *i == "all") {
+        return nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|s| IpAddr::V4(s.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    items
+        .iter()
+        .flat_map(|i| match *i {
+            "loopback-only" | "localhost" => vec!["127.0.0.1".parse().ok(), "::1".parse().ok()],
+            other => vec![other.trim_matches(['[', ']']).parse().ok()],
+        })
+        .flatten()
+        .collect()
+}
+
+/// One recipient's outcome.
+#[derive(Debug, Clone)]
+enum Verdict {
+    Sent(String),
+    Failed { temporary: bool, dsn: String, reason: String },
+}
+
+fn failed(temporary: bool, dsn: &str, reason: String) -> Verdict {
+    Verdict::Failed {
+        temporary,
+        dsn: dsn.to_owned(),
+        reason,
+    }
+}
+
+/// A reply that is not 2xx, as the reason Postfix gives.
+fn said(target: &Target, r: &Reply, command: &str) -> Verdict {
+    failed(
+        r.code < 500,
+        &r.dsn(),
+        format!("host {} said: {} (in reply to {command} command)", target.name(), r.text()),
+    )
+}
+
+fn broken(target: &Target, b: &Broken, stage: &str) -> Verdict {
+    let reason = match b {
+        Broken::TimedOut => format!("conversation with {} timed out while {stage}", target.name()),
+        Broken::Lost => format!("lost connection with {} while {stage}", target.name()),
+        Broken::Io(e) => format!("error talking to {} while {stage}: {e}", target.name()),
+    };
+    failed(true, "4.4.2", reason)
+}
+
+fn micros(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// Delivers a request and logs each recipient's outcome.
+pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+    let start = SystemTime::now();
+    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
+    let path = agent.queue.path(qname, &req.queue_id);
+    let n = req.recipients.len();
+    let (verdicts, relay, connected, uses) = match tokio::task::block_in_place(|| QueueFile::open(&path)) {
+        Err(e) => {
+            warn!("{}: read queue file: {e}", req.queue_id);
+            (vec![failed(true, "4.3.0", format!("read queue file: {e}")); n], "none".to_owned(), start, 1)
+        }
+        Ok(qf) => deliver(agent, req, &qf).await,
+    };
+    let mut statuses = Vec::with_capacity(n);
+    for (r, v) in req.recipients.iter().zip(verdicts) {
+        let times = Times {
+            arrival: micros(req.arrival_us),
+            activated: micros(req.activated_us),
+            agent_start: start,
+            connected,
+            done: SystemTime::now(),
+        };
+        // Postfix shows connection reuse right after the relay.
+        let relay = if uses > 1 { format!("{relay}, conn_use={uses}") } else { relay.clone() };
+        let (status, dsn, text, st) = match v {
+            Verdict::Sent(reply) => ("sent", "2.0.0".to_owned(), reply, DeliveryStatus::Sent),
+            Verdict::Failed { temporary: true, dsn, reason } => (
+                "deferred",
+                dsn.clone(),
+                reason.clone(),
+                DeliveryStatus::Deferred { dsn, relay: relay.clone(), reason },
+            ),
+            Verdict::Failed { temporary: false, dsn, reason } => (
+                "bounced",
+                dsn.clone(),
+                reason.clone(),
+                DeliveryStatus::Bounced {
+                    dsn,
+                    relay: relay.clone(),
+                    reason,
+                    final_recipient: None,
+                },
+            ),
+        };
+        let o = Outcome {
+            status,
+            dsn: &dsn,
+            relay: &relay,
+            text: &text,
+        };
+        info!("{}: {}", req.queue_id, delivery::line(&r.address, r.original.as_deref(), times, &o));
+        statuses.push(st);
+    }
+    statuses
+}
+
+/// Finds a server and runs the transaction: (verdicts, relay, when connected, connection uses).
+async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<Verdict>, String, SystemTime, u32) {
+    let n = req.recipients.len();
+    if let Some((target, mut conn)) = cached(agent, &req.nexthop).await {
+        let connected = SystemTime::now();
+        let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
+        let relay = format!("{}:{}", target.name(), target.port);
+        let uses = conn.uses;
+        release(agent, &req.nexthop, target, conn, &verdicts).await;
+        return (verdicts.unwrap_or_else(|v| vec![v; n]), relay, connected, uses);
+    }
+    let me = Me {
+        hostname: &agent.myhostname,
+        addresses: &agent.own,
+    };
+    let targets = match route::servers(&agent.resolver, &req.nexthop, &me).await {
+        Ok(t) => t,
+        Err(f) => return (vec![failed(f.temporary, f.dsn, f.reason); n], "none".into(), SystemTime::now(), 1),
+    };
+    let mut last = failed(true, "4.4.1", format!("connect to {}: no address", req.nexthop));
+    for target in targets {
+        let stream = match Conn::connect(SocketAddr::new(target.ip, target.port), &agent.t).await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = e.to_string();
+                let why = why.split(" (os error").next().unwrap_or(&why).to_owned();
+                let reason = format!("connect to {}:{}: {why}", target.name(), target.port);
+                info!("{reason}");
+                last = failed(true, "4.4.1", reason);
+                continue;
+            }
+        };
+        let conn = match Conn::start(stream, &agent.helo, &agent.t).await {
+            Ok(Ok(c)) => c,
+            Ok(Err((reply, Some(command)))) => {
+                last = said(&target, &reply, command);
+                continue;
+            }
+            Ok(Err((reply, None))) => {
+                // A server that greets with an error is skipped (Postfix's
+                // smtp_skip_5xx_greeting); if it was the last, try later.
+                let reason = format!("host {} refused to talk to me: {}", target.name(), reply.text());
+                info!("{reason}");
+                last = failed(true, &format!("4{}", &reply.dsn()[1..]), reason);
+                continue;
+            }
+            Err(b) => {
+                last = broken(&target, &b, "receiving the initial server greeting");
+                continue;
+            }
+        };
+        let mut conn = conn;
+        let connected = SystemTime::now();
+        let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
+        let relay = format!("{}:{}", target.name(), target.port);
+        let uses = conn.uses;
+        release(agent, &req.nexthop, target, conn, &verdicts).await;
+        return (verdicts.unwrap_or_else(|v| vec![v; n]), relay, connected, uses);
+    }
+    (vec![last; n], "none".into(), SystemTime::now(), 1)
+}
+
+/// An idle connection to this next hop that still answers RSET.
+async fn cached(agent: &Agent, nexthop: &str) -> Option<(Target, Conn)> {
+    loop {
+        let entry = {
+            let mut idle = agent.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let list = idle.get_mut(nexthop)?;
+            list.retain(|(since, _, _)| since.elapsed() < agent.cache_time);
+            list.pop()
+        };
+        let (_, target, mut conn) = entry?;
+        if let Ok(r) = conn.command("RSET", agent.t.rset).await {
+            if r.code / 100 == 2 {
+                return Some((target, conn));
+            }
+        }
+    }
+}
+
+/// After a transaction: keep the connection for the next message to the
+/// same next hop, or say QUIT.
+async fn release(agent: &Agent, nexthop: &str, target: Target, conn: Conn, outcome: &Result<Vec<Verdict>, Verdict>) {
+    if agent.cache_on && outcome.is_ok() {
+        agent
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(nexthop.to_owned())
+            .or_default()
+            .push((Instant::now(), target, conn));
+        // Connections nobody reused within the time limit are closed.
+        let (idle, limit) = (agent.idle.clone(), agent.cache_time);
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+            for list in idle.values_mut() {
+                list.retain(|(since, _, _)| since.elapsed() < limit);
+            }
+            idle.retain(|_, list| !list.is_empty());
+        });
+    } else if outcome.is_ok() {
+        conn.quit(&agent.t).await;
+    }
+}
+
+/// One mail transaction. `Err` is a verdict for every recipient (the
+/// connection broke, or the whole message was refused).
+async fn transaction(
+    agent: &Agent,
+    conn: &mut Conn,
+    target: &Target,
+    req: &DeliveryRequest,
+    qf: &QueueFile,
+) -> Result<Vec<Verdict>, Verdict> {
+    let t = agent.t;
+    let size = qf.content_len;
+    if let Some(limit) = conn.size_limit.filter(|l| size > *l) {
+        return Err(failed(
+            false,
+            "5.3.4",
+            format!("message size {size} exceeds size limit {limit} of server {}", target.name()),
+        ));
+    }
+    conn.uses += 1;
+    let mut mail = format!("MAIL FROM:<{}>", req.sender);
+    if conn.size_limit.is_some() {
+        mail.push_str(&format!(" SIZE={size}"));
+    }
+    let rcpts: Vec<String> = req.recipients.iter().map(|r| format!("RCPT TO:<{}>", r.address)).collect();
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+    let mail_reply;
+    let data_reply;
+    if conn.pipelining {
+        let mut batch = format!("{mail}\r\n");
+        for r in &rcpts {
+            batch.push_str(r);
+            batch.push_str("\r\n");
+        }
+        batch.push_str("DATA\r\n");
+        conn.send(batch.as_bytes()).await.map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
+        mail_reply = conn.read(t.mail).await.map_err(|b| broken(target, &b, "receiving the MAIL FROM response"))?;
+        for v in verdicts.iter_mut() {
+            let r = conn.read(t.rcpt).await.map_err(|b| broken(target, &b, "receiving the RCPT TO response"))?;
+            if r.code / 100 != 2 {
+                *v = Some(said(target, &r, "RCPT TO"));
+            }
+        }
+        data_reply = conn.read(t.data_init).await.map_err(|b| broken(target, &b, "receiving the DATA response"))?;
+    } else {
+        mail_reply = conn.command(&mail, t.mail).await.map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
+        if mail_reply.code / 100 != 2 {
+            let _ = conn.command("RSET", t.rset).await;
+            return Err(said(target, &mail_reply, "MAIL FROM"));
+        }
+        for (v, r) in verdicts.iter_mut().zip(&rcpts) {
+            let reply = conn.command(r, t.rcpt).await.map_err(|b| broken(target, &b, "sending RCPT TO"))?;
+            if reply.code / 100 != 2 {
+                *v = Some(said(target, &reply, "RCPT TO"));
+            }
+        }
+        if verdicts.iter().all(Option::is_some) {
+            let _ = conn.command("RSET", t.rset).await;
+            return Ok(verdicts.into_iter().flatten().collect());
+        }
+        data_reply = conn.command("DATA", t.data_init).await.map_err(|b| broken(target, &b, "sending DATA"))?;
+    }
+    if mail_reply.code / 100 != 2 {
+        if data_reply.code == 354 {
+            let _ = conn.command(".", t.data_done).await;
+        }
+        let _ = conn.command("RSET", t.rset).await;
+        return Err(said(target, &mail_reply, "MAIL FROM"));
+    }
+    let none_accepted = verdicts.iter().all(Option::is_some);
+    if data_reply.code != 354 {
+        let v = said(target, &data_reply, "DATA");
+        return Ok(verdicts.into_iter().map(|x| x.unwrap_or_else(|| v.clone())).collect());
+    }
+    if none_accepted {
+        // A server that says 354 without recipients gets an empty message it must refuse.
+        let _ = conn.command(".", t.data_done).await;
+        return Ok(verdicts.into_iter().flatten().collect());
+    }
+    // The content, CRLF and dot-stuffed, read from the open queue file.
+    let mut content = qf.content().map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
+    let mut enc = DataEncoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut wire = Vec::with_capacity(70 * 1024);
+    loop {
+        let n = tokio::task::block_in_place(|| std::io::Read::read(&mut content, &mut buf))
+            .map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
+        wire.clear();
+        if n == 0 {
+            enc.finish(&mut wire);
+        } else {
+            enc.feed(&buf[..n], &mut wire);
+        }
+        tokio::time::timeout(t.data_xfer, conn.send(&wire))
+            .await
+            .map_err(|_| broken(target, &Broken::TimedOut, "sending message body"))?
+            .map_err(|b| broken(target, &b, "sending message body"))?;
+        if n == 0 {
+            break;
+        }
+    }
+    let end = conn.read(t.data_done).await.map_err(|b| broken(target, &b, "sending end of data -- message may be sent more than once"))?;
+    let v = if end.code / 100 == 2 {
+        Verdict::Sent(end.text())
+    } else {
+        said(target, &end, "end of DATA")
+    };
+    Ok(verdicts.into_iter().map(|x| x.unwrap_or_else(|| v.clone())).collect())
+}

@@ -1,0 +1,49 @@
+//! smtp(8): delivers mail to other hosts over SMTP.
+//!
+//! qmgr hands it recipients with a next hop: `domain` or `host:port` (MX
+//! lookup through `crates/dns`, falling back to the A/AAAA records), or
+//! `[host]:port` (no MX lookup; `relayhost` and transport_maps entries look
+//! like this). It tries the servers in order until one answers, speaks
+//! ESMTP (HELO when EHLO is refused; PIPELINING and SIZE when offered), and
+//! reports each recipient: 2xx sent, 4xx deferred, 5xx bounced, with the
+//! server's reply as the reason. Connections are kept for the next message
+//! to the same next hop (`smtp_connection_cache_on_demand`). Logs Postfix's
+//! lines: `to=<r>, relay=host[ip]:port, delay=..., dsn=2.0.0, status=sent
+//! (250 2.0.0 Ok: queued as X)`.
+
+mod client;
+mod deliver;
+mod route;
+
+use std::sync::Arc;
+
+use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
+use tracing::warn;
+
+fn main() {
+    pfx_server::run("smtp", |ctx, endpoint| async move {
+        let agents: Arc<pfx_server::PerConfig<deliver::Agent>> = Arc::default();
+        pfx_server::serve_channels(&ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
+            let agents = agents.clone();
+            async move {
+                let agent = match agents.get(cfg, deliver::Agent::new) {
+                    Ok(a) => a,
+                    Err(e) => return warn!("configuration: {e}"),
+                };
+                // qmgr reuses its connections: serve requests until it closes this one.
+                loop {
+                    let req: DeliveryRequest = match ch.recv().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(e) => return warn!("read delivery request: {e}"),
+                    };
+                    let statuses = deliver::request(&agent, &req).await;
+                    if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
+                        return warn!("{}: reply to qmgr: {e}", req.queue_id);
+                    }
+                }
+            }
+        })
+        .await
+    })
+}
