@@ -163,6 +163,7 @@ impl Instance {
             "pickup",
             "showq",
             "flush",
+            "smtp",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
@@ -407,6 +408,20 @@ impl std::ops::Deref for MailInstance {
 }
 
 impl MailInstance {
+    /// Adds the smtp delivery agent to master.cf (mail for other domains).
+    pub fn add_smtp(&self) {
+        let mut master = std::fs::read_to_string(self.etc.join("master.cf")).unwrap();
+        master.push_str("smtp unix - - n - - smtp\n");
+        self.write_master_cf(&master);
+    }
+
+    /// Appends lines to main.cf.
+    pub fn add_main_cf(&self, lines: &str) {
+        let mut main = std::fs::read_to_string(self.etc.join("main.cf")).unwrap();
+        main.push_str(lines);
+        std::fs::write(self.etc.join("main.cf"), main).unwrap();
+    }
+
     /// Replaces the aliases file and rebuilds its database with newaliases.
     pub fn set_aliases(&self, text: &str) {
         std::fs::write(self.etc.join("aliases"), text).unwrap();
@@ -580,4 +595,203 @@ pub fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64
         }
     }
     totals
+}
+
+/// A scripted SMTP server on a loopback port, standing in for a remote MX.
+/// Its answers can be changed while it runs; what it accepted is recorded.
+pub mod fake_mx {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    /// How the server answers. Replies are full lines without CRLF.
+    #[derive(Debug, Clone)]
+    pub struct Script {
+        pub greeting: String,
+        /// EHLO extensions after the first line (PIPELINING, SIZE N...).
+        pub extensions: Vec<String>,
+        pub mail: String,
+        /// RCPT replies by address; others get `rcpt_default`.
+        pub rcpt: Vec<(String, String)>,
+        pub rcpt_default: String,
+        pub data: String,
+        /// Reply after the end of data.
+        pub end: String,
+        /// Close the connection after this many bytes of message data.
+        pub close_mid_data: Option<usize>,
+        /// Never answer EHLO (a stalled server).
+        pub stall: bool,
+    }
+
+    impl Default for Script {
+        fn default() -> Self {
+            Self {
+                greeting: "220 mx.example.test ESMTP fake".into(),
+                extensions: vec![
+                    "PIPELINING".into(),
+                    "SIZE 10240000".into(),
+                    "8BITMIME".into(),
+                ],
+                mail: "250 2.1.0 Ok".into(),
+                rcpt: vec![],
+                rcpt_default: "250 2.1.5 Ok".into(),
+                data: "354 End data with <CR><LF>.<CR><LF>".into(),
+                end: "250 2.0.0 Ok: queued as FAKE".into(),
+                close_mid_data: None,
+                stall: false,
+            }
+        }
+    }
+
+    /// A message the server accepted (final reply 2xx).
+    #[derive(Debug, Clone)]
+    pub struct Accepted {
+        pub sender: String,
+        pub recipients: Vec<String>,
+        /// The data as sent, dot-stuffing and CRLF included, without the final dot line.
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Default)]
+    pub struct State {
+        pub script: Option<Script>,
+        pub accepted: Vec<Accepted>,
+        pub connections: usize,
+        pub commands: Vec<String>,
+    }
+
+    pub struct FakeMx {
+        pub port: u16,
+        pub state: Arc<Mutex<State>>,
+    }
+
+    impl FakeMx {
+        /// Listens on `ip` (a loopback address), answering by `script`.
+        pub fn start(ip: &str, script: Script) -> Self {
+            let listener = TcpListener::bind((ip, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let state = Arc::new(Mutex::new(State {
+                script: Some(script),
+                ..State::default()
+            }));
+            let st = state.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let st = st.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(conn, &st);
+                    });
+                }
+            });
+            Self { port, state }
+        }
+
+        pub fn set(&self, script: Script) {
+            self.state.lock().unwrap().script = Some(script);
+        }
+
+        pub fn accepted(&self) -> Vec<Accepted> {
+            self.state.lock().unwrap().accepted.clone()
+        }
+
+        pub fn connections(&self) -> usize {
+            self.state.lock().unwrap().connections
+        }
+
+        pub fn commands(&self) -> Vec<String> {
+            self.state.lock().unwrap().commands.clone()
+        }
+    }
+
+    fn serve(conn: TcpStream, st: &Arc<Mutex<State>>) -> std::io::Result<()> {
+        let script = || st.lock().unwrap().script.clone().unwrap_or_default();
+        st.lock().unwrap().connections += 1;
+        let mut w = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        let say = |w: &mut TcpStream, line: &str| w.write_all(format!("{line}\r\n").as_bytes());
+        say(&mut w, &script().greeting)?;
+        let mut sender = String::new();
+        let mut rcpts: Vec<String> = Vec::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end().to_owned();
+            st.lock().unwrap().commands.push(line.clone());
+            let s = script();
+            let upper = line.to_ascii_uppercase();
+            if upper.starts_with("EHLO") {
+                if s.stall {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+                let mut lines = vec!["mx.example.test".to_owned()];
+                lines.extend(s.extensions.clone());
+                for (i, l) in lines.iter().enumerate() {
+                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                    w.write_all(format!("250{sep}{l}\r\n").as_bytes())?;
+                }
+            } else if upper.starts_with("HELO")
+                || upper.starts_with("RSET")
+                || upper.starts_with("NOOP")
+            {
+                rcpts.clear();
+                say(&mut w, "250 2.0.0 Ok")?;
+            } else if upper.starts_with("MAIL FROM:") {
+                sender = line[10..]
+                    .trim()
+                    .trim_matches(['<', '>'])
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                say(&mut w, &s.mail)?;
+            } else if upper.starts_with("RCPT TO:") {
+                let addr = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                let reply = s
+                    .rcpt
+                    .iter()
+                    .find(|(a, _)| *a == addr)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or(s.rcpt_default.clone());
+                if reply.starts_with('2') {
+                    rcpts.push(addr);
+                }
+                say(&mut w, &reply)?;
+            } else if upper == "DATA" {
+                say(&mut w, &s.data)?;
+                if !s.data.starts_with("354") {
+                    continue;
+                }
+                let mut data = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l)? == 0 {
+                        return Ok(());
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    data.extend_from_slice(&l);
+                    if s.close_mid_data.is_some_and(|n| data.len() >= n) {
+                        return Ok(()); // drop the connection mid-message
+                    }
+                }
+                if s.end.starts_with('2') && !rcpts.is_empty() {
+                    st.lock().unwrap().accepted.push(Accepted {
+                        sender: sender.clone(),
+                        recipients: rcpts.clone(),
+                        data,
+                    });
+                }
+                rcpts.clear();
+                say(&mut w, &s.end)?;
+            } else if upper == "QUIT" {
+                say(&mut w, "221 2.0.0 Bye")?;
+                return Ok(());
+            } else {
+                say(&mut w, "502 5.5.2 Error: command not recognized")?;
+            }
+        }
+    }
 }

@@ -117,7 +117,11 @@ impl MapList {
 
     /// [`MapList::parse`] for tables whose text files have `format`
     /// (`transport_maps` are postmap tables).
-    pub fn parse_as(specs: &[String], passwd: &passwd::Passwd, format: Format) -> Result<Self, String> {
+    pub fn parse_as(
+        specs: &[String],
+        passwd: &passwd::Passwd,
+        format: Format,
+    ) -> Result<Self, String> {
         specs
             .iter()
             .map(|s| Map::parse_as(s, passwd, format))

@@ -42,9 +42,6 @@ pub fn build_as(source: &Path, format: pfx_maps::Format) -> Result<usize, String
     Ok(entries.len())
 }
 
-
-
-
 #[derive(Parser, Debug)]
 #[command(
     name = "postalias",

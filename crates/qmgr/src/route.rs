@@ -55,7 +55,11 @@ impl Router {
             relay: split_spec(&cfg.get("relay_transport").map_err(e)?),
             default: split_spec(&cfg.get("default_transport").map_err(e)?),
             relayhost: cfg.get("relayhost").map_err(e)?,
-            transport_maps: MapList::parse_as(&cfg.list("transport_maps").map_err(e)?, &passwd, Format::Postmap)?,
+            transport_maps: MapList::parse_as(
+                &cfg.list("transport_maps").map_err(e)?,
+                &passwd,
+                Format::Postmap,
+            )?,
         })
     }
 
@@ -71,13 +75,14 @@ impl Router {
             rest = parent;
         }
         keys.push("*".into());
-        keys.iter().find_map(|k| match self.transport_maps.lookup(k) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!("transport_maps lookup of {k}: {e}");
-                None
-            }
-        })
+        keys.iter()
+            .find_map(|k| match self.transport_maps.lookup(k) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("transport_maps lookup of {k}: {e}");
+                    None
+                }
+            })
     }
 
     pub(crate) fn route(&self, recipient: &str) -> Route {
@@ -101,7 +106,11 @@ impl Router {
             if !t.is_empty() {
                 if t != transport && n.is_empty() && !is_builtin(&t) {
                     // Another transport without a next hop: the recipient's domain.
-                    nexthop = if t == self.local.0 { self.local.1.clone() } else { r.domain.clone() };
+                    nexthop = if t == self.local.0 {
+                        self.local.1.clone()
+                    } else {
+                        r.domain.clone()
+                    };
                 }
                 transport = t;
             }
@@ -192,13 +201,28 @@ mod tests {
             let x = r.route(a);
             (x.transport, x.nexthop)
         };
-        assert_eq!(t("a@163.com"), ("smtp".into(), "[smarthost.test]:587".into()));
+        assert_eq!(
+            t("a@163.com"),
+            ("smtp".into(), "[smarthost.test]:587".into())
+        );
         assert_eq!(t("vip@163.com"), ("smtp".into(), "[10.0.0.1]".into()));
         assert_eq!(t("a@partner.test"), ("relay".into(), "partner.test".into()));
-        assert_eq!(t("a@example.test"), ("smtp".into(), "[127.0.0.2]:2526".into()));
-        assert_eq!(t("a@deep.sub.test"), ("relay".into(), "deep.sub.test".into()));
-        assert_eq!(t("a@bad.test"), ("error".into(), "no such domain here".into()));
-        assert_eq!(t("openstack@ywnds.com"), ("local".into(), "mail.ywnds.com".into()));
+        assert_eq!(
+            t("a@example.test"),
+            ("smtp".into(), "[127.0.0.2]:2526".into())
+        );
+        assert_eq!(
+            t("a@deep.sub.test"),
+            ("relay".into(), "deep.sub.test".into())
+        );
+        assert_eq!(
+            t("a@bad.test"),
+            ("error".into(), "no such domain here".into())
+        );
+        assert_eq!(
+            t("openstack@ywnds.com"),
+            ("local".into(), "mail.ywnds.com".into())
+        );
         assert_eq!(r.route("a@example.test").destination, "[127.0.0.2]:2526");
     }
 }

@@ -572,7 +572,9 @@ impl Scheduler {
         false
     }
 
-    /// Once nothing is in flight: remove, bounce, expire or defer the message.
+    /// Once nothing is in flight: expire, bounce, defer or remove the
+    /// message. Failed recipients are reported to the sender at once, even
+    /// when others still wait in the deferred queue (as Postfix does).
     fn maybe_finish(&mut self, id: &str) {
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
@@ -590,37 +592,17 @@ impl Scheduler {
         let deferred: Vec<usize> = (0..msg.state.len())
             .filter(|&i| msg.state[i] == Rcpt::Deferred)
             .collect();
-        if !deferred.is_empty() {
-            let age = msg.qf.arrival.elapsed().unwrap_or_default();
-            let lifetime = if msg.qf.sender.is_empty() {
-                "bounce_queue_lifetime"
-            } else {
-                "maximal_queue_lifetime"
-            };
-            let lifetime = self
-                .cfg
-                .time(lifetime)
-                .unwrap_or(Duration::from_secs(5 * 86400));
-            if age < lifetime {
-                let min = self
-                    .cfg
-                    .time("minimal_backoff_time")
-                    .unwrap_or(Duration::from_secs(300));
-                let max = self
-                    .cfg
-                    .time("maximal_backoff_time")
-                    .unwrap_or(Duration::from_secs(4000))
-                    .max(min);
-                let delay = age.clamp(min, max);
-                if let Err(e) =
-                    self.queue
-                        .defer_until(id, QueueName::Active, SystemTime::now() + delay)
-                {
-                    warn!("{id}: move to deferred: {e}");
-                }
-                self.msgs.remove(id);
-                return;
-            }
+        let age = msg.qf.arrival.elapsed().unwrap_or_default();
+        let lifetime = if msg.qf.sender.is_empty() {
+            "bounce_queue_lifetime"
+        } else {
+            "maximal_queue_lifetime"
+        };
+        let lifetime = self
+            .cfg
+            .time(lifetime)
+            .unwrap_or(Duration::from_secs(5 * 86400));
+        if !deferred.is_empty() && age >= lifetime {
             // Expired: the deferred recipients are returned with their last reason.
             let reasons = statuslog::read(&queue_dir, Log::Defer, id).unwrap_or_default();
             let records: Vec<Status> = deferred
@@ -648,7 +630,7 @@ impl Scheduler {
             if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &offsets)) {
                 warn!("{id}: mark recipients done: {e}");
             }
-            for i in deferred {
+            for &i in &deferred {
                 msg.state[i] = Rcpt::Done;
             }
             msg.has_bounces = true;
@@ -685,6 +667,29 @@ impl Scheduler {
                 .await;
                 let _ = tx.send(Event::BounceDone { id, result });
             });
+            return;
+        }
+        if msg.state.iter().any(|s| *s == Rcpt::Deferred) {
+            let min = self
+                .cfg
+                .time("minimal_backoff_time")
+                .unwrap_or(Duration::from_secs(300));
+            let max = self
+                .cfg
+                .time("maximal_backoff_time")
+                .unwrap_or(Duration::from_secs(4000))
+                .max(min);
+            let delay = age.clamp(min, max);
+            match self
+                .queue
+                .defer_until(id, QueueName::Active, SystemTime::now() + delay)
+            {
+                Ok(()) => {}
+                // postsuper took it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("{id}: move to deferred: {e}"),
+            }
+            self.msgs.remove(id);
             return;
         }
         let path = msg.qf.path.clone();

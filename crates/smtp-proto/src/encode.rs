@@ -57,11 +57,19 @@ mod tests {
     fn dots_and_line_ends_across_chunks() {
         let mut e = DataEncoder::new();
         let mut out = Vec::new();
-        for chunk in [&b"Subject: x\n\n.leading\n"[..], b"mid.dot\n", b".", b"\nno newline"] {
+        for chunk in [
+            &b"Subject: x\n\n.leading\n"[..],
+            b"mid.dot\n",
+            b".",
+            b"\nno newline",
+        ] {
             e.feed(chunk, &mut out);
         }
         e.finish(&mut out);
-        assert_eq!(out, b"Subject: x\r\n\r\n..leading\r\nmid.dot\r\n..\r\nno newline\r\n.\r\n");
+        assert_eq!(
+            out,
+            b"Subject: x\r\n\r\n..leading\r\nmid.dot\r\n..\r\nno newline\r\n.\r\n"
+        );
     }
 
     #[test]
@@ -73,7 +81,12 @@ mod tests {
         e.finish(&mut wire);
         let mut back = Vec::new();
         let mut d = DataDecoder::new();
-        assert_eq!(d.feed(&wire, &mut back), Progress::Done { consumed: wire.len() });
+        assert_eq!(
+            d.feed(&wire, &mut back),
+            Progress::Done {
+                consumed: wire.len()
+            }
+        );
         assert_eq!(back, content);
     }
 }

@@ -29,7 +29,9 @@ impl Reply {
         let code = first.split(' ').next().unwrap_or("");
         let parts: Vec<&str> = code.split('.').collect();
         let valid = parts.len() == 3
-            && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
             && parts[0] == class.to_string();
         if valid {
             code.to_owned()
@@ -74,10 +76,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) async fn connect(addr: SocketAddr, t: &Timeouts) -> Result<TcpStream, std::io::Error> {
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        t: &Timeouts,
+    ) -> Result<TcpStream, std::io::Error> {
         match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "Connection timed out")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Connection timed out",
+            )),
         }
     }
 
@@ -108,7 +116,9 @@ impl Conn {
                 let mut words = ext.split_whitespace();
                 match words.next().map(str::to_ascii_uppercase).as_deref() {
                     Some("PIPELINING") => c.pipelining = true,
-                    Some("SIZE") => c.size_limit = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+                    Some("SIZE") => {
+                        c.size_limit = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0)
+                    }
                     _ => {}
                 }
             }
@@ -135,9 +145,14 @@ impl Conn {
                 return Err(Broken::Lost);
             }
             let line = line.trim_end_matches(['\r', '\n']);
-            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).filter(|c| (200..600).contains(c));
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .filter(|c| (200..600).contains(c));
             let Some(code) = code else {
-                return Err(Broken::Io(std::io::Error::other(format!("malformed reply: {line}"))));
+                return Err(Broken::Io(std::io::Error::other(format!(
+                    "malformed reply: {line}"
+                ))));
             };
             lines.push(line.get(4..).unwrap_or("").to_owned());
             if line.as_bytes().get(3) != Some(&b'-') {
@@ -150,10 +165,15 @@ impl Conn {
     }
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        self.writer.write_all(bytes).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Broken::Lost,
-            _ => Broken::Io(e),
-        })
+        self.writer
+            .write_all(bytes)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    Broken::Lost
+                }
+                _ => Broken::Io(e),
+            })
     }
 
     /// Sends one command line and reads its reply.

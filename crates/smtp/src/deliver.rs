@@ -64,7 +64,10 @@ impl Agent {
 
 /// The addresses this host receives mail on (`inet_interfaces`), for loop detection.
 fn own_addresses(inet_interfaces: &str) -> Vec<IpAddr> {
-    let items: Vec<&str> = inet_interfaces.split([',', ' ']).filter(|s| !s.is_empty()).collect();
+    let items: Vec<&str> = inet_interfaces
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .collect();
     if items.iter().any(|i| *i == "all") {
         return nix::ifaddrs::getifaddrs()
             .map(|addrs| {
@@ -93,7 +96,11 @@ fn own_addresses(inet_interfaces: &str) -> Vec<IpAddr> {
 #[derive(Debug, Clone)]
 enum Verdict {
     Sent(String),
-    Failed { temporary: bool, dsn: String, reason: String },
+    Failed {
+        temporary: bool,
+        dsn: String,
+        reason: String,
+    },
 }
 
 fn failed(temporary: bool, dsn: &str, reason: String) -> Verdict {
@@ -109,13 +116,20 @@ fn said(target: &Target, r: &Reply, command: &str) -> Verdict {
     failed(
         r.code < 500,
         &r.dsn(),
-        format!("host {} said: {} (in reply to {command} command)", target.name(), r.text()),
+        format!(
+            "host {} said: {} (in reply to {command} command)",
+            target.name(),
+            r.text()
+        ),
     )
 }
 
 fn broken(target: &Target, b: &Broken, stage: &str) -> Verdict {
     let reason = match b {
-        Broken::TimedOut => format!("conversation with {} timed out while {stage}", target.name()),
+        Broken::TimedOut => format!(
+            "conversation with {} timed out while {stage}",
+            target.name()
+        ),
         Broken::Lost => format!("lost connection with {} while {stage}", target.name()),
         Broken::Io(e) => format!("error talking to {} while {stage}: {e}", target.name()),
     };
@@ -132,13 +146,19 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
     let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
     let path = agent.queue.path(qname, &req.queue_id);
     let n = req.recipients.len();
-    let (verdicts, relay, connected, uses) = match tokio::task::block_in_place(|| QueueFile::open(&path)) {
-        Err(e) => {
-            warn!("{}: read queue file: {e}", req.queue_id);
-            (vec![failed(true, "4.3.0", format!("read queue file: {e}")); n], "none".to_owned(), start, 1)
-        }
-        Ok(qf) => deliver(agent, req, &qf).await,
-    };
+    let (verdicts, relay, connected, uses) =
+        match tokio::task::block_in_place(|| QueueFile::open(&path)) {
+            Err(e) => {
+                warn!("{}: read queue file: {e}", req.queue_id);
+                (
+                    vec![failed(true, "4.3.0", format!("read queue file: {e}")); n],
+                    "none".to_owned(),
+                    start,
+                    1,
+                )
+            }
+            Ok(qf) => deliver(agent, req, &qf).await,
+        };
     let mut statuses = Vec::with_capacity(n);
     for (r, v) in req.recipients.iter().zip(verdicts) {
         let times = Times {
@@ -149,16 +169,32 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
             done: SystemTime::now(),
         };
         // Postfix shows connection reuse right after the relay.
-        let relay = if uses > 1 { format!("{relay}, conn_use={uses}") } else { relay.clone() };
+        let relay = if uses > 1 {
+            format!("{relay}, conn_use={uses}")
+        } else {
+            relay.clone()
+        };
         let (status, dsn, text, st) = match v {
             Verdict::Sent(reply) => ("sent", "2.0.0".to_owned(), reply, DeliveryStatus::Sent),
-            Verdict::Failed { temporary: true, dsn, reason } => (
+            Verdict::Failed {
+                temporary: true,
+                dsn,
+                reason,
+            } => (
                 "deferred",
                 dsn.clone(),
                 reason.clone(),
-                DeliveryStatus::Deferred { dsn, relay: relay.clone(), reason },
+                DeliveryStatus::Deferred {
+                    dsn,
+                    relay: relay.clone(),
+                    reason,
+                },
             ),
-            Verdict::Failed { temporary: false, dsn, reason } => (
+            Verdict::Failed {
+                temporary: false,
+                dsn,
+                reason,
+            } => (
                 "bounced",
                 dsn.clone(),
                 reason.clone(),
@@ -176,14 +212,22 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
             relay: &relay,
             text: &text,
         };
-        info!("{}: {}", req.queue_id, delivery::line(&r.address, r.original.as_deref(), times, &o));
+        info!(
+            "{}: {}",
+            req.queue_id,
+            delivery::line(&r.address, r.original.as_deref(), times, &o)
+        );
         statuses.push(st);
     }
     statuses
 }
 
 /// Finds a server and runs the transaction: (verdicts, relay, when connected, connection uses).
-async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<Verdict>, String, SystemTime, u32) {
+async fn deliver(
+    agent: &Agent,
+    req: &DeliveryRequest,
+    qf: &QueueFile,
+) -> (Vec<Verdict>, String, SystemTime, u32) {
     let n = req.recipients.len();
     if let Some((target, mut conn)) = cached(agent, &req.nexthop).await {
         let connected = SystemTime::now();
@@ -191,7 +235,12 @@ async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<V
         let relay = format!("{}:{}", target.name(), target.port);
         let uses = conn.uses;
         release(agent, &req.nexthop, target, conn, &verdicts).await;
-        return (verdicts.unwrap_or_else(|v| vec![v; n]), relay, connected, uses);
+        return (
+            verdicts.unwrap_or_else(|v| vec![v; n]),
+            relay,
+            connected,
+            uses,
+        );
     }
     let me = Me {
         hostname: &agent.myhostname,
@@ -199,9 +248,20 @@ async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<V
     };
     let targets = match route::servers(&agent.resolver, &req.nexthop, &me).await {
         Ok(t) => t,
-        Err(f) => return (vec![failed(f.temporary, f.dsn, f.reason); n], "none".into(), SystemTime::now(), 1),
+        Err(f) => {
+            return (
+                vec![failed(f.temporary, f.dsn, f.reason); n],
+                "none".into(),
+                SystemTime::now(),
+                1,
+            )
+        }
     };
-    let mut last = failed(true, "4.4.1", format!("connect to {}: no address", req.nexthop));
+    let mut last = failed(
+        true,
+        "4.4.1",
+        format!("connect to {}: no address", req.nexthop),
+    );
     for target in targets {
         let stream = match Conn::connect(SocketAddr::new(target.ip, target.port), &agent.t).await {
             Ok(s) => s,
@@ -223,7 +283,11 @@ async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<V
             Ok(Err((reply, None))) => {
                 // A server that greets with an error is skipped (Postfix's
                 // smtp_skip_5xx_greeting); if it was the last, try later.
-                let reason = format!("host {} refused to talk to me: {}", target.name(), reply.text());
+                let reason = format!(
+                    "host {} refused to talk to me: {}",
+                    target.name(),
+                    reply.text()
+                );
                 info!("{reason}");
                 last = failed(true, &format!("4{}", &reply.dsn()[1..]), reason);
                 continue;
@@ -239,7 +303,12 @@ async fn deliver(agent: &Agent, req: &DeliveryRequest, qf: &QueueFile) -> (Vec<V
         let relay = format!("{}:{}", target.name(), target.port);
         let uses = conn.uses;
         release(agent, &req.nexthop, target, conn, &verdicts).await;
-        return (verdicts.unwrap_or_else(|v| vec![v; n]), relay, connected, uses);
+        return (
+            verdicts.unwrap_or_else(|v| vec![v; n]),
+            relay,
+            connected,
+            uses,
+        );
     }
     (vec![last; n], "none".into(), SystemTime::now(), 1)
 }
@@ -264,7 +333,13 @@ async fn cached(agent: &Agent, nexthop: &str) -> Option<(Target, Conn)> {
 
 /// After a transaction: keep the connection for the next message to the
 /// same next hop, or say QUIT.
-async fn release(agent: &Agent, nexthop: &str, target: Target, conn: Conn, outcome: &Result<Vec<Verdict>, Verdict>) {
+async fn release(
+    agent: &Agent,
+    nexthop: &str,
+    target: Target,
+    conn: Conn,
+    outcome: &Result<Vec<Verdict>, Verdict>,
+) {
     if agent.cache_on && outcome.is_ok() {
         agent
             .idle
@@ -303,7 +378,10 @@ async fn transaction(
         return Err(failed(
             false,
             "5.3.4",
-            format!("message size {size} exceeds size limit {limit} of server {}", target.name()),
+            format!(
+                "message size {size} exceeds size limit {limit} of server {}",
+                target.name()
+            ),
         ));
     }
     conn.uses += 1;
@@ -311,7 +389,11 @@ async fn transaction(
     if conn.size_limit.is_some() {
         mail.push_str(&format!(" SIZE={size}"));
     }
-    let rcpts: Vec<String> = req.recipients.iter().map(|r| format!("RCPT TO:<{}>", r.address)).collect();
+    let rcpts: Vec<String> = req
+        .recipients
+        .iter()
+        .map(|r| format!("RCPT TO:<{}>", r.address))
+        .collect();
     let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
     let mail_reply;
     let data_reply;
@@ -322,23 +404,40 @@ async fn transaction(
             batch.push_str("\r\n");
         }
         batch.push_str("DATA\r\n");
-        conn.send(batch.as_bytes()).await.map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
-        mail_reply = conn.read(t.mail).await.map_err(|b| broken(target, &b, "receiving the MAIL FROM response"))?;
+        conn.send(batch.as_bytes())
+            .await
+            .map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
+        mail_reply = conn
+            .read(t.mail)
+            .await
+            .map_err(|b| broken(target, &b, "receiving the MAIL FROM response"))?;
         for v in verdicts.iter_mut() {
-            let r = conn.read(t.rcpt).await.map_err(|b| broken(target, &b, "receiving the RCPT TO response"))?;
+            let r = conn
+                .read(t.rcpt)
+                .await
+                .map_err(|b| broken(target, &b, "receiving the RCPT TO response"))?;
             if r.code / 100 != 2 {
                 *v = Some(said(target, &r, "RCPT TO"));
             }
         }
-        data_reply = conn.read(t.data_init).await.map_err(|b| broken(target, &b, "receiving the DATA response"))?;
+        data_reply = conn
+            .read(t.data_init)
+            .await
+            .map_err(|b| broken(target, &b, "receiving the DATA response"))?;
     } else {
-        mail_reply = conn.command(&mail, t.mail).await.map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
+        mail_reply = conn
+            .command(&mail, t.mail)
+            .await
+            .map_err(|b| broken(target, &b, "sending MAIL FROM"))?;
         if mail_reply.code / 100 != 2 {
             let _ = conn.command("RSET", t.rset).await;
             return Err(said(target, &mail_reply, "MAIL FROM"));
         }
         for (v, r) in verdicts.iter_mut().zip(&rcpts) {
-            let reply = conn.command(r, t.rcpt).await.map_err(|b| broken(target, &b, "sending RCPT TO"))?;
+            let reply = conn
+                .command(r, t.rcpt)
+                .await
+                .map_err(|b| broken(target, &b, "sending RCPT TO"))?;
             if reply.code / 100 != 2 {
                 *v = Some(said(target, &reply, "RCPT TO"));
             }
@@ -347,7 +446,10 @@ async fn transaction(
             let _ = conn.command("RSET", t.rset).await;
             return Ok(verdicts.into_iter().flatten().collect());
         }
-        data_reply = conn.command("DATA", t.data_init).await.map_err(|b| broken(target, &b, "sending DATA"))?;
+        data_reply = conn
+            .command("DATA", t.data_init)
+            .await
+            .map_err(|b| broken(target, &b, "sending DATA"))?;
     }
     if mail_reply.code / 100 != 2 {
         if data_reply.code == 354 {
@@ -359,7 +461,10 @@ async fn transaction(
     let none_accepted = verdicts.iter().all(Option::is_some);
     if data_reply.code != 354 {
         let v = said(target, &data_reply, "DATA");
-        return Ok(verdicts.into_iter().map(|x| x.unwrap_or_else(|| v.clone())).collect());
+        return Ok(verdicts
+            .into_iter()
+            .map(|x| x.unwrap_or_else(|| v.clone()))
+            .collect());
     }
     if none_accepted {
         // A server that says 354 without recipients gets an empty message it must refuse.
@@ -367,7 +472,9 @@ async fn transaction(
         return Ok(verdicts.into_iter().flatten().collect());
     }
     // The content, CRLF and dot-stuffed, read from the open queue file.
-    let mut content = qf.content().map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
+    let mut content = qf
+        .content()
+        .map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
     let mut enc = DataEncoder::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut wire = Vec::with_capacity(70 * 1024);
@@ -388,11 +495,20 @@ async fn transaction(
             break;
         }
     }
-    let end = conn.read(t.data_done).await.map_err(|b| broken(target, &b, "sending end of data -- message may be sent more than once"))?;
+    let end = conn.read(t.data_done).await.map_err(|b| {
+        broken(
+            target,
+            &b,
+            "sending end of data -- message may be sent more than once",
+        )
+    })?;
     let v = if end.code / 100 == 2 {
         Verdict::Sent(end.text())
     } else {
         said(target, &end, "end of DATA")
     };
-    Ok(verdicts.into_iter().map(|x| x.unwrap_or_else(|| v.clone())).collect())
+    Ok(verdicts
+        .into_iter()
+        .map(|x| x.unwrap_or_else(|| v.clone()))
+        .collect())
 }

@@ -39,7 +39,9 @@ pub(crate) fn parse_nexthop(nexthop: &str) -> (String, u16, bool) {
             None => (rest, None, false),
         },
         None => match nexthop.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (h, Some(p), true),
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+                (h, Some(p), true)
+            }
             _ => (nexthop, None, true),
         },
     };
@@ -85,7 +87,11 @@ fn loops(domain: &str) -> Failure {
 }
 
 /// The servers for `nexthop`, in the order to try them.
-pub(crate) async fn servers(resolver: &Resolver, nexthop: &str, me: &Me<'_>) -> Result<Vec<Target>, Failure> {
+pub(crate) async fn servers(
+    resolver: &Resolver,
+    nexthop: &str,
+    me: &Me<'_>,
+) -> Result<Vec<Target>, Failure> {
     let (host, port, use_mx) = parse_nexthop(nexthop);
     let target = |h: &str, ip: IpAddr| Target {
         host: h.to_owned(),
@@ -106,7 +112,10 @@ pub(crate) async fn servers(resolver: &Resolver, nexthop: &str, me: &Me<'_>) -> 
     };
     let Some(mut mx) = mx else {
         // No MX: the host itself.
-        let ips = resolver.addresses(&host).await.map_err(|e| not_found(&host, "A", &e))?;
+        let ips = resolver
+            .addresses(&host)
+            .await
+            .map_err(|e| not_found(&host, "A", &e))?;
         if use_mx && me.is(&host, &ips) {
             return Err(loops(&host));
         }
@@ -149,10 +158,16 @@ pub(crate) async fn servers(resolver: &Resolver, nexthop: &str, me: &Me<'_>) -> 
 /// Random order among MX hosts of equal preference (RFC 5321 5.1).
 fn shuffle_equal_preferences(mx: &mut [(u16, String)]) {
     use std::hash::{BuildHasher, Hasher};
-    let mut seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let mut seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let mut start = 0;
     while start < mx.len() {
-        let end = start + mx[start..].iter().take_while(|(p, _)| *p == mx[start].0).count();
+        let end = start
+            + mx[start..]
+                .iter()
+                .take_while(|(p, _)| *p == mx[start].0)
+                .count();
         for i in (start + 1..end).rev() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
@@ -170,22 +185,44 @@ mod tests {
 
     #[test]
     fn nexthop_forms() {
-        assert_eq!(parse_nexthop("[127.0.0.2]:2525"), ("127.0.0.2".into(), 2525, false));
-        assert_eq!(parse_nexthop("[mx.example.test]"), ("mx.example.test".into(), 25, false));
-        assert_eq!(parse_nexthop("example.test:2526"), ("example.test".into(), 2526, true));
-        assert_eq!(parse_nexthop("Example.TEST"), ("example.test".into(), 25, true));
+        assert_eq!(
+            parse_nexthop("[127.0.0.2]:2525"),
+            ("127.0.0.2".into(), 2525, false)
+        );
+        assert_eq!(
+            parse_nexthop("[mx.example.test]"),
+            ("mx.example.test".into(), 25, false)
+        );
+        assert_eq!(
+            parse_nexthop("example.test:2526"),
+            ("example.test".into(), 2526, true)
+        );
+        assert_eq!(
+            parse_nexthop("Example.TEST"),
+            ("example.test".into(), 25, true)
+        );
     }
 
     #[test]
     fn equal_preferences_are_shuffled_but_stay_in_their_group() {
         let mut seen_first = std::collections::HashSet::new();
         for _ in 0..200 {
-            let mut mx: Vec<(u16, String)> = vec![(5, "a".into()), (10, "b".into()), (10, "c".into()), (10, "d".into()), (20, "e".into())];
+            let mut mx: Vec<(u16, String)> = vec![
+                (5, "a".into()),
+                (10, "b".into()),
+                (10, "c".into()),
+                (10, "d".into()),
+                (20, "e".into()),
+            ];
             shuffle_equal_preferences(&mut mx);
             assert_eq!(mx[0].1, "a");
             assert_eq!(mx[4].1, "e");
             seen_first.insert(mx[1].1.clone());
         }
-        assert_eq!(seen_first.len(), 3, "every equal-preference host comes first sometimes");
+        assert_eq!(
+            seen_first.len(),
+            3,
+            "every equal-preference host comes first sometimes"
+        );
     }
 }

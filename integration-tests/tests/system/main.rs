@@ -9,3 +9,4 @@ mod named;
 mod postconf;
 mod privileges;
 mod queuetools;
+mod relay;

@@ -1,0 +1,218 @@
+//! The smtp delivery agent: relaying to other domains through relayhost,
+//! transport_maps and MX records, against a scripted fake MX and a second
+//! postfix-rs instance; each case ends delivered, deferred or bounced,
+//! never lost and never duplicated.
+
+use std::time::Duration;
+
+use testkit::fake_mx::{FakeMx, Script};
+use testkit::{wait_for, Instance, MailInstance, Smtp};
+
+/// A mail instance that relays everything to `[127.0.0.1]:port`.
+fn relaying_to(port: u16, extra: &str) -> MailInstance {
+    let m = Instance::mail(&format!("relayhost = [127.0.0.1]:{port}\n{extra}"));
+    m.add_smtp();
+    m.start();
+    m.wait_children(&["smtp"]);
+    m
+}
+
+fn send(m: &MailInstance, to: &[&str], data: &str) -> String {
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    // Dot-stuffed as an SMTP client must.
+    let wire = data.replace("\n.", "\n..").replace('\n', "\r\n");
+    let r = c.mail("hadoop@ywnds.com", to, wire.as_bytes());
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    c.cmd("QUIT");
+    r.rsplit(' ').next().unwrap().to_owned()
+}
+
+fn log_line(m: &MailInstance, needle: &str) -> String {
+    assert!(
+        m.wait_log(needle, Duration::from_secs(20)),
+        "no {needle:?} in:\n{}",
+        m.log_text()
+    );
+    m.log_text()
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn relayhost_gets_the_message_byte_exact_over_one_reused_connection() {
+    let mx = FakeMx::start("127.0.0.1", Script::default());
+    let m = relaying_to(mx.port, "");
+    let id = send(
+        &m,
+        &["someone@163.com"],
+        "Subject: relay\n\n.leading dot\nline\n",
+    );
+    let line = log_line(&m, &format!("{id}: to=<someone@163.com>"));
+    assert!(
+        line.contains(&format!(", relay=127.0.0.1[127.0.0.1]:{}, delay=", mx.port))
+            && line.ends_with("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as FAKE)"),
+        "{line}"
+    );
+    let got = mx.accepted();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].sender, "hadoop@ywnds.com");
+    assert_eq!(got[0].recipients, ["someone@163.com"]);
+    let data = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        data.contains("\r\nSubject: relay\r\n")
+            && data.ends_with("\r\n\r\n..leading dot\r\nline\r\n\r\n"),
+        "{data:?}"
+    );
+    assert!(mx
+        .commands()
+        .iter()
+        .any(|c| c.starts_with("MAIL FROM:<hadoop@ywnds.com> SIZE=")));
+    // The next message to the same place reuses the connection.
+    let id2 = send(&m, &["other@163.com"], "Subject: second\n\nx\n");
+    let line = log_line(&m, &format!("{id2}: to=<other@163.com>"));
+    assert!(line.contains(", conn_use=2, delay="), "{line}");
+    assert_eq!(mx.connections(), 1);
+    assert!(m.wait_log(&format!("{id2}: removed"), Duration::from_secs(5)));
+}
+
+#[test]
+fn per_recipient_answers_defer_bounce_and_deliver_exactly_once() {
+    let mx = FakeMx::start(
+        "127.0.0.1",
+        Script {
+            rcpt: vec![
+                (
+                    "later@163.com".into(),
+                    "451 4.3.0 <later@163.com>: try again later".into(),
+                ),
+                (
+                    "nobody@163.com".into(),
+                    "550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown".into(),
+                ),
+            ],
+            ..Script::default()
+        },
+    );
+    let m = relaying_to(
+        mx.port,
+        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n",
+    );
+    let id = send(
+        &m,
+        &["ok@163.com", "later@163.com", "nobody@163.com"],
+        "Subject: three\n\nx\n",
+    );
+    let later = log_line(&m, &format!("{id}: to=<later@163.com>"));
+    assert!(later.contains("dsn=4.3.0, status=deferred (host 127.0.0.1[127.0.0.1] said: 451 4.3.0 <later@163.com>: try again later (in reply to RCPT TO command))"), "{later}");
+    let nobody = log_line(&m, &format!("{id}: to=<nobody@163.com>"));
+    assert!(nobody.contains("dsn=5.1.1, status=bounced (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown (in reply to RCPT TO command))"), "{nobody}");
+    assert!(log_line(&m, &format!("{id}: to=<ok@163.com>")).contains("status=sent"));
+    // The sender learns of the bounce, with the server's answer.
+    let notice = String::from_utf8_lossy(&m.wait_maildir("hadoop", 1)[0]).into_owned();
+    assert!(
+        notice.contains("nobody@163.com") && notice.contains("550 5.1.1"),
+        "{notice}"
+    );
+    // The deferral shows in the queue; once the server accepts, a flush delivers it.
+    assert!(wait_for(Duration::from_secs(10), || m
+        .queue_files("deferred")
+        .len()
+        == 1));
+    let listing = String::from_utf8_lossy(&m.run("postqueue", &["-p"]).stdout).into_owned();
+    assert!(listing.contains("(host 127.0.0.1[127.0.0.1] said: 451 4.3.0 <later@163.com>: try again later (in reply to RCPT TO command))"), "{listing}");
+    mx.set(Script::default());
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || mx.accepted().len() == 2),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.wait_log(&format!("{id}: removed"), Duration::from_secs(10)));
+    let all: Vec<String> = mx
+        .accepted()
+        .iter()
+        .flat_map(|a| a.recipients.clone())
+        .collect();
+    assert_eq!(
+        all,
+        ["ok@163.com", "later@163.com"],
+        "each recipient exactly once"
+    );
+}
+
+#[test]
+fn broken_stalled_and_refusing_servers() {
+    // Closed in the middle of DATA: deferred, then delivered once on retry.
+    let mx = FakeMx::start(
+        "127.0.0.1",
+        Script {
+            close_mid_data: Some(10),
+            ..Script::default()
+        },
+    );
+    let m = relaying_to(mx.port, "smtp_helo_timeout = 2s\n");
+    let id = send(
+        &m,
+        &["a@163.com"],
+        "Subject: cut\n\nsome longer body text here\n",
+    );
+    let line = log_line(&m, &format!("{id}: to=<a@163.com>"));
+    assert!(
+        line.contains("status=deferred (lost connection with 127.0.0.1[127.0.0.1] while sending"),
+        "{line}"
+    );
+    mx.set(Script::default());
+    assert!(
+        wait_for(Duration::from_secs(20), || mx.accepted().len() == 1),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.wait_log(&format!("{id}: removed"), Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mx.accepted().len(), 1);
+
+    // Too big for the server's SIZE: bounced without sending.
+    std::thread::sleep(Duration::from_secs(3)); // the cached connection expires
+    mx.set(Script {
+        extensions: vec!["SIZE 100".into()],
+        ..Script::default()
+    });
+    let before = mx.commands().len();
+    let id = send(
+        &m,
+        &["b@163.com"],
+        &format!("Subject: big\n\n{}\n", "x".repeat(500)),
+    );
+    let line = log_line(&m, &format!("{id}: to=<b@163.com>"));
+    assert!(
+        line.contains("dsn=5.3.4, status=bounced (message size")
+            && line.contains("exceeds size limit 100 of server 127.0.0.1[127.0.0.1])"),
+        "{line}"
+    );
+    assert!(!mx.commands()[before..]
+        .iter()
+        .any(|c| c.starts_with("MAIL")));
+
+    // A server that never answers EHLO: deferred after smtp_helo_timeout.
+    mx.set(Script {
+        stall: true,
+        ..Script::default()
+    });
+    std::thread::sleep(Duration::from_secs(3)); // the cached connection expires
+    let id = send(&m, &["c@163.com"], "Subject: stall\n\nx\n");
+    let line = log_line(&m, &format!("{id}: to=<c@163.com>"));
+    assert!(
+        line.contains("status=deferred (conversation with 127.0.0.1[127.0.0.1] timed out while"),
+        "{line}"
+    );
+
+    // Nothing listening: deferred with the connect error, relay=none.
+    let dead = testkit::free_port();
+    let n = relaying_to(dead, "");
+    let id = send(&n, &["d@163.com"], "Subject: dead\n\nx\n");
+    let line = log_line(&n, &format!("{id}: to=<d@163.com>"));
+    assert!(line.contains("relay=none, delay=") && line.contains(&format!("dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:{dead}: Connection refused)")), "{line}");
+}
