@@ -68,7 +68,7 @@ fn own_addresses(inet_interfaces: &str) -> Vec<IpAddr> {
         .split([',', ' '])
         .filter(|s| !s.is_empty())
         .collect();
-    if items.iter().any(|i| *i == "all") {
+    if items.contains(&"all") {
         return nix::ifaddrs::getifaddrs()
             .map(|addrs| {
                 addrs
