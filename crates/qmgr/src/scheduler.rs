@@ -669,7 +669,7 @@ impl Scheduler {
             });
             return;
         }
-        if msg.state.iter().any(|s| *s == Rcpt::Deferred) {
+        if msg.state.contains(&Rcpt::Deferred) {
             let min = self
                 .cfg
                 .time("minimal_backoff_time")
