@@ -508,11 +508,16 @@ impl Smtp {
 
     /// Connects from a given loopback source address (to be outside mynetworks).
     pub fn connect_from(source: &str, port: u16) -> (Self, String) {
+        Self::connect_between(source, "127.0.0.1", port)
+    }
+
+    /// Connects from `source` to a server on another loopback address.
+    pub fn connect_between(source: &str, dest: &str, port: u16) -> (Self, String) {
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         let src: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
         sock.bind(&src.into()).unwrap();
-        let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dst: std::net::SocketAddr = format!("{dest}:{port}").parse().unwrap();
         sock.connect(&dst.into()).unwrap();
         let stream: std::net::TcpStream = sock.into();
         stream

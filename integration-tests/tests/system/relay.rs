@@ -216,3 +216,114 @@ fn broken_stalled_and_refusing_servers() {
     let line = log_line(&n, &format!("{id}: to=<d@163.com>"));
     assert!(line.contains("relay=none, delay=") && line.contains(&format!("dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:{dead}: Connection refused)")), "{line}");
 }
+
+#[test]
+fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
+    // Instance A: ywnds.com on 127.0.0.1, with named serving the zones.
+    let a = Instance::mail("");
+    a.add_smtp();
+    let extra = "";
+    let dns = a.add_named("", extra);
+    let zones = a.etc.join("zones");
+    let zone = |name: &str, body: &str| {
+        std::fs::write(
+            zones.join(format!("{name}.zone")),
+            format!("$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 1 3H 15M 1W 1D\n\tIN NS ns.ywnds.com.\n{body}"),
+        )
+        .unwrap();
+        let mut conf = std::fs::read_to_string(a.etc.join("named.conf")).unwrap();
+        conf.push_str(&format!(
+            "zone \"{name}\" IN {{ type master; file \"{name}.zone\"; }};\n"
+        ));
+        std::fs::write(a.etc.join("named.conf"), conf).unwrap();
+    };
+    zone(
+        "example.test",
+        "\tIN MX 10 mx.example.test.\nmx IN A 127.0.0.2\n",
+    );
+    zone("loop.test", "\tIN MX 10 mail.ywnds.com.\n");
+    zone("nullmx.test", "\tIN MX 0 .\n");
+
+    // Instance B: example.test on 127.0.0.2, relaying for nobody.
+    let b = Instance::mail(
+        "myhostname = mx.example.test\nmydomain = example.test\nmydestination = example.test\ninet_interfaces = 127.0.0.2\n\
+         mynetworks = 127.0.0.2/32\nsmtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n",
+    );
+    let master = std::fs::read_to_string(b.etc.join("master.cf")).unwrap();
+    b.write_master_cf(&master.replace(
+        &format!("127.0.0.1:{}", b.port),
+        &format!("127.0.0.2:{}", b.port),
+    ));
+    b.postfix("start");
+    b.wait_children(&[&format!("127.0.0.2:{}", b.port), "cleanup", "qmgr", "local"]);
+
+    // A finds B through example.test's MX record, on B's port.
+    std::fs::write(
+        a.etc.join("transport"),
+        format!("example.test smtp:example.test:{}\n", b.port),
+    )
+    .unwrap();
+    a.add_main_cf(&format!(
+        "dns_servers = 127.0.0.1:{dns}\ntransport_maps = texthash:$config_directory/transport\n"
+    ));
+    a.start();
+    a.wait_children(&["smtp", "named"]);
+    let id = send(
+        &a,
+        &["openstack@example.test"],
+        "Subject: across\n\nhello B\n",
+    );
+    let line = log_line(&a, &format!("{id}: to=<openstack@example.test>"));
+    assert!(
+        line.contains(&format!("relay=mx.example.test[127.0.0.2]:{}, ", b.port))
+            && line.contains("status=sent (250 2.0.0 Ok: queued as "),
+        "{line}"
+    );
+    let got = b.wait_maildir("openstack", 1);
+    let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(
+        mail.starts_with("Return-Path: <hadoop@ywnds.com>\n") && mail.contains("\n\nhello B\n"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("by mx.example.test (Postfix) with ESMTP id"),
+        "{mail}"
+    );
+
+    // B relays for nobody outside its network.
+    let (mut c, _) = Smtp::connect_between("127.0.0.1", "127.0.0.2", b.port);
+    c.cmd("EHLO mail.ywnds.com");
+    assert!(c.cmd("MAIL FROM:<hadoop@ywnds.com>").starts_with("250"));
+    assert_eq!(
+        c.cmd("RCPT TO:<someone@163.com>"),
+        "554 5.7.1 <someone@163.com>: Relay access denied"
+    );
+
+    // An MX pointing back at A, and a null MX: bounced at once.
+    let id = send(
+        &a,
+        &["x@loop.test", "y@nullmx.test"],
+        "Subject: nowhere\n\nx\n",
+    );
+    let l = log_line(&a, &format!("{id}: to=<x@loop.test>"));
+    assert!(
+        l.contains("dsn=5.4.6, status=bounced (mail for loop.test loops back to myself)"),
+        "{l}"
+    );
+    let l = log_line(&a, &format!("{id}: to=<y@nullmx.test>"));
+    assert!(
+        l.contains("dsn=5.1.10, status=bounced (Domain nullmx.test does not accept mail (nullMX))"),
+        "{l}"
+    );
+    // A domain that does not exist is bounced; a DNS server that will not
+    // answer (named refuses names outside its zones) only defers.
+    let id = send(
+        &a,
+        &["z@nothere.ywnds.com", "w@elsewhere.test"],
+        "Subject: none\n\nx\n",
+    );
+    let l = log_line(&a, &format!("{id}: to=<z@nothere.ywnds.com>"));
+    assert!(l.contains("dsn=5.4.4, status=bounced (Host or domain name not found. Name service error for name=nothere.ywnds.com type=A: Host not found)"), "{l}");
+    let l = log_line(&a, &format!("{id}: to=<w@elsewhere.test>"));
+    assert!(l.contains("dsn=4.4.3, status=deferred (Host or domain name not found. Name service error for name=elsewhere.test type=MX: Host not found, try again)"), "{l}");
+}
