@@ -626,6 +626,8 @@ pub mod fake_mx {
         pub close_mid_data: Option<usize>,
         /// Never answer EHLO (a stalled server).
         pub stall: bool,
+        /// Refuse EHLO (an old server that knows only HELO).
+        pub helo_only: bool,
     }
 
     impl Default for Script {
@@ -644,6 +646,7 @@ pub mod fake_mx {
                 end: "250 2.0.0 Ok: queued as FAKE".into(),
                 close_mid_data: None,
                 stall: false,
+                helo_only: false,
             }
         }
     }
@@ -726,7 +729,9 @@ pub mod fake_mx {
             st.lock().unwrap().commands.push(line.clone());
             let s = script();
             let upper = line.to_ascii_uppercase();
-            if upper.starts_with("EHLO") {
+            if upper.starts_with("EHLO") && s.helo_only {
+                say(&mut w, "502 5.5.2 Error: command not recognized")?;
+            } else if upper.starts_with("EHLO") {
                 if s.stall {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                 }

@@ -16,7 +16,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::DnsHandle;
 use hickory_resolver::proto::op::{DnsRequestOptions, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use hickory_resolver::{NameServerPool, PoolContext, TlsConfig, TokioResolver};
+use hickory_resolver::{Hosts, NameServerPool, PoolContext, TlsConfig, TokioResolver};
 
 /// Why a lookup gave no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,25 @@ impl std::fmt::Display for Error {
 #[derive(Clone)]
 pub struct Resolver {
     backend: Backend,
+    /// The system's hosts file, consulted first for addresses (System only).
+    hosts: Option<Arc<Hosts>>,
+}
+
+/// Addresses of `name` from a hosts file, as libc's `files` source gives
+/// them: when the name is there for either family, that is the whole answer
+/// and DNS is not asked (hickory would still ask DNS for the other family,
+/// which stalls every lookup when no name server answers).
+fn hosts_addresses(hosts: &Hosts, name: &str) -> Option<Vec<IpAddr>> {
+    let name = Name::from_ascii(absolute(name)).ok()?;
+    let mut found = None;
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        if let Some(l) = hosts.lookup_static_host(&Query::query(name.clone(), rtype)) {
+            found
+                .get_or_insert_with(Vec::new)
+                .extend(l.answers().iter().filter_map(|r| r.data.ip_addr()));
+        }
+    }
+    found
 }
 
 #[derive(Clone)]
@@ -104,7 +123,10 @@ impl Resolver {
                 provider,
             ))
         };
-        Ok(Self { backend })
+        let hosts = matches!(backend, Backend::System(_))
+            .then(|| Hosts::from_system().ok().map(Arc::new))
+            .flatten();
+        Ok(Self { backend, hosts })
     }
 
     /// The answer records of one question.
@@ -149,6 +171,9 @@ impl Resolver {
 
     /// The A and AAAA addresses of `name`.
     pub async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, Error> {
+        if let Some(found) = self.hosts.as_deref().and_then(|h| hosts_addresses(h, name)) {
+            return non_empty(found);
+        }
         let mut out = Vec::new();
         let mut failure = None;
         for rtype in [RecordType::A, RecordType::AAAA] {
@@ -266,6 +291,23 @@ fn classify(e: hickory_resolver::net::NetError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_in_the_hosts_file_is_answered_from_it_alone() {
+        let mut hosts = Hosts::default();
+        hosts
+            .read_hosts_conf("127.0.0.1 localhost\n127.0.0.1 vm\n::1 six\n".as_bytes())
+            .unwrap();
+        assert_eq!(
+            hosts_addresses(&hosts, "vm"),
+            Some(vec!["127.0.0.1".parse().unwrap()])
+        );
+        assert_eq!(
+            hosts_addresses(&hosts, "six."),
+            Some(vec!["::1".parse().unwrap()])
+        );
+        assert_eq!(hosts_addresses(&hosts, "elsewhere.test"), None);
+    }
 
     #[test]
     fn reverse_names() {

@@ -196,7 +196,26 @@ fn broken_stalled_and_refusing_servers() {
         .iter()
         .any(|c| c.starts_with("MAIL")));
 
+    // An old server without EHLO: HELO, and no pipelining.
+    std::thread::sleep(Duration::from_secs(3)); // the cached connection expires
+    mx.set(Script {
+        helo_only: true,
+        ..Script::default()
+    });
+    let before = mx.commands().len();
+    let id = send(&m, &["old@163.com"], "Subject: old\n\nx\n");
+    assert!(log_line(&m, &format!("{id}: to=<old@163.com>")).contains("status=sent"));
+    let said: Vec<String> = mx.commands()[before..].to_vec();
+    assert!(
+        said[0].starts_with("EHLO ")
+            && said[1].starts_with("HELO ")
+            && said[2].starts_with("MAIL FROM:<hadoop@ywnds.com>"),
+        "{said:?}"
+    );
+    assert!(!said[2].contains("SIZE="), "no SIZE without EHLO: {said:?}");
+
     // A server that never answers EHLO: deferred after smtp_helo_timeout.
+    std::thread::sleep(Duration::from_secs(3));
     mx.set(Script {
         stall: true,
         ..Script::default()
@@ -239,7 +258,8 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
     };
     zone(
         "example.test",
-        "\tIN MX 10 mx.example.test.\nmx IN A 127.0.0.2\n",
+        // The better MX does not answer: A goes on to the next one.
+        "\tIN MX 20 mx.example.test.\n\tIN MX 10 down.example.test.\nmx IN A 127.0.0.2\ndown IN A 127.0.0.3\n",
     );
     zone("loop.test", "\tIN MX 10 mail.ywnds.com.\n");
     zone("nullmx.test", "\tIN MX 0 .\n");
@@ -274,6 +294,14 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
         "Subject: across\n\nhello B\n",
     );
     let line = log_line(&a, &format!("{id}: to=<openstack@example.test>"));
+    assert!(
+        a.log_text().contains(&format!(
+            "connect to down.example.test[127.0.0.3]:{}: Connection refused",
+            b.port
+        )),
+        "{}",
+        a.log_text()
+    );
     assert!(
         line.contains(&format!("relay=mx.example.test[127.0.0.2]:{}, ", b.port))
             && line.contains("status=sent (250 2.0.0 Ok: queued as "),
