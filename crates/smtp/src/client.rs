@@ -69,6 +69,7 @@ pub(crate) struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     pub(crate) pipelining: bool,
+    pub(crate) eight_bit: bool,
     /// The server's SIZE limit, if it announced one (0: none).
     pub(crate) size_limit: Option<u64>,
     /// Transactions done on this connection so far.
@@ -103,6 +104,7 @@ impl Conn {
             reader: BufReader::new(r),
             writer: w,
             pipelining: false,
+            eight_bit: false,
             size_limit: None,
             uses: 0,
         };
@@ -116,6 +118,7 @@ impl Conn {
                 let mut words = ext.split_whitespace();
                 match words.next().map(str::to_ascii_uppercase).as_deref() {
                     Some("PIPELINING") => c.pipelining = true,
+                    Some("8BITMIME") => c.eight_bit = true,
                     Some("SIZE") => {
                         c.size_limit = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0)
                     }

@@ -389,6 +389,10 @@ async fn transaction(
     if conn.size_limit.is_some() {
         mail.push_str(&format!(" SIZE={size}"));
     }
+    // 8-bit mail as it came (BODY=8BITMIME from the client), when the server takes it.
+    if conn.eight_bit && qf.attr("encoding") == Some("8bit") {
+        mail.push_str(" BODY=8BITMIME");
+    }
     let rcpts: Vec<String> = req
         .recipients
         .iter()

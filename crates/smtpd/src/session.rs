@@ -47,6 +47,8 @@ struct Session {
     helo: Option<String>,
     esmtp: bool,
     sender: Option<String>,
+    /// MAIL FROM said BODY=8BITMIME (recorded for the smtp client).
+    body_8bit: bool,
     recipients: Vec<(String, String)>,
     stats: [(u32, u32); VERBS.len()],
     errors: u32,
@@ -94,6 +96,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         helo: None,
         esmtp: false,
         sender: None,
+        body_8bit: false,
         recipients: Vec::new(),
         stats: [(0, 0); VERBS.len()],
         errors: 0,
@@ -291,6 +294,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.sender = None;
+        self.body_8bit = false;
         self.recipients.clear();
     }
 
@@ -349,6 +353,7 @@ impl Session {
         if self.sender.is_some() {
             return Reply::new(503, "5.5.1", "Error: nested MAIL command");
         }
+        let mut body_8bit = false;
         for p in params {
             match (p.key.to_ascii_uppercase().as_str(), p.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
@@ -358,8 +363,8 @@ impl Session {
                     Ok(_) => {}
                     Err(_) => return Reply::new(501, "5.5.4", "Bad message size syntax"),
                 },
-                ("BODY", Some(v))
-                    if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") => {}
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
                 ("SMTPUTF8", None) => {}
                 _ => {
                     return Reply::new(
@@ -371,6 +376,7 @@ impl Session {
             }
         }
         self.sender = Some(check::display(&addr));
+        self.body_8bit = body_8bit;
         Reply::new(250, "2.1.0", "Ok")
     }
 
@@ -555,6 +561,11 @@ impl Session {
             ),
             ("origin".into(), "smtpd".into()),
         ];
+        let mut attrs = attrs;
+        if self.body_8bit {
+            // As Postfix's queue file records it; smtp passes BODY=8BITMIME on.
+            attrs.push(("encoding".into(), "8bit".into()));
+        }
         let recipients: Vec<(String, Option<String>)> = recipients
             .iter()
             .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))

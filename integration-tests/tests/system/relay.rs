@@ -69,13 +69,42 @@ fn relayhost_gets_the_message_byte_exact_over_one_reused_connection() {
     assert!(mx
         .commands()
         .iter()
-        .any(|c| c.starts_with("MAIL FROM:<hadoop@ywnds.com> SIZE=")));
-    // The next message to the same place reuses the connection.
+        .any(|c| c.starts_with("MAIL FROM:<hadoop@ywnds.com> SIZE=") && !c.contains("BODY")));
+    // BODY=8BITMIME from the client goes on to the next hop.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .cmd("MAIL FROM:<hadoop@ywnds.com> BODY=8BITMIME")
+        .starts_with("250"));
+    assert!(c.cmd("RCPT TO:<eight@163.com>").starts_with("250"));
+    c.cmd("DATA");
+    c.send("Subject: caf\u{e9}\r\n\r\n\u{e9}t\u{e9}\r\n.\r\n".as_bytes());
+    assert!(c.reply().starts_with("250"));
+    c.cmd("QUIT");
+    assert!(
+        wait_for(Duration::from_secs(10), || mx
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("MAIL FROM:<hadoop@ywnds.com> SIZE=")
+                && c.ends_with(" BODY=8BITMIME"))),
+        "{:?}",
+        mx.commands()
+    );
+    assert!(wait_for(Duration::from_secs(5), || mx.accepted().len() == 2));
+    assert!(String::from_utf8_lossy(&mx.accepted()[1].data).contains("\r\n\r\n\u{e9}t\u{e9}\r\n"));
+    // That one went over the first message's connection; once it expired
+    // (smtp_connection_cache_time_limit), a new one is opened and reused.
+    let line = log_line(&m, "to=<eight@163.com>");
+    assert!(line.contains(", conn_use=2, delay="), "{line}");
+    std::thread::sleep(Duration::from_secs(3));
     let id2 = send(&m, &["other@163.com"], "Subject: second\n\nx\n");
     let line = log_line(&m, &format!("{id2}: to=<other@163.com>"));
+    assert!(!line.contains("conn_use="), "{line}");
+    let id3 = send(&m, &["third@163.com"], "Subject: third\n\nx\n");
+    let line = log_line(&m, &format!("{id3}: to=<third@163.com>"));
     assert!(line.contains(", conn_use=2, delay="), "{line}");
-    assert_eq!(mx.connections(), 1);
-    assert!(m.wait_log(&format!("{id2}: removed"), Duration::from_secs(5)));
+    assert_eq!(mx.connections(), 2);
+    assert!(m.wait_log(&format!("{id3}: removed"), Duration::from_secs(5)));
 }
 
 #[test]
