@@ -71,9 +71,19 @@ impl Notice<'_> {
             }
             head.push_str(&format!("Action: failed\nStatus: {}\n", s.dsn));
             if s.relay != "local" && s.relay != "none" && !s.relay.is_empty() {
+                // `mx.example[1.2.3.4]:25` and `host ... said: 550 ... (in reply to X command)`
+                // become `dns; mx.example` and `smtp; 550 ...`, as Postfix writes them.
+                let mta = s.relay.split('[').next().unwrap_or(&s.relay);
+                let said = s
+                    .reason
+                    .split_once(" said: ")
+                    .map_or(s.reason.as_str(), |(_, r)| r);
+                let said = match said.rfind(" (in reply to ") {
+                    Some(i) if said.ends_with(" command)") => &said[..i],
+                    _ => said,
+                };
                 head.push_str(&format!(
-                    "Remote-MTA: dns; {}\nDiagnostic-Code: smtp; {}\n",
-                    s.relay, s.reason
+                    "Remote-MTA: dns; {mta}\nDiagnostic-Code: smtp; {said}\n"
                 ));
             } else {
                 head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));

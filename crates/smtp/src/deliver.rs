@@ -168,8 +168,8 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
             connected,
             done: SystemTime::now(),
         };
-        // Postfix shows connection reuse right after the relay.
-        let relay = if uses > 1 {
+        // Postfix shows connection reuse right after the relay (in the log only).
+        let log_relay = if uses > 1 {
             format!("{relay}, conn_use={uses}")
         } else {
             relay.clone()
@@ -209,7 +209,7 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
         let o = Outcome {
             status,
             dsn: &dsn,
-            relay: &relay,
+            relay: &log_relay,
             text: &text,
         };
         info!(
