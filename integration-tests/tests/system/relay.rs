@@ -310,8 +310,27 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
     )
     .unwrap();
     a.add_main_cf(&format!(
-        "dns_servers = 127.0.0.1:{dns}\ntransport_maps = texthash:$config_directory/transport\n"
+        "dns_servers = 127.0.0.1:{dns}\ntransport_maps = hash:$config_directory/transport\n"
     ));
+    // An indexed table, built and queried with postmap as with Postfix.
+    let table = format!("hash:{}", a.etc.join("transport").display());
+    let out = std::process::Command::new(testkit::bin("postmap"))
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(testkit::bin("postmap"))
+        .args(["-q", "EXAMPLE.test", &table])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("smtp:example.test:{}\n", b.port)
+    );
     a.start();
     a.wait_children(&["smtp", "named"]);
     let id = send(
