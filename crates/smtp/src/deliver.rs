@@ -229,18 +229,8 @@ async fn deliver(
     qf: &QueueFile,
 ) -> (Vec<Verdict>, String, SystemTime, u32) {
     let n = req.recipients.len();
-    if let Some((target, mut conn)) = cached(agent, &req.nexthop).await {
-        let connected = SystemTime::now();
-        let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
-        let relay = format!("{}:{}", target.name(), target.port);
-        let uses = conn.uses;
-        release(agent, &req.nexthop, target, conn, &verdicts).await;
-        return (
-            verdicts.unwrap_or_else(|v| vec![v; n]),
-            relay,
-            connected,
-            uses,
-        );
+    if let Some((target, conn)) = cached(agent, &req.nexthop).await {
+        return converse(agent, req, qf, target, conn).await;
     }
     let me = Me {
         hostname: &agent.myhostname,
@@ -297,20 +287,32 @@ async fn deliver(
                 continue;
             }
         };
-        let mut conn = conn;
-        let connected = SystemTime::now();
-        let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
-        let relay = format!("{}:{}", target.name(), target.port);
-        let uses = conn.uses;
-        release(agent, &req.nexthop, target, conn, &verdicts).await;
-        return (
-            verdicts.unwrap_or_else(|v| vec![v; n]),
-            relay,
-            connected,
-            uses,
-        );
+        return converse(agent, req, qf, target, conn).await;
     }
     (vec![last; n], "none".into(), SystemTime::now(), 1)
+}
+
+/// The transaction on a connected server, then the connection is kept or
+/// closed: (verdicts, relay, when connected, connection uses).
+async fn converse(
+    agent: &Agent,
+    req: &DeliveryRequest,
+    qf: &QueueFile,
+    target: Target,
+    mut conn: Conn,
+) -> (Vec<Verdict>, String, SystemTime, u32) {
+    let connected = SystemTime::now();
+    let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
+    let relay = format!("{}:{}", target.name(), target.port);
+    let uses = conn.uses;
+    release(agent, &req.nexthop, target, conn, &verdicts).await;
+    let n = req.recipients.len();
+    (
+        verdicts.unwrap_or_else(|v| vec![v; n]),
+        relay,
+        connected,
+        uses,
+    )
 }
 
 /// An idle connection to this next hop that still answers RSET.
