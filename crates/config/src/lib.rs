@@ -57,6 +57,11 @@ impl Error {
     }
 }
 
+thread_local! {
+    /// Set while mydomain's default is being derived from myhostname.
+    static DERIVING_MYDOMAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Where a setting came from, for messages that name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -191,10 +196,20 @@ impl Config {
                 }
             }
             "mydomain" => {
-                let host = self.expanded("myhostname").unwrap_or_default();
+                // Derived from myhostname. When myhostname itself refers to
+                // $mydomain (found by fuzzing: endless recursion), the inner
+                // reference is empty, as with Postfix.
+                let host = DERIVING_MYDOMAIN.with(|busy| {
+                    if busy.replace(true) {
+                        return None;
+                    }
+                    let host = self.expanded("myhostname").unwrap_or_default();
+                    busy.set(false);
+                    Some(host)
+                })?;
                 match host.split_once('.') {
-                    Some((_, d)) if d.contains('.') || !d.is_empty() => d.to_owned(),
-                    _ => "localdomain".to_owned(),
+                    Some((_, d)) => d.to_owned(),
+                    None => "localdomain".to_owned(),
                 }
             }
             "config_directory" => self.dir.display().to_string(),
@@ -362,6 +377,15 @@ mod tests {
         assert_eq!(c.int("message_size_limit").unwrap(), 10_240_000);
         assert!(!c.is_set("message_size_limit"));
         assert_eq!(c.get("config_directory").unwrap(), "/etc/postfix");
+    }
+
+    #[test]
+    fn myhostname_built_from_an_unset_mydomain_does_not_recurse() {
+        // Found by fuzzing: mydomain's default comes from myhostname.
+        // Postfix 3.7's `postconf -x` prints the same.
+        let c = cfg("myhostname = mail.$mydomain\n");
+        assert_eq!(c.get("myhostname").unwrap(), "mail.");
+        assert_eq!(c.get("mydomain").unwrap(), "");
     }
 
     #[test]

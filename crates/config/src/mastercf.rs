@@ -198,6 +198,13 @@ fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
         ),
     };
     let name = &words[0];
+    let command = &words[7];
+    if command.is_empty() || command.contains(char::is_whitespace) {
+        return Err(bad(format!("invalid command field \"{command}\"")));
+    }
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad(format!("invalid service name \"{name}\"")));
+    }
     if kind == ServiceType::Inet {
         inet_port(name).map_err(bad)?;
     } else if name.contains('/') || name == "." || name == ".." {
@@ -212,7 +219,7 @@ fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
         chroot,
         wakeup,
         maxproc,
-        command: words[7].clone(),
+        command: command.clone(),
         args: words[8..].to_vec(),
         columns,
         line,
@@ -284,8 +291,10 @@ pub fn format_entry(s: &Service, fold: bool) -> String {
     }
     let mut it = s.args.iter().peekable();
     while let Some(a) = it.next() {
+        // Braces keep together what white space would split, and keep an
+        // empty argument or one that starts with '{' as it is.
         let shown = |v: &str| {
-            if v.contains(char::is_whitespace) {
+            if v.is_empty() || v.starts_with('{') || v.contains(char::is_whitespace) {
                 format!("{{{v}}}")
             } else {
                 v.to_owned()
@@ -409,6 +418,15 @@ mod tests {
                 "line 1: logical line must not start with white space",
             ),
             ("a unix - - n - - a -o {x=y\n", "line 1: missing '}'"),
+            // Found by fuzzing (crates/fuzz): a brace group is no command.
+            (
+                "a unix - - n - - {}\n",
+                "line 1: invalid command field \"\"",
+            ),
+            (
+                "{a b} unix - - n - - a\n",
+                "line 1: invalid service name \"a b\"",
+            ),
             (
                 "a unix - - n - - a\nb unix - - n - - b\na unix - - n - - c\n",
                 "line 3: duplicate service a/unix (first at line 1)",
@@ -441,5 +459,16 @@ mod tests {
             "x          unix  -       -       n       -       -       a -o a=b -o {c=d e}"
         );
         assert_eq!(format_entry(&s[3], true), "x          unix  -       -       n       -       -       a\n    -o a=b\n    -o {c=d e}");
+    }
+
+    #[test]
+    fn printed_entries_read_back_the_same() {
+        // Empty arguments and ones that start with '{' keep their braces (found by fuzzing).
+        let s = p("x unix - - n - - a {} {{b}} c} -o {} -o { d = {e} }\n").unwrap();
+        assert_eq!(s[0].args, ["", "{b}", "c}", "-o", "", "-o", "d={e}"]);
+        for fold in [false, true] {
+            let again = p(&format_entry(&s[0], fold)).unwrap();
+            assert_eq!(again[0].args, s[0].args);
+        }
     }
 }

@@ -381,8 +381,10 @@ impl QueueFile {
                     let mut p = text.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
                     let secs = p.next().unwrap_or(0);
                     let usecs = p.next().unwrap_or(0);
-                    qf.arrival =
-                        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(usecs);
+                    qf.arrival = Duration::from_secs(secs)
+                        .checked_add(Duration::from_micros(usecs))
+                        .and_then(|since| UNIX_EPOCH.checked_add(since))
+                        .ok_or_else(|| corrupt("bad time record"))?;
                 }
                 rec::SENDER => qf.sender = text,
                 rec::ATTR => {
@@ -643,6 +645,19 @@ mod tests {
             let _ = QueueFile::open(&path);
         }
         std::fs::write(&path, b"garbage that is not a queue file").unwrap();
+        assert!(matches!(QueueFile::open(&path), Err(Error::Corrupt(_))));
+        // An arrival time past what SystemTime holds (found by fuzzing):
+        // the time record (type, one length byte, text) replaced.
+        let at = good
+            .iter()
+            .position(|&b| b == rec::TIME)
+            .expect("time record");
+        let mut bad = good[..at].to_vec();
+        let huge = format!("{} 0", u64::MAX);
+        bad.extend_from_slice(&[rec::TIME, huge.len() as u8]);
+        bad.extend_from_slice(huge.as_bytes());
+        bad.extend_from_slice(&good[at + 2 + usize::from(good[at + 1])..]);
+        std::fs::write(&path, &bad).unwrap();
         assert!(matches!(QueueFile::open(&path), Err(Error::Corrupt(_))));
     }
 }

@@ -1,0 +1,205 @@
+//! Fuzzing entry points. Each function takes arbitrary bytes to one parser
+//! that reads input from outside (SMTP clients, maildrop files written by
+//! any local user, peers on a socket) or from an administrator's files, and
+//! panics only when a property that must hold is broken: a parser may reject
+//! its input, never crash on it.
+//!
+//! The libFuzzer targets in `fuzz/fuzz_targets/` call these (run them with
+//! `scripts/fuzz`); `tests/corpus.rs` replays the checked-in corpus through
+//! the same functions on every test run, so a fixed crash stays fixed.
+
+use std::path::Path;
+
+use pfx_ipc::proto;
+use pfx_smtp_proto::data::{DataDecoder, Progress};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A fuzzing entry point.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (the corpus and fuzz target are named after it) and entry point.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("smtp_command", smtp_command),
+    ("smtp_data", smtp_data),
+    ("main_cf", main_cf),
+    ("master_cf", master_cf),
+    ("aliases", aliases),
+    ("named_conf", named_conf),
+    ("zone_file", zone_file),
+    ("queue_file", queue_file),
+    ("ipc_frame", ipc_frame),
+];
+
+/// SMTP command lines, as smtpd splits them: any bytes, one line at a time.
+pub fn smtp_command(data: &[u8]) {
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match pfx_smtp_proto::parse_command(line) {
+            Ok(cmd) => assert!(!cmd.verb().is_empty()),
+            Err(e) => assert!(
+                e.reply.code >= 400,
+                "a refused command gets an error reply: {e:?}"
+            ),
+        }
+    }
+}
+
+/// The DATA decoder: the first byte picks a chunk size, the rest is what
+/// follows `354`. However the bytes arrive (TCP may cut them anywhere), the
+/// content, the end of the message and the bare-LF count are the same.
+pub fn smtp_data(data: &[u8]) {
+    let Some((&chunk, input)) = data.split_first() else {
+        return;
+    };
+    let whole = decode(input, input.len().max(1));
+    let pieces = decode(input, usize::from(chunk).max(1));
+    assert_eq!(whole, pieces, "split into {chunk}-byte pieces");
+    let (content, end, _) = &whole;
+    if let Some(end) = end {
+        // Only CRLF.CRLF ends a message, and it is the last thing consumed.
+        assert!(input[..*end].ends_with(b"\r\n.\r\n") || *end == 3 && input.starts_with(b".\r\n"));
+    }
+    assert!(!content.contains(&b'\r'), "content has LF line ends only");
+}
+
+fn decode(input: &[u8], chunk: usize) -> (Vec<u8>, Option<usize>, usize) {
+    let mut dec = DataDecoder::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for piece in input.chunks(chunk) {
+        if let Progress::Done { consumed } = dec.feed(piece, &mut out) {
+            assert!(consumed <= piece.len());
+            return (out, Some(at + consumed), dec.bare_lf_count());
+        }
+        at += piece.len();
+    }
+    (out, None, dec.bare_lf_count())
+}
+
+/// main.cf: parse, then expand and type-check every value as the daemons do.
+pub fn main_cf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let dir = Path::new("/nonexistent/fuzz");
+    let Ok(cfg) = pfx_config::Config::from_text(dir, &text) else {
+        return;
+    };
+    for e in cfg.entries() {
+        let _ = cfg.get(&e.name);
+        let _ = cfg.list(&e.name);
+    }
+    let _ = cfg.validate();
+    let _ = cfg.unused(&[]);
+}
+
+/// master.cf: parse; what `postconf -M` prints for an entry reads back as the same entry.
+pub fn master_cf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("master.cf");
+    let Ok(services) = pfx_config::mastercf::parse(path, &text) else {
+        return;
+    };
+    for s in services {
+        let _ = s.overrides();
+        if s.kind == pfx_config::ServiceType::Inet {
+            let _ = pfx_config::mastercf::inet_port(&s.name);
+        }
+        for fold in [false, true] {
+            let shown = pfx_config::mastercf::format_entry(&s, fold);
+            let again = pfx_config::mastercf::parse(path, &shown)
+                .unwrap_or_else(|e| panic!("{shown:?} does not read back: {e}"));
+            assert_eq!(again.len(), 1, "{shown:?}");
+            let again = &again[0];
+            assert_eq!(
+                (&again.name, again.kind, &again.command, &again.args),
+                (&s.name, s.kind, &s.command, &s.args),
+                "{shown:?}"
+            );
+        }
+    }
+}
+
+/// /etc/aliases: strict and lenient parsing agree, and every value splits into targets.
+pub fn aliases(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (entries, errors) = pfx_maps::aliases::parse_lenient("aliases", &text);
+    match pfx_maps::aliases::parse("aliases", &text) {
+        Ok(strict) => {
+            assert!(errors.is_empty());
+            assert_eq!(strict, entries);
+        }
+        Err(e) => assert_eq!(e.to_string(), errors[0].to_string()),
+    }
+    for (_, value) in &entries {
+        let _ = pfx_maps::aliases::targets(value);
+    }
+}
+
+/// named.conf (statements, options, ACLs, zones; `include` of files that
+/// do not exist is an error like any other).
+pub fn named_conf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = named::conf::parse(Path::new("/nonexistent/fuzz/named.conf"), &text);
+}
+
+/// A zone file for ywnds.com, checked as named-checkzone checks it; an
+/// error names the file and a line.
+pub fn zone_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(e) = named::zone::parse(
+        "ywnds.com",
+        Path::new("/nonexistent/fuzz/ywnds.com.zone"),
+        &text,
+    ) {
+        assert!(e.starts_with("zone ywnds.com/IN: "), "{e}");
+    }
+}
+
+/// A queue file, and so a maildrop file, which any local user can write
+/// through postdrop: it opens as a message or as corrupt, never a crash;
+/// what opens has its content where the size record says.
+pub fn queue_file(data: &[u8]) {
+    let path = std::env::temp_dir().join(format!("pfx-fuzz-queue-{}", std::process::id()));
+    std::fs::write(&path, data).expect("write the queue file");
+    if let Ok(qf) = pfx_queue::file::QueueFile::open(&path) {
+        let _ = qf.pending().count();
+        let _ = qf.attr("encoding");
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut qf.content().expect("content"), &mut content)
+            .expect("read the content");
+        assert!(content.len() <= data.len());
+    }
+}
+
+/// One IPC frame of any message type (the first byte picks it): a frame
+/// decodes to a message or to an error, and what decodes encodes back to
+/// bytes that decode to the same encoding.
+pub fn ipc_frame(data: &[u8]) {
+    let Some((&which, frame)) = data.split_first() else {
+        return;
+    };
+    match which % 13 {
+        0 => frame_of::<pfx_ipc::Hello>(frame),
+        1 => frame_of::<proto::CleanupRequest>(frame),
+        2 => frame_of::<proto::CleanupReply>(frame),
+        3 => frame_of::<proto::DeliveryRequest>(frame),
+        4 => frame_of::<proto::DeliveryReply>(frame),
+        5 => frame_of::<proto::BounceRequest>(frame),
+        6 => frame_of::<proto::BounceReply>(frame),
+        7 => frame_of::<proto::QueueEntry>(frame),
+        8 => frame_of::<proto::ShowqReply>(frame),
+        9 => frame_of::<proto::FlushRequest>(frame),
+        10 => frame_of::<proto::FlushReply>(frame),
+        11 => frame_of::<proto::DropEnvelope>(frame),
+        _ => frame_of::<proto::Origin>(frame),
+    }
+}
+
+fn frame_of<T: Serialize + DeserializeOwned>(frame: &[u8]) {
+    let mut r = frame;
+    let Ok(msg) = pfx_ipc::codec::read_frame::<T>(&mut r, pfx_ipc::DEFAULT_MAX_FRAME) else {
+        return;
+    };
+    let bytes = pfx_ipc::codec::encode(&msg).expect("a decoded message encodes");
+    let again: T = pfx_ipc::codec::decode(&bytes).expect("its encoding decodes");
+    assert_eq!(pfx_ipc::codec::encode(&again).expect("encodes"), bytes);
+}
