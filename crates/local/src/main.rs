@@ -14,35 +14,14 @@ mod deliver;
 mod mailbox;
 mod privs;
 
-use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
-use std::sync::Arc;
-
-use tracing::warn;
-
 fn main() {
     pfx_server::run("local", |ctx, endpoint| async move {
-        let tables: Arc<pfx_server::PerConfig<deliver::Tables>> = Arc::default();
-        pfx_server::serve_channels(&ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
-            let tables = tables.clone();
-            async move {
-                let tables = match tables.get(cfg, deliver::Tables::new) {
-                    Ok(t) => t,
-                    Err(e) => return warn!("configuration: {e}"),
-                };
-                // qmgr reuses its connections: serve requests until it closes this one.
-                loop {
-                    let req: DeliveryRequest = match ch.recv().await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return,
-                        Err(e) => return warn!("read delivery request: {e}"),
-                    };
-                    let statuses = deliver::request(&tables, &req).await;
-                    if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
-                        return warn!("{}: reply to qmgr: {e}", req.queue_id);
-                    }
-                }
-            }
-        })
+        pfx_server::serve_deliveries(
+            &ctx,
+            endpoint,
+            deliver::Tables::new,
+            |state, req| async move { deliver::request(&state, &req).await },
+        )
         .await
     })
 }

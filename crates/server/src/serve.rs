@@ -157,3 +157,45 @@ where
         _ => Err("trigger service needs a unix or fifo endpoint".into()),
     }
 }
+
+/// Serves qmgr's delivery requests: the whole of a delivery agent's (local,
+/// smtp) service loop. `state` is built once per configuration (tables,
+/// settings); `deliver` answers one request with a status per recipient.
+/// qmgr reuses its connections, so each serves requests until qmgr closes it.
+pub async fn serve_deliveries<S, B, D, Fut>(
+    ctx: &Context,
+    endpoint: Endpoint,
+    state: B,
+    deliver: D,
+) -> Result<(), String>
+where
+    S: Send + Sync + 'static,
+    B: Fn(Arc<pfx_config::Config>) -> Result<S, String> + Copy + Send + Sync + 'static,
+    D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Vec<pfx_ipc::proto::DeliveryStatus>> + Send,
+{
+    use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
+    let states: Arc<crate::PerConfig<S>> = Arc::default();
+    serve_channels(ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
+        let states = states.clone();
+        async move {
+            let state = match states.get(cfg, state) {
+                Ok(s) => s,
+                Err(e) => return warn!("configuration: {e}"),
+            };
+            loop {
+                let req: DeliveryRequest = match ch.recv().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(e) => return warn!("read delivery request: {e}"),
+                };
+                let queue_id = req.queue_id.clone();
+                let statuses = deliver(state.clone(), req).await;
+                if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
+                    return warn!("{queue_id}: reply to qmgr: {e}");
+                }
+            }
+        }
+    })
+    .await
+}

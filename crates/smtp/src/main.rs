@@ -15,35 +15,14 @@ mod client;
 mod deliver;
 mod route;
 
-use std::sync::Arc;
-
-use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
-use tracing::warn;
-
 fn main() {
     pfx_server::run("smtp", |ctx, endpoint| async move {
-        let agents: Arc<pfx_server::PerConfig<deliver::Agent>> = Arc::default();
-        pfx_server::serve_channels(&ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
-            let agents = agents.clone();
-            async move {
-                let agent = match agents.get(cfg, deliver::Agent::new) {
-                    Ok(a) => a,
-                    Err(e) => return warn!("configuration: {e}"),
-                };
-                // qmgr reuses its connections: serve requests until it closes this one.
-                loop {
-                    let req: DeliveryRequest = match ch.recv().await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return,
-                        Err(e) => return warn!("read delivery request: {e}"),
-                    };
-                    let statuses = deliver::request(&agent, &req).await;
-                    if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
-                        return warn!("{}: reply to qmgr: {e}", req.queue_id);
-                    }
-                }
-            }
-        })
+        pfx_server::serve_deliveries(
+            &ctx,
+            endpoint,
+            deliver::Agent::new,
+            |state, req| async move { deliver::request(&state, &req).await },
+        )
         .await
     })
 }
