@@ -199,10 +199,12 @@ fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
     };
     let name = &words[0];
     let command = &words[7];
-    if command.is_empty() || command.contains(char::is_whitespace) {
+    // A brace group is for arguments: these two fields are plain words.
+    let plain = |w: &str| !w.is_empty() && !w.starts_with('{') && !w.contains(char::is_whitespace);
+    if !plain(command) {
         return Err(bad(format!("invalid command field \"{command}\"")));
     }
-    if name.is_empty() || name.contains(char::is_whitespace) {
+    if !plain(name) {
         return Err(bad(format!("invalid service name \"{name}\"")));
     }
     if kind == ServiceType::Inet {
@@ -426,6 +428,10 @@ mod tests {
             (
                 "{a b} unix - - n - - a\n",
                 "line 1: invalid service name \"a b\"",
+            ),
+            (
+                "a unix - - n - - { {b} }\n",
+                "line 1: invalid command field \"{b}\"",
             ),
             (
                 "a unix - - n - - a\nb unix - - n - - b\na unix - - n - - c\n",
