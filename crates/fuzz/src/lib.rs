@@ -160,7 +160,10 @@ pub fn zone_file(data: &[u8]) {
 pub fn queue_file(data: &[u8]) {
     let path = std::env::temp_dir().join(format!("pfx-fuzz-queue-{}", std::process::id()));
     std::fs::write(&path, data).expect("write the queue file");
-    if let Ok(qf) = pfx_queue::file::QueueFile::open(&path) {
+    let opened = pfx_queue::file::QueueFile::open(&path);
+    // Nothing left behind; what opened stays readable, as for a delivery in progress.
+    std::fs::remove_file(&path).expect("remove the queue file");
+    if let Ok(qf) = opened {
         let _ = qf.pending().count();
         let _ = qf.attr("encoding");
         let mut content = Vec::new();
