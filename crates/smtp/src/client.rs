@@ -50,6 +50,17 @@ pub(crate) enum Broken {
     Io(std::io::Error),
 }
 
+impl From<std::io::Error> for Broken {
+    /// A reset or a broken pipe is a lost connection, when reading as when
+    /// writing: Postfix logs both as "lost connection".
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Self::Lost,
+            _ => Self::Io(e),
+        }
+    }
+}
+
 /// Timeouts of the conversation's stages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -141,7 +152,7 @@ impl Conn {
             let mut line = String::new();
             let n = match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
                 Err(_) => return Err(Broken::TimedOut),
-                Ok(Err(e)) => return Err(Broken::Io(e)),
+                Ok(Err(e)) => return Err(Broken::from(e)),
                 Ok(Ok(n)) => n,
             };
             if n == 0 {
@@ -168,15 +179,7 @@ impl Conn {
     }
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        self.writer
-            .write_all(bytes)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                    Broken::Lost
-                }
-                _ => Broken::Io(e),
-            })
+        self.writer.write_all(bytes).await.map_err(Broken::from)
     }
 
     /// Sends one command line and reads its reply.
@@ -188,5 +191,44 @@ impl Conn {
     /// Says goodbye; errors do not matter any more.
     pub(crate) async fn quit(mut self, t: &Timeouts) {
         let _ = self.command("QUIT", t.quit).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[tokio::test]
+    async fn a_reset_connection_is_a_lost_connection() {
+        // The server greets, reads EHLO and resets the connection (RST, not
+        // FIN): Postfix logs that as "lost connection" too.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"220 mx ESMTP\r\n").unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).unwrap();
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let second = Duration::from_secs(5);
+        let t = Timeouts {
+            connect: second,
+            helo: second,
+            mail: second,
+            rcpt: second,
+            data_init: second,
+            data_xfer: second,
+            data_done: second,
+            rset: second,
+            quit: second,
+        };
+        let stream = Conn::connect(addr, &t).await.unwrap();
+        let result = Conn::start(stream, "client.example", &t).await;
+        server.join().unwrap();
+        assert!(matches!(result, Err(Broken::Lost)), "{:?}", result.err());
     }
 }
