@@ -478,12 +478,18 @@ impl MailInstance {
 
     /// Files in a queue directory (hashed subdirectories included).
     pub fn queue_files(&self, queue: &str) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
         let mut out = Vec::new();
         let mut stack = vec![self.queue.join(queue)];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 if e.path().is_dir() {
                     stack.push(e.path());
+                } else if e
+                    .metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o777 == 0o400)
+                {
+                    // A file cleanup reserved (docs/QUEUE-FORMAT.md): not a message.
                 } else {
                     out.push(e.file_name().to_string_lossy().into_owned());
                 }

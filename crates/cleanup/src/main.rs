@@ -11,20 +11,22 @@
 
 mod headers;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use pfx_config::Config;
 use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
 use pfx_ipc::Channel;
-use pfx_queue::file::{Envelope, Writer};
+use pfx_queue::file::{Envelope, NameSynced, Writer};
+use pfx_queue::reserve::Reserve;
 use pfx_queue::Queue;
 use tokio::net::UnixStream;
 use tracing::{info, warn};
 
 fn main() {
-    // One thread for the protocol (a chain of small steps); commits go to
-    // the blocking pool.
+    // One thread for the protocol (a chain of small steps); a commit runs
+    // there when it is the only one, else on the blocking pool.
     pfx_server::run_with(
         "cleanup",
         pfx_server::Threads::One,
@@ -33,30 +35,61 @@ fn main() {
                 .config()
                 .get("queue_directory")
                 .map_err(|e| e.to_string())?;
-            let pool = Arc::new(pfx_queue::recycle::Pool::new(std::path::Path::new(
-                &queue_dir,
-            )));
-            pfx_server::serve_channels(&ctx, endpoint, conversation::CLEANUP, move |cfg, ch| {
-                let pool = pool.clone();
-                async move {
-                    if let Err(e) = session(cfg, pool, ch).await {
-                        warn!("{e}");
+            let shared = Arc::new(Shared {
+                reserve: Arc::new(Reserve::new(Queue::new(queue_dir))),
+                committing: AtomicUsize::new(0),
+            });
+            refill(&shared.reserve);
+            let reserve = shared.reserve.clone();
+            let served = pfx_server::serve_channels(
+                &ctx,
+                endpoint,
+                conversation::CLEANUP,
+                move |cfg, ch| {
+                    let shared = shared.clone();
+                    async move {
+                        if let Err(e) = session(cfg, shared, ch).await {
+                            warn!("{e}");
+                        }
                     }
-                }
-            })
-            .await
+                },
+            )
+            .await;
+            // Stopping: unused reserved files go back to recycle/.
+            reserve.release();
+            served
         },
     )
+}
+
+/// What all sessions share.
+struct Shared {
+    reserve: Arc<Reserve>,
+    /// Commits in progress.
+    committing: AtomicUsize,
+}
+
+/// Names the next batch of queue files, in the background, when the
+/// reserve runs low.
+fn refill(reserve: &Arc<Reserve>) {
+    if reserve.wants_refill() {
+        let reserve = reserve.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = reserve.refill() {
+                warn!("reserve queue files: {e}");
+            }
+        });
+    }
 }
 
 /// Serves one connection: any number of messages, one after another.
 async fn session(
     cfg: Arc<Config>,
-    pool: Arc<pfx_queue::recycle::Pool>,
+    shared: Arc<Shared>,
     ch: Channel<UnixStream>,
 ) -> Result<(), String> {
     let mut ch = ch.with_max_frame(2 * pfx_ipc::proto::CHUNK);
-    let settings = Settings::from(&cfg, pool)?;
+    let settings = Settings::from(&cfg, shared)?;
     loop {
         let req: Option<CleanupRequest> =
             ch.recv().await.map_err(|e| format!("read request: {e}"))?;
@@ -77,7 +110,7 @@ async fn session(
 /// What cleanup needs from main.cf, resolved once per connection.
 struct Settings {
     queue: Queue,
-    pool: Arc<pfx_queue::recycle::Pool>,
+    shared: Arc<Shared>,
     myhostname: String,
     myorigin: String,
     size_limit: u64,
@@ -85,12 +118,12 @@ struct Settings {
 }
 
 impl Settings {
-    fn from(cfg: &Config, pool: Arc<pfx_queue::recycle::Pool>) -> Result<Self, String> {
+    fn from(cfg: &Config, shared: Arc<Shared>) -> Result<Self, String> {
         let s = |n: &str| cfg.get(n).map_err(|e| e.to_string());
         let n = |n: &str| cfg.int(n).map_err(|e| e.to_string());
         Ok(Self {
             queue: Queue::new(s("queue_directory")?),
-            pool,
+            shared,
             myhostname: s("myhostname")?,
             myorigin: s("myorigin")?,
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
@@ -120,7 +153,9 @@ async fn message(
         .map(|(a, o)| (st.qualify(&a), o))
         .filter(|(a, _)| seen.insert(a.to_ascii_lowercase()))
         .collect();
-    let mut writer = match Writer::create(&st.queue, arrival, Some(&st.pool)) {
+    let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
+    refill(&st.shared.reserve);
+    let mut writer = match created {
         Ok(w) => w,
         Err(e) => {
             warn!("create queue file: {e}");
@@ -145,6 +180,22 @@ async fn message(
             reason: "queue file write error".into(),
         });
     }
+    // A file from the reserve has a durable name already; any other is
+    // synced while the content arrives, and the commit waits for that.
+    let named = match writer.name_sync() {
+        Ok(sync) if sync.is_needed() => {
+            Naming::Pending(tokio::task::spawn_blocking(move || sync.run()))
+        }
+        Ok(sync) => Naming::Done(sync.run()),
+        Err(e) => {
+            warn!("{id}: write queue file: {e}");
+            drain(ch).await?;
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
+        }
+    };
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
     })
@@ -212,14 +263,20 @@ async fn message(
     }
     // Commits run on the blocking pool, several at once, so the kernel can
     // merge their fsyncs into one journal commit.
-    let committed = tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(|e| e.to_string())?;
+    let named = match named {
+        Naming::Done(r) => r,
+        Naming::Pending(task) => task.await.map_err(|e| e.to_string())?,
+    };
+    let committed = match named {
+        Ok(named) => commit(st, writer, named).await?,
+        Err(e) => Err(e.into()),
+    };
     match committed {
         Ok(id) => {
             let qmgr = st.queue.root().join(endpoint::QMGR);
+            let request = trigger::new_message(&id);
             tokio::spawn(async move {
-                let _ = pfx_ipc::client::trigger(&qmgr, trigger::INCOMING).await;
+                let _ = pfx_ipc::client::trigger_request(&qmgr, &request).await;
             });
             Ok(CleanupReply::Committed { queue_id: id })
         }
@@ -231,6 +288,33 @@ async fn message(
             })
         }
     }
+}
+
+/// Commits a queue file. Alone, on this thread: a hand-off to another
+/// thread and back costs two wake-ups, a good part of a commit. When other
+/// commits are running, on the blocking pool, so that they overlap and the
+/// other sessions are served meanwhile.
+async fn commit(
+    st: &Settings,
+    writer: Writer,
+    named: NameSynced,
+) -> Result<Result<String, pfx_queue::Error>, String> {
+    let running = st.shared.committing.fetch_add(1, Ordering::AcqRel);
+    let result = if running == 0 {
+        Ok(writer.finish(named))
+    } else {
+        tokio::task::spawn_blocking(move || writer.finish(named))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    st.shared.committing.fetch_sub(1, Ordering::AcqRel);
+    result
+}
+
+/// Where making a new file's name durable stands.
+enum Naming {
+    Done(std::io::Result<NameSynced>),
+    Pending(tokio::task::JoinHandle<std::io::Result<NameSynced>>),
 }
 
 /// What a message's header work needs to know.

@@ -35,10 +35,16 @@ pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<UnixStre
 /// Sends one trigger byte to a trigger service (qmgr's `I`, `F`...). A lost
 /// trigger only delays work: services also scan on their own timers.
 pub async fn trigger(path: &Path, byte: u8) -> Result<(), Error> {
+    trigger_request(path, &[byte]).await
+}
+
+/// Sends one trigger request of several bytes (a request byte and its
+/// argument, as [`crate::proto::trigger::new_message`] makes).
+pub async fn trigger_request(path: &Path, request: &[u8]) -> Result<(), Error> {
     let mut s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    s.write_all(&[byte]).await?;
+    s.write_all(request).await?;
     s.shutdown().await?;
     Ok(())
 }

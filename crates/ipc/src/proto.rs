@@ -39,6 +39,18 @@ pub mod trigger {
     pub const DEFERRED: u8 = b'D';
     /// master's periodic wakeup.
     pub const WAKEUP: u8 = b'W';
+    /// One new message in incoming/: followed by its queue ID and a newline
+    /// (cleanup to qmgr, see [`new_message`]).
+    pub const NEW: u8 = b'N';
+
+    /// The request that names a message cleanup just committed.
+    pub fn new_message(queue_id: &str) -> Vec<u8> {
+        let mut req = Vec::with_capacity(queue_id.len() + 2);
+        req.push(NEW);
+        req.extend_from_slice(queue_id.as_bytes());
+        req.push(b'\n');
+        req
+    }
 }
 
 /// Size of the content chunks streamed to cleanup.

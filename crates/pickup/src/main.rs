@@ -75,7 +75,7 @@ async fn take(queue: &Queue, id: &str, path: &Path) -> Result<(), String> {
         return Ok(()); // postdrop is still writing it
     }
     let uid = meta.uid();
-    let qf = match QueueFile::open(path) {
+    let qf = match QueueFile::open(path).and_then(|qf| qf.verify().map(|()| qf)) {
         Ok(qf) => qf,
         Err(pfx_queue::Error::Corrupt(why)) => {
             let _ = queue.move_to(id, QueueName::Maildrop, QueueName::Corrupt);

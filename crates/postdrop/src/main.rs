@@ -124,5 +124,10 @@ fn write(
             return Err("File too large".into());
         }
     }
-    w.finish().map_err(|e| format!("write maildrop file: {e}"))
+    let named = w
+        .name_sync()
+        .and_then(|n| n.run())
+        .map_err(|e| format!("write maildrop file: {e}"))?;
+    w.finish(named)
+        .map_err(|e| format!("write maildrop file: {e}"))
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use pfx_maillog::fatal;
+use pfx_queue::file::{QueueFile, Readiness};
 use pfx_queue::statuslog::{self, Log};
 use pfx_queue::{Queue, QueueName};
 use tracing::{info, warn};
@@ -208,6 +209,11 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
                 .cloned()
                 .collect(),
         };
+        // Files cleanup named ahead of time are not messages.
+        let ids = ids.into_iter().filter(|id| {
+            std::fs::metadata(queue.path(q, id))
+                .is_ok_and(|m| QueueFile::readiness(&m) != Readiness::Reserved)
+        });
         for id in ids {
             let result = match op {
                 Op::Delete => std::fs::remove_file(queue.path(q, &id)).map(|()| {

@@ -2,9 +2,10 @@
 //! hands recipients to delivery agents, records their outcome, and then
 //! removes the message, defers it with backoff, or has bounce return it.
 //!
-//! One scheduler task owns all state; scans happen on triggers (`I` from
-//! cleanup, `F` flush, `D`, master's `W`) and every `queue_run_delay`, so a
-//! lost trigger only delays mail. On start, whatever a crash left in
+//! One scheduler task owns all state; scans happen on triggers (`I`, `F`
+//! flush, `D`, master's `W`) and every `queue_run_delay`, so a lost trigger
+//! only delays mail. cleanup names the message it committed (`N` + queue
+//! ID): qmgr takes that one file without scanning `incoming/`. On start, whatever a crash left in
 //! `active/` is taken back first. `hold/` is never looked at.
 
 mod route;
@@ -18,8 +19,10 @@ fn main() {
         let triggers = tx.clone();
         let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);
         let sched = tokio::spawn(scheduler.run());
-        let served = pfx_server::serve_triggers(&ctx, endpoint, move |b| {
-            let _ = triggers.send(scheduler::Event::Trigger(b));
+        let served = pfx_server::serve_triggers(&ctx, endpoint, move |bytes| {
+            for event in scheduler::Event::from_trigger(bytes) {
+                let _ = triggers.send(event);
+            }
         })
         .await;
         sched.abort();

@@ -20,7 +20,7 @@ use pfx_ipc::proto::{
     DeliveryRequest, DeliveryStatus,
 };
 use pfx_maillog::delivery::{self, Outcome, Times};
-use pfx_queue::file::{self, QueueFile};
+use pfx_queue::file::{self, QueueFile, Readiness};
 use pfx_queue::statuslog::{self, Log, Status};
 use pfx_queue::{Queue, QueueName};
 use tokio::sync::{mpsc, watch};
@@ -38,6 +38,8 @@ type Batch = (String, Route, Vec<usize>);
 
 pub(crate) enum Event {
     Trigger(u8),
+    /// cleanup committed this message to incoming/.
+    New(String),
     Delivered {
         id: String,
         batch: Vec<usize>,
@@ -49,6 +51,35 @@ pub(crate) enum Event {
         id: String,
         result: Result<Option<String>, String>,
     },
+}
+
+impl Event {
+    /// The requests in the bytes of one trigger: single bytes, and `N` with
+    /// a queue ID and newline. A request that does not parse scans incoming/.
+    pub(crate) fn from_trigger(bytes: &[u8]) -> Vec<Self> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some((&b, tail)) = rest.split_first() {
+            rest = tail;
+            if b != trigger::NEW {
+                out.push(Self::Trigger(b));
+                continue;
+            }
+            let end = rest.iter().position(|&c| c == b'\n');
+            let id = end.and_then(|e| std::str::from_utf8(&rest[..e]).ok());
+            match (id, end) {
+                (Some(id), Some(e)) if pfx_queue::is_queue_id(id) => {
+                    out.push(Self::New(id.to_owned()));
+                    rest = &rest[e + 1..];
+                }
+                _ => {
+                    out.push(Self::Trigger(trigger::INCOMING));
+                    break;
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +156,7 @@ impl Scheduler {
     pub(crate) async fn run(mut self) {
         // A crash may have left messages in active/: take them back first.
         for id in self.queue.list(QueueName::Active).unwrap_or_default() {
-            self.load(&id);
+            self.load(&id, true);
         }
         self.scan_incoming();
         self.scan_deferred(false);
@@ -164,6 +195,10 @@ impl Scheduler {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Trigger(trigger::INCOMING) => self.scan_incoming(),
+            Event::New(id) => {
+                let stale_after = self.time("ipc_timeout", 3600);
+                self.take_incoming(&id, stale_after);
+            }
             Event::Trigger(trigger::FLUSH) => {
                 self.scan_deferred(true);
                 self.scan_incoming();
@@ -198,35 +233,40 @@ impl Scheduler {
             if self.msgs.len() >= self.active_limit() {
                 break;
             }
-            let path = self.queue.path(QueueName::Incoming, &id);
-            match QueueFile::is_complete(&path) {
-                Ok(true) => {}
-                Ok(false) => {
-                    // cleanup is still writing it, or died doing so (it was never acknowledged).
-                    let age = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok());
-                    if age.is_some_and(|a| a > stale_after) {
-                        warn!(
-                            "{id}: removing incomplete queue file older than {}s",
-                            stale_after.as_secs()
-                        );
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    continue;
-                }
-                Err(_) => continue,
-            }
-            if let Err(e) = self
-                .queue
-                .move_to(&id, QueueName::Incoming, QueueName::Active)
-            {
-                warn!("{id}: move to active: {e}");
-                continue;
-            }
-            self.load(&id);
+            self.take_incoming(&id, stale_after);
         }
+    }
+
+    /// Moves one complete message from incoming/ to active/ and loads it;
+    /// removes a file left incomplete by a crash once it is `stale_after` old.
+    fn take_incoming(&mut self, id: &str, stale_after: Duration) {
+        let path = self.queue.path(QueueName::Incoming, id);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        match QueueFile::readiness(&meta) {
+            Readiness::Complete => {}
+            Readiness::Reserved => return,
+            Readiness::Incomplete => {
+                // cleanup is still writing it, or died doing so (it was never acknowledged).
+                let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > stale_after) {
+                    warn!(
+                        "{id}: removing incomplete queue file older than {}s",
+                        stale_after.as_secs()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+                return;
+            }
+        }
+        if let Err(e) = self
+            .queue
+            .move_to(id, QueueName::Incoming, QueueName::Active)
+        {
+            return warn!("{id}: move to active: {e}");
+        }
+        self.load(id, true);
     }
 
     fn scan_deferred(&mut self, ignore_time: bool) {
@@ -252,18 +292,27 @@ impl Scheduler {
                 .move_to(&id, QueueName::Deferred, QueueName::Active)
                 .is_ok()
             {
-                self.load(&id);
+                self.load(&id, false);
             }
         }
     }
 
     /// Reads a message now in active/ and queues its pending recipients.
-    fn load(&mut self, id: &str) {
+    /// A message new to the queue (from incoming/, or left in active/ by a
+    /// crash) is first checked whole against its checksum; deferred mail
+    /// was checked when it arrived.
+    fn load(&mut self, id: &str, check: bool) {
         if self.msgs.contains_key(id) {
             return;
         }
         let path = self.queue.path(QueueName::Active, id);
-        let mut qf = match QueueFile::open(&path) {
+        let opened = QueueFile::open(&path).and_then(|qf| {
+            if check {
+                qf.verify()?;
+            }
+            Ok(qf)
+        });
+        let mut qf = match opened {
             Ok(qf) => qf,
             Err(pfx_queue::Error::Corrupt(why)) => {
                 warn!("saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\": {why}");

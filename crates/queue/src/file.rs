@@ -4,10 +4,14 @@
 //! varint, low 7 bits first), data`, like Postfix's. The content sits raw
 //! between the `M` record and the `X` record; the first record (`C`, fixed
 //! width) says where it starts and how long it is. A file counts only when
-//! it ends with `E` **and** its mode has the owner-execute bit (0700), which
-//! is set after everything was written and fsynced: Postfix's readiness bit.
-//! Delivering a recipient flips its `R` record's type byte to `D` in place,
-//! so progress survives a crash. See docs/QUEUE-FORMAT.md.
+//! it ends with `E` **and** its mode has the owner-execute bit (0700),
+//! Postfix's readiness bit, set right before the one fsync that commits the
+//! file. The `C` record also holds a CRC-32 of the rest of the file and the
+//! `I` record the file's own queue ID, so that a file a system crash caught
+//! in that fsync (readiness bit on disk, some data not) is found out by qmgr
+//! ([`QueueFile::verify`]) instead of delivered. Delivering a recipient flips
+//! its `R` record's type byte to `D` in place, so progress survives a crash.
+//! See docs/QUEUE-FORMAT.md.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -19,12 +23,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::{Error, Queue, QueueName};
 
 /// Queue file format version, in the `V` record.
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
+/// The version before the checksum and the `I` record; still read.
+const VERSION_1: &str = "1";
 
 /// Record types.
 pub mod rec {
     pub const SIZE: u8 = b'C';
     pub const VERSION: u8 = b'V';
+    pub const ID: u8 = b'I';
     pub const TIME: u8 = b'T';
     pub const SENDER: u8 = b'S';
     pub const ATTR: u8 = b'A';
@@ -40,15 +47,18 @@ pub mod rec {
 const SIZE_FIELD: usize = 15;
 /// The readiness bit: a complete queue file is 0700, an incomplete one 0600.
 const MODE_COMPLETE: u32 = 0o700;
-const MODE_WRITING: u32 = 0o600;
+pub(crate) const MODE_WRITING: u32 = 0o600;
+/// A file cleanup named ahead of time and has not started (crate::reserve).
+pub(crate) const MODE_RESERVED: u32 = 0o400;
 /// The same for maildrop files, which pickup reads as another user.
 const MODE_DROP_WRITING: u32 = 0o444;
 const MODE_DROP_COMPLETE: u32 = 0o544;
 
-fn put_record(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<u64> {
+/// A record's type byte and length.
+fn record_head(kind: u8, data_len: usize) -> Vec<u8> {
     let mut head = Vec::with_capacity(6);
     head.push(kind);
-    let mut len = data.len();
+    let mut len = data_len;
     loop {
         let byte = (len & 0x7f) as u8;
         len >>= 7;
@@ -58,9 +68,7 @@ fn put_record(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<u64>
         }
         head.push(byte | 0x80);
     }
-    w.write_all(&head)?;
-    w.write_all(data)?;
-    Ok((head.len() + data.len()) as u64)
+    head
 }
 
 /// Reads one record; `Ok(None)` at a clean end of file.
@@ -121,14 +129,57 @@ pub struct Envelope {
 pub struct Writer {
     id: String,
     path: PathBuf,
-    dir: PathBuf,
     out: BufWriter<File>,
     pos: u64,
     content_start: u64,
     content_len: u64,
     /// The mode that marks the file complete.
     complete_mode: u32,
+    /// Of every byte after the `C` record.
+    crc: crc32fast::Hasher,
+    /// The directories whose entries name this file (see [`NameSync`]).
+    name_dirs: Vec<PathBuf>,
     finished: bool,
+}
+
+/// The directory entries that name a new queue file: its queue directory,
+/// and `recycle/` when the file was taken from there. They must be durable
+/// before the file may be acknowledged, and they do not change once the
+/// file is named, so syncing them can overlap with receiving the content
+/// (cleanup runs [`NameSync::run`] while the client sends DATA);
+/// [`Writer::finish`] takes the proof that it was done.
+#[derive(Debug)]
+pub struct NameSync {
+    dirs: Vec<PathBuf>,
+    /// For `syncfs` where a directory cannot be opened (postdrop in maildrop/).
+    file: File,
+}
+
+/// Proof that a file's name is durable.
+#[derive(Debug)]
+pub struct NameSynced(());
+
+impl NameSync {
+    /// Whether there is anything to sync (not for a file from the reserve).
+    pub fn is_needed(&self) -> bool {
+        !self.dirs.is_empty()
+    }
+
+    /// fsyncs the directories.
+    pub fn run(self) -> std::io::Result<NameSynced> {
+        for dir in &self.dirs {
+            match pfx_sys::fs::fsync_dir(dir) {
+                // postdrop may write into maildrop/ but not read it, so it cannot
+                // open the directory: it syncs the whole file system instead.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    nix::unistd::syncfs(&self.file).map_err(std::io::Error::from)?;
+                    break;
+                }
+                r => r?,
+            }
+        }
+        Ok(NameSynced(()))
+    }
 }
 
 /// Microseconds and the file's inode make Postfix's short queue ID.
@@ -136,21 +187,99 @@ fn short_id(usec: u32, inode: u64) -> String {
     format!("{usec:05X}{inode:X}")
 }
 
+/// A file just named with its queue ID.
+pub(crate) struct Named {
+    pub(crate) file: File,
+    pub(crate) id: String,
+    pub(crate) path: PathBuf,
+    /// Taken from `recycle/` (whose entry changed too) rather than created.
+    pub(crate) recycled: bool,
+}
+
+/// Names a file in `dir` with a fresh queue ID: a recycled file when the
+/// pool has one (see crate::recycle), else a new one with mode `mode`, first
+/// under a temporary name (exclusive create), then renamed to the ID derived
+/// from its inode, without ever replacing another file.
+pub(crate) fn name_new_file(
+    dir: &Path,
+    pool: Option<&crate::recycle::Pool>,
+    mode: u32,
+) -> std::io::Result<Named> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        "{}.{}.{}",
+        now.as_micros(),
+        std::process::id(),
+        nix_tid()
+    ));
+    let (file, recycled) = match pool.and_then(|p| p.take(&tmp)) {
+        Some(f) => (f, true),
+        None => (
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?,
+            false,
+        ),
+    };
+    let inode = file.metadata()?.ino();
+    let mut usec = now.subsec_micros();
+    loop {
+        let id = short_id(usec, inode);
+        let path = dir.join(&id);
+        match nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &tmp,
+            nix::fcntl::AT_FDCWD,
+            &path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => {
+                return Ok(Named {
+                    file,
+                    id,
+                    path,
+                    recycled,
+                })
+            }
+            // A stale file with the same name: another microsecond value.
+            Err(nix::errno::Errno::EEXIST) => usec = (usec + 1) % 1_000_000,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        }
+    }
+}
+
 impl Writer {
-    /// Creates a new file in `incoming/` under a fresh queue ID: first under a
-    /// temporary name (exclusive create), then renamed to the ID derived from
-    /// its inode, without ever replacing another file.
+    /// Starts a message in `incoming/`: in a file from cleanup's reserve
+    /// (already named, the name already durable), else in one named now, from
+    /// `recycle/` when it has one.
     pub fn create(
         queue: &Queue,
         arrival: SystemTime,
-        pool: Option<&crate::recycle::Pool>,
+        reserve: Option<&crate::reserve::Reserve>,
     ) -> Result<Self, Error> {
-        Self::create_in(queue, QueueName::Incoming, arrival, pool)
+        if let Some(r) = reserve.and_then(|r| r.take()) {
+            let (id, path) = (r.id.clone(), r.path.clone());
+            return Self::start(id, path, r.into_file()?, MODE_COMPLETE, Vec::new(), arrival);
+        }
+        Self::create_in(
+            queue,
+            QueueName::Incoming,
+            arrival,
+            reserve.map(|r| r.pool()),
+        )
     }
 
-    /// [`Writer::create`] in another queue: `maildrop/` for postdrop. A
-    /// maildrop file belongs to the submitting user, so it is made readable
-    /// for pickup (the directory itself admits only the mail system).
+    /// [`Writer::create`] without a reserve, in any queue: `maildrop/` for
+    /// postdrop. A maildrop file belongs to the submitting user, so it is
+    /// made readable for pickup (the directory itself admits only the mail
+    /// system).
     pub fn create_in(
         queue: &Queue,
         q: QueueName,
@@ -163,58 +292,45 @@ impl Writer {
             (MODE_WRITING, MODE_COMPLETE)
         };
         let dir = queue.dir_for(q, "x");
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            "{}.{}.{}",
-            now.as_micros(),
-            std::process::id(),
-            nix_tid()
-        ));
-        // A recycled file when there is one (see crate::recycle), else a new one.
-        let file = match pool.and_then(|p| p.take(&tmp)) {
-            Some(f) => f,
-            None => OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(writing)
-                .open(&tmp)?,
-        };
-        let inode = file.metadata()?.ino();
-        let mut usec = now.subsec_micros();
-        let (id, path) = loop {
-            let id = short_id(usec, inode);
-            let path = dir.join(&id);
-            match nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &tmp,
-                nix::fcntl::AT_FDCWD,
-                &path,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            ) {
-                Ok(()) => break (id, path),
-                // A stale file with the same name: another microsecond value.
-                Err(nix::errno::Errno::EEXIST) => usec = (usec + 1) % 1_000_000,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(std::io::Error::from(e).into());
-                }
-            }
-        };
+        let named = name_new_file(&dir, pool, writing)?;
+        let mut name_dirs = vec![dir];
+        if named.recycled {
+            name_dirs.extend(pool.map(|p| p.dir().to_owned()));
+        }
+        Self::start(
+            named.id, named.path, named.file, complete, name_dirs, arrival,
+        )
+    }
+
+    /// Writes the records that open every file.
+    fn start(
+        id: String,
+        path: PathBuf,
+        file: File,
+        complete: u32,
+        name_dirs: Vec<PathBuf>,
+        arrival: SystemTime,
+    ) -> Result<Self, Error> {
         let mut w = Self {
             id,
             path,
-            dir,
             out: BufWriter::with_capacity(64 * 1024, file),
             pos: 0,
             content_start: 0,
             content_len: 0,
             complete_mode: complete,
+            crc: crc32fast::Hasher::new(),
+            name_dirs,
             finished: false,
         };
-        w.put(rec::SIZE, size_field(0, 0).as_bytes())?;
+        // The size record is filled in by finish, and is not checksummed.
+        let size = size_field(0, 0, 0);
+        w.out.write_all(&record_head(rec::SIZE, size.len()))?;
+        w.out.write_all(size.as_bytes())?;
+        w.pos = record_len(size.len());
         w.put(rec::VERSION, VERSION.as_bytes())?;
+        let id = w.id.clone();
+        w.put(rec::ID, id.as_bytes())?;
         let t = arrival.duration_since(UNIX_EPOCH).unwrap_or_default();
         w.put(
             rec::TIME,
@@ -227,8 +343,21 @@ impl Writer {
         &self.id
     }
 
+    /// What makes this file's name durable, to run before [`Writer::finish`].
+    pub fn name_sync(&self) -> std::io::Result<NameSync> {
+        Ok(NameSync {
+            dirs: self.name_dirs.clone(),
+            file: self.out.get_ref().try_clone()?,
+        })
+    }
+
     fn put(&mut self, kind: u8, data: &[u8]) -> std::io::Result<()> {
-        self.pos += put_record(&mut self.out, kind, data)?;
+        let head = record_head(kind, data.len());
+        self.out.write_all(&head)?;
+        self.out.write_all(data)?;
+        self.crc.update(&head);
+        self.crc.update(data);
+        self.pos += (head.len() + data.len()) as u64;
         Ok(())
     }
 
@@ -252,6 +381,7 @@ impl Writer {
     /// Appends message content (LF line ends).
     pub fn content(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.out.write_all(bytes)?;
+        self.crc.update(bytes);
         self.pos += bytes.len() as u64;
         self.content_len += bytes.len() as u64;
         Ok(())
@@ -262,34 +392,30 @@ impl Writer {
         self.content_len
     }
 
-    /// Closes the content, writes the end marker and size record, fsyncs,
-    /// sets the readiness bit and fsyncs the directory. Only after this
-    /// returns may anyone be told the message was accepted.
-    pub fn finish(mut self) -> Result<String, Error> {
+    /// Closes the content, writes the end marker and the size record with
+    /// the checksum, sets the readiness bit and fsyncs, once, as Postfix
+    /// does. Only after this returns may anyone be told the message was
+    /// accepted. `_named` says the file's name is durable already.
+    pub fn finish(mut self, _named: NameSynced) -> Result<String, Error> {
         self.put(rec::CONTENT_END, b"")?;
         self.put(rec::END, b"")?;
         self.out.flush()?;
+        let crc = std::mem::take(&mut self.crc).finalize();
         let file = self.out.get_mut();
         file.seek(SeekFrom::Start(0))?;
-        put_record(
-            file,
-            rec::SIZE,
-            size_field(self.content_start, self.content_len).as_bytes(),
-        )?;
+        let size = size_field(self.content_start, self.content_len, crc);
+        file.write_all(&record_head(rec::SIZE, size.len()))?;
+        file.write_all(size.as_bytes())?;
         // A recycled file may have been longer than this message.
         file.set_len(self.pos)?;
-        // Data first, then the readiness bit, then the bit itself: on any file
-        // system a file marked complete has its data on disk.
-        file.sync_data()?;
+        // The bit before the one fsync: a crash inside it can leave the bit
+        // on disk without all the data, which the checksum and the ID record
+        // find out (QueueFile::verify). That file was never acknowledged.
         file.set_permissions(std::fs::Permissions::from_mode(self.complete_mode))?;
         file.sync_all()?;
-        match pfx_sys::fs::fsync_dir(&self.dir) {
-            // postdrop may write into maildrop/ but not read it, so it cannot
-            // open the directory: it syncs the whole file system instead.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                nix::unistd::syncfs(&*file).map_err(std::io::Error::from)?
-            }
-            r => r?,
+        // Deleted meanwhile (postsuper -d): not accepted after all.
+        if file.metadata()?.nlink() == 0 {
+            return Err(std::io::Error::other("queue file removed while being written").into());
         }
         self.finished = true;
         Ok(std::mem::take(&mut self.id))
@@ -309,8 +435,20 @@ fn nix_tid() -> i32 {
     nix::unistd::gettid().as_raw()
 }
 
-fn size_field(start: u64, len: u64) -> String {
-    format!("{start:>w$} {len:>w$}", w = SIZE_FIELD)
+fn size_field(start: u64, len: u64, crc: u32) -> String {
+    format!("{start:>w$} {len:>w$} {crc:>w$}", w = SIZE_FIELD)
+}
+
+/// What a file in a queue directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A message (the readiness bit is set).
+    Complete,
+    /// Named ahead of time by cleanup, not started (see crate::reserve):
+    /// not a message, and not left over from a crash.
+    Reserved,
+    /// Being written, or left so by a crash: never acknowledged.
+    Incomplete,
 }
 
 /// A queue file as read back: the envelope, and where the content is.
@@ -327,6 +465,9 @@ pub struct QueueFile {
     /// is in progress even if postsuper removes or moves the file (see
     /// [`QueueFile::close`]).
     file: Option<Arc<File>>,
+    /// Where the checksummed bytes start (after the `C` record), and the
+    /// checksum; none in a version 1 file.
+    checksum: Option<(u64, u32)>,
 }
 
 /// Envelope records are short; anything larger is damage.
@@ -336,6 +477,18 @@ impl QueueFile {
     /// Whether the file at `path` has its readiness bit (is complete).
     pub fn is_complete(path: &Path) -> std::io::Result<bool> {
         Ok(std::fs::metadata(path)?.permissions().mode() & 0o100 != 0)
+    }
+
+    /// What the file is, by its mode.
+    pub fn readiness(meta: &std::fs::Metadata) -> Readiness {
+        let mode = meta.permissions().mode();
+        if mode & 0o100 != 0 {
+            Readiness::Complete
+        } else if mode & 0o777 == MODE_RESERVED {
+            Readiness::Reserved
+        } else {
+            Readiness::Incomplete
+        }
     }
 
     /// Reads and checks a complete queue file. A file that does not parse, or
@@ -355,6 +508,12 @@ impl QueueFile {
         let (Some(Ok(content_offset)), Some(Ok(content_len))) = (nums.next(), nums.next()) else {
             return Err(corrupt("bad size record"));
         };
+        let crc = match nums.next() {
+            None => None,
+            Some(Ok(c)) => Some(u32::try_from(c).map_err(|_| corrupt("bad checksum"))?),
+            Some(Err(_)) => return Err(corrupt("bad size record")),
+        };
+        let mut pos = record_len(size.len());
         let mut qf = Self {
             path: path.to_owned(),
             arrival: UNIX_EPOCH,
@@ -364,10 +523,12 @@ impl QueueFile {
             content_offset,
             content_len,
             file: None,
+            checksum: None,
         };
-        let mut pos = (1 + 1 + size.len()) as u64;
+        let checked_from = pos;
         let mut orig = None;
-        let mut version_seen = false;
+        let mut version = None;
+        let mut id = None;
         loop {
             let (kind, data) = get_record(&mut r, MAX_ENVELOPE_RECORD)?
                 .ok_or_else(|| corrupt("no content record"))?;
@@ -375,8 +536,11 @@ impl QueueFile {
             let rec_start = pos;
             pos += record_len(data.len());
             match kind {
-                rec::VERSION if text == VERSION => version_seen = true,
+                rec::VERSION if version.is_none() && (text == VERSION || text == VERSION_1) => {
+                    version = Some(text)
+                }
                 rec::VERSION => return Err(corrupt(&format!("unsupported version {text}"))),
+                rec::ID if id.is_none() => id = Some(text),
                 rec::TIME => {
                     let mut p = text.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
                     let secs = p.next().unwrap_or(0);
@@ -408,8 +572,18 @@ impl QueueFile {
                 }
             }
         }
-        if !version_seen {
-            return Err(corrupt("no version record"));
+        match (version.as_deref(), crc, id) {
+            (None, _, _) => return Err(corrupt("no version record")),
+            (Some(VERSION_1), None, None) => {}
+            (Some(VERSION), Some(crc), Some(id)) => {
+                // A file holds its own name: stale content in a reused file is
+                // not this message.
+                if path.file_name() != Some(std::ffi::OsStr::new(&id)) {
+                    return Err(corrupt(&format!("queue ID record {id} names another file")));
+                }
+                qf.checksum = Some((checked_from, crc));
+            }
+            _ => return Err(corrupt("size or ID record does not match the version")),
         }
         if pos != content_offset || content_offset + content_len + 4 != total {
             return Err(corrupt("content offsets do not match the file"));
@@ -425,6 +599,52 @@ impl QueueFile {
         }
         qf.file = Some(Arc::new(file));
         Ok(qf)
+    }
+
+    /// Checks the whole file against its checksum (recipients' `R`/`D`
+    /// marks aside). qmgr does this once for every new message: a file
+    /// whose commit a system crash interrupted may have its readiness bit
+    /// without all of its data.
+    pub fn verify(&self) -> Result<(), Error> {
+        let Some((start, want)) = self.checksum else {
+            return Ok(());
+        };
+        use std::os::unix::fs::FileExt;
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => Arc::new(File::open(&self.path)?),
+        };
+        let end = self.content_offset + self.content_len + 4;
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pos = start;
+        while pos < end {
+            let want_len = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = file.read_at(&mut buf[..want_len], pos)?;
+            if n == 0 {
+                return Err(Error::Corrupt(format!(
+                    "{}: truncated",
+                    self.path.display()
+                )));
+            }
+            // Delivered recipients were written as pending.
+            for r in &self.recipients {
+                if (pos..pos + n as u64).contains(&r.offset) {
+                    buf[(r.offset - pos) as usize] = rec::RCPT;
+                }
+            }
+            crc.update(&buf[..n]);
+            pos += n as u64;
+        }
+        if crc.finalize() != want {
+            return Err(Error::Corrupt(format!(
+                "{}: checksum mismatch (a commit cut short by a crash)",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Lets go of the open file (qmgr keeps many messages in memory and
@@ -532,7 +752,8 @@ mod tests {
         })
         .unwrap();
         w.content(content).unwrap();
-        w.finish().unwrap()
+        let named = w.name_sync().unwrap().run().unwrap();
+        w.finish(named).unwrap()
     }
 
     #[test]
@@ -586,7 +807,8 @@ mod tests {
         let old = write(&q, &big);
         crate::recycle::give_back(t.path(), &q.path(QueueName::Incoming, &old)).unwrap();
         let pool = crate::recycle::Pool::new(t.path());
-        let mut w = Writer::create(&q, SystemTime::now(), Some(&pool)).unwrap();
+        let mut w =
+            Writer::create_in(&q, QueueName::Incoming, SystemTime::now(), Some(&pool)).unwrap();
         w.envelope(&Envelope {
             sender: "s@x".into(),
             recipients: vec![("r@x".into(), None)],
@@ -594,7 +816,8 @@ mod tests {
         })
         .unwrap();
         w.content(b"short\n").unwrap();
-        let id = w.finish().unwrap();
+        let named = w.name_sync().unwrap().run().unwrap();
+        let id = w.finish(named).unwrap();
         let qf = QueueFile::open(&q.path(QueueName::Incoming, &id)).unwrap();
         let mut got = Vec::new();
         qf.content().unwrap().read_to_end(&mut got).unwrap();
@@ -607,6 +830,78 @@ mod tests {
                 .is_none(),
             "the file was reused"
         );
+    }
+
+    #[test]
+    fn verify_finds_a_commit_cut_short_but_not_done_marks() {
+        let (_t, q) = queue();
+        let id = write(&q, &vec![b'y'; 20_000]);
+        let path = q.path(QueueName::Incoming, &id);
+        let qf = QueueFile::open(&path).unwrap();
+        qf.verify().unwrap();
+        mark_done(&path, &[qf.recipients[0].offset]).unwrap();
+        let qf = QueueFile::open(&path).unwrap();
+        assert!(qf.recipients[0].done);
+        qf.verify().expect("a done mark is not damage");
+        // A page of the content that never reached the disk: the structure
+        // still parses, the checksum does not match.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = usize::try_from(qf.content_offset).unwrap() + 9000;
+        bytes[at] = 0;
+        std::fs::write(&path, &bytes).unwrap();
+        let qf = QueueFile::open(&path).expect("still parses");
+        assert!(matches!(qf.verify(), Err(Error::Corrupt(m)) if m.contains("checksum")));
+    }
+
+    #[test]
+    fn a_reused_file_holding_its_previous_message_is_corrupt() {
+        // What a crash could leave of a recycled file: the old message,
+        // whole and consistent, under the new name.
+        let (_t, q) = queue();
+        let old = write(&q, b"the previous message\n");
+        let new = write(&q, b"x\n");
+        let (old, new) = (
+            q.path(QueueName::Incoming, &old),
+            q.path(QueueName::Incoming, &new),
+        );
+        std::fs::copy(&old, &new).unwrap();
+        assert!(QueueFile::open(&old).is_ok());
+        assert!(
+            matches!(QueueFile::open(&new), Err(Error::Corrupt(m)) if m.contains("names another file"))
+        );
+    }
+
+    #[test]
+    fn version_1_files_still_read() {
+        let (_t, q) = queue();
+        let path = q.path(QueueName::Incoming, "ABCDE123");
+        let mut f = Vec::new();
+        let content = b"Subject: old\n\nbody\n";
+        let mut envelope = Vec::new();
+        for (kind, data) in [
+            (rec::VERSION, &b"1"[..]),
+            (rec::TIME, b"1700000000 0"),
+            (rec::SENDER, b"s@x"),
+            (rec::RCPT, b"r@x"),
+            (rec::CONTENT, b""),
+        ] {
+            envelope.extend(record_head(kind, data.len()));
+            envelope.extend_from_slice(data);
+        }
+        let start = 2 + 2 * SIZE_FIELD + 1 + envelope.len();
+        let size = format!("{start:>w$} {:>w$}", content.len(), w = SIZE_FIELD);
+        f.extend(record_head(rec::SIZE, size.len()));
+        f.extend_from_slice(size.as_bytes());
+        f.extend(envelope);
+        f.extend_from_slice(content);
+        f.extend_from_slice(&[rec::CONTENT_END, 0, rec::END, 0]);
+        std::fs::write(&path, &f).unwrap();
+        let qf = QueueFile::open(&path).unwrap();
+        qf.verify().unwrap();
+        assert_eq!(qf.recipients[0].address, "r@x");
+        let mut got = Vec::new();
+        qf.content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, content);
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! - [`Queue`]: naming, listing and moving queue files between queues.
 //! - [`statuslog`]: the per-message `bounce/ID` and `defer/ID` logs.
 //! - [`recycle`]: reusing finished queue files instead of creating new ones.
+//! - [`reserve`]: queue files cleanup names ahead of time, a batch per directory fsync.
 
 pub mod file;
 pub mod layout;
 pub mod recycle;
+pub mod reserve;
 pub mod statuslog;
 
 use std::path::{Path, PathBuf};

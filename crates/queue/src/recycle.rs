@@ -33,6 +33,11 @@ impl Pool {
         }
     }
 
+    /// The pool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Claims a reusable file by renaming it to `claim` (under the pool's
     /// lock, so no file is handed out twice) and marks it incomplete.
     /// Returns it open for writing from the start.

@@ -111,12 +111,14 @@ where
     .await
 }
 
-/// Reads trigger requests and calls `handler` with each request byte (`W`
-/// for master's wakeup, others defined by the service). On a Unix socket each
-/// connection carries a few bytes; on a FIFO they arrive in a stream.
+/// Reads trigger requests and calls `handler` with the bytes of each: one
+/// byte per request (`W` for master's wakeup, others defined by the
+/// service), which a service may follow with its own argument. On a Unix
+/// socket each connection carries one request; on a FIFO they arrive in a
+/// stream, each write in one piece.
 pub async fn serve_triggers<H>(ctx: &Context, endpoint: Endpoint, handler: H) -> Result<(), String>
 where
-    H: Fn(u8) + Send + Sync + 'static,
+    H: Fn(&[u8]) + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
     match endpoint {
@@ -132,7 +134,7 @@ where
                 if n > 0 {
                     ctx.mark_used().await;
                 }
-                buf[..n].iter().for_each(|&b| handler(b));
+                handler(&buf[..n]);
             }
         }
         Endpoint::Unix(_) => {
@@ -148,7 +150,7 @@ where
                         .await
                         .is_ok()
                     {
-                        buf.iter().for_each(|&b| handler(b));
+                        handler(&buf);
                     }
                 }
             })

@@ -28,8 +28,10 @@ fn main() {
             }
         });
         if let pfx_server::Endpoint::Fifo(_) = endpoint {
-            return pfx_server::serve_triggers(&ctx, endpoint, move |b| {
-                info!("fixture: {name} trigger {}", char::from(b))
+            return pfx_server::serve_triggers(&ctx, endpoint, move |bytes| {
+                for &b in bytes {
+                    info!("fixture: {name} trigger {}", char::from(b))
+                }
             })
             .await;
         }
