@@ -23,6 +23,8 @@ const VERBS: [&str; 10] = [
     "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown",
 ];
 
+type CleanupChannel = pfx_ipc::Channel<tokio::net::UnixStream>;
+
 /// Why a session ends early.
 enum End {
     /// The client went away (or the connection broke).
@@ -427,16 +429,24 @@ impl Session {
         let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
-        let (mut conn, id) = match self.open_cleanup(&sender, &recipients).await {
+        // cleanup starts the queue file while the client reads 354 and
+        // sends the message: its answer is read only then.
+        let begin = self.begin_request(&sender, &recipients);
+        let sent = self.send_begin(&begin).await;
+        self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        if !self.flush().await {
+            return Err(End::Lost);
+        }
+        let (mut conn, id) = match self.started(sent, &begin).await {
             Ok(x) => x,
             Err(e) => {
                 warn!("{}: cleanup: {e}", self.client);
+                self.discard_data().await?;
                 return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
             }
         };
         let ch = &mut conn;
         info!("{id}: client={}", self.client);
-        self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         let mut out = self.received_header(&id, &recipients);
         let mut decoder = DataDecoder::new();
         let mut size: u64 = 0;
@@ -530,7 +540,7 @@ impl Session {
     }
 
     /// Returns a cleanup connection, in step, for another message to use.
-    fn give_back_cleanup(&self, conn: pfx_ipc::Channel<tokio::net::UnixStream>) {
+    fn give_back_cleanup(&self, conn: CleanupChannel) {
         self.shared
             .cleanup
             .lock()
@@ -538,18 +548,31 @@ impl Session {
             .push(conn);
     }
 
-    /// Starts a message with cleanup, on an idle connection when there is
-    /// one (a connection found broken, after a cleanup restart, is replaced
-    /// once).
-    async fn open_cleanup(
-        &mut self,
-        sender: &str,
-        recipients: &[(String, String)],
-    ) -> Result<(pfx_ipc::Channel<tokio::net::UnixStream>, String), pfx_ipc::Error> {
-        let ip = self.peer.ip().to_string();
-        let attrs = vec![
+    /// Reads and drops the message the client sends after 354.
+    async fn discard_data(&mut self) -> Result<(), End> {
+        let mut decoder = DataDecoder::new();
+        let mut sink = Vec::new();
+        loop {
+            let progress = decoder.feed(&self.inbuf, &mut sink);
+            sink.clear();
+            match progress {
+                Progress::Done { consumed } => {
+                    self.inbuf.drain(..consumed);
+                    return Ok(());
+                }
+                Progress::More => self.inbuf.clear(),
+            }
+            if !self.fill().await? {
+                return Err(End::Lost);
+            }
+        }
+    }
+
+    /// What starts a message with cleanup.
+    fn begin_request(&self, sender: &str, recipients: &[(String, String)]) -> CleanupRequest {
+        let mut attrs = vec![
             ("client_name".into(), self.client_name.clone()),
-            ("client_address".into(), ip),
+            ("client_address".into(), self.peer.ip().to_string()),
             ("helo_name".into(), self.helo.clone().unwrap_or_default()),
             (
                 "protocol".into(),
@@ -561,7 +584,6 @@ impl Session {
             ),
             ("origin".into(), "smtpd".into()),
         ];
-        let mut attrs = attrs;
         if self.body_8bit {
             // As Postfix's queue file records it; smtp passes BODY=8BITMIME on.
             attrs.push(("encoding".into(), "8bit".into()));
@@ -570,37 +592,54 @@ impl Session {
             .iter()
             .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
             .collect();
-        let begin = CleanupRequest::Begin {
+        CleanupRequest::Begin {
             sender: sender.to_owned(),
             recipients,
             attrs,
             origin: self.origin,
-        };
-        let start = |mut ch: pfx_ipc::Channel<tokio::net::UnixStream>| {
-            let begin = begin.clone();
-            async move {
-                ch.send(&begin).await?;
-                match ch.expect::<CleanupReply>().await? {
-                    CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
-                    other => Err(pfx_ipc::Error::Decode(format!(
-                        "unexpected reply {other:?}"
-                    ))),
-                }
-            }
-        };
+        }
+    }
+
+    /// Sends `begin` on an idle cleanup connection, when there is one, without
+    /// waiting for the answer.
+    async fn send_begin(&self, begin: &CleanupRequest) -> Option<CleanupChannel> {
         let idle = self
             .shared
             .cleanup
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop();
-        if let Some(ch) = idle {
-            if let Ok(started) = start(ch).await {
+        let mut ch = idle?;
+        ch.send(begin).await.ok()?;
+        Some(ch)
+    }
+
+    /// cleanup's answer to `begin`: the queue ID. A connection found broken
+    /// (after a cleanup restart) is replaced once, by a new one.
+    async fn started(
+        &self,
+        sent: Option<CleanupChannel>,
+        begin: &CleanupRequest,
+    ) -> Result<(CleanupChannel, String), pfx_ipc::Error> {
+        async fn answer(
+            mut ch: CleanupChannel,
+        ) -> Result<(CleanupChannel, String), pfx_ipc::Error> {
+            match ch.expect::<CleanupReply>().await? {
+                CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
+                other => Err(pfx_ipc::Error::Decode(format!(
+                    "unexpected reply {other:?}"
+                ))),
+            }
+        }
+        if let Some(ch) = sent {
+            if let Ok(started) = answer(ch).await {
                 return Ok(started);
             }
         }
         let path = self.st.queue_dir.join(endpoint::CLEANUP);
-        start(pfx_ipc::client::connect(&path, conversation::CLEANUP).await?).await
+        let mut ch = pfx_ipc::client::connect(&path, conversation::CLEANUP).await?;
+        ch.send(begin).await?;
+        answer(ch).await
     }
 
     /// Postfix's Received: header.
