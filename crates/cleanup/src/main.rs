@@ -157,14 +157,7 @@ async fn message(
     refill(&st.shared.reserve);
     let mut writer = match created {
         Ok(w) => w,
-        Err(e) => {
-            warn!("create queue file: {e}");
-            drain(ch).await?;
-            return Ok(CleanupReply::Failed {
-                temporary: true,
-                reason: "queue file write error".into(),
-            });
-        }
+        Err(e) => return write_error(ch, format!("create queue file: {e}")).await,
     };
     let id = writer.id().to_owned();
     let env = Envelope {
@@ -173,12 +166,7 @@ async fn message(
         attrs,
     };
     if let Err(e) = writer.envelope(&env) {
-        warn!("{id}: write queue file: {e}");
-        drain(ch).await?;
-        return Ok(CleanupReply::Failed {
-            temporary: true,
-            reason: "queue file write error".into(),
-        });
+        return write_error(ch, format!("{id}: write queue file: {e}")).await;
     }
     // A file from the reserve has a durable name already; any other is
     // synced while the content arrives, and the commit waits for that.
@@ -187,14 +175,7 @@ async fn message(
             Naming::Pending(tokio::task::spawn_blocking(move || sync.run()))
         }
         Ok(sync) => Naming::Done(sync.run()),
-        Err(e) => {
-            warn!("{id}: write queue file: {e}");
-            drain(ch).await?;
-            return Ok(CleanupReply::Failed {
-                temporary: true,
-                reason: "queue file write error".into(),
-            });
-        }
+        Err(e) => return write_error(ch, format!("{id}: write queue file: {e}")).await,
     };
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
@@ -410,6 +391,17 @@ fn write_content(writer: &mut Writer, id: &str, bytes: &[u8]) -> Result<(), Clea
             temporary: true,
             reason: "queue file write error".into(),
         }
+    })
+}
+
+/// Logs why a message cannot be written, reads the rest of it, and gives
+/// the client a temporary failure.
+async fn write_error(ch: &mut Channel<UnixStream>, why: String) -> Result<CleanupReply, String> {
+    warn!("{why}");
+    drain(ch).await?;
+    Ok(CleanupReply::Failed {
+        temporary: true,
+        reason: "queue file write error".into(),
     })
 }
 

@@ -81,19 +81,6 @@ fn copy_limited(
 
 /// Delivers into the Maildir at `dir` (created if missing).
 pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
-    for sub in ["", "tmp", "new", "cur"] {
-        let d = dir.join(sub);
-        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Failure::io(
-                    format!("create maildir file {}", d.display()),
-                    &e,
-                ))
-            }
-        }
-    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -106,13 +93,24 @@ pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> 
     ));
     let fail =
         |e: &std::io::Error| Failure::io(format!("create maildir file {}", tmp.display()), e);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| fail(&e))?;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+    };
+    // The directories are made when they are missing, as Postfix does, not
+    // tried for every message.
+    let mut f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_maildir(dir)?;
+            open()
+        }
+        r => r,
+    }
+    .map_err(|e| fail(&e))?;
     let written =
         copy_limited(&mut f, msg, |b, out| out.extend_from_slice(b)).and_then(|_| f.sync_all());
     if let Err(e) = written {
@@ -130,9 +128,33 @@ pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> 
         md.ino(),
         now.subsec_micros()
     ));
-    let linked = std::fs::hard_link(&tmp, &new);
+    let linked = match std::fs::hard_link(&tmp, &new) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_maildir(dir).and_then(|()| {
+            std::fs::hard_link(&tmp, &new)
+                .map_err(|e| Failure::io(format!("link to {}", new.display()), &e))
+        }),
+        r => r.map_err(|e| Failure::io(format!("link to {}", new.display()), &e)),
+    };
     let _ = std::fs::remove_file(&tmp);
-    linked.map_err(|e| Failure::io(format!("link to {}", new.display()), &e))
+    linked
+}
+
+/// Creates a Maildir's directories that are missing.
+fn make_maildir(dir: &Path) -> Result<(), Failure> {
+    for sub in ["", "tmp", "new", "cur"] {
+        let d = dir.join(sub);
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Failure::io(
+                    format!("create maildir file {}", d.display()),
+                    &e,
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An exclusive `PATH.lock` file, removed when dropped. Stale locks (older
@@ -290,6 +312,16 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
         assert!(md.join("cur").is_dir());
+        // A user who removed new/ (or the whole Maildir) still gets mail.
+        std::fs::remove_file(&files[0]).unwrap();
+        std::fs::remove_dir(md.join("new")).unwrap();
+        let mut c: &[u8] = b"again\n";
+        maildir(&md, &mut msg(&mut c, 0)).unwrap();
+        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 1);
+        std::fs::remove_dir_all(&md).unwrap();
+        let mut c: &[u8] = b"and again\n";
+        maildir(&md, &mut msg(&mut c, 0)).unwrap();
+        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 1);
     }
 
     #[test]

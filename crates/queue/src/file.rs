@@ -731,14 +731,7 @@ pub fn mark_done(path: &Path, offsets: &[u64]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn queue() -> (tempfile::TempDir, Queue) {
-        let tmp = tempfile::tempdir().unwrap();
-        for q in QueueName::ALL {
-            std::fs::create_dir(tmp.path().join(q.as_str())).unwrap();
-        }
-        let q = Queue::new(tmp.path());
-        (tmp, q)
-    }
+    use crate::test_queue as queue;
 
     fn write(q: &Queue, content: &[u8]) -> String {
         let mut w = Writer::create(q, SystemTime::now(), None).unwrap();
@@ -802,7 +795,6 @@ mod tests {
     #[test]
     fn a_recycled_longer_file_holds_exactly_the_new_message() {
         let (t, q) = queue();
-        std::fs::create_dir(t.path().join("recycle")).unwrap();
         let big: Vec<u8> = vec![b'x'; 100_000];
         let old = write(&q, &big);
         crate::recycle::give_back(t.path(), &q.path(QueueName::Incoming, &old)).unwrap();

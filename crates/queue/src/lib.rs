@@ -175,6 +175,18 @@ impl Queue {
     }
 }
 
+/// A queue tree in a temporary directory, for the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_queue() -> (tempfile::TempDir, Queue) {
+    let tmp = tempfile::tempdir().unwrap();
+    for q in QueueName::ALL {
+        std::fs::create_dir(tmp.path().join(q.as_str())).unwrap();
+    }
+    std::fs::create_dir(tmp.path().join("recycle")).unwrap();
+    let q = Queue::new(tmp.path());
+    (tmp, q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

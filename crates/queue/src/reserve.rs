@@ -172,15 +172,7 @@ impl Reserve {
 mod tests {
     use super::*;
 
-    fn queue() -> (tempfile::TempDir, Queue) {
-        let tmp = tempfile::tempdir().unwrap();
-        for q in QueueName::ALL {
-            std::fs::create_dir(tmp.path().join(q.as_str())).unwrap();
-        }
-        std::fs::create_dir(tmp.path().join("recycle")).unwrap();
-        let q = Queue::new(tmp.path());
-        (tmp, q)
-    }
+    use crate::test_queue as queue;
 
     fn mode(path: &std::path::Path) -> u32 {
         std::fs::metadata(path).unwrap().mode() & 0o777
