@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use pfx_config::Config;
 use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
 use pfx_ipc::Channel;
-use pfx_queue::file::{Envelope, NameSynced, Writer};
+use pfx_queue::file::{Envelope, Writer};
 use pfx_queue::reserve::Reserve;
 use pfx_queue::Queue;
 use tokio::net::UnixStream;
@@ -72,7 +72,7 @@ struct Shared {
 /// Names the next batch of queue files, in the background, when the
 /// reserve runs low.
 fn refill(reserve: &Arc<Reserve>) {
-    if reserve.wants_refill() {
+    if reserve.begin_refill() {
         let reserve = reserve.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = reserve.refill() {
@@ -168,15 +168,6 @@ async fn message(
     if let Err(e) = writer.envelope(&env) {
         return write_error(ch, format!("{id}: write queue file: {e}")).await;
     }
-    // A file from the reserve has a durable name already; any other is
-    // synced while the content arrives, and the commit waits for that.
-    let named = match writer.name_sync() {
-        Ok(sync) if sync.is_needed() => {
-            Naming::Pending(tokio::task::spawn_blocking(move || sync.run()))
-        }
-        Ok(sync) => Naming::Done(sync.run()),
-        Err(e) => return write_error(ch, format!("{id}: write queue file: {e}")).await,
-    };
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
     })
@@ -242,16 +233,7 @@ async fn message(
             return Ok(f);
         }
     }
-    // Commits run on the blocking pool, several at once, so the kernel can
-    // merge their fsyncs into one journal commit.
-    let named = match named {
-        Naming::Done(r) => r,
-        Naming::Pending(task) => task.await.map_err(|e| e.to_string())?,
-    };
-    let committed = match named {
-        Ok(named) => commit(st, writer, named).await?,
-        Err(e) => Err(e.into()),
-    };
+    let committed = commit(st, writer).await?;
     match committed {
         Ok(id) => {
             let qmgr = st.queue.root().join(endpoint::QMGR);
@@ -275,27 +257,17 @@ async fn message(
 /// thread and back costs two wake-ups, a good part of a commit. When other
 /// commits are running, on the blocking pool, so that they overlap and the
 /// other sessions are served meanwhile.
-async fn commit(
-    st: &Settings,
-    writer: Writer,
-    named: NameSynced,
-) -> Result<Result<String, pfx_queue::Error>, String> {
+async fn commit(st: &Settings, writer: Writer) -> Result<Result<String, pfx_queue::Error>, String> {
     let running = st.shared.committing.fetch_add(1, Ordering::AcqRel);
     let result = if running == 0 {
-        Ok(writer.finish(named))
+        Ok(writer.finish())
     } else {
-        tokio::task::spawn_blocking(move || writer.finish(named))
+        tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| e.to_string())
     };
     st.shared.committing.fetch_sub(1, Ordering::AcqRel);
     result
-}
-
-/// Where making a new file's name durable stands.
-enum Naming {
-    Done(std::io::Result<NameSynced>),
-    Pending(tokio::task::JoinHandle<std::io::Result<NameSynced>>),
 }
 
 /// What a message's header work needs to know.

@@ -124,10 +124,5 @@ fn write(
             return Err("File too large".into());
         }
     }
-    let named = w
-        .name_sync()
-        .and_then(|n| n.run())
-        .map_err(|e| format!("write maildrop file: {e}"))?;
-    w.finish(named)
-        .map_err(|e| format!("write maildrop file: {e}"))
+    w.finish().map_err(|e| format!("write maildrop file: {e}"))
 }

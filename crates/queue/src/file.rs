@@ -137,49 +137,10 @@ pub struct Writer {
     complete_mode: u32,
     /// Of every byte after the `C` record.
     crc: crc32fast::Hasher,
-    /// The directories whose entries name this file (see [`NameSync`]).
+    /// The directories whose entries name this file and must be synced
+    /// before it is acknowledged: none for a file from the reserve.
     name_dirs: Vec<PathBuf>,
     finished: bool,
-}
-
-/// The directory entries that name a new queue file: its queue directory,
-/// and `recycle/` when the file was taken from there. They must be durable
-/// before the file may be acknowledged, and they do not change once the
-/// file is named, so syncing them can overlap with receiving the content
-/// (cleanup runs [`NameSync::run`] while the client sends DATA);
-/// [`Writer::finish`] takes the proof that it was done.
-#[derive(Debug)]
-pub struct NameSync {
-    dirs: Vec<PathBuf>,
-    /// For `syncfs` where a directory cannot be opened (postdrop in maildrop/).
-    file: File,
-}
-
-/// Proof that a file's name is durable.
-#[derive(Debug)]
-pub struct NameSynced(());
-
-impl NameSync {
-    /// Whether there is anything to sync (not for a file from the reserve).
-    pub fn is_needed(&self) -> bool {
-        !self.dirs.is_empty()
-    }
-
-    /// fsyncs the directories.
-    pub fn run(self) -> std::io::Result<NameSynced> {
-        for dir in &self.dirs {
-            match pfx_sys::fs::fsync_dir(dir) {
-                // postdrop may write into maildrop/ but not read it, so it cannot
-                // open the directory: it syncs the whole file system instead.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    nix::unistd::syncfs(&self.file).map_err(std::io::Error::from)?;
-                    break;
-                }
-                r => r?,
-            }
-        }
-        Ok(NameSynced(()))
-    }
 }
 
 /// Microseconds and the file's inode make Postfix's short queue ID.
@@ -265,8 +226,8 @@ impl Writer {
         reserve: Option<&crate::reserve::Reserve>,
     ) -> Result<Self, Error> {
         if let Some(r) = reserve.and_then(|r| r.take()) {
-            let (id, path) = (r.id.clone(), r.path.clone());
-            return Self::start(id, path, r.into_file()?, MODE_COMPLETE, Vec::new(), arrival);
+            let (id, path, file) = r.start_writing()?;
+            return Self::start(id, path, file, MODE_COMPLETE, Vec::new(), arrival);
         }
         Self::create_in(
             queue,
@@ -343,14 +304,6 @@ impl Writer {
         &self.id
     }
 
-    /// What makes this file's name durable, to run before [`Writer::finish`].
-    pub fn name_sync(&self) -> std::io::Result<NameSync> {
-        Ok(NameSync {
-            dirs: self.name_dirs.clone(),
-            file: self.out.get_ref().try_clone()?,
-        })
-    }
-
     fn put(&mut self, kind: u8, data: &[u8]) -> std::io::Result<()> {
         let head = record_head(kind, data.len());
         self.out.write_all(&head)?;
@@ -394,9 +347,9 @@ impl Writer {
 
     /// Closes the content, writes the end marker and the size record with
     /// the checksum, sets the readiness bit and fsyncs, once, as Postfix
-    /// does. Only after this returns may anyone be told the message was
-    /// accepted. `_named` says the file's name is durable already.
-    pub fn finish(mut self, _named: NameSynced) -> Result<String, Error> {
+    /// does; a file not from the reserve also gets its directories synced.
+    /// Only after this returns may anyone be told the message was accepted.
+    pub fn finish(mut self) -> Result<String, Error> {
         self.put(rec::CONTENT_END, b"")?;
         self.put(rec::END, b"")?;
         self.out.flush()?;
@@ -413,6 +366,17 @@ impl Writer {
         // find out (QueueFile::verify). That file was never acknowledged.
         file.set_permissions(std::fs::Permissions::from_mode(self.complete_mode))?;
         file.sync_all()?;
+        for dir in &self.name_dirs {
+            match pfx_sys::fs::fsync_dir(dir) {
+                // postdrop may write into maildrop/ but not read it, so it cannot
+                // open the directory: it syncs the whole file system instead.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    nix::unistd::syncfs(&*file).map_err(std::io::Error::from)?;
+                    break;
+                }
+                r => r?,
+            }
+        }
         // Deleted meanwhile (postsuper -d): not accepted after all.
         if file.metadata()?.nlink() == 0 {
             return Err(std::io::Error::other("queue file removed while being written").into());
@@ -476,7 +440,7 @@ const MAX_ENVELOPE_RECORD: usize = 64 * 1024;
 impl QueueFile {
     /// Whether the file at `path` has its readiness bit (is complete).
     pub fn is_complete(path: &Path) -> std::io::Result<bool> {
-        Ok(std::fs::metadata(path)?.permissions().mode() & 0o100 != 0)
+        Ok(Self::readiness(&std::fs::metadata(path)?) == Readiness::Complete)
     }
 
     /// What the file is, by its mode.
@@ -745,8 +709,7 @@ mod tests {
         })
         .unwrap();
         w.content(content).unwrap();
-        let named = w.name_sync().unwrap().run().unwrap();
-        w.finish(named).unwrap()
+        w.finish().unwrap()
     }
 
     #[test]
@@ -808,8 +771,7 @@ mod tests {
         })
         .unwrap();
         w.content(b"short\n").unwrap();
-        let named = w.name_sync().unwrap().run().unwrap();
-        let id = w.finish(named).unwrap();
+        let id = w.finish().unwrap();
         let qf = QueueFile::open(&q.path(QueueName::Incoming, &id)).unwrap();
         let mut got = Vec::new();
         qf.content().unwrap().read_to_end(&mut got).unwrap();

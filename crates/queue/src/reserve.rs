@@ -37,11 +37,16 @@ pub(crate) struct Reserved {
 }
 
 impl Reserved {
-    /// Marks the file as being written (mode 0600) and hands it over.
-    pub(crate) fn into_file(self) -> std::io::Result<File> {
+    /// Marks the file as being written (mode 0600) and hands it over with
+    /// its queue ID and path.
+    pub(crate) fn start_writing(self) -> std::io::Result<(String, PathBuf, File)> {
         self.file
             .set_permissions(std::fs::Permissions::from_mode(MODE_WRITING))?;
-        self.file.unlock().map_err(|(_, e)| std::io::Error::from(e))
+        let file = self
+            .file
+            .unlock()
+            .map_err(|(_, e)| std::io::Error::from(e))?;
+        Ok((self.id, self.path, file))
     }
 }
 
@@ -84,15 +89,16 @@ impl Reserve {
         None
     }
 
-    /// True when a refill should start: few files left and none running.
-    /// The caller then runs [`Reserve::refill`] (blocking) where it suits it.
-    pub fn wants_refill(&self) -> bool {
+    /// True when a refill should start (few files left, none running), and
+    /// from then on one is running: the caller must run [`Reserve::refill`]
+    /// (blocking) where it suits it.
+    pub fn begin_refill(&self) -> bool {
         let low = self.ready.lock().unwrap_or_else(|e| e.into_inner()).len() < BATCH / 2;
         low && !self.refilling.swap(true, Ordering::AcqRel)
     }
 
     /// Names up to [`BATCH`] files, makes their names durable and adds
-    /// them to the reserve. Call after [`Reserve::wants_refill`] said yes.
+    /// them to the reserve. Call after [`Reserve::begin_refill`] said yes.
     pub fn refill(&self) -> std::io::Result<()> {
         let result = self.fill();
         self.refilling.store(false, Ordering::Release);
@@ -182,8 +188,8 @@ mod tests {
     fn refill_names_a_batch_of_reserved_files() {
         let (_t, q) = queue();
         let r = Reserve::new(q.clone());
-        assert!(r.wants_refill());
-        assert!(!r.wants_refill(), "one refill at a time");
+        assert!(r.begin_refill());
+        assert!(!r.begin_refill(), "one refill at a time");
         r.refill().unwrap();
         let ids = q.list(QueueName::Incoming).unwrap();
         assert_eq!(ids.len(), BATCH);
@@ -192,8 +198,7 @@ mod tests {
         }
         let got = r.take().unwrap();
         assert!(ids.contains(&got.id));
-        let path = got.path.clone();
-        got.into_file().unwrap();
+        let (_, path, _) = got.start_writing().unwrap();
         assert_eq!(mode(&path), MODE_WRITING);
     }
 
