@@ -89,7 +89,7 @@ type Leaves = Vec<(String, Verdict)>;
 type Expanded = (Vec<(Verdict, Leaves)>, Vec<String>, QueueFile);
 
 /// Delivers every recipient of the request and logs each outcome.
-pub(crate) async fn request(tables: &Tables, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
     let cfg = &tables.cfg;
     let start = SystemTime::now();
     let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
@@ -97,7 +97,12 @@ pub(crate) async fn request(tables: &Tables, req: &DeliveryRequest) -> Vec<Deliv
     let path = queue.path(qname, &req.queue_id);
     // File work (and the recipient's privileges, which are per thread) happens
     // on this worker thread, told to the runtime as blocking.
-    let work = tokio::task::block_in_place(move || -> Result<Expanded, String> {
+    let tables2 = tables.clone();
+    let req2 = req.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<Expanded, String> {
+        let tables = &*tables2;
+        let req = &req2;
+        let cfg = &tables.cfg;
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
         let mut ctx = Ctx {
             cfg,
@@ -120,7 +125,9 @@ pub(crate) async fn request(tables: &Tables, req: &DeliveryRequest) -> Vec<Deliv
             results.push((res, std::mem::take(&mut ctx.leaves)));
         }
         Ok((results, forwards, qf))
-    });
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     let (results, forwards, qf) = match work {
         Ok(x) => x,
         Err(e) => {

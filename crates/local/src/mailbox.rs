@@ -1,8 +1,9 @@
 //! Writing a message into a mailbox: Maildir or mbox.
 //!
-//! Maildir (as local(8)'s maildir.c): write `tmp/SEC.PpidQn.HOST`, fsync,
-//! link it to `new/SEC.VdevIinoMusec.HOST`, unlink the tmp name; the message
-//! appears whole or not at all. mbox: dotlock `FILE.lock` plus an fcntl lock
+//! Maildir (as local(8)'s maildir.c): write the message in `tmp/`, fsync,
+//! link it to `new/SEC.VdevIinoMusec.HOST`; the message appears whole or not
+//! at all. The file in `tmp/` is unnamed (`O_TMPFILE`) where the file system
+//! allows, else `tmp/SEC.PpidQn.HOST`, unlinked after the link. mbox: dotlock `FILE.lock` plus an fcntl lock
 //! (Postfix's `mailbox_delivery_lock = fcntl, dotlock` on Linux),
 //! a `From ` line, `>From ` quoting, a blank line at the end, fsync; on any
 //! error the file is truncated back. Neither follows a symbolic link at the
@@ -81,46 +82,39 @@ fn copy_limited(
 
 /// Delivers into the Maildir at `dir` (created if missing).
 pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
+    // An unnamed file is linked through its /proc/self/fd entry.
+    static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let unnamed = *PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir());
+    deliver_maildir(dir, msg, unnamed)
+}
+
+fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(), Failure> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let host = hostname();
-    let tmp = dir.join("tmp").join(format!(
-        "{}.P{}Q{}.{host}",
-        now.as_secs(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let fail =
-        |e: &std::io::Error| Failure::io(format!("create maildir file {}", tmp.display()), e);
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-    };
     // The directories are made when they are missing, as Postfix does, not
     // tried for every message.
-    let mut f = match open() {
+    let mut file = match TmpFile::create(dir, now, &host, unnamed) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             make_maildir(dir)?;
-            open()
+            TmpFile::create(dir, now, &host, unnamed)
         }
         r => r,
     }
-    .map_err(|e| fail(&e))?;
-    let written =
-        copy_limited(&mut f, msg, |b, out| out.extend_from_slice(b)).and_then(|_| f.sync_all());
+    .map_err(|e| Failure::io(format!("create maildir file {}", dir.join("tmp").display()), &e))?;
+    let written = copy_limited(&mut file.file, msg, |b, out| out.extend_from_slice(b))
+        .and_then(|_| file.file.sync_all());
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Failure::io(
-            format!("maildir delivery failed: {}", tmp.display()),
+            format!("maildir delivery failed: {}", file.describe(dir)),
             &e,
         ));
     }
-    let md = f.metadata().map_err(|e| fail(&e))?;
+    let md = file
+        .file
+        .metadata()
+        .map_err(|e| Failure::io(format!("stat {}", file.describe(dir)), &e))?;
     let new = dir.join("new").join(format!(
         "{}.V{:x}I{:x}M{}.{host}",
         now.as_secs(),
@@ -128,15 +122,96 @@ pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> 
         md.ino(),
         now.subsec_micros()
     ));
-    let linked = match std::fs::hard_link(&tmp, &new) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_maildir(dir).and_then(|()| {
-            std::fs::hard_link(&tmp, &new)
-                .map_err(|e| Failure::io(format!("link to {}", new.display()), &e))
-        }),
-        r => r.map_err(|e| Failure::io(format!("link to {}", new.display()), &e)),
-    };
-    let _ = std::fs::remove_file(&tmp);
-    linked
+    let link_fail = |e: &std::io::Error| Failure::io(format!("link to {}", new.display()), e);
+    match file.link(&new) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            make_maildir(dir)?;
+            file.link(&new).map_err(|e| link_fail(&e))
+        }
+        r => r.map_err(|e| link_fail(&e)),
+    }
+}
+
+/// A Maildir message while it is written. Where the file system has
+/// `O_TMPFILE` it has no name at all until it is linked into `new/` whole
+/// (one name less to create, sync and remove per message, and nothing a
+/// reader of `tmp/` could see); elsewhere it is `tmp/SEC.PpidQn.HOST`, as in
+/// Postfix, removed when this is dropped.
+struct TmpFile {
+    file: std::fs::File,
+    name: Option<PathBuf>,
+}
+
+impl TmpFile {
+    fn create(dir: &Path, now: Duration, host: &str, unnamed: bool) -> std::io::Result<Self> {
+        let tmp = dir.join("tmp");
+        if unnamed {
+            match OpenOptions::new()
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(&tmp)
+            {
+                Ok(file) => return Ok(Self { file, name: None }),
+                // Not supported here (EOPNOTSUPP, or EISDIR from kernels that
+                // predate the flag): a named file as Postfix writes it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let name = tmp.join(format!(
+            "{}.P{}Q{}.{host}",
+            now.as_secs(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&name)?;
+        Ok(Self {
+            file,
+            name: Some(name),
+        })
+    }
+
+    fn describe(&self, dir: &Path) -> String {
+        match &self.name {
+            Some(n) => n.display().to_string(),
+            None => format!("{} (unnamed)", dir.join("tmp").display()),
+        }
+    }
+
+    /// Gives the file its name in `new/`; fails if that name exists.
+    fn link(&self, new: &Path) -> std::io::Result<()> {
+        match &self.name {
+            Some(n) => std::fs::hard_link(n, new),
+            None => {
+                use std::os::fd::AsRawFd;
+                // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH;
+                // the descriptor's /proc link does not.
+                let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                nix::unistd::linkat(
+                    nix::fcntl::AT_FDCWD,
+                    proc.as_str(),
+                    nix::fcntl::AT_FDCWD,
+                    new,
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                )
+                .map_err(std::io::Error::from)
+            }
+        }
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(n) = &self.name {
+            let _ = std::fs::remove_file(n);
+        }
+    }
 }
 
 /// Creates a Maildir's directories that are missing.
@@ -292,6 +367,16 @@ mod tests {
 
     #[test]
     fn maildir_delivery_is_whole_and_named_like_postfix() {
+        maildir_delivery(true);
+    }
+
+    #[test]
+    fn maildir_delivery_through_a_named_tmp_file() {
+        maildir_delivery(false);
+    }
+
+    fn maildir_delivery(unnamed: bool) {
+        let maildir = |md: &Path, m: &mut Message<'_>| deliver_maildir(md, m, unnamed);
         let tmp = tempfile::tempdir().unwrap();
         let md = tmp.path().join("Maildir");
         let mut c: &[u8] = b"Subject: x\n\nbody \xe9\n";
@@ -328,11 +413,13 @@ mod tests {
     fn size_limit_refuses_without_leaving_files() {
         let tmp = tempfile::tempdir().unwrap();
         let md = tmp.path().join("Maildir");
-        let mut c: &[u8] = &[b'x'; 5000];
-        let err = maildir(&md, &mut msg(&mut c, 1000)).unwrap_err();
-        assert!(!err.temporary && err.dsn == "5.2.2", "{err:?}");
-        assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
-        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+        for unnamed in [true, false] {
+            let mut c: &[u8] = &[b'x'; 5000];
+            let err = deliver_maildir(&md, &mut msg(&mut c, 1000), unnamed).unwrap_err();
+            assert!(!err.temporary && err.dsn == "5.2.2", "{err:?}");
+            assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+            assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+        }
         let mb = tmp.path().join("mbox");
         std::fs::write(&mb, b"From old  x\n\nold\n\n").unwrap();
         let mut c: &[u8] = &[b'x'; 5000];

@@ -15,7 +15,7 @@ mod mailbox;
 mod privs;
 
 fn main() {
-    pfx_server::run("local", |ctx, endpoint| async move {
+    pfx_server::run_with("local", pfx_server::Threads::One, |ctx, endpoint| async move {
         pfx_server::serve_deliveries(
             &ctx,
             endpoint,

@@ -14,7 +14,7 @@ mod scheduler;
 use tokio::sync::mpsc;
 
 fn main() {
-    pfx_server::run("qmgr", |ctx, endpoint| async move {
+    pfx_server::run_with("qmgr", pfx_server::Threads::One, |ctx, endpoint| async move {
         let (tx, rx) = mpsc::unbounded_channel();
         let triggers = tx.clone();
         let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);

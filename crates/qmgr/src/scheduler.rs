@@ -600,7 +600,7 @@ impl Scheduler {
         // When every recipient is delivered the file is about to go: marking is wasted work.
         if !done_offsets.is_empty() && !finished_clean {
             let path = msg.qf.path.clone();
-            if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &done_offsets)) {
+            if let Err(e) = file::mark_done(&path, &done_offsets) {
                 warn!("{id}: mark recipients done: {e}");
             }
         }
@@ -676,7 +676,7 @@ impl Scheduler {
                 .map(|&i| msg.qf.recipients[i].offset)
                 .collect();
             let path = msg.qf.path.clone();
-            if let Err(e) = tokio::task::block_in_place(|| file::mark_done(&path, &offsets)) {
+            if let Err(e) = file::mark_done(&path, &offsets) {
                 warn!("{id}: mark recipients done: {e}");
             }
             for &i in &deferred {
