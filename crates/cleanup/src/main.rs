@@ -11,6 +11,7 @@
 
 mod headers;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -35,9 +36,11 @@ fn main() {
                 .config()
                 .get("queue_directory")
                 .map_err(|e| e.to_string())?;
+            let qmgr = pfx_ipc::client::Triggers::new(Path::new(&queue_dir).join(endpoint::QMGR));
             let shared = Arc::new(Shared {
                 reserve: Arc::new(Reserve::new(Queue::new(queue_dir))),
                 committing: AtomicUsize::new(0),
+                qmgr: Arc::new(qmgr),
             });
             refill(&shared.reserve);
             let reserve = shared.reserve.clone();
@@ -67,6 +70,8 @@ struct Shared {
     reserve: Arc<Reserve>,
     /// Commits in progress.
     committing: AtomicUsize,
+    /// Tells qmgr about each new message.
+    qmgr: Arc<pfx_ipc::client::Triggers>,
 }
 
 /// Names the next batch of queue files, in the background, when the
@@ -236,10 +241,10 @@ async fn message(
     let committed = commit(st, writer).await?;
     match committed {
         Ok(id) => {
-            let qmgr = st.queue.root().join(endpoint::QMGR);
+            let qmgr = st.shared.qmgr.clone();
             let request = trigger::new_message(&id);
             tokio::spawn(async move {
-                let _ = pfx_ipc::client::trigger_request(&qmgr, &request).await;
+                let _ = qmgr.send(&request).await;
             });
             Ok(CleanupReply::Committed { queue_id: id })
         }

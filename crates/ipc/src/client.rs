@@ -1,6 +1,6 @@
 //! Connecting to a service and sending a trigger.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -46,6 +46,51 @@ pub async fn trigger_request(path: &Path, request: &[u8]) -> Result<(), Error> {
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     s.write_all(request).await?;
     s.shutdown().await?;
+    Ok(())
+}
+
+/// A connection to a trigger service kept for many requests: cleanup sends
+/// qmgr one per message, and a connection per message cost both of them
+/// more than the request. When the service went away (restarted), the next
+/// request connects again.
+#[derive(Debug)]
+pub struct Triggers {
+    path: PathBuf,
+    conn: tokio::sync::Mutex<Option<UnixStream>>,
+}
+
+impl Triggers {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends one request. A lost trigger only delays work: services also
+    /// scan on their own timers.
+    pub async fn send(&self, request: &[u8]) -> Result<(), Error> {
+        let mut conn = self.conn.lock().await;
+        if let Some(s) = conn.as_mut() {
+            if write_within(s, request).await.is_ok() {
+                return Ok(());
+            }
+        }
+        *conn = None;
+        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path))
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        write_within(&mut s, request).await?;
+        *conn = Some(s);
+        Ok(())
+    }
+}
+
+/// Writes a request; a service that reads nothing for this long is stuck.
+async fn write_within(s: &mut UnixStream, request: &[u8]) -> Result<(), Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, s.write_all(request))
+        .await
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     Ok(())
 }
 

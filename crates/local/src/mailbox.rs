@@ -102,7 +102,12 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
         }
         r => r,
     }
-    .map_err(|e| Failure::io(format!("create maildir file {}", dir.join("tmp").display()), &e))?;
+    .map_err(|e| {
+        Failure::io(
+            format!("create maildir file {}", dir.join("tmp").display()),
+            &e,
+        )
+    })?;
     let written = copy_limited(&mut file.file, msg, |b, out| out.extend_from_slice(b))
         .and_then(|_| file.file.sync_all());
     if let Err(e) = written {

@@ -15,13 +15,17 @@ mod mailbox;
 mod privs;
 
 fn main() {
-    pfx_server::run_with("local", pfx_server::Threads::One, |ctx, endpoint| async move {
-        pfx_server::serve_deliveries(
-            &ctx,
-            endpoint,
-            deliver::Tables::new,
-            |state, req| async move { deliver::request(&state, &req).await },
-        )
-        .await
-    })
+    pfx_server::run_with(
+        "local",
+        pfx_server::Threads::One,
+        |ctx, endpoint| async move {
+            pfx_server::serve_deliveries(
+                &ctx,
+                endpoint,
+                deliver::Tables::new,
+                |state, req| async move { deliver::request(&state, &req).await },
+            )
+            .await
+        },
+    )
 }

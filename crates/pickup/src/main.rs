@@ -37,8 +37,10 @@ fn main() {
                 while rx.try_recv().is_ok() {}
             }
         });
-        let served = pfx_server::serve_triggers(&ctx, endpoint, move |_| {
+        // Whatever the request, pickup scans maildrop/.
+        let served = pfx_server::serve_triggers(&ctx, endpoint, move |bytes, _| {
             let _ = tx.send(());
+            bytes.len()
         })
         .await;
         scanner.abort();

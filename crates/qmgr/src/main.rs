@@ -14,18 +14,24 @@ mod scheduler;
 use tokio::sync::mpsc;
 
 fn main() {
-    pfx_server::run_with("qmgr", pfx_server::Threads::One, |ctx, endpoint| async move {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let triggers = tx.clone();
-        let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);
-        let sched = tokio::spawn(scheduler.run());
-        let served = pfx_server::serve_triggers(&ctx, endpoint, move |bytes| {
-            for event in scheduler::Event::from_trigger(bytes) {
-                let _ = triggers.send(event);
-            }
-        })
-        .await;
-        sched.abort();
-        served
-    })
+    pfx_server::run_with(
+        "qmgr",
+        pfx_server::Threads::One,
+        |ctx, endpoint| async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let triggers = tx.clone();
+            let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);
+            let sched = tokio::spawn(scheduler.run());
+            let served = pfx_server::serve_triggers(&ctx, endpoint, move |bytes, closed| {
+                let (events, used) = scheduler::Event::from_trigger(bytes, closed);
+                for event in events {
+                    let _ = triggers.send(event);
+                }
+                used
+            })
+            .await;
+            sched.abort();
+            served
+        },
+    )
 }

@@ -54,33 +54,40 @@ pub(crate) enum Event {
 }
 
 impl Event {
-    /// The requests in the bytes of one trigger: single bytes, and `N` with
-    /// a queue ID and newline. A request that does not parse scans incoming/.
-    pub(crate) fn from_trigger(bytes: &[u8]) -> Vec<Self> {
+    /// The requests at the start of `bytes`, and how many bytes they took:
+    /// single bytes, and `N` with a queue ID and newline. An `N` still
+    /// waiting for its newline is left for the next read unless the client
+    /// has `closed`; one that does not parse scans incoming/.
+    pub(crate) fn from_trigger(bytes: &[u8], closed: bool) -> (Vec<Self>, usize) {
         let mut out = Vec::new();
-        let mut rest = bytes;
-        while let Some((&b, tail)) = rest.split_first() {
-            rest = tail;
+        let mut used = 0;
+        while let Some(&b) = bytes.get(used) {
             if b != trigger::NEW {
                 out.push(Self::Trigger(b));
+                used += 1;
                 continue;
             }
-            let end = rest.iter().position(|&c| c == b'\n');
-            let id = end.and_then(|e| std::str::from_utf8(&rest[..e]).ok());
-            match (id, end) {
-                (Some(id), Some(e)) if pfx_queue::is_queue_id(id) => {
-                    out.push(Self::New(id.to_owned()));
-                    rest = &rest[e + 1..];
-                }
-                _ => {
+            let rest = &bytes[used + 1..];
+            let Some(end) = rest.iter().position(|&c| c == b'\n') else {
+                if closed || rest.len() > MAX_TRIGGER_ID {
                     out.push(Self::Trigger(trigger::INCOMING));
-                    break;
+                    used = bytes.len();
                 }
+                break;
+            };
+            match std::str::from_utf8(&rest[..end]) {
+                Ok(id) if pfx_queue::is_queue_id(id) => out.push(Self::New(id.to_owned())),
+                _ => out.push(Self::Trigger(trigger::INCOMING)),
             }
+            used += end + 2;
         }
-        out
+        (out, used)
     }
 }
+
+/// Longer than any queue ID: an `N` request this long without its newline
+/// is not one.
+const MAX_TRIGGER_ID: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rcpt {
@@ -833,5 +840,42 @@ fn unavailable(reason: &str) -> DeliveryStatus {
         dsn: "4.3.0".into(),
         relay: "none".into(),
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::New(id) => format!("N{id}"),
+                Event::Trigger(b) => char::from(*b).to_string(),
+                _ => "?".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trigger_requests_in_a_stream() {
+        // cleanup's connection: several requests in one read.
+        let (ev, used) = Event::from_trigger(b"N3F1A2B4C5D\nIN3F1A2B4C5E\n", false);
+        assert_eq!(ids(&ev), ["N3F1A2B4C5D", "I", "N3F1A2B4C5E"]);
+        assert_eq!(used, 25);
+        // A request the read cut short waits for the rest...
+        let (ev, used) = Event::from_trigger(b"WN3F1A2", false);
+        assert_eq!((ids(&ev), used), (vec!["W".to_owned()], 1));
+        let (ev, used) = Event::from_trigger(b"N3F1A2B4C5D\n", false);
+        assert_eq!((ids(&ev), used), (vec!["N3F1A2B4C5D".to_owned()], 12));
+        // ...unless the client has gone, or it is no queue ID.
+        let (ev, used) = Event::from_trigger(b"N3F1A2", true);
+        assert_eq!((ids(&ev), used), (vec!["I".to_owned()], 6));
+        let long = [b"N".as_slice(), &[b'A'; 80]].concat();
+        let (ev, used) = Event::from_trigger(&long, false);
+        assert_eq!((ids(&ev), used), (vec!["I".to_owned()], 81));
+        let (ev, used) = Event::from_trigger(b"N../../etc\nF", false);
+        assert_eq!((ids(&ev), used), (vec!["I".to_owned(), "F".to_owned()], 12));
     }
 }

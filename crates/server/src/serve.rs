@@ -111,20 +111,33 @@ where
     .await
 }
 
-/// Reads trigger requests and calls `handler` with the bytes of each: one
-/// byte per request (`W` for master's wakeup, others defined by the
-/// service), which a service may follow with its own argument. On a Unix
-/// socket each connection carries one request; on a FIFO they arrive in a
-/// stream, each write in one piece.
+/// At most this many trigger clients at once. maxproc counts trigger
+/// servers (qmgr has one), not their clients; one of these is cleanup's
+/// connection, which stays open.
+const TRIGGER_CLIENTS: usize = 64;
+/// A trigger client must send its first request within this, or is dropped.
+const TRIGGER_FIRST_REQUEST: Duration = Duration::from_secs(10);
+/// Bytes a request that is still incomplete may have.
+const TRIGGER_MAX_PENDING: usize = 1024;
+
+/// Reads trigger requests and calls `handler` with them: one byte per
+/// request (`W` for master's wakeup, others defined by the service), which a
+/// service may follow with its own argument. A client may send one request
+/// and close, as Postfix's triggers do, or keep its connection for many
+/// (cleanup does, one request per message); on a FIFO they all arrive in
+/// one stream. `handler` gets the bytes read and not yet used, and whether
+/// the client has closed, and returns how many bytes it used: a request
+/// the read cut short stays for the next call.
 pub async fn serve_triggers<H>(ctx: &Context, endpoint: Endpoint, handler: H) -> Result<(), String>
 where
-    H: Fn(&[u8]) + Send + Sync + 'static,
+    H: Fn(&[u8], bool) -> usize + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
     match endpoint {
         Endpoint::Fifo(fd) => {
             let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                 .map_err(|e| format!("trigger fifo: {e}"))?;
+            let mut pending = Pending::default();
             let mut buf = [0u8; 1024];
             loop {
                 let n = tokio::select! {
@@ -134,29 +147,65 @@ where
                 if n > 0 {
                     ctx.mark_used().await;
                 }
-                handler(&buf[..n]);
+                // Master holds the FIFO open for writing: no end of file.
+                pending.feed(&buf[..n], false, &*handler);
             }
         }
         Endpoint::Unix(_) => {
-            serve_stream(ctx, endpoint, move |stream| {
+            let mut clients = ctx.clone();
+            clients.max_sessions = TRIGGER_CLIENTS;
+            let used = ctx.clone();
+            serve_stream(&clients, endpoint, move |stream| {
                 let handler = handler.clone();
+                let used = used.clone();
                 async move {
                     let Stream::Unix(mut s) = stream else { return };
-                    let mut buf = Vec::new();
-                    // A trigger client writes a few bytes and closes; do not wait on a stuck one.
-                    let mut limited = (&mut s).take(1024);
-                    let read = limited.read_to_end(&mut buf);
-                    if tokio::time::timeout(Duration::from_secs(10), read)
-                        .await
-                        .is_ok()
-                    {
-                        handler(&buf);
+                    let mut pending = Pending::default();
+                    let mut buf = [0u8; 1024];
+                    let mut served = false;
+                    loop {
+                        let read = s.read(&mut buf);
+                        // Do not wait forever on a client that never says anything.
+                        let n = if served {
+                            read.await.ok()
+                        } else {
+                            tokio::time::timeout(TRIGGER_FIRST_REQUEST, read)
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                        };
+                        let Some(n) = n else { return };
+                        if n > 0 {
+                            used.mark_used().await;
+                        }
+                        served |= pending.feed(&buf[..n], n == 0, &*handler);
+                        if n == 0 || pending.0.len() > TRIGGER_MAX_PENDING {
+                            return;
+                        }
                     }
                 }
             })
             .await
         }
         _ => Err("trigger service needs a unix or fifo endpoint".into()),
+    }
+}
+
+/// Trigger bytes read but not yet used.
+#[derive(Default)]
+struct Pending(Vec<u8>);
+
+impl Pending {
+    /// Adds what was read and hands the handler what it can use; says
+    /// whether it used anything.
+    fn feed(&mut self, read: &[u8], closed: bool, handler: &dyn Fn(&[u8], bool) -> usize) -> bool {
+        self.0.extend_from_slice(read);
+        if self.0.is_empty() {
+            return false;
+        }
+        let used = handler(&self.0, closed).min(self.0.len());
+        self.0.drain(..used);
+        used > 0
     }
 }
 
@@ -200,4 +249,33 @@ where
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_bytes_a_handler_leaves_wait_for_the_next_read() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        // Uses whole lines only, the rest once the client has closed.
+        let handler = |b: &[u8], closed: bool| {
+            let used = if closed {
+                b.len()
+            } else {
+                b.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1)
+            };
+            seen.lock().unwrap().push(b[..used].to_vec());
+            used
+        };
+        let mut p = Pending::default();
+        assert!(!p.feed(b"ab", false, &handler));
+        assert!(p.feed(b"c\nd", false, &handler));
+        assert!(p.feed(b"", true, &handler));
+        assert!(!p.feed(b"", true, &handler), "nothing left to hand over");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [b"".to_vec(), b"abc\n".to_vec(), b"d".to_vec()]
+        );
+    }
 }

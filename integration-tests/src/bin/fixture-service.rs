@@ -28,10 +28,11 @@ fn main() {
             }
         });
         if let pfx_server::Endpoint::Fifo(_) = endpoint {
-            return pfx_server::serve_triggers(&ctx, endpoint, move |bytes| {
+            return pfx_server::serve_triggers(&ctx, endpoint, move |bytes, _| {
                 for &b in bytes {
                     info!("fixture: {name} trigger {}", char::from(b))
                 }
+                bytes.len()
             })
             .await;
         }
