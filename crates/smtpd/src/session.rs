@@ -4,6 +4,7 @@
 //! the input (RFC 2920 pipelining), and always before blocking to read.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use pfx_ipc::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, CHUNK};
@@ -56,6 +57,8 @@ struct Session {
     errors: u32,
     last_verb: &'static str,
     shared: Arc<Shared>,
+    /// Fires no later than `smtpd_timeout` after the current read began.
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// The client's name as Postfix finds it: a PTR name that resolves back to
@@ -85,6 +88,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
     } else {
         Origin::Smtp
     };
+    let timeout = st.timeout;
     let mut s = Session {
         st,
         rd,
@@ -104,6 +108,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         errors: 0,
         last_verb: "CONNECT",
         shared: shared.clone(),
+        idle: Box::pin(tokio::time::sleep(timeout)),
     };
     let over_limit = {
         let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,12 +213,25 @@ impl Session {
             return Err(End::Lost);
         }
         let mut buf = [0u8; 16 * 1024];
-        match tokio::time::timeout(self.st.timeout, self.rd.read(&mut buf)).await {
-            Err(_) => Err(End::Timeout),
-            Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
-            Ok(Ok(n)) => {
-                self.inbuf.extend_from_slice(&buf[..n]);
-                Ok(true)
+        // One timer per session, moved only when it fires: a new timer for
+        // every read would make the runtime wake itself up for each command.
+        let deadline = tokio::time::Instant::now() + self.st.timeout;
+        loop {
+            tokio::select! {
+                biased;
+                r = self.rd.read(&mut buf) => return match r {
+                    Err(_) | Ok(0) => Ok(false),
+                    Ok(n) => {
+                        self.inbuf.extend_from_slice(&buf[..n]);
+                        Ok(true)
+                    }
+                },
+                () = &mut self.idle => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(End::Timeout);
+                    }
+                    self.idle.as_mut().reset(deadline);
+                }
             }
         }
     }
