@@ -49,7 +49,6 @@ pub static PARAMS: &[Param] = &[
     p("alternate_config_directories", "", Str),
     p("append_at_myorigin", "yes", Bool),
     p("append_dot_mydomain", "no", Bool),
-    p("background_process_nice", "10", Int),
     p("bounce_notice_recipient", "postmaster", Str),
     p("bounce_queue_lifetime", "5d", Time('d')),
     p("bounce_size_limit", "50000", Int),

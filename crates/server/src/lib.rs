@@ -189,36 +189,6 @@ fn take_status() -> Option<std::os::unix::net::UnixStream> {
     Some(s)
 }
 
-/// The programs that work the queue in the background: no client waits on
-/// them the way an SMTP client waits on each of smtpd's and cleanup's
-/// replies. They run `background_process_nice` (postfix-rs parameter,
-/// default 10) below the rest, so that when they share the CPUs with
-/// sessions, a session woken by its client gets a CPU at once. With one
-/// sequential SMTP client on two cores this made each message about a fifth
-/// faster (docs/PERFORMANCE.md); total work is unchanged.
-const BACKGROUND_PROGRAMS: &[&str] = &["qmgr", "local", "smtp", "bounce", "pickup", "flush"];
-
-/// Raises this process's nice value by `background_process_nice`, before
-/// any other thread exists (threads inherit it).
-fn lower_priority(cfg: &Config) {
-    let n = cfg.int("background_process_nice").unwrap_or(0).clamp(0, 19);
-    if n == 0 {
-        return;
-    }
-    // SAFETY: nice(2) only changes this thread's scheduling priority; -1
-    // is also a valid result, so errno (this thread's) tells failure apart.
-    let failed = unsafe {
-        *libc::__errno_location() = 0;
-        libc::nice(n as libc::c_int) == -1 && *libc::__errno_location() != 0
-    };
-    if failed {
-        warn!(
-            "background_process_nice = {n}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// Which tokio runtime a daemon runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
@@ -288,9 +258,6 @@ where
         Err(e) => pfx_maillog::fatal(format!("service endpoint: {e}")),
     };
     let status = take_status();
-    if BACKGROUND_PROGRAMS.contains(&program) {
-        lower_priority(&cfg);
-    }
     let prepared = prepare(&cfg).unwrap_or_else(|e| pfx_maillog::fatal(e));
     if args.unprivileged && pfx_sys::users::is_root() {
         let owner = cfg

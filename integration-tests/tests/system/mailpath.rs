@@ -1106,28 +1106,3 @@ fn a_queue_file_whose_commit_a_crash_cut_short_is_never_delivered() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(m.maildir("openstack").len(), 1);
 }
-
-/// A process's nice value (field 19 of /proc/PID/stat).
-fn nice(pid: i32) -> i64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = stat.rsplit_once(')').unwrap().1;
-    after_name
-        .split_whitespace()
-        .nth(16)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-#[test]
-fn queue_workers_run_below_the_sessions_priority() {
-    for (extra, want) in [("", 10), ("background_process_nice = 3\n", 3)] {
-        let m = Instance::mail(extra);
-        m.start();
-        let smtpd = format!("127.0.0.1:{}", m.port);
-        let pids = m.wait_children(&[&smtpd, "cleanup", "qmgr", "local", "bounce", "pickup"]);
-        let base = nice(pids[0]);
-        let got: Vec<i64> = pids.iter().map(|&p| nice(p) - base).collect();
-        assert_eq!(got, [0, 0, want, want, want, want], "{extra:?}");
-    }
-}
