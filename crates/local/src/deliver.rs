@@ -95,8 +95,9 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
     let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
     let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
     let path = queue.path(qname, &req.queue_id);
-    // File work (and the recipient's privileges, which are per thread) happens
-    // on this worker thread, told to the runtime as blocking.
+    // File work (and the recipient's privileges, which are per thread)
+    // happens on a thread of the blocking pool, so that deliveries run side
+    // by side while this one thread keeps serving qmgr's connections.
     let tables2 = tables.clone();
     let req2 = req.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Expanded, String> {

@@ -5,8 +5,10 @@
 //! One scheduler task owns all state; scans happen on triggers (`I`, `F`
 //! flush, `D`, master's `W`) and every `queue_run_delay`, so a lost trigger
 //! only delays mail. cleanup names the message it committed (`N` + queue
-//! ID): qmgr takes that one file without scanning `incoming/`. On start, whatever a crash left in
-//! `active/` is taken back first. `hold/` is never looked at.
+//! ID, newline), on one connection it keeps for all its messages: qmgr
+//! takes that one file without scanning `incoming/`. On start, whatever a
+//! crash left in `active/` is taken back first. `hold/` is never looked at.
+//! Runs on one thread: its work is short file operations and messages.
 
 mod route;
 mod scheduler;
