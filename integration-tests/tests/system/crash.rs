@@ -146,3 +146,38 @@ fn kill_9_of_cleanup_qmgr_and_local_under_load_loses_nothing() {
         "{duplicates} duplicates for {total_kills} kills"
     );
 }
+
+#[test]
+fn new_mail_reaches_a_restarted_qmgr_at_once() {
+    // Scans 300 s apart: only cleanup's trigger, on the connection it keeps
+    // (and makes again to the new qmgr), brings a message in quickly.
+    let m = Instance::mail("queue_run_delay = 300s\n");
+    m.start();
+    let send = |n: usize| {
+        let (mut c, _) = Smtp::connect(m.port);
+        c.cmd("EHLO client.example");
+        let text = format!("Subject: {n}\r\n\r\nx\r\n");
+        let r = c.mail(
+            "hadoop@ywnds.com",
+            &["openstack@ywnds.com"],
+            text.as_bytes(),
+        );
+        assert!(r.starts_with("250 "), "{r}");
+    };
+    send(1);
+    m.wait_maildir("openstack", 1);
+    let old = m.child_pid("qmgr").unwrap();
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || m
+        .child_pid("qmgr")
+        .is_some_and(|p| p != old)));
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 2..4 {
+        send(n);
+        assert!(
+            wait_for(Duration::from_secs(5), || m.maildir("openstack").len() >= n),
+            "message {n} waits for a queue scan; log:\n{}",
+            m.log_text()
+        );
+    }
+}
