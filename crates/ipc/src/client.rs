@@ -11,40 +11,33 @@ use crate::{Channel, Error};
 /// How long a connection attempt to a local service may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connects to the service socket at `path`; errors name it.
+async fn dial(path: &Path) -> Result<UnixStream, Error> {
+    let named = |kind, what: String| {
+        Error::Io(std::io::Error::new(
+            kind,
+            format!("connect to {}: {what}", path.display()),
+        ))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+        .await
+        .map_err(|_| named(std::io::ErrorKind::TimedOut, "timed out".into()))?
+        .map_err(|e| named(e.kind(), e.to_string()))
+}
+
 /// Connects to the service socket at `path` and does the handshake.
 pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<UnixStream>, Error> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
-        .await
-        .map_err(|_| {
-            Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connect to {}: timed out", path.display()),
-            ))
-        })?
-        .map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("connect to {}: {e}", path.display()),
-            ))
-        })?;
-    let mut ch = Channel::new(stream);
+    let mut ch = Channel::new(dial(path).await?);
     ch.handshake(conversation).await?;
     Ok(ch)
 }
 
-/// Sends one trigger byte to a trigger service (qmgr's `I`, `F`...). A lost
-/// trigger only delays work: services also scan on their own timers.
+/// Sends one trigger byte to a trigger service (qmgr's `I`, `F`...) on a
+/// connection of its own. A lost trigger only delays work: services also
+/// scan on their own timers.
 pub async fn trigger(path: &Path, byte: u8) -> Result<(), Error> {
-    trigger_request(path, &[byte]).await
-}
-
-/// Sends one trigger request of several bytes (a request byte and its
-/// argument, as [`crate::proto::trigger::new_message`] makes).
-pub async fn trigger_request(path: &Path, request: &[u8]) -> Result<(), Error> {
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
-        .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    s.write_all(request).await?;
+    let mut s = dial(path).await?;
+    s.write_all(&[byte]).await?;
     s.shutdown().await?;
     Ok(())
 }
@@ -77,9 +70,7 @@ impl Triggers {
             }
         }
         *conn = None;
-        let mut s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path))
-            .await
-            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let mut s = dial(&self.path).await?;
         write_within(&mut s, request).await?;
         *conn = Some(s);
         Ok(())

@@ -291,10 +291,9 @@ impl Writer {
             finished: false,
         };
         // The size record is filled in by finish, and is not checksummed.
-        let size = size_field(0, 0, 0);
-        w.out.write_all(&record_head(rec::SIZE, size.len()))?;
-        w.out.write_all(size.as_bytes())?;
-        w.pos = record_len(size.len());
+        let size = size_record(0, 0, 0);
+        w.out.write_all(&size)?;
+        w.pos = size.len() as u64;
         w.put(rec::VERSION, VERSION.as_bytes())?;
         let id = w.id.clone();
         w.put(rec::ID, id.as_bytes())?;
@@ -362,9 +361,7 @@ impl Writer {
         let crc = std::mem::take(&mut self.crc).finalize();
         let file = self.out.get_mut();
         file.seek(SeekFrom::Start(0))?;
-        let size = size_field(self.content_start, self.content_len, crc);
-        file.write_all(&record_head(rec::SIZE, size.len()))?;
-        file.write_all(size.as_bytes())?;
+        file.write_all(&size_record(self.content_start, self.content_len, crc))?;
         // A recycled file may be longer than this message.
         if file.metadata()?.len() > self.pos + TRIM_SLACK {
             file.set_len(self.pos)?;
@@ -407,8 +404,13 @@ fn nix_tid() -> i32 {
     nix::unistd::gettid().as_raw()
 }
 
-fn size_field(start: u64, len: u64, crc: u32) -> String {
-    format!("{start:>w$} {len:>w$} {crc:>w$}", w = SIZE_FIELD)
+/// The whole `C` record, fixed width, so that finish can write it over the
+/// placeholder in one piece.
+fn size_record(start: u64, len: u64, crc: u32) -> Vec<u8> {
+    let field = format!("{start:>w$} {len:>w$} {crc:>w$}", w = SIZE_FIELD);
+    let mut out = record_head(rec::SIZE, field.len());
+    out.extend_from_slice(field.as_bytes());
+    out
 }
 
 /// What a file in a queue directory is.
