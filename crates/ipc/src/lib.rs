@@ -47,11 +47,23 @@ pub struct Hello {
 }
 
 /// A framed, typed connection.
+///
+/// Reads are buffered, so frames that arrive together cost one read; frames
+/// [`queue`](Channel::queue)d go out with the next [`send`](Channel::send)
+/// in one write, so the peer wakes once for them.
 #[derive(Debug)]
 pub struct Channel<S> {
     stream: S,
     max_frame: usize,
+    /// Bytes read but not yet taken as frames: `rbuf[rpos..]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Frames queued for the next send.
+    wbuf: Vec<u8>,
 }
+
+/// How much one read asks for: a whole body chunk and then some.
+const READ_SIZE: usize = 64 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// Wraps a connected stream with the default frame limit.
@@ -59,6 +71,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         Self {
             stream,
             max_frame: DEFAULT_MAX_FRAME,
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
         }
     }
 
@@ -68,56 +83,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         self
     }
 
-    /// Gives the stream back.
-    pub fn into_inner(self) -> S {
-        self.stream
-    }
-
-    /// Sends one message as one frame.
-    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
+    /// Adds one message, as one frame, to what the next [`Channel::send`]
+    /// writes.
+    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
         let body = codec::encode(msg)?;
-        if body.len() > self.max_frame {
-            return Err(Error::TooLarge {
+        let len = u32::try_from(body.len())
+            .ok()
+            .filter(|&l| l as usize <= self.max_frame)
+            .ok_or(Error::TooLarge {
                 len: body.len(),
                 max: self.max_frame,
-            });
+            })?;
+        self.wbuf.extend_from_slice(&len.to_be_bytes());
+        self.wbuf.extend_from_slice(&body);
+        Ok(())
+    }
+
+    /// Sends one message as one frame, after any queued ones, in one write.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
+        let queued = self.wbuf.len();
+        if let Err(e) = self.queue(msg) {
+            self.wbuf.truncate(queued);
+            return Err(e);
         }
-        let len = u32::try_from(body.len()).map_err(|_| Error::TooLarge {
-            len: body.len(),
-            max: self.max_frame,
-        })?;
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await?;
+        let result = self.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        result?;
         self.stream.flush().await?;
         Ok(())
     }
 
+    /// Reads until at least `n` unread bytes are buffered; false at end of
+    /// stream before that.
+    async fn fill(&mut self, n: usize) -> Result<bool, Error> {
+        if self.rpos > 0 && self.rbuf.len() - self.rpos < n {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        while self.rbuf.len() - self.rpos < n {
+            self.rbuf
+                .reserve((n - (self.rbuf.len() - self.rpos)).max(READ_SIZE));
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Receives one message; `Ok(None)` when the peer closed cleanly between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
-        let mut len = [0u8; 4];
-        match self.stream.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
+        if !self.fill(4).await? {
+            return if self.rbuf.len() == self.rpos {
+                Ok(None)
+            } else {
+                Err(Error::Closed)
+            };
         }
-        let len = u32::from_be_bytes(len) as usize;
+        let at = self.rpos;
+        let len = u32::from_be_bytes([
+            self.rbuf[at],
+            self.rbuf[at + 1],
+            self.rbuf[at + 2],
+            self.rbuf[at + 3],
+        ]) as usize;
         if len > self.max_frame {
             return Err(Error::TooLarge {
                 len,
                 max: self.max_frame,
             });
         }
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::Closed
-            } else {
-                e.into()
-            }
-        })?;
-        codec::decode(&body).map(Some)
+        if !self.fill(4 + len).await? {
+            return Err(Error::Closed);
+        }
+        let at = self.rpos + 4;
+        self.rpos = at + len;
+        let msg = codec::decode(&self.rbuf[at..at + len]);
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+        msg.map(Some)
     }
 
     /// Receives one message; a closed connection is an error here.
@@ -172,6 +217,70 @@ mod tests {
         }
         drop(a);
         assert!(b.recv::<Msg>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_with_the_next_send_in_one_write() {
+        let (a, mut raw) = duplex(1 << 16);
+        let mut a = Channel::new(a);
+        a.queue(&Msg::Ping(1)).unwrap();
+        a.queue(&Msg::Text("two".into())).unwrap();
+        let mut nothing = [0u8; 1];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), raw.read(&mut nothing))
+                .await;
+        assert!(early.is_err(), "queued frames must wait for send");
+        a.send(&Msg::Ping(3)).await.unwrap();
+        drop(a);
+        let mut b = Channel::new(raw);
+        assert_eq!(b.expect::<Msg>().await.unwrap(), Msg::Ping(1));
+        assert_eq!(b.expect::<Msg>().await.unwrap(), Msg::Text("two".into()));
+        assert_eq!(b.expect::<Msg>().await.unwrap(), Msg::Ping(3));
+        assert!(b.recv::<Msg>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_or_packed_together_read_back_in_order() {
+        let msgs: Vec<Msg> = (0..50u32)
+            .map(|i| match i % 3 {
+                0 => Msg::Ping(i),
+                1 => Msg::Text("x".repeat(i as usize * 7)),
+                _ => Msg::Chunk(vec![i as u8; (i as usize) * 30]),
+            })
+            .chain([Msg::Chunk(vec![7; 3 * READ_SIZE])])
+            .collect();
+        let mut wire = Vec::new();
+        for m in &msgs {
+            let body = codec::encode(m).unwrap();
+            wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&body);
+        }
+        for piece in [1usize, 3, 4, 5, 4096, 1 << 20] {
+            let (mut raw, b) = duplex(1 << 16);
+            let mut b = Channel::new(b);
+            let writer = {
+                let wire = wire.clone();
+                tokio::spawn(async move {
+                    for part in wire.chunks(piece) {
+                        raw.write_all(part).await.unwrap();
+                    }
+                })
+            };
+            for m in &msgs {
+                assert_eq!(&b.expect::<Msg>().await.unwrap(), m, "pieces of {piece}");
+            }
+            writer.await.unwrap();
+            assert!(b.recv::<Msg>().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_cut_short_by_the_peer_is_an_error() {
+        let (mut raw, b) = duplex(1024);
+        let mut b = Channel::new(b);
+        raw.write_all(&[0, 0]).await.unwrap();
+        drop(raw);
+        assert!(matches!(b.recv::<Msg>().await, Err(Error::Closed)));
     }
 
     #[tokio::test]

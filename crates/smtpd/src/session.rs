@@ -447,14 +447,14 @@ impl Session {
         let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
-        // cleanup starts the queue file while the client reads 354 and
-        // sends the message: its answer is read only then.
-        let begin = self.begin_request(&sender, &recipients);
-        let sent = self.send_begin(&begin).await;
+        // The client gets 354 first; cleanup starts the queue file while
+        // the client sends the message, and its answer is read only then.
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         if !self.flush().await {
             return Err(End::Lost);
         }
+        let begin = self.begin_request(&sender, &recipients);
+        let sent = self.send_begin(&begin).await;
         let (mut conn, id) = match self.started(sent, &begin).await {
             Ok(x) => x,
             Err(e) => {
@@ -482,16 +482,17 @@ impl Session {
             if st.message_size_limit > 0 && size > st.message_size_limit {
                 too_big = true;
             }
-            if (out.len() >= CHUNK || matches!(progress, Progress::Done { .. }))
-                && !too_big
-                && !broken
-            {
+            let done = matches!(progress, Progress::Done { .. });
+            if (out.len() >= CHUNK || done) && !too_big && !broken {
                 for piece in out.chunks(CHUNK) {
-                    if ch
-                        .send(&CleanupRequest::Content(piece.to_vec()))
-                        .await
-                        .is_err()
-                    {
+                    let content = CleanupRequest::Content(piece.to_vec());
+                    // The last pieces go out with End, in one write.
+                    let sent = if done {
+                        ch.queue(&content)
+                    } else {
+                        ch.send(&content).await
+                    };
+                    if sent.is_err() {
                         broken = true;
                         break;
                     }
@@ -500,7 +501,7 @@ impl Session {
             } else if too_big || broken {
                 out.clear();
             }
-            if matches!(progress, Progress::Done { .. }) {
+            if done {
                 break;
             }
             match self.fill().await {
