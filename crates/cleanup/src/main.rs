@@ -162,7 +162,7 @@ async fn message(
     refill(&st.shared.reserve);
     let mut writer = match created {
         Ok(w) => w,
-        Err(e) => return write_error(ch, format!("create queue file: {e}")).await,
+        Err(e) => return begin_error(format!("create queue file: {e}")),
     };
     let id = writer.id().to_owned();
     let env = Envelope {
@@ -171,7 +171,7 @@ async fn message(
         attrs,
     };
     if let Err(e) = writer.envelope(&env) {
-        return write_error(ch, format!("{id}: write queue file: {e}")).await;
+        return begin_error(format!("{id}: write queue file: {e}"));
     }
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
@@ -371,27 +371,12 @@ fn write_content(writer: &mut Writer, id: &str, bytes: &[u8]) -> Result<(), Clea
     })
 }
 
-/// Logs why a message cannot be written, reads the rest of it, and gives
-/// the client a temporary failure.
-async fn write_error(ch: &mut Channel<UnixStream>, why: String) -> Result<CleanupReply, String> {
+/// Logs why a message cannot be started and gives the client a temporary
+/// failure as the answer to its Begin: no content follows it.
+fn begin_error(why: String) -> Result<CleanupReply, String> {
     warn!("{why}");
-    drain(ch).await?;
     Ok(CleanupReply::Failed {
         temporary: true,
         reason: "queue file write error".into(),
     })
-}
-
-/// Reads and discards the rest of a message we cannot take.
-async fn drain(ch: &mut Channel<UnixStream>) -> Result<(), String> {
-    loop {
-        match ch
-            .expect::<CleanupRequest>()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            CleanupRequest::End | CleanupRequest::Abort => return Ok(()),
-            _ => {}
-        }
-    }
 }

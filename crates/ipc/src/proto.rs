@@ -78,7 +78,8 @@ pub enum Origin {
 /// smtpd, pickup, bounce and local -> cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CleanupRequest {
-    /// Opens a queue file; cleanup answers [`CleanupReply::Started`].
+    /// Opens a queue file; cleanup answers [`CleanupReply::Started`], or
+    /// [`CleanupReply::Failed`] when it cannot (then no content follows).
     Begin {
         sender: String,
         /// `(address, original address as given)`.

@@ -65,20 +65,21 @@ impl Pool {
             if std::fs::rename(self.dir.join(name), claim).is_err() {
                 continue;
             }
-            let Ok(file) = OpenOptions::new().write(true).open(claim) else {
-                continue;
-            };
             // Incomplete from here on; the writer overwrites it in place and
             // cuts it to length when done (emptying it first would free and
-            // reallocate its blocks, which costs as much as an fsync).
-            if file
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .is_err()
-            {
-                let _ = std::fs::remove_file(claim);
-                continue;
+            // reallocate its blocks, which costs as much as an fsync). The
+            // mode changes first: a file given back reserved (0400) cannot
+            // be opened for writing by its unprivileged owner otherwise.
+            let opened = std::fs::set_permissions(claim, std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| OpenOptions::new().write(true).open(claim));
+            match opened {
+                Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => return Some(file),
+                // Whatever it is, it must not be left under the claimed
+                // name, which the caller creates next when this gives none.
+                _ => {
+                    let _ = std::fs::remove_file(claim).or_else(|_| std::fs::remove_dir_all(claim));
+                }
             }
-            return Some(file);
         }
     }
 }
@@ -127,5 +128,26 @@ mod tests {
             pool.take(&tmp.path().join("again")).is_none(),
             "a file is handed out once"
         );
+    }
+
+    #[test]
+    fn a_reserved_file_is_reused_and_nothing_unusable_is_left_claimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool_dir = tmp.path().join("recycle");
+        std::fs::create_dir(&pool_dir).unwrap();
+        // What cleanup gives back at shutdown: files still reserved (0400).
+        let reserved = pool_dir.join("RESERVED1");
+        std::fs::write(&reserved, b"").unwrap();
+        std::fs::set_permissions(&reserved, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let pool = Pool::new(tmp.path());
+        let claim = tmp.path().join("claim1");
+        let file = pool.take(&claim).expect("a reserved file is reusable");
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        // Something that cannot be written is not left under the claim.
+        std::fs::create_dir(pool_dir.join("NOTAFILE")).unwrap();
+        let pool = Pool::new(tmp.path());
+        let claim = tmp.path().join("claim2");
+        assert!(pool.take(&claim).is_none());
+        assert!(!claim.exists(), "the claimed name must stay free");
     }
 }

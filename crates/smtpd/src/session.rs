@@ -26,6 +26,20 @@ const VERBS: [&str; 10] = [
 
 type CleanupChannel = pfx_ipc::Channel<tokio::net::UnixStream>;
 
+/// Why cleanup did not start a message.
+enum NotStarted {
+    /// It answered that it cannot (its connection stays usable).
+    Refused(String, CleanupChannel),
+    /// The connection failed.
+    Broken(pfx_ipc::Error),
+}
+
+impl From<pfx_ipc::Error> for NotStarted {
+    fn from(e: pfx_ipc::Error) -> Self {
+        Self::Broken(e)
+    }
+}
+
 /// Why a session ends early.
 enum End {
     /// The client went away (or the connection broke).
@@ -458,7 +472,13 @@ impl Session {
         let (mut conn, id) = match self.started(sent, &begin).await {
             Ok(x) => x,
             Err(e) => {
-                warn!("{}: cleanup: {e}", self.client);
+                match e {
+                    NotStarted::Refused(reason, conn) => {
+                        warn!("{}: cleanup: {reason}", self.client);
+                        self.give_back_cleanup(conn);
+                    }
+                    NotStarted::Broken(e) => warn!("{}: cleanup: {e}", self.client),
+                }
                 self.discard_data().await?;
                 return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
             }
@@ -634,25 +654,26 @@ impl Session {
     }
 
     /// cleanup's answer to `begin`: the queue ID. A connection found broken
-    /// (after a cleanup restart) is replaced once, by a new one.
+    /// (after a cleanup restart) is replaced once, by a new one; a refusal
+    /// (cleanup could not open a queue file) is not tried again.
     async fn started(
         &self,
         sent: Option<CleanupChannel>,
         begin: &CleanupRequest,
-    ) -> Result<(CleanupChannel, String), pfx_ipc::Error> {
-        async fn answer(
-            mut ch: CleanupChannel,
-        ) -> Result<(CleanupChannel, String), pfx_ipc::Error> {
+    ) -> Result<(CleanupChannel, String), NotStarted> {
+        async fn answer(mut ch: CleanupChannel) -> Result<(CleanupChannel, String), NotStarted> {
             match ch.expect::<CleanupReply>().await? {
                 CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
-                other => Err(pfx_ipc::Error::Decode(format!(
+                CleanupReply::Failed { reason, .. } => Err(NotStarted::Refused(reason, ch)),
+                other => Err(NotStarted::Broken(pfx_ipc::Error::Decode(format!(
                     "unexpected reply {other:?}"
-                ))),
+                )))),
             }
         }
         if let Some(ch) = sent {
-            if let Ok(started) = answer(ch).await {
-                return Ok(started);
+            match answer(ch).await {
+                Err(NotStarted::Broken(_)) => {}
+                answered => return answered,
             }
         }
         let path = self.st.queue_dir.join(endpoint::CLEANUP);

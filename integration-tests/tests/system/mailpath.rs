@@ -1101,3 +1101,45 @@ fn a_queue_file_whose_commit_a_crash_cut_short_is_never_delivered() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(m.maildir("openstack").len(), 1);
 }
+
+#[test]
+fn a_queue_file_cleanup_cannot_create_is_a_451_not_a_hung_session() {
+    let m = Instance::mail("");
+    m.start();
+    // incoming/ becomes a file: once the files cleanup named ahead of time
+    // (a batch of them) are used up, it cannot create another.
+    let incoming = m.queue.join("incoming");
+    let aside = m.queue.join("incoming.aside");
+    std::fs::rename(&incoming, &aside).unwrap();
+    std::fs::write(&incoming, b"not a directory").unwrap();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    let mut reply = String::new();
+    for _ in 0..100 {
+        reply = c.mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: first\r\n\r\nnot queued\r\n",
+        );
+        if !reply.starts_with("250 ") {
+            break;
+        }
+    }
+    assert!(reply.starts_with("451 4.3.0 "), "{reply}");
+    assert!(m.wait_log("create queue file", Duration::from_secs(5)));
+    // The session goes on, and once the queue is whole again mail flows.
+    std::fs::remove_file(&incoming).unwrap();
+    std::fs::rename(&aside, &incoming).unwrap();
+    let reply = c.mail(
+        "a@example.org",
+        &["openstack@ywnds.com"],
+        b"Subject: second\r\n\r\nqueued\r\n",
+    );
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(wait_for(Duration::from_secs(10), || m
+        .maildir("openstack")
+        .iter()
+        .any(
+            |p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("Subject: second"))
+        )));
+}
