@@ -48,12 +48,24 @@ pub(crate) struct Message<'a> {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.split('.').next().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| "localhost".into())
+/// The host part of Maildir file names, looked up once per process.
+fn hostname() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "localhost".into())
+    })
+}
+
+thread_local! {
+    /// The copy buffers, kept by each delivery thread: allocated per
+    /// message, the allocator handed their pages back to the kernel after
+    /// every delivery and faulted them in again for the next.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        std::cell::RefCell::new((vec![0u8; 64 * 1024], Vec::with_capacity(65 * 1024)));
 }
 
 fn copy_limited(
@@ -63,21 +75,19 @@ fn copy_limited(
 ) -> std::io::Result<u64> {
     let mut total = msg.prepend.len() as u64;
     out.write_all(msg.prepend)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut piece = Vec::with_capacity(buf.len() + 1024);
-    loop {
-        let n = msg.content.read(&mut buf)?;
+    BUFFERS.with_borrow_mut(|(buf, piece)| loop {
+        let n = msg.content.read(buf)?;
         if n == 0 {
             return Ok(total);
         }
         piece.clear();
-        transform(&buf[..n], &mut piece);
+        transform(&buf[..n], piece);
         total += piece.len() as u64;
         if msg.size_limit > 0 && total > msg.size_limit {
             return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
         }
-        out.write_all(&piece)?;
-    }
+        out.write_all(piece)?;
+    })
 }
 
 /// Delivers into the Maildir at `dir` (created if missing).
@@ -95,10 +105,10 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
     let host = hostname();
     // The directories are made when they are missing, as Postfix does, not
     // tried for every message.
-    let mut file = match TmpFile::create(dir, now, &host, unnamed) {
+    let mut file = match TmpFile::create(dir, now, host, unnamed) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             make_maildir(dir)?;
-            TmpFile::create(dir, now, &host, unnamed)
+            TmpFile::create(dir, now, host, unnamed)
         }
         r => r,
     }
