@@ -163,6 +163,33 @@ pub(crate) struct Named {
     pub(crate) recycled: bool,
 }
 
+/// Removes the temporary names [`name_new_file`] claims (`MICROS.PID.TID`)
+/// whose process is gone: what a crash between claiming a name and giving
+/// the file its queue ID leaves in `dir`. Returns how many it removed.
+pub(crate) fn remove_stale_claims(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let parts: Vec<&str> = name.to_str().unwrap_or("").split('.').collect();
+        let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) {
+            continue;
+        }
+        let Ok(pid) = parts[1].parse::<i32>() else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Names a file in `dir` with a fresh queue ID: a recycled file when the
 /// pool has one (see crate::recycle), else a new one with mode `mode`, first
 /// under a temporary name (exclusive create), then renamed to the ID derived

@@ -111,6 +111,7 @@ impl Reserve {
         let dir = self.queue.dir_for(QueueName::Incoming, "x");
         let mut batch = Vec::with_capacity(BATCH);
         if !self.adopted.swap(true, Ordering::AcqRel) {
+            crate::file::remove_stale_claims(&dir);
             batch.extend(self.orphans(&dir));
         }
         let mut from_pool = false;
@@ -211,6 +212,21 @@ mod tests {
         assert!(ids.contains(&got.id));
         let (_, path, _) = got.start_writing().unwrap();
         assert_eq!(mode(&path), MODE_WRITING);
+    }
+
+    #[test]
+    fn names_left_by_a_dead_process_are_removed_at_the_first_refill() {
+        let (_t, q) = queue();
+        let dir = q.dir_for(QueueName::Incoming, "x");
+        // No process has pid 2^22 + 1 (above Linux's largest pid_max).
+        let dead = dir.join("1796165904758804.4194305.4194305");
+        let ours = dir.join(format!("1796165904758805.{}.1", std::process::id()));
+        std::fs::write(&dead, b"").unwrap();
+        std::fs::write(&ours, b"").unwrap();
+        let r = Reserve::new(q.clone());
+        r.refill().unwrap();
+        assert!(!dead.exists(), "a dead process's claim is removed");
+        assert!(ours.exists(), "a live process may still be using its claim");
     }
 
     #[test]
