@@ -84,7 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     }
 
     /// Adds one message, as one frame, to what the next [`Channel::send`]
-    /// writes.
+    /// writes (nothing is added when it fails).
     pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
         let body = codec::encode(msg)?;
         let len = u32::try_from(body.len())
@@ -101,11 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
 
     /// Sends one message as one frame, after any queued ones, in one write.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
-        let queued = self.wbuf.len();
-        if let Err(e) = self.queue(msg) {
-            self.wbuf.truncate(queued);
-            return Err(e);
-        }
+        self.queue(msg)?;
         let result = self.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
         result?;
@@ -139,13 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
                 Err(Error::Closed)
             };
         }
-        let at = self.rpos;
-        let len = u32::from_be_bytes([
-            self.rbuf[at],
-            self.rbuf[at + 1],
-            self.rbuf[at + 2],
-            self.rbuf[at + 3],
-        ]) as usize;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.rbuf[self.rpos..self.rpos + 4]);
+        let len = u32::from_be_bytes(len) as usize;
         if len > self.max_frame {
             return Err(Error::TooLarge {
                 len,

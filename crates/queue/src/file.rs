@@ -163,31 +163,36 @@ pub(crate) struct Named {
     pub(crate) recycled: bool,
 }
 
-/// Removes the temporary names [`name_new_file`] claims (`MICROS.PID.TID`)
-/// whose process is gone: what a crash between claiming a name and giving
-/// the file its queue ID leaves in `dir`. Returns how many it removed.
-pub(crate) fn remove_stale_claims(dir: &Path) -> usize {
+/// The temporary name [`name_new_file`] claims first: `MICROS.PID.TID`.
+fn claim_name(micros: u128) -> String {
+    format!("{micros}.{}.{}", std::process::id(), nix_tid())
+}
+
+/// The process that claimed `name`, when it is a [`claim_name`].
+fn claim_pid(name: &str) -> Option<i32> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    (parts.len() == 3 && parts.iter().all(numeric))
+        .then(|| parts[1].parse().ok())
+        .flatten()
+}
+
+/// Removes the claimed names whose process is gone: what a crash between
+/// claiming a name and giving the file its queue ID leaves in `dir`.
+pub(crate) fn remove_stale_claims(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return;
     };
-    let mut removed = 0;
     for e in entries.flatten() {
-        let name = e.file_name();
-        let parts: Vec<&str> = name.to_str().unwrap_or("").split('.').collect();
-        let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) {
-            continue;
-        }
-        let Ok(pid) = parts[1].parse::<i32>() else {
+        let Some(pid) = e.file_name().to_str().and_then(claim_pid) else {
             continue;
         };
-        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            == Err(nix::errno::Errno::ESRCH);
-        if gone && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+        {
+            let _ = std::fs::remove_file(e.path());
         }
     }
-    removed
 }
 
 /// Names a file in `dir` with a fresh queue ID: a recycled file when the
@@ -202,12 +207,7 @@ pub(crate) fn name_new_file(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let tmp = dir.join(format!(
-        "{}.{}.{}",
-        now.as_micros(),
-        std::process::id(),
-        nix_tid()
-    ));
+    let tmp = dir.join(claim_name(now.as_micros()));
     let (file, recycled) = match pool.and_then(|p| p.take(&tmp)) {
         Some(f) => (f, true),
         None => (

@@ -73,11 +73,11 @@ impl Pool {
             let opened = std::fs::set_permissions(claim, std::fs::Permissions::from_mode(0o600))
                 .and_then(|()| OpenOptions::new().write(true).open(claim));
             match opened {
-                Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => return Some(file),
+                Ok(file) => return Some(file),
                 // Whatever it is, it must not be left under the claimed
                 // name, which the caller creates next when this gives none.
-                _ => {
-                    let _ = std::fs::remove_file(claim).or_else(|_| std::fs::remove_dir_all(claim));
+                Err(_) => {
+                    let _ = std::fs::remove_file(claim).or_else(|_| std::fs::remove_dir(claim));
                 }
             }
         }

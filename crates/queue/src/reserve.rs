@@ -145,8 +145,9 @@ impl Reserve {
         // got a new name sync the file's directory too, which qmgr's moves
         // out of incoming/ keep dirty: one more device write on the commit's
         // critical path. Syncing each file once here takes that first fsync
-        // off the commit. (A data sync: the file has no data yet, so all it
-        // costs is the directory, clean by now, and a cache flush.)
+        // off the commit. (A data sync: what the file holds, a recycled
+        // file's old message, is on disk already, so all it costs is the
+        // directory, clean by now, and a cache flush.)
         for r in &batch {
             r.file.sync_data()?;
         }
