@@ -20,6 +20,9 @@ use crate::{check, Shared};
 
 /// A command line longer than this is refused (Postfix's line_length_limit).
 const MAX_LINE: usize = 2048;
+/// The commands `smtpd_junk_command_limit` counts (Postfix's HELO, EHLO,
+/// NOOP, RSET and VRFY).
+const JUNK_VERBS: [&str; 5] = ["helo", "ehlo", "rset", "noop", "vrfy"];
 const VERBS: [&str; 10] = [
     "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown",
 ];
@@ -69,6 +72,8 @@ struct Session {
     recipients: Vec<(String, String)>,
     stats: [(u32, u32); VERBS.len()],
     errors: u32,
+    /// Junk commands since the client last delivered mail.
+    junk: u32,
     last_verb: &'static str,
     shared: Arc<Shared>,
     /// Fires no later than `smtpd_timeout` after the current read began.
@@ -120,6 +125,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         recipients: Vec::new(),
         stats: [(0, 0); VERBS.len()],
         errors: 0,
+        junk: 0,
         last_verb: "CONNECT",
         shared: shared.clone(),
         idle: Box::pin(tokio::time::sleep(timeout)),
@@ -273,6 +279,22 @@ impl Session {
 
     async fn serve(&mut self) -> End {
         loop {
+            // As Postfix: checked before the next command is read, so the
+            // reply to the error that reached the limit has gone out first.
+            if self.errors >= self.st.hard_error_limit {
+                self.pace().await;
+                self.reply(&Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} Error: too many errors", self.st.myhostname),
+                ));
+                self.flush().await;
+                info!(
+                    "too many errors after {} from {}",
+                    self.last_verb, self.client
+                );
+                return End::Done;
+            }
             let line = match self.line().await {
                 Ok(l) => l,
                 Err(e) => return e,
@@ -291,6 +313,7 @@ impl Session {
                 }
                 Ok(Command::Quit) => {
                     self.count("quit", true);
+                    self.pace().await;
                     self.reply_now(&Reply::new(221, "2.0.0", "Bye")).await;
                     return End::Done;
                 }
@@ -301,28 +324,30 @@ impl Session {
                 }
             };
             self.count(verb, reply.is_positive());
+            self.pace().await;
             if !reply.is_positive() {
                 self.errors += 1;
-                if self.errors >= self.st.hard_error_limit {
-                    self.reply(&Reply::new(
-                        421,
-                        "4.7.0",
-                        format!("{} Error: too many errors", self.st.myhostname),
-                    ));
-                    self.flush().await;
-                    info!(
-                        "too many errors after {} from {}",
-                        self.last_verb, self.client
-                    );
-                    return End::Done;
+            }
+            if JUNK_VERBS.contains(&verb) {
+                // Past smtpd_junk_command_limit each one counts as an error.
+                if self.junk > self.st.junk_command_limit {
+                    self.errors += 1;
                 }
-                if self.errors > self.st.soft_error_limit {
-                    // Slow down clients that keep making mistakes.
-                    self.flush().await;
-                    tokio::time::sleep(self.st.error_sleep).await;
-                }
+                self.junk += 1;
+            } else if verb == "data" && reply.code == 250 {
+                // The count starts again once the client has delivered mail.
+                self.junk = 0;
             }
             self.reply(&reply);
+        }
+    }
+
+    /// Postfix's tarpit: once a client has made `smtpd_soft_error_limit`
+    /// errors, every reply waits `smtpd_error_sleep_time`.
+    async fn pace(&mut self) {
+        if self.errors >= self.st.soft_error_limit {
+            self.flush().await;
+            tokio::time::sleep(self.st.error_sleep).await;
         }
     }
 

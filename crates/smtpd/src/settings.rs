@@ -38,6 +38,7 @@ pub(crate) struct Settings {
     pub(crate) bare_newline_reject_code: u16,
     pub(crate) soft_error_limit: u32,
     pub(crate) hard_error_limit: u32,
+    pub(crate) junk_command_limit: u32,
     pub(crate) error_sleep: Duration,
     pub(crate) connection_limit: usize,
     pub(crate) queue_dir: std::path::PathBuf,
@@ -86,6 +87,7 @@ impl Settings {
                 .unwrap_or(550),
             soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
             hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
+            junk_command_limit: u32::try_from(n("smtpd_junk_command_limit")?).unwrap_or(100),
             error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
             connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
                 .unwrap_or(0),

@@ -520,14 +520,48 @@ fn idle_clients_time_out_and_error_storms_are_cut_off() {
         assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
     }
     silent_until_cut_off(&mut c, "NOOP");
+    // As Postfix: the error that reaches the limit is answered, then 421.
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("BAD1");
     c.cmd("BAD2");
-    assert_eq!(
-        c.cmd("BAD3"),
-        "421 4.7.0 mail.ywnds.com Error: too many errors"
-    );
+    assert_eq!(c.cmd("BAD3"), "500 5.5.2 Error: command not recognized");
+    assert_eq!(c.reply(), "421 4.7.0 mail.ywnds.com Error: too many errors");
     assert_eq!(c.reply(), "<closed>");
+    assert!(m.wait_log(
+        "disconnect from unknown[127.0.0.1] unknown=0/3 commands=0/3",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn junk_commands_past_the_limit_count_as_errors_until_mail_is_delivered() {
+    let m = Instance::mail(
+        "smtpd_junk_command_limit = 3\nsmtpd_hard_error_limit = 2\nsmtpd_soft_error_limit = 10\n",
+    );
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    // EHLO, NOOP, RSET: junk commands, within the limit.
+    assert!(c.cmd("EHLO client.example").starts_with("250-"));
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
+    assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok");
+    // Delivering a message starts the count again.
+    assert_eq!(c.cmd("MAIL FROM:<someone@example.org>"), "250 2.1.0 Ok");
+    assert_eq!(c.cmd("RCPT TO:<openstack@ywnds.com>"), "250 2.1.5 Ok");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: junk\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    for _ in 0..4 {
+        assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
+    }
+    // The fifth and sixth are past the limit: two errors, the hard limit.
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 Ok");
+    assert_eq!(c.reply(), "421 4.7.0 mail.ywnds.com Error: too many errors");
+    assert_eq!(c.reply(), "<closed>");
+    assert!(m.wait_log(
+        "too many errors after NOOP from unknown[127.0.0.1]",
+        Duration::from_secs(5)
+    ));
 }
 
 #[test]
