@@ -94,8 +94,12 @@ fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Optio
     match st.local_recipients.lookup(&user) {
         Ok(Some(_)) => None,
         Ok(None) => Some(Reply::new(
-            550,
-            "5.1.1",
+            st.unknown_local_code,
+            if st.unknown_local_code < 500 {
+                "4.1.1"
+            } else {
+                "5.1.1"
+            },
             format!("<{shown}>: Recipient address rejected: User unknown in local recipient table"),
         )),
         Err(e) => {

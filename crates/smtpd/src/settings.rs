@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) soft_error_limit: u32,
     pub(crate) hard_error_limit: u32,
     pub(crate) junk_command_limit: u32,
+    /// `unknown_local_recipient_reject_code`: 550, or 450 while testing a setup.
+    pub(crate) unknown_local_code: u16,
     pub(crate) error_sleep: Duration,
     pub(crate) connection_limit: usize,
     pub(crate) queue_dir: std::path::PathBuf,
@@ -61,6 +63,15 @@ impl Settings {
                 return Err(format!(
                 "smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)"
             ))
+            }
+        };
+        let unknown_local_code = n("unknown_local_recipient_reject_code")?;
+        let unknown_local_code = match u16::try_from(unknown_local_code) {
+            Ok(c @ 400..=599) => c,
+            _ => {
+                return Err(format!(
+                    "unknown_local_recipient_reject_code: {unknown_local_code} is not a 4xx or 5xx code"
+                ))
             }
         };
         Ok(Self {
@@ -88,6 +99,7 @@ impl Settings {
             soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
             hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
             junk_command_limit: u32::try_from(n("smtpd_junk_command_limit")?).unwrap_or(100),
+            unknown_local_code,
             error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
             connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
                 .unwrap_or(0),

@@ -220,6 +220,15 @@ fn unknown_local_user_is_rejected_at_rcpt() {
         "no recipient_delimiter: the extension is part of the name"
     );
     assert_eq!(c.cmd("RCPT TO:<OpenStack@YWNDS.COM>"), "250 2.1.5 Ok");
+
+    // While a new setup is tested, Postfix's documentation advises 450, so
+    // that a mistake in it makes clients try again rather than bounce.
+    let m = Instance::mail("unknown_local_recipient_reject_code = 450\n");
+    m.start();
+    let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<a@example.org>");
+    assert_eq!(c.cmd("RCPT TO:<nosuchuser@ywnds.com>"), "450 4.1.1 <nosuchuser@ywnds.com>: Recipient address rejected: User unknown in local recipient table");
 }
 
 #[test]
