@@ -1,5 +1,6 @@
 //! Finding the end of the header section in streamed content, and what
-//! cleanup needs to know about it (Message-Id, Date, From present?).
+//! cleanup needs to know about it (Message-Id, Date, From present? how many
+//! Received: hops?).
 //!
 //! Only the header section is buffered, up to `header_size_limit`; past
 //! that, as in Postfix, the rest counts as body.
@@ -14,6 +15,8 @@ pub(crate) struct Headers {
     pub(crate) message_id: Option<String>,
     pub(crate) has_date: bool,
     pub(crate) has_from: bool,
+    /// `Received:` headers: the hops the message has made.
+    pub(crate) received: usize,
 }
 
 /// What one chunk produced.
@@ -118,6 +121,7 @@ fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
             "message-id" => h.message_id = Some(value.trim().to_owned()),
             "date" => h.has_date = true,
             "from" => h.has_from = true,
+            "received" => h.received += 1,
             _ => {}
         }
     }

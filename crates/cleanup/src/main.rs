@@ -120,6 +120,7 @@ struct Settings {
     myorigin: String,
     size_limit: u64,
     header_limit: usize,
+    hopcount_limit: usize,
 }
 
 impl Settings {
@@ -133,6 +134,7 @@ impl Settings {
             myorigin: s("myorigin")?,
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
             header_limit: usize::try_from(n("header_size_limit")?).unwrap_or(102_400),
+            hopcount_limit: usize::try_from(n("hopcount_limit")?).unwrap_or(50),
         })
     }
 
@@ -207,6 +209,14 @@ async fn message(
                     continue;
                 }
                 let out = hdr.feed(&chunk);
+                if out
+                    .finished_headers
+                    .as_ref()
+                    .is_some_and(|h| meta.too_many_hops(h))
+                {
+                    failure = Some(CleanupReply::TooManyHops);
+                    continue;
+                }
                 let mut piece = out
                     .finished_headers
                     .map(|h| meta.header_block(&h))
@@ -234,6 +244,9 @@ async fn message(
     }
     // A message that is all headers: they end with the content.
     if let Some(h) = hdr.finish() {
+        if meta.too_many_hops(&h) {
+            return Ok(CleanupReply::TooManyHops);
+        }
         if let Err(f) = write_content(&mut writer, &id, &meta.header_block(&h)) {
             return Ok(f);
         }
@@ -291,6 +304,17 @@ struct Meta<'a> {
 impl Meta<'_> {
     /// The header section as it goes into the queue file, with any headers
     /// cleanup adds; logs the message-id.
+    /// Postfix's `hopcount_limit`: a message with that many `Received:`
+    /// headers (counting the one added here) is in a mail loop and is refused.
+    fn too_many_hops(&self, h: &headers::Headers) -> bool {
+        let added = usize::from(self.origin == Origin::Pickup);
+        let loops = h.received + added >= self.st.hopcount_limit;
+        if loops {
+            warn!("{}: message rejected: hopcount exceeded", self.id);
+        }
+        loops
+    }
+
     fn header_block(&self, h: &headers::Headers) -> Vec<u8> {
         let (st, id) = (self.st, self.id);
         // Missing Message-Id, Date and From are added to local mail only.

@@ -169,6 +169,7 @@ pub async fn submit_noting(
         CleanupReply::Committed { queue_id } => Ok(queue_id),
         CleanupReply::Failed { reason, .. } => Err(reason),
         CleanupReply::TooBig => Err("message file too big".into()),
+        CleanupReply::TooManyHops => Err("too many hops".into()),
         other => Err(format!("cleanup: {other:?}")),
     }
 }

@@ -111,6 +111,8 @@ pub enum CleanupReply {
         temporary: bool,
         reason: String,
     },
+    /// `hopcount_limit` `Received:` headers: a mail loop; nothing was queued.
+    TooManyHops,
 }
 
 /// One recipient of a delivery request.

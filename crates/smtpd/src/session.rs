@@ -595,6 +595,7 @@ impl Session {
                 Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
             }
             Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
+            Ok(CleanupReply::TooManyHops) => Reply::new(554, "5.4.0", "Error: too many hops"),
             Ok(CleanupReply::Failed {
                 temporary: false,
                 reason,

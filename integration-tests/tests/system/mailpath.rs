@@ -335,6 +335,43 @@ fn size_limits_at_mail_and_after_data() {
 }
 
 #[test]
+fn a_message_with_hopcount_limit_received_headers_is_refused_as_a_loop() {
+    let m = Instance::mail("hopcount_limit = 5\n");
+    m.start();
+    let hops = |n: usize| {
+        let mut msg: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                format!("Received: from h{i}.example by h{}.example\r\n", i + 1).into_bytes()
+            })
+            .collect();
+        msg.extend_from_slice(b"Subject: loop\r\n\r\nbody\r\n");
+        msg
+    };
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    // With the Received header smtpd adds, four make five: the limit.
+    assert_eq!(
+        c.mail("a@example.org", &["openstack@ywnds.com"], &hops(4)),
+        "554 5.4.0 Error: too many hops"
+    );
+    assert!(m.wait_log(
+        ": message rejected: hopcount exceeded",
+        Duration::from_secs(5)
+    ));
+    assert!(c
+        .mail("a@example.org", &["openstack@ywnds.com"], &hops(3))
+        .starts_with("250 "));
+    let msgs = m.wait_maildir("openstack", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        m.maildir("openstack").len(),
+        1,
+        "the looping one was not queued"
+    );
+    assert!(body_of(&msgs[0]).starts_with(b"body"));
+}
+
+#[test]
 fn dot_stuffing_and_eight_bit_bodies_arrive_byte_exact() {
     let m = Instance::mail("");
     m.start();
