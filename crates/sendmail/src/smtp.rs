@@ -94,7 +94,16 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
                 say(&Reply::new(221, "2.0.0", "Bye"));
                 std::process::exit(0);
             }
+            Ok(Command::NotOffered(r)) => r,
             Ok(Command::Unknown(_)) => Reply::new(500, "5.5.2", "Error: command not recognized"),
+            Ok(Command::NonSmtp(_)) => {
+                say(&Reply::new(
+                    221,
+                    "2.7.0",
+                    "Error: I can break rules, too. Goodbye.",
+                ));
+                std::process::exit(0);
+            }
         };
         say(&reply);
     }

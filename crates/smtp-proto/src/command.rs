@@ -24,8 +24,15 @@ pub enum Command {
     Noop,
     Quit,
     Vrfy(String),
+    /// STARTTLS or AUTH: known, not offered (Postfix's replies when TLS
+    /// and SASL are not configured).
+    NotOffered(Reply),
     /// A verb we do not know; the reply is 500 5.5.2.
     Unknown(String),
+    /// Not SMTP at all (an HTTP request, a message header, a line that does
+    /// not start with a letter): Postfix's `smtpd_forbidden_commands`, answered
+    /// with 221 and the end of the session. Holds the whole line.
+    NonSmtp(String),
 }
 
 impl Command {
@@ -41,7 +48,7 @@ impl Command {
             Self::Noop => "noop",
             Self::Quit => "quit",
             Self::Vrfy(_) => "vrfy",
-            Self::Unknown(_) => "unknown",
+            Self::NotOffered(_) | Self::Unknown(_) | Self::NonSmtp(_) => "unknown",
         }
     }
 }
@@ -66,7 +73,14 @@ fn err(verb: &'static str, reply: Reply) -> CommandError {
 
 /// Parses one command line (line end already removed).
 pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
-    let line = String::from_utf8_lossy(line);
+    // Postfix with smtputf8_enable (its default): malformed UTF-8 is refused
+    // before the command is looked at, never turned into some other address.
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Err(err(
+            "unknown",
+            Reply::new(500, "5.5.2", "Error: bad UTF-8 syntax"),
+        ));
+    };
     let line = line.trim_end_matches([' ', '\t']);
     let (verb, rest) = match line.find([' ', '\t']) {
         Some(i) => (&line[..i], line[i..].trim_start()),
@@ -128,15 +142,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             }
             Ok(Command::Rcpt { addr, params })
         }
-        "DATA" | "RSET" | "NOOP" | "QUIT"
-            if !rest.is_empty() && !verb.eq_ignore_ascii_case("NOOP") =>
-        {
+        // Postfix ignores what follows NOOP and QUIT.
+        "DATA" | "RSET" if !rest.is_empty() => {
             let v = verb.to_ascii_uppercase();
-            let vname = match v.as_str() {
-                "DATA" => "data",
-                "RSET" => "rset",
-                _ => "quit",
-            };
+            let vname = if v == "DATA" { "data" } else { "rset" };
             Err(err(vname, Reply::new(501, "5.5.4", format!("Syntax: {v}"))))
         }
         "DATA" => Ok(Command::Data),
@@ -147,7 +156,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             if rest.is_empty() {
                 return Err(err(
                     "vrfy",
-                    Reply::new(501, "5.5.4", "Syntax: VRFY address"),
+                    Reply::new(501, "5.5.4", "Syntax: VRFY address [SMTPUTF8]"),
                 ));
             }
             Ok(Command::Vrfy(
@@ -156,8 +165,30 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                     .to_owned(),
             ))
         }
+        "STARTTLS" => Ok(Command::NotOffered(Reply::new(
+            502,
+            "5.5.1",
+            "Error: command not implemented",
+        ))),
+        "AUTH" => Ok(Command::NotOffered(Reply::new(
+            503,
+            "5.5.1",
+            "Error: authentication not enabled",
+        ))),
+        _ if non_smtp(verb) => Ok(Command::NonSmtp(line.to_owned())),
         _ => Ok(Command::Unknown(verb.to_owned())),
     }
+}
+
+/// Postfix 3.7's `smtpd_forbidden_commands` (`CONNECT GET POST` and lines
+/// that do not start with a letter) and its header names (`Subject:`): a
+/// web client or a confused one talking to the SMTP port.
+fn non_smtp(verb: &str) -> bool {
+    ["CONNECT", "GET", "POST"]
+        .iter()
+        .any(|v| verb.eq_ignore_ascii_case(v))
+        || !verb.starts_with(|c: char| c.is_ascii_alphabetic())
+        || (verb.len() > 1 && verb.ends_with(':'))
 }
 
 /// `FROM:<a>` / `FROM: <a>` with the keyword in any case.
@@ -235,7 +266,52 @@ fn valid_address(addr: &str) -> bool {
             _ => {}
         }
     }
-    !quoted
+    !quoted && valid_domain_part(addr)
+}
+
+/// As Postfix: after the last `@` outside quotes comes a host name or an
+/// address literal (`[192.0.2.1]`, `[IPv6:...]`); `user@` and
+/// `user@example..org` are bad syntax.
+fn valid_domain_part(addr: &str) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut at = None;
+    for (i, c) in addr.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '@' if !quoted => at = Some(i),
+            _ => {}
+        }
+    }
+    let Some(at) = at else { return true };
+    let domain = &addr[at + 1..];
+    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        return match literal.get(..5) {
+            Some(p) if p.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+    }
+    valid_hostname(domain.strip_suffix('.').unwrap_or(domain))
+}
+
+/// Labels of letters, digits, `-` and `_` (and UTF-8, for SMTPUTF8), none
+/// empty, longer than 63 or with a hyphen at either end; not all digits.
+fn valid_hostname(name: &str) -> bool {
+    name.len() <= 255
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80)
+        })
+        && name.bytes().any(|b| b != b'.' && !b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -330,7 +406,75 @@ mod tests {
             "501 5.5.4 Syntax: RCPT TO:<address>"
         );
         assert_eq!(bad("DATA now"), "501 5.5.4 Syntax: DATA");
-        assert_eq!(bad("VRFY"), "501 5.5.4 Syntax: VRFY address");
+        assert_eq!(bad("VRFY"), "501 5.5.4 Syntax: VRFY address [SMTPUTF8]");
+        for a in [
+            "a@",
+            "@",
+            "a@example..org",
+            "a@-example.org",
+            "a@[999.2.3.4]",
+            "a@1.2.3.4",
+        ] {
+            assert_eq!(
+                bad(&format!("MAIL FROM:<{a}>")),
+                "501 5.1.7 Bad sender address syntax",
+                "{a}"
+            );
+            assert_eq!(
+                bad(&format!("RCPT TO:<{a}>")),
+                "501 5.1.3 Bad recipient address syntax",
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn domains_postfix_accepts_pass() {
+        for a in [
+            "user@example.org",
+            "user@example.org.",
+            "user@mx_1.example.org",
+            "user@[192.0.2.1]",
+            "user@[IPv6:2001:db8::1]",
+            "\"a@b\"@example.org",
+            "postmaster",
+            "@ywnds.com:user@163.com",
+        ] {
+            assert!(
+                matches!(ok(&format!("RCPT TO:<{a}>")), Command::Rcpt { .. }),
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_smtp_lines_and_unoffered_extensions_are_told_apart() {
+        for l in [
+            "GET / HTTP/1.0",
+            "post /",
+            "CONNECT 1.2.3.4:25",
+            "Subject: hi",
+            "X-Foo: bar",
+            "123",
+            "\u{16}\u{3}",
+        ] {
+            assert_eq!(ok(l), Command::NonSmtp(l.to_owned()), "{l}");
+        }
+        assert_eq!(ok("USER bob"), Command::Unknown("USER".into()));
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@exa\xe9mple.org>")
+                .unwrap_err()
+                .reply
+                .to_string(),
+            "500 5.5.2 Error: bad UTF-8 syntax"
+        );
+        assert!(matches!(
+            ok("MAIL FROM:<a@exa\u{e9}mple.org> SMTPUTF8"),
+            Command::Mail { .. }
+        ));
+        assert_eq!(ok("QUIT now"), Command::Quit);
+        assert!(matches!(ok("STARTTLS"), Command::NotOffered(r) if r.code == 502));
+        assert!(matches!(ok("AUTH PLAIN AGFhAGI="), Command::NotOffered(r) if r.code == 503));
     }
 
     #[test]

@@ -311,6 +311,14 @@ impl Session {
                         }
                     }
                 }
+                Ok(Command::NonSmtp(line)) => {
+                    self.count("unknown", false);
+                    warn!("non-SMTP command from {}: {line}", self.client);
+                    self.pace().await;
+                    let bye = Reply::new(221, "2.7.0", "Error: I can break rules, too. Goodbye.");
+                    self.reply_now(&bye).await;
+                    return End::Done;
+                }
                 Ok(Command::Quit) => {
                     self.count("quit", true);
                     self.pace().await;
@@ -400,8 +408,11 @@ impl Session {
                     }
                 }
             }
+            Command::NotOffered(r) => r,
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
-            Command::Data | Command::Quit => unreachable!("handled by serve"),
+            Command::Data | Command::Quit | Command::NonSmtp(_) => {
+                unreachable!("handled by serve")
+            }
         }
     }
 
@@ -747,6 +758,6 @@ fn verb_name(cmd: &Command) -> &'static str {
         Command::Noop => "NOOP",
         Command::Quit => "QUIT",
         Command::Vrfy(_) => "VRFY",
-        Command::Unknown(_) => "UNKNOWN",
+        Command::NotOffered(_) | Command::Unknown(_) | Command::NonSmtp(_) => "UNKNOWN",
     }
 }

@@ -580,6 +580,49 @@ fn idle_clients_time_out_and_error_storms_are_cut_off() {
 }
 
 #[test]
+fn web_requests_and_headers_sent_as_commands_end_the_session_as_postfix() {
+    let m = Instance::mail("");
+    m.start();
+    for line in ["GET / HTTP/1.0", "Subject: hello"] {
+        let (mut c, _) = Smtp::connect(m.port);
+        c.cmd("EHLO client.example");
+        assert_eq!(
+            c.cmd(line),
+            "221 2.7.0 Error: I can break rules, too. Goodbye."
+        );
+        assert_eq!(c.reply(), "<closed>");
+        assert!(m.wait_log(
+            &format!("warning: non-SMTP command from unknown[127.0.0.1]: {line}"),
+            Duration::from_secs(5)
+        ));
+    }
+    // Extensions that are not offered, bad domains and bad UTF-8 get
+    // Postfix's replies, and the session goes on.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.cmd("STARTTLS"),
+        "502 5.5.1 Error: command not implemented"
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGFhAGI="),
+        "503 5.5.1 Error: authentication not enabled"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example..org>"),
+        "501 5.1.7 Bad sender address syntax"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<openstack@>"),
+        "501 5.1.3 Bad recipient address syntax"
+    );
+    c.send(b"RCPT TO:<openstack@ywnds\xe9.com>\r\n");
+    assert_eq!(c.reply(), "500 5.5.2 Error: bad UTF-8 syntax");
+    assert_eq!(c.cmd("QUIT now"), "221 2.0.0 Bye");
+}
+
+#[test]
 fn junk_commands_past_the_limit_count_as_errors_until_mail_is_delivered() {
     let m = Instance::mail(
         "smtpd_junk_command_limit = 3\nsmtpd_hard_error_limit = 2\nsmtpd_soft_error_limit = 10\n",
