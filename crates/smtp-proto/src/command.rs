@@ -273,20 +273,10 @@ fn valid_address(addr: &str) -> bool {
 /// address literal (`[192.0.2.1]`, `[IPv6:...]`); `user@` and
 /// `user@example..org` are bad syntax.
 fn valid_domain_part(addr: &str) -> bool {
-    let mut quoted = false;
-    let mut escaped = false;
-    let mut at = None;
-    for (i, c) in addr.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            '@' if !quoted => at = Some(i),
-            _ => {}
-        }
+    let (local, domain) = pfx_address::split(addr);
+    if local.len() == addr.len() {
+        return true; // no `@`
     }
-    let Some(at) = at else { return true };
-    let domain = &addr[at + 1..];
     if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         return match literal.get(..5) {
             Some(p) if p.eq_ignore_ascii_case("IPv6:") => {
