@@ -302,19 +302,22 @@ struct Meta<'a> {
 }
 
 impl Meta<'_> {
-    /// The header section as it goes into the queue file, with any headers
-    /// cleanup adds; logs the message-id.
     /// Postfix's `hopcount_limit`: a message with that many `Received:`
-    /// headers (counting the one added here) is in a mail loop and is refused.
+    /// headers (smtpd's own among them) is in a mail loop and is refused.
+    /// Not mail from pickup: Postfix bounces that to the sender, and pickup
+    /// has no bounce of its own yet, so a refusal would leave the file in
+    /// maildrop/ to be tried again at every scan. A local loop is still
+    /// stopped by local's Delivered-To check.
     fn too_many_hops(&self, h: &headers::Headers) -> bool {
-        let added = usize::from(self.origin == Origin::Pickup);
-        let loops = h.received + added >= self.st.hopcount_limit;
+        let loops = self.origin != Origin::Pickup && h.received >= self.st.hopcount_limit;
         if loops {
             warn!("{}: message rejected: hopcount exceeded", self.id);
         }
         loops
     }
 
+    /// The header section as it goes into the queue file, with any headers
+    /// cleanup adds; logs the message-id.
     fn header_block(&self, h: &headers::Headers) -> Vec<u8> {
         let (st, id) = (self.st, self.id);
         // Missing Message-Id, Date and From are added to local mail only.

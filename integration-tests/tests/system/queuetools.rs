@@ -334,6 +334,19 @@ fn flush_delivers_deferred_mail_but_never_held_or_deleted_mail() {
 }
 
 #[test]
+fn sendmail_mail_past_hopcount_limit_is_delivered_not_left_in_maildrop() {
+    // cleanup refuses such mail from SMTP clients; pickup would have no one
+    // to refuse it to, and would retry the maildrop file forever.
+    let m = Instance::mail("hopcount_limit = 3\n");
+    m.start();
+    let msg = b"Received: from a by b\nReceived: from b by c\nReceived: from c by d\nSubject: hops\n\nbody\n";
+    let out = run_as(&[], "sendmail", &["-C", &etc(&m), "openstack"], msg);
+    assert!(out.status.success(), "{:?}", text(&out));
+    m.wait_maildir("openstack", 1);
+    assert!(m.queue_files("maildrop").is_empty());
+}
+
+#[test]
 fn sendmail_submits_through_postdrop_and_pickup() {
     let m = Instance::mail("");
     m.start();
