@@ -97,11 +97,7 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
             Ok(Command::NotOffered(r)) => r,
             Ok(Command::Unknown(_)) => Reply::new(500, "5.5.2", "Error: command not recognized"),
             Ok(Command::NonSmtp(_)) => {
-                say(&Reply::new(
-                    221,
-                    "2.7.0",
-                    "Error: I can break rules, too. Goodbye.",
-                ));
+                say(&pfx_smtp_proto::non_smtp_goodbye());
                 std::process::exit(0);
             }
         };

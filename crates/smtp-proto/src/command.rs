@@ -180,6 +180,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     }
 }
 
+/// The answer to [`Command::NonSmtp`], after which the session ends.
+pub fn non_smtp_goodbye() -> Reply {
+    Reply::new(221, "2.7.0", "Error: I can break rules, too. Goodbye.")
+}
+
 /// Postfix 3.7's `smtpd_forbidden_commands` (`CONNECT GET POST` and lines
 /// that do not start with a letter) and its header names (`Subject:`): a
 /// web client or a confused one talking to the SMTP port.

@@ -10,7 +10,7 @@ pub mod command;
 pub mod data;
 pub mod encode;
 
-pub use command::{parse_command, Command};
+pub use command::{non_smtp_goodbye, parse_command, Command};
 
 use std::fmt;
 

@@ -315,8 +315,7 @@ impl Session {
                     self.count("unknown", false);
                     warn!("non-SMTP command from {}: {line}", self.client);
                     self.pace().await;
-                    let bye = Reply::new(221, "2.7.0", "Error: I can break rules, too. Goodbye.");
-                    self.reply_now(&bye).await;
+                    self.reply_now(&pfx_smtp_proto::non_smtp_goodbye()).await;
                     return End::Done;
                 }
                 Ok(Command::Quit) => {
