@@ -57,14 +57,15 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
         return Ok(None);
     }
     let myorigin = cfg.get("myorigin").map_err(e)?;
-    let double_bounce = format!("double-bounce@{myorigin}");
+    let double_bounce_name = cfg.get("double_bounce_sender").map_err(e)?;
+    let double_bounce = format!("{double_bounce_name}@{myorigin}");
     let (to, from, kind) = if qf.sender.is_empty() {
         (
             cfg.get("2bounce_notice_recipient").map_err(e)?,
             double_bounce.clone(),
             "postmaster",
         )
-    } else if qf.sender.eq_ignore_ascii_case(&double_bounce) || qf.sender == "double-bounce" {
+    } else if qf.sender.eq_ignore_ascii_case(&double_bounce) || qf.sender == double_bounce_name {
         info!(
             "{}: postmaster non-delivery notification discarded",
             req.queue_id

@@ -67,6 +67,7 @@ pub static PARAMS: &[Param] = &[
     p("disable_vrfy_command", "no", Bool),
     // postfix-rs: name servers for DNS lookups (address[:port], ...); empty: /etc/resolv.conf.
     p("dns_servers", "", Str),
+    p("double_bounce_sender", "double-bounce", Str),
     p("duplicate_filter_limit", "1000", Int),
     p("empty_address_recipient", "MAILER-DAEMON", Str),
     p("enable_long_queue_ids", "no", Bool),
@@ -157,6 +158,7 @@ pub static PARAMS: &[Param] = &[
     p("smtpd_client_connection_count_limit", "50", Int),
     p("smtpd_delay_reject", "yes", Bool),
     p("smtpd_error_sleep_time", "1s", Time('s')),
+    p("smtpd_etrn_restrictions", "", Str),
     p("smtpd_forbid_bare_newline", "normalize", Str),
     p("smtpd_forbid_bare_newline_exclusions", "", Str),
     p("smtpd_forbid_bare_newline_reject_code", "550", Int),

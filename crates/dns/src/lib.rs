@@ -42,6 +42,27 @@ pub struct Resolver {
     backend: Backend,
     /// The system's hosts file, consulted first for addresses (System only).
     hosts: Option<Arc<Hosts>>,
+    /// Its lines' first names by address, in file order, for reverse
+    /// lookups (System only).
+    host_names: Arc<Vec<(IpAddr, String)>>,
+}
+
+/// Each line's address and first (canonical) name, in file order.
+fn host_names(text: &str) -> Vec<(IpAddr, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let ip = words.next()?.parse().ok()?;
+            Some((ip, words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The name libc's `files` source gives getnameinfo for `ip`: the first name
+/// of the first line with that address (hickory's hosts table has no order,
+/// so the name it picks among several can change from run to run).
+fn host_name(names: &[(IpAddr, String)], ip: IpAddr) -> Option<String> {
+    names.iter().find(|(a, _)| *a == ip).map(|(_, n)| n.clone())
 }
 
 /// Addresses of `name` from a hosts file, as libc's `files` source gives
@@ -123,10 +144,20 @@ impl Resolver {
                 provider,
             ))
         };
-        let hosts = matches!(backend, Backend::System(_))
+        let system = matches!(backend, Backend::System(_));
+        let hosts = system
             .then(|| Hosts::from_system().ok().map(Arc::new))
             .flatten();
-        Ok(Self { backend, hosts })
+        let host_names = if system {
+            host_names(&std::fs::read_to_string("/etc/hosts").unwrap_or_default())
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            backend,
+            hosts,
+            host_names: Arc::new(host_names),
+        })
     }
 
     /// The answer records of one question.
@@ -157,6 +188,9 @@ impl Resolver {
 
     /// The names a PTR lookup of `ip` gives, without the trailing dot.
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, Error> {
+        if let Some(name) = host_name(&self.host_names, ip) {
+            return Ok(vec![name]);
+        }
         let names = self
             .query(&reverse_name(ip), RecordType::PTR)
             .await?
@@ -307,6 +341,24 @@ mod tests {
             Some(vec!["::1".parse().unwrap()])
         );
         assert_eq!(hosts_addresses(&hosts, "elsewhere.test"), None);
+    }
+
+    #[test]
+    fn an_address_in_the_hosts_file_has_the_first_name_of_its_first_line() {
+        let names = host_names(
+            "# comment\n127.0.0.1\tlocalhost\n127.0.0.1 runsc # sandbox\n127.0.0.1 vm\n\
+             ::1 ip6-localhost ip6-loopback\nbad line\n",
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            host_name(&names, ip("127.0.0.1")).as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            host_name(&names, ip("::1")).as_deref(),
+            Some("ip6-localhost")
+        );
+        assert_eq!(host_name(&names, ip("192.0.2.1")), None);
     }
 
     #[test]

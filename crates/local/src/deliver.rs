@@ -293,6 +293,16 @@ impl Ctx<'_> {
         let user_name = base.unwrap_or(name);
         let v = match self.passwd.lookup(&user_name) {
             Ok(Some(user)) => return self.mailbox(&user, addr, top),
+            // smtpd always takes these; without an alias, as Postfix, the
+            // mail is dropped with a warning rather than bounced.
+            Ok(None)
+                if ["postmaster", "mailer-daemon"]
+                    .iter()
+                    .any(|n| user_name.eq_ignore_ascii_case(n)) =>
+            {
+                warn!("required alias not found: {user_name}");
+                Verdict::Sent("discarded".into())
+            }
             Ok(None) => Verdict::Failed(bounce("5.1.1", format!("unknown user: \"{user_name}\""))),
             Err(e) => Verdict::Failed(defer(format!("user lookup: {e}"))),
         };

@@ -4,7 +4,9 @@
 //! `$local_transport`, `$relay_domains` to `$relay_transport`, and the rest
 //! to `$default_transport`, through `$relayhost` when it is set. An empty
 //! transport or next hop in a table entry keeps the one the address would
-//! otherwise get. `error:text` and `retry:text` are answered by qmgr itself.
+//! otherwise get. `error:text`, `retry:text` and `discard:text` are
+//! answered by qmgr itself, and so is mail to `$double_bounce_sender` in a
+//! local domain (discarded, as Postfix's qmgr does).
 
 use pfx_address::DomainList;
 use pfx_config::Config;
@@ -29,6 +31,7 @@ pub(crate) struct Router {
     default: (String, String),
     relayhost: String,
     transport_maps: MapList,
+    double_bounce: String,
 }
 
 /// `transport:nexthop` as in master.cf-style transport specs.
@@ -41,7 +44,7 @@ fn split_spec(spec: &str) -> (String, String) {
 
 /// Transports qmgr answers itself instead of handing to an agent.
 pub(crate) fn is_builtin(transport: &str) -> bool {
-    matches!(transport, "error" | "retry")
+    matches!(transport, "error" | "retry" | "discard")
 }
 
 impl Router {
@@ -60,6 +63,7 @@ impl Router {
                 &passwd,
                 Format::Postmap,
             )?,
+            double_bounce: cfg.get("double_bounce_sender").map_err(e)?,
         })
     }
 
@@ -87,6 +91,13 @@ impl Router {
 
     pub(crate) fn route(&self, recipient: &str) -> Route {
         let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
+        if r.is_local && r.local.eq_ignore_ascii_case(&self.double_bounce) {
+            return Route {
+                transport: "discard".into(),
+                nexthop: "undeliverable postmaster notification discarded".into(),
+                destination: r.address().to_ascii_lowercase(),
+            };
+        }
         let (mut transport, mut nexthop) = if r.is_local {
             self.local.clone()
         } else if self.relay_domains.contains(&r.domain) {
@@ -176,6 +187,12 @@ mod tests {
             ("smtp", "163.com", "163.com")
         );
         assert_eq!(r.route("user%163.com@ywnds.com").nexthop, "163.com");
+        let d = r.route("Double-Bounce@ywnds.com");
+        assert_eq!(
+            (d.transport.as_str(), d.nexthop.as_str()),
+            ("discard", "undeliverable postmaster notification discarded")
+        );
+        assert_eq!(r.route("double-bounce@163.com").transport, "smtp");
     }
 
     #[test]

@@ -445,10 +445,36 @@ impl Scheduler {
             arrival_us: micros(msg.qf.arrival),
             activated_us: micros(msg.activated),
         };
-        // error:text bounces, retry:text defers: no agent involved.
+        // error:text bounces, retry:text defers, discard:text drops the
+        // mail (logged here, as sent): no agent involved.
         if crate::route::is_builtin(&route.transport) {
             let n = req.recipients.len();
-            let status = if route.transport == "error" {
+            let discard = route.transport == "discard";
+            if discard {
+                let now = SystemTime::now();
+                let t = Times {
+                    arrival: msg.qf.arrival,
+                    activated: msg.activated,
+                    agent_start: now,
+                    connected: now,
+                    done: now,
+                };
+                let o = Outcome {
+                    status: "sent",
+                    dsn: "2.0.0",
+                    relay: "none",
+                    text: &route.nexthop,
+                };
+                for r in &req.recipients {
+                    info!(
+                        "{id}: {}",
+                        delivery::line(&r.address, r.original.as_deref(), t, &o)
+                    );
+                }
+            }
+            let status = if discard {
+                DeliveryStatus::Sent
+            } else if route.transport == "error" {
                 DeliveryStatus::Bounced {
                     dsn: "5.0.0".into(),
                     relay: "none".into(),
@@ -467,7 +493,7 @@ impl Scheduler {
                 batch,
                 route,
                 statuses: vec![status; n],
-                by_agent: false,
+                by_agent: discard,
             });
             return;
         }

@@ -63,10 +63,14 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
                 rcpts.push(envelope_address(&addr));
                 Reply::new(250, "2.1.5", "Ok")
             }
-            Ok(Command::Data) if rcpts.is_empty() => {
+            Ok(Command::Data { .. }) if sender.is_none() => {
                 Reply::new(503, "5.5.1", "Error: need RCPT command")
             }
-            Ok(Command::Data) => {
+            Ok(Command::Data { .. }) if rcpts.is_empty() => {
+                Reply::new(554, "5.5.1", "Error: no valid recipients")
+            }
+            Ok(Command::Data { arguments: true }) => pfx_smtp_proto::data_syntax(),
+            Ok(Command::Data { arguments: false }) => {
                 say(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
                 let Some(content) = read_data(&mut input, limit) else {
                     std::process::exit(0);
@@ -94,8 +98,14 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
                 say(&Reply::new(221, "2.0.0", "Bye"));
                 std::process::exit(0);
             }
-            Ok(Command::NotOffered(r)) => r,
-            Ok(Command::Unknown(_)) => Reply::new(500, "5.5.2", "Error: command not recognized"),
+            Ok(Command::Proxy { verb, arguments }) => {
+                pfx_smtp_proto::proxy_reply(verb, arguments, sender.is_some())
+            }
+            Ok(Command::NotOffered { reply, .. }) => reply,
+            // Not offered here: ETRN is for clients of the SMTP port.
+            Ok(Command::Unknown(_) | Command::Etrn(_)) => {
+                Reply::new(500, "5.5.2", "Error: command not recognized")
+            }
             Ok(Command::NonSmtp(_)) => {
                 say(&pfx_smtp_proto::non_smtp_goodbye());
                 std::process::exit(0);

@@ -19,14 +19,30 @@ pub enum Command {
         addr: String,
         params: Vec<Param>,
     },
-    Data,
+    /// DATA; `arguments`: something followed it, a syntax error that
+    /// smtpd reports only after the command-order checks, as Postfix does.
+    Data {
+        arguments: bool,
+    },
     Rset,
     Noop,
     Quit,
     Vrfy(String),
-    /// STARTTLS or AUTH: known, not offered (Postfix's replies when TLS
-    /// and SASL are not configured).
-    NotOffered(Reply),
+    /// ETRN with its argument text as given (checked by [`etrn_domain`]
+    /// after the command-order checks).
+    Etrn(String),
+    /// XCLIENT or XFORWARD (`verb` `xclient`/`xforward`): known, and no
+    /// client is authorized to use them ([`proxy_reply`]).
+    Proxy {
+        verb: &'static str,
+        arguments: bool,
+    },
+    /// STARTTLS or AUTH (`verb` `starttls`/`auth`): known, not offered
+    /// (Postfix's replies when TLS and SASL are not configured).
+    NotOffered {
+        verb: &'static str,
+        reply: Reply,
+    },
     /// A verb we do not know; the reply is 500 5.5.2.
     Unknown(String),
     /// Not SMTP at all (an HTTP request, a message header, a line that does
@@ -43,12 +59,14 @@ impl Command {
             Self::Ehlo(_) => "ehlo",
             Self::Mail { .. } => "mail",
             Self::Rcpt { .. } => "rcpt",
-            Self::Data => "data",
+            Self::Data { .. } => "data",
             Self::Rset => "rset",
             Self::Noop => "noop",
             Self::Quit => "quit",
             Self::Vrfy(_) => "vrfy",
-            Self::NotOffered(_) | Self::Unknown(_) | Self::NonSmtp(_) => "unknown",
+            Self::Etrn(_) => "etrn",
+            Self::Proxy { verb, .. } | Self::NotOffered { verb, .. } => verb,
+            Self::Unknown(_) | Self::NonSmtp(_) => "unknown",
         }
     }
 }
@@ -60,7 +78,8 @@ pub struct Param {
     pub value: Option<String>,
 }
 
-/// Why a line is not a usable command: the verb (for statistics) and the reply.
+/// Why a line is not a usable command: the verb (for statistics; empty for
+/// a blank line, which Postfix does not count as a command) and the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandError {
     pub verb: &'static str,
@@ -82,6 +101,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         ));
     };
     let line = line.trim_end_matches([' ', '\t']);
+    if line.trim_start_matches([' ', '\t']).is_empty() {
+        return Err(err("", Reply::new(500, "5.5.2", "Error: bad syntax")));
+    }
     let (verb, rest) = match line.find([' ', '\t']) {
         Some(i) => (&line[..i], line[i..].trim_start()),
         None => (line, ""),
@@ -143,12 +165,19 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             Ok(Command::Rcpt { addr, params })
         }
         // Postfix ignores what follows NOOP and QUIT.
-        "DATA" | "RSET" if !rest.is_empty() => {
-            let v = verb.to_ascii_uppercase();
-            let vname = if v == "DATA" { "data" } else { "rset" };
-            Err(err(vname, Reply::new(501, "5.5.4", format!("Syntax: {v}"))))
-        }
-        "DATA" => Ok(Command::Data),
+        "RSET" if !rest.is_empty() => Err(err("rset", Reply::new(501, "5.5.4", "Syntax: RSET"))),
+        "DATA" => Ok(Command::Data {
+            arguments: !rest.is_empty(),
+        }),
+        "ETRN" => Ok(Command::Etrn(rest.to_owned())),
+        "XCLIENT" | "XFORWARD" => Ok(Command::Proxy {
+            verb: if verb.eq_ignore_ascii_case("XCLIENT") {
+                "xclient"
+            } else {
+                "xforward"
+            },
+            arguments: !rest.is_empty(),
+        }),
         "RSET" => Ok(Command::Rset),
         "NOOP" => Ok(Command::Noop),
         "QUIT" => Ok(Command::Quit),
@@ -165,18 +194,54 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                     .to_owned(),
             ))
         }
-        "STARTTLS" => Ok(Command::NotOffered(Reply::new(
-            502,
-            "5.5.1",
-            "Error: command not implemented",
-        ))),
-        "AUTH" => Ok(Command::NotOffered(Reply::new(
-            503,
-            "5.5.1",
-            "Error: authentication not enabled",
-        ))),
+        "STARTTLS" => Ok(Command::NotOffered {
+            verb: "starttls",
+            reply: Reply::new(502, "5.5.1", "Error: command not implemented"),
+        }),
+        "AUTH" => Ok(Command::NotOffered {
+            verb: "auth",
+            reply: Reply::new(503, "5.5.1", "Error: authentication not enabled"),
+        }),
         _ if non_smtp(verb) => Ok(Command::NonSmtp(line.to_owned())),
         _ => Ok(Command::Unknown(verb.to_owned())),
+    }
+}
+
+/// The reply to DATA with arguments once the command order is right.
+pub fn data_syntax() -> Reply {
+    Reply::new(501, "5.5.4", "Syntax: DATA")
+}
+
+/// The domain an ETRN argument names (RFC 1985: `@` asks for its
+/// subdomains too, `#` names a queue; both are taken as the domain), or
+/// Postfix's reply to a malformed one. Replies to ETRN carry no enhanced
+/// status code, as Postfix's.
+pub fn etrn_domain(arg: &str) -> Result<&str, Reply> {
+    let mut words = arg.split_whitespace();
+    let (Some(word), None) = (words.next(), words.next()) else {
+        return Err(Reply::plain(500, "Syntax: ETRN domain"));
+    };
+    let domain = word.strip_prefix(['@', '#']).unwrap_or(word);
+    if valid_literal(domain) || valid_hostname(domain) {
+        Ok(domain)
+    } else {
+        Err(Reply::plain(501, "Error: invalid parameter syntax"))
+    }
+}
+
+/// The reply to XCLIENT or XFORWARD: refused as Postfix refuses them to a
+/// client outside `smtpd_authorized_xclient_hosts` (empty by default).
+pub fn proxy_reply(verb: &str, arguments: bool, in_transaction: bool) -> Reply {
+    if in_transaction {
+        Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
+    } else if !arguments {
+        Reply::new(
+            501,
+            "5.5.4",
+            format!("Syntax: {} attribute=value...", verb.to_ascii_uppercase()),
+        )
+    } else {
+        Reply::new(550, "5.7.0", "Error: insufficient authorization")
     }
 }
 
@@ -282,15 +347,23 @@ fn valid_domain_part(addr: &str) -> bool {
     if local.len() == addr.len() {
         return true; // no `@`
     }
-    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        return match literal.get(..5) {
-            Some(p) if p.eq_ignore_ascii_case("IPv6:") => {
-                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
-            }
-            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
-        };
+    if domain.starts_with('[') {
+        return valid_literal(domain);
     }
     valid_hostname(domain.strip_suffix('.').unwrap_or(domain))
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+fn valid_literal(domain: &str) -> bool {
+    let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
+        return false;
+    };
+    match literal.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("IPv6:") => {
+            literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+        }
+        _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+    }
 }
 
 /// Labels of letters, digits, `-` and `_` (and UTF-8, for SMTPUTF8), none
@@ -375,7 +448,15 @@ mod tests {
                 params: vec![]
             }
         );
-        assert_eq!(ok("DATA"), Command::Data);
+        assert_eq!(ok("DATA"), Command::Data { arguments: false });
+        assert_eq!(ok("etrn ywnds.com"), Command::Etrn("ywnds.com".into()));
+        assert_eq!(
+            ok("XFORWARD NAME=x"),
+            Command::Proxy {
+                verb: "xforward",
+                arguments: true
+            }
+        );
         assert_eq!(ok("NOOP anything"), Command::Noop);
         assert_eq!(ok("VRFY <postmaster>"), Command::Vrfy("postmaster".into()));
         assert_eq!(ok("FOO bar"), Command::Unknown("FOO".into()));
@@ -400,7 +481,10 @@ mod tests {
             bad("RCPT FROM:<a@b>"),
             "501 5.5.4 Syntax: RCPT TO:<address>"
         );
-        assert_eq!(bad("DATA now"), "501 5.5.4 Syntax: DATA");
+        assert_eq!(ok("DATA now"), Command::Data { arguments: true });
+        assert_eq!(bad(""), "500 5.5.2 Error: bad syntax");
+        assert_eq!(bad("   "), "500 5.5.2 Error: bad syntax");
+        assert_eq!(parse_command(b" \t").unwrap_err().verb, "");
         assert_eq!(bad("VRFY"), "501 5.5.4 Syntax: VRFY address [SMTPUTF8]");
         for a in [
             "a@",
@@ -468,8 +552,50 @@ mod tests {
             Command::Mail { .. }
         ));
         assert_eq!(ok("QUIT now"), Command::Quit);
-        assert!(matches!(ok("STARTTLS"), Command::NotOffered(r) if r.code == 502));
-        assert!(matches!(ok("AUTH PLAIN AGFhAGI="), Command::NotOffered(r) if r.code == 503));
+        assert!(
+            matches!(ok("STARTTLS"), Command::NotOffered { verb: "starttls", reply } if reply.code == 502)
+        );
+        assert!(
+            matches!(ok("AUTH PLAIN AGFhAGI="), Command::NotOffered { verb: "auth", reply } if reply.code == 503)
+        );
+    }
+
+    #[test]
+    fn etrn_arguments_as_postfix_checks_them() {
+        assert_eq!(etrn_domain("ywnds.com"), Ok("ywnds.com"));
+        assert_eq!(etrn_domain("@ywnds.com"), Ok("ywnds.com"));
+        assert_eq!(etrn_domain("#x"), Ok("x"));
+        assert_eq!(etrn_domain("[192.0.2.1]"), Ok("[192.0.2.1]"));
+        assert_eq!(etrn_domain("[IPv6:2001:db8::1]"), Ok("[IPv6:2001:db8::1]"));
+        for bad in ["", "a b"] {
+            assert_eq!(
+                etrn_domain(bad).unwrap_err().to_string(),
+                "500 Syntax: ETRN domain"
+            );
+        }
+        for bad in ["a..b", "-x", "ywnds.com.", "@@x", "[1.2.3]"] {
+            assert_eq!(
+                etrn_domain(bad).unwrap_err().to_string(),
+                "501 Error: invalid parameter syntax",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn xclient_and_xforward_are_refused_as_postfix_refuses_them() {
+        assert_eq!(
+            proxy_reply("xclient", true, true).to_string(),
+            "503 5.5.1 Error: MAIL transaction in progress"
+        );
+        assert_eq!(
+            proxy_reply("xforward", false, false).to_string(),
+            "501 5.5.4 Syntax: XFORWARD attribute=value..."
+        );
+        assert_eq!(
+            proxy_reply("xclient", true, false).to_string(),
+            "550 5.7.0 Error: insufficient authorization"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ pub mod command;
 pub mod data;
 pub mod encode;
 
-pub use command::{non_smtp_goodbye, parse_command, Command};
+pub use command::{
+    data_syntax, etrn_domain, non_smtp_goodbye, parse_command, proxy_reply, Command,
+};
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
 //! Access control at RCPT time: the relay and recipient restriction lists,
-//! then the local recipient table, as Postfix's smtpd_check does.
+//! then the local recipient table, as Postfix's smtpd_check does; and the
+//! ETRN restriction list.
 
 use std::net::IpAddr;
 
@@ -31,47 +32,56 @@ pub(crate) fn display(addr: &str) -> String {
     }
 }
 
-fn evaluate(
-    st: &Settings,
-    list: &[String],
-    client: IpAddr,
-    addr: &str,
-    resolved: &pfx_address::Resolved,
-) -> Verdict {
-    let shown = display(addr);
+/// What a restriction list is applied to.
+struct Target<'a> {
+    /// As the reject reply shows it.
+    shown: String,
+    /// The start of Postfix's reject text: `Recipient address`, `Etrn command`.
+    class: &'static str,
+    /// The resolved recipient; none outside RCPT, where the
+    /// destination restrictions do not apply.
+    resolved: Option<&'a pfx_address::Resolved>,
+}
+
+fn evaluate(st: &Settings, list: &[String], client: IpAddr, t: &Target<'_>) -> Verdict {
+    let (shown, class) = (&t.shown, t.class);
+    let authorized = t.resolved.map(|r| st.authorized_destination(r));
     for item in list {
-        let v = match item.as_str() {
-            "permit_mynetworks" if st.mynetworks.contains(client) => Verdict::Permit,
-            "permit_mynetworks" | "permit_sasl_authenticated" => Verdict::Dunno,
-            "permit_auth_destination" if st.authorized_destination(resolved) => Verdict::Permit,
-            "permit_auth_destination" => Verdict::Dunno,
-            "reject_unauth_destination" if !st.authorized_destination(resolved) => Verdict::Reject(
-                Reply::new(554, "5.7.1", format!("<{shown}>: Relay access denied")),
-            ),
-            "defer_unauth_destination" if !st.authorized_destination(resolved) => Verdict::Reject(
-                Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")),
-            ),
-            "reject_unauth_destination" | "defer_unauth_destination" => Verdict::Dunno,
-            "reject_unlisted_recipient" => match unknown_local(st, resolved, &shown) {
-                Some(r) => Verdict::Reject(r),
-                None => Verdict::Dunno,
-            },
-            "permit" => Verdict::Permit,
-            "reject" => Verdict::Reject(Reply::new(
-                554,
-                "5.7.1",
-                format!("<{shown}>: Recipient address rejected: Access denied"),
-            )),
-            "defer" => Verdict::Reject(Reply::new(
-                450,
-                "4.7.1",
-                format!("<{shown}>: Recipient address rejected: Access denied"),
-            )),
-            other => {
-                warn!("unknown smtpd restriction: \"{other}\"");
-                Verdict::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
-            }
-        };
+        let v =
+            match item.as_str() {
+                "permit_mynetworks" if st.mynetworks.contains(client) => Verdict::Permit,
+                "permit_mynetworks" | "permit_sasl_authenticated" => Verdict::Dunno,
+                "permit_auth_destination" if authorized == Some(true) => Verdict::Permit,
+                "permit_auth_destination" => Verdict::Dunno,
+                "reject_unauth_destination" if authorized == Some(false) => Verdict::Reject(
+                    Reply::new(554, "5.7.1", format!("<{shown}>: Relay access denied")),
+                ),
+                "defer_unauth_destination" if authorized == Some(false) => Verdict::Reject(
+                    Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")),
+                ),
+                "reject_unauth_destination" | "defer_unauth_destination" => Verdict::Dunno,
+                "reject_unlisted_recipient" => {
+                    match t.resolved.and_then(|r| unknown_local(st, r, shown)) {
+                        Some(r) => Verdict::Reject(r),
+                        None => Verdict::Dunno,
+                    }
+                }
+                "permit" => Verdict::Permit,
+                "reject" => Verdict::Reject(Reply::new(
+                    554,
+                    "5.7.1",
+                    format!("<{shown}>: {class} rejected: Access denied"),
+                )),
+                "defer" => Verdict::Reject(Reply::new(
+                    450,
+                    "4.7.1",
+                    format!("<{shown}>: {class} rejected: Access denied"),
+                )),
+                other => {
+                    warn!("unknown smtpd restriction: \"{other}\"");
+                    Verdict::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
+                }
+            };
         if !matches!(v, Verdict::Dunno) {
             return v;
         }
@@ -83,6 +93,18 @@ fn evaluate(
 /// `local_recipient_maps` (users and aliases).
 fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Option<Reply> {
     if !r.is_local || st.local_recipients.is_empty() {
+        return None;
+    }
+    // As Postfix: the addresses mail software writes to are always taken
+    // (RFC 5321 requires postmaster); local or qmgr deals with them.
+    if [
+        "postmaster",
+        "mailer-daemon",
+        st.double_bounce_sender.as_str(),
+    ]
+    .iter()
+    .any(|name| r.local.eq_ignore_ascii_case(name))
+    {
         return None;
     }
     let mut user = r.local.to_ascii_lowercase();
@@ -120,14 +142,32 @@ pub(crate) fn recipient(
     addr: &str,
 ) -> Result<pfx_address::Resolved, Reply> {
     let resolved = st.resolve(addr);
+    let target = Target {
+        shown: display(addr),
+        class: "Recipient address",
+        resolved: Some(&resolved),
+    };
     for list in [&st.relay_restrictions, &st.recipient_restrictions] {
-        if let Verdict::Reject(r) = evaluate(st, list, client, addr, &resolved) {
+        if let Verdict::Reject(r) = evaluate(st, list, client, &target) {
             return Err(r);
         }
     }
-    match unknown_local(st, &resolved, &display(addr)) {
+    match unknown_local(st, &resolved, &target.shown) {
         Some(r) => Err(r),
         None => Ok(resolved),
+    }
+}
+
+/// ETRN: `smtpd_etrn_restrictions` (empty: every client may ask).
+pub(crate) fn etrn(st: &Settings, client: IpAddr, domain: &str) -> Result<(), Reply> {
+    let target = Target {
+        shown: domain.to_owned(),
+        class: "Etrn command",
+        resolved: None,
+    };
+    match evaluate(st, &st.etrn_restrictions, client, &target) {
+        Verdict::Reject(r) => Err(r),
+        Verdict::Permit | Verdict::Dunno => Ok(()),
     }
 }
 

@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use pfx_ipc::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, CHUNK};
+use pfx_ipc::proto::{
+    conversation, endpoint, CleanupReply, CleanupRequest, FlushReply, FlushRequest, Origin, CHUNK,
+};
 use pfx_smtp_proto::data::{DataDecoder, Progress};
-use pfx_smtp_proto::{command::Param, multiline, parse_command, Command, Reply};
+use pfx_smtp_proto::{
+    command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, Command, Reply,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -21,10 +25,12 @@ use crate::{check, Shared};
 /// A command line longer than this is refused (Postfix's line_length_limit).
 const MAX_LINE: usize = 2048;
 /// The commands `smtpd_junk_command_limit` counts (Postfix's HELO, EHLO,
-/// NOOP, RSET and VRFY).
-const JUNK_VERBS: [&str; 5] = ["helo", "ehlo", "rset", "noop", "vrfy"];
-const VERBS: [&str; 10] = [
-    "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "vrfy", "quit", "unknown",
+/// NOOP, RSET, VRFY and ETRN).
+const JUNK_VERBS: [&str; 6] = ["helo", "ehlo", "rset", "noop", "vrfy", "etrn"];
+/// The disconnect statistics, in the order of Postfix's command table.
+const VERBS: [&str; 15] = [
+    "helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "rset",
+    "noop", "vrfy", "etrn", "quit", "unknown",
 ];
 
 type CleanupChannel = pfx_ipc::Channel<tokio::net::UnixStream>;
@@ -301,9 +307,9 @@ impl Session {
             };
             let (verb, reply) = match parse_command(&line) {
                 Err(e) => (e.verb, e.reply),
-                Ok(Command::Data) => {
+                Ok(Command::Data { arguments }) => {
                     self.last_verb = "DATA";
-                    match self.data().await {
+                    match self.data(arguments).await {
                         Ok(r) => ("data", r),
                         Err(e) => {
                             self.count("data", false);
@@ -323,6 +329,10 @@ impl Session {
                     self.pace().await;
                     self.reply_now(&Reply::new(221, "2.0.0", "Bye")).await;
                     return End::Done;
+                }
+                Ok(Command::Etrn(arg)) => {
+                    self.last_verb = "ETRN";
+                    ("etrn", self.etrn(&arg).await)
                 }
                 Ok(cmd) => {
                     self.last_verb = verb_name(&cmd);
@@ -385,7 +395,9 @@ impl Session {
                 if !st.disable_vrfy {
                     lines.push("VRFY".into());
                 }
-                lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from));
+                lines.extend(
+                    ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from),
+                );
                 multiline(250, &lines)
             }
             Command::Mail { addr, params } => self.mail(addr, &params),
@@ -407,9 +419,12 @@ impl Session {
                     }
                 }
             }
-            Command::NotOffered(r) => r,
+            Command::Proxy { verb, arguments } => {
+                proxy_reply(verb, arguments, self.sender.is_some())
+            }
+            Command::NotOffered { reply, .. } => reply,
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
-            Command::Data | Command::Quit | Command::NonSmtp(_) => {
+            Command::Data { .. } | Command::Etrn(_) | Command::Quit | Command::NonSmtp(_) => {
                 unreachable!("handled by serve")
             }
         }
@@ -435,6 +450,8 @@ impl Session {
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
                 ("SMTPUTF8", None) => {}
+                // RFC 4954's AUTH=: Postfix ignores it when SASL is off.
+                ("AUTH", Some(_)) => {}
                 _ => {
                     return Reply::new(
                         555,
@@ -475,29 +492,88 @@ impl Session {
         }
     }
 
+    /// Postfix's reject log line; `from=` and `to=` only when there is a
+    /// sender or a recipient to show.
     fn log_reject(&self, what: &str, r: &Reply, to: &str) {
+        let from = match &self.sender {
+            Some(s) => format!("from=<{s}> "),
+            None => String::new(),
+        };
+        let to = if to.is_empty() {
+            String::new()
+        } else {
+            format!("to=<{to}> ")
+        };
         info!(
-            "NOQUEUE: reject: {what} from {}: {r}; from=<{}> to=<{to}> proto={} helo=<{}>",
+            "NOQUEUE: reject: {what} from {}: {r}; {from}{to}proto={} helo=<{}>",
             self.client,
-            self.sender.as_deref().unwrap_or(""),
             if self.esmtp { "ESMTP" } else { "SMTP" },
             self.helo.as_deref().unwrap_or("")
         );
     }
 
+    /// ETRN (RFC 1985): deferred mail for the domain is queued for delivery
+    /// now, by the flush service, when the domain is in `fast_flush_domains`
+    /// and `smtpd_etrn_restrictions` allow the client.
+    async fn etrn(&mut self, arg: &str) -> Reply {
+        if self.st.helo_required && self.helo.is_none() {
+            return Reply::plain(503, "Error: send HELO/EHLO first");
+        }
+        if self.sender.is_some() {
+            return Reply::plain(503, "Error: MAIL transaction in progress");
+        }
+        let domain = match etrn_domain(arg) {
+            Ok(d) => d.to_owned(),
+            Err(r) => return r,
+        };
+        if let Err(r) = check::etrn(&self.st, self.peer.ip(), &domain) {
+            self.log_reject("ETRN", &r, "");
+            return r;
+        }
+        let flush = self.st.queue_dir.join(endpoint::FLUSH);
+        let asked = async {
+            let mut ch = pfx_ipc::client::connect(&flush, conversation::FLUSH).await?;
+            ch.send(&FlushRequest::SendSite {
+                site: domain.clone(),
+            })
+            .await?;
+            ch.expect::<FlushReply>().await
+        };
+        match asked.await {
+            Ok(FlushReply::Ok) => Reply::plain(250, "Queuing started"),
+            Ok(FlushReply::NotConfigured) => {
+                warn!("reject: ETRN {domain}... from {}", self.client);
+                Reply::plain(459, format!("<{domain}>: service unavailable"))
+            }
+            Ok(FlushReply::Failed { reason }) => {
+                warn!("bad ETRN {domain}... from {}: {reason}", self.client);
+                Reply::plain(458, "Unable to queue messages")
+            }
+            Err(e) => {
+                warn!("unable to talk to fast flush service: {e}");
+                Reply::plain(458, "Unable to queue messages")
+            }
+        }
+    }
+
     /// DATA: stream the message to cleanup; the reply is the final one.
-    async fn data(&mut self) -> Result<Reply, End> {
+    async fn data(&mut self, arguments: bool) -> Result<Reply, End> {
         if self.sender.is_none() {
             return Ok(Reply::new(503, "5.5.1", "Error: need RCPT command"));
         }
         if self.recipients.is_empty() {
             return Ok(Reply::new(554, "5.5.1", "Error: no valid recipients"));
         }
+        if arguments {
+            return Ok(data_syntax());
+        }
         let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
         // The client gets 354 first; cleanup starts the queue file while
         // the client sends the message, and its answer is read only then.
+        // A client past the soft error limit waits for it, as for any reply.
+        self.pace().await;
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         if !self.flush().await {
             return Err(End::Lost);
@@ -752,11 +828,18 @@ fn verb_name(cmd: &Command) -> &'static str {
         Command::Ehlo(_) => "EHLO",
         Command::Mail { .. } => "MAIL",
         Command::Rcpt { .. } => "RCPT",
-        Command::Data => "DATA",
+        Command::Data { .. } => "DATA",
         Command::Rset => "RSET",
         Command::Noop => "NOOP",
         Command::Quit => "QUIT",
         Command::Vrfy(_) => "VRFY",
-        Command::NotOffered(_) | Command::Unknown(_) | Command::NonSmtp(_) => "UNKNOWN",
+        Command::Etrn(_) => "ETRN",
+        Command::Proxy {
+            verb: "xclient", ..
+        } => "XCLIENT",
+        Command::Proxy { .. } => "XFORWARD",
+        Command::NotOffered { verb: "auth", .. } => "AUTH",
+        Command::NotOffered { .. } => "STARTTLS",
+        Command::Unknown(_) | Command::NonSmtp(_) => "UNKNOWN",
     }
 }

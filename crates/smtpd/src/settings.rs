@@ -26,6 +26,9 @@ pub(crate) struct Settings {
     pub(crate) mynetworks: NetworkList,
     pub(crate) relay_restrictions: Vec<String>,
     pub(crate) recipient_restrictions: Vec<String>,
+    pub(crate) etrn_restrictions: Vec<String>,
+    /// Its local part is taken at RCPT whatever local_recipient_maps say.
+    pub(crate) double_bounce_sender: String,
     pub(crate) local_recipients: MapList,
     pub(crate) recipient_delimiter: String,
     pub(crate) message_size_limit: u64,
@@ -83,6 +86,8 @@ impl Settings {
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
             relay_restrictions: l("smtpd_relay_restrictions")?,
             recipient_restrictions: l("smtpd_recipient_restrictions")?,
+            etrn_restrictions: l("smtpd_etrn_restrictions")?,
+            double_bounce_sender: s("double_bounce_sender")?,
             local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
             recipient_delimiter: s("recipient_delimiter")?,
             message_size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),

@@ -1271,3 +1271,119 @@ fn a_queue_file_cleanup_cannot_create_is_a_451_not_a_hung_session() {
             |p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("Subject: second"))
         )));
 }
+
+#[test]
+fn commands_postfix_knows_but_does_not_offer_get_its_replies_and_statistics() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    let ehlo = c.cmd("EHLO client.example");
+    assert!(ehlo.contains("250-ETRN"), "{ehlo}");
+    // A blank line is bad syntax, not a command (and not counted as one).
+    assert_eq!(c.cmd(""), "500 5.5.2 Error: bad syntax");
+    assert_eq!(c.cmd("   "), "500 5.5.2 Error: bad syntax");
+    // XCLIENT and XFORWARD: no client is authorized.
+    assert_eq!(
+        c.cmd("XCLIENT"),
+        "501 5.5.4 Syntax: XCLIENT attribute=value..."
+    );
+    assert_eq!(
+        c.cmd("XFORWARD NAME=spoofed.example"),
+        "550 5.7.0 Error: insufficient authorization"
+    );
+    assert_eq!(
+        c.cmd("STARTTLS"),
+        "502 5.5.1 Error: command not implemented"
+    );
+    assert_eq!(
+        c.cmd("AUTH LOGIN"),
+        "503 5.5.1 Error: authentication not enabled"
+    );
+    // DATA's order is checked before its syntax.
+    assert_eq!(c.cmd("DATA now"), "503 5.5.1 Error: need RCPT command");
+    // AUTH= is ignored without SASL, as by Postfix.
+    assert_eq!(
+        c.cmd("MAIL FROM:<someone@example.org> AUTH=<>"),
+        "250 2.1.0 Ok"
+    );
+    assert_eq!(c.cmd("DATA now"), "554 5.5.1 Error: no valid recipients");
+    assert_eq!(
+        c.cmd("XCLIENT NAME=x"),
+        "503 5.5.1 Error: MAIL transaction in progress"
+    );
+    assert_eq!(c.cmd("RCPT TO:<openstack@ywnds.com>"), "250 2.1.5 Ok");
+    assert_eq!(c.cmd("DATA now"), "501 5.5.4 Syntax: DATA");
+    assert_eq!(c.cmd("RSET"), "250 2.0.0 Ok");
+    assert_eq!(
+        c.cmd("VRFY nosuchuser"),
+        "550 5.1.1 <nosuchuser>: Recipient address rejected: User unknown in local recipient table"
+    );
+    assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye");
+    // Counted per command, in the order of Postfix's command table.
+    assert!(
+        m.wait_log(
+            "disconnect from unknown[127.0.0.1] ehlo=1 xclient=0/2 xforward=0/1 starttls=0/1 \
+             auth=0/1 mail=1 rcpt=1 data=0/3 rset=1 vrfy=0/1 quit=1 commands=5/14",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        m.log_text()
+    );
+    // No sender: no `from=` in the reject line, as Postfix logs it.
+    assert!(m.log_text().contains(
+        "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 550 5.1.1 <nosuchuser>: Recipient address \
+         rejected: User unknown in local recipient table; to=<nosuchuser> proto=ESMTP helo=<client.example>"
+    ));
+}
+
+#[test]
+fn postmaster_mailer_daemon_and_double_bounce_are_taken_without_an_alias() {
+    let m = Instance::mail("");
+    m.set_aliases("admin: openstack\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<someone@example.org>"), "250 2.1.0 Ok");
+    for rcpt in [
+        "postmaster@ywnds.com",
+        "Postmaster",
+        "MAILER-DAEMON@ywnds.com",
+        "double-bounce@ywnds.com",
+    ] {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<{rcpt}>")),
+            "250 2.1.5 Ok",
+            "{rcpt}"
+        );
+    }
+    // Only the exact names.
+    assert!(c
+        .cmd("RCPT TO:<postmaster+x@ywnds.com>")
+        .starts_with("550 5.1.1 "));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: for the postmaster\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    c.cmd("QUIT");
+    // local drops mail for the two without an alias with a warning; qmgr
+    // drops mail for double-bounce itself. Nothing bounces.
+    for line in [
+        "warning: required alias not found: postmaster",
+        "to=<postmaster@ywnds.com>, relay=local,",
+        "warning: required alias not found: mailer-daemon",
+        "to=<double-bounce@ywnds.com>, relay=none,",
+        "status=sent (undeliverable postmaster notification discarded)",
+    ] {
+        assert!(
+            m.wait_log(line, Duration::from_secs(10)),
+            "{line}\n{}",
+            m.log_text()
+        );
+    }
+    assert!(wait_for(Duration::from_secs(10), || m
+        .log_text()
+        .contains(": removed")));
+    let log = m.log_text();
+    assert_eq!(log.matches("status=sent (discarded)").count(), 2, "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(!log.contains("non-delivery notification"), "{log}");
+}

@@ -617,3 +617,66 @@ fn active_and_incoming_mail_is_listed_and_a_deleted_active_message_goes_no_furth
         "{report}"
     );
 }
+
+#[test]
+fn etrn_flushes_deferred_mail_for_a_fast_flush_domain() {
+    // Retries only when asked.
+    let m = Instance::mail(
+        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\nfast_flush_domains = ywnds.com\n",
+    );
+    m.start();
+    let home = m.home.join("openstack");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    send(&m, "openstack@ywnds.com", "wait for ETRN");
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 1),
+        "{}",
+        m.log_text()
+    );
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("ETRN"), "500 Syntax: ETRN domain");
+    assert_eq!(
+        c.cmd("ETRN ywnds..com"),
+        "501 Error: invalid parameter syntax"
+    );
+    assert_eq!(
+        c.cmd("ETRN example.org"),
+        "459 <example.org>: service unavailable"
+    );
+    assert_eq!(c.cmd("ETRN @ywnds.com"), "250 Queuing started");
+    m.wait_maildir("openstack", 1);
+    assert_eq!(c.cmd("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd("ETRN ywnds.com"),
+        "503 Error: MAIL transaction in progress"
+    );
+    c.cmd("QUIT");
+    assert!(m
+        .log_text()
+        .contains("warning: reject: ETRN example.org... from unknown[127.0.0.1]"));
+    assert!(
+        m.wait_log("mail=1 etrn=1/5 quit=1", Duration::from_secs(5)),
+        "{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn etrn_restrictions_refuse_clients_as_postfix() {
+    let m = Instance::mail("smtpd_etrn_restrictions = reject\nfast_flush_domains = ywnds.com\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("HELO client.example");
+    assert_eq!(
+        c.cmd("ETRN ywnds.com"),
+        "554 5.7.1 <ywnds.com>: Etrn command rejected: Access denied"
+    );
+    c.cmd("QUIT");
+    assert!(m.wait_log(
+        "NOQUEUE: reject: ETRN from unknown[127.0.0.1]: 554 5.7.1 <ywnds.com>: Etrn command rejected: Access denied; proto=SMTP helo=<client.example>",
+        Duration::from_secs(5)
+    ), "{}", m.log_text());
+}
