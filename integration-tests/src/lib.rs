@@ -555,6 +555,21 @@ impl Smtp {
         lines.join("\n")
     }
 
+    /// Whether anything (a reply, or the end of the connection) arrives
+    /// within `wait`; nothing is consumed.
+    pub fn arrives_within(&mut self, wait: Duration) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8];
+        let arrived = self.stream.peek(&mut b).is_ok();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        arrived
+    }
+
     /// Sends raw bytes. A closed connection shows up as the next reply, `<closed>`.
     pub fn send(&mut self, bytes: &[u8]) {
         use std::io::Write;

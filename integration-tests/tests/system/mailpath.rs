@@ -1387,3 +1387,23 @@ fn postmaster_mailer_daemon_and_double_bounce_are_taken_without_an_alias() {
     assert!(!log.contains("status=bounced"), "{log}");
     assert!(!log.contains("non-delivery notification"), "{log}");
 }
+
+#[test]
+fn a_client_past_the_soft_error_limit_waits_for_354_too() {
+    let m = Instance::mail("smtpd_soft_error_limit = 1\nsmtpd_error_sleep_time = 3s\n");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("FOO"), "500 5.5.2 Error: command not recognized");
+    // From now on every reply waits smtpd_error_sleep_time, DATA's 354 too.
+    assert_eq!(c.cmd("MAIL FROM:<someone@example.org>"), "250 2.1.0 Ok");
+    assert_eq!(c.cmd("RCPT TO:<openstack@ywnds.com>"), "250 2.1.5 Ok");
+    c.send(b"DATA\r\n");
+    assert!(
+        !c.arrives_within(Duration::from_secs(1)),
+        "354 was not delayed"
+    );
+    assert!(c.reply().starts_with("354 "));
+    c.send(b"Subject: paced\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+}
