@@ -32,6 +32,18 @@ pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<UnixStre
     Ok(ch)
 }
 
+/// Asks the flush service under `queue_dir` to deliver deferred mail now
+/// (postqueue -i/-s, smtpd's ETRN).
+pub async fn flush(
+    queue_dir: &Path,
+    req: &crate::proto::FlushRequest,
+) -> Result<crate::proto::FlushReply, Error> {
+    use crate::proto::{conversation, endpoint};
+    let mut ch = connect(&queue_dir.join(endpoint::FLUSH), conversation::FLUSH).await?;
+    ch.send(req).await?;
+    ch.expect().await
+}
+
 /// Sends one trigger byte to a trigger service (qmgr's `I`, `F`...) on a
 /// connection of its own. A lost trigger only delays work: services also
 /// scan on their own timers.

@@ -117,7 +117,7 @@ fn main() {
                     .map(|site| FlushRequest::SendSite { site }),
             );
         for req in requests {
-            match rt.block_on(flush(&queue_dir, &req)) {
+            match rt.block_on(pfx_ipc::client::flush(&queue_dir, &req)) {
                 Ok(FlushReply::Ok) => {}
                 Ok(FlushReply::NotConfigured) => {
                     let FlushRequest::SendSite { site } = &req else {
@@ -167,13 +167,6 @@ async fn ask_showq(queue_dir: &Path) -> Result<Vec<QueueEntry>, pfx_ipc::Error> 
             ShowqReply::End => return Ok(out),
         }
     }
-}
-
-async fn flush(queue_dir: &Path, req: &FlushRequest) -> Result<FlushReply, pfx_ipc::Error> {
-    let mut ch =
-        pfx_ipc::client::connect(&queue_dir.join(endpoint::FLUSH), conversation::FLUSH).await?;
-    ch.send(req).await?;
-    ch.expect::<FlushReply>().await
 }
 
 /// Root, `$mail_owner`, or the user who runs an instance of their own.

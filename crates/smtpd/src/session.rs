@@ -530,16 +530,14 @@ impl Session {
             self.log_reject("ETRN", &r, "");
             return r;
         }
-        let flush = self.st.queue_dir.join(endpoint::FLUSH);
-        let asked = async {
-            let mut ch = pfx_ipc::client::connect(&flush, conversation::FLUSH).await?;
-            ch.send(&FlushRequest::SendSite {
-                site: domain.clone(),
-            })
-            .await?;
-            ch.expect::<FlushReply>().await
+        let req = FlushRequest::SendSite {
+            site: domain.clone(),
         };
-        match asked.await {
+        let asked = pfx_ipc::client::flush(&self.st.queue_dir, &req);
+        match tokio::time::timeout(self.st.timeout, asked)
+            .await
+            .unwrap_or(Err(pfx_ipc::Error::Closed))
+        {
             Ok(FlushReply::Ok) => Reply::plain(250, "Queuing started"),
             Ok(FlushReply::NotConfigured) => {
                 warn!("reject: ETRN {domain}... from {}", self.client);
