@@ -451,14 +451,6 @@ impl Scheduler {
             let n = req.recipients.len();
             let discard = route.transport == "discard";
             if discard {
-                let now = SystemTime::now();
-                let t = Times {
-                    arrival: msg.qf.arrival,
-                    activated: msg.activated,
-                    agent_start: now,
-                    connected: now,
-                    done: now,
-                };
                 let o = Outcome {
                     status: "sent",
                     dsn: "2.0.0",
@@ -466,10 +458,7 @@ impl Scheduler {
                     text: &route.nexthop,
                 };
                 for r in &req.recipients {
-                    info!(
-                        "{id}: {}",
-                        delivery::line(&r.address, r.original.as_deref(), t, &o)
-                    );
+                    log_outcome(id, (msg.qf.arrival, msg.activated), r, &o);
                 }
             }
             let status = if discard {
@@ -554,7 +543,6 @@ impl Scheduler {
         let mut done_offsets = Vec::new();
         let mut bounces = Vec::new();
         let mut defers = Vec::new();
-        let now = SystemTime::now();
         for (&i, status) in batch.iter().zip(statuses) {
             let rcpt = &msg.qf.recipients[i];
             let record = |dsn: &str, relay: &str, reason: &str| Status {
@@ -597,23 +585,17 @@ impl Scheduler {
                 }
             };
             if !by_agent {
-                let t = Times {
-                    arrival: msg.qf.arrival,
-                    activated: msg.activated,
-                    agent_start: now,
-                    connected: now,
-                    done: now,
-                };
                 let o = Outcome {
                     status: log_status,
                     dsn,
                     relay,
                     text: reason,
                 };
-                info!(
-                    "{id}: {}",
-                    delivery::line(&rcpt.address, rcpt.original.as_deref(), t, &o)
-                );
+                let r = DeliveryRecipient {
+                    address: rcpt.address.clone(),
+                    original: rcpt.original.clone(),
+                };
+                log_outcome(id, (msg.qf.arrival, msg.activated), &r, &o);
             }
         }
         // The bounce record must be on disk before the recipient is marked done.
@@ -859,6 +841,23 @@ async fn ask_agent(
         }
         (None, _) => Err(pfx_ipc::Error::Closed),
     }
+}
+
+/// The delivery log line of an outcome no delivery agent logged: qmgr's
+/// own transports, agents that did not answer. `times`: arrival, activation.
+fn log_outcome(id: &str, times: (SystemTime, SystemTime), r: &DeliveryRecipient, o: &Outcome<'_>) {
+    let now = SystemTime::now();
+    let t = Times {
+        arrival: times.0,
+        activated: times.1,
+        agent_start: now,
+        connected: now,
+        done: now,
+    };
+    info!(
+        "{id}: {}",
+        delivery::line(&r.address, r.original.as_deref(), t, o)
+    );
 }
 
 fn unavailable(reason: &str) -> DeliveryStatus {
