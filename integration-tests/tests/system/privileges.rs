@@ -51,9 +51,20 @@ fn as_root_queue_has_postfix_owners_and_daemons_run_as_mail_owner() {
     ] {
         assert_eq!(owner_and_mode(&q.join(d)), (uid, gid, 0o700), "{d}");
     }
-    let procs = testkit::processes();
-    let uid_of = |pid: i32| procs.iter().find(|p| p.pid == pid).unwrap().uid;
-    assert_eq!(uid_of(alpha), uid, "unpriv=y service runs as mail_owner");
+    let uid_of = |pid: i32| {
+        testkit::processes()
+            .iter()
+            .find(|p| p.pid == pid)
+            .unwrap()
+            .uid
+    };
+    // The daemon gives up root itself (`-u`), just after it starts: the
+    // process can be seen before that.
+    assert!(
+        wait_for(Duration::from_secs(5), || uid_of(alpha) == uid),
+        "unpriv=y service runs as mail_owner (uid {})",
+        uid_of(alpha)
+    );
     assert_eq!(uid_of(rooted), 0, "unpriv=n service keeps root");
     assert_eq!(uid_of(inst.master_pid().unwrap()), 0);
     assert_eq!(
