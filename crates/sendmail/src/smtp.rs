@@ -93,7 +93,10 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
                 Reply::new(250, "2.0.0", "Ok")
             }
             Ok(Command::Noop) => Reply::new(250, "2.0.0", "Ok"),
-            Ok(Command::Vrfy(addr)) => Reply::new(252, "2.0.0", addr),
+            Ok(Command::Vrfy(text)) => match pfx_smtp_proto::vrfy_address(&text) {
+                Ok(_) => Reply::new(252, "2.0.0", text),
+                Err(r) => r,
+            },
             Ok(Command::Quit) => {
                 say(&Reply::new(221, "2.0.0", "Bye"));
                 std::process::exit(0);

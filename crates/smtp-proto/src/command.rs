@@ -27,6 +27,8 @@ pub enum Command {
     Rset,
     Noop,
     Quit,
+    /// VRFY with its argument as given (echoed in the 252 reply); the
+    /// address in it is checked by [`vrfy_address`].
     Vrfy(String),
     /// ETRN with its argument text as given (checked by [`etrn_domain`]
     /// after the command-order checks).
@@ -188,11 +190,12 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                     Reply::new(501, "5.5.4", "Syntax: VRFY address [SMTPUTF8]"),
                 ));
             }
-            Ok(Command::Vrfy(
-                rest.trim_start_matches('<')
-                    .trim_end_matches('>')
-                    .to_owned(),
-            ))
+            // `VRFY address SMTPUTF8`: the option is not part of the address.
+            let text = match rest.rsplit_once([' ', '\t']) {
+                Some((head, opt)) if opt.eq_ignore_ascii_case("SMTPUTF8") => head.trim_end(),
+                _ => rest,
+            };
+            Ok(Command::Vrfy(text.to_owned()))
         }
         "STARTTLS" => Ok(Command::NotOffered {
             verb: "starttls",
@@ -205,6 +208,17 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         _ if non_smtp(verb) => Ok(Command::NonSmtp(line.to_owned())),
         _ => Ok(Command::Unknown(verb.to_owned())),
     }
+}
+
+/// The address a VRFY argument names (`<>` optional, a missing `>`
+/// forgiven, as Postfix's sloppy parse), or Postfix's reply to a bad one.
+pub fn vrfy_address(text: &str) -> Result<String, Reply> {
+    let inner = text.strip_prefix('<').unwrap_or(text);
+    let addr = inner.strip_suffix('>').unwrap_or(inner);
+    if addr.is_empty() || !valid_address(addr) {
+        return Err(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
+    }
+    Ok(addr.to_owned())
 }
 
 /// The reply to DATA with arguments once the command order is right.
@@ -458,7 +472,11 @@ mod tests {
             }
         );
         assert_eq!(ok("NOOP anything"), Command::Noop);
-        assert_eq!(ok("VRFY <postmaster>"), Command::Vrfy("postmaster".into()));
+        assert_eq!(
+            ok("VRFY <postmaster>"),
+            Command::Vrfy("<postmaster>".into())
+        );
+        assert_eq!(ok("VRFY a@b.c SMTPUTF8"), Command::Vrfy("a@b.c".into()));
         assert_eq!(ok("FOO bar"), Command::Unknown("FOO".into()));
     }
 
@@ -558,6 +576,20 @@ mod tests {
         assert!(
             matches!(ok("AUTH PLAIN AGFhAGI="), Command::NotOffered { verb: "auth", reply } if reply.code == 503)
         );
+    }
+
+    #[test]
+    fn vrfy_addresses_as_postfix_checks_them() {
+        assert_eq!(vrfy_address("<postmaster>").as_deref(), Ok("postmaster"));
+        assert_eq!(vrfy_address("<a@b.c").as_deref(), Ok("a@b.c"));
+        assert_eq!(vrfy_address("a@b.c").as_deref(), Ok("a@b.c"));
+        for bad in ["<>", "a@", "a b", "a@example..org", "a@b.c FOO"] {
+            assert_eq!(
+                vrfy_address(bad).unwrap_err().to_string(),
+                "501 5.1.3 Bad recipient address syntax",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod data;
 pub mod encode;
 
 pub use command::{
-    data_syntax, etrn_domain, non_smtp_goodbye, parse_command, proxy_reply, Command,
+    data_syntax, etrn_domain, non_smtp_goodbye, parse_command, proxy_reply, vrfy_address, Command,
 };
 
 use std::fmt;

@@ -12,7 +12,8 @@ use pfx_ipc::proto::{
 };
 use pfx_smtp_proto::data::{DataDecoder, Progress};
 use pfx_smtp_proto::{
-    command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, Command, Reply,
+    command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address,
+    Command, Reply,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -271,6 +272,8 @@ impl Session {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
+                // As Postfix: only the first line_length_limit bytes count.
+                line.truncate(MAX_LINE);
                 return Ok(line);
             }
             if self.inbuf.len() > MAX_LINE {
@@ -407,12 +410,16 @@ impl Session {
                 Reply::new(250, "2.0.0", "Ok")
             }
             Command::Noop => Reply::new(250, "2.0.0", "Ok"),
-            Command::Vrfy(addr) => {
+            Command::Vrfy(text) => {
                 if st.disable_vrfy {
                     return Reply::new(502, "5.5.1", "VRFY command is disabled");
                 }
+                let addr = match vrfy_address(&text) {
+                    Ok(a) => a,
+                    Err(r) => return r,
+                };
                 match check::verify(&st, &addr) {
-                    Ok(()) => Reply::new(252, "2.0.0", addr),
+                    Ok(()) => Reply::new(252, "2.0.0", text),
                     Err(r) => {
                         self.log_reject("VRFY", &r, &addr);
                         r

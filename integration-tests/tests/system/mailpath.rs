@@ -1407,3 +1407,34 @@ fn a_client_past_the_soft_error_limit_waits_for_354_too() {
     c.send(b"Subject: paced\r\n\r\nbody\r\n.\r\n");
     assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
 }
+
+#[test]
+fn vrfy_arguments_and_overlong_lines_are_read_as_postfix_reads_them() {
+    let m = Instance::mail("");
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    // The argument comes back as given; its address is checked as RCPT's.
+    assert_eq!(c.cmd("VRFY <openstack>"), "252 2.0.0 <openstack>");
+    assert_eq!(
+        c.cmd("VRFY openstack@ywnds.com SMTPUTF8"),
+        "252 2.0.0 openstack@ywnds.com"
+    );
+    for bad in [
+        "VRFY <>",
+        "VRFY a@",
+        "VRFY a b",
+        "VRFY openstack@ywnds..com",
+    ] {
+        assert_eq!(
+            c.cmd(bad),
+            "501 5.1.3 Bad recipient address syntax",
+            "{bad}"
+        );
+    }
+    // Only the first 2048 bytes of a line count: this address never closes.
+    assert_eq!(c.cmd("MAIL FROM:<someone@example.org>"), "250 2.1.0 Ok");
+    let long = format!("RCPT TO:<{}@ywnds.com>", "x".repeat(3000));
+    assert_eq!(c.cmd(&long), "501 5.1.3 Bad recipient address syntax");
+    assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye");
+}
