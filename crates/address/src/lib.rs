@@ -35,6 +35,16 @@ impl Resolved {
     }
 }
 
+/// Whether `local` is `postmaster` or `mailer-daemon` (any case): local
+/// parts mail software writes to, always accepted for a local domain whatever
+/// `local_recipient_maps` say (RFC 5321 requires postmaster); without an
+/// alias, local discards their mail, as Postfix does.
+pub fn is_required_local_name(local: &str) -> bool {
+    ["postmaster", "mailer-daemon"]
+        .iter()
+        .any(|n| local.eq_ignore_ascii_case(n))
+}
+
 /// Splits at the last `@` outside quotes: (local part, domain).
 pub fn split(addr: &str) -> (&str, &str) {
     let mut quoted = false;

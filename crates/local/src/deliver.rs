@@ -295,11 +295,7 @@ impl Ctx<'_> {
             Ok(Some(user)) => return self.mailbox(&user, addr, top),
             // smtpd always takes these; without an alias, as Postfix, the
             // mail is dropped with a warning rather than bounced.
-            Ok(None)
-                if ["postmaster", "mailer-daemon"]
-                    .iter()
-                    .any(|n| user_name.eq_ignore_ascii_case(n)) =>
-            {
+            Ok(None) if pfx_address::is_required_local_name(&user_name) => {
                 warn!("required alias not found: {user_name}");
                 Verdict::Sent("discarded".into())
             }

@@ -458,7 +458,8 @@ impl Scheduler {
                     text: &route.nexthop,
                 };
                 for r in &req.recipients {
-                    log_outcome(id, (msg.qf.arrival, msg.activated), r, &o);
+                    let to = (r.address.as_str(), r.original.as_deref());
+                    log_outcome(id, (msg.qf.arrival, msg.activated), to, &o);
                 }
             }
             let status = if discard {
@@ -591,11 +592,8 @@ impl Scheduler {
                     relay,
                     text: reason,
                 };
-                let r = DeliveryRecipient {
-                    address: rcpt.address.clone(),
-                    original: rcpt.original.clone(),
-                };
-                log_outcome(id, (msg.qf.arrival, msg.activated), &r, &o);
+                let to = (rcpt.address.as_str(), rcpt.original.as_deref());
+                log_outcome(id, (msg.qf.arrival, msg.activated), to, &o);
             }
         }
         // The bounce record must be on disk before the recipient is marked done.
@@ -844,8 +842,14 @@ async fn ask_agent(
 }
 
 /// The delivery log line of an outcome no delivery agent logged: qmgr's
-/// own transports, agents that did not answer. `times`: arrival, activation.
-fn log_outcome(id: &str, times: (SystemTime, SystemTime), r: &DeliveryRecipient, o: &Outcome<'_>) {
+/// own transports, agents that did not answer. `times`: arrival,
+/// activation; `to`: the recipient and its original address.
+fn log_outcome(
+    id: &str,
+    times: (SystemTime, SystemTime),
+    to: (&str, Option<&str>),
+    o: &Outcome<'_>,
+) {
     let now = SystemTime::now();
     let t = Times {
         arrival: times.0,
@@ -854,10 +858,7 @@ fn log_outcome(id: &str, times: (SystemTime, SystemTime), r: &DeliveryRecipient,
         connected: now,
         done: now,
     };
-    info!(
-        "{id}: {}",
-        delivery::line(&r.address, r.original.as_deref(), t, o)
-    );
+    info!("{id}: {}", delivery::line(to.0, to.1, t, o));
 }
 
 fn unavailable(reason: &str) -> DeliveryStatus {

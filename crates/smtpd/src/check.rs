@@ -97,13 +97,8 @@ fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Optio
     }
     // As Postfix: the addresses mail software writes to are always taken
     // (RFC 5321 requires postmaster); local or qmgr deals with them.
-    if [
-        "postmaster",
-        "mailer-daemon",
-        st.double_bounce_sender.as_str(),
-    ]
-    .iter()
-    .any(|name| r.local.eq_ignore_ascii_case(name))
+    if pfx_address::is_required_local_name(&r.local)
+        || r.local.eq_ignore_ascii_case(&st.double_bounce_sender)
     {
         return None;
     }

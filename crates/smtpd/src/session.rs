@@ -81,6 +81,8 @@ struct Session {
     errors: u32,
     /// Junk commands since the client last delivered mail.
     junk: u32,
+    /// The last command's verb as the statistics name it; upper case in
+    /// `timeout after RCPT` and the like.
     last_verb: &'static str,
     shared: Arc<Shared>,
     /// Fires no later than `smtpd_timeout` after the current read began.
@@ -133,7 +135,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         stats: [(0, 0); VERBS.len()],
         errors: 0,
         junk: 0,
-        last_verb: "CONNECT",
+        last_verb: "connect",
         shared: shared.clone(),
         idle: Box::pin(tokio::time::sleep(timeout)),
     };
@@ -166,9 +168,17 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
                     format!("{} Error: timeout exceeded", s.st.myhostname),
                 );
                 s.reply_now(&r).await;
-                info!("timeout after {} from {}", s.last_verb, s.client);
+                info!(
+                    "timeout after {} from {}",
+                    s.last_verb.to_ascii_uppercase(),
+                    s.client
+                );
             }
-            End::Lost => info!("lost connection after {} from {}", s.last_verb, s.client),
+            End::Lost => info!(
+                "lost connection after {} from {}",
+                s.last_verb.to_ascii_uppercase(),
+                s.client
+            ),
             End::Done => {}
         }
     }
@@ -300,7 +310,8 @@ impl Session {
                 self.flush().await;
                 info!(
                     "too many errors after {} from {}",
-                    self.last_verb, self.client
+                    self.last_verb.to_ascii_uppercase(),
+                    self.client
                 );
                 return End::Done;
             }
@@ -311,7 +322,7 @@ impl Session {
             let (verb, reply) = match parse_command(&line) {
                 Err(e) => (e.verb, e.reply),
                 Ok(Command::Data { arguments }) => {
-                    self.last_verb = "DATA";
+                    self.last_verb = "data";
                     match self.data(arguments).await {
                         Ok(r) => ("data", r),
                         Err(e) => {
@@ -334,13 +345,12 @@ impl Session {
                     return End::Done;
                 }
                 Ok(Command::Etrn(arg)) => {
-                    self.last_verb = "ETRN";
+                    self.last_verb = "etrn";
                     ("etrn", self.etrn(&arg).await)
                 }
                 Ok(cmd) => {
-                    self.last_verb = verb_name(&cmd);
-                    let v = cmd.verb();
-                    (v, self.command(cmd))
+                    self.last_verb = cmd.verb();
+                    (self.last_verb, self.command(cmd))
                 }
             };
             self.count(verb, reply.is_positive());
@@ -823,28 +833,5 @@ fn param_text(p: &Param) -> String {
     match &p.value {
         Some(v) => format!("{}={v}", p.key),
         None => p.key.clone(),
-    }
-}
-
-/// The command name Postfix's "after X" log messages use.
-fn verb_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Helo(_) => "HELO",
-        Command::Ehlo(_) => "EHLO",
-        Command::Mail { .. } => "MAIL",
-        Command::Rcpt { .. } => "RCPT",
-        Command::Data { .. } => "DATA",
-        Command::Rset => "RSET",
-        Command::Noop => "NOOP",
-        Command::Quit => "QUIT",
-        Command::Vrfy(_) => "VRFY",
-        Command::Etrn(_) => "ETRN",
-        Command::Proxy {
-            verb: "xclient", ..
-        } => "XCLIENT",
-        Command::Proxy { .. } => "XFORWARD",
-        Command::NotOffered { verb: "auth", .. } => "AUTH",
-        Command::NotOffered { .. } => "STARTTLS",
-        Command::Unknown(_) | Command::NonSmtp(_) => "UNKNOWN",
     }
 }
