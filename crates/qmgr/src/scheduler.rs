@@ -754,9 +754,14 @@ impl Scheduler {
             self.msgs.remove(id);
             return;
         }
-        let path = msg.qf.path.clone();
-        self.msgs.remove(id);
-        match pfx_queue::recycle::give_back(&queue_dir, &path) {
+        let Some(msg) = self.msgs.remove(id) else {
+            return;
+        };
+        // Before the file is in the pool, where cleanup may take it.
+        if let Err(e) = msg.qf.trim() {
+            warn!("{id}: cut queue file to size: {e}");
+        }
+        match pfx_queue::recycle::give_back(&queue_dir, &msg.qf.path) {
             Ok(()) => {
                 statuslog::remove(&queue_dir, Log::Defer, id);
                 info!("{id}: removed");
