@@ -55,6 +55,8 @@ const MODE_COMPLETE: u32 = 0o700;
 /// the file's last block and the next message's write allocates one again,
 /// which made a commit's fsync slower by a sixth here.
 const TRIM_SLACK: u64 = 16 * 1024;
+/// What follows the content: the empty `X` and `E` records.
+const TRAILER: [u8; 4] = [rec::CONTENT_END, 0, rec::END, 0];
 pub(crate) const MODE_WRITING: u32 = 0o600;
 /// A file cleanup named ahead of time and has not started (crate::reserve).
 pub(crate) const MODE_RESERVED: u32 = 0o400;
@@ -590,16 +592,16 @@ impl QueueFile {
         }
         // What follows the end record, if anything, is left from the
         // file's previous message (see TRIM_SLACK).
-        if pos != content_offset || content_offset + content_len + 4 > total {
+        if pos != content_offset || content_offset + content_len + TRAILER.len() as u64 > total {
             return Err(corrupt("content offsets do not match the file"));
         }
         // The trailer: X then E, right after the content.
         let mut file = r.into_inner();
         file.seek(SeekFrom::Start(content_offset + content_len))?;
-        let mut tail = [0u8; 4];
+        let mut tail = [0u8; TRAILER.len()];
         file.read_exact(&mut tail)
             .map_err(|_| corrupt("truncated"))?;
-        if tail != [rec::CONTENT_END, 0, rec::END, 0] {
+        if tail != TRAILER {
             return Err(corrupt("missing end marker"));
         }
         qf.file = Some(Arc::new(file));
@@ -619,7 +621,7 @@ impl QueueFile {
             Some(f) => f.clone(),
             None => Arc::new(File::open(&self.path)?),
         };
-        let end = self.content_offset + self.content_len + 4;
+        let end = self.end();
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut pos = start;
@@ -657,7 +659,7 @@ impl QueueFile {
     /// blocks of one large message for ever. qmgr calls it when the message
     /// is done, before the file goes back to the pool. Says whether it cut.
     pub fn trim(&self) -> std::io::Result<bool> {
-        let end = self.content_offset + self.content_len + 4;
+        let end = self.end();
         if self.len <= end + TRIM_SLACK {
             return Ok(false);
         }
@@ -666,6 +668,11 @@ impl QueueFile {
             .open(&self.path)?
             .set_len(end)?;
         Ok(true)
+    }
+
+    /// Where the message ends: after the content's trailer.
+    fn end(&self) -> u64 {
+        self.content_offset + self.content_len + TRAILER.len() as u64
     }
 
     /// Lets go of the open file (qmgr keeps many messages in memory and
@@ -849,7 +856,7 @@ mod tests {
                 "the file was reused"
             );
             assert_eq!(qf.trim().unwrap(), cut, "{old_len}");
-            let end = qf.content_offset + qf.content_len + 4;
+            let end = qf.end();
             let len = std::fs::metadata(&path).unwrap().len();
             assert_eq!(len == end, cut, "{old_len}: file {len}, message {end}");
             QueueFile::open(&path).unwrap().verify().unwrap();

@@ -6,9 +6,10 @@
 //! inodes). So when qmgr is done with a message it renames the file into
 //! `recycle/` instead of unlinking it, and cleanup takes a file from there
 //! for the next message: mode 0600 (incomplete), rename to its new queue ID,
-//! overwrite; a file much longer than its message is cut to size when qmgr is
-//! done with it (`QueueFile::trim`). Nothing in `recycle/` is ever read as mail, and a file there is
-//! only ever a finished message, so a crash at any point loses nothing.
+//! overwrite. A file much longer than its message is cut to size when qmgr
+//! is done with it (`QueueFile::trim`). Nothing in `recycle/` is ever read as
+//! mail, and a file there is only ever a finished message, so a crash at any
+//! point loses nothing.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -68,9 +69,9 @@ impl Pool {
             }
             // Incomplete from here on; the writer overwrites it in place
             // (emptying it first would free and reallocate its blocks, which
-            // costs as much as an fsync). The
-            // mode changes first: a file given back reserved (0400) cannot
-            // be opened for writing by its unprivileged owner otherwise.
+            // costs as much as an fsync). The mode changes first: a file
+            // given back reserved (0400) cannot be opened for writing by its
+            // unprivileged owner otherwise.
             let opened = std::fs::set_permissions(claim, std::fs::Permissions::from_mode(0o600))
                 .and_then(|()| OpenOptions::new().write(true).open(claim));
             match opened {
