@@ -168,7 +168,7 @@ impl Instance {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
         let main_cf = format!(
-            "# test instance\nmyhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = $mydomain\n\
+            "# test instance\ncompatibility_level = 3.6\nmyhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = $mydomain\n\
              queue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
             queue.display(),
             libexec.display(),

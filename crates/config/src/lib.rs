@@ -9,6 +9,7 @@ pub mod expand;
 pub mod maincf;
 pub mod mastercf;
 pub mod params;
+pub mod restriction;
 pub mod value;
 
 use std::collections::HashMap;
@@ -16,7 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use mastercf::{Service, ServiceType, Wakeup};
-pub use params::Kind;
+pub use params::{Class, Kind, Param};
+
+/// The compatibility level whose defaults postfix-rs implements for the
+/// parameters it does not implement otherwise (Postfix 3.7's newest).
+pub const IMPLEMENTED_LEVEL: &str = "3.6";
 
 /// The configuration directory used when neither `-c` nor `MAIL_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
@@ -45,6 +50,10 @@ pub enum Error {
         value: String,
         message: String,
     },
+    /// Settings postfix-rs cannot honour ([`Config::fail_closed`]); Display
+    /// names the first, `postfix check` lists them all.
+    #[error("{}{}", .0[0], if .0.len() > 1 { format!(" (and {} more: see postfix check)", .0.len() - 1) } else { String::new() })]
+    Refused(Vec<Refusal>),
 }
 
 impl Error {
@@ -122,17 +131,67 @@ pub struct Config {
     entries: Vec<maincf::Entry>,
     set: HashMap<String, (String, Origin)>,
     hostname: String,
+    /// master.cf services that run a delivery agent, as (service, command):
+    /// each has per-transport parameters ([`params::PER_TRANSPORT`]).
+    transports: Vec<(String, String)>,
 }
 
 impl Config {
-    /// Reads `DIR/main.cf`. A missing main.cf is an error, as in Postfix.
+    /// Reads `DIR/main.cf`, and `DIR/master.cf` for the names of its
+    /// delivery services (their per-transport parameters). A missing main.cf
+    /// is an error, as in Postfix; master.cf's own errors are reported by
+    /// whoever reads it for its services ([`read_master_cf`]).
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let main_cf = dir.join("main.cf");
         let text = std::fs::read_to_string(&main_cf).map_err(|source| Error::Io {
             path: main_cf.clone(),
             source,
         })?;
-        Self::from_text(dir, &text)
+        let mut cfg = Self::from_text(dir, &text)?;
+        if let Ok(services) = read_master_cf(dir) {
+            cfg.set_services(&services);
+        }
+        Ok(cfg)
+    }
+
+    /// Learns the delivery services of master.cf, for their per-transport
+    /// parameters (`relay_destination_concurrency_limit`, ...).
+    pub fn set_services(&mut self, services: &[Service]) {
+        self.transports = services
+            .iter()
+            .filter(|s| params::DELIVERY_AGENTS.contains(&s.command.as_str()))
+            .map(|s| (s.name.clone(), s.command.clone()))
+            .collect();
+    }
+
+    /// The table entry of a parameter: Postfix's (or postfix-rs's own), or
+    /// a per-transport one of a master.cf delivery service.
+    pub fn param(&self, name: &str) -> Option<&'static Param> {
+        params::find(name).or_else(|| {
+            self.transports.iter().find_map(|(svc, command)| {
+                let suffix = name.strip_prefix(svc.as_str())?.strip_prefix('_')?;
+                params::per_transport(command, suffix)
+            })
+        })
+    }
+
+    /// Every parameter this configuration knows, sorted: the table, and the
+    /// per-transport ones of its master.cf delivery services.
+    pub fn param_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = params::PARAMS.iter().map(|p| p.name.to_owned()).collect();
+        for (svc, command) in &self.transports {
+            for p in params::PER_TRANSPORT {
+                let name = format!("{svc}_{}", p.name);
+                if params::find(&name).is_none()
+                    && params::per_transport(command, p.name).is_some()
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Builds a configuration from main.cf text, as if read from `DIR/main.cf`.
@@ -154,6 +213,7 @@ impl Config {
             entries,
             set,
             hostname: system_hostname(),
+            transports: Vec::new(),
         })
     }
 
@@ -186,7 +246,7 @@ impl Config {
     /// The default value of a supported parameter, before `$` expansion;
     /// machine-dependent defaults are computed here.
     pub fn default_raw(&self, name: &str) -> Option<String> {
-        let p = params::find(name)?;
+        let p = self.param(name)?;
         Some(match name {
             "myhostname" => {
                 if self.hostname.contains('.') {
@@ -212,7 +272,22 @@ impl Config {
                     None => "localdomain".to_owned(),
                 }
             }
+            "mynetworks" => {
+                let style = self.expanded("mynetworks_style").unwrap_or_default();
+                let interfaces = self.expanded("inet_interfaces").unwrap_or_default();
+                let protocols = self.expanded("inet_protocols").unwrap_or_default();
+                networks::mynetworks(&style, &interfaces, &protocols)
+            }
             "config_directory" => self.dir.display().to_string(),
+            "process_id" => std::process::id().to_string(),
+            "process_name" => std::env::args_os()
+                .next()
+                .and_then(|a| {
+                    Path::new(&a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default(),
             _ => p.default.to_owned(),
         })
     }
@@ -280,7 +355,7 @@ impl Config {
 
     /// A duration parameter, in its table's default unit when the value has none.
     pub fn time(&self, name: &str) -> Result<Duration, Error> {
-        let unit = match params::find(name).map(|p| p.kind) {
+        let unit = match self.param(name).map(|p| p.kind) {
             Some(Kind::Time(u)) => u,
             _ => 's',
         };
@@ -292,10 +367,10 @@ impl Config {
         Ok(value::split_list(&self.get(name)?))
     }
 
-    /// Checks that every supported parameter that is set has a value of its type.
+    /// Checks that every implemented parameter that is set has a value of its type.
     pub fn validate(&self) -> Result<(), Error> {
         for name in self.set.keys() {
-            let Some(p) = params::find(name) else {
+            let Some(p) = self.param(name).filter(|p| p.class == Class::Implemented) else {
                 continue;
             };
             match p.kind {
@@ -332,10 +407,182 @@ impl Config {
         };
         self.entries
             .iter()
-            .filter(|e| params::find(&e.name).is_none() && !mentions(&e.name))
+            .filter(|e| self.param(&e.name).is_none() && !mentions(&e.name))
             .collect()
     }
+
+    /// The fail-closed check: every setting postfix-rs cannot honour (a
+    /// [`Class::Refused`] parameter at a value other than its default or one
+    /// it accepts, in main.cf, by default, or in a master.cf `-o`
+    /// override), and every restriction list naming a keyword it does not
+    /// implement. Warnings (`warning: true`) do not stop anything.
+    pub fn refusals(&self, services: &[Service], master_cf: &Path) -> Vec<Refusal> {
+        let mut out = Vec::new();
+        for p in params::PARAMS {
+            if let Some(r) = self.refusal(p.name, p, None) {
+                out.push(r);
+            }
+        }
+        for (name, _) in restriction::LISTS {
+            if let Some(r) = self.restriction_refusal(name, None) {
+                out.push(r);
+            }
+        }
+        out.extend(self.relay_control_refusal());
+        for svc in services {
+            let overrides = svc.overrides();
+            if overrides.is_empty() {
+                continue;
+            }
+            let mut cfg = self.clone();
+            for (n, v) in &overrides {
+                cfg.set_override(n, v);
+            }
+            let place = format!("{}, line {}", master_cf.display(), svc.line);
+            for (name, _) in &overrides {
+                let found = cfg.param(name).map(|p| cfg.refusal(name, p, Some(&place)));
+                if let Some(Some(r)) = found {
+                    out.push(r);
+                }
+                if restriction::LISTS.iter().any(|(n, _)| n == name) {
+                    out.extend(cfg.restriction_refusal(name, Some(&place)));
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Config::refusals`] for a program about to use this configuration:
+    /// the warnings when nothing is refused, else [`Error::Refused`].
+    pub fn fail_closed(&self, services: &[Service]) -> Result<Vec<Refusal>, Error> {
+        let (warnings, refused): (Vec<_>, Vec<_>) = self
+            .refusals(services, &self.dir.join("master.cf"))
+            .into_iter()
+            .partition(|r| r.warning);
+        match refused.is_empty() {
+            true => Ok(warnings),
+            false => Err(Error::Refused(refused)),
+        }
+    }
+
+    /// Where a setting was made, for a refusal: `FILE, line N`, or just
+    /// main.cf's name for a default.
+    fn place(&self, name: &str) -> String {
+        match self.set.get(name) {
+            Some((_, Origin::MainCf { line })) => format!("{}, line {line}", self.main_cf.display()),
+            Some((_, Origin::Override)) => format!("{}: -o override", self.dir.join("master.cf").display()),
+            None => self.main_cf.display().to_string(),
+        }
+    }
+
+    fn refusal(&self, name: &str, p: &Param, place: Option<&str>) -> Option<Refusal> {
+        let Class::Refused { also, warn } = p.class else {
+            return None;
+        };
+        let value = self.get(name).unwrap_or_else(|_| self.raw(name).unwrap_or_default());
+        let norm = |v: &str| normalize(p.kind, v);
+        // The default postfix-rs implements is Postfix's at the newest
+        // compatibility level, whatever level main.cf asks for.
+        let default = expand::expand(&self.default_raw(name)?, &|n| match n {
+            "compatibility_level" => Some(IMPLEMENTED_LEVEL.to_owned()),
+            _ => self.raw(n),
+        })
+        .ok()?;
+        let mine = norm(&value);
+        if mine == norm(&default) || also.iter().any(|a| norm(a) == mine) {
+            return None;
+        }
+        let warning = warn.iter().any(|w| norm(w) == mine);
+        let by_default = place.is_none() && !self.is_set(name);
+        let shown = if by_default {
+            format!(
+                "{value} (its default at compatibility_level {})",
+                self.get("compatibility_level").unwrap_or_default()
+            )
+        } else {
+            value.clone()
+        };
+        Some(Refusal {
+            place: place.map_or_else(|| self.place(name), str::to_owned),
+            name: name.to_owned(),
+            value: shown,
+            reason: if warning {
+                "not implemented by postfix-rs yet; it only adds protection where it is available, so mail is handled without it".to_owned()
+            } else {
+                "not implemented by postfix-rs".to_owned()
+            },
+            warning,
+        })
+    }
+
+    /// Postfix's smtpd refuses to run with a relay that nothing closes.
+    fn relay_control_refusal(&self) -> Option<Refusal> {
+        let lists = ["smtpd_relay_restrictions", "smtpd_recipient_restrictions"];
+        let mut all = Vec::new();
+        for name in lists {
+            all.extend(restriction::parse(name, &self.list(name).ok()?).ok()?);
+        }
+        if restriction::closes_relay(&all) {
+            return None;
+        }
+        Some(Refusal {
+            place: self.main_cf.display().to_string(),
+            name: lists.join(" or "),
+            value: all.iter().map(|r| r.keyword()).collect::<Vec<_>>().join(", "),
+            reason: "specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer".to_owned(),
+            warning: false,
+        })
+    }
+
+    fn restriction_refusal(&self, name: &str, place: Option<&str>) -> Option<Refusal> {
+        let items = self.list(name).ok()?;
+        let reason = restriction::parse(name, &items).err()?;
+        Some(Refusal {
+            place: place.map_or_else(|| self.place(name), str::to_owned),
+            name: name.to_owned(),
+            value: items.join(", "),
+            reason,
+            warning: false,
+        })
+    }
 }
+
+/// A setting postfix-rs cannot honour (or, with `warning`, honours only in
+/// part). Display: `FILE, line N: name = value: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub place: String,
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+    pub warning: bool,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} = {}: {}",
+            self.place, self.name, self.value, self.reason
+        )
+    }
+}
+
+/// A value in a form where equal settings compare equal: `300s` = `5m`,
+/// `a, b` = `a b`, `YES` = `yes`.
+fn normalize(kind: Kind, v: &str) -> String {
+    let parsed = match kind {
+        Kind::Int => value::parse_int(v).map(|n| n.to_string()).ok(),
+        Kind::Bool => value::parse_bool(v).map(|b| b.to_string()).ok(),
+        Kind::Time(u) => value::parse_time(v, u)
+            .map(|d| d.as_secs().to_string())
+            .ok(),
+        Kind::Str => None,
+    };
+    parsed.unwrap_or_else(|| value::split_list(v).join(" "))
+}
+
+mod networks;
 
 fn system_hostname() -> String {
     nix::unistd::gethostname()
@@ -416,6 +663,102 @@ mod tests {
         assert_eq!(c.get("relayhost").unwrap(), "b");
         c.set_override("relayhost", "c");
         assert_eq!(c.get("relayhost").unwrap(), "c");
+    }
+
+    fn refusals(text: &str, master: &str) -> Vec<String> {
+        let c = cfg(text);
+        let services = mastercf::parse(Path::new("/etc/postfix/master.cf"), master).unwrap();
+        c.refusals(&services, Path::new("/etc/postfix/master.cf"))
+            .iter()
+            .map(|r| format!("{}{r}", if r.warning { "warning: " } else { "" }))
+            .collect()
+    }
+
+    const LEVEL: &str = "compatibility_level = 3.6\n";
+
+    #[test]
+    fn debian_stock_main_cf_is_accepted_with_tls_warnings() {
+        let debian = "smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)\nbiff = no\nappend_dot_mydomain = no\nreadme_directory = no\ncompatibility_level = 3.6\nsmtpd_tls_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem\nsmtpd_tls_key_file=/etc/ssl/private/ssl-cert-snakeoil.key\nsmtpd_tls_security_level=may\nsmtp_tls_CApath=/etc/ssl/certs\nsmtp_tls_security_level=may\nsmtp_tls_session_cache_database = btree:${data_directory}/smtp_scache\nsmtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination\nmyhostname = mail.ywnds.com\nalias_maps = hash:/etc/aliases\nalias_database = hash:/etc/aliases\nmyorigin = /etc/mailname\nmydestination = $myhostname, mail.ywnds.com, localhost.localdomain, , localhost\nrelayhost = \nmynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\nmailbox_size_limit = 0\nrecipient_delimiter = +\ninet_interfaces = all\ninet_protocols = all\n";
+        let r = refusals(debian, "");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|l| l.starts_with("warning: ")));
+        assert!(r[0].contains("main.cf, line 10: smtp_tls_security_level = may"));
+        assert!(r[1].contains("main.cf, line 8: smtpd_tls_security_level = may"));
+    }
+
+    #[test]
+    fn settings_that_would_make_postfix_stricter_are_refused_with_file_and_line() {
+        let r = refusals(
+            &format!("{LEVEL}smtpd_client_restrictions = reject\nsmtpd_tls_security_level = encrypt\nheader_checks = regexp:/etc/postfix/hc\nsmtpd_milters = inet:127.0.0.1:8891\n"),
+            "",
+        );
+        for want in [
+            "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 3: smtpd_tls_security_level = encrypt: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 4: header_checks = regexp:/etc/postfix/hc: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 5: smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
+        ] {
+            assert!(r.contains(&want.to_owned()), "{want} in {r:?}");
+        }
+        // mime_header_checks follows header_checks by default: one refusal.
+        assert_eq!(r.len(), 4, "{r:?}");
+    }
+
+    #[test]
+    fn inert_settings_and_defaults_written_out_are_accepted() {
+        let r = refusals(
+            &format!("{LEVEL}biff = no\nsmtpd_tls_loglevel = 1\nsoft_bounce = no\nmessage_drop_headers = bcc content-length resent-bcc return-path\nqueue_minfree = 0\ndelay_warning_time = 0\nsmtpd_timeout = 5m\n"),
+            "",
+        );
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn master_cf_overrides_are_checked_with_master_cf_line() {
+        let master = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_client_restrictions=$mua_client_restrictions\n";
+        let r = refusals(&format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\n"), master);
+        assert_eq!(
+            r,
+            [
+                "/etc/postfix/master.cf, line 2: smtpd_tls_security_level = encrypt: not implemented by postfix-rs",
+                "/etc/postfix/master.cf, line 2: smtpd_client_restrictions = permit_sasl_authenticated, reject: not implemented by postfix-rs"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_restrictions_and_an_open_relay_are_refused() {
+        let r = refusals(
+            &format!("{LEVEL}smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client zen.spamhaus.org\n"),
+            "",
+        );
+        assert_eq!(r, ["/etc/postfix/main.cf, line 2: smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client, zen.spamhaus.org: restriction \"reject_rbl_client\" in smtpd_recipient_restrictions: not implemented by postfix-rs"]);
+        let r = refusals(&format!("{LEVEL}smtpd_relay_restrictions = permit_mynetworks\n"), "");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("specify at least one working instance of"), "{r:?}");
+    }
+
+    #[test]
+    fn compatibility_level_0_defaults_postfix_rs_lacks_are_refused() {
+        let r = refusals("relayhost = x\n", "");
+        assert!(r.iter().any(|l| l == "/etc/postfix/main.cf: append_dot_mydomain = yes (its default at compatibility_level 0): not implemented by postfix-rs"), "{r:?}");
+        // Level 0's empty relay restrictions would leave the relay open.
+        assert!(r.iter().any(|l| l.contains("specify at least one working instance of")), "{r:?}");
+        let r = refusals("append_dot_mydomain = no\nsmtpd_relay_restrictions = permit_mynetworks reject_unauth_destination\n", "");
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn per_transport_parameters_of_master_cf_services_are_known() {
+        let mut c = cfg("relay_destination_concurrency_limit = 5\nuucp_time_limit = 60s\n");
+        assert!(c.param("relay_destination_concurrency_limit").is_none());
+        let master = "relay unix - - n - - smtp\nuucp unix - n n - - pipe\n  flags=F user=uucp argv=uux -r\n";
+        c.set_services(&mastercf::parse(Path::new("master.cf"), master).unwrap());
+        assert_eq!(c.int("relay_destination_concurrency_limit").unwrap(), 5);
+        assert_eq!(c.get("relay_destination_recipient_limit").unwrap(), "50");
+        assert_eq!(c.time("uucp_time_limit").unwrap(), Duration::from_secs(60));
+        assert!(c.param("relay_time_limit").is_none());
+        assert!(c.unused(&[]).is_empty());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! - `texthash:/path`: the text file itself, read once.
 //! - `unix:passwd.byname` (also behind `proxy:`): the password database, or
 //!   the passwd-format file named by `local_passwd_file` ([`passwd`]).
+//! - `nis:name` (in Postfix's default `alias_maps`): finds nothing on a
+//!   machine without a NIS domain, as Postfix; refused on one with a NIS
+//!   domain, where Postfix would look names up there.
 //!
 //! [`aliases`] parses the aliases(5) text format.
 
@@ -38,6 +41,8 @@ pub enum Map {
     TextHash(db::Db),
     /// The password database (or `local_passwd_file`).
     Passwd(passwd::Passwd),
+    /// A NIS map on a machine with no NIS domain: never matches.
+    NoNis,
 }
 
 impl Map {
@@ -69,6 +74,12 @@ impl Map {
                 ))
             }
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
+            "nis" => match nis_domain() {
+                None => Ok(Self::NoNis),
+                Some(d) => Err(format!(
+                    "table \"{spec}\": NIS lookups (NIS domain {d}) are not implemented by postfix-rs"
+                )),
+            },
             _ => Err(format!("unsupported table type \"{kind}\" in \"{spec}\"")),
         }
     }
@@ -94,8 +105,16 @@ impl Map {
             }
             Self::TextHash(d) => Ok(d.get(&key).map(str::to_owned)),
             Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
+            Self::NoNis => Ok(None),
         }
     }
+}
+
+/// The machine's NIS domain, if it has one (Linux reports `(none)` when not).
+fn nis_domain() -> Option<String> {
+    let d = std::fs::read_to_string("/proc/sys/kernel/domainname").ok()?;
+    let d = d.trim();
+    (!d.is_empty() && d != "(none)").then(|| d.to_owned())
 }
 
 /// The database file for a `hash:` table's source name.

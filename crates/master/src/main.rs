@@ -123,6 +123,10 @@ fn main() {
         .and_then(|c| c.validate().map(|()| c))
         .unwrap_or_else(|e| fatal(e));
     let services = pfx_config::read_master_cf(&dir).unwrap_or_else(|e| fatal(e));
+    match cfg.fail_closed(&services) {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => fatal(e),
+    }
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
     let pid_file = queue_dir
         .join(cfg.get("process_id_directory").unwrap_or_else(|e| fatal(e)))

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use pfx_config::maincf::{self, Edit};
-use pfx_config::{params, Config};
+use pfx_config::Config;
 use pfx_maillog::fatal;
 
 const USAGE: &str =
@@ -113,13 +113,16 @@ fn edit_main_cf(args: &Args, dir: &std::path::Path) {
 }
 
 fn load(args: &Args, dir: &std::path::Path) -> Config {
-    let mut cfg = match Config::load(dir) {
-        Ok(c) => c,
-        // Defaults need no main.cf.
-        Err(pfx_config::Error::Io { .. }) if args.defaults => {
-            Config::from_text(dir, "").unwrap_or_else(|e| fatal(e))
+    let mut cfg = if args.defaults {
+        // Defaults are what a configuration with an empty main.cf has; the
+        // per-transport ones still come from master.cf's services.
+        let mut c = Config::from_text(dir, "").unwrap_or_else(|e| fatal(e));
+        if let Ok(services) = pfx_config::read_master_cf(dir) {
+            c.set_services(&services);
         }
-        Err(e) => fatal(e),
+        c
+    } else {
+        Config::load(dir).unwrap_or_else(|e| fatal(e))
     };
     for o in &args.overrides {
         let (n, v) = maincf::split_nameval(o).unwrap_or_else(|e| fatal(e));
@@ -153,7 +156,10 @@ fn show_params(args: &Args, dir: &std::path::Path) {
     // (name, value) to show: every parameter sorted by name, or the named ones in the order given.
     let mut shown: Vec<(String, String)> = Vec::new();
     let value_of = |name: &str| -> Option<String> {
-        let raw = if args.defaults {
+        let raw = if args.defaults && name == "config_directory" {
+            // The built-in default, whichever directory -c names.
+            Some(pfx_config::DEFAULT_CONFIG_DIR.to_owned())
+        } else if args.defaults {
             cfg.default_raw(name)
         } else {
             cfg.raw(name)
@@ -169,13 +175,10 @@ fn show_params(args: &Args, dir: &std::path::Path) {
             .entries()
             .iter()
             .map(|e| e.name.as_str())
-            .filter(|n| params::find(n).is_none() && !unused.iter().any(|u| u.name == *n));
-        let names: Vec<&str> = params::PARAMS
-            .iter()
-            .map(|p| p.name)
-            .chain(user_defined)
-            .collect();
-        for name in names {
+            .filter(|n| cfg.param(n).is_none() && !unused.iter().any(|u| u.name == *n))
+            .map(str::to_owned);
+        let names: Vec<String> = cfg.param_names().into_iter().chain(user_defined).collect();
+        for name in &names {
             let explicitly_set = cfg.is_set(name)
                 || (name == "config_directory"
                     && dir != std::path::Path::new(pfx_config::DEFAULT_CONFIG_DIR));
@@ -189,7 +192,7 @@ fn show_params(args: &Args, dir: &std::path::Path) {
         shown.sort();
     } else {
         for name in &args.args {
-            let known = params::find(name).is_some() || cfg.is_set(name);
+            let known = cfg.param(name).is_some() || cfg.is_set(name);
             match value_of(name).filter(|_| known) {
                 Some(v) if !args.non_default || cfg.is_set(name) => shown.push((name.clone(), v)),
                 Some(_) => {}

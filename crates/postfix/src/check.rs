@@ -1,6 +1,7 @@
 //! `postfix check`: everything that can be validated without starting anything.
 //!
-//! main.cf syntax and typed values, master.cf syntax, that every service's
+//! main.cf syntax and typed values, that no setting asks for what postfix-rs
+//! does not implement (the fail-closed check), master.cf syntax, that every service's
 //! program exists and is executable, and the queue directory tree's owners
 //! and modes. Problems that would stop the system are errors (exit 1);
 //! others are warnings.
@@ -54,10 +55,18 @@ fn run(dir: &Path, cfg: &Config, dns: Dns) -> usize {
             e.value
         );
     }
+    for r in cfg.refusals(&services, &master_cf) {
+        if r.warning {
+            warn!("{r}");
+        } else {
+            error!("{r}");
+            errors += 1;
+        }
+    }
     let daemon_dir = cfg.get("daemon_directory").unwrap_or_default();
     for svc in &services {
         for (name, value) in svc.overrides() {
-            if pfx_config::params::find(&name).is_none() && !cfg.is_set(&name) {
+            if cfg.param(&name).is_none() && !cfg.is_set(&name) {
                 warn!(
                     "{}, line {}: unused parameter: {name}={value}",
                     master_cf.display(),

@@ -12,7 +12,8 @@ use nix::unistd::{Gid, Uid};
 pub enum Owner {
     /// root:root (`pid/`, the queue directory itself).
     Root,
-    /// `$mail_owner` and its group.
+    /// `$mail_owner`, group root as Postfix's `postfix-files` leaves it
+    /// (any group is accepted).
     MailOwner,
     /// `$mail_owner` : `$setgid_group`, so `postdrop` and `postqueue` can reach it.
     MailOwnerSetgid,
@@ -72,9 +73,15 @@ impl Owners {
     fn of(&self, owner: Owner) -> (Uid, Gid) {
         match owner {
             Owner::Root => self.root,
-            Owner::MailOwner => self.mail_owner,
+            Owner::MailOwner => (self.mail_owner.0, self.root.1),
             Owner::MailOwnerSetgid => (self.mail_owner.0, self.setgid_group),
         }
+    }
+
+    /// What `postfix check` requires: the group only where it matters.
+    fn checked(&self, owner: Owner) -> (Uid, Option<Gid>) {
+        let (uid, gid) = self.of(owner);
+        (uid, (owner != Owner::MailOwner).then_some(gid))
     }
 }
 
@@ -95,7 +102,7 @@ pub fn check(queue_dir: &Path, owners: &Owners) -> Vec<String> {
             pfx_sys::fs::check_dir(
                 &queue_dir.join(dir.name),
                 dir.mode,
-                Some(owners.of(dir.owner)),
+                Some(owners.checked(dir.owner)),
             )
         })
         .collect()

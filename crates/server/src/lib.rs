@@ -250,6 +250,11 @@ where
     ) {
         pfx_maillog::fatal(e);
     }
+    // Fail closed, in the mail log: a setting this daemon cannot honour
+    // (main.cf edited since the last check) stops it, as postfix check would.
+    if let Err(e) = cfg.fail_closed(&[]) {
+        pfx_maillog::fatal(e);
+    }
     let endpoint = match take_endpoint(&args.kind) {
         Ok(Some(e)) => e,
         Ok(None) => pfx_maillog::fatal(format!(
@@ -338,7 +343,9 @@ where
         loop {
             tokio::select! {
                 _ = term.recv() => { let _ = stop.send(true); break; }
-                _ = hup.recv() => match load_config(&args, program) {
+                _ = hup.recv() => match load_config(&args, program)
+                    .and_then(|c| c.fail_closed(&[]).map(|_| c))
+                {
                     Ok(c) => {
                         info!("reload: configuration {}", c.dir().display());
                         let _ = cfg_tx.send(Arc::new(c));

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use pfx_config::restriction::Restriction;
 use pfx_smtp_proto::Reply;
 use tracing::warn;
 
@@ -43,45 +44,49 @@ struct Target<'a> {
     resolved: Option<&'a pfx_address::Resolved>,
 }
 
-fn evaluate(st: &Settings, list: &[String], client: IpAddr, t: &Target<'_>) -> Verdict {
+fn evaluate(st: &Settings, list: &[Restriction], client: IpAddr, t: &Target<'_>) -> Verdict {
     let (shown, class) = (&t.shown, t.class);
     let authorized = t.resolved.map(|r| st.authorized_destination(r));
+    let enhanced = |code: u16| if code < 500 { "4.7.1" } else { "5.7.1" };
     for item in list {
-        let v =
-            match item.as_str() {
-                "permit_mynetworks" if st.mynetworks.contains(client) => Verdict::Permit,
-                "permit_mynetworks" | "permit_sasl_authenticated" => Verdict::Dunno,
-                "permit_auth_destination" if authorized == Some(true) => Verdict::Permit,
-                "permit_auth_destination" => Verdict::Dunno,
-                "reject_unauth_destination" if authorized == Some(false) => Verdict::Reject(
-                    Reply::new(554, "5.7.1", format!("<{shown}>: Relay access denied")),
-                ),
-                "defer_unauth_destination" if authorized == Some(false) => Verdict::Reject(
-                    Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")),
-                ),
-                "reject_unauth_destination" | "defer_unauth_destination" => Verdict::Dunno,
-                "reject_unlisted_recipient" => {
-                    match t.resolved.and_then(|r| unknown_local(st, r, shown)) {
-                        Some(r) => Verdict::Reject(r),
-                        None => Verdict::Dunno,
-                    }
+        let v = match item {
+            Restriction::PermitMynetworks if st.mynetworks.contains(client) => Verdict::Permit,
+            Restriction::PermitMynetworks | Restriction::PermitSaslAuthenticated => Verdict::Dunno,
+            Restriction::PermitAuthDestination if authorized == Some(true) => Verdict::Permit,
+            Restriction::RejectUnauthDestination if authorized == Some(false) => {
+                let code = st.relay_domains_reject_code;
+                Verdict::Reject(Reply::new(
+                    code,
+                    enhanced(code),
+                    format!("<{shown}>: Relay access denied"),
+                ))
+            }
+            Restriction::DeferUnauthDestination if authorized == Some(false) => Verdict::Reject(
+                Reply::new(454, "4.7.1", format!("<{shown}>: Relay access denied")),
+            ),
+            Restriction::PermitAuthDestination
+            | Restriction::RejectUnauthDestination
+            | Restriction::DeferUnauthDestination => Verdict::Dunno,
+            Restriction::RejectUnlistedRecipient => {
+                match t.resolved.and_then(|r| unknown_local(st, r, shown)) {
+                    Some(r) => Verdict::Reject(r),
+                    None => Verdict::Dunno,
                 }
-                "permit" => Verdict::Permit,
-                "reject" => Verdict::Reject(Reply::new(
-                    554,
-                    "5.7.1",
+            }
+            Restriction::Permit => Verdict::Permit,
+            Restriction::Reject | Restriction::Defer => {
+                let code = if *item == Restriction::Reject {
+                    st.reject_code
+                } else {
+                    st.defer_code
+                };
+                Verdict::Reject(Reply::new(
+                    code,
+                    enhanced(code),
                     format!("<{shown}>: {class} rejected: Access denied"),
-                )),
-                "defer" => Verdict::Reject(Reply::new(
-                    450,
-                    "4.7.1",
-                    format!("<{shown}>: {class} rejected: Access denied"),
-                )),
-                other => {
-                    warn!("unknown smtpd restriction: \"{other}\"");
-                    Verdict::Reject(Reply::new(451, "4.3.5", "Server configuration error"))
-                }
-            };
+                ))
+            }
+        };
         if !matches!(v, Verdict::Dunno) {
             return v;
         }
@@ -117,7 +122,13 @@ fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Optio
             } else {
                 "5.1.1"
             },
-            format!("<{shown}>: Recipient address rejected: User unknown in local recipient table"),
+            if st.show_unknown_table {
+                format!(
+                    "<{shown}>: Recipient address rejected: User unknown in local recipient table"
+                )
+            } else {
+                format!("<{shown}>: Recipient address rejected: User unknown")
+            },
         )),
         Err(e) => {
             warn!("local_recipient_maps: {e}");
@@ -142,7 +153,12 @@ pub(crate) fn recipient(
         class: "Recipient address",
         resolved: Some(&resolved),
     };
-    for list in [&st.relay_restrictions, &st.recipient_restrictions] {
+    let lists = if st.relay_before_recipient {
+        [&st.relay_restrictions, &st.recipient_restrictions]
+    } else {
+        [&st.recipient_restrictions, &st.relay_restrictions]
+    };
+    for list in lists {
         if let Verdict::Reject(r) = evaluate(st, list, client, &target) {
             return Err(r);
         }

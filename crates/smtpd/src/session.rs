@@ -195,7 +195,15 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
 
 impl Session {
     fn reply(&mut self, r: &Reply) {
-        self.outbuf.extend_from_slice(r.to_wire().as_bytes());
+        let wire = r.to_wire();
+        if self.st.smtputf8 || wire.is_ascii() {
+            self.outbuf.extend_from_slice(wire.as_bytes());
+        } else {
+            // Without SMTPUTF8, Postfix sends no 8-bit byte in a reply: each
+            // becomes a space.
+            self.outbuf
+                .extend(wire.bytes().map(|b| if b.is_ascii() { b } else { b' ' }));
+        }
     }
 
     async fn flush(&mut self) -> bool {
@@ -408,9 +416,10 @@ impl Session {
                 if !st.disable_vrfy {
                     lines.push("VRFY".into());
                 }
-                lines.extend(
-                    ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"].map(String::from),
-                );
+                lines.extend(["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME"].map(String::from));
+                if st.smtputf8 {
+                    lines.push("SMTPUTF8".into());
+                }
                 multiline(250, &lines)
             }
             Command::Mail { addr, params } => self.mail(addr, &params),
@@ -466,7 +475,7 @@ impl Session {
                 },
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
-                ("SMTPUTF8", None) => {}
+                ("SMTPUTF8", None) if self.st.smtputf8 => {}
                 // RFC 4954's AUTH=: Postfix ignores it when SASL is off.
                 ("AUTH", Some(_)) => {}
                 _ => {

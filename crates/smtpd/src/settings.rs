@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pfx_address::{DomainList, NetworkList};
+use pfx_config::restriction::{self, Restriction};
 use pfx_config::Config;
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
@@ -24,9 +25,19 @@ pub(crate) struct Settings {
     pub(crate) mydestination: DomainList,
     pub(crate) relay_domains: DomainList,
     pub(crate) mynetworks: NetworkList,
-    pub(crate) relay_restrictions: Vec<String>,
-    pub(crate) recipient_restrictions: Vec<String>,
-    pub(crate) etrn_restrictions: Vec<String>,
+    pub(crate) relay_restrictions: Vec<Restriction>,
+    pub(crate) recipient_restrictions: Vec<Restriction>,
+    pub(crate) etrn_restrictions: Vec<Restriction>,
+    /// `smtpd_relay_before_recipient_restrictions`.
+    pub(crate) relay_before_recipient: bool,
+    /// `reject_code`, `defer_code`, `relay_domains_reject_code`.
+    pub(crate) reject_code: u16,
+    pub(crate) defer_code: u16,
+    pub(crate) relay_domains_reject_code: u16,
+    /// `show_user_unknown_table_name`.
+    pub(crate) show_unknown_table: bool,
+    /// `smtputf8_enable`: SMTPUTF8 offered and accepted.
+    pub(crate) smtputf8: bool,
     /// Its local part is taken at RCPT whatever local_recipient_maps say.
     pub(crate) double_bounce_sender: String,
     pub(crate) local_recipients: MapList,
@@ -68,15 +79,14 @@ impl Settings {
             ))
             }
         };
-        let unknown_local_code = n("unknown_local_recipient_reject_code")?;
-        let unknown_local_code = match u16::try_from(unknown_local_code) {
-            Ok(c @ 400..=599) => c,
-            _ => {
-                return Err(format!(
-                    "unknown_local_recipient_reject_code: {unknown_local_code} is not a 4xx or 5xx code"
-                ))
+        let code = |name: &str| -> Result<u16, String> {
+            let c = n(name)?;
+            match u16::try_from(c) {
+                Ok(c @ 400..=599) => Ok(c),
+                _ => Err(format!("{name}: {c} is not a 4xx or 5xx code")),
             }
         };
+        let restrictions = |name: &str| restriction::parse(name, &l(name)?);
         Ok(Self {
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
@@ -84,9 +94,17 @@ impl Settings {
             mydestination: DomainList::new(&l("mydestination")?),
             relay_domains: DomainList::new(&l("relay_domains")?),
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
-            relay_restrictions: l("smtpd_relay_restrictions")?,
-            recipient_restrictions: l("smtpd_recipient_restrictions")?,
-            etrn_restrictions: l("smtpd_etrn_restrictions")?,
+            relay_restrictions: restrictions("smtpd_relay_restrictions")?,
+            recipient_restrictions: restrictions("smtpd_recipient_restrictions")?,
+            etrn_restrictions: restrictions("smtpd_etrn_restrictions")?,
+            relay_before_recipient: cfg
+                .bool("smtpd_relay_before_recipient_restrictions")
+                .map_err(e)?,
+            reject_code: code("reject_code")?,
+            defer_code: code("defer_code")?,
+            relay_domains_reject_code: code("relay_domains_reject_code")?,
+            show_unknown_table: cfg.bool("show_user_unknown_table_name").map_err(e)?,
+            smtputf8: cfg.bool("smtputf8_enable").map_err(e)?,
             double_bounce_sender: s("double_bounce_sender")?,
             local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
             recipient_delimiter: s("recipient_delimiter")?,
@@ -104,7 +122,7 @@ impl Settings {
             soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
             hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
             junk_command_limit: u32::try_from(n("smtpd_junk_command_limit")?).unwrap_or(100),
-            unknown_local_code,
+            unknown_local_code: code("unknown_local_recipient_reject_code")?,
             error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
             connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
                 .unwrap_or(0),

@@ -19,32 +19,41 @@ pub fn ensure_dir(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> std::io:
     if let Some((uid, gid)) = owner {
         nix::unistd::chown(path, Some(uid), Some(gid))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    // The set-user-ID, set-group-ID and sticky bits an administrator (or
+    // Debian's postinst: maildrop 1730, public 2710) gave it stay.
+    let special = std::fs::metadata(path)?.mode() & 0o7000;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(special | mode))
 }
 
-/// Describes how `path` differs from the wanted mode and owner, if it does.
-pub fn check_dir(path: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> Option<String> {
+/// Describes how `path` differs from the wanted permission bits (the
+/// set-ID and sticky bits are not compared) and owner (the group only when
+/// given), if it does.
+pub fn check_dir(path: &Path, mode: u32, owner: Option<(Uid, Option<Gid>)>) -> Option<String> {
     let md = match std::fs::metadata(path) {
         Ok(md) if md.is_dir() => md,
         Ok(_) => return Some(format!("{}: not a directory", path.display())),
         Err(e) => return Some(format!("{}: {e}", path.display())),
     };
-    let have = md.mode() & 0o7777;
-    if have != mode {
+    let have = md.mode() & 0o777;
+    if have != mode & 0o777 {
         return Some(format!(
             "{}: mode is {have:04o}, expected {mode:04o}",
             path.display()
         ));
     }
     if let Some((uid, gid)) = owner {
-        if md.uid() != uid.as_raw() || md.gid() != gid.as_raw() {
+        if md.uid() != uid.as_raw() {
             return Some(format!(
-                "{}: owner is {}:{}, expected {}:{}",
+                "{}: owner is {}, expected {uid}",
                 path.display(),
-                md.uid(),
-                md.gid(),
-                uid,
-                gid
+                md.uid()
+            ));
+        }
+        if let Some(gid) = gid.filter(|g| md.gid() != g.as_raw()) {
+            return Some(format!(
+                "{}: group is {}, expected {gid}",
+                path.display(),
+                md.gid()
             ));
         }
     }

@@ -325,7 +325,7 @@ fn start_with_broken_main_cf_names_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let want = format!(
-        "postfix: fatal: {}, line 9: missing '=' after attribute name: \"this is not a parameter\"",
+        "postfix: fatal: {}, line 10: missing '=' after attribute name: \"this is not a parameter\"",
         inst.etc.join("main.cf").display()
     );
     assert!(err.contains(&want), "{err}");
@@ -349,7 +349,7 @@ fn check_reports_missing_programs_and_bad_values() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("main.cf, line 9: bad numerical configuration: message_size_limit = 10MB"),
+        err.contains("main.cf, line 10: bad numerical configuration: message_size_limit = 10MB"),
         "{err}"
     );
 

@@ -434,7 +434,10 @@ fn smuggled_second_message_is_never_delivered() {
 
 #[test]
 fn bare_newline_reject_mode_refuses_the_message() {
-    let m = Instance::mail("smtpd_forbid_bare_newline = reject\n");
+    // The client is in mynetworks, which Postfix's default exclusions spare.
+    let m = Instance::mail(
+        "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+    );
     m.start();
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");

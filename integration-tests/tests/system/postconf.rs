@@ -26,7 +26,8 @@ fn defaults_are_postfix_defaults_sorted_by_name() {
         "bounce_queue_lifetime = 5d",
         "maximal_queue_lifetime = 5d",
         "home_mailbox =",
-        "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+        "smtpd_relay_restrictions = ${{$compatibility_level} <level {1} ? {} : {permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination}}",
+        "compatibility_level = 0",
         "smtpd_forbid_bare_newline = normalize",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?}");
@@ -55,6 +56,7 @@ fn non_default_shows_only_main_cf_settings_and_values_can_be_expanded() {
     assert_eq!(
         names,
         [
+            "compatibility_level",
             "config_directory",
             "daemon_directory",
             "maillog_file",
@@ -103,7 +105,7 @@ fn unknown_and_unused_parameters_are_warnings() {
     let main_cf = inst.etc.join("main.cf");
     assert!(
         err.contains(&format!(
-            "postconf: warning: {}, line 9: unused parameter: frobnicate=yes",
+            "postconf: warning: {}, line 10: unused parameter: frobnicate=yes",
             main_cf.display()
         )),
         "{err}"
@@ -162,7 +164,7 @@ fn malformed_main_cf_is_fatal_with_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        format!("postconf: fatal: {}, line 11: missing '=' after attribute name: \"broken line here\"\n", inst.etc.join("main.cf").display())
+        format!("postconf: fatal: {}, line 12: missing '=' after attribute name: \"broken line here\"\n", inst.etc.join("main.cf").display())
     );
 }
 
