@@ -125,7 +125,9 @@ fn relational(
     let bad = || format!("bad relational expression in \"{value}\"");
     let (a, rest) = braced(inner, value)?;
     let rest = rest.trim_start();
-    let op_len = rest.find(|c: char| c.is_whitespace() || c == '{').ok_or_else(bad)?;
+    let op_len = rest
+        .find(|c: char| c.is_whitespace() || c == '{')
+        .ok_or_else(bad)?;
     let (op, rest) = rest.split_at(op_len);
     let (b, rest) = braced(rest.trim_start(), value)?;
     let rest = rest.trim_start().strip_prefix('?').ok_or_else(bad)?;
@@ -252,7 +254,10 @@ mod tests {
         assert_eq!(run(&[("compatibility_level", "3.5")], d).unwrap(), "no");
         assert_eq!(run(&[("compatibility_level", "3.10")], d).unwrap(), "yes");
         let d = "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}";
-        assert_eq!(run(&[("smtp_tls_security_level", "dane")], d).unwrap(), "dane");
+        assert_eq!(
+            run(&[("smtp_tls_security_level", "dane")], d).unwrap(),
+            "dane"
+        );
         assert_eq!(run(&[], d).unwrap(), "may");
         assert_eq!(run(&[("n", "5")], "${{$n} >= {10} ? {big}}").unwrap(), "");
         assert!(run(&[], "${{a} ~~ {b} ? {x}}").is_err());

@@ -182,8 +182,7 @@ impl Config {
         for (svc, command) in &self.transports {
             for p in params::PER_TRANSPORT {
                 let name = format!("{svc}_{}", p.name);
-                if params::find(&name).is_none()
-                    && params::per_transport(command, p.name).is_some()
+                if params::find(&name).is_none() && params::per_transport(command, p.name).is_some()
                 {
                     names.push(name);
                 }
@@ -469,8 +468,12 @@ impl Config {
     /// main.cf's name for a default.
     fn place(&self, name: &str) -> String {
         match self.set.get(name) {
-            Some((_, Origin::MainCf { line })) => format!("{}, line {line}", self.main_cf.display()),
-            Some((_, Origin::Override)) => format!("{}: -o override", self.dir.join("master.cf").display()),
+            Some((_, Origin::MainCf { line })) => {
+                format!("{}, line {line}", self.main_cf.display())
+            }
+            Some((_, Origin::Override)) => {
+                format!("{}: -o override", self.dir.join("master.cf").display())
+            }
             None => self.main_cf.display().to_string(),
         }
     }
@@ -479,7 +482,9 @@ impl Config {
         let Class::Refused { also, warn } = p.class else {
             return None;
         };
-        let value = self.get(name).unwrap_or_else(|_| self.raw(name).unwrap_or_default());
+        let value = self
+            .get(name)
+            .unwrap_or_else(|_| self.raw(name).unwrap_or_default());
         let norm = |v: &str| normalize(p.kind, v);
         // The default postfix-rs implements is Postfix's at the newest
         // compatibility level, whatever level main.cf asks for.
@@ -716,7 +721,10 @@ mod tests {
     #[test]
     fn master_cf_overrides_are_checked_with_master_cf_line() {
         let master = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_client_restrictions=$mua_client_restrictions\n";
-        let r = refusals(&format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\n"), master);
+        let r = refusals(
+            &format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\n"),
+            master,
+        );
         assert_eq!(
             r,
             [
@@ -733,9 +741,15 @@ mod tests {
             "",
         );
         assert_eq!(r, ["/etc/postfix/main.cf, line 2: smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client, zen.spamhaus.org: restriction \"reject_rbl_client\" in smtpd_recipient_restrictions: not implemented by postfix-rs"]);
-        let r = refusals(&format!("{LEVEL}smtpd_relay_restrictions = permit_mynetworks\n"), "");
+        let r = refusals(
+            &format!("{LEVEL}smtpd_relay_restrictions = permit_mynetworks\n"),
+            "",
+        );
         assert_eq!(r.len(), 1, "{r:?}");
-        assert!(r[0].contains("specify at least one working instance of"), "{r:?}");
+        assert!(
+            r[0].contains("specify at least one working instance of"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -743,7 +757,11 @@ mod tests {
         let r = refusals("relayhost = x\n", "");
         assert!(r.iter().any(|l| l == "/etc/postfix/main.cf: append_dot_mydomain = yes (its default at compatibility_level 0): not implemented by postfix-rs"), "{r:?}");
         // Level 0's empty relay restrictions would leave the relay open.
-        assert!(r.iter().any(|l| l.contains("specify at least one working instance of")), "{r:?}");
+        assert!(
+            r.iter()
+                .any(|l| l.contains("specify at least one working instance of")),
+            "{r:?}"
+        );
         let r = refusals("append_dot_mydomain = no\nsmtpd_relay_restrictions = permit_mynetworks reject_unauth_destination\n", "");
         assert!(r.is_empty(), "{r:?}");
     }

@@ -29,7 +29,10 @@ pub(crate) fn mynetworks(style: &str, inet_interfaces: &str, inet_protocols: &st
         out.push(network(*addr, *prefix, style));
     }
     for (addr, prefix) in addrs.iter().filter(|(a, _)| a.is_ipv6() && v6) {
-        out.push(format!("[{}", network(*addr, *prefix, style).replacen('/', "]/", 1)));
+        out.push(format!(
+            "[{}",
+            network(*addr, *prefix, style).replacen('/', "]/", 1)
+        ));
     }
     out.dedup();
     out.join(" ")
@@ -89,7 +92,10 @@ mod tests {
         let a: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(network(a, 24, "host"), "192.0.2.2/32");
         assert_eq!(network(a, 24, "subnet"), "192.0.2.0/24");
-        assert_eq!(network("10.1.2.3".parse().unwrap(), 24, "class"), "10.0.0.0/8");
+        assert_eq!(
+            network("10.1.2.3".parse().unwrap(), 24, "class"),
+            "10.0.0.0/8"
+        );
         let b: IpAddr = "fe80::fc:ff:fe00:1".parse().unwrap();
         assert_eq!(network(b, 64, "subnet"), "fe80::/64");
         assert_eq!(network(b, 64, "host"), "fe80::fc:ff:fe00:1/128");

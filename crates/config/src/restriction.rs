@@ -142,7 +142,15 @@ mod tests {
             "restriction \"check_client_access\" in smtpd_recipient_restrictions: not implemented by postfix-rs"
         );
         assert!(parse("smtpd_relay_restrictions", &items("reject_bogus")).is_err());
-        assert!(parse("smtpd_etrn_restrictions", &items("reject_unauth_destination")).is_err());
-        assert!(parse("smtpd_etrn_restrictions", &items("PERMIT_MYNETWORKS, reject")).is_ok());
+        assert!(parse(
+            "smtpd_etrn_restrictions",
+            &items("reject_unauth_destination")
+        )
+        .is_err());
+        assert!(parse(
+            "smtpd_etrn_restrictions",
+            &items("PERMIT_MYNETWORKS, reject")
+        )
+        .is_ok());
     }
 }

@@ -35,7 +35,7 @@ fn as_root_queue_has_postfix_owners_and_daemons_run_as_mail_owner() {
     let [alpha, rooted] = inst.wait_children(&["alpha", "rooted"])[..] else {
         unreachable!()
     };
-    let (uid, gid) = ids("postfix");
+    let (uid, _) = ids("postfix");
     let postdrop = nix::unistd::Group::from_name("postdrop")
         .unwrap()
         .expect("group postdrop")
