@@ -10,7 +10,9 @@
 pub(crate) struct Headers {
     /// The header lines, without the separating empty line.
     pub(crate) text: Vec<u8>,
-    /// The empty line (or nothing, when the message has no body separator).
+    /// The empty line that ends the header section: the message's own, or
+    /// one cleanup supplies where the body starts without one (as Postfix
+    /// does); nothing for a message that ends within its headers.
     pub(crate) separator: Vec<u8>,
     pub(crate) message_id: Option<String>,
     pub(crate) has_date: bool,
@@ -54,7 +56,12 @@ impl HeaderScanner {
             Some((end, sep_len)) => {
                 self.done = true;
                 let rest = self.buf.split_off(end + sep_len);
-                let sep = self.buf.split_off(end);
+                let mut sep = self.buf.split_off(end);
+                if sep.is_empty() && !rest.is_empty() {
+                    // The body starts without an empty line: without one,
+                    // every reader would take its first line for a header.
+                    sep.push(b'\n');
+                }
                 let h = analyse(std::mem::take(&mut self.buf), sep);
                 Fed {
                     finished_headers: Some(h),
@@ -69,13 +76,41 @@ impl HeaderScanner {
     }
 
     /// At the end of the content: the headers if they never ended (a message
-    /// with no body).
-    pub(crate) fn finish(&mut self) -> Option<Headers> {
+    /// with no body, or whose only body line has no line end), and what
+    /// follows them.
+    pub(crate) fn finish(&mut self) -> Option<Fed> {
         if self.done {
             return None;
         }
-        self.done = true;
-        Some(analyse(std::mem::take(&mut self.buf), Vec::new()))
+        let unterminated = !self.buf.is_empty() && !self.buf.ends_with(b"\n");
+        if unterminated {
+            // Look at the last line as a whole line; the line end goes again.
+            self.buf.push(b'\n');
+        }
+        let mut fed = match self.feed(&[]) {
+            Fed {
+                finished_headers: Some(h),
+                body,
+            } => Fed {
+                finished_headers: Some(h),
+                body,
+            },
+            _ => {
+                self.done = true;
+                let mut h = analyse(std::mem::take(&mut self.buf), Vec::new());
+                if unterminated {
+                    h.text.pop();
+                }
+                return Some(Fed {
+                    finished_headers: Some(h),
+                    body: Vec::new(),
+                });
+            }
+        };
+        if unterminated {
+            fed.body.pop();
+        }
+        Some(fed)
     }
 }
 
@@ -195,7 +230,11 @@ mod tests {
             }
             body.extend(f.body);
         }
-        (h.or_else(|| s.finish()).unwrap(), body)
+        if let Some(f) = s.finish() {
+            h = f.finished_headers;
+            body.extend(f.body);
+        }
+        (h.unwrap(), body)
     }
 
     #[test]
@@ -216,11 +255,25 @@ mod tests {
     fn body_without_separator_and_headerless_messages() {
         let (h, body) = scan(&[b"Subject: x\nnot a header line\n"]);
         assert_eq!(h.text, b"Subject: x\n");
-        assert!(h.separator.is_empty());
+        assert_eq!(h.separator, b"\n", "supplied, as Postfix does");
         assert_eq!(body, b"not a header line\n");
+        // `echo test | sendmail hadoop`: no header at all.
+        let (h, body) = scan(&[b"test\n"]);
+        assert!(h.text.is_empty());
+        assert_eq!(h.separator, b"\n");
+        assert_eq!(body, b"test\n");
         let (h, body) = scan(&[b"Subject: only headers\n"]);
         assert_eq!(h.text, b"Subject: only headers\n");
+        assert!(h.separator.is_empty());
         assert!(body.is_empty());
+        // `printf test | sendmail hadoop`: the one line has no line end.
+        let (h, body) = scan(&[b"tes", b"t"]);
+        assert!(h.text.is_empty());
+        assert_eq!(h.separator, b"\n");
+        assert_eq!(body, b"test");
+        let (h, body) = scan(&[b"Subject: no end"]);
+        assert_eq!(h.text, b"Subject: no end");
+        assert!(h.separator.is_empty() && body.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use headers::Fed;
 use pfx_config::Config;
 use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
 use pfx_ipc::Channel;
@@ -155,9 +156,15 @@ async fn message(
     let arrival = SystemTime::now();
     let sender = st.qualify(&sender);
     let mut seen = std::collections::HashSet::new();
+    // The original recipient is the address as given (`hadoop`), as
+    // Postfix keeps it for X-Original-To: and orig_to=.
     let recipients: Vec<(String, Option<String>)> = recipients
         .into_iter()
-        .map(|(a, o)| (st.qualify(&a), o))
+        .map(|(a, o)| {
+            let q = st.qualify(&a);
+            let o = o.or_else(|| (q != a).then_some(a));
+            (q, o)
+        })
         .filter(|(a, _)| seen.insert(a.to_ascii_lowercase()))
         .collect();
     let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
@@ -242,12 +249,18 @@ async fn message(
     if let Some(f) = failure {
         return Ok(f);
     }
-    // A message that is all headers: they end with the content.
-    if let Some(h) = hdr.finish() {
+    // The headers did not end before the content did.
+    if let Some(Fed {
+        finished_headers: Some(h),
+        body,
+    }) = hdr.finish()
+    {
         if meta.too_many_hops(&h) {
             return Ok(CleanupReply::TooManyHops);
         }
-        if let Err(f) = write_content(&mut writer, &id, &meta.header_block(&h)) {
+        let mut piece = meta.header_block(&h);
+        piece.extend_from_slice(&body);
+        if let Err(f) = write_content(&mut writer, &id, &piece) {
             return Ok(f);
         }
     }

@@ -121,7 +121,9 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
             ctx.forward.clear();
             ctx.leaves.clear();
             let mut seen = HashSet::new();
-            let res = ctx.recipient(&r.address, &r.address, 0, &mut seen);
+            // X-Original-To: is the recipient as first given (`hadoop`).
+            let top = r.original.as_deref().unwrap_or(&r.address);
+            let res = ctx.recipient(&r.address, top, 0, &mut seen);
             forwards.push(ctx.forward.join(","));
             results.push((res, std::mem::take(&mut ctx.leaves)));
         }

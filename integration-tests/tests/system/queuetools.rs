@@ -476,6 +476,44 @@ fn sendmail_submits_through_postdrop_and_pickup() {
     assert_eq!(t.get("delivered"), Some(&4), "{t:?}");
 }
 
+#[test]
+fn headerless_mail_from_sendmail_and_smtp_gets_a_body_separator() {
+    let m = Instance::mail("");
+    m.start();
+    let e = etc(&m);
+    // `echo test | sendmail hadoop`: no header line at all.
+    let out = run_as(&[], "sendmail", &["-C", &e, "hadoop"], b"test\n");
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = m.wait_maildir("hadoop", 1);
+    let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(mail.ends_with("\n\ntest\n"), "{mail}");
+    // X-Original-To: and orig_to= keep the address as given, as Postfix.
+    assert!(mail.contains("\nX-Original-To: hadoop\n"), "{mail}");
+    assert!(
+        m.wait_log(
+            "to=<hadoop@ywnds.com>, orig_to=<hadoop>,",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        m.log_text()
+    );
+    // Over SMTP, a body that starts without an empty line.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: x\r\nnot a header"
+        )
+        .starts_with("250"));
+    let got = m.wait_maildir("openstack", 1);
+    let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    let (head, body) = mail.split_once("\n\n").unwrap();
+    assert!(head.contains("\nSubject: x\n"), "{mail}");
+    assert_eq!(body, "not a header\n");
+}
+
 /// setpriv as the unprivileged `nobody`, with or without the `postdrop`
 /// group (Postfix's postdrop and postqueue get that group from their
 /// set-group-ID bit; the test gives it to the user directly).
