@@ -19,6 +19,25 @@ use std::time::Duration;
 pub use mastercf::{Service, ServiceType, Wakeup};
 pub use params::{Class, Kind, Param};
 
+/// The lists whose items may be `/file/name` (Postfix's match lists of
+/// domains and networks).
+pub const FILE_LISTS: &[&str] = &[
+    "mydestination",
+    "relay_domains",
+    "mynetworks",
+    "fast_flush_domains",
+    "smtpd_forbid_bare_newline_exclusions",
+];
+
+/// The first line of a file, trimmed (a file-valued `myorigin`).
+fn first_line(path: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
 /// The compatibility level whose defaults postfix-rs implements for the
 /// parameters it does not implement otherwise (Postfix 3.7's newest).
 pub const IMPLEMENTED_LEVEL: &str = "3.6";
@@ -329,9 +348,15 @@ impl Config {
         }
     }
 
-    /// The effective value with every `$` reference expanded.
+    /// The effective value with every `$` reference expanded. A `myorigin`
+    /// that names a file (Debian's `myorigin = /etc/mailname`) is the
+    /// file's first line, as Debian's Postfix reads it.
     pub fn get(&self, name: &str) -> Result<String, Error> {
-        self.expanded(name).map_err(|m| self.value_error(name, m))
+        let v = self.expanded(name).map_err(|m| self.value_error(name, m))?;
+        if name == "myorigin" && v.starts_with('/') {
+            return first_line(Path::new(&v));
+        }
+        Ok(v)
     }
 
     fn typed<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, Error> {
@@ -361,9 +386,29 @@ impl Config {
         self.typed(name, |v| value::parse_time(v, unit))
     }
 
-    /// A list parameter, expanded, split on commas and white space.
+    /// A list parameter, expanded, split on commas and white space. In the
+    /// lists Postfix matches against ([`FILE_LISTS`]), an item `/file/name`
+    /// stands for the items in that file (`#` comment lines skipped).
     pub fn list(&self, name: &str) -> Result<Vec<String>, Error> {
-        Ok(value::split_list(&self.get(name)?))
+        let items = value::split_list(&self.get(name)?);
+        if !FILE_LISTS.contains(&name) {
+            return Ok(items);
+        }
+        let mut out = Vec::new();
+        for item in items {
+            if !item.starts_with('/') {
+                out.push(item);
+                continue;
+            }
+            let text = std::fs::read_to_string(&item).map_err(|source| Error::Io {
+                path: PathBuf::from(&item),
+                source,
+            })?;
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                out.extend(value::split_list(line));
+            }
+        }
+        Ok(out)
     }
 
     /// Checks that every implemented parameter that is set has a value of its type.
@@ -428,6 +473,11 @@ impl Config {
             }
         }
         out.extend(self.relay_control_refusal());
+        for name in FILE_LISTS {
+            if let Some(r) = self.table_in_list_refusal(name) {
+                out.push(r);
+            }
+        }
         for svc in services {
             let overrides = svc.overrides();
             if overrides.is_empty() {
@@ -517,6 +567,29 @@ impl Config {
                 "not implemented by postfix-rs".to_owned()
             },
             warning,
+        })
+    }
+
+    /// `mydestination = hash:/etc/postfix/domains`: lookup tables in a match
+    /// list are not implemented (the domains would silently not match).
+    fn table_in_list_refusal(&self, name: &str) -> Option<Refusal> {
+        // A default refers to lists that are reported themselves.
+        if !self.is_set(name) {
+            return None;
+        }
+        let items = self.list(name).ok()?;
+        let table = items.iter().find(|i| {
+            i.split_once(':').is_some_and(|(t, _)| {
+                t.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        })?;
+        Some(Refusal {
+            place: self.place(name),
+            name: name.to_owned(),
+            value: items.join(", "),
+            reason: format!("lookup table {table} in a match list: not implemented by postfix-rs"),
+            warning: false,
         })
     }
 
@@ -764,6 +837,29 @@ mod tests {
         );
         let r = refusals("append_dot_mydomain = no\nsmtpd_relay_restrictions = permit_mynetworks reject_unauth_destination\n", "");
         assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn file_valued_parameters_are_read_as_postfix_reads_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mailname = tmp.path().join("mailname");
+        std::fs::write(&mailname, "ywnds.com\nignored\n").unwrap();
+        let domains = tmp.path().join("domains");
+        std::fs::write(&domains, "# ours\nywnds.com, example.org\n  other.test\n").unwrap();
+        let c = cfg(&format!(
+            "myorigin = {}\nmydestination = localhost {}\n",
+            mailname.display(),
+            domains.display()
+        ));
+        assert_eq!(c.get("myorigin").unwrap(), "ywnds.com");
+        assert_eq!(
+            c.list("mydestination").unwrap(),
+            ["localhost", "ywnds.com", "example.org", "other.test"]
+        );
+        let c = cfg("myorigin = /nonexistent/mailname\n");
+        assert!(c.get("myorigin").unwrap_err().to_string().contains("/nonexistent/mailname"));
+        let r = refusals(&format!("{LEVEL}relay_domains = hash:/etc/postfix/relay\n"), "");
+        assert_eq!(r, ["/etc/postfix/main.cf, line 2: relay_domains = hash:/etc/postfix/relay: lookup table hash:/etc/postfix/relay in a match list: not implemented by postfix-rs"]);
     }
 
     #[test]

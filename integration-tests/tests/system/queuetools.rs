@@ -718,3 +718,23 @@ fn etrn_restrictions_refuse_clients_as_postfix() {
         Duration::from_secs(5)
     ), "{}", m.log_text());
 }
+
+#[test]
+fn myorigin_naming_a_file_takes_its_first_line_as_debian_does() {
+    // Debian's main.cf: myorigin = /etc/mailname.
+    let m = Instance::mail("");
+    let mailname = m.etc.join("mailname");
+    std::fs::write(&mailname, "ywnds.com\n").unwrap();
+    m.add_main_cf(&format!("myorigin = {}\n", mailname.display()));
+    m.start();
+    let out = run_as(&[], "sendmail", &["-C", &etc(&m), "hadoop"], b"cron\n");
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = m.wait_maildir("hadoop", 1);
+    let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    assert!(mail.starts_with("Return-Path: <root@ywnds.com>\n"), "{mail}");
+    assert!(
+        m.wait_log("to=<hadoop@ywnds.com>, orig_to=<hadoop>, relay=local", Duration::from_secs(5)),
+        "{}",
+        m.log_text()
+    );
+}
