@@ -581,7 +581,8 @@ impl Config {
         let table = items.iter().find(|i| {
             i.split_once(':').is_some_and(|(t, _)| {
                 t.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             })
         })?;
         Some(Refusal {
@@ -857,8 +858,15 @@ mod tests {
             ["localhost", "ywnds.com", "example.org", "other.test"]
         );
         let c = cfg("myorigin = /nonexistent/mailname\n");
-        assert!(c.get("myorigin").unwrap_err().to_string().contains("/nonexistent/mailname"));
-        let r = refusals(&format!("{LEVEL}relay_domains = hash:/etc/postfix/relay\n"), "");
+        assert!(c
+            .get("myorigin")
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/mailname"));
+        let r = refusals(
+            &format!("{LEVEL}relay_domains = hash:/etc/postfix/relay\n"),
+            "",
+        );
         assert_eq!(r, ["/etc/postfix/main.cf, line 2: relay_domains = hash:/etc/postfix/relay: lookup table hash:/etc/postfix/relay in a match list: not implemented by postfix-rs"]);
     }
 

@@ -545,6 +545,8 @@ impl Supervisor {
             }
         }
         self.slots.clear();
+        // Every cleanup is gone: no spare queue files stay behind.
+        pfx_queue::reserve::remove_spares(&pfx_queue::Queue::new(&self.inst.queue_dir));
     }
 }
 

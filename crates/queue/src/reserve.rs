@@ -187,6 +187,26 @@ impl Reserve {
     }
 }
 
+/// At shutdown, once every cleanup is gone: removes the reserved files no
+/// one holds from `incoming/` and the files waiting in `recycle/`, so the
+/// queue holds only messages when the system is down (what Postfix finds
+/// if it takes the queue over). The next cleanup starts with an empty pool.
+pub fn remove_spares(queue: &Queue) {
+    let reserve = Reserve::new(queue.clone());
+    for r in reserve.orphans(&queue.root().join(QueueName::Incoming.as_str())) {
+        let _ = std::fs::remove_file(&r.path);
+    }
+    let pool = queue.root().join("recycle");
+    if let Ok(entries) = std::fs::read_dir(&pool) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    for dir in [QueueName::Incoming.as_str(), "recycle"] {
+        let _ = pfx_sys::fs::fsync_dir(&queue.root().join(dir));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +259,28 @@ mod tests {
             std::fs::remove_file(q.path(QueueName::Incoming, &id)).unwrap();
         }
         assert!(r.take().is_none());
+    }
+
+    #[test]
+    fn spares_are_removed_at_shutdown_but_messages_and_held_files_stay() {
+        let (_tmp, q) = queue();
+        let held = Reserve::new(q.clone());
+        held.refill().unwrap();
+        let gone = Reserve::new(q.clone());
+        gone.refill().unwrap();
+        drop(gone);
+        let pool = q.root().join("recycle");
+        std::fs::create_dir_all(&pool).unwrap();
+        std::fs::write(pool.join("x"), b"").unwrap();
+        let message = q.path(QueueName::Incoming, "ABCDEF1234");
+        std::fs::write(&message, b"m").unwrap();
+        std::fs::set_permissions(&message, std::fs::Permissions::from_mode(0o700)).unwrap();
+        remove_spares(&q);
+        let left = q.list(QueueName::Incoming).unwrap();
+        let still_reserved = held.ready.lock().unwrap().len();
+        assert_eq!(left.len(), still_reserved + 1, "{left:?}");
+        assert!(message.exists());
+        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
     }
 
     #[test]

@@ -388,3 +388,55 @@ fn fifo_services_get_triggers_from_writers_and_wakeups() {
         inst.log_text()
     );
 }
+
+/// Files in a queue directory that are not messages: anything but mode 0700
+/// (reserved 0400 files, claimed or recycled ones).
+fn spare_files(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.metadata().unwrap().permissions().mode() & 0o777 != 0o700)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn stop_and_abort_leave_only_messages_in_the_queue() {
+    let m = Instance::mail("");
+    for how in ["stop", "abort"] {
+        m.start();
+        let (mut c, _) = testkit::Smtp::connect(m.port);
+        c.cmd("EHLO client.example");
+        assert!(c
+            .mail(
+                "a@example.org",
+                &["openstack@ywnds.com"],
+                b"Subject: x\r\n\r\nhi"
+            )
+            .starts_with("250"));
+        c.cmd("QUIT");
+        assert!(wait_for(Duration::from_secs(5), || !m
+            .maildir("openstack")
+            .is_empty()));
+        // cleanup has named its next files ahead of time.
+        assert!(!spare_files(&m.queue.join("incoming")).is_empty());
+        m.postfix(how);
+        assert!(wait_for(Duration::from_secs(10), || m
+            .master_pid()
+            .is_none()));
+        assert_eq!(
+            spare_files(&m.queue.join("incoming")),
+            Vec::<String>::new(),
+            "after {how}"
+        );
+        assert_eq!(
+            spare_files(&m.queue.join("recycle")),
+            Vec::<String>::new(),
+            "after {how}"
+        );
+        std::fs::remove_dir_all(m.home.join("openstack/Maildir")).unwrap();
+    }
+}

@@ -731,9 +731,15 @@ fn myorigin_naming_a_file_takes_its_first_line_as_debian_does() {
     assert!(out.status.success(), "{:?}", text(&out));
     let got = m.wait_maildir("hadoop", 1);
     let mail = String::from_utf8_lossy(&got[0]).into_owned();
-    assert!(mail.starts_with("Return-Path: <root@ywnds.com>\n"), "{mail}");
     assert!(
-        m.wait_log("to=<hadoop@ywnds.com>, orig_to=<hadoop>, relay=local", Duration::from_secs(5)),
+        mail.starts_with("Return-Path: <root@ywnds.com>\n"),
+        "{mail}"
+    );
+    assert!(
+        m.wait_log(
+            "to=<hadoop@ywnds.com>, orig_to=<hadoop>, relay=local",
+            Duration::from_secs(5)
+        ),
         "{}",
         m.log_text()
     );
