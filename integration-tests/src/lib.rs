@@ -169,10 +169,11 @@ impl Instance {
         }
         let main_cf = format!(
             "# test instance\ncompatibility_level = 3.6\nmyhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = $mydomain\n\
-             queue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\n{extra_main_cf}",
+             queue_directory = {}\ndaemon_directory = {}\nmaillog_file = {}\nservice_throttle_time = 2s\nmaillog_file_prefixes = {}\n{extra_main_cf}",
             queue.display(),
             libexec.display(),
-            log.display()
+            log.display(),
+            root.path().display()
         );
         std::fs::write(etc.join("main.cf"), main_cf).unwrap();
         std::fs::write(etc.join("master.cf"), master_cf).unwrap();

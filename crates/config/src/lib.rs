@@ -69,6 +69,9 @@ pub enum Error {
         value: String,
         message: String,
     },
+    /// A setting Postfix refuses, in Postfix's words.
+    #[error("{0}")]
+    Invalid(String),
     /// Settings postfix-rs cannot honour ([`Config::fail_closed`]); Display
     /// names the first, `postfix check` lists them all.
     #[error("{}{}", .0[0], if .0.len() > 1 { format!(" (and {} more: see postfix check)", .0.len() - 1) } else { String::new() })]
@@ -411,8 +414,21 @@ impl Config {
         Ok(out)
     }
 
-    /// Checks that every implemented parameter that is set has a value of its type.
+    /// Checks that every implemented parameter that is set has a value of
+    /// its type, and that `maillog_file` starts with one of
+    /// `maillog_file_prefixes`, as Postfix requires.
     pub fn validate(&self) -> Result<(), Error> {
+        let log = self.get("maillog_file")?;
+        if !log.is_empty()
+            && !self
+                .list("maillog_file_prefixes")?
+                .iter()
+                .any(|p| log.starts_with(p.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "maillog_file value '{log}' does not match any prefix in maillog_file_prefixes"
+            )));
+        }
         for name in self.set.keys() {
             let Some(p) = self.param(name).filter(|p| p.class == Class::Implemented) else {
                 continue;

@@ -58,8 +58,8 @@ pub struct Options {
 pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
     let syslog_name = cfg.get("syslog_name").map_err(|e| e.to_string())?;
     let maillog_file = cfg.get("maillog_file").map_err(|e| e.to_string())?;
-    let sink = if maillog_file.is_empty() {
-        Sink::Syslog
+    let (sink, host) = if maillog_file.is_empty() {
+        (Sink::Syslog, short_hostname())
     } else {
         let f = std::fs::OpenOptions::new()
             .append(true)
@@ -68,12 +68,15 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
             .custom_flags(libc::O_CLOEXEC)
             .open(&maillog_file)
             .map_err(|e| format!("open {maillog_file}: {e}"))?;
-        Sink::File(f)
+        // Postfix's postlogd names the host by myhostname's first label.
+        let myhostname = cfg.get("myhostname").map_err(|e| e.to_string())?;
+        let host = myhostname.split('.').next().unwrap_or_default().to_owned();
+        (Sink::File(f), host)
     };
     install(Logger {
         tag: format!("{syslog_name}/{}", opts.service),
         facility: libc::LOG_MAIL,
-        host: short_hostname(),
+        host,
         sink,
         stderr: opts.stderr_name,
         stderr_info: opts.stderr_info,
@@ -145,7 +148,8 @@ fn short_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Formats one line as Postfix's logger writes it, without the newline.
+/// Formats one line as Postfix's `maillog_file` logger writes it (day of
+/// month with two digits: `Dec 04`), without the newline.
 pub fn format_line(
     now: chrono::DateTime<chrono::Local>,
     host: &str,
@@ -155,7 +159,7 @@ pub fn format_line(
 ) -> String {
     format!(
         "{} {host} {tag}[{pid}]: {text}",
-        now.format("%b %e %H:%M:%S")
+        now.format("%b %d %H:%M:%S")
     )
 }
 
@@ -274,7 +278,7 @@ mod tests {
                 1234,
                 "connect from unknown[127.0.0.2]"
             ),
-            "Mar  5 09:07:03 mail postfix/smtpd[1234]: connect from unknown[127.0.0.2]"
+            "Mar 05 09:07:03 mail postfix/smtpd[1234]: connect from unknown[127.0.0.2]"
         );
         let t = chrono::Local
             .with_ymd_and_hms(2026, 11, 25, 23, 59, 59)

@@ -91,7 +91,7 @@ fn a_refused_setting_stops_check_and_start_with_file_line_and_parameter() {
         let out = inst.run("postfix", &[cmd]);
         assert_eq!(out.status.code(), Some(1), "postfix {cmd}");
         let want = format!(
-            "{}, line 10: smtpd_client_restrictions = reject: not implemented by postfix-rs",
+            "{}, line 11: smtpd_client_restrictions = reject: not implemented by postfix-rs",
             inst.etc.join("main.cf").display()
         );
         assert!(stderr(&out).contains(&want), "{}", stderr(&out));

@@ -325,7 +325,7 @@ fn start_with_broken_main_cf_names_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let want = format!(
-        "postfix: fatal: {}, line 10: missing '=' after attribute name: \"this is not a parameter\"",
+        "postfix: fatal: {}, line 11: missing '=' after attribute name: \"this is not a parameter\"",
         inst.etc.join("main.cf").display()
     );
     assert!(err.contains(&want), "{err}");
@@ -349,7 +349,7 @@ fn check_reports_missing_programs_and_bad_values() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("main.cf, line 10: bad numerical configuration: message_size_limit = 10MB"),
+        err.contains("main.cf, line 11: bad numerical configuration: message_size_limit = 10MB"),
         "{err}"
     );
 
@@ -439,4 +439,38 @@ fn stop_and_abort_leave_only_messages_in_the_queue() {
         );
         std::fs::remove_dir_all(m.home.join("openstack/Maildir")).unwrap();
     }
+}
+
+#[test]
+fn maillog_file_lines_are_postfix_3_7_postlogd_lines() {
+    let inst = Instance::new("alpha unix - - n - - fixture-service\n", "");
+    inst.postfix("start");
+    assert!(inst.wait_log("daemon started", Duration::from_secs(5)));
+    let log = inst.log_text();
+    let line = log.lines().find(|l| l.contains("daemon started")).unwrap();
+    // `Dec 04 05:49:05 mail postfix/master[N]: ...`: two-digit day, and
+    // myhostname's first label (mail.ywnds.com), whatever the machine's name.
+    let (stamp, rest) = line.split_at(15);
+    let b = stamp.as_bytes();
+    assert!(
+        b[3] == b' ' && b[4].is_ascii_digit() && b[5].is_ascii_digit(),
+        "{line}"
+    );
+    assert!(rest.starts_with(" mail postfix/master["), "{line}");
+}
+
+#[test]
+fn maillog_file_outside_its_prefixes_is_refused() {
+    let inst = Instance::new(
+        "alpha unix - - n - - fixture-service\n",
+        "maillog_file_prefixes = /var, /dev/stdout\n",
+    );
+    let out = inst.run("postfix", &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "maillog_file value '{}' does not match any prefix in maillog_file_prefixes",
+        inst.log.display()
+    );
+    assert!(err.contains(&want), "{err}");
 }

@@ -60,6 +60,7 @@ fn non_default_shows_only_main_cf_settings_and_values_can_be_expanded() {
             "config_directory",
             "daemon_directory",
             "maillog_file",
+            "maillog_file_prefixes",
             "mydestination",
             "mydomain",
             "myhostname",
@@ -105,7 +106,7 @@ fn unknown_and_unused_parameters_are_warnings() {
     let main_cf = inst.etc.join("main.cf");
     assert!(
         err.contains(&format!(
-            "postconf: warning: {}, line 10: unused parameter: frobnicate=yes",
+            "postconf: warning: {}, line 11: unused parameter: frobnicate=yes",
             main_cf.display()
         )),
         "{err}"
@@ -164,7 +165,7 @@ fn malformed_main_cf_is_fatal_with_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        format!("postconf: fatal: {}, line 12: missing '=' after attribute name: \"broken line here\"\n", inst.etc.join("main.cf").display())
+        format!("postconf: fatal: {}, line 13: missing '=' after attribute name: \"broken line here\"\n", inst.etc.join("main.cf").display())
     );
 }
 
