@@ -495,6 +495,9 @@ impl Config {
             }
         }
         for svc in services {
+            out.extend(service_refusal(svc, master_cf));
+        }
+        for svc in services {
             let overrides = svc.overrides();
             if overrides.is_empty() {
                 continue;
@@ -660,6 +663,33 @@ impl std::fmt::Display for Refusal {
             "{}: {} = {}: {}",
             self.place, self.name, self.value, self.reason
         )
+    }
+}
+
+/// A master.cf service postfix-rs cannot run as written: a Postfix program
+/// it does not implement, or the chroot column set (the service would run
+/// outside the jail the administrator asked for).
+fn service_refusal(svc: &Service, master_cf: &Path) -> Option<Refusal> {
+    let place = format!("{}, line {}", master_cf.display(), svc.line);
+    let spawned = mastercf::program(&svc.command) == mastercf::Program::Spawned;
+    if mastercf::program(&svc.command) == mastercf::Program::NotImplemented {
+        Some(Refusal {
+            place,
+            name: format!("service {}", svc.id()),
+            value: svc.command.clone(),
+            reason: "program not implemented by postfix-rs".to_owned(),
+            warning: false,
+        })
+    } else if svc.chroot && spawned {
+        Some(Refusal {
+            place,
+            name: format!("service {} chroot", svc.id()),
+            value: "y".to_owned(),
+            reason: "chroot not implemented by postfix-rs (set the column to n)".to_owned(),
+            warning: false,
+        })
+    } else {
+        None
     }
 }
 

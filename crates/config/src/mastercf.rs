@@ -160,6 +160,77 @@ fn yes_no(
     }
 }
 
+/// What postfix-rs does with a master.cf service, by its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Run from `daemon_directory`: postfix-rs's own daemons, and programs
+    /// Postfix does not know (an administrator's own).
+    Spawned,
+    /// A Postfix helper whose job another postfix-rs daemon does itself;
+    /// the line is accepted and nothing is started. The text names who.
+    DoneInside(&'static str),
+    /// A Postfix delivery agent postfix-rs does not have yet: nothing is
+    /// started, and mail routed to it waits in the queue (deferred, "mail
+    /// transport unavailable") rather than being lost.
+    Deferred,
+    /// A Postfix program postfix-rs does not implement: refused.
+    NotImplemented,
+}
+
+/// Postfix's helper programs that postfix-rs does inside its daemons.
+pub const DONE_INSIDE: &[(&str, &str)] = &[
+    (
+        "trivial-rewrite",
+        "address rewriting and resolution: in cleanup, smtpd and qmgr (pfx-address)",
+    ),
+    (
+        "proxymap",
+        "table lookups: each daemon reads its tables itself (pfx-maps)",
+    ),
+    (
+        "anvil",
+        "connection counting: in smtpd (smtpd_client_connection_count_limit)",
+    ),
+    ("scache", "connection caching: inside each smtp process"),
+    (
+        "verify",
+        "address verification: not offered (reject_unverified_* is refused)",
+    ),
+    ("tlsmgr", "TLS session caches and randomness: no TLS yet"),
+    ("postlogd", "maillog_file: each daemon writes it itself"),
+    (
+        "error",
+        "error: and retry: transports: qmgr answers them itself",
+    ),
+    ("discard", "discard: transport: qmgr answers it itself"),
+];
+
+/// Postfix's delivery agents postfix-rs does not have yet.
+pub const DEFERRED_AGENTS: &[&str] = &["lmtp", "virtual", "pipe"];
+
+/// Postfix's programs postfix-rs does not implement at all.
+pub const NOT_IMPLEMENTED: &[&str] = &[
+    "postscreen",
+    "tlsproxy",
+    "dnsblog",
+    "qmqpd",
+    "spawn",
+    "oqmgr",
+];
+
+/// What postfix-rs does with a service that runs `command`.
+pub fn program(command: &str) -> Program {
+    if let Some((_, who)) = DONE_INSIDE.iter().find(|(c, _)| *c == command) {
+        Program::DoneInside(who)
+    } else if DEFERRED_AGENTS.contains(&command) {
+        Program::Deferred
+    } else if NOT_IMPLEMENTED.contains(&command) {
+        Program::NotImplemented
+    } else {
+        Program::Spawned
+    }
+}
+
 fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
     let bad = |m: String| Error::syntax(path, line, &m);
     let words = split_args(text).map_err(bad)?;

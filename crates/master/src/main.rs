@@ -127,6 +127,7 @@ fn main() {
         Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
         Err(e) => fatal(e),
     }
+    let services = supervise::started(services);
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
     let pid_file = queue_dir
         .join(cfg.get("process_id_directory").unwrap_or_else(|e| fatal(e)))

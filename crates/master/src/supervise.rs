@@ -416,7 +416,7 @@ impl Supervisor {
             .and_then(|c| pfx_config::read_master_cf(&dir).map(|s| (c, s)))
             .and_then(|(c, s)| c.fail_closed(&s).map(|w| (c, s, w)));
         let (cfg, services, warnings) = match loaded {
-            Ok(x) => x,
+            Ok((c, s, w)) => (c, started(s), w),
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
                 return;
@@ -548,6 +548,18 @@ impl Supervisor {
         // Every cleanup is gone: no spare queue files stay behind.
         pfx_queue::reserve::remove_spares(&pfx_queue::Queue::new(&self.inst.queue_dir));
     }
+}
+
+/// The services master starts: not the lines whose Postfix helper's job
+/// postfix-rs does inside its daemons, nor those of the delivery agents it
+/// does not have yet (mail for them waits in the queue).
+pub(crate) fn started(services: Vec<Service>) -> Vec<Service> {
+    services
+        .into_iter()
+        .filter(|s| {
+            pfx_config::mastercf::program(&s.command) == pfx_config::mastercf::Program::Spawned
+        })
+        .collect()
 }
 
 /// Sends trigger bytes to a unix or fifo service, as master's wakeup and

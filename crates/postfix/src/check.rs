@@ -74,6 +74,9 @@ fn run(dir: &Path, cfg: &Config, dns: Dns) -> usize {
                 );
             }
         }
+        if pfx_config::mastercf::program(&svc.command) != pfx_config::mastercf::Program::Spawned {
+            continue;
+        }
         let program = Path::new(&daemon_dir).join(&svc.command);
         let executable =
             std::fs::metadata(&program).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);

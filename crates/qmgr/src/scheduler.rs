@@ -446,38 +446,32 @@ impl Scheduler {
             activated_us: micros(msg.activated),
         };
         // error:text bounces, retry:text defers, discard:text drops the
-        // mail (logged here, as sent): no agent involved.
+        // mail (logged here, as sent): no agent involved. The text may start
+        // with a status code, as with Postfix's error(8) and discard(8).
         if crate::route::is_builtin(&route.transport) {
             let n = req.recipients.len();
             let discard = route.transport == "discard";
+            let status = builtin_status(&route.transport, &route.nexthop);
             if discard {
-                let o = Outcome {
-                    status: "sent",
-                    dsn: "2.0.0",
-                    relay: "none",
-                    text: &route.nexthop,
-                };
                 for r in &req.recipients {
+                    // No text: the recipient's domain, as Postfix says.
+                    let domain = || pfx_address::split(&r.address).1.to_owned();
+                    let (dsn, text) = pfx_smtp_proto::dsn_split("2.0.0", &route.nexthop);
+                    let text = if text.is_empty() {
+                        domain()
+                    } else {
+                        text.to_owned()
+                    };
+                    let o = Outcome {
+                        status: "sent",
+                        dsn: &dsn,
+                        relay: "none",
+                        text: &text,
+                    };
                     let to = (r.address.as_str(), r.original.as_deref());
                     log_outcome(id, (msg.qf.arrival, msg.activated), to, &o);
                 }
             }
-            let status = if discard {
-                DeliveryStatus::Sent
-            } else if route.transport == "error" {
-                DeliveryStatus::Bounced {
-                    dsn: "5.0.0".into(),
-                    relay: "none".into(),
-                    reason: route.nexthop.clone(),
-                    final_recipient: None,
-                }
-            } else {
-                DeliveryStatus::Deferred {
-                    dsn: "4.0.0".into(),
-                    relay: "none".into(),
-                    reason: route.nexthop.clone(),
-                }
-            };
             let _ = self.tx.send(Event::Delivered {
                 id: id.to_owned(),
                 batch,
@@ -864,6 +858,42 @@ fn log_outcome(
         done: now,
     };
     info!("{id}: {}", delivery::line(to.0, to.1, t, o));
+}
+
+/// What `error:TEXT` and `retry:TEXT` answer: TEXT's status code when it
+/// has one of the right class (5 and 4), else 5.0.0 and 4.0.0; no text:
+/// `Address is undeliverable`.
+fn builtin_status(transport: &str, nexthop: &str) -> DeliveryStatus {
+    if transport == "discard" {
+        return DeliveryStatus::Sent;
+    }
+    let bounce = transport == "error";
+    let (default, class, who) = if bounce {
+        ("5.0.0", '5', "bounce_append")
+    } else {
+        ("4.0.0", '4', "defer_append")
+    };
+    let (mut dsn, text) = pfx_smtp_proto::dsn_split(default, nexthop);
+    if !dsn.starts_with(class) {
+        tracing::warn!("{who}: ignoring dsn code \"{dsn}\"");
+        dsn = default.to_owned();
+    }
+    let reason = if text.is_empty() {
+        "Address is undeliverable".to_owned()
+    } else {
+        text.to_owned()
+    };
+    let relay = "none".to_owned();
+    if bounce {
+        DeliveryStatus::Bounced {
+            dsn,
+            relay,
+            reason,
+            final_recipient: None,
+        }
+    } else {
+        DeliveryStatus::Deferred { dsn, relay, reason }
+    }
 }
 
 fn unavailable(reason: &str) -> DeliveryStatus {

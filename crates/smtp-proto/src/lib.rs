@@ -77,9 +77,47 @@ pub fn multiline(code: u16, lines: &[String]) -> Reply {
     Reply::plain(code, lines.join("\n"))
 }
 
+/// Splits text that may start with an enhanced status code (`5.1.1 User
+/// unknown`): the code, or `default` when the text does not start with a
+/// valid one (class 2, 4 or 5, then white space or the end), and the rest
+/// (Postfix's `dsn_split`, as error(8) and discard(8) read their next hop).
+pub fn dsn_split<'a>(default: &str, text: &'a str) -> (String, &'a str) {
+    let t = text.trim_start();
+    let end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (code, rest) = t.split_at(end);
+    let mut parts = code.split('.');
+    let valid = matches!(parts.next(), Some("2" | "4" | "5"))
+        && parts.clone().count() == 2
+        && parts.all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    if valid {
+        (code.to_owned(), rest.trim_start())
+    } else {
+        (default.to_owned(), t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dsn_split_as_postfix() {
+        assert_eq!(
+            dsn_split("5.0.0", "5.1.1 custom error text"),
+            ("5.1.1".into(), "custom error text")
+        );
+        assert_eq!(
+            dsn_split("5.0.0", "no code here"),
+            ("5.0.0".into(), "no code here")
+        );
+        assert_eq!(dsn_split("4.0.0", " 4.2.0"), ("4.2.0".into(), ""));
+        assert_eq!(dsn_split("5.0.0", "3.1.1 x"), ("5.0.0".into(), "3.1.1 x"));
+        assert_eq!(dsn_split("5.0.0", "5.1.1x y"), ("5.0.0".into(), "5.1.1x y"));
+        assert_eq!(
+            dsn_split("5.0.0", "5.1234.1 y"),
+            ("5.0.0".into(), "5.1234.1 y")
+        );
+    }
 
     #[test]
     fn replies_format_like_postfix() {

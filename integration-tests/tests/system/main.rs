@@ -3,6 +3,7 @@
 //! mail log and /proc.
 
 mod crash;
+mod debianstock;
 mod failclosed;
 mod lifecycle;
 mod mailpath;
