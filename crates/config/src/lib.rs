@@ -840,7 +840,7 @@ mod tests {
 
     #[test]
     fn master_cf_overrides_are_checked_with_master_cf_line() {
-        let master = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_client_restrictions=$mua_client_restrictions\n";
+        let master = "smtp inet n - n - - smtpd\nsubmission inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_client_restrictions=$mua_client_restrictions\n";
         let r = refusals(
             &format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\n"),
             master,

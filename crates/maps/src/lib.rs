@@ -1,8 +1,9 @@
 //! Lookup tables, named as Postfix names them (`type:name`).
 //!
-//! - `hash:/etc/aliases`: the indexed database `/etc/aliases.db` that
-//!   `postalias`/`newaliases` build ([`db`]); read into memory once and
-//!   re-read when the file changes, never the text file per delivery.
+//! - `hash:`, `btree:`, `lmdb:`, `cdb:` (`hash:/etc/aliases`): the indexed
+//!   file that `postalias`/`newaliases`/`postmap` build, in Postfix's own
+//!   formats ([`indexed`]); kept open and reopened when it is rebuilt,
+//!   never the text file per delivery.
 //! - `texthash:/path`: the text file itself, read once.
 //! - `unix:passwd.byname` (also behind `proxy:`): the password database, or
 //!   the passwd-format file named by `local_passwd_file` ([`passwd`]).
@@ -13,13 +14,13 @@
 //! [`aliases`] parses the aliases(5) text format.
 
 pub mod aliases;
-pub mod db;
+pub mod indexed;
 pub mod passwd;
 pub mod table;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 /// The text format behind a table: aliases(5) (`name: value`) or
 /// postmap's (`key value`).
@@ -32,13 +33,15 @@ pub enum Format {
 /// One configured table.
 #[derive(Debug)]
 pub enum Map {
-    /// An indexed database, reloaded when its mtime changes.
-    Hash {
-        db: PathBuf,
-        cache: Mutex<Option<(SystemTime, db::Db)>>,
+    /// An indexed file, opened at the first lookup and reopened when it
+    /// was rebuilt.
+    Indexed {
+        kind: indexed::Kind,
+        source: PathBuf,
+        reader: Mutex<Option<indexed::Reader>>,
     },
     /// A text table read once.
-    TextHash(db::Db),
+    TextHash(HashMap<String, String>),
     /// The password database (or `local_passwd_file`).
     Passwd(passwd::Passwd),
     /// A NIS map on a machine with no NIS domain: never matches.
@@ -58,9 +61,13 @@ impl Map {
             .split_once(':')
             .ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
         match kind {
-            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Hash {
-                db: db_path(Path::new(name)),
-                cache: Mutex::new(None),
+            "hash" | "btree" if !indexed::bdb::AVAILABLE => Err(format!(
+                "table \"{spec}\": Berkeley DB support was not built into postfix-rs (install libdb5.3-dev and rebuild)"
+            )),
+            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Indexed {
+                kind: indexed::Kind::parse(kind).unwrap_or(indexed::Kind::Hash),
+                source: PathBuf::from(name),
+                reader: Mutex::new(None),
             }),
             "texthash" => {
                 let entries = match format {
@@ -69,7 +76,7 @@ impl Map {
                 };
                 Ok(Self::TextHash(
                     entries
-                        .map(|e| db::Db::from_entries(&e))
+                        .map(|e| e.into_iter().rev().collect())
                         .map_err(|e| e.to_string())?,
                 ))
             }
@@ -88,22 +95,24 @@ impl Map {
     pub fn lookup(&self, key: &str) -> Result<Option<String>, String> {
         let key = key.to_ascii_lowercase();
         match self {
-            Self::Hash { db, cache } => {
-                let mtime = std::fs::metadata(db)
-                    .and_then(|m| m.modified())
-                    .map_err(|e| format!("{}: {e}", db.display()))?;
-                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.as_ref().is_none_or(|(t, _)| *t != mtime) {
-                    *cache = Some((
-                        mtime,
-                        db::Db::open(db).map_err(|e| format!("{}: {e}", db.display()))?,
-                    ));
+            Self::Indexed {
+                kind,
+                source,
+                reader,
+            } => {
+                let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+                if reader.as_ref().is_none_or(|r| r.changed()) {
+                    *reader = None;
+                    *reader = Some(
+                        indexed::Reader::open(*kind, source)
+                            .map_err(|e| format!("{}: {e}", kind.file(source).display()))?,
+                    );
                 }
-                Ok(cache
-                    .as_ref()
-                    .and_then(|(_, d)| d.get(&key).map(str::to_owned)))
+                let r = reader.as_mut().expect("opened above");
+                r.get(&key)
+                    .map_err(|e| format!("{}: {e}", kind.file(source).display()))
             }
-            Self::TextHash(d) => Ok(d.get(&key).map(str::to_owned)),
+            Self::TextHash(d) => Ok(d.get(&key).cloned()),
             Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
             Self::NoNis => Ok(None),
         }
@@ -115,13 +124,6 @@ fn nis_domain() -> Option<String> {
     let d = std::fs::read_to_string("/proc/sys/kernel/domainname").ok()?;
     let d = d.trim();
     (!d.is_empty() && d != "(none)").then(|| d.to_owned())
-}
-
-/// The database file for a `hash:` table's source name.
-pub fn db_path(source: &Path) -> PathBuf {
-    let mut s = source.as_os_str().to_owned();
-    s.push(".db");
-    PathBuf::from(s)
 }
 
 /// A list of tables, searched in order (`alias_maps`, `local_recipient_maps`).

@@ -7,6 +7,7 @@ mod debianstock;
 mod failclosed;
 mod lifecycle;
 mod mailpath;
+mod maps;
 mod named;
 mod postconf;
 mod privileges;

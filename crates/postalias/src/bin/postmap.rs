@@ -1,5 +1,6 @@
-//! postmap(1): builds `FILE.db` from a `key value` table (transport(5)...),
-//! or queries it with `-q KEY`.
+//! postmap(1): builds the table of a `key value` file (transport(5)...)
+//! in Postfix's formats (`hash:`, `btree:`, `lmdb:`, `cdb:`), or queries it
+//! with `-q KEY`, or prints it with `-s`.
 
 fn main() {
     postalias::main_as(pfx_maps::Format::Postmap)
