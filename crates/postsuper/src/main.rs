@@ -286,16 +286,10 @@ fn structure(queue: &Queue) {
         .iter()
         .flat_map(|&q| queue.list(q).unwrap_or_default())
         .collect();
-    for log in [Log::Defer, Log::Bounce] {
-        let dir = statuslog::path(queue.root(), log, "x");
-        let Some(dir) = dir.parent() else { continue };
-        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let id = f.file_name().to_string_lossy().into_owned();
+    for (log, name) in [(Log::Defer, "defer"), (Log::Bounce, "bounce")] {
+        for id in statuslog::list(queue.root(), log) {
             if pfx_queue::is_queue_id(&id) && !present.contains(&id) {
-                warn!(
-                    "{id}: removing orphaned {} log",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                );
+                warn!("{id}: removing orphaned {name} log");
                 statuslog::remove(queue.root(), log, &id);
             }
         }

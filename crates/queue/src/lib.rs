@@ -1,8 +1,10 @@
 //! The mail queue on disk.
 //!
 //! - [`layout`]: the queue directories with Postfix's owners and modes.
-//! - [`file`]: the queue file format (documented in docs/QUEUE-FORMAT.md):
-//!   writing with fsync and the readiness bit, reading, marking recipients done.
+//! - [`file`]: the queue file, in Postfix's format (documented in
+//!   docs/QUEUE-FORMAT.md): writing with fsync and the readiness bit,
+//!   reading Postfix's files and postfix-rs's, marking recipients done.
+//! - [`record`]: Postfix's record framing and record types.
 //! - [`Queue`]: naming, listing and moving queue files between queues.
 //! - [`statuslog`]: the per-message `bounce/ID` and `defer/ID` logs.
 //! - [`recycle`]: reusing finished queue files instead of creating new ones.
@@ -10,6 +12,8 @@
 
 pub mod file;
 pub mod layout;
+mod legacy;
+pub mod record;
 pub mod recycle;
 pub mod reserve;
 pub mod statuslog;

@@ -1,12 +1,19 @@
-//! Per-message delivery status logs: `bounce/ID` (permanent failures, for
-//! the non-delivery notice) and `defer/ID` (the latest reason each deferred
-//! recipient waits, for `postqueue -p` and delay notices).
+//! Per-message delivery status logs, in Postfix's format so that either
+//! system reads the other's: `bounce/ID` (permanent failures, for the
+//! non-delivery notice) and `defer/X/ID` (the latest reason each deferred
+//! recipient waits, for `postqueue -p`; hashed by the ID's first character
+//! as Postfix's `hash_queue_names` has it).
 //!
-//! One line per recipient: fields separated by tabs, with `\\`, `\t` and
-//! `\n` escaped. A later line for the same recipient replaces an earlier one.
+//! Each entry is a block of `name=value` lines between empty lines,
+//! preceded (Postfix's `backwards_bounce_logfile_compatibility`) by the old
+//! `<recipient>: reason` line: `recipient=`, `original_recipient=` (when it
+//! differs), `status=`, `action=` (`delayed` or `failed`), `mta_type=dns`
+//! and `mta_mname=` (the remote host, when there is one), `reason=`. A
+//! reader takes the last entry for each recipient, ignores names it does
+//! not know, and accepts the old one-line form.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What happened to one recipient.
@@ -35,38 +42,47 @@ impl Log {
             Self::Defer => "defer",
         }
     }
+
+    fn action(self) -> &'static str {
+        match self {
+            Self::Bounce => "failed",
+            Self::Defer => "delayed",
+        }
+    }
 }
 
 /// Path of a message's log.
 pub fn path(queue_dir: &Path, log: Log, id: &str) -> PathBuf {
-    queue_dir.join(log.dir()).join(id)
+    let dir = queue_dir.join(log.dir());
+    match (log, id.chars().next()) {
+        (Log::Defer, Some(c)) => dir.join(c.to_string()).join(id),
+        _ => dir.join(id),
+    }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some('t') => out.push('\t'),
-                Some('n') => out.push('\n'),
-                Some(o) => out.push(o),
-                None => {}
+/// The IDs that have a log of this kind.
+pub fn list(queue_dir: &Path, log: Log) -> Vec<String> {
+    let dir = queue_dir.join(log.dir());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) && name.len() == 1 {
+            for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                out.push(f.file_name().to_string_lossy().into_owned());
             }
         } else {
-            out.push(c);
+            out.push(name);
         }
     }
     out
 }
 
-/// Appends records; with `durable`, fsyncs before returning (bounce records
+/// One line's value: Postfix's readers take a line per field.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Appends entries; with `durable`, fsyncs before returning (bounce records
 /// must exist before the recipient is marked done).
 pub fn append(
     queue_dir: &Path,
@@ -77,20 +93,37 @@ pub fn append(
 ) -> std::io::Result<()> {
     let mut text = String::new();
     for s in records {
-        text.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\n",
-            escape(&s.recipient),
-            escape(s.original.as_deref().unwrap_or("")),
-            escape(&s.dsn),
-            escape(&s.relay),
-            escape(&s.reason)
-        ));
+        let reason = one_line(&s.reason);
+        let rcpt = one_line(&s.recipient);
+        text.push_str(&format!("\n<{rcpt}>: {reason}\nrecipient={rcpt}\n"));
+        if let Some(o) = s
+            .original
+            .as_deref()
+            .filter(|o| !o.eq_ignore_ascii_case(&s.recipient))
+        {
+            text.push_str(&format!("original_recipient={}\n", one_line(o)));
+        }
+        text.push_str(&format!("status={}\naction={}\n", s.dsn, log.action()));
+        if !matches!(s.relay.as_str(), "" | "none" | "local") {
+            text.push_str(&format!("mta_type=dns\nmta_mname={}\n", one_line(&s.relay)));
+        }
+        text.push_str(&format!("reason={reason}\n\n"));
+    }
+    let p = path(queue_dir, log, id);
+    if let Some(dir) = p.parent() {
+        // A hash subdirectory is made on first use, as Postfix does.
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) })?;
+        }
     }
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(path(queue_dir, log, id))?;
+        .open(&p)?;
     f.write_all(text.as_bytes())?;
     if durable {
         f.sync_data()?;
@@ -98,72 +131,178 @@ pub fn append(
     Ok(())
 }
 
-/// Reads a log; the last record for each recipient wins. Missing log: empty.
+/// Reads a log; the last entry for each recipient wins. Missing log: empty.
 pub fn read(queue_dir: &Path, log: Log, id: &str) -> std::io::Result<Vec<Status>> {
     let text = match std::fs::read_to_string(path(queue_dir, log, id)) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e),
     };
-    let mut out: Vec<Status> = Vec::new();
-    for line in text.lines() {
-        let f: Vec<String> = line.split('\t').map(unescape).collect();
-        let [recipient, original, dsn, relay, reason] =
-            <[String; 5]>::try_from(f).unwrap_or_default();
-        if recipient.is_empty() {
-            continue;
-        }
-        out.retain(|s| s.recipient != recipient);
-        out.push(Status {
-            recipient,
-            original: (!original.is_empty()).then_some(original),
-            dsn,
-            relay,
-            reason,
-        });
-    }
-    Ok(out)
+    Ok(parse(&text))
 }
 
-/// Removes a message's log (missing is fine).
+fn parse(text: &str) -> Vec<Status> {
+    let mut out: Vec<Status> = Vec::new();
+    let mut push = |s: Status| {
+        if !s.recipient.is_empty() {
+            out.retain(|o| o.recipient != s.recipient);
+            out.push(s);
+        }
+    };
+    let empty = || Status {
+        recipient: String::new(),
+        original: None,
+        dsn: String::new(),
+        relay: "none".into(),
+        reason: String::new(),
+    };
+    let mut cur = empty();
+    // An entry with name=value lines; the old one-line form alone counts
+    // only when no such lines follow it.
+    let mut old: Option<Status> = None;
+    let mut named = false;
+    for line in text.lines().chain([""]) {
+        if line.is_empty() {
+            if named {
+                push(std::mem::replace(&mut cur, empty()));
+            } else if let Some(o) = old.take() {
+                push(o);
+            }
+            old = None;
+            named = false;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('<') {
+            if let Some((rcpt, reason)) = rest.split_once(">: ") {
+                old = Some(Status {
+                    recipient: rcpt.to_owned(),
+                    reason: reason.to_owned(),
+                    ..empty()
+                });
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        named = true;
+        let value = value.trim().to_owned();
+        match name.trim() {
+            "recipient" => cur.recipient = value,
+            "original_recipient" => cur.original = Some(value),
+            "status" => cur.dsn = value,
+            "mta_mname" => cur.relay = value,
+            "reason" => cur.reason = value,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Removes a message's log (missing is fine), and a defer log left
+/// outside its hash directory.
 pub fn remove(queue_dir: &Path, log: Log, id: &str) {
     let _ = std::fs::remove_file(path(queue_dir, log, id));
+    if log == Log::Defer {
+        let _ = std::fs::remove_file(queue_dir.join(log.dir()).join(id));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip_with_odd_characters_and_last_wins() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("defer")).unwrap();
-        let s = |r: &str, reason: &str| Status {
+    fn s(r: &str, reason: &str) -> Status {
+        Status {
             recipient: r.into(),
             original: None,
             dsn: "4.4.1".into(),
             relay: "none".into(),
             reason: reason.into(),
-        };
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_the_last_for_a_recipient_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("defer")).unwrap();
         append(
             tmp.path(),
             Log::Defer,
             "ABC123",
-            &[s("a@x", "first\ttab\\slash"), s("b@x", "line\nbreak")],
+            &[s("a@x", "first"), s("b@x", "line\nbreak")],
             false,
         )
         .unwrap();
+        let mut remote = s("a@x", "second");
+        remote.relay = "mx.example[192.0.2.1]".into();
+        remote.original = Some("alias@x".into());
+        append(tmp.path(), Log::Defer, "ABC123", &[remote.clone()], true).unwrap();
+        assert!(
+            tmp.path().join("defer/A/ABC123").exists(),
+            "hashed as Postfix"
+        );
+        let got = read(tmp.path(), Log::Defer, "ABC123").unwrap();
+        assert_eq!(got, [s("b@x", "line break"), remote]);
+        assert_eq!(list(tmp.path(), Log::Defer), ["ABC123"]);
+        remove(tmp.path(), Log::Defer, "ABC123");
+        assert!(read(tmp.path(), Log::Defer, "ABC123").unwrap().is_empty());
+    }
+
+    #[test]
+    fn postfix_3_7_logs_read() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postfix-3.7");
+        let text = std::fs::read_to_string(dir.join("defer-log.00C239942B3")).unwrap();
+        let got = parse(&text);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].recipient, "z@remote.test");
+        assert_eq!(got[0].dsn, "4.4.1");
+        assert!(got[0]
+            .reason
+            .starts_with("delivery temporarily suspended: connect to 127.0.0.1"));
+        let text = std::fs::read_to_string(dir.join("defer-log.EE8A9994406")).unwrap();
+        assert_eq!(parse(&text).len(), 25);
+        let text = std::fs::read_to_string(dir.join("bounce-log.00C239942B3")).unwrap();
+        let got = parse(&text);
+        assert_eq!(
+            (
+                got[0].recipient.as_str(),
+                got[0].dsn.as_str(),
+                got[0].reason.as_str()
+            ),
+            ("nobody@bounce.test", "5.1.1", "test bounce")
+        );
+        // The old one-line form alone.
+        assert_eq!(
+            parse("\n<a@x>: gone\n\n"),
+            [Status {
+                reason: "gone".into(),
+                ..s("a@x", "")
+            }]
+            .map(|mut x| {
+                x.dsn = String::new();
+                x
+            })
+        );
+    }
+
+    #[test]
+    fn what_postfix_rs_writes_is_what_postfix_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("bounce")).unwrap();
         append(
             tmp.path(),
-            Log::Defer,
+            Log::Bounce,
             "ABC123",
-            &[s("a@x", "second")],
+            &[Status {
+                dsn: "5.1.1".into(),
+                ..s("nobody@bounce.test", "test bounce")
+            }],
             true,
         )
         .unwrap();
-        let got = read(tmp.path(), Log::Defer, "ABC123").unwrap();
-        assert_eq!(got, [s("b@x", "line\nbreak"), s("a@x", "second")]);
-        remove(tmp.path(), Log::Defer, "ABC123");
-        assert!(read(tmp.path(), Log::Defer, "ABC123").unwrap().is_empty());
+        let ours = std::fs::read_to_string(tmp.path().join("bounce/ABC123")).unwrap();
+        // Postfix's own entry, but for the offset and DSN ORCPT fields.
+        assert_eq!(ours, "\n<nobody@bounce.test>: test bounce\nrecipient=nobody@bounce.test\nstatus=5.1.1\naction=failed\nreason=test bounce\n\n");
     }
 }
