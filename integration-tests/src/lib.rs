@@ -7,6 +7,8 @@
 //! and /proc, as an administrator would. Binaries come from the cargo target
 //! directory: run `cargo build --workspace --bins` first (scripts/test does).
 
+pub mod debian;
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

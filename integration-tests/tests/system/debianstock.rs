@@ -7,33 +7,9 @@ use std::time::Duration;
 
 use testkit::{Instance, MailInstance, Smtp};
 
-/// Debian's master.cf as shipped, with the chroot column off (chroot is
-/// refused until it is implemented) and the smtp service on a test port.
-fn debian_master_cf(port: u16) -> String {
-    let stock = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
-        .expect("Debian's postfix is installed by scripts/setup");
-    let mut out = String::new();
-    for line in stock.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let entry = !line.starts_with([' ', '\t', '#']) && cols.len() >= 8;
-        if entry && cols[0] == "smtp" && cols[1] == "inet" {
-            out.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
-        } else if entry {
-            let mut cols = cols;
-            cols[4] = "n";
-            out.push_str(&cols.join(" "));
-            out.push('\n');
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 fn stock_instance(extra_main_cf: &str) -> MailInstance {
     let m = Instance::mail(extra_main_cf);
-    m.write_master_cf(&debian_master_cf(m.port));
+    m.write_master_cf(&testkit::debian::master_cf(m.port));
     m
 }
 

@@ -11,5 +11,6 @@ mod maps;
 mod named;
 mod postconf;
 mod privileges;
+mod queueinterop;
 mod queuetools;
 mod relay;

@@ -1,0 +1,148 @@
+//! Switching between Debian's Postfix and postfix-rs on one queue: what
+//! either left deferred or held, the other lists and delivers, each
+//! message exactly once.
+
+use std::time::Duration;
+
+use testkit::fake_mx::{FakeMx, Script};
+use testkit::{wait_for, Instance, Smtp};
+
+fn deferring() -> Script {
+    Script {
+        rcpt_default: "451 4.3.0 try again later".into(),
+        ..Script::default()
+    }
+}
+
+/// Message IDs (`Subject: N`) the fake MX accepted, sorted.
+fn accepted(mx: &FakeMx) -> Vec<String> {
+    let mut v: Vec<String> = mx
+        .accepted()
+        .iter()
+        .filter_map(|a| {
+            String::from_utf8_lossy(&a.data)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn send(port: u16, subjects: &[&str]) {
+    let (mut c, _) = Smtp::connect(port);
+    c.cmd("EHLO client.example");
+    for s in subjects {
+        let msg = format!("Subject: {s}\r\n\r\nbody of {s}");
+        let r = c.mail("sender@ywnds.com", &["user@remote.example"], msg.as_bytes());
+        assert!(r.starts_with("250"), "{r}");
+    }
+    c.cmd("QUIT");
+}
+
+#[test]
+fn a_queue_goes_from_postfix_to_postfix_rs_and_back_without_loss() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Debian's Postfix runs as root.
+    }
+    let mx = FakeMx::start("127.0.0.1", deferring());
+    let relay = format!("relayhost = [127.0.0.1]:{}\n", mx.port);
+    let m = Instance::mail(&relay);
+    m.add_smtp();
+    let debian = testkit::debian::Postfix::new(Some(&m.queue), &relay);
+
+    // Debian's Postfix defers three, one of them is held.
+    debian.start();
+    send(debian.port, &["p1", "p2", "p3"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || debian
+            .mailq()
+            .matches("try again later")
+            .count()
+            == 3),
+        "{}",
+        debian.mailq()
+    );
+    let held = debian
+        .mailq()
+        .lines()
+        .find(|l| l.contains("sender@ywnds.com"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .trim_end_matches(['*', '!'])
+        .to_owned();
+    assert!(debian.run("postsuper", &["-h", &held]).status.success());
+    debian.stop();
+
+    // postfix-rs takes the queue over: it lists them, reasons included.
+    m.start();
+    let q = m.run("postqueue", &["-p"]);
+    let listing = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert_eq!(
+        listing.matches("user@remote.example").count(),
+        3,
+        "{listing}"
+    );
+    assert!(listing.contains(&format!("{held}!")), "{listing}");
+    assert!(listing.contains("try again later"), "{listing}");
+    // The remote end comes back: the two not held go out, the held one
+    // after its release.
+    mx.set(Script::default());
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || accepted(&mx).len() == 2),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.run("postsuper", &["-H", &held]).status.success());
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || accepted(&mx).len() == 3),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(accepted(&mx), ["p1", "p2", "p3"]);
+    assert_eq!(m.queue_files("corrupt"), Vec::<String>::new());
+
+    // postfix-rs defers two of its own; Debian's Postfix takes them back.
+    mx.set(deferring());
+    send(m.port, &["r1", "r2"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 2),
+        "{}",
+        m.log_text()
+    );
+    m.postfix("stop");
+    assert!(wait_for(Duration::from_secs(10), || m
+        .master_pid()
+        .is_none()));
+    debian.start();
+    let listing = debian.mailq();
+    assert_eq!(
+        listing.matches("user@remote.example").count(),
+        2,
+        "{listing}"
+    );
+    assert!(listing.contains("try again later"), "{listing}");
+    mx.set(Script::default());
+    assert!(debian.run("postqueue", &["-f"]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || accepted(&mx).len() == 5),
+        "{}",
+        debian.log_text()
+    );
+    assert_eq!(accepted(&mx), ["p1", "p2", "p3", "r1", "r2"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || debian
+            .mailq()
+            .contains("Mail queue is empty")),
+        "{}",
+        debian.mailq()
+    );
+    debian.stop();
+    assert_eq!(
+        std::fs::read_dir(m.queue.join("corrupt")).unwrap().count(),
+        0
+    );
+}
