@@ -23,7 +23,7 @@
 //! docs/QUEUE-FORMAT.md.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +35,8 @@ use crate::{Error, Queue, QueueName};
 /// Record types, for code that marks or inspects records.
 pub use crate::record::kind as rec;
 
+/// How much a writer collects before writing it out.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Width of each number in the `C` record (Postfix's `%15ld`).
 const SIZE_FIELD: usize = 15;
 /// The readiness bit: a complete queue file is 0700, an incomplete one 0600.
@@ -84,7 +86,10 @@ pub struct Envelope {
 pub struct Writer {
     id: String,
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    /// Records not yet written; checksummed as they are written, in large
+    /// pieces (a line is a record: small updates would cost more).
+    buf: Vec<u8>,
     pos: u64,
     /// Offset of the first content record (after `M`).
     content_start: u64,
@@ -262,7 +267,8 @@ impl Writer {
         let mut w = Self {
             id,
             path,
-            out: BufWriter::with_capacity(64 * 1024, file),
+            file,
+            buf: Vec::with_capacity(WRITE_BUFFER),
             pos: 0,
             content_start: 0,
             content_len: 0,
@@ -275,7 +281,7 @@ impl Writer {
         };
         // The size record is filled in by finish, and is not checksummed.
         let size = size_record(&Sizes::default(), 0);
-        w.out.write_all(&size)?;
+        w.file.write_all(&size)?;
         w.pos = size.len() as u64;
         let t = arrival.duration_since(UNIX_EPOCH).unwrap_or_default();
         w.put(
@@ -296,12 +302,20 @@ impl Writer {
     }
 
     fn put(&mut self, kind: u8, data: &[u8]) -> std::io::Result<()> {
-        let head = record::head(kind, data.len());
-        self.out.write_all(&head)?;
-        self.out.write_all(data)?;
-        self.crc.update(&head);
-        self.crc.update(data);
-        self.pos += (head.len() + data.len()) as u64;
+        let (head, n) = record::head_bytes(kind, data.len());
+        self.buf.extend_from_slice(&head[..n]);
+        self.buf.extend_from_slice(data);
+        self.pos += (n + data.len()) as u64;
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        self.crc.update(&self.buf);
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
         Ok(())
     }
 
@@ -388,7 +402,7 @@ impl Writer {
         let data_size = self.pos - self.content_start;
         self.put(kind::XTRA, b"")?;
         self.put(kind::END, b"")?;
-        self.out.flush()?;
+        self.flush_buf()?;
         let crc = std::mem::take(&mut self.crc).finalize();
         let sizes = Sizes {
             data_size,
@@ -396,7 +410,7 @@ impl Writer {
             recipients: self.recipients,
             content_len: data_size,
         };
-        let file = self.out.get_mut();
+        let file = &mut self.file;
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&size_record(&sizes, crc))?;
         // The bit before the one fsync: a crash inside it can leave the bit
@@ -870,25 +884,25 @@ struct Content {
     done: bool,
 }
 
-impl Read for Content {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl Content {
+    /// Decodes the next record into `pending`; false at the end of the content.
+    fn refill(&mut self) -> std::io::Result<bool> {
         let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-        while self.taken == self.pending.len() && !self.done {
-            self.pending.clear();
+        while !self.done {
             self.taken = 0;
-            let (_, k, data) = self
+            let (_, k) = self
                 .records
-                .next(MAX_CONTENT_RECORD)
+                .next_into(MAX_CONTENT_RECORD, &mut self.pending)
                 .map_err(|e| bad(e.to_string()))?
                 .ok_or_else(|| bad("unexpected end of file in message content".into()))?;
             match k {
                 kind::NORM => {
-                    self.pending = data;
                     self.pending.push(b'\n');
+                    return Ok(true);
                 }
-                kind::CONT => self.pending = data,
-                kind::DTXT => {}
-                kind::PTR => match record::pointer(&data) {
+                kind::CONT if !self.pending.is_empty() => return Ok(true),
+                kind::CONT | kind::DTXT => {}
+                kind::PTR => match record::pointer(&self.pending) {
                     Some(0) => {}
                     Some(to) if self.jumps < MAX_JUMPS => {
                         self.jumps += 1;
@@ -905,9 +919,25 @@ impl Read for Content {
                 }
             }
         }
-        let n = buf.len().min(self.pending.len() - self.taken);
-        buf[..n].copy_from_slice(&self.pending[self.taken..self.taken + n]);
-        self.taken += n;
+        self.pending.clear();
+        Ok(false)
+    }
+}
+
+impl Read for Content {
+    /// Fills `buf` with as many lines as fit: callers copy with few, large
+    /// writes.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            if self.taken == self.pending.len() && !self.refill()? {
+                break;
+            }
+            let k = (buf.len() - n).min(self.pending.len() - self.taken);
+            buf[n..n + k].copy_from_slice(&self.pending[self.taken..self.taken + k]);
+            self.taken += k;
+            n += k;
+        }
         Ok(n)
     }
 }

@@ -71,17 +71,25 @@ pub const LINE_LIMIT: usize = 2048;
 
 /// A record's type byte and length bytes.
 pub fn head(kind: u8, data_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6);
-    out.push(kind);
+    let (buf, n) = head_bytes(kind, data_len);
+    buf[..n].to_vec()
+}
+
+/// [`head`] without an allocation: the bytes and how many there are.
+pub(crate) fn head_bytes(kind: u8, data_len: usize) -> ([u8; 6], usize) {
+    let mut out = [0u8; 6];
+    out[0] = kind;
+    let mut n = 1;
     let mut len = data_len;
     loop {
         let byte = (len & 0x7f) as u8;
         len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            return out;
+        if len == 0 || n == 5 {
+            out[n] = byte;
+            return (out, n + 1);
         }
-        out.push(byte | 0x80);
+        out[n] = byte | 0x80;
+        n += 1;
     }
 }
 
@@ -125,8 +133,9 @@ impl Reader {
         self.pos = pos;
     }
 
-    /// `n` bytes at the current position, fewer only at the end of the file.
-    fn take(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+    /// Makes at least `n` bytes from the current position available in
+    /// the buffer (fewer only at the end of the file); returns how many are.
+    fn fill(&mut self, n: usize) -> std::io::Result<usize> {
         let end = self.buf_at + self.buf.len() as u64;
         if self.pos < self.buf_at || self.pos + n as u64 > end {
             let want = n.max(64 * 1024);
@@ -144,36 +153,49 @@ impl Reader {
             self.buf.truncate(got);
             self.buf_at = self.pos;
         }
-        let from = (self.pos - self.buf_at) as usize;
-        let to = (from + n).min(self.buf.len());
-        self.pos += (to - from) as u64;
-        Ok(self.buf[from..to].to_vec())
+        Ok(self.buf.len() - (self.pos - self.buf_at) as usize)
     }
 
     /// The next record as (offset, type, payload); `None` at a clean end
     /// of file. A payload over `limit` bytes, or a record cut short, is
     /// [`Error::Corrupt`].
     pub(crate) fn next(&mut self, limit: usize) -> Result<Option<(u64, u8, Vec<u8>)>, Error> {
+        let mut data = Vec::new();
+        Ok(self
+            .next_into(limit, &mut data)?
+            .map(|(at, kind)| (at, kind, data)))
+    }
+
+    /// [`Reader::next`] into a buffer the caller reuses (replaced, not
+    /// appended to).
+    pub(crate) fn next_into(
+        &mut self,
+        limit: usize,
+        data: &mut Vec<u8>,
+    ) -> Result<Option<(u64, u8)>, Error> {
         let at = self.pos;
-        let kind = self.take(1)?;
-        let Some(&kind) = kind.first() else {
+        // A type byte and up to five length bytes.
+        let have = self.fill(6)?;
+        if have == 0 {
             return Ok(None);
-        };
+        }
+        let from = (self.pos - self.buf_at) as usize;
+        let head = &self.buf[from..from + have];
+        let kind = head[0];
         let mut len = 0usize;
-        let mut shift = 0;
+        let mut used = 1;
         loop {
-            let b = self.take(1)?;
-            let Some(&b) = b.first() else {
+            let Some(&b) = head.get(used) else {
                 return Err(Error::Corrupt(format!(
                     "unexpected EOF reading length at offset {at}"
                 )));
             };
-            len |= usize::from(b & 0x7f) << shift;
+            used += 1;
+            len |= usize::from(b & 0x7f) << (7 * (used - 2));
             if b & 0x80 == 0 {
                 break;
             }
-            shift += 7;
-            if shift >= 32 {
+            if used == 6 {
                 return Err(Error::Corrupt(format!(
                     "too many length bits at offset {at}"
                 )));
@@ -184,13 +206,17 @@ impl Reader {
                 "record of {len} bytes at offset {at} exceeds {limit}"
             )));
         }
-        let data = self.take(len)?;
-        if data.len() != len {
+        self.pos += used as u64;
+        if self.fill(len)? < len {
             return Err(Error::Corrupt(format!(
                 "unexpected EOF in record at offset {at}"
             )));
         }
-        Ok(Some((at, kind, data)))
+        let from = (self.pos - self.buf_at) as usize;
+        data.clear();
+        data.extend_from_slice(&self.buf[from..from + len]);
+        self.pos += len as u64;
+        Ok(Some((at, kind)))
     }
 }
 

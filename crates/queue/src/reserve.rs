@@ -188,23 +188,18 @@ impl Reserve {
 }
 
 /// At shutdown, once every cleanup is gone: removes the reserved files no
-/// one holds from `incoming/` and the files waiting in `recycle/`, so the
-/// queue holds only messages when the system is down (what Postfix finds
-/// if it takes the queue over). The next cleanup starts with an empty pool.
+/// one holds from `incoming/`, so the queue directories Postfix reads hold
+/// only messages when the system is down. (`recycle/`, postfix-rs's own
+/// pool, is kept for the next start: Postfix never looks at it, and an
+/// empty pool would cost every message an inode allocation until it
+/// refills. The package's removal, switching back to Postfix, deletes it.)
 pub fn remove_spares(queue: &Queue) {
+    let incoming = queue.root().join(QueueName::Incoming.as_str());
     let reserve = Reserve::new(queue.clone());
-    for r in reserve.orphans(&queue.root().join(QueueName::Incoming.as_str())) {
+    for r in reserve.orphans(&incoming) {
         let _ = std::fs::remove_file(&r.path);
     }
-    let pool = queue.root().join("recycle");
-    if let Ok(entries) = std::fs::read_dir(&pool) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    for dir in [QueueName::Incoming.as_str(), "recycle"] {
-        let _ = pfx_sys::fs::fsync_dir(&queue.root().join(dir));
-    }
+    let _ = pfx_sys::fs::fsync_dir(&incoming);
 }
 
 #[cfg(test)]
@@ -262,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn spares_are_removed_at_shutdown_but_messages_and_held_files_stay() {
+    fn reserved_files_go_at_shutdown_but_messages_held_files_and_the_pool_stay() {
         let (_tmp, q) = queue();
         let held = Reserve::new(q.clone());
         held.refill().unwrap();
@@ -280,7 +275,7 @@ mod tests {
         let still_reserved = held.ready.lock().unwrap().len();
         assert_eq!(left.len(), still_reserved + 1, "{left:?}");
         assert!(message.exists());
-        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 1);
     }
 
     #[test]
