@@ -20,9 +20,9 @@ pub struct Postfix {
     pub port: u16,
 }
 
-/// Debian's master.cf with the chroot column off (the test runs it outside
-/// any prepared jail) and smtpd on `port`.
-pub fn master_cf(port: u16) -> String {
+/// Debian's master.cf with smtpd on `port`; the chroot column as Debian
+/// has it only when `chroot` (a chroot needs root), else off.
+pub fn master_cf(port: u16, chroot: bool) -> String {
     let stock = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
         .expect("Debian's postfix is installed by scripts/setup");
     let mut out = String::new();
@@ -30,10 +30,13 @@ pub fn master_cf(port: u16) -> String {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let entry = !line.starts_with([' ', '\t', '#']) && cols.len() >= 8;
         if entry && cols[0] == "smtp" && cols[1] == "inet" {
-            out.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+            let chroot = if chroot { cols[4] } else { "n" };
+            out.push_str(&format!("127.0.0.1:{port} inet n - {chroot} - - smtpd\n"));
         } else if entry {
             let mut cols = cols;
-            cols[4] = "n";
+            if !chroot {
+                cols[4] = "n";
+            }
             out.push_str(&cols.join(" "));
             out.push('\n');
         } else {
@@ -74,7 +77,8 @@ impl Postfix {
         std::fs::create_dir_all(&queue).unwrap();
         std::fs::set_permissions(&queue, std::fs::Permissions::from_mode(0o755)).unwrap();
         let port = free_port();
-        std::fs::write(etc.join("master.cf"), master_cf(port)).unwrap();
+        // Debian's Postfix is run outside the jail it would need prepared.
+        std::fs::write(etc.join("master.cf"), master_cf(port, false)).unwrap();
         std::fs::write(
             etc.join("main.cf"),
             format!(

@@ -166,6 +166,7 @@ impl Instance {
             "showq",
             "flush",
             "smtp",
+            "proxymap",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }

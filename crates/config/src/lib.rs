@@ -29,15 +29,6 @@ pub const FILE_LISTS: &[&str] = &[
     "smtpd_forbid_bare_newline_exclusions",
 ];
 
-/// The first line of a file, trimmed (a file-valued `myorigin`).
-fn first_line(path: &Path) -> Result<String, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
-}
-
 /// The compatibility level whose defaults postfix-rs implements for the
 /// parameters it does not implement otherwise (Postfix 3.7's newest).
 pub const IMPLEMENTED_LEVEL: &str = "3.6";
@@ -156,6 +147,8 @@ pub struct Config {
     /// master.cf services that run a delivery agent, as (service, command):
     /// each has per-transport parameters ([`params::PER_TRANSPORT`]).
     transports: Vec<(String, String)>,
+    /// Files values name, as [`Config::preload_files`] read them.
+    files: HashMap<PathBuf, String>,
 }
 
 impl Config {
@@ -173,6 +166,7 @@ impl Config {
         if let Ok(services) = read_master_cf(dir) {
             cfg.set_services(&services);
         }
+        cfg.preload_files();
         Ok(cfg)
     }
 
@@ -235,6 +229,7 @@ impl Config {
             set,
             hostname: system_hostname(),
             transports: Vec::new(),
+            files: HashMap::new(),
         })
     }
 
@@ -357,9 +352,43 @@ impl Config {
     pub fn get(&self, name: &str) -> Result<String, Error> {
         let v = self.expanded(name).map_err(|m| self.value_error(name, m))?;
         if name == "myorigin" && v.starts_with('/') {
-            return first_line(Path::new(&v));
+            let text = self.read_file(Path::new(&v))?;
+            return Ok(text.lines().next().unwrap_or_default().trim().to_owned());
         }
         Ok(v)
+    }
+
+    /// A file a value names, from what [`Config::preload_files`] read, else
+    /// from disk.
+    fn read_file(&self, path: &Path) -> Result<String, Error> {
+        if let Some(text) = self.files.get(path) {
+            return Ok(text.clone());
+        }
+        std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads now the files that values name (`myorigin = /etc/mailname`,
+    /// `/file/name` items in [`FILE_LISTS`]), so that a daemon confined to
+    /// the queue directory (master.cf's chroot column) still has them. A
+    /// file that cannot be read is left to fail when it is used.
+    pub fn preload_files(&mut self) {
+        let mut paths: Vec<String> = Vec::new();
+        if let Ok(v) = self.expanded("myorigin") {
+            paths.push(v);
+        }
+        for name in FILE_LISTS {
+            if let Ok(v) = self.expanded(name) {
+                paths.extend(value::split_list(&v));
+            }
+        }
+        for p in paths.into_iter().filter(|p| p.starts_with('/')) {
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                self.files.insert(PathBuf::from(p), text);
+            }
+        }
     }
 
     fn typed<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, Error> {
@@ -403,10 +432,7 @@ impl Config {
                 out.push(item);
                 continue;
             }
-            let text = std::fs::read_to_string(&item).map_err(|source| Error::Io {
-                path: PathBuf::from(&item),
-                source,
-            })?;
+            let text = self.read_file(Path::new(&item))?;
             for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
                 out.extend(value::split_list(line));
             }
@@ -666,31 +692,16 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A master.cf service postfix-rs cannot run as written: a Postfix program
-/// it does not implement, or the chroot column set (the service would run
-/// outside the jail the administrator asked for).
+/// A master.cf service postfix-rs cannot run: a Postfix program it does
+/// not implement.
 fn service_refusal(svc: &Service, master_cf: &Path) -> Option<Refusal> {
-    let place = format!("{}, line {}", master_cf.display(), svc.line);
-    let spawned = mastercf::program(&svc.command) == mastercf::Program::Spawned;
-    if mastercf::program(&svc.command) == mastercf::Program::NotImplemented {
-        Some(Refusal {
-            place,
-            name: format!("service {}", svc.id()),
-            value: svc.command.clone(),
-            reason: "program not implemented by postfix-rs".to_owned(),
-            warning: false,
-        })
-    } else if svc.chroot && spawned {
-        Some(Refusal {
-            place,
-            name: format!("service {} chroot", svc.id()),
-            value: "y".to_owned(),
-            reason: "chroot not implemented by postfix-rs (set the column to n)".to_owned(),
-            warning: false,
-        })
-    } else {
-        None
-    }
+    (mastercf::program(&svc.command) == mastercf::Program::NotImplemented).then(|| Refusal {
+        place: format!("{}, line {}", master_cf.display(), svc.line),
+        name: format!("service {}", svc.id()),
+        value: svc.command.clone(),
+        reason: "program not implemented by postfix-rs".to_owned(),
+        warning: false,
+    })
 }
 
 /// A value in a form where equal settings compare equal: `300s` = `5m`,

@@ -184,10 +184,6 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
         "address rewriting and resolution: in cleanup, smtpd and qmgr (pfx-address)",
     ),
     (
-        "proxymap",
-        "table lookups: each daemon reads its tables itself (pfx-maps)",
-    ),
-    (
         "anvil",
         "connection counting: in smtpd (smtpd_client_connection_count_limit)",
     ),

@@ -12,6 +12,7 @@ pub mod conversation {
     pub const BOUNCE: &str = "bounce";
     pub const SHOWQ: &str = "showq";
     pub const FLUSH: &str = "flush";
+    pub const PROXYMAP: &str = "proxymap";
 }
 
 /// Service endpoints, relative to `queue_directory`, as in Postfix.
@@ -22,6 +23,7 @@ pub mod endpoint {
     pub const SHOWQ: &str = "public/showq";
     pub const FLUSH: &str = "public/flush";
     pub const PICKUP: &str = "public/pickup";
+    pub const PROXYMAP: &str = "private/proxymap";
 }
 
 /// The socket of a transport (delivery agent) such as `local` or `smtp`.
@@ -241,4 +243,22 @@ pub struct DropEnvelope {
     pub sender: String,
     pub full_name: Option<String>,
     pub recipients: Vec<String>,
+}
+
+/// A confined daemon -> proxymap: look `key` up in `table` (`type:name`,
+/// without `proxy:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRequest {
+    pub table: String,
+    pub key: String,
+}
+
+/// proxymap -> the daemon that asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyReply {
+    Found(String),
+    NotFound,
+    /// The lookup failed (temporarily), or the table is not one of
+    /// `proxy_read_maps`.
+    Failed(String),
 }

@@ -22,6 +22,7 @@ fn main() {
             pfx_server::serve_deliveries(
                 &ctx,
                 endpoint,
+                pfx_server::PerConfig::default(),
                 deliver::Tables::new,
                 |state, req| async move { deliver::request(&state, &req).await },
             )

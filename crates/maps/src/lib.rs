@@ -11,6 +11,10 @@
 //!   machine without a NIS domain, as Postfix; refused on one with a NIS
 //!   domain, where Postfix would look names up there.
 //!
+//! - `proxy:type:name`: in a daemon confined to the queue directory
+//!   (master.cf's chroot column), asked of the proxymap service, which runs
+//!   outside ([`Map::Proxy`]); elsewhere the table itself.
+//!
 //! [`aliases`] parses the aliases(5) text format.
 
 pub mod aliases;
@@ -20,7 +24,24 @@ pub mod table;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+static JAILED: AtomicBool = AtomicBool::new(false);
+static RESTART: AtomicBool = AtomicBool::new(false);
+
+/// This process is (about to be) confined to the queue directory: `proxy:`
+/// tables go through proxymap, and a table rebuilt meanwhile, which it can
+/// no longer reopen, asks for a restart ([`restart_requested`]).
+pub fn jail() {
+    JAILED.store(true, Ordering::Relaxed);
+}
+
+/// Whether a table this confined process uses was rebuilt: the process
+/// should stop, so that master starts one that opens it afresh.
+pub fn restart_requested() -> bool {
+    RESTART.load(Ordering::Relaxed)
+}
 
 /// The text format behind a table: aliases(5) (`name: value`) or
 /// postmap's (`key value`).
@@ -33,8 +54,8 @@ pub enum Format {
 /// One configured table.
 #[derive(Debug)]
 pub enum Map {
-    /// An indexed file, opened at the first lookup and reopened when it
-    /// was rebuilt.
+    /// An indexed file, opened when the table is configured (before any
+    /// chroot) and reopened when it was rebuilt.
     Indexed {
         kind: indexed::Kind,
         source: PathBuf,
@@ -46,6 +67,11 @@ pub enum Map {
     Passwd(passwd::Passwd),
     /// A NIS map on a machine with no NIS domain: never matches.
     NoNis,
+    /// A `proxy:` table in a confined process: asked of proxymap.
+    Proxy {
+        table: String,
+        conn: Mutex<Option<std::os::unix::net::UnixStream>>,
+    },
 }
 
 impl Map {
@@ -56,7 +82,14 @@ impl Map {
 
     /// [`Map::parse`] for a table whose text files have `format`.
     pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, String> {
-        let spec = spec.strip_prefix("proxy:").unwrap_or(spec);
+        let proxied = spec.strip_prefix("proxy:");
+        if let Some(table) = proxied.filter(|_| JAILED.load(Ordering::Relaxed)) {
+            return Ok(Self::Proxy {
+                table: table.to_owned(),
+                conn: Mutex::new(None),
+            });
+        }
+        let spec = proxied.unwrap_or(spec);
         let (kind, name) = spec
             .split_once(':')
             .ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
@@ -64,11 +97,18 @@ impl Map {
             "hash" | "btree" if !indexed::bdb::AVAILABLE => Err(format!(
                 "table \"{spec}\": Berkeley DB support was not built into postfix-rs (install libdb5.3-dev and rebuild)"
             )),
-            "hash" | "btree" | "lmdb" | "cdb" => Ok(Self::Indexed {
-                kind: indexed::Kind::parse(kind).unwrap_or(indexed::Kind::Hash),
-                source: PathBuf::from(name),
-                reader: Mutex::new(None),
-            }),
+            "hash" | "btree" | "lmdb" | "cdb" => {
+                let kind = indexed::Kind::parse(kind).unwrap_or(indexed::Kind::Hash);
+                let source = PathBuf::from(name);
+                // Opened now: a confined process cannot later. A table that
+                // does not exist yet is opened at its first lookup.
+                let reader = indexed::Reader::open(kind, &source).ok();
+                Ok(Self::Indexed {
+                    kind,
+                    source,
+                    reader: Mutex::new(reader),
+                })
+            }
             "texthash" => {
                 let entries = match format {
                     Format::Aliases => aliases::parse_file(Path::new(name)),
@@ -101,7 +141,22 @@ impl Map {
                 reader,
             } => {
                 let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
-                if reader.as_ref().is_none_or(|r| r.changed()) {
+                let changed = reader.as_ref().is_some_and(|r| r.changed());
+                if changed && JAILED.load(Ordering::Relaxed) {
+                    if !RESTART.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "table {}:{} has changed -- restarting",
+                            kind.name(),
+                            source.display()
+                        );
+                    }
+                    return Err(format!(
+                        "table {}:{} has changed",
+                        kind.name(),
+                        source.display()
+                    ));
+                }
+                if reader.is_none() || changed {
                     *reader = None;
                     *reader = Some(
                         indexed::Reader::open(*kind, source)
@@ -115,8 +170,70 @@ impl Map {
             Self::TextHash(d) => Ok(d.get(&key).cloned()),
             Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
             Self::NoNis => Ok(None),
+            Self::Proxy { table, conn } => proxy_lookup(table, &key, conn),
         }
     }
+}
+
+/// Asks proxymap (`private/proxymap`, seen from inside the queue directory)
+/// for `key` in `table`, over a kept connection (made again once if it
+/// broke).
+fn proxy_lookup(
+    table: &str,
+    key: &str,
+    conn: &Mutex<Option<std::os::unix::net::UnixStream>>,
+) -> Result<Option<String>, String> {
+    use pfx_ipc::codec::{read_frame, write_frame};
+    use pfx_ipc::proto::{conversation, endpoint, ProxyReply, ProxyRequest};
+    let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+    let request = ProxyRequest {
+        table: table.to_owned(),
+        key: key.to_owned(),
+    };
+    let ask = |s: &mut std::os::unix::net::UnixStream| -> Result<ProxyReply, pfx_ipc::Error> {
+        write_frame(s, &request)?;
+        read_frame(s, pfx_ipc::DEFAULT_MAX_FRAME)
+    };
+    let connect = || -> Result<std::os::unix::net::UnixStream, pfx_ipc::Error> {
+        let path = Path::new("/").join(endpoint::PROXYMAP);
+        let mut s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(100)))?;
+        let hello = pfx_ipc::Hello {
+            version: pfx_ipc::PROTOCOL_VERSION,
+            conversation: conversation::PROXYMAP.to_owned(),
+        };
+        write_frame(&mut s, &hello)?;
+        let theirs: pfx_ipc::Hello = read_frame(&mut s, pfx_ipc::DEFAULT_MAX_FRAME)?;
+        if theirs != hello {
+            return Err(pfx_ipc::Error::Mismatch {
+                ours: format!("{hello:?}"),
+                theirs: format!("{theirs:?}"),
+            });
+        }
+        Ok(s)
+    };
+    let mut last = None;
+    for _ in 0..2 {
+        let mut s = match conn.take() {
+            Some(s) => s,
+            None => connect().map_err(|e| format!("proxymap: {e}"))?,
+        };
+        match ask(&mut s) {
+            Ok(reply) => {
+                *conn = Some(s);
+                return match reply {
+                    ProxyReply::Found(v) => Ok(Some(v)),
+                    ProxyReply::NotFound => Ok(None),
+                    ProxyReply::Failed(e) => Err(format!("proxy:{table}: {e}")),
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(format!(
+        "proxymap: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 /// The machine's NIS domain, if it has one (Linux reports `(none)` when not).

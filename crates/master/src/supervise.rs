@@ -287,6 +287,9 @@ impl Supervisor {
         if svc.unpriv {
             cmd.arg("-u");
         }
+        if svc.chroot {
+            cmd.arg("-j");
+        }
         cmd.args(&svc.args);
         cmd.env_clear();
         for var in ["PATH", "TZ", "LANG", "LC_ALL"] {

@@ -46,6 +46,10 @@ struct Args {
     /// Run as $mail_owner (master passes this for `unpriv = y`).
     #[arg(short = 'u')]
     unprivileged: bool,
+    /// Confine the process to $queue_directory (master passes this for
+    /// `chroot = y`).
+    #[arg(short = 'j')]
+    jail: bool,
     /// Parameter override, as in master.cf.
     #[arg(short = 'o', value_name = "NAME=VALUE")]
     overrides: Vec<String>,
@@ -119,6 +123,8 @@ fn load_config(args: &Args, program: &str) -> Result<Config, pfx_config::Error> 
     }
     cfg.set_override("process_name", program);
     cfg.validate()?;
+    // With the overrides in place: what a chroot would cut off.
+    cfg.preload_files();
     Ok(cfg)
 }
 
@@ -224,7 +230,8 @@ where
 }
 
 /// As [`run_with`], with `prepare` run on the configuration before privileges
-/// are dropped (named binds port 53 there); its result goes to the service.
+/// are dropped and before a chroot (named binds port 53 there, smtpd opens
+/// its tables); its result goes to the service.
 pub fn run_prepared<P, S, F, Fut>(
     program: &'static str,
     threads: Threads,
@@ -263,8 +270,21 @@ where
         Err(e) => pfx_maillog::fatal(format!("service endpoint: {e}")),
     };
     let status = take_status();
+    let mut cfg = cfg;
+    // Confined, the queue directory is the root: what prepare builds (the
+    // paths of the queue and its sockets) must already say so.
+    let jail = args.jail.then(|| {
+        // Tables named `proxy:` are asked of proxymap from inside the jail.
+        pfx_maps::jail();
+        let dir = cfg
+            .get("queue_directory")
+            .unwrap_or_else(|e| pfx_maillog::fatal(e));
+        cfg.set_override("queue_directory", "/");
+        dir
+    });
     let prepared = prepare(&cfg).unwrap_or_else(|e| pfx_maillog::fatal(e));
-    if args.unprivileged && pfx_sys::users::is_root() {
+    // Names are looked up before the jail, which has no password file.
+    let owner = (args.unprivileged && pfx_sys::users::is_root()).then(|| {
         let owner = cfg
             .get("mail_owner")
             .unwrap_or_else(|e| pfx_maillog::fatal(e));
@@ -273,6 +293,13 @@ where
         if ids.uid.is_root() {
             pfx_maillog::fatal("mail_owner must not be root");
         }
+        ids
+    });
+    if let Some(dir) = jail {
+        pfx_sys::users::chroot(std::path::Path::new(&dir))
+            .unwrap_or_else(|e| pfx_maillog::fatal(e));
+    }
+    if let Some(ids) = owner {
         if let Err(e) = pfx_sys::users::drop_privileges(ids) {
             pfx_maillog::fatal(e);
         }
@@ -336,6 +363,20 @@ where
             let _ = stop.send(true);
         });
     }
+    if args.jail {
+        // A table rebuilt under a confined daemon: it cannot reopen it, so
+        // it stops and master starts a new process, as Postfix's do.
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if pfx_maps::restart_requested() {
+                    let _ = stop.send(true);
+                    break;
+                }
+            }
+        });
+    }
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let stop = stop_tx.clone();
@@ -343,15 +384,22 @@ where
         loop {
             tokio::select! {
                 _ = term.recv() => { let _ = stop.send(true); break; }
-                _ = hup.recv() => match load_config(&args, program)
-                    .and_then(|c| c.fail_closed(&[]).map(|_| c))
-                {
-                    Ok(c) => {
-                        info!("reload: configuration {}", c.dir().display());
-                        let _ = cfg_tx.send(Arc::new(c));
+                _ = hup.recv() => {
+                    if args.jail {
+                        // Confined, it cannot read main.cf again: it stops,
+                        // and master starts a new process with the new
+                        // configuration, as Postfix's chrooted daemons do.
+                        let _ = stop.send(true);
+                        break;
                     }
-                    Err(e) => warn!("reload failed, keeping the previous configuration: {e}"),
-                },
+                    match load_config(&args, program).and_then(|c| c.fail_closed(&[]).map(|_| c)) {
+                        Ok(c) => {
+                            info!("reload: configuration {}", c.dir().display());
+                            let _ = cfg_tx.send(Arc::new(c));
+                        }
+                        Err(e) => warn!("reload failed, keeping the previous configuration: {e}"),
+                    }
+                }
             }
         }
     });
@@ -385,8 +433,12 @@ where
 /// Something built from the configuration (parsed lists, opened tables) and
 /// rebuilt only when a reload brings a new configuration.
 pub struct PerConfig<T> {
-    current: std::sync::Mutex<Option<(Arc<Config>, Arc<T>)>>,
+    current: std::sync::Mutex<Option<Built<T>>>,
 }
+
+/// A value and the configuration it was built from; `None` for a value
+/// given at the start ([`PerConfig::seeded`]).
+type Built<T> = (Option<Arc<Config>>, Arc<T>);
 
 impl<T> Default for PerConfig<T> {
     fn default() -> Self {
@@ -397,6 +449,15 @@ impl<T> Default for PerConfig<T> {
 }
 
 impl<T> PerConfig<T> {
+    /// Starts with `value`, built before the daemon was confined to the
+    /// queue directory (see [`run_prepared`]), for the configuration it
+    /// started with.
+    pub fn seeded(value: T) -> Self {
+        Self {
+            current: std::sync::Mutex::new(Some((None, Arc::new(value)))),
+        }
+    }
+
     /// The value for `cfg`, built with `build` the first time this configuration is seen.
     pub fn get(
         &self,
@@ -404,13 +465,18 @@ impl<T> PerConfig<T> {
         build: impl FnOnce(Arc<Config>) -> Result<T, String>,
     ) -> Result<Arc<T>, String> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, v)) = cur.as_ref() {
-            if Arc::ptr_eq(c, &cfg) {
-                return Ok(v.clone());
+        if let Some((c, v)) = cur.as_mut() {
+            match c {
+                Some(c) if Arc::ptr_eq(c, &cfg) => return Ok(v.clone()),
+                Some(_) => {}
+                None => {
+                    *c = Some(cfg);
+                    return Ok(v.clone());
+                }
             }
         }
         let v = Arc::new(build(cfg.clone())?);
-        *cur = Some((cfg, v.clone()));
+        *cur = Some((Some(cfg), v.clone()));
         Ok(v)
     }
 }

@@ -211,11 +211,13 @@ impl Pending {
 
 /// Serves qmgr's delivery requests: the whole of a delivery agent's (local,
 /// smtp) service loop. `state` is built once per configuration (tables,
-/// settings); `deliver` answers one request with a status per recipient.
+/// settings) into `states` (which may hold one built before a chroot);
+/// `deliver` answers one request with a status per recipient.
 /// qmgr reuses its connections, so each serves requests until qmgr closes it.
 pub async fn serve_deliveries<S, B, D, Fut>(
     ctx: &Context,
     endpoint: Endpoint,
+    states: crate::PerConfig<S>,
     state: B,
     deliver: D,
 ) -> Result<(), String>
@@ -226,7 +228,7 @@ where
     Fut: Future<Output = Vec<pfx_ipc::proto::DeliveryStatus>> + Send,
 {
     use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
-    let states: Arc<crate::PerConfig<S>> = Arc::default();
+    let states = Arc::new(states);
     serve_channels(ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
         let states = states.clone();
         async move {

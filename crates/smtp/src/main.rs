@@ -16,13 +16,21 @@ mod deliver;
 mod route;
 
 fn main() {
-    pfx_server::run("smtp", |ctx, endpoint| async move {
-        pfx_server::serve_deliveries(
-            &ctx,
-            endpoint,
-            deliver::Agent::new,
-            |state, req| async move { deliver::request(&state, &req).await },
-        )
-        .await
-    })
+    // The agent (its resolver, its tables) is built before a chroot cuts
+    // /etc/resolv.conf and the tables off.
+    pfx_server::run_prepared(
+        "smtp",
+        pfx_server::Threads::Many,
+        |cfg| deliver::Agent::new(std::sync::Arc::new(cfg.clone())),
+        |ctx, endpoint, first| async move {
+            pfx_server::serve_deliveries(
+                &ctx,
+                endpoint,
+                pfx_server::PerConfig::seeded(first),
+                deliver::Agent::new,
+                |state, req| async move { deliver::request(&state, &req).await },
+            )
+            .await
+        },
+    )
 }

@@ -29,12 +29,15 @@ pub(crate) struct Shared {
 fn main() {
     // One thread: a session is a chain of small steps, and hopping between
     // worker threads costs more than the steps themselves.
-    pfx_server::run_with(
+    // Settings (tables, the resolver) are built before a chroot cuts the
+    // files they need off.
+    pfx_server::run_prepared(
         "smtpd",
         pfx_server::Threads::One,
-        |ctx, endpoint| async move {
+        |cfg| Settings::new(Arc::new(cfg.clone())),
+        |ctx, endpoint, first| async move {
             let config = ctx.config.clone();
-            let settings: Arc<pfx_server::PerConfig<Settings>> = Arc::default();
+            let settings = Arc::new(pfx_server::PerConfig::seeded(first));
             let shared: Arc<Shared> = Arc::default();
             pfx_server::serve_stream(&ctx, endpoint, move |stream| {
                 let cfg = config.borrow().clone();

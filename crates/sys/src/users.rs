@@ -55,3 +55,11 @@ pub fn drop_privileges(ids: Ids) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Confines the process to `dir` (master.cf's chroot column): chroot, then
+/// a working directory inside it. Needs root; done before privileges are
+/// dropped, and after everything outside `dir` the process needs is open.
+pub fn chroot(dir: &std::path::Path) -> Result<(), String> {
+    nix::unistd::chroot(dir).map_err(|e| format!("chroot({}): {e}", dir.display()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir(/): {e}"))
+}

@@ -147,8 +147,8 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(path: &Path) -> std::io::Result<Self> {
-        let m = std::fs::metadata(path)?;
+    fn of(file: &std::fs::File) -> std::io::Result<Self> {
+        let m = file.metadata()?;
         Ok(Self {
             dev: m.dev(),
             ino: m.ino(),
@@ -167,6 +167,9 @@ enum Handle {
 /// An open table file, for lookups.
 pub struct Reader {
     path: PathBuf,
+    /// The file as opened, to notice a rebuild with `fstat` (which works
+    /// inside a chroot, where the path does not).
+    file: std::fs::File,
     stamp: Stamp,
     handle: Handle,
 }
@@ -181,7 +184,8 @@ impl Reader {
     /// Opens the table file of `source`.
     pub fn open(kind: Kind, source: &Path) -> std::io::Result<Self> {
         let path = kind.file(source);
-        let stamp = Stamp::of(&path)?;
+        let file = std::fs::File::open(&path)?;
+        let stamp = Stamp::of(&file)?;
         let handle = match kind {
             Kind::Hash | Kind::Btree => Handle::Bdb(bdb::Table::open(kind == Kind::Hash, &path)?),
             Kind::Lmdb => Handle::Lmdb(lmdb::Table::open(&path)?),
@@ -189,14 +193,17 @@ impl Reader {
         };
         Ok(Self {
             path,
+            file,
             stamp,
             handle,
         })
     }
 
-    /// Whether the file was rebuilt or removed since it was opened.
+    /// Whether the file was rebuilt in place (its time or size changed) or
+    /// replaced or removed (no name links to it any more).
     pub fn changed(&self) -> bool {
-        Stamp::of(&self.path).map_or(true, |s| s != self.stamp)
+        Stamp::of(&self.file).map_or(true, |s| s != self.stamp)
+            || self.file.metadata().is_ok_and(|m| m.nlink() == 0)
     }
 
     /// The stored value of exactly these key bytes.
