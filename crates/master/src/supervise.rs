@@ -146,8 +146,15 @@ impl Supervisor {
     /// cannot be created is fatal at start (a typo in master.cf should not
     /// leave half a mail system running).
     pub(crate) fn start_all(&mut self) -> Result<(), String> {
+        // Every endpoint first: a service that starts early (qmgr, with mail
+        // waiting) finds the sockets of those that start after it.
+        let mut created = Vec::new();
         for svc in self.inst.services.clone() {
-            self.add_service(svc)?;
+            let ep = endpoint::create(&svc, &self.inst.cfg, &self.inst.queue_dir, self.inst.owner)?;
+            created.push((svc, ep));
+        }
+        for (svc, ep) in created {
+            self.install_slot(svc, ep);
         }
         Ok(())
     }
