@@ -167,6 +167,7 @@ impl Instance {
             "flush",
             "smtp",
             "proxymap",
+            "pipe",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }

@@ -59,6 +59,9 @@ struct Args {
     /// Accepted for compatibility (Postfix's debugger flag); ignored.
     #[arg(short = 'D')]
     debug: bool,
+    /// The service's own arguments from master.cf (pipe's `flags=... argv=...`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
 }
 
 /// The endpoint master created for this service.
@@ -82,6 +85,8 @@ pub struct Context {
     pub config: watch::Receiver<Arc<Config>>,
     /// At most this many sessions at once (master.cf maxproc); 0 is unlimited.
     pub max_sessions: usize,
+    /// The arguments master.cf gives the service after its options.
+    pub args: Vec<String>,
     shutdown: watch::Receiver<bool>,
     used: Arc<AtomicBool>,
     status: Arc<tokio::sync::Mutex<Option<tokio::net::unix::OwnedWriteHalf>>>,
@@ -345,6 +350,7 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     use tokio::signal::unix::{signal, SignalKind};
+    let rest = args.rest.clone();
     let endpoint = endpoint
         .into_tokio()
         .map_err(|e| format!("service endpoint: {e}"))?;
@@ -413,6 +419,7 @@ where
         service: service_name,
         config: cfg_rx,
         max_sessions,
+        args: rest,
         shutdown: stop_rx.clone(),
         used: Arc::new(AtomicBool::new(false)),
         status,

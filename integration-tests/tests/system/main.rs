@@ -9,6 +9,7 @@ mod lifecycle;
 mod mailpath;
 mod maps;
 mod named;
+mod pipe;
 mod postconf;
 mod privileges;
 mod queueinterop;

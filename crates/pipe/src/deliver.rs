@@ -1,0 +1,779 @@
+//! One delivery request: the command's argument vector from the `$name`
+//! macros (a recipient macro gives one argument per recipient), the message
+//! on its standard input as `flags=` say, and its exit status read as
+//! Postfix's pipe(8) reads it.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pfx_config::Config;
+use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
+use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_queue::file::QueueFile;
+use pfx_queue::{Queue, QueueName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::attrs::Attrs;
+
+/// What a service needs, per configuration.
+pub(crate) struct Agent {
+    pub(crate) attrs: Attrs,
+    pub(crate) service: String,
+    pub(crate) queue: Queue,
+    pub(crate) delimiter: String,
+    pub(crate) time_limit: Duration,
+    /// `export_environment`, with values, and PATH.
+    pub(crate) env: Vec<(String, String)>,
+}
+
+impl Agent {
+    pub(crate) fn new(cfg: &Config, service: &str, args: &[String]) -> Result<Self, String> {
+        let e = |x: pfx_config::Error| x.to_string();
+        let attrs = Attrs::parse(
+            args,
+            &cfg.get("mail_owner").map_err(e)?,
+            &cfg.get("setgid_group").map_err(e)?,
+        )?;
+        let time_limit = cfg
+            .time(&format!("{service}_time_limit"))
+            .or_else(|_| cfg.time("command_time_limit"))
+            .map_err(e)?;
+        let mut env: Vec<(String, String)> = cfg
+            .list("export_environment")
+            .map_err(e)?
+            .into_iter()
+            .filter_map(|n| match n.split_once('=') {
+                Some((k, v)) => Some((k.to_owned(), v.to_owned())),
+                None => std::env::var(&n).ok().map(|v| (n, v)),
+            })
+            .collect();
+        env.push(("PATH".into(), "/usr/bin:/bin".into()));
+        Ok(Self {
+            attrs,
+            service: service.to_owned(),
+            queue: Queue::new(cfg.get("queue_directory").map_err(e)?),
+            delimiter: cfg.get("recipient_delimiter").map_err(e)?,
+            time_limit,
+            env,
+        })
+    }
+}
+
+/// The result for every recipient of the request.
+#[derive(Debug, Clone)]
+struct Verdict {
+    status: &'static str,
+    dsn: String,
+    reason: String,
+}
+
+impl Verdict {
+    fn new(dsn: &str, reason: impl Into<String>) -> Self {
+        let status = match dsn.as_bytes().first() {
+            Some(b'2') => "sent",
+            Some(b'4') => "deferred",
+            _ => "bounced",
+        };
+        Self {
+            status,
+            dsn: dsn.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A local part as RFC 822 needs it: quoted unless it is a dot-atom.
+fn quote_local(local: &str) -> String {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(atext));
+    if dot_atom {
+        local.to_owned()
+    } else {
+        format!("\"{}\"", local.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// An address with `flags=` applied: `u` folds the local part, `h` the
+/// domain, `q` quotes the local part.
+fn address(a: &Attrs, addr: &str) -> (String, String) {
+    let (local, domain) = pfx_address::split(addr);
+    let mut local = pfx_address::unquote(local);
+    if a.flags.fold_user {
+        local = local.to_lowercase();
+    }
+    let domain = if a.flags.fold_host {
+        domain.to_lowercase()
+    } else {
+        domain.to_owned()
+    };
+    (local, domain)
+}
+
+fn joined(a: &Attrs, local: &str, domain: &str) -> String {
+    let l = if a.flags.quote {
+        quote_local(local)
+    } else {
+        local.to_owned()
+    };
+    if domain.is_empty() {
+        l
+    } else {
+        format!("{l}@{domain}")
+    }
+}
+
+const PER_RECIPIENT: [&str; 6] = [
+    "recipient",
+    "original_recipient",
+    "user",
+    "extension",
+    "mailbox",
+    "domain",
+];
+const KNOWN: [&str; 18] = [
+    "client_address",
+    "client_helo",
+    "client_hostname",
+    "client_port",
+    "client_protocol",
+    "domain",
+    "extension",
+    "mailbox",
+    "nexthop",
+    "original_recipient",
+    "queue_id",
+    "recipient",
+    "sasl_method",
+    "sasl_sender",
+    "sasl_username",
+    "sender",
+    "size",
+    "user",
+];
+
+/// The names of the macros in one argument, in order; an error names an
+/// unknown one.
+fn macros(arg: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let b = arg.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        let name = match b.get(i) {
+            Some(b'$') => {
+                i += 1;
+                continue;
+            }
+            Some(&open @ (b'{' | b'(')) => {
+                let close = if open == b'{' { b'}' } else { b')' };
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == close)
+                    .map(|p| i + p)
+                    .ok_or_else(|| arg.to_owned())?;
+                let n = &arg[i + 1..end];
+                i = end + 1;
+                n
+            }
+            _ => {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map_or(b.len(), |p| i + p);
+                let n = &arg[i..end];
+                i = end;
+                n
+            }
+        };
+        if !KNOWN.contains(&name) {
+            return Err(name.to_owned());
+        }
+        out.push(name.to_owned());
+    }
+    Ok(out)
+}
+
+/// Expands one argument with `values`.
+fn expand(arg: &str, values: &HashMap<&str, String>) -> String {
+    let mut out = String::new();
+    let b = arg.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            let next = b[i..]
+                .iter()
+                .position(|&c| c == b'$')
+                .map_or(b.len(), |p| i + p);
+            out.push_str(&arg[i..next]);
+            i = next;
+            continue;
+        }
+        i += 1;
+        let name = match b.get(i) {
+            Some(b'$') => {
+                out.push('$');
+                i += 1;
+                continue;
+            }
+            Some(&open @ (b'{' | b'(')) => {
+                let close = if open == b'{' { b'}' } else { b')' };
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == close)
+                    .map_or(b.len(), |p| i + p);
+                let n = &arg[i + 1..end.min(b.len())];
+                i = end + 1;
+                n
+            }
+            _ => {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map_or(b.len(), |p| i + p);
+                let n = &arg[i..end];
+                i = end;
+                n
+            }
+        };
+        out.push_str(values.get(name).map_or("", String::as_str));
+    }
+    out
+}
+
+/// The command's arguments for this request.
+fn argv(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Result<Vec<String>, String> {
+    let a = &agent.attrs;
+    let mut common: HashMap<&str, String> = HashMap::new();
+    // The sender is quoted (`q`), never folded.
+    let sender = if req.sender.is_empty() {
+        a.null_sender.clone()
+    } else {
+        let (l, d) = pfx_address::split(&req.sender);
+        let l = pfx_address::unquote(l);
+        let l = if a.flags.quote { quote_local(&l) } else { l };
+        if d.is_empty() {
+            l
+        } else {
+            format!("{l}@{d}")
+        }
+    };
+    common.insert("sender", sender);
+    common.insert(
+        "nexthop",
+        if a.flags.fold_host {
+            req.nexthop.to_lowercase()
+        } else {
+            req.nexthop.clone()
+        },
+    );
+    common.insert("size", qf.content_len.to_string());
+    common.insert("queue_id", req.queue_id.clone());
+    let attr = |n: &str| qf.attr(n).unwrap_or_default().to_owned();
+    common.insert("client_address", attr("client_address"));
+    common.insert("client_hostname", attr("client_name"));
+    common.insert("client_helo", attr("helo_name"));
+    common.insert("client_protocol", attr("protocol"));
+    for n in ["client_port", "sasl_method", "sasl_sender", "sasl_username"] {
+        common.insert(n, attr(n));
+    }
+    let mut out = Vec::new();
+    for arg in &a.argv {
+        let names = macros(arg)?;
+        if !names.iter().any(|n| PER_RECIPIENT.contains(&n.as_str())) {
+            out.push(expand(arg, &common));
+            continue;
+        }
+        for r in &req.recipients {
+            let (local, domain) = address(a, &r.address);
+            let (user, extension) = match a_delimited(&local, &agent.delimiter) {
+                Some((u, x)) => (u.to_owned(), x.to_owned()),
+                None => (local.clone(), String::new()),
+            };
+            if domain.is_empty() {
+                warn!("no @ in recipient address: {}", r.address);
+            }
+            let orig = r.original.as_deref().unwrap_or(&r.address);
+            let (ol, od) = address(a, orig);
+            let mut v = common.clone();
+            v.insert("recipient", joined(a, &local, &domain));
+            v.insert("original_recipient", joined(a, &ol, &od));
+            v.insert("mailbox", local.clone());
+            v.insert("domain", domain);
+            v.insert("extension", extension);
+            if user.is_empty() && names.iter().any(|n| n == "user") {
+                continue; // Postfix drops the argument.
+            }
+            v.insert("user", user);
+            out.push(expand(arg, &v));
+        }
+    }
+    Ok(out)
+}
+
+/// `user+ext`: (user, ext) at the first delimiter character.
+fn a_delimited<'a>(local: &'a str, delimiter: &str) -> Option<(&'a str, &'a str)> {
+    let i = local.find(|c| delimiter.contains(c))?;
+    Some((&local[..i], &local[i + 1..]))
+}
+
+/// The bytes the command reads: the lines `flags=` adds, then the message
+/// with each line end as `eol=` says.
+fn stdin_bytes(a: &Attrs, qf: &QueueFile, req: &DeliveryRequest) -> Result<Vec<u8>, String> {
+    let eol = &a.eol;
+    let mut out = Vec::new();
+    let sender = if req.sender.is_empty() {
+        a.null_sender.clone()
+    } else {
+        req.sender.clone()
+    };
+    if a.flags.from_line {
+        let from = if sender.is_empty() {
+            "MAILER-DAEMON".into()
+        } else {
+            sender.clone()
+        };
+        out.extend_from_slice(
+            format!("From {from}  {}", pfx_sys::time::asctime(SystemTime::now())).as_bytes(),
+        );
+        out.extend_from_slice(eol);
+    }
+    if a.flags.return_path {
+        out.extend_from_slice(format!("Return-Path: <{sender}>").as_bytes());
+        out.extend_from_slice(eol);
+    }
+    if let Some(r) = req.recipients.first() {
+        if a.flags.original_to {
+            let orig = r.original.as_deref().unwrap_or(&r.address);
+            out.extend_from_slice(format!("X-Original-To: {orig}").as_bytes());
+            out.extend_from_slice(eol);
+        }
+        if a.flags.delivered_to {
+            let (l, d) = address(a, &r.address);
+            out.extend_from_slice(format!("Delivered-To: {}", joined(a, &l, &d)).as_bytes());
+            out.extend_from_slice(eol);
+        }
+    }
+    let mut content = Vec::new();
+    qf.content()
+        .and_then(|mut c| c.read_to_end(&mut content))
+        .map_err(|e| format!("read message: {e}"))?;
+    let mut lines = content.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() && line.is_empty() {
+            break; // after the last line end
+        }
+        if a.flags.dot && line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        if a.flags.from_quote && line.starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(eol);
+    }
+    if a.flags.blank_line {
+        out.extend_from_slice(eol);
+    }
+    Ok(out)
+}
+
+/// The command's output as Postfix shows it: TAB and newline become
+/// spaces, other unprintable bytes `_`.
+fn printable(out: &[u8]) -> String {
+    out.iter()
+        .map(|&b| match b {
+            b'\t' | b'\n' => ' ',
+            0x20..=0x7e => char::from(b),
+            _ => '_',
+        })
+        .collect()
+}
+
+/// sysexits(3) codes: the status and text Postfix gives each.
+fn sysexit(code: i32) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        64 => ("5.3.0", "command line usage error"),
+        65 => ("5.6.0", "data format error"),
+        66 => ("5.3.0", "cannot open input"),
+        67 => ("5.1.1", "user unknown"),
+        68 => ("5.1.2", "host name unknown"),
+        69 => ("5.3.0", "service unavailable"),
+        70 => ("5.3.0", "internal software error"),
+        71 => ("4.3.0", "system resource problem"),
+        72 => ("5.3.0", "critical OS file missing"),
+        73 => ("5.2.0", "can't create user output file"),
+        74 => ("5.3.0", "input/output error"),
+        75 => ("4.3.0", "temporary failure"),
+        76 => ("5.5.0", "remote error in protocol"),
+        77 => ("5.7.0", "permission denied"),
+        78 => ("5.3.5", "local configuration error"),
+        _ => return None,
+    })
+}
+
+/// How the command ended.
+enum Ended {
+    Exited(i32),
+    Signal(i32),
+    TimedOut,
+}
+
+/// Reads the command's end as Postfix's pipe does.
+fn verdict(service: &str, argv0: &str, ended: Ended, output: &str) -> Verdict {
+    let with_output = |text: String| {
+        if output.is_empty() {
+            text
+        } else {
+            format!("{text}. Command output: {output}")
+        }
+    };
+    match ended {
+        Ended::TimedOut => Verdict::new(
+            "5.3.0",
+            with_output(format!("Command time limit exceeded: \"{argv0}\"")),
+        ),
+        Ended::Signal(n) => Verdict::new(
+            "4.3.0",
+            with_output(format!("Command died with signal {n}: \"{argv0}\"")),
+        ),
+        Ended::Exited(0) => {
+            let out = output.trim_end();
+            if out.is_empty() {
+                Verdict::new("2.0.0", format!("delivered via {service} service"))
+            } else {
+                let out: String = out.chars().take(100).collect();
+                Verdict::new("2.0.0", format!("delivered via {service} service ({out})"))
+            }
+        }
+        Ended::Exited(code) => {
+            let (dsn, text) = pfx_smtp_proto::dsn_split("", output);
+            if !dsn.is_empty() {
+                // A 2.x.x code from a failed command bounces as 5.0.0.
+                let dsn = if dsn.starts_with(['4', '5']) {
+                    dsn
+                } else {
+                    "5.0.0".into()
+                };
+                return Verdict::new(&dsn, text);
+            }
+            match sysexit(code) {
+                Some((dsn, text)) => Verdict::new(dsn, with_output(text.to_owned())),
+                None => Verdict::new(
+                    "5.3.0",
+                    with_output(format!("Command died with status {code}: \"{argv0}\"")),
+                ),
+            }
+        }
+    }
+}
+
+/// Runs the command; `Err` when it could not be started.
+async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, String), String> {
+    use std::os::unix::process::CommandExt;
+    let a = &agent.attrs;
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(agent.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(
+            a.directory
+                .clone()
+                .unwrap_or_else(|| agent.queue.root().display().to_string()),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::from(w2));
+    let user = std::ffi::CString::new(a.user.clone()).map_err(|e| e.to_string())?;
+    let groups = nix::unistd::getgrouplist(&user, a.gid).unwrap_or_else(|_| vec![a.gid]);
+    // SAFETY: setgroups and setsid are async-signal-safe; the vector was
+    // built before the fork.
+    let root = pfx_sys::users::is_root();
+    let (uid, gid) = (a.uid, a.gid);
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // The user's groups, then its group, then the user (an instance
+            // run by an ordinary user runs commands as that user).
+            if root {
+                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("pipe_command: execvp {}: {e}", argv[0]))?;
+    drop(cmd);
+    let pid = child.id().map(|p| p as i32);
+    let mut stdin = child.stdin.take();
+    let mut reader = tokio::fs::File::from_std(std::fs::File::from(r));
+    let work = async {
+        let write = async {
+            if let Some(s) = stdin.as_mut() {
+                // A command that does not read all of it is fine (EPIPE).
+                let _ = s.write_all(&input).await;
+            }
+            drop(stdin.take());
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = 4096usize.saturating_sub(out.len());
+                        out.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+            }
+            out
+        };
+        let ((), out) = tokio::join!(write, read);
+        let status = child.wait().await;
+        (status, out)
+    };
+    match tokio::time::timeout(agent.time_limit, work).await {
+        Ok((Ok(status), out)) => {
+            use std::os::unix::process::ExitStatusExt;
+            let ended = match (status.code(), status.signal()) {
+                (Some(c), _) => Ended::Exited(c),
+                (None, Some(s)) => Ended::Signal(s),
+                (None, None) => Ended::Exited(1),
+            };
+            Ok((ended, printable(&out)))
+        }
+        Ok((Err(e), _)) => Err(format!("wait: {e}")),
+        Err(_) => {
+            warn!("pipe_command_wait_or_kill: child wait time limit exceeded");
+            if let Some(p) = pid {
+                // The command's whole session.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            Ok((Ended::TimedOut, String::new()))
+        }
+    }
+}
+
+fn micros(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// Delivers one request and logs each recipient's outcome.
+pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+    let start = SystemTime::now();
+    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
+    let verdict = match QueueFile::open(&agent.queue.path(qname, &req.queue_id)) {
+        Err(e) => Verdict::new("4.3.0", format!("read message: {e}")),
+        Ok(qf) => deliver(agent, &qf, req).await,
+    };
+    let done = SystemTime::now();
+    let t = Times {
+        arrival: micros(req.arrival_us),
+        activated: micros(req.activated_us),
+        agent_start: start,
+        connected: start,
+        done,
+    };
+    let o = Outcome {
+        status: verdict.status,
+        dsn: &verdict.dsn,
+        relay: &agent.service,
+        text: &verdict.reason,
+    };
+    req.recipients
+        .iter()
+        .map(|r| {
+            info!(
+                "{}: {}",
+                req.queue_id,
+                delivery::line(&r.address, r.original.as_deref(), t, &o)
+            );
+            let relay = agent.service.clone();
+            let (dsn, reason) = (verdict.dsn.clone(), verdict.reason.clone());
+            match verdict.status {
+                "sent" => DeliveryStatus::Sent,
+                "deferred" => DeliveryStatus::Deferred { dsn, relay, reason },
+                _ => DeliveryStatus::Bounced {
+                    dsn,
+                    relay,
+                    reason,
+                    final_recipient: None,
+                },
+            }
+        })
+        .collect()
+}
+
+async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdict {
+    let a = &agent.attrs;
+    for (on, flag) in [(a.flags.delivered_to, 'D'), (a.flags.original_to, 'O')] {
+        if on && req.recipients.len() > 1 {
+            warn!(
+                "pipe flag `{flag}' requires {}_destination_recipient_limit = 1",
+                agent.service
+            );
+            return Verdict::new("4.3.5", "mail system configuration error");
+        }
+    }
+    if let Some(limit) = a.size {
+        if qf.content_len > limit {
+            return Verdict::new("5.2.3", "message too large");
+        }
+    }
+    if a.flags.delivered_to {
+        if let Some(r) = req.recipients.first() {
+            if delivered_to(qf)
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&r.address))
+            {
+                return Verdict::new("5.4.6", format!("mail forwarding loop for {}", r.address));
+            }
+        }
+    }
+    let argv = match argv(agent, qf, req) {
+        Ok(v) => v,
+        Err(name) => {
+            warn!(
+                "file master.cf: service {}: unknown macro name: \"{name}\"",
+                agent.service
+            );
+            return Verdict::new("4.3.5", "mail system configuration error");
+        }
+    };
+    let input = match stdin_bytes(a, qf, req) {
+        Ok(i) => i,
+        Err(e) => return Verdict::new("4.3.0", e),
+    };
+    match run(agent, &argv, input).await {
+        Ok((ended, output)) => verdict(&agent.service, &argv[0], ended, &output),
+        Err(e) => Verdict::new(
+            "4.3.0",
+            format!("temporary failure. Command output: pipe: fatal: {e} "),
+        ),
+    }
+}
+
+/// The `Delivered-To:` headers of the message.
+fn delivered_to(qf: &QueueFile) -> Vec<String> {
+    let mut content = Vec::new();
+    let _ = qf.content().and_then(|mut c| c.read_to_end(&mut content));
+    String::from_utf8_lossy(&content)
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("delivered-to")
+                .then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macros_and_their_expansion() {
+        assert_eq!(macros("-d ${recipient}").unwrap(), ["recipient"]);
+        assert_eq!(macros("$sender$(size)x$$").unwrap(), ["sender", "size"]);
+        assert_eq!(macros("${foo}").unwrap_err(), "foo");
+        let v: HashMap<&str, String> =
+            [("sender", "a@b".to_owned()), ("size", "12".to_owned())].into();
+        assert_eq!(
+            expand("-f$sender:${size}:$(size)a$$b", &v),
+            "-fa@b:12:12a$b"
+        );
+    }
+
+    #[test]
+    fn exit_statuses_read_as_postfix_reads_them() {
+        let v = |e, out: &str| {
+            let v = verdict("ptest", "/bin/x", e, out);
+            (v.status, v.dsn, v.reason)
+        };
+        assert_eq!(
+            v(Ended::Exited(0), ""),
+            ("sent", "2.0.0".into(), "delivered via ptest service".into())
+        );
+        assert_eq!(
+            v(Ended::Exited(0), "captured ok "),
+            (
+                "sent",
+                "2.0.0".into(),
+                "delivered via ptest service (captured ok)".into()
+            )
+        );
+        assert_eq!(
+            v(Ended::Exited(75), ""),
+            ("deferred", "4.3.0".into(), "temporary failure".into())
+        );
+        assert_eq!(
+            v(Ended::Exited(67), "x "),
+            (
+                "bounced",
+                "5.1.1".into(),
+                "user unknown. Command output: x ".into()
+            )
+        );
+        assert_eq!(
+            v(Ended::Exited(1), "4.2.2 mailbox full, try later "),
+            (
+                "deferred",
+                "4.2.2".into(),
+                "mailbox full, try later ".into()
+            )
+        );
+        assert_eq!(
+            v(Ended::Exited(1), "some output "),
+            (
+                "bounced",
+                "5.3.0".into(),
+                "Command died with status 1: \"/bin/x\". Command output: some output ".into()
+            )
+        );
+        assert_eq!(
+            v(Ended::Signal(15), ""),
+            (
+                "deferred",
+                "4.3.0".into(),
+                "Command died with signal 15: \"/bin/x\"".into()
+            )
+        );
+        assert_eq!(
+            v(Ended::TimedOut, ""),
+            (
+                "bounced",
+                "5.3.0".into(),
+                "Command time limit exceeded: \"/bin/x\"".into()
+            )
+        );
+    }
+
+    #[test]
+    fn local_parts_are_quoted_only_when_they_must_be() {
+        assert_eq!(quote_local("a.b+c"), "a.b+c");
+        assert_eq!(quote_local("sen der"), "\"sen der\"");
+        assert_eq!(quote_local("a..b"), "\"a..b\"");
+        assert_eq!(printable(b"line1\nline2\t\x01"), "line1 line2 _");
+    }
+}
