@@ -143,3 +143,33 @@ fn error_retry_and_discard_answer_as_postfix_and_lmtp_mail_waits() {
         m.log_text()
     );
 }
+
+#[test]
+fn a_confined_smtpd_restarts_when_its_table_is_rebuilt() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Only root can confine a daemon.
+    }
+    let m = stock_instance("");
+    m.start();
+    let send = |rcpt: &str| {
+        let (mut c, _) = Smtp::connect(m.port);
+        c.cmd("EHLO client.example");
+        c.mail("a@example.org", &[rcpt], b"Subject: x\r\n\r\nhi")
+    };
+    assert!(send("admin@ywnds.com").starts_with("250"));
+    // A new alias: the confined smtpd cannot reopen the rebuilt table, so
+    // it stops and master starts one that opens it afresh.
+    m.set_aliases("postmaster: root\nroot: openstack\nadmin: openstack, hadoop\nsales: hadoop\n");
+    let first = send("sales@ywnds.com");
+    assert!(
+        m.wait_log("has changed -- restarting", Duration::from_secs(10)),
+        "{first}\n{}",
+        m.log_text()
+    );
+    assert!(
+        testkit::wait_for(Duration::from_secs(10), || send("sales@ywnds.com")
+            .starts_with("250")),
+        "{}",
+        m.log_text()
+    );
+}
