@@ -221,6 +221,27 @@ fn outcome(v: &Verdict) -> Outcome<'_> {
     }
 }
 
+/// Writes `prepend` and the content to a command's stdin. Errors writing
+/// (the command closed its input) end the feed quietly; an error reading the
+/// queue file is returned.
+fn feed(
+    mut stdin: std::process::ChildStdin,
+    prepend: &[u8],
+    content: &mut impl Read,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    if stdin.write_all(prepend).is_err() {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = content.read(&mut buf)?;
+        if n == 0 || stdin.write_all(&buf[..n]).is_err() {
+            return Ok(());
+        }
+    }
+}
+
 /// `Delivered-To:` values in the message header, lowercased (loop detection).
 fn delivered_to_headers(qf: &QueueFile) -> Vec<String> {
     let mut head = Vec::new();
@@ -521,16 +542,24 @@ impl Ctx<'_> {
         if pfx_sys::users::is_root() {
             c.uid(uid).gid(gid);
         }
+        let mut content = match self.qf.content() {
+            Ok(c) => c,
+            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
+        };
         let mut child = match c.spawn() {
             Ok(ch) => ch,
             Err(e) => return Verdict::Failed(defer(format!("command {cmd}: {e}"))),
         };
         let prepend = self.prepend(top, top);
-        if let (Some(mut stdin), Ok(mut content)) = (child.stdin.take(), self.qf.content()) {
-            use std::io::Write;
-            let _ = stdin
-                .write_all(&prepend)
-                .and_then(|()| std::io::copy(&mut content, &mut stdin).map(drop));
+        if let Some(stdin) = child.stdin.take() {
+            // A command that stops reading early is its own business (its
+            // exit status decides); a queue file that cannot be read means
+            // the command saw a cut message, so the delivery is deferred.
+            if let Err(e) = feed(stdin, &prepend, &mut content) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Verdict::Failed(defer(format!("read queue file: {e}")));
+            }
         }
         match child.wait_with_output() {
             Ok(out) if out.status.success() => {

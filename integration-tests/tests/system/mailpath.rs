@@ -1441,3 +1441,111 @@ fn vrfy_arguments_and_overlong_lines_are_read_as_postfix_reads_them() {
     assert_eq!(c.cmd(&long), "501 5.1.3 Bad recipient address syntax");
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye");
 }
+
+/// A record as Postfix writes it: type, length in 7-bit groups, data.
+fn postfix_record(kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    let mut len = data.len();
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        out.push(if len == 0 { low } else { low | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn a_command_never_gets_a_message_its_queue_file_cuts_short() {
+    // Postfix's own queue files carry no checksum, so damage inside the
+    // content shows only when an agent reads it: the delivery is deferred,
+    // not reported sent after the command saw half a message.
+    let m = Instance::mail("");
+    let out_dir = m.root.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(
+        &out_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    m.set_aliases(&format!(
+        "postmaster: root\nroot: openstack\npipe: \"|/bin/cat > {}/piped\"\n",
+        out_dir.display()
+    ));
+    m.start();
+    let rcpt = b"pipe@ywnds.com";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sizes = |size: usize, offset: usize| {
+        format!(
+            "{size:>15} {offset:>15} {:>15} {:>15} {size:>15} {:>15}",
+            1, 0, 0
+        )
+    };
+    let mut head = postfix_record(b'C', sizes(0, 0).as_bytes());
+    for (kind, data) in [
+        (b'T', format!("{now} 0").into_bytes()),
+        (b'A', format!("create_time={now}").into_bytes()),
+        (b'F', Vec::new()),
+        (b'S', b"a@example.org".to_vec()),
+        (b'O', rcpt.to_vec()),
+        (b'R', rcpt.to_vec()),
+        (b'M', Vec::new()),
+    ] {
+        head.extend(postfix_record(kind, &data));
+    }
+    let offset = head.len();
+    let mut content = postfix_record(b'N', b"Subject: cut short");
+    content.extend(postfix_record(b'N', b""));
+    content.extend(postfix_record(b'N', b"first line"));
+    content.extend(postfix_record(b')', b"not a content record"));
+    content.extend(postfix_record(b'N', b"last line"));
+    let size = content.len();
+    let mut file = postfix_record(b'C', sizes(size, offset).as_bytes());
+    file.extend_from_slice(&head[file.len()..]);
+    file.extend(content);
+    file.extend(postfix_record(b'X', b""));
+    file.extend(postfix_record(b'E', b""));
+
+    use std::os::unix::fs::PermissionsExt;
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(m.queue.join("incoming")).unwrap());
+    let staged = m.queue.join("4A1B2C3D4E5");
+    std::fs::write(&staged, &file).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&staged, Some(owner.into()), None).unwrap();
+    std::fs::rename(&staged, m.queue.join("incoming/4A1B2C3D4E5")).unwrap();
+    // Any message wakes qmgr, which then takes up all of incoming/.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .mail("a@example.org", &["openstack@ywnds.com"], b"x")
+        .starts_with("250 "));
+
+    assert!(
+        m.wait_log("4A1B2C3D4E5: to=<pipe@ywnds.com>", Duration::from_secs(10)),
+        "{}",
+        m.log_text()
+    );
+    let log = m.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("4A1B2C3D4E5: to=<pipe@ywnds.com>"))
+        .unwrap();
+    assert!(
+        line.contains("status=deferred") && line.contains("read queue file"),
+        "{line}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || m
+            .queue_files("deferred")
+            .contains(&"4A1B2C3D4E5".to_owned())),
+        "{:?}",
+        m.queue_files("deferred")
+    );
+}
