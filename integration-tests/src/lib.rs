@@ -611,7 +611,8 @@ impl Smtp {
 
 /// Runs pflogsumm (Debian's package) on the mail log; returns the "Grand Totals" counts.
 pub fn pflogsumm(log: &std::path::Path) -> std::collections::HashMap<String, u64> {
-    let out = std::process::Command::new("pflogsumm")
+    // In /usr/sbin, which an ordinary user's PATH may lack.
+    let out = std::process::Command::new("/usr/sbin/pflogsumm")
         .arg(log)
         .output()
         .expect("pflogsumm is installed by scripts/setup");

@@ -170,8 +170,7 @@ impl Reserve {
                 if !meta.is_file() || meta.mode() & 0o777 != MODE_RESERVED {
                     return None;
                 }
-                let file = std::fs::OpenOptions::new().write(true).open(&path).ok()?;
-                let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+                let file = adopt(&path)?;
                 Some(Reserved { id, path, file })
             })
             .collect()
@@ -184,6 +183,30 @@ impl Reserve {
         for r in ready {
             let _ = crate::recycle::give_back(self.queue.root(), &r.path);
         }
+    }
+}
+
+/// A reserved file opened for writing and locked, unless another process
+/// holds it.
+fn adopt(path: &std::path::Path) -> Option<Flock<File>> {
+    let lock = |f| Flock::lock(f, FlockArg::LockExclusiveNonblock).ok();
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => lock(f),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // Not root (an ordinary user's instance): mode 0400 keeps even
+            // the owner from opening it for writing. Held through a
+            // read-only descriptor, it is made writable for a moment.
+            let held = lock(File::open(path).ok()?)?;
+            held.set_permissions(std::fs::Permissions::from_mode(MODE_WRITING))
+                .ok()?;
+            let writable = std::fs::OpenOptions::new().write(true).open(path);
+            held.set_permissions(std::fs::Permissions::from_mode(MODE_RESERVED))
+                .ok()?;
+            drop(held);
+            // Another cleanup may have taken it in between: then it is theirs.
+            lock(writable.ok()?)
+        }
+        Err(_) => None,
     }
 }
 

@@ -367,7 +367,10 @@ fn sendmail_submits_through_postdrop_and_pickup() {
         "{mail}"
     );
     assert!(
-        mail.contains("\nReceived: by mail.ywnds.com (Postfix, from userid 0)\n\tid "),
+        mail.contains(&format!(
+            "\nReceived: by mail.ywnds.com (Postfix, from userid {})\n\tid ",
+            nix::unistd::Uid::current()
+        )),
         "{mail}"
     );
     assert!(
@@ -379,7 +382,10 @@ fn sendmail_submits_through_postdrop_and_pickup() {
     m.wait_maildir("hadoop", 1);
     assert!(m.wait_log("postfix/pickup[", Duration::from_secs(5)));
     assert!(
-        m.log_text().contains(": uid=0 from=<hadoop>"),
+        m.log_text().contains(&format!(
+            ": uid={} from=<hadoop>",
+            nix::unistd::Uid::current()
+        )),
         "{}",
         m.log_text()
     );
@@ -454,7 +460,9 @@ fn sendmail_submits_through_postdrop_and_pickup() {
     // Mistakes: Postfix's messages and exit status 75.
     let out = run_as(&[], "sendmail", &["-C", &e], b"Subject: x\n\n");
     assert_eq!(out.status.code(), Some(75));
-    assert!(text(&out).1.contains("sendmail: fatal: root(0): Recipient addresses must be specified on the command line or via the -t option"), "{:?}", text(&out));
+    let me = nix::unistd::Uid::current();
+    let name = nix::unistd::User::from_uid(me).unwrap().unwrap().name;
+    assert!(text(&out).1.contains(&format!("sendmail: fatal: {name}({me}): Recipient addresses must be specified on the command line or via the -t option")), "{:?}", text(&out));
     let out = run_as(&[], "sendmail", &["-C", &e, "-t"], b"Subject: x\n\n");
     assert!(text(&out)
         .1
@@ -731,8 +739,12 @@ fn myorigin_naming_a_file_takes_its_first_line_as_debian_does() {
     assert!(out.status.success(), "{:?}", text(&out));
     let got = m.wait_maildir("hadoop", 1);
     let mail = String::from_utf8_lossy(&got[0]).into_owned();
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::current())
+        .unwrap()
+        .unwrap()
+        .name;
     assert!(
-        mail.starts_with("Return-Path: <root@ywnds.com>\n"),
+        mail.starts_with(&format!("Return-Path: <{me}@ywnds.com>\n")),
         "{mail}"
     );
     assert!(
