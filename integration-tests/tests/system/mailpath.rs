@@ -945,13 +945,7 @@ fn mbox_delivery_waits_for_a_mail_readers_fcntl_lock() {
 #[test]
 fn alias_targets_files_commands_includes_extensions_and_forwarding() {
     let m = Instance::mail("recipient_delimiter = +\n");
-    let out_dir = m.root.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::fs::set_permissions(
-        &out_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
+    let out_dir = shared_dir(&m, "out");
     let include = m.root.path().join("team.list");
     std::fs::write(&include, "# the team\nhadoop\n").unwrap();
     let aliases = format!(
@@ -1442,6 +1436,14 @@ fn vrfy_arguments_and_overlong_lines_are_read_as_postfix_reads_them() {
     assert_eq!(c.cmd("QUIT"), "221 2.0.0 Bye");
 }
 
+/// A directory any delivery (whatever user it runs as) may write in.
+fn shared_dir(m: &testkit::MailInstance, name: &str) -> std::path::PathBuf {
+    let dir = m.root.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir
+}
+
 /// A record as Postfix writes it: type, length in 7-bit groups, data.
 fn postfix_record(kind: u8, data: &[u8]) -> Vec<u8> {
     let mut out = vec![kind];
@@ -1464,13 +1466,7 @@ fn a_command_never_gets_a_message_its_queue_file_cuts_short() {
     // content shows only when an agent reads it: the delivery is deferred,
     // not reported sent after the command saw half a message.
     let m = Instance::mail("");
-    let out_dir = m.root.path().join("out");
-    std::fs::create_dir(&out_dir).unwrap();
-    std::fs::set_permissions(
-        &out_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
+    let out_dir = shared_dir(&m, "out");
     m.set_aliases(&format!(
         "postmaster: root\nroot: openstack\npipe: \"|/bin/cat > {}/piped\"\n",
         out_dir.display()
