@@ -210,12 +210,10 @@ fn adopt(path: &std::path::Path) -> Option<Flock<File>> {
     }
 }
 
-/// At shutdown, once every cleanup is gone: removes the reserved files no
-/// one holds from `incoming/`, so the queue directories Postfix reads hold
-/// only messages when the system is down. (`recycle/`, postfix-rs's own
-/// pool, is kept for the next start: Postfix never looks at it, and an
-/// empty pool would cost every message an inode allocation until it
-/// refills. The package's removal, switching back to Postfix, deletes it.)
+/// At shutdown, once every cleanup and qmgr is gone: removes the reserved
+/// files no one holds from `incoming/` and empties `recycle/`, so a stopped
+/// system leaves only messages behind, and no old message's bytes in files
+/// Postfix, started on the same queue, knows nothing of.
 pub fn remove_spares(queue: &Queue) {
     let incoming = queue.root().join(QueueName::Incoming.as_str());
     let reserve = Reserve::new(queue.clone());
@@ -223,6 +221,13 @@ pub fn remove_spares(queue: &Queue) {
         let _ = std::fs::remove_file(&r.path);
     }
     let _ = pfx_sys::fs::fsync_dir(&incoming);
+    let pool = reserve.pool.dir();
+    if let Ok(entries) = std::fs::read_dir(pool) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = pfx_sys::fs::fsync_dir(pool);
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn reserved_files_go_at_shutdown_but_messages_held_files_and_the_pool_stay() {
+    fn reserved_and_pooled_files_go_at_shutdown_but_messages_and_held_files_stay() {
         let (_tmp, q) = queue();
         let held = Reserve::new(q.clone());
         held.refill().unwrap();
@@ -298,7 +303,7 @@ mod tests {
         let still_reserved = held.ready.lock().unwrap().len();
         assert_eq!(left.len(), still_reserved + 1, "{left:?}");
         assert!(message.exists());
-        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 1);
+        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
     }
 
     #[test]

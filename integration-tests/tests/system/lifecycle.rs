@@ -432,6 +432,12 @@ fn stop_and_abort_leave_only_messages_in_the_queues_postfix_reads() {
             Vec::<String>::new(),
             "after {how}"
         );
+        // postfix-rs's pool of reusable files is emptied too.
+        assert_eq!(
+            std::fs::read_dir(m.queue.join("recycle")).map_or(0, |d| d.count()),
+            0,
+            "after {how}"
+        );
         std::fs::remove_dir_all(m.home.join("openstack/Maildir")).unwrap();
     }
 }
