@@ -106,7 +106,7 @@ pub static PARAMS: &[Param] = &[
     p("alias_maps", "hash:/etc/aliases, nis:mail.aliases", Str, I),
     p("allow_mail_to_commands", "alias, forward", Str, I),
     p("allow_mail_to_files", "alias, forward", Str, I),
-    p("allow_min_user", "no", Bool, R),
+    p("allow_min_user", "no", Bool, I),
     p("allow_percent_hack", "yes", Bool, R),
     p("allow_untrusted_routing", "no", Bool, R),
     p("alternate_config_directories", "", Str, I),

@@ -32,6 +32,7 @@ pub(crate) struct Router {
     relayhost: String,
     transport_maps: MapList,
     double_bounce: String,
+    allow_min_user: bool,
 }
 
 /// `transport:nexthop` as in master.cf-style transport specs.
@@ -64,6 +65,7 @@ impl Router {
                 Format::Postmap,
             )?,
             double_bounce: cfg.get("double_bounce_sender").map_err(e)?,
+            allow_min_user: cfg.bool("allow_min_user").map_err(e)?,
         })
     }
 
@@ -91,6 +93,16 @@ impl Router {
 
     pub(crate) fn route(&self, recipient: &str) -> Route {
         let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
+        // A command (pipe's argv, a local alias command) could take a
+        // leading '-' for an option: such recipients bounce unless
+        // allow_min_user says otherwise, as Postfix's resolver has it.
+        if !self.allow_min_user && recipient.starts_with('-') {
+            return Route {
+                transport: "error".into(),
+                nexthop: "5.1.3 bad address syntax".into(),
+                destination: recipient.to_ascii_lowercase(),
+            };
+        }
         if r.is_local && r.local.eq_ignore_ascii_case(&self.double_bounce) {
             return Route {
                 transport: "discard".into(),
@@ -241,5 +253,20 @@ mod tests {
             ("local".into(), "mail.ywnds.com".into())
         );
         assert_eq!(r.route("a@example.test").destination, "[127.0.0.2]:2526");
+    }
+
+    #[test]
+    fn a_recipient_starting_with_a_hyphen_bounces_unless_allow_min_user() {
+        let route = |extra: &str| {
+            let text = format!("mydestination = ywnds.com\n{extra}");
+            let cfg = Config::from_text(Path::new("/etc/postfix"), &text).unwrap();
+            let r = Router::new(&cfg).unwrap().route("-oQ/tmp/x@163.com");
+            (r.transport, r.nexthop)
+        };
+        assert_eq!(
+            route(""),
+            ("error".into(), "5.1.3 bad address syntax".into())
+        );
+        assert_eq!(route("allow_min_user = yes\n").0, "smtp");
     }
 }
