@@ -189,7 +189,13 @@ impl Reserve {
 /// A reserved file opened for writing and locked, unless another process
 /// holds it.
 fn adopt(path: &std::path::Path) -> Option<Flock<File>> {
-    let lock = |f| Flock::lock(f, FlockArg::LockExclusiveNonblock).ok();
+    // Checked again once locked: the cleanup that held it may have started
+    // writing a message into it (mode 0600) and let go in between.
+    let lock = |f: File| {
+        let f = Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()?;
+        let meta = f.metadata().ok()?;
+        (meta.mode() & 0o777 == MODE_RESERVED && meta.nlink() > 0).then_some(f)
+    };
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(f) => lock(f),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -304,6 +310,17 @@ mod tests {
         assert_eq!(left.len(), still_reserved + 1, "{left:?}");
         assert!(message.exists());
         assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_file_another_cleanup_started_writing_is_never_adopted() {
+        // The race adoption closes: the mode was 0400 when listed, then the
+        // holder started writing into it and let go before the lock was taken.
+        let (_t, q) = queue();
+        let first = Reserve::new(q.clone());
+        first.refill().unwrap();
+        let (_id, path, _file) = first.take().unwrap().start_writing().unwrap();
+        assert!(adopt(&path).is_none());
     }
 
     #[test]
