@@ -331,6 +331,14 @@ impl Scheduler {
             Err(e) => return warn!("{id}: open queue file: {e}"),
         };
         qf.close();
+        if let Some(what) = &qf.postfix_only {
+            // Left by Postfix: delivering it without the filter or redirect
+            // would skip what Postfix was told to do. Held, it waits for the
+            // administrator (or Postfix, which carries it out).
+            warn!("{id}: {what}: not implemented by postfix-rs; message placed on hold");
+            let _ = self.queue.move_to(id, QueueName::Active, QueueName::Hold);
+            return;
+        }
         info!(
             "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
             qf.sender,

@@ -529,6 +529,10 @@ pub struct QueueFile {
     /// Where the checksummed bytes start (after the `C` record), and the
     /// checksum; none in files postfix-rs did not write.
     pub(crate) checksum: Option<(u64, u32)>,
+    /// What a file Postfix wrote asks for that postfix-rs cannot do: a
+    /// content filter (`L`) or a redirect (`>`) record, which Postfix's
+    /// qmgr obeys for every recipient. qmgr holds such a message.
+    pub postfix_only: Option<String>,
 }
 
 /// Envelope records are short; anything larger is damage.
@@ -609,6 +613,11 @@ impl QueueFile {
                 return Err(corrupt("bad size record"));
             }
             let content_len = nums.get(4).copied().filter(|&n| n > 0).unwrap_or(nums[0]);
+            // The content must lie inside the file, after the size record.
+            match nums[1].checked_add(nums[0]) {
+                Some(end) if nums[1] == 0 || (nums[1] >= checked_from && end <= total) => {}
+                _ => return Err(corrupt("size record points outside the file")),
+            }
             sizes = Some(Sizes {
                 data_size: nums[0],
                 data_offset: nums[1],
@@ -636,6 +645,7 @@ impl QueueFile {
             len: total,
             file: None,
             checksum,
+            postfix_only: None,
         };
         let (mut time, mut sender, mut ident) = (None, None, None);
         let mut orig: Option<String> = None;
@@ -746,12 +756,18 @@ impl QueueFile {
                     qf.end = r.pos();
                     break;
                 }
+                kind::FILT if !text.is_empty() => {
+                    qf.postfix_only = Some(format!("content filter {text}"));
+                }
+                kind::RDR if !text.is_empty() => {
+                    qf.postfix_only = Some(format!("redirect to {text}"));
+                }
                 other => {
                     if let Some(name) = attr_record(other) {
                         qf.attrs.push((name.to_owned(), text));
                     }
-                    // The rest (filters, redirects, VERP, warnings, killed
-                    // records...) is Postfix's and means nothing here.
+                    // The rest (VERP, warnings, killed records...) is
+                    // Postfix's and changes nothing about the delivery.
                 }
             }
         }
@@ -1294,6 +1310,58 @@ mod tests {
         // No end record.
         std::fs::write(&path, &good[..good.len() - 2]).unwrap();
         assert!(matches!(QueueFile::open(&path), Err(Error::Corrupt(_))));
+        // A size record whose content runs past the end of the file.
+        let mut bad = good.clone();
+        bad[2..17].copy_from_slice(format!("{:>15}", 999_999_999_999_999u64).as_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            matches!(QueueFile::open(&path), Err(Error::Corrupt(m)) if m.contains("outside")),
+            "{:?}",
+            QueueFile::open(&path).map(|q| q.recipients.len())
+        );
+    }
+
+    #[test]
+    fn a_postfix_filter_or_redirect_record_is_reported_never_dropped() {
+        let samples = postfix_samples();
+        let good = std::fs::read(
+            samples
+                .iter()
+                .find(|p| p.to_string_lossy().contains("smtp-plain"))
+                .unwrap(),
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("95A0B9943F6");
+        let open = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            QueueFile::open(&path).unwrap()
+        };
+        assert_eq!(open(&good).postfix_only, None);
+        // The A record `rewrite_context=local` (21 bytes) becomes a record of
+        // the same length Postfix writes for content_filter or REDIRECT.
+        let at = good
+            .windows(16)
+            .position(|w| w == b"rewrite_context=")
+            .unwrap()
+            - 2;
+        for (k, data, what) in [
+            (
+                kind::FILT,
+                "smtp:[127.0.0.1]:1002",
+                "content filter smtp:[127.0.0.1]:1002",
+            ),
+            (
+                kind::RDR,
+                "quarantine@there.test",
+                "redirect to quarantine@there.test",
+            ),
+        ] {
+            let mut file = good.clone();
+            file[at] = k;
+            file[at + 2..at + 23].copy_from_slice(data.as_bytes());
+            assert_eq!(open(&file).postfix_only.as_deref(), Some(what));
+        }
     }
 
     #[test]

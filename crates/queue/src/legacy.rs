@@ -29,6 +29,13 @@ pub(crate) fn open(
 ) -> Result<QueueFile, Error> {
     let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
     let (content_offset, content_len, crc) = (nums[0], nums[1], nums.get(2).copied());
+    if content_offset
+        .checked_add(content_len)
+        .and_then(|e| e.checked_add(4))
+        .is_none_or(|e| e > total)
+    {
+        return Err(corrupt("size record points outside the file"));
+    }
     let mut r = record::Reader::new(file.clone(), checked_from);
     let mut qf = QueueFile {
         path: path.to_owned(),
@@ -43,6 +50,7 @@ pub(crate) fn open(
         len: total,
         file: None,
         checksum: None,
+        postfix_only: None,
     };
     let (mut version, mut id, mut orig) = (None, None, None);
     loop {
@@ -122,7 +130,7 @@ impl Raw {
         Self {
             file,
             pos: start,
-            end: start + len,
+            end: start.saturating_add(len),
         }
     }
 }
