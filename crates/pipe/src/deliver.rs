@@ -289,7 +289,7 @@ fn argv(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Result<Vec<Stri
     }
     let mut out = Vec::new();
     for arg in &a.argv {
-        let names = macros(arg)?;
+        let names = macros(arg).map_err(|name| format!("unknown macro name: \"{name}\""))?;
         if !names.iter().any(|n| PER_RECIPIENT.contains(&n.as_str())) {
             out.push(expand(arg, &common));
             continue;
@@ -318,13 +318,17 @@ fn argv(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Result<Vec<Stri
             out.push(expand(arg, &v));
         }
     }
+    if out.is_empty() {
+        // The command itself was a ${user} argument and the user is empty.
+        return Err("empty command".into());
+    }
     Ok(out)
 }
 
 /// `user+ext`: (user, ext) at the first delimiter character.
 fn a_delimited<'a>(local: &'a str, delimiter: &str) -> Option<(&'a str, &'a str)> {
-    let i = local.find(|c| delimiter.contains(c))?;
-    Some((&local[..i], &local[i + 1..]))
+    let (i, c) = local.char_indices().find(|&(_, c)| delimiter.contains(c))?;
+    Some((&local[..i], &local[i + c.len_utf8()..]))
 }
 
 /// The bytes the command reads: the lines `flags=` adds, then the message
@@ -496,17 +500,18 @@ async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, S
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::from(w))
         .stderr(std::process::Stdio::from(w2));
-    let user = std::ffi::CString::new(a.user.clone()).map_err(|e| e.to_string())?;
-    let groups = nix::unistd::getgrouplist(&user, a.gid).unwrap_or_else(|_| vec![a.gid]);
-    // SAFETY: setgroups and setsid are async-signal-safe; the vector was
+    // Only the user's primary group, as Postfix's set_ugid(): a pipe user
+    // that is also in adm or postdrop gets none of their access.
+    let groups = [a.gid];
+    // SAFETY: setgroups and setsid are async-signal-safe; the array was
     // built before the fork.
     let root = pfx_sys::users::is_root();
     let (uid, gid) = (a.uid, a.gid);
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            // The user's groups, then its group, then the user (an instance
-            // run by an ordinary user runs commands as that user).
+            // The group, then the user (an instance run by an ordinary
+            // user runs commands as that user).
             if root {
                 nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
                 nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
@@ -652,11 +657,8 @@ async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdic
     }
     let argv = match argv(agent, qf, req) {
         Ok(v) => v,
-        Err(name) => {
-            warn!(
-                "file master.cf: service {}: unknown macro name: \"{name}\"",
-                agent.service
-            );
+        Err(why) => {
+            warn!("file master.cf: service {}: {why}", agent.service);
             return Verdict::new("4.3.5", "mail system configuration error");
         }
     };
@@ -691,6 +693,13 @@ fn delivered_to(qf: &QueueFile) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delimiter_beyond_ascii_splits_on_its_character() {
+        assert_eq!(a_delimited("user§ext", "§"), Some(("user", "ext")));
+        assert_eq!(a_delimited("user+ext", "-+"), Some(("user", "ext")));
+        assert_eq!(a_delimited("user", "+"), None);
+    }
 
     #[test]
     fn macros_and_their_expansion() {
