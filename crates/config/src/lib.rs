@@ -583,8 +583,12 @@ impl Config {
         let norm = |v: &str| normalize(p.kind, v);
         // The default postfix-rs implements is Postfix's at the newest
         // compatibility level, whatever level main.cf asks for.
+        // A name Postfix 3.7 no longer lists (`virtual_maps`, the old name
+        // of virtual_alias_maps) counts as unset here: set in main.cf, it
+        // changes the value away from the default, and is refused with it.
         let default = expand::expand(&self.default_raw(name)?, &|n| match n {
             "compatibility_level" => Some(IMPLEMENTED_LEVEL.to_owned()),
+            _ if params::find(n).is_none() => None,
             _ => self.raw(n),
         })
         .ok()?;
@@ -838,6 +842,26 @@ mod tests {
         }
         // mime_header_checks follows header_checks by default: one refusal.
         assert_eq!(r.len(), 4, "{r:?}");
+    }
+
+    #[test]
+    fn old_names_postfix_still_honours_through_a_default_are_refused() {
+        let r = refusals(
+            &format!(
+                "{LEVEL}virtual_maps = hash:/etc/postfix/virtual\nfallback_relay = [192.0.2.1]\n"
+            ),
+            "",
+        );
+        assert!(
+            r.iter()
+                .any(|l| l.contains("virtual_alias_maps = hash:/etc/postfix/virtual")),
+            "{r:?}"
+        );
+        assert!(
+            r.iter()
+                .any(|l| l.contains("smtp_fallback_relay = [192.0.2.1]")),
+            "{r:?}"
+        );
     }
 
     #[test]
