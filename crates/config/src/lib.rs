@@ -627,6 +627,19 @@ impl Config {
             return None;
         }
         let items = self.list(name).ok()?;
+        if let Some(negated) = items.iter().find(|i| i.starts_with('!')) {
+            // Postfix's first match wins, so `!x` excludes x; taken as a
+            // plain item it would match nothing and let x match later on.
+            return Some(Refusal {
+                place: self.place(name),
+                name: name.to_owned(),
+                value: items.join(", "),
+                reason: format!(
+                    "negated item {negated} in a match list: not implemented by postfix-rs"
+                ),
+                warning: false,
+            });
+        }
         let table = items.iter().find(|i| {
             i.split_once(':').is_some_and(|(t, _)| {
                 t.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -842,6 +855,15 @@ mod tests {
         }
         // mime_header_checks follows header_checks by default: one refusal.
         assert_eq!(r.len(), 4, "{r:?}");
+    }
+
+    #[test]
+    fn negated_items_in_match_lists_are_refused() {
+        let r = refusals(
+            &format!("{LEVEL}relay_domains = !example.com, example.com\n"),
+            "",
+        );
+        assert_eq!(r, ["/etc/postfix/main.cf, line 2: relay_domains = !example.com, example.com: negated item !example.com in a match list: not implemented by postfix-rs"]);
     }
 
     #[test]
