@@ -545,6 +545,7 @@ impl Scheduler {
         msg.in_flight -= 1;
         let mut done_offsets = Vec::new();
         let mut bounces = Vec::new();
+        let mut bounced = Vec::new();
         let mut defers = Vec::new();
         for (&i, status) in batch.iter().zip(statuses) {
             let rcpt = &msg.qf.recipients[i];
@@ -569,6 +570,7 @@ impl Scheduler {
                 } => {
                     msg.state[i] = Rcpt::Done;
                     done_offsets.push(rcpt.offset);
+                    bounced.push((i, rcpt.offset));
                     let mut rec = record(dsn, relay, reason);
                     if let Some(f) = final_recipient.as_ref().filter(|f| **f != rcpt.address) {
                         rec.original = Some(
@@ -600,9 +602,17 @@ impl Scheduler {
         }
         // The bounce record must be on disk before the recipient is marked done.
         if !bounces.is_empty() {
-            msg.has_bounces = true;
-            if let Err(e) = statuslog::append(&queue_dir, Log::Bounce, id, &bounces, true) {
-                warn!("{id}: write bounce log: {e}");
+            match statuslog::append(&queue_dir, Log::Bounce, id, &bounces, true) {
+                Ok(()) => msg.has_bounces = true,
+                Err(e) => {
+                    // Without the record no notice can be sent: the
+                    // recipients stay pending and are tried again.
+                    warn!("{id}: write bounce log: {e}");
+                    for (i, offset) in bounced {
+                        msg.state[i] = Rcpt::Deferred;
+                        done_offsets.retain(|o| *o != offset);
+                    }
+                }
             }
         }
         if !defers.is_empty() {

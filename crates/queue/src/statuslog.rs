@@ -119,6 +119,7 @@ pub fn append(
                 .or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) })?;
         }
     }
+    let created = !p.exists();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -127,6 +128,13 @@ pub fn append(
     f.write_all(text.as_bytes())?;
     if durable {
         f.sync_data()?;
+        // A new log's name must survive a crash too: the recipients it
+        // records are marked done next.
+        if created {
+            if let Some(dir) = p.parent() {
+                pfx_sys::fs::fsync_dir(dir)?;
+            }
+        }
     }
     Ok(())
 }
