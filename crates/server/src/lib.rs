@@ -87,6 +87,9 @@ pub struct Context {
     pub max_sessions: usize,
     /// The arguments master.cf gives the service after its options.
     pub args: Vec<String>,
+    /// The configuration the daemon started with (what `run_prepared`'s
+    /// preparation was built from), whatever reloads came since.
+    pub initial_config: Arc<Config>,
     shutdown: watch::Receiver<bool>,
     used: Arc<AtomicBool>,
     status: Arc<tokio::sync::Mutex<Option<tokio::net::unix::OwnedWriteHalf>>>,
@@ -354,7 +357,8 @@ where
     let endpoint = endpoint
         .into_tokio()
         .map_err(|e| format!("service endpoint: {e}"))?;
-    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let initial_config = Arc::new(cfg);
+    let (cfg_tx, cfg_rx) = watch::channel(initial_config.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let mut writer = None;
@@ -420,6 +424,7 @@ where
         config: cfg_rx,
         max_sessions,
         args: rest,
+        initial_config,
         shutdown: stop_rx.clone(),
         used: Arc::new(AtomicBool::new(false)),
         status,
@@ -443,9 +448,8 @@ pub struct PerConfig<T> {
     current: std::sync::Mutex<Option<Built<T>>>,
 }
 
-/// A value and the configuration it was built from; `None` for a value
-/// given at the start ([`PerConfig::seeded`]).
-type Built<T> = (Option<Arc<Config>>, Arc<T>);
+/// A value and the configuration it was built from.
+type Built<T> = (Arc<Config>, Arc<T>);
 
 impl<T> Default for PerConfig<T> {
     fn default() -> Self {
@@ -459,9 +463,9 @@ impl<T> PerConfig<T> {
     /// Starts with `value`, built before the daemon was confined to the
     /// queue directory (see [`run_prepared`]), for the configuration it
     /// started with.
-    pub fn seeded(value: T) -> Self {
+    pub fn seeded(value: T, built_from: Arc<Config>) -> Self {
         Self {
-            current: std::sync::Mutex::new(Some((None, Arc::new(value)))),
+            current: std::sync::Mutex::new(Some((built_from, Arc::new(value)))),
         }
     }
 
@@ -472,18 +476,13 @@ impl<T> PerConfig<T> {
         build: impl FnOnce(Arc<Config>) -> Result<T, String>,
     ) -> Result<Arc<T>, String> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, v)) = cur.as_mut() {
-            match c {
-                Some(c) if Arc::ptr_eq(c, &cfg) => return Ok(v.clone()),
-                Some(_) => {}
-                None => {
-                    *c = Some(cfg);
-                    return Ok(v.clone());
-                }
+        if let Some((c, v)) = cur.as_ref() {
+            if Arc::ptr_eq(c, &cfg) {
+                return Ok(v.clone());
             }
         }
         let v = Arc::new(build(cfg.clone())?);
-        *cur = Some((Some(cfg), v.clone()));
+        *cur = Some((cfg, v.clone()));
         Ok(v)
     }
 }

@@ -26,7 +26,7 @@ fn main() {
             pfx_server::serve_deliveries(
                 &ctx,
                 endpoint,
-                pfx_server::PerConfig::seeded(first),
+                pfx_server::PerConfig::seeded(first, ctx.initial_config.clone()),
                 deliver::Agent::new,
                 |state, req| async move { deliver::request(&state, &req).await },
             )

@@ -37,7 +37,10 @@ fn main() {
         |cfg| Settings::new(Arc::new(cfg.clone())),
         |ctx, endpoint, first| async move {
             let config = ctx.config.clone();
-            let settings = Arc::new(pfx_server::PerConfig::seeded(first));
+            let settings = Arc::new(pfx_server::PerConfig::seeded(
+                first,
+                ctx.initial_config.clone(),
+            ));
             let shared: Arc<Shared> = Arc::default();
             pfx_server::serve_stream(&ctx, endpoint, move |stream| {
                 let cfg = config.borrow().clone();

@@ -400,3 +400,24 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
     let l = log_line(&a, &format!("{id}: to=<w@elsewhere.test>"));
     assert!(l.contains("dsn=4.4.3, status=deferred (Host or domain name not found. Name service error for name=elsewhere.test type=MX: Host not found, try again)"), "{l}");
 }
+
+#[test]
+fn a_reload_before_the_smtp_agent_is_first_used_takes_effect() {
+    // The agent's settings were built at its start; a reload that comes
+    // before its first delivery must not leave them in force.
+    let mx = FakeMx::start("127.0.0.1", Script::default());
+    let m = relaying_to(mx.port, "");
+    let pid = m.child_pid("smtp");
+    m.add_main_cf("smtp_helo_name = reloaded.ywnds.com\n");
+    m.postfix("reload");
+    assert!(m.wait_log("reload -- version", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300)); // the agent re-reads main.cf
+    assert_eq!(m.child_pid("smtp"), pid, "reloaded in place, not restarted");
+    let id = send(&m, &["a@163.com"], "Subject: x\n\nx\n");
+    assert!(log_line(&m, &format!("{id}: to=<a@163.com>")).contains("status=sent"));
+    assert!(
+        mx.commands().iter().any(|c| c == "EHLO reloaded.ywnds.com"),
+        "{:?}",
+        mx.commands()
+    );
+}
