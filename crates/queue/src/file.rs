@@ -1218,6 +1218,16 @@ mod tests {
         v
     }
 
+    /// The bytes of the sample whose name contains `name`.
+    fn postfix_sample(name: &str) -> Vec<u8> {
+        let samples = postfix_samples();
+        let path = samples
+            .iter()
+            .find(|p| p.to_string_lossy().contains(name))
+            .unwrap();
+        std::fs::read(path).unwrap()
+    }
+
     #[test]
     fn postfix_3_7_queue_and_maildrop_files_read_as_postfix_reads_them() {
         let samples = postfix_samples();
@@ -1291,14 +1301,7 @@ mod tests {
 
     #[test]
     fn damage_postfix_would_call_corrupt_is_corrupt() {
-        let samples = postfix_samples();
-        let good = std::fs::read(
-            samples
-                .iter()
-                .find(|p| p.to_string_lossy().contains("smtp-plain"))
-                .unwrap(),
-        )
-        .unwrap();
+        let good = postfix_sample("smtp-plain");
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("95A0B9943F6");
         // An unknown record type in the envelope, as Postfix's qmgr refuses.
@@ -1323,14 +1326,7 @@ mod tests {
 
     #[test]
     fn a_postfix_filter_or_redirect_record_is_reported_never_dropped() {
-        let samples = postfix_samples();
-        let good = std::fs::read(
-            samples
-                .iter()
-                .find(|p| p.to_string_lossy().contains("smtp-plain"))
-                .unwrap(),
-        )
-        .unwrap();
+        let good = postfix_sample("smtp-plain");
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("95A0B9943F6");
         let open = |bytes: &[u8]| {
