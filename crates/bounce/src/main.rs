@@ -15,7 +15,8 @@ mod notice;
 use std::path::Path;
 
 use pfx_config::Config;
-use pfx_ipc::proto::{conversation, endpoint, BounceReply, BounceRequest, Origin};
+use pfx_ipc::cleanup::{Cleanup, Envelope};
+use pfx_ipc::proto::{conversation, BounceReply, BounceRequest, Origin};
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::{self, Log};
 use pfx_queue::{Queue, QueueName};
@@ -84,20 +85,20 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
         size_limit: u64::try_from(cfg.int("bounce_size_limit").map_err(e)?).unwrap_or(50_000),
     };
     let chunks = n.render().map_err(|x| x.to_string())?;
-    let cleanup = Path::new(&queue_dir).join(endpoint::CLEANUP);
     let attrs = vec![
         ("origin".into(), "bounce".into()),
         ("bounced_id".into(), req.queue_id.clone()),
     ];
-    let id = pfx_ipc::client::submit(
-        &cleanup,
-        &from,
-        vec![(to, None)],
+    let envelope = Envelope {
+        sender: from,
+        recipients: vec![(to, None)],
         attrs,
-        Origin::Internal,
-        chunks.into_iter().map(Ok),
-    )
-    .await?;
+        origin: Origin::Internal,
+    };
+    let id = Cleanup::under(Path::new(&queue_dir))
+        .submit(envelope, chunks.into_iter().map(Ok), |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     info!("{}: {kind} non-delivery notification: {id}", req.queue_id);
     statuslog::remove(Path::new(&queue_dir), Log::Bounce, &req.queue_id);
     Ok(Some(id))

@@ -592,7 +592,6 @@ async fn forward(
     targets: &str,
 ) -> Result<String, String> {
     let queue_dir = cfg.get("queue_directory").map_err(|e| e.to_string())?;
-    let cleanup = Path::new(&queue_dir).join(pfx_ipc::proto::endpoint::CLEANUP);
     let recipients = targets.split(',').map(|t| (t.to_owned(), None)).collect();
     let head = format!("Delivered-To: {rcpt}\n").into_bytes();
     let content = qf.content().map_err(|e| e.to_string())?;
@@ -601,13 +600,14 @@ async fn forward(
         ("origin".into(), "local".into()),
         ("forwarded_from".into(), req.queue_id.clone()),
     ];
-    pfx_ipc::client::submit(
-        &cleanup,
-        &qf.sender,
+    let envelope = pfx_ipc::cleanup::Envelope {
+        sender: qf.sender.clone(),
         recipients,
         attrs,
-        Origin::Forward,
-        chunks,
-    )
-    .await
+        origin: Origin::Forward,
+    };
+    pfx_ipc::cleanup::Cleanup::under(Path::new(&queue_dir))
+        .submit(envelope, chunks, |_| {})
+        .await
+        .map_err(|e| e.to_string())
 }

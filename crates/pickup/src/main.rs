@@ -15,8 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use pfx_config::Config;
-use pfx_ipc::client::Submission;
-use pfx_ipc::proto::{endpoint, Origin};
+use pfx_ipc::cleanup::{Cleanup, Envelope};
+use pfx_ipc::proto::Origin;
 use pfx_queue::file::QueueFile;
 use pfx_queue::{Queue, QueueName};
 use tokio::sync::mpsc;
@@ -53,18 +53,19 @@ async fn scan(cfg: &Config) {
         return;
     };
     let queue = Queue::new(&dir);
+    let cleanup = Cleanup::under(queue.root());
     let mut ids = queue.list(QueueName::Maildrop).unwrap_or_default();
     ids.sort();
     for id in ids {
         let path = queue.path(QueueName::Maildrop, &id);
-        if let Err(e) = take(&queue, &id, &path).await {
+        if let Err(e) = take(&queue, &cleanup, &id, &path).await {
             warn!("maildrop/{id}: {e}");
         }
     }
 }
 
 /// Submits one maildrop file to cleanup and removes it.
-async fn take(queue: &Queue, id: &str, path: &Path) -> Result<(), String> {
+async fn take(queue: &Queue, cleanup: &Cleanup, id: &str, path: &Path) -> Result<(), String> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(_) => return Ok(()), // taken meanwhile
@@ -89,18 +90,19 @@ async fn take(queue: &Queue, id: &str, path: &Path) -> Result<(), String> {
     if let Some(name) = qf.attr("sender_fullname") {
         attrs.push(("sender_fullname".into(), name.to_owned()));
     }
-    let msg = Submission {
-        sender: &qf.sender,
+    let envelope = Envelope {
+        sender: qf.sender.clone(),
         recipients: qf.pending().map(|r| (r.address.clone(), None)).collect(),
         attrs,
         origin: Origin::Pickup,
     };
     let content = qf.content().map_err(|e| e.to_string())?;
-    let cleanup = queue.root().join(endpoint::CLEANUP);
-    let sender = qf.sender.clone();
-    pfx_ipc::client::submit_noting(&cleanup, msg, pfx_ipc::client::chunks(content), |new_id| {
-        info!("{new_id}: uid={uid} from=<{sender}>");
-    })
-    .await?;
+    let sender = &qf.sender;
+    cleanup
+        .submit(envelope, pfx_ipc::client::chunks(content), |new_id| {
+            info!("{new_id}: uid={uid} from=<{sender}>");
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     std::fs::remove_file(path).map_err(|e| format!("remove: {e}"))
 }

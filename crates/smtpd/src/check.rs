@@ -1,14 +1,101 @@
-//! Access control at RCPT time: the relay and recipient restriction lists,
-//! then the local recipient table, as Postfix's smtpd_check does; and the
-//! ETRN restriction list.
+//! Access policy: one restriction list per stage of the SMTP conversation
+//! (Postfix's `smtpd_*_restrictions`), evaluated as Postfix's smtpd_check
+//! does, then the local recipient table at RCPT.
+//!
+//! With `smtpd_delay_reject = yes` (the only value postfix-rs accepts) the
+//! client, HELO and sender stages are evaluated at RCPT time, before the
+//! relay and recipient stages, so a rejection names the recipient.
 
 use std::net::IpAddr;
 
-use pfx_config::restriction::Restriction;
+use pfx_config::restriction::{self, Restriction};
+use pfx_config::Config;
 use pfx_smtp_proto::Reply;
 use tracing::warn;
 
 use crate::settings::Settings;
+
+/// A stage of the conversation with a restriction list of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Client,
+    Helo,
+    Sender,
+    Relay,
+    Recipient,
+    Data,
+    EndOfData,
+    Etrn,
+}
+
+impl Stage {
+    const ALL: [Self; 8] = [
+        Self::Client,
+        Self::Helo,
+        Self::Sender,
+        Self::Relay,
+        Self::Recipient,
+        Self::Data,
+        Self::EndOfData,
+        Self::Etrn,
+    ];
+
+    /// The main.cf parameter that holds the stage's list.
+    pub(crate) const fn parameter(self) -> &'static str {
+        match self {
+            Self::Client => "smtpd_client_restrictions",
+            Self::Helo => "smtpd_helo_restrictions",
+            Self::Sender => "smtpd_sender_restrictions",
+            Self::Relay => "smtpd_relay_restrictions",
+            Self::Recipient => "smtpd_recipient_restrictions",
+            Self::Data => "smtpd_data_restrictions",
+            Self::EndOfData => "smtpd_end_of_data_restrictions",
+            Self::Etrn => "smtpd_etrn_restrictions",
+        }
+    }
+
+    /// How Postfix's reject text names what the stage judged.
+    const fn class(self) -> &'static str {
+        match self {
+            Self::Client => "Client host",
+            Self::Helo => "Helo command",
+            Self::Sender => "Sender address",
+            Self::Relay | Self::Recipient => "Recipient address",
+            Self::Data => "Data command",
+            Self::EndOfData => "End-of-data",
+            Self::Etrn => "Etrn command",
+        }
+    }
+}
+
+/// Every stage's restriction list, parsed once per configuration.
+#[derive(Debug)]
+pub(crate) struct Restrictions([Vec<Restriction>; Stage::ALL.len()]);
+
+impl Restrictions {
+    pub(crate) fn new(cfg: &Config) -> Result<Self, String> {
+        let mut lists: [Vec<Restriction>; Stage::ALL.len()] = Default::default();
+        for stage in Stage::ALL {
+            let name = stage.parameter();
+            let items = cfg.list(name).map_err(|e| e.to_string())?;
+            lists[stage as usize] = restriction::parse(name, &items)?;
+        }
+        Ok(Self(lists))
+    }
+
+    fn list(&self, stage: Stage) -> &[Restriction] {
+        &self.0[stage as usize]
+    }
+}
+
+/// What the session knows when a stage is judged.
+pub(crate) struct Facts<'a> {
+    pub(crate) client_ip: IpAddr,
+    /// `name[address]`.
+    pub(crate) client: &'a str,
+    pub(crate) helo: Option<&'a str>,
+    pub(crate) sender: Option<&'a str>,
+}
 
 /// The outcome of one restriction list.
 enum Verdict {
@@ -37,18 +124,16 @@ pub(crate) fn display(addr: &str) -> String {
 struct Target<'a> {
     /// As the reject reply shows it.
     shown: String,
-    /// The start of Postfix's reject text: `Recipient address`, `Etrn command`.
-    class: &'static str,
     /// The resolved recipient; none outside RCPT, where the
     /// destination restrictions do not apply.
     resolved: Option<&'a pfx_address::Resolved>,
 }
 
-fn evaluate(st: &Settings, list: &[Restriction], client: IpAddr, t: &Target<'_>) -> Verdict {
-    let (shown, class) = (&t.shown, t.class);
+fn evaluate(st: &Settings, stage: Stage, client: IpAddr, t: &Target<'_>) -> Verdict {
+    let (shown, class) = (&t.shown, stage.class());
     let authorized = t.resolved.map(|r| st.authorized_destination(r));
     let enhanced = |code: u16| if code < 500 { "4.7.1" } else { "5.7.1" };
-    for item in list {
+    for item in st.restrictions.list(stage) {
         let v = match item {
             Restriction::PermitMynetworks if st.mynetworks.contains(client) => Verdict::Permit,
             Restriction::PermitMynetworks | Restriction::PermitSaslAuthenticated => Verdict::Dunno,
@@ -141,31 +226,57 @@ fn unknown_local(st: &Settings, r: &pfx_address::Resolved, shown: &str) -> Optio
     }
 }
 
+/// The reject text's `<…>` for a stage judged at RCPT.
+fn shown(stage: Stage, facts: &Facts<'_>, rcpt: &str) -> String {
+    match stage {
+        Stage::Client => facts.client.to_owned(),
+        Stage::Helo => facts.helo.unwrap_or_default().to_owned(),
+        Stage::Sender => facts.sender.map(display).unwrap_or_default(),
+        _ => display(rcpt),
+    }
+}
+
 /// Checks a recipient; `Ok(resolved address)` or the reject reply.
 pub(crate) fn recipient(
     st: &Settings,
-    client: IpAddr,
+    facts: &Facts<'_>,
     addr: &str,
 ) -> Result<pfx_address::Resolved, Reply> {
     let resolved = st.resolve(addr);
-    let target = Target {
-        shown: display(addr),
-        class: "Recipient address",
-        resolved: Some(&resolved),
-    };
-    let lists = if st.relay_before_recipient {
-        [&st.relay_restrictions, &st.recipient_restrictions]
+    let (first, second) = if st.relay_before_recipient {
+        (Stage::Relay, Stage::Recipient)
     } else {
-        [&st.recipient_restrictions, &st.relay_restrictions]
+        (Stage::Recipient, Stage::Relay)
     };
-    for list in lists {
-        if let Verdict::Reject(r) = evaluate(st, list, client, &target) {
+    for stage in [Stage::Client, Stage::Helo, Stage::Sender, first, second] {
+        let target = Target {
+            shown: shown(stage, facts, addr),
+            resolved: Some(&resolved),
+        };
+        if let Verdict::Reject(r) = evaluate(st, stage, facts.client_ip, &target) {
             return Err(r);
         }
     }
-    match unknown_local(st, &resolved, &target.shown) {
+    match unknown_local(st, &resolved, &display(addr)) {
         Some(r) => Err(r),
         None => Ok(resolved),
+    }
+}
+
+/// DATA (`<DATA>`) or the end of the message (`<END-OF-MESSAGE>`).
+pub(crate) fn content(st: &Settings, stage: Stage, client: IpAddr) -> Result<(), Reply> {
+    let shown = if stage == Stage::Data {
+        "DATA"
+    } else {
+        "END-OF-MESSAGE"
+    };
+    let target = Target {
+        shown: shown.to_owned(),
+        resolved: None,
+    };
+    match evaluate(st, stage, client, &target) {
+        Verdict::Reject(r) => Err(r),
+        Verdict::Permit | Verdict::Dunno => Ok(()),
     }
 }
 
@@ -173,10 +284,9 @@ pub(crate) fn recipient(
 pub(crate) fn etrn(st: &Settings, client: IpAddr, domain: &str) -> Result<(), Reply> {
     let target = Target {
         shown: domain.to_owned(),
-        class: "Etrn command",
         resolved: None,
     };
-    match evaluate(st, &st.etrn_restrictions, client, &target) {
+    match evaluate(st, Stage::Etrn, client, &target) {
         Verdict::Reject(r) => Err(r),
         Verdict::Permit | Verdict::Dunno => Ok(()),
     }

@@ -8,22 +8,35 @@
 mod check;
 mod session;
 mod settings;
+mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use pfx_ipc::cleanup::Cleanup;
 use pfx_server::Stream;
 use settings::Settings;
 use tracing::warn;
 
 /// What the sessions of one smtpd process share.
-#[derive(Default)]
 pub(crate) struct Shared {
     /// Open sessions per client address (`smtpd_client_connection_count_limit`).
     pub(crate) counts: Mutex<HashMap<IpAddr, usize>>,
-    /// Idle connections to cleanup, reused by the next message of any session.
-    pub(crate) cleanup: Mutex<Vec<pfx_ipc::Channel<tokio::net::UnixStream>>>,
+    /// Connections to cleanup, reused by the next message of any session.
+    pub(crate) cleanup: Cleanup,
+}
+
+impl Shared {
+    pub(crate) fn new(queue_dir: &Path) -> Self {
+        Self {
+            counts: Mutex::default(),
+            cleanup: Cleanup::under(queue_dir),
+        }
+    }
 }
 
 fn main() {
@@ -41,7 +54,8 @@ fn main() {
                 first,
                 ctx.initial_config.clone(),
             ));
-            let shared: Arc<Shared> = Arc::default();
+            let queue_dir = config.borrow().get("queue_directory").unwrap_or_default();
+            let shared = Arc::new(Shared::new(Path::new(&queue_dir)));
             pfx_server::serve_stream(&ctx, endpoint, move |stream| {
                 let cfg = config.borrow().clone();
                 let settings = settings.get(cfg, Settings::new);
@@ -50,8 +64,10 @@ fn main() {
                     let Stream::Tcp(tcp, peer) = stream else {
                         return;
                     };
+                    let _ = tcp.set_nodelay(true);
+                    let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
                     match settings {
-                        Ok(st) => session::run(st, tcp, peer, shared).await,
+                        Ok(st) => session::run(st, tcp, peer, local_ip, shared).await,
                         Err(e) => warn!("configuration: {e}"),
                     }
                 }

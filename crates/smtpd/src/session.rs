@@ -2,54 +2,33 @@
 //!
 //! Replies are buffered and written when no further command is waiting in
 //! the input (RFC 2920 pipelining), and always before blocking to read.
+//! The session runs over any byte stream: a TCP connection, a TLS stream,
+//! or an in-memory pipe in the unit tests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use pfx_ipc::proto::{
-    conversation, endpoint, CleanupReply, CleanupRequest, FlushReply, FlushRequest, Origin, CHUNK,
-};
+use pfx_ipc::cleanup::{Envelope, NotStarted};
+use pfx_ipc::proto::{CleanupReply, FlushReply, FlushRequest, Origin, CHUNK};
 use pfx_smtp_proto::data::{DataDecoder, Progress};
 use pfx_smtp_proto::{
     command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address,
     Command, Reply,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
+use crate::check::{self, Facts, Stage};
 use crate::settings::{BareNewline, Settings};
-use crate::{check, Shared};
+use crate::stats::Stats;
+use crate::Shared;
 
 /// A command line longer than this is refused (Postfix's line_length_limit).
 const MAX_LINE: usize = 2048;
 /// The commands `smtpd_junk_command_limit` counts (Postfix's HELO, EHLO,
 /// NOOP, RSET, VRFY and ETRN).
 const JUNK_VERBS: [&str; 6] = ["helo", "ehlo", "rset", "noop", "vrfy", "etrn"];
-/// The disconnect statistics, in the order of Postfix's command table.
-const VERBS: [&str; 15] = [
-    "helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "rset",
-    "noop", "vrfy", "etrn", "quit", "unknown",
-];
-
-type CleanupChannel = pfx_ipc::Channel<tokio::net::UnixStream>;
-
-/// Why cleanup did not start a message.
-enum NotStarted {
-    /// It answered that it cannot (its connection stays usable).
-    Refused(String, CleanupChannel),
-    /// The connection failed.
-    Broken(pfx_ipc::Error),
-}
-
-impl From<pfx_ipc::Error> for NotStarted {
-    fn from(e: pfx_ipc::Error) -> Self {
-        Self::Broken(e)
-    }
-}
-
 /// Why a session ends early.
 enum End {
     /// The client went away (or the connection broke).
@@ -59,10 +38,9 @@ enum End {
     Done,
 }
 
-struct Session {
+struct Session<S> {
     st: Arc<Settings>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    io: S,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     peer: SocketAddr,
@@ -77,7 +55,7 @@ struct Session {
     /// MAIL FROM said BODY=8BITMIME (recorded for the smtp client).
     body_8bit: bool,
     recipients: Vec<(String, String)>,
-    stats: [(u32, u32); VERBS.len()],
+    stats: Stats,
     errors: u32,
     /// Junk commands since the client last delivered mail.
     junk: u32,
@@ -102,10 +80,15 @@ async fn client_name(st: &Settings, ip: std::net::IpAddr) -> String {
     name.unwrap_or_else(|| "unknown".into())
 }
 
-pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = tcp.set_nodelay(true);
-    let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
-    let (rd, wr) = tcp.into_split();
+/// Serves one client on `io`, from the greeting to the disconnect line.
+/// `local_ip`: the address the client connected to.
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    st: Arc<Settings>,
+    io: S,
+    peer: SocketAddr,
+    local_ip: Option<IpAddr>,
+    shared: Arc<Shared>,
+) {
     let ip = peer.ip();
     let name = client_name(&st, ip).await;
     let client = format!("{name}[{ip}]");
@@ -119,8 +102,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
     let timeout = st.timeout;
     let mut s = Session {
         st,
-        rd,
-        wr,
+        io,
         inbuf: Vec::with_capacity(8192),
         outbuf: Vec::with_capacity(1024),
         peer,
@@ -132,7 +114,7 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         sender: None,
         body_8bit: false,
         recipients: Vec::new(),
-        stats: [(0, 0); VERBS.len()],
+        stats: Stats::default(),
         errors: 0,
         junk: 0,
         last_verb: "connect",
@@ -190,10 +172,10 @@ pub(crate) async fn run(st: Arc<Settings>, tcp: TcpStream, peer: SocketAddr, sha
         }
     }
     drop(c);
-    info!("disconnect from {}{}", s.client, s.stats_text());
+    info!("disconnect from {}{}", s.client, s.stats.text());
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn reply(&mut self, r: &Reply) {
         let wire = r.to_wire();
         if self.st.smtputf8 || wire.is_ascii() {
@@ -210,7 +192,7 @@ impl Session {
         if self.outbuf.is_empty() {
             return true;
         }
-        let ok = self.wr.write_all(&self.outbuf).await.is_ok();
+        let ok = self.io.write_all(&self.outbuf).await.is_ok() && self.io.flush().await.is_ok();
         self.outbuf.clear();
         ok
     }
@@ -220,36 +202,8 @@ impl Session {
         self.flush().await;
     }
 
-    fn stats_text(&self) -> String {
-        let mut out = String::new();
-        let (mut ok, mut total) = (0, 0);
-        for (verb, (o, t)) in VERBS.iter().zip(self.stats) {
-            if t == 0 {
-                continue;
-            }
-            ok += o;
-            total += t;
-            out.push_str(&if o == t {
-                format!(" {verb}={o}")
-            } else {
-                format!(" {verb}={o}/{t}")
-            });
-        }
-        out.push_str(&if ok == total {
-            format!(" commands={ok}")
-        } else {
-            format!(" commands={ok}/{total}")
-        });
-        out
-    }
-
-    fn count(&mut self, verb: &'static str, ok: bool) {
-        if let Some(i) = VERBS.iter().position(|v| *v == verb) {
-            self.stats[i].1 += 1;
-            if ok {
-                self.stats[i].0 += 1;
-            }
-        }
+    fn count(&mut self, verb: &str, ok: bool) {
+        self.stats.count(verb, ok);
     }
 
     /// Reads more input; false at end of stream.
@@ -264,7 +218,7 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                r = self.rd.read(&mut buf) => return match r {
+                r = self.io.read(&mut buf) => return match r {
                     Err(_) | Ok(0) => Ok(false),
                     Ok(n) => {
                         self.inbuf.extend_from_slice(&buf[..n]);
@@ -506,7 +460,13 @@ impl Session {
         if self.recipients.len() >= self.st.recipient_limit {
             return Reply::new(452, "4.5.3", "Error: too many recipients");
         }
-        match check::recipient(&self.st, self.peer.ip(), &addr) {
+        let facts = Facts {
+            client_ip: self.peer.ip(),
+            client: &self.client,
+            helo: self.helo.as_deref(),
+            sender: self.sender.as_deref(),
+        };
+        match check::recipient(&self.st, &facts, &addr) {
             Ok(resolved) => {
                 self.recipients.push((resolved.address(), addr));
                 Reply::new(250, "2.1.5", "Ok")
@@ -521,6 +481,11 @@ impl Session {
     /// Postfix's reject log line; `from=` and `to=` only when there is a
     /// sender or a recipient to show.
     fn log_reject(&self, what: &str, r: &Reply, to: &str) {
+        self.log_reject_as("NOQUEUE", what, r, to);
+    }
+
+    /// [`Self::log_reject`] with a queue ID in place of `NOQUEUE`.
+    fn log_reject_as(&self, id: &str, what: &str, r: &Reply, to: &str) {
         let from = match &self.sender {
             Some(s) => format!("from=<{s}> "),
             None => String::new(),
@@ -531,7 +496,7 @@ impl Session {
             format!("to=<{to}> ")
         };
         info!(
-            "NOQUEUE: reject: {what} from {}: {r}; {from}{to}proto={} helo=<{}>",
+            "{id}: reject: {what} from {}: {r}; {from}{to}proto={} helo=<{}>",
             self.client,
             if self.esmtp { "ESMTP" } else { "SMTP" },
             self.helo.as_deref().unwrap_or("")
@@ -591,6 +556,10 @@ impl Session {
         if arguments {
             return Ok(data_syntax());
         }
+        if let Err(r) = check::content(&self.st, Stage::Data, self.peer.ip()) {
+            self.log_reject_as("NOQUEUE", "DATA", &r, last_recipient(&self.recipients));
+            return Ok(r);
+        }
         let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
@@ -602,23 +571,20 @@ impl Session {
         if !self.flush().await {
             return Err(End::Lost);
         }
-        let begin = self.begin_request(&sender, &recipients);
-        let sent = self.send_begin(&begin).await;
-        let (mut conn, id) = match self.started(sent, &begin).await {
-            Ok(x) => x,
+        let envelope = self.envelope(&sender, &recipients);
+        let shared = self.shared.clone();
+        let mut msg = match shared.cleanup.begin(envelope).await {
+            Ok(m) => m,
             Err(e) => {
                 match e {
-                    NotStarted::Refused(reason, conn) => {
-                        warn!("{}: cleanup: {reason}", self.client);
-                        self.give_back_cleanup(conn);
-                    }
+                    NotStarted::Refused(reason) => warn!("{}: cleanup: {reason}", self.client),
                     NotStarted::Broken(e) => warn!("{}: cleanup: {e}", self.client),
                 }
                 self.discard_data().await?;
                 return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
             }
         };
-        let ch = &mut conn;
+        let id = msg.queue_id().to_owned();
         info!("{id}: client={}", self.client);
         let mut out = self.received_header(&id, &recipients);
         let mut decoder = DataDecoder::new();
@@ -639,19 +605,13 @@ impl Session {
             }
             let done = matches!(progress, Progress::Done { .. });
             if (out.len() >= CHUNK || done) && !too_big && !broken {
-                for piece in out.chunks(CHUNK) {
-                    let content = CleanupRequest::Content(piece.to_vec());
-                    // The last pieces go out with End, in one write.
-                    let sent = if done {
-                        ch.queue(&content)
-                    } else {
-                        ch.send(&content).await
-                    };
-                    if sent.is_err() {
-                        broken = true;
-                        break;
-                    }
-                }
+                // The last pieces go out with End, in one write.
+                let sent = if done {
+                    msg.write_later(&out)
+                } else {
+                    msg.write(&out).await
+                };
+                broken = sent.is_err();
                 out.clear();
             } else if too_big || broken {
                 out.clear();
@@ -662,11 +622,11 @@ impl Session {
             match self.fill().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    let _ = ch.send(&CleanupRequest::Abort).await;
+                    msg.abort().await;
                     return Err(End::Lost);
                 }
                 Err(e) => {
-                    let _ = ch.send(&CleanupRequest::Abort).await;
+                    msg.abort().await;
                     return Err(e);
                 }
             }
@@ -674,11 +634,20 @@ impl Session {
         let excluded = st.bare_newline_exclusions.contains(self.peer.ip());
         let bare_lf_rejected =
             st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
+        let refused = if too_big || bare_lf_rejected || broken {
+            None
+        } else {
+            check::content(&st, Stage::EndOfData, self.peer.ip()).err()
+        };
+        if let Some(r) = refused {
+            self.sender = Some(sender);
+            self.log_reject_as(&id, "END-OF-MESSAGE", &r, last_recipient(&recipients));
+            self.sender = None;
+            msg.abort().await;
+            return Ok(r);
+        }
         if too_big || bare_lf_rejected || broken {
-            let _ = ch.send(&CleanupRequest::Abort).await;
-            if !broken && ch.recv::<CleanupReply>().await.is_ok() {
-                self.give_back_cleanup(conn);
-            }
+            msg.abort().await;
             return Ok(if too_big {
                 Reply::new(552, "5.3.4", "Error: message file too big")
             } else if bare_lf_rejected {
@@ -692,15 +661,7 @@ impl Session {
                 Reply::new(451, "4.3.0", "Error: queue file write error")
             });
         }
-        let result = async {
-            ch.send(&CleanupRequest::End).await?;
-            ch.expect::<CleanupReply>().await
-        }
-        .await;
-        if result.is_ok() {
-            self.give_back_cleanup(conn);
-        }
-        Ok(match result {
+        Ok(match msg.end().await {
             Ok(CleanupReply::Committed { queue_id }) => {
                 Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
             }
@@ -712,15 +673,6 @@ impl Session {
             }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
         })
-    }
-
-    /// Returns a cleanup connection, in step, for another message to use.
-    fn give_back_cleanup(&self, conn: CleanupChannel) {
-        self.shared
-            .cleanup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
     }
 
     /// Reads and drops the message the client sends after 354.
@@ -744,7 +696,7 @@ impl Session {
     }
 
     /// What starts a message with cleanup.
-    fn begin_request(&self, sender: &str, recipients: &[(String, String)]) -> CleanupRequest {
+    fn envelope(&self, sender: &str, recipients: &[(String, String)]) -> Envelope {
         let mut attrs = vec![
             ("client_name".into(), self.client_name.clone()),
             ("client_address".into(), self.peer.ip().to_string()),
@@ -767,55 +719,12 @@ impl Session {
             .iter()
             .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
             .collect();
-        CleanupRequest::Begin {
+        Envelope {
             sender: sender.to_owned(),
             recipients,
             attrs,
             origin: self.origin,
         }
-    }
-
-    /// Sends `begin` on an idle cleanup connection, when there is one, without
-    /// waiting for the answer.
-    async fn send_begin(&self, begin: &CleanupRequest) -> Option<CleanupChannel> {
-        let idle = self
-            .shared
-            .cleanup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        let mut ch = idle?;
-        ch.send(begin).await.ok()?;
-        Some(ch)
-    }
-
-    /// cleanup's answer to `begin`: the queue ID. A connection found broken
-    /// (after a cleanup restart) is replaced once, by a new one; a refusal
-    /// (cleanup could not open a queue file) is not tried again.
-    async fn started(
-        &self,
-        sent: Option<CleanupChannel>,
-        begin: &CleanupRequest,
-    ) -> Result<(CleanupChannel, String), NotStarted> {
-        async fn answer(mut ch: CleanupChannel) -> Result<(CleanupChannel, String), NotStarted> {
-            match ch.expect::<CleanupReply>().await? {
-                CleanupReply::Started { queue_id } => Ok((ch, queue_id)),
-                CleanupReply::Failed { reason, .. } => Err(NotStarted::Refused(reason, ch)),
-                other => Err(NotStarted::Broken(pfx_ipc::Error::Decode(format!(
-                    "unexpected reply {other:?}"
-                )))),
-            }
-        }
-        if let Some(ch) = sent {
-            match answer(ch).await {
-                Err(NotStarted::Broken(_)) => {}
-                answered => return answered,
-            }
-        }
-        let path = self.st.queue_dir.join(endpoint::CLEANUP);
-        let mut ch = pfx_ipc::client::connect(&path, conversation::CLEANUP).await?;
-        ch.send(begin).await?;
-        answer(ch).await
     }
 
     /// Postfix's Received: header.
@@ -843,4 +752,10 @@ fn param_text(p: &Param) -> String {
         Some(v) => format!("{}={v}", p.key),
         None => p.key.clone(),
     }
+}
+
+/// The recipient Postfix names in a DATA or end-of-data reject line: the
+/// last one the client gave.
+fn last_recipient(recipients: &[(String, String)]) -> &str {
+    recipients.last().map_or("", |(_, given)| given)
 }

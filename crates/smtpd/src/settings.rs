@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pfx_address::{DomainList, NetworkList};
-use pfx_config::restriction::{self, Restriction};
 use pfx_config::Config;
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
+
+use crate::check::Restrictions;
 
 /// `smtpd_forbid_bare_newline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +26,7 @@ pub(crate) struct Settings {
     pub(crate) mydestination: DomainList,
     pub(crate) relay_domains: DomainList,
     pub(crate) mynetworks: NetworkList,
-    pub(crate) relay_restrictions: Vec<Restriction>,
-    pub(crate) recipient_restrictions: Vec<Restriction>,
-    pub(crate) etrn_restrictions: Vec<Restriction>,
+    pub(crate) restrictions: Restrictions,
     /// `smtpd_relay_before_recipient_restrictions`.
     pub(crate) relay_before_recipient: bool,
     /// `reject_code`, `defer_code`, `relay_domains_reject_code`.
@@ -86,7 +85,6 @@ impl Settings {
                 _ => Err(format!("{name}: {c} is not a 4xx or 5xx code")),
             }
         };
-        let restrictions = |name: &str| restriction::parse(name, &l(name)?);
         Ok(Self {
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
@@ -94,9 +92,7 @@ impl Settings {
             mydestination: DomainList::new(&l("mydestination")?),
             relay_domains: DomainList::new(&l("relay_domains")?),
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
-            relay_restrictions: restrictions("smtpd_relay_restrictions")?,
-            recipient_restrictions: restrictions("smtpd_recipient_restrictions")?,
-            etrn_restrictions: restrictions("smtpd_etrn_restrictions")?,
+            restrictions: Restrictions::new(&cfg)?,
             relay_before_recipient: cfg
                 .bool("smtpd_relay_before_recipient_restrictions")
                 .map_err(e)?,

@@ -1,0 +1,215 @@
+//! The cleanup client: the Begin → Started → Content → End → Committed
+//! conversation every submitter (smtpd, pickup, bounce, local) holds with
+//! cleanup, on connections kept for the next message.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::net::UnixStream;
+
+use crate::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, CHUNK};
+use crate::{client, Channel, Error};
+
+type Conn = Channel<UnixStream>;
+
+/// The envelope that opens a message.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub sender: String,
+    /// `(address, original address as given)`.
+    pub recipients: Vec<(String, Option<String>)>,
+    pub attrs: Vec<(String, String)>,
+    pub origin: Origin,
+}
+
+/// Why cleanup did not start a message.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStarted {
+    /// It answered that it cannot (no queue file); its connection stays usable.
+    #[error("{0}")]
+    Refused(String),
+    /// The connection failed.
+    #[error("{0}")]
+    Broken(#[from] Error),
+}
+
+/// Why [`Cleanup::submit`] queued nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Ipc(#[from] Error),
+    #[error("cleanup: {0}")]
+    NotStarted(String),
+    #[error("read message: {0}")]
+    Read(std::io::Error),
+    /// cleanup's reason for not committing the message.
+    #[error("{0}")]
+    Failed(String),
+    #[error("message file too big")]
+    TooBig,
+    #[error("too many hops")]
+    TooManyHops,
+    #[error("cleanup: unexpected reply {0}")]
+    Unexpected(String),
+}
+
+/// Connections to one cleanup service; idle ones are reused by the next
+/// message, so a busy submitter does not connect for each.
+#[derive(Debug)]
+pub struct Cleanup {
+    path: PathBuf,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Cleanup {
+    /// The cleanup service of the queue at `queue_dir`.
+    pub fn under(queue_dir: &Path) -> Self {
+        Self::at(queue_dir.join(endpoint::CLEANUP))
+    }
+
+    /// The cleanup service listening on `path`.
+    pub fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give_back(&self, conn: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+
+    /// Opens a message: cleanup has a queue file for it and has named it. A
+    /// reused connection found broken (cleanup restarted) is replaced once
+    /// by a new one; a refusal is not tried again.
+    pub async fn begin(&self, envelope: Envelope) -> Result<Message<'_>, NotStarted> {
+        let begin = CleanupRequest::Begin {
+            sender: envelope.sender,
+            recipients: envelope.recipients,
+            attrs: envelope.attrs,
+            origin: envelope.origin,
+        };
+        if let Some(mut ch) = self.take_idle() {
+            if ch.send(&begin).await.is_ok() {
+                match self.started(ch).await {
+                    Err(NotStarted::Broken(_)) => {}
+                    answered => return answered,
+                }
+            }
+        }
+        let mut ch = client::connect(&self.path, conversation::CLEANUP).await?;
+        ch.send(&begin).await?;
+        self.started(ch).await
+    }
+
+    async fn started(&self, mut ch: Conn) -> Result<Message<'_>, NotStarted> {
+        match ch.expect::<CleanupReply>().await? {
+            CleanupReply::Started { queue_id } => Ok(Message {
+                pool: self,
+                ch,
+                queue_id,
+            }),
+            CleanupReply::Failed { reason, .. } => {
+                self.give_back(ch);
+                Err(NotStarted::Refused(reason))
+            }
+            other => Err(NotStarted::Broken(Error::Decode(format!(
+                "unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// Submits a whole message and returns its queue ID once it is durable.
+    /// `content` yields the message in pieces (LF line ends); `started` is
+    /// called with the queue ID as soon as cleanup has opened the file
+    /// (pickup logs it then, before cleanup's own lines).
+    pub async fn submit(
+        &self,
+        envelope: Envelope,
+        content: impl IntoIterator<Item = std::io::Result<Vec<u8>>>,
+        started: impl FnOnce(&str),
+    ) -> Result<String, SubmitError> {
+        let mut msg = self.begin(envelope).await.map_err(|e| match e {
+            NotStarted::Refused(reason) => SubmitError::NotStarted(reason),
+            NotStarted::Broken(e) => SubmitError::Ipc(e),
+        })?;
+        started(msg.queue_id());
+        for piece in content {
+            match piece {
+                Ok(c) => msg.write(&c).await?,
+                Err(e) => {
+                    msg.abort().await;
+                    return Err(SubmitError::Read(e));
+                }
+            }
+        }
+        match msg.end().await? {
+            CleanupReply::Committed { queue_id } => Ok(queue_id),
+            CleanupReply::Failed { reason, .. } => Err(SubmitError::Failed(reason)),
+            CleanupReply::TooBig => Err(SubmitError::TooBig),
+            CleanupReply::TooManyHops => Err(SubmitError::TooManyHops),
+            other => Err(SubmitError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// A message cleanup has started: content goes in, then [`Message::end`]
+/// or [`Message::abort`]. Dropped without either, its connection is closed
+/// and cleanup drops the message.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pool: &'a Cleanup,
+    ch: Conn,
+    queue_id: String,
+}
+
+impl Message<'_> {
+    /// The queue ID cleanup gave the message.
+    pub fn queue_id(&self) -> &str {
+        &self.queue_id
+    }
+
+    /// Sends content now, in pieces of at most [`CHUNK`] bytes.
+    pub async fn write(&mut self, content: &[u8]) -> Result<(), Error> {
+        for piece in content.chunks(CHUNK) {
+            self.ch
+                .send(&CleanupRequest::Content(piece.to_vec()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds content to what the next send writes: the last pieces go out
+    /// with End, in one write.
+    pub fn write_later(&mut self, content: &[u8]) -> Result<(), Error> {
+        for piece in content.chunks(CHUNK) {
+            self.ch.queue(&CleanupRequest::Content(piece.to_vec()))?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the message and returns cleanup's verdict; the connection
+    /// is kept for another message when the conversation ended in step.
+    pub async fn end(mut self) -> Result<CleanupReply, Error> {
+        self.ch.send(&CleanupRequest::End).await?;
+        let reply = self.ch.expect::<CleanupReply>().await?;
+        self.pool.give_back(self.ch);
+        Ok(reply)
+    }
+
+    /// Drops the message; the connection is kept when cleanup answers.
+    pub async fn abort(mut self) {
+        if self.ch.send(&CleanupRequest::Abort).await.is_ok()
+            && self.ch.recv::<CleanupReply>().await.is_ok()
+        {
+            self.pool.give_back(self.ch);
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Sessions driven over an in-memory pipe, with a cleanup stand-in on a
+//! Unix socket: what a client sees, without starting an instance.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pfx_ipc::proto::{conversation, endpoint, CleanupReply, CleanupRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::settings::Settings;
+use crate::{session, Shared};
+
+const CLIENT: &str = "192.0.2.10:40000";
+
+/// A queue directory with a cleanup stand-in that accepts every message
+/// and hands over (envelope sender, content) of each one committed.
+struct Instance {
+    dir: tempfile::TempDir,
+    queued: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+}
+
+impl Instance {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let listener = tokio::net::UnixListener::bind(dir.path().join(endpoint::CLEANUP)).unwrap();
+        let (tx, queued) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((conn, _)) = listener.accept().await {
+                n += 1;
+                tokio::spawn(cleanup(pfx_ipc::Channel::new(conn), n, tx.clone()));
+            }
+        });
+        Self { dir, queued }
+    }
+
+    fn settings(&self, main_cf: &str) -> Arc<Settings> {
+        let dir = self.dir.path();
+        let text = format!(
+            "queue_directory = {}\nmyhostname = mx.example.com\nmydestination = example.com\n\
+             mynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\nalias_maps =\n\
+             compatibility_level = 3.6\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n\
+             local_recipient_maps =\nlocal_passwd_file = /nonexistent\n{main_cf}",
+            dir.display()
+        );
+        let cfg = pfx_config::Config::from_text(dir, &text).unwrap();
+        Arc::new(Settings::new(Arc::new(cfg)).unwrap())
+    }
+
+    /// Writes `input` at once (a pipelining client), then reads every
+    /// reply until the session ends.
+    async fn converse(&self, main_cf: &str, input: &[u8]) -> String {
+        let st = self.settings(main_cf);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let shared = Arc::new(Shared::new(self.dir.path()));
+        let peer: SocketAddr = CLIENT.parse().unwrap();
+        let session = tokio::spawn(session::run(st, server, peer, None, shared));
+        client.write_all(input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        session.await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+}
+
+/// cleanup's side of the conversation, as far as smtpd needs it.
+async fn cleanup(
+    mut ch: pfx_ipc::Channel<tokio::net::UnixStream>,
+    conn: u32,
+    tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
+) {
+    ch.handshake(conversation::CLEANUP).await.unwrap();
+    let mut message = None;
+    let mut n = 0;
+    while let Ok(Some(req)) = ch.recv::<CleanupRequest>().await {
+        let reply = match req {
+            CleanupRequest::Begin { sender, .. } => {
+                n += 1;
+                message = Some((sender, Vec::new()));
+                CleanupReply::Started {
+                    queue_id: format!("4F{conn}A{n}"),
+                }
+            }
+            CleanupRequest::Content(c) => {
+                message.as_mut().unwrap().1.extend_from_slice(&c);
+                continue;
+            }
+            CleanupRequest::End => {
+                tx.send(message.take().unwrap()).unwrap();
+                CleanupReply::Committed {
+                    queue_id: format!("4F{conn}A{n}"),
+                }
+            }
+            CleanupRequest::Abort => CleanupReply::Failed {
+                temporary: true,
+                reason: "aborted".into(),
+            },
+        };
+        ch.send(&reply).await.unwrap();
+    }
+}
+
+/// The reply lines, without their line ends.
+fn lines(out: &str) -> Vec<&str> {
+    out.split("\r\n").filter(|l| !l.is_empty()).collect()
+}
+
+/// The message body cleanup received, after smtpd's Received: header.
+fn body(content: &[u8]) -> &str {
+    let text = std::str::from_utf8(content).unwrap();
+    let at = text.find(";").unwrap();
+    &text[text[at..].find('\n').unwrap() + at + 1..]
+}
+
+#[tokio::test]
+async fn greeting_and_ehlo_keywords() {
+    let i = Instance::new();
+    let out = i.converse("", b"EHLO client.example\r\nQUIT\r\n").await;
+    assert_eq!(
+        lines(&out),
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250-mx.example.com",
+            "250-PIPELINING",
+            "250-SIZE 10240000",
+            "250-VRFY",
+            "250-ETRN",
+            "250-ENHANCEDSTATUSCODES",
+            "250-8BITMIME",
+            "250 SMTPUTF8",
+            "221 2.0.0 Bye",
+        ]
+    );
+    let out = i
+        .converse(
+            "disable_vrfy_command = yes\nsmtputf8_enable = no\nmessage_size_limit = 5000\n",
+            b"EHLO c\r\nHELO c\r\n",
+        )
+        .await;
+    assert_eq!(
+        lines(&out),
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250-mx.example.com",
+            "250-PIPELINING",
+            "250-SIZE 5000",
+            "250-ETRN",
+            "250-ENHANCEDSTATUSCODES",
+            "250 8BITMIME",
+            "250 mx.example.com",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pipelined_transaction_answered_in_order() {
+    let mut i = Instance::new();
+    let input = b"EHLO c\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<u@example.com>\r\n\
+        RCPT TO:<nobody@elsewhere.example>\r\nRCPT TO:<v@example.com>\r\nDATA\r\n\
+        Subject: hi\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@client.example>\r\nRCPT TO:<u@example.com>\r\n\
+        DATA\r\nsecond\r\n.\r\nQUIT\r\n";
+    let out = i.converse("", input).await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 SMTPUTF8",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "554 5.7.1 <nobody@elsewhere.example>: Relay access denied",
+            "250 2.1.5 Ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Ok: queued as 4F1A1",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+            // The same cleanup connection serves the next message.
+            "250 2.0.0 Ok: queued as 4F1A2",
+            "221 2.0.0 Bye",
+        ]
+    );
+    let (sender, content) = i.queued.recv().await.unwrap();
+    assert_eq!(sender, "a@client.example");
+    let text = std::str::from_utf8(&content).unwrap();
+    assert!(
+        text.starts_with("Received: from c (unknown [192.0.2.10])\n\tby mx.example.com (Postfix) with ESMTP id 4F1A1;"),
+        "{text}"
+    );
+    assert_eq!(body(&content), "Subject: hi\n\nbody\n");
+    assert_eq!(i.queued.recv().await.unwrap().0, "b@client.example");
+}
+
+#[tokio::test]
+async fn sequence_errors() {
+    let i = Instance::new();
+    let cases: [(&str, &str, &[u8]); 7] = [
+        (
+            "",
+            "503 5.5.1 Error: need MAIL command",
+            b"RCPT TO:<u@example.com>\r\n",
+        ),
+        ("", "503 5.5.1 Error: need RCPT command", b"DATA\r\n"),
+        (
+            "",
+            "554 5.5.1 Error: no valid recipients",
+            b"MAIL FROM:<>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n",
+        ),
+        (
+            "",
+            "503 5.5.1 Error: nested MAIL command",
+            b"MAIL FROM:<>\r\nMAIL FROM:<>\r\n",
+        ),
+        (
+            "smtpd_helo_required = yes\n",
+            "503 5.5.1 Error: send HELO/EHLO first",
+            b"MAIL FROM:<>\r\n",
+        ),
+        (
+            "",
+            "503 Error: MAIL transaction in progress",
+            b"MAIL FROM:<>\r\nETRN example.com\r\n",
+        ),
+        ("", "500 5.5.2 Error: command not recognized", b"FOO\r\n"),
+    ];
+    for (main_cf, want, input) in cases {
+        let out = i.converse(main_cf, input).await;
+        let last = *lines(&out).last().unwrap();
+        assert_eq!(last, want, "{}", String::from_utf8_lossy(input));
+    }
+    // RSET forgets the transaction.
+    let out = i
+        .converse("", b"MAIL FROM:<>\r\nRSET\r\nRCPT TO:<u@example.com>\r\n")
+        .await;
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "250 2.1.0 Ok",
+            "250 2.0.0 Ok",
+            "503 5.5.1 Error: need MAIL command"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn data_is_unstuffed_and_smuggling_is_not_a_message_end() {
+    let mut i = Instance::new();
+    // "..x" loses its first dot; a dot line after a bare LF, and a bare
+    // CR before a dot, do not end the message (SMTP smuggling): the
+    // commands after them are content.
+    let input = b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n\
+        ..x\r\nline\n.\r\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<v@example.com>\r\nDATA\r\n\
+        smuggled\r.\r\nend\r\n.\r\nQUIT\r\n";
+    let out = i.converse("", input).await;
+    let l = lines(&out);
+    assert_eq!(
+        l[l.len() - 2..],
+        ["250 2.0.0 Ok: queued as 4F1A1", "221 2.0.0 Bye"]
+    );
+    let (sender, content) = i.queued.recv().await.unwrap();
+    assert_eq!(sender, "a@b.example");
+    assert_eq!(
+        body(&content),
+        ".x\nline\n\nMAIL FROM:<evil@b.example>\nRCPT TO:<v@example.com>\nDATA\nsmuggled .\nend\n"
+    );
+    assert!(i.queued.try_recv().is_err(), "one message only");
+}
+
+#[tokio::test]
+async fn message_size_limit() {
+    let mut i = Instance::new();
+    let limit = "message_size_limit = 1000\n";
+    let out = i
+        .converse(limit, b"EHLO c\r\nMAIL FROM:<a@b.example> SIZE=1001\r\n")
+        .await;
+    assert_eq!(
+        *lines(&out).last().unwrap(),
+        "552 5.3.4 Message size exceeds fixed limit"
+    );
+    let big = "x".repeat(998);
+    let input = format!(
+        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n{big}\r\n{big}\r\n.\r\nRSET\r\n"
+    );
+    let out = i.converse(limit, input.as_bytes()).await;
+    let l = lines(&out);
+    assert_eq!(
+        l[l.len() - 2..],
+        ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"]
+    );
+    assert!(i.queued.try_recv().is_err(), "nothing queued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_client_times_out() {
+    let i = Instance::new();
+    let st = i.settings("smtpd_timeout = 30s\n");
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let shared = Arc::new(Shared::new(i.dir.path()));
+    let session = tokio::spawn(session::run(
+        st,
+        server,
+        CLIENT.parse().unwrap(),
+        None,
+        shared,
+    ));
+    let started = tokio::time::Instant::now();
+    client.write_all(b"HELO c\r\n").await.unwrap();
+    let mut out = Vec::new();
+    client.read_to_end(&mut out).await.unwrap();
+    session.await.unwrap();
+    assert_eq!(
+        lines(std::str::from_utf8(&out).unwrap()),
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 mx.example.com",
+            "421 4.4.2 mx.example.com Error: timeout exceeded",
+        ]
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stage_list_rejects_with_postfix_words() {
+    let i = Instance::new();
+    let rcpt = b"HELO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n";
+    for (main_cf, want) in [
+        (
+            "smtpd_client_restrictions = reject\n",
+            "554 5.7.1 <unknown[192.0.2.10]>: Client host rejected: Access denied",
+        ),
+        (
+            "smtpd_helo_restrictions = permit_mynetworks, defer\n",
+            "450 4.7.1 <c.example>: Helo command rejected: Access denied",
+        ),
+        (
+            "smtpd_sender_restrictions = reject\n",
+            "554 5.7.1 <a@b.example>: Sender address rejected: Access denied",
+        ),
+        (
+            "smtpd_recipient_restrictions = permit, reject\n",
+            "250 2.1.5 Ok",
+        ),
+    ] {
+        let out = i.converse(main_cf, rcpt).await;
+        assert_eq!(*lines(&out).last().unwrap(), want, "{main_cf}");
+    }
+    let data = b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n";
+    let out = i.converse("smtpd_data_restrictions = reject\n", data).await;
+    assert_eq!(
+        *lines(&out).last().unwrap(),
+        "554 5.7.1 <DATA>: Data command rejected: Access denied"
+    );
+    let eod = [data.as_slice(), b"text\r\n.\r\n"].concat();
+    let out = i
+        .converse("smtpd_end_of_data_restrictions = reject\n", &eod)
+        .await;
+    assert_eq!(
+        *lines(&out).last().unwrap(),
+        "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"
+    );
+}
