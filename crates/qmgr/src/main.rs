@@ -10,24 +10,41 @@
 //! crash left in `active/` is taken back first. `hold/` is never looked at.
 //! Runs on one thread: its work is short file operations and messages.
 
+mod agents;
+mod finish;
+mod plan;
 mod route;
 mod scheduler;
+mod settings;
+mod store;
+#[cfg(test)]
+mod tests;
+mod trigger;
 
-use tokio::sync::mpsc;
+use std::path::PathBuf;
+
+use scheduler::{Event, Scheduler};
 
 fn main() {
     pfx_server::run_with(
         "qmgr",
         pfx_server::Threads::One,
         |ctx, endpoint| async move {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let triggers = tx.clone();
-            let scheduler = scheduler::Scheduler::new(ctx.config.clone(), tx, rx);
+            let queue_dir = PathBuf::from(
+                ctx.initial_config
+                    .get("queue_directory")
+                    .unwrap_or_else(|e| pfx_maillog::fatal(e)),
+            );
+            let store = store::Files::new(queue_dir.clone());
+            let agents = agents::Daemons::new(queue_dir);
+            let scheduler = Scheduler::new(ctx.config.clone(), store, agents)
+                .unwrap_or_else(|e| pfx_maillog::fatal(e));
+            let triggers = scheduler.events();
             let sched = tokio::spawn(scheduler.run());
             let served = pfx_server::serve_triggers(&ctx, endpoint, move |bytes, closed| {
-                let (events, used) = scheduler::Event::from_trigger(bytes, closed);
-                for event in events {
-                    let _ = triggers.send(event);
+                let (requests, used) = trigger::parse(bytes, closed);
+                for r in requests {
+                    let _ = triggers.send(Event::Trigger(r));
                 }
                 used
             })

@@ -10,6 +10,7 @@
 
 use pfx_address::DomainList;
 use pfx_config::Config;
+use pfx_ipc::proto::DeliveryStatus;
 use pfx_maps::{Format, MapList};
 
 /// Where one recipient goes.
@@ -172,6 +173,42 @@ impl Router {
             }
         };
         (per("recipient", 50), per("concurrency", 20))
+    }
+}
+
+/// What `error:TEXT`, `retry:TEXT` and `discard:TEXT` answer, with no
+/// agent involved: TEXT's status code when it has one of the right class
+/// (5 and 4), else 5.0.0 and 4.0.0; no text: `Address is undeliverable`.
+pub(crate) fn builtin_status(transport: &str, nexthop: &str) -> DeliveryStatus {
+    if transport == "discard" {
+        return DeliveryStatus::Sent;
+    }
+    let bounce = transport == "error";
+    let (default, class, who) = if bounce {
+        ("5.0.0", '5', "bounce_append")
+    } else {
+        ("4.0.0", '4', "defer_append")
+    };
+    let (mut dsn, text) = pfx_smtp_proto::dsn_split(default, nexthop);
+    if !dsn.starts_with(class) {
+        tracing::warn!("{who}: ignoring dsn code \"{dsn}\"");
+        dsn = default.to_owned();
+    }
+    let reason = if text.is_empty() {
+        "Address is undeliverable".to_owned()
+    } else {
+        text.to_owned()
+    };
+    let relay = "none".to_owned();
+    if bounce {
+        DeliveryStatus::Bounced {
+            dsn,
+            relay,
+            reason,
+            final_recipient: None,
+        }
+    } else {
+        DeliveryStatus::Deferred { dsn, relay, reason }
     }
 }
 

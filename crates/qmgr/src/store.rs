@@ -1,0 +1,208 @@
+//! The queue as the scheduler sees it. Every file operation qmgr makes
+//! goes through [`Store`], so the scheduling decisions can be tested on a
+//! queue kept in memory, with paused time; [`Files`] is the real one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use pfx_queue::file::{self, QueueFile, Readiness, Recipient};
+use pfx_queue::statuslog::{self, Log, Status};
+use pfx_queue::{Queue, QueueName};
+use tracing::warn;
+
+/// What the scheduler keeps of a message in `active/`.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    pub(crate) sender: String,
+    pub(crate) arrival: SystemTime,
+    /// As Postfix counts it, for the `size=` of the log line.
+    pub(crate) size: u64,
+    pub(crate) recipients: Vec<Recipient>,
+    /// What a file Postfix wrote asks for that postfix-rs cannot do.
+    pub(crate) postfix_only: Option<String>,
+}
+
+pub(crate) trait Store: Send + 'static {
+    /// The time retry times and message ages are measured against.
+    fn now(&self) -> SystemTime;
+    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>>;
+    /// Moves a complete message from `incoming/` to `active/`, and says
+    /// whether it did; removes a file a crash left incomplete once it is
+    /// `stale_after` old (it was never acknowledged).
+    fn claim_incoming(&self, id: &str, stale_after: Duration) -> bool;
+    /// When a message in `deferred/` is due again.
+    fn retry_time(&self, id: &str) -> Option<SystemTime>;
+    fn move_to(&self, id: &str, from: QueueName, to: QueueName) -> std::io::Result<()>;
+    /// Reads a message in `active/`; `verify`: check it whole first.
+    fn open(&self, id: &str, verify: bool) -> Result<Envelope, pfx_queue::Error>;
+    /// Whether the message is still in `active/` (postsuper may have taken it).
+    fn is_active(&self, id: &str) -> bool;
+    fn has_log(&self, log: Log, id: &str) -> bool;
+    /// Appends to a message's bounce or defer log; `sync`: durably.
+    fn append_log(&self, log: Log, id: &str, records: &[Status], sync: bool)
+        -> std::io::Result<()>;
+    fn read_log(&self, log: Log, id: &str) -> std::io::Result<Vec<Status>>;
+    /// Marks recipients (by their record offsets) done in the queue file.
+    fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()>;
+    /// Moves a message from `active/` to `deferred/`, due at `when`.
+    fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()>;
+    /// The message is finished: its file goes, and its defer log.
+    fn remove(&self, id: &str) -> std::io::Result<()>;
+}
+
+/// The queue directory.
+pub(crate) struct Files {
+    queue: Queue,
+    /// Files opened by [`Store::open`], for the trim at removal.
+    open: Mutex<HashMap<String, QueueFile>>,
+}
+
+impl Files {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self {
+            queue: Queue::new(root),
+            open: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &std::path::Path {
+        self.queue.root()
+    }
+
+    fn active(&self, id: &str) -> PathBuf {
+        self.queue.path(QueueName::Active, id)
+    }
+
+    fn forget(&self, id: &str) -> Option<QueueFile> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+}
+
+impl Store for Files {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
+        self.queue.list(q)
+    }
+
+    fn claim_incoming(&self, id: &str, stale_after: Duration) -> bool {
+        let path = self.queue.path(QueueName::Incoming, id);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        match QueueFile::readiness(&meta) {
+            Readiness::Complete => {}
+            Readiness::Reserved => return false,
+            Readiness::Incomplete => {
+                // cleanup is still writing it, or died doing so.
+                let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > stale_after) {
+                    warn!(
+                        "{id}: removing incomplete queue file older than {}s",
+                        stale_after.as_secs()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+                return false;
+            }
+        }
+        match self
+            .queue
+            .move_to(id, QueueName::Incoming, QueueName::Active)
+        {
+            Ok(_) => true,
+            Err(e) => {
+                warn!("{id}: move to active: {e}");
+                false
+            }
+        }
+    }
+
+    fn retry_time(&self, id: &str) -> Option<SystemTime> {
+        std::fs::metadata(self.queue.path(QueueName::Deferred, id))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn move_to(&self, id: &str, from: QueueName, to: QueueName) -> std::io::Result<()> {
+        if from == QueueName::Active {
+            self.forget(id);
+        }
+        self.queue.move_to(id, from, to).map(drop)
+    }
+
+    fn open(&self, id: &str, verify: bool) -> Result<Envelope, pfx_queue::Error> {
+        let mut qf = QueueFile::open(&self.active(id))?;
+        if verify {
+            qf.verify()?;
+        }
+        // qmgr keeps many messages and needs no descriptor for them.
+        qf.close();
+        let envelope = Envelope {
+            sender: qf.sender.clone(),
+            arrival: qf.arrival,
+            size: qf.content_len,
+            recipients: qf.recipients.clone(),
+            postfix_only: qf.postfix_only.clone(),
+        };
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), qf);
+        Ok(envelope)
+    }
+
+    fn is_active(&self, id: &str) -> bool {
+        let active = self.active(id).exists();
+        if !active {
+            self.forget(id);
+        }
+        active
+    }
+
+    fn has_log(&self, log: Log, id: &str) -> bool {
+        statuslog::path(self.root(), log, id).exists()
+    }
+
+    fn append_log(
+        &self,
+        log: Log,
+        id: &str,
+        records: &[Status],
+        sync: bool,
+    ) -> std::io::Result<()> {
+        statuslog::append(self.root(), log, id, records, sync)
+    }
+
+    fn read_log(&self, log: Log, id: &str) -> std::io::Result<Vec<Status>> {
+        statuslog::read(self.root(), log, id)
+    }
+
+    fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()> {
+        file::mark_done(&self.active(id), offsets)
+    }
+
+    fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()> {
+        self.forget(id);
+        self.queue.defer_until(id, QueueName::Active, when)
+    }
+
+    fn remove(&self, id: &str) -> std::io::Result<()> {
+        // Before the file is in the pool, where cleanup may take it.
+        if let Some(qf) = self.forget(id) {
+            if let Err(e) = qf.trim() {
+                warn!("{id}: cut queue file to size: {e}");
+            }
+        }
+        pfx_queue::recycle::give_back(self.root(), &self.active(id))?;
+        statuslog::remove(self.root(), Log::Defer, id);
+        Ok(())
+    }
+}

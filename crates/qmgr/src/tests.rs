@@ -1,0 +1,396 @@
+//! The scheduler on a queue kept in memory, with delivery agents that
+//! answer as each test says, in paused time: hours of retries take
+//! milliseconds, and every wait is exact.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use pfx_config::Config;
+use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
+use pfx_queue::file::Recipient;
+use pfx_queue::statuslog::{Log, Status};
+use pfx_queue::QueueName;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::agents::Agents;
+use crate::scheduler::Scheduler;
+use crate::store::{Envelope, Store};
+
+/// What happened to the queue, with times since the test started.
+#[derive(Default)]
+struct Record {
+    files: HashMap<String, (QueueName, Envelope, SystemTime)>,
+    logs: HashMap<(String, &'static str), Vec<Status>>,
+    /// (message, when, retry time): each move to `deferred/`.
+    deferrals: Vec<(String, Duration, Duration)>,
+    removed: Vec<(String, Duration)>,
+    /// Recipients per delivery request, and the most in flight at once.
+    requests: Vec<usize>,
+    in_flight: usize,
+    most_in_flight: usize,
+    bounces: Vec<(String, Duration)>,
+}
+
+#[derive(Clone)]
+struct Memory {
+    epoch: SystemTime,
+    start: Instant,
+    rec: Arc<Mutex<Record>>,
+}
+
+impl Memory {
+    fn new() -> Self {
+        Self {
+            epoch: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            start: Instant::now(),
+            rec: Arc::default(),
+        }
+    }
+
+    fn rec(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.rec.lock().unwrap()
+    }
+
+    /// A message in `incoming/` from `sender`, arrived now.
+    fn add(&self, id: &str, sender: &str, recipients: &[&str]) {
+        let env = Envelope {
+            sender: sender.into(),
+            arrival: self.now(),
+            size: 100,
+            recipients: recipients
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Recipient {
+                    address: (*a).into(),
+                    original: None,
+                    offset: 100 * i as u64,
+                    done: false,
+                })
+                .collect(),
+            postfix_only: None,
+        };
+        let now = self.now();
+        self.rec()
+            .files
+            .insert(id.into(), (QueueName::Incoming, env, now));
+    }
+
+    fn since_start(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+fn log_name(log: Log) -> &'static str {
+    match log {
+        Log::Bounce => "bounce",
+        Log::Defer => "defer",
+    }
+}
+
+impl Store for Memory {
+    fn now(&self) -> SystemTime {
+        self.epoch + self.start.elapsed()
+    }
+
+    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
+        let mut ids: Vec<String> = (self.rec().files.iter())
+            .filter(|(_, f)| f.0 == q)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn claim_incoming(&self, id: &str, _stale_after: Duration) -> bool {
+        self.move_to(id, QueueName::Incoming, QueueName::Active)
+            .is_ok()
+    }
+
+    fn retry_time(&self, id: &str) -> Option<SystemTime> {
+        self.rec().files.get(id).map(|f| f.2)
+    }
+
+    fn move_to(&self, id: &str, from: QueueName, to: QueueName) -> std::io::Result<()> {
+        match self.rec().files.get_mut(id) {
+            Some(f) if f.0 == from => {
+                f.0 = to;
+                Ok(())
+            }
+            _ => Err(std::io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn open(&self, id: &str, _verify: bool) -> Result<Envelope, pfx_queue::Error> {
+        match self.rec().files.get(id) {
+            Some((QueueName::Active, env, _)) => Ok(env.clone()),
+            _ => Err(pfx_queue::Error::Io(std::io::ErrorKind::NotFound.into())),
+        }
+    }
+
+    fn is_active(&self, id: &str) -> bool {
+        self.rec()
+            .files
+            .get(id)
+            .is_some_and(|f| f.0 == QueueName::Active)
+    }
+
+    fn has_log(&self, log: Log, id: &str) -> bool {
+        self.rec().logs.contains_key(&(id.into(), log_name(log)))
+    }
+
+    fn append_log(
+        &self,
+        log: Log,
+        id: &str,
+        records: &[Status],
+        _sync: bool,
+    ) -> std::io::Result<()> {
+        let mut rec = self.rec();
+        let entry = rec.logs.entry((id.into(), log_name(log))).or_default();
+        entry.extend_from_slice(records);
+        Ok(())
+    }
+
+    fn read_log(&self, log: Log, id: &str) -> std::io::Result<Vec<Status>> {
+        Ok(self
+            .rec()
+            .logs
+            .get(&(id.into(), log_name(log)))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()> {
+        if let Some(f) = self.rec().files.get_mut(id) {
+            for r in &mut f.1.recipients {
+                r.done |= offsets.contains(&r.offset);
+            }
+        }
+        Ok(())
+    }
+
+    fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()> {
+        let at = self.since_start();
+        let mut rec = self.rec();
+        let f = rec.files.get_mut(id).ok_or(std::io::ErrorKind::NotFound)?;
+        f.0 = QueueName::Deferred;
+        f.2 = when;
+        let until = when.duration_since(self.epoch).unwrap();
+        rec.deferrals.push((id.into(), at, until));
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) -> std::io::Result<()> {
+        let at = self.since_start();
+        let mut rec = self.rec();
+        rec.files.remove(id);
+        rec.logs.remove(&(id.into(), "defer"));
+        rec.removed.push((id.into(), at));
+        Ok(())
+    }
+}
+
+type Answer = dyn Fn(&DeliveryRequest) -> DeliveryStatus + Send + Sync;
+
+/// Delivery agents that take `work` per request and answer every
+/// recipient with `answer`; bounce always succeeds.
+struct Fake {
+    memory: Memory,
+    work: Duration,
+    answer: Arc<Answer>,
+}
+
+impl Agents for Fake {
+    fn deliver(
+        &self,
+        _transport: &str,
+        req: DeliveryRequest,
+    ) -> impl Future<Output = (Vec<DeliveryStatus>, bool)> + Send + 'static {
+        let (memory, work, answer) = (self.memory.clone(), self.work, self.answer.clone());
+        async move {
+            {
+                let mut rec = memory.rec();
+                rec.requests.push(req.recipients.len());
+                rec.in_flight += 1;
+                rec.most_in_flight = rec.most_in_flight.max(rec.in_flight);
+            }
+            tokio::time::sleep(work).await;
+            memory.rec().in_flight -= 1;
+            let status = answer(&req);
+            (vec![status; req.recipients.len()], true)
+        }
+    }
+
+    fn bounce(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
+        let at = self.memory.since_start();
+        self.memory.rec().bounces.push((id.into(), at));
+        async { Ok(Some("NOTICE".into())) }
+    }
+}
+
+/// Starts a scheduler on `memory` with these main.cf lines; the returned
+/// sender keeps its configuration alive.
+fn start(
+    memory: &Memory,
+    main_cf: &str,
+    work: Duration,
+    answer: impl Fn(&DeliveryRequest) -> DeliveryStatus + Send + Sync + 'static,
+) -> watch::Sender<Arc<Config>> {
+    let text = format!("mydestination = example.com\nqueue_run_delay = 10s\n{main_cf}");
+    let cfg = Config::from_text(std::path::Path::new("/nonexistent"), &text).unwrap();
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let agents = Fake {
+        memory: memory.clone(),
+        work,
+        answer: Arc::new(answer),
+    };
+    let scheduler = Scheduler::new(cfg_rx, memory.clone(), agents).unwrap();
+    tokio::spawn(scheduler.run());
+    cfg_tx
+}
+
+/// Waits (in paused time, so instantly) until `done` holds.
+async fn until(memory: &Memory, done: impl Fn(&Record) -> bool) {
+    for _ in 0..100_000 {
+        if done(&memory.rec()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("never happened");
+}
+
+fn deferred(reason: &str) -> DeliveryStatus {
+    DeliveryStatus::Deferred {
+        dsn: reason[..5].into(),
+        relay: "mx.remote.example[192.0.2.1]:25".into(),
+        reason: reason[6..].into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn destination_concurrency_is_reached_and_released() {
+    let memory = Memory::new();
+    let rcpts: Vec<String> = (0..10).map(|i| format!("u{i}@remote.example")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    memory.add("A1", "s@example.com", &rcpts);
+    // Another destination is not held up by the busy one.
+    memory.add("B1", "s@example.com", &["x@other.example"]);
+    let main_cf = "smtp_destination_concurrency_limit = 2\nsmtp_destination_recipient_limit = 1\n";
+    let _cfg = start(&memory, main_cf, Duration::from_secs(10), |_| {
+        DeliveryStatus::Sent
+    });
+    until(&memory, |r| r.removed.len() == 2).await;
+    let rec = memory.rec();
+    assert_eq!(rec.requests, [1; 11]);
+    // Two for remote.example at a time, one for other.example beside them.
+    assert_eq!(rec.most_in_flight, 3);
+    let when: HashMap<&str, u64> = rec
+        .removed
+        .iter()
+        .map(|(id, at)| (id.as_str(), at.as_secs()))
+        .collect();
+    assert_eq!(when["B1"], 10);
+    // Ten requests of ten seconds, two at a time.
+    assert_eq!(when["A1"], 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recipients_are_batched_per_transaction_limit() {
+    let memory = Memory::new();
+    let rcpts: Vec<String> = (0..7).map(|i| format!("u{i}@remote.example")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    // Local recipients go one per request, whatever the smtp limit.
+    memory.add(
+        "A1",
+        "s@example.com",
+        &[&rcpts[..], &["me@example.com", "you@example.com"]].concat(),
+    );
+    let _cfg = start(
+        &memory,
+        "smtp_destination_recipient_limit = 3\n",
+        Duration::ZERO,
+        |_| DeliveryStatus::Sent,
+    );
+    until(&memory, |r| r.removed.len() == 1).await;
+    let mut sizes = memory.rec().requests.clone();
+    sizes.sort();
+    assert_eq!(sizes, [1, 1, 1, 3, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_up_to_its_maximum() {
+    let memory = Memory::new();
+    memory.add("A1", "s@example.com", &["u@remote.example"]);
+    let _cfg = start(
+        &memory,
+        "minimal_backoff_time = 300s\nmaximal_backoff_time = 4000s\n",
+        Duration::ZERO,
+        |_| deferred("4.4.1 connect to mx.remote.example: Connection timed out"),
+    );
+    until(&memory, |r| r.deferrals.len() == 7).await;
+    let rec = memory.rec();
+    let waits: Vec<u64> = rec
+        .deferrals
+        .iter()
+        .map(|(_, at, until)| (*until - *at).as_secs())
+        .collect();
+    // Each wait is the message's age at the attempt, within the bounds.
+    assert_eq!(waits, [300, 300, 600, 1200, 2400, 4000, 4000]);
+    let attempts: Vec<u64> = rec.deferrals.iter().map(|d| d.1.as_secs()).collect();
+    assert_eq!(attempts, [0, 300, 600, 1200, 2400, 4800, 8800]);
+    assert!(rec.bounces.is_empty() && rec.removed.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_turns_deferral_into_a_bounce_with_the_last_reason() {
+    let memory = Memory::new();
+    memory.add("A1", "s@example.com", &["u@remote.example"]);
+    let attempt = Arc::new(Mutex::new(0));
+    let _cfg = start(
+        &memory,
+        "maximal_queue_lifetime = 1h\n",
+        Duration::ZERO,
+        move |_| {
+            let mut n = attempt.lock().unwrap();
+            *n += 1;
+            deferred(&format!("4.4.{n} attempt {n} failed"))
+        },
+    );
+    until(&memory, |r| !r.removed.is_empty()).await;
+    let rec = memory.rec();
+    // Tried at 0, 300, 600, 1200, 2400 and 4800 s: the last attempt is past
+    // the lifetime of one hour.
+    assert_eq!(rec.deferrals.len(), 5);
+    assert_eq!(rec.bounces, [("A1".to_owned(), Duration::from_secs(4800))]);
+    assert_eq!(rec.removed[0].1, Duration::from_secs(4800));
+    // Removed with the message: only the bounce log is left, with the
+    // reason of the last attempt.
+    let bounce = &rec.logs[&("A1".to_owned(), "bounce")];
+    assert_eq!(bounce.len(), 1);
+    assert_eq!(
+        (bounce[0].dsn.as_str(), bounce[0].reason.as_str()),
+        ("4.4.6", "attempt 6 failed")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn mail_from_the_null_sender_expires_after_the_bounce_lifetime() {
+    let memory = Memory::new();
+    memory.add("A1", "", &["u@remote.example"]);
+    let _cfg = start(
+        &memory,
+        "maximal_queue_lifetime = 5d\nbounce_queue_lifetime = 10m\n",
+        Duration::ZERO,
+        |_| deferred("4.4.1 no answer"),
+    );
+    until(&memory, |r| !r.removed.is_empty()).await;
+    // 0, 300, then 600 s: past ten minutes.
+    assert_eq!(memory.rec().bounces[0].1, Duration::from_secs(600));
+}
