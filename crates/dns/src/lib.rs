@@ -108,6 +108,20 @@ pub fn parse_servers(value: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
+/// hickory's configuration for the name server at `addr`: UDP, then TCP,
+/// both on `addr`'s port (hickory's own constructor would use port 53,
+/// and an instance's named listens elsewhere). `dns_servers` and named's
+/// `forwarders` are both asked this way.
+pub fn name_server(addr: SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+    ns.connections = vec![udp, tcp];
+    ns
+}
+
 impl Resolver {
     /// The resolver main.cf asks for (`dns_servers`).
     pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, String> {
@@ -126,15 +140,7 @@ impl Resolver {
             b.options_mut().ndots = 0;
             Backend::System(b.build().map_err(|e| format!("resolver: {e}"))?)
         } else {
-            let configs = servers.iter().map(|s| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = s.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = s.port();
-                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
-                ns.connections = vec![udp, tcp];
-                ns
-            });
+            let configs = servers.iter().map(|s| name_server(*s));
             let mut opts = ResolverOpts::default();
             opts.timeout = TIMEOUT;
             let tls = TlsConfig::new().map_err(|e| format!("resolver: {e}"))?;
@@ -325,6 +331,23 @@ fn classify(e: hickory_resolver::net::NetError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use hickory_resolver::config::ProtocolConfig;
+
+    #[test]
+    fn a_name_server_is_asked_on_its_own_port_by_udp_then_tcp() {
+        let ns = name_server("127.0.0.1:5353".parse().unwrap());
+        assert_eq!(ns.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        let ways: Vec<(ProtocolConfig, u16)> = ns
+            .connections
+            .iter()
+            .map(|c| (c.protocol.clone(), c.port))
+            .collect();
+        assert_eq!(
+            ways,
+            [(ProtocolConfig::Udp, 5353), (ProtocolConfig::Tcp, 5353)]
+        );
+    }
 
     #[test]
     fn a_name_in_the_hosts_file_is_answered_from_it_alone() {

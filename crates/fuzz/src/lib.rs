@@ -138,14 +138,14 @@ pub fn aliases(data: &[u8]) {
 /// do not exist is an error like any other).
 pub fn named_conf(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = named::conf::parse(Path::new("/nonexistent/fuzz/named.conf"), &text);
+    let _ = pfx_named_conf::conf::parse(Path::new("/nonexistent/fuzz/named.conf"), &text);
 }
 
 /// A zone file for ywnds.com, checked as named-checkzone checks it; an
 /// error names the file and a line.
 pub fn zone_file(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Err(e) = named::zone::parse(
+    if let Err(e) = pfx_named_conf::zone::parse(
         "ywnds.com",
         Path::new("/nonexistent/fuzz/ywnds.com.zone"),
         &text,

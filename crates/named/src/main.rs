@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use named::serve::{self, Family, Named};
+use named::listen::{self, Family};
+use named::serve::{self, Named};
 use tracing::info;
 
 fn main() {
@@ -31,11 +32,11 @@ fn under_master() -> ! {
         |cfg| {
             let path = cfg.get("named_config_file").map_err(|e| e.to_string())?;
             let named = load(Path::new(&path))?;
-            let sockets = serve::bind(named.conf(), None, Family::Both, workers())?;
+            let sockets = listen::bind(named.conf(), None, Family::Both, workers())?;
             Ok((named, sockets))
         },
         |ctx, _endpoint, (mut named, sockets)| async move {
-            let _server = serve::start(sockets, named.handler())?;
+            let _server = listen::start(sockets, named.handler())?;
             info!("running");
             let mut cfg = ctx.config.clone();
             loop {
@@ -148,7 +149,7 @@ fn standalone() -> ! {
     };
     let threads = args.cpus.unwrap_or_else(workers).max(1);
     let sockets =
-        serve::bind(named.conf(), args.port, family, threads).unwrap_or_else(|e| fatal(e));
+        listen::bind(named.conf(), args.port, family, threads).unwrap_or_else(|e| fatal(e));
     if let Some(user) = &args.user {
         let ids = pfx_sys::users::user(user).unwrap_or_else(|e| fatal(e));
         pfx_sys::users::drop_privileges(ids).unwrap_or_else(|e| fatal(e));
@@ -172,7 +173,7 @@ fn standalone() -> ! {
         .unwrap_or_else(|e| fatal(e));
     let result: Result<(), String> = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let _server = serve::start(sockets, named.handler())?;
+        let _server = listen::start(sockets, named.handler())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

@@ -7,12 +7,11 @@
 //! and spelling of the name patched in. Only plain authoritative answers that
 //! fit in 512 bytes are kept: referrals to forwarders, truncated and refused
 //! answers, and queries with EDNS options (cookies, NSID) always go the full
-//! way. The cache belongs to the state a reload replaces, so it never serves
-//! old data.
+//! way. The cache (cache.rs) belongs to the state a reload replaces, so it
+//! never serves old data.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -25,35 +24,9 @@ use tracing::warn;
 
 use crate::serve::Handler;
 
-/// At most this many answers are kept per configuration (a flood of random
-/// names cannot grow it further).
-const CACHE_LIMIT: usize = 100_000;
 /// Largest answer kept: fits every client's buffer.
 const CACHE_MAX_ANSWER: usize = 512;
 const HEADER: usize = 12;
-
-/// Encoded answers by question.
-#[derive(Default)]
-pub(crate) struct AnswerCache {
-    map: RwLock<HashMap<Vec<u8>, Arc<[u8]>>>,
-}
-
-impl AnswerCache {
-    fn get(&self, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
-    }
-
-    fn put(&self, key: Vec<u8>, answer: &[u8]) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() < CACHE_LIMIT {
-            map.insert(key, answer.into());
-        }
-    }
-}
 
 /// A query's cache key and where its question name ends, when the query is
 /// a plain one: QUERY opcode, one question, no records but an optional OPT

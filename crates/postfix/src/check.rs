@@ -121,12 +121,12 @@ fn run(dir: &Path, cfg: &Config, dns: Dns) -> usize {
 /// warnings (options accepted but not acted on), one per line.
 fn check_named(cfg: &Config) -> (Vec<String>, Vec<String>) {
     let path = cfg.get("named_config_file").unwrap_or_default();
-    let conf = match named::conf::load(Path::new(&path)) {
+    let conf = match pfx_named_conf::conf::load(Path::new(&path)) {
         Ok(c) => c,
         Err(e) => return (vec![e], vec![]),
     };
     let mut out = Vec::new();
-    let ok = named::check_zones(&conf, &mut out);
+    let ok = pfx_named_conf::check_zones(&conf, &mut out);
     let mut problems = Vec::new();
     if !ok {
         problems.extend(

@@ -33,7 +33,7 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let conf = match named::conf::load(&args.file) {
+    let conf = match pfx_named_conf::conf::load(&args.file) {
         Ok(c) => c,
         Err(e) => {
             println!("{e}");
@@ -43,7 +43,7 @@ fn main() {
     for w in &conf.warnings {
         println!("{w}");
     }
-    if args.zones && !named::check_zones(&conf, &mut std::io::stdout()) {
+    if args.zones && !pfx_named_conf::check_zones(&conf, &mut std::io::stdout()) {
         std::process::exit(1);
     }
 }

@@ -23,8 +23,8 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let name = args.zone.trim_end_matches('.').to_ascii_lowercase();
-    let label = named::zone::Zone::label(&name);
-    match named::zone::load(&name, &args.file) {
+    let label = pfx_named_conf::zone::Zone::label(&name);
+    match pfx_named_conf::zone::load(&name, &args.file) {
         Ok(z) => {
             if !args.quiet {
                 for w in &z.warnings {
