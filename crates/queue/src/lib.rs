@@ -7,12 +7,14 @@
 //! - [`record`]: Postfix's record framing and record types.
 //! - [`Queue`]: naming, listing and moving queue files between queues.
 //! - [`statuslog`]: the per-message `bounce/ID` and `defer/ID` logs.
+//! - [`listing`]: the queue as `postqueue -p` and showq list it.
 //! - [`recycle`]: reusing finished queue files instead of creating new ones.
 //! - [`reserve`]: queue files cleanup names ahead of time, a batch per directory fsync.
 
 pub mod file;
 pub mod layout;
 mod legacy;
+pub mod listing;
 pub mod record;
 pub mod recycle;
 pub mod reserve;

@@ -1,0 +1,191 @@
+//! Reading the queue the way `postqueue -p`/`-j` show it: showq(8) serves
+//! this to ordinary users, and postqueue reads it directly when it runs with
+//! privileges and the mail system is down. It lives here, not in showq, so
+//! that neither program depends on the other.
+//!
+//! Queues are listed in Postfix's order: maildrop, incoming, active,
+//! deferred, hold; only complete files count. Each recipient not yet done is
+//! shown with its last deferral reason (`defer/ID`): recipients without a
+//! reason first, then those with one, in the log's order.
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use tracing::warn;
+
+use crate::file::QueueFile;
+use crate::statuslog::{self, Log};
+use crate::{Queue, QueueName};
+
+const LISTED: [QueueName; 5] = [
+    QueueName::Maildrop,
+    QueueName::Incoming,
+    QueueName::Active,
+    QueueName::Deferred,
+    QueueName::Hold,
+];
+
+/// A message as the listing shows it (showq sends it to postqueue as a
+/// `pfx_ipc::proto::QueueEntry`, field for field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub queue_name: QueueName,
+    pub queue_id: String,
+    /// Seconds since the epoch.
+    pub arrival_time: u64,
+    /// Bytes of message content (headers and body).
+    pub message_size: u64,
+    /// The envelope sender; the null sender as `$empty_address_recipient`.
+    pub sender: String,
+    /// Recipients not yet done, each with the reason it waits, if any.
+    pub recipients: Vec<Pending>,
+}
+
+/// A recipient of a [`Message`] not yet done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub address: String,
+    pub delay_reason: Option<String>,
+}
+
+/// Every message in the queue, queue by queue, oldest first within each.
+/// `empty_sender` stands for the null sender (`$empty_address_recipient`).
+pub fn list(queue: &Queue, empty_sender: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    for q in LISTED {
+        let mut found = entries(queue, q, empty_sender);
+        found.sort_by(|a, b| (a.arrival_time, &a.queue_id).cmp(&(b.arrival_time, &b.queue_id)));
+        out.extend(found);
+    }
+    out
+}
+
+/// The complete messages in one queue. Files that vanish while we look (mail
+/// being delivered) are skipped; damaged ones are logged and skipped.
+fn entries(queue: &Queue, q: QueueName, empty_sender: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    for id in queue.list(q).unwrap_or_default() {
+        let path = queue.path(q, &id);
+        if !QueueFile::is_complete(&path).unwrap_or(false) {
+            continue;
+        }
+        match QueueFile::open(&path) {
+            Ok(qf) => out.push(entry(queue.root(), q, &id, &qf, empty_sender)),
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("{}/{id}: {e}", q.as_str()),
+        }
+    }
+    out
+}
+
+fn entry(root: &Path, q: QueueName, id: &str, qf: &QueueFile, empty_sender: &str) -> Message {
+    let reasons = statuslog::read(root, Log::Defer, id).unwrap_or_default();
+    let pending: Vec<&str> = qf.pending().map(|r| r.address.as_str()).collect();
+    let mut recipients: Vec<Pending> = pending
+        .iter()
+        .filter(|a| !reasons.iter().any(|s| s.recipient == **a))
+        .map(|a| Pending {
+            address: (*a).to_owned(),
+            delay_reason: None,
+        })
+        .collect();
+    recipients.extend(
+        reasons
+            .iter()
+            .filter(|s| pending.contains(&s.recipient.as_str()))
+            .map(|s| Pending {
+                address: s.recipient.clone(),
+                delay_reason: Some(s.reason.clone()),
+            }),
+    );
+    Message {
+        queue_name: q,
+        queue_id: id.to_owned(),
+        arrival_time: qf
+            .arrival
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        message_size: qf.content_len,
+        sender: if qf.sender.is_empty() {
+            empty_sender.to_owned()
+        } else {
+            qf.sender.clone()
+        },
+        recipients,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::file::{Envelope, Writer};
+    use crate::statuslog::Status;
+    use crate::test_queue as queue;
+
+    fn write(q: &Queue, sender: &str, arrival: u64, rcpts: &[&str]) -> String {
+        let at = UNIX_EPOCH + Duration::from_secs(arrival);
+        let mut w = Writer::create(q, at, None).unwrap();
+        w.envelope(&Envelope {
+            sender: sender.into(),
+            recipients: rcpts.iter().map(|r| ((*r).into(), None)).collect(),
+            attrs: vec![],
+        })
+        .unwrap();
+        w.content(b"Subject: x\n\nbody\n").unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn queues_in_postfix_order_oldest_first_with_deferral_reasons_last() {
+        let (_t, q) = queue();
+        let late = write(&q, "", 1_700_000_200, &["a@x"]);
+        let early = write(&q, "s@x", 1_700_000_100, &["b@x", "c@x", "d@x"]);
+        let held = write(&q, "s@x", 1_700_000_000, &["e@x"]);
+        q.move_to(&held, QueueName::Incoming, QueueName::Hold)
+            .unwrap();
+        q.defer_until(&early, QueueName::Incoming, SystemTime::now())
+            .unwrap();
+        let status = |r: &str, why: &str| Status {
+            recipient: r.into(),
+            original: None,
+            dsn: "4.0.0".into(),
+            relay: "none".into(),
+            reason: why.into(),
+        };
+        let log = [status("d@x", "later"), status("b@x", "busy")];
+        std::fs::create_dir(q.root().join("defer")).unwrap();
+        statuslog::append(q.root(), Log::Defer, &early, &log, false).unwrap();
+        // A file without the readiness bit is not a message yet.
+        std::fs::write(q.path(QueueName::Incoming, "ABCDEF0123"), b"").unwrap();
+
+        let got = list(&q, "MAILER-DAEMON");
+        let order: Vec<(QueueName, &str)> = got
+            .iter()
+            .map(|m| (m.queue_name, m.queue_id.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (QueueName::Incoming, late.as_str()),
+                (QueueName::Deferred, early.as_str()),
+                (QueueName::Hold, held.as_str()),
+            ]
+        );
+        assert_eq!(got[0].sender, "MAILER-DAEMON");
+        assert_eq!(got[0].arrival_time, 1_700_000_200);
+        // The content records' bytes, as Postfix counts the size.
+        assert_eq!(got[0].message_size, 20);
+        let rcpts: Vec<(&str, Option<&str>)> = got[1]
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.delay_reason.as_deref()))
+            .collect();
+        assert_eq!(
+            rcpts,
+            [("c@x", None), ("d@x", Some("later")), ("b@x", Some("busy"))]
+        );
+    }
+}
