@@ -19,7 +19,7 @@ use pfx_ipc::cleanup::{Cleanup, Envelope};
 use pfx_ipc::proto::{conversation, BounceReply, BounceRequest, Origin};
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::{self, Log};
-use pfx_queue::{Queue, QueueName};
+use pfx_queue::Queue;
 use tracing::{info, warn};
 
 fn main() {
@@ -50,8 +50,7 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
     let e = |x: pfx_config::Error| x.to_string();
     let queue_dir = cfg.get("queue_directory").map_err(e)?;
     let queue = Queue::new(&queue_dir);
-    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
-    let qf = QueueFile::open(&queue.path(qname, &req.queue_id)).map_err(|x| x.to_string())?;
+    let qf = QueueFile::open(&queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
     let failed = statuslog::read(Path::new(&queue_dir), Log::Bounce, &req.queue_id)
         .map_err(|x| x.to_string())?;
     if failed.is_empty() {

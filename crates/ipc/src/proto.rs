@@ -2,8 +2,11 @@
 //! service listens. One enum per direction per conversation; all of them
 //! travel as [`crate::Channel`] frames after the handshake.
 
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+use pfx_maillog::delivery::Outcome;
+use pfx_queue::QueueName;
+use serde::{Deserialize, Serialize};
 
 /// Conversation names for the handshake.
 pub mod conversation {
@@ -128,7 +131,7 @@ pub struct DeliveryRecipient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRequest {
     /// The queue the file is in (`active`) and its ID.
-    pub queue: String,
+    pub queue: QueueName,
     pub queue_id: String,
     pub sender: String,
     /// The next hop qmgr resolved (for local: `$myhostname`).
@@ -139,38 +142,17 @@ pub struct DeliveryRequest {
     pub activated_us: u64,
 }
 
-/// The outcome for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeliveryStatus {
-    Sent,
-    /// Try again later.
-    Deferred {
-        dsn: String,
-        relay: String,
-        reason: String,
-    },
-    /// Give up: the sender gets a non-delivery notice. `final_recipient` is
-    /// the address that failed when it differs from the requested one (an
-    /// alias target).
-    Bounced {
-        dsn: String,
-        relay: String,
-        reason: String,
-        final_recipient: Option<String>,
-    },
-}
-
-/// delivery agent -> qmgr: one status per recipient, in request order.
+/// delivery agent -> qmgr: one outcome per recipient, in request order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReply {
-    pub statuses: Vec<DeliveryStatus>,
+    pub statuses: Vec<Outcome>,
 }
 
 /// qmgr -> bounce: send the non-delivery notice for a message whose
 /// `bounce/ID` log holds the failed recipients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BounceRequest {
-    pub queue: String,
+    pub queue: QueueName,
     pub queue_id: String,
 }
 

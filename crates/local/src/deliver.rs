@@ -8,25 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus, Origin};
-use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_ipc::proto::{DeliveryRequest, Origin};
+use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_maps::passwd::{Passwd, User};
 use pfx_maps::MapList;
 use pfx_queue::file::QueueFile;
-use pfx_queue::{Queue, QueueName};
+use pfx_queue::Queue;
 use tracing::{info, warn};
 
-use crate::mailbox::{self, Failure, Message};
+use crate::mailbox::{self, Message};
 
 /// How deep aliases may nest before we call it a loop.
 const MAX_ALIAS_DEPTH: usize = 100;
-
-/// What one recipient's delivery came to.
-#[derive(Clone)]
-enum Verdict {
-    Sent(String),
-    Failed(Failure),
-}
 
 /// The lookup tables of one configuration version, built once and shared by
 /// every delivery (the alias database is re-read only when it changes).
@@ -54,29 +47,27 @@ impl Tables {
 
 struct Ctx<'a> {
     cfg: &'a Config,
+    /// The envelope sender, as qmgr's request gives it.
+    sender: &'a str,
     qf: &'a QueueFile,
     passwd: &'a Passwd,
     aliases: &'a MapList,
     delivered_to: Vec<String>,
     forward: Vec<String>,
     /// Each final delivery, for its own log line: (address, outcome).
-    leaves: Vec<(String, Verdict)>,
+    leaves: Vec<(String, Outcome)>,
 }
 
-fn bounce(dsn: &'static str, reason: impl Into<String>) -> Failure {
-    Failure {
-        temporary: false,
-        dsn,
-        reason: reason.into(),
-    }
+fn sent(text: impl Into<String>) -> Outcome {
+    Outcome::sent("local", text)
 }
 
-fn defer(reason: impl Into<String>) -> Failure {
-    Failure {
-        temporary: true,
-        dsn: "4.3.0",
-        reason: reason.into(),
-    }
+fn bounce(dsn: &str, reason: impl Into<String>) -> Outcome {
+    Outcome::failed(false, dsn, "local", reason)
+}
+
+fn defer(reason: impl Into<String>) -> Outcome {
+    Outcome::failed(true, "4.3.0", "local", reason)
 }
 
 fn micros(us: u64) -> SystemTime {
@@ -84,17 +75,16 @@ fn micros(us: u64) -> SystemTime {
 }
 
 /// Each final delivery of one recipient, with its outcome.
-type Leaves = Vec<(String, Verdict)>;
+type Leaves = Vec<(String, Outcome)>;
 /// Per recipient: outcome and leaves; per recipient: remote targets; the queue file.
-type Expanded = (Vec<(Verdict, Leaves)>, Vec<String>, QueueFile);
+type Expanded = (Vec<(Outcome, Leaves)>, Vec<String>, QueueFile);
 
 /// Delivers every recipient of the request and logs each outcome.
-pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<Outcome> {
     let cfg = &tables.cfg;
     let start = SystemTime::now();
     let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
-    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
-    let path = queue.path(qname, &req.queue_id);
+    let path = queue.path(req.queue, &req.queue_id);
     // File work (and the recipient's privileges, which are per thread)
     // happens on a thread of the blocking pool, so that deliveries run side
     // by side while this one thread keeps serving qmgr's connections.
@@ -107,6 +97,7 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
         let mut ctx = Ctx {
             cfg,
+            sender: &req.sender,
             qf: &qf,
             passwd: &tables.passwd,
             aliases: &tables.aliases,
@@ -135,26 +126,18 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
         Ok(x) => x,
         Err(e) => {
             warn!("{}: {e}", req.queue_id);
-            return req
-                .recipients
-                .iter()
-                .map(|_| DeliveryStatus::Deferred {
-                    dsn: "4.3.0".into(),
-                    relay: "local".into(),
-                    reason: e.clone(),
-                })
-                .collect();
+            return req.recipients.iter().map(|_| defer(e.clone())).collect();
         }
     };
     let mut statuses = Vec::new();
     for ((r, (res, mut leaves)), fwd) in req.recipients.iter().zip(results).zip(forwards) {
         // Remote alias targets travel as one new message.
         let res = match (res, fwd.is_empty()) {
-            (Verdict::Sent(text), true) => Verdict::Sent(text),
-            (Verdict::Sent(_), false) => {
+            (sent, true) if sent.class == Class::Sent => sent,
+            (sent, false) if sent.class == Class::Sent => {
                 let v = match forward(cfg, &qf, req, &r.address, &fwd).await {
-                    Ok(id) => Verdict::Sent(format!("forwarded as {id}")),
-                    Err(e) => Verdict::Failed(defer(format!("forward to {fwd}: {e}"))),
+                    Ok(id) => self::sent(format!("forwarded as {id}")),
+                    Err(e) => defer(format!("forward to {fwd}: {e}")),
                 };
                 leaves.push((r.address.clone(), v.clone()));
                 v
@@ -174,51 +157,19 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
                 connected: start,
                 done: SystemTime::now(),
             };
-            info!(
-                "{}: {}",
-                req.queue_id,
-                delivery::line(to, Some(&orig), t, &outcome(v))
-            );
+            info!("{}: {}", req.queue_id, v.line(to, Some(&orig), t));
         }
-        statuses.push(match res {
-            Verdict::Sent(_) => DeliveryStatus::Sent,
-            Verdict::Failed(f) if f.temporary => DeliveryStatus::Deferred {
-                dsn: f.dsn.into(),
-                relay: "local".into(),
-                reason: f.reason,
-            },
-            Verdict::Failed(f) => {
-                let final_recipient = leaves
-                    .iter()
-                    .find(|(_, v)| matches!(v, Verdict::Failed(x) if !x.temporary))
-                    .map(|(to, _)| to.clone());
-                DeliveryStatus::Bounced {
-                    dsn: f.dsn.into(),
-                    relay: "local".into(),
-                    reason: f.reason,
-                    final_recipient,
-                }
-            }
-        });
+        let mut res = res;
+        if res.class == Class::Bounced {
+            // The notice names the alias target that failed.
+            res.final_recipient = leaves
+                .iter()
+                .find(|(_, v)| v.class == Class::Bounced)
+                .map(|(to, _)| to.clone());
+        }
+        statuses.push(res);
     }
     statuses
-}
-
-fn outcome(v: &Verdict) -> Outcome<'_> {
-    match v {
-        Verdict::Sent(text) => Outcome {
-            status: "sent",
-            dsn: "2.0.0",
-            relay: "local",
-            text,
-        },
-        Verdict::Failed(f) => Outcome {
-            status: if f.temporary { "deferred" } else { "bounced" },
-            dsn: f.dsn,
-            relay: "local",
-            text: &f.reason,
-        },
-    }
 }
 
 /// Writes `prepend` and the content to a command's stdin. Errors writing
@@ -280,9 +231,9 @@ impl Ctx<'_> {
         top: &str,
         depth: usize,
         seen: &mut HashSet<String>,
-    ) -> Verdict {
+    ) -> Outcome {
         if depth > MAX_ALIAS_DEPTH {
-            return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {top}")));
+            return bounce("5.4.6", format!("mail forwarding loop for {top}"));
         }
         let (local, _) = self.local_part(addr);
         let name = local.to_ascii_lowercase();
@@ -305,9 +256,7 @@ impl Ctx<'_> {
                         .flatten(),
                     None => None,
                 },
-                Err(e) => {
-                    return Verdict::Failed(defer(format!("alias database unavailable: {e}")))
-                }
+                Err(e) => return defer(format!("alias database unavailable: {e}")),
             };
             if let Some(value) = found {
                 return self.expand(&value, top, depth, seen, "alias");
@@ -320,10 +269,10 @@ impl Ctx<'_> {
             // mail is dropped with a warning rather than bounced.
             Ok(None) if pfx_address::is_required_local_name(&user_name) => {
                 warn!("required alias not found: {user_name}");
-                Verdict::Sent("discarded".into())
+                sent("discarded")
             }
-            Ok(None) => Verdict::Failed(bounce("5.1.1", format!("unknown user: \"{user_name}\""))),
-            Err(e) => Verdict::Failed(defer(format!("user lookup: {e}"))),
+            Ok(None) => bounce("5.1.1", format!("unknown user: \"{user_name}\"")),
+            Err(e) => defer(format!("user lookup: {e}")),
         };
         let to = self.qualify(addr);
         self.leaves.push((to, v.clone()));
@@ -343,18 +292,15 @@ impl Ctx<'_> {
         depth: usize,
         seen: &mut HashSet<String>,
         class: &str,
-    ) -> Verdict {
-        let mut worst: Option<Failure> = None;
+    ) -> Outcome {
+        let mut worst: Option<Outcome> = None;
         let mut texts = Vec::new();
         for target in pfx_maps::aliases::targets(value) {
             let res = if let Some(cmd) = target.strip_prefix('|') {
                 if allowed(self.cfg, "allow_mail_to_commands", class) {
                     self.command(cmd, top)
                 } else {
-                    Verdict::Failed(bounce(
-                        "5.7.1",
-                        format!("mail to command is restricted: \"{cmd}\""),
-                    ))
+                    bounce("5.7.1", format!("mail to command is restricted: \"{cmd}\""))
                 }
             } else if let Some(path) = target.strip_prefix(":include:") {
                 match std::fs::read_to_string(path) {
@@ -366,18 +312,13 @@ impl Ctx<'_> {
                             .collect();
                         self.expand(&list.join(","), top, depth + 1, seen, "include")
                     }
-                    Err(e) => {
-                        Verdict::Failed(defer(format!("cannot open include file {path}: {e}")))
-                    }
+                    Err(e) => defer(format!("cannot open include file {path}: {e}")),
                 }
             } else if target.starts_with('/') {
                 if allowed(self.cfg, "allow_mail_to_files", class) {
                     self.file(Path::new(&target), top)
                 } else {
-                    Verdict::Failed(bounce(
-                        "5.7.1",
-                        format!("mail to file is restricted: \"{target}\""),
-                    ))
+                    bounce("5.7.1", format!("mail to file is restricted: \"{target}\""))
                 }
             } else {
                 let dests = pfx_address::DomainList::new(
@@ -388,23 +329,24 @@ impl Ctx<'_> {
                     self.recipient(&r.address(), top, depth + 1, seen)
                 } else {
                     self.forward.push(r.address());
-                    Verdict::Sent(String::new())
+                    sent(String::new())
                 }
             };
-            match res {
-                Verdict::Sent(t) if !t.is_empty() => texts.push(t),
-                Verdict::Sent(_) => {}
-                Verdict::Failed(f) => {
-                    // Temporary beats permanent: retrying may still deliver.
-                    if worst.as_ref().is_none_or(|w| f.temporary && !w.temporary) {
-                        worst = Some(f);
-                    }
+            if res.class == Class::Sent {
+                if !res.reason.is_empty() {
+                    texts.push(res.reason);
                 }
+            } else if worst
+                .as_ref()
+                // Temporary beats permanent: retrying may still deliver.
+                .is_none_or(|w| res.is_temporary() && !w.is_temporary())
+            {
+                worst = Some(res);
             }
         }
         match worst {
-            Some(f) => Verdict::Failed(f),
-            None => Verdict::Sent(
+            Some(f) => f,
+            None => sent(
                 texts
                     .into_iter()
                     .next()
@@ -416,7 +358,7 @@ impl Ctx<'_> {
     fn prepend(&self, rcpt: &str, top: &str) -> Vec<u8> {
         format!(
             "Return-Path: <{}>\nX-Original-To: {top}\nDelivered-To: {rcpt}\n",
-            self.qf.sender
+            self.sender
         )
         .into_bytes()
     }
@@ -425,10 +367,10 @@ impl Ctx<'_> {
         u64::try_from(self.cfg.int("mailbox_size_limit").unwrap_or(0)).unwrap_or(0)
     }
 
-    fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Verdict {
+    fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Outcome {
         let rcpt = self.qualify(addr);
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
-            return Verdict::Failed(bounce("5.4.6", format!("mail forwarding loop for {rcpt}")));
+            return bounce("5.4.6", format!("mail forwarding loop for {rcpt}"));
         }
         let home_mailbox = self.cfg.get("home_mailbox").unwrap_or_default();
         let (path, maildir): (PathBuf, bool) = if home_mailbox.is_empty() {
@@ -448,15 +390,12 @@ impl Ctx<'_> {
             }
         });
         let v = match written {
-            Ok(()) => Verdict::Sent(
-                if maildir {
-                    "delivered to maildir"
-                } else {
-                    "delivered to mailbox"
-                }
-                .into(),
-            ),
-            Err(f) => Verdict::Failed(f),
+            Ok(()) => sent(if maildir {
+                "delivered to maildir"
+            } else {
+                "delivered to mailbox"
+            }),
+            Err(f) => f,
         };
         self.leaves.push((rcpt, v.clone()));
         v
@@ -470,8 +409,8 @@ impl Ctx<'_> {
         gid: u32,
         rcpt: &str,
         top: &str,
-        write: impl FnOnce(&mut Message<'_>) -> Result<(), Failure>,
-    ) -> Result<(), Failure> {
+        write: impl FnOnce(&mut Message<'_>) -> Result<(), Outcome>,
+    ) -> Result<(), Outcome> {
         let prepend = self.prepend(rcpt, top);
         let mut content = self
             .qf
@@ -480,7 +419,7 @@ impl Ctx<'_> {
         let mut msg = Message {
             prepend: &prepend,
             content: &mut content,
-            sender: &self.qf.sender,
+            sender: self.sender,
             size_limit: self.limit(),
         };
         crate::privs::as_user(uid, gid, || write(&mut msg))
@@ -503,11 +442,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn file(&mut self, path: &Path, top: &str) -> Verdict {
+    fn file(&mut self, path: &Path, top: &str) -> Outcome {
         let (uid, gid) = self.alias_owner();
         let v = match self.write_as(uid, gid, top, top, |m| mailbox::mbox(path, m)) {
-            Ok(()) => Verdict::Sent(format!("delivered to file: {}", path.display())),
-            Err(f) => Verdict::Failed(f),
+            Ok(()) => sent(format!("delivered to file: {}", path.display())),
+            Err(f) => f,
         };
         self.leaves.push((top.to_owned(), v.clone()));
         v
@@ -515,13 +454,13 @@ impl Ctx<'_> {
 
     /// `|command`: the message on standard input of `/bin/sh -c command`,
     /// as the alias owner; exit 0 delivered, 75 (EX_TEMPFAIL) deferred, else bounced.
-    fn command(&mut self, cmd: &str, top: &str) -> Verdict {
+    fn command(&mut self, cmd: &str, top: &str) -> Outcome {
         let v = self.run_command(cmd, top);
         self.leaves.push((top.to_owned(), v.clone()));
         v
     }
 
-    fn run_command(&self, cmd: &str, top: &str) -> Verdict {
+    fn run_command(&self, cmd: &str, top: &str) -> Outcome {
         use std::os::unix::process::CommandExt;
         let (uid, gid) = self.alias_owner();
         let (local, domain) = self.local_part(top);
@@ -531,7 +470,7 @@ impl Ctx<'_> {
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("SHELL", "/bin/sh");
-        c.env("SENDER", &self.qf.sender)
+        c.env("SENDER", self.sender)
             .env("RECIPIENT", top)
             .env("LOCAL", &local)
             .env("DOMAIN", &domain)
@@ -544,11 +483,11 @@ impl Ctx<'_> {
         }
         let mut content = match self.qf.content() {
             Ok(c) => c,
-            Err(e) => return Verdict::Failed(defer(format!("read queue file: {e}"))),
+            Err(e) => return defer(format!("read queue file: {e}")),
         };
         let mut child = match c.spawn() {
             Ok(ch) => ch,
-            Err(e) => return Verdict::Failed(defer(format!("command {cmd}: {e}"))),
+            Err(e) => return defer(format!("command {cmd}: {e}")),
         };
         let prepend = self.prepend(top, top);
         if let Some(stdin) = child.stdin.take() {
@@ -558,26 +497,24 @@ impl Ctx<'_> {
             if let Err(e) = feed(stdin, &prepend, &mut content) {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Verdict::Failed(defer(format!("read queue file: {e}")));
+                return defer(format!("read queue file: {e}"));
             }
         }
         match child.wait_with_output() {
-            Ok(out) if out.status.success() => {
-                Verdict::Sent(format!("delivered to command: {cmd}"))
-            }
-            Ok(out) if out.status.code() == Some(75) => Verdict::Failed(defer(format!(
+            Ok(out) if out.status.success() => sent(format!("delivered to command: {cmd}")),
+            Ok(out) if out.status.code() == Some(75) => defer(format!(
                 "temporary failure. Command output: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            ))),
-            Ok(out) => Verdict::Failed(bounce(
+            )),
+            Ok(out) => bounce(
                 "5.3.0",
                 format!(
                     "Command died with status {}: \"{cmd}\". Command output: {}",
                     out.status.code().unwrap_or(-1),
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
-            )),
-            Err(e) => Verdict::Failed(defer(format!("command {cmd}: {e}"))),
+            ),
+            Err(e) => defer(format!("command {cmd}: {e}")),
         }
     }
 }
@@ -601,7 +538,7 @@ async fn forward(
         ("forwarded_from".into(), req.queue_id.clone()),
     ];
     let envelope = pfx_ipc::cleanup::Envelope {
-        sender: qf.sender.clone(),
+        sender: req.sender.clone(),
         recipients,
         attrs,
         origin: Origin::Forward,

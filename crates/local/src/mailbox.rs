@@ -9,6 +9,7 @@
 //! error the file is truncated back. Neither follows a symbolic link at the
 //! final path component.
 
+use pfx_maillog::delivery::Outcome;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -16,24 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Why a delivery did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
-    pub(crate) temporary: bool,
-    pub(crate) dsn: &'static str,
-    pub(crate) reason: String,
-}
-
-impl Failure {
-    fn io(what: String, e: &std::io::Error) -> Self {
-        // A full mailbox is permanent (5.2.2); anything else may clear up.
-        let too_large = e.raw_os_error() == Some(libc::EFBIG);
-        Self {
-            temporary: !too_large,
-            dsn: if too_large { "5.2.2" } else { "4.2.0" },
-            reason: format!("{what}: {e}"),
-        }
-    }
+/// Why a write failed: a full mailbox is permanent (5.2.2); anything else
+/// may clear up.
+fn io_failure(what: String, e: &std::io::Error) -> Outcome {
+    let too_large = e.raw_os_error() == Some(libc::EFBIG);
+    let dsn = if too_large { "5.2.2" } else { "4.2.0" };
+    Outcome::failed(!too_large, dsn, "local", format!("{what}: {e}"))
 }
 
 /// What goes into the mailbox.
@@ -91,14 +80,14 @@ fn copy_limited(
 }
 
 /// Delivers into the Maildir at `dir` (created if missing).
-pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
+pub(crate) fn maildir(dir: &Path, msg: &mut Message<'_>) -> Result<(), Outcome> {
     // An unnamed file is linked through its /proc/self/fd entry.
     static PROC_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let unnamed = *PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir());
     deliver_maildir(dir, msg, unnamed)
 }
 
-fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(), Failure> {
+fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(), Outcome> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -113,7 +102,7 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
         r => r,
     }
     .map_err(|e| {
-        Failure::io(
+        io_failure(
             format!("create maildir file {}", dir.join("tmp").display()),
             &e,
         )
@@ -121,7 +110,7 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
     let written = copy_limited(&mut file.file, msg, |b, out| out.extend_from_slice(b))
         .and_then(|_| file.file.sync_all());
     if let Err(e) = written {
-        return Err(Failure::io(
+        return Err(io_failure(
             format!("maildir delivery failed: {}", file.describe(dir)),
             &e,
         ));
@@ -129,7 +118,7 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
     let md = file
         .file
         .metadata()
-        .map_err(|e| Failure::io(format!("stat {}", file.describe(dir)), &e))?;
+        .map_err(|e| io_failure(format!("stat {}", file.describe(dir)), &e))?;
     let new = dir.join("new").join(format!(
         "{}.V{:x}I{:x}M{}.{host}",
         now.as_secs(),
@@ -137,7 +126,7 @@ fn deliver_maildir(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(
         md.ino(),
         now.subsec_micros()
     ));
-    let link_fail = |e: &std::io::Error| Failure::io(format!("link to {}", new.display()), e);
+    let link_fail = |e: &std::io::Error| io_failure(format!("link to {}", new.display()), e);
     match file.link(&new) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             make_maildir(dir)?;
@@ -230,14 +219,14 @@ impl Drop for TmpFile {
 }
 
 /// Creates a Maildir's directories that are missing.
-fn make_maildir(dir: &Path) -> Result<(), Failure> {
+fn make_maildir(dir: &Path) -> Result<(), Outcome> {
     for sub in ["", "tmp", "new", "cur"] {
         let d = dir.join(sub);
         match std::fs::DirBuilder::new().mode(0o700).create(&d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(Failure::io(
+                return Err(io_failure(
                     format!("create maildir file {}", d.display()),
                     &e,
                 ))
@@ -293,7 +282,7 @@ impl Drop for DotLock {
 }
 
 /// Appends to the mbox file at `path`.
-pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
+pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Outcome> {
     let what = || format!("cannot update mailbox {}", path.display());
     let f = OpenOptions::new()
         .append(true)
@@ -301,8 +290,8 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| Failure::io(what(), &e))?;
-    let _dot = DotLock::take(path).map_err(|e| Failure::io(what(), &e))?;
+        .map_err(|e| io_failure(what(), &e))?;
+    let _dot = DotLock::take(path).map_err(|e| io_failure(what(), &e))?;
     // An fcntl (POSIX) lock as well, as Postfix on Linux and mail readers use;
     // it is released when the file is closed.
     let lock = libc::flock {
@@ -313,9 +302,9 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
         l_pid: 0,
     };
     nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLKW(&lock))
-        .map_err(|e| Failure::io(what(), &e.into()))?;
+        .map_err(|e| io_failure(what(), &e.into()))?;
     let mut f = f;
-    let start = f.metadata().map_err(|e| Failure::io(what(), &e))?.len();
+    let start = f.metadata().map_err(|e| io_failure(what(), &e))?.len();
     let sender = if msg.sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -359,10 +348,7 @@ pub(crate) fn mbox(path: &Path, msg: &mut Message<'_>) -> Result<(), Failure> {
     })();
     if let Err(e) = result {
         let _ = f.set_len(start);
-        return Err(Failure::io(
-            format!("{}. error writing message", what()),
-            &e,
-        ));
+        return Err(io_failure(format!("{}. error writing message", what()), &e));
     }
     Ok(())
 }
@@ -431,7 +417,7 @@ mod tests {
         for unnamed in [true, false] {
             let mut c: &[u8] = &[b'x'; 5000];
             let err = deliver_maildir(&md, &mut msg(&mut c, 1000), unnamed).unwrap_err();
-            assert!(!err.temporary && err.dsn == "5.2.2", "{err:?}");
+            assert!(!err.is_temporary() && err.dsn == "5.2.2", "{err:?}");
             assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
             assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
         }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
-use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_ipc::proto::DeliveryRequest;
+use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_queue::file::QueueFile;
-use pfx_queue::{Queue, QueueName};
+use pfx_queue::Queue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
@@ -62,27 +62,10 @@ impl Agent {
     }
 }
 
-/// The result for every recipient of the request.
-#[derive(Debug, Clone)]
-struct Verdict {
-    status: &'static str,
-    dsn: String,
-    reason: String,
-}
-
-impl Verdict {
-    fn new(dsn: &str, reason: impl Into<String>) -> Self {
-        let status = match dsn.as_bytes().first() {
-            Some(b'2') => "sent",
-            Some(b'4') => "deferred",
-            _ => "bounced",
-        };
-        Self {
-            status,
-            dsn: dsn.to_owned(),
-            reason: reason.into(),
-        }
-    }
+/// The outcome a status code says; the relay (the service) is filled in
+/// when the request is answered.
+fn verdict(dsn: &str, reason: impl Into<String>) -> Outcome {
+    Outcome::new(Class::of_dsn(dsn), dsn, "none", reason)
 }
 
 /// A local part as RFC 822 needs it: quoted unless it is a dot-atom.
@@ -434,7 +417,7 @@ enum Ended {
 }
 
 /// Reads the command's end as Postfix's pipe does.
-fn verdict(service: &str, argv0: &str, ended: Ended, output: &str) -> Verdict {
+fn exit_outcome(service: &str, argv0: &str, ended: Ended, output: &str) -> Outcome {
     let with_output = |text: String| {
         if output.is_empty() {
             text
@@ -443,21 +426,21 @@ fn verdict(service: &str, argv0: &str, ended: Ended, output: &str) -> Verdict {
         }
     };
     match ended {
-        Ended::TimedOut => Verdict::new(
+        Ended::TimedOut => verdict(
             "5.3.0",
             with_output(format!("Command time limit exceeded: \"{argv0}\"")),
         ),
-        Ended::Signal(n) => Verdict::new(
+        Ended::Signal(n) => verdict(
             "4.3.0",
             with_output(format!("Command died with signal {n}: \"{argv0}\"")),
         ),
         Ended::Exited(0) => {
             let out = output.trim_end();
             if out.is_empty() {
-                Verdict::new("2.0.0", format!("delivered via {service} service"))
+                verdict("2.0.0", format!("delivered via {service} service"))
             } else {
                 let out: String = out.chars().take(100).collect();
-                Verdict::new("2.0.0", format!("delivered via {service} service ({out})"))
+                verdict("2.0.0", format!("delivered via {service} service ({out})"))
             }
         }
         Ended::Exited(code) => {
@@ -469,11 +452,11 @@ fn verdict(service: &str, argv0: &str, ended: Ended, output: &str) -> Verdict {
                 } else {
                     "5.0.0".into()
                 };
-                return Verdict::new(&dsn, text);
+                return verdict(&dsn, text);
             }
             match sysexit(code) {
-                Some((dsn, text)) => Verdict::new(dsn, with_output(text.to_owned())),
-                None => Verdict::new(
+                Some((dsn, text)) => verdict(dsn, with_output(text.to_owned())),
+                None => verdict(
                     "5.3.0",
                     with_output(format!("Command died with status {code}: \"{argv0}\"")),
                 ),
@@ -584,26 +567,19 @@ fn micros(us: u64) -> SystemTime {
 }
 
 /// Delivers one request and logs each recipient's outcome.
-pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
-    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
-    let verdict = match QueueFile::open(&agent.queue.path(qname, &req.queue_id)) {
-        Err(e) => Verdict::new("4.3.0", format!("read message: {e}")),
+    let mut outcome = match QueueFile::open(&agent.queue.path(req.queue, &req.queue_id)) {
+        Err(e) => verdict("4.3.0", format!("read message: {e}")),
         Ok(qf) => deliver(agent, &qf, req).await,
     };
-    let done = SystemTime::now();
+    outcome.relay.clone_from(&agent.service);
     let t = Times {
         arrival: micros(req.arrival_us),
         activated: micros(req.activated_us),
         agent_start: start,
         connected: start,
-        done,
-    };
-    let o = Outcome {
-        status: verdict.status,
-        dsn: &verdict.dsn,
-        relay: &agent.service,
-        text: &verdict.reason,
+        done: SystemTime::now(),
     };
     req.recipients
         .iter()
@@ -611,25 +587,14 @@ pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<De
             info!(
                 "{}: {}",
                 req.queue_id,
-                delivery::line(&r.address, r.original.as_deref(), t, &o)
+                outcome.line(&r.address, r.original.as_deref(), t)
             );
-            let relay = agent.service.clone();
-            let (dsn, reason) = (verdict.dsn.clone(), verdict.reason.clone());
-            match verdict.status {
-                "sent" => DeliveryStatus::Sent,
-                "deferred" => DeliveryStatus::Deferred { dsn, relay, reason },
-                _ => DeliveryStatus::Bounced {
-                    dsn,
-                    relay,
-                    reason,
-                    final_recipient: None,
-                },
-            }
+            outcome.clone()
         })
         .collect()
 }
 
-async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdict {
+async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Outcome {
     let a = &agent.attrs;
     for (on, flag) in [(a.flags.delivered_to, 'D'), (a.flags.original_to, 'O')] {
         if on && req.recipients.len() > 1 {
@@ -637,12 +602,12 @@ async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdic
                 "pipe flag `{flag}' requires {}_destination_recipient_limit = 1",
                 agent.service
             );
-            return Verdict::new("4.3.5", "mail system configuration error");
+            return verdict("4.3.5", "mail system configuration error");
         }
     }
     if let Some(limit) = a.size {
         if qf.content_len > limit {
-            return Verdict::new("5.2.3", "message too large");
+            return verdict("5.2.3", "message too large");
         }
     }
     if a.flags.delivered_to {
@@ -651,7 +616,7 @@ async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdic
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(&r.address))
             {
-                return Verdict::new("5.4.6", format!("mail forwarding loop for {}", r.address));
+                return verdict("5.4.6", format!("mail forwarding loop for {}", r.address));
             }
         }
     }
@@ -659,16 +624,16 @@ async fn deliver(agent: &Agent, qf: &QueueFile, req: &DeliveryRequest) -> Verdic
         Ok(v) => v,
         Err(why) => {
             warn!("file master.cf: service {}: {why}", agent.service);
-            return Verdict::new("4.3.5", "mail system configuration error");
+            return verdict("4.3.5", "mail system configuration error");
         }
     };
     let input = match stdin_bytes(a, qf, req) {
         Ok(i) => i,
-        Err(e) => return Verdict::new("4.3.0", e),
+        Err(e) => return verdict("4.3.0", e),
     };
     match run(agent, &argv, input).await {
-        Ok((ended, output)) => verdict(&agent.service, &argv[0], ended, &output),
-        Err(e) => Verdict::new(
+        Ok((ended, output)) => exit_outcome(&agent.service, &argv[0], ended, &output),
+        Err(e) => verdict(
             "4.3.0",
             format!("temporary failure. Command output: pipe: fatal: {e} "),
         ),
@@ -717,8 +682,8 @@ mod tests {
     #[test]
     fn exit_statuses_read_as_postfix_reads_them() {
         let v = |e, out: &str| {
-            let v = verdict("ptest", "/bin/x", e, out);
-            (v.status, v.dsn, v.reason)
+            let v = exit_outcome("ptest", "/bin/x", e, out);
+            (v.class.as_str(), v.dsn, v.reason)
         };
         assert_eq!(
             v(Ended::Exited(0), ""),

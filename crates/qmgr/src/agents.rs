@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pfx_ipc::proto::{
-    self, conversation, BounceReply, BounceRequest, DeliveryReply, DeliveryRequest, DeliveryStatus,
+    self, conversation, BounceReply, BounceRequest, DeliveryReply, DeliveryRequest,
 };
+use pfx_maillog::delivery::Outcome;
 use pfx_queue::QueueName;
 use tracing::warn;
 
@@ -24,7 +25,7 @@ pub(crate) trait Agents: Send + Sync + 'static {
         &self,
         transport: &str,
         req: DeliveryRequest,
-    ) -> impl Future<Output = (Vec<DeliveryStatus>, bool)> + Send + 'static;
+    ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static;
     /// Has bounce return the message's failed recipients to its sender;
     /// the notice's queue ID, if one was sent.
     fn bounce(
@@ -57,7 +58,7 @@ impl Agents for Daemons {
         &self,
         transport: &str,
         req: DeliveryRequest,
-    ) -> impl Future<Output = (Vec<DeliveryStatus>, bool)> + Send + 'static {
+    ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static {
         let socket = proto::transport_socket(&self.queue_dir, transport);
         let idle = self.idle.clone();
         async move {
@@ -86,7 +87,7 @@ impl Agents for Daemons {
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let socket = self.queue_dir.join(proto::endpoint::BOUNCE);
         let req = BounceRequest {
-            queue: QueueName::Active.as_str().into(),
+            queue: QueueName::Active,
             queue_id: id.to_owned(),
         };
         async move {
@@ -151,10 +152,6 @@ async fn ask_agent(
 }
 
 /// A deferral for a request no agent answered.
-fn unavailable(reason: &str) -> DeliveryStatus {
-    DeliveryStatus::Deferred {
-        dsn: "4.3.0".into(),
-        relay: "none".into(),
-        reason: reason.into(),
-    }
+fn unavailable(reason: &str) -> Outcome {
+    Outcome::failed(true, "4.3.0", "none", reason)
 }

@@ -10,7 +10,7 @@
 
 use pfx_address::DomainList;
 use pfx_config::Config;
-use pfx_ipc::proto::DeliveryStatus;
+use pfx_maillog::delivery::Outcome;
 use pfx_maps::{Format, MapList};
 
 /// Where one recipient goes.
@@ -179,9 +179,9 @@ impl Router {
 /// What `error:TEXT`, `retry:TEXT` and `discard:TEXT` answer, with no
 /// agent involved: TEXT's status code when it has one of the right class
 /// (5 and 4), else 5.0.0 and 4.0.0; no text: `Address is undeliverable`.
-pub(crate) fn builtin_status(transport: &str, nexthop: &str) -> DeliveryStatus {
+pub(crate) fn builtin_status(transport: &str, nexthop: &str) -> Outcome {
     if transport == "discard" {
-        return DeliveryStatus::Sent;
+        return discarded(nexthop);
     }
     let bounce = transport == "error";
     let (default, class, who) = if bounce {
@@ -199,17 +199,15 @@ pub(crate) fn builtin_status(transport: &str, nexthop: &str) -> DeliveryStatus {
     } else {
         text.to_owned()
     };
-    let relay = "none".to_owned();
-    if bounce {
-        DeliveryStatus::Bounced {
-            dsn,
-            relay,
-            reason,
-            final_recipient: None,
-        }
-    } else {
-        DeliveryStatus::Deferred { dsn, relay, reason }
-    }
+    Outcome::failed(!bounce, &dsn, "none", reason)
+}
+
+/// What `discard:TEXT` logs, as sent: TEXT, which may start with a status
+/// code; no text: the recipient's domain (filled in by the caller), as
+/// Postfix says.
+fn discarded(nexthop: &str) -> Outcome {
+    let (dsn, text) = pfx_smtp_proto::dsn_split("2.0.0", nexthop);
+    Outcome::new(pfx_maillog::delivery::Class::Sent, &dsn, "none", text)
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest, DeliveryStatus};
-use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest};
+use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_queue::statuslog::{Log, Status};
 use pfx_queue::QueueName;
 use tokio::sync::{mpsc, watch};
@@ -35,7 +35,7 @@ pub(crate) enum Event {
         id: String,
         batch: Vec<usize>,
         route: Route,
-        statuses: Vec<DeliveryStatus>,
+        statuses: Vec<Outcome>,
         by_agent: bool,
     },
     BounceDone {
@@ -311,7 +311,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         }
         msg.in_flight += 1;
         let req = DeliveryRequest {
-            queue: QueueName::Active.as_str().into(),
+            queue: QueueName::Active,
             queue_id: id.clone(),
             sender: msg.env.sender.clone(),
             nexthop: route.nexthop.clone(),
@@ -325,15 +325,29 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             arrival_us: micros(msg.env.arrival),
             activated_us: micros(msg.activated),
         };
+        // error:TEXT bounces, retry:TEXT defers, discard:TEXT drops the
+        // mail (logged here, as sent): no agent involved.
         if route::is_builtin(&route.transport) {
             let discard = route.transport == "discard";
-            if discard {
-                log_discarded(&id, msg, &req, &route.nexthop);
-            }
-            let status = route::builtin_status(&route.transport, &route.nexthop);
+            let statuses = req
+                .recipients
+                .iter()
+                .map(|r| {
+                    let mut o = route::builtin_status(&route.transport, &route.nexthop);
+                    if discard {
+                        if o.reason.is_empty() {
+                            // No text: the recipient's domain, as Postfix says.
+                            o.reason = pfx_address::split(&r.address).1.to_owned();
+                        }
+                        let to = (r.address.as_str(), r.original.as_deref());
+                        log_outcome(&id, (msg.env.arrival, msg.activated), to, &o);
+                    }
+                    o
+                })
+                .collect();
             let _ = self.tx.send(Event::Delivered {
                 id,
-                statuses: vec![status; batch.len()],
+                statuses,
                 batch,
                 route,
                 by_agent: discard,
@@ -359,7 +373,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         id: &str,
         batch: &[usize],
         route: &Route,
-        statuses: Vec<DeliveryStatus>,
+        statuses: Vec<Outcome>,
         by_agent: bool,
     ) {
         let key: Key = (route.transport.clone(), route.destination.clone());
@@ -377,30 +391,26 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         let mut defers = Vec::new();
         for (&i, status) in batch.iter().zip(statuses) {
             let rcpt = &msg.env.recipients[i];
-            let record = |dsn: &str, relay: &str, reason: &str| Status {
+            let record = |o: &Outcome| Status {
                 recipient: rcpt.address.clone(),
                 original: rcpt.original.clone(),
-                dsn: dsn.to_owned(),
-                relay: relay.to_owned(),
-                reason: reason.to_owned(),
+                dsn: o.dsn.clone(),
+                relay: o.relay.clone(),
+                reason: o.reason.clone(),
             };
-            let (log_status, dsn, relay, reason) = match &status {
-                DeliveryStatus::Sent => {
+            match status.class {
+                Class::Sent => {
                     msg.state[i] = Rcpt::Done;
                     done_offsets.push(rcpt.offset);
                     continue;
                 }
-                DeliveryStatus::Bounced {
-                    dsn,
-                    relay,
-                    reason,
-                    final_recipient,
-                } => {
+                Class::Bounced => {
                     msg.state[i] = Rcpt::Done;
                     done_offsets.push(rcpt.offset);
                     bounced.push((i, rcpt.offset));
-                    let mut rec = record(dsn, relay, reason);
-                    if let Some(f) = final_recipient.as_ref().filter(|f| **f != rcpt.address) {
+                    let mut rec = record(&status);
+                    let final_recipient = status.final_recipient.as_ref();
+                    if let Some(f) = final_recipient.filter(|f| **f != rcpt.address) {
                         rec.original = Some(
                             rcpt.original
                                 .clone()
@@ -409,23 +419,15 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                         rec.recipient = f.clone();
                     }
                     bounces.push(rec);
-                    ("bounced", dsn, relay, reason)
                 }
-                DeliveryStatus::Deferred { dsn, relay, reason } => {
+                Class::Deferred => {
                     msg.state[i] = Rcpt::Deferred;
-                    defers.push(record(dsn, relay, reason));
-                    ("deferred", dsn, relay, reason)
+                    defers.push(record(&status));
                 }
-            };
+            }
             if !by_agent {
-                let o = Outcome {
-                    status: log_status,
-                    dsn,
-                    relay,
-                    text: reason,
-                };
                 let to = (rcpt.address.as_str(), rcpt.original.as_deref());
-                log_outcome(id, (msg.env.arrival, msg.activated), to, &o);
+                log_outcome(id, (msg.env.arrival, msg.activated), to, &status);
             }
         }
         // The bounce record must be on disk before the recipient is marked done.
@@ -474,27 +476,6 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 }
 
-/// `discard:TEXT` is logged here, as sent; no text: the recipient's
-/// domain, as Postfix says. The text may start with a status code.
-fn log_discarded(id: &str, msg: &Msg, req: &DeliveryRequest, nexthop: &str) {
-    for r in &req.recipients {
-        let (dsn, text) = pfx_smtp_proto::dsn_split("2.0.0", nexthop);
-        let text = if text.is_empty() {
-            pfx_address::split(&r.address).1.to_owned()
-        } else {
-            text.to_owned()
-        };
-        let o = Outcome {
-            status: "sent",
-            dsn: &dsn,
-            relay: "none",
-            text: &text,
-        };
-        let to = (r.address.as_str(), r.original.as_deref());
-        log_outcome(id, (msg.env.arrival, msg.activated), to, &o);
-    }
-}
-
 /// The delivery log line of an outcome no delivery agent logged: qmgr's
 /// own transports, agents that did not answer. `times`: arrival,
 /// activation; `to`: the recipient and its original address.
@@ -502,7 +483,7 @@ pub(crate) fn log_outcome(
     id: &str,
     times: (SystemTime, SystemTime),
     to: (&str, Option<&str>),
-    o: &Outcome<'_>,
+    o: &Outcome,
 ) {
     let now = SystemTime::now();
     let t = Times {
@@ -512,5 +493,5 @@ pub(crate) fn log_outcome(
         connected: now,
         done: now,
     };
-    info!("{id}: {}", delivery::line(to.0, to.1, t, o));
+    info!("{id}: {}", o.line(to.0, to.1, t));
 }

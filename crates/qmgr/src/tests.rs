@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
+use pfx_ipc::proto::DeliveryRequest;
+use pfx_maillog::delivery::Outcome;
 use pfx_queue::file::Recipient;
 use pfx_queue::statuslog::{Log, Status};
 use pfx_queue::QueueName;
@@ -193,7 +194,7 @@ impl Store for Memory {
     }
 }
 
-type Answer = dyn Fn(&DeliveryRequest) -> DeliveryStatus + Send + Sync;
+type Answer = dyn Fn(&DeliveryRequest) -> Outcome + Send + Sync;
 
 /// Delivery agents that take `work` per request and answer every
 /// recipient with `answer`; bounce always succeeds.
@@ -208,7 +209,7 @@ impl Agents for Fake {
         &self,
         _transport: &str,
         req: DeliveryRequest,
-    ) -> impl Future<Output = (Vec<DeliveryStatus>, bool)> + Send + 'static {
+    ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static {
         let (memory, work, answer) = (self.memory.clone(), self.work, self.answer.clone());
         async move {
             {
@@ -240,7 +241,7 @@ fn start(
     memory: &Memory,
     main_cf: &str,
     work: Duration,
-    answer: impl Fn(&DeliveryRequest) -> DeliveryStatus + Send + Sync + 'static,
+    answer: impl Fn(&DeliveryRequest) -> Outcome + Send + Sync + 'static,
 ) -> watch::Sender<Arc<Config>> {
     let text = format!("mydestination = example.com\nqueue_run_delay = 10s\n{main_cf}");
     let cfg = Config::from_text(std::path::Path::new("/nonexistent"), &text).unwrap();
@@ -266,12 +267,13 @@ async fn until(memory: &Memory, done: impl Fn(&Record) -> bool) {
     panic!("never happened");
 }
 
-fn deferred(reason: &str) -> DeliveryStatus {
-    DeliveryStatus::Deferred {
-        dsn: reason[..5].into(),
-        relay: "mx.remote.example[192.0.2.1]:25".into(),
-        reason: reason[6..].into(),
-    }
+fn deferred(reason: &str) -> Outcome {
+    Outcome::failed(
+        true,
+        &reason[..5],
+        "mx.remote.example[192.0.2.1]:25",
+        &reason[6..],
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,7 +286,7 @@ async fn destination_concurrency_is_reached_and_released() {
     memory.add("B1", "s@example.com", &["x@other.example"]);
     let main_cf = "smtp_destination_concurrency_limit = 2\nsmtp_destination_recipient_limit = 1\n";
     let _cfg = start(&memory, main_cf, Duration::from_secs(10), |_| {
-        DeliveryStatus::Sent
+        Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok")
     });
     until(&memory, |r| r.removed.len() == 2).await;
     let rec = memory.rec();
@@ -316,7 +318,7 @@ async fn recipients_are_batched_per_transaction_limit() {
         &memory,
         "smtp_destination_recipient_limit = 3\n",
         Duration::ZERO,
-        |_| DeliveryStatus::Sent,
+        |_| Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok"),
     );
     until(&memory, |r| r.removed.len() == 1).await;
     let mut sizes = memory.rec().requests.clone();

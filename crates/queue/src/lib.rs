@@ -35,7 +35,9 @@ pub enum Error {
 }
 
 /// The queues a message moves between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum QueueName {
     Maildrop,
     Incoming,

@@ -225,7 +225,7 @@ where
     S: Send + Sync + 'static,
     B: Fn(Arc<pfx_config::Config>) -> Result<S, String> + Copy + Send + Sync + 'static,
     D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Vec<pfx_ipc::proto::DeliveryStatus>> + Send,
+    Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>> + Send,
 {
     use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
     let states = Arc::new(states);

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pfx_config::Config;
-use pfx_ipc::proto::{DeliveryRequest, DeliveryStatus};
-use pfx_maillog::delivery::{self, Outcome, Times};
+use pfx_ipc::proto::DeliveryRequest;
+use pfx_maillog::delivery::{Outcome, Times};
 use pfx_queue::file::QueueFile;
-use pfx_queue::{Queue, QueueName};
+use pfx_queue::Queue;
 use pfx_smtp_proto::encode::DataEncoder;
 use tracing::{info, warn};
 
@@ -92,27 +92,13 @@ fn own_addresses(inet_interfaces: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// One recipient's outcome.
-#[derive(Debug, Clone)]
-enum Verdict {
-    Sent(String),
-    Failed {
-        temporary: bool,
-        dsn: String,
-        reason: String,
-    },
-}
-
-fn failed(temporary: bool, dsn: &str, reason: String) -> Verdict {
-    Verdict::Failed {
-        temporary,
-        dsn: dsn.to_owned(),
-        reason,
-    }
+/// A failure; the relay is filled in when the request is answered.
+fn failed(temporary: bool, dsn: &str, reason: String) -> Outcome {
+    Outcome::failed(temporary, dsn, "none", reason)
 }
 
 /// A reply that is not 2xx, as the reason Postfix gives.
-fn said(target: &Target, r: &Reply, command: &str) -> Verdict {
+fn said(target: &Target, r: &Reply, command: &str) -> Outcome {
     failed(
         r.code < 500,
         &r.dsn(),
@@ -124,7 +110,7 @@ fn said(target: &Target, r: &Reply, command: &str) -> Verdict {
     )
 }
 
-fn broken(target: &Target, b: &Broken, stage: &str) -> Verdict {
+fn broken(target: &Target, b: &Broken, stage: &str) -> Outcome {
     let reason = match b {
         Broken::TimedOut => format!(
             "conversation with {} timed out while {stage}",
@@ -141,10 +127,9 @@ fn micros(us: u64) -> SystemTime {
 }
 
 /// Delivers a request and logs each recipient's outcome.
-pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<DeliveryStatus> {
+pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
-    let qname = QueueName::parse(&req.queue).unwrap_or(QueueName::Active);
-    let path = agent.queue.path(qname, &req.queue_id);
+    let path = agent.queue.path(req.queue, &req.queue_id);
     let n = req.recipients.len();
     let (verdicts, relay, connected, uses) =
         match tokio::task::block_in_place(|| QueueFile::open(&path)) {
@@ -168,56 +153,14 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Deliver
             connected,
             done: SystemTime::now(),
         };
-        // Postfix shows connection reuse right after the relay (in the log only).
-        let log_relay = if uses > 1 {
-            format!("{relay}, conn_use={uses}")
-        } else {
-            relay.clone()
-        };
-        let (status, dsn, text, st) = match v {
-            Verdict::Sent(reply) => ("sent", "2.0.0".to_owned(), reply, DeliveryStatus::Sent),
-            Verdict::Failed {
-                temporary: true,
-                dsn,
-                reason,
-            } => (
-                "deferred",
-                dsn.clone(),
-                reason.clone(),
-                DeliveryStatus::Deferred {
-                    dsn,
-                    relay: relay.clone(),
-                    reason,
-                },
-            ),
-            Verdict::Failed {
-                temporary: false,
-                dsn,
-                reason,
-            } => (
-                "bounced",
-                dsn.clone(),
-                reason.clone(),
-                DeliveryStatus::Bounced {
-                    dsn,
-                    relay: relay.clone(),
-                    reason,
-                    final_recipient: None,
-                },
-            ),
-        };
-        let o = Outcome {
-            status,
-            dsn: &dsn,
-            relay: &log_relay,
-            text: &text,
-        };
+        let mut o = v;
+        o.relay.clone_from(&relay);
         info!(
             "{}: {}",
             req.queue_id,
-            delivery::line(&r.address, r.original.as_deref(), times, &o)
+            o.line_reused(&r.address, r.original.as_deref(), times, uses)
         );
-        statuses.push(st);
+        statuses.push(o);
     }
     statuses
 }
@@ -227,7 +170,7 @@ async fn deliver(
     agent: &Agent,
     req: &DeliveryRequest,
     qf: &QueueFile,
-) -> (Vec<Verdict>, String, SystemTime, u32) {
+) -> (Vec<Outcome>, String, SystemTime, u32) {
     let n = req.recipients.len();
     if let Some((target, conn)) = cached(agent, &req.nexthop).await {
         return converse(agent, req, qf, target, conn).await;
@@ -238,14 +181,7 @@ async fn deliver(
     };
     let targets = match route::servers(&agent.resolver, &req.nexthop, &me).await {
         Ok(t) => t,
-        Err(f) => {
-            return (
-                vec![failed(f.temporary, f.dsn, f.reason); n],
-                "none".into(),
-                SystemTime::now(),
-                1,
-            )
-        }
+        Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
     };
     let mut last = failed(
         true,
@@ -300,7 +236,7 @@ async fn converse(
     qf: &QueueFile,
     target: Target,
     mut conn: Conn,
-) -> (Vec<Verdict>, String, SystemTime, u32) {
+) -> (Vec<Outcome>, String, SystemTime, u32) {
     let connected = SystemTime::now();
     let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
     let relay = format!("{}:{}", target.name(), target.port);
@@ -340,7 +276,7 @@ async fn release(
     nexthop: &str,
     target: Target,
     conn: Conn,
-    outcome: &Result<Vec<Verdict>, Verdict>,
+    outcome: &Result<Vec<Outcome>, Outcome>,
 ) {
     if agent.cache_on && outcome.is_ok() {
         agent
@@ -373,7 +309,7 @@ async fn transaction(
     target: &Target,
     req: &DeliveryRequest,
     qf: &QueueFile,
-) -> Result<Vec<Verdict>, Verdict> {
+) -> Result<Vec<Outcome>, Outcome> {
     let t = agent.t;
     let size = qf.content_len;
     if let Some(limit) = conn.size_limit.filter(|l| size > *l) {
@@ -400,7 +336,7 @@ async fn transaction(
         .iter()
         .map(|r| format!("RCPT TO:<{}>", r.address))
         .collect();
-    let mut verdicts: Vec<Option<Verdict>> = vec![None; rcpts.len()];
+    let mut verdicts: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mail_reply;
     let data_reply;
     if conn.pipelining {
@@ -509,7 +445,7 @@ async fn transaction(
         )
     })?;
     let v = if end.code / 100 == 2 {
-        Verdict::Sent(end.text())
+        Outcome::sent("none", end.text())
     } else {
         said(target, &end, "end of DATA")
     };

@@ -4,6 +4,7 @@
 //! domain's own A/AAAA when it has no MX; a null MX (RFC 7505) and a route
 //! back to this host are permanent failures.
 
+use pfx_maillog::delivery::{Class, Outcome};
 use std::net::IpAddr;
 
 use pfx_dns::{Error as DnsError, Resolver};
@@ -21,14 +22,6 @@ impl Target {
     pub(crate) fn name(&self) -> String {
         format!("{}[{}]", self.host, self.ip)
     }
-}
-
-/// A failure decided before any connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
-    pub(crate) temporary: bool,
-    pub(crate) dsn: &'static str,
-    pub(crate) reason: String,
 }
 
 /// What the next hop says: (host, port, look up MX).
@@ -61,29 +54,22 @@ impl Me<'_> {
     }
 }
 
-fn not_found(name: &str, rtype: &str, e: &DnsError) -> Failure {
+fn not_found(name: &str, rtype: &str, e: &DnsError) -> Outcome {
     match e {
-        DnsError::NotFound => Failure {
-            temporary: false,
-            dsn: "5.4.4",
-            reason: format!("Host or domain name not found. Name service error for name={name} type={rtype}: Host not found"),
-        },
-        DnsError::Temporary(_) => Failure {
-            temporary: true,
-            dsn: "4.4.3",
-            reason: format!(
+        DnsError::NotFound => Outcome::failed(false, "5.4.4", "none", format!("Host or domain name not found. Name service error for name={name} type={rtype}: Host not found")),
+        DnsError::Temporary(_) => Outcome::failed(true, "4.4.3", "none", format!(
                 "Host or domain name not found. Name service error for name={name} type={rtype}: Host not found, try again"
-            ),
-        },
+            )),
     }
 }
 
-fn loops(domain: &str) -> Failure {
-    Failure {
-        temporary: false,
-        dsn: "5.4.6",
-        reason: format!("mail for {domain} loops back to myself"),
-    }
+fn loops(domain: &str) -> Outcome {
+    Outcome::failed(
+        false,
+        "5.4.6",
+        "none",
+        format!("mail for {domain} loops back to myself"),
+    )
 }
 
 /// The servers for `nexthop`, in the order to try them.
@@ -91,7 +77,7 @@ pub(crate) async fn servers(
     resolver: &Resolver,
     nexthop: &str,
     me: &Me<'_>,
-) -> Result<Vec<Target>, Failure> {
+) -> Result<Vec<Target>, Outcome> {
     let (host, port, use_mx) = parse_nexthop(nexthop);
     let target = |h: &str, ip: IpAddr| Target {
         host: h.to_owned(),
@@ -122,11 +108,12 @@ pub(crate) async fn servers(
         return Ok(ips.into_iter().map(|ip| target(&host, ip)).collect());
     };
     if mx.len() == 1 && mx[0].1.is_empty() {
-        return Err(Failure {
-            temporary: false,
-            dsn: "5.1.10",
-            reason: format!("Domain {host} does not accept mail (nullMX)"),
-        });
+        return Err(Outcome::failed(
+            false,
+            "5.1.10",
+            "none",
+            format!("Domain {host} does not accept mail (nullMX)"),
+        ));
     }
     shuffle_equal_preferences(&mut mx);
     let mut out = Vec::new();
@@ -148,8 +135,8 @@ pub(crate) async fn servers(
     if out.is_empty() {
         // Every MX host failed to resolve: try again later.
         let mut f = last_error.unwrap_or_else(|| not_found(&host, "MX", &DnsError::NotFound));
-        f.temporary = true;
-        f.dsn = "4.4.3";
+        f.class = Class::Deferred;
+        f.dsn = "4.4.3".into();
         return Err(f);
     }
     Ok(out.into_iter().map(|(_, t)| t).collect())
