@@ -10,11 +10,16 @@
 //! - [`listing`]: the queue as `postqueue -p` and showq list it.
 //! - [`recycle`]: reusing finished queue files instead of creating new ones.
 //! - [`reserve`]: queue files cleanup names ahead of time, a batch per directory fsync.
+//! - `naming` and `mode` (private): giving a new file its queue ID, and what
+//!   a file's mode says (complete, reserved, being written), shared by the
+//!   file's writer and reader and by the reserve, which needs nothing else
+//!   from [`file`](mod@file).
 
 pub mod file;
 pub mod layout;
-mod legacy;
 pub mod listing;
+mod mode;
+mod naming;
 pub mod record;
 pub mod recycle;
 pub mod reserve;

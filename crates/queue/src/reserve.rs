@@ -23,7 +23,8 @@ use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::file::{name_new_file, MODE_RESERVED, MODE_WRITING};
+use crate::mode::{MODE_RESERVED, MODE_WRITING};
+use crate::naming::name_new_file;
 use crate::recycle::Pool;
 use crate::{Queue, QueueName};
 
@@ -111,7 +112,7 @@ impl Reserve {
         let dir = self.queue.dir_for(QueueName::Incoming, "x");
         let mut batch = Vec::with_capacity(BATCH);
         if !self.adopted.swap(true, Ordering::AcqRel) {
-            crate::file::remove_stale_claims(&dir);
+            crate::naming::remove_stale_claims(&dir);
             batch.extend(self.orphans(&dir));
         }
         let mut from_pool = false;

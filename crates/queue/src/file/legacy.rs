@@ -149,3 +149,47 @@ impl std::io::Read for Raw {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    use crate::file::records::SIZE_FIELD;
+    use crate::test_queue as queue;
+    use crate::QueueName;
+
+    #[test]
+    fn version_1_files_of_the_earlier_format_still_read() {
+        let (_t, q) = queue();
+        let path = q.path(QueueName::Incoming, "ABCDE123");
+        let mut f = Vec::new();
+        let content = b"Subject: old\n\nbody\n";
+        let mut envelope = Vec::new();
+        for (k, data) in [
+            (kind::VERP, &b"1"[..]),
+            (kind::TIME, b"1700000000 0"),
+            (kind::FROM, b"s@x"),
+            (kind::RCPT, b"r@x"),
+            (kind::MESG, b""),
+        ] {
+            envelope.extend(record::head(k, data.len()));
+            envelope.extend_from_slice(data);
+        }
+        let start = 2 + 2 * SIZE_FIELD + 1 + envelope.len();
+        let size = format!("{start:>w$} {:>w$}", content.len(), w = SIZE_FIELD);
+        f.extend(record::head(kind::SIZE, size.len()));
+        f.extend_from_slice(size.as_bytes());
+        f.extend(envelope);
+        f.extend_from_slice(content);
+        f.extend_from_slice(&[kind::XTRA, 0, kind::END, 0]);
+        std::fs::write(&path, &f).unwrap();
+        let qf = QueueFile::open(&path).unwrap();
+        qf.verify().unwrap();
+        assert_eq!(qf.recipients[0].address, "r@x");
+        let mut got = Vec::new();
+        qf.content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, content);
+    }
+}

@@ -1,0 +1,122 @@
+//! The queue file, in Postfix's own format, so that Postfix and postfix-rs
+//! each deliver what the other left in the queue.
+//!
+//! A file is a sequence of records ([`crate::record`]): `C` (sizes and
+//! offsets, fixed width), `T` (arrival), attributes, `S` (sender), `O`/`R`
+//! (original and current recipient), `M`, the content as `N` records (one
+//! line each, without its line end; longer than 2048 bytes: `L` pieces
+//! first), `X`, and `E`. A file counts only when it ends with `E` **and**
+//! its mode has the owner-execute bit (0700), Postfix's readiness bit, set
+//! right before the one fsync that commits the file. Delivering a recipient
+//! flips its `R` record's type byte to `D` in place, so progress survives a
+//! crash, whichever system does the delivering.
+//!
+//! What postfix-rs adds is invisible to Postfix: a seventh number in the
+//! `C` record, a CRC-32 of the rest of the file, and `A log_ident=` naming
+//! the file itself (Postfix writes the same attribute), so that a file a
+//! system crash caught in its fsync (readiness bit on disk, some data not)
+//! is found out by qmgr ([`QueueFile::verify`]) instead of delivered. The
+//! reader takes Postfix's files as Postfix's qmgr does (pointer records,
+//! the extracted segment after `X`, every record type Postfix writes), and
+//! maildrop files without a `C` record as Postfix's pickup does; files in
+//! postfix-rs's earlier format are still read (`legacy`). See
+//! docs/QUEUE-FORMAT.md.
+//!
+//! The parts: `records` (the `C` record, the full-name attribute, marking
+//! recipients done), `writer` ([`Writer`]), `reader` ([`QueueFile::open`]
+//! and reading the content) and `legacy` (the earlier format). Naming new
+//! files and what a file's mode says are the crate's `naming` and `mode`,
+//! which cleanup's reserve shares.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+mod legacy;
+mod reader;
+mod records;
+mod writer;
+
+pub use crate::mode::Readiness;
+/// Record types, for code that marks or inspects records.
+pub use crate::record::kind as rec;
+pub use records::{mark_done, FULL_NAME};
+pub use writer::{Envelope, Writer};
+
+/// A recipient as stored in the queue file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    /// The address as first given, before any rewriting (`O` record).
+    pub original: Option<String>,
+    /// Where its `R`/`D` record starts, for marking it done.
+    pub offset: u64,
+    pub done: bool,
+}
+
+/// How a file stores its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `N`/`L` records from the content offset up to `X` (Postfix's format).
+    Records,
+    /// Raw bytes of the given length (postfix-rs's earlier format).
+    Raw,
+}
+
+/// A queue file as read back: the envelope, and where the content is.
+#[derive(Debug, Clone)]
+pub struct QueueFile {
+    pub path: PathBuf,
+    pub arrival: SystemTime,
+    pub sender: String,
+    /// `name=value` attributes (`sender_fullname` for an `F` record).
+    pub attrs: Vec<(String, String)>,
+    pub recipients: Vec<Recipient>,
+    /// Where the content starts.
+    pub content_offset: u64,
+    /// The message size as Postfix counts it (its `C` record's content
+    /// length: the bytes of the content records).
+    pub content_len: u64,
+    pub(crate) layout: Layout,
+    /// Where the message's bytes end (after `E`): a reused file may go on.
+    pub(crate) end: u64,
+    /// The file's length when it was read.
+    pub(crate) len: u64,
+    /// The file as opened, so the content stays readable while a delivery
+    /// is in progress even if postsuper removes or moves the file (see
+    /// [`QueueFile::close`]).
+    pub(crate) file: Option<Arc<File>>,
+    /// Where the checksummed bytes start (after the `C` record), and the
+    /// checksum; none in files postfix-rs did not write.
+    pub(crate) checksum: Option<(u64, u32)>,
+    /// What a file Postfix wrote asks for that postfix-rs cannot do: a
+    /// content filter (`L`) or a redirect (`>`) record, which Postfix's
+    /// qmgr obeys for every recipient. qmgr holds such a message.
+    pub postfix_only: Option<String>,
+}
+
+/// A message as cleanup writes one, for the tests of the file's parts and
+/// of naming.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::SystemTime;
+
+    use super::{Envelope, Writer};
+    use crate::Queue;
+
+    pub(crate) fn write(q: &Queue, content: &[u8]) -> String {
+        let mut w = Writer::create(q, SystemTime::now(), None).unwrap();
+        w.envelope(&Envelope {
+            sender: "hadoop@ywnds.com".into(),
+            recipients: vec![
+                ("openstack@ywnds.com".into(), None),
+                ("root@ywnds.com".into(), Some("postmaster@ywnds.com".into())),
+            ],
+            attrs: vec![("client_address".into(), "127.0.0.1".into())],
+        })
+        .unwrap();
+        w.content(content).unwrap();
+        w.finish().unwrap()
+    }
+}
