@@ -6,10 +6,35 @@
 //!   loaded, to the mail log too).
 //! - The configuration directory is `-c DIR`, else `$MAIL_CONFIG`, else `/etc/postfix`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use pfx_config::Config;
+
+/// The `-c config_dir` flag every command takes: `#[command(flatten)]` it
+/// into the command's arguments. A command whose help says it differently
+/// keeps its words with `#[command(mut_arg(CONFIG_DIR, |a| a.help(...)))]`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigDir {
+    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
+    #[arg(short = 'c', value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// The id of [`ConfigDir`]'s argument, for `mut_arg`.
+pub const CONFIG_DIR: &str = "config_dir";
+
+impl ConfigDir {
+    /// `-c DIR`, else `$MAIL_CONFIG`, else `/etc/postfix`.
+    pub fn dir(&self) -> PathBuf {
+        pfx_config::config_dir(self.config_dir.as_deref())
+    }
+
+    /// The directory a set-group-ID command may use ([`setgid_config_dir`]).
+    pub fn setgid_dir(&self) -> PathBuf {
+        setgid_config_dir(self.config_dir.as_deref())
+    }
+}
 
 /// Parses arguments; on error prints the usage line Postfix prints and exits 1.
 pub fn parse_args<T: Parser>(name: &str, usage: &str) -> T {
@@ -58,7 +83,7 @@ pub fn load_config(dir: &Path) -> Config {
 /// main.cf lists it in `alternate_config_directories` or
 /// `multi_instance_directories`; otherwise the group's access could be
 /// pointed at any queue.
-pub fn setgid_config_dir(flag: Option<&Path>) -> std::path::PathBuf {
+pub fn setgid_config_dir(flag: Option<&Path>) -> PathBuf {
     let dir = pfx_config::config_dir(flag);
     let elevated = nix::unistd::getegid() != nix::unistd::getgid();
     if !elevated || nix::unistd::getuid().is_root() {

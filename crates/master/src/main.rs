@@ -23,12 +23,13 @@ use tracing::info;
 #[command(
     name = "master",
     version,
-    about = "postfix-rs master daemon: starts and supervises the services in master.cf"
+    about = "postfix-rs master daemon: starts and supervises the services in master.cf",
+    // -c keeps the help text this command has always printed.
+    mut_arg(pfx_cli::CONFIG_DIR, |a| a.help("Configuration directory (default: $MAIL_CONFIG or /etc/postfix)"))
 )]
 struct Args {
-    /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Stay in the foreground (do not detach); `postfix start-fg` uses this.
     #[arg(short = 'd')]
     foreground: bool,
@@ -118,7 +119,7 @@ fn close_stdio() {
 fn main() {
     pfx_maillog::init_stderr("postfix/master");
     let args = Args::parse();
-    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let dir = args.config.dir();
     let cfg = Config::load(&dir)
         .and_then(|c| c.validate().map(|()| c))
         .unwrap_or_else(|e| fatal(e));

@@ -124,12 +124,13 @@ pub fn build(kind: Kind, source: &Path, how: &Build) -> Result<usize, String> {
 #[command(
     name = "postalias",
     version,
-    about = "Build or query alias databases (postalias) and lookup tables (postmap) in Postfix's formats"
+    about = "Build or query alias databases (postalias) and lookup tables (postmap) in Postfix's formats",
+    // Here -c only supplies myhostname and default_database_type.
+    mut_arg(pfx_cli::CONFIG_DIR, |a| a.help("Configuration directory (myhostname, default_database_type)"))
 )]
 struct Args {
-    /// Configuration directory (myhostname, default_database_type).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Look KEY up instead of building (`-` reads keys from stdin).
     #[arg(short = 'q', value_name = "KEY")]
     query: Option<String>,
@@ -184,7 +185,7 @@ pub fn main_as(format: Format) {
         fatal(format!("option -{flag} is not implemented by postfix-rs"));
     }
     let args: Args = pfx_cli::parse_args(program, &usage);
-    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let dir = args.config.dir();
     let cfg = pfx_config::Config::load(&dir)
         .or_else(|_| pfx_config::Config::from_text(&dir, ""))
         .unwrap_or_else(|e| fatal(e));

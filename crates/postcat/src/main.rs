@@ -7,7 +7,7 @@
 //! body (any combination; the markers come with the envelope).
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
 use pfx_maillog::fatal;
@@ -30,9 +30,8 @@ struct Args {
     /// Show the body.
     #[arg(short = 'b')]
     body: bool,
-    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Record types in decimal (accepted; postfix-rs records are named).
     #[arg(short = 'd')]
     _decimal: bool,
@@ -60,7 +59,7 @@ fn main() {
     }
     let show = Show { env, hdr, body };
     if args.queue {
-        let dir = pfx_config::config_dir(args.config_dir.as_deref());
+        let dir = args.config.dir();
         let cfg = pfx_cli::load_config(&dir);
         let queue = Queue::new(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
         for id in &args.files {

@@ -5,8 +5,6 @@
 //! and `-#` rewrite main.cf atomically (temporary file, fsync, rename), keeping
 //! comments, order and every untouched line.
 
-use std::path::PathBuf;
-
 use clap::Parser;
 use pfx_config::maincf::{self, Edit};
 use pfx_config::Config;
@@ -20,15 +18,16 @@ const USAGE: &str =
     name = "postconf",
     version,
     about = "Show or change the postfix-rs configuration (main.cf, master.cf)",
-    disable_help_flag = true
+    disable_help_flag = true,
+    // -c keeps the help text this command has always printed.
+    mut_arg(pfx_cli::CONFIG_DIR, |a| a.help("Configuration directory (default: $MAIL_CONFIG or /etc/postfix)"))
 )]
 struct Args {
     /// Print help (-h means "values only", as in Postfix).
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Show default values instead of the effective ones.
     #[arg(short = 'd')]
     defaults: bool,
@@ -71,7 +70,7 @@ struct Args {
 
 fn main() {
     let args: Args = pfx_cli::parse_args("postconf", USAGE);
-    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let dir = args.config.dir();
     if args.edit || args.remove || args.comment_out {
         if args.master {
             fatal(

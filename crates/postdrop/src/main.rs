@@ -12,7 +12,6 @@
 //! 75 (EX_TEMPFAIL).
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::Parser;
@@ -35,9 +34,8 @@ const MAX_ADDRESS: usize = 1000;
     about = "Write a local submission into the postfix-rs maildrop queue"
 )]
 struct Args {
-    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Print the queue ID on standard output (sendmail uses this).
     #[arg(short = 'r')]
     report: bool,
@@ -49,7 +47,7 @@ struct Args {
 fn main() {
     let args: Args =
         pfx_cli::parse_args_status("postdrop", "postdrop [-rv] [-c config_dir]", EX_TEMPFAIL);
-    let dir = pfx_cli::setgid_config_dir(args.config_dir.as_deref());
+    let dir = args.config.setgid_dir();
     let cfg = pfx_cli::load_config(&dir);
     let _ = pfx_maillog::init(
         &cfg,

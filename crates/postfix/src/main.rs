@@ -25,12 +25,13 @@ const USAGE: &str = "postfix [-c config_dir] [-Dv] command";
     name = "postfix",
     version,
     about = "Control a postfix-rs mail system",
-    after_help = "Commands:\n  start      start the mail system (master detaches once every service is up)\n  start-fg   start the mail system with master in the foreground\n  stop       stop the mail system in an orderly fashion\n  abort      stop the mail system at once (services are killed)\n  reload     re-read main.cf and master.cf; only changed services restart\n  status     say whether the mail system is running, and master's PID\n  check      validate main.cf, master.cf, programs and queue directories"
+    after_help = "Commands:\n  start      start the mail system (master detaches once every service is up)\n  start-fg   start the mail system with master in the foreground\n  stop       stop the mail system in an orderly fashion\n  abort      stop the mail system at once (services are killed)\n  reload     re-read main.cf and master.cf; only changed services restart\n  status     say whether the mail system is running, and master's PID\n  check      validate main.cf, master.cf, programs and queue directories",
+    // -c keeps the help text this command has always printed.
+    mut_arg(pfx_cli::CONFIG_DIR, |a| a.help("Configuration directory (default: $MAIL_CONFIG or /etc/postfix)"))
 )]
 struct Args {
-    /// Configuration directory (default: $MAIL_CONFIG or /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Accepted for compatibility (Postfix's debugger flag).
     #[arg(short = 'D')]
     debug: bool,
@@ -88,7 +89,7 @@ impl Instance {
 
 fn main() {
     let args: Args = pfx_cli::parse_args("postfix", USAGE);
-    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let dir = args.config.dir();
     let cfg = pfx_cli::load_config(&dir);
     // Messages from here on are postfix-script's, on stderr and in the mail log.
     let opts = pfx_maillog::Options {

@@ -34,9 +34,8 @@ const EX_UNAVAILABLE: i32 = 69;
     about = "List or flush the postfix-rs mail queue"
 )]
 struct Args {
-    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Deliver all queued mail now.
     #[arg(short = 'f')]
     flush: bool,
@@ -59,7 +58,7 @@ struct Args {
 
 fn main() {
     let args: Args = pfx_cli::parse_args_status("postqueue", USAGE, EX_UNAVAILABLE);
-    let dir = pfx_cli::setgid_config_dir(args.config_dir.as_deref());
+    let dir = args.config.setgid_dir();
     let cfg = pfx_cli::load_config(&dir);
     let _ = pfx_maillog::init(
         &cfg,

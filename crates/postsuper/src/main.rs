@@ -38,9 +38,8 @@ struct Args {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Configuration directory (default: $MAIL_CONFIG, else /etc/postfix).
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    config: pfx_cli::ConfigDir,
     /// Delete a message (ALL: every message; -: IDs from stdin).
     #[arg(short = 'd', value_name = "QUEUE_ID")]
     delete: Vec<String>,
@@ -98,7 +97,7 @@ impl Op {
 
 fn main() {
     let args: Args = pfx_cli::parse_args("postsuper", USAGE);
-    let dir = pfx_config::config_dir(args.config_dir.as_deref());
+    let dir = args.config.dir();
     let cfg = pfx_cli::load_config(&dir);
     let _ = pfx_maillog::init(
         &cfg,
