@@ -12,9 +12,10 @@
 
 mod notice;
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::cleanup::{Cleanup, Envelope};
 use pfx_ipc::proto::{conversation, BounceReply, BounceRequest, Origin};
 use pfx_queue::file::QueueFile;
@@ -22,17 +23,50 @@ use pfx_queue::statuslog::{self, Log};
 use pfx_queue::Queue;
 use tracing::{info, warn};
 
+/// bounce's view of main.cf, built once per configuration.
+struct Settings {
+    queue: Queue,
+    cleanup: Cleanup,
+    myhostname: String,
+    /// `double_bounce_sender`, and it at `$myorigin`.
+    double_bounce_name: String,
+    double_bounce: String,
+    /// Who gets notices about mail from the null sender.
+    postmaster: String,
+    /// `bounce_size_limit`: how much of the original a notice returns.
+    size_limit: u64,
+}
+
+impl Settings {
+    fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
+        let queue_dir = PathBuf::from(cfg.get("queue_directory")?);
+        let double_bounce_name = cfg.get("double_bounce_sender")?;
+        Ok(Self {
+            cleanup: Cleanup::under(&queue_dir),
+            queue: Queue::new(queue_dir),
+            myhostname: cfg.get("myhostname")?,
+            double_bounce: format!("{double_bounce_name}@{}", cfg.get("myorigin")?),
+            double_bounce_name,
+            postmaster: cfg.get("2bounce_notice_recipient")?,
+            size_limit: cfg.count("bounce_size_limit")?,
+        })
+    }
+}
+
 fn main() {
     pfx_server::run("bounce", |ctx, endpoint| async move {
-        pfx_server::serve_channels(
-            &ctx,
-            endpoint,
-            conversation::BOUNCE,
-            |cfg, mut ch| async move {
+        let settings = Arc::new(pfx_server::PerConfig::default());
+        pfx_server::serve_channels(&ctx, endpoint, conversation::BOUNCE, move |cfg, mut ch| {
+            let settings = settings.clone();
+            async move {
                 let Ok(req) = ch.expect::<BounceRequest>().await else {
                     return;
                 };
-                let reply = match notify(&cfg, &req).await {
+                let st = match settings.get(cfg, Settings::new) {
+                    Ok(st) => st,
+                    Err(e) => return warn!("configuration: {e}"),
+                };
+                let reply = match notify(&st, &req).await {
                     Ok(notice_id) => BounceReply::Sent { notice_id },
                     Err(reason) => {
                         warn!("{}: {reason}", req.queue_id);
@@ -40,48 +74,46 @@ fn main() {
                     }
                 };
                 let _ = ch.send(&reply).await;
-            },
-        )
+            }
+        })
         .await
     })
 }
 
-async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, String> {
-    let e = |x: pfx_config::Error| x.to_string();
-    let queue_dir = cfg.get("queue_directory").map_err(e)?;
-    let queue = Queue::new(&queue_dir);
-    let qf = QueueFile::open(&queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
-    let failed = statuslog::read(Path::new(&queue_dir), Log::Bounce, &req.queue_id)
-        .map_err(|x| x.to_string())?;
+async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, String> {
+    let queue_dir = st.queue.root();
+    let qf =
+        QueueFile::open(&st.queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
+    let failed =
+        statuslog::read(queue_dir, Log::Bounce, &req.queue_id).map_err(|x| x.to_string())?;
     if failed.is_empty() {
         return Ok(None);
     }
-    let myorigin = cfg.get("myorigin").map_err(e)?;
-    let double_bounce_name = cfg.get("double_bounce_sender").map_err(e)?;
-    let double_bounce = format!("{double_bounce_name}@{myorigin}");
     let (to, from, kind) = if qf.sender.is_empty() {
         (
-            cfg.get("2bounce_notice_recipient").map_err(e)?,
-            double_bounce.clone(),
+            st.postmaster.clone(),
+            st.double_bounce.clone(),
             "postmaster",
         )
-    } else if qf.sender.eq_ignore_ascii_case(&double_bounce) || qf.sender == double_bounce_name {
+    } else if qf.sender.eq_ignore_ascii_case(&st.double_bounce)
+        || qf.sender == st.double_bounce_name
+    {
         info!(
             "{}: postmaster non-delivery notification discarded",
             req.queue_id
         );
-        statuslog::remove(Path::new(&queue_dir), Log::Bounce, &req.queue_id);
+        statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
         return Ok(None);
     } else {
         (qf.sender.clone(), String::new(), "sender")
     };
     let n = notice::Notice {
         queue_id: &req.queue_id,
-        myhostname: &cfg.get("myhostname").map_err(e)?,
+        myhostname: &st.myhostname,
         to: &to,
         failed: &failed,
         original: &qf,
-        size_limit: u64::try_from(cfg.int("bounce_size_limit").map_err(e)?).unwrap_or(50_000),
+        size_limit: st.size_limit,
     };
     let chunks = n.render().map_err(|x| x.to_string())?;
     let attrs = vec![
@@ -94,11 +126,12 @@ async fn notify(cfg: &Config, req: &BounceRequest) -> Result<Option<String>, Str
         attrs,
         origin: Origin::Internal,
     };
-    let id = Cleanup::under(Path::new(&queue_dir))
+    let id = st
+        .cleanup
         .submit(envelope, chunks.into_iter().map(Ok), |_| {})
         .await
         .map_err(|e| e.to_string())?;
     info!("{}: {kind} non-delivery notification: {id}", req.queue_id);
-    statuslog::remove(Path::new(&queue_dir), Log::Bounce, &req.queue_id);
+    statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
     Ok(Some(id))
 }

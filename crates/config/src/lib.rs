@@ -19,6 +19,10 @@ use std::time::Duration;
 pub use mastercf::{Service, ServiceType, Wakeup};
 pub use params::{Class, Kind, Param};
 
+/// Why a daemon could not build its settings from a configuration: any
+/// library's error, shown to the administrator as it says itself.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The lists whose items may be `/file/name` (Postfix's match lists of
 /// domains and networks).
 pub const FILE_LISTS: &[&str] = &[
@@ -404,6 +408,20 @@ impl Config {
         self.typed(name, value::parse_int)
     }
 
+    /// A count, size or limit: a whole number that must not be negative
+    /// and must fit `T`.
+    pub fn count<T: TryFrom<i64>>(&self, name: &str) -> Result<T, Error> {
+        let n = self.int(name)?;
+        T::try_from(n).map_err(|_| {
+            let why = if n < 0 {
+                "must not be negative"
+            } else {
+                "too large"
+            };
+            self.value_error(name, why.to_owned())
+        })
+    }
+
     /// A `yes`/`no` parameter.
     pub fn bool(&self, name: &str) -> Result<bool, Error> {
         self.typed(name, value::parse_bool)
@@ -786,6 +804,21 @@ mod tests {
         let c = cfg("myhostname = mail.$mydomain\n");
         assert_eq!(c.get("myhostname").unwrap(), "mail.");
         assert_eq!(c.get("mydomain").unwrap(), "");
+    }
+
+    #[test]
+    fn counts_are_never_negative() {
+        let c = cfg("smtpd_hard_error_limit = -1\nsmtpd_soft_error_limit = 5\n");
+        assert_eq!(c.count::<u32>("smtpd_soft_error_limit").unwrap(), 5);
+        assert_eq!(
+            c.count::<u32>("smtpd_hard_error_limit")
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}, line 1: must not be negative: smtpd_hard_error_limit = -1",
+                c.main_cf().display()
+            )
+        );
     }
 
     #[test]

@@ -95,15 +95,28 @@ enum Backend {
 /// How long one query may take before the next attempt.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("dns_servers: '{0}' is not an address or address:port")]
+    BadServer(String),
+    #[error(transparent)]
+    Config(#[from] pfx_config::Error),
+    #[error("/etc/resolv.conf: {0}")]
+    System(String),
+    #[error("resolver: {0}")]
+    Resolver(String),
+}
+
 /// Parses `dns_servers`: `127.0.0.1`, `127.0.0.1:5353`, `[::1]:5353`, comma or space separated.
-pub fn parse_servers(value: &str) -> Result<Vec<SocketAddr>, String> {
+pub fn parse_servers(value: &str) -> Result<Vec<SocketAddr>, SetupError> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<SocketAddr>()
                 .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| format!("dns_servers: '{s}' is not an address or address:port"))
+                .map_err(|_| SetupError::BadServer(s.to_owned()))
         })
         .collect()
 }
@@ -124,26 +137,26 @@ pub fn name_server(addr: SocketAddr) -> NameServerConfig {
 
 impl Resolver {
     /// The resolver main.cf asks for (`dns_servers`).
-    pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, String> {
-        let servers = parse_servers(&cfg.get("dns_servers").map_err(|e| e.to_string())?)?;
+    pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, SetupError> {
+        let servers = parse_servers(&cfg.get("dns_servers")?)?;
         Self::new(&servers)
     }
 
     /// A resolver asking `servers`, or the system's when there are none.
-    pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
+    pub fn new(servers: &[SocketAddr]) -> Result<Self, SetupError> {
         let provider = TokioRuntimeProvider::default();
         let backend = if servers.is_empty() {
             let mut b =
-                TokioResolver::builder(provider).map_err(|e| format!("/etc/resolv.conf: {e}"))?;
+                TokioResolver::builder(provider).map_err(|e| SetupError::System(e.to_string()))?;
             b.options_mut().use_hosts_file = ResolveHosts::Always;
             // Mail names are absolute: never try search domains.
             b.options_mut().ndots = 0;
-            Backend::System(b.build().map_err(|e| format!("resolver: {e}"))?)
+            Backend::System(b.build().map_err(|e| SetupError::Resolver(e.to_string()))?)
         } else {
             let configs = servers.iter().map(|s| name_server(*s));
             let mut opts = ResolverOpts::default();
             opts.timeout = TIMEOUT;
-            let tls = TlsConfig::new().map_err(|e| format!("resolver: {e}"))?;
+            let tls = TlsConfig::new().map_err(|e| SetupError::Resolver(e.to_string()))?;
             Backend::Direct(NameServerPool::from_config(
                 configs,
                 Arc::new(PoolContext::new(opts, tls)),

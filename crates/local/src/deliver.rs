@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::{DeliveryRequest, Origin};
 use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_maps::passwd::{Passwd, User};
@@ -21,37 +21,52 @@ use crate::mailbox::{self, Message};
 /// How deep aliases may nest before we call it a loop.
 const MAX_ALIAS_DEPTH: usize = 100;
 
-/// The lookup tables of one configuration version, built once and shared by
+/// local's view of one configuration version, built once and shared by
 /// every delivery (the alias database is re-read only when it changes).
-pub(crate) struct Tables {
-    pub(crate) cfg: Arc<Config>,
+pub(crate) struct Settings {
+    queue_dir: PathBuf,
     passwd: Passwd,
     aliases: MapList,
+    mydestination: pfx_address::DomainList,
+    myorigin: String,
+    recipient_delimiter: String,
+    /// `mailbox_size_limit`; 0: none.
+    mailbox_size_limit: u64,
+    home_mailbox: String,
+    mail_spool_directory: PathBuf,
+    /// Who writes to files and commands named in the alias database.
+    default_privs: String,
+    /// The alias classes (`alias`, `forward`, `include`) allowed to write
+    /// to commands and to files.
+    mail_to_commands: Vec<String>,
+    mail_to_files: Vec<String>,
 }
 
-impl Tables {
-    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
-        let passwd = Passwd::new(Some(
-            cfg.get("local_passwd_file")
-                .map_err(|e| e.to_string())?
-                .into(),
-        ));
-        let aliases = MapList::parse(&cfg.list("alias_maps").map_err(|e| e.to_string())?, &passwd)?;
+impl Settings {
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
+        let passwd = Passwd::new(Some(cfg.get("local_passwd_file")?.into()));
         Ok(Self {
-            cfg,
+            queue_dir: cfg.get("queue_directory")?.into(),
+            aliases: MapList::parse(&cfg.list("alias_maps")?, &passwd)?,
             passwd,
-            aliases,
+            mydestination: pfx_address::DomainList::new(&cfg.list("mydestination")?),
+            myorigin: cfg.get("myorigin")?,
+            recipient_delimiter: cfg.get("recipient_delimiter")?,
+            mailbox_size_limit: cfg.count("mailbox_size_limit")?,
+            home_mailbox: cfg.get("home_mailbox")?,
+            mail_spool_directory: cfg.get("mail_spool_directory")?.into(),
+            default_privs: cfg.get("default_privs")?,
+            mail_to_commands: cfg.list("allow_mail_to_commands")?,
+            mail_to_files: cfg.list("allow_mail_to_files")?,
         })
     }
 }
 
 struct Ctx<'a> {
-    cfg: &'a Config,
+    st: &'a Settings,
     /// The envelope sender, as qmgr's request gives it.
     sender: &'a str,
     qf: &'a QueueFile,
-    passwd: &'a Passwd,
-    aliases: &'a MapList,
     delivered_to: Vec<String>,
     forward: Vec<String>,
     /// Each final delivery, for its own log line: (address, outcome).
@@ -80,27 +95,23 @@ type Leaves = Vec<(String, Outcome)>;
 type Expanded = (Vec<(Outcome, Leaves)>, Vec<String>, QueueFile);
 
 /// Delivers every recipient of the request and logs each outcome.
-pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<Outcome> {
-    let cfg = &tables.cfg;
+pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
-    let queue = Queue::new(cfg.get("queue_directory").unwrap_or_default());
+    let queue = Queue::new(&st.queue_dir);
     let path = queue.path(req.queue, &req.queue_id);
     // File work (and the recipient's privileges, which are per thread)
     // happens on a thread of the blocking pool, so that deliveries run side
     // by side while this one thread keeps serving qmgr's connections.
-    let tables2 = tables.clone();
+    let st2 = st.clone();
     let req2 = req.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Expanded, String> {
-        let tables = &*tables2;
+        let st = &*st2;
         let req = &req2;
-        let cfg = &tables.cfg;
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
         let mut ctx = Ctx {
-            cfg,
+            st,
             sender: &req.sender,
             qf: &qf,
-            passwd: &tables.passwd,
-            aliases: &tables.aliases,
             delivered_to: Vec::new(),
             forward: Vec::new(),
             leaves: Vec::new(),
@@ -135,7 +146,7 @@ pub(crate) async fn request(tables: &Arc<Tables>, req: &DeliveryRequest) -> Vec<
         let res = match (res, fwd.is_empty()) {
             (sent, true) if sent.class == Class::Sent => sent,
             (sent, false) if sent.class == Class::Sent => {
-                let v = match forward(cfg, &qf, req, &r.address, &fwd).await {
+                let v = match forward(st, &qf, req, &r.address, &fwd).await {
                     Ok(id) => self::sent(format!("forwarded as {id}")),
                     Err(e) => defer(format!("forward to {fwd}: {e}")),
                 };
@@ -212,11 +223,8 @@ fn delivered_to_headers(qf: &QueueFile) -> Vec<String> {
 }
 
 /// A class in `allow_mail_to_commands` / `allow_mail_to_files`.
-fn allowed(cfg: &Config, param: &str, class: &str) -> bool {
-    cfg.list(param)
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c == class)
+fn allowed(classes: &[String], class: &str) -> bool {
+    classes.iter().any(|c| c == class)
 }
 
 impl Ctx<'_> {
@@ -237,7 +245,7 @@ impl Ctx<'_> {
         }
         let (local, _) = self.local_part(addr);
         let name = local.to_ascii_lowercase();
-        let delim = self.cfg.get("recipient_delimiter").unwrap_or_default();
+        let delim = &self.st.recipient_delimiter;
         let base = delim
             .chars()
             .next()
@@ -245,10 +253,11 @@ impl Ctx<'_> {
             .map(|(b, _)| b.to_owned());
         // An alias that includes itself means the user's own mailbox.
         if seen.insert(name.clone()) {
-            let found = match self.aliases.lookup(&name) {
+            let found = match self.st.aliases.lookup(&name) {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => match &base {
                     Some(b) => self
+                        .st
                         .aliases
                         .lookup(b)
                         .map_err(|e| defer(format!("alias database unavailable: {e}")))
@@ -263,7 +272,7 @@ impl Ctx<'_> {
             }
         }
         let user_name = base.unwrap_or(name);
-        let v = match self.passwd.lookup(&user_name) {
+        let v = match self.st.passwd.lookup(&user_name) {
             Ok(Some(user)) => return self.mailbox(&user, addr, top),
             // smtpd always takes these; without an alias, as Postfix, the
             // mail is dropped with a warning rather than bounced.
@@ -281,7 +290,7 @@ impl Ctx<'_> {
 
     /// `user` becomes `user@$myorigin`, as the address is shown in logs.
     fn qualify(&self, addr: &str) -> String {
-        pfx_address::qualify(addr, &self.cfg.get("myorigin").unwrap_or_default())
+        pfx_address::qualify(addr, &self.st.myorigin)
     }
 
     /// Delivers to every target of an alias (or include file); the worst outcome wins.
@@ -297,7 +306,7 @@ impl Ctx<'_> {
         let mut texts = Vec::new();
         for target in pfx_maps::aliases::targets(value) {
             let res = if let Some(cmd) = target.strip_prefix('|') {
-                if allowed(self.cfg, "allow_mail_to_commands", class) {
+                if allowed(&self.st.mail_to_commands, class) {
                     self.command(cmd, top)
                 } else {
                     bounce("5.7.1", format!("mail to command is restricted: \"{cmd}\""))
@@ -315,15 +324,13 @@ impl Ctx<'_> {
                     Err(e) => defer(format!("cannot open include file {path}: {e}")),
                 }
             } else if target.starts_with('/') {
-                if allowed(self.cfg, "allow_mail_to_files", class) {
+                if allowed(&self.st.mail_to_files, class) {
                     self.file(Path::new(&target), top)
                 } else {
                     bounce("5.7.1", format!("mail to file is restricted: \"{target}\""))
                 }
             } else {
-                let dests = pfx_address::DomainList::new(
-                    &self.cfg.list("mydestination").unwrap_or_default(),
-                );
+                let dests = &self.st.mydestination;
                 let r = pfx_address::resolve(&target, &|d| dests.contains(d));
                 if r.is_local {
                     self.recipient(&r.address(), top, depth + 1, seen)
@@ -364,7 +371,7 @@ impl Ctx<'_> {
     }
 
     fn limit(&self) -> u64 {
-        u64::try_from(self.cfg.int("mailbox_size_limit").unwrap_or(0)).unwrap_or(0)
+        self.st.mailbox_size_limit
     }
 
     fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Outcome {
@@ -372,15 +379,11 @@ impl Ctx<'_> {
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
             return bounce("5.4.6", format!("mail forwarding loop for {rcpt}"));
         }
-        let home_mailbox = self.cfg.get("home_mailbox").unwrap_or_default();
+        let home_mailbox = &self.st.home_mailbox;
         let (path, maildir): (PathBuf, bool) = if home_mailbox.is_empty() {
-            (
-                Path::new(&self.cfg.get("mail_spool_directory").unwrap_or_default())
-                    .join(&user.name),
-                false,
-            )
+            (self.st.mail_spool_directory.join(&user.name), false)
         } else {
-            (user.home.join(&home_mailbox), home_mailbox.ends_with('/'))
+            (user.home.join(home_mailbox), home_mailbox.ends_with('/'))
         };
         let written = self.write_as(user.uid, user.gid, &rcpt, top, |m| {
             if maildir {
@@ -432,11 +435,7 @@ impl Ctx<'_> {
         if !pfx_sys::users::is_root() {
             return (me.uid.as_raw(), me.gid.as_raw());
         }
-        let privs = self
-            .cfg
-            .get("default_privs")
-            .unwrap_or_else(|_| "nobody".into());
-        match pfx_sys::users::user(&privs) {
+        match pfx_sys::users::user(&self.st.default_privs) {
             Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
             Err(_) => (65534, 65534),
         }
@@ -522,13 +521,12 @@ impl Ctx<'_> {
 /// Re-submits the message to remote alias targets, as Postfix's local does:
 /// a new queue file with a `Delivered-To:` header for loop detection.
 async fn forward(
-    cfg: &Config,
+    st: &Settings,
     qf: &QueueFile,
     req: &DeliveryRequest,
     rcpt: &str,
     targets: &str,
 ) -> Result<String, String> {
-    let queue_dir = cfg.get("queue_directory").map_err(|e| e.to_string())?;
     let recipients = targets.split(',').map(|t| (t.to_owned(), None)).collect();
     let head = format!("Delivered-To: {rcpt}\n").into_bytes();
     let content = qf.content().map_err(|e| e.to_string())?;
@@ -543,7 +541,7 @@ async fn forward(
         attrs,
         origin: Origin::Forward,
     };
-    pfx_ipc::cleanup::Cleanup::under(Path::new(&queue_dir))
+    pfx_ipc::cleanup::Cleanup::under(&st.queue_dir)
         .submit(envelope, chunks, |_| {})
         .await
         .map_err(|e| e.to_string())

@@ -23,7 +23,7 @@ fn main() {
                 &ctx,
                 endpoint,
                 pfx_server::PerConfig::default(),
-                deliver::Tables::new,
+                deliver::Settings::new,
                 |state, req| async move { deliver::request(&state, &req).await },
             )
             .await

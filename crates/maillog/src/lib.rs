@@ -54,10 +54,22 @@ pub struct Options {
     pub verbose: bool,
 }
 
+/// Why the log could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] pfx_config::Error),
+    #[error("open {file}: {source}")]
+    Open {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
 /// Installs the global logger from the configuration. Call once, early.
-pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
-    let syslog_name = cfg.get("syslog_name").map_err(|e| e.to_string())?;
-    let maillog_file = cfg.get("maillog_file").map_err(|e| e.to_string())?;
+pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), InitError> {
+    let syslog_name = cfg.get("syslog_name")?;
+    let maillog_file = cfg.get("maillog_file")?;
     let (sink, host) = if maillog_file.is_empty() {
         (Sink::Syslog, short_hostname())
     } else {
@@ -67,9 +79,12 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), String> {
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC)
             .open(&maillog_file)
-            .map_err(|e| format!("open {maillog_file}: {e}"))?;
+            .map_err(|source| InitError::Open {
+                file: maillog_file.clone(),
+                source,
+            })?;
         // Postfix's postlogd names the host by myhostname's first label.
-        let myhostname = cfg.get("myhostname").map_err(|e| e.to_string())?;
+        let myhostname = cfg.get("myhostname")?;
         let host = myhostname.split('.').next().unwrap_or_default().to_owned();
         (Sink::File(f), host)
     };

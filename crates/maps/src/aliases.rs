@@ -27,6 +27,8 @@ impl std::fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// Reads and parses an aliases file.
 pub fn parse_file(path: &Path) -> Result<Vec<Entry>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error {

@@ -74,14 +74,49 @@ pub enum Map {
     },
 }
 
+/// Why a table could not be opened or asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad table \"{0}\": expected type:name")]
+    BadSpec(String),
+    #[error("table \"{0}\": Berkeley DB support was not built into postfix-rs (install libdb5.3-dev and rebuild)")]
+    NoBerkeleyDb(String),
+    #[error(
+        "table \"{spec}\": NIS lookups (NIS domain {domain}) are not implemented by postfix-rs"
+    )]
+    Nis { spec: String, domain: String },
+    #[error("unsupported table type \"{kind}\" in \"{spec}\"")]
+    Unsupported { kind: String, spec: String },
+    /// A text table's syntax.
+    #[error(transparent)]
+    Syntax(#[from] aliases::Error),
+    /// An indexed table changed under a confined process, which must restart.
+    #[error("table {kind}:{} has changed", .source_file.display())]
+    Changed {
+        kind: &'static str,
+        source_file: PathBuf,
+    },
+    #[error("{}: {source}", .file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Passwd(#[from] passwd::Error),
+    #[error("proxy:{table}: {reason}")]
+    ProxyFailed { table: String, reason: String },
+    #[error("proxymap: {0}")]
+    Proxymap(#[from] pfx_ipc::Error),
+}
+
 impl Map {
     /// Parses `type:name`; `passwd` is what `unix:passwd.byname` means here.
-    pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, String> {
+    pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, Error> {
         Self::parse_as(spec, passwd, Format::Aliases)
     }
 
     /// [`Map::parse`] for a table whose text files have `format`.
-    pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, String> {
+    pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, Error> {
         let proxied = spec.strip_prefix("proxy:");
         if let Some(table) = proxied.filter(|_| JAILED.load(Ordering::Relaxed)) {
             return Ok(Self::Proxy {
@@ -92,11 +127,11 @@ impl Map {
         let spec = proxied.unwrap_or(spec);
         let (kind, name) = spec
             .split_once(':')
-            .ok_or_else(|| format!("bad table \"{spec}\": expected type:name"))?;
+            .ok_or_else(|| Error::BadSpec(spec.to_owned()))?;
         match kind {
-            "hash" | "btree" if !indexed::bdb::AVAILABLE => Err(format!(
-                "table \"{spec}\": Berkeley DB support was not built into postfix-rs (install libdb5.3-dev and rebuild)"
-            )),
+            "hash" | "btree" if !indexed::bdb::AVAILABLE => {
+                Err(Error::NoBerkeleyDb(spec.to_owned()))
+            }
             "hash" | "btree" | "lmdb" | "cdb" => {
                 let kind = indexed::Kind::parse(kind).unwrap_or(indexed::Kind::Hash);
                 let source = PathBuf::from(name);
@@ -114,25 +149,25 @@ impl Map {
                     Format::Aliases => aliases::parse_file(Path::new(name)),
                     Format::Postmap => table::parse_file(Path::new(name)),
                 };
-                Ok(Self::TextHash(
-                    entries
-                        .map(|e| e.into_iter().rev().collect())
-                        .map_err(|e| e.to_string())?,
-                ))
+                Ok(Self::TextHash(entries?.into_iter().rev().collect()))
             }
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
             "nis" => match nis_domain() {
                 None => Ok(Self::NoNis),
-                Some(d) => Err(format!(
-                    "table \"{spec}\": NIS lookups (NIS domain {d}) are not implemented by postfix-rs"
-                )),
+                Some(domain) => Err(Error::Nis {
+                    spec: spec.to_owned(),
+                    domain,
+                }),
             },
-            _ => Err(format!("unsupported table type \"{kind}\" in \"{spec}\"")),
+            _ => Err(Error::Unsupported {
+                kind: kind.to_owned(),
+                spec: spec.to_owned(),
+            }),
         }
     }
 
     /// Looks `key` up (keys are lowercase, as Postfix folds them).
-    pub fn lookup(&self, key: &str) -> Result<Option<String>, String> {
+    pub fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
         let key = key.to_ascii_lowercase();
         match self {
             Self::Indexed {
@@ -150,22 +185,26 @@ impl Map {
                             source.display()
                         );
                     }
-                    return Err(format!(
-                        "table {}:{} has changed",
-                        kind.name(),
-                        source.display()
-                    ));
+                    return Err(Error::Changed {
+                        kind: kind.name(),
+                        source_file: source.clone(),
+                    });
                 }
                 if reader.is_none() || changed {
                     *reader = None;
-                    *reader = Some(
-                        indexed::Reader::open(*kind, source)
-                            .map_err(|e| format!("{}: {e}", kind.file(source).display()))?,
-                    );
+                    *reader =
+                        Some(
+                            indexed::Reader::open(*kind, source).map_err(|e| Error::Read {
+                                file: kind.file(source),
+                                source: e,
+                            })?,
+                        );
                 }
                 let r = reader.as_mut().expect("opened above");
-                r.get(&key)
-                    .map_err(|e| format!("{}: {e}", kind.file(source).display()))
+                r.get(&key).map_err(|e| Error::Read {
+                    file: kind.file(source),
+                    source: e,
+                })
             }
             Self::TextHash(d) => Ok(d.get(&key).cloned()),
             Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
@@ -182,7 +221,7 @@ fn proxy_lookup(
     table: &str,
     key: &str,
     conn: &Mutex<Option<std::os::unix::net::UnixStream>>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Error> {
     use pfx_ipc::codec::{read_frame, write_frame};
     use pfx_ipc::proto::{conversation, endpoint, ProxyReply, ProxyRequest};
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,7 +255,7 @@ fn proxy_lookup(
     for _ in 0..2 {
         let mut s = match conn.take() {
             Some(s) => s,
-            None => connect().map_err(|e| format!("proxymap: {e}"))?,
+            None => connect()?,
         };
         match ask(&mut s) {
             Ok(reply) => {
@@ -224,16 +263,16 @@ fn proxy_lookup(
                 return match reply {
                     ProxyReply::Found(v) => Ok(Some(v)),
                     ProxyReply::NotFound => Ok(None),
-                    ProxyReply::Failed(e) => Err(format!("proxy:{table}: {e}")),
+                    ProxyReply::Failed(reason) => Err(Error::ProxyFailed {
+                        table: table.to_owned(),
+                        reason,
+                    }),
                 };
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(format!(
-        "proxymap: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    Err(Error::Proxymap(last.unwrap_or(pfx_ipc::Error::Closed)))
 }
 
 /// The machine's NIS domain, if it has one (Linux reports `(none)` when not).
@@ -249,7 +288,7 @@ pub struct MapList(Vec<Map>);
 
 impl MapList {
     /// From the expanded, split parameter value.
-    pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, String> {
+    pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, Error> {
         Self::parse_as(specs, passwd, Format::Aliases)
     }
 
@@ -259,7 +298,7 @@ impl MapList {
         specs: &[String],
         passwd: &passwd::Passwd,
         format: Format,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         specs
             .iter()
             .map(|s| Map::parse_as(s, passwd, format))
@@ -272,7 +311,7 @@ impl MapList {
     }
 
     /// The first table that knows `key` answers.
-    pub fn lookup(&self, key: &str) -> Result<Option<String>, String> {
+    pub fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
         for m in &self.0 {
             if let Some(v) = m.lookup(key)? {
                 return Ok(Some(v));

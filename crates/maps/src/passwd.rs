@@ -22,6 +22,18 @@ pub struct Passwd {
     file: Option<PathBuf>,
 }
 
+/// Why the password database could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("getpwnam {name}: {source}")]
+    System { name: String, source: nix::Error },
+    #[error("{}: {source}", .file.display())]
+    File {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl Passwd {
     /// `None` or an empty path: the system database.
     pub fn new(file: Option<PathBuf>) -> Self {
@@ -31,7 +43,7 @@ impl Passwd {
     }
 
     /// Looks a user up by name (exact, as getpwnam does).
-    pub fn lookup(&self, name: &str) -> Result<Option<User>, String> {
+    pub fn lookup(&self, name: &str) -> Result<Option<User>, Error> {
         match &self.file {
             None => match nix::unistd::User::from_name(name) {
                 Ok(Some(u)) => Ok(Some(User {
@@ -42,11 +54,16 @@ impl Passwd {
                     shell: u.shell.display().to_string(),
                 })),
                 Ok(None) => Ok(None),
-                Err(e) => Err(format!("getpwnam {name}: {e}")),
+                Err(source) => Err(Error::System {
+                    name: name.to_owned(),
+                    source,
+                }),
             },
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+                    file: path.clone(),
+                    source,
+                })?;
                 Ok(text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
                     (f.len() == 7 && f[0] == name).then(|| User {

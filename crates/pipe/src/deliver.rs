@@ -8,7 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
 use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_queue::file::QueueFile;
@@ -30,20 +30,13 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub(crate) fn new(cfg: &Config, service: &str, args: &[String]) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
-        let attrs = Attrs::parse(
-            args,
-            &cfg.get("mail_owner").map_err(e)?,
-            &cfg.get("setgid_group").map_err(e)?,
-        )?;
+    pub(crate) fn new(cfg: &Config, service: &str, args: &[String]) -> Result<Self, BuildError> {
+        let attrs = Attrs::parse(args, &cfg.get("mail_owner")?, &cfg.get("setgid_group")?)?;
         let time_limit = cfg
             .time(&format!("{service}_time_limit"))
-            .or_else(|_| cfg.time("command_time_limit"))
-            .map_err(e)?;
+            .or_else(|_| cfg.time("command_time_limit"))?;
         let mut env: Vec<(String, String)> = cfg
-            .list("export_environment")
-            .map_err(e)?
+            .list("export_environment")?
             .into_iter()
             .filter_map(|n| match n.split_once('=') {
                 Some((k, v)) => Some((k.to_owned(), v.to_owned())),
@@ -54,8 +47,8 @@ impl Agent {
         Ok(Self {
             attrs,
             service: service.to_owned(),
-            queue: Queue::new(cfg.get("queue_directory").map_err(e)?),
-            delimiter: cfg.get("recipient_delimiter").map_err(e)?,
+            queue: Queue::new(cfg.get("queue_directory")?),
+            delimiter: cfg.get("recipient_delimiter")?,
             time_limit,
             env,
         })

@@ -22,7 +22,7 @@ static ARGS: OnceLock<Vec<String>> = OnceLock::new();
 /// them: bad ones stop the process (master throttles it, mail waits), and a
 /// service nothing is routed to (Debian's master.cf names users that may
 /// not exist) never complains.
-fn agent(cfg: Arc<pfx_config::Config>) -> Result<deliver::Agent, String> {
+fn agent(cfg: Arc<pfx_config::Config>) -> Result<deliver::Agent, pfx_config::BuildError> {
     let service = cfg.raw("service_name").unwrap_or_default();
     deliver::Agent::new(&cfg, &service, ARGS.get().map_or(&[], Vec::as_slice))
         .map_err(|e| pfx_maillog::fatal(e))

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::{conversation, ProxyReply, ProxyRequest};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::Map;
@@ -22,15 +22,13 @@ struct Tables {
 }
 
 impl Tables {
-    fn new(cfg: Arc<Config>) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
+    fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
         let allowed = cfg
-            .list("proxy_read_maps")
-            .map_err(e)?
+            .list("proxy_read_maps")?
             .into_iter()
             .map(|t| t.strip_prefix("proxy:").map(str::to_owned).unwrap_or(t))
             .collect();
-        let file = cfg.get("local_passwd_file").map_err(e)?;
+        let file = cfg.get("local_passwd_file")?;
         Ok(Self {
             allowed,
             passwd: Passwd::new((!file.is_empty()).then(|| file.into())),
@@ -49,7 +47,7 @@ impl Tables {
                 Some(m) => m.clone(),
                 None => match Map::parse(&req.table, &self.passwd) {
                     Ok(m) => open.entry(req.table.clone()).or_insert(Arc::new(m)).clone(),
-                    Err(e) => return ProxyReply::Failed(e),
+                    Err(e) => return ProxyReply::Failed(e.to_string()),
                 },
             }
         };
@@ -58,7 +56,7 @@ impl Tables {
             Ok(None) => ProxyReply::NotFound,
             Err(e) => {
                 warn!("proxy:{}: {e}", req.table);
-                ProxyReply::Failed(e)
+                ProxyReply::Failed(e.to_string())
             }
         }
     }

@@ -9,7 +9,7 @@
 //! local domain (discarded, as Postfix's qmgr does).
 
 use pfx_address::DomainList;
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_maillog::delivery::Outcome;
 use pfx_maps::{Format, MapList};
 
@@ -50,23 +50,22 @@ pub(crate) fn is_builtin(transport: &str) -> bool {
 }
 
 impl Router {
-    pub(crate) fn new(cfg: &Config) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
+    pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
         let passwd = pfx_maps::passwd::Passwd::new(None);
         Ok(Self {
-            mydestination: DomainList::new(&cfg.list("mydestination").map_err(e)?),
-            relay_domains: DomainList::new(&cfg.list("relay_domains").map_err(e)?),
-            local: split_spec(&cfg.get("local_transport").map_err(e)?),
-            relay: split_spec(&cfg.get("relay_transport").map_err(e)?),
-            default: split_spec(&cfg.get("default_transport").map_err(e)?),
-            relayhost: cfg.get("relayhost").map_err(e)?,
+            mydestination: DomainList::new(&cfg.list("mydestination")?),
+            relay_domains: DomainList::new(&cfg.list("relay_domains")?),
+            local: split_spec(&cfg.get("local_transport")?),
+            relay: split_spec(&cfg.get("relay_transport")?),
+            default: split_spec(&cfg.get("default_transport")?),
+            relayhost: cfg.get("relayhost")?,
             transport_maps: MapList::parse_as(
-                &cfg.list("transport_maps").map_err(e)?,
+                &cfg.list("transport_maps")?,
                 &passwd,
                 Format::Postmap,
             )?,
-            double_bounce: cfg.get("double_bounce_sender").map_err(e)?,
-            allow_min_user: cfg.bool("allow_min_user").map_err(e)?,
+            double_bounce: cfg.get("double_bounce_sender")?,
+            allow_min_user: cfg.bool("allow_min_user")?,
         })
     }
 

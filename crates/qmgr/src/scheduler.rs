@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest};
 use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_queue::statuslog::{Log, Status};
@@ -84,7 +84,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         cfg_rx: watch::Receiver<Arc<Config>>,
         store: Q,
         agents: A,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let st = Settings::new(cfg_rx.borrow().clone())?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Self {

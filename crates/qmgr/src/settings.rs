@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 
 use crate::route::Router;
 
@@ -28,16 +28,14 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
-        let time = |n: &str| cfg.time(n).map_err(e);
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
+        let time = |n: &str| cfg.time(n);
         let min_backoff = time("minimal_backoff_time")?;
         Ok(Self {
             router: Router::new(&cfg)?,
             run_delay: time("queue_run_delay")?.max(Duration::from_secs(1)),
             stale_after: time("ipc_timeout")?,
-            active_limit: usize::try_from(cfg.int("qmgr_message_active_limit").map_err(e)?)
-                .unwrap_or(0),
+            active_limit: cfg.count("qmgr_message_active_limit")?,
             lifetime: time("maximal_queue_lifetime")?,
             bounce_lifetime: time("bounce_queue_lifetime")?,
             min_backoff,

@@ -247,7 +247,7 @@ pub fn run_prepared<P, S, F, Fut>(
     service: F,
 ) -> !
 where
-    P: FnOnce(&Config) -> Result<S, String>,
+    P: FnOnce(&Config) -> Result<S, pfx_config::BuildError>,
     F: FnOnce(Context, Endpoint, S) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
@@ -473,8 +473,8 @@ impl<T> PerConfig<T> {
     pub fn get(
         &self,
         cfg: Arc<Config>,
-        build: impl FnOnce(Arc<Config>) -> Result<T, String>,
-    ) -> Result<Arc<T>, String> {
+        build: impl FnOnce(Arc<Config>) -> Result<T, pfx_config::BuildError>,
+    ) -> Result<Arc<T>, pfx_config::BuildError> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((c, v)) = cur.as_ref() {
             if Arc::ptr_eq(c, &cfg) {

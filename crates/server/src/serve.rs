@@ -223,7 +223,11 @@ pub async fn serve_deliveries<S, B, D, Fut>(
 ) -> Result<(), String>
 where
     S: Send + Sync + 'static,
-    B: Fn(Arc<pfx_config::Config>) -> Result<S, String> + Copy + Send + Sync + 'static,
+    B: Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError>
+        + Copy
+        + Send
+        + Sync
+        + 'static,
     D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>> + Send,
 {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
 use pfx_maillog::delivery::{Outcome, Times};
 use pfx_queue::file::QueueFile;
@@ -35,15 +35,14 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
-        let time = |n: &str| cfg.time(n).map_err(e);
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
+        let time = |n: &str| cfg.time(n);
         Ok(Self {
-            queue: Queue::new(cfg.get("queue_directory").map_err(e)?),
+            queue: Queue::new(cfg.get("queue_directory")?),
             resolver: pfx_dns::Resolver::from_config(&cfg)?,
-            helo: cfg.get("smtp_helo_name").map_err(e)?,
-            myhostname: cfg.get("myhostname").map_err(e)?,
-            own: own_addresses(&cfg.get("inet_interfaces").map_err(e)?),
+            helo: cfg.get("smtp_helo_name")?,
+            myhostname: cfg.get("myhostname")?,
+            own: own_addresses(&cfg.get("inet_interfaces")?),
             t: Timeouts {
                 connect: time("smtp_connect_timeout")?,
                 helo: time("smtp_helo_timeout")?,
@@ -55,7 +54,7 @@ impl Agent {
                 rset: time("smtp_rset_timeout")?,
                 quit: time("smtp_quit_timeout")?,
             },
-            cache_on: cfg.bool("smtp_connection_cache_on_demand").map_err(e)?,
+            cache_on: cfg.bool("smtp_connection_cache_on_demand")?,
             cache_time: time("smtp_connection_cache_time_limit")?,
             idle: Arc::default(),
         })

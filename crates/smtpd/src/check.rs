@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use pfx_config::restriction::{self, Restriction};
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_smtp_proto::Reply;
 use tracing::warn;
 
@@ -73,11 +73,11 @@ impl Stage {
 pub(crate) struct Restrictions([Vec<Restriction>; Stage::ALL.len()]);
 
 impl Restrictions {
-    pub(crate) fn new(cfg: &Config) -> Result<Self, String> {
+    pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
         let mut lists: [Vec<Restriction>; Stage::ALL.len()] = Default::default();
         for stage in Stage::ALL {
             let name = stage.parameter();
-            let items = cfg.list(name).map_err(|e| e.to_string())?;
+            let items = cfg.list(name)?;
             lists[stage as usize] = restriction::parse(name, &items)?;
         }
         Ok(Self(lists))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pfx_address::{DomainList, NetworkList};
-use pfx_config::Config;
+use pfx_config::{BuildError, Config};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
 
@@ -62,11 +62,10 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, String> {
-        let e = |x: pfx_config::Error| x.to_string();
-        let s = |n: &str| cfg.get(n).map_err(e);
-        let l = |n: &str| cfg.list(n).map_err(e);
-        let n = |n: &str| cfg.int(n).map_err(e);
+    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
+        let s = |n: &str| cfg.get(n);
+        let l = |n: &str| cfg.list(n);
+        let n = |n: &str| cfg.int(n);
         let passwd = Passwd::new(Some(s("local_passwd_file")?.into()));
         let bare_newline = match s("smtpd_forbid_bare_newline")?.as_str() {
             "normalize" | "yes" => BareNewline::Normalize,
@@ -75,14 +74,15 @@ impl Settings {
             other => {
                 return Err(format!(
                 "smtpd_forbid_bare_newline: unknown value \"{other}\" (normalize, reject or no)"
-            ))
+            )
+                .into())
             }
         };
-        let code = |name: &str| -> Result<u16, String> {
+        let code = |name: &str| -> Result<u16, BuildError> {
             let c = n(name)?;
             match u16::try_from(c) {
                 Ok(c @ 400..=599) => Ok(c),
-                _ => Err(format!("{name}: {c} is not a 4xx or 5xx code")),
+                _ => Err(format!("{name}: {c} is not a 4xx or 5xx code").into()),
             }
         };
         Ok(Self {
@@ -93,37 +93,33 @@ impl Settings {
             relay_domains: DomainList::new(&l("relay_domains")?),
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
             restrictions: Restrictions::new(&cfg)?,
-            relay_before_recipient: cfg
-                .bool("smtpd_relay_before_recipient_restrictions")
-                .map_err(e)?,
+            relay_before_recipient: cfg.bool("smtpd_relay_before_recipient_restrictions")?,
             reject_code: code("reject_code")?,
             defer_code: code("defer_code")?,
             relay_domains_reject_code: code("relay_domains_reject_code")?,
-            show_unknown_table: cfg.bool("show_user_unknown_table_name").map_err(e)?,
-            smtputf8: cfg.bool("smtputf8_enable").map_err(e)?,
+            show_unknown_table: cfg.bool("show_user_unknown_table_name")?,
+            smtputf8: cfg.bool("smtputf8_enable")?,
             double_bounce_sender: s("double_bounce_sender")?,
             local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
             recipient_delimiter: s("recipient_delimiter")?,
-            message_size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
-            recipient_limit: usize::try_from(n("smtpd_recipient_limit")?).unwrap_or(1000),
-            timeout: cfg.time("smtpd_timeout").map_err(e)?,
-            helo_required: cfg.bool("smtpd_helo_required").map_err(e)?,
-            disable_vrfy: cfg.bool("disable_vrfy_command").map_err(e)?,
+            message_size_limit: cfg.count("message_size_limit")?,
+            recipient_limit: cfg.count("smtpd_recipient_limit")?,
+            timeout: cfg.time("smtpd_timeout")?,
+            helo_required: cfg.bool("smtpd_helo_required")?,
+            disable_vrfy: cfg.bool("disable_vrfy_command")?,
             bare_newline,
             bare_newline_exclusions: NetworkList::parse(&l(
                 "smtpd_forbid_bare_newline_exclusions",
             )?)?,
-            bare_newline_reject_code: u16::try_from(n("smtpd_forbid_bare_newline_reject_code")?)
-                .unwrap_or(550),
-            soft_error_limit: u32::try_from(n("smtpd_soft_error_limit")?).unwrap_or(10),
-            hard_error_limit: u32::try_from(n("smtpd_hard_error_limit")?).unwrap_or(20),
-            junk_command_limit: u32::try_from(n("smtpd_junk_command_limit")?).unwrap_or(100),
+            bare_newline_reject_code: code("smtpd_forbid_bare_newline_reject_code")?,
+            soft_error_limit: cfg.count("smtpd_soft_error_limit")?,
+            hard_error_limit: cfg.count("smtpd_hard_error_limit")?,
+            junk_command_limit: cfg.count("smtpd_junk_command_limit")?,
             unknown_local_code: code("unknown_local_recipient_reject_code")?,
-            error_sleep: cfg.time("smtpd_error_sleep_time").map_err(e)?,
-            connection_limit: usize::try_from(n("smtpd_client_connection_count_limit")?)
-                .unwrap_or(0),
+            error_sleep: cfg.time("smtpd_error_sleep_time")?,
+            connection_limit: cfg.count("smtpd_client_connection_count_limit")?,
             queue_dir: s("queue_directory")?.into(),
-            resolver: if cfg.bool("smtpd_peername_lookup").map_err(e)? {
+            resolver: if cfg.bool("smtpd_peername_lookup")? {
                 Some(pfx_dns::Resolver::from_config(&cfg)?)
             } else {
                 None
