@@ -1,7 +1,7 @@
 //! smtp(8): delivers mail to other hosts over SMTP.
 //!
 //! qmgr hands it recipients with a next hop: `domain` or `host:port` (MX
-//! lookup through `crates/dns`, falling back to the A/AAAA records), or
+//! lookup through `crates/lib/dns`, falling back to the A/AAAA records), or
 //! `[host]:port` (no MX lookup; `relayhost` and transport_maps entries look
 //! like this). It tries the servers in order until one answers, speaks
 //! ESMTP (HELO when EHLO is refused; PIPELINING and SIZE when offered), and
