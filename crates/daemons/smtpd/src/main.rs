@@ -8,6 +8,7 @@
 mod check;
 mod session;
 mod settings;
+mod stages;
 mod stats;
 #[cfg(test)]
 mod tests;

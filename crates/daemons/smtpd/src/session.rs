@@ -19,8 +19,9 @@ use pfx_smtp_proto::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::check::{self, Facts, Stage};
+use crate::check::{self, Facts};
 use crate::settings::{BareNewline, Settings};
+use crate::stages::Stage;
 use crate::stats::Stats;
 use crate::Shared;
 

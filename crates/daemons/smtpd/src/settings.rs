@@ -8,7 +8,7 @@ use pfx_config::{BuildError, Config};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
 
-use crate::check::Restrictions;
+use crate::stages::Restrictions;
 
 /// `smtpd_forbid_bare_newline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
