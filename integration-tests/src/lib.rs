@@ -481,6 +481,15 @@ impl MailInstance {
             .collect()
     }
 
+    /// Waits until a user's Maildir holds `n` messages, then checks that no
+    /// more arrive for a moment (a duplicate delivery would): returns them.
+    pub fn exactly(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let msgs = self.wait_maildir(user, n);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(self.maildir(user).len(), n, "{user} got more than {n}");
+        msgs
+    }
+
     /// Files in a queue directory (hashed subdirectories included).
     pub fn queue_files(&self, queue: &str) -> Vec<String> {
         use std::os::unix::fs::PermissionsExt;
@@ -585,6 +594,16 @@ impl Smtp {
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
+    }
+
+    /// A whole transaction that must be accepted: returns the queue ID of
+    /// `250 2.0.0 Ok: queued as ID`.
+    pub fn queued(&mut self, from: &str, to: &[&str], data: &[u8]) -> String {
+        let r = self.mail(from, to, data);
+        match r.strip_prefix("250 2.0.0 Ok: queued as ") {
+            Some(id) => id.to_owned(),
+            None => panic!("mail from <{from}> to {to:?} not queued: {r}"),
+        }
     }
 
     /// A whole transaction; returns the reply to the end of DATA (or the first failure).

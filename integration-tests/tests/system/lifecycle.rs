@@ -410,13 +410,11 @@ fn stop_and_abort_leave_only_messages_in_the_queues_postfix_reads() {
         m.start();
         let (mut c, _) = testkit::Smtp::connect(m.port);
         c.cmd("EHLO client.example");
-        assert!(c
-            .mail(
-                "a@example.org",
-                &["openstack@ywnds.com"],
-                b"Subject: x\r\n\r\nhi"
-            )
-            .starts_with("250"));
+        c.queued(
+            "a@example.org",
+            &["openstack@ywnds.com"],
+            b"Subject: x\r\n\r\nhi",
+        );
         c.cmd("QUIT");
         assert!(wait_for(Duration::from_secs(5), || !m
             .maildir("openstack")
