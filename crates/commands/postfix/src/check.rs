@@ -123,7 +123,7 @@ fn check_named(cfg: &Config) -> (Vec<String>, Vec<String>) {
     let path = cfg.get("named_config_file").unwrap_or_default();
     let conf = match pfx_named_conf::conf::load(Path::new(&path)) {
         Ok(c) => c,
-        Err(e) => return (vec![e], vec![]),
+        Err(e) => return (vec![e.to_string()], vec![]),
     };
     let mut out = Vec::new();
     let ok = pfx_named_conf::check_zones(&conf, &mut out);

@@ -64,7 +64,7 @@ pub struct Named {
 impl Named {
     /// Reads named.conf and its zones. A broken named.conf is an error; a
     /// zone that cannot be read is logged and left out, as BIND does.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, conf::Error> {
         let conf = conf::load(path)?;
         let loaded = load_zones(&conf, &HashMap::new());
         let state = build_state(&conf, &loaded);
@@ -121,7 +121,10 @@ fn load_zones(conf: &NamedConf, previous: &HashMap<String, Loaded>) -> HashMap<S
     let mut out = HashMap::new();
     for z in &conf.zones {
         let label = Zone::label(&z.name);
-        match zone::load(&z.name, &z.file).and_then(|zone| handler_for(zone, &label)) {
+        let loaded = zone::load(&z.name, &z.file)
+            .map_err(|e| e.to_string())
+            .and_then(|zone| handler_for(zone, &label));
+        match loaded {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
                 out.insert(z.name.clone(), l);

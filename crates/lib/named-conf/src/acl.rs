@@ -69,6 +69,11 @@ impl Local {
     }
 }
 
+/// An `acl` name used but not defined (or nested too deep).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undefined ACL '{0}'")]
+pub struct Undefined(pub String);
+
 impl Acl {
     pub fn new(elements: Vec<(bool, Element)>) -> Self {
         Self { elements }
@@ -79,12 +84,12 @@ impl Acl {
         Self::new(vec![(false, Element::Any)])
     }
 
-    /// Replaces `acl` names with their lists; the unknown name is the error.
-    pub fn resolve(self, acls: &[(String, Self)]) -> Result<Self, String> {
+    /// Replaces `acl` names with their lists.
+    pub fn resolve(self, acls: &[(String, Self)]) -> Result<Self, Undefined> {
         self.resolve_depth(acls, 0)
     }
 
-    fn resolve_depth(self, acls: &[(String, Self)], depth: usize) -> Result<Self, String> {
+    fn resolve_depth(self, acls: &[(String, Self)], depth: usize) -> Result<Self, Undefined> {
         let mut out = Vec::new();
         for (neg, e) in self.elements {
             let e = match e {
@@ -92,7 +97,7 @@ impl Acl {
                     Some((_, acl)) if depth < 16 => {
                         Element::Nested(acl.clone().resolve_depth(acls, depth + 1)?)
                     }
-                    _ => return Err(n),
+                    _ => return Err(Undefined(n)),
                 },
                 Element::Nested(a) => Element::Nested(a.resolve_depth(acls, depth + 1)?),
                 e => e,

@@ -65,15 +65,28 @@ pub struct ZoneConf {
     pub place: String,
 }
 
+/// What is wrong with a named.conf, as BIND says it: `FILE:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("open: {}: {reason}", .file.display())]
+    Open { file: PathBuf, reason: String },
+    #[error("{place}: {message}")]
+    At { place: String, message: String },
+    #[error(transparent)]
+    Acl(#[from] crate::acl::Undefined),
+}
+
 /// Reads `path` and everything it includes.
-pub fn load(path: &Path) -> Result<NamedConf, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("open: {}: {}", path.display(), io_reason(&e)))?;
+pub fn load(path: &Path) -> Result<NamedConf, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Open {
+        file: path.to_owned(),
+        reason: io_reason(&e),
+    })?;
     parse(path, &text)
 }
 
 /// Parses named.conf text; `path` names it in messages and anchors relative paths.
-pub fn parse(path: &Path, text: &str) -> Result<NamedConf, String> {
+pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut statements = Vec::new();
     read_statements(path, text, &base, &mut statements, 0)?;
@@ -166,8 +179,11 @@ struct Token {
     line: usize,
 }
 
-fn lex(file: &Path, text: &str) -> Result<Vec<Token>, String> {
-    let err = |line: usize, what: &str| format!("{}:{line}: {what}", file.display());
+fn lex(file: &Path, text: &str) -> Result<Vec<Token>, Error> {
+    let err = |line: usize, what: &str| Error::At {
+        place: format!("{}:{line}", file.display()),
+        message: what.to_owned(),
+    };
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
     let mut line = 1;
@@ -293,12 +309,15 @@ impl Stmt {
         format!("{}:{}", self.file.display(), self.line)
     }
 
-    fn error(&self, what: &str) -> String {
-        format!("{}: {what}", self.place())
+    fn error(&self, what: &str) -> Error {
+        Error::At {
+            place: self.place(),
+            message: what.to_owned(),
+        }
     }
 
     /// The words of a statement that must be `keyword value;`.
-    fn single(&self) -> Result<&str, String> {
+    fn single(&self) -> Result<&str, Error> {
         match self.items.as_slice() {
             [Item::Word(_), Item::Word(v)] => Ok(v),
             _ => Err(self.error(&format!("'{}' takes one value", self.word(0)))),
@@ -306,7 +325,7 @@ impl Stmt {
     }
 
     /// The block of a statement that must be `keyword [words] { ... }`.
-    fn block(&self) -> Result<&[Self], String> {
+    fn block(&self) -> Result<&[Self], Error> {
         match self.items.last() {
             Some(Item::Block(b)) => Ok(b),
             _ => Err(self.error(&format!("'{}' expects a {{ }} block", self.word(0)))),
@@ -320,7 +339,7 @@ fn read_statements(
     base: &Path,
     out: &mut Vec<Stmt>,
     depth: usize,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let tokens = lex(file, text)?;
     let mut pos = 0;
     let stmts = parse_block(file, &tokens, &mut pos, false)?;
@@ -346,8 +365,11 @@ fn parse_block(
     tokens: &[Token],
     pos: &mut usize,
     nested: bool,
-) -> Result<Vec<Stmt>, String> {
-    let err = |line: usize, what: &str| format!("{}:{line}: {what}", file.display());
+) -> Result<Vec<Stmt>, Error> {
+    let err = |line: usize, what: &str| Error::At {
+        place: format!("{}:{line}", file.display()),
+        message: what.to_owned(),
+    };
     let mut out = Vec::new();
     let mut cur: Option<Stmt> = None;
     loop {
@@ -452,7 +474,7 @@ const IGNORED_ZONE_OPTIONS: &[&str] = &[
 
 impl Builder {
     fn warn(&mut self, s: &Stmt, what: &str) {
-        self.warnings.push(s.error(what));
+        self.warnings.push(s.error(what).to_string());
     }
 
     fn default_options(&self) -> Options {
@@ -477,7 +499,7 @@ impl Builder {
         }
     }
 
-    fn acl_statement(&mut self, s: &Stmt) -> Result<(), String> {
+    fn acl_statement(&mut self, s: &Stmt) -> Result<(), Error> {
         let name = s.word(1).to_owned();
         if name.is_empty() || s.items.len() != 3 {
             return Err(s.error("expected: acl NAME { address_match_list };"));
@@ -491,7 +513,7 @@ impl Builder {
         Ok(())
     }
 
-    fn options(&mut self, s: &Stmt) -> Result<Options, String> {
+    fn options(&mut self, s: &Stmt) -> Result<Options, Error> {
         let mut o = self.default_options();
         let mut listen = Vec::new();
         let mut listen6 = Vec::new();
@@ -534,7 +556,7 @@ impl Builder {
         Ok(o)
     }
 
-    fn listen(&self, s: &Stmt) -> Result<Listen, String> {
+    fn listen(&self, s: &Stmt) -> Result<Listen, Error> {
         let port = match s.items.as_slice() {
             [Item::Word(_), Item::Block(_)] => None,
             [Item::Word(_), Item::Word(p), Item::Word(n), Item::Block(_)] if p == "port" => {
@@ -553,7 +575,7 @@ impl Builder {
         })
     }
 
-    fn zone(&mut self, s: &Stmt) -> Result<Option<ZoneConf>, String> {
+    fn zone(&mut self, s: &Stmt) -> Result<Option<ZoneConf>, Error> {
         let name = s.word(1);
         let (class_ok, block) = match s.items.as_slice() {
             [_, Item::Word(_), Item::Block(b)] => (true, b),
@@ -607,7 +629,7 @@ impl Builder {
     }
 
     /// An address match list; `defining` leaves unknown names for later (acl statements).
-    fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, String> {
+    fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, Error> {
         let mut elems = Vec::new();
         for s in block {
             let (negated, item) = match s.items.as_slice() {
@@ -642,8 +664,8 @@ impl Builder {
         let mut acl = Acl::new(elems);
         if !defining {
             acl = acl.resolve(&self.acls).map_err(|n| match block.first() {
-                Some(s) => s.error(&format!("undefined ACL '{n}'")),
-                None => format!("undefined ACL '{n}'"),
+                Some(s) => s.error(&n.to_string()),
+                None => Error::Acl(n),
             })?;
         }
         Ok(acl)
@@ -671,7 +693,7 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
-fn yes_no(s: &Stmt) -> Result<bool, String> {
+fn yes_no(s: &Stmt) -> Result<bool, Error> {
     match s.single()? {
         "yes" | "true" | "1" => Ok(true),
         "no" | "false" | "0" => Ok(false),
@@ -679,13 +701,13 @@ fn yes_no(s: &Stmt) -> Result<bool, String> {
     }
 }
 
-fn port(s: &Stmt, n: &str) -> Result<u16, String> {
+fn port(s: &Stmt, n: &str) -> Result<u16, Error> {
     n.parse()
         .map_err(|_| s.error(&format!("invalid port '{n}'")))
 }
 
 /// `forwarders [port N] { addr [port N]; ... };`
-fn forwarders(s: &Stmt) -> Result<Vec<SocketAddr>, String> {
+fn forwarders(s: &Stmt) -> Result<Vec<SocketAddr>, Error> {
     let default_port = match s.items.as_slice() {
         [Item::Word(_), Item::Block(_)] => DNS_PORT,
         [Item::Word(_), Item::Word(p), Item::Word(n), Item::Block(_)] if p == "port" => port(s, n)?,
@@ -711,7 +733,7 @@ fn forwarders(s: &Stmt) -> Result<Vec<SocketAddr>, String> {
 mod tests {
     use super::*;
 
-    fn conf(text: &str) -> Result<NamedConf, String> {
+    fn conf(text: &str) -> Result<NamedConf, Error> {
         parse(Path::new("/etc/named.conf"), text)
     }
 
@@ -784,7 +806,7 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
              "/etc/named.conf:2: zone 'x': already exists previous definition: /etc/named.conf:1"),
         ];
         for (text, want) in cases {
-            assert_eq!(conf(text).unwrap_err(), want, "{text}");
+            assert_eq!(conf(text).unwrap_err().to_string(), want, "{text}");
         }
     }
 
@@ -827,7 +849,7 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
         assert!(!acl.allows("10.0.0.1".parse().unwrap(), &local));
 
         std::fs::write(&main, "include \"missing.conf\";").unwrap();
-        let e = load(&main).unwrap_err();
+        let e = load(&main).unwrap_err().to_string();
         assert!(e.ends_with("missing.conf: file not found"), "{e}");
         assert!(
             e.starts_with(&format!("{}:1: open: ", main.display())),

@@ -28,38 +28,66 @@ impl Zone {
     }
 }
 
+/// Why a zone did not load, in BIND's words: each message starts with
+/// `zone NAME/IN: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{label}: loading from master file {} failed: {reason}", .file.display())]
+    Open {
+        label: String,
+        file: PathBuf,
+        reason: String,
+    },
+    #[error("{label}: bad zone name: {reason}")]
+    BadName { label: String, reason: String },
+    #[error("{label}: loading from master file {} failed: {}:{line}: {reason}", .file.display(), .file.display())]
+    Syntax {
+        label: String,
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{label}: has 0 SOA records")]
+    NoSoa { label: String },
+    #[error("{label}: has no NS records")]
+    NoNs { label: String },
+    #[error("{label}: {name}: CNAME and other data")]
+    CnameAndOtherData { label: String, name: String },
+}
+
 /// Reads and checks the zone `name` (no trailing dot) from `path`.
-pub fn load(name: &str, path: &Path) -> Result<Zone, String> {
-    let label = Zone::label(name);
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "{label}: loading from master file {} failed: {}",
-            path.display(),
-            match e.kind() {
-                std::io::ErrorKind::NotFound => "file not found".to_owned(),
-                _ => e.to_string(),
-            }
-        )
+pub fn load(name: &str, path: &Path) -> Result<Zone, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Open {
+        label: Zone::label(name),
+        file: path.to_owned(),
+        reason: match e.kind() {
+            std::io::ErrorKind::NotFound => "file not found".to_owned(),
+            _ => e.to_string(),
+        },
     })?;
     parse(name, path, &text)
 }
 
 /// Parses zone text; `path` is used in messages and for relative `$INCLUDE`s.
-pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, String> {
+pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, Error> {
     let label = Zone::label(name);
     let origin =
         Name::from_ascii(format!("{}.", name.to_ascii_lowercase()).trim_start_matches('.'))
-            .map_err(|e| format!("{label}: bad zone name: {e}"))?;
+            .map_err(|e| Error::BadName {
+                label: label.clone(),
+                reason: e.to_string(),
+            })?;
     let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse();
     let records = match parsed {
         Ok((_, records)) => records,
         Err(e) => {
             let line = failing_line(text, path, &origin);
-            return Err(format!(
-                "{label}: loading from master file {} failed: {}:{line}: {e}",
-                path.display(),
-                path.display()
-            ));
+            return Err(Error::Syntax {
+                label,
+                file: path.to_owned(),
+                line,
+                reason: e.to_string(),
+            });
         }
     };
     check(&label, origin, records)
@@ -141,7 +169,7 @@ fn check(
     label: &str,
     origin: Name,
     mut records: BTreeMap<RrKey, RecordSet>,
-) -> Result<Zone, String> {
+) -> Result<Zone, Error> {
     let mut warnings = Vec::new();
     let apex = hickory_proto::rr::LowerName::new(&origin);
     records.retain(|key, _| {
@@ -159,10 +187,14 @@ fn check(
             _ => None,
         });
     let Some(serial) = soa else {
-        return Err(format!("{label}: has 0 SOA records"));
+        return Err(Error::NoSoa {
+            label: label.to_owned(),
+        });
     };
     if !records.contains_key(&RrKey::new(apex.clone(), RecordType::NS)) {
-        return Err(format!("{label}: has no NS records"));
+        return Err(Error::NoNs {
+            label: label.to_owned(),
+        });
     }
     for key in records.keys() {
         if key.record_type == RecordType::CNAME
@@ -174,7 +206,10 @@ fn check(
                     )
             })
         {
-            return Err(format!("{label}: {}: CNAME and other data", key.name));
+            return Err(Error::CnameAndOtherData {
+                label: label.to_owned(),
+                name: key.name.to_string(),
+            });
         }
     }
     Ok(Zone {
@@ -208,7 +243,7 @@ _smtp._tcp IN SRV 0 5 25 mail
 v6      IN AAAA ::1
 ";
 
-    fn zone(text: &str) -> Result<Zone, String> {
+    fn zone(text: &str) -> Result<Zone, Error> {
         parse("ywnds.com", Path::new("/z/ywnds.com.zone"), text)
     }
 
@@ -247,19 +282,25 @@ v6      IN AAAA ::1
     #[test]
     fn errors_name_the_line() {
         let bad = ZONE.replace("mail    IN A    127.0.0.1", "mail    IN A    127.0.0.300");
-        let e = zone(&bad).unwrap_err();
+        let e = zone(&bad).unwrap_err().to_string();
         assert!(
             e.starts_with("zone ywnds.com/IN: loading from master file /z/ywnds.com.zone failed: /z/ywnds.com.zone:11: "),
             "{e}"
         );
         let bad = ZONE.replace("3H         ; refresh", "3Q         ; refresh");
-        let e = zone(&bad).unwrap_err();
+        let e = zone(&bad).unwrap_err().to_string();
         assert!(e.contains("/z/ywnds.com.zone:2: "), "{e}");
-        let e = zone("$TTL 1D\n@ IN NS ns\nns IN A 127.0.0.1\n").unwrap_err();
+        let e = zone("$TTL 1D\n@ IN NS ns\nns IN A 127.0.0.1\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "zone ywnds.com/IN: has 0 SOA records");
-        let e = zone(&ZONE.replace("        IN NS   ns\n", "")).unwrap_err();
+        let e = zone(&ZONE.replace("        IN NS   ns\n", ""))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "zone ywnds.com/IN: has no NS records");
-        let e = zone(&format!("{ZONE}www IN A 127.0.0.2\n")).unwrap_err();
+        let e = zone(&format!("{ZONE}www IN A 127.0.0.2\n"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "zone ywnds.com/IN: www.ywnds.com.: CNAME and other data");
     }
 
