@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use pfx_config::Config;
 use pfx_ipc::proto::{
-    conversation, endpoint, trigger, FlushReply, FlushRequest, QueueEntry, QueueRecipient,
-    ShowqReply,
+    conversation, endpoint, trigger, FlushReply, FlushRequest, QueueEntry, ShowqReply,
 };
 use pfx_maillog::fatal_status;
-use pfx_queue::listing::{self, Message};
+use pfx_queue::listing;
 use pfx_queue::Queue;
 
 const USAGE: &str =
@@ -151,32 +150,13 @@ async fn list(cfg: &Config, queue_dir: &Path) -> Vec<QueueEntry> {
                 .unwrap_or_else(|_| "MAILER-DAEMON".into());
             listing::list(&Queue::new(queue_dir), &empty)
                 .into_iter()
-                .map(entry)
+                .map(QueueEntry::from)
                 .collect()
         }
         Err(_) => fatal_status(
             EX_UNAVAILABLE,
             "Queue report unavailable - mail system is down",
         ),
-    }
-}
-
-/// A message read directly, as showq would have sent it (showq's `wire`).
-fn entry(m: Message) -> QueueEntry {
-    QueueEntry {
-        queue_name: m.queue_name.as_str().to_owned(),
-        queue_id: m.queue_id,
-        arrival_time: m.arrival_time,
-        message_size: m.message_size,
-        sender: m.sender,
-        recipients: m
-            .recipients
-            .into_iter()
-            .map(|r| QueueRecipient {
-                address: r.address,
-                delay_reason: r.delay_reason,
-            })
-            .collect(),
     }
 }
 

@@ -5,8 +5,8 @@
 //! able to read queue files. What it lists is in the queue library
 //! (`pfx_queue::listing`), which postqueue also reads directly.
 
-use pfx_ipc::proto::{conversation, QueueEntry, QueueRecipient, ShowqReply};
-use pfx_queue::listing::{self, Message};
+use pfx_ipc::proto::{conversation, ShowqReply};
+use pfx_queue::listing;
 use pfx_queue::Queue;
 
 fn main() {
@@ -22,7 +22,7 @@ fn main() {
                     .unwrap_or_else(|_| "MAILER-DAEMON".into());
                 let entries = tokio::task::block_in_place(|| listing::list(&queue, &empty));
                 for e in entries {
-                    if ch.send(&ShowqReply::Message(wire(e))).await.is_err() {
+                    if ch.send(&ShowqReply::Message(e.into())).await.is_err() {
                         return;
                     }
                 }
@@ -31,23 +31,4 @@ fn main() {
         )
         .await
     })
-}
-
-/// A listed message as it crosses to postqueue.
-fn wire(m: Message) -> QueueEntry {
-    QueueEntry {
-        queue_name: m.queue_name.as_str().to_owned(),
-        queue_id: m.queue_id,
-        arrival_time: m.arrival_time,
-        message_size: m.message_size,
-        sender: m.sender,
-        recipients: m
-            .recipients
-            .into_iter()
-            .map(|r| QueueRecipient {
-                address: r.address,
-                delay_reason: r.delay_reason,
-            })
-            .collect(),
-    }
 }

@@ -191,6 +191,27 @@ pub struct QueueRecipient {
     pub delay_reason: Option<String>,
 }
 
+/// A message as the queue listing found it, as it crosses to postqueue.
+impl From<pfx_queue::listing::Message> for QueueEntry {
+    fn from(m: pfx_queue::listing::Message) -> Self {
+        Self {
+            queue_name: m.queue_name.as_str().to_owned(),
+            queue_id: m.queue_id,
+            arrival_time: m.arrival_time,
+            message_size: m.message_size,
+            sender: m.sender,
+            recipients: m
+                .recipients
+                .into_iter()
+                .map(|r| QueueRecipient {
+                    address: r.address,
+                    delay_reason: r.delay_reason,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// showq -> postqueue: the queue, one message per frame, then `End`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShowqReply {
