@@ -64,7 +64,12 @@ fn main() {
                 };
                 let st = match settings.get(cfg, Settings::new) {
                     Ok(st) => st,
-                    Err(e) => return warn!("configuration: {e}"),
+                    Err(e) => {
+                        warn!("configuration: {e}");
+                        let reason = format!("configuration: {e}");
+                        let _ = ch.send(&BounceReply::Failed { reason }).await;
+                        return;
+                    }
                 };
                 let reply = match notify(&st, &req).await {
                     Ok(notice_id) => BounceReply::Sent { notice_id },

@@ -79,8 +79,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             .iter()
             .map(|&i| {
                 let r = &msg.env.recipients[i];
-                // The log holds every attempt's reason, oldest first.
-                let last = reasons.iter().rev().find(|s| s.recipient == r.address);
+                // The log keeps each recipient's last reason.
+                let last = reasons.iter().find(|s| s.recipient == r.address);
                 Status {
                     recipient: r.address.clone(),
                     original: r.original.clone(),

@@ -329,11 +329,12 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         // mail (logged here, as sent): no agent involved.
         if route::is_builtin(&route.transport) {
             let discard = route.transport == "discard";
+            let status = route::builtin_status(&route.transport, &route.nexthop);
             let statuses = req
                 .recipients
                 .iter()
                 .map(|r| {
-                    let mut o = route::builtin_status(&route.transport, &route.nexthop);
+                    let mut o = status.clone();
                     if discard {
                         if o.reason.is_empty() {
                             // No text: the recipient's domain, as Postfix says.

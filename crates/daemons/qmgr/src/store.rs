@@ -145,12 +145,15 @@ impl Store for Files {
         }
         // qmgr keeps many messages and needs no descriptor for them.
         qf.close();
+        // The file is kept only to be trimmed at removal: its envelope
+        // moves to the scheduler rather than being held twice.
+        qf.attrs.clear();
         let envelope = Envelope {
-            sender: qf.sender.clone(),
+            sender: std::mem::take(&mut qf.sender),
             arrival: qf.arrival,
             size: qf.content_len,
-            recipients: qf.recipients.clone(),
-            postfix_only: qf.postfix_only.clone(),
+            recipients: std::mem::take(&mut qf.recipients),
+            postfix_only: qf.postfix_only.take(),
         };
         self.open
             .lock()

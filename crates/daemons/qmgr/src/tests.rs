@@ -149,9 +149,13 @@ impl Store for Memory {
         records: &[Status],
         _sync: bool,
     ) -> std::io::Result<()> {
+        // As statuslog reads a log back: each recipient's last record.
         let mut rec = self.rec();
         let entry = rec.logs.entry((id.into(), log_name(log))).or_default();
-        entry.extend_from_slice(records);
+        for r in records {
+            entry.retain(|old| old.recipient != r.recipient);
+            entry.push(r.clone());
+        }
         Ok(())
     }
 

@@ -478,7 +478,8 @@ impl Config {
                 continue;
             };
             match p.kind {
-                Kind::Int => self.int(name).map(drop)?,
+                // Every whole-number parameter is a count, size or limit.
+                Kind::Int => self.count::<u64>(name).map(drop)?,
                 Kind::Bool => self.bool(name).map(drop)?,
                 Kind::Time(_) => self.time(name).map(drop)?,
                 Kind::Str => self.get(name).map(drop)?,
@@ -819,6 +820,9 @@ mod tests {
                 c.main_cf().display()
             )
         );
+        // So a configuration with one is refused whole (postfix check,
+        // start, reload), never half-applied by the daemons that read it.
+        assert!(c.validate().unwrap_err().to_string().contains("must not be negative"));
     }
 
     #[test]

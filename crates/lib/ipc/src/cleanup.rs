@@ -115,6 +115,7 @@ impl Cleanup {
                 pool: self,
                 ch,
                 queue_id,
+                broken: false,
             }),
             CleanupReply::Failed { reason, .. } => {
                 self.give_back(ch);
@@ -168,6 +169,8 @@ pub struct Message<'a> {
     pool: &'a Cleanup,
     ch: Conn,
     queue_id: String,
+    /// A write failed: the connection is out of step and never reused.
+    broken: bool,
 }
 
 impl Message<'_> {
@@ -179,9 +182,9 @@ impl Message<'_> {
     /// Sends content now, in pieces of at most [`CHUNK`] bytes.
     pub async fn write(&mut self, content: &[u8]) -> Result<(), Error> {
         for piece in content.chunks(CHUNK) {
-            self.ch
-                .send(&CleanupRequest::Content(piece.to_vec()))
-                .await?;
+            let sent = self.ch.send(&CleanupRequest::Content(piece.to_vec())).await;
+            self.broken |= sent.is_err();
+            sent?;
         }
         Ok(())
     }
@@ -190,7 +193,9 @@ impl Message<'_> {
     /// with End, in one write.
     pub fn write_later(&mut self, content: &[u8]) -> Result<(), Error> {
         for piece in content.chunks(CHUNK) {
-            self.ch.queue(&CleanupRequest::Content(piece.to_vec()))?;
+            let queued = self.ch.queue(&CleanupRequest::Content(piece.to_vec()));
+            self.broken |= queued.is_err();
+            queued?;
         }
         Ok(())
     }
@@ -204,9 +209,11 @@ impl Message<'_> {
         Ok(reply)
     }
 
-    /// Drops the message; the connection is kept when cleanup answers.
+    /// Drops the message; the connection is kept when it is in step and
+    /// cleanup answers.
     pub async fn abort(mut self) {
-        if self.ch.send(&CleanupRequest::Abort).await.is_ok()
+        if !self.broken
+            && self.ch.send(&CleanupRequest::Abort).await.is_ok()
             && self.ch.recv::<CleanupReply>().await.is_ok()
         {
             self.pool.give_back(self.ch);
