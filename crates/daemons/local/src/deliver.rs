@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::{DeliveryRequest, Origin};
-use pfx_maillog::delivery::{Class, Outcome, Times};
+use pfx_maillog::delivery::{Class, Outcome};
 use pfx_maps::passwd::{Passwd, User};
 use pfx_maps::MapList;
 use pfx_queue::file::QueueFile;
@@ -85,10 +85,6 @@ fn defer(reason: impl Into<String>) -> Outcome {
     Outcome::failed(true, "4.3.0", "local", reason)
 }
 
-fn micros(us: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(us)
-}
-
 /// Each final delivery of one recipient, with its outcome.
 type Leaves = Vec<(String, Outcome)>;
 /// Per recipient: outcome and leaves; per recipient: remote targets; the queue file.
@@ -161,13 +157,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         // One line per final delivery, with the address it was sent to as orig_to.
         let orig = r.original.clone().unwrap_or_else(|| r.address.clone());
         for (to, v) in &leaves {
-            let t = Times {
-                arrival: micros(req.arrival_us),
-                activated: micros(req.activated_us),
-                agent_start: start,
-                connected: start,
-                done: SystemTime::now(),
-            };
+            let t = req.times(start, start);
             info!("{}: {}", req.queue_id, v.line(to, Some(&orig), t));
         }
         let mut res = res;

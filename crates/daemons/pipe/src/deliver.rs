@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
-use pfx_maillog::delivery::{Class, Outcome, Times};
+use pfx_maillog::delivery::{Class, Outcome};
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -555,10 +555,6 @@ async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, S
     }
 }
 
-fn micros(us: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(us)
-}
-
 /// Delivers one request and logs each recipient's outcome.
 pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
@@ -567,13 +563,7 @@ pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<Ou
         Ok(qf) => deliver(agent, &qf, req).await,
     };
     outcome.relay.clone_from(&agent.service);
-    let t = Times {
-        arrival: micros(req.arrival_us),
-        activated: micros(req.activated_us),
-        agent_start: start,
-        connected: start,
-        done: SystemTime::now(),
-    };
+    let t = req.times(start, start);
     req.recipients
         .iter()
         .map(|r| {

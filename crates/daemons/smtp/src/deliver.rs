@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
-use pfx_maillog::delivery::{Outcome, Times};
+use pfx_maillog::delivery::Outcome;
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use pfx_smtp_proto::encode::DataEncoder;
@@ -121,10 +121,6 @@ fn broken(target: &Target, b: &Broken, stage: &str) -> Outcome {
     failed(true, "4.4.2", reason)
 }
 
-fn micros(us: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(us)
-}
-
 /// Delivers a request and logs each recipient's outcome.
 pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
@@ -145,13 +141,7 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Outcome
         };
     let mut statuses = Vec::with_capacity(n);
     for (r, v) in req.recipients.iter().zip(verdicts) {
-        let times = Times {
-            arrival: micros(req.arrival_us),
-            activated: micros(req.activated_us),
-            agent_start: start,
-            connected,
-            done: SystemTime::now(),
-        };
+        let times = req.times(start, connected);
         let mut o = v;
         o.relay.clone_from(&relay);
         info!(

@@ -822,7 +822,11 @@ mod tests {
         );
         // So a configuration with one is refused whole (postfix check,
         // start, reload), never half-applied by the daemons that read it.
-        assert!(c.validate().unwrap_err().to_string().contains("must not be negative"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("must not be negative"));
     }
 
     #[test]

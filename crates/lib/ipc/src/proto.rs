@@ -3,8 +3,9 @@
 //! travel as [`crate::Channel`] frames after the handshake.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pfx_maillog::delivery::Outcome;
+use pfx_maillog::delivery::{Outcome, Times};
 use pfx_queue::QueueName;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +141,21 @@ pub struct DeliveryRequest {
     /// Microseconds since the epoch: arrival, and when qmgr took the message.
     pub arrival_us: u64,
     pub activated_us: u64,
+}
+
+impl DeliveryRequest {
+    /// The points in the delivery's life for its log line: arrival and
+    /// activation from qmgr, the agent's start and connection, done now.
+    pub fn times(&self, agent_start: SystemTime, connected: SystemTime) -> Times {
+        let at = |us| UNIX_EPOCH + Duration::from_micros(us);
+        Times {
+            arrival: at(self.arrival_us),
+            activated: at(self.activated_us),
+            agent_start,
+            connected,
+            done: SystemTime::now(),
+        }
+    }
 }
 
 /// delivery agent -> qmgr: one outcome per recipient, in request order.
