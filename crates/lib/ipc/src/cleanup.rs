@@ -220,3 +220,123 @@ impl Message<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A cleanup that refuses senders named `refuse@`, and counts the
+    /// connections it got. `drop_after`: close each connection after that
+    /// many finished messages (a restarted cleanup).
+    fn cleanup(path: &Path, drop_after: usize) -> Arc<AtomicUsize> {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut ch = Channel::new(s);
+                    ch.handshake(conversation::CLEANUP).await.unwrap();
+                    let mut done = 0;
+                    while let Ok(Some(req)) = ch.recv::<CleanupRequest>().await {
+                        let reply = match req {
+                            CleanupRequest::Begin { sender, .. }
+                                if sender.starts_with("refuse@") =>
+                            {
+                                CleanupReply::Failed {
+                                    temporary: true,
+                                    reason: "queue file write error".into(),
+                                }
+                            }
+                            CleanupRequest::Begin { .. } => CleanupReply::Started {
+                                queue_id: format!("C{n}"),
+                            },
+                            CleanupRequest::Content(_) => continue,
+                            CleanupRequest::End => CleanupReply::Committed {
+                                queue_id: format!("C{n}"),
+                            },
+                            CleanupRequest::Abort => CleanupReply::Failed {
+                                temporary: true,
+                                reason: "aborted".into(),
+                            },
+                        };
+                        let finished = !matches!(reply, CleanupReply::Started { .. });
+                        ch.send(&reply).await.unwrap();
+                        done += usize::from(finished);
+                        if done == drop_after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        conns
+    }
+
+    fn envelope(sender: &str) -> Envelope {
+        Envelope {
+            sender: sender.into(),
+            recipients: vec![("u@example.com".into(), None)],
+            attrs: Vec::new(),
+            origin: Origin::Smtp,
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_only_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cleanup");
+        let conns = cleanup(&path, usize::MAX);
+        let pool = Cleanup::at(path);
+        let content = || std::iter::once(Ok(b"Subject: x\n\nx\n".to_vec()));
+        assert_eq!(
+            pool.submit(envelope("a@x"), content(), |_| {})
+                .await
+                .unwrap(),
+            "C1"
+        );
+        // A refusal leaves the connection in step: the next message uses it.
+        let refused = pool.submit(envelope("refuse@x"), content(), |_| {}).await;
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "cleanup: queue file write error"
+        );
+        let mut msg = pool.begin(envelope("b@x")).await.unwrap();
+        msg.write(b"partial").await.unwrap();
+        msg.abort().await;
+        assert_eq!(
+            pool.submit(envelope("c@x"), content(), |_| {})
+                .await
+                .unwrap(),
+            "C1"
+        );
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        // Two messages at once need two connections; both are kept.
+        let (m1, m2) = (
+            pool.begin(envelope("d@x")).await.unwrap(),
+            pool.begin(envelope("e@x")).await.unwrap(),
+        );
+        assert_eq!((m1.queue_id(), m2.queue_id()), ("C1", "C2"));
+        m1.end().await.unwrap();
+        m2.end().await.unwrap();
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_cleanup_closed_is_replaced_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cleanup");
+        // cleanup goes away after each message, as after a restart.
+        let conns = cleanup(&path, 1);
+        let pool = Cleanup::at(path);
+        for n in 1..=3 {
+            let content = std::iter::once(Ok(b"x\n".to_vec()));
+            let id = pool.submit(envelope("a@x"), content, |_| {}).await.unwrap();
+            assert_eq!(id, format!("C{n}"));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+}
