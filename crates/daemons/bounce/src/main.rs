@@ -65,8 +65,8 @@ fn main() {
                 let st = match settings.get(cfg, Settings::new) {
                     Ok(st) => st,
                     Err(e) => {
-                        warn!("configuration: {e}");
                         let reason = format!("configuration: {e}");
+                        warn!("{reason}");
                         let _ = ch.send(&BounceReply::Failed { reason }).await;
                         return;
                     }

@@ -176,6 +176,10 @@ pub(crate) fn recipient(
         (Stage::Recipient, Stage::Relay)
     };
     for stage in [Stage::Client, Stage::Helo, Stage::Sender, first, second] {
+        // Most stages have no list: no reply text is built for them.
+        if st.restrictions.list(stage).is_empty() {
+            continue;
+        }
         let target = Target {
             shown: shown(stage, facts, addr),
             resolved: Some(&resolved),
