@@ -137,10 +137,9 @@ impl Client {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider.clone())));
             let mut config = match &identity {
-                Some(i) => builder.with_client_auth_cert(
-                    i.key.cert.clone(),
-                    rustls::pki_types::PrivateKeyDer::from(i.key_der.clone_key()),
-                )?,
+                Some(i) => {
+                    builder.with_client_auth_cert(i.key.cert.clone(), i.key_der.clone_key())?
+                }
                 None => builder.with_no_client_auth(),
             };
             // smtp_tls_servername is empty by default: Postfix sends no SNI.
