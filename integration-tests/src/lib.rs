@@ -8,6 +8,7 @@
 //! directory: run `cargo build --workspace --bins` first (scripts/test does).
 
 pub mod debian;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

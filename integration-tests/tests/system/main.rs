@@ -15,3 +15,4 @@ mod privileges;
 mod queueinterop;
 mod queuetools;
 mod relay;
+mod tls;

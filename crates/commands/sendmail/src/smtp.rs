@@ -104,7 +104,11 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
             Ok(Command::Proxy { verb, arguments }) => {
                 pfx_smtp_proto::proxy_reply(verb, arguments, sender.is_some())
             }
-            Ok(Command::NotOffered { reply, .. }) => reply,
+            // Postfix's replies where neither TLS nor SASL is configured.
+            Ok(Command::StartTls { .. }) => {
+                Reply::new(502, "5.5.1", "Error: command not implemented")
+            }
+            Ok(Command::Auth(_)) => Reply::new(503, "5.5.1", "Error: authentication not enabled"),
             // Not offered here: ETRN is for clients of the SMTP port.
             Ok(Command::Unknown(_) | Command::Etrn(_)) => {
                 Reply::new(500, "5.5.2", "Error: command not recognized")

@@ -16,12 +16,15 @@ use crate::settings::Settings;
 use crate::stages::Stage;
 
 /// What the session knows when a stage is judged.
+#[derive(Clone, Copy)]
 pub(crate) struct Facts<'a> {
     pub(crate) client_ip: IpAddr,
     /// `name[address]`.
     pub(crate) client: &'a str,
     pub(crate) helo: Option<&'a str>,
     pub(crate) sender: Option<&'a str>,
+    /// The SASL login name, once AUTH succeeded.
+    pub(crate) login: Option<&'a str>,
 }
 
 /// The outcome of one restriction list.
@@ -56,14 +59,24 @@ struct Target<'a> {
     resolved: Option<&'a pfx_address::Resolved>,
 }
 
-fn evaluate(st: &Settings, stage: Stage, client: IpAddr, t: &Target<'_>) -> Verdict {
+fn evaluate(st: &Settings, stage: Stage, facts: &Facts<'_>, t: &Target<'_>) -> Verdict {
+    let client = facts.client_ip;
     let (shown, class) = (&t.shown, stage.class());
     let authorized = t.resolved.map(|r| st.authorized_destination(r));
     let enhanced = |code: u16| if code < 500 { "4.7.1" } else { "5.7.1" };
     for item in st.restrictions.list(stage) {
         let v = match item {
             Restriction::PermitMynetworks if st.mynetworks.contains(client) => Verdict::Permit,
+            Restriction::PermitSaslAuthenticated if facts.login.is_some() => Verdict::Permit,
             Restriction::PermitMynetworks | Restriction::PermitSaslAuthenticated => Verdict::Dunno,
+            Restriction::RejectSenderLoginMismatch
+            | Restriction::RejectAuthenticatedSenderLoginMismatch
+            | Restriction::RejectUnauthenticatedSenderLoginMismatch => {
+                match login_mismatch(st, *item, facts) {
+                    Some(r) => Verdict::Reject(r),
+                    None => Verdict::Dunno,
+                }
+            }
             Restriction::PermitAuthDestination if authorized == Some(true) => Verdict::Permit,
             Restriction::RejectUnauthDestination if authorized == Some(false) => {
                 let code = st.relay_domains_reject_code;
@@ -104,6 +117,61 @@ fn evaluate(st: &Settings, stage: Stage, client: IpAddr, t: &Target<'_>) -> Verd
         }
     }
     Verdict::Dunno
+}
+
+/// Postfix's sender login checks: `smtpd_sender_login_maps` names the
+/// login names that own an address (looked up as the address, then
+/// `@domain`); a logged-in client must own the sender it uses, and an
+/// owned address may not be used without logging in.
+fn login_mismatch(st: &Settings, kind: Restriction, facts: &Facts<'_>) -> Option<Reply> {
+    let sender = facts.sender.filter(|s| !s.is_empty())?;
+    let (check_authenticated, check_anonymous) = match kind {
+        Restriction::RejectAuthenticatedSenderLoginMismatch => (true, false),
+        Restriction::RejectUnauthenticatedSenderLoginMismatch => (false, true),
+        _ => (true, true),
+    };
+    let domain = sender.rsplit_once('@').map(|(_, d)| d);
+    let lookup = |key: &str| st.sender_login.lookup(&key.to_ascii_lowercase());
+    let owners = match lookup(sender) {
+        Ok(None) => match domain {
+            Some(d) => lookup(&format!("@{d}")),
+            None => Ok(None),
+        },
+        other => other,
+    };
+    let owners = match owners {
+        Ok(o) => o,
+        Err(e) => {
+            warn!("smtpd_sender_login_maps: {e}");
+            return Some(Reply::new(
+                451,
+                "4.3.0",
+                format!("<{sender}>: Sender address rejected: Temporary lookup failure"),
+            ));
+        }
+    };
+    match (facts.login, owners) {
+        (Some(user), owners) if check_authenticated => {
+            let owned = owners.is_some_and(|o| {
+                pfx_config::value::split_list(&o)
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(user))
+            });
+            (!owned).then(|| {
+                Reply::new(
+                    553,
+                    "5.7.1",
+                    format!("<{sender}>: Sender address rejected: not owned by user {user}"),
+                )
+            })
+        }
+        (None, Some(_)) if check_anonymous => Some(Reply::new(
+            553,
+            "5.7.1",
+            format!("<{sender}>: Sender address rejected: not logged in"),
+        )),
+        _ => None,
+    }
 }
 
 /// `smtpd_reject_unlisted_recipient`: a local address must be in
@@ -184,9 +252,12 @@ pub(crate) fn recipient(
             shown: shown(stage, facts, addr),
             resolved: Some(&resolved),
         };
-        if let Verdict::Reject(r) = evaluate(st, stage, facts.client_ip, &target) {
+        if let Verdict::Reject(r) = evaluate(st, stage, facts, &target) {
             return Err(r);
         }
+    }
+    if !st.reject_unlisted_recipient {
+        return Ok(resolved);
     }
     match unknown_local(st, &resolved, &display(addr)) {
         Some(r) => Err(r),
@@ -195,7 +266,7 @@ pub(crate) fn recipient(
 }
 
 /// DATA (`<DATA>`) or the end of the message (`<END-OF-MESSAGE>`).
-pub(crate) fn content(st: &Settings, stage: Stage, client: IpAddr) -> Result<(), Reply> {
+pub(crate) fn content(st: &Settings, stage: Stage, facts: &Facts<'_>) -> Result<(), Reply> {
     let shown = if stage == Stage::Data {
         "DATA"
     } else {
@@ -205,19 +276,19 @@ pub(crate) fn content(st: &Settings, stage: Stage, client: IpAddr) -> Result<(),
         shown: shown.to_owned(),
         resolved: None,
     };
-    match evaluate(st, stage, client, &target) {
+    match evaluate(st, stage, facts, &target) {
         Verdict::Reject(r) => Err(r),
         Verdict::Permit | Verdict::Dunno => Ok(()),
     }
 }
 
 /// ETRN: `smtpd_etrn_restrictions` (empty: every client may ask).
-pub(crate) fn etrn(st: &Settings, client: IpAddr, domain: &str) -> Result<(), Reply> {
+pub(crate) fn etrn(st: &Settings, facts: &Facts<'_>, domain: &str) -> Result<(), Reply> {
     let target = Target {
         shown: domain.to_owned(),
         resolved: None,
     };
-    match evaluate(st, Stage::Etrn, client, &target) {
+    match evaluate(st, Stage::Etrn, facts, &target) {
         Verdict::Reject(r) => Err(r),
         Verdict::Permit | Verdict::Dunno => Ok(()),
     }

@@ -6,12 +6,14 @@
 //! queue file durable. Replies and log lines are Postfix's.
 
 mod check;
+mod sasl;
 mod session;
 mod settings;
 mod stages;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

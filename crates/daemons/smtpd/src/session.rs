@@ -16,13 +16,16 @@ use pfx_smtp_proto::{
     command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address,
     Command, Reply,
 };
+use pfx_tls::{Io, Negotiated};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::check::{self, Facts};
+use crate::sasl::Step;
 use crate::settings::{BareNewline, Settings};
 use crate::stages::Stage;
 use crate::stats::Stats;
+use crate::tls::Level;
 use crate::Shared;
 
 /// A command line longer than this is refused (Postfix's line_length_limit).
@@ -30,6 +33,12 @@ const MAX_LINE: usize = 2048;
 /// The commands `smtpd_junk_command_limit` counts (Postfix's HELO, EHLO,
 /// NOOP, RSET, VRFY and ETRN).
 const JUNK_VERBS: [&str; 6] = ["helo", "ehlo", "rset", "noop", "vrfy", "etrn"];
+/// The commands a client may give before STARTTLS where TLS is required
+/// (Postfix's pre-TLS commands); the rest get `530 5.7.0`. An unknown
+/// command keeps its `500`.
+const PRE_TLS_VERBS: [&str; 7] = [
+    "helo", "ehlo", "xclient", "starttls", "noop", "quit", "unknown",
+];
 /// Why a session ends early.
 enum End {
     /// The client went away (or the connection broke).
@@ -41,7 +50,16 @@ enum End {
 
 struct Session<S> {
     st: Arc<Settings>,
-    io: S,
+    io: Io<S>,
+    /// What the TLS handshake agreed on, once the session is encrypted.
+    tls: Option<Negotiated>,
+    /// The SASL mechanism and login name, once AUTH succeeded.
+    login: Option<(String, String)>,
+    /// The mechanisms the last EHLO reply offered.
+    mechs: Vec<String>,
+    /// MAIL FROM's `AUTH=` (RFC 4954), when SASL is on.
+    sasl_sender: Option<String>,
+    local_ip: Option<IpAddr>,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     peer: SocketAddr,
@@ -103,7 +121,12 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let timeout = st.timeout;
     let mut s = Session {
         st,
-        io,
+        io: Io::Plain(io),
+        tls: None,
+        login: None,
+        mechs: Vec::new(),
+        sasl_sender: None,
+        local_ip,
         inbuf: Vec::with_capacity(8192),
         outbuf: Vec::with_capacity(1024),
         peer,
@@ -140,6 +163,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             s.client
         );
         s.reply_now(&r).await;
+    } else if s.st.tls.wrapper && !s.start_tls().await {
+        // SMTPS: no banner until the handshake is done; a failed one is logged.
     } else {
         let banner = Reply::plain(220, s.st.banner.clone());
         s.reply(&banner);
@@ -282,8 +307,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(l) => l,
                 Err(e) => return e,
             };
-            let (verb, reply) = match parse_command(&line) {
+            let parsed = parse_command(&line);
+            if let Some(r) = self.must_start_tls(&parsed) {
+                self.last_verb = parsed.as_ref().map_or("unknown", Command::verb);
+                self.count(self.last_verb, false);
+                self.pace().await;
+                self.errors += 1;
+                self.reply(&r);
+                continue;
+            }
+            let (verb, reply) = match parsed {
                 Err(e) => (e.verb, e.reply),
+                Ok(Command::StartTls { arguments }) => {
+                    self.last_verb = "starttls";
+                    match self.starttls(arguments).await {
+                        Ok(Some(r)) => ("starttls", r),
+                        // Encrypted now; answered and counted.
+                        Ok(None) => continue,
+                        Err(e) => return e,
+                    }
+                }
+                Ok(Command::Auth(arg)) => {
+                    self.last_verb = "auth";
+                    match self.auth(&arg).await {
+                        Ok(r) => ("auth", r),
+                        Err(e) => return e,
+                    }
+                }
+                Ok(Command::Ehlo(name)) => {
+                    self.last_verb = "ehlo";
+                    self.mechs = self.offered_mechanisms().await;
+                    ("ehlo", self.command(Command::Ehlo(name)))
+                }
                 Ok(Command::Data { arguments }) => {
                     self.last_verb = "data";
                     match self.data(arguments).await {
@@ -344,8 +399,282 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// What the restrictions are judged on.
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            client_ip: self.peer.ip(),
+            client: &self.client,
+            helo: self.helo.as_deref(),
+            sender: self.sender.as_deref(),
+            login: self.login.as_ref().map(|(_, user)| user.as_str()),
+        }
+    }
+
+    /// Whether a handshake can be offered: a server was set up.
+    fn tls_usable(&self) -> bool {
+        match self.st.tls.level {
+            // Postfix: "TLS won't be enabled" when `may` has no usable certificate.
+            Level::May => self.st.tls.server.is_ok(),
+            Level::Encrypt => true,
+            Level::None => false,
+        }
+    }
+
+    /// `smtpd_tls_security_level = encrypt`: `530 5.7.0` for a command
+    /// other than the few allowed before STARTTLS.
+    fn must_start_tls(
+        &self,
+        parsed: &Result<Command, pfx_smtp_proto::command::CommandError>,
+    ) -> Option<Reply> {
+        if self.st.tls.level != Level::Encrypt || self.io.is_tls() {
+            return None;
+        }
+        let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);
+        if PRE_TLS_VERBS.contains(&verb) || matches!(parsed, Ok(Command::NonSmtp(_))) {
+            return None;
+        }
+        Some(Reply::new(
+            530,
+            "5.7.0",
+            "Must issue a STARTTLS command first",
+        ))
+    }
+
+    /// The handshake, on the plain stream: after `220 Ready to start TLS`,
+    /// or before the banner on a wrapper-mode port. False when it failed
+    /// (logged; the session is over).
+    async fn start_tls(&mut self) -> bool {
+        let Ok(server) = self.st.tls.server.clone() else {
+            return false;
+        };
+        let Some(plain) = self.io.take_plain() else {
+            return false;
+        };
+        let handshake = tokio::time::timeout(self.st.starttls_timeout, server.accept(plain));
+        match handshake.await {
+            Ok(Ok((stream, negotiated))) => {
+                self.io = Io::Tls(Box::new(stream.into()));
+                if self.st.tls.loglevel >= 1 {
+                    let kind = if negotiated.peer_fingerprint.is_some() {
+                        "Untrusted"
+                    } else {
+                        "Anonymous"
+                    };
+                    info!(
+                        "{kind} TLS connection established from {}: {}",
+                        self.client,
+                        negotiated.summary()
+                    );
+                }
+                self.tls = Some(negotiated);
+                true
+            }
+            Ok(Err(e)) => {
+                warn!("TLS handshake failed for {}: {e}", self.client);
+                info!("SSL_accept error from {}: -1", self.client);
+                info!(
+                    "lost connection after {} from {}",
+                    self.last_verb.to_ascii_uppercase(),
+                    self.client
+                );
+                false
+            }
+            Err(_) => {
+                info!("SSL_accept error from {}: timed out", self.client);
+                info!(
+                    "timeout after {} from {}",
+                    self.last_verb.to_ascii_uppercase(),
+                    self.client
+                );
+                false
+            }
+        }
+    }
+
+    /// The mechanisms to offer this session now: none without SASL, before
+    /// TLS with `smtpd_tls_auth_only`, or to `smtpd_sasl_exceptions_networks`.
+    async fn offered_mechanisms(&self) -> Vec<String> {
+        let Some(sasl) = &self.st.sasl else {
+            return Vec::new();
+        };
+        if (self.st.tls.auth_only() && !self.io.is_tls())
+            || sasl.exceptions.contains(self.peer.ip())
+        {
+            return Vec::new();
+        }
+        match sasl.dovecot.mechanisms().await {
+            Ok(m) => sasl.usable(&m, self.io.is_tls()),
+            Err(e) => {
+                warn!("SASL: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// AUTH (RFC 4954), answered by Dovecot; the client's lines go there
+    /// as they came and none is logged.
+    async fn auth(&mut self, arg: &str) -> Result<Reply, End> {
+        let st = self.st.clone();
+        if st.helo_required && self.helo.is_none() {
+            return Ok(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        let not_enabled = || Reply::new(503, "5.5.1", "Error: authentication not enabled");
+        let Some(sasl) = &st.sasl else {
+            return Ok(not_enabled());
+        };
+        if (st.tls.auth_only() && !self.io.is_tls()) || sasl.exceptions.contains(self.peer.ip()) {
+            return Ok(not_enabled());
+        }
+        if self.sender.is_some() {
+            return Ok(Reply::new(
+                503,
+                "5.5.1",
+                "Error: MAIL transaction in progress",
+            ));
+        }
+        if self.login.is_some() {
+            return Ok(Reply::new(503, "5.5.1", "Error: already authenticated"));
+        }
+        let mut words = arg.split_ascii_whitespace();
+        let (Some(asked), initial, None) = (words.next(), words.next(), words.next()) else {
+            return Ok(Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"));
+        };
+        if self.mechs.is_empty() {
+            // AUTH after HELO: the mechanisms were never listed.
+            self.mechs = self.offered_mechanisms().await;
+        }
+        let failed = |client: &str, mech: &str, reason: &str, user: Option<&str>| {
+            warn!(
+                "{client}: SASL {mech} authentication failed: {reason}, sasl_username={}",
+                user.unwrap_or("(unavailable)")
+            );
+            Reply::new(
+                535,
+                "5.7.8",
+                format!("Error: authentication failed: {reason}"),
+            )
+        };
+        let Some(mech) = self
+            .mechs
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(asked))
+            .cloned()
+        else {
+            // As Dovecot answers Postfix for a mechanism it does not offer.
+            return Ok(failed(
+                &self.client,
+                asked,
+                "Invalid authentication mechanism",
+                None,
+            ));
+        };
+        // RFC 4954's "=" (an empty initial response) goes to Dovecot as it
+        // came, as Postfix sends it.
+        let client = crate::sasl::Client {
+            service: sasl.service.clone(),
+            local_ip: self.local_ip,
+            remote_ip: self.peer.ip(),
+            secured: self.io.is_tls(),
+        };
+        let temporary = |why: &str| {
+            Reply::new(
+                454,
+                "4.7.0",
+                format!("Temporary authentication failure: {why}"),
+            )
+        };
+        let (mut exchange, mut step) = match sasl.dovecot.start(&mech, initial, &client).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("SASL: {e}");
+                return Ok(temporary("Connection lost to authentication server"));
+            }
+        };
+        loop {
+            match step {
+                Step::Continue(challenge) => {
+                    self.reply(&Reply::plain(334, challenge));
+                    let line = self.line().await?;
+                    if line.len() > sasl.response_limit {
+                        return Ok(Reply::new(500, "5.5.6", "SASL response limit exceeded"));
+                    }
+                    if line == b"*" {
+                        warn!("{}: SASL {mech} authentication aborted", self.client);
+                        return Ok(Reply::new(501, "5.7.0", "Authentication aborted"));
+                    }
+                    let Ok(response) = String::from_utf8(line) else {
+                        return Ok(Reply::new(
+                            501,
+                            "5.5.2",
+                            "Invalid base64 data in continued response",
+                        ));
+                    };
+                    step = match exchange.respond(response.trim()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!("SASL: {e}");
+                            return Ok(temporary("Connection lost to authentication server"));
+                        }
+                    };
+                }
+                Step::Success { user } => {
+                    self.login = Some((mech, user));
+                    return Ok(Reply::new(235, "2.7.0", "Authentication successful"));
+                }
+                Step::Failure { reason, user } => {
+                    let reason = reason.unwrap_or_else(|| "(reason unavailable)".into());
+                    return Ok(failed(&self.client, &mech, &reason, user.as_deref()));
+                }
+            }
+        }
+    }
+
+    /// STARTTLS (RFC 3207).
+    async fn starttls(&mut self, arguments: bool) -> Result<Option<Reply>, End> {
+        if arguments {
+            return Ok(Some(Reply::new(501, "5.5.4", "Syntax: STARTTLS")));
+        }
+        if self.io.is_tls() {
+            return Ok(Some(Reply::new(554, "5.5.1", "Error: TLS already active")));
+        }
+        if !self.st.tls.offered() || !self.tls_usable() {
+            return Ok(Some(Reply::new(
+                502,
+                "5.5.1",
+                "Error: command not implemented",
+            )));
+        }
+        if self.st.tls.server.is_err() {
+            return Ok(Some(Reply::new(
+                454,
+                "4.7.0",
+                "TLS not available due to local problem",
+            )));
+        }
+        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        if !self.flush().await {
+            return Err(End::Lost);
+        }
+        // CVE-2011-0411: what the client sent after STARTTLS in plain text
+        // must not be taken as said inside TLS.
+        self.inbuf.clear();
+        let ok = self.start_tls().await;
+        self.count("starttls", ok);
+        if !ok {
+            return Err(End::Done);
+        }
+        // RFC 3207 4.2: everything learned before the handshake is forgotten.
+        self.reset();
+        self.helo = None;
+        self.esmtp = false;
+        self.login = None;
+        self.mechs.clear();
+        Ok(None)
+    }
+
     fn reset(&mut self) {
         self.sender = None;
+        self.sasl_sender = None;
         self.body_8bit = false;
         self.recipients.clear();
     }
@@ -371,7 +700,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if !st.disable_vrfy {
                     lines.push("VRFY".into());
                 }
-                lines.extend(["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME"].map(String::from));
+                lines.push("ETRN".into());
+                if st.tls.offered() && !self.io.is_tls() && self.tls_usable() {
+                    lines.push("STARTTLS".into());
+                }
+                if !self.mechs.is_empty() {
+                    let names = self.mechs.join(" ");
+                    lines.push(format!("AUTH {names}"));
+                    if st.sasl.as_ref().is_some_and(|s| s.broken_clients) {
+                        lines.push(format!("AUTH={names}"));
+                    }
+                }
+                lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME"].map(String::from));
                 if st.smtputf8 {
                     lines.push("SMTPUTF8".into());
                 }
@@ -403,9 +743,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Proxy { verb, arguments } => {
                 proxy_reply(verb, arguments, self.sender.is_some())
             }
-            Command::NotOffered { reply, .. } => reply,
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
-            Command::Data { .. } | Command::Etrn(_) | Command::Quit | Command::NonSmtp(_) => {
+            Command::Data { .. }
+            | Command::Etrn(_)
+            | Command::Quit
+            | Command::NonSmtp(_)
+            | Command::StartTls { .. }
+            | Command::Auth(_) => {
                 unreachable!("handled by serve")
             }
         }
@@ -419,6 +763,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Reply::new(503, "5.5.1", "Error: nested MAIL command");
         }
         let mut body_8bit = false;
+        let mut sasl_sender = None;
         for p in params {
             match (p.key.to_ascii_uppercase().as_str(), p.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
@@ -432,6 +777,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
                 ("SMTPUTF8", None) if self.st.smtputf8 => {}
                 // RFC 4954's AUTH=: Postfix ignores it when SASL is off.
+                ("AUTH", Some(v)) if self.st.sasl.is_some() => {
+                    if sasl_sender.is_some() {
+                        return Reply::new(503, "5.5.4", "Error: multiple AUTH= options");
+                    }
+                    sasl_sender = Some(v.to_owned());
+                }
                 ("AUTH", Some(_)) => {}
                 _ => {
                     return Reply::new(
@@ -444,6 +795,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.sender = Some(check::display(&addr));
         self.body_8bit = body_8bit;
+        self.sasl_sender = sasl_sender.filter(|s| s != "<>");
         Reply::new(250, "2.1.0", "Ok")
     }
 
@@ -461,13 +813,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.recipients.len() >= self.st.recipient_limit {
             return Reply::new(452, "4.5.3", "Error: too many recipients");
         }
-        let facts = Facts {
-            client_ip: self.peer.ip(),
-            client: &self.client,
-            helo: self.helo.as_deref(),
-            sender: self.sender.as_deref(),
-        };
-        match check::recipient(&self.st, &facts, &addr) {
+        match check::recipient(&self.st, &self.facts(), &addr) {
             Ok(resolved) => {
                 self.recipients.push((resolved.address(), addr));
                 Reply::new(250, "2.1.5", "Ok")
@@ -518,7 +864,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(d) => d.to_owned(),
             Err(r) => return r,
         };
-        if let Err(r) = check::etrn(&self.st, self.peer.ip(), &domain) {
+        if let Err(r) = check::etrn(&self.st, &self.facts(), &domain) {
             self.log_reject("ETRN", &r, "");
             return r;
         }
@@ -557,7 +903,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if arguments {
             return Ok(data_syntax());
         }
-        if let Err(r) = check::content(&self.st, Stage::Data, self.peer.ip()) {
+        if let Err(r) = check::content(&self.st, Stage::Data, &self.facts()) {
             self.log_reject_as("NOQUEUE", "DATA", &r, last_recipient(&self.recipients));
             return Ok(r);
         }
@@ -586,7 +932,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         let id = msg.queue_id().to_owned();
-        info!("{id}: client={}", self.client);
+        match &self.login {
+            Some((method, user)) => {
+                let sender_part = match &self.sasl_sender {
+                    Some(s) => format!(", sasl_sender={s}"),
+                    None => String::new(),
+                };
+                info!(
+                    "{id}: client={}, sasl_method={method}, sasl_username={user}{sender_part}",
+                    self.client
+                );
+            }
+            None => info!("{id}: client={}", self.client),
+        }
         let mut out = self.received_header(&id, &recipients);
         let mut decoder = DataDecoder::new();
         let mut size: u64 = 0;
@@ -638,7 +996,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let refused = if too_big || bare_lf_rejected || broken {
             None
         } else {
-            check::content(&st, Stage::EndOfData, self.peer.ip()).err()
+            let facts = Facts {
+                sender: Some(&sender),
+                ..self.facts()
+            };
+            check::content(&st, Stage::EndOfData, &facts).err()
         };
         if let Some(r) = refused {
             self.sender = Some(sender);
@@ -716,6 +1078,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // As Postfix's queue file records it; smtp passes BODY=8BITMIME on.
             attrs.push(("encoding".into(), "8bit".into()));
         }
+        if let Some((method, user)) = &self.login {
+            attrs.push(("sasl_method".into(), method.clone()));
+            attrs.push(("sasl_username".into(), user.clone()));
+            if let Some(s) = &self.sasl_sender {
+                attrs.push(("sasl_sender".into(), s.clone()));
+            }
+        }
         let recipients: Vec<(String, Option<String>)> = recipients
             .iter()
             .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
@@ -731,20 +1100,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Postfix's Received: header.
     fn received_header(&self, id: &str, recipients: &[(String, String)]) -> Vec<u8> {
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
         let for_part = match recipients {
             [(addr, _)] => format!("\n\tfor <{addr}>"),
             _ => String::new(),
         };
-        format!(
-            "Received: from {helo} ({} [{}])\n\tby {} ({}) with {proto} id {id}{for_part}; {}\n",
+        let mut h = format!(
+            "Received: from {helo} ({} [{}])\n",
             self.client_name,
-            self.peer.ip(),
+            self.peer.ip()
+        );
+        if let (Some(tls), true) = (&self.tls, self.st.tls.received_header) {
+            let asked = self.st.tls.server.as_ref().is_ok_and(|s| s.ask_ccert);
+            h.push_str(&tls.received_lines(asked));
+            h.push('\n');
+        }
+        if let (Some((_, user)), Some(true)) = (
+            &self.login,
+            self.st.sasl.as_ref().map(|s| s.authenticated_header),
+        ) {
+            h.push_str(&format!("\t(Authenticated sender: {user})\n"));
+        }
+        h.push_str(&format!(
+            "\tby {} ({}) with {} id {id}{for_part}; {}\n",
             self.st.myhostname,
             self.st.mail_name,
+            self.protocol_name(),
             pfx_sys::time::rfc2822(std::time::SystemTime::now())
-        )
-        .into_bytes()
+        ));
+        h.into_bytes()
+    }
+
+    /// RFC 3848's names: ESMTP, then S when encrypted and A when
+    /// authenticated (ESMTPSA); SMTP after HELO.
+    fn protocol_name(&self) -> String {
+        if !self.esmtp {
+            return "SMTP".into();
+        }
+        let mut p = String::from("ESMTP");
+        if self.tls.is_some() {
+            p.push('S');
+        }
+        if self.login.is_some() {
+            p.push('A');
+        }
+        p
     }
 }
 

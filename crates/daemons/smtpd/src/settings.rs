@@ -9,6 +9,7 @@ use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
 
 use crate::stages::Restrictions;
+use crate::tls::{Sasl, Tls};
 
 /// `smtpd_forbid_bare_newline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +41,15 @@ pub(crate) struct Settings {
     /// Its local part is taken at RCPT whatever local_recipient_maps say.
     pub(crate) double_bounce_sender: String,
     pub(crate) local_recipients: MapList,
+    /// `smtpd_reject_unlisted_recipient`: unknown local recipients are
+    /// refused after the restrictions (`no` on a submission port).
+    pub(crate) reject_unlisted_recipient: bool,
     pub(crate) recipient_delimiter: String,
     pub(crate) message_size_limit: u64,
     pub(crate) recipient_limit: usize,
     pub(crate) timeout: Duration,
+    /// `smtpd_starttls_timeout`: for the TLS handshake.
+    pub(crate) starttls_timeout: Duration,
     pub(crate) helo_required: bool,
     pub(crate) disable_vrfy: bool,
     pub(crate) bare_newline: BareNewline,
@@ -59,6 +65,11 @@ pub(crate) struct Settings {
     pub(crate) queue_dir: std::path::PathBuf,
     /// For the client's name (`smtpd_peername_lookup`); `None`: every client is `unknown`.
     pub(crate) resolver: Option<pfx_dns::Resolver>,
+    pub(crate) tls: Tls,
+    /// SMTP AUTH; `None` when `smtpd_sasl_auth_enable = no`.
+    pub(crate) sasl: Option<Sasl>,
+    /// `smtpd_sender_login_maps`: who may use which sender address.
+    pub(crate) sender_login: MapList,
 }
 
 impl Settings {
@@ -85,7 +96,11 @@ impl Settings {
                 _ => Err(format!("{name}: {c} is not a 4xx or 5xx code").into()),
             }
         };
+        let queue_dir: std::path::PathBuf = s("queue_directory")?.into();
         Ok(Self {
+            tls: Tls::new(&cfg)?,
+            sasl: Sasl::new(&cfg, &queue_dir)?,
+            sender_login: MapList::parse(&l("smtpd_sender_login_maps")?, &passwd)?,
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
             mail_name: s("mail_name")?,
@@ -101,10 +116,12 @@ impl Settings {
             smtputf8: cfg.bool("smtputf8_enable")?,
             double_bounce_sender: s("double_bounce_sender")?,
             local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
+            reject_unlisted_recipient: cfg.bool("smtpd_reject_unlisted_recipient")?,
             recipient_delimiter: s("recipient_delimiter")?,
             message_size_limit: cfg.count("message_size_limit")?,
             recipient_limit: cfg.count("smtpd_recipient_limit")?,
             timeout: cfg.time("smtpd_timeout")?,
+            starttls_timeout: cfg.time("smtpd_starttls_timeout")?,
             helo_required: cfg.bool("smtpd_helo_required")?,
             disable_vrfy: cfg.bool("disable_vrfy_command")?,
             bare_newline,
@@ -118,7 +135,7 @@ impl Settings {
             unknown_local_code: code("unknown_local_recipient_reject_code")?,
             error_sleep: cfg.time("smtpd_error_sleep_time")?,
             connection_limit: cfg.count("smtpd_client_connection_count_limit")?,
-            queue_dir: s("queue_directory")?.into(),
+            queue_dir,
             resolver: if cfg.bool("smtpd_peername_lookup")? {
                 Some(pfx_dns::Resolver::from_config(&cfg)?)
             } else {

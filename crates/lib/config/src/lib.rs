@@ -534,6 +534,7 @@ impl Config {
             }
         }
         out.extend(self.relay_control_refusal());
+        out.extend(self.sasl_type_refusal(None));
         for name in FILE_LISTS {
             if let Some(r) = self.table_in_list_refusal(name) {
                 out.push(r);
@@ -560,6 +561,13 @@ impl Config {
                 if restriction::LISTS.iter().any(|(n, _)| n == name) {
                     out.extend(cfg.restriction_refusal(name, Some(&place)));
                 }
+            }
+            if overrides
+                .iter()
+                .any(|(n, _)| n == "smtpd_sasl_auth_enable" || n == "smtpd_sasl_type")
+                && self.sasl_type_refusal(None).is_none()
+            {
+                out.extend(cfg.sasl_type_refusal(Some(&place)));
             }
         }
         out
@@ -690,6 +698,26 @@ impl Config {
             name: lists.join(" or "),
             value: all.iter().map(|r| r.keyword()).collect::<Vec<_>>().join(", "),
             reason: "specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer".to_owned(),
+            warning: false,
+        })
+    }
+
+    /// SMTP AUTH is offered through Dovecot only: `smtpd_sasl_type = cyrus`
+    /// (Postfix's default) with `smtpd_sasl_auth_enable = yes` is refused.
+    fn sasl_type_refusal(&self, place: Option<&str>) -> Option<Refusal> {
+        if !self.bool("smtpd_sasl_auth_enable").ok()? {
+            return None;
+        }
+        let value = self.get("smtpd_sasl_type").ok()?;
+        if value == "dovecot" {
+            return None;
+        }
+        Some(Refusal {
+            place: place.map_or_else(|| self.place("smtpd_sasl_type"), str::to_owned),
+            name: "smtpd_sasl_type".to_owned(),
+            value,
+            reason: "not implemented by postfix-rs with smtpd_sasl_auth_enable = yes (dovecot is)"
+                .to_owned(),
             warning: false,
         })
     }
@@ -874,21 +902,20 @@ mod tests {
     fn debian_stock_main_cf_is_accepted_with_tls_warnings() {
         let debian = "smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)\nbiff = no\nappend_dot_mydomain = no\nreadme_directory = no\ncompatibility_level = 3.6\nsmtpd_tls_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem\nsmtpd_tls_key_file=/etc/ssl/private/ssl-cert-snakeoil.key\nsmtpd_tls_security_level=may\nsmtp_tls_CApath=/etc/ssl/certs\nsmtp_tls_security_level=may\nsmtp_tls_session_cache_database = btree:${data_directory}/smtp_scache\nsmtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination\nmyhostname = mail.ywnds.com\nalias_maps = hash:/etc/aliases\nalias_database = hash:/etc/aliases\nmyorigin = /etc/mailname\nmydestination = $myhostname, mail.ywnds.com, localhost.localdomain, , localhost\nrelayhost = \nmynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\nmailbox_size_limit = 0\nrecipient_delimiter = +\ninet_interfaces = all\ninet_protocols = all\n";
         let r = refusals(debian, "");
-        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r.len(), 1, "{r:?}");
         assert!(r.iter().all(|l| l.starts_with("warning: ")));
         assert!(r[0].contains("main.cf, line 10: smtp_tls_security_level = may"));
-        assert!(r[1].contains("main.cf, line 8: smtpd_tls_security_level = may"));
     }
 
     #[test]
     fn settings_that_would_make_postfix_stricter_are_refused_with_file_and_line() {
         let r = refusals(
-            &format!("{LEVEL}smtpd_client_restrictions = reject\nsmtpd_tls_security_level = encrypt\nheader_checks = regexp:/etc/postfix/hc\nsmtpd_milters = inet:127.0.0.1:8891\n"),
+            &format!("{LEVEL}smtpd_client_restrictions = reject_rbl_client zen.spamhaus.org\nsmtpd_tls_req_ccert = yes\nheader_checks = regexp:/etc/postfix/hc\nsmtpd_milters = inet:127.0.0.1:8891\n"),
             "",
         );
         for want in [
-            "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject: not implemented by postfix-rs",
-            "/etc/postfix/main.cf, line 3: smtpd_tls_security_level = encrypt: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject_rbl_client, zen.spamhaus.org: restriction \"reject_rbl_client\" in smtpd_client_restrictions: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 3: smtpd_tls_req_ccert = yes: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 4: header_checks = regexp:/etc/postfix/hc: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 5: smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
         ] {
@@ -938,17 +965,25 @@ mod tests {
 
     #[test]
     fn master_cf_overrides_are_checked_with_master_cf_line() {
-        let master = "smtp inet n - n - - smtpd\nsubmission inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_client_restrictions=$mua_client_restrictions\n";
+        // Debian's submission entry, uncommented: taken with Dovecot SASL.
+        let master = "smtp inet n - n - - smtpd\nsubmission inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_tls_auth_only=yes\n  -o smtpd_reject_unlisted_recipient=no\n  -o smtpd_client_restrictions=$mua_client_restrictions\n  -o smtpd_helo_restrictions=$mua_helo_restrictions\n  -o smtpd_sender_restrictions=$mua_sender_restrictions\n  -o smtpd_recipient_restrictions=\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o milter_macro_daemon_name=ORIGINATING\n";
+        let main = format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\nmua_helo_restrictions =\nmua_sender_restrictions =\n");
+        let r = refusals(&format!("{main}smtpd_sasl_type = dovecot\n"), master);
+        assert!(r.is_empty(), "{r:?}");
+        // Without smtpd_sasl_type = dovecot it would be Cyrus: refused, at
+        // the line of the service that turns AUTH on.
+        let r = refusals(&main, master);
+        assert_eq!(
+            r,
+            ["/etc/postfix/master.cf, line 2: smtpd_sasl_type = cyrus: not implemented by postfix-rs with smtpd_sasl_auth_enable = yes (dovecot is)"]
+        );
         let r = refusals(
-            &format!("{LEVEL}mua_client_restrictions = permit_sasl_authenticated, reject\n"),
-            master,
+            &main,
+            "smtp inet n - n - - smtpd\n  -o smtpd_tls_req_ccert=yes\n",
         );
         assert_eq!(
             r,
-            [
-                "/etc/postfix/master.cf, line 2: smtpd_tls_security_level = encrypt: not implemented by postfix-rs",
-                "/etc/postfix/master.cf, line 2: smtpd_client_restrictions = permit_sasl_authenticated, reject: not implemented by postfix-rs"
-            ]
+            ["/etc/postfix/master.cf, line 1: smtpd_tls_req_ccert = yes: not implemented by postfix-rs"]
         );
     }
 

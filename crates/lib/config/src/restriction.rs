@@ -8,8 +8,15 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restriction {
     PermitMynetworks,
-    /// No client authenticates yet (no SMTP AUTH), so it never permits.
+    /// The client logged in with SMTP AUTH.
     PermitSaslAuthenticated,
+    /// `smtpd_sender_login_maps` says someone else owns the sender address,
+    /// or the logged-in client does not own it.
+    RejectSenderLoginMismatch,
+    /// As [`Self::RejectSenderLoginMismatch`], for logged-in clients only.
+    RejectAuthenticatedSenderLoginMismatch,
+    /// As [`Self::RejectSenderLoginMismatch`], for clients not logged in only.
+    RejectUnauthenticatedSenderLoginMismatch,
     PermitAuthDestination,
     RejectUnauthDestination,
     DeferUnauthDestination,
@@ -25,6 +32,13 @@ impl Restriction {
         match self {
             Self::PermitMynetworks => "permit_mynetworks",
             Self::PermitSaslAuthenticated => "permit_sasl_authenticated",
+            Self::RejectSenderLoginMismatch => "reject_sender_login_mismatch",
+            Self::RejectAuthenticatedSenderLoginMismatch => {
+                "reject_authenticated_sender_login_mismatch"
+            }
+            Self::RejectUnauthenticatedSenderLoginMismatch => {
+                "reject_unauthenticated_sender_login_mismatch"
+            }
             Self::PermitAuthDestination => "permit_auth_destination",
             Self::RejectUnauthDestination => "reject_unauth_destination",
             Self::DeferUnauthDestination => "defer_unauth_destination",
@@ -35,9 +49,12 @@ impl Restriction {
         }
     }
 
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 12] = [
         Self::PermitMynetworks,
         Self::PermitSaslAuthenticated,
+        Self::RejectSenderLoginMismatch,
+        Self::RejectAuthenticatedSenderLoginMismatch,
+        Self::RejectUnauthenticatedSenderLoginMismatch,
         Self::PermitAuthDestination,
         Self::RejectUnauthDestination,
         Self::DeferUnauthDestination,
@@ -62,8 +79,13 @@ impl Restriction {
 /// The restriction lists postfix-rs evaluates, and whether each is applied
 /// where a recipient is known.
 pub const LISTS: &[(&str, bool)] = &[
+    ("smtpd_client_restrictions", false),
+    ("smtpd_helo_restrictions", false),
+    ("smtpd_sender_restrictions", false),
     ("smtpd_relay_restrictions", true),
     ("smtpd_recipient_restrictions", true),
+    ("smtpd_data_restrictions", false),
+    ("smtpd_end_of_data_restrictions", false),
     ("smtpd_etrn_restrictions", false),
 ];
 

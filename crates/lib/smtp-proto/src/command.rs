@@ -39,12 +39,12 @@ pub enum Command {
         verb: &'static str,
         arguments: bool,
     },
-    /// STARTTLS or AUTH (`verb` `starttls`/`auth`): known, not offered
-    /// (Postfix's replies when TLS and SASL are not configured).
-    NotOffered {
-        verb: &'static str,
-        reply: Reply,
+    /// STARTTLS; `arguments`: something followed it (a syntax error).
+    StartTls {
+        arguments: bool,
     },
+    /// AUTH with its arguments (mechanism and optional initial response).
+    Auth(String),
     /// A verb we do not know; the reply is 500 5.5.2.
     Unknown(String),
     /// Not SMTP at all (an HTTP request, a message header, a line that does
@@ -67,7 +67,9 @@ impl Command {
             Self::Quit => "quit",
             Self::Vrfy(_) => "vrfy",
             Self::Etrn(_) => "etrn",
-            Self::Proxy { verb, .. } | Self::NotOffered { verb, .. } => verb,
+            Self::StartTls { .. } => "starttls",
+            Self::Auth(_) => "auth",
+            Self::Proxy { verb, .. } => verb,
             Self::Unknown(_) | Self::NonSmtp(_) => "unknown",
         }
     }
@@ -197,14 +199,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             };
             Ok(Command::Vrfy(text.to_owned()))
         }
-        "STARTTLS" => Ok(Command::NotOffered {
-            verb: "starttls",
-            reply: Reply::new(502, "5.5.1", "Error: command not implemented"),
+        "STARTTLS" => Ok(Command::StartTls {
+            arguments: !rest.is_empty(),
         }),
-        "AUTH" => Ok(Command::NotOffered {
-            verb: "auth",
-            reply: Reply::new(503, "5.5.1", "Error: authentication not enabled"),
-        }),
+        "AUTH" => Ok(Command::Auth(rest.to_owned())),
         _ if non_smtp(verb) => Ok(Command::NonSmtp(line.to_owned())),
         _ => Ok(Command::Unknown(verb.to_owned())),
     }
@@ -570,12 +568,11 @@ mod tests {
             Command::Mail { .. }
         ));
         assert_eq!(ok("QUIT now"), Command::Quit);
-        assert!(
-            matches!(ok("STARTTLS"), Command::NotOffered { verb: "starttls", reply } if reply.code == 502)
-        );
-        assert!(
-            matches!(ok("AUTH PLAIN AGFhAGI="), Command::NotOffered { verb: "auth", reply } if reply.code == 503)
-        );
+        assert!(matches!(
+            ok("STARTTLS"),
+            Command::StartTls { arguments: false }
+        ));
+        assert!(matches!(ok("AUTH PLAIN AGFhAGI="), Command::Auth(a) if a == "PLAIN AGFhAGI="));
     }
 
     #[test]

@@ -107,6 +107,10 @@ impl Negotiated {
             "{} with cipher {} ({}/{} bits)",
             self.protocol, self.cipher, self.bits, self.bits
         );
+        // As OpenSSL reports them to Postfix: for TLS 1.3 only.
+        if self.protocol != "TLSv1.3" {
+            return s;
+        }
         if let Some(k) = &self.key_exchange {
             s.push_str(" key-exchange ");
             s.push_str(k);
@@ -125,7 +129,7 @@ impl Negotiated {
             "\t(using {} with cipher {} ({}/{} bits)",
             self.protocol, self.cipher, self.bits, self.bits
         );
-        if self.key_exchange.is_some() || self.signature.is_some() {
+        if self.protocol == "TLSv1.3" && (self.key_exchange.is_some() || self.signature.is_some()) {
             s.push_str("\n\t");
             if let Some(k) = &self.key_exchange {
                 s.push_str(" key-exchange ");

@@ -1,0 +1,397 @@
+//! STARTTLS, SMTPS and SMTP AUTH in smtpd, driven by Debian's clients
+//! (swaks, openssl s_client, Python's smtplib) with a real Dovecot as the
+//! authentication server.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::tls::{self, Certs, Dovecot};
+use testkit::{free_port, MailInstance, Smtp};
+
+/// A mail instance whose smtpd has a certificate made for the test, with
+/// `extra` main.cf lines.
+fn instance(extra: &str) -> (MailInstance, Certs) {
+    let m = testkit::Instance::mail("");
+    let certs = tls::self_signed(m.root.path(), "mail.ywnds.com", true);
+    m.add_main_cf(&format!(
+        "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n{extra}",
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    (m, certs)
+}
+
+/// Adds a master.cf service on a new loopback port; returns the port.
+fn add_service(m: &MailInstance, options: &str) -> u16 {
+    let port = free_port();
+    let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
+    master.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n{options}"));
+    m.write_master_cf(&master);
+    port
+}
+
+fn message(subject: &str) -> String {
+    format!("From: a@example.org\r\nTo: openstack@ywnds.com\r\nSubject: {subject}\r\n\r\nbody\r\n")
+}
+
+#[test]
+fn starttls_with_swaks_and_openssl_delivers_and_says_so_in_received_and_the_log() {
+    let (m, _) = instance(
+        "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\n",
+    );
+    m.start();
+    let (ok, out) = tls::swaks(
+        m.port,
+        &[
+            "--tls",
+            "--from",
+            "a@example.org",
+            "--to",
+            "openstack@ywnds.com",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("220 2.0.0 Ready to start TLS"), "{out}");
+    let got = m.wait_maildir("openstack", 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(
+        text.contains("(using TLSv1.3 with cipher TLS_"),
+        "Received: without the TLS line:\n{text}"
+    );
+    assert!(text.contains("(No client certificate requested)"), "{text}");
+    assert!(text.contains("with ESMTPS id "), "{text}");
+    assert!(
+        m.wait_log(
+            "Anonymous TLS connection established from localhost[127.0.0.1]: TLSv1.3 with cipher",
+            Duration::from_secs(5)
+        ) || m.wait_log(
+            "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.log_text().contains("starttls=1"), "{}", m.log_text());
+
+    // openssl s_client: TLS 1.2 as well, and the EHLO after TLS no longer
+    // offers STARTTLS.
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-tls1_2",
+            "-quiet",
+            "-crlf",
+        ])
+        .args(["-connect", &format!("127.0.0.1:{}", m.port)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(b"EHLO again.example\nQUIT\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("250-PIPELINING"), "{text}");
+    assert!(!text.contains("STARTTLS"), "{text}");
+    assert!(text.contains("221 2.0.0 Bye"), "{text}");
+    assert!(
+        m.wait_log("TLS connection established from", Duration::from_secs(5))
+            && m.log_text().contains("TLSv1.2 with cipher ECDHE-RSA-AES"),
+        "{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn level_encrypt_refuses_mail_before_starttls_and_pipelined_plaintext_is_discarded() {
+    let (m, _) = instance("smtpd_tls_security_level = encrypt\n");
+    m.start();
+    let (mut s, _) = Smtp::connect(m.port);
+    let ehlo = s.cmd("EHLO client.example");
+    assert!(ehlo.contains("250-STARTTLS"), "{ehlo}");
+    assert_eq!(
+        s.cmd("MAIL FROM:<a@example.org>"),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(
+        s.cmd("RSET"),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(s.cmd("NOOP"), "250 2.0.0 Ok");
+    assert_eq!(s.cmd("FOO"), "500 5.5.2 Error: command not recognized");
+    drop(s);
+
+    // CVE-2011-0411: MAIL sent in the same packet as STARTTLS must not be
+    // taken as said inside TLS; the next RCPT then finds no MAIL.
+    let out = tls::python(&format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("127.0.0.1", {port}))
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l.strip())
+        if len(l) < 4 or l[3] == " ":
+            return "\n".join(lines)
+reply(f)
+s.sendall(b"EHLO x\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
+print(reply(f))
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+g = t.makefile("rb")
+t.sendall(b"EHLO x\r\n"); print(reply(g).splitlines()[-1])
+t.sendall(b"RCPT TO:<openstack@ywnds.com>\r\n"); print(reply(g))
+t.sendall(b"QUIT\r\n"); print(reply(g))
+"#,
+        port = m.port
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "220 2.0.0 Ready to start TLS", "{out}");
+    assert_eq!(lines.last(), Some(&"221 2.0.0 Bye"), "{out}");
+    assert!(out.contains("503 5.5.1 Error: need MAIL command"), "{out}");
+}
+
+#[test]
+fn a_client_that_sends_garbage_instead_of_a_hello_is_logged_and_the_server_keeps_serving() {
+    let (m, _) = instance("smtpd_tls_security_level = may\n");
+    m.start();
+    let (mut s, _) = Smtp::connect(m.port);
+    s.cmd("EHLO client.example");
+    assert_eq!(s.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS");
+    s.send(b"GET / HTTP/1.0\r\n\r\nthis is not a TLS ClientHello at all\r\n");
+    assert!(s.reply().contains("<closed>") || s.reply().contains("<closed>"));
+    assert!(
+        m.wait_log("SSL_accept error from", Duration::from_secs(10)),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        m.wait_log(
+            "lost connection after STARTTLS from",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        m.log_text()
+    );
+    // The same smtpd takes the next client, with TLS.
+    let (ok, out) = tls::swaks(
+        m.port,
+        &[
+            "--tls",
+            "--from",
+            "a@example.org",
+            "--to",
+            "openstack@ywnds.com",
+        ],
+    );
+    assert!(ok, "{out}");
+    m.wait_maildir("openstack", 1);
+}
+
+#[test]
+fn smtps_on_a_wrapper_mode_port_as_debian_master_cf_writes_it() {
+    let (m, certs) = instance("");
+    // An ECDSA certificate as well: clients that prefer it get it.
+    let ec = tls::self_signed(m.root.path(), "mail.ywnds.com", false);
+    m.add_main_cf(&format!(
+        "smtpd_tls_eccert_file = {}\nsmtpd_tls_eckey_file = {}\n",
+        ec.cert.display(),
+        ec.key.display()
+    ));
+    let _ = certs;
+    let smtps = add_service(
+        &m,
+        "  -o syslog_name=postfix/smtps\n  -o smtpd_tls_wrappermode=yes\n",
+    );
+    m.start();
+    m.wait_children(&[&format!("127.0.0.1:{smtps}")]);
+    let (ok, out) = tls::swaks(
+        smtps,
+        &[
+            "--tls-on-connect",
+            "--from",
+            "a@example.org",
+            "--to",
+            "openstack@ywnds.com",
+        ],
+    );
+    assert!(ok, "{out}");
+    let got = m.wait_maildir("openstack", 1);
+    assert!(
+        String::from_utf8_lossy(&got[0]).contains("with ESMTPS id"),
+        "{}",
+        String::from_utf8_lossy(&got[0])
+    );
+    // Python's SMTP_SSL, as mail programs use port 465.
+    let out = tls::python(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP_SSL("127.0.0.1", {smtps}, context=ctx) as s:
+    code, _ = s.ehlo()
+    print(code, "STARTTLS" in s.esmtp_features, s.sock.version())
+    s.sendmail("a@example.org", ["openstack@ywnds.com"], {msg:?})
+"#,
+        msg = message("smtps")
+    ));
+    assert_eq!(out.trim(), "250 False TLSv1.3");
+    m.wait_maildir("openstack", 2);
+    // A plain client on the SMTPS port gets no banner, and the port stays up.
+    let (mut s, greeting) = Smtp::connect(smtps);
+    let _ = (&mut s, greeting);
+}
+
+/// Debian's submission entry, uncommented, with Dovecot's socket.
+const SUBMISSION: &str = "  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_tls_auth_only=yes\n  -o smtpd_reject_unlisted_recipient=no\n  -o smtpd_client_restrictions=$mua_client_restrictions\n  -o smtpd_helo_restrictions=$mua_helo_restrictions\n  -o smtpd_sender_restrictions=$mua_sender_restrictions\n  -o smtpd_recipient_restrictions=\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o milter_macro_daemon_name=ORIGINATING\n";
+
+/// An instance with Debian's submission service and Dovecot holding the
+/// users `alice` (`wonderland`) and `bob@ywnds.com` (`builder`).
+fn submission(extra: &str) -> Option<(MailInstance, Dovecot, u16)> {
+    let (m, _) = instance(&format!(
+        "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\nmua_client_restrictions = permit_sasl_authenticated, reject\nmua_helo_restrictions =\nmua_sender_restrictions =\n{extra}"
+    ));
+    let dovecot = Dovecot::start(
+        m.root.path(),
+        &m.queue.join("private/auth"),
+        &[("alice", "wonderland"), ("bob@ywnds.com", "builder")],
+    )?;
+    let port = add_service(&m, SUBMISSION);
+    m.start();
+    m.wait_children(&[&format!("127.0.0.1:{port}")]);
+    Some((m, dovecot, port))
+}
+
+#[test]
+fn submission_with_dovecot_plain_and_login_and_the_log_pflogsumm_reads() {
+    let Some((m, _dovecot, port)) = submission("smtpd_sasl_authenticated_header = yes\n") else {
+        eprintln!("skipped: needs root and dovecot");
+        return;
+    };
+    for (mech, n) in [("PLAIN", 1), ("LOGIN", 2)] {
+        let (ok, out) = tls::swaks(
+            port,
+            &[
+                "--tls",
+                "--auth",
+                mech,
+                "--auth-user",
+                "alice",
+                "--auth-password",
+                "wonderland",
+                "--from",
+                "alice@ywnds.com",
+                "--to",
+                "someone@remote.example",
+            ],
+        );
+        // Relayed: the recipient is elsewhere, and the client logged in.
+        assert!(ok, "{mech}: {out}");
+        assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
+        let q = m.queue_files("deferred").len()
+            + m.queue_files("active").len()
+            + m.queue_files("incoming").len();
+        assert!(q >= n, "{mech}: queued {q}");
+    }
+    let log = m.log_text();
+    assert!(
+        log.contains("sasl_method=PLAIN, sasl_username=alice"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sasl_method=LOGIN, sasl_username=alice"),
+        "{log}"
+    );
+    assert!(log.contains("postfix/submission/smtpd"), "{log}");
+    // No password, in clear or in base64, is ever written down.
+    for secret in ["wonderland", "d29uZGVybGFuZA==", "AGFsaWNlAHdvbmRlcmxhbmQ="] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn submission_refuses_wrong_passwords_auth_before_tls_and_relay_without_login() {
+    let Some((m, _dovecot, port)) = submission("") else {
+        eprintln!("skipped: needs root and dovecot");
+        return;
+    };
+    let (ok, out) = tls::swaks(
+        port,
+        &[
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "wrong",
+            "--from",
+            "alice@ywnds.com",
+            "--to",
+            "someone@remote.example",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("535 5.7.8 Error: authentication failed:"),
+        "{out}"
+    );
+    assert!(
+        m.wait_log("SASL PLAIN authentication failed: ", Duration::from_secs(5)),
+        "{}",
+        m.log_text()
+    );
+    assert!(!m.log_text().contains("wrong"), "{}", m.log_text());
+
+    // Before TLS: no AUTH in EHLO, and AUTH is refused.
+    let (mut s, _) = Smtp::connect(port);
+    let ehlo = s.cmd("EHLO client.example");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(
+        s.cmd("AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ="),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    drop(s);
+
+    // TLS without login: the relay stays closed (smtpd_relay_restrictions =
+    // permit_sasl_authenticated, reject), and the client restrictions refuse.
+    let out = tls::python(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", {port})
+s.starttls(context=ctx)
+s.ehlo()
+print(s.has_extn("auth"), s.esmtp_features.get("auth", "").strip())
+s.mail("alice@ywnds.com")
+print(s.rcpt("someone@remote.example"))
+s.rset()
+s.login("bob@ywnds.com", "builder")
+s.mail("bob@ywnds.com")
+print(s.rcpt("someone@remote.example"))
+s.rset()
+print(s.docmd("AUTH", "PLAIN AGJvYkB5d25kcy5jb20AYnVpbGRlcg=="))
+s.quit()
+"#
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "True PLAIN LOGIN", "{out}");
+    assert!(
+        lines[1].contains("554") && lines[1].contains("Client host rejected: Access denied"),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("(250"), "{out}");
+    assert!(
+        out.contains("503") && out.contains("already authenticated"),
+        "{out}"
+    );
+}
