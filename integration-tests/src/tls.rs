@@ -38,6 +38,92 @@ pub fn self_signed(dir: &Path, cn: &str, rsa: bool) -> Certs {
     Certs { cert, key }
 }
 
+/// A test CA and a server certificate it signed for `names` (DNS names,
+/// or IP addresses); returns the CA's certificate file and the pair.
+pub fn ca_signed(dir: &Path, names: &[&str]) -> (PathBuf, Certs) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-newkey",
+        "rsa:2048",
+        "-subj",
+        "/CN=postfix-rs test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-nodes",
+        "-newkey",
+        "rsa:2048",
+        "-subj",
+        &format!("/CN={}", names[0]),
+        "-keyout",
+        "leaf-key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                format!("IP:{n}")
+            } else {
+                format!("DNS:{n}")
+            }
+        })
+        .collect();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            san.join(",")
+        ),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        Certs {
+            cert: dir.join("leaf.pem"),
+            key: dir.join("leaf-key.pem"),
+        },
+    )
+}
+
 /// Whether a program is installed (scripts/setup installs them as root).
 pub fn have(program: &str) -> bool {
     Command::new("sh")

@@ -16,3 +16,4 @@ mod queueinterop;
 mod queuetools;
 mod relay;
 mod tls;
+mod tlsrelay;

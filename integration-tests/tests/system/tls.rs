@@ -11,8 +11,18 @@ use testkit::{free_port, MailInstance, Smtp};
 /// A mail instance whose smtpd has a certificate made for the test, with
 /// `extra` main.cf lines.
 fn instance(extra: &str) -> (MailInstance, Certs) {
+    instance_signed(extra, false)
+}
+
+/// [`instance`], with a certificate from a test CA for mail.ywnds.com and
+/// 127.0.0.1 when `by_ca` (the CA's file is `ca.pem` in the instance root).
+pub(crate) fn instance_signed(extra: &str, by_ca: bool) -> (MailInstance, Certs) {
     let m = testkit::Instance::mail("");
-    let certs = tls::self_signed(m.root.path(), "mail.ywnds.com", true);
+    let certs = if by_ca {
+        tls::ca_signed(m.root.path(), &["mail.ywnds.com", "127.0.0.1"]).1
+    } else {
+        tls::self_signed(m.root.path(), "mail.ywnds.com", true)
+    };
     m.add_main_cf(&format!(
         "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n{extra}",
         certs.cert.display(),
@@ -251,22 +261,31 @@ with smtplib.SMTP_SSL("127.0.0.1", {smtps}, context=ctx) as s:
 }
 
 /// Debian's submission entry, uncommented, with Dovecot's socket.
-const SUBMISSION: &str = "  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_tls_auth_only=yes\n  -o smtpd_reject_unlisted_recipient=no\n  -o smtpd_client_restrictions=$mua_client_restrictions\n  -o smtpd_helo_restrictions=$mua_helo_restrictions\n  -o smtpd_sender_restrictions=$mua_sender_restrictions\n  -o smtpd_recipient_restrictions=\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o milter_macro_daemon_name=ORIGINATING\n";
+pub(crate) const SUBMISSION: &str = "  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_tls_auth_only=yes\n  -o smtpd_reject_unlisted_recipient=no\n  -o smtpd_client_restrictions=$mua_client_restrictions\n  -o smtpd_helo_restrictions=$mua_helo_restrictions\n  -o smtpd_sender_restrictions=$mua_sender_restrictions\n  -o smtpd_recipient_restrictions=\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o milter_macro_daemon_name=ORIGINATING\n";
 
 /// An instance with Debian's submission service and Dovecot holding the
 /// users `alice` (`wonderland`) and `bob@ywnds.com` (`builder`).
 fn submission(extra: &str) -> Option<(MailInstance, Dovecot, u16)> {
-    let (m, _) = instance(&format!(
+    submission_signed(extra, false)
+}
+
+/// [`submission`], with a CA-signed certificate when `by_ca`.
+pub(crate) fn submission_signed(extra: &str, by_ca: bool) -> Option<(MailInstance, Dovecot, u16)> {
+    let (m, _) = instance_signed(&format!(
         "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\nmua_client_restrictions = permit_sasl_authenticated, reject\nmua_helo_restrictions =\nmua_sender_restrictions =\n{extra}"
-    ));
+    ), by_ca);
+    if !nix::unistd::Uid::effective().is_root() || !tls::have("dovecot") {
+        return None;
+    }
+    let port = add_service(&m, SUBMISSION);
+    m.start();
+    m.wait_children(&[&format!("127.0.0.1:{port}")]);
+    // Started after the instance, which makes its queue's private/ itself.
     let dovecot = Dovecot::start(
         m.root.path(),
         &m.queue.join("private/auth"),
         &[("alice", "wonderland"), ("bob@ywnds.com", "builder")],
     )?;
-    let port = add_service(&m, SUBMISSION);
-    m.start();
-    m.wait_children(&[&format!("127.0.0.1:{port}")]);
     Some((m, dovecot, port))
 }
 

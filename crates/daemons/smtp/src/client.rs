@@ -1,13 +1,17 @@
 //! One SMTP conversation as a client: greeting, EHLO (HELO when EHLO is
-//! refused), and mail transactions with PIPELINING when the server offers
-//! it. Every read has its own timeout, as Postfix's `smtp_*_timeout`s.
+//! refused), STARTTLS and EHLO again when the TLS policy asks for it, and
+//! mail transactions with PIPELINING when the server offers it. Every read
+//! has its own timeout, as Postfix's `smtp_*_timeout`s.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pfx_maillog::delivery::Outcome;
+use pfx_tls::client::{Level, Trust};
+use pfx_tls::Io;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tracing::info;
 
 /// A server reply: the code and its lines (text only).
 #[derive(Debug, Clone)]
@@ -75,16 +79,62 @@ pub(crate) struct Timeouts {
     pub(crate) quit: Duration,
 }
 
+/// How TLS is to be used with one server.
+pub(crate) struct TlsPlan<'a> {
+    /// The TLS client; `Err`: why it could not be set up.
+    pub(crate) client: Result<&'a pfx_tls::client::Client, &'a str>,
+    pub(crate) level: Level,
+    /// The names a `verify` or `secure` certificate must match.
+    pub(crate) names: Vec<String>,
+    /// `smtp_tls_wrappermode`: TLS from the first byte.
+    pub(crate) wrapper: bool,
+    /// `smtp_tls_loglevel`.
+    pub(crate) loglevel: i64,
+    /// `host[addr]:port`, for the log line.
+    pub(crate) peer: String,
+    /// The server's host name (SNI is not sent, as Postfix's default).
+    pub(crate) host: &'a str,
+}
+
+/// Why a conversation could not get as far as MAIL.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The connection broke or timed out while `stage`.
+    Broken(Broken, &'static str),
+    /// The server greeted with an error.
+    Greeting(Reply),
+    /// The server refused HELO after EHLO.
+    Helo(Reply),
+    /// The TLS policy could not be met with this server.
+    Tls(Outcome),
+}
+
+fn tls_failure(dsn: &str, reason: String) -> StartError {
+    StartError::Tls(Outcome::failed(true, dsn, "none", reason))
+}
+
 /// A connected server, after EHLO.
 pub(crate) struct Conn {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    stream: BufReader<Io<TcpStream>>,
+    /// The server offered STARTTLS.
+    starttls: bool,
+    /// The mechanisms of the server's AUTH keyword.
+    pub(crate) auth: Vec<String>,
+    /// The session is encrypted; how far its certificate was trusted.
+    pub(crate) tls: Option<Trust>,
     pub(crate) pipelining: bool,
     pub(crate) eight_bit: bool,
     /// The server's SIZE limit, if it announced one (0: none).
     pub(crate) size_limit: Option<u64>,
     /// Transactions done on this connection so far.
     pub(crate) uses: u32,
+}
+
+impl TlsPlan<'_> {
+    /// `host[addr]`, without the port, as Postfix's TLS reasons name the server.
+    fn peer_name(&self) -> &str {
+        self.peer.rsplit_once(':').map_or(&self.peer, |(h, _)| h)
+    }
 }
 
 impl Conn {
@@ -101,48 +151,183 @@ impl Conn {
         }
     }
 
-    /// Reads the greeting and says EHLO (or HELO). `Ok(Err((reply, None)))`
-    /// is a server that greets with an error, `Some("HELO")` one that refuses
-    /// HELO after EHLO.
+    /// Reads the greeting, says EHLO (or HELO), and starts TLS as `tls`
+    /// asks (then EHLO again).
     pub(crate) async fn start(
         stream: TcpStream,
         helo: &str,
         t: &Timeouts,
-    ) -> Result<Result<Self, (Reply, Option<&'static str>)>, Broken> {
+        tls: &TlsPlan<'_>,
+    ) -> Result<Self, StartError> {
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
         let mut c = Self {
-            reader: BufReader::new(r),
-            writer: w,
+            stream: BufReader::new(Io::Plain(stream)),
+            starttls: false,
+            auth: Vec::new(),
+            tls: None,
             pipelining: false,
             eight_bit: false,
             size_limit: None,
             uses: 0,
         };
-        let greeting = c.read(t.helo).await?;
-        if greeting.code / 100 != 2 {
-            return Ok(Err((greeting, None)));
+        if tls.wrapper {
+            c.handshake(tls, t).await?;
         }
-        let ehlo = c.command(&format!("EHLO {helo}"), t.helo).await?;
+        let greeting = c
+            .read(t.helo)
+            .await
+            .map_err(|b| StartError::Broken(b, "receiving the initial server greeting"))?;
+        if greeting.code / 100 != 2 {
+            return Err(StartError::Greeting(greeting));
+        }
+        if !c.ehlo(helo, t).await? {
+            return Ok(c);
+        }
+        if c.tls.is_some() || tls.level == Level::None {
+            return Ok(c);
+        }
+        if !c.starttls {
+            if tls.level.mandatory() {
+                return Err(tls_failure(
+                    "4.7.4",
+                    format!(
+                        "TLS is required, but was not offered by host {}",
+                        tls.peer_name()
+                    ),
+                ));
+            }
+            return Ok(c);
+        }
+        if tls.client.is_err() {
+            if tls.level.mandatory() {
+                return Err(tls_failure(
+                    "4.7.5",
+                    "TLS is required, but our TLS engine is unavailable".into(),
+                ));
+            }
+            return Ok(c);
+        }
+        let r = c
+            .command("STARTTLS", t.helo)
+            .await
+            .map_err(|b| StartError::Broken(b, "receiving the STARTTLS response"))?;
+        if r.code != 220 {
+            if tls.level.mandatory() {
+                return Err(tls_failure(
+                    &r.dsn(),
+                    format!(
+                        "TLS is required, but host {} refused to start TLS: {}",
+                        tls.peer_name(),
+                        r.text()
+                    ),
+                ));
+            }
+            return Ok(c);
+        }
+        c.handshake(tls, t).await?;
+        // RFC 3207: what the server said before TLS counts no more.
+        c.ehlo(helo, t).await?;
+        Ok(c)
+    }
+
+    /// Says EHLO (HELO when it is refused) and notes the extensions.
+    /// False after HELO.
+    async fn ehlo(&mut self, helo: &str, t: &Timeouts) -> Result<bool, StartError> {
+        let lost = |b| StartError::Broken(b, "receiving the EHLO response");
+        let ehlo = self
+            .command(&format!("EHLO {helo}"), t.helo)
+            .await
+            .map_err(lost)?;
         if ehlo.code / 100 == 2 {
+            self.starttls = false;
+            self.auth.clear();
+            self.pipelining = false;
+            self.eight_bit = false;
+            self.size_limit = None;
             for ext in ehlo.lines.iter().skip(1) {
                 let mut words = ext.split_whitespace();
-                match words.next().map(str::to_ascii_uppercase).as_deref() {
-                    Some("PIPELINING") => c.pipelining = true,
-                    Some("8BITMIME") => c.eight_bit = true,
+                let keyword = words.next().map(str::to_ascii_uppercase);
+                match keyword.as_deref() {
+                    Some("PIPELINING") => self.pipelining = true,
+                    Some("8BITMIME") => self.eight_bit = true,
+                    Some("STARTTLS") => self.starttls = true,
                     Some("SIZE") => {
-                        c.size_limit = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0)
+                        self.size_limit =
+                            words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0)
+                    }
+                    Some("AUTH") => self.auth.extend(words.map(str::to_ascii_uppercase)),
+                    // Old servers' `AUTH=PLAIN LOGIN`.
+                    Some(k) if k.starts_with("AUTH=") => {
+                        self.auth.push(k["AUTH=".len()..].to_owned());
+                        self.auth.extend(words.map(str::to_ascii_uppercase));
                     }
                     _ => {}
                 }
             }
-            return Ok(Ok(c));
+            self.auth.dedup();
+            return Ok(true);
         }
-        let helo_reply = c.command(&format!("HELO {helo}"), t.helo).await?;
+        let helo_reply = self
+            .command(&format!("HELO {helo}"), t.helo)
+            .await
+            .map_err(|b| StartError::Broken(b, "receiving the HELO response"))?;
         if helo_reply.code / 100 != 2 {
-            return Ok(Err((helo_reply, Some("HELO"))));
+            return Err(StartError::Helo(helo_reply));
         }
-        Ok(Ok(c))
+        Ok(false)
+    }
+
+    /// The TLS handshake on the plain connection, and the server's
+    /// certificate judged against the level.
+    async fn handshake(&mut self, tls: &TlsPlan<'_>, t: &Timeouts) -> Result<(), StartError> {
+        let Ok(client) = tls.client else {
+            return Err(tls_failure(
+                "4.7.5",
+                "TLS is required, but our TLS engine is unavailable".into(),
+            ));
+        };
+        let Some(plain) = self.stream.get_mut().take_plain() else {
+            return Err(tls_failure(
+                "4.7.5",
+                "Cannot start TLS: already encrypted".into(),
+            ));
+        };
+        let handshake = client.connect(plain, tls.level, tls.host, &tls.names);
+        let (stream, negotiated, trust) = match tokio::time::timeout(t.helo, handshake).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                info!("SSL_connect error to {}: {e}", tls.peer);
+                return Err(tls_failure(
+                    "4.7.5",
+                    "Cannot start TLS: handshake failure".into(),
+                ));
+            }
+            Err(_) => {
+                info!("SSL_connect error to {}: timed out", tls.peer);
+                return Err(tls_failure(
+                    "4.7.5",
+                    "Cannot start TLS: handshake failure".into(),
+                ));
+            }
+        };
+        // Anything the server sent before the handshake is dropped with the buffer.
+        self.stream = BufReader::new(Io::Tls(Box::new(stream.into())));
+        if tls.loglevel >= 1 {
+            info!(
+                "{} TLS connection established to {}: {}",
+                trust.word(),
+                tls.peer,
+                negotiated.summary()
+            );
+        }
+        if tls.level >= Level::Verify && trust < Trust::Verified {
+            return Err(tls_failure(
+                "4.7.5",
+                "Server certificate not verified".into(),
+            ));
+        }
+        self.tls = Some(trust);
+        Ok(())
     }
 
     /// Reads one reply.
@@ -150,7 +335,7 @@ impl Conn {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let n = match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
+            let n = match tokio::time::timeout(limit, self.stream.read_line(&mut line)).await {
                 Err(_) => return Err(Broken::TimedOut),
                 Ok(Err(e)) => return Err(Broken::from(e)),
                 Ok(Ok(n)) => n,
@@ -179,13 +364,43 @@ impl Conn {
     }
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        self.writer.write_all(bytes).await.map_err(Broken::from)
+        let w = self.stream.get_mut();
+        w.write_all(bytes).await.map_err(Broken::from)?;
+        // A TLS stream holds records until flushed.
+        w.flush().await.map_err(Broken::from)
     }
 
     /// Sends one command line and reads its reply.
     pub(crate) async fn command(&mut self, line: &str, limit: Duration) -> Result<Reply, Broken> {
         self.send(format!("{line}\r\n").as_bytes()).await?;
         self.read(limit).await
+    }
+
+    /// SMTP AUTH (RFC 4954) with a user name and password, by `PLAIN` or
+    /// `LOGIN`. `Ok(Err(reply))`: the server refused.
+    pub(crate) async fn authenticate(
+        &mut self,
+        mech: &str,
+        user: &str,
+        password: &str,
+        t: &Timeouts,
+    ) -> Result<Result<(), Reply>, Broken> {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let r = if mech == "PLAIN" {
+            let token = b64(format!("\0{user}\0{password}").as_bytes());
+            self.command(&format!("AUTH PLAIN {token}"), t.helo).await?
+        } else {
+            let mut r = self.command("AUTH LOGIN", t.helo).await?;
+            for answer in [user, password] {
+                if r.code != 334 {
+                    break;
+                }
+                r = self.command(&b64(answer.as_bytes()), t.helo).await?;
+            }
+            r
+        };
+        Ok(if r.code == 235 { Ok(()) } else { Err(r) })
     }
 
     /// Says goodbye; errors do not matter any more.
@@ -227,8 +442,21 @@ mod tests {
             quit: second,
         };
         let stream = Conn::connect(addr, &t).await.unwrap();
-        let result = Conn::start(stream, "client.example", &t).await;
+        let plan = TlsPlan {
+            client: Err("none"),
+            level: Level::None,
+            names: Vec::new(),
+            wrapper: false,
+            loglevel: 0,
+            peer: "mx[127.0.0.1]:25".into(),
+            host: "mx",
+        };
+        let result = Conn::start(stream, "client.example", &t, &plan).await;
         server.join().unwrap();
-        assert!(matches!(result, Err(Broken::Lost)), "{:?}", result.err());
+        assert!(
+            matches!(result, Err(StartError::Broken(Broken::Lost, _))),
+            "{:?}",
+            result.err()
+        );
     }
 }

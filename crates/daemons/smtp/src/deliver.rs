@@ -15,8 +15,9 @@ use pfx_queue::Queue;
 use pfx_smtp_proto::encode::DataEncoder;
 use tracing::{info, warn};
 
-use crate::client::{Broken, Conn, Reply, Timeouts};
+use crate::client::{Broken, Conn, Reply, StartError, Timeouts, TlsPlan};
 use crate::route::{self, Me, Target};
+use crate::security::{Policy, Security};
 
 type Idle = HashMap<String, Vec<(Instant, Target, Conn)>>;
 
@@ -32,6 +33,7 @@ pub(crate) struct Agent {
     cache_time: Duration,
     /// Idle connections per next hop (`smtp_connection_cache_on_demand`).
     idle: Arc<Mutex<Idle>>,
+    security: Security,
 }
 
 impl Agent {
@@ -57,6 +59,7 @@ impl Agent {
             cache_on: cfg.bool("smtp_connection_cache_on_demand")?,
             cache_time: time("smtp_connection_cache_time_limit")?,
             idle: Arc::default(),
+            security: Security::new(&cfg)?,
         })
     }
 }
@@ -161,8 +164,14 @@ async fn deliver(
     qf: &QueueFile,
 ) -> (Vec<Outcome>, String, SystemTime, u32) {
     let n = req.recipients.len();
-    if let Some((target, conn)) = cached(agent, &req.nexthop).await {
-        return converse(agent, req, qf, target, conn).await;
+    let (domain, _, _) = route::parse_nexthop(&req.nexthop);
+    let policy = match agent.security.policy(&req.nexthop, &domain) {
+        Ok(p) => p,
+        Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
+    };
+    let key = cache_key(agent, req, &policy);
+    if let Some((target, conn)) = cached(agent, &key).await {
+        return converse(agent, req, qf, target, conn, &key).await;
     }
     let me = Me {
         hostname: &agent.myhostname,
@@ -189,13 +198,22 @@ async fn deliver(
                 continue;
             }
         };
-        let conn = match Conn::start(stream, &agent.helo, &agent.t).await {
-            Ok(Ok(c)) => c,
-            Ok(Err((reply, Some(command)))) => {
-                last = said(&target, &reply, command);
+        let plan = TlsPlan {
+            client: agent.security.client.as_deref().map_err(String::as_str),
+            level: policy.level,
+            names: policy.names(&target.host, &domain),
+            wrapper: agent.security.wrapper,
+            loglevel: agent.security.loglevel,
+            peer: format!("{}:{}", target.name(), target.port),
+            host: &target.host,
+        };
+        let mut conn = match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
+            Ok(c) => c,
+            Err(StartError::Helo(reply)) => {
+                last = said(&target, &reply, "HELO");
                 continue;
             }
-            Ok(Err((reply, None))) => {
+            Err(StartError::Greeting(reply)) => {
                 // A server that greets with an error is skipped (Postfix's
                 // smtp_skip_5xx_greeting); if it was the last, try later.
                 let reason = format!(
@@ -207,14 +225,92 @@ async fn deliver(
                 last = failed(true, &format!("4{}", &reply.dsn()[1..]), reason);
                 continue;
             }
-            Err(b) => {
-                last = broken(&target, &b, "receiving the initial server greeting");
+            Err(StartError::Broken(b, stage)) => {
+                last = broken(&target, &b, stage);
+                continue;
+            }
+            Err(StartError::Tls(o)) => {
+                info!("{}: {}", req.queue_id, o.reason);
+                last = o;
                 continue;
             }
         };
-        return converse(agent, req, qf, target, conn).await;
+        if let Err(o) = authenticate(agent, req, &target, &mut conn).await {
+            info!("{}: {}", req.queue_id, o.reason);
+            last = o;
+            conn.quit(&agent.t).await;
+            continue;
+        }
+        return converse(agent, req, qf, target, conn, &key).await;
     }
     (vec![last; n], "none".into(), SystemTime::now(), 1)
+}
+
+/// Idle connections are kept per next hop, TLS level and (with
+/// sender-dependent authentication) sender: a plain connection never
+/// carries mail that policy wants encrypted, nor one logged in as one
+/// sender mail of another.
+fn cache_key(agent: &Agent, req: &DeliveryRequest, policy: &Policy) -> String {
+    let who = match &agent.security.sasl {
+        Some(s) if s.sender_dependent => req.sender.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    format!("{}\t{}\t{who}", req.nexthop, policy.level.name())
+}
+
+/// SMTP AUTH with the password `smtp_sasl_password_maps` holds for this
+/// server, when it offers AUTH.
+async fn authenticate(
+    agent: &Agent,
+    req: &DeliveryRequest,
+    target: &Target,
+    conn: &mut Conn,
+) -> Result<(), Outcome> {
+    let Some(sasl) = &agent.security.sasl else {
+        return Ok(());
+    };
+    let creds = sasl
+        .credentials(&req.sender, &target.host, &req.nexthop)
+        .map_err(|e| {
+            warn!("smtp_sasl_password_maps: {e}");
+            failed(true, "4.3.0", "SASL password lookup failed".into())
+        })?;
+    let Some((user, password)) = creds else {
+        return Ok(());
+    };
+    if conn.auth.is_empty() {
+        return Ok(());
+    }
+    let Some(mech) = sasl.mechanism(&conn.auth, conn.tls) else {
+        return Err(failed(
+            true,
+            "4.7.0",
+            format!(
+                "SASL authentication failed; cannot authenticate to server {}: no mechanism available",
+                target.name()
+            ),
+        ));
+    };
+    match conn.authenticate(mech, &user, &password, &agent.t).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reply)) => {
+            let temporary = reply.code < 500 || sasl.soft_bounce;
+            let mut dsn = reply.dsn();
+            if temporary {
+                dsn.replace_range(..1, "4");
+            }
+            Err(failed(
+                temporary,
+                &dsn,
+                format!(
+                    "SASL authentication failed; server {} said: {}",
+                    target.name(),
+                    reply.text()
+                ),
+            ))
+        }
+        Err(b) => Err(broken(target, &b, "authenticating")),
+    }
 }
 
 /// The transaction on a connected server, then the connection is kept or
@@ -225,12 +321,13 @@ async fn converse(
     qf: &QueueFile,
     target: Target,
     mut conn: Conn,
+    key: &str,
 ) -> (Vec<Outcome>, String, SystemTime, u32) {
     let connected = SystemTime::now();
     let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
     let relay = format!("{}:{}", target.name(), target.port);
     let uses = conn.uses;
-    release(agent, &req.nexthop, target, conn, &verdicts).await;
+    release(agent, key, target, conn, &verdicts).await;
     let n = req.recipients.len();
     (
         verdicts.unwrap_or_else(|v| vec![v; n]),
@@ -240,12 +337,12 @@ async fn converse(
     )
 }
 
-/// An idle connection to this next hop that still answers RSET.
-async fn cached(agent: &Agent, nexthop: &str) -> Option<(Target, Conn)> {
+/// An idle connection for this cache key that still answers RSET.
+async fn cached(agent: &Agent, key: &str) -> Option<(Target, Conn)> {
     loop {
         let entry = {
             let mut idle = agent.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = idle.get_mut(nexthop)?;
+            let list = idle.get_mut(key)?;
             list.retain(|(since, _, _)| since.elapsed() < agent.cache_time);
             list.pop()
         };
@@ -262,7 +359,7 @@ async fn cached(agent: &Agent, nexthop: &str) -> Option<(Target, Conn)> {
 /// same next hop, or say QUIT.
 async fn release(
     agent: &Agent,
-    nexthop: &str,
+    key: &str,
     target: Target,
     conn: Conn,
     outcome: &Result<Vec<Outcome>, Outcome>,
@@ -272,7 +369,7 @@ async fn release(
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(nexthop.to_owned())
+            .entry(key.to_owned())
             .or_default()
             .push((Instant::now(), target, conn));
         // Connections nobody reused within the time limit are closed.

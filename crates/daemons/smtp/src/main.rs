@@ -14,6 +14,7 @@
 mod client;
 mod deliver;
 mod route;
+mod security;
 
 fn main() {
     // The agent (its resolver, its tables) is built before a chroot cuts

@@ -100,7 +100,11 @@ impl Settings {
         Ok(Self {
             tls: Tls::new(&cfg)?,
             sasl: Sasl::new(&cfg, &queue_dir)?,
-            sender_login: MapList::parse(&l("smtpd_sender_login_maps")?, &passwd)?,
+            sender_login: MapList::parse_as(
+                &l("smtpd_sender_login_maps")?,
+                &passwd,
+                pfx_maps::Format::Postmap,
+            )?,
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
             mail_name: s("mail_name")?,

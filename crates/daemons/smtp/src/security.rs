@@ -1,0 +1,290 @@
+//! The smtp client's TLS policy and SASL credentials, from Postfix's
+//! parameters: `smtp_tls_security_level` or a `smtp_tls_policy_maps` entry
+//! per next hop, and `smtp_sasl_password_maps` per server.
+
+use std::sync::Arc;
+
+use pfx_config::{BuildError, Config};
+use pfx_maillog::delivery::Outcome;
+use pfx_maps::passwd::Passwd;
+use pfx_maps::{Format, MapList};
+use pfx_tls::client::{Client, Level};
+use tracing::warn;
+
+/// The TLS policy for one next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Policy {
+    pub(crate) level: Level,
+    /// `match=` or the level's default: `hostname`, `nexthop`,
+    /// `dot-nexthop`, or literal names.
+    pub(crate) matches: Vec<String>,
+}
+
+impl Policy {
+    /// The names a certificate may carry for `host` (the server) reached
+    /// for `nexthop`.
+    pub(crate) fn names(&self, host: &str, nexthop_domain: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.matches {
+            match m.as_str() {
+                "hostname" => out.push(host.to_owned()),
+                "nexthop" => out.push(nexthop_domain.to_owned()),
+                // A name below the next hop: the server's own name, when it is one.
+                "dot-nexthop" if host.ends_with(&format!(".{nexthop_domain}")) => {
+                    out.push(host.to_owned())
+                }
+                "dot-nexthop" => {}
+                name => out.push(name.trim_start_matches('.').to_owned()),
+            }
+        }
+        out
+    }
+}
+
+/// `smtp_sasl_security_options` and its TLS variants, as they apply to the
+/// mechanisms the client has: PLAIN and LOGIN send the password itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    noplaintext: bool,
+}
+
+impl Options {
+    fn parse(parameter: &str, items: &[String]) -> Result<Self, String> {
+        let mut o = Self::default();
+        for item in items {
+            match item.to_ascii_lowercase().as_str() {
+                "noplaintext" => o.noplaintext = true,
+                // PLAIN and LOGIN are neither anonymous, nor active-attack or
+                // dictionary proof, nor mutual: these exclude nothing else here.
+                "noanonymous" | "nodictionary" | "noactive" => {}
+                "mutual_auth" | "forward_secrecy" => o.noplaintext = true,
+                other => return Err(format!("{parameter}: unknown security option \"{other}\"")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// SMTP AUTH as a client (`smtp_sasl_auth_enable = yes`).
+#[derive(Debug)]
+pub(crate) struct Sasl {
+    passwords: MapList,
+    /// `smtp_sender_dependent_authentication`.
+    pub(crate) sender_dependent: bool,
+    plain: Options,
+    tls: Options,
+    verified: Options,
+    /// `smtp_sasl_mechanism_filter`; empty: any.
+    filter: Vec<String>,
+    /// `smtp_sasl_auth_soft_bounce`: a 5xx refusal defers rather than bounces.
+    pub(crate) soft_bounce: bool,
+}
+
+/// The client's TLS and SASL settings.
+#[derive(Debug)]
+pub(crate) struct Security {
+    /// `Err`: why no TLS client could be set up (logged once).
+    pub(crate) client: Result<Arc<Client>, String>,
+    level: Level,
+    policy_maps: MapList,
+    verify_match: Vec<String>,
+    secure_match: Vec<String>,
+    pub(crate) wrapper: bool,
+    pub(crate) loglevel: i64,
+    pub(crate) sasl: Option<Sasl>,
+}
+
+impl Security {
+    pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
+        let level = match cfg.get("smtp_tls_security_level")?.as_str() {
+            "" if cfg.bool("smtp_enforce_tls")? => Level::Encrypt,
+            "" if cfg.bool("smtp_use_tls")? => Level::May,
+            other => Level::parse(other).map_err(|e| format!("smtp_tls_security_level: {e}"))?,
+        };
+        let passwd = Passwd::new(None);
+        let client = Client::from_config(cfg).map(Arc::new).map_err(|e| {
+            warn!("{e}");
+            e.to_string()
+        });
+        let sasl = if cfg.bool("smtp_sasl_auth_enable")? {
+            let opts =
+                |n: &str| -> Result<Options, BuildError> { Ok(Options::parse(n, &cfg.list(n)?)?) };
+            Some(Sasl {
+                passwords: MapList::parse_as(
+                    &cfg.list("smtp_sasl_password_maps")?,
+                    &passwd,
+                    Format::Postmap,
+                )?,
+                sender_dependent: cfg.bool("smtp_sender_dependent_authentication")?,
+                plain: opts("smtp_sasl_security_options")?,
+                tls: opts("smtp_sasl_tls_security_options")?,
+                verified: opts("smtp_sasl_tls_verified_security_options")?,
+                filter: cfg
+                    .list("smtp_sasl_mechanism_filter")?
+                    .iter()
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect(),
+                soft_bounce: cfg.bool("smtp_sasl_auth_soft_bounce")?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            client,
+            level,
+            policy_maps: MapList::parse_as(
+                &cfg.list("smtp_tls_policy_maps")?,
+                &passwd,
+                Format::Postmap,
+            )?,
+            verify_match: cfg.list("smtp_tls_verify_cert_match")?,
+            secure_match: cfg.list("smtp_tls_secure_cert_match")?,
+            wrapper: cfg.bool("smtp_tls_wrappermode")?,
+            loglevel: cfg.int("smtp_tls_loglevel")?,
+            sasl,
+        })
+    }
+
+    fn default_matches(&self, level: Level) -> Vec<String> {
+        match level {
+            Level::Verify => self.verify_match.clone(),
+            Level::Secure => self.secure_match.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The policy for a next hop: its `smtp_tls_policy_maps` entry (the
+    /// next hop as written, then for a domain its parents as `.parent`),
+    /// else the default level. A broken entry defers the mail, as Postfix.
+    pub(crate) fn policy(&self, nexthop: &str, domain: &str) -> Result<Policy, Outcome> {
+        let mut keys = vec![nexthop.to_ascii_lowercase()];
+        if !nexthop.starts_with('[') {
+            let mut d = domain;
+            while let Some((_, parent)) = d.split_once('.') {
+                keys.push(format!(".{parent}"));
+                d = parent;
+            }
+        }
+        let problem = |why: String| {
+            warn!("TLS policy lookup for {nexthop}: {why}");
+            Outcome::failed(true, "4.7.5", "none", "client TLS configuration problem")
+        };
+        for key in keys {
+            let found = self
+                .policy_maps
+                .lookup(&key)
+                .map_err(|e| problem(e.to_string()))?;
+            let Some(value) = found else { continue };
+            let mut words = pfx_config::value::split_list(&value).into_iter();
+            let level = Level::parse(&words.next().unwrap_or_default())
+                .map_err(|e| problem(e.to_string()))?;
+            let mut matches = self.default_matches(level);
+            for attr in words {
+                match attr.split_once('=') {
+                    Some(("match", v)) => {
+                        matches = v
+                            .split(':')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    }
+                    // Postfix's cipher grades and protocol lists only narrow
+                    // what rustls already limits to TLS 1.2 and 1.3.
+                    Some(("protocols" | "ciphers" | "exclude", _)) => {}
+                    _ => return Err(problem(format!("unsupported attribute \"{attr}\""))),
+                }
+            }
+            return Ok(Policy { level, matches });
+        }
+        Ok(Policy {
+            level: self.level,
+            matches: self.default_matches(self.level),
+        })
+    }
+}
+
+impl Sasl {
+    /// The user name and password for a server: by sender first (with
+    /// `smtp_sender_dependent_authentication`), then the server's host
+    /// name, then the next hop as written (`[smtp.example.com]:587`).
+    pub(crate) fn credentials(
+        &self,
+        sender: &str,
+        host: &str,
+        nexthop: &str,
+    ) -> Result<Option<(String, String)>, String> {
+        let mut keys = Vec::new();
+        if self.sender_dependent && !sender.is_empty() {
+            keys.push(sender.to_ascii_lowercase());
+            if let Some((_, d)) = sender.rsplit_once('@') {
+                keys.push(format!("@{}", d.to_ascii_lowercase()));
+            }
+        }
+        keys.push(host.to_ascii_lowercase());
+        keys.push(nexthop.to_ascii_lowercase());
+        for key in keys {
+            if let Some(v) = self.passwords.lookup(&key).map_err(|e| e.to_string())? {
+                let (user, password) = v.split_once(':').unwrap_or((&v, ""));
+                return Ok(Some((user.to_owned(), password.to_owned())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The mechanism to use among those the server offers: PLAIN, then
+    /// LOGIN, as the security options for this connection allow.
+    pub(crate) fn mechanism(
+        &self,
+        offered: &[String],
+        tls: Option<pfx_tls::client::Trust>,
+    ) -> Option<&'static str> {
+        let options = match tls {
+            None => self.plain,
+            Some(pfx_tls::client::Trust::Verified) => self.verified,
+            Some(_) => self.tls,
+        };
+        if options.noplaintext {
+            return None;
+        }
+        ["PLAIN", "LOGIN"].into_iter().find(|m| {
+            offered.iter().any(|o| o == m)
+                && (self.filter.is_empty() || self.filter.iter().any(|f| f == m))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_names_for_verify_and_secure() {
+        let p = Policy {
+            level: Level::Secure,
+            matches: vec!["nexthop".into(), "dot-nexthop".into()],
+        };
+        assert_eq!(
+            p.names("mx1.example.com", "example.com"),
+            ["example.com", "mx1.example.com"]
+        );
+        assert_eq!(p.names("mx.other.net", "example.com"), ["example.com"]);
+        let p = Policy {
+            level: Level::Verify,
+            matches: vec!["hostname".into(), ".example.org".into()],
+        };
+        assert_eq!(
+            p.names("mx.example.net", "example.net"),
+            ["mx.example.net", "example.org"]
+        );
+    }
+
+    #[test]
+    fn options_that_forbid_plaintext_leave_no_mechanism() {
+        let items = |s: &str| pfx_config::value::split_list(s);
+        let o = Options::parse("x", &items("noplaintext, noanonymous")).unwrap();
+        assert!(o.noplaintext);
+        let o = Options::parse("x", &items("noanonymous")).unwrap();
+        assert!(!o.noplaintext);
+        assert!(Options::parse("x", &items("nonsense")).is_err());
+    }
+}
