@@ -56,12 +56,8 @@ fn run(dir: &Path, cfg: &Config, dns: Dns) -> usize {
         );
     }
     for r in cfg.refusals(&services, &master_cf) {
-        if r.warning {
-            warn!("{r}");
-        } else {
-            error!("{r}");
-            errors += 1;
-        }
+        error!("{r}");
+        errors += 1;
     }
     let daemon_dir = cfg.get("daemon_directory").unwrap_or_default();
     for svc in &services {

@@ -124,9 +124,8 @@ fn main() {
         .and_then(|c| c.validate().map(|()| c))
         .unwrap_or_else(|e| fatal(e));
     let services = pfx_config::read_master_cf(&dir).unwrap_or_else(|e| fatal(e));
-    match cfg.fail_closed(&services) {
-        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-        Err(e) => fatal(e),
+    if let Err(e) = cfg.fail_closed(&services) {
+        fatal(e);
     }
     let services = supervise::started(services);
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));

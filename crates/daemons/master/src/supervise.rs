@@ -424,17 +424,14 @@ impl Supervisor {
         let loaded = Config::load(&dir)
             .and_then(|c| c.validate().map(|()| c))
             .and_then(|c| pfx_config::read_master_cf(&dir).map(|s| (c, s)))
-            .and_then(|(c, s)| c.fail_closed(&s).map(|w| (c, s, w)));
-        let (cfg, services, warnings) = match loaded {
-            Ok((c, s, w)) => (c, started(s), w),
+            .and_then(|(c, s)| c.fail_closed(&s).map(|()| (c, s)));
+        let (cfg, services) = match loaded {
+            Ok((c, s)) => (c, started(s)),
             Err(e) => {
                 error!("reload failed, keeping the running configuration: {e}");
                 return;
             }
         };
-        for w in warnings {
-            warn!("{w}");
-        }
         info!(
             "reload -- version {}, configuration {}",
             env!("CARGO_PKG_VERSION"),

@@ -2,7 +2,8 @@
 //! trivial-rewrite resolve): `transport_maps` first (the address, its
 //! domain, `.parent` domains, `*`); otherwise local domains go to
 //! `$local_transport`, `$relay_domains` to `$relay_transport`, and the rest
-//! to `$default_transport`, through `$relayhost` when it is set. An empty
+//! to `$default_transport`, through the sender's entry in
+//! `sender_dependent_relayhost_maps` or else `$relayhost`. An empty
 //! transport or next hop in a table entry keeps the one the address would
 //! otherwise get. `error:text`, `retry:text` and `discard:text` are
 //! answered by qmgr itself, and so is mail to `$double_bounce_sender` in a
@@ -31,6 +32,8 @@ pub(crate) struct Router {
     relay: (String, String),
     default: (String, String),
     relayhost: String,
+    /// `sender_dependent_relayhost_maps`: the sender, then `@domain`.
+    sender_relayhost: MapList,
     transport_maps: MapList,
     double_bounce: String,
     allow_min_user: bool,
@@ -59,6 +62,11 @@ impl Router {
             relay: split_spec(&cfg.get("relay_transport")?),
             default: split_spec(&cfg.get("default_transport")?),
             relayhost: cfg.get("relayhost")?,
+            sender_relayhost: MapList::parse_as(
+                &cfg.list("sender_dependent_relayhost_maps")?,
+                &passwd,
+                Format::Postmap,
+            )?,
             transport_maps: MapList::parse_as(
                 &cfg.list("transport_maps")?,
                 &passwd,
@@ -91,7 +99,30 @@ impl Router {
             })
     }
 
-    pub(crate) fn route(&self, recipient: &str) -> Route {
+    /// The relay host for mail from `sender`: its table entry (`DUNNO`
+    /// defers to the next), else `$relayhost`. A lookup that fails keeps
+    /// the mail on `$relayhost`, as the table would have.
+    fn relayhost_for(&self, sender: &str) -> String {
+        if !self.sender_relayhost.is_empty() && !sender.is_empty() {
+            let sender = sender.to_ascii_lowercase();
+            let domain = sender.rsplit_once('@').map(|(_, d)| format!("@{d}"));
+            for key in std::iter::once(sender.clone()).chain(domain) {
+                match self.sender_relayhost.lookup(&key) {
+                    Ok(Some(v)) if v.eq_ignore_ascii_case("DUNNO") => break,
+                    Ok(Some(v)) => return v,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("sender_dependent_relayhost_maps lookup of {key}: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        self.relayhost.clone()
+    }
+
+    /// Where mail from `sender` to `recipient` goes.
+    pub(crate) fn route(&self, sender: &str, recipient: &str) -> Route {
         let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
         // A command (pipe's argv, a local alias command) could take a
         // leading '-' for an option: such recipients bounce unless
@@ -117,9 +148,10 @@ impl Router {
             (t, if n.is_empty() { r.domain.clone() } else { n })
         } else {
             let (t, n) = self.default.clone();
-            let n = match (n.is_empty(), self.relayhost.is_empty()) {
+            let relayhost = self.relayhost_for(sender);
+            let n = match (n.is_empty(), relayhost.is_empty()) {
                 (false, _) => n,
-                (true, false) => self.relayhost.clone(),
+                (true, false) => relayhost,
                 (true, true) => r.domain.clone(),
             };
             (t, n)
@@ -218,12 +250,12 @@ mod tests {
     fn local_domains_go_local_and_others_to_smtp() {
         let cfg = Config::from_text(Path::new("/etc/postfix"), "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = $myhostname, $mydomain\n").unwrap();
         let r = Router::new(&cfg).unwrap();
-        let l = r.route("openstack@YWNDS.com");
+        let l = r.route("", "openstack@YWNDS.com");
         assert_eq!(
             (l.transport.as_str(), l.nexthop.as_str()),
             ("local", "mail.ywnds.com")
         );
-        let s = r.route("x@163.com");
+        let s = r.route("", "x@163.com");
         assert_eq!(
             (
                 s.transport.as_str(),
@@ -232,13 +264,53 @@ mod tests {
             ),
             ("smtp", "163.com", "163.com")
         );
-        assert_eq!(r.route("user%163.com@ywnds.com").nexthop, "163.com");
-        let d = r.route("Double-Bounce@ywnds.com");
+        assert_eq!(r.route("", "user%163.com@ywnds.com").nexthop, "163.com");
+        let d = r.route("", "Double-Bounce@ywnds.com");
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("discard", "undeliverable postmaster notification discarded")
         );
-        assert_eq!(r.route("double-bounce@163.com").transport, "smtp");
+        assert_eq!(r.route("", "double-bounce@163.com").transport, "smtp");
+    }
+
+    #[test]
+    fn sender_dependent_relayhost_overrides_relayhost_for_remote_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("sender_relay");
+        std::fs::write(
+            &table,
+            "alice@ywnds.com [smtp.provider-a.test]:587
+@partner.test [smtp.provider-b.test]:587
+bob@partner.test DUNNO
+",
+        )
+        .unwrap();
+        let cfg = Config::from_text(
+            Path::new("/etc/postfix"),
+            &format!(
+                "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = $myhostname, $mydomain\n\
+                 relayhost = [smarthost.test]\nsender_dependent_relayhost_maps = texthash:{}\n",
+                table.display()
+            ),
+        )
+        .unwrap();
+        let r = Router::new(&cfg).unwrap();
+        let hop = |from: &str, to: &str| r.route(from, to).nexthop;
+        assert_eq!(
+            hop("Alice@ywnds.com", "x@163.com"),
+            "[smtp.provider-a.test]:587"
+        );
+        assert_eq!(
+            hop("carol@partner.test", "x@163.com"),
+            "[smtp.provider-b.test]:587"
+        );
+        assert_eq!(hop("bob@partner.test", "x@163.com"), "[smarthost.test]");
+        assert_eq!(hop("", "x@163.com"), "[smarthost.test]");
+        // Local mail stays local whoever sends it.
+        assert_eq!(
+            r.route("alice@ywnds.com", "openstack@ywnds.com").transport,
+            "local"
+        );
     }
 
     #[test]
@@ -261,7 +333,7 @@ mod tests {
         .unwrap();
         let r = Router::new(&cfg).unwrap();
         let t = |a: &str| {
-            let x = r.route(a);
+            let x = r.route("", a);
             (x.transport, x.nexthop)
         };
         assert_eq!(
@@ -286,7 +358,10 @@ mod tests {
             t("openstack@ywnds.com"),
             ("local".into(), "mail.ywnds.com".into())
         );
-        assert_eq!(r.route("a@example.test").destination, "[127.0.0.2]:2526");
+        assert_eq!(
+            r.route("", "a@example.test").destination,
+            "[127.0.0.2]:2526"
+        );
     }
 
     #[test]
@@ -294,7 +369,7 @@ mod tests {
         let route = |extra: &str| {
             let text = format!("mydestination = ywnds.com\n{extra}");
             let cfg = Config::from_text(Path::new("/etc/postfix"), &text).unwrap();
-            let r = Router::new(&cfg).unwrap().route("-oQ/tmp/x@163.com");
+            let r = Router::new(&cfg).unwrap().route("", "-oQ/tmp/x@163.com");
             (r.transport, r.nexthop)
         };
         assert_eq!(

@@ -248,7 +248,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         let routes = env
             .recipients
             .iter()
-            .map(|r| self.st.router.route(&r.address))
+            .map(|r| self.st.router.route(&env.sender, &r.address))
             .collect();
         let msg = Msg {
             env,

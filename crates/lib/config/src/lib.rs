@@ -520,7 +520,7 @@ impl Config {
     /// [`Class::Refused`] parameter at a value other than its default or one
     /// it accepts, in main.cf, by default, or in a master.cf `-o`
     /// override), and every restriction list naming a keyword it does not
-    /// implement. Warnings (`warning: true`) do not stop anything.
+    /// implement.
     pub fn refusals(&self, services: &[Service], master_cf: &Path) -> Vec<Refusal> {
         let mut out = Vec::new();
         for p in params::PARAMS {
@@ -574,14 +574,11 @@ impl Config {
     }
 
     /// [`Config::refusals`] for a program about to use this configuration:
-    /// the warnings when nothing is refused, else [`Error::Refused`].
-    pub fn fail_closed(&self, services: &[Service]) -> Result<Vec<Refusal>, Error> {
-        let (warnings, refused): (Vec<_>, Vec<_>) = self
-            .refusals(services, &self.dir.join("master.cf"))
-            .into_iter()
-            .partition(|r| r.warning);
+    /// [`Error::Refused`] when there is any.
+    pub fn fail_closed(&self, services: &[Service]) -> Result<(), Error> {
+        let refused = self.refusals(services, &self.dir.join("master.cf"));
         match refused.is_empty() {
-            true => Ok(warnings),
+            true => Ok(()),
             false => Err(Error::Refused(refused)),
         }
     }
@@ -601,7 +598,7 @@ impl Config {
     }
 
     fn refusal(&self, name: &str, p: &Param, place: Option<&str>) -> Option<Refusal> {
-        let Class::Refused { also, warn } = p.class else {
+        let Class::Refused { also } = p.class else {
             return None;
         };
         let value = self
@@ -623,7 +620,6 @@ impl Config {
         if mine == norm(&default) || also.iter().any(|a| norm(a) == mine) {
             return None;
         }
-        let warning = warn.iter().any(|w| norm(w) == mine);
         let by_default = place.is_none() && !self.is_set(name);
         let shown = if by_default {
             format!(
@@ -637,12 +633,7 @@ impl Config {
             place: place.map_or_else(|| self.place(name), str::to_owned),
             name: name.to_owned(),
             value: shown,
-            reason: if warning {
-                "not implemented by postfix-rs yet; it only adds protection where it is available, so mail is handled without it".to_owned()
-            } else {
-                "not implemented by postfix-rs".to_owned()
-            },
-            warning,
+            reason: "not implemented by postfix-rs".to_owned(),
         })
     }
 
@@ -664,7 +655,6 @@ impl Config {
                 reason: format!(
                     "negated item {negated} in a match list: not implemented by postfix-rs"
                 ),
-                warning: false,
             });
         }
         let table = items.iter().find(|i| {
@@ -679,7 +669,6 @@ impl Config {
             name: name.to_owned(),
             value: items.join(", "),
             reason: format!("lookup table {table} in a match list: not implemented by postfix-rs"),
-            warning: false,
         })
     }
 
@@ -698,7 +687,6 @@ impl Config {
             name: lists.join(" or "),
             value: all.iter().map(|r| r.keyword()).collect::<Vec<_>>().join(", "),
             reason: "specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer".to_owned(),
-            warning: false,
         })
     }
 
@@ -718,7 +706,6 @@ impl Config {
             value,
             reason: "not implemented by postfix-rs with smtpd_sasl_auth_enable = yes (dovecot is)"
                 .to_owned(),
-            warning: false,
         })
     }
 
@@ -730,20 +717,18 @@ impl Config {
             name: name.to_owned(),
             value: items.join(", "),
             reason,
-            warning: false,
         })
     }
 }
 
-/// A setting postfix-rs cannot honour (or, with `warning`, honours only in
-/// part). Display: `FILE, line N: name = value: reason`.
+/// A setting postfix-rs cannot honour. Display: `FILE, line N: name =
+/// value: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub place: String,
     pub name: String,
     pub value: String,
     pub reason: String,
-    pub warning: bool,
 }
 
 impl std::fmt::Display for Refusal {
@@ -764,7 +749,6 @@ fn service_refusal(svc: &Service, master_cf: &Path) -> Option<Refusal> {
         name: format!("service {}", svc.id()),
         value: svc.command.clone(),
         reason: "program not implemented by postfix-rs".to_owned(),
-        warning: false,
     })
 }
 
@@ -892,7 +876,7 @@ mod tests {
         let services = mastercf::parse(Path::new("/etc/postfix/master.cf"), master).unwrap();
         c.refusals(&services, Path::new("/etc/postfix/master.cf"))
             .iter()
-            .map(|r| format!("{}{r}", if r.warning { "warning: " } else { "" }))
+            .map(|r| r.to_string())
             .collect()
     }
 

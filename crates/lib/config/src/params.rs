@@ -37,15 +37,11 @@ pub enum Class {
     /// settings of features that only act when a refused parameter turns
     /// them on. Any value is accepted.
     Inert,
-    /// Not implemented. Accepted only at its default or one of `also`; `warn`
-    /// values are accepted with a warning (opportunistic settings such as
-    /// `smtpd_tls_security_level = may`, which only add protection when it is
-    /// available). Any other value stops `postfix check`, `start` and
-    /// `reload`, and every daemon, naming file, line and parameter.
-    Refused {
-        also: &'static [&'static str],
-        warn: &'static [&'static str],
-    },
+    /// Not implemented, or implemented for some values only. Accepted only
+    /// at its default or one of `also`; any other value stops `postfix
+    /// check`, `start` and `reload`, and every daemon, naming file, line
+    /// and parameter.
+    Refused { also: &'static [&'static str] },
 }
 
 /// One parameter.
@@ -69,10 +65,7 @@ const fn p(name: &'static str, default: &'static str, kind: Kind, class: Class) 
 use Kind::{Bool, Int, Str, Time};
 const I: Class = Class::Implemented;
 const N: Class = Class::Inert;
-const R: Class = Class::Refused {
-    also: &[],
-    warn: &[],
-};
+const R: Class = Class::Refused { also: &[] };
 use Class::Refused;
 
 /// Every parameter, sorted by name (the order `postconf` prints).
@@ -243,7 +236,7 @@ pub static PARAMS: &[Param] = &[
     p("import_environment", "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME", Str, N),
     p("in_flow_delay", "1s", Time('s'), N),
     p("inet_interfaces", "all", Str, I),
-    p("inet_protocols", "all", Str, Refused { also: &["all", "ipv4, ipv6", "ipv6, ipv4"], warn: &[] }),
+    p("inet_protocols", "all", Str, Refused { also: &["all", "ipv4, ipv6", "ipv6, ipv4"] }),
     p("info_log_address_format", "external", Str, N),
     p("initial_destination_concurrency", "5", Int, N),
     p("internal_mail_filter_classes", "", Str, R),
@@ -556,7 +549,7 @@ pub static PARAMS: &[Param] = &[
     p("sender_canonical_classes", "envelope_sender, header_sender", Str, N),
     p("sender_canonical_maps", "", Str, R),
     p("sender_dependent_default_transport_maps", "", Str, R),
-    p("sender_dependent_relayhost_maps", "", Str, R),
+    p("sender_dependent_relayhost_maps", "", Str, I),
     p("sendmail_fix_line_endings", "always", Str, R),
     p("sendmail_path", "/usr/sbin/sendmail", Str, N),
     p("service_name", "", Str, N),
@@ -662,7 +655,7 @@ pub static PARAMS: &[Param] = &[
     p("smtp_tls_protocols", ">=TLSv1", Str, I),
     p("smtp_tls_scert_verifydepth", "9", Int, N),
     p("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", Str, I),
-    p("smtp_tls_security_level", "", Str, Refused { also: &["none", "may", "encrypt", "verify", "secure"], warn: &[] }),
+    p("smtp_tls_security_level", "", Str, Refused { also: &["none", "may", "encrypt", "verify", "secure"] }),
     p("smtp_tls_servername", "", Str, N),
     p("smtp_tls_session_cache_database", "", Str, N),
     p("smtp_tls_session_cache_timeout", "3600s", Time('s'), N),
@@ -779,7 +772,7 @@ pub static PARAMS: &[Param] = &[
     p("smtpd_tls_protocols", ">=TLSv1", Str, I),
     p("smtpd_tls_received_header", "no", Bool, I),
     p("smtpd_tls_req_ccert", "no", Bool, R),
-    p("smtpd_tls_security_level", "", Str, Refused { also: &["none", "may", "encrypt"], warn: &[] }),
+    p("smtpd_tls_security_level", "", Str, Refused { also: &["none", "may", "encrypt"] }),
     p("smtpd_tls_session_cache_database", "", Str, N),
     p("smtpd_tls_session_cache_timeout", "3600s", Time('s'), N),
     p("smtpd_tls_wrappermode", "no", Bool, I),
