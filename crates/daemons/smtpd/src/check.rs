@@ -132,13 +132,22 @@ fn login_mismatch(st: &Settings, kind: Restriction, facts: &Facts<'_>) -> Option
     };
     let domain = sender.rsplit_once('@').map(|(_, d)| d);
     let lookup = |key: &str| st.sender_login.lookup(&key.to_ascii_lowercase());
-    let owners = match lookup(sender) {
-        Ok(None) => match domain {
-            Some(d) => lookup(&format!("@{d}")),
-            None => Ok(None),
-        },
-        other => other,
-    };
+    // As Postfix: the address, without its extension (user+ext), then @domain.
+    let mut keys = vec![sender.to_owned()];
+    if let (Some(d), Some(delim)) = (domain, st.recipient_delimiter.chars().next()) {
+        let local = &sender[..sender.len() - d.len() - 1];
+        if let Some((user, _)) = local.split_once(delim) {
+            keys.push(format!("{user}@{d}"));
+        }
+    }
+    keys.extend(domain.map(|d| format!("@{d}")));
+    let mut owners = Ok(None);
+    for key in &keys {
+        owners = lookup(key);
+        if !matches!(owners, Ok(None)) {
+            break;
+        }
+    }
     let owners = match owners {
         Ok(o) => o,
         Err(e) => {

@@ -371,3 +371,221 @@ async fn a_stage_list_rejects_with_postfix_words() {
         "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"
     );
 }
+
+/// A Dovecot stand-in at `private/auth`: PLAIN and LOGIN, one user
+/// `alice` with password `secret`. Hands over every AUTH request line.
+fn dovecot(dir: &std::path::Path) -> mpsc::UnboundedReceiver<String> {
+    use base64::Engine as _;
+    use tokio::io::AsyncBufReadExt;
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    std::fs::create_dir_all(dir.join("private")).unwrap();
+    let listener = tokio::net::UnixListener::bind(dir.join("private/auth")).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = conn.into_split();
+                let mut lines = tokio::io::BufReader::new(r).lines();
+                w.write_all(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nMECH\tANONYMOUS\tanonymous\nSPID\t1\nCUID\t1\nCOOKIE\tx\nDONE\n")
+                    .await
+                    .unwrap();
+                // id -> user name given so far (LOGIN)
+                let mut login: Option<(String, Option<String>)> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let verdict = |id: &str, user: &str, pass: &str| {
+                        if user == "alice" && pass == "secret" {
+                            format!("OK\t{id}\tuser=alice\n")
+                        } else {
+                            format!("FAIL\t{id}\tuser={user}\n")
+                        }
+                    };
+                    let reply = match f[0] {
+                        "AUTH" => {
+                            tx.send(line.clone()).unwrap();
+                            let resp = f.iter().find_map(|p| p.strip_prefix("resp="));
+                            match (f[2], resp) {
+                                ("PLAIN", Some(r)) => {
+                                    let raw = B64.decode(r).unwrap_or_default();
+                                    let parts: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                                    let s = |i: usize| {
+                                        String::from_utf8_lossy(
+                                            parts.get(i).copied().unwrap_or_default(),
+                                        )
+                                        .into_owned()
+                                    };
+                                    verdict(f[1], &s(1), &s(2))
+                                }
+                                ("LOGIN", None) => {
+                                    login = Some((f[1].to_owned(), None));
+                                    format!("CONT\t{}\tVXNlcm5hbWU6\n", f[1])
+                                }
+                                _ => {
+                                    format!("FAIL\t{}\treason=unsupported in the stand-in\n", f[1])
+                                }
+                            }
+                        }
+                        "CONT" => {
+                            let text = String::from_utf8(B64.decode(f[2]).unwrap_or_default())
+                                .unwrap_or_default();
+                            match login.take() {
+                                Some((id, None)) => {
+                                    login = Some((id.clone(), Some(text)));
+                                    format!("CONT\t{id}\tUGFzc3dvcmQ6\n")
+                                }
+                                Some((id, Some(user))) => verdict(&id, &user, &text),
+                                None => format!("FAIL\t{}\n", f[1]),
+                            }
+                        }
+                        _ => continue,
+                    };
+                    w.write_all(reply.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    rx
+}
+
+const SASL: &str =
+    "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\n\
+    smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination\n";
+
+#[tokio::test]
+async fn auth_through_dovecot_opens_the_relay_and_nothing_secret_reaches_dovecot_twice() {
+    let i = Instance::new();
+    let mut requests = dovecot(i.dir.path());
+    // AGFsaWNlAHNlY3JldA== is "\0alice\0secret".
+    let input = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\nRSET\r\n\
+        AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<x@elsewhere.example>\r\n\
+        AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nRSET\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n";
+    let out = i.converse(SASL, input).await;
+    let l = lines(&out);
+    // Without TLS only what the default options allow: not ANONYMOUS.
+    assert!(l.contains(&"250-AUTH PLAIN LOGIN"), "{out}");
+    assert_eq!(
+        l[l.len() - 9],
+        "554 5.7.1 <x@elsewhere.example>: Relay access denied",
+        "{out}"
+    );
+    assert_eq!(
+        l[l.len() - 7],
+        "235 2.7.0 Authentication successful",
+        "{out}"
+    );
+    assert_eq!(l[l.len() - 5], "250 2.1.5 Ok", "{out}");
+    assert_eq!(
+        l[l.len() - 4],
+        "503 5.5.1 Error: MAIL transaction in progress",
+        "{out}"
+    );
+    assert_eq!(
+        l[l.len() - 2],
+        "503 5.5.1 Error: already authenticated",
+        "{out}"
+    );
+    let req = requests.recv().await.unwrap();
+    assert!(
+        req.starts_with("AUTH\t")
+            && req.contains("\tPLAIN\tservice=smtp\tnologin\t")
+            && req.contains("\trip=192.0.2.10"),
+        "{req}"
+    );
+    assert!(!req.contains("secured"), "not encrypted: {req}");
+    assert!(requests.try_recv().is_err(), "one AUTH reached Dovecot");
+}
+
+#[tokio::test]
+async fn login_exchange_abort_and_failures_count_toward_the_error_limit() {
+    let i = Instance::new();
+    let _requests = dovecot(i.dir.path());
+    let main_cf = format!("{SASL}smtpd_hard_error_limit = 3\n");
+    // LOGIN: "alice", then a wrong password; then an aborted exchange; a
+    // mechanism Dovecot does not offer here; then the limit is reached.
+    let input = b"EHLO c.example\r\nAUTH LOGIN\r\nYWxpY2U=\r\nd3Jvbmc=\r\nAUTH LOGIN\r\n*\r\nAUTH CRAM-MD5\r\nNOOP\r\n";
+    let out = i.converse(&main_cf, input).await;
+    let l = lines(&out);
+    let tail: Vec<&str> = l.iter().rev().take(7).rev().copied().collect();
+    assert_eq!(
+        tail,
+        [
+            "334 VXNlcm5hbWU6",
+            "334 UGFzc3dvcmQ6",
+            "535 5.7.8 Error: authentication failed: (reason unavailable)",
+            "334 VXNlcm5hbWU6",
+            "501 5.7.0 Authentication aborted",
+            "535 5.7.8 Error: authentication failed: Invalid authentication mechanism",
+            "421 4.7.0 mx.example.com Error: too many errors",
+        ],
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn auth_only_after_tls_and_not_for_exception_networks() {
+    let i = Instance::new();
+    let _requests = dovecot(i.dir.path());
+    let input = b"EHLO c.example\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n";
+    for extra in [
+        "smtpd_tls_auth_only = yes\n",
+        "smtpd_sasl_exceptions_networks = 192.0.2.0/24\n",
+    ] {
+        let out = i.converse(&format!("{SASL}{extra}"), input).await;
+        assert!(!out.contains("AUTH PLAIN"), "{extra}: {out}");
+        assert!(
+            out.contains("503 5.5.1 Error: authentication not enabled"),
+            "{extra}: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sender_login_maps_say_who_may_use_which_sender() {
+    let i = Instance::new();
+    let _requests = dovecot(i.dir.path());
+    let table = i.dir.path().join("senders");
+    std::fs::write(
+        &table,
+        "alice@example.com alice\n@shared.example alice, bob\nbob@example.com bob\n",
+    )
+    .unwrap();
+    let main_cf = format!(
+        "{SASL}recipient_delimiter = +\nsmtpd_sender_login_maps = texthash:{}\nsmtpd_sender_restrictions = reject_sender_login_mismatch\n",
+        table.display()
+    );
+    let rcpt = |from: &str, auth: bool| {
+        let auth = if auth {
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"
+        } else {
+            ""
+        };
+        format!("EHLO c.example\r\n{auth}MAIL FROM:<{from}>\r\nRCPT TO:<u@example.com>\r\nQUIT\r\n")
+    };
+    for (from, auth, want) in [
+        ("alice@example.com", true, "250 2.1.5 Ok"),
+        ("alice+lists@example.com", true, "250 2.1.5 Ok"),
+        ("anyone@shared.example", true, "250 2.1.5 Ok"),
+        (
+            "bob@example.com",
+            true,
+            "553 5.7.1 <bob@example.com>: Sender address rejected: not owned by user alice",
+        ),
+        // Not in the table at all: not owned either.
+        (
+            "x@elsewhere.example",
+            true,
+            "553 5.7.1 <x@elsewhere.example>: Sender address rejected: not owned by user alice",
+        ),
+        (
+            "bob@example.com",
+            false,
+            "553 5.7.1 <bob@example.com>: Sender address rejected: not logged in",
+        ),
+        ("x@elsewhere.example", false, "250 2.1.5 Ok"),
+    ] {
+        let out = i.converse(&main_cf, rcpt(from, auth).as_bytes()).await;
+        let l = lines(&out);
+        assert_eq!(l[l.len() - 2], want, "{from} {auth}: {out}");
+    }
+}
