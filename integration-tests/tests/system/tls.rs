@@ -414,3 +414,111 @@ s.quit()
         "{out}"
     );
 }
+
+/// The Received: header and the TLS log line of one swaks session, as a
+/// server wrote them, with what differs between any two runs (queue IDs,
+/// dates, the client's name lookup, process IDs) made neutral.
+fn neutral(text: &str, id: &str) -> String {
+    let mut out = text.replace(id, "QUEUEID");
+    for name in ["localhost[127.0.0.1]", "unknown[127.0.0.1]"] {
+        out = out.replace(name, "CLIENT[127.0.0.1]");
+    }
+    for name in ["(localhost [127.0.0.1])", "(unknown [127.0.0.1])"] {
+        out = out.replace(name, "(CLIENT [127.0.0.1])");
+    }
+    // The date after "; " on the last line of a header.
+    if let Some(i) = out.rfind("; ").filter(|_| out.starts_with("Received:")) {
+        out.truncate(i + 2);
+        out.push_str("DATE");
+    }
+    out
+}
+
+#[test]
+fn received_and_tls_log_lines_read_as_debian_postfix_writes_them() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: Debian's Postfix needs root");
+        return;
+    }
+    let tls_cf =
+        "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\n";
+    let (m, certs) = instance(tls_cf);
+    m.start();
+    let pf = testkit::debian::Postfix::new(
+        None,
+        &format!(
+            "{tls_cf}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nrelayhost = [127.0.0.1]:9\n",
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    );
+    pf.start();
+    let mut seen = Vec::new();
+    for port in [pf.port, m.port] {
+        let (ok, out) = tls::swaks(
+            port,
+            &[
+                "--tls",
+                "--from",
+                "a@example.org",
+                "--to",
+                "openstack@ywnds.com",
+                "--h-Subject",
+                "same session",
+            ],
+        );
+        assert!(ok, "{out}");
+        let id = out
+            .lines()
+            .find_map(|l| l.split("queued as ").nth(1))
+            .unwrap()
+            .trim()
+            .to_owned();
+        seen.push(id);
+    }
+    // Postfix's copy waits in its queue; postfix-rs's is delivered.
+    let out = pf.run("postcat", &["-hq", &seen[0]]);
+    let postfix_headers = String::from_utf8_lossy(&out.stdout).into_owned();
+    let postfix_received = received(&postfix_headers);
+    let rs_text = String::from_utf8_lossy(&m.wait_maildir("openstack", 1)[0]).into_owned();
+    let rs_received = received(&rs_text);
+    let (a, b) = (
+        neutral(&postfix_received, &seen[0]),
+        neutral(&rs_received, &seen[1]),
+    );
+    eprintln!("Postfix:\n{a}\npostfix-rs:\n{b}");
+    assert_eq!(a, b);
+    // The log lines of the session, from after "smtpd[PID]: ".
+    assert!(pf.wait_log("starttls=1", Duration::from_secs(5)));
+    for what in ["TLS connection established from", "starttls=1"] {
+        let line = |log: &str, id: &str| {
+            log.lines()
+                .find(|l| l.contains(what))
+                .map(|l| neutral(&l[l.find("]: ").unwrap() + 3..], id))
+                .unwrap_or_default()
+        };
+        let (a, b) = (
+            line(&pf.log_text(), &seen[0]),
+            line(&m.log_text(), &seen[1]),
+        );
+        assert_eq!(a, b, "Postfix: {a}\npostfix-rs: {b}");
+    }
+    pf.stop();
+}
+
+/// The first Received: header of a message, with its continuation lines.
+fn received(message: &str) -> String {
+    let mut out = Vec::new();
+    for line in message.lines() {
+        if out.is_empty() {
+            if line.starts_with("Received: ") {
+                out.push(line);
+            }
+        } else if line.starts_with(['\t', ' ']) {
+            out.push(line);
+        } else {
+            break;
+        }
+    }
+    out.join("\n")
+}

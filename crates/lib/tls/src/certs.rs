@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use crate::Error;
 
@@ -26,6 +27,29 @@ fn load_error(parameter: &str, what: &'static str, path: &str, reason: impl ToSt
         what,
         path: path.to_owned(),
         reason: reason.to_string(),
+    }
+}
+
+/// A key that signs with the first scheme in the peer's order of
+/// preference that it can use, as OpenSSL does (rustls would take its own
+/// order, RSA-PSS with SHA-512 before SHA-256), so that handshakes and
+/// their log lines are the ones Postfix's peers see.
+#[derive(Debug)]
+struct ClientOrder(Arc<dyn SigningKey>);
+
+impl SigningKey for ClientOrder {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        offered
+            .iter()
+            .find_map(|s| self.0.choose_scheme(std::slice::from_ref(s)))
+    }
+
+    fn public_key(&self) -> Option<rustls::pki_types::SubjectPublicKeyInfoDer<'_>> {
+        self.0.public_key()
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.0.algorithm()
     }
 }
 
@@ -68,6 +92,7 @@ fn identity(
     }
     let signer = rustls::crypto::ring::sign::any_supported_type(key)
         .map_err(|e| load_error(parameter, "a private key", path, e))?;
+    let signer: Arc<dyn SigningKey> = Arc::new(ClientOrder(signer));
     let certified = CertifiedKey::new(chain, signer);
     certified.keys_match().map_err(|e| {
         load_error(
