@@ -34,7 +34,10 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "-s" => a.concurrency = value().parse().unwrap_or_else(|_| usage("-s")),
             "-m" => a.messages = value().parse().unwrap_or_else(|_| usage("-m")),
@@ -172,7 +175,9 @@ async fn main() {
     )
     .into_bytes();
     while body.len() < a.size {
-        body.extend_from_slice(b"La de da de da 1 2 3 4 5 6 7 8 9 0 La de da de da 1 2 3 4 5 6 7\r\n");
+        body.extend_from_slice(
+            b"La de da de da 1 2 3 4 5 6 7 8 9 0 La de da de da 1 2 3 4 5 6 7\r\n",
+        );
     }
     body.extend_from_slice(b".\r\n");
     let body = Arc::new(body);

@@ -277,6 +277,14 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
         line.contains("SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 Error: authentication failed"),
         "{line}"
     );
+    // Postfix's own warning for it, which postfix-rs's smtpd writes alike
+    // (tls::submission_refuses_wrong_passwords_...).
+    let warning = "]: SASL PLAIN authentication failed: (reason unavailable), sasl_username=carol";
+    assert!(
+        pf.wait_log(warning, Duration::from_secs(10)),
+        "{}",
+        pf.log_text()
+    );
     pf.stop();
     drop(probe);
 }
