@@ -522,3 +522,74 @@ fn received(message: &str) -> String {
     }
     out.join("\n")
 }
+
+#[test]
+fn a_client_certificate_asked_for_is_named_in_received_and_the_log() {
+    let (m, _) = instance(
+        "smtpd_tls_security_level = may\nsmtpd_tls_ask_ccert = yes\nsmtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 2\n",
+    );
+    let client = tls::self_signed(&m.root.path().join("home"), "laptop.example", false);
+    m.start();
+    let (ok, out) = tls::swaks(
+        m.port,
+        &[
+            "--tls",
+            "--tls-cert",
+            &client.cert.display().to_string(),
+            "--tls-key",
+            &client.key.display().to_string(),
+            "--from",
+            "a@example.org",
+            "--to",
+            "openstack@ywnds.com",
+        ],
+    );
+    assert!(ok, "{out}");
+    let got = m.wait_maildir("openstack", 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(
+        text.contains("\t(Client CN \"laptop.example\", Issuer \"laptop.example\" (not verified))"),
+        "{text}"
+    );
+    assert!(
+        m.wait_log(
+            "Untrusted TLS connection established from",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        m.log_text()
+    );
+    let fp = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&client.cert)
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout);
+    let fp = fp.trim().rsplit('=').next().unwrap();
+    assert!(
+        m.log_text().contains(&format!(
+            "subject_CN=laptop.example, issuer=laptop.example, fingerprint={fp}"
+        )),
+        "{fp} in {}",
+        m.log_text()
+    );
+    // Without a certificate: asked, none given.
+    let (ok, out) = tls::swaks(
+        m.port,
+        &[
+            "--tls",
+            "--from",
+            "a@example.org",
+            "--to",
+            "openstack@ywnds.com",
+        ],
+    );
+    assert!(ok, "{out}");
+    let got = m.wait_maildir("openstack", 2);
+    assert!(
+        got.iter().any(
+            |m| String::from_utf8_lossy(m).contains("\t(Client did not present a certificate)")
+        ),
+        "no such Received: line"
+    );
+}

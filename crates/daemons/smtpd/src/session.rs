@@ -455,7 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(Ok((stream, negotiated))) => {
                 self.io = Io::Tls(Box::new(stream.into()));
                 if self.st.tls.loglevel >= 1 {
-                    let kind = if negotiated.peer_fingerprint.is_some() {
+                    let kind = if negotiated.peer.is_some() {
                         "Untrusted"
                     } else {
                         "Anonymous"
@@ -465,6 +465,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         self.client,
                         negotiated.summary()
                     );
+                    if let Some(p) = negotiated
+                        .peer
+                        .as_ref()
+                        .filter(|_| self.st.tls.loglevel >= 2)
+                    {
+                        info!(
+                            "{}: subject_CN={}, issuer={}, fingerprint={}, pkey_fingerprint={}",
+                            self.client,
+                            p.subject_cn,
+                            p.issuer_cn,
+                            p.fingerprint,
+                            p.pkey_fingerprint
+                        );
+                    }
                 }
                 self.tls = Some(negotiated);
                 true

@@ -188,7 +188,7 @@ impl Client {
                 conn.negotiated_key_exchange_group().map(|g| g.name()),
             ),
             signature: None,
-            peer_fingerprint: chain.first().map(|c| describe::fingerprint(c)),
+            peer: chain.first().map(|c| describe::PeerCert::new(c)),
         };
         Ok((stream, negotiated, trust))
     }

@@ -17,8 +17,46 @@ pub struct Negotiated {
     pub key_exchange: Option<String>,
     /// `RSA-PSS (2048 bits) server-digest SHA256`, when known.
     pub signature: Option<String>,
-    /// The SHA-256 fingerprint of the peer's certificate, `AB:CD:…`.
-    pub peer_fingerprint: Option<String>,
+    /// The peer's certificate, when it showed one.
+    pub peer: Option<PeerCert>,
+}
+
+/// What Postfix shows of a peer's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The subject's common name (empty when it has none).
+    pub subject_cn: String,
+    /// The issuer's common name.
+    pub issuer_cn: String,
+    /// SHA-256 of the certificate, `AB:CD:…` (`smtpd_tls_fingerprint_digest = sha256`).
+    pub fingerprint: String,
+    /// SHA-256 of its public key (the SubjectPublicKeyInfo).
+    pub pkey_fingerprint: String,
+}
+
+impl PeerCert {
+    pub(crate) fn new(der: &[u8]) -> Self {
+        let (subject_cn, issuer_cn, pkey) = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => {
+                let cn = |name: &x509_parser::x509::X509Name<'_>| {
+                    name.iter_common_name()
+                        .next()
+                        .and_then(|a| a.as_str().ok())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let spki = fingerprint(cert.public_key().raw);
+                (cn(cert.subject()), cn(cert.issuer()), spki)
+            }
+            Err(_) => (String::new(), String::new(), String::new()),
+        };
+        Self {
+            subject_cn,
+            issuer_cn,
+            fingerprint: fingerprint(der),
+            pkey_fingerprint: pkey,
+        }
+    }
 }
 
 pub(crate) fn protocol(v: Option<ProtocolVersion>) -> &'static str {
@@ -141,11 +179,15 @@ impl Negotiated {
             }
         }
         s.push_str(")\n\t(");
-        s.push_str(match (&self.peer_fingerprint, asked_for_certificate) {
-            (Some(_), _) => "Client certificate not verified",
-            (None, true) => "Client did not present a certificate",
-            (None, false) => "No client certificate requested",
-        });
+        match (&self.peer, asked_for_certificate) {
+            // Only requested, never checked against a CA: "not verified".
+            (Some(p), _) => s.push_str(&format!(
+                "Client CN \"{}\", Issuer \"{}\" (not verified)",
+                p.subject_cn, p.issuer_cn
+            )),
+            (None, true) => s.push_str("Client did not present a certificate"),
+            (None, false) => s.push_str("No client certificate requested"),
+        }
         s.push(')');
         s
     }
@@ -193,7 +235,7 @@ mod tests {
             bits: 256,
             key_exchange: Some("X25519".into()),
             signature: Some("RSA-PSS (2048 bits) server-digest SHA256".into()),
-            peer_fingerprint: None,
+            peer: None,
         };
         assert_eq!(n.summary(), "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256");
         assert_eq!(n.received_lines(false), "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\t key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256)\n\t(No client certificate requested)");

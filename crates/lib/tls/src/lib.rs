@@ -18,7 +18,7 @@ pub mod protocols;
 pub mod server;
 mod stream;
 
-pub use describe::Negotiated;
+pub use describe::{Negotiated, PeerCert};
 pub use stream::Io;
 
 /// Why TLS could not be set up from the configuration.

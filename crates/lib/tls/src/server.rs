@@ -140,10 +140,10 @@ impl Server {
                 conn.negotiated_key_exchange_group().map(|g| g.name()),
             ),
             signature: picked,
-            peer_fingerprint: conn
+            peer: conn
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| describe::fingerprint(c)),
+                .map(|c| describe::PeerCert::new(c)),
         };
         Ok((stream, negotiated))
     }
