@@ -260,8 +260,27 @@ with smtplib.SMTP_SSL("127.0.0.1", {smtps}, context=ctx) as s:
     let _ = (&mut s, greeting);
 }
 
-/// Debian's submission entry, uncommented, with Dovecot's socket.
-pub(crate) const SUBMISSION: &str = "  -o syslog_name=postfix/submission\n  -o smtpd_tls_security_level=encrypt\n  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_tls_auth_only=yes\n  -o smtpd_reject_unlisted_recipient=no\n  -o smtpd_client_restrictions=$mua_client_restrictions\n  -o smtpd_helo_restrictions=$mua_helo_restrictions\n  -o smtpd_sender_restrictions=$mua_sender_restrictions\n  -o smtpd_recipient_restrictions=\n  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n  -o milter_macro_daemon_name=ORIGINATING\n";
+/// The `-o` lines of one of the entries Debian's master.cf ships commented
+/// out (`submission`, `submissions`), uncommented, without the comments
+/// between them: exactly what an administrator enables.
+pub(crate) fn debian_entry(service: &str) -> String {
+    let stock = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
+        .expect("Debian's postfix is installed by scripts/setup");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in stock.lines() {
+        if line.starts_with(&format!("#{service} ")) {
+            inside = true;
+        } else if inside && line.starts_with("#  -o ") {
+            out.push_str(&line[1..]);
+            out.push('\n');
+        } else if inside && !line.starts_with("#     ") {
+            break;
+        }
+    }
+    assert!(!out.is_empty(), "no {service} entry in master.cf.dist");
+    out
+}
 
 /// An instance with Debian's submission service and Dovecot holding the
 /// users `alice` (`wonderland`) and `bob@ywnds.com` (`builder`).
@@ -271,13 +290,14 @@ fn submission(extra: &str) -> Option<(MailInstance, Dovecot, u16)> {
 
 /// [`submission`], with a CA-signed certificate when `by_ca`.
 pub(crate) fn submission_signed(extra: &str, by_ca: bool) -> Option<(MailInstance, Dovecot, u16)> {
-    let (m, _) = instance_signed(&format!(
-        "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\nmua_client_restrictions = permit_sasl_authenticated, reject\nmua_helo_restrictions =\nmua_sender_restrictions =\n{extra}"
-    ), by_ca);
+    let (m, _) = instance_signed(
+        &format!("smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\n{extra}"),
+        by_ca,
+    );
     if !nix::unistd::Uid::effective().is_root() || !tls::have("dovecot") {
         return None;
     }
-    let port = add_service(&m, SUBMISSION);
+    let port = add_service(&m, &debian_entry("submission"));
     m.start();
     m.wait_children(&[&format!("127.0.0.1:{port}")]);
     // Started after the instance, which makes its queue's private/ itself.
@@ -381,8 +401,8 @@ fn submission_refuses_wrong_passwords_auth_before_tls_and_relay_without_login() 
     );
     drop(s);
 
-    // TLS without login: the relay stays closed (smtpd_relay_restrictions =
-    // permit_sasl_authenticated, reject), and the client restrictions refuse.
+    // TLS without login: smtpd_recipient_restrictions =
+    // permit_sasl_authenticated,reject refuses.
     let out = tls::python(&format!(
         r#"
 import smtplib, ssl
@@ -405,7 +425,9 @@ s.quit()
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "True PLAIN LOGIN", "{out}");
     assert!(
-        lines[1].contains("554") && lines[1].contains("Client host rejected: Access denied"),
+        lines[1].contains("554")
+            && lines[1]
+                .contains("<someone@remote.example>: Recipient address rejected: Access denied"),
         "{out}"
     );
     assert!(lines[2].starts_with("(250"), "{out}");
@@ -591,5 +613,73 @@ fn a_client_certificate_asked_for_is_named_in_received_and_the_log() {
             |m| String::from_utf8_lossy(m).contains("\t(Client did not present a certificate)")
         ),
         "no such Received: line"
+    );
+}
+
+#[test]
+fn debians_submission_and_submissions_entries_uncommented_as_they_are() {
+    let (m, _) = instance("smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\nsmtpd_tls_security_level = may\n");
+    if !nix::unistd::Uid::effective().is_root() || !tls::have("dovecot") {
+        eprintln!("skipped: needs root and dovecot");
+        return;
+    }
+    // The entries as Debian writes them, chroot column `y` included, on
+    // loopback ports of the test's own.
+    let (sub, subs) = (free_port(), free_port());
+    let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
+    master.push_str(&format!(
+        "127.0.0.1:{sub} inet n       -       y       -       -       smtpd\n{}127.0.0.1:{subs} inet  n       -       y       -       -       smtpd\n{}",
+        debian_entry("submission"),
+        debian_entry("submissions")
+    ));
+    m.write_master_cf(&master);
+    let check = m.run("postfix", &["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    m.start();
+    m.wait_children(&[&format!("127.0.0.1:{sub}"), &format!("127.0.0.1:{subs}")]);
+    let _dovecot = Dovecot::start(
+        m.root.path(),
+        &m.queue.join("private/auth"),
+        &[("alice", "wonderland")],
+    )
+    .expect("dovecot");
+    let relay = [
+        "--from",
+        "alice@ywnds.com",
+        "--to",
+        "someone@remote.example",
+    ];
+    let login = ["--auth-user", "alice", "--auth-password", "wonderland"];
+    let (ok, out) = tls::swaks(
+        sub,
+        &[&["--tls", "--auth", "PLAIN"][..], &login, &relay].concat(),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = tls::swaks(
+        subs,
+        &[&["--tls-on-connect", "--auth", "LOGIN"][..], &login, &relay].concat(),
+    );
+    assert!(ok, "{out}");
+    // Without a login the recipient restrictions refuse the relay.
+    let (ok, out) = tls::swaks(subs, &[&["--tls-on-connect"][..], &relay].concat());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "554 5.7.1 <someone@remote.example>: Recipient address rejected: Access denied"
+        ),
+        "{out}"
+    );
+    let log = m.log_text();
+    assert!(
+        log.contains("postfix/submission/smtpd") && log.contains("postfix/submissions/smtpd"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sasl_method=LOGIN, sasl_username=alice"),
+        "{log}"
     );
 }

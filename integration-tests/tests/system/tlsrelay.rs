@@ -8,7 +8,7 @@ use testkit::debian::Postfix;
 use testkit::tls::{self, Dovecot};
 use testkit::{Instance, MailInstance, Smtp};
 
-use crate::tls::{submission_signed, SUBMISSION};
+use crate::tls::{debian_entry, submission_signed};
 
 /// A postfix-rs instance for another domain that relays everything to
 /// `[127.0.0.1]:port` with `extra` main.cf lines.
@@ -217,7 +217,6 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
         None,
         &format!(
             "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\n\
-             mua_client_restrictions = permit_sasl_authenticated, reject\nmua_helo_restrictions =\nmua_sender_restrictions =\n\
              relayhost = [127.0.0.1]:9\n",
             certs.cert.display(),
             certs.key.display()
@@ -225,7 +224,8 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
     );
     let mut master = std::fs::read_to_string(pf.etc.join("master.cf")).unwrap();
     master.push_str(&format!(
-        "127.0.0.1:{sub_port} inet n - n - - smtpd\n{SUBMISSION}"
+        "127.0.0.1:{sub_port} inet n - n - - smtpd\n{}",
+        debian_entry("submission")
     ));
     std::fs::write(pf.etc.join("master.cf"), master).unwrap();
     pf.start();
