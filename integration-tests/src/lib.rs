@@ -788,6 +788,11 @@ pub mod fake_mx {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
                     w.write_all(format!("250{sep}{l}\r\n").as_bytes())?;
                 }
+            } else if upper == "STARTTLS" {
+                // A server that offers TLS and cannot do it: the handshake
+                // finds the connection closed.
+                say(&mut w, "220 2.0.0 Ready to start TLS")?;
+                return Ok(());
             } else if upper.starts_with("HELO")
                 || upper.starts_with("RSET")
                 || upper.starts_with("NOOP")

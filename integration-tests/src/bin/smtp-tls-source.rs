@@ -162,12 +162,14 @@ async fn session(
 async fn main() {
     let a = Arc::new(args());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
+    // Every session a full handshake: no resumption from an earlier one.
+    config.resumption = rustls::client::Resumption::disabled();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut body = format!(
         "From: <{}>\r\nTo: <{}>\r\nSubject: smtp-tls-source\r\n\r\n",

@@ -683,3 +683,40 @@ fn debians_submission_and_submissions_entries_uncommented_as_they_are() {
         "{log}"
     );
 }
+
+#[test]
+fn a_reload_keeps_tls_with_a_key_only_root_can_read() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (m, certs) = instance("smtpd_tls_security_level = may\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&certs.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    m.start();
+    let relay = [
+        "--tls",
+        "--from",
+        "a@example.org",
+        "--to",
+        "openstack@ywnds.com",
+    ];
+    let (ok, out) = tls::swaks(m.port, &relay);
+    assert!(ok, "{out}");
+    // The daemons run as mail_owner; a reload must not leave smtpd
+    // unable to read its key again.
+    m.add_main_cf("smtpd_banner = $myhostname ESMTP reloaded\n");
+    let out = m.run("postfix", &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(testkit::wait_for(Duration::from_secs(10), || {
+        Smtp::connect(m.port).1.contains("ESMTP reloaded")
+    }));
+    let (ok, out) = tls::swaks(m.port, &relay);
+    assert!(ok, "{out}");
+    assert!(!m.log_text().contains("cannot load"), "{}", m.log_text());
+    m.wait_maildir("openstack", 2);
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use testkit::debian::Postfix;
+use testkit::fake_mx::{FakeMx, Script};
 use testkit::tls::{self, Dovecot};
 use testkit::{Instance, MailInstance, Smtp};
 
@@ -287,4 +288,36 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
     );
     pf.stop();
     drop(probe);
+}
+
+#[test]
+fn may_gives_way_to_plain_text_when_the_handshake_keeps_failing() {
+    let mut script = Script::default();
+    script.extensions.push("STARTTLS".into());
+    let mx = FakeMx::start("127.0.0.1", script);
+    let c = client(mx.port, "smtp_tls_security_level = may\n");
+    c.start();
+    send(&c, "broken TLS");
+    // The first attempt defers; once the message has waited
+    // minimal_backoff_time, plain text.
+    let deferred = wait_line(&c, "status=deferred");
+    assert!(
+        deferred.contains("Cannot start TLS: handshake failure"),
+        "{deferred}"
+    );
+    wait_line(&c, "status=sent");
+    assert_eq!(mx.accepted().len(), 1);
+    // encrypt never does.
+    let mx = FakeMx::start("127.0.0.1", {
+        let mut s = Script::default();
+        s.extensions.push("STARTTLS".into());
+        s
+    });
+    let c = client(mx.port, "smtp_tls_security_level = encrypt\n");
+    c.start();
+    send(&c, "broken TLS, encrypt");
+    wait_line(&c, "status=deferred");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!c.log_text().contains("status=sent"), "{}", c.log_text());
+    assert!(mx.accepted().is_empty());
 }

@@ -107,6 +107,17 @@ pub(crate) enum StartError {
     Helo(Reply),
     /// The TLS policy could not be met with this server.
     Tls(Outcome),
+    /// The TLS handshake itself failed (`Cannot start TLS: handshake failure`).
+    Handshake(Outcome),
+}
+
+fn handshake_failure() -> StartError {
+    StartError::Handshake(Outcome::failed(
+        true,
+        "4.7.5",
+        "none",
+        "Cannot start TLS: handshake failure",
+    ))
 }
 
 fn tls_failure(dsn: &str, reason: String) -> StartError {
@@ -297,17 +308,11 @@ impl Conn {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 info!("SSL_connect error to {}: {e}", tls.peer);
-                return Err(tls_failure(
-                    "4.7.5",
-                    "Cannot start TLS: handshake failure".into(),
-                ));
+                return Err(handshake_failure());
             }
             Err(_) => {
                 info!("SSL_connect error to {}: timed out", tls.peer);
-                return Err(tls_failure(
-                    "4.7.5",
-                    "Cannot start TLS: handshake failure".into(),
-                ));
+                return Err(handshake_failure());
             }
         };
         // Anything the server sent before the handshake is dropped with the buffer.

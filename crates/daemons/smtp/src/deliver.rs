@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::client::{Broken, Conn, Reply, StartError, Timeouts, TlsPlan};
 use crate::route::{self, Me, Target};
 use crate::security::{Policy, Security};
+use pfx_tls::client::Level;
 
 type Idle = HashMap<String, Vec<(Instant, Target, Conn)>>;
 
@@ -34,6 +35,8 @@ pub(crate) struct Agent {
     /// Idle connections per next hop (`smtp_connection_cache_on_demand`).
     idle: Arc<Mutex<Idle>>,
     security: Security,
+    /// `minimal_backoff_time`: after it, `may` gives up on a failing handshake.
+    minimal_backoff: Duration,
 }
 
 impl Agent {
@@ -60,6 +63,7 @@ impl Agent {
             cache_time: time("smtp_connection_cache_time_limit")?,
             idle: Arc::default(),
             security: Security::new(&cfg)?,
+            minimal_backoff: time("minimal_backoff_time")?,
         })
     }
 }
@@ -187,50 +191,9 @@ async fn deliver(
         format!("connect to {}: no address", req.nexthop),
     );
     for target in targets {
-        let stream = match Conn::connect(SocketAddr::new(target.ip, target.port), &agent.t).await {
-            Ok(s) => s,
-            Err(e) => {
-                let why = e.to_string();
-                let why = why.split(" (os error").next().unwrap_or(&why).to_owned();
-                let reason = format!("connect to {}:{}: {why}", target.name(), target.port);
-                info!("{reason}");
-                last = failed(true, "4.4.1", reason);
-                continue;
-            }
-        };
-        let plan = TlsPlan {
-            client: agent.security.client.as_deref().map_err(String::as_str),
-            level: policy.level,
-            names: policy.names(&target.host, &domain),
-            wrapper: agent.security.wrapper,
-            loglevel: agent.security.loglevel,
-            peer: format!("{}:{}", target.name(), target.port),
-            host: &target.host,
-        };
-        let mut conn = match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
+        let mut conn = match open(agent, req, &target, &policy, &domain).await {
             Ok(c) => c,
-            Err(StartError::Helo(reply)) => {
-                last = said(&target, &reply, "HELO");
-                continue;
-            }
-            Err(StartError::Greeting(reply)) => {
-                // A server that greets with an error is skipped (Postfix's
-                // smtp_skip_5xx_greeting); if it was the last, try later.
-                let reason = format!(
-                    "host {} refused to talk to me: {}",
-                    target.name(),
-                    reply.text()
-                );
-                info!("{reason}");
-                last = failed(true, &format!("4{}", &reply.dsn()[1..]), reason);
-                continue;
-            }
-            Err(StartError::Broken(b, stage)) => {
-                last = broken(&target, &b, stage);
-                continue;
-            }
-            Err(StartError::Tls(o)) => {
-                info!("{}: {}", req.queue_id, o.reason);
+            Err(o) => {
                 last = o;
                 continue;
             }
@@ -244,6 +207,87 @@ async fn deliver(
         return converse(agent, req, qf, target, conn, &key).await;
     }
     (vec![last; n], "none".into(), SystemTime::now(), 1)
+}
+
+/// Connects to one server and gets it ready for MAIL: greeting, EHLO, and
+/// TLS as the policy asks.
+async fn open(
+    agent: &Agent,
+    req: &DeliveryRequest,
+    target: &Target,
+    policy: &Policy,
+    domain: &str,
+) -> Result<Conn, Outcome> {
+    let mut level = policy.level;
+    loop {
+        let stream = match Conn::connect(SocketAddr::new(target.ip, target.port), &agent.t).await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = e.to_string();
+                let why = why.split(" (os error").next().unwrap_or(&why).to_owned();
+                let reason = format!("connect to {}:{}: {why}", target.name(), target.port);
+                info!("{reason}");
+                return Err(failed(true, "4.4.1", reason));
+            }
+        };
+        let plan = TlsPlan {
+            client: agent.security.client.as_deref().map_err(String::as_str),
+            level,
+            names: policy.names(&target.host, domain),
+            wrapper: agent.security.wrapper,
+            loglevel: agent.security.loglevel,
+            peer: format!("{}:{}", target.name(), target.port),
+            host: &target.host,
+        };
+        match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
+            Ok(c) => return Ok(c),
+            Err(StartError::Helo(reply)) => return Err(said(target, &reply, "HELO")),
+            Err(StartError::Greeting(reply)) => {
+                // A server that greets with an error is skipped (Postfix's
+                // smtp_skip_5xx_greeting); if it was the last, try later.
+                let reason = format!(
+                    "host {} refused to talk to me: {}",
+                    target.name(),
+                    reply.text()
+                );
+                info!("{reason}");
+                return Err(failed(true, &format!("4{}", &reply.dsn()[1..]), reason));
+            }
+            Err(StartError::Broken(b, stage)) => return Err(broken(target, &b, stage)),
+            Err(StartError::Handshake(o))
+                if level == Level::May
+                    && !agent.security.wrapper
+                    && plaintext_ok(agent, req, target) =>
+            {
+                // As Postfix: opportunistic TLS that keeps failing with a
+                // server gives way to plain text once the message has
+                // waited, unless a password would go out with it.
+                info!("{}: {}", req.queue_id, o.reason);
+                level = Level::None;
+            }
+            Err(StartError::Tls(o) | StartError::Handshake(o)) => {
+                info!("{}: {}", req.queue_id, o.reason);
+                return Err(o);
+            }
+        }
+    }
+}
+
+/// Whether a `may` handshake that failed may be followed by plain text:
+/// the message has waited `minimal_backoff_time` (a first attempt defers),
+/// and no SASL password is configured for the server.
+fn plaintext_ok(agent: &Agent, req: &DeliveryRequest, target: &Target) -> bool {
+    let arrival = std::time::UNIX_EPOCH + Duration::from_micros(req.arrival_us);
+    let waited = SystemTime::now()
+        .duration_since(arrival)
+        .is_ok_and(|w| w >= agent.minimal_backoff);
+    let password = agent.security.sasl.as_ref().is_some_and(|s| {
+        !matches!(
+            s.credentials(&req.sender, &target.host, &req.nexthop),
+            Ok(None)
+        )
+    });
+    waited && !password
 }
 
 /// Idle connections are kept per next hop, TLS level and (with

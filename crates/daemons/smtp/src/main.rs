@@ -22,7 +22,11 @@ fn main() {
     pfx_server::run_prepared(
         "smtp",
         pfx_server::Threads::Many,
-        |cfg| deliver::Agent::new(std::sync::Arc::new(cfg.clone())),
+        |cfg| {
+            // Its TLS client key may be readable by root only.
+            pfx_server::restart_on_reload();
+            deliver::Agent::new(std::sync::Arc::new(cfg.clone()))
+        },
         |ctx, endpoint, first| async move {
             pfx_server::serve_deliveries(
                 &ctx,

@@ -97,7 +97,14 @@ pub(crate) struct Security {
 impl Security {
     pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
         let level = match cfg.get("smtp_tls_security_level")?.as_str() {
-            "" if cfg.bool("smtp_enforce_tls")? => Level::Encrypt,
+            // Postfix: enforce_tls with enforce_peername (its default) is verify.
+            "" if cfg.bool("smtp_enforce_tls")? => {
+                if cfg.bool("smtp_tls_enforce_peername")? {
+                    Level::Verify
+                } else {
+                    Level::Encrypt
+                }
+            }
             "" if cfg.bool("smtp_use_tls")? => Level::May,
             other => Level::parse(other).map_err(|e| format!("smtp_tls_security_level: {e}"))?,
         };
@@ -275,6 +282,25 @@ mod tests {
         assert_eq!(
             p.names("mx.example.net", "example.net"),
             ["mx.example.net", "example.org"]
+        );
+    }
+
+    #[test]
+    fn the_old_enforce_and_use_parameters_map_to_levels_as_in_postfix() {
+        let level = |text: &str| {
+            let cfg = Config::from_text(std::path::Path::new("/etc/postfix"), text).unwrap();
+            Security::new(&cfg).unwrap().level
+        };
+        assert_eq!(level(""), Level::None);
+        assert_eq!(level("smtp_use_tls = yes\n"), Level::May);
+        assert_eq!(level("smtp_enforce_tls = yes\n"), Level::Verify);
+        assert_eq!(
+            level("smtp_enforce_tls = yes\nsmtp_tls_enforce_peername = no\n"),
+            Level::Encrypt
+        );
+        assert_eq!(
+            level("smtp_enforce_tls = yes\nsmtp_tls_security_level = may\n"),
+            Level::May
         );
     }
 

@@ -50,7 +50,11 @@ fn main() {
     pfx_server::run_prepared(
         "smtpd",
         pfx_server::Threads::One,
-        |cfg| Settings::new(Arc::new(cfg.clone())),
+        |cfg| {
+            // Its TLS key may be readable by root only.
+            pfx_server::restart_on_reload();
+            Settings::new(Arc::new(cfg.clone()))
+        },
         |ctx, endpoint, first| async move {
             let config = ctx.config.clone();
             let settings = Arc::new(pfx_server::PerConfig::seeded(

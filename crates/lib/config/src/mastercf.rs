@@ -192,7 +192,10 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
         "verify",
         "address verification: not offered (reject_unverified_* is refused)",
     ),
-    ("tlsmgr", "TLS session caches and randomness: no TLS yet"),
+    (
+        "tlsmgr",
+        "TLS session caches and randomness: inside each smtpd and smtp process (rustls)",
+    ),
     ("postlogd", "maillog_file: each daemon writes it itself"),
     (
         "error",

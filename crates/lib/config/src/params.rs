@@ -639,7 +639,7 @@ pub static PARAMS: &[Param] = &[
     p("smtp_tls_dkey_file", "$smtp_tls_dcert_file", Str, N),
     p("smtp_tls_eccert_file", "", Str, N),
     p("smtp_tls_eckey_file", "$smtp_tls_eccert_file", Str, N),
-    p("smtp_tls_enforce_peername", "yes", Bool, N),
+    p("smtp_tls_enforce_peername", "yes", Bool, I),
     p("smtp_tls_exclude_ciphers", "", Str, N),
     p("smtp_tls_fingerprint_cert_match", "", Str, N),
     p("smtp_tls_fingerprint_digest", "${{$compatibility_level} <level {3.6} ? {md5} : {sha256}}", Str, N),

@@ -203,6 +203,17 @@ fn take_status() -> Option<std::os::unix::net::UnixStream> {
     Some(s)
 }
 
+/// Set by [`restart_on_reload`].
+static RESTART_ON_RELOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a daemon whose preparation reads what only root may read (smtpd's
+/// and smtp's TLS private keys): on reload it stops, and master starts a new
+/// process that prepares again as root, as for a confined daemon and as
+/// Postfix's daemons do. Others re-read main.cf in place.
+pub fn restart_on_reload() {
+    RESTART_ON_RELOAD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Which tokio runtime a daemon runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
@@ -395,7 +406,7 @@ where
             tokio::select! {
                 _ = term.recv() => { let _ = stop.send(true); break; }
                 _ = hup.recv() => {
-                    if args.jail {
+                    if args.jail || RESTART_ON_RELOAD.load(std::sync::atomic::Ordering::Relaxed) {
                         // Confined, it cannot read main.cf again: it stops,
                         // and master starts a new process with the new
                         // configuration, as Postfix's chrooted daemons do.
