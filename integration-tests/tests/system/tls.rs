@@ -350,6 +350,9 @@ fn submission_with_dovecot_plain_and_login_and_the_log_pflogsumm_reads() {
         "{log}"
     );
     assert!(log.contains("postfix/submission/smtpd"), "{log}");
+    // pflogsumm reads the client= lines with their SASL part: two received.
+    let totals = testkit::pflogsumm(&m.log);
+    assert_eq!(totals.get("received"), Some(&2), "{totals:?}");
     // No password, in clear or in base64, is ever written down.
     for secret in ["wonderland", "d29uZGVybGFuZA==", "AGFsaWNlAHdvbmRlcmxhbmQ="] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
