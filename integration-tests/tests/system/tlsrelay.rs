@@ -321,3 +321,30 @@ fn may_gives_way_to_plain_text_when_the_handshake_keeps_failing() {
     assert!(!c.log_text().contains("status=sent"), "{}", c.log_text());
     assert!(mx.accepted().is_empty());
 }
+
+#[test]
+fn a_server_that_refuses_ehlo_gets_no_mail_when_tls_is_required() {
+    // Answering 502 to EHLO must not strip TLS: a HELO session has no
+    // STARTTLS, so a mandatory level defers.
+    let mx = FakeMx::start(
+        "127.0.0.1",
+        Script {
+            helo_only: true,
+            ..Script::default()
+        },
+    );
+    let c = client(mx.port, "smtp_tls_security_level = encrypt\n");
+    c.start();
+    send(&c, "downgrade attempt");
+    let line = wait_line(&c, "status=deferred");
+    assert!(
+        line.contains("TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"),
+        "{line}"
+    );
+    assert!(mx.accepted().is_empty());
+    assert!(
+        !mx.commands().iter().any(|c| c.starts_with("MAIL")),
+        "{:?}",
+        mx.commands()
+    );
+}

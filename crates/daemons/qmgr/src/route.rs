@@ -100,25 +100,25 @@ impl Router {
     }
 
     /// The relay host for mail from `sender`: its table entry (`DUNNO`
-    /// defers to the next), else `$relayhost`. A lookup that fails keeps
-    /// the mail on `$relayhost`, as the table would have.
-    fn relayhost_for(&self, sender: &str) -> String {
+    /// defers to the next), else `$relayhost`. `Err` when the table could
+    /// not be read: the mail waits rather than take another path.
+    fn relayhost_for(&self, sender: &str) -> Result<String, String> {
         if !self.sender_relayhost.is_empty() && !sender.is_empty() {
             let sender = sender.to_ascii_lowercase();
             let domain = sender.rsplit_once('@').map(|(_, d)| format!("@{d}"));
             for key in std::iter::once(sender.clone()).chain(domain) {
                 match self.sender_relayhost.lookup(&key) {
                     Ok(Some(v)) if v.eq_ignore_ascii_case("DUNNO") => break,
-                    Ok(Some(v)) => return v,
+                    Ok(Some(v)) => return Ok(v),
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!("sender_dependent_relayhost_maps lookup of {key}: {e}");
-                        break;
+                        return Err(e.to_string());
                     }
                 }
             }
         }
-        self.relayhost.clone()
+        Ok(self.relayhost.clone())
     }
 
     /// Where mail from `sender` to `recipient` goes.
@@ -148,7 +148,13 @@ impl Router {
             (t, if n.is_empty() { r.domain.clone() } else { n })
         } else {
             let (t, n) = self.default.clone();
-            let relayhost = self.relayhost_for(sender);
+            let Ok(relayhost) = self.relayhost_for(sender) else {
+                return Route {
+                    transport: "retry".into(),
+                    nexthop: "4.3.0 sender_dependent_relayhost_maps lookup failure".into(),
+                    destination: r.domain.clone(),
+                };
+            };
             let n = match (n.is_empty(), relayhost.is_empty()) {
                 (false, _) => n,
                 (true, false) => relayhost,
@@ -311,6 +317,17 @@ bob@partner.test DUNNO
             r.route("alice@ywnds.com", "openstack@ywnds.com").transport,
             "local"
         );
+        // A table that cannot be read: the mail waits, it does not take
+        // $relayhost instead of its sender's provider.
+        let cfg = Config::from_text(
+            Path::new("/etc/postfix"),
+            "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nrelayhost = [smarthost.test]\n\
+             sender_dependent_relayhost_maps = lmdb:/nonexistent/sender_relay\n",
+        )
+        .unwrap();
+        let r = Router::new(&cfg).unwrap();
+        let route = r.route("alice@ywnds.com", "x@163.com");
+        assert_eq!(route.transport, "retry", "{route:?}");
     }
 
     #[test]

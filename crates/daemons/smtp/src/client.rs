@@ -9,9 +9,12 @@ use std::time::Duration;
 use pfx_maillog::delivery::Outcome;
 use pfx_tls::client::{Level, Trust};
 use pfx_tls::Io;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tracing::info;
+
+/// The longest reply line read.
+const MAX_REPLY_LINE: u64 = 64 * 1024;
 
 /// A server reply: the code and its lines (text only).
 #[derive(Debug, Clone)]
@@ -94,6 +97,8 @@ pub(crate) struct TlsPlan<'a> {
     pub(crate) peer: String,
     /// The server's host name (SNI is not sent, as Postfix's default).
     pub(crate) host: &'a str,
+    /// `smtp_starttls_timeout`: for the handshake.
+    pub(crate) timeout: Duration,
 }
 
 /// Why a conversation could not get as far as MAIL.
@@ -182,7 +187,7 @@ impl Conn {
             uses: 0,
         };
         if tls.wrapper {
-            c.handshake(tls, t).await?;
+            c.handshake(tls).await?;
         }
         let greeting = c
             .read(t.helo)
@@ -191,13 +196,12 @@ impl Conn {
         if greeting.code / 100 != 2 {
             return Err(StartError::Greeting(greeting));
         }
-        if !c.ehlo(helo, t).await? {
-            return Ok(c);
-        }
+        let esmtp = c.ehlo(helo, t).await?;
         if c.tls.is_some() || tls.level == Level::None {
             return Ok(c);
         }
-        if !c.starttls {
+        // After HELO there is no STARTTLS to use: as not offered.
+        if !esmtp || !c.starttls {
             if tls.level.mandatory() {
                 return Err(tls_failure(
                     "4.7.4",
@@ -235,7 +239,7 @@ impl Conn {
             }
             return Ok(c);
         }
-        c.handshake(tls, t).await?;
+        c.handshake(tls).await?;
         // RFC 3207: what the server said before TLS counts no more.
         c.ehlo(helo, t).await?;
         Ok(c)
@@ -278,6 +282,12 @@ impl Conn {
             self.auth.dedup();
             return Ok(true);
         }
+        // Nothing an earlier EHLO offered holds for a HELO session.
+        self.starttls = false;
+        self.auth.clear();
+        self.pipelining = false;
+        self.eight_bit = false;
+        self.size_limit = None;
         let helo_reply = self
             .command(&format!("HELO {helo}"), t.helo)
             .await
@@ -290,7 +300,7 @@ impl Conn {
 
     /// The TLS handshake on the plain connection, and the server's
     /// certificate judged against the level.
-    async fn handshake(&mut self, tls: &TlsPlan<'_>, t: &Timeouts) -> Result<(), StartError> {
+    async fn handshake(&mut self, tls: &TlsPlan<'_>) -> Result<(), StartError> {
         let Ok(client) = tls.client else {
             return Err(tls_failure(
                 "4.7.5",
@@ -304,7 +314,7 @@ impl Conn {
             ));
         };
         let handshake = client.connect(plain, tls.level, tls.host, &tls.names);
-        let (stream, negotiated, trust) = match tokio::time::timeout(t.helo, handshake).await {
+        let (stream, negotiated, trust) = match tokio::time::timeout(tls.timeout, handshake).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 info!("SSL_connect error to {}: {e}", tls.peer);
@@ -340,7 +350,10 @@ impl Conn {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let n = match tokio::time::timeout(limit, self.stream.read_line(&mut line)).await {
+            // A reply line longer than this is no SMTP server's (RFC 5321
+            // allows 512): a hostile one cannot make us hold megabytes.
+            let mut bounded = (&mut self.stream).take(MAX_REPLY_LINE);
+            let n = match tokio::time::timeout(limit, bounded.read_line(&mut line)).await {
                 Err(_) => return Err(Broken::TimedOut),
                 Ok(Err(e)) => return Err(Broken::from(e)),
                 Ok(Ok(n)) => n,
@@ -455,6 +468,7 @@ mod tests {
             loglevel: 0,
             peer: "mx[127.0.0.1]:25".into(),
             host: "mx",
+            timeout: second,
         };
         let result = Conn::start(stream, "client.example", &t, &plan).await;
         server.join().unwrap();

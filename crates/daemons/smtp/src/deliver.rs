@@ -37,6 +37,8 @@ pub(crate) struct Agent {
     security: Security,
     /// `minimal_backoff_time`: after it, `may` gives up on a failing handshake.
     minimal_backoff: Duration,
+    /// `smtp_starttls_timeout`.
+    starttls_timeout: Duration,
 }
 
 impl Agent {
@@ -64,6 +66,7 @@ impl Agent {
             idle: Arc::default(),
             security: Security::new(&cfg)?,
             minimal_backoff: time("minimal_backoff_time")?,
+            starttls_timeout: time("smtp_starttls_timeout")?,
         })
     }
 }
@@ -238,8 +241,21 @@ async fn open(
             loglevel: agent.security.loglevel,
             peer: format!("{}:{}", target.name(), target.port),
             host: &target.host,
+            timeout: agent.starttls_timeout,
         };
         match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
+            // The policy checked once more where it is used: no mandatory
+            // level ever goes on without TLS.
+            Ok(c) if level.mandatory() && c.tls.is_none() => {
+                return Err(failed(
+                    true,
+                    "4.7.4",
+                    format!(
+                        "TLS is required, but was not offered by host {}",
+                        target.name()
+                    ),
+                ));
+            }
             Ok(c) => return Ok(c),
             Err(StartError::Helo(reply)) => return Err(said(target, &reply, "HELO")),
             Err(StartError::Greeting(reply)) => {

@@ -130,6 +130,12 @@ fn login_mismatch(st: &Settings, kind: Restriction, facts: &Facts<'_>) -> Option
         Restriction::RejectUnauthenticatedSenderLoginMismatch => (false, true),
         _ => (true, true),
     };
+    // Only what the restriction checks is looked up.
+    if (facts.login.is_some() && !check_authenticated)
+        || (facts.login.is_none() && !check_anonymous)
+    {
+        return None;
+    }
     let domain = sender.rsplit_once('@').map(|(_, d)| d);
     let lookup = |key: &str| st.sender_login.lookup(&key.to_ascii_lowercase());
     // As Postfix: the address, without its extension (user+ext), then @domain.

@@ -51,9 +51,13 @@ fn main() {
         "smtpd",
         pfx_server::Threads::One,
         |cfg| {
-            // Its TLS key may be readable by root only.
-            pfx_server::restart_on_reload();
-            Settings::new(Arc::new(cfg.clone()))
+            let settings = Settings::new(Arc::new(cfg.clone()))?;
+            // Its TLS key may be readable by root only: read again by a new
+            // process on reload.
+            if settings.tls.server.is_ok() {
+                pfx_server::restart_on_reload();
+            }
+            Ok(settings)
         },
         |ctx, endpoint, first| async move {
             let config = ctx.config.clone();

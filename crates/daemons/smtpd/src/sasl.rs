@@ -17,6 +17,11 @@ use tokio::net::UnixStream;
 
 /// A line longer than this from Dovecot ends the connection.
 const MAX_LINE: usize = 64 * 1024;
+/// Connecting and each answer, as Postfix's AUTH_TIMEOUT: a stalled Dovecot
+/// must not hold EHLO for long.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept for the next attempt.
+const MAX_IDLE: usize = 4;
 
 /// One mechanism Dovecot offers, with its properties (`plaintext`,
 /// `anonymous`, `dictionary`, `active`, `forward-secrecy`, `mutual-auth`, `private`).
@@ -98,6 +103,9 @@ pub(crate) enum Error {
     Protocol(String),
     #[error("timeout talking to the authentication server")]
     Timeout,
+    /// The request could not be written: Dovecot closed a kept connection.
+    #[error("write to the authentication server: {0}")]
+    Write(std::io::Error),
 }
 
 /// What Dovecot is told about the client in every request.
@@ -132,8 +140,7 @@ impl Conn {
 
     async fn send(&mut self, line: &str) -> Result<(), Error> {
         let s = self.stream.get_mut();
-        s.write_all(line.as_bytes()).await?;
-        Ok(())
+        s.write_all(line.as_bytes()).await.map_err(Error::Write)
     }
 }
 
@@ -141,16 +148,14 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct Dovecot {
     path: PathBuf,
-    timeout: Duration,
     idle: Mutex<Vec<Conn>>,
     next_id: AtomicU32,
 }
 
 impl Dovecot {
-    pub(crate) fn new(path: PathBuf, timeout: Duration) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self {
             path,
-            timeout,
             idle: Mutex::default(),
             next_id: AtomicU32::new(1),
         }
@@ -191,30 +196,39 @@ impl Dovecot {
         }
     }
 
-    async fn take(&self) -> Result<Conn, Error> {
+    /// A kept connection (`true`) or a new one.
+    async fn take(&self) -> Result<(Conn, bool), Error> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
-            Some(c) => Ok(c),
-            None => self.timed(self.connect()).await,
+            Some(c) => Ok((c, true)),
+            None => Ok((self.timed(self.connect()).await?, false)),
         }
     }
 
     fn put_back(&self, c: Conn) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(c);
+        }
+    }
+
+    /// After a failure the kept connections are suspect too (Dovecot restarted).
+    fn forget(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     async fn timed<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        tokio::time::timeout(self.timeout, f)
+        tokio::time::timeout(TIMEOUT, f)
             .await
             .unwrap_or(Err(Error::Timeout))
     }
 
     /// The mechanisms Dovecot offers now.
     pub(crate) async fn mechanisms(&self) -> Result<Vec<Mech>, Error> {
-        let c = self.take().await?;
+        let (c, _) = self.take().await?;
         let mechs = c.mechs.clone();
         self.put_back(c);
         Ok(mechs)
@@ -228,11 +242,16 @@ impl Dovecot {
         initial: Option<&str>,
         client: &Client,
     ) -> Result<(Exchange<'_>, Step), Error> {
-        // A kept connection may have been closed by Dovecot since: one retry
-        // on a new one.
-        let mut last = None;
-        for _ in 0..2 {
-            let conn = self.take().await?;
+        // A kept connection Dovecot closed since fails on the write: then
+        // once more on a new connection. Credentials that were written are
+        // never sent again.
+        let mut fresh = false;
+        loop {
+            let (conn, kept) = if fresh {
+                (self.timed(self.connect()).await?, false)
+            } else {
+                self.take().await?
+            };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let mut req = format!("AUTH\t{id}\t{mech}\tservice={}\tnologin", client.service);
             if let Some(ip) = client.local_ip {
@@ -253,10 +272,16 @@ impl Dovecot {
             };
             match ex.exchange(&req).await {
                 Ok(step) => return Ok((ex, step)),
-                Err(e) => last = Some(e),
+                Err(Error::Write(_)) if kept => {
+                    self.forget();
+                    fresh = true;
+                }
+                Err(e) => {
+                    self.forget();
+                    return Err(e);
+                }
             }
         }
-        Err(last.unwrap_or(Error::Timeout))
     }
 }
 
@@ -297,11 +322,16 @@ impl Exchange<'_> {
                         continue;
                     }
                     let params: Vec<&str> = f.collect();
+                    // Shown to the client and logged: printable, as Postfix.
                     let param = |k: &str| {
                         params
                             .iter()
                             .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-                            .map(str::to_owned)
+                            .map(|v| {
+                                v.chars()
+                                    .map(|c| if c.is_control() { '?' } else { c })
+                                    .collect::<String>()
+                            })
                     };
                     return match kind {
                         "CONT" => Ok(Step::Continue(

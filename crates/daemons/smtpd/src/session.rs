@@ -263,6 +263,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The next command line, without its line end.
     async fn line(&mut self) -> Result<Vec<u8>, End> {
+        // As Postfix: only the first line_length_limit bytes count.
+        let mut line = self.line_within(MAX_LINE).await?;
+        line.truncate(MAX_LINE);
+        Ok(line)
+    }
+
+    /// The next line, without its line end. Of a longer one only the first
+    /// `limit + 1` bytes are kept, so the caller can tell it was too long.
+    async fn line_within(&mut self, limit: usize) -> Result<Vec<u8>, End> {
         loop {
             if let Some(i) = self.inbuf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.inbuf.drain(..=i).collect();
@@ -270,13 +279,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                // As Postfix: only the first line_length_limit bytes count.
-                line.truncate(MAX_LINE);
+                line.truncate(limit + 1);
                 return Ok(line);
             }
-            if self.inbuf.len() > MAX_LINE {
+            if self.inbuf.len() > limit + 1 {
                 // Keep reading until the line ends; only its start matters.
-                self.inbuf.truncate(MAX_LINE);
+                self.inbuf.truncate(limit + 1);
             }
             if !self.fill().await? {
                 return Err(End::Lost);
@@ -336,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Ok(Command::Ehlo(name)) => {
                     self.last_verb = "ehlo";
-                    self.mechs = self.offered_mechanisms().await;
+                    self.mechs = self.offered_mechanisms(true).await;
                     ("ehlo", self.command(Command::Ehlo(name)))
                 }
                 Ok(Command::Data { arguments }) => {
@@ -505,14 +513,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// The mechanisms to offer this session now: none without SASL, before
-    /// TLS with `smtpd_tls_auth_only`, or to `smtpd_sasl_exceptions_networks`.
-    async fn offered_mechanisms(&self) -> Vec<String> {
+    /// The mechanisms this session may use now: none without SASL or,
+    /// with `smtpd_tls_auth_only`, before TLS. The EHLO reply (`ehlo`)
+    /// hides them from `smtpd_sasl_exceptions_networks`, which may still
+    /// use AUTH, as with Postfix.
+    async fn offered_mechanisms(&self, ehlo: bool) -> Vec<String> {
         let Some(sasl) = &self.st.sasl else {
             return Vec::new();
         };
         if (self.st.tls.auth_only() && !self.io.is_tls())
-            || sasl.exceptions.contains(self.peer.ip())
+            || (ehlo && sasl.exceptions.contains(self.peer.ip()))
         {
             return Vec::new();
         }
@@ -536,7 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sasl) = &st.sasl else {
             return Ok(not_enabled());
         };
-        if (st.tls.auth_only() && !self.io.is_tls()) || sasl.exceptions.contains(self.peer.ip()) {
+        if st.tls.auth_only() && !self.io.is_tls() {
             return Ok(not_enabled());
         }
         if self.sender.is_some() {
@@ -554,8 +564,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"));
         };
         if self.mechs.is_empty() {
-            // AUTH after HELO: the mechanisms were never listed.
-            self.mechs = self.offered_mechanisms().await;
+            // AUTH after HELO, or from an exception network: the
+            // mechanisms were never listed.
+            self.mechs = self.offered_mechanisms(false).await;
         }
         let failed = |client: &str, mech: &str, reason: &str, user: Option<&str>| {
             warn!(
@@ -583,7 +594,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         };
         // RFC 4954's "=" (an empty initial response) goes to Dovecot as it
-        // came, as Postfix sends it.
+        // came, as Postfix sends it; anything else must be base64.
+        if initial.is_some_and(|r| r != "=" && !is_base64(r)) {
+            let why = "Invalid base64 data in initial response";
+            return Ok(failed(&self.client, &mech, why, None));
+        }
         let client = crate::sasl::Client {
             service: sasl.service.clone(),
             local_ip: self.local_ip,
@@ -608,7 +623,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match step {
                 Step::Continue(challenge) => {
                     self.reply(&Reply::plain(334, challenge));
-                    let line = self.line().await?;
+                    let line = self.line_within(sasl.response_limit).await?;
                     if line.len() > sasl.response_limit {
                         return Ok(Reply::new(500, "5.5.6", "SASL response limit exceeded"));
                     }
@@ -616,14 +631,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         warn!("{}: SASL {mech} authentication aborted", self.client);
                         return Ok(Reply::new(501, "5.7.0", "Authentication aborted"));
                     }
-                    let Ok(response) = String::from_utf8(line) else {
-                        return Ok(Reply::new(
-                            501,
-                            "5.5.2",
-                            "Invalid base64 data in continued response",
-                        ));
-                    };
-                    step = match exchange.respond(response.trim()).await {
+                    let response = String::from_utf8(line).unwrap_or_default();
+                    let response = response.trim();
+                    if !is_base64(response) {
+                        let why = "Invalid base64 data in continued response";
+                        return Ok(failed(&self.client, &mech, why, None));
+                    }
+                    step = match exchange.respond(response).await {
                         Ok(s) => s,
                         Err(e) => {
                             warn!("SASL: {e}");
@@ -1159,6 +1173,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         p
     }
+}
+
+/// Whether a SASL response is base64 (empty counts: an empty response).
+fn is_base64(text: &str) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok()
 }
 
 fn param_text(p: &Param) -> String {

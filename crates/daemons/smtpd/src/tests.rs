@@ -523,21 +523,53 @@ async fn login_exchange_abort_and_failures_count_toward_the_error_limit() {
 }
 
 #[tokio::test]
-async fn auth_only_after_tls_and_not_for_exception_networks() {
+async fn auth_only_after_tls_and_hidden_from_exception_networks() {
     let i = Instance::new();
     let _requests = dovecot(i.dir.path());
     let input = b"EHLO c.example\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nQUIT\r\n";
-    for extra in [
-        "smtpd_tls_auth_only = yes\n",
-        "smtpd_sasl_exceptions_networks = 192.0.2.0/24\n",
-    ] {
-        let out = i.converse(&format!("{SASL}{extra}"), input).await;
-        assert!(!out.contains("AUTH PLAIN"), "{extra}: {out}");
-        assert!(
-            out.contains("503 5.5.1 Error: authentication not enabled"),
-            "{extra}: {out}"
-        );
-    }
+    let out = i
+        .converse(&format!("{SASL}smtpd_tls_auth_only = yes\n"), input)
+        .await;
+    assert!(!out.contains("AUTH PLAIN"), "{out}");
+    assert!(
+        out.contains("503 5.5.1 Error: authentication not enabled"),
+        "{out}"
+    );
+    // Postfix hides AUTH from these clients but still lets them use it.
+    let out = i
+        .converse(
+            &format!("{SASL}smtpd_sasl_exceptions_networks = 192.0.2.0/24\n"),
+            input,
+        )
+        .await;
+    assert!(!out.contains("250-AUTH"), "{out}");
+    assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
+}
+
+#[tokio::test]
+async fn responses_must_be_base64_and_within_the_response_limit() {
+    let i = Instance::new();
+    let _requests = dovecot(i.dir.path());
+    let main_cf = format!("{SASL}smtpd_sasl_response_limit = 4096\n");
+    let long = "QUFB".repeat(1500);
+    let input = format!(
+        "EHLO c.example\r\nAUTH PLAIN not*base64\r\nAUTH LOGIN\r\n{long}\r\nAUTH LOGIN\r\n@@@@\r\nQUIT\r\n"
+    );
+    let out = i.converse(&main_cf, input.as_bytes()).await;
+    let l = lines(&out);
+    let tail: Vec<&str> = l.iter().rev().take(6).rev().copied().collect();
+    assert_eq!(
+        tail,
+        [
+            "535 5.7.8 Error: authentication failed: Invalid base64 data in initial response",
+            "334 VXNlcm5hbWU6",
+            "500 5.5.6 SASL response limit exceeded",
+            "334 VXNlcm5hbWU6",
+            "535 5.7.8 Error: authentication failed: Invalid base64 data in continued response",
+            "221 2.0.0 Bye",
+        ],
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -156,7 +156,7 @@ impl Sasl {
             queue_dir.join(path)
         };
         Ok(Some(Self {
-            dovecot: Arc::new(Dovecot::new(path, cfg.time("smtpd_timeout")?)),
+            dovecot: Arc::new(Dovecot::new(path)),
             service: cfg.get("smtpd_sasl_service")?,
             security: Security::parse(
                 "smtpd_sasl_security_options",
@@ -204,10 +204,7 @@ mod tests {
     fn security_options_and_the_filter_choose_what_is_offered() {
         let l = |s: &str| pfx_config::value::split_list(s);
         let sasl = Sasl {
-            dovecot: Arc::new(Dovecot::new(
-                "/nonexistent".into(),
-                std::time::Duration::from_secs(1),
-            )),
+            dovecot: Arc::new(Dovecot::new("/nonexistent".into())),
             service: "smtp".into(),
             security: Security::parse("x", &l("noanonymous, noplaintext")).unwrap(),
             tls_security: Security::parse("x", &l("noanonymous")).unwrap(),

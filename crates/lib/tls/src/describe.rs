@@ -39,11 +39,12 @@ impl PeerCert {
         let (subject_cn, issuer_cn, pkey) = match x509_parser::parse_x509_certificate(der) {
             Ok((_, cert)) => {
                 let cn = |name: &x509_parser::x509::X509Name<'_>| {
-                    name.iter_common_name()
+                    let text = name
+                        .iter_common_name()
                         .next()
                         .and_then(|a| a.as_str().ok())
-                        .unwrap_or("")
-                        .to_owned()
+                        .unwrap_or("");
+                    printable(text)
                 };
                 let spki = fingerprint(cert.public_key().raw);
                 (cn(cert.subject()), cn(cert.issuer()), spki)
@@ -124,6 +125,18 @@ pub(crate) fn signature(s: SignatureScheme, rsa_bits: Option<usize>) -> String {
         (None, None) => String::new(),
     };
     format!("{name}{size} server-digest {digest}")
+}
+
+/// A name from a peer's certificate as it may go into a header or a log
+/// line: none when it holds a NUL (as Postfix), and every control
+/// character or `"` made `?`, so a certificate cannot add lines of its own.
+fn printable(text: &str) -> String {
+    if text.contains('\0') {
+        return String::new();
+    }
+    text.chars()
+        .map(|c| if c.is_control() || c == '"' { '?' } else { c })
+        .collect()
 }
 
 /// SHA-256 of a certificate, as Postfix prints fingerprints.
@@ -225,6 +238,14 @@ mod tests {
             signature(SignatureScheme::ECDSA_NISTP256_SHA256, None),
             "ECDSA (prime256v1) server-digest SHA256"
         );
+    }
+
+    #[test]
+    fn certificate_names_cannot_add_lines() {
+        assert_eq!(printable("laptop\r\nX-Evil: yes"), "laptop??X-Evil: yes");
+        assert_eq!(printable("a\"b"), "a?b");
+        assert_eq!(printable("nul\0here"), "");
+        assert_eq!(printable("Zoë"), "Zoë");
     }
 
     #[test]
