@@ -283,6 +283,21 @@ impl Instance {
         wait_for(limit, || self.log_text().contains(needle))
     }
 
+    /// The first log line holding `needle`, waited for up to 30 s; panics
+    /// with the whole log when it does not come.
+    pub fn log_line(&self, needle: &str) -> String {
+        assert!(
+            self.wait_log(needle, Duration::from_secs(30)),
+            "no {needle:?} in:\n{}",
+            self.log_text()
+        );
+        self.log_text()
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The running master's pid, from the lock file it holds.
     pub fn master_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.queue.join("pid/master.pid")).ok()?;

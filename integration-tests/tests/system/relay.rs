@@ -28,19 +28,6 @@ fn send(m: &MailInstance, to: &[&str], data: &str) -> String {
     r.rsplit(' ').next().unwrap().to_owned()
 }
 
-fn log_line(m: &MailInstance, needle: &str) -> String {
-    assert!(
-        m.wait_log(needle, Duration::from_secs(20)),
-        "no {needle:?} in:\n{}",
-        m.log_text()
-    );
-    m.log_text()
-        .lines()
-        .find(|l| l.contains(needle))
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn relayhost_gets_the_message_byte_exact_over_one_reused_connection() {
     let mx = FakeMx::start("127.0.0.1", Script::default());
@@ -50,7 +37,7 @@ fn relayhost_gets_the_message_byte_exact_over_one_reused_connection() {
         &["someone@163.com"],
         "Subject: relay\n\n.leading dot\nline\n",
     );
-    let line = log_line(&m, &format!("{id}: to=<someone@163.com>"));
+    let line = m.log_line(&format!("{id}: to=<someone@163.com>"));
     assert!(
         line.contains(&format!(", relay=127.0.0.1[127.0.0.1]:{}, delay=", mx.port))
             && line.ends_with("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as FAKE)"),
@@ -94,14 +81,14 @@ fn relayhost_gets_the_message_byte_exact_over_one_reused_connection() {
     assert!(String::from_utf8_lossy(&mx.accepted()[1].data).contains("\r\n\r\n\u{e9}t\u{e9}\r\n"));
     // That one went over the first message's connection; once it expired
     // (smtp_connection_cache_time_limit), a new one is opened and reused.
-    let line = log_line(&m, "to=<eight@163.com>");
+    let line = m.log_line("to=<eight@163.com>");
     assert!(line.contains(", conn_use=2, delay="), "{line}");
     std::thread::sleep(Duration::from_secs(3));
     let id2 = send(&m, &["other@163.com"], "Subject: second\n\nx\n");
-    let line = log_line(&m, &format!("{id2}: to=<other@163.com>"));
+    let line = m.log_line(&format!("{id2}: to=<other@163.com>"));
     assert!(!line.contains("conn_use="), "{line}");
     let id3 = send(&m, &["third@163.com"], "Subject: third\n\nx\n");
-    let line = log_line(&m, &format!("{id3}: to=<third@163.com>"));
+    let line = m.log_line(&format!("{id3}: to=<third@163.com>"));
     assert!(line.contains(", conn_use=2, delay="), "{line}");
     assert_eq!(mx.connections(), 2);
     assert!(m.wait_log(&format!("{id3}: removed"), Duration::from_secs(5)));
@@ -134,11 +121,13 @@ fn per_recipient_answers_defer_bounce_and_deliver_exactly_once() {
         &["ok@163.com", "later@163.com", "nobody@163.com"],
         "Subject: three\n\nx\n",
     );
-    let later = log_line(&m, &format!("{id}: to=<later@163.com>"));
+    let later = m.log_line(&format!("{id}: to=<later@163.com>"));
     assert!(later.contains("dsn=4.3.0, status=deferred (host 127.0.0.1[127.0.0.1] said: 451 4.3.0 <later@163.com>: try again later (in reply to RCPT TO command))"), "{later}");
-    let nobody = log_line(&m, &format!("{id}: to=<nobody@163.com>"));
+    let nobody = m.log_line(&format!("{id}: to=<nobody@163.com>"));
     assert!(nobody.contains("dsn=5.1.1, status=bounced (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown (in reply to RCPT TO command))"), "{nobody}");
-    assert!(log_line(&m, &format!("{id}: to=<ok@163.com>")).contains("status=sent"));
+    assert!(m
+        .log_line(&format!("{id}: to=<ok@163.com>"))
+        .contains("status=sent"));
     // The sender learns of the bounce, with the server's answer.
     let notice = String::from_utf8_lossy(&m.wait_maildir("hadoop", 1)[0]).into_owned();
     assert!(notice.contains("\nFinal-Recipient: rfc822; nobody@163.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown\n"), "{notice}");
@@ -185,7 +174,7 @@ fn broken_stalled_and_refusing_servers() {
         &["a@163.com"],
         "Subject: cut\n\nsome longer body text here\n",
     );
-    let line = log_line(&m, &format!("{id}: to=<a@163.com>"));
+    let line = m.log_line(&format!("{id}: to=<a@163.com>"));
     assert!(
         line.contains("status=deferred (lost connection with 127.0.0.1[127.0.0.1] while sending"),
         "{line}"
@@ -212,7 +201,7 @@ fn broken_stalled_and_refusing_servers() {
         &["b@163.com"],
         &format!("Subject: big\n\n{}\n", "x".repeat(500)),
     );
-    let line = log_line(&m, &format!("{id}: to=<b@163.com>"));
+    let line = m.log_line(&format!("{id}: to=<b@163.com>"));
     assert!(
         line.contains("dsn=5.3.4, status=bounced (message size")
             && line.contains("exceeds size limit 100 of server 127.0.0.1[127.0.0.1])"),
@@ -230,7 +219,9 @@ fn broken_stalled_and_refusing_servers() {
     });
     let before = mx.commands().len();
     let id = send(&m, &["old@163.com"], "Subject: old\n\nx\n");
-    assert!(log_line(&m, &format!("{id}: to=<old@163.com>")).contains("status=sent"));
+    assert!(m
+        .log_line(&format!("{id}: to=<old@163.com>"))
+        .contains("status=sent"));
     let said: Vec<String> = mx.commands()[before..].to_vec();
     assert!(
         said[0].starts_with("EHLO ")
@@ -248,7 +239,7 @@ fn broken_stalled_and_refusing_servers() {
     });
     std::thread::sleep(Duration::from_secs(3)); // the cached connection expires
     let id = send(&m, &["c@163.com"], "Subject: stall\n\nx\n");
-    let line = log_line(&m, &format!("{id}: to=<c@163.com>"));
+    let line = m.log_line(&format!("{id}: to=<c@163.com>"));
     assert!(
         line.contains("status=deferred (conversation with 127.0.0.1[127.0.0.1] timed out while"),
         "{line}"
@@ -258,7 +249,7 @@ fn broken_stalled_and_refusing_servers() {
     let dead = testkit::free_port();
     let n = relaying_to(dead, "");
     let id = send(&n, &["d@163.com"], "Subject: dead\n\nx\n");
-    let line = log_line(&n, &format!("{id}: to=<d@163.com>"));
+    let line = n.log_line(&format!("{id}: to=<d@163.com>"));
     assert!(line.contains("relay=none, delay=") && line.contains(&format!("dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:{dead}: Connection refused)")), "{line}");
 }
 
@@ -338,7 +329,7 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
         &["openstack@example.test"],
         "Subject: across\n\nhello B\n",
     );
-    let line = log_line(&a, &format!("{id}: to=<openstack@example.test>"));
+    let line = a.log_line(&format!("{id}: to=<openstack@example.test>"));
     assert!(
         a.log_text().contains(&format!(
             "connect to down.example.test[127.0.0.3]:{}: Connection refused",
@@ -378,12 +369,12 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
         &["x@loop.test", "y@nullmx.test"],
         "Subject: nowhere\n\nx\n",
     );
-    let l = log_line(&a, &format!("{id}: to=<x@loop.test>"));
+    let l = a.log_line(&format!("{id}: to=<x@loop.test>"));
     assert!(
         l.contains("dsn=5.4.6, status=bounced (mail for loop.test loops back to myself)"),
         "{l}"
     );
-    let l = log_line(&a, &format!("{id}: to=<y@nullmx.test>"));
+    let l = a.log_line(&format!("{id}: to=<y@nullmx.test>"));
     assert!(
         l.contains("dsn=5.1.10, status=bounced (Domain nullmx.test does not accept mail (nullMX))"),
         "{l}"
@@ -395,9 +386,9 @@ fn two_instances_relay_by_mx_and_the_second_refuses_to_relay_further() {
         &["z@nothere.ywnds.com", "w@elsewhere.test"],
         "Subject: none\n\nx\n",
     );
-    let l = log_line(&a, &format!("{id}: to=<z@nothere.ywnds.com>"));
+    let l = a.log_line(&format!("{id}: to=<z@nothere.ywnds.com>"));
     assert!(l.contains("dsn=5.4.4, status=bounced (Host or domain name not found. Name service error for name=nothere.ywnds.com type=A: Host not found)"), "{l}");
-    let l = log_line(&a, &format!("{id}: to=<w@elsewhere.test>"));
+    let l = a.log_line(&format!("{id}: to=<w@elsewhere.test>"));
     assert!(l.contains("dsn=4.4.3, status=deferred (Host or domain name not found. Name service error for name=elsewhere.test type=MX: Host not found, try again)"), "{l}");
 }
 
@@ -414,7 +405,9 @@ fn a_reload_before_the_smtp_agent_is_first_used_takes_effect() {
     std::thread::sleep(Duration::from_millis(300)); // the agent re-reads main.cf
     assert_eq!(m.child_pid("smtp"), pid, "reloaded in place, not restarted");
     let id = send(&m, &["a@163.com"], "Subject: x\n\nx\n");
-    assert!(log_line(&m, &format!("{id}: to=<a@163.com>")).contains("status=sent"));
+    assert!(m
+        .log_line(&format!("{id}: to=<a@163.com>"))
+        .contains("status=sent"));
     assert!(
         mx.commands().iter().any(|c| c == "EHLO reloaded.ywnds.com"),
         "{:?}",

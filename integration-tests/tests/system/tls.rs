@@ -40,6 +40,15 @@ fn add_service(m: &MailInstance, options: &str) -> u16 {
     port
 }
 
+/// swaks: one message to openstack over STARTTLS, no login.
+const PLAIN_TLS: [&str; 5] = [
+    "--tls",
+    "--from",
+    "a@example.org",
+    "--to",
+    "openstack@ywnds.com",
+];
+
 fn message(subject: &str) -> String {
     format!("From: a@example.org\r\nTo: openstack@ywnds.com\r\nSubject: {subject}\r\n\r\nbody\r\n")
 }
@@ -50,16 +59,7 @@ fn starttls_with_swaks_and_openssl_delivers_and_says_so_in_received_and_the_log(
         "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\n",
     );
     m.start();
-    let (ok, out) = tls::swaks(
-        m.port,
-        &[
-            "--tls",
-            "--from",
-            "a@example.org",
-            "--to",
-            "openstack@ywnds.com",
-        ],
-    );
+    let (ok, out) = tls::swaks(m.port, &PLAIN_TLS);
     assert!(ok, "{out}");
     assert!(out.contains("220 2.0.0 Ready to start TLS"), "{out}");
     let got = m.wait_maildir("openstack", 1);
@@ -193,16 +193,7 @@ fn a_client_that_sends_garbage_instead_of_a_hello_is_logged_and_the_server_keeps
         m.log_text()
     );
     // The same smtpd takes the next client, with TLS.
-    let (ok, out) = tls::swaks(
-        m.port,
-        &[
-            "--tls",
-            "--from",
-            "a@example.org",
-            "--to",
-            "openstack@ywnds.com",
-        ],
-    );
+    let (ok, out) = tls::swaks(m.port, &PLAIN_TLS);
     assert!(ok, "{out}");
     m.wait_maildir("openstack", 1);
 }
@@ -599,16 +590,7 @@ fn a_client_certificate_asked_for_is_named_in_received_and_the_log() {
         m.log_text()
     );
     // Without a certificate: asked, none given.
-    let (ok, out) = tls::swaks(
-        m.port,
-        &[
-            "--tls",
-            "--from",
-            "a@example.org",
-            "--to",
-            "openstack@ywnds.com",
-        ],
-    );
+    let (ok, out) = tls::swaks(m.port, &PLAIN_TLS);
     assert!(ok, "{out}");
     let got = m.wait_maildir("openstack", 2);
     assert!(

@@ -39,19 +39,6 @@ fn send(m: &MailInstance, subject: &str) -> String {
     )
 }
 
-fn wait_line(m: &Instance, needle: &str) -> String {
-    assert!(
-        m.wait_log(needle, Duration::from_secs(30)),
-        "no {needle:?} in:\n{}",
-        m.log_text()
-    );
-    m.log_text()
-        .lines()
-        .find(|l| l.contains(needle))
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn relaying_through_a_provider_on_submission_with_starttls_and_auth() {
     let Some((provider, _dovecot, port)) = submission_signed("", true) else {
@@ -70,16 +57,15 @@ fn relaying_through_a_provider_on_submission_with_starttls_and_auth() {
     let got = provider.wait_maildir("openstack", 1);
     let text = String::from_utf8_lossy(&got[0]);
     assert!(text.contains("with ESMTPSA id"), "{text}");
-    let line = wait_line(&c, "status=sent");
+    let line = c.log_line("status=sent");
     assert!(
         line.contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}")),
         "{line}"
     );
-    wait_line(
-        &c,
-        &format!("Verified TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher"),
-    );
-    wait_line(&provider, "sasl_method=PLAIN, sasl_username=alice");
+    c.log_line(&format!(
+        "Verified TLS connection established to 127.0.0.1[127.0.0.1]:{port}: TLSv1.3 with cipher"
+    ));
+    provider.log_line("sasl_method=PLAIN, sasl_username=alice");
     assert!(!c.log_text().contains("wonderland"), "{}", c.log_text());
 }
 
@@ -99,7 +85,7 @@ fn tls_levels_and_sasl_options_defer_rather_than_weaken() {
     c.add_main_cf(&format!("smtp_sasl_password_maps = {table}\n"));
     c.start();
     send(&c, "no mechanism");
-    let line = wait_line(&c, "status=deferred");
+    let line = c.log_line("status=deferred");
     assert!(
         line.contains("SASL authentication failed; cannot authenticate to server 127.0.0.1[127.0.0.1]: no mechanism available"),
         "{line}"
@@ -110,7 +96,7 @@ fn tls_levels_and_sasl_options_defer_rather_than_weaken() {
     let c = client(port, "smtp_tls_security_level = verify\n");
     c.start();
     send(&c, "not verified");
-    let line = wait_line(&c, "status=deferred");
+    let line = c.log_line("status=deferred");
     assert!(line.contains("Server certificate not verified"), "{line}");
     drop(c);
 
@@ -119,7 +105,7 @@ fn tls_levels_and_sasl_options_defer_rather_than_weaken() {
     let c = client(provider.port, "smtp_tls_security_level = encrypt\n");
     c.start();
     send(&c, "not offered");
-    let line = wait_line(&c, "status=deferred");
+    let line = c.log_line("status=deferred");
     assert!(
         line.contains("TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"),
         "{line}"
@@ -128,7 +114,7 @@ fn tls_levels_and_sasl_options_defer_rather_than_weaken() {
     let c = client(provider.port, "smtp_tls_security_level = may\n");
     c.start();
     send(&c, "opportunistic");
-    wait_line(&c, "status=sent");
+    c.log_line("status=sent");
     assert_eq!(provider.wait_maildir("openstack", 1).len(), 1);
     // A policy table entry overrides the default level for its next hop.
     let c = client(provider.port, "smtp_tls_security_level = may\n");
@@ -140,7 +126,7 @@ fn tls_levels_and_sasl_options_defer_rather_than_weaken() {
     ));
     c.start();
     send(&c, "policy");
-    let line = wait_line(&c, "status=deferred");
+    let line = c.log_line("status=deferred");
     assert!(
         line.contains("TLS is required, but was not offered"),
         "{line}"
@@ -186,7 +172,7 @@ fn debian_postfix_relays_to_postfix_rs_with_encrypt_and_sasl() {
     let got = provider.wait_maildir("openstack", 1);
     let text = String::from_utf8_lossy(&got[0]);
     assert!(text.contains("with ESMTPSA id"), "{text}");
-    wait_line(&provider, "sasl_method=PLAIN, sasl_username=bob@ywnds.com");
+    provider.log_line("sasl_method=PLAIN, sasl_username=bob@ywnds.com");
     assert!(
         pf.wait_log(
             "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]",
@@ -251,7 +237,7 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
     c.add_main_cf(&format!("smtp_sasl_password_maps = {table}\n"));
     c.start();
     send(&c, "to the provider");
-    let line = wait_line(&c, "status=sent");
+    let line = c.log_line("status=sent");
     assert!(
         line.contains(&format!("relay=127.0.0.1[127.0.0.1]:{sub_port}")),
         "{line}"
@@ -273,7 +259,7 @@ fn postfix_rs_relays_to_debian_postfix_submission_that_requires_starttls_and_aut
     c2.add_main_cf(&format!("smtp_sasl_password_maps = {table}\n"));
     c2.start();
     send(&c2, "wrong password");
-    let line = wait_line(&c2, "status=deferred");
+    let line = c2.log_line("status=deferred");
     assert!(
         line.contains("SASL authentication failed; server 127.0.0.1[127.0.0.1] said: 535 5.7.8 Error: authentication failed"),
         "{line}"
@@ -300,12 +286,12 @@ fn may_gives_way_to_plain_text_when_the_handshake_keeps_failing() {
     send(&c, "broken TLS");
     // The first attempt defers; once the message has waited
     // minimal_backoff_time, plain text.
-    let deferred = wait_line(&c, "status=deferred");
+    let deferred = c.log_line("status=deferred");
     assert!(
         deferred.contains("Cannot start TLS: handshake failure"),
         "{deferred}"
     );
-    wait_line(&c, "status=sent");
+    c.log_line("status=sent");
     assert_eq!(mx.accepted().len(), 1);
     // encrypt never does.
     let mx = FakeMx::start("127.0.0.1", {
@@ -316,7 +302,7 @@ fn may_gives_way_to_plain_text_when_the_handshake_keeps_failing() {
     let c = client(mx.port, "smtp_tls_security_level = encrypt\n");
     c.start();
     send(&c, "broken TLS, encrypt");
-    wait_line(&c, "status=deferred");
+    c.log_line("status=deferred");
     std::thread::sleep(Duration::from_secs(4));
     assert!(!c.log_text().contains("status=sent"), "{}", c.log_text());
     assert!(mx.accepted().is_empty());
@@ -336,7 +322,7 @@ fn a_server_that_refuses_ehlo_gets_no_mail_when_tls_is_required() {
     let c = client(mx.port, "smtp_tls_security_level = encrypt\n");
     c.start();
     send(&c, "downgrade attempt");
-    let line = wait_line(&c, "status=deferred");
+    let line = c.log_line("status=deferred");
     assert!(
         line.contains("TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"),
         "{line}"

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use pfx_config::Config;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -135,7 +134,9 @@ impl Client {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&versions)?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider.clone())));
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert(crate::Signatures(
+                    provider.clone(),
+                ))));
             let mut config = match &identity {
                 Some(i) => {
                     builder.with_client_auth_cert(i.key.cert.clone(), i.key_der.clone_key())?
@@ -220,7 +221,7 @@ impl Client {
 /// Accepts the server's certificate during the handshake (its signatures
 /// are still checked); [`Client::judge`] decides what it is worth.
 #[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
+struct AnyServerCert(crate::Signatures);
 
 impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
@@ -240,12 +241,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -254,15 +250,10 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }

@@ -154,11 +154,20 @@ impl Negotiated {
     /// X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256`, as
     /// in Postfix's `… TLS connection established …` line.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{} with cipher {} ({}/{} bits)",
-            self.protocol, self.cipher, self.bits, self.bits
-        );
-        // As OpenSSL reports them to Postfix: for TLS 1.3 only.
+        format!(
+            "{} with cipher {} ({}/{} bits){}",
+            self.protocol,
+            self.cipher,
+            self.bits,
+            self.bits,
+            self.tls13_details()
+        )
+    }
+
+    /// ` key-exchange X25519 server-signature …`: what OpenSSL reports to
+    /// Postfix for TLS 1.3 only; empty otherwise.
+    fn tls13_details(&self) -> String {
+        let mut s = String::new();
         if self.protocol != "TLSv1.3" {
             return s;
         }
@@ -180,16 +189,10 @@ impl Negotiated {
             "\t(using {} with cipher {} ({}/{} bits)",
             self.protocol, self.cipher, self.bits, self.bits
         );
-        if self.protocol == "TLSv1.3" && (self.key_exchange.is_some() || self.signature.is_some()) {
+        let details = self.tls13_details();
+        if !details.is_empty() {
             s.push_str("\n\t");
-            if let Some(k) = &self.key_exchange {
-                s.push_str(" key-exchange ");
-                s.push_str(k);
-            }
-            if let Some(sig) = &self.signature {
-                s.push_str(" server-signature ");
-                s.push_str(sig);
-            }
+            s.push_str(&details);
         }
         s.push_str(")\n\t(");
         match (&self.peer, asked_for_certificate) {

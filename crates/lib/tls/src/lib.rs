@@ -41,3 +41,36 @@ pub enum Error {
 fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// The handshake signatures that the verifiers taking any certificate
+/// (client.rs, server.rs) still check, with the provider's algorithms.
+#[derive(Debug)]
+struct Signatures(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+type Checked = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Checked {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Checked {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use pfx_config::Config;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
@@ -104,7 +103,7 @@ impl Server {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)?;
         let builder = if ask_ccert {
-            builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
+            builder.with_client_cert_verifier(Arc::new(AnyClientCert(crate::Signatures(provider))))
         } else {
             builder.with_no_client_auth()
         };
@@ -152,7 +151,7 @@ impl Server {
 /// `smtpd_tls_ask_ccert` without trust anchors: any certificate the client
 /// can prove it holds is taken, as "not verified"; none is required.
 #[derive(Debug)]
-struct AnyClientCert(Arc<CryptoProvider>);
+struct AnyClientCert(crate::Signatures);
 
 impl ClientCertVerifier for AnyClientCert {
     fn offer_client_auth(&self) -> bool {
@@ -182,12 +181,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -196,15 +190,10 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
