@@ -670,38 +670,39 @@ fn debians_submission_and_submissions_entries_uncommented_as_they_are() {
 }
 
 #[test]
-fn a_reload_keeps_tls_with_a_key_only_root_can_read() {
+fn a_reload_turns_tls_on_and_keeps_it_with_a_key_only_root_can_read() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (m, certs) = instance("smtpd_tls_security_level = may\n");
+    // Started without TLS; the key is root's alone, as Debian's snakeoil key.
+    let (m, certs) = instance("smtpd_tls_security_level = none\n");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&certs.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     m.start();
-    let relay = [
-        "--tls",
-        "--from",
-        "a@example.org",
-        "--to",
-        "openstack@ywnds.com",
-    ];
-    let (ok, out) = tls::swaks(m.port, &relay);
-    assert!(ok, "{out}");
-    // The daemons run as mail_owner; a reload must not leave smtpd
-    // unable to read its key again.
-    m.add_main_cf("smtpd_banner = $myhostname ESMTP reloaded\n");
-    let out = m.run("postfix", &["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(testkit::wait_for(Duration::from_secs(10), || {
-        Smtp::connect(m.port).1.contains("ESMTP reloaded")
-    }));
-    let (ok, out) = tls::swaks(m.port, &relay);
-    assert!(ok, "{out}");
+    let (ok, _) = tls::swaks(m.port, &PLAIN_TLS);
+    assert!(!ok, "no STARTTLS yet");
+    // The daemons run as mail_owner: each reload must still read the key.
+    for (n, line) in [
+        (1, "smtpd_tls_security_level = may\n"),
+        (2, "smtpd_banner = $myhostname ESMTP reloaded\n"),
+    ] {
+        m.add_main_cf(line);
+        let out = m.run("postfix", &["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ready = testkit::wait_for(Duration::from_secs(10), || {
+            let (mut s, greeting) = Smtp::connect(m.port);
+            let ehlo = s.cmd("EHLO probe.example");
+            (n == 1 || greeting.contains("ESMTP reloaded")) && ehlo.contains("STARTTLS")
+        });
+        assert!(ready, "reload {n}: {}", m.log_text());
+        let (ok, out) = tls::swaks(m.port, &PLAIN_TLS);
+        assert!(ok, "reload {n}: {out}");
+        m.wait_maildir("openstack", n);
+    }
     assert!(!m.log_text().contains("cannot load"), "{}", m.log_text());
-    m.wait_maildir("openstack", 2);
 }

@@ -23,11 +23,9 @@ fn main() {
         "smtp",
         pfx_server::Threads::Many,
         |cfg| {
-            // A TLS client key may be readable by root only: read again
-            // by a new process on reload.
-            if !cfg.get("smtp_tls_cert_file")?.is_empty() {
-                pfx_server::restart_on_reload();
-            }
+            // A TLS client key may be readable by root only, and a reload
+            // may be what sets one: a new process prepares again as root.
+            pfx_server::restart_on_reload();
             deliver::Agent::new(std::sync::Arc::new(cfg.clone()))
         },
         |ctx, endpoint, first| async move {

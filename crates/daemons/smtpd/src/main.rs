@@ -51,13 +51,10 @@ fn main() {
         "smtpd",
         pfx_server::Threads::One,
         |cfg| {
-            let settings = Settings::new(Arc::new(cfg.clone()))?;
-            // Its TLS key may be readable by root only: read again by a new
-            // process on reload.
-            if settings.tls.server.is_ok() {
-                pfx_server::restart_on_reload();
-            }
-            Ok(settings)
+            // A TLS key may be readable by root only, and a reload may be
+            // what turns TLS on: a new process prepares again as root.
+            pfx_server::restart_on_reload();
+            Settings::new(Arc::new(cfg.clone()))
         },
         |ctx, endpoint, first| async move {
             let config = ctx.config.clone();
