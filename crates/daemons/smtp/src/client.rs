@@ -202,42 +202,27 @@ impl Conn {
         }
         // After HELO there is no STARTTLS to use: as not offered.
         if !esmtp || !c.starttls {
-            if tls.level.mandatory() {
-                return Err(tls_failure(
-                    "4.7.4",
-                    format!(
-                        "TLS is required, but was not offered by host {}",
-                        tls.peer_name()
-                    ),
-                ));
-            }
-            return Ok(c);
+            let reason = format!(
+                "TLS is required, but was not offered by host {}",
+                tls.peer_name()
+            );
+            return c.plain(tls, "4.7.4", reason);
         }
         if tls.client.is_err() {
-            if tls.level.mandatory() {
-                return Err(tls_failure(
-                    "4.7.5",
-                    "TLS is required, but our TLS engine is unavailable".into(),
-                ));
-            }
-            return Ok(c);
+            let reason = "TLS is required, but our TLS engine is unavailable".to_owned();
+            return c.plain(tls, "4.7.5", reason);
         }
         let r = c
             .command("STARTTLS", t.helo)
             .await
             .map_err(|b| StartError::Broken(b, "receiving the STARTTLS response"))?;
         if r.code != 220 {
-            if tls.level.mandatory() {
-                return Err(tls_failure(
-                    &r.dsn(),
-                    format!(
-                        "TLS is required, but host {} refused to start TLS: {}",
-                        tls.peer_name(),
-                        r.text()
-                    ),
-                ));
-            }
-            return Ok(c);
+            let reason = format!(
+                "TLS is required, but host {} refused to start TLS: {}",
+                tls.peer_name(),
+                r.text()
+            );
+            return c.plain(tls, &r.dsn(), reason);
         }
         c.handshake(tls).await?;
         // RFC 3207: what the server said before TLS counts no more.
@@ -245,20 +230,32 @@ impl Conn {
         Ok(c)
     }
 
+    /// The session without TLS: fine at `may`, a deferral (`dsn`,
+    /// `reason`) at a level that requires TLS. Every path of
+    /// [`Conn::start`] that stays in plain text goes through here.
+    fn plain(self, tls: &TlsPlan<'_>, dsn: &str, reason: String) -> Result<Self, StartError> {
+        if tls.level.mandatory() {
+            Err(tls_failure(dsn, reason))
+        } else {
+            Ok(self)
+        }
+    }
+
     /// Says EHLO (HELO when it is refused) and notes the extensions.
     /// False after HELO.
     async fn ehlo(&mut self, helo: &str, t: &Timeouts) -> Result<bool, StartError> {
+        // Nothing an earlier EHLO (before TLS) offered holds any more.
+        self.starttls = false;
+        self.auth.clear();
+        self.pipelining = false;
+        self.eight_bit = false;
+        self.size_limit = None;
         let lost = |b| StartError::Broken(b, "receiving the EHLO response");
         let ehlo = self
             .command(&format!("EHLO {helo}"), t.helo)
             .await
             .map_err(lost)?;
         if ehlo.code / 100 == 2 {
-            self.starttls = false;
-            self.auth.clear();
-            self.pipelining = false;
-            self.eight_bit = false;
-            self.size_limit = None;
             for ext in ehlo.lines.iter().skip(1) {
                 let mut words = ext.split_whitespace();
                 let keyword = words.next().map(str::to_ascii_uppercase);
@@ -282,12 +279,6 @@ impl Conn {
             self.auth.dedup();
             return Ok(true);
         }
-        // Nothing an earlier EHLO offered holds for a HELO session.
-        self.starttls = false;
-        self.auth.clear();
-        self.pipelining = false;
-        self.eight_bit = false;
-        self.size_limit = None;
         let helo_reply = self
             .command(&format!("HELO {helo}"), t.helo)
             .await

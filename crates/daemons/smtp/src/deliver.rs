@@ -244,18 +244,6 @@ async fn open(
             timeout: agent.starttls_timeout,
         };
         match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
-            // The policy checked once more where it is used: no mandatory
-            // level ever goes on without TLS.
-            Ok(c) if level.mandatory() && c.tls.is_none() => {
-                return Err(failed(
-                    true,
-                    "4.7.4",
-                    format!(
-                        "TLS is required, but was not offered by host {}",
-                        target.name()
-                    ),
-                ));
-            }
             Ok(c) => return Ok(c),
             Err(StartError::Helo(reply)) => return Err(said(target, &reply, "HELO")),
             Err(StartError::Greeting(reply)) => {
@@ -293,9 +281,8 @@ async fn open(
 /// the message has waited `minimal_backoff_time` (a first attempt defers),
 /// and no SASL password is configured for the server.
 fn plaintext_ok(agent: &Agent, req: &DeliveryRequest, target: &Target) -> bool {
-    let arrival = std::time::UNIX_EPOCH + Duration::from_micros(req.arrival_us);
     let waited = SystemTime::now()
-        .duration_since(arrival)
+        .duration_since(req.arrival())
         .is_ok_and(|w| w >= agent.minimal_backoff);
     let password = agent.security.sasl.as_ref().is_some_and(|s| {
         !matches!(

@@ -13,8 +13,8 @@ use pfx_ipc::cleanup::{Envelope, NotStarted};
 use pfx_ipc::proto::{CleanupReply, FlushReply, FlushRequest, Origin, CHUNK};
 use pfx_smtp_proto::data::{DataDecoder, Progress};
 use pfx_smtp_proto::{
-    command::Param, data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address,
-    Command, Reply,
+    command::{CommandError, Param},
+    data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address, Command, Reply,
 };
 use pfx_tls::{Io, Negotiated};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -317,6 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let parsed = parse_command(&line);
             if let Some(r) = self.must_start_tls(&parsed) {
+                // As Postfix: an error, but not a junk command.
                 self.last_verb = parsed.as_ref().map_or("unknown", Command::verb);
                 self.count(self.last_verb, false);
                 self.pace().await;
@@ -418,23 +419,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Whether a handshake can be offered: a server was set up.
-    fn tls_usable(&self) -> bool {
-        match self.st.tls.level {
-            // Postfix: "TLS won't be enabled" when `may` has no usable certificate.
-            Level::May => self.st.tls.server.is_ok(),
-            Level::Encrypt => true,
-            Level::None => false,
-        }
+    /// Whether the session is encrypted.
+    fn encrypted(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// `smtpd_tls_security_level = encrypt`: `530 5.7.0` for a command
     /// other than the few allowed before STARTTLS.
-    fn must_start_tls(
-        &self,
-        parsed: &Result<Command, pfx_smtp_proto::command::CommandError>,
-    ) -> Option<Reply> {
-        if self.st.tls.level != Level::Encrypt || self.io.is_tls() {
+    fn must_start_tls(&self, parsed: &Result<Command, CommandError>) -> Option<Reply> {
+        if self.st.tls.level != Level::Encrypt || self.encrypted() {
             return None;
         }
         let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);
@@ -521,13 +514,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sasl) = &self.st.sasl else {
             return Vec::new();
         };
-        if (self.st.tls.auth_only() && !self.io.is_tls())
+        if (self.st.tls.auth_only() && !self.encrypted())
             || (ehlo && sasl.exceptions.contains(self.peer.ip()))
         {
             return Vec::new();
         }
         match sasl.dovecot.mechanisms().await {
-            Ok(m) => sasl.usable(&m, self.io.is_tls()),
+            Ok(m) => sasl.usable(&m, self.encrypted()),
             Err(e) => {
                 warn!("SASL: {e}");
                 Vec::new()
@@ -546,7 +539,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sasl) = &st.sasl else {
             return Ok(not_enabled());
         };
-        if st.tls.auth_only() && !self.io.is_tls() {
+        if st.tls.auth_only() && !self.encrypted() {
             return Ok(not_enabled());
         }
         if self.sender.is_some() {
@@ -603,7 +596,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             service: sasl.service.clone(),
             local_ip: self.local_ip,
             remote_ip: self.peer.ip(),
-            secured: self.io.is_tls(),
+            secured: self.encrypted(),
         };
         let temporary = |why: &str| {
             Reply::new(
@@ -662,10 +655,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if arguments {
             return Ok(Some(Reply::new(501, "5.5.4", "Syntax: STARTTLS")));
         }
-        if self.io.is_tls() {
+        if self.encrypted() {
             return Ok(Some(Reply::new(554, "5.5.1", "Error: TLS already active")));
         }
-        if !self.st.tls.offered() || !self.tls_usable() {
+        if !self.st.tls.offered() {
             return Ok(Some(Reply::new(
                 502,
                 "5.5.1",
@@ -729,7 +722,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     lines.push("VRFY".into());
                 }
                 lines.push("ETRN".into());
-                if st.tls.offered() && !self.io.is_tls() && self.tls_usable() {
+                if st.tls.offered() && !self.encrypted() {
                     lines.push("STARTTLS".into());
                 }
                 if !self.mechs.is_empty() {

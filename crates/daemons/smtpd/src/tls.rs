@@ -76,9 +76,16 @@ impl Tls {
         self.auth_only || self.level == Level::Encrypt
     }
 
-    /// Whether STARTTLS is offered in the EHLO reply of a plain session.
+    /// Whether STARTTLS is offered to a plain session. At `may` without a
+    /// usable certificate it is not (Postfix: "TLS won't be enabled"); at
+    /// `encrypt` it is, and answered `454`, so that nothing goes in clear.
     pub(crate) fn offered(&self) -> bool {
-        self.level != Level::None && !self.wrapper
+        !self.wrapper
+            && match self.level {
+                Level::None => false,
+                Level::May => self.server.is_ok(),
+                Level::Encrypt => true,
+            }
     }
 }
 

@@ -144,13 +144,17 @@ pub struct DeliveryRequest {
 }
 
 impl DeliveryRequest {
+    /// When the message arrived.
+    pub fn arrival(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(self.arrival_us)
+    }
+
     /// The points in the delivery's life for its log line: arrival and
     /// activation from qmgr, the agent's start and connection, done now.
     pub fn times(&self, agent_start: SystemTime, connected: SystemTime) -> Times {
-        let at = |us| UNIX_EPOCH + Duration::from_micros(us);
         Times {
-            arrival: at(self.arrival_us),
-            activated: at(self.activated_us),
+            arrival: self.arrival(),
+            activated: UNIX_EPOCH + Duration::from_micros(self.activated_us),
             agent_start,
             connected,
             done: SystemTime::now(),

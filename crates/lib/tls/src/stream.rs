@@ -27,10 +27,6 @@ impl<S> Io<S> {
             }
         }
     }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
-    }
 }
 
 fn gone() -> io::Error {
