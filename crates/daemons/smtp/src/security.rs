@@ -195,10 +195,19 @@ impl Security {
                             .map(str::to_owned)
                             .collect()
                     }
-                    // Postfix's cipher grades and protocol lists only narrow
-                    // what rustls already limits to TLS 1.2 and 1.3.
-                    Some(("protocols" | "ciphers" | "exclude", _)) => {}
-                    _ => return Err(problem(format!("unsupported attribute \"{attr}\""))),
+                    // Every suite rustls has is of Postfix's `high` grade,
+                    // so any grade is met; an exclusion list, or protocols
+                    // narrower than TLS 1.2 and 1.3, cannot be honoured and
+                    // so defer the mail rather than weaken the policy.
+                    Some(("ciphers", "high" | "medium" | "low" | "export")) => {}
+                    Some(("protocols", p))
+                        if pfx_tls::protocols::parse("protocols", p)
+                            .is_ok_and(|v| v.len() == 2) => {}
+                    _ => {
+                        return Err(problem(format!(
+                            "\"{attr}\" is not implemented by postfix-rs"
+                        )))
+                    }
                 }
             }
             return Ok(Policy { level, matches });
@@ -302,6 +311,35 @@ mod tests {
             level("smtp_enforce_tls = yes\nsmtp_tls_security_level = may\n"),
             Level::May
         );
+    }
+
+    #[test]
+    fn policy_entries_that_cannot_be_honoured_defer_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("tls_policy");
+        std::fs::write(
+            &table,
+            "[a.test]:25 encrypt ciphers=high\n[b.test]:25 encrypt exclude=aNULL\n\
+             [c.test]:25 verify protocols=>=TLSv1.3\n[d.test]:25 secure protocols=!SSLv2:!SSLv3 match=nexthop\n\
+             [e.test]:25 encrypt tafile=/etc/ta.pem\n.example.org may\n",
+        )
+        .unwrap();
+        let text = format!("smtp_tls_policy_maps = texthash:{}\n", table.display());
+        let cfg = Config::from_text(dir.path(), &text).unwrap();
+        let sec = Security::new(&cfg).unwrap();
+        let level = |hop: &str, domain: &str| sec.policy(hop, domain).map(|p| p.level);
+        assert_eq!(level("[a.test]:25", "a.test").unwrap(), Level::Encrypt);
+        assert_eq!(level("[d.test]:25", "d.test").unwrap(), Level::Secure);
+        assert_eq!(
+            level("mx.example.org", "mx.example.org").unwrap(),
+            Level::May
+        );
+        assert_eq!(level("other.test", "other.test").unwrap(), Level::None);
+        for hop in ["b.test", "c.test", "e.test"] {
+            let o = sec.policy(&format!("[{hop}]:25"), hop).unwrap_err();
+            assert_eq!(o.reason, "client TLS configuration problem", "{hop}");
+            assert_eq!(o.dsn, "4.7.5");
+        }
     }
 
     #[test]

@@ -908,6 +908,28 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_stricter_than_rustls_allows_are_refused() {
+        // Every suite rustls has is of the "high" grade: any grade is met.
+        let r = refusals(
+            &format!("{LEVEL}smtpd_tls_mandatory_ciphers = high\nsmtp_tls_ciphers = low\n"),
+            "",
+        );
+        assert!(r.is_empty(), "{r:?}");
+        let r = refusals(
+            &format!("{LEVEL}smtpd_tls_exclude_ciphers = AES256\nsmtp_tls_trust_anchor_file = /etc/ta.pem\nsmtpd_tls_ciphers = null\n"),
+            "",
+        );
+        assert_eq!(
+            r,
+            [
+                "/etc/postfix/main.cf, line 3: smtp_tls_trust_anchor_file = /etc/ta.pem: not implemented by postfix-rs",
+                "/etc/postfix/main.cf, line 4: smtpd_tls_ciphers = null: not implemented by postfix-rs",
+                "/etc/postfix/main.cf, line 2: smtpd_tls_exclude_ciphers = AES256: not implemented by postfix-rs",
+            ]
+        );
+    }
+
+    #[test]
     fn negated_items_in_match_lists_are_refused() {
         let r = refusals(
             &format!("{LEVEL}relay_domains = !example.com, example.com\n"),
