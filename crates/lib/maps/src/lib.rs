@@ -1,26 +1,62 @@
 //! Lookup tables, named as Postfix names them (`type:name`).
 //!
+//! Fixed tables (keys are folded to lower case, and callers try the whole
+//! key, then its parent domains and other partial keys):
 //! - `hash:`, `btree:`, `lmdb:`, `cdb:` (`hash:/etc/aliases`): the indexed
 //!   file that `postalias`/`newaliases`/`postmap` build, in Postfix's own
 //!   formats ([`indexed`]); kept open and reopened when it is rebuilt,
 //!   never the text file per delivery.
 //! - `texthash:/path`: the text file itself, read once.
+//! - `inline:{ key=value, { key = value with spaces } }` and
+//!   `static:value` / `static:{ value with spaces }` ([`inline`]): tables
+//!   written in the name; static answers every key.
 //! - `unix:passwd.byname` (also behind `proxy:`): the password database, or
 //!   the passwd-format file named by `local_passwd_file` ([`passwd`]).
 //! - `nis:name` (in Postfix's default `alias_maps`): finds nothing on a
 //!   machine without a NIS domain, as Postfix; refused on one with a NIS
 //!   domain, where Postfix would look names up there.
+//! - `sqlite:/etc/postfix/sqlite.cf` ([`sqlite`]): an SQL query per lookup;
+//!   a pattern table when its query uses only parts of the key.
+//!
+//! Pattern tables ([`Map::is_pattern`]: keys are matched as given, and
+//! callers make one lookup with the full key):
+//! - `regexp:/path` and `pcre:/path` ([`pattern`]): regexp_table(5) and
+//!   pcre_table(5) rules, first match wins, `$1` substitution.
+//! - `cidr:/path` ([`cidr`]): network blocks, first match wins.
+//! - `tcp:host:port` and `socketmap:inet:host:port:name` /
+//!   `socketmap:unix:/path:name` ([`socket`]): a server answers.
+//!
+//! Tables of tables, which are pattern tables when their first table is:
+//! - `unionmap:{ t1, t2 }`: every table is asked, the results joined with
+//!   commas.
+//! - `pipemap:{ t1, t2 }`: each result is the next table's key.
 //!
 //! - `proxy:type:name`: in a daemon confined to the queue directory
 //!   (master.cf's chroot column), asked of the proxymap service, which runs
 //!   outside ([`Map::Proxy`]); elsewhere the table itself.
 //!
+//! A table that cannot be opened or read (a missing regexp file, an inline
+//! table with a syntax error, an sqlite.cf without `dbpath`) does not stop
+//! the program: as Postfix 3.7's surrogate tables, the reason is logged as
+//! an error when it is configured and every lookup then fails with a
+//! temporary error ([`Error::Unavailable`]), never "not found".
+//! [`Map::parse_strict`] (postmap) fails instead. Rules with a syntax
+//! error in regexp, pcre and cidr files are logged with file and line and
+//! left out, as Postfix does.
+//!
 //! [`aliases`] parses the aliases(5) text format.
 
 pub mod aliases;
+pub mod cidr;
 pub mod indexed;
+pub mod inline;
 pub mod passwd;
+pub mod pattern;
+mod pcre;
+pub mod socket;
+pub mod sqlite;
 pub mod table;
+mod text;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +108,27 @@ pub enum Map {
         table: String,
         conn: Mutex<Option<std::os::unix::net::UnixStream>>,
     },
+    /// `regexp:` or `pcre:`.
+    Pattern(pattern::Table),
+    /// `cidr:`.
+    Cidr(cidr::Table),
+    /// `inline:{...}`.
+    Inline(inline::Inline),
+    /// `static:value`: answers every key.
+    Static(String),
+    /// `unionmap:{...}`: every table's results, joined with commas.
+    Union(Vec<Self>),
+    /// `pipemap:{...}`: each result is the next table's key.
+    Pipe(Vec<Self>),
+    /// `tcp:host:port`.
+    Tcp(socket::Tcp),
+    /// `socketmap:...`.
+    Socketmap(socket::Socketmap),
+    /// `sqlite:/path.cf`.
+    Sqlite(sqlite::Table),
+    /// A table that could not be opened (Postfix's surrogate): every lookup
+    /// fails with [`Error::Unavailable`].
+    Unavailable { table: String, reason: String },
 }
 
 /// Why a table could not be opened or asked.
@@ -107,6 +164,48 @@ pub enum Error {
     ProxyFailed { table: String, reason: String },
     #[error("proxymap: {0}")]
     Proxymap(#[from] pfx_ipc::Error),
+    /// A table that could not be opened ([`Map::parse_strict`]); the text is
+    /// Postfix's (`open /etc/postfix/x: No such file or directory`).
+    #[error("{0}")]
+    Open(String),
+    /// A lookup in a table that could not be opened: a temporary error.
+    #[error("{table} is unavailable. {reason}")]
+    Unavailable { table: String, reason: String },
+    /// A lookup that failed for now (server down, broken reply, `TEMP`).
+    #[error("table {table}: lookup error: {reason}")]
+    Temporary { table: String, reason: String },
+    /// A lookup the table cannot answer as configured (socketmap `PERM`,
+    /// SQL that does not compile).
+    #[error("table {table}: configuration error: {reason}")]
+    Config { table: String, reason: String },
+}
+
+/// An I/O error as C's strerror words it (`No such file or directory`).
+pub(crate) fn strerror(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// Whether a table type is a pattern table for Postfix (not
+/// DICT_FLAG_FIXED): the key is matched as given, in one lookup.
+fn type_is_pattern(kind: &str) -> bool {
+    matches!(kind, "regexp" | "pcre" | "cidr" | "tcp" | "socketmap")
+}
+
+/// What the tables of `unionmap:` and `pipemap:` are: `{ t1, t2 }`.
+fn components(kind: &str, name: &str) -> Result<Vec<String>, String> {
+    let bad = || format!("bad syntax: \"{kind}:{name}\"; need \"{kind}:{{type:name...}}\"");
+    let inner = match text::balanced(name) {
+        Some(len) if len == name.len() && len > 2 => &name[1..len - 1],
+        _ => return Err(bad()),
+    };
+    let parts = text::split_braced(inner);
+    if parts.is_empty() || parts.iter().any(|p| !p.contains(':')) {
+        return Err(bad());
+    }
+    Ok(parts.into_iter().map(str::to_owned).collect())
 }
 
 impl Map {
@@ -116,7 +215,31 @@ impl Map {
     }
 
     /// [`Map::parse`] for a table whose text files have `format`.
+    ///
+    /// A table that cannot be opened (a missing regexp file, bad inline
+    /// syntax) is logged as an error and returned as [`Map::Unavailable`],
+    /// whose lookups fail, as a Postfix daemon does.
     pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, Error> {
+        Self::open(spec, passwd, format, false)
+    }
+
+    /// [`Map::parse_as`] for a command (postmap): a table that cannot be
+    /// opened is an error ([`Error::Open`], with Postfix's text) instead of
+    /// an unavailable table.
+    pub fn parse_strict(
+        spec: &str,
+        passwd: &passwd::Passwd,
+        format: Format,
+    ) -> Result<Self, Error> {
+        Self::open(spec, passwd, format, true)
+    }
+
+    fn open(
+        spec: &str,
+        passwd: &passwd::Passwd,
+        format: Format,
+        strict: bool,
+    ) -> Result<Self, Error> {
         let proxied = spec.strip_prefix("proxy:");
         if let Some(table) = proxied.filter(|_| JAILED.load(Ordering::Relaxed)) {
             return Ok(Self::Proxy {
@@ -128,6 +251,33 @@ impl Map {
         let (kind, name) = spec
             .split_once(':')
             .ok_or_else(|| Error::BadSpec(spec.to_owned()))?;
+        // A table that cannot be opened: Postfix's surrogate.
+        let unavailable = |reason: String| -> Result<Self, Error> {
+            if strict {
+                return Err(Error::Open(reason));
+            }
+            tracing::error!("{reason}");
+            Ok(Self::Unavailable {
+                table: spec.to_owned(),
+                reason,
+            })
+        };
+        let new_type = matches!(
+            kind,
+            "regexp"
+                | "pcre"
+                | "cidr"
+                | "inline"
+                | "static"
+                | "unionmap"
+                | "pipemap"
+                | "tcp"
+                | "socketmap"
+                | "sqlite"
+        );
+        if new_type && name.is_empty() {
+            return Err(Error::BadSpec(spec.to_owned()));
+        }
         match kind {
             "hash" | "btree" if !indexed::bdb::AVAILABLE => {
                 Err(Error::NoBerkeleyDb(spec.to_owned()))
@@ -159,6 +309,42 @@ impl Map {
                     domain,
                 }),
             },
+            "regexp" | "pcre" | "cidr" => match text::table_text(kind, name) {
+                Err(reason) => unavailable(reason),
+                Ok(t) => Ok(match kind {
+                    "regexp" => {
+                        Self::Pattern(pattern::Table::parse(pattern::Kind::Regexp, name, &t))
+                    }
+                    "pcre" => Self::Pattern(pattern::Table::parse(pattern::Kind::Pcre, name, &t)),
+                    _ => Self::Cidr(cidr::Table::parse(name, &t)),
+                }),
+            },
+            "inline" => {
+                inline::Inline::parse(name).map_or_else(unavailable, |t| Ok(Self::Inline(t)))
+            }
+            "static" => {
+                inline::parse_static(name).map_or_else(unavailable, |v| Ok(Self::Static(v)))
+            }
+            "unionmap" | "pipemap" => {
+                let parts = match components(kind, name) {
+                    Ok(p) => p,
+                    Err(reason) => return unavailable(reason),
+                };
+                let maps = parts
+                    .iter()
+                    .map(|p| Self::open(p, passwd, format, strict))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if kind == "unionmap" {
+                    Self::Union(maps)
+                } else {
+                    Self::Pipe(maps)
+                })
+            }
+            "tcp" => Ok(Self::Tcp(socket::Tcp::new(name))),
+            "socketmap" => {
+                socket::Socketmap::parse(name).map_or_else(unavailable, |m| Ok(Self::Socketmap(m)))
+            }
+            "sqlite" => sqlite::Table::open(name).map_or_else(unavailable, |t| Ok(Self::Sqlite(t))),
             _ => Err(Error::Unsupported {
                 kind: kind.to_owned(),
                 spec: spec.to_owned(),
@@ -166,15 +352,70 @@ impl Map {
         }
     }
 
-    /// Looks `key` up (keys are lowercase, as Postfix folds them).
+    /// Whether this is a pattern table for Postfix (one without
+    /// DICT_FLAG_FIXED): regexp, pcre, cidr, tcp, socketmap, a table that
+    /// could not be opened, and unionmap/pipemap when their first table is
+    /// one. Callers look such a table up once, with the full key as given
+    /// (not folded), instead of trying domain and parent-domain keys.
+    pub fn is_pattern(&self) -> bool {
+        match self {
+            Self::Pattern(_)
+            | Self::Cidr(_)
+            | Self::Tcp(_)
+            | Self::Socketmap(_)
+            | Self::Unavailable { .. } => true,
+            Self::Union(maps) | Self::Pipe(maps) => maps.first().is_some_and(Self::is_pattern),
+            Self::Proxy { table, .. } => spec_is_pattern(table),
+            Self::Indexed { .. }
+            | Self::TextHash(_)
+            | Self::Passwd(_)
+            | Self::NoNis
+            | Self::Inline(_)
+            | Self::Static(_)
+            | Self::Sqlite(_) => false,
+        }
+    }
+
+    /// Every record, for `postmap -s`; `None` for a table that cannot list
+    /// its records (Postfix: "sequence operation is not supported").
+    pub fn records(&self) -> Option<Result<Vec<(String, String)>, Error>> {
+        match self {
+            Self::Inline(t) => Some(Ok(t.entries().to_vec())),
+            Self::TextHash(d) => {
+                let mut v: Vec<(String, String)> =
+                    d.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort();
+                Some(Ok(v))
+            }
+            Self::Indexed { kind, source, .. } => Some(
+                indexed::Reader::open(*kind, source)
+                    .and_then(|mut r| r.records())
+                    .map_err(|e| Error::Read {
+                        file: kind.file(source),
+                        source: e,
+                    }),
+            ),
+            Self::Unavailable { table, reason } => {
+                tracing::warn!("{table} is unavailable. {reason}");
+                Some(Err(Error::Unavailable {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Looks `key` up. Fixed tables fold it to lower case first, as Postfix
+    /// does; pattern tables ([`Map::is_pattern`]) get it as given.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
-        let key = key.to_ascii_lowercase();
         match self {
             Self::Indexed {
                 kind,
                 source,
                 reader,
             } => {
+                let key = key.to_ascii_lowercase();
                 let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
                 let changed = reader.as_ref().is_some_and(|r| r.changed());
                 if changed && JAILED.load(Ordering::Relaxed) {
@@ -206,11 +447,71 @@ impl Map {
                     source: e,
                 })
             }
-            Self::TextHash(d) => Ok(d.get(&key).cloned()),
-            Self::Passwd(p) => Ok(p.lookup(&key)?.map(|u| u.name)),
+            Self::TextHash(d) => Ok(d.get(&key.to_ascii_lowercase()).cloned()),
+            Self::Passwd(p) => Ok(p.lookup(&key.to_ascii_lowercase())?.map(|u| u.name)),
             Self::NoNis => Ok(None),
-            Self::Proxy { table, conn } => proxy_lookup(table, &key, conn),
+            Self::Proxy { table, conn } => {
+                // Fixed tables keep folding here, as before; proxymap's own
+                // table folds again (harmlessly) or not, as its type says.
+                if spec_is_pattern(table) {
+                    proxy_lookup(table, key, conn)
+                } else {
+                    proxy_lookup(table, &key.to_ascii_lowercase(), conn)
+                }
+            }
+            Self::Pattern(t) => Ok(t.lookup(key)),
+            Self::Cidr(t) => Ok(t.lookup(key)),
+            Self::Inline(t) => Ok(t.get(&key.to_ascii_lowercase()).map(str::to_owned)),
+            Self::Static(v) => Ok(Some(v.clone())),
+            Self::Union(maps) => {
+                let mut out = String::new();
+                for m in maps {
+                    if let Some(v) = m.lookup(key)? {
+                        if !out.is_empty() {
+                            out.push(',');
+                        }
+                        out.push_str(&v);
+                    }
+                }
+                Ok((!out.is_empty()).then_some(out))
+            }
+            Self::Pipe(maps) => {
+                let mut query = key.to_owned();
+                for m in maps {
+                    match m.lookup(&query)? {
+                        Some(v) => query = v,
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(query))
+            }
+            Self::Tcp(t) => t.lookup(key),
+            Self::Socketmap(m) => m.lookup(key),
+            Self::Sqlite(t) => t.lookup(key),
+            Self::Unavailable { table, reason } => {
+                tracing::warn!("{table} is unavailable. {reason}");
+                Err(Error::Unavailable {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                })
+            }
         }
+    }
+}
+
+/// [`Map::is_pattern`] for a table not opened here (behind `proxy:`),
+/// from its type: unionmap and pipemap by their first table.
+fn spec_is_pattern(spec: &str) -> bool {
+    let Some((kind, name)) = spec.split_once(':') else {
+        return false;
+    };
+    match kind {
+        "unionmap" | "pipemap" => components(kind, name)
+            .ok()
+            .and_then(|c| c.first().map(|f| spec_is_pattern(f)))
+            .unwrap_or(true),
+        "proxy" => spec_is_pattern(name),
+        k => type_is_pattern(k),
     }
 }
 
@@ -310,6 +611,12 @@ impl MapList {
         self.0.is_empty()
     }
 
+    /// The tables, in order (for callers that treat pattern tables apart:
+    /// [`Map::is_pattern`]).
+    pub fn maps(&self) -> &[Map] {
+        &self.0
+    }
+
     /// The first table that knows `key` answers.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
         for m in &self.0 {
@@ -318,5 +625,115 @@ impl MapList {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(spec: &str) -> Map {
+        Map::parse_as(spec, &passwd::Passwd::default(), Format::Postmap).unwrap()
+    }
+
+    #[test]
+    fn a_table_that_cannot_be_opened_fails_every_lookup() {
+        for spec in [
+            "regexp:/nonexistent/re",
+            "pcre:/nonexistent/re",
+            "cidr:/nonexistent/cidr",
+            "sqlite:/nonexistent/sqlite.cf",
+            "inline:{}",
+            "static:{a",
+            "unionmap:{x}",
+            "pipemap:nobraces",
+            "socketmap:nocolon",
+        ] {
+            let m = map(spec);
+            assert!(m.is_pattern(), "{spec}");
+            match m.lookup("key") {
+                Err(Error::Unavailable { table, .. }) => assert_eq!(table, spec),
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+        match map("regexp:/nonexistent/re").lookup("k") {
+            Err(e) => assert_eq!(
+                e.to_string(),
+                "regexp:/nonexistent/re is unavailable. open /nonexistent/re: No such file or directory"
+            ),
+            Ok(v) => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_opening_reports_postfix_text() {
+        let e = Map::parse_strict(
+            "unionmap:{inline:{a=b}, cidr:/nonexistent/c}",
+            &passwd::Passwd::default(),
+            Format::Postmap,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "open /nonexistent/c: No such file or directory"
+        );
+        let e = Map::parse_strict("unionmap:{a}", &passwd::Passwd::default(), Format::Postmap)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad syntax: \"unionmap:{a}\"; need \"unionmap:{type:name...}\""
+        );
+        assert!(matches!(
+            Map::parse_strict("static:", &passwd::Passwd::default(), Format::Postmap),
+            Err(Error::BadSpec(_))
+        ));
+    }
+
+    #[test]
+    fn union_joins_results_and_pipe_chains_them() {
+        let u = map("unionmap:{ inline:{x=y}, static:{s t}, inline:{q=z} }");
+        assert_eq!(u.lookup("X").unwrap().as_deref(), Some("y,s t"));
+        let u = map("unionmap:{inline:{x=y},inline:{q=z}}");
+        assert_eq!(u.lookup("nothing").unwrap(), None);
+        let p = map("pipemap:{inline:{x=y},inline:{y=z}}");
+        assert_eq!(p.lookup("x").unwrap().as_deref(), Some("z"));
+        let p = map("pipemap:{inline:{x=y},inline:{q=z}}");
+        assert_eq!(p.lookup("x").unwrap(), None);
+        // A failing table fails the whole lookup.
+        let u = map("unionmap:{inline:{x=y},regexp:/nonexistent/re}");
+        assert!(matches!(u.lookup("x"), Err(Error::Unavailable { .. })));
+    }
+
+    #[test]
+    fn fixed_tables_fold_keys_and_pattern_tables_do_not() {
+        let r = map("regexp:{ {/^Big$/i exact} }");
+        assert!(r.is_pattern());
+        assert_eq!(r.lookup("Big").unwrap().as_deref(), Some("exact"));
+        assert_eq!(r.lookup("big").unwrap(), None);
+        let i = map("inline:{Big=1}");
+        assert!(!i.is_pattern());
+        assert_eq!(i.lookup("BIG").unwrap().as_deref(), Some("1"));
+        assert!(!map("static:x").is_pattern());
+        assert_eq!(
+            map("static:x").lookup("anything").unwrap().as_deref(),
+            Some("x")
+        );
+        assert!(map("cidr:{ {10.0.0.0/8 ten} }").is_pattern());
+        assert!(map("tcp:127.0.0.1:1").is_pattern());
+        assert!(map("socketmap:inet:127.0.0.1:1:m").is_pattern());
+        // Composites take the first table's kind, as Postfix.
+        assert!(map("unionmap:{regexp:{{/a/ b}},inline:{a=b}}").is_pattern());
+        assert!(!map("pipemap:{inline:{a=b},regexp:{{/a/ b}}}").is_pattern());
+        assert!(spec_is_pattern("pipemap:{cidr:/x,inline:{a=b}}"));
+        assert!(!spec_is_pattern("hash:/etc/aliases"));
+    }
+
+    #[test]
+    fn records_list_inline_and_refuse_pattern_tables() {
+        let r = map("inline:{a=1, b=2, a=3}").records().unwrap().unwrap();
+        assert_eq!(r, [("a".into(), "3".into()), ("b".into(), "2".into())]);
+        assert!(map("regexp:{{/a/ b}}").records().is_none());
+        assert!(map("static:x").records().is_none());
+        assert!(map("regexp:/nonexistent").records().unwrap().is_err());
     }
 }
