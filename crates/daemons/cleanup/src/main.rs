@@ -205,6 +205,7 @@ async fn message(
     };
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
     let mut failure: Option<CleanupReply> = None;
+    let mut hold = false;
     loop {
         let req: CleanupRequest = ch
             .expect()
@@ -234,6 +235,7 @@ async fn message(
                     failure = Some(CleanupReply::TooBig);
                 }
             }
+            CleanupRequest::Hold => hold = true,
             CleanupRequest::End => break,
             CleanupRequest::Abort => {
                 return Ok(CleanupReply::Failed {
@@ -264,8 +266,19 @@ async fn message(
             return Ok(f);
         }
     }
+    if hold {
+        if let Err(e) = writer.relocate(&st.queue, pfx_queue::QueueName::Hold) {
+            warn!("{id}: move queue file to hold: {e}");
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
+        }
+    }
     let committed = commit(st, writer).await?;
     match committed {
+        // Held: qmgr is not told; `postsuper -H` releases it.
+        Ok(id) if hold => Ok(CleanupReply::Committed { queue_id: id }),
         Ok(id) => {
             let qmgr = st.shared.qmgr.clone();
             let request = trigger::new_message(&id);

@@ -5,7 +5,10 @@
 //! and answers `250 2.0.0 Ok: queued as ID` only after cleanup reports the
 //! queue file durable. Replies and log lines are Postfix's.
 
+mod access;
 mod check;
+mod dnsxl;
+mod policy;
 mod sasl;
 mod session;
 mod settings;
@@ -73,9 +76,9 @@ fn main() {
                         return;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let local_ip = tcp.local_addr().map(|a| a.ip()).ok();
+                    let server = tcp.local_addr().ok();
                     match settings {
-                        Ok(st) => session::run(st, tcp, peer, local_ip, shared).await,
+                        Ok(st) => session::run(st, tcp, peer, server, shared).await,
                         Err(e) => warn!("configuration: {e}"),
                     }
                 }

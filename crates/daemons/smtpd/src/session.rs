@@ -20,7 +20,7 @@ use pfx_tls::{Io, Negotiated};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::check::{self, Facts};
+use crate::check::{self, Effects, Facts, Peer};
 use crate::sasl::Step;
 use crate::settings::{BareNewline, Settings};
 use crate::stages::Stage;
@@ -39,6 +39,9 @@ const JUNK_VERBS: [&str; 6] = ["helo", "ehlo", "rset", "noop", "vrfy", "etrn"];
 const PRE_TLS_VERBS: [&str; 7] = [
     "helo", "ehlo", "xclient", "starttls", "noop", "quit", "unknown",
 ];
+/// The commands that must end a pipelined group (RFC 2920): input after
+/// them, before their reply, is improper pipelining.
+const LAST_IN_GROUP: [&str; 5] = ["helo", "ehlo", "data", "noop", "vrfy"];
 /// Why a session ends early.
 enum End {
     /// The client went away (or the connection broke).
@@ -63,10 +66,25 @@ struct Session<S> {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     peer: SocketAddr,
+    /// The address and port the client connected to.
+    server: Option<SocketAddr>,
     /// `name[address]` as in every log line.
     client: String,
     /// The verified client name, or `unknown`.
     client_name: String,
+    name_status: Peer,
+    /// The PTR name, verified or not, or `unknown`.
+    reverse_name: String,
+    reverse_status: Peer,
+    /// The client sent a command before it could know the reply to the
+    /// last (Postfix's SMTPD_FLAG_ILL_PIPELINING).
+    ill_pipelining: bool,
+    /// What the restrictions asked for this transaction's message.
+    effects: Effects,
+    /// MAIL FROM's SIZE=.
+    declared_size: u64,
+    /// The policy instance of the current transaction.
+    instance: String,
     origin: Origin,
     helo: Option<String>,
     esmtp: bool,
@@ -86,17 +104,26 @@ struct Session<S> {
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// The client's name as Postfix finds it: a PTR name that resolves back to
-/// the address, else `unknown` (with Postfix's warning when the names disagree).
-async fn client_name(st: &Settings, ip: std::net::IpAddr) -> String {
+/// The client's names as Postfix finds them: a PTR name that resolves
+/// back to the address, else `unknown` (with Postfix's warning when the
+/// names disagree), and the PTR name itself.
+async fn client_names(st: &Settings, ip: std::net::IpAddr) -> pfx_dns::ClientNames {
     let Some(resolver) = &st.resolver else {
-        return "unknown".into();
+        return pfx_dns::ClientNames::default();
     };
-    let (name, warning) = resolver.verified_name(ip).await;
-    if let Some(w) = warning {
+    let names = resolver.client_names(ip).await;
+    if let Some(w) = &names.warning {
         warn!("{w}");
     }
-    name.unwrap_or_else(|| "unknown".into())
+    names
+}
+
+fn status(found: bool, temporary: bool) -> Peer {
+    match (found, temporary) {
+        (true, _) => Peer::Ok,
+        (false, true) => Peer::Temporary,
+        (false, false) => Peer::Permanent,
+    }
 }
 
 /// Serves one client on `io`, from the greeting to the disconnect line.
@@ -105,11 +132,16 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     st: Arc<Settings>,
     io: S,
     peer: SocketAddr,
-    local_ip: Option<IpAddr>,
+    server: Option<SocketAddr>,
     shared: Arc<Shared>,
 ) {
+    let local_ip = server.map(|s| s.ip());
     let ip = peer.ip();
-    let name = client_name(&st, ip).await;
+    let names = client_names(&st, ip).await;
+    let name_status = status(names.name.is_some(), names.name_temporary);
+    let reverse_status = status(names.reverse.is_some(), names.reverse_temporary);
+    let name = names.name.unwrap_or_else(|| "unknown".into());
+    let reverse_name = names.reverse.unwrap_or_else(|| "unknown".into());
     let client = format!("{name}[{ip}]");
     info!("connect from {client}");
     // Postfix's permit_inet_interfaces: a client on one of our own addresses is local.
@@ -130,8 +162,16 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         inbuf: Vec::with_capacity(8192),
         outbuf: Vec::with_capacity(1024),
         peer,
+        server,
         client,
         client_name: name,
+        name_status,
+        reverse_name,
+        reverse_status,
+        ill_pipelining: false,
+        effects: Effects::default(),
+        declared_size: 0,
+        instance: String::new(),
         origin,
         helo: None,
         esmtp: false,
@@ -166,6 +206,9 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     } else if s.st.tls.wrapper && !s.start_tls().await {
         // SMTPS: no banner until the handshake is done; a failed one is logged.
     } else {
+        // A client that talks before the greeting is remembered
+        // (reject_unauth_pipelining).
+        s.check_pipelining("CONNECT").await;
         let banner = Reply::plain(220, s.st.banner.clone());
         s.reply(&banner);
         match s.serve().await {
@@ -203,6 +246,14 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn reply(&mut self, r: &Reply) {
+        let footed;
+        let r = match self.footer(r) {
+            Some(f) => {
+                footed = f;
+                &footed
+            }
+            None => r,
+        };
         let wire = r.to_wire();
         if self.st.smtputf8 || wire.is_ascii() {
             self.outbuf.extend_from_slice(wire.as_bytes());
@@ -212,6 +263,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.outbuf
                 .extend(wire.bytes().map(|b| if b.is_ascii() { b } else { b' ' }));
         }
+    }
+
+    /// `smtpd_reject_footer` under a 4xx or 5xx reply: on lines of its
+    /// own (`\\n` starts another), or on the same line after `\\c`.
+    fn footer(&self, r: &Reply) -> Option<Reply> {
+        let template = &self.st.reject_footer;
+        if r.code < 400 || template.is_empty() {
+            return None;
+        }
+        let lookup = |n: &str| -> Option<String> {
+            let v = match n {
+                "server_name" => self.st.myhostname.clone(),
+                "localtime" => pfx_sys::time::log_stamp(std::time::SystemTime::now()),
+                _ => check::macro_value(&self.facts("RCPT"), n)?,
+            };
+            Some(v.replace('$', "$$"))
+        };
+        let text = pfx_config::expand::expand(template, &lookup).ok()?;
+        let text = text.replace("\\n", "\n");
+        let mut out = r.clone();
+        match text.strip_prefix("\\c") {
+            Some(same_line) => out.text.push_str(same_line),
+            None => {
+                out.text.push('\n');
+                out.text.push_str(&text);
+            }
+        }
+        Some(out)
     }
 
     async fn flush(&mut self) -> bool {
@@ -316,6 +395,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e) => return e,
             };
             let parsed = parse_command(&line);
+            let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);
+            if !self.ill_pipelining && (!self.esmtp || LAST_IN_GROUP.contains(&verb)) {
+                self.check_pipelining(verb).await;
+            }
             if let Some(r) = self.must_start_tls(&parsed) {
                 // As Postfix: an error, but not a junk command.
                 self.last_verb = parsed.as_ref().map_or("unknown", Command::verb);
@@ -375,6 +458,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last_verb = "etrn";
                     ("etrn", self.etrn(&arg).await)
                 }
+                Ok(Command::Rcpt { addr, params }) => {
+                    self.last_verb = "rcpt";
+                    ("rcpt", self.rcpt(addr, &params).await)
+                }
+                Ok(Command::Vrfy(text)) => {
+                    self.last_verb = "vrfy";
+                    ("vrfy", self.vrfy(text).await)
+                }
                 Ok(cmd) => {
                     self.last_verb = cmd.verb();
                     (self.last_verb, self.command(cmd))
@@ -399,6 +490,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Whether the client sent more than the command just read before it
+    /// could have seen the reply; logged once, as Postfix.
+    async fn check_pipelining(&mut self, verb: &str) {
+        if self.inbuf.is_empty() {
+            // What is already on the socket counts too: one read that does not wait.
+            let mut buf = [0u8; 1024];
+            tokio::select! {
+                biased;
+                r = self.io.read(&mut buf) => if let Ok(n) = r {
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                },
+                () = std::future::ready(()) => {}
+            }
+        }
+        if self.inbuf.is_empty() {
+            return;
+        }
+        let shown: String = self.inbuf[..self.inbuf.len().min(100)]
+            .iter()
+            .flat_map(|&b| std::ascii::escape_default(b))
+            .map(char::from)
+            .collect();
+        info!(
+            "improper command pipelining after {} from {}: {shown}",
+            verb.to_ascii_uppercase(),
+            self.client
+        );
+        self.ill_pipelining = true;
+    }
+
     /// Postfix's tarpit: once a client has made `smtpd_soft_error_limit`
     /// errors, every reply waits `smtpd_error_sleep_time`.
     async fn pace(&mut self) {
@@ -408,14 +529,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// What the restrictions are judged on.
-    fn facts(&self) -> Facts<'_> {
+    /// What the restrictions are judged on at `command`.
+    fn facts(&self, command: &'static str) -> Facts<'_> {
         Facts {
             client_ip: self.peer.ip(),
+            client_port: self.peer.port(),
             client: &self.client,
+            name: &self.client_name,
+            name_status: self.name_status,
+            reverse_name: &self.reverse_name,
+            reverse_status: self.reverse_status,
+            server: self.server,
             helo: self.helo.as_deref(),
+            esmtp: self.esmtp,
             sender: self.sender.as_deref(),
-            login: self.login.as_ref().map(|(_, user)| user.as_str()),
+            recipient: None,
+            rcpt_count: self.recipients.len(),
+            login: self
+                .login
+                .as_ref()
+                .map(|(method, user)| (method.as_str(), user.as_str())),
+            sasl_sender: self.sasl_sender.as_deref(),
+            tls: self.tls.as_ref(),
+            ill_pipelining: self.ill_pipelining,
+            queue_id: None,
+            size: self.declared_size,
+            etrn: None,
+            instance: &self.instance,
+            command,
         }
     }
 
@@ -698,6 +839,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.sasl_sender = None;
         self.body_8bit = false;
         self.recipients.clear();
+        self.effects = Effects::default();
+        self.declared_size = 0;
     }
 
     fn command(&mut self, cmd: Command) -> Reply {
@@ -739,33 +882,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 multiline(250, &lines)
             }
             Command::Mail { addr, params } => self.mail(addr, &params),
-            Command::Rcpt { addr, params } => self.rcpt(addr, &params),
             Command::Rset => {
                 self.reset();
                 Reply::new(250, "2.0.0", "Ok")
             }
             Command::Noop => Reply::new(250, "2.0.0", "Ok"),
-            Command::Vrfy(text) => {
-                if st.disable_vrfy {
-                    return Reply::new(502, "5.5.1", "VRFY command is disabled");
-                }
-                let addr = match vrfy_address(&text) {
-                    Ok(a) => a,
-                    Err(r) => return r,
-                };
-                match check::verify(&st, &addr) {
-                    Ok(()) => Reply::new(252, "2.0.0", text),
-                    Err(r) => {
-                        self.log_reject("VRFY", &r, &addr);
-                        r
-                    }
-                }
-            }
             Command::Proxy { verb, arguments } => {
                 proxy_reply(verb, arguments, self.sender.is_some())
             }
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
             Command::Data { .. }
+            | Command::Rcpt { .. }
+            | Command::Vrfy(_)
             | Command::Etrn(_)
             | Command::Quit
             | Command::NonSmtp(_)
@@ -785,13 +913,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let mut body_8bit = false;
         let mut sasl_sender = None;
+        let mut size = 0;
         for p in params {
             match (p.key.to_ascii_uppercase().as_str(), p.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
                     Ok(n) if self.st.message_size_limit > 0 && n > self.st.message_size_limit => {
                         return Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
                     }
-                    Ok(_) => {}
+                    Ok(n) => size = n,
                     Err(_) => return Reply::new(501, "5.5.4", "Bad message size syntax"),
                 },
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
@@ -815,12 +944,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         self.sender = Some(check::display(&addr));
+        self.declared_size = size;
+        self.instance = next_instance();
         self.body_8bit = body_8bit;
         self.sasl_sender = sasl_sender.filter(|s| s != "<>");
         Reply::new(250, "2.1.0", "Ok")
     }
 
-    fn rcpt(&mut self, addr: String, params: &[Param]) -> Reply {
+    async fn rcpt(&mut self, addr: String, params: &[Param]) -> Reply {
         if self.sender.is_none() {
             return Reply::new(503, "5.5.1", "Error: need MAIL command");
         }
@@ -834,41 +965,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.recipients.len() >= self.st.recipient_limit {
             return Reply::new(452, "4.5.3", "Error: too many recipients");
         }
-        match check::recipient(&self.st, &self.facts(), &addr) {
-            Ok(resolved) => {
-                self.recipients.push((resolved.address(), addr));
+        let st = self.st.clone();
+        let mut fx = std::mem::take(&mut self.effects);
+        let verdict = {
+            let facts = Facts {
+                recipient: Some(&addr),
+                ..self.facts("RCPT")
+            };
+            check::recipient(&st, facts, &mut fx).await
+        };
+        self.effects = fx;
+        match verdict {
+            Ok(()) => {
+                self.recipients.push((st.resolve(&addr).address(), addr));
                 Reply::new(250, "2.1.5", "Ok")
             }
-            Err(r) => {
-                self.log_reject("RCPT", &r, &addr);
-                r
-            }
+            Err(r) => r,
         }
     }
 
-    /// Postfix's reject log line; `from=` and `to=` only when there is a
-    /// sender or a recipient to show.
-    fn log_reject(&self, what: &str, r: &Reply, to: &str) {
-        self.log_reject_as("NOQUEUE", what, r, to);
-    }
-
-    /// [`Self::log_reject`] with a queue ID in place of `NOQUEUE`.
-    fn log_reject_as(&self, id: &str, what: &str, r: &Reply, to: &str) {
-        let from = match &self.sender {
-            Some(s) => format!("from=<{s}> "),
-            None => String::new(),
+    /// VRFY: the recipient restrictions, as for RCPT.
+    async fn vrfy(&mut self, text: String) -> Reply {
+        let st = self.st.clone();
+        if st.disable_vrfy {
+            return Reply::new(502, "5.5.1", "VRFY command is disabled");
+        }
+        let addr = match vrfy_address(&text) {
+            Ok(a) => a,
+            Err(r) => return r,
         };
-        let to = if to.is_empty() {
-            String::new()
-        } else {
-            format!("to=<{to}> ")
+        let mut fx = Effects::default();
+        let facts = Facts {
+            recipient: Some(&addr),
+            ..self.facts("VRFY")
         };
-        info!(
-            "{id}: reject: {what} from {}: {r}; {from}{to}proto={} helo=<{}>",
-            self.client,
-            if self.esmtp { "ESMTP" } else { "SMTP" },
-            self.helo.as_deref().unwrap_or("")
-        );
+        match check::recipient(&st, facts, &mut fx).await {
+            Ok(()) => Reply::new(252, "2.0.0", text),
+            Err(r) => r,
+        }
     }
 
     /// ETRN (RFC 1985): deferred mail for the domain is queued for delivery
@@ -885,8 +1019,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(d) => d.to_owned(),
             Err(r) => return r,
         };
-        if let Err(r) = check::etrn(&self.st, &self.facts(), &domain) {
-            self.log_reject("ETRN", &r, "");
+        let facts = Facts {
+            etrn: Some(&domain),
+            ..self.facts("ETRN")
+        };
+        if let Err(r) = check::etrn(&self.st.clone(), facts, &domain).await {
             return r;
         }
         let req = FlushRequest::SendSite {
@@ -924,11 +1061,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if arguments {
             return Ok(data_syntax());
         }
-        if let Err(r) = check::content(&self.st, Stage::Data, &self.facts()) {
-            self.log_reject_as("NOQUEUE", "DATA", &r, last_recipient(&self.recipients));
+        let st = self.st.clone();
+        let mut fx = std::mem::take(&mut self.effects);
+        let verdict = {
+            let facts = Facts {
+                recipient: single_recipient(&self.recipients),
+                ..self.facts("DATA")
+            };
+            check::content(&st, Stage::Data, facts, &mut fx).await
+        };
+        if let Err(r) = verdict {
+            self.effects = fx;
             return Ok(r);
         }
-        let st = self.st.clone();
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
         // The client gets 354 first; cleanup starts the queue file while
@@ -939,7 +1084,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.flush().await {
             return Err(End::Lost);
         }
-        let envelope = self.envelope(&sender, &recipients);
+        let envelope = self.envelope(&sender, &with_effects(&recipients, &fx));
         let shared = self.shared.clone();
         let mut msg = match shared.cleanup.begin(envelope).await {
             Ok(m) => m,
@@ -966,7 +1111,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             None => info!("{id}: client={}", self.client),
         }
-        let mut out = self.received_header(&id, &recipients);
+        let mut out: Vec<u8> = fx
+            .prepend
+            .iter()
+            .flat_map(|h| format!("{h}\n").into_bytes())
+            .collect();
+        out.extend(self.received_header(&id, &recipients));
         let mut decoder = DataDecoder::new();
         let mut size: u64 = 0;
         let mut too_big = false;
@@ -1017,16 +1167,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let refused = if too_big || bare_lf_rejected || broken {
             None
         } else {
+            let before = (fx.redirect.clone(), fx.bcc.len());
             let facts = Facts {
                 sender: Some(&sender),
-                ..self.facts()
+                recipient: single_recipient(&recipients),
+                rcpt_count: recipients.len(),
+                queue_id: Some(&id),
+                size,
+                ..self.facts("END-OF-MESSAGE")
             };
-            check::content(&st, Stage::EndOfData, &facts).err()
+            let verdict = check::content(&st, Stage::EndOfData, facts, &mut fx).await;
+            if verdict.is_ok() && (fx.redirect, fx.bcc.len()) != before {
+                // The envelope went to cleanup at DATA: a new recipient now
+                // would be lost, and the message must not go without it.
+                warn!("{id}: REDIRECT or BCC in smtpd_end_of_data_restrictions: not implemented by postfix-rs");
+                Some(Reply::new(451, "4.3.5", "Server configuration error"))
+            } else {
+                verdict.err()
+            }
         };
         if let Some(r) = refused {
-            self.sender = Some(sender);
-            self.log_reject_as(&id, "END-OF-MESSAGE", &r, last_recipient(&recipients));
-            self.sender = None;
             msg.abort().await;
             return Ok(r);
         }
@@ -1044,6 +1204,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 Reply::new(451, "4.3.0", "Error: queue file write error")
             });
+        }
+        if fx.discard {
+            // Accepted, and dropped: what DISCARD means.
+            msg.abort().await;
+            return Ok(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
+        }
+        if fx.hold && msg.hold().is_err() {
+            msg.abort().await;
+            return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
         }
         Ok(match msg.end().await {
             Ok(CleanupReply::Committed { queue_id }) => {
@@ -1183,8 +1352,45 @@ fn param_text(p: &Param) -> String {
     }
 }
 
-/// The recipient Postfix names in a DATA or end-of-data reject line: the
-/// last one the client gave.
-fn last_recipient(recipients: &[(String, String)]) -> &str {
-    recipients.last().map_or("", |(_, given)| given)
+/// The recipient the DATA and end-of-data restrictions see: the only
+/// one, as given, or none when there are several (as Postfix).
+fn single_recipient(recipients: &[(String, String)]) -> Option<&str> {
+    match recipients {
+        [(_, given)] => Some(given),
+        _ => None,
+    }
+}
+
+/// The envelope recipients after the restrictions' REDIRECT (all mail
+/// goes to that address) and BCC (a copy to each).
+fn with_effects(recipients: &[(String, String)], fx: &Effects) -> Vec<(String, String)> {
+    let mut out = match &fx.redirect {
+        Some(to) => vec![(
+            to.clone(),
+            recipients
+                .first()
+                .map(|(_, g)| g.clone())
+                .unwrap_or_default(),
+        )],
+        None => recipients.to_vec(),
+    };
+    out.extend(fx.bcc.iter().map(|b| (b.clone(), b.clone())));
+    out
+}
+
+/// A policy instance name for a new transaction, unique in this process
+/// and among processes (Postfix's pid.time.counter form).
+fn next_instance() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{:x}.{:x}.{:x}.{:x}",
+        std::process::id(),
+        now.as_secs(),
+        now.subsec_micros(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -8,8 +8,32 @@ use pfx_config::{BuildError, Config};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
 
+use crate::policy;
 use crate::stages::Restrictions;
 use crate::tls::{Sasl, Tls};
+
+/// The reply codes of the restrictions (`*_reject_code` parameters).
+#[derive(Debug)]
+pub(crate) struct Codes {
+    pub(crate) access_reject: u16,
+    pub(crate) access_defer: u16,
+    pub(crate) invalid_hostname: u16,
+    pub(crate) non_fqdn: u16,
+    pub(crate) unknown_client: u16,
+    pub(crate) unknown_hostname: u16,
+    pub(crate) unknown_address: u16,
+    pub(crate) maps_rbl: u16,
+    pub(crate) multi_recipient_bounce: u16,
+    pub(crate) plaintext: u16,
+}
+
+/// Whether a DNS failure defers only if nothing else rejects
+/// (`defer_if_permit`) or defers at once (`defer`).
+#[derive(Debug)]
+pub(crate) struct Tempfail {
+    pub(crate) helo_defer_if_permit: bool,
+    pub(crate) address_defer_if_permit: bool,
+}
 
 /// `smtpd_forbid_bare_newline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +52,21 @@ pub(crate) struct Settings {
     pub(crate) relay_domains: DomainList,
     pub(crate) mynetworks: NetworkList,
     pub(crate) restrictions: Restrictions,
+    pub(crate) codes: Codes,
+    pub(crate) tempfail: Tempfail,
+    /// `smtpd_access_maps` in `parent_domain_matches_subdomains`.
+    pub(crate) parent_access: bool,
+    /// `smtpd_null_access_lookup_key`.
+    pub(crate) null_access_key: String,
+    pub(crate) default_rbl_reply: String,
+    pub(crate) rbl_reply_maps: MapList,
+    /// `smtpd_reject_unlisted_sender`.
+    pub(crate) reject_unlisted_sender: bool,
+    /// `smtpd_reject_footer`.
+    pub(crate) reject_footer: String,
+    pub(crate) policies: policy::Clients,
+    /// For the restrictions that ask DNS (blocklists, unknown domains).
+    pub(crate) dns: pfx_dns::Resolver,
     /// `smtpd_relay_before_recipient_restrictions`.
     pub(crate) relay_before_recipient: bool,
     /// `reject_code`, `defer_code`, `relay_domains_reject_code`.
@@ -97,7 +136,46 @@ impl Settings {
             }
         };
         let queue_dir: std::path::PathBuf = s("queue_directory")?.into();
+        let restrictions = Restrictions::new(&cfg, &passwd)?;
+        let tempfail = |name: &str| -> Result<bool, BuildError> {
+            match s(name)?.as_str() {
+                "defer_if_permit" => Ok(true),
+                "defer" => Ok(false),
+                other => Err(format!("bad configuration: {name} = {other}").into()),
+            }
+        };
+        let dns = pfx_dns::Resolver::from_config(&cfg)?;
         Ok(Self {
+            policies: policy::Clients::new(&cfg, restrictions.policies())?,
+            codes: Codes {
+                access_reject: code("access_map_reject_code")?,
+                access_defer: code("access_map_defer_code")?,
+                invalid_hostname: code("invalid_hostname_reject_code")?,
+                non_fqdn: code("non_fqdn_reject_code")?,
+                unknown_client: code("unknown_client_reject_code")?,
+                unknown_hostname: code("unknown_hostname_reject_code")?,
+                unknown_address: code("unknown_address_reject_code")?,
+                maps_rbl: code("maps_rbl_reject_code")?,
+                multi_recipient_bounce: code("multi_recipient_bounce_reject_code")?,
+                plaintext: code("plaintext_reject_code")?,
+            },
+            tempfail: Tempfail {
+                helo_defer_if_permit: tempfail("unknown_helo_hostname_tempfail_action")?,
+                address_defer_if_permit: tempfail("unknown_address_tempfail_action")?,
+            },
+            parent_access: l("parent_domain_matches_subdomains")?
+                .iter()
+                .any(|p| p == "smtpd_access_maps"),
+            null_access_key: s("smtpd_null_access_lookup_key")?,
+            default_rbl_reply: cfg.raw("default_rbl_reply").unwrap_or_default(),
+            rbl_reply_maps: MapList::parse_as(
+                &l("rbl_reply_maps")?,
+                &passwd,
+                pfx_maps::Format::Postmap,
+            )?,
+            reject_unlisted_sender: cfg.bool("smtpd_reject_unlisted_sender")?,
+            reject_footer: cfg.raw("smtpd_reject_footer").unwrap_or_default(),
+
             tls: Tls::new(&cfg)?,
             sasl: Sasl::new(&cfg, &queue_dir)?,
             sender_login: MapList::parse_as(
@@ -111,7 +189,7 @@ impl Settings {
             mydestination: DomainList::new(&l("mydestination")?),
             relay_domains: DomainList::new(&l("relay_domains")?),
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
-            restrictions: Restrictions::new(&cfg)?,
+            restrictions,
             relay_before_recipient: cfg.bool("smtpd_relay_before_recipient_restrictions")?,
             reject_code: code("reject_code")?,
             defer_code: code("defer_code")?,
@@ -140,11 +218,8 @@ impl Settings {
             error_sleep: cfg.time("smtpd_error_sleep_time")?,
             connection_limit: cfg.count("smtpd_client_connection_count_limit")?,
             queue_dir,
-            resolver: if cfg.bool("smtpd_peername_lookup")? {
-                Some(pfx_dns::Resolver::from_config(&cfg)?)
-            } else {
-                None
-            },
+            resolver: cfg.bool("smtpd_peername_lookup")?.then(|| dns.clone()),
+            dns,
         })
     }
 

@@ -1,9 +1,14 @@
 //! The stages of the SMTP conversation that have a restriction list of
-//! their own (Postfix's `smtpd_*_restrictions`), and the lists of one
-//! configuration. How a list is evaluated is in `check.rs`.
+//! their own (Postfix's `smtpd_*_restrictions`), the lists and classes of
+//! one configuration, and the access tables they name, opened once (before
+//! any chroot). How a list is evaluated is in `check.rs`.
+
+use std::collections::HashMap;
 
 use pfx_config::restriction::{self, Restriction};
 use pfx_config::{BuildError, Config};
+use pfx_maps::passwd::Passwd;
+use pfx_maps::Map;
 
 /// A stage of the conversation with a restriction list of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,37 +48,74 @@ impl Stage {
             Self::Etrn => "smtpd_etrn_restrictions",
         }
     }
-
-    /// How Postfix's reject text names what the stage judged.
-    pub(crate) const fn class(self) -> &'static str {
-        match self {
-            Self::Client => "Client host",
-            Self::Helo => "Helo command",
-            Self::Sender => "Sender address",
-            Self::Relay | Self::Recipient => "Recipient address",
-            Self::Data => "Data command",
-            Self::EndOfData => "End-of-data",
-            Self::Etrn => "Etrn command",
-        }
-    }
 }
 
-/// Every stage's restriction list, parsed once per configuration.
+/// Every stage's restriction list and every class, parsed once per
+/// configuration, with the tables they name.
 #[derive(Debug)]
-pub(crate) struct Restrictions([Vec<Restriction>; Stage::ALL.len()]);
+pub(crate) struct Restrictions {
+    lists: [Vec<Restriction>; Stage::ALL.len()],
+    classes: HashMap<String, Vec<Restriction>>,
+    class_names: Vec<String>,
+    tables: HashMap<String, Map>,
+}
 
 impl Restrictions {
-    pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &Config, passwd: &Passwd) -> Result<Self, BuildError> {
+        let parsed = restriction::Lists::parse(&|n| cfg.get(n).map_err(|e| e.to_string()))?;
         let mut lists: [Vec<Restriction>; Stage::ALL.len()] = Default::default();
         for stage in Stage::ALL {
-            let name = stage.parameter();
-            let items = cfg.list(name)?;
-            lists[stage as usize] = restriction::parse(name, &items)?;
+            lists[stage as usize] = parsed
+                .lists
+                .get(stage.parameter())
+                .cloned()
+                .unwrap_or_default();
         }
-        Ok(Self(lists))
+        let class_names = restriction::tokens(&cfg.get("smtpd_restriction_classes")?)?;
+        let mut tables = HashMap::new();
+        let all = lists.iter().chain(parsed.classes.values()).flatten();
+        for r in all {
+            if let Some(t) = r.tables() {
+                if !tables.contains_key(t) {
+                    let map = Map::parse_as(t, passwd, pfx_maps::Format::Postmap)
+                        .map_err(|e| format!("{t}: {e}"))?;
+                    tables.insert(t.to_owned(), map);
+                }
+            }
+        }
+        Ok(Self {
+            lists,
+            classes: parsed.classes,
+            class_names,
+            tables,
+        })
     }
 
     pub(crate) fn list(&self, stage: Stage) -> &[Restriction] {
-        &self.0[stage as usize]
+        &self.lists[stage as usize]
+    }
+
+    pub(crate) fn class(&self, name: &str) -> Option<&[Restriction]> {
+        self.classes.get(name).map(Vec::as_slice)
+    }
+
+    pub(crate) fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    pub(crate) fn table(&self, spec: &str) -> Option<&Map> {
+        self.tables.get(spec)
+    }
+
+    /// Every policy service the lists and classes name.
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &restriction::PolicyService> {
+        self.lists
+            .iter()
+            .chain(self.classes.values())
+            .flatten()
+            .filter_map(|r| match r {
+                Restriction::Policy(p) => Some(p),
+                _ => None,
+            })
     }
 }

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use restriction::Restriction;
+
 pub use mastercf::{Service, ServiceType, Wakeup};
 pub use params::{Class, Kind, Param};
 
@@ -533,6 +535,9 @@ impl Config {
                 out.push(r);
             }
         }
+        for class in self.restriction_classes() {
+            out.extend(self.restriction_refusal(&class, None));
+        }
         out.extend(self.relay_control_refusal());
         out.extend(self.sasl_type_refusal(None));
         for name in FILE_LISTS {
@@ -677,7 +682,8 @@ impl Config {
         let lists = ["smtpd_relay_restrictions", "smtpd_recipient_restrictions"];
         let mut all = Vec::new();
         for name in lists {
-            all.extend(restriction::parse(name, &self.list(name).ok()?).ok()?);
+            let items = restriction::tokens(&self.get(name).ok()?).ok()?;
+            all.extend(restriction::parse(name, &items, &self.restriction_classes()).ok()?);
         }
         if restriction::closes_relay(&all) {
             return None;
@@ -685,7 +691,7 @@ impl Config {
         Some(Refusal {
             place: self.main_cf.display().to_string(),
             name: lists.join(" or "),
-            value: all.iter().map(|r| r.keyword()).collect::<Vec<_>>().join(", "),
+            value: all.iter().map(Restriction::keyword).collect::<Vec<_>>().join(", "),
             reason: "specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer".to_owned(),
         })
     }
@@ -709,9 +715,28 @@ impl Config {
         })
     }
 
+    /// The names `smtpd_restriction_classes` declares.
+    fn restriction_classes(&self) -> Vec<String> {
+        self.get("smtpd_restriction_classes")
+            .ok()
+            .and_then(|v| restriction::tokens(&v).ok())
+            .unwrap_or_default()
+    }
+
     fn restriction_refusal(&self, name: &str, place: Option<&str>) -> Option<Refusal> {
-        let items = self.list(name).ok()?;
-        let reason = restriction::parse(name, &items).err()?;
+        let value = self.get(name).ok()?;
+        let items = match restriction::tokens(&value) {
+            Ok(i) => i,
+            Err(reason) => {
+                return Some(Refusal {
+                    place: place.map_or_else(|| self.place(name), str::to_owned),
+                    name: name.to_owned(),
+                    value,
+                    reason,
+                })
+            }
+        };
+        let reason = restriction::parse(name, &items, &self.restriction_classes()).err()?;
         Some(Refusal {
             place: place.map_or_else(|| self.place(name), str::to_owned),
             name: name.to_owned(),
@@ -892,11 +917,11 @@ mod tests {
     #[test]
     fn settings_that_would_make_postfix_stricter_are_refused_with_file_and_line() {
         let r = refusals(
-            &format!("{LEVEL}smtpd_client_restrictions = reject_rbl_client zen.spamhaus.org\nsmtpd_tls_req_ccert = yes\nheader_checks = regexp:/etc/postfix/hc\nsmtpd_milters = inet:127.0.0.1:8891\n"),
+            &format!("{LEVEL}smtpd_client_restrictions = reject_unverified_sender\nsmtpd_tls_req_ccert = yes\nheader_checks = regexp:/etc/postfix/hc\nsmtpd_milters = inet:127.0.0.1:8891\n"),
             "",
         );
         for want in [
-            "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject_rbl_client, zen.spamhaus.org: restriction \"reject_rbl_client\" in smtpd_client_restrictions: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject_unverified_sender: restriction \"reject_unverified_sender\" in smtpd_client_restrictions: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 3: smtpd_tls_req_ccert = yes: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 4: header_checks = regexp:/etc/postfix/hc: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 5: smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
@@ -994,10 +1019,10 @@ mod tests {
     #[test]
     fn unknown_restrictions_and_an_open_relay_are_refused() {
         let r = refusals(
-            &format!("{LEVEL}smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client zen.spamhaus.org\n"),
+            &format!("{LEVEL}smtpd_recipient_restrictions = permit_mynetworks, reject_unverified_recipient\n"),
             "",
         );
-        assert_eq!(r, ["/etc/postfix/main.cf, line 2: smtpd_recipient_restrictions = permit_mynetworks, reject_rbl_client, zen.spamhaus.org: restriction \"reject_rbl_client\" in smtpd_recipient_restrictions: not implemented by postfix-rs"]);
+        assert_eq!(r, ["/etc/postfix/main.cf, line 2: smtpd_recipient_restrictions = permit_mynetworks, reject_unverified_recipient: restriction \"reject_unverified_recipient\" in smtpd_recipient_restrictions: not implemented by postfix-rs"]);
         let r = refusals(
             &format!("{LEVEL}smtpd_relay_restrictions = permit_mynetworks\n"),
             "",

@@ -36,6 +36,17 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// A client's names (see [`Resolver::client_names`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientNames {
+    pub name: Option<String>,
+    pub name_temporary: bool,
+    pub reverse: Option<String>,
+    pub reverse_temporary: bool,
+    /// Postfix's warning when a name does not lead back to the address.
+    pub warning: Option<String>,
+}
+
 /// A resolver built from main.cf.
 #[derive(Clone)]
 pub struct Resolver {
@@ -261,29 +272,85 @@ impl Resolver {
         non_empty(out)
     }
 
-    /// A client's name as Postfix's smtpd finds it: the PTR name whose own
-    /// addresses include `ip`; `None` (unknown) otherwise, with Postfix's
-    /// warning when a name exists but does not lead back to `ip`.
-    pub async fn verified_name(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
-        let Ok(names) = self.ptr(ip).await else {
-            return (None, None);
+    /// The names of `domain`'s name servers.
+    pub async fn ns(&self, domain: &str) -> Result<Vec<String>, Error> {
+        let out = self
+            .query(domain, RecordType::NS)
+            .await?
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(ns) => Some(strip_dot(&ns.0.to_ascii())),
+                _ => None,
+            })
+            .collect();
+        non_empty(out)
+    }
+
+    /// The IPv4 addresses DNS (never the hosts file) gives `name`: what a
+    /// DNS blocklist answers.
+    pub async fn a(&self, name: &str) -> Result<Vec<std::net::Ipv4Addr>, Error> {
+        let out = self
+            .query(name, RecordType::A)
+            .await?
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        non_empty(out)
+    }
+
+    /// The TXT records of `name`, each one's strings joined.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, Error> {
+        let out = self
+            .query(name, RecordType::TXT)
+            .await?
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|d| String::from_utf8_lossy(d).into_owned())
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect();
+        non_empty(out)
+    }
+
+    /// What Postfix's smtpd learns of a client's names: the PTR name
+    /// (`reverse`), and the verified name (`name`, one whose addresses
+    /// include `ip`), each with whether a lookup failed only for now.
+    pub async fn client_names(&self, ip: IpAddr) -> ClientNames {
+        let mut out = ClientNames::default();
+        let names = match self.ptr(ip).await {
+            Ok(n) => n,
+            Err(e) => {
+                out.reverse_temporary = matches!(e, Error::Temporary(_));
+                out.name_temporary = out.reverse_temporary;
+                return out;
+            }
         };
-        let mut warning = None;
+        out.reverse = names.first().cloned();
         for name in names {
             match self.addresses(&name).await {
-                Ok(addrs) if addrs.contains(&ip) => return (Some(name), None),
+                Ok(addrs) if addrs.contains(&ip) => {
+                    out.name = Some(name);
+                    out.warning = None;
+                    return out;
+                }
                 Ok(_) => {
-                    warning = Some(format!("hostname {name} does not resolve to address {ip}"))
+                    out.warning = Some(format!("hostname {name} does not resolve to address {ip}"))
                 }
-                Err(Error::NotFound) => {
-                    warning = Some(format!(
+                Err(Error::NotFound) => out.warning = Some(format!(
                     "hostname {name} does not resolve to address {ip}: Name or service not known"
-                ))
-                }
-                Err(Error::Temporary(_)) => {}
+                )),
+                Err(Error::Temporary(_)) => out.name_temporary = true,
             }
         }
-        (None, warning)
+        out
     }
 }
 
@@ -297,7 +364,7 @@ impl std::fmt::Debug for Resolver {
 }
 
 /// `1.0.0.127.in-addr.arpa.` / the nibble form for IPv6.
-fn reverse_name(ip: IpAddr) -> String {
+pub fn reverse_name(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

@@ -200,6 +200,13 @@ impl Message<'_> {
         Ok(())
     }
 
+    /// Asks for the message to be put on hold (sent with the next send).
+    pub fn hold(&mut self) -> Result<(), Error> {
+        let queued = self.ch.queue(&CleanupRequest::Hold);
+        self.broken |= queued.is_err();
+        queued
+    }
+
     /// Finishes the message and returns cleanup's verdict; the connection
     /// is kept for another message when the conversation ended in step.
     pub async fn end(mut self) -> Result<CleanupReply, Error> {
@@ -254,7 +261,7 @@ mod tests {
                             CleanupRequest::Begin { .. } => CleanupReply::Started {
                                 queue_id: format!("C{n}"),
                             },
-                            CleanupRequest::Content(_) => continue,
+                            CleanupRequest::Content(_) | CleanupRequest::Hold => continue,
                             CleanupRequest::End => CleanupReply::Committed {
                                 queue_id: format!("C{n}"),
                             },

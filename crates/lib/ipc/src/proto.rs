@@ -95,6 +95,9 @@ pub enum CleanupRequest {
     },
     /// Message content (LF line ends), in order, at most [`CHUNK`] bytes each.
     Content(Vec<u8>),
+    /// The message goes to the hold queue, not to delivery (an access
+    /// table's or policy service's HOLD); sent before End.
+    Hold,
     /// Finishes: cleanup makes the file durable, then answers Committed.
     End,
     /// Drops the message (the client gave up or broke a limit).

@@ -30,6 +30,11 @@ pub fn asctime(t: SystemTime) -> String {
     strftime(t, c"%a %b %e %H:%M:%S %Y")
 }
 
+/// `Dec  4 16:43:20`, as in syslog lines and Postfix's `$localtime`.
+pub fn log_stamp(t: SystemTime) -> String {
+    strftime(t, c"%b %e %H:%M:%S")
+}
+
 /// `YYYYMMDDhhmmss`, the start of Postfix's Message-ID.
 pub fn compact(t: SystemTime) -> String {
     strftime(t, c"%Y%m%d%H%M%S")
@@ -48,6 +53,7 @@ mod tests {
             "{d}"
         );
         assert_eq!(compact(t).len(), 14);
+        assert_eq!(log_stamp(t).len(), 15);
         assert_eq!(asctime(t).len(), 24);
     }
 }

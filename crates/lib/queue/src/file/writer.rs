@@ -229,6 +229,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Moves the file, before it is finished, into queue `q` (cleanup's
+    /// HOLD: the message never becomes visible to qmgr in incoming/).
+    /// Both directories are synced when it is finished.
+    pub fn relocate(&mut self, queue: &Queue, q: QueueName) -> Result<(), Error> {
+        let dir = queue.dir_for(q, &self.id);
+        let to = dir.join(&self.id);
+        std::fs::rename(&self.path, &to)?;
+        if let Some(from) = self.path.parent() {
+            if !self.name_dirs.iter().any(|d| d == from) {
+                self.name_dirs.push(from.to_owned());
+            }
+        }
+        self.name_dirs.push(dir);
+        self.path = to;
+        Ok(())
+    }
+
     /// Bytes of content written so far.
     pub fn content_len(&self) -> u64 {
         self.content_len
