@@ -9,6 +9,14 @@
 //! database ends with the `@` record and the `YP_LAST_MODIFIED` and
 //! `YP_MASTER_NAME` records sendmail and NIS look for. The table is built
 //! with the source file's permissions for group and others.
+//!
+//! `-q` and `-s` also take the table types that are not built
+//! ([`pfx_maps::Map`]: `regexp:`, `pcre:`, `cidr:`, `inline:`, `static:`,
+//! `unionmap:`, `pipemap:`, `tcp:`, `socketmap:`, `sqlite:`, `texthash:`),
+//! with Debian's postmap's messages and exit codes: a table that cannot be
+//! opened is fatal, a failed lookup is fatal (`table T: query error: ...`),
+//! and `-s` on a table that cannot list its records fails with `table T:
+//! sequence operation is not supported`.
 
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +40,82 @@ pub fn table(spec: &str, default: &str) -> Result<(Kind, PathBuf), String> {
         ));
     }
     Ok((kind, PathBuf::from(path)))
+}
+
+/// A table named on the command line.
+#[derive(Debug, Clone)]
+pub enum Table {
+    /// One postalias/postmap build (hash, btree, lmdb, cdb).
+    Indexed(Kind, PathBuf),
+    /// Any other type, queried through [`pfx_maps::Map`]: the whole
+    /// `type:name`.
+    Other(String),
+}
+
+/// `type:name`, or a bare path of type `default`: an indexed table, or
+/// another type (checked when it is opened).
+pub fn classify(spec: &str, default: &str) -> Result<Table, String> {
+    match spec.split_once(':') {
+        Some((t, _)) if !t.contains('/') && Kind::parse(t).is_none() => {
+            Ok(Table::Other(spec.to_owned()))
+        }
+        _ => table(spec, default).map(|(k, p)| Table::Indexed(k, p)),
+    }
+}
+
+/// Postfix's fatal text for a table that could not be opened for a query.
+fn open_error(spec: &str, e: &pfx_maps::Error) -> String {
+    match e {
+        pfx_maps::Error::Unsupported { kind, .. } => format!("unsupported dictionary type: {kind}"),
+        pfx_maps::Error::BadSpec(_) => {
+            format!("open dictionary: expecting \"type:name\" form instead of \"{spec}\"")
+        }
+        e => e.to_string(),
+    }
+}
+
+/// Postfix's fatal text for a lookup that failed.
+fn query_error(spec: &str, e: &pfx_maps::Error) -> String {
+    use pfx_maps::Error as E;
+    match e {
+        // Postfix's DICT_ERR_CONFIG: no reason given.
+        E::Config { .. } => format!("table {spec}: query error"),
+        E::Temporary { reason, .. } => format!("table {spec}: query error: {reason}"),
+        e => format!("table {spec}: query error: {e}"),
+    }
+}
+
+/// Postfix's two warnings about a table that answers with nothing.
+fn warn_empty(program: &str, spec: &str, key: &str) {
+    eprintln!("{program}: warning: table {spec}: key {key}: empty string result is not allowed");
+    eprintln!("{program}: warning: table {spec} should return NO RESULT in case of NOT FOUND");
+}
+
+/// A command-line table once opened for queries.
+enum Opened {
+    Indexed(Reader),
+    Other(pfx_maps::Map),
+}
+
+/// Opens `t` for queries, or ends the program as Postfix's postmap does.
+fn open_for_query(t: &Table, format: Format) -> Opened {
+    match t {
+        Table::Indexed(kind, source) => {
+            Opened::Indexed(Reader::open(*kind, source).unwrap_or_else(|e| {
+                fatal(format!(
+                    "open database {}: {e}",
+                    kind.file(source).display()
+                ))
+            }))
+        }
+        Table::Other(spec) => {
+            let passwd = pfx_maps::passwd::Passwd::new(None);
+            Opened::Other(
+                pfx_maps::Map::parse_strict(spec, &passwd, format)
+                    .unwrap_or_else(|e| fatal(open_error(spec, &e))),
+            )
+        }
+    }
 }
 
 /// How a table is built.
@@ -120,6 +204,46 @@ pub fn build(kind: Kind, source: &Path, how: &Build) -> Result<usize, String> {
     Ok(count)
 }
 
+/// Why postmap cannot build a table of a type that is only read (Postfix
+/// opens the source file first, then refuses the type).
+fn not_buildable(spec: &str) -> String {
+    let (kind, name) = spec.split_once(':').unwrap_or(("", spec));
+    if kind == "proxy" {
+        return "can't create maps via the proxy service".to_owned();
+    }
+    if let Err(e) = std::fs::File::open(name) {
+        let why = std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::ENOENT));
+        let text = why.to_string();
+        let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+        return format!("open {name}: {text}");
+    }
+    let known = matches!(
+        kind,
+        "regexp"
+            | "pcre"
+            | "cidr"
+            | "texthash"
+            | "inline"
+            | "static"
+            | "unionmap"
+            | "pipemap"
+            | "tcp"
+            | "socketmap"
+            | "sqlite"
+            | "unix"
+            | "nis"
+            | "environ"
+            | "fail"
+            | "internal"
+            | "randmap"
+    );
+    if known {
+        format!("unsupported dictionary type: {kind} does not support bulk-mode creation.")
+    } else {
+        format!("unsupported dictionary type: {kind}. Is the postfix-{kind} package installed?")
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "postalias",
@@ -185,6 +309,24 @@ pub fn main_as(format: Format) {
         fatal(format!("option -{flag} is not implemented by postfix-rs"));
     }
     let args: Args = pfx_cli::parse_args(program, &usage);
+    if args.query.is_some() && args.sequence {
+        // Postfix complains at whichever of the two comes second.
+        let mut first = None;
+        for a in raw.iter().skip(1) {
+            let Some(flags) = a.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+                continue;
+            };
+            if let Some(c) = flags.chars().find(|c| matches!(c, 'q' | 's')) {
+                first = Some(c);
+                break;
+            }
+        }
+        fatal(if first == Some('s') {
+            "specify only one of -s -q or -d"
+        } else {
+            "specify only one of -s or -q or -d"
+        });
+    }
     let dir = args.config.dir();
     let cfg = pfx_config::Config::load(&dir)
         .or_else(|_| pfx_config::Config::from_text(&dir, ""))
@@ -192,10 +334,10 @@ pub fn main_as(format: Format) {
     let default_type = cfg
         .get("default_database_type")
         .unwrap_or_else(|e| fatal(e));
-    let tables: Vec<(Kind, PathBuf)> = args
+    let tables: Vec<Table> = args
         .files
         .iter()
-        .map(|spec| table(spec, &default_type).unwrap_or_else(|e| fatal(e)))
+        .map(|spec| classify(spec, &default_type).unwrap_or_else(|e| fatal(e)))
         .collect();
     let sep = if format == Format::Aliases {
         ":\t"
@@ -203,20 +345,30 @@ pub fn main_as(format: Format) {
         "\t"
     };
     let fold_on = !args.no_fold;
-    let open = |(kind, source): &(Kind, PathBuf)| {
-        Reader::open(*kind, source).unwrap_or_else(|e| {
-            fatal(format!(
-                "open database {}: {e}",
-                kind.file(source).display()
-            ))
-        })
-    };
     if let Some(key) = &args.query {
-        let mut readers: Vec<Reader> = tables.iter().map(open).collect();
-        let mut find = |key: &str| {
-            readers
-                .iter_mut()
-                .find_map(|r| r.get(&fold(key, fold_on)).unwrap_or_else(|e| fatal(e)))
+        // Tables are opened when first needed, in order, as Postfix does.
+        let mut opened: Vec<Option<Opened>> = tables.iter().map(|_| None).collect();
+        let mut find = |key: &str| -> Option<String> {
+            for (t, o) in tables.iter().zip(opened.iter_mut()) {
+                let o = o.get_or_insert_with(|| open_for_query(t, format));
+                let found = match o {
+                    Opened::Indexed(r) => r.get(&fold(key, fold_on)).unwrap_or_else(|e| fatal(e)),
+                    Opened::Other(m) => {
+                        let Table::Other(spec) = t else { continue };
+                        let v = m
+                            .lookup(key)
+                            .unwrap_or_else(|e| fatal(query_error(spec, &e)));
+                        if v.as_deref() == Some("") {
+                            warn_empty(program, spec, key);
+                        }
+                        v
+                    }
+                };
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
         };
         if key == "-" {
             let mut any = false;
@@ -235,8 +387,40 @@ pub fn main_as(format: Format) {
         }
     } else if args.sequence {
         for t in &tables {
-            for (k, v) in open(t).records().unwrap_or_else(|e| fatal(e)) {
-                println!("{k}{sep}{v}");
+            match t {
+                Table::Indexed(kind, source) => {
+                    let mut r = Reader::open(*kind, source).unwrap_or_else(|e| {
+                        fatal(format!(
+                            "open database {}: {e}",
+                            kind.file(source).display()
+                        ))
+                    });
+                    for (k, v) in r.records().unwrap_or_else(|e| fatal(e)) {
+                        println!("{k}{sep}{v}");
+                    }
+                }
+                Table::Other(spec) => {
+                    if spec.starts_with("proxy:") {
+                        fatal("can't sequence maps via the proxy service");
+                    }
+                    let Opened::Other(m) = open_for_query(t, format) else {
+                        continue;
+                    };
+                    let records = match m.records() {
+                        None => fatal(format!("table {spec}: sequence operation is not supported")),
+                        Some(r) => r.unwrap_or_else(|e| {
+                            fatal(format!("table {spec}: sequence error: {e}"))
+                        }),
+                    };
+                    for (k, v) in records {
+                        if k.is_empty() {
+                            eprintln!("{program}: warning: table {spec}: empty lookup key value is not allowed");
+                        } else if v.is_empty() {
+                            warn_empty(program, spec, &k);
+                        }
+                        println!("{k}{sep}{v}");
+                    }
+                }
             }
         }
     } else {
@@ -259,8 +443,13 @@ pub fn main_as(format: Format) {
             },
             myhostname: cfg.get("myhostname").unwrap_or_else(|e| fatal(e)),
         };
-        for (kind, source) in &tables {
-            build(*kind, source, &how).unwrap_or_else(|e| fatal(e));
+        for t in &tables {
+            match t {
+                Table::Indexed(kind, source) => {
+                    build(*kind, source, &how).unwrap_or_else(|e| fatal(e));
+                }
+                Table::Other(spec) => fatal(not_buildable(spec)),
+            }
         }
     }
 }
