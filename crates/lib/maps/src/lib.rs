@@ -15,8 +15,9 @@
 //! - `nis:name` (in Postfix's default `alias_maps`): finds nothing on a
 //!   machine without a NIS domain, as Postfix; refused on one with a NIS
 //!   domain, where Postfix would look names up there.
-//! - `sqlite:/etc/postfix/sqlite.cf` ([`sqlite`]): an SQL query per lookup;
-//!   a pattern table when its query uses only parts of the key.
+//! - `sqlite:/etc/postfix/sqlite.cf` ([`sqlite`]): an SQL query per lookup
+//!   (a fixed table even when the query uses parts of the key, as in
+//!   Postfix 3.7).
 //!
 //! Pattern tables ([`Map::is_pattern`]: keys are matched as given, and
 //! callers make one lookup with the full key):
