@@ -10,6 +10,7 @@ mod mailpath;
 mod maps;
 mod named;
 mod pipe;
+mod policy;
 mod postconf;
 mod privileges;
 mod queueinterop;

@@ -1063,38 +1063,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let st = self.st.clone();
         let mut fx = std::mem::take(&mut self.effects);
+        // Postfix has a queue file (and ID) before DATA: the DATA
+        // restrictions log it. Without them, cleanup starts the queue file
+        // while the client sends the message, and its answer is read only
+        // then.
+        let shared = self.shared.clone();
+        let mut early = None;
+        if !st.restrictions.list(Stage::Data).is_empty() {
+            let sender = self.sender.clone().unwrap_or_default();
+            let envelope = self.envelope(&sender, &with_effects(&self.recipients, &fx));
+            match shared.cleanup.begin(envelope).await {
+                Ok(m) => early = Some(m),
+                Err(e) => {
+                    self.effects = fx;
+                    return Ok(self.cleanup_failed(e));
+                }
+            }
+        }
         let verdict = {
             let facts = Facts {
                 recipient: single_recipient(&self.recipients),
+                queue_id: early.as_ref().map(|m| m.queue_id()),
                 ..self.facts("DATA")
             };
             check::content(&st, Stage::Data, facts, &mut fx).await
         };
         if let Err(r) = verdict {
             self.effects = fx;
+            if let Some(m) = early {
+                m.abort().await;
+            }
             return Ok(r);
         }
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
-        // The client gets 354 first; cleanup starts the queue file while
-        // the client sends the message, and its answer is read only then.
-        // A client past the soft error limit waits for it, as for any reply.
+        // A client past the soft error limit waits for 354, as for any reply.
         self.pace().await;
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         if !self.flush().await {
+            if let Some(m) = early {
+                m.abort().await;
+            }
             return Err(End::Lost);
         }
-        let envelope = self.envelope(&sender, &with_effects(&recipients, &fx));
-        let shared = self.shared.clone();
-        let mut msg = match shared.cleanup.begin(envelope).await {
-            Ok(m) => m,
-            Err(e) => {
-                match e {
-                    NotStarted::Refused(reason) => warn!("{}: cleanup: {reason}", self.client),
-                    NotStarted::Broken(e) => warn!("{}: cleanup: {e}", self.client),
+        let mut msg = match early {
+            Some(m) => m,
+            None => {
+                let envelope = self.envelope(&sender, &with_effects(&recipients, &fx));
+                match shared.cleanup.begin(envelope).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let r = self.cleanup_failed(e);
+                        self.discard_data().await?;
+                        return Ok(r);
+                    }
                 }
-                self.discard_data().await?;
-                return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
             }
         };
         let id = msg.queue_id().to_owned();
@@ -1226,6 +1249,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
         })
+    }
+
+    /// Logs why cleanup did not start a message; the reply for the client.
+    fn cleanup_failed(&self, e: NotStarted) -> Reply {
+        match e {
+            NotStarted::Refused(reason) => warn!("{}: cleanup: {reason}", self.client),
+            NotStarted::Broken(e) => warn!("{}: cleanup: {e}", self.client),
+        }
+        Reply::new(451, "4.3.0", "Error: queue file write error")
     }
 
     /// Reads and drops the message the client sends after 354.
