@@ -472,3 +472,173 @@ fn restrictions_access_tables_and_actions_answer_as_debian_postfix() {
         == 1));
     pf.stop();
 }
+
+/// Zones the DNS tests serve with the instance's own named: block lists
+/// (`bl.test` with a TXT reason, `dbl.test` for domains), an allow list
+/// and a domain with an MX host.
+const DNS_ZONES: &[(&str, &str)] = &[
+    (
+        "bl.test",
+        "2.0.0.127 IN A 127.0.0.2\n2.0.0.127 IN TXT \"Listed for testing\"\n4.0.0.127 IN A 127.0.0.4\n",
+    ),
+    ("dbl.test", "spam.example IN A 127.0.1.2\n"),
+    ("wl.test", "3.0.0.127 IN A 127.0.2.1\n"),
+    (
+        "other.test",
+        "@ IN MX 10 mx.other.test.\nmx IN A 127.0.0.9\nwww IN A 127.0.0.8\n",
+    ),
+];
+
+/// Adds named with [`DNS_ZONES`] to `m`; its smtpd asks it (dns_servers).
+fn add_dns_zones(m: &Instance) -> u16 {
+    let port = m.add_named("", "");
+    let zones = m.etc.join("zones");
+    let mut conf = std::fs::read_to_string(m.etc.join("named.conf")).unwrap();
+    for (zone, records) in DNS_ZONES {
+        std::fs::write(
+            zones.join(format!("{zone}.zone")),
+            format!(
+                "$TTL 1H\n@ IN SOA ns.{zone}. root.{zone}. 1 3H 15M 1W 1D\n\tIN NS ns.{zone}.\nns IN A 127.0.0.1\n{records}"
+            ),
+        )
+        .unwrap();
+        conf.push_str(&format!(
+            "zone \"{zone}\" IN {{ type master; file \"{zone}.zone\"; }};\n"
+        ));
+    }
+    std::fs::write(m.etc.join("named.conf"), conf).unwrap();
+    port
+}
+
+#[test]
+fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
+    let rbl_replies = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rbl_replies.path(),
+        "bl.test=127.0.0.4 450 4.7.1 $rbl_what is on $rbl_domain, try later\n",
+    )
+    .unwrap();
+    let mx_table = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(mx_table.path(), "mx.other.test REJECT bad mail exchanger\n").unwrap();
+    let main_cf = format!(
+        "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\n\
+         rbl_reply_maps = texthash:{}\n\
+         d_rbl = reject_rbl_client bl.test=127.0.0.4, reject_rbl_client bl.test=127.0.0.[2..3], reject_rbl_client down.test\n\
+         d_rhs = reject_rhsbl_sender dbl.test\n\
+         d_wl = permit_dnswl_client wl.test, reject\n\
+         d_dom = reject_unknown_sender_domain, reject_unknown_helo_hostname, check_sender_mx_access texthash:{}\n",
+        rbl_replies.path().display(),
+        mx_table.path().display()
+    );
+    let m = Instance::mail(&main_cf);
+    let named_port = add_dns_zones(&m);
+    m.add_main_cf(&format!("dns_servers = 127.0.0.1:{named_port}\n"));
+    let cases: &[(&str, &[(&str, &str, &str, &str, &str)])] = &[
+        (
+            "smtpd_client_restrictions=$d_rbl",
+            &[
+                // (client, HELO, sender, recipient, reply to RCPT)
+                (
+                    "127.0.0.2",
+                    "client.example",
+                    "a@b.example",
+                    "openstack@ywnds.com",
+                    "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; Listed for testing",
+                ),
+                (
+                    "127.0.0.4",
+                    "client.example",
+                    "a@b.example",
+                    "openstack@ywnds.com",
+                    "450 4.7.1 127.0.0.4 is on bl.test, try later",
+                ),
+                ("127.0.0.3", "client.example", "a@b.example", "openstack@ywnds.com", "250 2.1.5 Ok"),
+            ],
+        ),
+        (
+            "smtpd_sender_restrictions=$d_rhs",
+            &[
+                (
+                    "127.0.0.3",
+                    "client.example",
+                    "eve@spam.example",
+                    "openstack@ywnds.com",
+                    "554 5.7.1 Service unavailable; Sender address [eve@spam.example] blocked using dbl.test",
+                ),
+                ("127.0.0.3", "client.example", "eve@ham.example", "openstack@ywnds.com", "250 2.1.5 Ok"),
+            ],
+        ),
+        (
+            "smtpd_client_restrictions=$d_wl",
+            &[
+                ("127.0.0.3", "client.example", "a@b.example", "openstack@ywnds.com", "250 2.1.5 Ok"),
+                (
+                    "127.0.0.2",
+                    "client.example",
+                    "a@b.example",
+                    "openstack@ywnds.com",
+                    "554 5.7.1 <unknown[127.0.0.2]>: Client host rejected: Access denied",
+                ),
+            ],
+        ),
+        (
+            "smtpd_sender_restrictions=$d_dom",
+            &[
+                (
+                    "127.0.0.3",
+                    "client.example",
+                    "a@nx.other.test",
+                    "openstack@ywnds.com",
+                    "450 4.1.8 <a@nx.other.test>: Sender address rejected: Domain not found",
+                ),
+                (
+                    "127.0.0.3",
+                    "nx.other.test",
+                    "a@www.other.test",
+                    "openstack@ywnds.com",
+                    "450 4.7.1 <nx.other.test>: Helo command rejected: Host not found",
+                ),
+                (
+                    "127.0.0.3",
+                    "www.other.test",
+                    "a@other.test",
+                    "openstack@ywnds.com",
+                    "554 5.7.1 <a@other.test>: Sender address rejected: bad mail exchanger",
+                ),
+                ("127.0.0.3", "www.other.test", "a@www.other.test", "openstack@ywnds.com", "250 2.1.5 Ok"),
+            ],
+        ),
+    ];
+    let ports: Vec<u16> = cases.iter().map(|_| free_port()).collect();
+    let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
+    for ((overrides, _), port) in cases.iter().zip(&ports) {
+        master.push_str(&format!(
+            "127.0.0.1:{port} inet n - n - - smtpd\n  -o {overrides}\n"
+        ));
+    }
+    m.write_master_cf(&master);
+    m.start();
+    assert!(
+        wait_for(Duration::from_secs(10), || testkit::dig(
+            named_port,
+            &["2.0.0.127.bl.test", "TXT", "+short"]
+        )
+        .contains("Listed")),
+        "named does not serve bl.test:\n{}",
+        m.log_text()
+    );
+    for ((overrides, sessions), port) in cases.iter().zip(&ports) {
+        for (client, helo, sender, rcpt, want) in sessions.iter() {
+            let (mut s, _) = Smtp::connect_from(client, *port);
+            s.cmd(&format!("EHLO {helo}"));
+            s.cmd(&format!("MAIL FROM:<{sender}>"));
+            let got = s.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert_eq!(got, *want, "{overrides}: {client} {helo} {sender}");
+        }
+    }
+    // A list that does not answer lets the client pass, with a warning.
+    m.log_line("warning: 3.0.0.127.down.test: RBL lookup error:");
+    m.log_line(
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; Listed for testing; from=<a@b.example> to=<openstack@ywnds.com> proto=ESMTP helo=<client.example>",
+    );
+}
