@@ -642,3 +642,108 @@ fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
         "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; Listed for testing; from=<a@b.example> to=<openstack@ywnds.com> proto=ESMTP helo=<client.example>",
     );
 }
+
+/// A policy server from Debian, started on a loopback port with its own
+/// files; killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// postgrey on `port` with a `delay`-second greylist, its database in
+/// `dir`, and no allow lists.
+fn postgrey(dir: &Path, port: u16, delay: u32) -> Server {
+    use std::os::unix::fs::PermissionsExt;
+    let (user, group) = if nix::unistd::Uid::effective().is_root() {
+        ("postgrey".to_owned(), "postgrey".to_owned())
+    } else {
+        let u = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap();
+        let g = nix::unistd::Group::from_gid(nix::unistd::getgid())
+            .unwrap()
+            .unwrap();
+        (u.name, g.name)
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let empty = dir.join("none");
+    std::fs::write(&empty, "").unwrap();
+    let child = std::process::Command::new("/usr/sbin/postgrey")
+        .arg(format!("--inet=127.0.0.1:{port}"))
+        .arg(format!("--dbdir={}", dir.display()))
+        .arg(format!("--delay={delay}"))
+        .arg(format!("--user={user}"))
+        .arg(format!("--group={group}"))
+        .arg(format!("--whitelist-clients={}", empty.display()))
+        .arg(format!("--whitelist-recipients={}", empty.display()))
+        .arg("--auto-whitelist-clients=0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("postgrey");
+    assert!(
+        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "postgrey did not start"
+    );
+    Server(child)
+}
+
+#[test]
+fn greylisting_with_postgrey_defers_the_first_attempt_and_takes_the_retry() {
+    if !Path::new("/usr/sbin/postgrey").exists() {
+        eprintln!("skipped: postgrey is not installed (scripts/setup installs it)");
+        return;
+    }
+    let db = tempfile::Builder::new()
+        .prefix("pfx-postgrey-")
+        .tempdir()
+        .unwrap();
+    let port = free_port();
+    let _grey = postgrey(db.path(), port, 2);
+    let main_cf = format!(
+        "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nmydestination = $myhostname, localhost, $mydomain\nsmtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service inet:127.0.0.1:{port}\n"
+    );
+    let m = Instance::mail(&main_cf);
+    m.start();
+    let first = {
+        let (mut s, _) = Smtp::connect_from("127.0.0.2", m.port);
+        s.cmd("EHLO client.example");
+        s.cmd("MAIL FROM:<grey@b.example>");
+        s.cmd("RCPT TO:<openstack@ywnds.com>")
+    };
+    assert!(
+        first
+            .starts_with("450 4.2.0 <openstack@ywnds.com>: Recipient address rejected: Greylisted"),
+        "{first}"
+    );
+    if nix::unistd::Uid::effective().is_root() {
+        // Debian's Postfix gives the same answer for its own first attempt.
+        let pf = testkit::debian::Postfix::new(None, &main_cf);
+        pf.start();
+        let (mut s, _) = Smtp::connect_from("127.0.0.2", pf.port);
+        s.cmd("EHLO client.example");
+        s.cmd("MAIL FROM:<grey2@b.example>");
+        let theirs = s.cmd("RCPT TO:<openstack@ywnds.com>");
+        assert_eq!(theirs, first, "Postfix: {theirs}\npostfix-rs: {first}");
+        pf.stop();
+    }
+    // After the delay the retry is accepted and delivered.
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut s, _) = Smtp::connect_from("127.0.0.2", m.port);
+    s.cmd("EHLO client.example");
+    s.queued(
+        "grey@b.example",
+        &["openstack@ywnds.com"],
+        b"Subject: greylisted\r\n\r\nretried\r\n",
+    );
+    m.wait_maildir("openstack", 1);
+    m.log_line("NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 450 4.2.0 <openstack@ywnds.com>: Recipient address rejected: Greylisted");
+}
