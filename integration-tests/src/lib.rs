@@ -169,6 +169,7 @@ impl Instance {
             "smtp",
             "proxymap",
             "pipe",
+            "spawn",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }

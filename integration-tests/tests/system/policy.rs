@@ -510,6 +510,9 @@ fn add_dns_zones(m: &Instance) -> u16 {
     port
 }
 
+/// One attempt: client address, HELO, sender, recipient, reply to RCPT.
+type Attempt = (&'static str, &'static str, &'static str, &'static str, &'static str);
+
 #[test]
 fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
     let rbl_replies = tempfile::NamedTempFile::new().unwrap();
@@ -533,7 +536,7 @@ fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
     let m = Instance::mail(&main_cf);
     let named_port = add_dns_zones(&m);
     m.add_main_cf(&format!("dns_servers = 127.0.0.1:{named_port}\n"));
-    let cases: &[(&str, &[(&str, &str, &str, &str, &str)])] = &[
+    let cases: &[(&str, &[Attempt])] = &[
         (
             "smtpd_client_restrictions=$d_rbl",
             &[
@@ -746,4 +749,165 @@ fn greylisting_with_postgrey_defers_the_first_attempt_and_takes_the_retry() {
     );
     m.wait_maildir("openstack", 1);
     m.log_line("NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 450 4.2.0 <openstack@ywnds.com>: Recipient address rejected: Greylisted");
+}
+
+/// A network and mount namespace of the test's own, with its loopback up
+/// and `/etc/resolv.conf` naming 127.0.0.1 inside it: a policy server
+/// there asks the instance's named on port 53, and nothing leaves it.
+/// Removed (its holder killed) when dropped.
+struct Namespace {
+    holder: std::process::Child,
+    _resolv: tempfile::NamedTempFile,
+}
+
+impl Namespace {
+    fn new() -> Self {
+        use std::io::BufRead;
+        let resolv = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(resolv.path(), "nameserver 127.0.0.1\n").unwrap();
+        // Policy servers run as ordinary users.
+        std::fs::set_permissions(
+            resolv.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let script = format!(
+            "ip link set lo up && mount --bind {} /etc/resolv.conf && echo ready && exec sleep 600",
+            resolv.path().display()
+        );
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--net", "--mount", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "unshare failed");
+        Self {
+            holder,
+            _resolv: resolv,
+        }
+    }
+
+    /// nsenter's option for one of the holder's namespaces.
+    fn ns(&self, option: &str, kind: &str) -> String {
+        format!("--{option}=/proc/{}/ns/{kind}", self.holder.id())
+    }
+
+    /// Runs a command inside.
+    fn run(&self, program: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("nsenter")
+            .args([self.ns("net", "net"), self.ns("mount", "mnt")])
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `f` on a thread that joined the namespace's network.
+    fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let net = std::fs::File::open(format!("/proc/{}/ns/net", self.holder.id())).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(net, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn spf_through_debians_policyd_spf_run_by_spawn_against_our_named() {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/policyd-spf").exists() {
+        eprintln!("skipped: needs root (a network namespace) and postfix-policyd-spf-python");
+        return;
+    }
+    let ns = Namespace::new();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    // Debian's settings, except that loopback clients are checked too.
+    std::fs::write(
+        conf.path(),
+        "debugLevel = 1\nTestOnly = 1\nHELO_reject = Fail\nMail_From_reject = Fail\n\
+         PermError_reject = False\nTempError_Defer = False\nskip_addresses = 192.0.2.0/24\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        conf.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let m = Instance::mail(
+        "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\ndns_servers = 127.0.0.1:53\n\
+         policyd-spf_time_limit = 3600\n\
+         smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, check_policy_service unix:private/policyd-spf\n",
+    );
+    let zones = m.etc.join("zones");
+    std::fs::create_dir_all(&zones).unwrap();
+    std::fs::write(
+        zones.join("spf.test.zone"),
+        "$TTL 1H\n@ IN SOA ns.spf.test. root.spf.test. 1 3H 15M 1W 1D\n\tIN NS ns.spf.test.\nns IN A 127.0.0.1\n\
+         pass IN TXT \"v=spf1 ip4:127.0.0.2 -all\"\nclient IN A 127.0.0.2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        m.etc.join("named.conf"),
+        "options {\n  listen-on port 53 { 127.0.0.1; };\n  listen-on-v6 { none; };\n  directory \"zones\";\n  recursion no;\n};\n\
+         zone \"spf.test\" IN { type master; file \"spf.test.zone\"; };\n",
+    )
+    .unwrap();
+    let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
+    // Debian's entry (README.Debian of postfix-policyd-spf-python).
+    master.push_str(&format!(
+        "named unix - - n - 1 named\npolicyd-spf unix - n n - 0 spawn\n  user=nobody argv=/usr/bin/policyd-spf {}\n",
+        conf.path().display()
+    ));
+    m.write_master_cf(&master);
+    let out = ns.run(
+        &testkit::bin("postfix"),
+        &["-c", &m.etc.display().to_string(), "start"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", m.log_text());
+    let port = m.port;
+    let (fail, pass) = ns.within(move || {
+        let attempt = |client: &str| {
+            let (mut s, _) = Smtp::connect_from(client, port);
+            s.cmd("EHLO client.spf.test");
+            s.cmd("MAIL FROM:<a@pass.spf.test>");
+            let rcpt = s.cmd("RCPT TO:<openstack@ywnds.com>");
+            if !rcpt.starts_with("250") {
+                return rcpt;
+            }
+            s.cmd("DATA");
+            s.send(b"Subject: spf\r\n\r\nchecked\r\n.\r\n");
+            s.reply()
+        };
+        (attempt("127.0.0.3"), attempt("127.0.0.2"))
+    });
+    assert!(
+        fail.starts_with(
+            "550 5.7.23 <openstack@ywnds.com>: Recipient address rejected: Message rejected due to: SPF fail - not authorized."
+        ),
+        "{fail}\n{}",
+        m.log_text()
+    );
+    assert!(
+        pass.starts_with("250 2.0.0 Ok: queued as"),
+        "{pass}\n{}",
+        m.log_text()
+    );
+    // policyd-spf's PREPEND: the header comes before smtpd's Received:.
+    let msg = String::from_utf8(m.wait_maildir("openstack", 1).remove(0)).unwrap();
+    let received_spf =
+        msg.find("Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=127.0.0.2;");
+    let received = msg.find("Received: from client.spf.test");
+    assert!(received_spf.is_some() && received_spf < received, "{msg}");
 }

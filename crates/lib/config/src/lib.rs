@@ -181,7 +181,9 @@ impl Config {
     pub fn set_services(&mut self, services: &[Service]) {
         self.transports = services
             .iter()
-            .filter(|s| params::DELIVERY_AGENTS.contains(&s.command.as_str()))
+            .filter(|s| {
+                params::DELIVERY_AGENTS.contains(&s.command.as_str()) || s.command == "spawn"
+            })
             .map(|s| (s.name.clone(), s.command.clone()))
             .collect();
     }
@@ -1088,6 +1090,8 @@ mod tests {
         assert_eq!(c.get("relay_destination_recipient_limit").unwrap(), "50");
         assert_eq!(c.time("uucp_time_limit").unwrap(), Duration::from_secs(60));
         assert!(c.param("relay_time_limit").is_none());
+        assert!(params::per_transport("spawn", "time_limit").is_some());
+        assert!(params::per_transport("spawn", "destination_concurrency_limit").is_none());
         assert!(c.unused(&[]).is_empty());
     }
 

@@ -208,14 +208,7 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
 pub const DEFERRED_AGENTS: &[&str] = &["lmtp", "virtual"];
 
 /// Postfix's programs postfix-rs does not implement at all.
-pub const NOT_IMPLEMENTED: &[&str] = &[
-    "postscreen",
-    "tlsproxy",
-    "dnsblog",
-    "qmqpd",
-    "spawn",
-    "oqmgr",
-];
+pub const NOT_IMPLEMENTED: &[&str] = &["postscreen", "tlsproxy", "dnsblog", "qmqpd", "oqmgr"];
 
 /// What postfix-rs does with a service that runs `command`.
 pub fn program(command: &str) -> Program {

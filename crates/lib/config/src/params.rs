@@ -916,7 +916,7 @@ pub const DELIVERY_AGENTS: &[&str] = &["error", "lmtp", "local", "pipe", "smtp",
 
 /// The parameters Postfix derives for each master.cf service `S` that runs
 /// a delivery agent: `S_` + suffix. `$default_X` in a default names the
-/// global one. `time_limit` exists for `pipe` services only.
+/// global one. `time_limit` exists for `pipe` and `spawn` services only.
 #[rustfmt::skip]
 pub static PER_TRANSPORT: &[Param] = &[
     p("delivery_slot_cost", "$default_delivery_slot_cost", Int, N),
@@ -948,11 +948,16 @@ pub fn find(name: &str) -> Option<&'static Param> {
 
 /// The per-transport parameter `suffix` (`destination_concurrency_limit`),
 /// for a service running `command`.
+/// spawn(8) services have `time_limit` only.
 pub fn per_transport(command: &str, suffix: &str) -> Option<&'static Param> {
-    if !DELIVERY_AGENTS.contains(&command) || (suffix == "time_limit" && command != "pipe") {
-        return None;
-    }
-    PER_TRANSPORT.iter().find(|p| p.name == suffix)
+    let known = match (command, suffix) {
+        ("pipe" | "spawn", "time_limit") => true,
+        (_, "time_limit") | ("spawn", _) => false,
+        (c, _) => DELIVERY_AGENTS.contains(&c),
+    };
+    known
+        .then(|| PER_TRANSPORT.iter().find(|p| p.name == suffix))
+        .flatten()
 }
 
 #[cfg(test)]
