@@ -10,6 +10,7 @@
 //! Every conversation opens with a [`Hello`] from each side naming the protocol
 //! version and the conversation, so a mismatched peer is refused at once.
 
+pub mod anvil;
 pub mod cleanup;
 pub mod client;
 pub mod codec;

@@ -17,6 +17,7 @@ pub mod conversation {
     pub const SHOWQ: &str = "showq";
     pub const FLUSH: &str = "flush";
     pub const PROXYMAP: &str = "proxymap";
+    pub const ANVIL: &str = "anvil";
 }
 
 /// Service endpoints, relative to `queue_directory`, as in Postfix.
@@ -28,6 +29,7 @@ pub mod endpoint {
     pub const FLUSH: &str = "public/flush";
     pub const PICKUP: &str = "public/pickup";
     pub const PROXYMAP: &str = "private/proxymap";
+    pub const ANVIL: &str = "private/anvil";
 }
 
 /// The socket of a transport (delivery agent) such as `local` or `smtp`.
@@ -287,4 +289,61 @@ pub enum ProxyReply {
     /// The lookup failed (temporarily), or the table is not one of
     /// `proxy_read_maps`.
     Failed(String),
+}
+
+/// What an smtpd tells anvil about a remote client (Postfix's anvil
+/// requests); anvil counts per ident, `service:address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnvilEvent {
+    /// A client connected: counts it and its connection rate.
+    Connect,
+    /// A connection this smtpd registered ended.
+    Disconnect,
+    /// MAIL FROM.
+    Message,
+    /// RCPT TO or VRFY.
+    Recipient,
+    /// A new (not resumed) TLS session was negotiated.
+    NewTls,
+    /// The new-TLS-session rate, without counting anything (before STARTTLS).
+    NewTlsStatus,
+    /// AUTH.
+    Auth,
+    /// Every counter, without counting anything.
+    Lookup,
+}
+
+/// smtpd -> anvil, many on one connection, each answered before the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnvilRequest {
+    pub event: AnvilEvent,
+    /// `service:address`, e.g. `smtp:192.0.2.1`.
+    pub ident: String,
+}
+
+/// The counters anvil keeps for one ident, within the current
+/// `anvil_rate_time_unit` window (the count is not a rate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnvilStatus {
+    /// Connections open now.
+    pub count: u32,
+    pub rate: u32,
+    pub mail: u32,
+    pub rcpt: u32,
+    pub newtls: u32,
+    pub auth: u32,
+}
+
+/// anvil -> smtpd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnvilReply {
+    /// To Connect: connections open now, and connections in this time unit.
+    Connected { count: u32, rate: u32 },
+    /// To Message, Recipient, NewTls, NewTlsStatus and Auth: that event's
+    /// rate in this time unit, the event just reported included.
+    Rate(u32),
+    /// To Disconnect.
+    Done,
+    /// To Lookup.
+    Status(AnvilStatus),
 }
