@@ -32,7 +32,12 @@ c_rcpt = check_recipient_access pcre:TABLES/rcpt.pcre, check_recipient_access in
 c_warn = warn_if_reject reject_non_fqdn_helo_hostname, warn_if_reject check_sender_access texthash:TABLES/actions, check_sender_access texthash:TABLES/actions\n\
 c_defer = defer_if_permit, permit\n\
 c_dir = defer_if_reject, reject\n\
-c_data = reject_unauth_pipelining, reject_multi_recipient_bounce\n";
+c_data = reject_unauth_pipelining, reject_multi_recipient_bounce\n\
+c_names = reject_unknown_reverse_client_hostname\n\
+c_down = check_policy_service inet:127.0.0.1:9\n\
+c_down_dunno = check_policy_service { inet:127.0.0.1:9, default_action=DUNNO, try_limit=1 }, permit\n\
+c_etrn = check_etrn_access texthash:TABLES/etrn\n\
+c_users = texthash:TABLES/users\n";
 
 /// The tables, as (file, text); `hash:` ones are built by Debian's postmap
 /// (Berkeley DB, which postfix-rs reads as it is).
@@ -57,6 +62,8 @@ const TABLES: &[(&str, &str)] = &[
         "rcpt.pcre",
         "/^openstack\\+.*@/i REJECT no extensions\n/^nobody@/ OK\n",
     ),
+    ("users", "openstack x\nhadoop x\n"),
+    ("etrn", "ywnds.com REJECT not here\n"),
     (
         "actions",
         "hold@x.example HOLD\ndrop@x.example DISCARD kept away\nwarn@x.example WARN looked at\nbad@x.example REJECT\nredirect@x.example REDIRECT openstack@ywnds.com\n",
@@ -64,6 +71,88 @@ const TABLES: &[(&str, &str)] = &[
 ];
 
 const CASES: &[Case] = &[
+    Case {
+        name: "unlisted sender and recipient, unknown client name",
+        overrides: &[
+            "local_recipient_maps=$c_users",
+            "smtpd_reject_unlisted_sender=yes",
+            "smtpd_client_restrictions=$c_names",
+        ],
+        session: &[
+            "EHLO client.example",
+            "MAIL FROM:<ghost@ywnds.com>",
+            "RCPT TO:<openstack@ywnds.com>",
+            "RSET",
+            "MAIL FROM:<openstack@ywnds.com>",
+            "RCPT TO:<ghost@ywnds.com>",
+            "RCPT TO:<hadoop@ywnds.com>",
+        ],
+        expect: &[
+            (
+                2,
+                "450 4.7.1 Client host rejected: cannot find your reverse hostname, [127.0.0.2] (see https://help.ywnds.com/127.0.0.2)",
+            ),
+        ],
+    },
+    Case {
+        name: "unlisted sender and recipient",
+        overrides: &[
+            "local_recipient_maps=$c_users",
+            "smtpd_reject_unlisted_sender=yes",
+        ],
+        session: &[
+            "EHLO client.example",
+            "MAIL FROM:<ghost@ywnds.com>",
+            "RCPT TO:<openstack@ywnds.com>",
+            "RSET",
+            "MAIL FROM:<openstack@ywnds.com>",
+            "RCPT TO:<ghost@ywnds.com>",
+            "RCPT TO:<hadoop@ywnds.com>",
+        ],
+        expect: &[
+            (
+                2,
+                "550 5.1.0 <ghost@ywnds.com>: Sender address rejected: User unknown in local recipient table (see https://help.ywnds.com/127.0.0.2)",
+            ),
+            (
+                5,
+                "550 5.1.1 <ghost@ywnds.com>: Recipient address rejected: User unknown in local recipient table (see https://help.ywnds.com/127.0.0.2)",
+            ),
+            (6, "250 2.1.5 Ok"),
+        ],
+    },
+    Case {
+        name: "a policy server that does not answer",
+        overrides: &["smtpd_recipient_restrictions=$c_down"],
+        session: &[
+            "EHLO client.example",
+            "MAIL FROM:<a@b.example>",
+            "RCPT TO:<openstack@ywnds.com>",
+        ],
+        expect: &[(
+            2,
+            "451 4.3.5 <openstack@ywnds.com>: Recipient address rejected: Server configuration problem (see https://help.ywnds.com/127.0.0.2)",
+        )],
+    },
+    Case {
+        name: "a policy server that does not answer, default_action=DUNNO",
+        overrides: &["smtpd_recipient_restrictions=$c_down_dunno"],
+        session: &[
+            "EHLO client.example",
+            "MAIL FROM:<a@b.example>",
+            "RCPT TO:<openstack@ywnds.com>",
+        ],
+        expect: &[(2, "250 2.1.5 Ok")],
+    },
+    Case {
+        name: "ETRN access",
+        overrides: &["smtpd_etrn_restrictions=$c_etrn"],
+        session: &["EHLO client.example", "ETRN ywnds.com"],
+        expect: &[(
+            1,
+            "554 5.7.1 <ywnds.com>: Etrn command rejected: not here (see https://help.ywnds.com/127.0.0.2)",
+        )],
+    },
     Case {
         name: "client access (cidr) and the footer",
         overrides: &["smtpd_client_restrictions=$c_client"],
@@ -388,6 +477,7 @@ fn policy_lines(log: &str) -> Vec<String> {
         ": discard: ",
         ": warn: ",
         ": redirect: ",
+        "problem talking to server 127.0.0.1:",
     ];
     log.lines()
         .filter(|l| marks.iter().any(|m| l.contains(m)))
@@ -434,9 +524,11 @@ fn restrictions_access_tables_and_actions_answer_as_debian_postfix() {
         let theirs = converse(pf_ports[i], case);
         for (step, (a, b)) in case.session.iter().zip(theirs.iter().zip(&ours)) {
             assert_eq!(
-                a, b,
-                "{}: {step}\nPostfix:    {a}\npostfix-rs: {b}",
-                case.name
+                a,
+                b,
+                "{}: {step}\nPostfix:    {a}\npostfix-rs: {b}\n{}",
+                case.name,
+                m.log_text()
             );
         }
         for (step, want) in case.expect {
@@ -449,7 +541,10 @@ fn restrictions_access_tables_and_actions_answer_as_debian_postfix() {
     });
     let (theirs, ours) = (policy_lines(&pf.log_text()), policy_lines(&m.log_text()));
     for (a, b) in theirs.iter().zip(&ours) {
-        assert_eq!(a, b, "log lines differ:\nPostfix:    {a}\npostfix-rs: {b}");
+        assert_eq!(
+            a, b,
+            "log lines differ:\nPostfix:    {a}\npostfix-rs: {b}\nPostfix:\n{theirs:#?}\npostfix-rs:\n{ours:#?}"
+        );
     }
     assert_eq!(
         theirs.len(),
@@ -511,7 +606,13 @@ fn add_dns_zones(m: &Instance) -> u16 {
 }
 
 /// One attempt: client address, HELO, sender, recipient, reply to RCPT.
-type Attempt = (&'static str, &'static str, &'static str, &'static str, &'static str);
+type Attempt = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 #[test]
 fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {

@@ -730,6 +730,14 @@ impl<'a> Checker<'a> {
                 }
                 None => Status::Dunno,
             },
+            Access::Etrn => match f.etrn {
+                Some(d) => {
+                    let keys = access::domain_keys(&d.to_ascii_lowercase(), parent);
+                    self.lookup_keys(table, &keys, d, "Etrn command", false)
+                        .await
+                }
+                None => Status::Dunno,
+            },
             Access::HeloMx | Access::HeloNs => match f.helo {
                 Some(h) => {
                     self.server_access(table, h, what == Access::HeloMx, h, HELO)

@@ -123,9 +123,20 @@ pub(crate) async fn ask(
             Ok(Err(e)) => e,
             Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "Connection timed out"),
         };
-        if attempt == client.try_limit {
+        // As Postfix: a server that went away (or restarts) is quietly
+        // tried again; anything else is said at every attempt.
+        let quiet = matches!(
+            error.raw_os_error().map(nix::errno::Errno::from_raw),
+            Some(
+                nix::errno::Errno::EPIPE
+                    | nix::errno::Errno::ENOENT
+                    | nix::errno::Errno::ECONNRESET
+            )
+        );
+        if attempt == client.try_limit || !quiet {
             warn!("problem talking to server {shown}: {}", describe(&error));
-        } else {
+        }
+        if attempt < client.try_limit {
             tokio::time::sleep(client.retry_delay).await;
         }
     }

@@ -8,6 +8,7 @@ use pfx_config::{BuildError, Config};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
 
+use crate::limits::Limits;
 use crate::policy;
 use crate::stages::Restrictions;
 use crate::tls::{Sasl, Tls};
@@ -100,7 +101,8 @@ pub(crate) struct Settings {
     /// `unknown_local_recipient_reject_code`: 550, or 450 while testing a setup.
     pub(crate) unknown_local_code: u16,
     pub(crate) error_sleep: Duration,
-    pub(crate) connection_limit: usize,
+    /// The client limits anvil counts for (`smtpd_client_*_limit`).
+    pub(crate) limits: Limits,
     pub(crate) queue_dir: std::path::PathBuf,
     /// For the client's name (`smtpd_peername_lookup`); `None`: every client is `unknown`.
     pub(crate) resolver: Option<pfx_dns::Resolver>,
@@ -197,7 +199,12 @@ impl Settings {
             show_unknown_table: cfg.bool("show_user_unknown_table_name")?,
             smtputf8: cfg.bool("smtputf8_enable")?,
             double_bounce_sender: s("double_bounce_sender")?,
-            local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
+            // Postfix reads every text table here as postmap's `key value`.
+            local_recipients: MapList::parse_as(
+                &l("local_recipient_maps")?,
+                &passwd,
+                pfx_maps::Format::Postmap,
+            )?,
             reject_unlisted_recipient: cfg.bool("smtpd_reject_unlisted_recipient")?,
             recipient_delimiter: s("recipient_delimiter")?,
             message_size_limit: cfg.count("message_size_limit")?,
@@ -216,7 +223,7 @@ impl Settings {
             junk_command_limit: cfg.count("smtpd_junk_command_limit")?,
             unknown_local_code: code("unknown_local_recipient_reject_code")?,
             error_sleep: cfg.time("smtpd_error_sleep_time")?,
-            connection_limit: cfg.count("smtpd_client_connection_count_limit")?,
+            limits: Limits::new(&cfg)?,
             queue_dir,
             resolver: cfg.bool("smtpd_peername_lookup")?.then(|| dns.clone()),
             dns,

@@ -143,6 +143,8 @@ pub enum Access {
     Helo,
     Sender,
     Recipient,
+    /// The ETRN domain.
+    Etrn,
     /// The names of the HELO, sender or recipient domain's MX hosts (and
     /// their addresses).
     HeloMx,
@@ -163,6 +165,7 @@ const ACCESS: &[(Access, &str)] = &[
     (Access::Helo, "check_helo_access"),
     (Access::Sender, "check_sender_access"),
     (Access::Recipient, "check_recipient_access"),
+    (Access::Etrn, "check_etrn_access"),
     (Access::HeloMx, "check_helo_mx_access"),
     (Access::SenderMx, "check_sender_mx_access"),
     (Access::RecipientMx, "check_recipient_mx_access"),
