@@ -33,6 +33,7 @@ pub const FILE_LISTS: &[&str] = &[
     "mynetworks",
     "fast_flush_domains",
     "smtpd_forbid_bare_newline_exclusions",
+    "smtpd_client_event_limit_exceptions",
 ];
 
 /// The compatibility level whose defaults postfix-rs implements for the
@@ -532,7 +533,7 @@ impl Config {
                 out.push(r);
             }
         }
-        for (name, _) in restriction::LISTS {
+        for name in restriction::LISTS {
             if let Some(r) = self.restriction_refusal(name, None) {
                 out.push(r);
             }
@@ -565,7 +566,7 @@ impl Config {
                 if let Some(Some(r)) = found {
                     out.push(r);
                 }
-                if restriction::LISTS.iter().any(|(n, _)| n == name) {
+                if restriction::LISTS.contains(&name.as_str()) {
                     out.extend(cfg.restriction_refusal(name, Some(&place)));
                 }
             }

@@ -252,28 +252,6 @@ impl Restriction {
         }
     }
 
-    /// Whether it acts on the recipient (outside RCPT, Postfix's smtpd has
-    /// none to act on).
-    pub fn needs_recipient(&self) -> bool {
-        matches!(
-            self,
-            Self::Word(
-                Word::PermitAuthDestination
-                    | Word::RejectUnauthDestination
-                    | Word::DeferUnauthDestination
-                    | Word::RejectUnlistedRecipient
-                    | Word::RejectNonFqdnRecipient
-                    | Word::RejectUnknownRecipientDomain
-            ) | Self::Access {
-                what: Access::Recipient | Access::RecipientMx | Access::RecipientNs,
-                ..
-            } | Self::Dns {
-                list: DnsList::RhsblRecipient,
-                ..
-            }
-        )
-    }
-
     /// Every lookup table it names (`type:name`).
     pub fn tables(&self) -> Option<&str> {
         match self {
@@ -294,18 +272,39 @@ fn dns_keyword(l: DnsList) -> &'static str {
         .map_or("", |(_, k)| k)
 }
 
-/// The restriction lists postfix-rs evaluates, and whether each is applied
-/// where a recipient is known (with `smtpd_delay_reject = yes`, the client,
-/// HELO and sender lists are evaluated at RCPT too).
-pub const LISTS: &[(&str, bool)] = &[
-    ("smtpd_client_restrictions", true),
-    ("smtpd_helo_restrictions", true),
-    ("smtpd_sender_restrictions", true),
-    ("smtpd_relay_restrictions", true),
-    ("smtpd_recipient_restrictions", true),
-    ("smtpd_data_restrictions", false),
-    ("smtpd_end_of_data_restrictions", false),
-    ("smtpd_etrn_restrictions", false),
+/// The lookup table types pfx-maps opens (after an optional `proxy:`).
+pub const TABLE_TYPES: &[&str] = &[
+    "hash",
+    "btree",
+    "lmdb",
+    "cdb",
+    "texthash",
+    "regexp",
+    "pcre",
+    "cidr",
+    "inline",
+    "static",
+    "unionmap",
+    "pipemap",
+    "tcp",
+    "socketmap",
+    "sqlite",
+    "unix",
+    "nis",
+];
+
+/// The restriction lists postfix-rs evaluates. Any restriction may be in
+/// any list, as with Postfix: one whose subject is missing there (a
+/// recipient at ETRN, or at DATA with several recipients) does nothing.
+pub const LISTS: &[&str] = &[
+    "smtpd_client_restrictions",
+    "smtpd_helo_restrictions",
+    "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
+    "smtpd_data_restrictions",
+    "smtpd_end_of_data_restrictions",
+    "smtpd_etrn_restrictions",
 ];
 
 /// Whether relay and recipient restrictions together hold one restriction
@@ -371,7 +370,6 @@ pub fn braced(item: &str) -> Option<&str> {
 /// Parses the items of the list `name`; `classes` are the names declared in
 /// `smtpd_restriction_classes`. Postfix keywords are case-insensitive.
 pub fn parse(name: &str, items: &[String], classes: &[String]) -> Result<Vec<Restriction>, String> {
-    let with_recipient = LISTS.iter().any(|(n, r)| *n == name && *r) || classes_list(name);
     let mut out = Vec::new();
     let mut items = items.iter();
     while let Some(item) = items.next() {
@@ -387,10 +385,19 @@ pub fn parse(name: &str, items: &[String], classes: &[String]) -> Result<Vec<Res
             Restriction::Word(*w)
         } else if let Some((a, _)) = ACCESS.iter().find(|(_, k)| *k == lower) {
             let table = argument("lookup table")?;
-            if !table.contains(':') {
-                return Err(format!(
-                    "restriction \"{item}\" in {name}: \"{table}\" is not a type:name table"
-                ));
+            let kind = table.strip_prefix("proxy:").unwrap_or(&table);
+            match kind.split_once(':') {
+                None => {
+                    return Err(format!(
+                        "restriction \"{item}\" in {name}: \"{table}\" is not a type:name table"
+                    ))
+                }
+                Some((t, _)) if !TABLE_TYPES.contains(&t) => {
+                    return Err(format!(
+                        "restriction \"{item} {table}\" in {name}: table type \"{t}\" not implemented by postfix-rs"
+                    ))
+                }
+                Some(_) => {}
             }
             Restriction::Access { what: *a, table }
         } else if let Some((l, _)) = DNS_LISTS.iter().find(|(_, k)| *k == lower) {
@@ -426,20 +433,9 @@ pub fn parse(name: &str, items: &[String], classes: &[String]) -> Result<Vec<Res
                 "restriction \"{item}\" in {name}: not implemented by postfix-rs"
             ));
         };
-        if r.needs_recipient() && !with_recipient {
-            return Err(format!(
-                "restriction \"{item}\" in {name}: not implemented by postfix-rs outside the recipient restrictions"
-            ));
-        }
         out.push(r);
     }
     Ok(out)
-}
-
-/// A class is used from the lists evaluated at RCPT (and, with its
-/// recipient restrictions refused, elsewhere).
-fn classes_list(name: &str) -> bool {
-    !LISTS.iter().any(|(n, _)| *n == name)
 }
 
 /// `=127.0.0.2`, `=127.0.0.[2..11]`, `=127.0.0.[2;4;6]`: four octets, each a
@@ -608,7 +604,7 @@ impl Lists {
             classes.insert(c.clone(), parse(c, &items, &class_names)?);
         }
         let mut lists = HashMap::new();
-        for (name, _) in LISTS {
+        for name in LISTS {
             let items = tokens(&value(name)?)?;
             lists.insert((*name).to_owned(), parse(name, &items, &class_names)?);
         }
@@ -698,6 +694,12 @@ mod tests {
         assert!(parse(
             "smtpd_etrn_restrictions",
             &items("reject_unauth_destination"),
+            &[]
+        )
+        .is_ok());
+        assert!(parse(
+            "smtpd_client_restrictions",
+            &items("check_client_access ldap:/etc/postfix/ldap.cf"),
             &[]
         )
         .is_err());

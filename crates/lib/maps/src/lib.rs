@@ -637,6 +637,33 @@ mod tests {
         Map::parse_as(spec, &passwd::Passwd::default(), Format::Postmap).unwrap()
     }
 
+    /// The table types the configuration check lets through are the ones
+    /// this crate opens.
+    #[test]
+    fn every_type_the_restriction_check_accepts_is_implemented() {
+        for t in pfx_config::restriction::TABLE_TYPES {
+            let name = match *t {
+                "inline" => "{a=b}",
+                "static" => "x",
+                "unionmap" | "pipemap" => "{static:x}",
+                "tcp" => "127.0.0.1:9",
+                "socketmap" => "inet:127.0.0.1:9:name",
+                "unix" => "passwd.byname",
+                _ => "/nonexistent/table",
+            };
+            let spec = format!("{t}:{name}");
+            let parsed = Map::parse_as(&spec, &passwd::Passwd::default(), Format::Postmap);
+            assert!(
+                !matches!(parsed, Err(Error::Unsupported { .. })),
+                "{spec}: {parsed:?}"
+            );
+        }
+        assert!(matches!(
+            Map::parse_as("ldap:/x", &passwd::Passwd::default(), Format::Postmap),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
     #[test]
     fn a_table_that_cannot_be_opened_fails_every_lookup() {
         for spec in [
