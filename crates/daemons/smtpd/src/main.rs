@@ -8,6 +8,7 @@
 mod access;
 mod check;
 mod dnsxl;
+mod limits;
 mod policy;
 mod sasl;
 mod session;
@@ -18,11 +19,10 @@ mod stats;
 mod tests;
 mod tls;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use pfx_ipc::anvil::Anvil;
 use pfx_ipc::cleanup::Cleanup;
 use pfx_server::Stream;
 use settings::Settings;
@@ -30,8 +30,9 @@ use tracing::warn;
 
 /// What the sessions of one smtpd process share.
 pub(crate) struct Shared {
-    /// Open sessions per client address (`smtpd_client_connection_count_limit`).
-    pub(crate) counts: Mutex<HashMap<IpAddr, usize>>,
+    /// The connection to anvil, which counts clients' connections and
+    /// events for every smtpd process (see `limits`).
+    pub(crate) anvil: Anvil,
     /// Connections to cleanup, reused by the next message of any session.
     pub(crate) cleanup: Cleanup,
 }
@@ -39,7 +40,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(queue_dir: &Path) -> Self {
         Self {
-            counts: Mutex::default(),
+            anvil: Anvil::under(queue_dir),
             cleanup: Cleanup::under(queue_dir),
         }
     }

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::check::{self, Effects, Facts, Peer};
+use crate::limits::{Events, Limit};
 use crate::sasl::Step;
 use crate::settings::{BareNewline, Settings};
 use crate::stages::Stage;
@@ -100,6 +101,8 @@ struct Session<S> {
     /// `timeout after RCPT` and the like.
     last_verb: &'static str,
     shared: Arc<Shared>,
+    /// What this client reports to anvil; `None` when nothing (see `limits`).
+    events: Option<Events>,
     /// Fires no later than `smtpd_timeout` after the current read began.
     idle: Pin<Box<tokio::time::Sleep>>,
 }
@@ -151,6 +154,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Origin::Smtp
     };
     let timeout = st.timeout;
+    let events = Events::new(&st, &name, &client, ip);
     let mut s = Session {
         st,
         io: Io::Plain(io),
@@ -182,33 +186,24 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         errors: 0,
         junk: 0,
         last_verb: "connect",
-        shared: shared.clone(),
+        shared,
+        events,
         idle: Box::pin(tokio::time::sleep(timeout)),
     };
-    let over_limit = {
-        let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = c.entry(ip).or_default();
-        *n += 1;
-        s.st.connection_limit > 0 && *n > s.st.connection_limit
-    };
-    if over_limit {
-        let r = Reply::new(
-            421,
-            "4.7.0",
-            format!("{} Error: too many connections from {ip}", s.st.myhostname),
-        );
-        warn!(
-            "Connection concurrency limit exceeded: {} from {}",
-            s.st.connection_limit + 1,
-            s.client
-        );
-        s.reply_now(&r).await;
-    } else if s.st.tls.wrapper && !s.start_tls().await {
-        // SMTPS: no banner until the handshake is done; a failed one is logged.
-    } else {
+    // SMTPS: no banner until the handshake is done; a failed one is
+    // logged, and a client over the new TLS session limit is dropped.
+    let mut greet = !s.st.tls.wrapper || (!s.refuse_wrapper().await && s.start_tls().await);
+    if greet {
         // A client that talks before the greeting is remembered
         // (reject_unauth_pipelining).
         s.check_pipelining("CONNECT").await;
+        // Postfix's connection count and rate limits.
+        if let Some(r) = s.connect_event().await {
+            s.reply_now(&r).await;
+            greet = false;
+        }
+    }
+    if greet {
         let banner = Reply::plain(220, s.st.banner.clone());
         s.reply(&banner);
         match s.serve().await {
@@ -233,14 +228,9 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             End::Done => {}
         }
     }
-    let mut c = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(n) = c.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            c.remove(&ip);
-        }
+    if let Some(ev) = s.events.as_mut() {
+        ev.disconnect(&s.shared.anvil).await;
     }
-    drop(c);
     info!("disconnect from {}{}", s.client, s.stats.text());
 }
 
@@ -458,6 +448,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last_verb = "etrn";
                     ("etrn", self.etrn(&arg).await)
                 }
+                Ok(Command::Mail { addr, params }) => {
+                    self.last_verb = "mail";
+                    ("mail", self.mail(addr, &params).await)
+                }
                 Ok(Command::Rcpt { addr, params }) => {
                     self.last_verb = "rcpt";
                     ("rcpt", self.rcpt(addr, &params).await)
@@ -582,9 +576,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         ))
     }
 
+    /// The client limits (see `limits`): the connection, before the greeting.
+    async fn connect_event(&mut self) -> Option<Reply> {
+        let ev = self.events.as_mut()?;
+        ev.connect(&self.st, &self.shared.anvil).await
+    }
+
+    /// The client limits: the reply that refuses this event, if any.
+    async fn over_limit(&self, what: Limit) -> Option<Reply> {
+        let ev = self.events.as_ref()?;
+        ev.check(what, &self.st, &self.shared.anvil).await
+    }
+
+    /// Whether an SMTPS client is over the new TLS session limit.
+    async fn refuse_wrapper(&self) -> bool {
+        match &self.events {
+            Some(ev) => ev.refuse_wrapper(&self.st, &self.shared.anvil).await,
+            None => false,
+        }
+    }
+
     /// The handshake, on the plain stream: after `220 Ready to start TLS`,
     /// or before the banner on a wrapper-mode port. False when it failed
-    /// (logged; the session is over).
+    /// (logged), or when it made one new TLS session too many (answered):
+    /// the session is over.
     async fn start_tls(&mut self) -> bool {
         let Ok(server) = self.st.tls.server.clone() else {
             return false;
@@ -622,12 +637,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         );
                     }
                 }
+                let resumed = negotiated.resumed;
                 self.tls = Some(negotiated);
-                true
+                // A new session costs the server; a resumed one hardly.
+                if resumed {
+                    return true;
+                }
+                match self.over_limit(Limit::NewTls).await {
+                    Some(r) => {
+                        self.reply_now(&r).await;
+                        false
+                    }
+                    None => true,
+                }
             }
             Ok(Err(e)) => {
                 warn!("TLS handshake failed for {}: {e}", self.client);
                 info!("SSL_accept error from {}: -1", self.client);
+                // A failed handshake counts as a new session, as with Postfix.
+                self.over_limit(Limit::NewTls).await;
                 info!(
                     "lost connection after {} from {}",
                     self.last_verb.to_ascii_uppercase(),
@@ -637,6 +665,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Err(_) => {
                 info!("SSL_accept error from {}: timed out", self.client);
+                self.over_limit(Limit::NewTls).await;
                 info!(
                     "timeout after {} from {}",
                     self.last_verb.to_ascii_uppercase(),
@@ -672,6 +701,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// AUTH (RFC 4954), answered by Dovecot; the client's lines go there
     /// as they came and none is logged.
     async fn auth(&mut self, arg: &str) -> Result<Reply, End> {
+        if let Some(r) = self.over_limit(Limit::Auth).await {
+            return Ok(r);
+        }
         let st = self.st.clone();
         if st.helo_required && self.helo.is_none() {
             return Ok(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
@@ -813,6 +845,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "TLS not available due to local problem",
             )));
         }
+        if let Some(r) = self.over_limit(Limit::StartTls).await {
+            return Ok(Some(r));
+        }
         self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
         if !self.flush().await {
             return Err(End::Lost);
@@ -881,7 +916,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 multiline(250, &lines)
             }
-            Command::Mail { addr, params } => self.mail(addr, &params),
             Command::Rset => {
                 self.reset();
                 Reply::new(250, "2.0.0", "Ok")
@@ -892,6 +926,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
             Command::Data { .. }
+            | Command::Mail { .. }
             | Command::Rcpt { .. }
             | Command::Vrfy(_)
             | Command::Etrn(_)
@@ -904,12 +939,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    fn mail(&mut self, addr: String, params: &[Param]) -> Reply {
+    async fn mail(&mut self, addr: String, params: &[Param]) -> Reply {
         if self.st.helo_required && self.helo.is_none() {
             return Reply::new(503, "5.5.1", "Error: send HELO/EHLO first");
         }
         if self.sender.is_some() {
             return Reply::new(503, "5.5.1", "Error: nested MAIL command");
+        }
+        if let Some(r) = self.over_limit(Limit::Mail).await {
+            return r;
         }
         let mut body_8bit = false;
         let mut sasl_sender = None;
@@ -955,6 +993,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.sender.is_none() {
             return Reply::new(503, "5.5.1", "Error: need MAIL command");
         }
+        if let Some(r) = self.over_limit(Limit::Rcpt).await {
+            return r;
+        }
         if let Some(p) = params.first() {
             return Reply::new(
                 555,
@@ -989,6 +1030,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let st = self.st.clone();
         if st.disable_vrfy {
             return Reply::new(502, "5.5.1", "VRFY command is disabled");
+        }
+        if let Some(r) = self.over_limit(Limit::Rcpt).await {
+            return r;
         }
         let addr = match vrfy_address(&text) {
             Ok(a) => a,

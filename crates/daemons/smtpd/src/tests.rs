@@ -626,3 +626,108 @@ async fn sender_login_maps_say_who_may_use_which_sender() {
         assert_eq!(l[l.len() - 2], want, "{from} {auth}: {out}");
     }
 }
+
+/// An anvil stand-in under the instance's queue directory that counts as
+/// anvil does within one time unit; returns how many requests it answered.
+fn anvil_stand_in(i: &Instance) -> Arc<std::sync::atomic::AtomicUsize> {
+    use pfx_ipc::proto::{AnvilEvent as E, AnvilReply, AnvilRequest};
+    use std::collections::HashMap;
+    std::fs::create_dir_all(i.dir.path().join("private")).unwrap();
+    let listener = tokio::net::UnixListener::bind(i.dir.path().join(endpoint::ANVIL)).unwrap();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        // Per ident: connections open, and per event the count so far.
+        let seen = Arc::new(std::sync::Mutex::new(
+            HashMap::<String, (u32, [u32; 8])>::new(),
+        ));
+        while let Ok((conn, _)) = listener.accept().await {
+            let (seen, counted) = (seen.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut ch = pfx_ipc::Channel::new(conn);
+                ch.handshake(conversation::ANVIL).await.unwrap();
+                while let Ok(Some(req)) = ch.recv::<AnvilRequest>().await {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let reply = {
+                        let mut seen = seen.lock().unwrap();
+                        let (open, events) = seen.entry(req.ident).or_default();
+                        let at = req.event as usize;
+                        match req.event {
+                            E::Disconnect => *open -= 1,
+                            E::NewTlsStatus | E::Lookup => {}
+                            _ => events[at] += 1,
+                        }
+                        match req.event {
+                            E::Connect => {
+                                *open += 1;
+                                AnvilReply::Connected {
+                                    count: *open,
+                                    rate: events[at],
+                                }
+                            }
+                            E::Disconnect => AnvilReply::Done,
+                            E::NewTlsStatus => AnvilReply::Rate(events[E::NewTls as usize]),
+                            E::Lookup => unreachable!("smtpd does not look up"),
+                            _ => AnvilReply::Rate(events[at]),
+                        }
+                    };
+                    ch.send(&reply).await.unwrap();
+                }
+            });
+        }
+    });
+    asked
+}
+
+#[tokio::test]
+async fn client_limits_refuse_with_postfix_replies() {
+    let i = Instance::new();
+    anvil_stand_in(&i);
+    let limits = "smtpd_client_message_rate_limit = 1\nsmtpd_client_recipient_rate_limit = 2\n\
+                  smtpd_client_connection_rate_limit = 2\n";
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n\
+        VRFY v@example.com\r\nRCPT TO:<w@example.com>\r\nRSET\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n";
+    let out = i.converse(limits, input).await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 SMTPUTF8",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "252 2.0.0 v@example.com",
+            // VRFY counted as a recipient.
+            "450 4.7.1 Error: too many recipients from 192.0.2.10",
+            "250 2.0.0 Ok",
+            "450 4.7.1 Error: too much mail from 192.0.2.10",
+            "221 2.0.0 Bye",
+        ]
+    );
+    // The third connection in the time unit gets no banner.
+    i.converse(limits, b"QUIT\r\n").await;
+    let out = i.converse(limits, b"QUIT\r\n").await;
+    assert_eq!(
+        lines(&out),
+        ["421 4.7.0 mx.example.com Error: too many connections from 192.0.2.10"]
+    );
+}
+
+#[tokio::test]
+async fn exempt_clients_and_unset_limits_send_anvil_nothing() {
+    let i = Instance::new();
+    let asked = anvil_stand_in(&i);
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\nQUIT\r\n";
+    let n = || asked.load(std::sync::atomic::Ordering::Relaxed);
+    i.converse("", input).await;
+    assert_eq!(n(), 2, "the default count limit: connect and disconnect");
+    let exempt =
+        "smtpd_client_message_rate_limit = 1\nsmtpd_client_event_limit_exceptions = 192.0.2.0/24\n";
+    i.converse(exempt, input).await;
+    let off = "smtpd_client_connection_count_limit = 0\n";
+    i.converse(off, input).await;
+    assert_eq!(n(), 2);
+}

@@ -183,10 +183,6 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
         "trivial-rewrite",
         "address rewriting and resolution: in cleanup, smtpd and qmgr (pfx-address)",
     ),
-    (
-        "anvil",
-        "connection counting: in smtpd (smtpd_client_connection_count_limit)",
-    ),
     ("scache", "connection caching: inside each smtp process"),
     (
         "verify",

@@ -190,6 +190,7 @@ impl Client {
             ),
             signature: None,
             peer: chain.first().map(|c| describe::PeerCert::new(c)),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         Ok((stream, negotiated, trust))
     }

@@ -19,6 +19,9 @@ pub struct Negotiated {
     pub signature: Option<String>,
     /// The peer's certificate, when it showed one.
     pub peer: Option<PeerCert>,
+    /// The handshake resumed an earlier session (no new key exchange with
+    /// the certificate's key).
+    pub resumed: bool,
 }
 
 /// What Postfix shows of a peer's certificate.
@@ -260,6 +263,7 @@ mod tests {
             key_exchange: Some("X25519".into()),
             signature: Some("RSA-PSS (2048 bits) server-digest SHA256".into()),
             peer: None,
+            resumed: false,
         };
         assert_eq!(n.summary(), "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256");
         assert_eq!(n.received_lines(false), "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\t key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256)\n\t(No client certificate requested)");

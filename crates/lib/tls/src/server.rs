@@ -143,6 +143,7 @@ impl Server {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| describe::PeerCert::new(c)),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         Ok((stream, negotiated))
     }
