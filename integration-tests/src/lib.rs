@@ -170,6 +170,7 @@ impl Instance {
             "proxymap",
             "pipe",
             "spawn",
+            "anvil",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }
@@ -202,7 +203,7 @@ impl Instance {
         let master_cf = format!(
             "127.0.0.1:{port} inet n - n - - smtpd\ncleanup unix n - n - 0 cleanup\nqmgr unix n - n 300 1 qmgr\n\
              local unix - n n - - local\nbounce unix - - n - 0 bounce\npickup unix n - n 60 1 pickup\n\
-             showq unix n - n - - showq\nflush unix n - n - 0 flush\n"
+             showq unix n - n - - showq\nflush unix n - n - 0 flush\nanvil unix - - n - 1 anvil\n"
         );
         let tmp_main = "mydestination = $myhostname, localhost.$mydomain, localhost, $mydomain\nalias_maps = hash:$config_directory/aliases\nalias_database = hash:$config_directory/aliases\n\
              local_passwd_file = $config_directory/passwd\nhome_mailbox = Maildir/\nmynetworks = 127.0.0.1/32\n\

@@ -15,6 +15,7 @@ mod postconf;
 mod privileges;
 mod queueinterop;
 mod queuetools;
+mod ratelimit;
 mod relay;
 mod tls;
 mod tlsrelay;
