@@ -237,7 +237,11 @@ fn an_smtpd_that_goes_away_gives_back_its_connections_and_its_successor_keeps_th
     m.log_line(&format!(
         "warning: Connection concurrency limit exceeded: 2 from unknown[127.0.0.1] for service {service}"
     ));
-    // The smtpd holding the first connection dies; master starts another.
+    // B's session is over (its line is logged after anvil has its
+    // disconnect); then the smtpd holding A dies, and master starts another.
+    assert!(wait_for(Duration::from_secs(10), || m
+        .log_text()
+        .contains("disconnect from unknown[127.0.0.1]")));
     let first = m.child_pid(&service).expect("smtpd runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
@@ -252,11 +256,15 @@ fn an_smtpd_that_goes_away_gives_back_its_connections_and_its_successor_keeps_th
     assert!(g.starts_with("220 "), "{g}\n{}", m.log_text());
     c.cmd("QUIT");
     // (Its disconnect is logged once anvil has it: B's and C's lines.)
-    assert!(wait_for(Duration::from_secs(10), || m
-        .log_text()
-        .matches("disconnect from unknown[127.0.0.1]")
-        .count()
-        == 2));
+    assert!(
+        wait_for(Duration::from_secs(10), || m
+            .log_text()
+            .matches("disconnect from unknown[127.0.0.1]")
+            .count()
+            == 2),
+        "{}",
+        m.log_text()
+    );
     // ...and kept the rate its connections made: this is the 4th.
     let (_d, g) = Smtp::connect(m.port);
     assert_eq!(
