@@ -75,6 +75,8 @@ fn a_client_over_the_connection_rate_limit_is_refused_and_others_are_served() {
     m.log_line(&format!(
         "warning: Connection rate limit exceeded: 3 from unknown[127.0.0.1] for service {service}"
     ));
+    // A session without a command, as Postfix logs it.
+    m.log_line("disconnect from unknown[127.0.0.1] commands=0/0");
     // The refused connection counted too: the next one is the 4th.
     let (_e, g) = Smtp::connect(m.port);
     assert!(g.starts_with("421 "), "{g}");
@@ -112,6 +114,9 @@ fn a_client_over_the_connection_rate_limit_is_refused_and_others_are_served() {
     );
     let ours = limit_warnings(&m.log_text(), m.port);
     assert_eq!(limit_warnings(&pf.log_text(), pf.port), ours);
+    assert!(pf
+        .log_text()
+        .contains("disconnect from unknown[127.0.0.1] commands=0/0"));
     // Both anvils report at reload, in the same words: the peak rate, and
     // the peak count (1 or 2, as the last session's disconnect raced the
     // next connect), and the cache size (one client for Postfix, two here).

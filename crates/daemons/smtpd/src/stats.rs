@@ -23,7 +23,9 @@ impl Stats {
     }
 
     /// ` ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4`: each command used,
-    /// `ok/total` where some failed, then the sum.
+    /// `ok/total` where some failed, then the sum; `commands=0/0` for a
+    /// session without any (Postfix's mark of an abnormal one: refused at
+    /// connect, or lost before a command).
     pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         let (mut ok, mut total) = (0, 0);
@@ -35,7 +37,11 @@ impl Stats {
             total += t;
             out.push_str(&ratio(verb, o, t));
         }
-        out.push_str(&ratio("commands", ok, total));
+        if total == 0 {
+            out.push_str(" commands=0/0");
+        } else {
+            out.push_str(&ratio("commands", ok, total));
+        }
         out
     }
 }
@@ -55,7 +61,7 @@ mod tests {
     #[test]
     fn postfix_disconnect_counts() {
         let mut s = Stats::default();
-        assert_eq!(s.text(), " commands=0");
+        assert_eq!(s.text(), " commands=0/0");
         for (verb, ok) in [
             ("quit", true),
             ("ehlo", true),
