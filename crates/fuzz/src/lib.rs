@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("zone_file", zone_file),
     ("queue_file", queue_file),
     ("ipc_frame", ipc_frame),
+    ("restrictions", restrictions),
+    ("lookup_table", lookup_table),
 ];
 
 /// SMTP command lines, as smtpd splits them: any bytes, one line at a time.
@@ -131,6 +133,70 @@ pub fn aliases(data: &[u8]) {
     }
     for (_, value) in &entries {
         let _ = pfx_maps::aliases::targets(value);
+    }
+}
+
+/// An smtpd restriction list (main.cf text, `{ }` groups, arguments,
+/// policy service settings, DNS list filters), as `postfix check` and smtpd
+/// read it: a list parses or is refused with a message, and what parses
+/// names each of its tables.
+pub fn restrictions(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(items) = pfx_config::restriction::tokens(&text) else {
+        return;
+    };
+    let classes = ["mine".to_owned()];
+    match pfx_config::restriction::parse("smtpd_recipient_restrictions", &items, &classes) {
+        Ok(list) => {
+            for r in list {
+                assert!(!r.keyword().is_empty());
+                if let Some(t) = r.tables() {
+                    assert!(t.contains(':'), "{t}");
+                }
+            }
+        }
+        Err(e) => assert!(e.contains("smtpd_recipient_restrictions"), "{e}"),
+    }
+    for addr in ["127.0.0.2", "0.0.0.0", "255.255.255.255"] {
+        let _ = pfx_config::restriction::filter_matches(&text, addr.parse().expect("address"));
+    }
+}
+
+/// The text tables an administrator writes (regexp, pcre, cidr; the first
+/// byte picks the type) and `inline:{ }` specs: any text opens as a table
+/// (bad rules are skipped with a warning), and any key can be looked up.
+pub fn lookup_table(data: &[u8]) {
+    use pfx_maps::{cidr, inline, pattern};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let keys = [
+        "",
+        "a",
+        "user@example.com",
+        "127.0.0.1",
+        "::1",
+        "AbC+d@ex.ample",
+    ];
+    match which % 4 {
+        0 => {
+            let t = pattern::Table::parse(pattern::Kind::Regexp, "fuzz.regexp", &text);
+            keys.iter().for_each(|k| drop(t.lookup(k)));
+        }
+        1 => {
+            let t = pattern::Table::parse(pattern::Kind::Pcre, "fuzz.pcre", &text);
+            keys.iter().for_each(|k| drop(t.lookup(k)));
+        }
+        2 => {
+            let t = cidr::Table::parse("fuzz.cidr", &text);
+            keys.iter().for_each(|k| drop(t.lookup(k)));
+        }
+        _ => {
+            if let Ok(t) = inline::Inline::parse(&text) {
+                keys.iter().for_each(|k| drop(t.get(k)));
+            }
+        }
     }
 }
 

@@ -344,9 +344,11 @@ impl Resolver {
                 Ok(_) => {
                     out.warning = Some(format!("hostname {name} does not resolve to address {ip}"))
                 }
-                Err(Error::NotFound) => out.warning = Some(format!(
+                Err(Error::NotFound) => {
+                    out.warning = Some(format!(
                     "hostname {name} does not resolve to address {ip}: Name or service not known"
-                )),
+                ))
+                }
                 Err(Error::Temporary(_)) => out.name_temporary = true,
             }
         }
