@@ -182,19 +182,27 @@ pub fn lookup_table(data: &[u8]) {
     match which % 4 {
         0 => {
             let t = pattern::Table::parse(pattern::Kind::Regexp, "fuzz.regexp", &text);
-            keys.iter().for_each(|k| drop(t.lookup(k)));
+            for k in keys {
+                let _ = t.lookup(k);
+            }
         }
         1 => {
             let t = pattern::Table::parse(pattern::Kind::Pcre, "fuzz.pcre", &text);
-            keys.iter().for_each(|k| drop(t.lookup(k)));
+            for k in keys {
+                let _ = t.lookup(k);
+            }
         }
         2 => {
             let t = cidr::Table::parse("fuzz.cidr", &text);
-            keys.iter().for_each(|k| drop(t.lookup(k)));
+            for k in keys {
+                let _ = t.lookup(k);
+            }
         }
         _ => {
             if let Ok(t) = inline::Inline::parse(&text) {
-                keys.iter().for_each(|k| drop(t.get(k)));
+                for k in keys {
+                    let _ = t.get(k);
+                }
             }
         }
     }
