@@ -415,6 +415,19 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// `n` free ports, none of them in `taken` nor twice: free_port() may give
+/// a port again until something listens on it.
+fn distinct_ports(n: usize, taken: &[u16]) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    while out.len() < n {
+        let p = free_port();
+        if !taken.contains(&p) && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Writes the tables into `dir` (readable by every daemon) and builds the
 /// hash: one with Debian's postmap.
 fn write_tables(dir: &Path) {
@@ -505,15 +518,15 @@ fn restrictions_access_tables_and_actions_answer_as_debian_postfix() {
     }
     write_tables(tables.path());
 
-    let ports: Vec<u16> = CASES.iter().map(|_| free_port()).collect();
     let m = Instance::mail(&main_cf);
+    let pf = testkit::debian::Postfix::new(None, &main_cf);
+    let ports = distinct_ports(CASES.len(), &[m.port, pf.port]);
+    let pf_ports = distinct_ports(CASES.len(), &[&ports[..], &[m.port, pf.port]].concat());
     let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
     master.push_str(&services(&ports));
     m.write_master_cf(&master);
     m.start();
 
-    let pf_ports: Vec<u16> = CASES.iter().map(|_| free_port()).collect();
-    let pf = testkit::debian::Postfix::new(None, &main_cf);
     let mut master = std::fs::read_to_string(pf.etc.join("master.cf")).unwrap();
     master.push_str(&services(&pf_ports));
     std::fs::write(pf.etc.join("master.cf"), master).unwrap();
@@ -526,9 +539,10 @@ fn restrictions_access_tables_and_actions_answer_as_debian_postfix() {
             assert_eq!(
                 a,
                 b,
-                "{}: {step}\nPostfix:    {a}\npostfix-rs: {b}\n{}",
+                "{}: {step}\nPostfix:    {a}\npostfix-rs: {b}\npostfix-rs log:\n{}\nPostfix log:\n{}",
                 case.name,
-                m.log_text()
+                m.log_text(),
+                pf.log_text()
             );
         }
         for (step, want) in case.expect {
@@ -713,7 +727,7 @@ fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
             ],
         ),
     ];
-    let ports: Vec<u16> = cases.iter().map(|_| free_port()).collect();
+    let ports = distinct_ports(cases.len(), &[m.port, named_port]);
     let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
     for ((overrides, _), port) in cases.iter().zip(&ports) {
         master.push_str(&format!(
