@@ -460,7 +460,6 @@ fn exit_outcome(service: &str, argv0: &str, ended: Ended, output: &str) -> Outco
 
 /// Runs the command; `Err` when it could not be started.
 async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, String), String> {
-    use std::os::unix::process::CommandExt;
     let a = &agent.attrs;
     let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
@@ -476,26 +475,7 @@ async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, S
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::from(w))
         .stderr(std::process::Stdio::from(w2));
-    // Only the user's primary group, as Postfix's set_ugid(): a pipe user
-    // that is also in adm or postdrop gets none of their access.
-    let groups = [a.gid];
-    // SAFETY: setgroups and setsid are async-signal-safe; the array was
-    // built before the fork.
-    let root = pfx_sys::users::is_root();
-    let (uid, gid) = (a.uid, a.gid);
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            // The group, then the user (an instance run by an ordinary
-            // user runs commands as that user).
-            if root {
-                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
-                nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
-                nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
-            }
-            Ok(())
-        });
-    }
+    pfx_sys::users::run_as(&mut cmd, a.uid, a.gid);
     let mut cmd = tokio::process::Command::from(cmd);
     let mut child = cmd
         .spawn()

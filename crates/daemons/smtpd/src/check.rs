@@ -713,21 +713,11 @@ impl<'a> Checker<'a> {
                     let keys = [(self.st.null_access_key.clone(), false)];
                     self.lookup_keys(table, &keys, "", SENDER, false).await
                 }
-                Some(s) => {
-                    let a = self.st.resolve(s).address();
-                    let keys = access::mail_keys(&a, &self.st.recipient_delimiter, parent);
-                    self.lookup_keys(table, &keys, &display(s), SENDER, false)
-                        .await
-                }
+                Some(s) => self.mail_access(table, s, SENDER).await,
                 None => Status::Dunno,
             },
             Access::Recipient => match f.recipient {
-                Some(r) => {
-                    let a = self.st.resolve(r).address();
-                    let keys = access::mail_keys(&a, &self.st.recipient_delimiter, parent);
-                    self.lookup_keys(table, &keys, &display(r), RECIPIENT, false)
-                        .await
-                }
+                Some(r) => self.mail_access(table, r, RECIPIENT).await,
                 None => Status::Dunno,
             },
             Access::Etrn => match f.etrn {
@@ -761,6 +751,18 @@ impl<'a> Checker<'a> {
                 _ => Status::Dunno,
             },
         }
+    }
+
+    /// An address, resolved as trivial-rewrite would, by access(5)'s keys.
+    async fn mail_access(&mut self, table: &str, addr: &str, class: &'static str) -> Status {
+        let resolved = self.st.resolve(addr).address();
+        let keys = access::mail_keys(
+            &resolved,
+            &self.st.recipient_delimiter,
+            self.st.parent_access,
+        );
+        self.lookup_keys(table, &keys, &display(addr), class, false)
+            .await
     }
 
     /// Asks `table` for each key in turn (the partial ones of fixed-key

@@ -12,7 +12,7 @@
 //! command gets no shell, `export_environment` only, and at most
 //! `$SERVICE_time_limit` (else `command_time_limit`) before it is killed.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,23 +110,7 @@ impl Command {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
-        let root = pfx_sys::users::is_root();
-        let (uid, gid) = (self.uid, self.gid);
-        let groups = [gid];
-        // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe;
-        // the group array was built before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                // An instance run by an ordinary user runs commands as that user.
-                if root {
-                    nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
-                    nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
-                    nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+        pfx_sys::users::run_as(&mut cmd, self.uid, self.gid);
         let mut child = match tokio::process::Command::from(cmd).spawn() {
             Ok(c) => c,
             Err(e) => return warn!("spawn_command: execvp {}: {e}", self.argv[0]),

@@ -89,6 +89,29 @@ pub fn drop_privileges(ids: Ids) -> Result<(), Error> {
     Ok(())
 }
 
+/// Makes `cmd` run in a session of its own, as `uid` with `gid` as its only
+/// group (Postfix's set_ugid(): a command user that is also in adm or
+/// postdrop gets none of their access). An instance run by an ordinary
+/// user runs the command as that user.
+pub fn run_as(cmd: &mut std::process::Command, uid: Uid, gid: Gid) {
+    use std::os::unix::process::CommandExt;
+    let root = is_root();
+    let groups = [gid];
+    // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe;
+    // the group array was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if root {
+                nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Confines the process to `dir` (master.cf's chroot column): chroot, then
 /// a working directory inside it. Needs root; done before privileges are
 /// dropped, and after everything outside `dir` the process needs is open.
