@@ -928,18 +928,7 @@ impl<'a> Checker<'a> {
                     } else {
                         (st.codes.access_defer, "4.7.1")
                     };
-                    let (dsn, text) = pfx_smtp_proto::dsn_split(default, &text);
-                    let text = if text.is_empty() {
-                        "Access denied"
-                    } else {
-                        text
-                    };
-                    return self.reject(
-                        ErrorClass::Policy,
-                        code,
-                        &access::dsn_fix(&dsn, class),
-                        format!("<{name}>: {class} rejected: {text}"),
-                    );
+                    return self.table_reject(code, default, &text, name, class);
                 }
                 "INFO" | "WARN" => {
                     self.log(&word.to_ascii_lowercase(), &text);
@@ -1040,18 +1029,7 @@ impl<'a> Checker<'a> {
             {
                 let code: u16 = word.parse().unwrap_or(450);
                 let default = format!("{}.7.1", &word[..1]);
-                let (dsn, text) = pfx_smtp_proto::dsn_split(&default, &text);
-                let text = if text.is_empty() {
-                    "Access denied"
-                } else {
-                    text
-                };
-                return self.reject(
-                    ErrorClass::Policy,
-                    code,
-                    &access::dsn_fix(&dsn, class),
-                    format!("<{name}>: {class} rejected: {text}"),
-                );
+                return self.table_reject(code, &default, &text, name, class);
             }
             if v.contains(':') {
                 warn!("access table {table} has entry with lookup table: {v}");
@@ -1092,6 +1070,30 @@ impl<'a> Checker<'a> {
             }
             self.list(&list, name, class).await
         })
+    }
+
+    /// A table's REJECT, DEFER or NNN: its text (with an optional RFC 3463
+    /// code) after Postfix's `<NAME>: CLASS rejected:`.
+    fn table_reject(
+        &mut self,
+        code: u16,
+        default_dsn: &str,
+        text: &str,
+        name: &str,
+        class: &'static str,
+    ) -> Status {
+        let (dsn, text) = pfx_smtp_proto::dsn_split(default_dsn, text);
+        let text = if text.is_empty() {
+            "Access denied"
+        } else {
+            text
+        };
+        self.reject(
+            ErrorClass::Policy,
+            code,
+            &access::dsn_fix(&dsn, class),
+            format!("<{name}>: {class} rejected: {text}"),
+        )
     }
 
     /// `reject_rbl_client` and the other DNS lists.
