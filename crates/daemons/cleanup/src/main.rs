@@ -10,6 +10,7 @@
 //! Log: `QUEUEID: message-id=<...>`.
 
 mod headers;
+mod rewrite;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,6 +120,7 @@ struct Settings {
     shared: Arc<Shared>,
     myhostname: String,
     myorigin: String,
+    virtual_alias: rewrite::VirtualAlias,
     size_limit: u64,
     header_limit: usize,
     hopcount_limit: usize,
@@ -133,6 +135,7 @@ impl Settings {
             shared,
             myhostname: s("myhostname")?,
             myorigin: s("myorigin")?,
+            virtual_alias: rewrite::VirtualAlias::new(cfg).map_err(|e| e.to_string())?,
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
             header_limit: usize::try_from(n("header_size_limit")?).unwrap_or(102_400),
             hopcount_limit: usize::try_from(n("hopcount_limit")?).unwrap_or(50),
@@ -155,18 +158,6 @@ async fn message(
 ) -> Result<CleanupReply, String> {
     let arrival = SystemTime::now();
     let sender = st.qualify(&sender);
-    let mut seen = std::collections::HashSet::new();
-    // The original recipient is the address as given (`hadoop`), as
-    // Postfix keeps it for X-Original-To: and orig_to=.
-    let recipients: Vec<(String, Option<String>)> = recipients
-        .into_iter()
-        .map(|(a, o)| {
-            let q = st.qualify(&a);
-            let o = o.or_else(|| (q != a).then_some(a));
-            (q, o)
-        })
-        .filter(|(a, _)| seen.insert(a.to_ascii_lowercase()))
-        .collect();
     let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
     refill(&st.shared.reserve);
     let mut writer = match created {
@@ -174,19 +165,39 @@ async fn message(
         Err(e) => return begin_error(format!("create queue file: {e}")),
     };
     let id = writer.id().to_owned();
+    let (recipients, refused) = match envelope_recipients(st, recipients) {
+        Ok(r) => (r, None),
+        Err(refusal) => (Vec::new(), Some(refusal)),
+    };
     let env = Envelope {
         sender: sender.clone(),
         recipients,
         attrs,
     };
-    if let Err(e) = writer.envelope(&env) {
-        return begin_error(format!("{id}: write queue file: {e}"));
+    if refused.is_none() {
+        if let Err(e) = writer.envelope(&env) {
+            return begin_error(format!("{id}: write queue file: {e}"));
+        }
     }
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
     })
     .await
     .map_err(|e| e.to_string())?;
+    if let Some(refusal) = refused {
+        // As Postfix: the client learns at the end of the data.
+        let reason = match refusal {
+            rewrite::Refusal::Unreasonable(why) => {
+                warn!("{id}: {why} -- message not accepted, try again later");
+                "4.6.0 Alias expansion error"
+            }
+            rewrite::Refusal::Lookup(why) => {
+                warn!("{id}: {why} -- message not accepted, try again later");
+                "queue file write error"
+            }
+        };
+        return drain(ch, &id, reason).await;
+    }
 
     let attr = |name: &str| {
         env.attrs
@@ -293,6 +304,54 @@ async fn message(
                 temporary: true,
                 reason: "queue file write error".into(),
             })
+        }
+    }
+}
+
+/// The envelope's recipients: qualified (`hadoop` becomes
+/// `hadoop@$myorigin`), expanded by `virtual_alias_maps`, each with its
+/// original address (the one given, as Postfix keeps it for
+/// X-Original-To: and orig_to=), duplicates dropped.
+fn envelope_recipients(
+    st: &Settings,
+    given: Vec<(String, Option<String>)>,
+) -> Result<Vec<(String, Option<String>)>, rewrite::Refusal> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(given.len());
+    for (a, o) in given {
+        let q = st.qualify(&a);
+        for r in st.virtual_alias.expand(&q)? {
+            let o = o.clone().or_else(|| (r != a).then(|| a.clone()));
+            if seen.insert((r.to_ascii_lowercase(), o.clone())) {
+                out.push((r, o));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a refused message's content to its end and answers the client.
+async fn drain(
+    ch: &mut Channel<UnixStream>,
+    id: &str,
+    reason: &str,
+) -> Result<CleanupReply, String> {
+    loop {
+        let req: CleanupRequest = ch
+            .expect()
+            .await
+            .map_err(|e| format!("{id}: read content: {e}"))?;
+        match req {
+            CleanupRequest::Content(_) | CleanupRequest::Hold => {}
+            CleanupRequest::End | CleanupRequest::Abort => {
+                return Ok(CleanupReply::Failed {
+                    temporary: true,
+                    reason: reason.to_owned(),
+                })
+            }
+            CleanupRequest::Begin { .. } => {
+                return Err(format!("{id}: protocol error: Begin inside a message"))
+            }
         }
     }
 }

@@ -1,18 +1,15 @@
-//! Which transport and next hop a recipient goes to (Postfix's
-//! trivial-rewrite resolve): `transport_maps` first (the address, its
-//! domain, `.parent` domains, `*`); otherwise local domains go to
-//! `$local_transport`, `$relay_domains` to `$relay_transport`, and the rest
-//! to `$default_transport`, through the sender's entry in
-//! `sender_dependent_relayhost_maps` or else `$relayhost`. An empty
-//! transport or next hop in a table entry keeps the one the address would
-//! otherwise get. `error:text`, `retry:text` and `discard:text` are
-//! answered by qmgr itself, and so is mail to `$double_bounce_sender` in a
-//! local domain (discarded, as Postfix's qmgr does).
+//! Which transport and next hop a recipient goes to: Postfix's
+//! trivial-rewrite resolve (`pfx_resolve`: address classes,
+//! `transport_maps`, relay hosts, `relocated_maps`), plus what qmgr decides
+//! itself. `error:text`, `retry:text` and `discard:text` are answered by
+//! qmgr without an agent, and so is mail to `$double_bounce_sender` in a
+//! local domain (discarded, as Postfix's qmgr does). A table the resolver
+//! could not ask defers the recipient (`address resolver failure`), never
+//! another route.
 
-use pfx_address::DomainList;
 use pfx_config::{BuildError, Config};
 use pfx_maillog::delivery::Outcome;
-use pfx_maps::{Format, MapList};
+use pfx_resolve::Resolver;
 
 /// Where one recipient goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,25 +23,9 @@ pub(crate) struct Route {
 }
 
 pub(crate) struct Router {
-    mydestination: DomainList,
-    relay_domains: DomainList,
-    local: (String, String),
-    relay: (String, String),
-    default: (String, String),
-    relayhost: String,
-    /// `sender_dependent_relayhost_maps`: the sender, then `@domain`.
-    sender_relayhost: MapList,
-    transport_maps: MapList,
+    resolver: Resolver,
     double_bounce: String,
     allow_min_user: bool,
-}
-
-/// `transport:nexthop` as in master.cf-style transport specs.
-fn split_spec(spec: &str) -> (String, String) {
-    match spec.split_once(':') {
-        Some((t, n)) => (t.to_owned(), n.to_owned()),
-        None => (spec.to_owned(), String::new()),
-    }
 }
 
 /// Transports qmgr answers itself instead of handing to an agent.
@@ -54,76 +35,15 @@ pub(crate) fn is_builtin(transport: &str) -> bool {
 
 impl Router {
     pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
-        let passwd = pfx_maps::passwd::Passwd::new(None);
         Ok(Self {
-            mydestination: DomainList::new(&cfg.list("mydestination")?),
-            relay_domains: DomainList::new(&cfg.list("relay_domains")?),
-            local: split_spec(&cfg.get("local_transport")?),
-            relay: split_spec(&cfg.get("relay_transport")?),
-            default: split_spec(&cfg.get("default_transport")?),
-            relayhost: cfg.get("relayhost")?,
-            sender_relayhost: MapList::parse_as(
-                &cfg.list("sender_dependent_relayhost_maps")?,
-                &passwd,
-                Format::Postmap,
-            )?,
-            transport_maps: MapList::parse_as(
-                &cfg.list("transport_maps")?,
-                &passwd,
-                Format::Postmap,
-            )?,
+            resolver: Resolver::new(cfg)?,
             double_bounce: cfg.get("double_bounce_sender")?,
             allow_min_user: cfg.bool("allow_min_user")?,
         })
     }
 
-    /// The transport table's entry for an address, most specific key first.
-    fn table_entry(&self, address: &str, domain: &str) -> Option<String> {
-        if self.transport_maps.is_empty() {
-            return None;
-        }
-        let mut keys = vec![address.to_owned(), domain.to_owned()];
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            keys.push(format!(".{parent}"));
-            rest = parent;
-        }
-        keys.push("*".into());
-        keys.iter()
-            .find_map(|k| match self.transport_maps.lookup(k) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!("transport_maps lookup of {k}: {e}");
-                    None
-                }
-            })
-    }
-
-    /// The relay host for mail from `sender`: its table entry (`DUNNO`
-    /// defers to the next), else `$relayhost`. `Err` when the table could
-    /// not be read: the mail waits rather than take another path.
-    fn relayhost_for(&self, sender: &str) -> Result<String, String> {
-        if !self.sender_relayhost.is_empty() && !sender.is_empty() {
-            let sender = sender.to_ascii_lowercase();
-            let domain = sender.rsplit_once('@').map(|(_, d)| format!("@{d}"));
-            for key in std::iter::once(sender.clone()).chain(domain) {
-                match self.sender_relayhost.lookup(&key) {
-                    Ok(Some(v)) if v.eq_ignore_ascii_case("DUNNO") => break,
-                    Ok(Some(v)) => return Ok(v),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("sender_dependent_relayhost_maps lookup of {key}: {e}");
-                        return Err(e.to_string());
-                    }
-                }
-            }
-        }
-        Ok(self.relayhost.clone())
-    }
-
     /// Where mail from `sender` to `recipient` goes.
     pub(crate) fn route(&self, sender: &str, recipient: &str) -> Route {
-        let r = pfx_address::resolve(recipient, &|d| self.mydestination.contains(d));
         // A command (pipe's argv, a local alias command) could take a
         // leading '-' for an option: such recipients bounce unless
         // allow_min_user says otherwise, as Postfix's resolver has it.
@@ -134,6 +54,19 @@ impl Router {
                 destination: recipient.to_ascii_lowercase(),
             };
         }
+        let res = match self.resolver.resolve(sender, recipient) {
+            Ok(res) => res,
+            Err(failure) => {
+                tracing::warn!("{failure}");
+                let r = self.resolver.resolve_address(recipient);
+                return Route {
+                    transport: "retry".into(),
+                    nexthop: "4.3.0 address resolver failure".into(),
+                    destination: r.domain,
+                };
+            }
+        };
+        let r = &res.address;
         if r.is_local && r.local.eq_ignore_ascii_case(&self.double_bounce) {
             return Route {
                 transport: "discard".into(),
@@ -141,52 +74,14 @@ impl Router {
                 destination: r.address().to_ascii_lowercase(),
             };
         }
-        let (mut transport, mut nexthop) = if r.is_local {
-            self.local.clone()
-        } else if self.relay_domains.contains(&r.domain) {
-            let (t, n) = self.relay.clone();
-            (t, if n.is_empty() { r.domain.clone() } else { n })
-        } else {
-            let (t, n) = self.default.clone();
-            let Ok(relayhost) = self.relayhost_for(sender) else {
-                return Route {
-                    transport: "retry".into(),
-                    nexthop: "4.3.0 sender_dependent_relayhost_maps lookup failure".into(),
-                    destination: r.domain.clone(),
-                };
-            };
-            let n = match (n.is_empty(), relayhost.is_empty()) {
-                (false, _) => n,
-                (true, false) => relayhost,
-                (true, true) => r.domain.clone(),
-            };
-            (t, n)
-        };
-        if let Some(entry) = self.table_entry(&r.address().to_ascii_lowercase(), &r.domain) {
-            let (t, n) = split_spec(&entry);
-            if !t.is_empty() {
-                if t != transport && n.is_empty() && !is_builtin(&t) {
-                    // Another transport without a next hop: the recipient's domain.
-                    nexthop = if t == self.local.0 {
-                        self.local.1.clone()
-                    } else {
-                        r.domain.clone()
-                    };
-                }
-                transport = t;
-            }
-            if !n.is_empty() {
-                nexthop = n;
-            }
-        }
-        let destination = if transport == self.local.0 {
+        let destination = if res.transport == self.resolver.local_transport() {
             r.address().to_ascii_lowercase()
         } else {
-            nexthop.to_ascii_lowercase()
+            res.nexthop.to_ascii_lowercase()
         };
         Route {
-            transport,
-            nexthop,
+            transport: res.transport,
+            nexthop: res.nexthop,
             destination,
         }
     }
@@ -198,7 +93,7 @@ impl Router {
                 .unwrap_or(1)
                 .max(1)
         };
-        if transport == self.local.0 {
+        if transport == self.resolver.local_transport() {
             return (1, n("local_destination_concurrency_limit", 2));
         }
         // `smtp_destination_concurrency_limit` and the like, where they exist.

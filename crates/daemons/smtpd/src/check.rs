@@ -380,16 +380,27 @@ impl<'a> Checker<'a> {
                 Some(Err(addr)) => self.lookup_failure(&addr),
                 None => Status::Dunno,
             },
-            Word::PermitAuthDestination => match f.recipient {
-                Some(r) if st.authorized_destination(&st.resolve(r)) => Status::Ok,
-                _ => Status::Dunno,
-            },
+            Word::PermitAuthDestination => {
+                match f.recipient.map(|r| (r, st.authorized_destination(r))) {
+                    Some((_, Ok(true))) => Status::Ok,
+                    Some((r, Err(e))) => {
+                        warn!("{e}");
+                        self.lookup_failure(&display(r))
+                    }
+                    _ => Status::Dunno,
+                }
+            }
             Word::RejectUnauthDestination | Word::DeferUnauthDestination => {
                 let Some(r) = f.recipient else {
                     return Status::Dunno;
                 };
-                if st.authorized_destination(&st.resolve(r)) {
-                    return Status::Dunno;
+                match st.authorized_destination(r) {
+                    Ok(true) => return Status::Dunno,
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!("{e}");
+                        return self.lookup_failure(&display(r));
+                    }
                 }
                 let (code, dsn) = if w == Word::RejectUnauthDestination {
                     (st.relay_domains_reject_code, "5.7.1")
@@ -595,8 +606,14 @@ impl<'a> Checker<'a> {
         let Some((_, domain)) = addr.rsplit_once('@') else {
             return Status::Dunno;
         };
-        let resolved = self.st.resolve(addr);
-        if resolved.is_local || (domain.starts_with('[') && domain.ends_with(']')) {
+        // Our own domains (local, virtual) need no DNS; if the class cannot
+        // be told, DNS decides.
+        let st = self.st;
+        let ours = st
+            .addresses
+            .class(&st.resolve(addr))
+            .is_ok_and(pfx_resolve::Class::is_final);
+        if ours || (domain.starts_with('[') && domain.ends_with(']')) {
             return Status::Dunno;
         }
         let domain = domain.strip_suffix('.').unwrap_or(domain);
@@ -634,8 +651,13 @@ impl<'a> Checker<'a> {
         self.reject(ErrorClass::Policy, self.st.codes.unknown_address, dsn, text)
     }
 
-    /// `reject_unlisted_sender` / `reject_unlisted_recipient`: a local
-    /// address must be in `local_recipient_maps`.
+    /// `reject_unlisted_sender` / `reject_unlisted_recipient`, Postfix's
+    /// check_rcpt_maps: an address that `virtual_alias_maps` knows passes;
+    /// one that resolves to the error transport (unknown in a virtual alias
+    /// domain, relocated) is refused with its text; otherwise the table of
+    /// its class must know it: `local_recipient_maps`,
+    /// `virtual_mailbox_maps`, `relay_recipient_maps` (an empty table
+    /// accepts every address of its class).
     fn unlisted(&mut self, addr: &str, class: &'static str) -> Status {
         if self.warn_if_reject == 0 {
             if class == SENDER {
@@ -645,8 +667,102 @@ impl<'a> Checker<'a> {
             }
         }
         let st = self.st;
-        let r = st.resolve(addr);
-        if !r.is_local || st.local_recipients.is_empty() {
+        let shown = display(addr);
+        let sender_class = class == SENDER;
+        let res = match st.addresses.resolve(self.f.sender.unwrap_or(""), addr) {
+            Ok(res) => res,
+            Err(e) => {
+                warn!("{e}");
+                return self.lookup_failure(&shown);
+            }
+        };
+        let r = &res.address;
+        let full = r.address().to_ascii_lowercase();
+        match st.addresses.find(
+            &st.virtual_alias_maps,
+            &full,
+            pfx_resolve::Strategy::DEFAULT,
+        ) {
+            Ok(Some(_)) => return Status::Dunno,
+            Ok(None) => {}
+            Err(e) => {
+                warn!("virtual_alias_maps: {e}");
+                return self.lookup_failure(&shown);
+            }
+        }
+        if res.transport == "error" || res.transport == "retry" {
+            let bounce = res.transport == "error";
+            let default = match (bounce, sender_class) {
+                (true, true) => "5.1.0",
+                (true, false) => "5.1.1",
+                (false, true) => "4.1.0",
+                (false, false) => "4.1.1",
+            };
+            let (dsn, text) = pfx_smtp_proto::dsn_split(default, &res.nexthop);
+            let code = match (bounce, res.class) {
+                (false, _) => 450,
+                (true, pfx_resolve::Class::Alias) => st.unknown_alias_code,
+                (true, _) => 550,
+            };
+            let dsn = access::dsn_fix(&dsn, class);
+            return self.reject(
+                ErrorClass::Bounce,
+                code,
+                &dsn,
+                format!("<{shown}>: {class} rejected: {text}"),
+            );
+        }
+        let (table, code, name) = match res.class {
+            pfx_resolve::Class::Local => return self.unlisted_local(r, &shown, class),
+            pfx_resolve::Class::Virtual => (
+                &st.virtual_mailbox_maps,
+                st.unknown_mailbox_code,
+                "virtual mailbox table",
+            ),
+            pfx_resolve::Class::Relay => (
+                &st.relay_recipients,
+                st.unknown_relay_code,
+                "relay recipient table",
+            ),
+            pfx_resolve::Class::Alias | pfx_resolve::Class::Default => return Status::Dunno,
+        };
+        if table.is_empty() {
+            return Status::Dunno;
+        }
+        match st
+            .addresses
+            .find(table, &full, pfx_resolve::Strategy::DEFAULT)
+        {
+            Ok(Some(_)) => Status::Dunno,
+            Ok(None) => self.reject(
+                ErrorClass::Bounce,
+                code,
+                if sender_class { "5.1.0" } else { "5.1.1" },
+                format!(
+                    "<{shown}>: {class} rejected: User unknown{}",
+                    if st.show_unknown_table {
+                        format!(" in {name}")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ),
+            Err(e) => {
+                warn!("{name}: {e}");
+                self.lookup_failure(&shown)
+            }
+        }
+    }
+
+    /// The local class: `local_recipient_maps` must know the user.
+    fn unlisted_local(
+        &mut self,
+        r: &pfx_address::Resolved,
+        shown: &str,
+        class: &'static str,
+    ) -> Status {
+        let st = self.st;
+        if st.local_recipients.is_empty() {
             return Status::Dunno;
         }
         let exempt = [
@@ -661,7 +777,6 @@ impl<'a> Checker<'a> {
         if let Some(i) = user.find(|c| st.recipient_delimiter.contains(c)) {
             user.truncate(i);
         }
-        let shown = display(addr);
         match st.local_recipients.lookup(&user) {
             Ok(Some(_)) => Status::Dunno,
             Ok(None) => self.reject(
@@ -679,7 +794,7 @@ impl<'a> Checker<'a> {
             ),
             Err(e) => {
                 warn!("local_recipient_maps: {e}");
-                self.lookup_failure(&shown)
+                self.lookup_failure(shown)
             }
         }
     }
@@ -1146,7 +1261,7 @@ impl<'a> Checker<'a> {
             // An allow list never opens the relay.
             let authorized = f
                 .recipient
-                .is_some_and(|r| self.st.authorized_destination(&self.st.resolve(r)));
+                .is_some_and(|r| self.st.authorized_destination(r) == Ok(true));
             if !authorized {
                 return Status::Dunno;
             }

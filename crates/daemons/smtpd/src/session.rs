@@ -1291,6 +1291,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 temporary: false,
                 reason,
             }) => Reply::new(554, "5.7.1", format!("Error: {reason}")),
+            // A deferral with its own status ("4.6.0 Alias expansion error").
+            Ok(CleanupReply::Failed {
+                temporary: true,
+                reason,
+            }) if reason.starts_with("4.") => {
+                let (dsn, text) = pfx_smtp_proto::dsn_split("4.0.0", &reason);
+                Reply::new(451, &dsn, text)
+            }
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
         })
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pfx_address::{DomainList, NetworkList};
+use pfx_address::NetworkList;
 use pfx_config::{BuildError, Config};
 use pfx_maps::passwd::Passwd;
 use pfx_maps::MapList;
@@ -49,8 +49,19 @@ pub(crate) struct Settings {
     pub(crate) myhostname: String,
     pub(crate) banner: String,
     pub(crate) mail_name: String,
-    pub(crate) mydestination: DomainList,
-    pub(crate) relay_domains: DomainList,
+    /// Address classes, routes and table lookup order (trivial-rewrite).
+    pub(crate) addresses: pfx_resolve::Resolver,
+    /// The recipient tables of each address class, and `virtual_alias_maps`,
+    /// whose addresses are known whatever the class.
+    pub(crate) virtual_alias_maps: MapList,
+    pub(crate) virtual_mailbox_maps: MapList,
+    pub(crate) relay_recipients: MapList,
+    /// `unknown_virtual_alias_reject_code`,
+    /// `unknown_virtual_mailbox_reject_code`,
+    /// `unknown_relay_recipient_reject_code`.
+    pub(crate) unknown_alias_code: u16,
+    pub(crate) unknown_mailbox_code: u16,
+    pub(crate) unknown_relay_code: u16,
     pub(crate) mynetworks: NetworkList,
     pub(crate) restrictions: Restrictions,
     pub(crate) codes: Codes,
@@ -147,6 +158,13 @@ impl Settings {
             }
         };
         let dns = pfx_dns::Resolver::from_config(&cfg)?;
+        let postmap_maps = |name: &str| -> Result<MapList, BuildError> {
+            Ok(MapList::parse_as(
+                &l(name)?,
+                &passwd,
+                pfx_maps::Format::Postmap,
+            )?)
+        };
         Ok(Self {
             policies: policy::Clients::new(&cfg, restrictions.policies())?,
             codes: Codes {
@@ -188,8 +206,13 @@ impl Settings {
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
             mail_name: s("mail_name")?,
-            mydestination: DomainList::new(&l("mydestination")?),
-            relay_domains: DomainList::new(&l("relay_domains")?),
+            addresses: pfx_resolve::Resolver::new(&cfg)?,
+            virtual_alias_maps: postmap_maps("virtual_alias_maps")?,
+            virtual_mailbox_maps: postmap_maps("virtual_mailbox_maps")?,
+            relay_recipients: postmap_maps("relay_recipient_maps")?,
+            unknown_alias_code: code("unknown_virtual_alias_reject_code")?,
+            unknown_mailbox_code: code("unknown_virtual_mailbox_reject_code")?,
+            unknown_relay_code: code("unknown_relay_recipient_reject_code")?,
             mynetworks: NetworkList::parse(&l("mynetworks")?)?,
             restrictions,
             relay_before_recipient: cfg.bool("smtpd_relay_before_recipient_restrictions")?,
@@ -230,12 +253,14 @@ impl Settings {
         })
     }
 
-    /// Whether mail for this domain may be accepted from anyone.
-    pub(crate) fn authorized_destination(&self, r: &pfx_address::Resolved) -> bool {
-        r.is_local || self.relay_domains.contains(&r.domain)
+    /// Whether mail for this address may be accepted from anyone: its
+    /// domain is ours (local, virtual alias or mailbox) or in `relay_domains`.
+    pub(crate) fn authorized_destination(&self, addr: &str) -> Result<bool, pfx_resolve::Failure> {
+        let class = self.addresses.class(&self.resolve(addr))?;
+        Ok(class != pfx_resolve::Class::Default)
     }
 
     pub(crate) fn resolve(&self, addr: &str) -> pfx_address::Resolved {
-        pfx_address::resolve(addr, &|d| self.mydestination.contains(d))
+        self.addresses.resolve_address(addr)
     }
 }

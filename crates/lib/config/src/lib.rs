@@ -34,7 +34,13 @@ pub const FILE_LISTS: &[&str] = &[
     "fast_flush_domains",
     "smtpd_forbid_bare_newline_exclusions",
     "smtpd_client_event_limit_exceptions",
+    "virtual_alias_domains",
+    "virtual_mailbox_domains",
 ];
+
+/// The [`FILE_LISTS`] whose items may also be `!negated` or `type:table`
+/// (Postfix's string lists, matched by `pfx_maps::matchlist`).
+pub const TABLE_LISTS: &[&str] = &["virtual_alias_domains", "virtual_mailbox_domains"];
 
 /// The compatibility level whose defaults postfix-rs implements for the
 /// parameters it does not implement otherwise (Postfix 3.7's newest).
@@ -543,7 +549,7 @@ impl Config {
         }
         out.extend(self.relay_control_refusal());
         out.extend(self.sasl_type_refusal(None));
-        for name in FILE_LISTS {
+        for name in FILE_LISTS.iter().filter(|n| !TABLE_LISTS.contains(n)) {
             if let Some(r) = self.table_in_list_refusal(name) {
                 out.push(r);
             }
@@ -974,10 +980,13 @@ mod tests {
             ),
             "",
         );
-        assert!(
-            r.iter()
-                .any(|l| l.contains("virtual_alias_maps = hash:/etc/postfix/virtual")),
-            "{r:?}"
+        // virtual_maps is honoured: it is virtual_alias_maps's default.
+        assert!(!r.iter().any(|l| l.contains("virtual")), "{r:?}");
+        assert_eq!(
+            cfg("virtual_maps = hash:/etc/postfix/virtual\n")
+                .list("virtual_alias_maps")
+                .unwrap(),
+            ["hash:/etc/postfix/virtual"]
         );
         assert!(
             r.iter()

@@ -53,11 +53,29 @@ pub fn parse_time(value: &str, default_unit: char) -> Result<Duration, String> {
 
 /// Splits a list value the way Postfix does: commas and/or white space separate items.
 pub fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    // As Postfix's mystrtokq: separators inside `{...}` do not split, so
+    // `inline:{a=b, c=d}` stays one item.
+    let mut out = Vec::new();
+    let mut item = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if !item.is_empty() {
+                    out.push(std::mem::take(&mut item));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    if !item.is_empty() {
+        out.push(item);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -76,6 +94,15 @@ mod tests {
         assert!(parse_time("", 's').is_err());
         assert!(parse_time("-1s", 's').is_err());
         assert!(parse_time("99999999999999999999w", 's').is_err());
+    }
+
+    #[test]
+    fn lists_keep_braced_items_whole() {
+        assert_eq!(
+            split_list("hash:/a, inline:{a=b, c=d}\n\tb"),
+            ["hash:/a", "inline:{a=b, c=d}", "b"]
+        );
+        assert_eq!(split_list(" a,,b "), ["a", "b"]);
     }
 
     #[test]

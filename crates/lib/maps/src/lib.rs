@@ -51,6 +51,7 @@ pub mod aliases;
 pub mod cidr;
 pub mod indexed;
 pub mod inline;
+pub mod matchlist;
 pub mod passwd;
 pub mod pattern;
 mod pcre;
