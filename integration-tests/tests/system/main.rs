@@ -2,6 +2,7 @@
 //! testkit and checks it from outside, through the commands, sockets, the
 //! mail log and /proc.
 
+mod addressing;
 mod crash;
 mod debianstock;
 mod failclosed;

@@ -1,0 +1,224 @@
+//! Address classes and virtual aliasing side by side with Debian's
+//! Postfix: the same main.cf and tables (virtual alias and mailbox
+//! domains, catch-all and domain-rewriting aliases, extensions,
+//! `relocated_maps`, `relay_recipient_maps`), the same SMTP sessions, every
+//! reply compared; then the envelopes each system hands on to its own fake
+//! next hop (recipients and original recipients), and the log lines that
+//! say where each recipient went.
+
+use std::path::Path;
+use std::time::Duration;
+
+use testkit::fake_mx::{FakeMx, Script};
+use testkit::{wait_for, Instance, Smtp};
+
+const TABLES: &[(&str, &str)] = &[
+    (
+        "virtual",
+        "info@alias.example sales@alias.example, bob@remote.example\n\
+         sales@alias.example alice@mbox.example\n\
+         tag@alias.example t@remote.example\n\
+         self@alias.example self@alias.example, copy@remote.example\n\
+         loop1@alias.example loop2@alias.example\n\
+         loop2@alias.example loop1@alias.example\n\
+         @rewrite.example @remote.example\n\
+         fwd@mbox.example carol@mbox.example\n",
+    ),
+    ("vmailbox", "alice@mbox.example x\ncarol@mbox.example x\n"),
+    ("relocated", "gone@mbox.example new@remote.example\n"),
+    ("relay_recipients", "ok@relay.example x\n"),
+];
+
+/// The same for both, with `SINK` the port of each one's fake next hop.
+const MAIN_CF: &str =
+    "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nsmtpd_peername_lookup = no\n\
+    recipient_delimiter = +\n\
+    virtual_alias_domains = alias.example, rewrite.example\n\
+    virtual_alias_maps = texthash:TABLES/virtual\n\
+    virtual_mailbox_domains = mbox.example\n\
+    virtual_mailbox_maps = texthash:TABLES/vmailbox\n\
+    virtual_transport = smtp:[127.0.0.1]:SINK\n\
+    relocated_maps = texthash:TABLES/relocated\n\
+    relay_domains = relay.example\n\
+    relay_recipient_maps = texthash:TABLES/relay_recipients\n\
+    relay_transport = smtp:[127.0.0.1]:SINK\n\
+    relayhost = [127.0.0.1]:SINK\n";
+
+/// One session: commands, `DATA` followed by its message.
+const SESSIONS: &[&[&str]] = &[
+    &[
+        "EHLO client.example",
+        "MAIL FROM:<sender@client.example>",
+        "RCPT TO:<info@alias.example>",
+        "RCPT TO:<unknown@alias.example>",
+        "RCPT TO:<alice@mbox.example>",
+        "RCPT TO:<dave@mbox.example>",
+        "RCPT TO:<gone@mbox.example>",
+        "RCPT TO:<ok@relay.example>",
+        "RCPT TO:<no@relay.example>",
+        "RCPT TO:<tag+foo@alias.example>",
+        "RCPT TO:<anyone@rewrite.example>",
+        "RCPT TO:<self@alias.example>",
+        "RCPT TO:<fwd@mbox.example>",
+        "RCPT TO:<someone@elsewhere.example>",
+        "DATA",
+        "Subject: aliases\r\n\r\nbody\r\n",
+        "QUIT",
+    ],
+    &[
+        "EHLO client.example",
+        "MAIL FROM:<sender@client.example>",
+        "RCPT TO:<loop1@alias.example>",
+        "DATA",
+        "Subject: loop\r\n\r\nbody\r\n",
+        "QUIT",
+    ],
+    &[
+        "EHLO client.example",
+        "MAIL FROM:<gone@mbox.example>",
+        "RCPT TO:<alice@mbox.example>",
+        "RSET",
+        "MAIL FROM:<sender@client.example>",
+        "RCPT TO:<postmaster@alias.example>",
+        "QUIT",
+    ],
+];
+
+fn converse(port: u16, session: &[&str]) -> Vec<String> {
+    let (mut c, greeting) = Smtp::connect(port);
+    let mut out = vec![greeting];
+    let mut data = false;
+    for step in session {
+        let reply = if data {
+            data = false;
+            c.send(step.as_bytes());
+            c.send(b".\r\n");
+            c.reply()
+        } else {
+            data = *step == "DATA";
+            c.cmd(step)
+        };
+        // Queue IDs differ.
+        let reply = match reply.find("queued as ") {
+            Some(i) => reply[..i + 10].to_owned(),
+            None => reply,
+        };
+        out.push(reply);
+    }
+    out
+}
+
+/// `(to, orig_to, relay or status text)` of every delivery log line, sorted.
+fn deliveries(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = log
+        .lines()
+        // Not the bounce notice for self@alias.example, which may come later.
+        .filter(|l| l.contains(" to=<") && l.contains("status=") && !l.contains(" to=<sender@"))
+        .filter_map(|l| {
+            let to = l.split(" to=<").nth(1)?.split('>').next()?;
+            let orig = l
+                .split("orig_to=<")
+                .nth(1)
+                .and_then(|s| s.split('>').next())
+                .unwrap_or("");
+            let status = l.split("status=").nth(1)?;
+            let status = status.split(' ').next()?;
+            Some(format!("to={to} orig_to={orig} status={status}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
+    let tables = tempfile::Builder::new()
+        .prefix("pfx-addressing-")
+        .tempdir()
+        .unwrap();
+    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
+        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
+        return;
+    }
+    for (name, text) in TABLES {
+        std::fs::write(tables.path().join(name), text).unwrap();
+    }
+    let ours_mx = FakeMx::start("127.0.0.1", Script::default());
+    let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
+    let cf = |port: u16| {
+        MAIN_CF
+            .replace("TABLES", &tables.path().display().to_string())
+            .replace("SINK", &port.to_string())
+    };
+    let m = Instance::mail(&cf(ours_mx.port));
+    m.add_smtp();
+    m.start();
+    let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
+    pf.start();
+
+    for session in SESSIONS {
+        let theirs = converse(pf.port, session);
+        let ours = converse(m.port, session);
+        for (step, (a, b)) in std::iter::once(&"(greeting)")
+            .chain(session.iter())
+            .zip(theirs.iter().zip(&ours))
+        {
+            if step.starts_with("EHLO") || *step == "(greeting)" {
+                continue;
+            }
+            assert_eq!(
+                a,
+                b,
+                "{step}\nPostfix:    {a}\npostfix-rs: {b}\npostfix-rs log:\n{}",
+                m.log_text()
+            );
+        }
+    }
+    // The message went to the same addresses, with the same originals.
+    // Ten recipients of the first message: all delivered or bounced.
+    let settled = |log: &str| deliveries(log).len() >= 10;
+    wait_for(Duration::from_secs(30), || {
+        settled(&pf.log_text()) && settled(&m.log_text())
+    });
+    let (theirs, ours) = (deliveries(&pf.log_text()), deliveries(&m.log_text()));
+    assert_eq!(
+        theirs,
+        ours,
+        "Postfix:\n{theirs:#?}\npostfix-rs:\n{ours:#?}\npostfix-rs log:\n{}",
+        m.log_text()
+    );
+    let recipients = |mx: &FakeMx| {
+        let mut r: Vec<String> = mx
+            .accepted()
+            .iter()
+            .flat_map(|a| a.recipients.clone())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(recipients(&theirs_mx), recipients(&ours_mx));
+    for want in [
+        "alice@mbox.example",
+        "bob@remote.example",
+        "t+foo@remote.example",
+        "anyone@remote.example",
+        "copy@remote.example",
+        "carol@mbox.example",
+        "ok@relay.example",
+        "someone@elsewhere.example",
+    ] {
+        assert!(
+            recipients(&ours_mx).iter().any(|r| r == want),
+            "{want} not in {:?}",
+            recipients(&ours_mx)
+        );
+    }
+    // The loop was refused with Postfix's warning.
+    assert!(
+        m.log_text()
+            .contains("unreasonable virtual_alias_maps map nesting for loop1@alias.example -- message not accepted, try again later"),
+        "{}",
+        m.log_text()
+    );
+    pf.stop();
+}
