@@ -222,3 +222,153 @@ fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
     );
     pf.stop();
 }
+
+const REWRITE_TABLES: &[(&str, &str)] = &[
+    (
+        "canonical",
+        "joe@ywnds.com joe.public@ywnds.com\n@legacy.example @remote2.example\n",
+    ),
+    ("sender_canonical", "hadoop@ywnds.com h.adoop@ywnds.com\n"),
+    (
+        "recipient_canonical",
+        "oldname@remote.example newname@remote.example\n",
+    ),
+    ("sender_bcc", "@ywnds.com archive@remote.example\n"),
+    (
+        "recipient_bcc",
+        "boss@remote.example secretary@remote.example\n",
+    ),
+];
+
+const REWRITE_CF: &str =
+    "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nsmtpd_peername_lookup = no\n\
+    myorigin = ywnds.com\nrecipient_delimiter = +\n\
+    canonical_maps = texthash:TABLES/canonical\n\
+    sender_canonical_maps = texthash:TABLES/sender_canonical\n\
+    recipient_canonical_maps = texthash:TABLES/recipient_canonical\n\
+    masquerade_domains = !keep.ywnds.com, ywnds.com\n\
+    masquerade_exceptions = root\n\
+    sender_bcc_maps = texthash:TABLES/sender_bcc\n\
+    recipient_bcc_maps = texthash:TABLES/recipient_bcc\n\
+    always_bcc = audit@remote.example\n\
+    relayhost = [127.0.0.1]:SINK\n";
+
+/// `(MAIL FROM, RCPT TOs, message)`: local mail (the client is on one of
+/// the instance's addresses), so headers are rewritten too.
+const REWRITE_MESSAGES: &[(&str, &[&str], &str)] = &[
+    (
+        "hadoop@ywnds.com",
+        &["oldname@remote.example", "boss@remote.example", "x+tag@legacy.example"],
+        "From: hadoop\r\nSender: joe@host.ywnds.com\r\n\
+         To: oldname@remote.example, Team <x@legacy.example>\r\n\
+         Cc: root@host.ywnds.com, boss@remote.example,\r\n\tu@a.keep.ywnds.com\r\n\
+         Reply-To: joe\r\nBcc: hidden@remote.example\r\nSubject: canonical\r\n\r\nbody\r\n",
+    ),
+    (
+        "someone@host.ywnds.com",
+        &["root@remote.example"],
+        "From: Someone <someone@host.ywnds.com>\r\nTo: root@remote.example\r\nSubject: masq\r\n\r\nbody\r\n",
+    ),
+];
+
+/// The address headers of a message as the next hop got it, in order.
+fn address_headers(data: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(data).replace("\r\n", "\n");
+    let head = text.split("\n\n").next().unwrap_or("").to_owned();
+    let mut out: Vec<String> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            }
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    out.retain(|h| {
+        let name = h.split(':').next().unwrap_or("").to_ascii_lowercase();
+        ["from", "sender", "to", "cc", "bcc", "reply-to"].contains(&name.as_str())
+    });
+    out
+}
+
+#[test]
+fn canonical_masquerading_and_bcc_rewrite_as_debian_postfix_does() {
+    let tables = tempfile::Builder::new()
+        .prefix("pfx-rewrite-")
+        .tempdir()
+        .unwrap();
+    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
+        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
+        return;
+    }
+    for (name, text) in REWRITE_TABLES {
+        std::fs::write(tables.path().join(name), text).unwrap();
+    }
+    let ours_mx = FakeMx::start("127.0.0.1", Script::default());
+    let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
+    let cf = |port: u16| {
+        REWRITE_CF
+            .replace("TABLES", &tables.path().display().to_string())
+            .replace("SINK", &port.to_string())
+    };
+    let m = Instance::mail(&cf(ours_mx.port));
+    m.add_smtp();
+    m.start();
+    let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
+    pf.start();
+    for (from, to, data) in REWRITE_MESSAGES {
+        for port in [pf.port, m.port] {
+            let (mut c, _) = Smtp::connect(port);
+            c.cmd("EHLO client.example");
+            let r = c.mail(from, to, data.as_bytes());
+            assert!(r.starts_with("250 "), "{r}");
+            c.cmd("QUIT");
+        }
+    }
+    let n = REWRITE_MESSAGES.len();
+    assert!(wait_for(Duration::from_secs(30), || {
+        theirs_mx.accepted().len() >= n && ours_mx.accepted().len() >= n
+    }));
+    let summary = |mx: &FakeMx| {
+        let mut v: Vec<(String, Vec<String>, Vec<String>)> = mx
+            .accepted()
+            .into_iter()
+            .map(|a| {
+                let mut r = a.recipients.clone();
+                r.sort();
+                (a.sender, r, address_headers(&a.data))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (theirs, ours) = (summary(&theirs_mx), summary(&ours_mx));
+    assert_eq!(
+        theirs, ours,
+        "Postfix:\n{theirs:#?}\npostfix-rs:\n{ours:#?}"
+    );
+    // The rewriting happened (the comparison alone would pass if neither did).
+    let first = ours.iter().find(|(s, _, _)| s == "h.adoop@ywnds.com");
+    let (_, rcpts, headers) = first.expect("sender_canonical_maps rewrote the sender");
+    for want in [
+        "newname@remote.example",
+        "boss@remote.example",
+        "x+tag@remote2.example",
+        "archive@remote.example",
+        "secretary@remote.example",
+        "audit@remote.example",
+    ] {
+        assert!(rcpts.iter().any(|r| r == want), "{want}: {rcpts:?}");
+    }
+    assert!(
+        headers.iter().any(|h| h == "From: h.adoop@ywnds.com"),
+        "{headers:?}"
+    );
+    assert!(
+        ours.iter().any(|(s, _, _)| s == "someone@ywnds.com"),
+        "{ours:?}"
+    );
+    pf.stop();
+}

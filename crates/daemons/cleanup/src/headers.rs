@@ -165,10 +165,14 @@ fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
 }
 
 /// Mail from local users (local SMTP clients, sendmail): `Bcc:` and
-/// `Resent-Bcc:` are removed and bare names in address headers get
-/// `@$myorigin`, as Postfix's cleanup does. Other header fields are kept byte
-/// for byte.
-pub(crate) fn rewrite_local(text: &[u8], origin: &str) -> Vec<u8> {
+/// `Resent-Bcc:` are removed, and each address in an address header is
+/// rewritten as its role says (`@$myorigin` for bare names, canonical maps,
+/// masquerading), as Postfix's cleanup does. Other header fields, and
+/// everything around the addresses, are kept byte for byte.
+pub(crate) fn rewrite_local(
+    text: &[u8],
+    rewriter: &crate::rewrite::Rewriter,
+) -> Result<Vec<u8>, crate::rewrite::Refusal> {
     let mut out = Vec::with_capacity(text.len() + 64);
     for field in fields(text) {
         let Some(colon) = field.iter().position(|&b| b == b':') else {
@@ -180,15 +184,22 @@ pub(crate) fn rewrite_local(text: &[u8], origin: &str) -> Vec<u8> {
         if name.eq_ignore_ascii_case("bcc") || name.eq_ignore_ascii_case("resent-bcc") {
             continue;
         }
-        match std::str::from_utf8(&field[colon + 1..]) {
-            Ok(value) if pfx_address::header::is_address_header(name) => {
+        match (
+            std::str::from_utf8(&field[colon + 1..]),
+            pfx_address::header::role(name),
+        ) {
+            (Ok(value), Some(role)) => {
+                let value = pfx_address::header::rewrite_list(value, &mut |spec| {
+                    let new = rewriter.header_address(spec, role)?;
+                    Ok((new != spec).then_some(new))
+                })?;
                 out.extend_from_slice(&field[..=colon]);
-                out.extend_from_slice(pfx_address::header::qualify_list(value, origin).as_bytes());
+                out.extend_from_slice(value.as_bytes());
             }
             _ => out.extend_from_slice(field),
         }
     }
-    out
+    Ok(out)
 }
 
 /// Splits a header section into fields, each with its continuation lines
@@ -287,9 +298,22 @@ mod tests {
     #[test]
     fn local_mail_loses_bcc_and_gains_domains() {
         let text = b"From: hadoop\nTo: a@x.test,\n\topenstack\nBcc: hidden@x.test\nSubject: hadoop\nX-Other: y\n";
+        let cfg = pfx_config::Config::from_text(
+            std::path::Path::new("/etc/postfix"),
+            "myorigin = ywnds.com\nmydestination = ywnds.com\n\
+             sender_canonical_maps = inline:{hadoop@ywnds.com=h.adoop@ywnds.com}\n\
+             masquerade_domains = x.test\n",
+        )
+        .unwrap();
+        let rewriter = crate::rewrite::Rewriter::new(&cfg).unwrap();
         assert_eq!(
-            String::from_utf8(rewrite_local(text, "ywnds.com")).unwrap(),
-            "From: hadoop@ywnds.com\nTo: a@x.test,\n\topenstack@ywnds.com\nSubject: hadoop\nX-Other: y\n"
+            String::from_utf8(rewrite_local(text, &rewriter).unwrap()).unwrap(),
+            "From: h.adoop@ywnds.com\nTo: a@x.test,\n\topenstack@ywnds.com\nSubject: hadoop\nX-Other: y\n"
+        );
+        let text = b"To: Team <hadoop>, b@sub.x.test\nReply-To: hadoop\n";
+        assert_eq!(
+            String::from_utf8(rewrite_local(text, &rewriter).unwrap()).unwrap(),
+            "To: Team <hadoop@ywnds.com>, b@x.test\nReply-To: hadoop@ywnds.com\n"
         );
     }
 }

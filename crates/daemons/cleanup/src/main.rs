@@ -43,6 +43,7 @@ fn main() {
                 reserve: Arc::new(Reserve::new(Queue::new(queue_dir))),
                 committing: AtomicUsize::new(0),
                 qmgr: Arc::new(qmgr),
+                rewriter: std::sync::Mutex::new(None),
             });
             refill(&shared.reserve);
             let reserve = shared.reserve.clone();
@@ -74,6 +75,23 @@ struct Shared {
     committing: AtomicUsize,
     /// Tells qmgr about each new message.
     qmgr: Arc<pfx_ipc::client::Triggers>,
+    /// The address rewriting of the newest configuration, built once for all
+    /// connections (its tables may hold database connections).
+    rewriter: std::sync::Mutex<Option<(Arc<Config>, Arc<rewrite::Rewriter>)>>,
+}
+
+impl Shared {
+    fn rewriter(&self, cfg: &Arc<Config>) -> Result<Arc<rewrite::Rewriter>, String> {
+        let mut cached = self.rewriter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, r)) = cached.as_ref() {
+            if Arc::ptr_eq(c, cfg) {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(rewrite::Rewriter::new(cfg).map_err(|e| e.to_string())?);
+        *cached = Some((cfg.clone(), r.clone()));
+        Ok(r)
+    }
 }
 
 /// Names the next batch of queue files, in the background, when the
@@ -120,31 +138,26 @@ struct Settings {
     shared: Arc<Shared>,
     myhostname: String,
     myorigin: String,
-    virtual_alias: rewrite::VirtualAlias,
+    rewriter: Arc<rewrite::Rewriter>,
     size_limit: u64,
     header_limit: usize,
     hopcount_limit: usize,
 }
 
 impl Settings {
-    fn from(cfg: &Config, shared: Arc<Shared>) -> Result<Self, String> {
+    fn from(cfg: &Arc<Config>, shared: Arc<Shared>) -> Result<Self, String> {
         let s = |n: &str| cfg.get(n).map_err(|e| e.to_string());
         let n = |n: &str| cfg.int(n).map_err(|e| e.to_string());
         Ok(Self {
             queue: Queue::new(s("queue_directory")?),
+            rewriter: shared.rewriter(cfg)?,
             shared,
             myhostname: s("myhostname")?,
             myorigin: s("myorigin")?,
-            virtual_alias: rewrite::VirtualAlias::new(cfg).map_err(|e| e.to_string())?,
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
             header_limit: usize::try_from(n("header_size_limit")?).unwrap_or(102_400),
             hopcount_limit: usize::try_from(n("hopcount_limit")?).unwrap_or(50),
         })
-    }
-
-    /// `user` becomes `user@$myorigin` (Postfix's append_at_myorigin).
-    fn qualify(&self, addr: &str) -> String {
-        pfx_address::qualify(addr, &self.myorigin)
     }
 }
 
@@ -157,7 +170,6 @@ async fn message(
     origin: Origin,
 ) -> Result<CleanupReply, String> {
     let arrival = SystemTime::now();
-    let sender = st.qualify(&sender);
     let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
     refill(&st.shared.reserve);
     let mut writer = match created {
@@ -165,9 +177,9 @@ async fn message(
         Err(e) => return begin_error(format!("create queue file: {e}")),
     };
     let id = writer.id().to_owned();
-    let (recipients, refused) = match envelope_recipients(st, recipients) {
-        Ok(r) => (r, None),
-        Err(refusal) => (Vec::new(), Some(refusal)),
+    let (sender, recipients, refused) = match envelope(st, &sender, recipients, origin) {
+        Ok((s, r)) => (s, r, None),
+        Err(refusal) => (String::new(), Vec::new(), Some(refusal)),
     };
     let env = Envelope {
         sender: sender.clone(),
@@ -186,17 +198,8 @@ async fn message(
     .map_err(|e| e.to_string())?;
     if let Some(refusal) = refused {
         // As Postfix: the client learns at the end of the data.
-        let reason = match refusal {
-            rewrite::Refusal::Unreasonable(why) => {
-                warn!("{id}: {why} -- message not accepted, try again later");
-                "4.6.0 Alias expansion error"
-            }
-            rewrite::Refusal::Lookup(why) => {
-                warn!("{id}: {why} -- message not accepted, try again later");
-                "queue file write error"
-            }
-        };
-        return drain(ch, &id, reason).await;
+        let reply = refused_reply(&id, refusal);
+        return drain(ch, &id, reply).await;
     }
 
     let attr = |name: &str| {
@@ -236,10 +239,14 @@ async fn message(
                     failure = Some(CleanupReply::TooManyHops);
                     continue;
                 }
-                let mut piece = out
-                    .finished_headers
-                    .map(|h| meta.header_block(&h))
-                    .unwrap_or_default();
+                let mut piece = match out.finished_headers.map(|h| meta.header_block(&h)) {
+                    Some(Ok(block)) => block,
+                    Some(Err(refusal)) => {
+                        failure = Some(refused_reply(&id, refusal));
+                        continue;
+                    }
+                    None => Vec::new(),
+                };
                 piece.extend_from_slice(&out.body);
                 failure = write_content(&mut writer, &id, &piece).err();
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
@@ -271,7 +278,10 @@ async fn message(
         if meta.too_many_hops(&h) {
             return Ok(CleanupReply::TooManyHops);
         }
-        let mut piece = meta.header_block(&h);
+        let mut piece = match meta.header_block(&h) {
+            Ok(block) => block,
+            Err(refusal) => return Ok(refused_reply(&id, refusal)),
+        };
         piece.extend_from_slice(&body);
         if let Err(f) = write_content(&mut writer, &id, &piece) {
             return Ok(f);
@@ -308,33 +318,82 @@ async fn message(
     }
 }
 
-/// The envelope's recipients: qualified (`hadoop` becomes
-/// `hadoop@$myorigin`), expanded by `virtual_alias_maps`, each with its
-/// original address (the one given, as Postfix keeps it for
-/// X-Original-To: and orig_to=), duplicates dropped.
-fn envelope_recipients(
+/// The envelope as it goes into the queue file (`rewrite.rs`): the
+/// sender rewritten; each recipient rewritten and expanded by
+/// `virtual_alias_maps`, with its original address (the one given, as
+/// Postfix keeps it for X-Original-To: and orig_to=); the automatic copies
+/// (`sender_bcc_maps`, `recipient_bcc_maps`, `always_bcc`) for mail from
+/// clients and users, not for notices or forwarded mail; duplicates
+/// (same address, same original) dropped.
+fn envelope(
     st: &Settings,
+    sender: &str,
     given: Vec<(String, Option<String>)>,
-) -> Result<Vec<(String, Option<String>)>, rewrite::Refusal> {
+    origin: Origin,
+) -> Result<(String, Vec<Recipient>), rewrite::Refusal> {
+    let rw = &*st.rewriter;
+    let sender = rw.sender(sender)?;
+    let bcc_ok = matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(given.len());
-    for (a, o) in given {
-        let q = st.qualify(&a);
-        for r in st.virtual_alias.expand(&q)? {
-            let o = o.clone().or_else(|| (r != a).then(|| a.clone()));
+    let mut add = |addr: String, original: Option<String>| -> Result<(), rewrite::Refusal> {
+        let rewritten = rw.recipient(&addr)?;
+        for r in rw.expand(&rewritten)? {
+            let o = original
+                .clone()
+                .or_else(|| (r != addr).then(|| addr.clone()));
             if seen.insert((r.to_ascii_lowercase(), o.clone())) {
                 out.push((r, o));
             }
         }
+        Ok(())
+    };
+    let mut copies = Vec::new();
+    if bcc_ok {
+        copies.extend(rw.sender_bcc(&sender)?);
     }
-    Ok(out)
+    for (a, o) in given {
+        if bcc_ok {
+            copies.extend(rw.recipient_bcc(&rw.recipient(&a)?)?);
+        }
+        add(a, o)?;
+    }
+    if bcc_ok {
+        copies.extend(rw.always_bcc().map(str::to_owned));
+    }
+    for c in copies {
+        let c = rw.qualify(&c);
+        add(c, None)?;
+    }
+    Ok((sender, out))
+}
+
+/// An envelope recipient and its original address.
+type Recipient = (String, Option<String>);
+
+/// Logs why a message is not accepted; the answer for its client.
+fn refused_reply(id: &str, refusal: rewrite::Refusal) -> CleanupReply {
+    let reason = match refusal {
+        rewrite::Refusal::Unreasonable(why) => {
+            warn!("{id}: {why} -- message not accepted, try again later");
+            "4.6.0 Alias expansion error"
+        }
+        rewrite::Refusal::Lookup(why) => {
+            warn!("{id}: {why} -- message not accepted, try again later");
+            "queue file write error"
+        }
+    };
+    CleanupReply::Failed {
+        temporary: true,
+        reason: reason.to_owned(),
+    }
 }
 
 /// Reads a refused message's content to its end and answers the client.
 async fn drain(
     ch: &mut Channel<UnixStream>,
     id: &str,
-    reason: &str,
+    reply: CleanupReply,
 ) -> Result<CleanupReply, String> {
     loop {
         let req: CleanupRequest = ch
@@ -343,12 +402,7 @@ async fn drain(
             .map_err(|e| format!("{id}: read content: {e}"))?;
         match req {
             CleanupRequest::Content(_) | CleanupRequest::Hold => {}
-            CleanupRequest::End | CleanupRequest::Abort => {
-                return Ok(CleanupReply::Failed {
-                    temporary: true,
-                    reason: reason.to_owned(),
-                })
-            }
+            CleanupRequest::End | CleanupRequest::Abort => return Ok(reply),
             CleanupRequest::Begin { .. } => {
                 return Err(format!("{id}: protocol error: Begin inside a message"))
             }
@@ -403,7 +457,7 @@ impl Meta<'_> {
 
     /// The header section as it goes into the queue file, with any headers
     /// cleanup adds; logs the message-id.
-    fn header_block(&self, h: &headers::Headers) -> Vec<u8> {
+    fn header_block(&self, h: &headers::Headers) -> Result<Vec<u8>, rewrite::Refusal> {
         let (st, id) = (self.st, self.id);
         // Missing Message-Id, Date and From are added to local mail only.
         let add_missing = self.origin != Origin::Smtp;
@@ -420,7 +474,7 @@ impl Meta<'_> {
             );
         }
         if matches!(self.origin, Origin::Local | Origin::Pickup) {
-            block.extend_from_slice(&headers::rewrite_local(&h.text, &st.myorigin));
+            block.extend_from_slice(&headers::rewrite_local(&h.text, &st.rewriter)?);
         } else {
             block.extend_from_slice(&h.text);
         }
@@ -458,7 +512,7 @@ impl Meta<'_> {
         if !message_id.is_empty() {
             info!("{id}: message-id={message_id}");
         }
-        block
+        Ok(block)
     }
 }
 

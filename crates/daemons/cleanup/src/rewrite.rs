@@ -1,25 +1,40 @@
-//! Address rewriting that cleanup does to the envelope before the queue
-//! file is written: virtual alias expansion (Postfix's cleanup_map1n with
-//! `virtual_alias_maps`).
+//! Address rewriting that cleanup does before the queue file is written,
+//! in Postfix's order:
 //!
-//! Each recipient is looked up in Postfix's order (`pfx_resolve::find`);
-//! a result is a list of addresses, each looked up again, until none is
-//! found. An address that expands into itself (among others) is kept once
-//! and not expanded again. An extension the matching key did not have is
-//! carried over to every result when `propagate_unmatched_extensions`
-//! lists `virtual`; a result `@domain` keeps the user and changes the
-//! domain. More than `virtual_alias_expansion_limit` addresses, or deeper
-//! than `virtual_alias_recursion_limit`, or a result longer than
-//! `virtual_alias_address_length_limit`, and the message is not taken
-//! ("4.6.0 Alias expansion error"); a table that cannot answer, likewise
-//! ("queue file write error"): the client tries again later.
+//! - the envelope sender: `sender_canonical_maps`, then `canonical_maps`,
+//!   then masquerading (each as its `*_classes` say); `MAILER-DAEMON` at
+//!   `$myorigin` becomes the null sender;
+//! - each envelope recipient: `recipient_canonical_maps`, `canonical_maps`,
+//!   masquerading, then virtual alias expansion (`virtual_alias_maps`);
+//! - automatic copies: `sender_bcc_maps` (for the sender),
+//!   `recipient_bcc_maps` (for each recipient) and `always_bcc`, rewritten
+//!   as recipients;
+//! - addresses in the headers of local mail (sender or recipient headers,
+//!   `pfx_address::header::Role`): `@$myorigin` for bare names, canonical
+//!   maps and masquerading of the header classes.
+//!
+//! Canonical maps are one-to-one (Postfix's cleanup_map11): a result is
+//! looked up again until it maps to itself or nothing, at most 10 times.
+//! Virtual aliases are one-to-many (cleanup_map1n): a result is a list of
+//! addresses, each expanded again; an address that expands into itself is
+//! kept once. Both look addresses up in Postfix's order
+//! (`pfx_resolve::find`), carry an extension the matching key did not have
+//! over to the result when `propagate_unmatched_extensions` names their
+//! class, and take a result `@domain` as the same user at another domain.
+//!
+//! A table that cannot answer refuses the message ("queue file write
+//! error"), and so does an alias expansion past
+//! `virtual_alias_expansion_limit`, `virtual_alias_recursion_limit` or
+//! `virtual_alias_address_length_limit` ("4.6.0 Alias expansion error"):
+//! the client tries again later.
 
+use pfx_address::header::Role;
 use pfx_address::DomainList;
 use pfx_config::{BuildError, Config};
-use pfx_maps::{passwd::Passwd, Format, MapList};
+use pfx_maps::{matchlist::MatchList, passwd::Passwd, Format, MapList};
 use pfx_resolve::Strategy;
 
-/// Why an expansion was refused; the message is not accepted.
+/// Why the message is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// Too many addresses, too deep, too long: the text after `warning: ID: `.
@@ -28,48 +43,320 @@ pub(crate) enum Refusal {
     Lookup(String),
 }
 
-pub(crate) struct VirtualAlias {
-    maps: MapList,
-    expansion_limit: usize,
-    recursion_limit: usize,
-    length_limit: usize,
-    propagate: bool,
+/// Where a rewriting step applies (the `*_classes` parameters).
+#[derive(Debug, Clone, Copy, Default)]
+struct Classes {
+    envelope_sender: bool,
+    envelope_recipient: bool,
+    header_sender: bool,
+    header_recipient: bool,
+}
+
+impl Classes {
+    fn parse(cfg: &Config, name: &str) -> Result<Self, BuildError> {
+        let mut c = Self::default();
+        for item in cfg.list(name)? {
+            match item.to_ascii_lowercase().as_str() {
+                "envelope_sender" => c.envelope_sender = true,
+                "envelope_recipient" => c.envelope_recipient = true,
+                "header_sender" => c.header_sender = true,
+                "header_recipient" => c.header_recipient = true,
+                other => return Err(format!("{name}: unknown address class \"{other}\"").into()),
+            }
+        }
+        Ok(c)
+    }
+
+    fn header(self, role: Role) -> bool {
+        match role {
+            Role::Sender => self.header_sender,
+            Role::Recipient => self.header_recipient,
+        }
+    }
+}
+
+/// What an address lookup needs to know about this host.
+struct Domains {
     delimiters: String,
     mydestination: DomainList,
     myorigin: String,
 }
 
-impl VirtualAlias {
+/// An address table as cleanup asks it (Postfix's mail_addr_map).
+struct AddrMap {
+    title: &'static str,
+    maps: MapList,
+    propagate: bool,
+}
+
+impl AddrMap {
+    fn new(cfg: &Config, title: &'static str, propagate: bool) -> Result<Self, BuildError> {
+        Ok(Self {
+            title,
+            maps: MapList::parse_as(&cfg.list(title)?, &Passwd::new(None), Format::Postmap)?,
+            propagate,
+        })
+    }
+
+    /// The addresses the table gives for `addr`: bare names qualified, the
+    /// unmatched extension carried over, `@domain` taken as the same user.
+    fn map(&self, d: &Domains, addr: &str) -> Result<Option<Vec<String>>, pfx_maps::Error> {
+        if self.maps.is_empty() {
+            return Ok(None);
+        }
+        let is_local =
+            |dom: &str| dom.eq_ignore_ascii_case(&d.myorigin) || d.mydestination.contains(dom);
+        let Some(found) = pfx_resolve::find(
+            &self.maps,
+            &addr.to_ascii_lowercase(),
+            &d.delimiters,
+            Strategy::DEFAULT,
+            &is_local,
+        )?
+        else {
+            return Ok(None);
+        };
+        let ext = found.extension.as_deref().filter(|_| self.propagate);
+        let value = match found.value.strip_prefix('@') {
+            Some(domain) => {
+                let (local, _) = pfx_address::split(addr);
+                let local = match &found.extension {
+                    Some(e) => local.strip_suffix(e.as_str()).unwrap_or(local),
+                    None => local,
+                };
+                format!("{local}@{domain}")
+            }
+            None => found.value,
+        };
+        let list: Vec<String> = addresses(&value)
+            .into_iter()
+            .map(|a| {
+                let a = pfx_address::qualify(&a, &d.myorigin);
+                match ext {
+                    Some(e) => with_extension(&a, e),
+                    None => a,
+                }
+            })
+            .collect();
+        if list.is_empty() {
+            tracing::warn!(
+                "{} lookup of {addr} returns non-address result \"{value}\"",
+                self.title
+            );
+            return Err(pfx_maps::Error::Temporary {
+                table: self.title.into(),
+                reason: format!("non-address result \"{value}\""),
+            });
+        }
+        Ok(Some(list))
+    }
+
+    fn problem(&self, addr: &str, e: &pfx_maps::Error) -> Refusal {
+        tracing::warn!("{} lookup of {addr}: {e}", self.title);
+        Refusal::Lookup(format!("{} map lookup problem for {addr}", self.title))
+    }
+}
+
+/// Postfix's cleanup_map11 and masquerading give up after this many steps.
+const MAX_RECURSION: usize = 10;
+
+pub(crate) struct Rewriter {
+    domains: Domains,
+    sender_canonical: (AddrMap, Classes),
+    recipient_canonical: (AddrMap, Classes),
+    canonical: (AddrMap, Classes),
+    masquerade: Vec<String>,
+    masquerade_classes: Classes,
+    masquerade_exceptions: MatchList,
+    virtual_alias: AddrMap,
+    expansion_limit: usize,
+    recursion_limit: usize,
+    length_limit: usize,
+    sender_bcc: MapList,
+    recipient_bcc: MapList,
+    always_bcc: String,
+}
+
+impl Rewriter {
     pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
         let count = |name: &str| -> Result<usize, BuildError> {
             Ok(usize::try_from(cfg.int(name)?).unwrap_or(0))
         };
-        Ok(Self {
-            maps: MapList::parse_as(
-                &cfg.list("virtual_alias_maps")?,
-                &Passwd::new(None),
+        let propagate = cfg.list("propagate_unmatched_extensions")?;
+        let propagates = |class: &str| propagate.iter().any(|c| c.eq_ignore_ascii_case(class));
+        let canonical = |name: &'static str, classes: &str| -> Result<_, BuildError> {
+            Ok((
+                AddrMap::new(cfg, name, propagates("canonical"))?,
+                Classes::parse(cfg, classes)?,
+            ))
+        };
+        let passwd = Passwd::new(None);
+        let maps = |name: &str| -> Result<MapList, BuildError> {
+            Ok(MapList::parse_as(
+                &cfg.list(name)?,
+                &passwd,
                 Format::Postmap,
+            )?)
+        };
+        Ok(Self {
+            domains: Domains {
+                delimiters: cfg.get("recipient_delimiter")?,
+                mydestination: DomainList::new(&cfg.list("mydestination")?),
+                myorigin: cfg.get("myorigin")?,
+            },
+            sender_canonical: canonical("sender_canonical_maps", "sender_canonical_classes")?,
+            recipient_canonical: canonical(
+                "recipient_canonical_maps",
+                "recipient_canonical_classes",
             )?,
+            canonical: canonical("canonical_maps", "canonical_classes")?,
+            masquerade: cfg.list("masquerade_domains")?,
+            masquerade_classes: Classes::parse(cfg, "masquerade_classes")?,
+            masquerade_exceptions: MatchList::parse(&cfg.list("masquerade_exceptions")?, &passwd)?,
+            virtual_alias: AddrMap::new(cfg, "virtual_alias_maps", propagates("virtual"))?,
             expansion_limit: count("virtual_alias_expansion_limit")?,
             recursion_limit: count("virtual_alias_recursion_limit")?,
             length_limit: count("virtual_alias_address_length_limit")?,
-            propagate: cfg
-                .list("propagate_unmatched_extensions")?
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case("virtual")),
-            delimiters: cfg.get("recipient_delimiter")?,
-            mydestination: DomainList::new(&cfg.list("mydestination")?),
-            myorigin: cfg.get("myorigin")?,
+            sender_bcc: maps("sender_bcc_maps")?,
+            recipient_bcc: maps("recipient_bcc_maps")?,
+            always_bcc: cfg.get("always_bcc")?,
         })
     }
 
-    /// The addresses `addr` expands into (itself when no table knows it).
+    /// `user` becomes `user@$myorigin` (Postfix's append_at_myorigin).
+    pub(crate) fn qualify(&self, addr: &str) -> String {
+        pfx_address::qualify(addr, &self.domains.myorigin)
+    }
+
+    /// The envelope sender as it goes into the queue file.
+    pub(crate) fn sender(&self, addr: &str) -> Result<String, Refusal> {
+        let mut a = self.qualify(addr);
+        if a.eq_ignore_ascii_case(&format!("MAILER-DAEMON@{}", self.domains.myorigin)) {
+            a.clear();
+        }
+        if a.is_empty() {
+            return Ok(a);
+        }
+        for (map, classes) in [&self.sender_canonical, &self.canonical] {
+            if classes.envelope_sender {
+                a = self.map11(map, a)?;
+            }
+        }
+        if self.masquerade_classes.envelope_sender {
+            a = self.masquerade(a)?;
+        }
+        Ok(a)
+    }
+
+    /// An envelope recipient before alias expansion.
+    pub(crate) fn recipient(&self, addr: &str) -> Result<String, Refusal> {
+        let mut a = self.qualify(addr);
+        for (map, classes) in [&self.recipient_canonical, &self.canonical] {
+            if classes.envelope_recipient {
+                a = self.map11(map, a)?;
+            }
+        }
+        if self.masquerade_classes.envelope_recipient {
+            a = self.masquerade(a)?;
+        }
+        Ok(a)
+    }
+
+    /// An address in a header of local mail.
+    pub(crate) fn header_address(&self, addr: &str, role: Role) -> Result<String, Refusal> {
+        let mut a = self.qualify(addr);
+        let (own, classes) = match role {
+            Role::Sender => &self.sender_canonical,
+            Role::Recipient => &self.recipient_canonical,
+        };
+        if classes.header(role) {
+            a = self.map11(own, a)?;
+        }
+        if self.canonical.1.header(role) {
+            a = self.map11(&self.canonical.0, a)?;
+        }
+        if self.masquerade_classes.header(role) {
+            a = self.masquerade(a)?;
+        }
+        Ok(a)
+    }
+
+    /// One-to-one mapping, repeated until the address maps to itself.
+    fn map11(&self, map: &AddrMap, mut addr: String) -> Result<String, Refusal> {
+        for _ in 0..MAX_RECURSION {
+            match map.map(&self.domains, &addr) {
+                Ok(Some(list)) => {
+                    if list.len() > 1 {
+                        tracing::warn!("multi-valued {} entry for {addr}", map.title);
+                    }
+                    let new = list.into_iter().next().unwrap_or_default();
+                    let same = new.eq_ignore_ascii_case(&addr);
+                    addr = new;
+                    if same {
+                        return Ok(addr);
+                    }
+                }
+                Ok(None) => return Ok(addr),
+                Err(e) => return Err(map.problem(&addr, &e)),
+            }
+        }
+        tracing::warn!(
+            "unreasonable {} map nesting for {addr} -- message not accepted, try again later",
+            map.title
+        );
+        Ok(addr)
+    }
+
+    /// `masquerade_domains`: the first listed parent domain of the
+    /// address's domain replaces it (`!domain` keeps it as it is); users in
+    /// `masquerade_exceptions` keep theirs.
+    fn masquerade(&self, addr: String) -> Result<String, Refusal> {
+        if self.masquerade.is_empty() {
+            return Ok(addr);
+        }
+        let Some((user, domain)) = addr.rsplit_once('@') else {
+            return Ok(addr);
+        };
+        if !self.masquerade_exceptions.is_empty() {
+            match self.masquerade_exceptions.matches(user) {
+                Ok(true) => return Ok(addr),
+                Ok(false) => {}
+                Err(_) => {
+                    return Err(Refusal::Lookup(
+                        "masquerade_exceptions map lookup problem".into(),
+                    ))
+                }
+            }
+        }
+        let domain = domain.to_ascii_lowercase();
+        for item in &self.masquerade {
+            let negations = item.len() - item.trim_start_matches('!').len();
+            let masq = item[negations..].to_ascii_lowercase();
+            if masq.is_empty() {
+                continue;
+            }
+            if masq == domain {
+                break;
+            }
+            if domain.len() > masq.len() && domain.ends_with(&format!(".{masq}")) {
+                if negations % 2 == 0 {
+                    return Ok(format!("{user}@{masq}"));
+                }
+                break;
+            }
+        }
+        Ok(addr)
+    }
+
+    /// The addresses `addr` expands into by `virtual_alias_maps` (itself
+    /// when the table does not know it).
     pub(crate) fn expand(&self, addr: &str) -> Result<Vec<String>, Refusal> {
         let mut out = vec![addr.to_owned()];
-        if self.maps.is_empty() {
+        let map = &self.virtual_alias;
+        if map.maps.is_empty() {
             return Ok(out);
         }
-        let title = "virtual_alias_maps";
+        let title = map.title;
         // Addresses that expanded into themselves: kept, not expanded again.
         let mut fixed: Vec<String> = Vec::new();
         let mut i = 0;
@@ -89,7 +376,7 @@ impl VirtualAlias {
                         "unreasonable {title} map nesting for {addr}"
                     )));
                 }
-                let results = match self.lookup(&out[i]) {
+                let results = match map.map(&self.domains, &out[i]) {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
                     Err(e) => {
@@ -123,55 +410,41 @@ impl VirtualAlias {
         Ok(out)
     }
 
-    /// One lookup: the addresses the table gives, with the unmatched
-    /// extension and `@domain` results applied (Postfix's mail_addr_map).
-    fn lookup(&self, addr: &str) -> Result<Option<Vec<String>>, pfx_maps::Error> {
+    /// The copy `sender_bcc_maps` asks for mail from `sender`.
+    pub(crate) fn sender_bcc(&self, sender: &str) -> Result<Option<String>, Refusal> {
+        self.bcc(&self.sender_bcc, "sender_bcc_maps", sender)
+    }
+
+    /// The copy `recipient_bcc_maps` asks for mail to `recipient`.
+    pub(crate) fn recipient_bcc(&self, recipient: &str) -> Result<Option<String>, Refusal> {
+        self.bcc(&self.recipient_bcc, "recipient_bcc_maps", recipient)
+    }
+
+    /// `always_bcc`, when set.
+    pub(crate) fn always_bcc(&self) -> Option<&str> {
+        Some(self.always_bcc.as_str()).filter(|a| !a.is_empty())
+    }
+
+    fn bcc(&self, maps: &MapList, title: &str, addr: &str) -> Result<Option<String>, Refusal> {
+        if maps.is_empty() || addr.is_empty() {
+            return Ok(None);
+        }
+        let d = &self.domains;
         let is_local =
-            |d: &str| d.eq_ignore_ascii_case(&self.myorigin) || self.mydestination.contains(d);
-        let Some(found) = pfx_resolve::find(
-            &self.maps,
+            |dom: &str| dom.eq_ignore_ascii_case(&d.myorigin) || d.mydestination.contains(dom);
+        match pfx_resolve::find(
+            maps,
             &addr.to_ascii_lowercase(),
-            &self.delimiters,
+            &d.delimiters,
             Strategy::DEFAULT,
             &is_local,
-        )?
-        else {
-            return Ok(None);
-        };
-        let ext = found.extension.as_deref().filter(|_| self.propagate);
-        let value = match found.value.strip_prefix('@') {
-            // `@newdomain`: the user (without an unmatched extension) at the
-            // new domain.
-            Some(domain) => {
-                let (local, _) = pfx_address::split(addr);
-                let local = match &found.extension {
-                    Some(e) => local.strip_suffix(e.as_str()).unwrap_or(local),
-                    None => local,
-                };
-                format!("{local}@{domain}")
+        ) {
+            Ok(found) => Ok(found.map(|f| f.value)),
+            Err(e) => {
+                tracing::warn!("{title} lookup of {addr}: {e}");
+                Err(Refusal::Lookup(format!("{title} map lookup problem")))
             }
-            None => found.value,
-        };
-        let list: Vec<String> = addresses(&value)
-            .into_iter()
-            .map(|a| {
-                let a = pfx_address::qualify(&a, &self.myorigin);
-                match ext {
-                    Some(e) => with_extension(&a, e),
-                    None => a,
-                }
-            })
-            .collect();
-        if list.is_empty() {
-            tracing::warn!(
-                "virtual_alias_maps lookup of {addr} returns non-address result \"{value}\""
-            );
-            return Err(pfx_maps::Error::Temporary {
-                table: "virtual_alias_maps".into(),
-                reason: format!("non-address result \"{value}\""),
-            });
         }
-        Ok(Some(list))
     }
 }
 
@@ -217,15 +490,19 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn alias(table: &str, extra: &str) -> VirtualAlias {
+    fn rewriter(extra: &str) -> Rewriter {
         let text = format!(
             "myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmyorigin = ywnds.com\n\
-             mydestination = $myhostname, $mydomain\nvirtual_alias_maps = inline:{{{table}}}\n{extra}"
+             mydestination = $myhostname, $mydomain\n{extra}"
         );
-        VirtualAlias::new(&Config::from_text(Path::new("/etc/postfix"), &text).unwrap()).unwrap()
+        Rewriter::new(&Config::from_text(Path::new("/etc/postfix"), &text).unwrap()).unwrap()
     }
 
-    fn expand(v: &VirtualAlias, a: &str) -> Vec<String> {
+    fn alias(table: &str, extra: &str) -> Rewriter {
+        rewriter(&format!("virtual_alias_maps = inline:{{{table}}}\n{extra}"))
+    }
+
+    fn expand(v: &Rewriter, a: &str) -> Vec<String> {
         v.expand(a).unwrap()
     }
 
@@ -289,14 +566,82 @@ mod tests {
 
     #[test]
     fn a_table_that_cannot_answer_refuses_the_message() {
-        let text = "virtual_alias_maps = regexp:/nonexistent/re\n";
-        let v = VirtualAlias::new(&Config::from_text(Path::new("/etc/postfix"), text).unwrap())
-            .unwrap();
+        let v = rewriter("virtual_alias_maps = regexp:/nonexistent/re\n");
         assert_eq!(
             v.expand("a@example.com"),
             Err(Refusal::Lookup(
                 "virtual_alias_maps map lookup problem for a@example.com".into()
             ))
         );
+        let v = rewriter("canonical_maps = regexp:/nonexistent/re\n");
+        assert!(matches!(v.sender("a@example.com"), Err(Refusal::Lookup(_))));
+    }
+
+    #[test]
+    fn canonical_maps_by_class_and_in_order() {
+        let r = rewriter(
+            "sender_canonical_maps = inline:{joe@ywnds.com=joe.public@ywnds.com}\n\
+             recipient_canonical_maps = inline:{joe@ywnds.com=joe.rcpt@ywnds.com}\n\
+             canonical_maps = inline:{joe.public@ywnds.com=joseph@ywnds.com, @old.example=@ywnds.com}\n",
+        );
+        assert_eq!(r.sender("joe").unwrap(), "joseph@ywnds.com");
+        assert_eq!(r.recipient("joe").unwrap(), "joe.rcpt@ywnds.com");
+        assert_eq!(r.recipient("x@old.example").unwrap(), "x@ywnds.com");
+        assert_eq!(
+            r.header_address("joe", Role::Sender).unwrap(),
+            "joseph@ywnds.com"
+        );
+        assert_eq!(
+            r.header_address("joe@ywnds.com", Role::Recipient).unwrap(),
+            "joe.rcpt@ywnds.com"
+        );
+        let r = rewriter(
+            "canonical_maps = inline:{a@ywnds.com=b@ywnds.com}\ncanonical_classes = envelope_recipient\n",
+        );
+        assert_eq!(r.sender("a@ywnds.com").unwrap(), "a@ywnds.com");
+        assert_eq!(r.recipient("a@ywnds.com").unwrap(), "b@ywnds.com");
+        assert_eq!(r.sender("MAILER-DAEMON").unwrap(), "");
+    }
+
+    #[test]
+    fn masquerading_takes_the_first_listed_parent() {
+        let r = rewriter(
+            "masquerade_domains = !secret.ywnds.com, ywnds.com\nmasquerade_exceptions = root\n",
+        );
+        assert_eq!(r.sender("u@host.ywnds.com").unwrap(), "u@ywnds.com");
+        assert_eq!(
+            r.sender("u@a.secret.ywnds.com").unwrap(),
+            "u@a.secret.ywnds.com"
+        );
+        assert_eq!(
+            r.sender("root@host.ywnds.com").unwrap(),
+            "root@host.ywnds.com"
+        );
+        assert_eq!(r.sender("u@ywnds.com").unwrap(), "u@ywnds.com");
+        // Not envelope recipients, by default.
+        assert_eq!(r.recipient("u@host.ywnds.com").unwrap(), "u@host.ywnds.com");
+        assert_eq!(
+            r.header_address("u@host.ywnds.com", Role::Recipient)
+                .unwrap(),
+            "u@ywnds.com"
+        );
+    }
+
+    #[test]
+    fn bcc_tables_and_always_bcc() {
+        let r = rewriter(
+            "sender_bcc_maps = inline:{@ywnds.com=archive@ywnds.com}\n\
+             recipient_bcc_maps = inline:{boss@ywnds.com=secretary@ywnds.com}\nalways_bcc = all@ywnds.com\n",
+        );
+        assert_eq!(
+            r.sender_bcc("u@ywnds.com").unwrap().as_deref(),
+            Some("archive@ywnds.com")
+        );
+        assert_eq!(r.sender_bcc("").unwrap(), None);
+        assert_eq!(
+            r.recipient_bcc("boss@ywnds.com").unwrap().as_deref(),
+            Some("secretary@ywnds.com")
+        );
+        assert_eq!(r.always_bcc(), Some("all@ywnds.com"));
     }
 }

@@ -652,7 +652,8 @@ impl<'a> Checker<'a> {
     }
 
     /// `reject_unlisted_sender` / `reject_unlisted_recipient`, Postfix's
-    /// check_rcpt_maps: an address that `virtual_alias_maps` knows passes;
+    /// check_rcpt_maps: an address that a canonical table or
+    /// `virtual_alias_maps` knows passes;
     /// one that resolves to the error transport (unknown in a virtual alias
     /// domain, relocated) is refused with its text; otherwise the table of
     /// its class must know it: `local_recipient_maps`,
@@ -678,16 +679,26 @@ impl<'a> Checker<'a> {
         };
         let r = &res.address;
         let full = r.address().to_ascii_lowercase();
-        match st.addresses.find(
-            &st.virtual_alias_maps,
-            &full,
-            pfx_resolve::Strategy::DEFAULT,
-        ) {
-            Ok(Some(_)) => return Status::Dunno,
-            Ok(None) => {}
-            Err(e) => {
-                warn!("virtual_alias_maps: {e}");
-                return self.lookup_failure(&shown);
+        // An address a canonical or virtual alias table knows is valid.
+        let mut known = vec![
+            ("recipient_canonical_maps", &st.recipient_canonical_maps),
+            ("canonical_maps", &st.canonical_maps),
+            ("virtual_alias_maps", &st.virtual_alias_maps),
+        ];
+        if sender_class {
+            known.insert(1, ("sender_canonical_maps", &st.sender_canonical_maps));
+        }
+        for (name, maps) in known.into_iter().filter(|(_, m)| !m.is_empty()) {
+            match st
+                .addresses
+                .find(maps, &full, pfx_resolve::Strategy::DEFAULT)
+            {
+                Ok(Some(_)) => return Status::Dunno,
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("{name}: {e}");
+                    return self.lookup_failure(&shown);
+                }
             }
         }
         if res.transport == "error" || res.transport == "retry" {

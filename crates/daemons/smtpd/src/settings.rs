@@ -54,6 +54,11 @@ pub(crate) struct Settings {
     /// The recipient tables of each address class, and `virtual_alias_maps`,
     /// whose addresses are known whatever the class.
     pub(crate) virtual_alias_maps: MapList,
+    /// Canonical maps: an address they know is valid too (Postfix's
+    /// check_rcpt_maps); the sender's own only for senders.
+    pub(crate) canonical_maps: MapList,
+    pub(crate) recipient_canonical_maps: MapList,
+    pub(crate) sender_canonical_maps: MapList,
     pub(crate) virtual_mailbox_maps: MapList,
     pub(crate) relay_recipients: MapList,
     /// `unknown_virtual_alias_reject_code`,
@@ -208,6 +213,9 @@ impl Settings {
             mail_name: s("mail_name")?,
             addresses: pfx_resolve::Resolver::new(&cfg)?,
             virtual_alias_maps: postmap_maps("virtual_alias_maps")?,
+            canonical_maps: postmap_maps("canonical_maps")?,
+            recipient_canonical_maps: postmap_maps("recipient_canonical_maps")?,
+            sender_canonical_maps: postmap_maps("sender_canonical_maps")?,
             virtual_mailbox_maps: postmap_maps("virtual_mailbox_maps")?,
             relay_recipients: postmap_maps("relay_recipient_maps")?,
             unknown_alias_code: code("unknown_virtual_alias_reject_code")?,

@@ -6,25 +6,46 @@
 //! groups (`team: a, b;`); everything it does not change is kept byte for
 //! byte, so a header with complete addresses comes out unchanged.
 
-/// Headers whose value is an address list (compared case-insensitively).
-const ADDRESS_HEADERS: [&str; 12] = [
-    "from",
-    "sender",
-    "reply-to",
-    "to",
-    "cc",
-    "bcc",
-    "resent-from",
-    "resent-sender",
-    "resent-reply-to",
-    "resent-to",
-    "resent-cc",
-    "resent-bcc",
+/// Which addresses a header holds, for the rewriting that tells sender and
+/// recipient addresses apart (canonical maps, masquerading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Sender,
+    Recipient,
+}
+
+/// Headers whose value is an address list (compared case-insensitively),
+/// with the role Postfix's cleanup gives them.
+const ADDRESS_HEADERS: [(&str, Role); 16] = [
+    ("from", Role::Sender),
+    ("sender", Role::Sender),
+    ("resent-from", Role::Sender),
+    ("resent-sender", Role::Sender),
+    ("errors-to", Role::Sender),
+    ("return-receipt-to", Role::Sender),
+    ("return-path", Role::Sender),
+    ("reply-to", Role::Recipient),
+    ("to", Role::Recipient),
+    ("cc", Role::Recipient),
+    ("bcc", Role::Recipient),
+    ("apparently-to", Role::Recipient),
+    ("resent-reply-to", Role::Recipient),
+    ("resent-to", Role::Recipient),
+    ("resent-cc", Role::Recipient),
+    ("resent-bcc", Role::Recipient),
 ];
+
+/// The role of a header whose value holds addresses; `None` for others.
+pub fn role(name: &str) -> Option<Role> {
+    ADDRESS_HEADERS
+        .iter()
+        .find(|(h, _)| h.eq_ignore_ascii_case(name))
+        .map(|(_, r)| *r)
+}
 
 /// Whether `name` is a header whose value holds addresses.
 pub fn is_address_header(name: &str) -> bool {
-    ADDRESS_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+    role(name).is_some()
 }
 
 /// Byte ranges of the addr-specs in an address list.
@@ -117,14 +138,26 @@ pub fn addresses(value: &str) -> Vec<String> {
 /// Appends `@origin` to each address without a domain; the rest of the
 /// value is kept as it was.
 pub fn qualify_list(value: &str, origin: &str) -> String {
+    rewrite_list(value, &mut |spec| {
+        let bare = crate::split(spec).1.is_empty() && !spec.ends_with('@');
+        Ok::<_, ()>(bare.then(|| format!("{spec}@{origin}")))
+    })
+    .unwrap_or_else(|()| value.to_owned())
+}
+
+/// Replaces each addr-spec `f` gives a new form for (`Ok(None)` keeps it);
+/// the rest of the value is kept byte for byte. The first error stops.
+pub fn rewrite_list<E>(
+    value: &str,
+    f: &mut dyn FnMut(&str) -> Result<Option<String>, E>,
+) -> Result<String, E> {
     let mut out = value.to_owned();
     for (s, e) in specs(value).into_iter().rev() {
-        let spec = &value[s..e];
-        if crate::split(spec).1.is_empty() && !spec.ends_with('@') {
-            out.insert_str(e, &format!("@{origin}"));
+        if let Some(new) = f(&value[s..e])? {
+            out.replace_range(s..e, &new);
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -166,5 +199,7 @@ mod tests {
         let untouched = " \"Smith, J\" <j@x.test> (work), <@hop:k@y.test>";
         assert_eq!(q(untouched), untouched);
         assert!(is_address_header("Resent-To") && !is_address_header("Subject"));
+        assert_eq!(role("ERRORS-TO"), Some(Role::Sender));
+        assert_eq!(role("Reply-To"), Some(Role::Recipient));
     }
 }
