@@ -171,6 +171,7 @@ impl Instance {
             "pipe",
             "spawn",
             "anvil",
+            "virtual",
         ] {
             std::os::unix::fs::symlink(bin(name), libexec.join(name)).unwrap();
         }

@@ -20,3 +20,4 @@ mod ratelimit;
 mod relay;
 mod tls;
 mod tlsrelay;
+mod virtual_agent;

@@ -16,7 +16,7 @@ use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use tracing::{info, warn};
 
-use crate::mailbox::{self, Message};
+use pfx_mailbox::{Limit, MboxOptions, Message};
 
 /// How deep aliases may nest before we call it a loop.
 const MAX_ALIAS_DEPTH: usize = 100;
@@ -83,6 +83,20 @@ fn bounce(dsn: &str, reason: impl Into<String>) -> Outcome {
 
 fn defer(reason: impl Into<String>) -> Outcome {
     Outcome::failed(true, "4.3.0", "local", reason)
+}
+
+/// A mailbox or file write that failed, with `what` in front: a full
+/// mailbox is permanent (5.2.2); anything else may clear up.
+fn write_failed(what: String, e: &pfx_mailbox::Error) -> Outcome {
+    let too_large = e.is_too_large();
+    let dsn = if too_large { "5.2.2" } else { "4.2.0" };
+    Outcome::failed(!too_large, dsn, "local", format!("{what}{e}"))
+}
+
+/// Appends to the mbox file at `path` (the mailbox, or a `/file` alias target).
+fn mbox(path: &Path, m: &mut Message<'_>) -> Result<(), Outcome> {
+    pfx_mailbox::mbox(path, m, &MboxOptions::default())
+        .map_err(|e| write_failed(format!("cannot update mailbox {}. ", path.display()), &e))
 }
 
 /// Each final delivery of one recipient, with its outcome.
@@ -377,9 +391,10 @@ impl Ctx<'_> {
         };
         let written = self.write_as(user.uid, user.gid, &rcpt, top, |m| {
             if maildir {
-                mailbox::maildir(&path, m)
+                pfx_mailbox::maildir(&path, m)
+                    .map_err(|e| write_failed("maildir delivery failed: ".into(), &e))
             } else {
-                mailbox::mbox(&path, m)
+                mbox(&path, m)
             }
         });
         let v = match written {
@@ -413,9 +428,9 @@ impl Ctx<'_> {
             prepend: &prepend,
             content: &mut content,
             sender: self.sender,
-            size_limit: self.limit(),
+            limit: Limit::message(self.limit()),
         };
-        crate::privs::as_user(uid, gid, || write(&mut msg))
+        pfx_mailbox::as_user(uid, gid, || write(&mut msg))
     }
 
     /// The account alias commands and files run as: the owner of the alias
@@ -433,7 +448,7 @@ impl Ctx<'_> {
 
     fn file(&mut self, path: &Path, top: &str) -> Outcome {
         let (uid, gid) = self.alias_owner();
-        let v = match self.write_as(uid, gid, top, top, |m| mailbox::mbox(path, m)) {
+        let v = match self.write_as(uid, gid, top, top, |m| mbox(path, m)) {
             Ok(()) => sent(format!("delivered to file: {}", path.display())),
             Err(f) => f,
         };

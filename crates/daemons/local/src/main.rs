@@ -7,12 +7,11 @@
 //! ends in `/`, else an mbox file), or `$mail_spool_directory/USER` when
 //! `home_mailbox` is empty. Remote alias targets are forwarded as a new
 //! message through cleanup. Started as root, mailbox writes happen with the
-//! recipient's file-system ids. Logs Postfix's `status=sent (delivered to
+//! recipient's file-system ids (the writing itself is `pfx_mailbox`, shared
+//! with virtual(8)). Logs Postfix's `status=sent (delivered to
 //! maildir)` lines.
 
 mod deliver;
-mod mailbox;
-mod privs;
 
 fn main() {
     pfx_server::run_with(

@@ -201,7 +201,7 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
 ];
 
 /// Postfix's delivery agents postfix-rs does not have yet.
-pub const DEFERRED_AGENTS: &[&str] = &["lmtp", "virtual"];
+pub const DEFERRED_AGENTS: &[&str] = &["lmtp"];
 
 /// Postfix's programs postfix-rs does not implement at all.
 pub const NOT_IMPLEMENTED: &[&str] = &["postscreen", "tlsproxy", "dnsblog", "qmqpd", "oqmgr"];

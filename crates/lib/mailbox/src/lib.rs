@@ -1,0 +1,82 @@
+//! Writing one message into a mailbox, for the agents that do final
+//! delivery to files: local(8) and virtual(8).
+//!
+//! - [`maildir`]: a Maildir message appears in `new/` whole or not at all
+//!   (written in `tmp/`, fsynced, linked into `new/`), as Postfix's
+//!   maildir.c; missing directories are made on the way.
+//! - [`mbox()`]: appended to a UNIX mailbox under the locks
+//!   `mailbox_delivery_lock` / `virtual_mailbox_lock` name ([`Locks`]), with
+//!   a `From ` line, `>From ` quoting and a blank line at the end; on any
+//!   error the file is cut back to its old length. As Postfix's mbox_open.
+//! - [`as_user`]: runs the file work with the recipient's file-system ids,
+//!   so that every file is checked against, and owned by, the recipient.
+//!
+//! Neither writer follows a symbolic link at the last path component.
+//! Failures are an [`Error`] whose text is Postfix's (`error writing
+//! message: File too large`) and whose [`Error::dsn`] is the status Postfix
+//! gives that failure; each agent puts its own words in front.
+
+mod copy;
+mod error;
+mod maildir;
+mod mbox;
+mod privs;
+
+pub use error::Error;
+pub use maildir::maildir;
+pub use mbox::{mbox, Locks, MboxOptions};
+pub use privs::as_user;
+
+use std::io::Read;
+
+/// How big a delivery may make a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    None,
+    /// At most this many bytes written by this delivery (`From ` line and
+    /// quoting included).
+    Message(u64),
+    /// The file may not grow past this size, what it held before included:
+    /// Postfix's file size limit (`virtual_mailbox_limit`).
+    File(u64),
+}
+
+impl Limit {
+    /// [`Limit::Message`], or none for 0 (`mailbox_size_limit = 0`).
+    pub fn message(bytes: u64) -> Self {
+        if bytes == 0 {
+            Self::None
+        } else {
+            Self::Message(bytes)
+        }
+    }
+
+    /// [`Limit::File`], or none for 0.
+    pub fn file(bytes: u64) -> Self {
+        if bytes == 0 {
+            Self::None
+        } else {
+            Self::File(bytes)
+        }
+    }
+
+    /// Whether a file that was `start` bytes long may hold `written` more.
+    fn allows(self, start: u64, written: u64) -> bool {
+        match self {
+            Self::None => true,
+            Self::Message(n) => written <= n,
+            Self::File(n) => start.saturating_add(written) <= n,
+        }
+    }
+}
+
+/// What goes into the mailbox.
+pub struct Message<'a> {
+    /// The delivery headers: `Return-Path:`, `X-Original-To:`, `Delivered-To:`.
+    pub prepend: &'a [u8],
+    /// The message as the queue file holds it.
+    pub content: &'a mut dyn Read,
+    /// The envelope sender, for the mbox `From ` line (empty: MAILER-DAEMON).
+    pub sender: &'a str,
+    pub limit: Limit,
+}

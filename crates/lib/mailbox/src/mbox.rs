@@ -1,0 +1,423 @@
+//! Appending to a UNIX mailbox, as Postfix's mbox_open and mail_copy:
+//! the dotlock `FILE.lock` first (for a regular file, or one that does not
+//! exist yet), then the file, opened for appending or created mode 0600
+//! (never through a symbolic link), then the kernel locks (fcntl, flock)
+//! that [`Locks`] names. A regular file must have exactly one link once
+//! locked. Then a `From ` line, `>From ` quoting, a blank line at the end,
+//! fsync; on any error the file is cut back to its old length.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::copy::{copy, FromQuoting};
+use crate::{Error, Message};
+
+/// How many times a lock is tried (`deliver_lock_attempts`), how long to
+/// wait in between (`deliver_lock_delay`), and when a dotlock is stale
+/// (`stale_lock_time`): Postfix's defaults.
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_DELAY: Duration = Duration::from_secs(1);
+const STALE_LOCK: Duration = Duration::from_secs(500);
+
+/// The locks taken on an mbox file (`mailbox_delivery_lock`,
+/// `virtual_mailbox_lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locks {
+    pub fcntl: bool,
+    pub flock: bool,
+    pub dotlock: bool,
+}
+
+impl Default for Locks {
+    /// Postfix's default on Linux: `fcntl, dotlock`.
+    fn default() -> Self {
+        Self {
+            fcntl: true,
+            flock: false,
+            dotlock: true,
+        }
+    }
+}
+
+impl Locks {
+    /// Parses a lock list (`fcntl, dotlock`); an unknown name is refused
+    /// with Postfix's text (its name_mask reports `mailbox_delivery_lock`
+    /// for either parameter).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut locks = Self {
+            fcntl: false,
+            flock: false,
+            dotlock: false,
+        };
+        for name in value
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .filter(|n| !n.is_empty())
+        {
+            match name.to_ascii_lowercase().as_str() {
+                "fcntl" => locks.fcntl = true,
+                "flock" => locks.flock = true,
+                "dotlock" => locks.dotlock = true,
+                _ => {
+                    return Err(format!(
+                        "unknown mailbox_delivery_lock value \"{name}\" in \"{value}\""
+                    ))
+                }
+            }
+        }
+        Ok(locks)
+    }
+}
+
+/// What [`mbox()`] checks besides the locks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MboxOptions {
+    pub locks: Locks,
+    /// Refuse anything but a regular file ([`Error::NotRegular`]), as
+    /// virtual(8) does; local writes to `/dev/null` as well.
+    pub regular_only: bool,
+    /// The file must belong to this uid (`strict_mailbox_ownership`,
+    /// [`Error::NotOwner`]).
+    pub owner: Option<u32>,
+}
+
+/// An exclusive `PATH.lock` file, removed when dropped. Stale locks (older
+/// than `stale_lock_time`, 500 s) are broken, as Postfix's dot_lockfile does.
+struct DotLock(PathBuf);
+
+impl DotLock {
+    fn take(mbox: &Path) -> Result<Self, Error> {
+        let mut lock = mbox.as_os_str().to_owned();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        let mut attempt = 1;
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lock)
+            {
+                Ok(_) => return Ok(Self(lock)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if attempt >= LOCK_ATTEMPTS {
+                        return Err(Error::DotLock {
+                            path: lock,
+                            source: e,
+                        });
+                    }
+                    let stale = std::fs::metadata(&lock)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        let _ = std::fs::remove_file(&lock);
+                    } else {
+                        std::thread::sleep(LOCK_DELAY);
+                    }
+                    attempt += 1;
+                }
+                Err(source) => return Err(Error::DotLock { path: lock, source }),
+            }
+        }
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Takes one kernel lock without waiting, tried [`LOCK_ATTEMPTS`] times,
+/// as Postfix's deliver_flock.
+fn kernel_lock(f: &File, try_lock: impl Fn(&File) -> nix::Result<()>) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match try_lock(f) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= LOCK_ATTEMPTS => return Err(Error::Lock(e.into())),
+            Err(_) => {
+                std::thread::sleep(LOCK_DELAY);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn fcntl_lock(f: &File) -> nix::Result<()> {
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETLK(&lock)).map(|_| ())
+}
+
+fn flock_lock(f: &File) -> nix::Result<()> {
+    // SAFETY: flock on a descriptor this File owns; released when it closes.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    nix::errno::Errno::result(r).map(|_| ())
+}
+
+/// Appends the message to the mbox file at `path`.
+pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<(), Error> {
+    // Dot-lock regular files only (never /dev/null's directory), and files
+    // that do not exist yet.
+    let regular = |m: &std::fs::Metadata| m.file_type().is_file();
+    let _dot = match std::fs::metadata(path) {
+        Ok(m) if !regular(&m) => None,
+        _ if opts.locks.dotlock => Some(DotLock::take(path)?),
+        _ => None,
+    };
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(Error::Open)?;
+    let md = f.metadata().map_err(Error::Open)?;
+    let is_file = regular(&md);
+    if is_file {
+        if opts.locks.flock {
+            kernel_lock(&f, flock_lock)?;
+        }
+        if opts.locks.fcntl {
+            kernel_lock(&f, fcntl_lock)?;
+        }
+    }
+    // Locked now: what the file holds stays as it is until we are done.
+    let md = f.metadata().map_err(Error::Open)?;
+    if is_file && md.nlink() != 1 {
+        return Err(Error::Changed);
+    }
+    if opts.regular_only && !is_file {
+        return Err(Error::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    if opts.owner.is_some_and(|uid| uid != md.uid()) {
+        return Err(Error::NotOwner {
+            path: path.to_owned(),
+        });
+    }
+    let start = md.len();
+    let sender = if msg.sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        msg.sender
+    };
+    let from_line = format!(
+        "From {sender}  {}\n",
+        pfx_sys::time::asctime(SystemTime::now())
+    );
+    let result = (|| -> Result<(), Error> {
+        let mut out = std::io::BufWriter::new(&mut f);
+        let mut quoting = FromQuoting::new();
+        let written = copy(&mut out, start, from_line.as_bytes(), msg, |b, o| {
+            quoting.quote(b, o)
+        })?;
+        let mut tail = quoting.finish();
+        tail.push(b'\n');
+        if !msg.limit.allows(start, written + tail.len() as u64) {
+            return Err(Error::Write(std::io::Error::from_raw_os_error(libc::EFBIG)));
+        }
+        out.write_all(&tail).map_err(Error::Write)?;
+        out.flush().map_err(Error::Write)?;
+        drop(out);
+        if is_file {
+            f.sync_all().map_err(Error::Write)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() && is_file {
+        let _ = f.set_len(start);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limit;
+
+    fn msg<'a, 'b: 'a>(content: &'a mut &'b [u8], limit: Limit) -> Message<'a> {
+        Message {
+            prepend: b"Return-Path: <a@b>\n",
+            content,
+            sender: "a@b",
+            limit,
+        }
+    }
+
+    fn plain() -> MboxOptions {
+        MboxOptions::default()
+    }
+
+    #[test]
+    fn size_limit_truncates_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        std::fs::write(&mb, b"From old  x\n\nold\n\n").unwrap();
+        let mut c: &[u8] = &[b'x'; 5000];
+        let err = mbox(&mb, &mut msg(&mut c, Limit::message(1000)), &plain()).unwrap_err();
+        assert!(err.is_too_large(), "{err:?}");
+        assert_eq!(
+            std::fs::read(&mb).unwrap(),
+            b"From old  x\n\nold\n\n",
+            "truncated back"
+        );
+    }
+
+    #[test]
+    fn a_file_limit_counts_what_the_mailbox_already_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        std::fs::write(&mb, [b'o'; 900]).unwrap();
+        let mut c: &[u8] = b"Subject: small\n\nhi\n";
+        // Fits as a message, not in the file.
+        mbox(&mb, &mut msg(&mut c, Limit::message(1000)), &plain()).unwrap();
+        let before = std::fs::metadata(&mb).unwrap().len();
+        let mut c: &[u8] = b"Subject: small\n\nhi\n";
+        let err = mbox(&mb, &mut msg(&mut c, Limit::file(1000)), &plain()).unwrap_err();
+        assert_eq!(err.dsn(), "5.2.2");
+        assert_eq!(std::fs::metadata(&mb).unwrap().len(), before);
+    }
+
+    #[test]
+    fn mbox_quotes_from_lines_and_appends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("openstack");
+        let mut c: &[u8] = b"Subject: x\n\nFrom here\nnot From here\nFrom\nFrost\n";
+        mbox(&mb, &mut msg(&mut c, Limit::None), &plain()).unwrap();
+        let mut c2: &[u8] = b"Subject: y\n\nsecond\n";
+        mbox(&mb, &mut msg(&mut c2, Limit::None), &plain()).unwrap();
+        let text = String::from_utf8(std::fs::read(&mb).unwrap()).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.starts_with("From a@b  "), "{first}");
+        assert!(
+            text.contains("\n>From here\nnot From here\nFrom\nFrost\n\nFrom a@b  "),
+            "{text}"
+        );
+        assert!(text.ends_with("second\n\n"));
+        assert!(!tmp.path().join("openstack.lock").exists());
+    }
+
+    #[test]
+    fn mbox_refuses_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere");
+        std::fs::write(&target, b"").unwrap();
+        let mb = tmp.path().join("victim");
+        std::os::unix::fs::symlink(&target, &mb).unwrap();
+        let mut c: &[u8] = b"x\n";
+        assert!(mbox(&mb, &mut msg(&mut c, Limit::None), &plain()).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+        assert!(!tmp.path().join("victim.lock").exists());
+    }
+
+    #[test]
+    fn a_hard_linked_mailbox_is_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        std::fs::write(&mb, b"").unwrap();
+        std::fs::hard_link(&mb, tmp.path().join("other")).unwrap();
+        let mut c: &[u8] = b"x\n";
+        let err = mbox(&mb, &mut msg(&mut c, Limit::None), &plain()).unwrap_err();
+        assert!(matches!(err, Error::Changed), "{err:?}");
+        assert_eq!(std::fs::read(&mb).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_missing_directory_fails_at_the_dotlock_as_in_postfix() {
+        let mb = Path::new("/nonexistent/base/mbox");
+        let mut c: &[u8] = b"x\n";
+        let err = mbox(mb, &mut msg(&mut c, Limit::None), &plain()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unable to create lock file /nonexistent/base/mbox.lock: No such file or directory"
+        );
+        assert_eq!(err.dsn(), "4.2.0");
+        let no_dotlock = MboxOptions {
+            locks: Locks::parse("fcntl").unwrap(),
+            ..plain()
+        };
+        let err = mbox(mb, &mut msg(&mut c, Limit::None), &no_dotlock).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot open file: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn ownership_and_file_type_are_checked_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        let me = pfx_sys::users::current().uid.as_raw();
+        let strict = MboxOptions {
+            owner: Some(me.wrapping_add(1)),
+            ..plain()
+        };
+        let mut c: &[u8] = b"x\n";
+        let err = mbox(&mb, &mut msg(&mut c, Limit::None), &strict).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("destination {} is not owned by recipient", mb.display())
+        );
+        assert_eq!(err.dsn(), "4.2.0");
+        assert_eq!(std::fs::read(&mb).unwrap(), b"", "nothing written");
+        let mine = MboxOptions {
+            owner: Some(me),
+            regular_only: true,
+            ..plain()
+        };
+        let mut c: &[u8] = b"x\n";
+        mbox(&mb, &mut msg(&mut c, Limit::None), &mine).unwrap();
+        let mut c: &[u8] = b"x\n";
+        let err = mbox(Path::new("/dev/null"), &mut msg(&mut c, Limit::None), &mine).unwrap_err();
+        assert_eq!(err.dsn(), "5.3.5");
+        let mut c: &[u8] = b"x\n";
+        mbox(
+            Path::new("/dev/null"),
+            &mut msg(&mut c, Limit::None),
+            &plain(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn lock_lists_parse_as_postfix_names_them() {
+        assert_eq!(Locks::parse("fcntl, dotlock").unwrap(), Locks::default());
+        let l = Locks::parse("flock").unwrap();
+        assert!(l.flock && !l.fcntl && !l.dotlock);
+        assert_eq!(
+            Locks::parse("fcntl, lockf").unwrap_err(),
+            "unknown mailbox_delivery_lock value \"lockf\" in \"fcntl, lockf\""
+        );
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        let lock = tmp.path().join("mbox.lock");
+        std::fs::write(&lock, b"").unwrap();
+        let l2 = lock.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            std::fs::remove_file(l2).unwrap();
+        });
+        let mut c: &[u8] = b"x\n";
+        mbox(&mb, &mut msg(&mut c, Limit::None), &plain()).unwrap();
+        t.join().unwrap();
+        assert!(std::fs::read(&mb).unwrap().ends_with(b"x\n\n"));
+        assert!(!lock.exists());
+    }
+}
