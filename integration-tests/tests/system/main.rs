@@ -18,6 +18,7 @@ mod queueinterop;
 mod queuetools;
 mod ratelimit;
 mod relay;
+mod sqltables;
 mod tls;
 mod tlsrelay;
 mod virtual_agent;

@@ -289,6 +289,8 @@ pub const TABLE_TYPES: &[&str] = &[
     "tcp",
     "socketmap",
     "sqlite",
+    "pgsql",
+    "mysql",
     "unix",
     "nis",
 ];

@@ -15,9 +15,11 @@
 //! - `nis:name` (in Postfix's default `alias_maps`): finds nothing on a
 //!   machine without a NIS domain, as Postfix; refused on one with a NIS
 //!   domain, where Postfix would look names up there.
-//! - `sqlite:/etc/postfix/sqlite.cf` ([`sqlite`]): an SQL query per lookup
-//!   (a fixed table even when the query uses parts of the key, as in
-//!   Postfix 3.7).
+//! - `sqlite:/etc/postfix/sqlite.cf`, `pgsql:/etc/postfix/pgsql.cf`,
+//!   `mysql:/etc/postfix/mysql.cf` ([`sql`]): an SQL query per lookup, on
+//!   an SQLite file or a PostgreSQL or MySQL/MariaDB server (a fixed table
+//!   even when the query uses parts of the key, as in Postfix 3.7); a
+//!   server that does not answer is a temporary error.
 //!
 //! Pattern tables ([`Map::is_pattern`]: keys are matched as given, and
 //! callers make one lookup with the full key):
@@ -56,7 +58,7 @@ pub mod passwd;
 pub mod pattern;
 mod pcre;
 pub mod socket;
-pub mod sqlite;
+pub mod sql;
 pub mod table;
 mod text;
 
@@ -126,8 +128,8 @@ pub enum Map {
     Tcp(socket::Tcp),
     /// `socketmap:...`.
     Socketmap(socket::Socketmap),
-    /// `sqlite:/path.cf`.
-    Sqlite(sqlite::Table),
+    /// `sqlite:/path.cf`, `pgsql:/path.cf`, `mysql:/path.cf`.
+    Sql(sql::Table),
     /// A table that could not be opened (Postfix's surrogate): every lookup
     /// fails with [`Error::Unavailable`].
     Unavailable { table: String, reason: String },
@@ -276,6 +278,8 @@ impl Map {
                 | "tcp"
                 | "socketmap"
                 | "sqlite"
+                | "pgsql"
+                | "mysql"
         );
         if new_type && name.is_empty() {
             return Err(Error::BadSpec(spec.to_owned()));
@@ -346,7 +350,9 @@ impl Map {
             "socketmap" => {
                 socket::Socketmap::parse(name).map_or_else(unavailable, |m| Ok(Self::Socketmap(m)))
             }
-            "sqlite" => sqlite::Table::open(name).map_or_else(unavailable, |t| Ok(Self::Sqlite(t))),
+            "sqlite" | "pgsql" | "mysql" => {
+                sql::Table::open(kind, name).map_or_else(unavailable, |t| Ok(Self::Sql(t)))
+            }
             _ => Err(Error::Unsupported {
                 kind: kind.to_owned(),
                 spec: spec.to_owned(),
@@ -374,7 +380,7 @@ impl Map {
             | Self::NoNis
             | Self::Inline(_)
             | Self::Static(_)
-            | Self::Sqlite(_) => false,
+            | Self::Sql(_) => false,
         }
     }
 
@@ -489,7 +495,7 @@ impl Map {
             }
             Self::Tcp(t) => t.lookup(key),
             Self::Socketmap(m) => m.lookup(key),
-            Self::Sqlite(t) => t.lookup(key),
+            Self::Sql(t) => t.lookup(key),
             Self::Unavailable { table, reason } => {
                 tracing::warn!("{table} is unavailable. {reason}");
                 Err(Error::Unavailable {
@@ -672,6 +678,8 @@ mod tests {
             "pcre:/nonexistent/re",
             "cidr:/nonexistent/cidr",
             "sqlite:/nonexistent/sqlite.cf",
+            "pgsql:/nonexistent/pgsql.cf",
+            "mysql:/nonexistent/mysql.cf",
             "inline:{}",
             "static:{a",
             "unionmap:{x}",
