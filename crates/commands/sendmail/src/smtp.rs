@@ -104,6 +104,12 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
             Ok(Command::Proxy { verb, arguments }) => {
                 pfx_smtp_proto::proxy_reply(verb, arguments, sender.is_some())
             }
+            // CHUNKING is not offered here: the chunk's bytes would follow
+            // as commands, so the client is hung up on.
+            Ok(Command::Bdat(_)) => {
+                say(&Reply::new(521, "5.5.1", "Error: command not implemented"));
+                std::process::exit(0);
+            }
             // Postfix's replies where neither TLS nor SASL is configured.
             Ok(Command::StartTls { .. }) => {
                 Reply::new(502, "5.5.1", "Error: command not implemented")

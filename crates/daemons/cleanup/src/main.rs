@@ -142,9 +142,23 @@ struct Settings {
     size_limit: u64,
     header_limit: usize,
     hopcount_limit: usize,
+    /// `cleanup_replace_stray_cr_lf`.
+    replace_stray_cr: bool,
 }
 
 impl Settings {
+    /// `cleanup_replace_stray_cr_lf`: a CR inside a line (content arrives
+    /// with LF line ends, so every CR is stray) becomes a space, as
+    /// Postfix does against SMTP smuggling and so that a later signature
+    /// does not depend on how the next system reads it.
+    fn mask_stray_cr(&self, piece: &mut [u8]) {
+        if self.replace_stray_cr {
+            for b in piece.iter_mut().filter(|b| **b == b'\r') {
+                *b = b' ';
+            }
+        }
+    }
+
     fn from(cfg: &Arc<Config>, shared: Arc<Shared>) -> Result<Self, String> {
         let s = |n: &str| cfg.get(n).map_err(|e| e.to_string());
         let n = |n: &str| cfg.int(n).map_err(|e| e.to_string());
@@ -157,6 +171,9 @@ impl Settings {
             size_limit: u64::try_from(n("message_size_limit")?).unwrap_or(0),
             header_limit: usize::try_from(n("header_size_limit")?).unwrap_or(102_400),
             hopcount_limit: usize::try_from(n("hopcount_limit")?).unwrap_or(50),
+            replace_stray_cr: cfg
+                .bool("cleanup_replace_stray_cr_lf")
+                .map_err(|e| e.to_string())?,
         })
     }
 }
@@ -248,6 +265,7 @@ async fn message(
                     None => Vec::new(),
                 };
                 piece.extend_from_slice(&out.body);
+                st.mask_stray_cr(&mut piece);
                 failure = write_content(&mut writer, &id, &piece).err();
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
                     failure = Some(CleanupReply::TooBig);
@@ -283,6 +301,7 @@ async fn message(
             Err(refusal) => return Ok(refused_reply(&id, refusal)),
         };
         piece.extend_from_slice(&body);
+        st.mask_stray_cr(&mut piece);
         if let Err(f) = write_content(&mut writer, &id, &piece) {
             return Ok(f);
         }

@@ -100,6 +100,9 @@ struct Session<S> {
     /// The last command's verb as the statistics name it; upper case in
     /// `timeout after RCPT` and the like.
     last_verb: &'static str,
+    /// A command line read inside a BDAT transaction that ended it, for
+    /// the command loop to serve next.
+    pushed: Option<Vec<u8>>,
     shared: Arc<Shared>,
     /// What this client reports to anvil; `None` when nothing (see `limits`).
     events: Option<Events>,
@@ -186,6 +189,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         errors: 0,
         junk: 0,
         last_verb: "connect",
+        pushed: None,
         shared,
         events,
         idle: Box::pin(tokio::time::sleep(timeout)),
@@ -380,9 +384,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 );
                 return End::Done;
             }
-            let line = match self.line().await {
-                Ok(l) => l,
-                Err(e) => return e,
+            let line = match self.pushed.take() {
+                Some(l) => l,
+                None => match self.line().await {
+                    Ok(l) => l,
+                    Err(e) => return e,
+                },
             };
             let parsed = parse_command(&line);
             let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);
@@ -431,6 +438,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                 }
+                Ok(Command::Bdat(chunk)) => {
+                    self.last_verb = "bdat";
+                    match self.bdat(chunk, &line).await {
+                        Ok(Some(r)) => ("bdat", r),
+                        // A command ended the transaction: it is next.
+                        Ok(None) => continue,
+                        Err(e) => {
+                            if !matches!(e, End::Done) {
+                                self.count("bdat", false);
+                            }
+                            return e;
+                        }
+                    }
+                }
                 Ok(Command::NonSmtp(line)) => {
                     self.count("unknown", false);
                     warn!("non-SMTP command from {}: {line}", self.client);
@@ -465,23 +486,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     (self.last_verb, self.command(cmd))
                 }
             };
-            self.count(verb, reply.is_positive());
-            self.pace().await;
-            if !reply.is_positive() {
+            self.conclude(verb, reply).await;
+        }
+    }
+
+    /// What follows every command's reply: counted, paced (past the soft
+    /// error limit), errors and junk commands counted, the reply queued.
+    async fn conclude(&mut self, verb: &'static str, reply: Reply) {
+        self.count(verb, reply.is_positive());
+        self.pace().await;
+        if !reply.is_positive() {
+            self.errors += 1;
+        }
+        if JUNK_VERBS.contains(&verb) {
+            // Past smtpd_junk_command_limit each one counts as an error.
+            if self.junk > self.st.junk_command_limit {
                 self.errors += 1;
             }
-            if JUNK_VERBS.contains(&verb) {
-                // Past smtpd_junk_command_limit each one counts as an error.
-                if self.junk > self.st.junk_command_limit {
-                    self.errors += 1;
-                }
-                self.junk += 1;
-            } else if verb == "data" && reply.code == 250 {
-                // The count starts again once the client has delivered mail.
-                self.junk = 0;
-            }
-            self.reply(&reply);
+            self.junk += 1;
+        } else if (verb == "data" || verb == "bdat") && reply.code == 250 {
+            // The count starts again once the client has delivered mail.
+            self.junk = 0;
         }
+        self.reply(&reply);
     }
 
     /// Whether the client sent more than the command just read before it
@@ -709,7 +736,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
         }
         let not_enabled = || Reply::new(503, "5.5.1", "Error: authentication not enabled");
-        let Some(sasl) = &st.sasl else {
+        let Some(sasl) = st.sasl.as_ref().filter(|_| st.ehlo_keyword("AUTH")) else {
             return Ok(not_enabled());
         };
         if st.tls.auth_only() && !self.encrypted() {
@@ -831,7 +858,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.encrypted() {
             return Ok(Some(Reply::new(554, "5.5.1", "Error: TLS already active")));
         }
-        if !self.st.tls.offered() {
+        if !self.st.tls.offered() || !self.st.ehlo_keyword("STARTTLS") {
             return Ok(Some(Reply::new(
                 502,
                 "5.5.1",
@@ -914,7 +941,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if st.smtputf8 {
                     lines.push("SMTPUTF8".into());
                 }
-                multiline(250, &lines)
+                lines.push("CHUNKING".into());
+                // smtpd_discard_ehlo_keywords: the greeting line stays.
+                let mut kept = vec![lines.remove(0)];
+                kept.extend(lines.into_iter().filter(|l| {
+                    let keyword = l.split([' ', '=']).next().unwrap_or(l);
+                    st.ehlo_keyword(keyword)
+                }));
+                if let Some(names) = st.discard_ehlo_log() {
+                    info!("discarding EHLO keywords: {names}");
+                }
+                multiline(250, &kept)
             }
             Command::Rset => {
                 self.reset();
@@ -932,6 +969,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             | Command::Etrn(_)
             | Command::Quit
             | Command::NonSmtp(_)
+            | Command::Bdat(_)
             | Command::StartTls { .. }
             | Command::Auth(_) => {
                 unreachable!("handled by serve")
@@ -963,7 +1001,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => {}
-                ("SMTPUTF8", None) if self.st.smtputf8 => {}
+                ("SMTPUTF8", None) if self.st.smtputf8 && self.st.ehlo_keyword("SMTPUTF8") => {}
                 // RFC 4954's AUTH=: Postfix ignores it when SASL is off.
                 ("AUTH", Some(v)) if self.st.sasl.is_some() => {
                     if sasl_sender.is_some() {
@@ -1106,41 +1144,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(data_syntax());
         }
         let st = self.st.clone();
-        let mut fx = std::mem::take(&mut self.effects);
-        // Postfix has a queue file (and ID) before DATA: the DATA
-        // restrictions log it. Without them, cleanup starts the queue file
-        // while the client sends the message, and its answer is read only
-        // then.
         let shared = self.shared.clone();
-        let mut early = None;
-        if !st.restrictions.list(Stage::Data).is_empty() {
-            let sender = self.sender.clone().unwrap_or_default();
-            let envelope = self.envelope(&sender, &with_effects(&self.recipients, &fx));
-            match shared.cleanup.begin(envelope).await {
-                Ok(m) => early = Some(m),
-                Err(e) => {
-                    self.effects = fx;
-                    return Ok(self.cleanup_failed(e));
-                }
-            }
-        }
-        let verdict = {
-            let facts = Facts {
-                recipient: single_recipient(&self.recipients),
-                queue_id: early.as_ref().map(|m| m.queue_id()),
-                ..self.facts("DATA")
-            };
-            check::content(&st, Stage::Data, facts, &mut fx).await
+        let (early, fx) = match self.data_restrictions(&shared).await {
+            Ok(v) => v,
+            Err(r) => return Ok(r),
         };
-        if let Err(r) = verdict {
-            self.effects = fx;
-            if let Some(m) = early {
-                m.abort().await;
-            }
-            return Ok(r);
-        }
-        let sender = self.sender.take().unwrap_or_default();
-        let recipients = std::mem::take(&mut self.recipients);
         // A client past the soft error limit waits for 354, as for any reply.
         self.pace().await;
         self.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
@@ -1150,17 +1158,112 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Err(End::Lost);
         }
-        let mut msg = match early {
+        let mut open = match self.open_message(&shared, early, fx).await {
+            Ok(open) => open,
+            Err(r) => {
+                self.discard_data().await?;
+                return Ok(r);
+            }
+        };
+        let mut out = std::mem::take(&mut open.head);
+        let mut decoder = DataDecoder::new();
+        let mut size = Sizer::default();
+        loop {
+            let before = out.len();
+            let progress = decoder.feed(&self.inbuf, &mut out);
+            let consumed = match progress {
+                Progress::Done { consumed } => consumed,
+                Progress::More => self.inbuf.len(),
+            };
+            self.inbuf.drain(..consumed);
+            size.count(&out[before..]);
+            if st.message_size_limit > 0 && size.size > st.message_size_limit {
+                open.too_big = true;
+            }
+            let done = matches!(progress, Progress::Done { .. });
+            if out.len() >= CHUNK || done {
+                open.send(&out, done).await;
+                out.clear();
+            }
+            if done {
+                break;
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    open.msg.abort().await;
+                    return Err(End::Lost);
+                }
+                Err(e) => {
+                    open.msg.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        open.size = size.size;
+        Ok(self
+            .finish_message(open, decoder.bare_lf_count(), None)
+            .await)
+    }
+
+    /// The DATA restrictions, for DATA and the first BDAT. Postfix has a
+    /// queue file (and ID) before them, which they log: when there are
+    /// any, cleanup starts the message first. Without them, cleanup starts
+    /// it while the client sends the message.
+    async fn data_restrictions<'a>(
+        &mut self,
+        shared: &'a Shared,
+    ) -> Result<(Option<pfx_ipc::cleanup::Message<'a>>, Effects), Reply> {
+        let st = self.st.clone();
+        let mut fx = std::mem::take(&mut self.effects);
+        let mut early = None;
+        if !st.restrictions.list(Stage::Data).is_empty() {
+            let sender = self.sender.clone().unwrap_or_default();
+            let envelope = self.envelope(&sender, &with_effects(&self.recipients, &fx));
+            match shared.cleanup.begin(envelope).await {
+                Ok(m) => early = Some(m),
+                Err(e) => {
+                    self.effects = fx;
+                    return Err(self.cleanup_failed(e));
+                }
+            }
+        }
+        let verdict = {
+            let facts = Facts {
+                recipient: single_recipient(&self.recipients),
+                queue_id: early.as_ref().map(pfx_ipc::cleanup::Message::queue_id),
+                ..self.facts("DATA")
+            };
+            check::content(&st, Stage::Data, facts, &mut fx).await
+        };
+        if let Err(r) = verdict {
+            self.effects = fx;
+            if let Some(m) = early {
+                m.abort().await;
+            }
+            return Err(r);
+        }
+        Ok((early, fx))
+    }
+
+    /// Takes the mail transaction's envelope into a message cleanup has
+    /// started (`early`, or one started now), logs its `client=` line and
+    /// makes the headers smtpd puts first (PREPEND, Received:).
+    async fn open_message<'a>(
+        &mut self,
+        shared: &'a Shared,
+        early: Option<pfx_ipc::cleanup::Message<'a>>,
+        fx: Effects,
+    ) -> Result<Open<'a>, Reply> {
+        let sender = self.sender.take().unwrap_or_default();
+        let recipients = std::mem::take(&mut self.recipients);
+        let msg = match early {
             Some(m) => m,
             None => {
                 let envelope = self.envelope(&sender, &with_effects(&recipients, &fx));
                 match shared.cleanup.begin(envelope).await {
                     Ok(m) => m,
-                    Err(e) => {
-                        let r = self.cleanup_failed(e);
-                        self.discard_data().await?;
-                        return Ok(r);
-                    }
+                    Err(e) => return Err(self.cleanup_failed(e)),
                 }
             }
         };
@@ -1178,59 +1281,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             None => info!("{id}: client={}", self.client),
         }
-        let mut out: Vec<u8> = fx
+        let mut head: Vec<u8> = fx
             .prepend
             .iter()
             .flat_map(|h| format!("{h}\n").into_bytes())
             .collect();
-        out.extend(self.received_header(&id, &recipients));
-        let mut decoder = DataDecoder::new();
-        let mut size: u64 = 0;
-        let mut too_big = false;
-        let mut broken = false;
-        loop {
-            let before = out.len();
-            let progress = decoder.feed(&self.inbuf, &mut out);
-            let consumed = match progress {
-                Progress::Done { consumed } => consumed,
-                Progress::More => self.inbuf.len(),
-            };
-            self.inbuf.drain(..consumed);
-            size += (out.len() - before) as u64;
-            if st.message_size_limit > 0 && size > st.message_size_limit {
-                too_big = true;
-            }
-            let done = matches!(progress, Progress::Done { .. });
-            if (out.len() >= CHUNK || done) && !too_big && !broken {
-                // The last pieces go out with End, in one write.
-                let sent = if done {
-                    msg.write_later(&out)
-                } else {
-                    msg.write(&out).await
-                };
-                broken = sent.is_err();
-                out.clear();
-            } else if too_big || broken {
-                out.clear();
-            }
-            if done {
-                break;
-            }
-            match self.fill().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    msg.abort().await;
-                    return Err(End::Lost);
-                }
-                Err(e) => {
-                    msg.abort().await;
-                    return Err(e);
-                }
-            }
-        }
+        head.extend(self.received_header(&id, &recipients));
+        Ok(Open {
+            msg,
+            id,
+            sender,
+            recipients,
+            fx,
+            head,
+            size: 0,
+            too_big: false,
+            broken: false,
+        })
+    }
+
+    /// The end of a message's content (DATA's final dot, BDAT LAST): the
+    /// end-of-data restrictions, then cleanup's verdict. `bdat`: the reply
+    /// names the size, as Postfix's does for BDAT.
+    async fn finish_message(&mut self, open: Open<'_>, bare_lf: usize, bdat: Option<()>) -> Reply {
+        let st = self.st.clone();
+        let Open {
+            msg,
+            id,
+            sender,
+            recipients,
+            mut fx,
+            size,
+            too_big,
+            broken,
+            ..
+        } = open;
         let excluded = st.bare_newline_exclusions.contains(self.peer.ip());
-        let bare_lf_rejected =
-            st.bare_newline == BareNewline::Reject && !excluded && decoder.bare_lf_count() > 0;
+        let bare_lf_rejected = st.bare_newline == BareNewline::Reject && !excluded && bare_lf > 0;
         let refused = if too_big || bare_lf_rejected || broken {
             None
         } else {
@@ -1255,11 +1342,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         if let Some(r) = refused {
             msg.abort().await;
-            return Ok(r);
+            return r;
         }
         if too_big || bare_lf_rejected || broken {
             msg.abort().await;
-            return Ok(if too_big {
+            return if too_big {
                 Reply::new(552, "5.3.4", "Error: message file too big")
             } else if bare_lf_rejected {
                 info!("{id}: reject: bare <LF> received from {}", self.client);
@@ -1270,21 +1357,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
             } else {
                 Reply::new(451, "4.3.0", "Error: queue file write error")
-            });
+            };
         }
+        let queued = |queue_id: &str| match bdat {
+            Some(()) => Reply::new(
+                250,
+                "2.0.0",
+                format!("Ok: {size} bytes queued as {queue_id}"),
+            ),
+            None => Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}")),
+        };
         if fx.discard {
             // Accepted, and dropped: what DISCARD means.
             msg.abort().await;
-            return Ok(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
+            return queued(&id);
         }
+        let mut msg = msg;
         if fx.hold && msg.hold().is_err() {
             msg.abort().await;
-            return Ok(Reply::new(451, "4.3.0", "Error: queue file write error"));
+            return Reply::new(451, "4.3.0", "Error: queue file write error");
         }
-        Ok(match msg.end().await {
-            Ok(CleanupReply::Committed { queue_id }) => {
-                Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"))
-            }
+        match msg.end().await {
+            Ok(CleanupReply::Committed { queue_id }) => queued(&queue_id),
             Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
             Ok(CleanupReply::TooManyHops) => Reply::new(554, "5.4.0", "Error: too many hops"),
             Ok(CleanupReply::Failed {
@@ -1300,7 +1394,240 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Reply::new(451, &dsn, text)
             }
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
-        })
+        }
+    }
+
+    /// BDAT (RFC 3030, as Postfix's smtpd): the first chunk opens the
+    /// message (DATA restrictions, cleanup); the whole transaction is served
+    /// here, up to BDAT LAST, whose reply is returned for the caller to
+    /// send. Each chunk's bytes are taken as they are (no dot-stuffing), CRLF
+    /// and bare LF ending lines. After a failed chunk further chunks are
+    /// read and discarded until BDAT LAST or RSET. A command that ends the
+    /// transaction (RSET, QUIT, EHLO...) is left for the caller: `None`.
+    async fn bdat(
+        &mut self,
+        chunk: Option<(u64, bool)>,
+        line: &[u8],
+    ) -> Result<Option<Reply>, End> {
+        if !self.st.ehlo_keyword("CHUNKING") {
+            self.hang_up(&Reply::new(521, "5.5.1", "Error: command not implemented"))
+                .await;
+            return Err(End::Done);
+        }
+        let Some((mut size, mut last)) = chunk else {
+            let shown: String = String::from_utf8_lossy(line)
+                .chars()
+                .take(100)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            warn!(
+                "NOQUEUE: malformed BDAT command syntax from {}: {shown}",
+                self.client
+            );
+            self.hang_up(&Reply::new(521, "5.5.4", "Syntax: BDAT count [LAST]"))
+                .await;
+            return Err(End::Done);
+        };
+        let st = self.st.clone();
+        let shared = self.shared.clone();
+        let mut open: Option<Open<'_>> = None;
+        let mut failed = false;
+        let mut lines = BdatLines::default();
+        let mut sizer = Sizer::default();
+        loop {
+            let queue_id = open
+                .as_ref()
+                .map_or("NOQUEUE", |o| o.id.as_str())
+                .to_owned();
+            let reply = if failed {
+                self.skip_bytes(size).await?;
+                Some(Reply::new(
+                    551,
+                    "5.0.0",
+                    format!("Discarded {size} bytes after earlier error"),
+                ))
+            } else if size == 0 && !last {
+                warn!("{queue_id}: null BDAT request from {}", self.client);
+                Some(Reply::new(551, "5.7.1", "Null BDAT request"))
+            } else if open.is_none() && self.recipients.is_empty() {
+                self.skip_bytes(size).await?;
+                Some(if self.sender.is_none() {
+                    Reply::new(503, "5.5.1", "Error: need RCPT command")
+                } else {
+                    Reply::new(554, "5.5.1", "Error: no valid recipients")
+                })
+            } else if st.message_size_limit > 0
+                && (size > st.message_size_limit || sizer.size > st.message_size_limit - size)
+            {
+                warn!(
+                    "{queue_id}: BDAT request from {} exceeds message size limit",
+                    self.client
+                );
+                self.skip_bytes(size).await?;
+                Some(Reply::new(552, "5.3.4", "Chunk exceeds message size limit"))
+            } else {
+                None
+            };
+            let reply = match reply {
+                Some(r) => {
+                    if let Some(o) = open.take() {
+                        o.msg.abort().await;
+                    }
+                    failed = true;
+                    r
+                }
+                None => {
+                    if open.is_none() {
+                        let opened = match self.data_restrictions(&shared).await {
+                            Ok((early, fx)) => self.open_message(&shared, early, fx).await,
+                            Err(r) => Err(r),
+                        };
+                        match opened {
+                            Ok(o) => {
+                                lines = BdatLines::default();
+                                sizer = Sizer::default();
+                                open = Some(o);
+                            }
+                            Err(r) => {
+                                self.skip_bytes(size).await?;
+                                failed = true;
+                                self.reset();
+                                if last {
+                                    return Ok(Some(r));
+                                }
+                                self.conclude("bdat", r).await;
+                                match self.next_in_bdat().await? {
+                                    Some((s, l)) => (size, last) = (s, l),
+                                    None => return Ok(None),
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    let o = open.as_mut().expect("opened above");
+                    let mut out = std::mem::take(&mut o.head);
+                    let mut remaining = size;
+                    while remaining > 0 {
+                        if self.inbuf.is_empty() && !self.fill().await? {
+                            if let Some(o) = open.take() {
+                                o.msg.abort().await;
+                            }
+                            return Err(End::Lost);
+                        }
+                        let n = usize::try_from(remaining)
+                            .unwrap_or(usize::MAX)
+                            .min(self.inbuf.len());
+                        let before = out.len();
+                        lines.feed(&self.inbuf[..n], &mut out);
+                        sizer.count(&out[before..]);
+                        self.inbuf.drain(..n);
+                        remaining -= n as u64;
+                        if out.len() >= CHUNK {
+                            o.send(&out, false).await;
+                            out.clear();
+                        }
+                    }
+                    if last {
+                        let before = out.len();
+                        lines.finish(&mut out);
+                        sizer.count(&out[before..]);
+                    }
+                    o.send(&out, last).await;
+                    o.size = sizer.size;
+                    if st.message_size_limit > 0 && sizer.size > st.message_size_limit {
+                        o.too_big = true;
+                    }
+                    if last {
+                        let o = open.take().expect("open");
+                        let r = self.finish_message(o, lines.bare_lf, Some(())).await;
+                        self.reset();
+                        return Ok(Some(r));
+                    }
+                    if o.too_big || o.broken {
+                        let o = open.take().expect("open");
+                        failed = true;
+                        self.finish_message(o, 0, Some(())).await
+                    } else {
+                        Reply::new(250, "2.0.0", format!("Ok: {size} bytes"))
+                    }
+                }
+            };
+            if last {
+                self.reset();
+                return Ok(Some(reply));
+            }
+            self.conclude("bdat", reply).await;
+            match self.next_in_bdat().await {
+                Ok(Some((s, l))) => (size, last) = (s, l),
+                Ok(None) => {
+                    if let Some(o) = open.take() {
+                        o.msg.abort().await;
+                    }
+                    self.reset();
+                    return Ok(None);
+                }
+                Err(e) => {
+                    if let Some(o) = open.take() {
+                        o.msg.abort().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The next command inside a BDAT transaction: another chunk's size, or
+    /// `None` when the command ends the transaction (it is left for the
+    /// command loop). MAIL, RCPT and DATA are refused here, NOOP and
+    /// unknown commands answered, as Postfix does.
+    async fn next_in_bdat(&mut self) -> Result<Option<(u64, bool)>, End> {
+        loop {
+            let line = self.line().await?;
+            let parsed = parse_command(&line);
+            let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);
+            let reply = match parsed {
+                Ok(Command::Bdat(Some(chunk))) => {
+                    self.last_verb = "bdat";
+                    return Ok(Some(chunk));
+                }
+                Ok(Command::Mail { .. }) => Reply::new(503, "5.5.1", "Error: MAIL after BDAT"),
+                Ok(Command::Rcpt { .. }) => Reply::new(503, "5.5.1", "Error: RCPT after BDAT"),
+                Ok(Command::Data { .. }) => Reply::new(503, "5.5.1", "Error: DATA after BDAT"),
+                Ok(Command::Noop) => Reply::new(250, "2.0.0", "Ok"),
+                Ok(Command::Unknown(_)) | Err(_) if verb == "unknown" => {
+                    Reply::new(500, "5.5.2", "Error: command not recognized")
+                }
+                _ => {
+                    self.pushed = Some(line);
+                    return Ok(None);
+                }
+            };
+            self.last_verb = verb;
+            self.conclude(verb, reply).await;
+        }
+    }
+
+    /// Reads and drops `n` bytes of chunk data.
+    async fn skip_bytes(&mut self, mut n: u64) -> Result<(), End> {
+        while n > 0 {
+            if self.inbuf.is_empty() && !self.fill().await? {
+                return Err(End::Lost);
+            }
+            let take = usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(self.inbuf.len());
+            self.inbuf.drain(..take);
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Sends a reply that ends the session (`521`), counted as a failed
+    /// command.
+    async fn hang_up(&mut self, r: &Reply) {
+        self.count("bdat", false);
+        self.pace().await;
+        self.reply_now(r).await;
     }
 
     /// Logs why cleanup did not start a message; the reply for the client.
@@ -1422,6 +1749,114 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Whether a SASL response is base64 (empty counts: an empty response).
+/// A message's size as Postfix counts it: each record of a line (a line
+/// is cut into records of `line_length_limit` bytes) and a CRLF, so that
+/// `message_size_limit` and BDAT's "N bytes queued" agree with Postfix's.
+#[derive(Debug, Default)]
+struct Sizer {
+    line_len: u64,
+    size: u64,
+}
+
+impl Sizer {
+    /// Counts content with LF line ends (a last line may continue later).
+    fn count(&mut self, out: &[u8]) {
+        for &b in out {
+            if b == b'\n' {
+                let l = std::mem::take(&mut self.line_len);
+                self.size += l + 2 * (l / MAX_LINE as u64 + 1);
+            } else {
+                self.line_len += 1;
+            }
+        }
+    }
+}
+
+/// A message cleanup has started, while its content comes in.
+struct Open<'a> {
+    msg: pfx_ipc::cleanup::Message<'a>,
+    id: String,
+    sender: String,
+    recipients: Vec<(String, String)>,
+    fx: Effects,
+    /// The headers smtpd puts first, until they go out with the content.
+    head: Vec<u8>,
+    /// Content size as Postfix counts it (for BDAT: each line and CRLF).
+    size: u64,
+    too_big: bool,
+    /// Writing to cleanup failed: the rest is read and dropped.
+    broken: bool,
+}
+
+impl Open<'_> {
+    /// Content for cleanup (LF line ends); `last`: the final pieces, which
+    /// go out with End in one write. Nothing more is sent once the message
+    /// is too big or a write failed.
+    async fn send(&mut self, out: &[u8], last: bool) {
+        if self.too_big || self.broken || out.is_empty() {
+            return;
+        }
+        let sent = if last {
+            self.msg.write_later(out)
+        } else {
+            self.msg.write(out).await
+        };
+        self.broken = sent.is_err();
+    }
+}
+
+/// BDAT chunk bytes into LF-ended lines: CRLF and a bare LF end a line (a
+/// CR alone is content), a line may span chunks, and the last line of the
+/// last chunk ends even without a line end.
+#[derive(Debug, Default)]
+struct BdatLines {
+    pending_cr: bool,
+    line_len: u64,
+    bare_lf: usize,
+}
+
+impl BdatLines {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            if std::mem::take(&mut self.pending_cr) {
+                if b == b'\n' {
+                    self.end_line(out);
+                    continue;
+                }
+                out.push(b'\r');
+                self.line_len += 1;
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    self.bare_lf += 1;
+                    self.end_line(out);
+                }
+                _ => {
+                    out.push(b);
+                    self.line_len += 1;
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        out.push(b'\n');
+        self.line_len = 0;
+    }
+
+    /// The end of the last chunk.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.pending_cr) {
+            out.push(b'\r');
+            self.line_len += 1;
+        }
+        if self.line_len > 0 {
+            self.end_line(out);
+        }
+    }
+}
+
 fn is_base64(text: &str) -> bool {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD

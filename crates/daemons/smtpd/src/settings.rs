@@ -127,7 +127,29 @@ pub(crate) struct Settings {
     pub(crate) sasl: Option<Sasl>,
     /// `smtpd_sender_login_maps`: who may use which sender address.
     pub(crate) sender_login: MapList,
+    /// `smtpd_discard_ehlo_keywords`, in Postfix's table order, and
+    /// whether `silent-discard` was among them.
+    pub(crate) discard_ehlo: Vec<&'static str>,
+    pub(crate) discard_silent: bool,
 }
+
+/// The EHLO keywords Postfix knows how to discard, in its table's order.
+const EHLO_KEYWORDS: [&str; 14] = [
+    "8BITMIME",
+    "AUTH",
+    "ETRN",
+    "PIPELINING",
+    "SIZE",
+    "VERP",
+    "VRFY",
+    "XCLIENT",
+    "XFORWARD",
+    "STARTTLS",
+    "ENHANCEDSTATUSCODES",
+    "DSN",
+    "SMTPUTF8",
+    "CHUNKING",
+];
 
 impl Settings {
     pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
@@ -203,6 +225,16 @@ impl Settings {
 
             tls: Tls::new(&cfg)?,
             sasl: Sasl::new(&cfg, &queue_dir)?,
+            discard_ehlo: {
+                let words = l("smtpd_discard_ehlo_keywords")?;
+                EHLO_KEYWORDS
+                    .into_iter()
+                    .filter(|k| words.iter().any(|w| w.eq_ignore_ascii_case(k)))
+                    .collect()
+            },
+            discard_silent: l("smtpd_discard_ehlo_keywords")?
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case("silent-discard")),
             sender_login: MapList::parse_as(
                 &l("smtpd_sender_login_maps")?,
                 &passwd,
@@ -266,6 +298,39 @@ impl Settings {
     pub(crate) fn authorized_destination(&self, addr: &str) -> Result<bool, pfx_resolve::Failure> {
         let class = self.addresses.class(&self.resolve(addr))?;
         Ok(class != pfx_resolve::Class::Default)
+    }
+
+    /// Whether an EHLO keyword is announced (and its command or option
+    /// taken): not in `smtpd_discard_ehlo_keywords`.
+    pub(crate) fn ehlo_keyword(&self, keyword: &str) -> bool {
+        !self
+            .discard_ehlo
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(keyword))
+    }
+
+    /// The `discarding EHLO keywords:` text, as Postfix logs it at each
+    /// EHLO (not with `silent-discard`, nor when ENHANCEDSTATUSCODES is
+    /// among them); Postfix's table names SMTPUTF8 by its internal name.
+    pub(crate) fn discard_ehlo_log(&self) -> Option<String> {
+        if self.discard_ehlo.is_empty()
+            || self.discard_silent
+            || !self.ehlo_keyword("ENHANCEDSTATUSCODES")
+        {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .discard_ehlo
+            .iter()
+            .map(|k| {
+                if *k == "SMTPUTF8" {
+                    "EHLO_MASK_SMTPUTF8"
+                } else {
+                    k
+                }
+            })
+            .collect();
+        Some(names.join(" "))
     }
 
     pub(crate) fn resolve(&self, addr: &str) -> pfx_address::Resolved {

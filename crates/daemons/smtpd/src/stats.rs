@@ -2,9 +2,9 @@
 //! line shows them.
 
 /// The commands counted, in the order of Postfix's command table.
-const VERBS: [&str; 15] = [
-    "helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "rset",
-    "noop", "vrfy", "etrn", "quit", "unknown",
+const VERBS: [&str; 16] = [
+    "helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat",
+    "rset", "noop", "vrfy", "etrn", "quit", "unknown",
 ];
 
 /// Accepted and total uses of each command.

@@ -137,7 +137,8 @@ async fn greeting_and_ehlo_keywords() {
             "250-ETRN",
             "250-ENHANCEDSTATUSCODES",
             "250-8BITMIME",
-            "250 SMTPUTF8",
+            "250-SMTPUTF8",
+            "250 CHUNKING",
             "221 2.0.0 Bye",
         ]
     );
@@ -156,8 +157,118 @@ async fn greeting_and_ehlo_keywords() {
             "250-SIZE 5000",
             "250-ETRN",
             "250-ENHANCEDSTATUSCODES",
-            "250 8BITMIME",
+            "250-8BITMIME",
+            "250 CHUNKING",
             "250 mx.example.com",
+        ]
+    );
+    // smtpd_discard_ehlo_keywords: hidden, and the command refused.
+    let out = i
+        .converse(
+            "smtpd_discard_ehlo_keywords = chunking, etrn, silent-discard
+",
+            b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\nBDAT 3 LAST\r\nabc",
+        )
+        .await;
+    assert_eq!(
+        lines(&out),
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250-mx.example.com",
+            "250-PIPELINING",
+            "250-SIZE 10240000",
+            "250-VRFY",
+            "250-ENHANCEDSTATUSCODES",
+            "250-8BITMIME",
+            "250 SMTPUTF8",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "521 5.5.1 Error: command not implemented",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bdat_chunks_make_one_message_byte_exact() {
+    let mut i = Instance::new();
+    // CRLF and bare LF end lines, a CR alone is content, a line spans
+    // chunks, the last line has no line end; no dot-unstuffing.
+    let input = b"EHLO c\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<u@example.com>\r\n\
+        BDAT 12\r\nSubject: x\r\nBDAT 1\r\n\nBDAT 0\r\nNOOP\r\nBDAT 10\r\n.dot\rcr\r\r\nBDAT 4 LAST\r\nend.\
+        MAIL FROM:<b@client.example>\r\nRCPT TO:<u@example.com>\r\nBDAT 0 LAST\r\nQUIT\r\n";
+    let out = i.converse("", input).await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 CHUNKING",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "250 2.0.0 Ok: 12 bytes",
+            "250 2.0.0 Ok: 1 bytes",
+            "551 5.7.1 Null BDAT request",
+            "250 2.0.0 Ok",
+            "551 5.0.0 Discarded 10 bytes after earlier error",
+            "551 5.0.0 Discarded 4 bytes after earlier error",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "250 2.0.0 Ok: 0 bytes queued as 4F1A2",
+            "221 2.0.0 Bye",
+        ]
+    );
+    // The first transaction failed at the null chunk: nothing queued; the
+    // second is an empty message.
+    let (sender, content) = i.queued.recv().await.unwrap();
+    assert_eq!(sender, "b@client.example");
+    assert_eq!(body(&content), "");
+}
+
+#[tokio::test]
+async fn bdat_content_and_size_as_postfix_counts_it() {
+    let mut i = Instance::new();
+    let input = b"EHLO c\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<u@example.com>\r\n\
+        BDAT 12\r\nSubject: x\r\nBDAT 1\r\n\nBDAT 10\r\n.dot\rcr\r\r\nBDAT 4 LAST\r\nend.QUIT\r\n";
+    let out = i.converse("", input).await;
+    assert!(
+        out.contains("250 2.0.0 Ok: 30 bytes queued as 4F1A1\r\n"),
+        "{out}"
+    );
+    let (_, content) = i.queued.recv().await.unwrap();
+    assert_eq!(body(&content), "Subject: x\n\n.dot\rcr\r\nend.\n");
+}
+
+#[tokio::test]
+async fn bdat_out_of_order_oversized_and_malformed() {
+    let i = Instance::new();
+    let out = i
+        .converse(
+            "message_size_limit = 10\n",
+            b"EHLO c\r\nBDAT 3\r\nabcBDAT 2 LAST\r\nxyMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n\
+              BDAT 11 LAST\r\n01234567890RSET\r\nMAIL FROM:<a@b.example>\r\nBDAT 1 LAST\r\nxBDAT 1 FIRST\r\n",
+        )
+        .await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 CHUNKING",
+            "503 5.5.1 Error: need RCPT command",
+            "551 5.0.0 Discarded 2 bytes after earlier error",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "552 5.3.4 Chunk exceeds message size limit",
+            "250 2.0.0 Ok",
+            "250 2.1.0 Ok",
+            "554 5.5.1 Error: no valid recipients",
+            "521 5.5.4 Syntax: BDAT count [LAST]",
         ]
     );
 }
@@ -178,7 +289,7 @@ async fn pipelined_transaction_answered_in_order() {
         replies,
         [
             "220 mx.example.com ESMTP Postfix",
-            "250 SMTPUTF8",
+            "250 CHUNKING",
             "250 2.1.0 Ok",
             "250 2.1.5 Ok",
             "554 5.7.1 <nobody@elsewhere.example>: Relay access denied",
@@ -696,7 +807,7 @@ async fn client_limits_refuse_with_postfix_replies() {
         replies,
         [
             "220 mx.example.com ESMTP Postfix",
-            "250 SMTPUTF8",
+            "250 CHUNKING",
             "250 2.1.0 Ok",
             "250 2.1.5 Ok",
             "252 2.0.0 v@example.com",

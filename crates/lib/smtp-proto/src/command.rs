@@ -24,6 +24,10 @@ pub enum Command {
     Data {
         arguments: bool,
     },
+    /// BDAT (RFC 3030): the chunk's size and whether it is the last;
+    /// `None` when the arguments are malformed (the client is hung up on,
+    /// as the chunk's bytes would follow as commands).
+    Bdat(Option<(u64, bool)>),
     Rset,
     Noop,
     Quit,
@@ -62,6 +66,7 @@ impl Command {
             Self::Mail { .. } => "mail",
             Self::Rcpt { .. } => "rcpt",
             Self::Data { .. } => "data",
+            Self::Bdat(_) => "bdat",
             Self::Rset => "rset",
             Self::Noop => "noop",
             Self::Quit => "quit",
@@ -173,6 +178,23 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "DATA" => Ok(Command::Data {
             arguments: !rest.is_empty(),
         }),
+        "BDAT" => {
+            let mut args = rest.split_ascii_whitespace();
+            let size = args
+                .next()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok());
+            let last = match args.next() {
+                None => Some(false),
+                Some(l) if l.eq_ignore_ascii_case("LAST") => Some(true),
+                Some(_) => None,
+            };
+            let chunk = match (size, last, args.next()) {
+                (Some(size), Some(last), None) => Some((size, last)),
+                _ => None,
+            };
+            Ok(Command::Bdat(chunk))
+        }
         "ETRN" => Ok(Command::Etrn(rest.to_owned())),
         "XCLIENT" | "XFORWARD" => Ok(Command::Proxy {
             verb: if verb.eq_ignore_ascii_case("XCLIENT") {
@@ -461,6 +483,11 @@ mod tests {
             }
         );
         assert_eq!(ok("DATA"), Command::Data { arguments: false });
+        assert_eq!(ok("BDAT 100"), Command::Bdat(Some((100, false))));
+        assert_eq!(ok("bdat 0 last"), Command::Bdat(Some((0, true))));
+        for bad in ["BDAT", "BDAT -1", "BDAT 1 FIRST", "BDAT 1 LAST x", "BDAT x"] {
+            assert_eq!(ok(bad), Command::Bdat(None), "{bad}");
+        }
         assert_eq!(ok("etrn ywnds.com"), Command::Etrn("ywnds.com".into()));
         assert_eq!(
             ok("XFORWARD NAME=x"),
