@@ -898,16 +898,16 @@ pub static PARAMS: &[Param] = &[
     p("virtual_alias_expansion_limit", "1000", Int, I),
     p("virtual_alias_maps", "$virtual_maps", Str, I),
     p("virtual_alias_recursion_limit", "1000", Int, I),
-    p("virtual_delivery_status_filter", "$default_delivery_status_filter", Str, N),
-    p("virtual_gid_maps", "", Str, N),
-    p("virtual_mailbox_base", "", Str, N),
+    p("virtual_delivery_status_filter", "$default_delivery_status_filter", Str, R),
+    p("virtual_gid_maps", "", Str, I),
+    p("virtual_mailbox_base", "", Str, I),
     p("virtual_mailbox_domains", "$virtual_mailbox_maps", Str, I),
-    p("virtual_mailbox_limit", "51200000", Int, N),
-    p("virtual_mailbox_lock", "fcntl, dotlock", Str, N),
+    p("virtual_mailbox_limit", "51200000", Int, I),
+    p("virtual_mailbox_lock", "fcntl, dotlock", Str, I),
     p("virtual_mailbox_maps", "", Str, I),
-    p("virtual_minimum_uid", "100", Int, N),
+    p("virtual_minimum_uid", "100", Int, I),
     p("virtual_transport", "virtual", Str, I),
-    p("virtual_uid_maps", "", Str, N),
+    p("virtual_uid_maps", "", Str, I),
 
 ];
 
