@@ -8,6 +8,7 @@
 //! directory: run `cargo build --workspace --bins` first (scripts/test does).
 
 pub mod debian;
+pub mod sql;
 pub mod tls;
 
 use std::net::TcpListener;
@@ -167,6 +168,7 @@ impl Instance {
             "showq",
             "flush",
             "smtp",
+            "lmtp",
             "proxymap",
             "pipe",
             "spawn",
