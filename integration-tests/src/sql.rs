@@ -123,32 +123,41 @@ impl Pg {
                 .unwrap(),
             "initdb",
         );
-        let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
-        let port = free_port();
+        let mut pg = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the server (again) on its port and data directory.
+    pub fn start_again(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .unwrap();
         let child = command_as("postgres", &format!("{PG_BIN}/postgres"))
-            .args(["-D", &data.display().to_string()])
-            .args(["-p", &port.to_string()])
-            .args(["-k", &run.display().to_string()])
+            .args(["-D", &self.data().display().to_string()])
+            .args(["-p", &self.port.to_string()])
+            .args(["-k", &self.sockets().display().to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut pg = Self {
-            dir,
-            port,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let up = wait_for(Duration::from_secs(60), || {
-            pg.psql_opt("postgres", "SELECT 1").is_ok()
+            self.psql_opt("postgres", "SELECT 1").is_ok()
         });
         if !up {
-            let log = std::fs::read_to_string(pg.dir.path().join("postgres.log"));
-            pg.stop();
+            let log = std::fs::read_to_string(self.dir.path().join("postgres.log"));
+            self.stop();
             panic!("PostgreSQL did not start: {log:?}");
         }
-        pg
     }
 
     pub fn psql_opt(&self, db: &str, sql: &str) -> Result<String, String> {

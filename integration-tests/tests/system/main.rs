@@ -22,3 +22,4 @@ mod sqltables;
 mod tls;
 mod tlsrelay;
 mod virtual_agent;
+mod virtualhosting;
