@@ -218,37 +218,46 @@ impl Maria {
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         check(install.output().unwrap(), "mariadb-install-db");
-        let log = std::fs::File::create(dir.path().join("mariadb.log")).unwrap();
-        give(&dir.path().join("mariadb.log"), "mysql");
-        let port = free_port();
+        let mut m = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        m.start_again();
+        m
+    }
+
+    /// Starts the server (again) on its port and data directory.
+    pub fn start_again(&mut self) {
+        let dir = self.dir.path();
+        let log_path = dir.join("mariadb.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        give(&log_path, "mysql");
+        let run = dir.join("run");
         let child = command_as("mysql", "mariadbd")
             .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", run.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", run.join("mysqld.pid").display()))
-            .arg(format!("--port={port}"))
+            .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
-            .arg(format!(
-                "--log-error={}",
-                dir.path().join("mariadb.log").display()
-            ))
+            .arg(format!("--log-error={}", log_path.display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut m = Self {
-            dir,
-            port,
-            child: Some(child),
-        };
-        let up = wait_for(Duration::from_secs(60), || m.sql_opt("SELECT 1").is_ok());
+        self.child = Some(child);
+        let up = wait_for(Duration::from_secs(60), || self.sql_opt("SELECT 1").is_ok());
         if !up {
-            let log = std::fs::read_to_string(m.dir.path().join("mariadb.log"));
-            m.stop();
+            let log = std::fs::read_to_string(&log_path);
+            self.stop();
             panic!("MariaDB did not start: {log:?}");
         }
-        m
     }
 
     /// Runs SQL as root over the socket.

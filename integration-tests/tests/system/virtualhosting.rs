@@ -1,8 +1,8 @@
 //! Virtual hosting as Postfix's VIRTUAL_README and Dovecot's LMTP and SQL
 //! guides set it up (written from scratch here): two hosted domains whose
-//! users, aliases and catch-all live in a real PostgreSQL (Postfix Admin's
-//! tables), queried by postfix-rs's `pgsql:` tables and by Dovecot's SQL
-//! passdb/userdb; mail goes by LMTP into a real Dovecot, and each message
+//! users, aliases and catch-all live in a real PostgreSQL, and then in a
+//! real MariaDB (Postfix Admin's tables), queried by postfix-rs's `pgsql:`
+//! and `mysql:` tables and by Dovecot's SQL passdb/userdb; mail goes by LMTP into a real Dovecot, and each message
 //! is fetched back over IMAP with Python's imaplib. With the database
 //! stopped, clients are told to try later and queued mail waits; once it is
 //! back, everything is delivered, nothing lost.
@@ -11,15 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use testkit::sql::Pg;
+use testkit::sql::{Maria, Pg};
 use testkit::{free_port, tls, wait_for, Instance, MailInstance, Smtp};
 
-const SCHEMA: &str =
-    "CREATE TABLE domain (domain text PRIMARY KEY, active boolean NOT NULL DEFAULT true);
-CREATE TABLE mailbox (username text PRIMARY KEY, password text NOT NULL, maildir text NOT NULL,
-    domain text NOT NULL, active boolean NOT NULL DEFAULT true);
-CREATE TABLE alias (address text PRIMARY KEY, goto text NOT NULL, domain text NOT NULL,
+/// Postfix Admin's tables (the columns the lookups use), in SQL both
+/// servers take.
+const SCHEMA: &str = "CREATE TABLE domain (domain varchar(255) PRIMARY KEY,
     active boolean NOT NULL DEFAULT true);
+CREATE TABLE mailbox (username varchar(255) PRIMARY KEY, password varchar(255) NOT NULL,
+    maildir varchar(255) NOT NULL, domain varchar(255) NOT NULL,
+    active boolean NOT NULL DEFAULT true);
+CREATE TABLE alias (address varchar(255) PRIMARY KEY, goto text NOT NULL,
+    domain varchar(255) NOT NULL, active boolean NOT NULL DEFAULT true);
 INSERT INTO domain (domain) VALUES ('example.com'), ('example.net');
 INSERT INTO domain (domain, active) VALUES ('disabled.example', false);
 INSERT INTO mailbox (username, password, maildir, domain) VALUES
@@ -31,12 +34,68 @@ INSERT INTO alias (address, goto, domain) VALUES
     ('bob@example.com', 'bob@example.com', 'example.com'),
     ('carol@example.net', 'carol@example.net', 'example.net'),
     ('info@example.com', 'alice@example.com,bob@example.com', 'example.com'),
-    ('@example.net', 'carol@example.net', 'example.net');
-CREATE ROLE postfix LOGIN PASSWORD 'pf-secret';
-GRANT SELECT ON domain, mailbox, alias TO postfix;";
+    ('@example.net', 'carol@example.net', 'example.net');";
 
-/// The three tables Postfix Admin's documentation gives Postfix.
-fn table_files(etc: &Path, port: u16) -> String {
+/// A database server holding the tables.
+trait Db {
+    /// `pgsql` or `mysql`: Postfix's table type and Dovecot's driver.
+    const KIND: &'static str;
+    fn port(&self) -> u16;
+    fn stop(&mut self);
+    fn start_again(&mut self);
+}
+
+impl Db for Pg {
+    const KIND: &'static str = "pgsql";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn stop(&mut self) {
+        Self::stop(self);
+    }
+    fn start_again(&mut self) {
+        Self::start_again(self);
+    }
+}
+
+impl Db for Maria {
+    const KIND: &'static str = "mysql";
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn stop(&mut self) {
+        Self::stop(self);
+    }
+    fn start_again(&mut self) {
+        Self::start_again(self);
+    }
+}
+
+fn postgresql() -> Pg {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE mail");
+    pg.psql("mail", SCHEMA);
+    pg.psql(
+        "mail",
+        "CREATE ROLE postfix LOGIN PASSWORD 'pf-secret'; \
+         GRANT SELECT ON domain, mailbox, alias TO postfix;",
+    );
+    pg
+}
+
+fn mariadb() -> Maria {
+    let m = Maria::start();
+    m.sql(&format!("CREATE DATABASE mail; USE mail; {SCHEMA}"));
+    m.sql(
+        "CREATE USER 'postfix'@'127.0.0.1' IDENTIFIED BY 'pf-secret'; \
+         GRANT SELECT ON mail.* TO 'postfix'@'127.0.0.1';",
+    );
+    m
+}
+
+/// The three tables Postfix Admin's documentation gives Postfix, of type
+/// `kind` (`pgsql`, `mysql`).
+fn table_files(etc: &Path, kind: &str, port: u16) -> String {
     // A server that failed is skipped for retry_interval (60s by default,
     // as in Postfix): short here, so the test need not wait a minute.
     let common = format!(
@@ -44,25 +103,26 @@ fn table_files(etc: &Path, port: u16) -> String {
     );
     for (name, query) in [
         (
-            "pg-domains.cf",
+            "sql-domains.cf",
             "SELECT domain FROM domain WHERE domain = '%s' AND active",
         ),
         (
-            "pg-mailboxes.cf",
+            "sql-mailboxes.cf",
             "SELECT maildir FROM mailbox WHERE username = '%s' AND active",
         ),
         (
-            "pg-aliases.cf",
+            "sql-aliases.cf",
             "SELECT goto FROM alias WHERE address = '%s' AND active",
         ),
     ] {
         std::fs::write(etc.join(name), format!("{common}query = {query}\n")).unwrap();
     }
-    "virtual_mailbox_domains = pgsql:$config_directory/pg-domains.cf\n\
-     virtual_mailbox_maps = pgsql:$config_directory/pg-mailboxes.cf\n\
-     virtual_alias_maps = pgsql:$config_directory/pg-aliases.cf\n\
-     virtual_transport = lmtp:unix:private/dovecot-lmtp\n"
-        .to_owned()
+    format!(
+        "virtual_mailbox_domains = {kind}:$config_directory/sql-domains.cf\n\
+         virtual_mailbox_maps = {kind}:$config_directory/sql-mailboxes.cf\n\
+         virtual_alias_maps = {kind}:$config_directory/sql-aliases.cf\n\
+         virtual_transport = lmtp:unix:private/dovecot-lmtp\n"
+    )
 }
 
 /// Dovecot with LMTP (a socket in the instance's queue directory) and IMAP
@@ -74,7 +134,7 @@ struct Dovecot {
 }
 
 impl Dovecot {
-    fn start(m: &Instance, pg: &Pg) -> Self {
+    fn start(m: &Instance, kind: &str, db_port: u16) -> Self {
         let dir = m.root.path().join("dovecot");
         let mail = dir.join("mail");
         std::fs::create_dir_all(dir.join("run")).unwrap();
@@ -85,12 +145,12 @@ impl Dovecot {
         std::fs::write(
             &sql,
             format!(
-                "driver = pgsql\nconnect = host=127.0.0.1 port={port} dbname=mail user=postfix password=pf-secret\n\
+                "driver = {kind}\nconnect = host=127.0.0.1 port={port} dbname=mail user=postfix password=pf-secret\n\
                  default_pass_scheme = PLAIN\n\
                  password_query = SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active\n\
-                 user_query = SELECT '{mail}/' || maildir AS home, {uid} AS uid, {gid} AS gid FROM mailbox WHERE username = '%u' AND active\n\
+                 user_query = SELECT CONCAT('{mail}/', maildir) AS home, {uid} AS uid, {gid} AS gid FROM mailbox WHERE username = '%u' AND active\n\
                  iterate_query = SELECT username AS user FROM mailbox\n",
-                port = pg.port,
+                port = db_port,
                 mail = mail.display(),
                 uid = nobody.uid,
                 gid = nobody.gid,
@@ -201,31 +261,47 @@ fn send_from(m: &MailInstance, from: &str, to: &[&str], subject: &str) -> String
     )
 }
 
-#[test]
-fn postgresql_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
-    let possible = nix::unistd::Uid::effective().is_root()
+fn possible(kind: &str, server: &str) -> bool {
+    let ok = nix::unistd::Uid::effective().is_root()
         && tls::have("dovecot")
         && Path::new("/usr/lib/dovecot/lmtp").exists()
-        && Path::new("/usr/lib/dovecot/modules/auth/libdriver_pgsql.so").exists()
-        && Path::new("/usr/lib/postgresql/15/bin/postgres").exists();
-    if !possible {
-        eprintln!("skipped: needs root, PostgreSQL 15 and Dovecot with LMTP, IMAP and pgsql");
-        return;
+        && Path::new(&format!(
+            "/usr/lib/dovecot/modules/auth/libdriver_{kind}.so"
+        ))
+        .exists()
+        && Path::new(server).exists();
+    if !ok {
+        eprintln!("skipped: needs root, {server} and Dovecot with LMTP, IMAP and {kind}");
     }
-    let mut pg = Pg::start();
-    pg.psql("postgres", "CREATE DATABASE mail");
-    pg.psql("mail", SCHEMA);
+    ok
+}
+
+#[test]
+fn postgresql_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
+    if possible("pgsql", "/usr/lib/postgresql/15/bin/postgres") {
+        hosting(postgresql());
+    }
+}
+
+#[test]
+fn mariadb_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
+    if possible("mysql", "/usr/sbin/mariadbd") {
+        hosting(mariadb());
+    }
+}
+
+fn hosting<D: Db>(mut db: D) {
     // Mail from outage@ is held on arrival, to be released during the outage.
     let m = Instance::mail(
         "smtpd_sender_restrictions = check_sender_access inline:{outage@client.example=HOLD}\n",
     );
-    let extra = table_files(&m.etc, pg.port);
+    let extra = table_files(&m.etc, D::KIND, db.port());
     m.add_main_cf(&extra);
     let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
     master.push_str("lmtp unix - - n - - lmtp\n");
     m.write_master_cf(&master);
     m.start();
-    let dovecot = Dovecot::start(&m, &pg);
+    let dovecot = Dovecot::start(&m, D::KIND, db.port());
 
     // Users, an alias to two of them, the catch-all; strangers refused.
     send(&m, &["alice@example.com"], "direct");
@@ -288,7 +364,7 @@ fn postgresql_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
     assert!(wait_for(Duration::from_secs(10), || m
         .queue_files("hold")
         .contains(&held)));
-    pg.stop();
+    db.stop();
     let (mut c, _) = Smtp::connect_from("127.0.0.2", m.port);
     c.cmd("EHLO client.example");
     c.cmd("MAIL FROM:<sender@client.example>");
@@ -310,7 +386,7 @@ fn postgresql_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
     assert!(m
         .log_text()
         .contains("status=deferred (address resolver failure)"));
-    pg.start_again();
+    db.start_again();
     m.run("postqueue", &["-f"]);
     assert_eq!(
         inbox("bob@example.com", "bob-pw", 2),
