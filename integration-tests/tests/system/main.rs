@@ -7,6 +7,7 @@ mod crash;
 mod debianstock;
 mod failclosed;
 mod lifecycle;
+mod lmtp;
 mod mailpath;
 mod maps;
 mod named;

@@ -1,17 +1,31 @@
-//! One SMTP conversation as a client: greeting, EHLO (HELO when EHLO is
-//! refused), STARTTLS and EHLO again when the TLS policy asks for it, and
-//! mail transactions with PIPELINING when the server offers it. Every read
-//! has its own timeout, as Postfix's `smtp_*_timeout`s.
+//! One SMTP or LMTP conversation as a client, over TCP or a UNIX-domain
+//! socket (or, in the tests, an in-memory pipe): greeting, EHLO (HELO when
+//! EHLO is refused) or LMTP's LHLO (no fallback), STARTTLS and the
+//! greeting again when the TLS policy asks for it, and mail transactions
+//! with PIPELINING when the server offers it. Every read has its own
+//! timeout, as Postfix's `smtp_*_timeout`s.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use pfx_maillog::delivery::Outcome;
 use pfx_tls::client::{Level, Trust};
 use pfx_tls::Io;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 use tracing::info;
+
+use crate::mode::Mode;
+
+/// A byte stream a conversation runs over: TCP, a UNIX-domain socket, or
+/// an in-memory pipe in the unit tests.
+pub(crate) trait Wire: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Wire for T {}
+
+/// A connected stream, before any protocol.
+pub(crate) type Stream = Box<dyn Wire>;
 
 /// The longest reply line read.
 const MAX_REPLY_LINE: u64 = 64 * 1024;
@@ -129,9 +143,12 @@ fn tls_failure(dsn: &str, reason: String) -> StartError {
     StartError::Tls(Outcome::failed(true, dsn, "none", reason))
 }
 
-/// A connected server, after EHLO.
+/// A connected server, after EHLO (LHLO).
 pub(crate) struct Conn {
-    stream: BufReader<Io<TcpStream>>,
+    stream: BufReader<Io<Stream>>,
+    /// A read or write broke or timed out: the conversation is out of
+    /// step, and the connection must not be used again.
+    pub(crate) lost: bool,
     /// The server offered STARTTLS.
     starttls: bool,
     /// The mechanisms of the server's AUTH keyword.
@@ -153,31 +170,49 @@ impl TlsPlan<'_> {
     }
 }
 
+/// Connects within `limit` (zero: no limit of our own, as Postfix's
+/// `lmtp_connect_timeout = 0`).
+async fn timed<T>(
+    limit: Duration,
+    connect: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    if limit.is_zero() {
+        return connect.await;
+    }
+    match tokio::time::timeout(limit, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "Connection timed out",
+        )),
+    }
+}
+
 impl Conn {
-    pub(crate) async fn connect(
-        addr: SocketAddr,
-        t: &Timeouts,
-    ) -> Result<TcpStream, std::io::Error> {
-        match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "Connection timed out",
-            )),
-        }
+    /// A TCP connection to a server.
+    pub(crate) async fn connect(addr: SocketAddr, t: &Timeouts) -> std::io::Result<Stream> {
+        let stream = timed(t.connect, TcpStream::connect(addr)).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
     }
 
-    /// Reads the greeting, says EHLO (or HELO), and starts TLS as `tls`
-    /// asks (then EHLO again).
+    /// A connection to a UNIX-domain socket (LMTP's `unix:` next hops).
+    pub(crate) async fn connect_unix(path: &Path, t: &Timeouts) -> std::io::Result<Stream> {
+        Ok(Box::new(timed(t.connect, UnixStream::connect(path)).await?))
+    }
+
+    /// Reads the greeting, says EHLO (or HELO; LHLO in LMTP mode), and
+    /// starts TLS as `tls` asks (then the greeting command again).
     pub(crate) async fn start(
-        stream: TcpStream,
+        stream: Stream,
+        mode: Mode,
         helo: &str,
         t: &Timeouts,
         tls: &TlsPlan<'_>,
     ) -> Result<Self, StartError> {
-        let _ = stream.set_nodelay(true);
         let mut c = Self {
             stream: BufReader::new(Io::Plain(stream)),
+            lost: false,
             starttls: false,
             auth: Vec::new(),
             tls: None,
@@ -196,7 +231,7 @@ impl Conn {
         if greeting.code / 100 != 2 {
             return Err(StartError::Greeting(greeting));
         }
-        let esmtp = c.ehlo(helo, t).await?;
+        let esmtp = c.ehlo(mode, helo, t).await?;
         if c.tls.is_some() || tls.level == Level::None {
             return Ok(c);
         }
@@ -226,7 +261,7 @@ impl Conn {
         }
         c.handshake(tls).await?;
         // RFC 3207: what the server said before TLS counts no more.
-        c.ehlo(helo, t).await?;
+        c.ehlo(mode, helo, t).await?;
         Ok(c)
     }
 
@@ -241,20 +276,24 @@ impl Conn {
         }
     }
 
-    /// Says EHLO (HELO when it is refused) and notes the extensions.
-    /// False after HELO.
-    async fn ehlo(&mut self, helo: &str, t: &Timeouts) -> Result<bool, StartError> {
+    /// Says EHLO (HELO when it is refused) or LHLO, and notes the
+    /// extensions. False after HELO.
+    async fn ehlo(&mut self, mode: Mode, helo: &str, t: &Timeouts) -> Result<bool, StartError> {
         // Nothing an earlier EHLO (before TLS) offered holds any more.
         self.starttls = false;
         self.auth.clear();
         self.pipelining = false;
         self.eight_bit = false;
         self.size_limit = None;
-        let lost = |b| StartError::Broken(b, "receiving the EHLO response");
+        let hello = mode.hello();
+        let stage = match mode {
+            Mode::Smtp => "receiving the EHLO response",
+            Mode::Lmtp => "receiving the LHLO response",
+        };
         let ehlo = self
-            .command(&format!("EHLO {helo}"), t.helo)
+            .command(&format!("{hello} {helo}"), t.helo)
             .await
-            .map_err(lost)?;
+            .map_err(|b| StartError::Broken(b, stage))?;
         if ehlo.code / 100 == 2 {
             for ext in ehlo.lines.iter().skip(1) {
                 let mut words = ext.split_whitespace();
@@ -278,6 +317,10 @@ impl Conn {
             }
             self.auth.dedup();
             return Ok(true);
+        }
+        if mode == Mode::Lmtp {
+            // RFC 2033 has no HELO to fall back to.
+            return Err(StartError::Helo(ehlo));
         }
         let helo_reply = self
             .command(&format!("HELO {helo}"), t.helo)
@@ -338,6 +381,12 @@ impl Conn {
 
     /// Reads one reply.
     pub(crate) async fn read(&mut self, limit: Duration) -> Result<Reply, Broken> {
+        let r = self.read_reply(limit).await;
+        self.lost |= r.is_err();
+        r
+    }
+
+    async fn read_reply(&mut self, limit: Duration) -> Result<Reply, Broken> {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
@@ -374,9 +423,13 @@ impl Conn {
 
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         let w = self.stream.get_mut();
-        w.write_all(bytes).await.map_err(Broken::from)?;
-        // A TLS stream holds records until flushed.
-        w.flush().await.map_err(Broken::from)
+        let r = match w.write_all(bytes).await {
+            // A TLS stream holds records until flushed.
+            Ok(()) => w.flush().await,
+            Err(e) => Err(e),
+        };
+        self.lost |= r.is_err();
+        r.map_err(Broken::from)
     }
 
     /// Sends one command line and reads its reply.
@@ -419,9 +472,39 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    /// Every stage's timeout the same.
+    pub(crate) fn timeouts(each: Duration) -> Timeouts {
+        Timeouts {
+            connect: each,
+            helo: each,
+            mail: each,
+            rcpt: each,
+            data_init: each,
+            data_xfer: each,
+            data_done: each,
+            rset: each,
+            quit: each,
+        }
+    }
+
+    /// No TLS.
+    pub(crate) fn plain_plan(peer: &str) -> TlsPlan<'static> {
+        TlsPlan {
+            client: Err("none"),
+            level: Level::None,
+            names: Vec::new(),
+            wrapper: false,
+            loglevel: 0,
+            peer: peer.into(),
+            host: "mx",
+            timeout: Duration::from_secs(5),
+        }
+    }
 
     #[tokio::test]
     async fn a_reset_connection_is_a_lost_connection() {
@@ -438,35 +521,101 @@ mod tests {
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();
         });
-        let second = Duration::from_secs(5);
-        let t = Timeouts {
-            connect: second,
-            helo: second,
-            mail: second,
-            rcpt: second,
-            data_init: second,
-            data_xfer: second,
-            data_done: second,
-            rset: second,
-            quit: second,
-        };
+        let t = timeouts(Duration::from_secs(5));
         let stream = Conn::connect(addr, &t).await.unwrap();
-        let plan = TlsPlan {
-            client: Err("none"),
-            level: Level::None,
-            names: Vec::new(),
-            wrapper: false,
-            loglevel: 0,
-            peer: "mx[127.0.0.1]:25".into(),
-            host: "mx",
-            timeout: second,
-        };
-        let result = Conn::start(stream, "client.example", &t, &plan).await;
+        let plan = plain_plan("mx[127.0.0.1]:25");
+        let result = Conn::start(stream, Mode::Smtp, "client.example", &t, &plan).await;
         server.join().unwrap();
         assert!(
             matches!(result, Err(StartError::Broken(Broken::Lost, _))),
             "{:?}",
             result.err()
         );
+    }
+
+    /// A server on the other end of an in-memory pipe that answers each
+    /// command line with the next of `replies` and records the commands.
+    async fn scripted(
+        server: tokio::io::DuplexStream,
+        greeting: &str,
+        replies: Vec<&'static str>,
+    ) -> Vec<String> {
+        let (r, mut w) = tokio::io::split(server);
+        let mut r = tokio::io::BufReader::new(r);
+        w.write_all(format!("{greeting}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for reply in replies {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            seen.push(line.trim_end().to_owned());
+            w.write_all(reply.as_bytes()).await.unwrap();
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn lmtp_says_lhlo_and_reads_its_extensions() {
+        let (client, server) = tokio::io::duplex(4096);
+        let server = tokio::spawn(scripted(
+            server,
+            "220 lmtp.example LMTP ready",
+            vec![
+                "250-lmtp.example\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING\r\n",
+            ],
+        ));
+        let t = timeouts(Duration::from_secs(5));
+        let plan = plain_plan("mail.example[private/dovecot-lmtp]");
+        let c = Conn::start(Box::new(client), Mode::Lmtp, "mail.example", &t, &plan)
+            .await
+            .unwrap();
+        assert!(c.pipelining && c.eight_bit && !c.lost);
+        assert_eq!(server.await.unwrap(), ["LHLO mail.example"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_lhlo_is_final_without_helo() {
+        // RFC 2033 has no HELO: unlike SMTP, nothing else is tried.
+        let (client, server) = tokio::io::duplex(4096);
+        let server = tokio::spawn(scripted(
+            server,
+            "220 lmtp.example LMTP ready",
+            vec!["500 5.5.1 Unknown command\r\n", "250 lmtp.example\r\n"],
+        ));
+        let t = timeouts(Duration::from_secs(5));
+        let plan = plain_plan("mail.example[private/dovecot-lmtp]");
+        let r = Conn::start(Box::new(client), Mode::Lmtp, "mail.example", &t, &plan).await;
+        let Err(StartError::Helo(reply)) = r else {
+            panic!("{:?}", r.err());
+        };
+        assert_eq!(reply.text(), "500 5.5.1 Unknown command");
+        assert_eq!(server.await.unwrap(), ["LHLO mail.example"]);
+
+        // SMTP falls back to HELO.
+        let (client, server) = tokio::io::duplex(4096);
+        let server = tokio::spawn(scripted(
+            server,
+            "220 mx.example ESMTP",
+            vec!["502 5.5.2 Error\r\n", "250 mx.example\r\n"],
+        ));
+        let c = Conn::start(Box::new(client), Mode::Smtp, "client.example", &t, &plan).await;
+        assert!(c.is_ok());
+        assert_eq!(
+            server.await.unwrap(),
+            ["EHLO client.example", "HELO client.example"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_connect_timeout_means_none() {
+        // lmtp_connect_timeout defaults to 0s: no limit of our own, as Postfix.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut t = timeouts(Duration::from_secs(5));
+        t.connect = Duration::ZERO;
+        assert!(Conn::connect(addr, &t).await.is_ok());
     }
 }

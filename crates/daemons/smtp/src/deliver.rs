@@ -1,6 +1,8 @@
 //! One delivery request: find the servers, hold one conversation (reusing a
 //! cached connection to the same next hop when there is one), and turn each
-//! recipient's answer into a status and Postfix's log line.
+//! recipient's answer into a status and Postfix's log line. SMTP and LMTP
+//! differ only where the mode says: the servers a next hop names, the
+//! greeting, and the replies at the end of DATA.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,14 +11,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
-use pfx_maillog::delivery::Outcome;
+use pfx_maillog::delivery::{Class, Outcome};
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use pfx_smtp_proto::encode::DataEncoder;
 use tracing::{info, warn};
 
 use crate::client::{Broken, Conn, Reply, StartError, Timeouts, TlsPlan};
-use crate::route::{self, Me, Target};
+use crate::mode::{Mode, Params};
+use crate::route::{self, Endpoint, LmtpHop, Me, Target};
 use crate::security::{Policy, Security};
 use pfx_tls::client::Level;
 
@@ -24,7 +27,10 @@ type Idle = HashMap<String, Vec<(Instant, Target, Conn)>>;
 
 /// What the agent needs, built once per configuration.
 pub(crate) struct Agent {
+    mode: Mode,
     queue: Queue,
+    /// `lmtp_tcp_port`: the port of an LMTP next hop that names none.
+    lmtp_port: u16,
     resolver: pfx_dns::Resolver,
     helo: String,
     myhostname: String,
@@ -42,12 +48,23 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
-        let time = |n: &str| cfg.time(n);
+    /// The agent for `mode`, reading the mode's parameters (`lmtp_*` for LMTP).
+    pub(crate) fn new(cfg: Arc<Config>, mode: Mode) -> Result<Self, BuildError> {
+        let p = Params { cfg: &cfg, mode };
+        let time = |n: &'static str| p.time(n);
+        let lmtp_port = match mode {
+            Mode::Smtp => 24,
+            Mode::Lmtp => {
+                let v = p.get("smtp_tcp_port")?;
+                route::tcp_port(&v).ok_or_else(|| format!("lmtp_tcp_port: bad port \"{v}\""))?
+            }
+        };
         Ok(Self {
+            mode,
             queue: Queue::new(cfg.get("queue_directory")?),
+            lmtp_port,
             resolver: pfx_dns::Resolver::from_config(&cfg)?,
-            helo: cfg.get("smtp_helo_name")?,
+            helo: p.get("smtp_helo_name")?,
             myhostname: cfg.get("myhostname")?,
             own: own_addresses(&cfg.get("inet_interfaces")?),
             t: Timeouts {
@@ -61,11 +78,11 @@ impl Agent {
                 rset: time("smtp_rset_timeout")?,
                 quit: time("smtp_quit_timeout")?,
             },
-            cache_on: cfg.bool("smtp_connection_cache_on_demand")?,
+            cache_on: p.bool("smtp_connection_cache_on_demand")?,
             cache_time: time("smtp_connection_cache_time_limit")?,
             idle: Arc::default(),
-            security: Security::new(&cfg)?,
-            minimal_backoff: time("minimal_backoff_time")?,
+            security: Security::new(&p)?,
+            minimal_backoff: cfg.time("minimal_backoff_time")?,
             starttls_timeout: time("smtp_starttls_timeout")?,
         })
     }
@@ -164,6 +181,71 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Outcome
     statuses
 }
 
+/// What a request's next hop means: the servers to try, and the key and
+/// domain of its TLS policy.
+struct Hop {
+    /// `smtp_tls_policy_maps` key: the next hop as written (for LMTP,
+    /// without `inet:`; for a socket, its path).
+    policy_key: String,
+    /// The domain whose parents the policy lookup walks (none for a socket).
+    policy_domain: String,
+    /// The name a `secure` certificate must carry for `nexthop`: the
+    /// domain, or `$myhostname` for a socket, as Postfix.
+    names_domain: String,
+    /// LMTP: the parsed next hop.
+    lmtp: Option<LmtpHop>,
+}
+
+impl Hop {
+    fn new(agent: &Agent, nexthop: &str) -> Result<Self, Outcome> {
+        match agent.mode {
+            Mode::Smtp => {
+                let (domain, _, _) = route::parse_nexthop(nexthop);
+                Ok(Self {
+                    policy_key: nexthop.to_owned(),
+                    policy_domain: domain.clone(),
+                    names_domain: domain,
+                    lmtp: None,
+                })
+            }
+            Mode::Lmtp => {
+                let hop = route::parse_lmtp_nexthop(nexthop, agent.lmtp_port).map_err(|e| {
+                    warn!("{e}");
+                    failed(true, "4.3.5", "Server configuration error".into())
+                })?;
+                let (policy_key, policy_domain, names_domain) = match &hop {
+                    LmtpHop::Unix(path) => (path.clone(), String::new(), agent.myhostname.clone()),
+                    LmtpHop::Inet(host, _) => (
+                        nexthop.strip_prefix("inet:").unwrap_or(nexthop).to_owned(),
+                        host.clone(),
+                        host.clone(),
+                    ),
+                };
+                Ok(Self {
+                    policy_key,
+                    policy_domain,
+                    names_domain,
+                    lmtp: Some(hop),
+                })
+            }
+        }
+    }
+
+    /// The servers to try, in order.
+    async fn servers(&self, agent: &Agent, nexthop: &str) -> Result<Vec<Target>, Outcome> {
+        match &self.lmtp {
+            Some(hop) => route::lmtp_servers(&agent.resolver, hop, &agent.myhostname).await,
+            None => {
+                let me = Me {
+                    hostname: &agent.myhostname,
+                    addresses: &agent.own,
+                };
+                route::servers(&agent.resolver, nexthop, &me).await
+            }
+        }
+    }
+}
+
 /// Finds a server and runs the transaction: (verdicts, relay, when connected, connection uses).
 async fn deliver(
     agent: &Agent,
@@ -171,8 +253,11 @@ async fn deliver(
     qf: &QueueFile,
 ) -> (Vec<Outcome>, String, SystemTime, u32) {
     let n = req.recipients.len();
-    let (domain, _, _) = route::parse_nexthop(&req.nexthop);
-    let policy = match agent.security.policy(&req.nexthop, &domain) {
+    let hop = match Hop::new(agent, &req.nexthop) {
+        Ok(h) => h,
+        Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
+    };
+    let policy = match agent.security.policy(&hop.policy_key, &hop.policy_domain) {
         Ok(p) => p,
         Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
     };
@@ -180,11 +265,7 @@ async fn deliver(
     if let Some((target, conn)) = cached(agent, &key).await {
         return converse(agent, req, qf, target, conn, &key).await;
     }
-    let me = Me {
-        hostname: &agent.myhostname,
-        addresses: &agent.own,
-    };
-    let targets = match route::servers(&agent.resolver, &req.nexthop, &me).await {
+    let targets = match hop.servers(agent, &req.nexthop).await {
         Ok(t) => t,
         Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
     };
@@ -194,7 +275,7 @@ async fn deliver(
         format!("connect to {}: no address", req.nexthop),
     );
     for target in targets {
-        let mut conn = match open(agent, req, &target, &policy, &domain).await {
+        let mut conn = match open(agent, req, &target, &policy, &hop.names_domain).await {
             Ok(c) => c,
             Err(o) => {
                 last = o;
@@ -212,7 +293,35 @@ async fn deliver(
     (vec![last; n], "none".into(), SystemTime::now(), 1)
 }
 
-/// Connects to one server and gets it ready for MAIL: greeting, EHLO, and
+/// A connection to one server, not yet spoken to.
+async fn dial(agent: &Agent, target: &Target) -> Result<crate::client::Stream, Outcome> {
+    let connected = match &target.endpoint {
+        Endpoint::Inet(ip, port) => Conn::connect(SocketAddr::new(*ip, *port), &agent.t).await,
+        Endpoint::Unix(path) => {
+            // Relative to the queue directory, where Postfix's daemons run
+            // (and where a confined one has its root).
+            let full = agent.queue.root().join(path);
+            if full.as_os_str().len() >= 108 {
+                warn!("unix-domain name too long: {}", full.display());
+                return Err(failed(true, "4.3.5", "Server configuration error".into()));
+            }
+            Conn::connect_unix(&full, &agent.t).await
+        }
+    };
+    connected.map_err(|e| {
+        let why = e.to_string();
+        let why = why.split(" (os error").next().unwrap_or(&why).to_owned();
+        let reason = format!("connect to {}: {why}", target.relay());
+        // As Postfix: a TCP server that fails is noted before the next is
+        // tried; a socket is the only server, and its status line says it.
+        if matches!(target.endpoint, Endpoint::Inet(..)) {
+            info!("{reason}");
+        }
+        failed(true, "4.4.1", reason)
+    })
+}
+
+/// Connects to one server and gets it ready for MAIL: greeting, EHLO (LHLO), and
 /// TLS as the policy asks.
 async fn open(
     agent: &Agent,
@@ -222,29 +331,37 @@ async fn open(
     domain: &str,
 ) -> Result<Conn, Outcome> {
     let mut level = policy.level;
+    if level == Level::May && matches!(target.endpoint, Endpoint::Unix(_)) {
+        // As Postfix: encryption without authentication on a private
+        // channel only costs; `encrypt` and up are still honoured.
+        warn!("smtp_connect_local: opportunistic TLS encryption is not appropriate for unix-domain destinations.");
+        level = Level::None;
+    }
     loop {
-        let stream = match Conn::connect(SocketAddr::new(target.ip, target.port), &agent.t).await {
-            Ok(s) => s,
-            Err(e) => {
-                let why = e.to_string();
-                let why = why.split(" (os error").next().unwrap_or(&why).to_owned();
-                let reason = format!("connect to {}:{}: {why}", target.name(), target.port);
-                info!("{reason}");
-                return Err(failed(true, "4.4.1", reason));
-            }
-        };
+        let stream = dial(agent, target).await?;
         let plan = TlsPlan {
             client: agent.security.client.as_deref().map_err(String::as_str),
             level,
             names: policy.names(&target.host, domain),
             wrapper: agent.security.wrapper,
             loglevel: agent.security.loglevel,
-            peer: format!("{}:{}", target.name(), target.port),
+            peer: target.relay(),
             host: &target.host,
             timeout: agent.starttls_timeout,
         };
-        match Conn::start(stream, &agent.helo, &agent.t, &plan).await {
+        match Conn::start(stream, agent.mode, &agent.helo, &agent.t, &plan).await {
             Ok(c) => return Ok(c),
+            Err(StartError::Helo(reply)) if agent.mode == Mode::Lmtp => {
+                return Err(failed(
+                    reply.code < 500,
+                    &reply.dsn(),
+                    format!(
+                        "host {} refused to talk to me: {}",
+                        target.name(),
+                        reply.text()
+                    ),
+                ))
+            }
             Err(StartError::Helo(reply)) => return Err(said(target, &reply, "HELO")),
             Err(StartError::Greeting(reply)) => {
                 // A server that greets with an error is skipped (Postfix's
@@ -372,7 +489,7 @@ async fn converse(
 ) -> (Vec<Outcome>, String, SystemTime, u32) {
     let connected = SystemTime::now();
     let verdicts = transaction(agent, &mut conn, &target, req, qf).await;
-    let relay = format!("{}:{}", target.name(), target.port);
+    let relay = target.relay();
     let uses = conn.uses;
     release(agent, key, target, conn, &verdicts).await;
     let n = req.recipients.len();
@@ -403,7 +520,8 @@ async fn cached(agent: &Agent, key: &str) -> Option<(Target, Conn)> {
 }
 
 /// After a transaction: keep the connection for the next message to the
-/// same next hop, or say QUIT.
+/// same next hop, or say QUIT. One that broke (an LMTP server gone between
+/// its replies) is only closed.
 async fn release(
     agent: &Agent,
     key: &str,
@@ -411,6 +529,9 @@ async fn release(
     conn: Conn,
     outcome: &Result<Vec<Outcome>, Outcome>,
 ) {
+    if conn.lost {
+        return;
+    }
     if agent.cache_on && outcome.is_ok() {
         agent
             .idle
@@ -570,20 +691,258 @@ async fn transaction(
             break;
         }
     }
-    let end = conn.read(t.data_done).await.map_err(|b| {
-        broken(
-            target,
-            &b,
-            "sending end of data -- message may be sent more than once",
+    Ok(end_of_data(agent, conn, target, verdicts).await)
+}
+
+/// The replies to the end of DATA: SMTP's one for every accepted
+/// recipient, or LMTP's one per accepted recipient, in RCPT order (RFC
+/// 2033), each its recipient's own outcome. Recipients refused at RCPT
+/// keep that verdict. When the connection breaks, the recipients not yet
+/// answered are deferred (those answered keep their outcome).
+async fn end_of_data(
+    agent: &Agent,
+    conn: &mut Conn,
+    target: &Target,
+    verdicts: Vec<Option<Outcome>>,
+) -> Vec<Outcome> {
+    let mut failure: Option<Outcome> = None;
+    let mut shared: Option<Outcome> = None;
+    let mut out = Vec::with_capacity(verdicts.len());
+    for v in verdicts {
+        if let Some(refused) = v {
+            out.push(refused);
+            continue;
+        }
+        if let Some(f) = &failure {
+            out.push(f.clone());
+            continue;
+        }
+        if let Some(s) = &shared {
+            out.push(s.clone());
+            continue;
+        }
+        let verdict = match conn.read(agent.t.data_done).await {
+            Ok(r) if r.code / 100 == 2 => Outcome::new(Class::Sent, &r.dsn(), "none", r.text()),
+            Ok(r) => said(target, &r, "end of DATA"),
+            Err(b) => {
+                let f = broken(
+                    target,
+                    &b,
+                    "sending end of data -- message may be sent more than once",
+                );
+                failure = Some(f.clone());
+                f
+            }
+        };
+        if agent.mode == Mode::Smtp {
+            shared = Some(verdict.clone());
+        }
+        out.push(verdict);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::tests::{plain_plan, timeouts};
+    use pfx_ipc::proto::DeliveryRecipient;
+    use pfx_queue::file::{Envelope, Writer};
+    use pfx_queue::QueueName;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    /// How the fake server answers: RCPT replies by address (others 250),
+    /// the replies after the end of DATA, and whether it hangs up after them.
+    struct Script {
+        rcpt: Vec<(&'static str, &'static str)>,
+        end: Vec<&'static str>,
+        hang_up: bool,
+    }
+
+    /// A server with PIPELINING on an in-memory pipe; returns the commands it saw.
+    async fn server(stream: tokio::io::DuplexStream, script: Script) -> Vec<String> {
+        let (r, mut w) = tokio::io::split(stream);
+        let mut r = tokio::io::BufReader::new(r);
+        let mut seen = Vec::new();
+        w.write_all(b"220 server ready\r\n").await.unwrap();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return seen;
+            }
+            let line = line.trim_end().to_owned();
+            seen.push(line.clone());
+            let reply = match line.split(' ').next().unwrap_or("") {
+                "LHLO" | "EHLO" => "250-server\r\n250 PIPELINING\r\n".to_owned(),
+                "MAIL" => "250 2.1.0 Ok\r\n".to_owned(),
+                "RCPT" => {
+                    let to = line.trim_start_matches("RCPT TO:<").trim_end_matches('>');
+                    let r = script.rcpt.iter().find(|(a, _)| *a == to);
+                    format!("{}\r\n", r.map_or("250 2.1.5 Ok", |(_, r)| *r))
+                }
+                "DATA" => {
+                    w.write_all(b"354 go ahead\r\n").await.unwrap();
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).await.unwrap_or(0) == 0 || l == ".\r\n" {
+                            break;
+                        }
+                    }
+                    let mut out = String::new();
+                    for e in &script.end {
+                        out.push_str(e);
+                        out.push_str("\r\n");
+                    }
+                    w.write_all(out.as_bytes()).await.unwrap();
+                    if script.hang_up {
+                        return seen;
+                    }
+                    continue;
+                }
+                "QUIT" => "221 2.0.0 Bye\r\n".to_owned(),
+                _ => "250 2.0.0 Ok\r\n".to_owned(),
+            };
+            w.write_all(reply.as_bytes()).await.unwrap();
+        }
+    }
+
+    /// One transaction in `mode` for `rcpts` against `script`: the
+    /// verdicts, whether the connection is still usable, and what the
+    /// server saw.
+    async fn run(mode: Mode, rcpts: &[&str], script: Script) -> (Vec<Outcome>, bool, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::new(dir.path());
+        std::fs::create_dir(dir.path().join("incoming")).unwrap();
+        let mut w =
+            Writer::create_in(&queue, QueueName::Incoming, SystemTime::now(), None).unwrap();
+        w.envelope(&Envelope {
+            sender: "s@example.org".into(),
+            recipients: rcpts.iter().map(|r| (r.to_string(), None)).collect(),
+            attrs: Vec::new(),
+        })
+        .unwrap();
+        w.content(b"Subject: test\n\n.dot\nbody\n").unwrap();
+        let id = w.finish().unwrap();
+        let qf = QueueFile::open(&queue.path(QueueName::Incoming, &id)).unwrap();
+        let cfg = Config::from_text(
+            dir.path(),
+            &format!("queue_directory = {}\n", dir.path().display()),
         )
-    })?;
-    let v = if end.code / 100 == 2 {
-        Outcome::sent("none", end.text())
-    } else {
-        said(target, &end, "end of DATA")
-    };
-    Ok(verdicts
-        .into_iter()
-        .map(|x| x.unwrap_or_else(|| v.clone()))
-        .collect())
+        .unwrap();
+        let agent = Agent::new(Arc::new(cfg), mode).unwrap();
+        let req = DeliveryRequest {
+            queue: QueueName::Incoming,
+            queue_id: id,
+            sender: "s@example.org".into(),
+            nexthop: "unix:private/dovecot-lmtp".into(),
+            recipients: rcpts
+                .iter()
+                .map(|r| DeliveryRecipient {
+                    address: r.to_string(),
+                    original: None,
+                })
+                .collect(),
+            arrival_us: 0,
+            activated_us: 0,
+        };
+        let target = Target {
+            host: "mail.example".into(),
+            endpoint: Endpoint::Unix("private/dovecot-lmtp".into()),
+        };
+        let (client, far) = tokio::io::duplex(64 * 1024);
+        let seen = tokio::spawn(server(far, script));
+        let t = timeouts(Duration::from_secs(5));
+        let plan = plain_plan(&target.relay());
+        let mut conn = Conn::start(Box::new(client), mode, "mail.example", &t, &plan)
+            .await
+            .unwrap();
+        let verdicts = transaction(&agent, &mut conn, &target, &req, &qf)
+            .await
+            .unwrap();
+        let usable = !conn.lost;
+        drop(conn);
+        (verdicts, usable, seen.await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lmtp_gives_each_recipient_its_own_end_of_data_reply() {
+        let (v, usable, seen) = run(
+            Mode::Lmtp,
+            &["a@example.org", "unknown@example.org", "full@example.org"],
+            Script {
+                rcpt: vec![(
+                    "unknown@example.org",
+                    "550 5.1.1 <unknown@example.org> User doesn't exist: unknown@example.org",
+                )],
+                end: vec![
+                    "250 2.0.0 <a@example.org> Qb1 Saved",
+                    "452 4.2.2 <full@example.org> Mailbox is full",
+                ],
+                hang_up: false,
+            },
+        )
+        .await;
+        assert!(usable);
+        assert_eq!(seen[0], "LHLO mail.example");
+        assert_eq!(
+            (v[0].class, v[0].dsn.as_str(), v[0].reason.as_str()),
+            (Class::Sent, "2.0.0", "250 2.0.0 <a@example.org> Qb1 Saved")
+        );
+        assert_eq!((v[1].class, v[1].dsn.as_str()), (Class::Bounced, "5.1.1"));
+        assert_eq!(
+            v[1].reason,
+            "host mail.example[private/dovecot-lmtp] said: 550 5.1.1 <unknown@example.org> \
+             User doesn't exist: unknown@example.org (in reply to RCPT TO command)"
+        );
+        assert_eq!((v[2].class, v[2].dsn.as_str()), (Class::Deferred, "4.2.2"));
+        assert_eq!(
+            v[2].reason,
+            "host mail.example[private/dovecot-lmtp] said: 452 4.2.2 <full@example.org> \
+             Mailbox is full (in reply to end of DATA command)"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_lmtp_server_gone_between_replies_defers_only_the_unanswered() {
+        let (v, usable, _) = run(
+            Mode::Lmtp,
+            &["a@example.org", "b@example.org", "c@example.org"],
+            Script {
+                rcpt: vec![],
+                end: vec!["250 2.0.0 <a@example.org> Saved"],
+                hang_up: true,
+            },
+        )
+        .await;
+        assert!(!usable, "a broken connection is not kept");
+        assert_eq!(v[0].class, Class::Sent);
+        for o in &v[1..] {
+            assert_eq!((o.class, o.dsn.as_str()), (Class::Deferred, "4.4.2"));
+            assert_eq!(
+                o.reason,
+                "lost connection with mail.example[private/dovecot-lmtp] while \
+                 sending end of data -- message may be sent more than once"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn smtp_gives_every_accepted_recipient_the_one_end_of_data_reply() {
+        let (v, usable, seen) = run(
+            Mode::Smtp,
+            &["a@example.org", "no@example.org", "b@example.org"],
+            Script {
+                rcpt: vec![("no@example.org", "550 5.1.1 no such user")],
+                end: vec!["250 2.0.0 Ok: queued as X"],
+                hang_up: false,
+            },
+        )
+        .await;
+        assert!(usable);
+        assert_eq!(seen[0], "EHLO mail.example");
+        assert_eq!(v[0].class, Class::Sent);
+        assert_eq!(v[0].reason, "250 2.0.0 Ok: queued as X");
+        assert_eq!(v[1].class, Class::Bounced);
+        assert_eq!(v[2].class, Class::Sent);
+    }
 }

@@ -1,26 +1,56 @@
-//! From a next hop to the servers to try, as Postfix's smtp does:
-//! `[host]:port` without MX lookup, `host:port` or `domain` with it. MX
-//! hosts go in preference order (random among equal preferences), with the
-//! domain's own A/AAAA when it has no MX; a null MX (RFC 7505) and a route
-//! back to this host are permanent failures.
+//! From a next hop to the servers to try, as Postfix's smtp and lmtp do.
+//! SMTP: `[host]:port` without MX lookup, `host:port` or `domain` with it.
+//! MX hosts go in preference order (random among equal preferences), with
+//! the domain's own A/AAAA when it has no MX; a null MX (RFC 7505) and a
+//! route back to this host are permanent failures. LMTP: `unix:path` (a
+//! relative path is under the queue directory), or `inet:host:port`,
+//! `host:port`, `[host]`, the port defaulting to `lmtp_tcp_port`; never MX.
 
 use pfx_maillog::delivery::{Class, Outcome};
 use std::net::IpAddr;
 
 use pfx_dns::{Error as DnsError, Resolver};
 
+/// Where one server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Inet(IpAddr, u16),
+    /// A UNIX-domain socket, as the next hop wrote it (relative to the
+    /// queue directory unless absolute).
+    Unix(String),
+}
+
 /// One server to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
+    /// The host name (for a UNIX-domain socket, `$myhostname`, as Postfix).
     pub(crate) host: String,
-    pub(crate) ip: IpAddr,
-    pub(crate) port: u16,
+    pub(crate) endpoint: Endpoint,
 }
 
 impl Target {
-    /// `host[ip]`, how Postfix names a server in its messages.
+    fn inet(host: &str, ip: IpAddr, port: u16) -> Self {
+        Self {
+            host: host.to_owned(),
+            endpoint: Endpoint::Inet(ip, port),
+        }
+    }
+
+    /// `host[ip]` (`host[path]` for a socket), how Postfix names a server
+    /// in its messages.
     pub(crate) fn name(&self) -> String {
-        format!("{}[{}]", self.host, self.ip)
+        match &self.endpoint {
+            Endpoint::Inet(ip, _) => format!("{}[{ip}]", self.host),
+            Endpoint::Unix(path) => format!("{}[{path}]", self.host),
+        }
+    }
+
+    /// `host[ip]:port`, or `host[path]` for a socket: the log's `relay=`.
+    pub(crate) fn relay(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Inet(_, port) => format!("{}:{port}", self.name()),
+            Endpoint::Unix(_) => self.name(),
+        }
     }
 }
 
@@ -40,6 +70,87 @@ pub(crate) fn parse_nexthop(nexthop: &str) -> (String, u16, bool) {
     };
     let port = port.and_then(|p| p.parse().ok()).unwrap_or(25);
     (host.trim_end_matches('.').to_ascii_lowercase(), port, mx)
+}
+
+/// A port number or one of Postfix's `known_tcp_ports` names.
+pub(crate) fn tcp_port(service: &str) -> Option<u16> {
+    match service {
+        "lmtp" => Some(24),
+        "smtp" => Some(25),
+        "smtps" | "submissions" => Some(465),
+        "submission" => Some(587),
+        n => n.parse().ok().filter(|&p| p != 0),
+    }
+}
+
+/// An LMTP next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LmtpHop {
+    /// `unix:path`.
+    Unix(String),
+    /// `inet:host:port`, `host:port`, `[host]`...: the host without
+    /// brackets, lower case, and the port.
+    Inet(String, u16),
+}
+
+/// Reads an LMTP next hop; `default_port` is `lmtp_tcp_port`'s. `Err`:
+/// a port that is no port.
+pub(crate) fn parse_lmtp_nexthop(nexthop: &str, default_port: u16) -> Result<LmtpHop, String> {
+    if let Some(path) = nexthop.strip_prefix("unix:") {
+        return Ok(LmtpHop::Unix(path.to_owned()));
+    }
+    let rest = nexthop.strip_prefix("inet:").unwrap_or(nexthop);
+    // Postfix's host_port(): `[host]` and `[host]:port`, else `host:port`
+    // split at the last colon (a bare IPv6 address needs the brackets).
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(inner) => match inner.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => (inner, None),
+        },
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            _ => (rest, None),
+        },
+    };
+    let port = match port {
+        None => default_port,
+        Some(p) => {
+            tcp_port(p).ok_or_else(|| format!("bad network port: {p} for destination: {rest}"))?
+        }
+    };
+    Ok(LmtpHop::Inet(
+        host.trim_end_matches('.').to_ascii_lowercase(),
+        port,
+    ))
+}
+
+/// The servers for an LMTP next hop: the socket, or every address of the
+/// host (no MX lookup, no loop detection: the next hop is the final
+/// delivery server by configuration).
+pub(crate) async fn lmtp_servers(
+    resolver: &Resolver,
+    hop: &LmtpHop,
+    myhostname: &str,
+) -> Result<Vec<Target>, Outcome> {
+    match hop {
+        LmtpHop::Unix(path) => Ok(vec![Target {
+            host: myhostname.to_owned(),
+            endpoint: Endpoint::Unix(path.clone()),
+        }]),
+        LmtpHop::Inet(host, port) => {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return Ok(vec![Target::inet(host, ip, *port)]);
+            }
+            let ips = resolver
+                .addresses(host)
+                .await
+                .map_err(|e| not_found(host, "A", &e))?;
+            Ok(ips
+                .into_iter()
+                .map(|ip| Target::inet(host, ip, *port))
+                .collect())
+        }
+    }
 }
 
 /// Who "we" are, for loop detection.
@@ -79,11 +190,7 @@ pub(crate) async fn servers(
     me: &Me<'_>,
 ) -> Result<Vec<Target>, Outcome> {
     let (host, port, use_mx) = parse_nexthop(nexthop);
-    let target = |h: &str, ip: IpAddr| Target {
-        host: h.to_owned(),
-        ip,
-        port,
-    };
+    let target = |h: &str, ip: IpAddr| Target::inet(h, ip, port);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![target(&host, ip)]);
     }
@@ -188,6 +295,74 @@ mod tests {
             parse_nexthop("Example.TEST"),
             ("example.test".into(), 25, true)
         );
+    }
+
+    #[test]
+    fn lmtp_nexthop_forms() {
+        let hop = |s: &str| parse_lmtp_nexthop(s, 24);
+        assert_eq!(
+            hop("unix:private/dovecot-lmtp"),
+            Ok(LmtpHop::Unix("private/dovecot-lmtp".into()))
+        );
+        assert_eq!(
+            hop("unix:/run/dovecot/lmtp"),
+            Ok(LmtpHop::Unix("/run/dovecot/lmtp".into()))
+        );
+        assert_eq!(
+            hop("inet:127.0.0.1:2424"),
+            Ok(LmtpHop::Inet("127.0.0.1".into(), 2424))
+        );
+        assert_eq!(
+            hop("inet:[::1]:2424"),
+            Ok(LmtpHop::Inet("::1".into(), 2424))
+        );
+        assert_eq!(
+            hop("inet:Mail.Example.COM"),
+            Ok(LmtpHop::Inet("mail.example.com".into(), 24))
+        );
+        assert_eq!(
+            hop("mail.example.com:lmtp"),
+            Ok(LmtpHop::Inet("mail.example.com".into(), 24))
+        );
+        assert_eq!(
+            hop("[mail.example.com]"),
+            Ok(LmtpHop::Inet("mail.example.com".into(), 24))
+        );
+        assert_eq!(
+            parse_lmtp_nexthop("host.example", 2003),
+            Ok(LmtpHop::Inet("host.example".into(), 2003))
+        );
+        assert!(hop("inet:host.example:nonsense").is_err());
+        assert!(hop("inet:host.example:0").is_err());
+    }
+
+    #[test]
+    fn a_socket_is_named_after_this_host_without_a_port() {
+        let t = Target {
+            host: "mail.example.com".into(),
+            endpoint: Endpoint::Unix("private/dovecot-lmtp".into()),
+        };
+        assert_eq!(t.relay(), "mail.example.com[private/dovecot-lmtp]");
+        let t = Target::inet("lmtp.example", "192.0.2.1".parse().unwrap(), 24);
+        assert_eq!(t.relay(), "lmtp.example[192.0.2.1]:24");
+        assert_eq!(t.name(), "lmtp.example[192.0.2.1]");
+    }
+
+    #[tokio::test]
+    async fn lmtp_servers_need_no_lookup_for_sockets_and_addresses() {
+        let resolver = Resolver::new(&[]).unwrap();
+        let unix = lmtp_servers(&resolver, &LmtpHop::Unix("private/x".into()), "me.example")
+            .await
+            .unwrap();
+        assert_eq!(unix[0].relay(), "me.example[private/x]");
+        let inet = lmtp_servers(
+            &resolver,
+            &LmtpHop::Inet("127.0.0.1".into(), 24),
+            "me.example",
+        )
+        .await
+        .unwrap();
+        assert_eq!(inet[0].relay(), "127.0.0.1[127.0.0.1]:24");
     }
 
     #[test]

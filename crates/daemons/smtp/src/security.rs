@@ -1,15 +1,18 @@
 //! The smtp client's TLS policy and SASL credentials, from Postfix's
 //! parameters: `smtp_tls_security_level` or a `smtp_tls_policy_maps` entry
-//! per next hop, and `smtp_sasl_password_maps` per server.
+//! per next hop, and `smtp_sasl_password_maps` per server (their `lmtp_*`
+//! twins in LMTP mode).
 
 use std::sync::Arc;
 
-use pfx_config::{BuildError, Config};
+use pfx_config::BuildError;
 use pfx_maillog::delivery::Outcome;
 use pfx_maps::passwd::Passwd;
 use pfx_maps::{Format, MapList};
 use pfx_tls::client::{Client, Level};
 use tracing::warn;
+
+use crate::mode::Params;
 
 /// The TLS policy for one next hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +98,7 @@ pub(crate) struct Security {
 }
 
 impl Security {
-    pub(crate) fn new(cfg: &Config) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &Params<'_>) -> Result<Self, BuildError> {
         let level = match cfg.get("smtp_tls_security_level")?.as_str() {
             // Postfix: enforce_tls with enforce_peername (its default) is verify.
             "" if cfg.bool("smtp_enforce_tls")? => {
@@ -106,16 +109,20 @@ impl Security {
                 }
             }
             "" if cfg.bool("smtp_use_tls")? => Level::May,
-            other => Level::parse(other).map_err(|e| format!("smtp_tls_security_level: {e}"))?,
+            other => Level::parse(other)
+                .map_err(|e| format!("{}: {e}", cfg.mode.param("smtp_tls_security_level")))?,
         };
         let passwd = Passwd::new(None);
-        let client = Client::from_config(cfg).map(Arc::new).map_err(|e| {
-            warn!("{e}");
-            e.to_string()
-        });
+        let client = Client::from_config(&cfg.tls_config())
+            .map(Arc::new)
+            .map_err(|e| {
+                warn!("{e}");
+                e.to_string()
+            });
         let sasl = if cfg.bool("smtp_sasl_auth_enable")? {
-            let opts =
-                |n: &str| -> Result<Options, BuildError> { Ok(Options::parse(n, &cfg.list(n)?)?) };
+            let opts = |n: &'static str| -> Result<Options, BuildError> {
+                Ok(Options::parse(&cfg.mode.param(n), &cfg.list(n)?)?)
+            };
             Some(Sasl {
                 passwords: MapList::parse_as(
                     &cfg.list("smtp_sasl_password_maps")?,
@@ -272,6 +279,15 @@ impl Sasl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mode::Mode;
+    use pfx_config::Config;
+
+    fn smtp(cfg: &Config) -> Params<'_> {
+        Params {
+            cfg,
+            mode: Mode::Smtp,
+        }
+    }
 
     #[test]
     fn match_names_for_verify_and_secure() {
@@ -298,7 +314,7 @@ mod tests {
     fn the_old_enforce_and_use_parameters_map_to_levels_as_in_postfix() {
         let level = |text: &str| {
             let cfg = Config::from_text(std::path::Path::new("/etc/postfix"), text).unwrap();
-            Security::new(&cfg).unwrap().level
+            Security::new(&smtp(&cfg)).unwrap().level
         };
         assert_eq!(level(""), Level::None);
         assert_eq!(level("smtp_use_tls = yes\n"), Level::May);
@@ -314,6 +330,26 @@ mod tests {
     }
 
     #[test]
+    fn lmtp_reads_the_lmtp_tls_and_sasl_parameters() {
+        let cfg = Config::from_text(
+            std::path::Path::new("/etc/postfix"),
+            "smtp_tls_security_level = may\nlmtp_tls_security_level = encrypt\n\
+             lmtp_sasl_auth_enable = yes\nlmtp_sasl_security_options = noanonymous\n",
+        )
+        .unwrap();
+        assert_eq!(Security::new(&smtp(&cfg)).unwrap().level, Level::May);
+        let lmtp = Params {
+            cfg: &cfg,
+            mode: Mode::Lmtp,
+        };
+        let sec = Security::new(&lmtp).unwrap();
+        assert_eq!(sec.level, Level::Encrypt);
+        let sasl = sec.sasl.expect("lmtp_sasl_auth_enable");
+        assert_eq!(sasl.mechanism(&["PLAIN".into()], None), Some("PLAIN"));
+        assert!(Security::new(&smtp(&cfg)).unwrap().sasl.is_none());
+    }
+
+    #[test]
     fn policy_entries_that_cannot_be_honoured_defer_instead() {
         let dir = tempfile::tempdir().unwrap();
         let table = dir.path().join("tls_policy");
@@ -326,7 +362,7 @@ mod tests {
         .unwrap();
         let text = format!("smtp_tls_policy_maps = texthash:{}\n", table.display());
         let cfg = Config::from_text(dir.path(), &text).unwrap();
-        let sec = Security::new(&cfg).unwrap();
+        let sec = Security::new(&smtp(&cfg)).unwrap();
         let level = |hop: &str, domain: &str| sec.policy(hop, domain).map(|p| p.level);
         assert_eq!(level("[a.test]:25", "a.test").unwrap(), Level::Encrypt);
         assert_eq!(level("[d.test]:25", "d.test").unwrap(), Level::Secure);

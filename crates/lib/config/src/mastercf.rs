@@ -200,8 +200,8 @@ pub const DONE_INSIDE: &[(&str, &str)] = &[
     ("discard", "discard: transport: qmgr answers it itself"),
 ];
 
-/// Postfix's delivery agents postfix-rs does not have yet.
-pub const DEFERRED_AGENTS: &[&str] = &["lmtp"];
+/// Postfix's delivery agents postfix-rs does not have yet (none now).
+pub const DEFERRED_AGENTS: &[&str] = &[];
 
 /// Postfix's programs postfix-rs does not implement at all.
 pub const NOT_IMPLEMENTED: &[&str] = &["postscreen", "tlsproxy", "dnsblog", "qmqpd", "oqmgr"];
