@@ -3,6 +3,7 @@
 //! mail log and /proc.
 
 mod addressing;
+mod chunking;
 mod crash;
 mod debianstock;
 mod failclosed;

@@ -45,6 +45,8 @@ pub(crate) struct Agent {
     minimal_backoff: Duration,
     /// `smtp_starttls_timeout`.
     starttls_timeout: Duration,
+    /// `smtp_line_length_limit`: longer lines are broken (0: never).
+    line_limit: usize,
 }
 
 impl Agent {
@@ -84,6 +86,7 @@ impl Agent {
             security: Security::new(&p)?,
             minimal_backoff: cfg.time("minimal_backoff_time")?,
             starttls_timeout: time("smtp_starttls_timeout")?,
+            line_limit: usize::try_from(p.int("smtp_line_length_limit")?).unwrap_or(0),
         })
     }
 }
@@ -671,7 +674,7 @@ async fn transaction(
     let mut content = qf
         .content()
         .map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
-    let mut enc = DataEncoder::new();
+    let mut enc = DataEncoder::with_line_limit(agent.line_limit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut wire = Vec::with_capacity(70 * 1024);
     loop {
@@ -690,6 +693,12 @@ async fn transaction(
         if n == 0 {
             break;
         }
+    }
+    if enc.broke_lines() {
+        info!(
+            "{}: breaking line > {} bytes with <CR><LF>SPACE",
+            req.queue_id, agent.line_limit
+        );
     }
     Ok(end_of_data(agent, conn, target, verdicts).await)
 }

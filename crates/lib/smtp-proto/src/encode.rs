@@ -6,6 +6,13 @@
 #[derive(Debug, Clone)]
 pub struct DataEncoder {
     at_line_start: bool,
+    /// `smtp_line_length_limit` (0: none): longer lines are broken with
+    /// CRLF and a space, as Postfix's smtp client does.
+    line_limit: usize,
+    /// Bytes on the current wire line.
+    column: usize,
+    /// Whether a line was broken (Postfix logs it once per message).
+    broke: bool,
 }
 
 impl Default for DataEncoder {
@@ -16,25 +23,49 @@ impl Default for DataEncoder {
 
 impl DataEncoder {
     pub fn new() -> Self {
+        Self::with_line_limit(0)
+    }
+
+    /// An encoder that breaks lines longer than `limit` bytes (0: none)
+    /// with `<CR><LF><SPACE>`: the rest of the line continues on the next,
+    /// after the space, as Postfix's `smtp_line_length_limit`.
+    pub fn with_line_limit(limit: usize) -> Self {
         Self {
             at_line_start: true,
+            line_limit: limit,
+            column: 0,
+            broke: false,
         }
+    }
+
+    /// Whether a line was broken so far.
+    pub fn broke_lines(&self) -> bool {
+        self.broke
     }
 
     /// Appends the wire form of `content` to `out`.
     pub fn feed(&mut self, content: &[u8], out: &mut Vec<u8>) {
         out.reserve(content.len() + content.len() / 32 + 8);
         for &b in content {
-            if self.at_line_start && b == b'.' {
-                out.push(b'.');
-            }
             if b == b'\n' {
                 out.extend_from_slice(b"\r\n");
                 self.at_line_start = true;
-            } else {
-                out.push(b);
-                self.at_line_start = false;
+                self.column = 0;
+                continue;
             }
+            // The stuffed dot is not part of the line's length (Postfix
+            // does not count it either).
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            if self.line_limit > 0 && self.column >= self.line_limit {
+                out.extend_from_slice(b"\r\n ");
+                self.column = 1;
+                self.broke = true;
+            }
+            out.push(b);
+            self.column += 1;
+            self.at_line_start = false;
         }
     }
 
@@ -45,6 +76,7 @@ impl DataEncoder {
         }
         out.extend_from_slice(b".\r\n");
         self.at_line_start = true;
+        self.column = 0;
     }
 }
 
@@ -70,6 +102,20 @@ mod tests {
             out,
             b"Subject: x\r\n\r\n..leading\r\nmid.dot\r\n..\r\nno newline\r\n.\r\n"
         );
+    }
+
+    #[test]
+    fn long_lines_are_broken_with_crlf_space_as_postfix_does() {
+        let mut e = DataEncoder::with_line_limit(4);
+        let mut out = Vec::new();
+        e.feed(b"abcd\nabcde\n.bcdefghij", &mut out);
+        e.finish(&mut out);
+        assert_eq!(out, b"abcd\r\nabcd\r\n e\r\n..bcd\r\n efg\r\n hij\r\n.\r\n");
+        assert!(e.broke_lines());
+        let mut e = DataEncoder::with_line_limit(4);
+        let mut out = Vec::new();
+        e.feed(b"abcd\n", &mut out);
+        assert!(!e.broke_lines());
     }
 
     #[test]
