@@ -8,12 +8,12 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use pfx_command::Ended;
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
 use pfx_maillog::delivery::{Class, Outcome};
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::attrs::Attrs;
@@ -368,171 +368,37 @@ fn stdin_bytes(a: &Attrs, qf: &QueueFile, req: &DeliveryRequest) -> Result<Vec<u
     Ok(out)
 }
 
-/// The command's output as Postfix shows it: TAB and newline become
-/// spaces, other unprintable bytes `_`.
-fn printable(out: &[u8]) -> String {
-    out.iter()
-        .map(|&b| match b {
-            b'\t' | b'\n' => ' ',
-            0x20..=0x7e => char::from(b),
-            _ => '_',
-        })
-        .collect()
-}
-
-/// sysexits(3) codes: the status and text Postfix gives each.
-fn sysexit(code: i32) -> Option<(&'static str, &'static str)> {
-    Some(match code {
-        64 => ("5.3.0", "command line usage error"),
-        65 => ("5.6.0", "data format error"),
-        66 => ("5.3.0", "cannot open input"),
-        67 => ("5.1.1", "user unknown"),
-        68 => ("5.1.2", "host name unknown"),
-        69 => ("5.3.0", "service unavailable"),
-        70 => ("5.3.0", "internal software error"),
-        71 => ("4.3.0", "system resource problem"),
-        72 => ("5.3.0", "critical OS file missing"),
-        73 => ("5.2.0", "can't create user output file"),
-        74 => ("5.3.0", "input/output error"),
-        75 => ("4.3.0", "temporary failure"),
-        76 => ("5.5.0", "remote error in protocol"),
-        77 => ("5.7.0", "permission denied"),
-        78 => ("5.3.5", "local configuration error"),
-        _ => return None,
-    })
-}
-
-/// How the command ended.
-enum Ended {
-    Exited(i32),
-    Signal(i32),
-    TimedOut,
-}
-
-/// Reads the command's end as Postfix's pipe does.
+/// Reads the command's end as Postfix's pipe does: 0 is delivered via the
+/// service, the rest as pipe_command reads it (`pfx_command::failure`).
 fn exit_outcome(service: &str, argv0: &str, ended: Ended, output: &str) -> Outcome {
-    let with_output = |text: String| {
-        if output.is_empty() {
-            text
-        } else {
-            format!("{text}. Command output: {output}")
-        }
-    };
-    match ended {
-        Ended::TimedOut => verdict(
-            "5.3.0",
-            with_output(format!("Command time limit exceeded: \"{argv0}\"")),
-        ),
-        Ended::Signal(n) => verdict(
-            "4.3.0",
-            with_output(format!("Command died with signal {n}: \"{argv0}\"")),
-        ),
-        Ended::Exited(0) => {
-            let out = output.trim_end();
-            if out.is_empty() {
-                verdict("2.0.0", format!("delivered via {service} service"))
-            } else {
-                let out: String = out.chars().take(100).collect();
-                verdict("2.0.0", format!("delivered via {service} service ({out})"))
-            }
-        }
-        Ended::Exited(code) => {
-            let (dsn, text) = pfx_smtp_proto::dsn_split("", output);
-            if !dsn.is_empty() {
-                // A 2.x.x code from a failed command bounces as 5.0.0.
-                let dsn = if dsn.starts_with(['4', '5']) {
-                    dsn
-                } else {
-                    "5.0.0".into()
-                };
-                return verdict(&dsn, text);
-            }
-            match sysexit(code) {
-                Some((dsn, text)) => verdict(dsn, with_output(text.to_owned())),
-                None => verdict(
-                    "5.3.0",
-                    with_output(format!("Command died with status {code}: \"{argv0}\"")),
-                ),
-            }
-        }
+    if let Some(failed) = pfx_command::failure(ended, argv0, output) {
+        return failed;
+    }
+    let out = output.trim_end();
+    if out.is_empty() {
+        verdict("2.0.0", format!("delivered via {service} service"))
+    } else {
+        let out: String = out.chars().take(100).collect();
+        verdict("2.0.0", format!("delivered via {service} service ({out})"))
     }
 }
 
 /// Runs the command; `Err` when it could not be started.
 async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, String), String> {
     let a = &agent.attrs;
-    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(agent.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(
-            a.directory
-                .clone()
-                .unwrap_or_else(|| agent.queue.root().display().to_string()),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::from(w))
-        .stderr(std::process::Stdio::from(w2));
-    pfx_sys::users::run_as(&mut cmd, a.uid, a.gid);
-    let mut cmd = tokio::process::Command::from(cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("pipe_command: execvp {}: {e}", argv[0]))?;
-    drop(cmd);
-    let pid = child.id().map(|p| p as i32);
-    let mut stdin = child.stdin.take();
-    let mut reader = tokio::fs::File::from_std(std::fs::File::from(r));
-    let work = async {
-        let write = async {
-            if let Some(s) = stdin.as_mut() {
-                // A command that does not read all of it is fine (EPIPE).
-                let _ = s.write_all(&input).await;
-            }
-            drop(stdin.take());
-        };
-        let read = async {
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let room = 4096usize.saturating_sub(out.len());
-                        out.extend_from_slice(&buf[..n.min(room)]);
-                    }
-                }
-            }
-            out
-        };
-        let ((), out) = tokio::join!(write, read);
-        let status = child.wait().await;
-        (status, out)
+    let cwd = a
+        .directory
+        .clone()
+        .unwrap_or_else(|| agent.queue.root().display().to_string());
+    let spec = pfx_command::Spec {
+        argv,
+        env: &agent.env,
+        cwd: std::path::Path::new(&cwd),
+        uid: a.uid,
+        gid: a.gid,
+        time_limit: agent.time_limit,
     };
-    match tokio::time::timeout(agent.time_limit, work).await {
-        Ok((Ok(status), out)) => {
-            use std::os::unix::process::ExitStatusExt;
-            let ended = match (status.code(), status.signal()) {
-                (Some(c), _) => Ended::Exited(c),
-                (None, Some(s)) => Ended::Signal(s),
-                (None, None) => Ended::Exited(1),
-            };
-            Ok((ended, printable(&out)))
-        }
-        Ok((Err(e), _)) => Err(format!("wait: {e}")),
-        Err(_) => {
-            warn!("pipe_command_wait_or_kill: child wait time limit exceeded");
-            if let Some(p) = pid {
-                // The command's whole session.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(p),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            Ok((Ended::TimedOut, String::new()))
-        }
-    }
+    pfx_command::run(&spec, input).await
 }
 
 /// Delivers one request and logs each recipient's outcome.
@@ -711,6 +577,5 @@ mod tests {
         assert_eq!(quote_local("a.b+c"), "a.b+c");
         assert_eq!(quote_local("sen der"), "\"sen der\"");
         assert_eq!(quote_local("a..b"), "\"a..b\"");
-        assert_eq!(printable(b"line1\nline2\t\x01"), "line1 line2 _");
     }
 }
