@@ -9,6 +9,7 @@ mod debianstock;
 mod failclosed;
 mod lifecycle;
 mod lmtp;
+mod local_agent;
 mod mailpath;
 mod maps;
 mod named;

@@ -40,11 +40,28 @@ pub(crate) struct Settings {
     /// to commands and to files.
     mail_to_commands: Vec<String>,
     mail_to_files: Vec<String>,
+    /// `forward_path`: where a user's `.forward` may be (templates).
+    forward_path: Vec<String>,
+    forward_filter: String,
+    /// `mailbox_transport`, `mailbox_command` (run as it is: the shell
+    /// sees `$HOME`, `$EXTENSION`... in the environment),
+    /// `fallback_transport`, `luser_relay` (the last two for users not in
+    /// the passwd database).
+    mailbox_transport: String,
+    mailbox_command: String,
+    fallback_transport: String,
+    luser_relay: String,
+    /// `command_expansion_filter`, `command_time_limit`, and the
+    /// environment commands get (`export_environment`, PATH).
+    command_filter: String,
+    command_time_limit: std::time::Duration,
+    command_env: Vec<(String, String)>,
 }
 
 impl Settings {
     pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
         let passwd = Passwd::new(Some(cfg.get("local_passwd_file")?.into()));
+        let raw = |name: &str| cfg.raw(name).unwrap_or_default();
         Ok(Self {
             queue_dir: cfg.get("queue_directory")?.into(),
             aliases: MapList::parse(&cfg.list("alias_maps")?, &passwd)?,
@@ -58,6 +75,27 @@ impl Settings {
             default_privs: cfg.get("default_privs")?,
             mail_to_commands: cfg.list("allow_mail_to_commands")?,
             mail_to_files: cfg.list("allow_mail_to_files")?,
+            // Expanded per recipient ($home, $user, ...), not as main.cf.
+            forward_path: pfx_config::value::split_list(&raw("forward_path")),
+            forward_filter: cfg.get("forward_expansion_filter")?,
+            mailbox_transport: cfg.get("mailbox_transport")?,
+            mailbox_command: raw("mailbox_command"),
+            fallback_transport: cfg.get("fallback_transport")?,
+            luser_relay: raw("luser_relay"),
+            command_filter: cfg.get("command_expansion_filter")?,
+            command_time_limit: cfg.time("command_time_limit")?,
+            command_env: {
+                let mut env: Vec<(String, String)> = cfg
+                    .list("export_environment")?
+                    .into_iter()
+                    .filter_map(|n| match n.split_once('=') {
+                        Some((k, v)) => Some((k.to_owned(), v.to_owned())),
+                        None => std::env::var(&n).ok().map(|v| (n, v)),
+                    })
+                    .collect();
+                env.push(("PATH".into(), "/usr/bin:/bin".into()));
+                env
+            },
         })
     }
 }
@@ -71,6 +109,47 @@ struct Ctx<'a> {
     forward: Vec<String>,
     /// Each final delivery, for its own log line: (address, outcome).
     leaves: Vec<(String, Outcome)>,
+    /// Deliveries handed to another transport (`mailbox_transport`,
+    /// `fallback_transport`), made and logged by its agent.
+    passes: Vec<Pass>,
+    /// Whose rights commands and files get: `None` for alias database
+    /// entries (its owner, or `default_privs`), the user for a `.forward`.
+    rights: Option<Rights>,
+    /// `.forward` files being expanded (a user who names herself there
+    /// gets her mailbox).
+    forwarding: HashSet<PathBuf>,
+}
+
+/// A delivery for another agent: (address, original, transport, next hop).
+type Pass = (String, String, String, String);
+
+/// A user's rights and attributes, for commands and files.
+#[derive(Clone)]
+struct Rights {
+    uid: u32,
+    gid: u32,
+    home: String,
+    shell: String,
+}
+
+impl Rights {
+    /// A user's own rights; root's are `default_privs`'s, as in Postfix.
+    fn of(user: &User, default_privs: &str) -> Self {
+        let (uid, gid) = if user.uid == 0 {
+            match pfx_sys::users::user(default_privs) {
+                Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
+                Err(_) => (65534, 65534),
+            }
+        } else {
+            (user.uid, user.gid)
+        };
+        Self {
+            uid,
+            gid,
+            home: user.home.display().to_string(),
+            shell: user.shell.clone(),
+        }
+    }
 }
 
 fn sent(text: impl Into<String>) -> Outcome {
@@ -79,6 +158,11 @@ fn sent(text: impl Into<String>) -> Outcome {
 
 fn bounce(dsn: &str, reason: impl Into<String>) -> Outcome {
     Outcome::failed(false, dsn, "local", reason)
+}
+
+/// A deferral with its own status (`4.3.5 mail system configuration error`).
+fn defer_dsn(dsn: &str, reason: impl Into<String>) -> Outcome {
+    Outcome::failed(true, dsn, "local", reason)
 }
 
 fn defer(reason: impl Into<String>) -> Outcome {
@@ -101,8 +185,9 @@ fn mbox(path: &Path, m: &mut Message<'_>) -> Result<(), Outcome> {
 
 /// Each final delivery of one recipient, with its outcome.
 type Leaves = Vec<(String, Outcome)>;
-/// Per recipient: outcome and leaves; per recipient: remote targets; the queue file.
-type Expanded = (Vec<(Outcome, Leaves)>, Vec<String>, QueueFile);
+/// Per recipient: outcome, leaves and passes to other transports; per
+/// recipient: remote targets; the queue file.
+type Expanded = (Vec<(Outcome, Leaves, Vec<Pass>)>, Vec<String>, QueueFile);
 
 /// Delivers every recipient of the request and logs each outcome.
 pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Outcome> {
@@ -125,6 +210,9 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             delivered_to: Vec::new(),
             forward: Vec::new(),
             leaves: Vec::new(),
+            passes: Vec::new(),
+            rights: None,
+            forwarding: HashSet::new(),
         };
         ctx.delivered_to = delivered_to_headers(&qf);
         let mut results = Vec::new();
@@ -137,7 +225,11 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             let top = r.original.as_deref().unwrap_or(&r.address);
             let res = ctx.recipient(&r.address, top, 0, &mut seen);
             forwards.push(ctx.forward.join(","));
-            results.push((res, std::mem::take(&mut ctx.leaves)));
+            results.push((
+                res,
+                std::mem::take(&mut ctx.leaves),
+                std::mem::take(&mut ctx.passes),
+            ));
         }
         Ok((results, forwards, qf))
     })
@@ -151,7 +243,18 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         }
     };
     let mut statuses = Vec::new();
-    for ((r, (res, mut leaves)), fwd) in req.recipients.iter().zip(results).zip(forwards) {
+    for ((r, (res, mut leaves, passes)), fwd) in req.recipients.iter().zip(results).zip(forwards) {
+        // Handed to another transport: its agent delivers and logs.
+        let mut res = res;
+        let passed = !passes.is_empty();
+        for (to, orig, transport, nexthop) in passes {
+            let v = pass(st, req, &to, &orig, &transport, &nexthop).await;
+            if v.class != Class::Sent
+                && (res.class == Class::Sent || (v.is_temporary() && !res.is_temporary()))
+            {
+                res = v;
+            }
+        }
         // Remote alias targets travel as one new message.
         let res = match (res, fwd.is_empty()) {
             (sent, true) if sent.class == Class::Sent => sent,
@@ -165,7 +268,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             }
             (failed, _) => failed,
         };
-        if leaves.is_empty() {
+        if leaves.is_empty() && !passed {
             leaves.push((r.address.clone(), res.clone()));
         }
         // One line per final delivery, with the address it was sent to as orig_to.
@@ -185,27 +288,6 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         statuses.push(res);
     }
     statuses
-}
-
-/// Writes `prepend` and the content to a command's stdin. Errors writing
-/// (the command closed its input) end the feed quietly; an error reading the
-/// queue file is returned.
-fn feed(
-    mut stdin: std::process::ChildStdin,
-    prepend: &[u8],
-    content: &mut impl Read,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    if stdin.write_all(prepend).is_err() {
-        return Ok(());
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = content.read(&mut buf)?;
-        if n == 0 || stdin.write_all(&buf[..n]).is_err() {
-            return Ok(());
-        }
-    }
 }
 
 /// `Delivered-To:` values in the message header, lowercased (loop detection).
@@ -277,19 +359,168 @@ impl Ctx<'_> {
         }
         let user_name = base.unwrap_or(name);
         let v = match self.st.passwd.lookup(&user_name) {
-            Ok(Some(user)) => return self.mailbox(&user, addr, top),
+            Ok(Some(user)) => {
+                if let Some(v) = self.dot_forward(&user, addr, top, depth, seen) {
+                    return v;
+                }
+                return self.mailbox(&user, addr, top);
+            }
             // smtpd always takes these; without an alias, as Postfix, the
             // mail is dropped with a warning rather than bounced.
             Ok(None) if pfx_address::is_required_local_name(&user_name) => {
                 warn!("required alias not found: {user_name}");
                 sent("discarded")
             }
-            Ok(None) => bounce("5.1.1", format!("unknown user: \"{user_name}\"")),
+            Ok(None) => return self.unknown(addr, top, &user_name, depth, seen),
             Err(e) => defer(format!("user lookup: {e}")),
         };
         let to = self.qualify(addr);
         self.leaves.push((to, v.clone()));
         v
+    }
+
+    /// The recipient's attributes for `$name` expansion.
+    fn attrs(
+        &self,
+        addr: &str,
+        user: &str,
+        rights: Option<&Rights>,
+    ) -> Vec<(&'static str, String)> {
+        let (local, domain) = self.local_part(addr);
+        let delim = &self.st.recipient_delimiter;
+        let mut v = vec![
+            ("user", user.to_owned()),
+            ("local", local.clone()),
+            ("mailbox", local.clone()),
+            ("domain", domain),
+            ("recipient", self.qualify(addr)),
+        ];
+        let rest = &local[user.len().min(local.len())..];
+        if let Some(d) = rest.chars().next().filter(|d| delim.contains(*d)) {
+            v.push(("recipient_delimiter", d.to_string()));
+            v.push(("extension", rest[d.len_utf8()..].to_owned()));
+        } else if let Some(d) = delim.chars().next() {
+            v.push(("recipient_delimiter", d.to_string()));
+        }
+        if let Some(r) = rights {
+            v.push(("home", r.home.clone()));
+            v.push(("shell", r.shell.clone()));
+        }
+        v
+    }
+
+    /// The user's `.forward` (the first file of `forward_path` that
+    /// exists): its addresses, files and commands, with the user's rights,
+    /// instead of the mailbox. `None`: no forward file applies (none, not
+    /// a regular file, bad owner, world-writable, empty, or the user is
+    /// already being expanded from it: then her mailbox).
+    fn dot_forward(
+        &mut self,
+        user: &User,
+        addr: &str,
+        top: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+    ) -> Option<Outcome> {
+        use std::os::unix::fs::MetadataExt;
+        let rights = Rights::of(user, &self.st.default_privs);
+        let attrs = self.attrs(addr, &user.name, Some(&rights));
+        let lookup = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        let (path, meta) = self.st.forward_path.iter().find_map(|t| {
+            let path = crate::expand::expand(t, &lookup, &self.st.forward_filter).ok()?;
+            let meta =
+                pfx_mailbox::as_user(rights.uid, rights.gid, || std::fs::symlink_metadata(&path));
+            meta.ok().map(|m| (PathBuf::from(path), m))
+        })?;
+        if !self.forwarding.insert(path.clone()) {
+            return None;
+        }
+        let shown = path.display();
+        let text = if !meta.file_type().is_file() {
+            warn!("file {shown} is not a regular file");
+            None
+        } else if meta.uid() != 0 && meta.uid() != user.uid {
+            warn!("file {shown} has bad owner uid {}", meta.uid());
+            None
+        } else if meta.mode() & 0o002 != 0 {
+            warn!("file {shown} is world writable");
+            None
+        } else {
+            match pfx_mailbox::as_user(rights.uid, rights.gid, || std::fs::read_to_string(&path)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let why = e.raw_os_error().map_or_else(
+                        || e.to_string(),
+                        |n| nix::errno::Errno::from_raw(n).desc().to_owned(),
+                    );
+                    warn!("cannot open file {shown}: {why}");
+                    None
+                }
+            }
+        };
+        let targets: Vec<String> = text
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(pfx_maps::aliases::targets)
+            .collect();
+        if targets.is_empty() {
+            self.forwarding.remove(&path);
+            return None;
+        }
+        let saved = self.rights.replace(rights);
+        let v = self.expand(&targets.join(","), top, depth + 1, seen, "forward");
+        self.rights = saved;
+        Some(v)
+    }
+
+    /// A user the passwd database does not know: `fallback_transport`,
+    /// else `luser_relay`, else a bounce.
+    fn unknown(
+        &mut self,
+        addr: &str,
+        top: &str,
+        user_name: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+    ) -> Outcome {
+        let to = self.qualify(addr);
+        if !self.st.fallback_transport.is_empty() {
+            return self.pass(&self.st.fallback_transport.clone(), &to, top);
+        }
+        if !self.st.luser_relay.is_empty() {
+            let attrs = self.attrs(addr, user_name, None);
+            let lookup = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+            // Expanded without a filter, as Postfix does.
+            return match crate::expand::expand(&self.st.luser_relay, &lookup, "") {
+                Ok(relay) => self.expand(&relay, top, depth + 1, seen, "luser_relay"),
+                Err(_) => {
+                    warn!(
+                        "bad parameter value syntax for luser_relay: {}",
+                        self.st.luser_relay
+                    );
+                    let v = defer_dsn("4.3.5", "mail system configuration error");
+                    self.leaves.push((to, v.clone()));
+                    v
+                }
+            };
+        }
+        let v = bounce("5.1.1", format!("unknown user: \"{user_name}\""));
+        self.leaves.push((to, v.clone()));
+        v
+    }
+
+    /// Hands `to` to the agent of `spec` (`transport[:nexthop]`), as
+    /// Postfix's local does with `mailbox_transport`: the agent delivers
+    /// and logs; its outcome comes back once the other work is done.
+    fn pass(&mut self, spec: &str, to: &str, top: &str) -> Outcome {
+        let (transport, nexthop) = match spec.split_once(':') {
+            Some((t, n)) => (t.to_owned(), n.to_owned()),
+            None => (spec.to_owned(), String::new()),
+        };
+        self.passes
+            .push((to.to_owned(), top.to_owned(), transport, nexthop));
+        sent(String::new())
     }
 
     /// `user` becomes `user@$myorigin`, as the address is shown in logs.
@@ -383,6 +614,18 @@ impl Ctx<'_> {
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
             return bounce("5.4.6", format!("mail forwarding loop for {rcpt}"));
         }
+        if !self.st.mailbox_transport.is_empty() {
+            return self.pass(&self.st.mailbox_transport.clone(), &rcpt, top);
+        }
+        if !self.st.mailbox_command.is_empty() {
+            // As in Postfix, not subject to $name expansion: the shell sees
+            // $HOME, $EXTENSION... in the environment.
+            let rights = Rights::of(user, &self.st.default_privs);
+            let cmd = self.st.mailbox_command.clone();
+            let v = self.run_command(&cmd, addr, &rcpt, top, &user.name, Some(&rights));
+            self.leaves.push((rcpt, v.clone()));
+            return v;
+        }
         let home_mailbox = &self.st.home_mailbox;
         let (path, maildir): (PathBuf, bool) = if home_mailbox.is_empty() {
             (self.st.mail_spool_directory.join(&user.name), false)
@@ -446,8 +689,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whose rights a file or command from the current expansion gets.
+    fn ids(&self) -> (u32, u32) {
+        match &self.rights {
+            Some(r) => (r.uid, r.gid),
+            None => self.alias_owner(),
+        }
+    }
+
     fn file(&mut self, path: &Path, top: &str) -> Outcome {
-        let (uid, gid) = self.alias_owner();
+        let (uid, gid) = self.ids();
         let v = match self.write_as(uid, gid, top, top, |m| mbox(path, m)) {
             Ok(()) => sent(format!("delivered to file: {}", path.display())),
             Err(f) => f,
@@ -456,70 +707,147 @@ impl Ctx<'_> {
         v
     }
 
-    /// `|command`: the message on standard input of `/bin/sh -c command`,
-    /// as the alias owner; exit 0 delivered, 75 (EX_TEMPFAIL) deferred, else bounced.
+    /// `|command` from an alias or `.forward`.
     fn command(&mut self, cmd: &str, top: &str) -> Outcome {
-        let v = self.run_command(cmd, top);
+        let (local, _) = self.local_part(top);
+        let user = local
+            .find(|c| self.st.recipient_delimiter.contains(c))
+            .map_or(local.as_str(), |i| &local[..i])
+            .to_owned();
+        let rights = self.rights.clone();
+        let v = self.run_command(cmd, top, top, top, &user, rights.as_ref());
         self.leaves.push((top.to_owned(), v.clone()));
         v
     }
 
-    fn run_command(&self, cmd: &str, top: &str) -> Outcome {
-        use std::os::unix::process::CommandExt;
-        let (uid, gid) = self.alias_owner();
-        let (local, domain) = self.local_part(top);
-        let mut c = std::process::Command::new("/bin/sh");
-        c.arg("-c")
-            .arg(cmd)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("SHELL", "/bin/sh");
-        c.env("SENDER", self.sender)
-            .env("RECIPIENT", top)
-            .env("LOCAL", &local)
-            .env("DOMAIN", &domain)
-            .env("ORIGINAL_RECIPIENT", top);
-        c.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        if pfx_sys::users::is_root() {
-            c.uid(uid).gid(gid);
-        }
-        let mut content = match self.qf.content() {
-            Ok(c) => c,
-            Err(e) => return defer(format!("read queue file: {e}")),
+    /// Runs `/bin/sh -c cmd` as Postfix's local runs a command: with the
+    /// given rights (the alias owner's when `None`), the message after a
+    /// `From ` line and the delivery headers on its input, Postfix's
+    /// environment (HOME, LOGNAME, USER, SENDER, RECIPIENT, LOCAL, SHELL,
+    /// DOMAIN, EXTENSION, ORIGINAL_RECIPIENT, CLIENT_*, SASL_*, values
+    /// censored by `command_expansion_filter`), `command_time_limit`; its
+    /// exit status read as pipe_command reads it.
+    fn run_command(
+        &self,
+        cmd: &str,
+        addr: &str,
+        rcpt: &str,
+        top: &str,
+        user: &str,
+        rights: Option<&Rights>,
+    ) -> Outcome {
+        let (uid, gid) = match rights {
+            Some(r) => (r.uid, r.gid),
+            None => self.alias_owner(),
         };
-        let mut child = match c.spawn() {
-            Ok(ch) => ch,
-            Err(e) => return defer(format!("command {cmd}: {e}")),
-        };
-        let prepend = self.prepend(top, top);
-        if let Some(stdin) = child.stdin.take() {
-            // A command that stops reading early is its own business (its
-            // exit status decides); a queue file that cannot be read means
-            // the command saw a cut message, so the delivery is deferred.
-            if let Err(e) = feed(stdin, &prepend, &mut content) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return defer(format!("read queue file: {e}"));
+        let attrs = self.attrs(addr, user, rights);
+        let attr = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        let mut env = self.st.command_env.clone();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                let v = v
+                    .chars()
+                    .map(|c| {
+                        if self.st.command_filter.contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                env.push((k.to_owned(), v));
             }
+        };
+        add("HOME", attr("home"));
+        add("LOGNAME", Some(user.to_owned()));
+        add("USER", Some(user.to_owned()));
+        add("SENDER", Some(self.sender.to_owned()));
+        add("RECIPIENT", Some(self.qualify(addr)));
+        add("LOCAL", attr("local"));
+        add("SHELL", attr("shell"));
+        add("DOMAIN", attr("domain"));
+        add("EXTENSION", attr("extension"));
+        add("ORIGINAL_RECIPIENT", Some(top.to_owned()));
+        for (name, a) in [
+            ("CLIENT_HOSTNAME", "client_name"),
+            ("CLIENT_ADDRESS", "client_address"),
+            ("CLIENT_HELO", "helo_name"),
+            ("CLIENT_PROTOCOL", "protocol_name"),
+            ("SASL_METHOD", "sasl_method"),
+            ("SASL_SENDER", "sasl_sender"),
+            ("SASL_USERNAME", "sasl_username"),
+        ] {
+            add(name, self.qf.attr(a).map(str::to_owned));
         }
-        match child.wait_with_output() {
-            Ok(out) if out.status.success() => sent(format!("delivered to command: {cmd}")),
-            Ok(out) if out.status.code() == Some(75) => defer(format!(
-                "temporary failure. Command output: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Ok(out) => bounce(
-                "5.3.0",
-                format!(
-                    "Command died with status {}: \"{cmd}\". Command output: {}",
-                    out.status.code().unwrap_or(-1),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ),
+        let mut input = pfx_mailbox::from_line(self.sender).into_bytes();
+        input.extend(self.prepend(rcpt, top));
+        if let Err(e) = self
+            .qf
+            .content()
+            .and_then(|mut c| c.read_to_end(&mut input))
+        {
+            return defer(format!("read queue file: {e}"));
+        }
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()];
+        let spec = pfx_command::Spec {
+            argv: &argv,
+            env: &env,
+            cwd: &self.st.queue_dir,
+            uid: nix::unistd::Uid::from_raw(uid),
+            gid: nix::unistd::Gid::from_raw(gid),
+            time_limit: self.st.command_time_limit,
+        };
+        // On a thread of the blocking pool, inside the runtime.
+        let ran = tokio::runtime::Handle::current().block_on(pfx_command::run(&spec, input));
+        match ran {
+            Ok((ended, output)) => pfx_command::failure(ended, cmd, &output)
+                .map(|mut v| {
+                    v.relay = "local".into();
+                    v
+                })
+                .unwrap_or_else(|| sent(format!("delivered to command: {cmd}"))),
             Err(e) => defer(format!("command {cmd}: {e}")),
         }
+    }
+}
+
+/// Hands one recipient to another transport's agent, as qmgr would, and
+/// returns its outcome (the agent logs the delivery).
+async fn pass(
+    st: &Settings,
+    req: &DeliveryRequest,
+    to: &str,
+    orig: &str,
+    transport: &str,
+    nexthop: &str,
+) -> Outcome {
+    use pfx_ipc::proto::{self, conversation, DeliveryRecipient, DeliveryReply};
+    let request = DeliveryRequest {
+        nexthop: if nexthop.is_empty() {
+            req.nexthop.clone()
+        } else {
+            nexthop.to_owned()
+        },
+        recipients: vec![DeliveryRecipient {
+            address: to.to_owned(),
+            original: (orig != to).then(|| orig.to_owned()),
+        }],
+        ..req.clone()
+    };
+    let socket = proto::transport_socket(&st.queue_dir, transport);
+    let asked = async {
+        let mut ch = pfx_ipc::client::connect(&socket, conversation::DELIVER).await?;
+        ch.send(&request).await?;
+        ch.expect::<DeliveryReply>().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3600), asked).await {
+        Ok(Ok(reply)) if reply.statuses.len() == 1 => reply.statuses[0].clone(),
+        Ok(Ok(_)) => defer("delivery agent protocol error"),
+        Ok(Err(e)) => {
+            warn!("{}: {transport}: {e}", req.queue_id);
+            defer("mail transport unavailable")
+        }
+        Err(_) => defer("delivery agent timed out"),
     }
 }
 

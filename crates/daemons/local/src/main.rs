@@ -12,6 +12,7 @@
 //! maildir)` lines.
 
 mod deliver;
+mod expand;
 
 fn main() {
     pfx_server::run_with(

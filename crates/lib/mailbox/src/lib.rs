@@ -24,7 +24,7 @@ mod privs;
 
 pub use error::Error;
 pub use maildir::maildir;
-pub use mbox::{mbox, Locks, MboxOptions};
+pub use mbox::{from_line, mbox, Locks, MboxOptions};
 pub use privs::as_user;
 
 use std::io::Read;

@@ -167,6 +167,21 @@ fn flock_lock(f: &File) -> nix::Result<()> {
 }
 
 /// Appends the message to the mbox file at `path`.
+/// The `From sender  date` line that starts a message in an mbox file, and
+/// what local(8) gives a command first (Postfix's MAIL_COPY_FROM); the null
+/// sender is `MAILER-DAEMON`.
+pub fn from_line(sender: &str) -> String {
+    let sender = if sender.is_empty() {
+        "MAILER-DAEMON"
+    } else {
+        sender
+    };
+    format!(
+        "From {sender}  {}\n",
+        pfx_sys::time::asctime(SystemTime::now())
+    )
+}
+
 pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<(), Error> {
     // Dot-lock regular files only (never /dev/null's directory), and files
     // that do not exist yet.
@@ -209,15 +224,7 @@ pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<()
         });
     }
     let start = md.len();
-    let sender = if msg.sender.is_empty() {
-        "MAILER-DAEMON"
-    } else {
-        msg.sender
-    };
-    let from_line = format!(
-        "From {sender}  {}\n",
-        pfx_sys::time::asctime(SystemTime::now())
-    );
+    let from_line = from_line(msg.sender);
     let result = (|| -> Result<(), Error> {
         let mut out = std::io::BufWriter::new(&mut f);
         let mut quoting = FromQuoting::new();

@@ -1,0 +1,209 @@
+//! local(8) beyond aliases: users' `.forward` files (`forward_path`),
+//! `mailbox_command` (run as the user, with Postfix's environment and a
+//! `From ` line first), `mailbox_transport` (the mailbox handed to another
+//! agent, which delivers and logs), and for users the passwd file does not
+//! know, `fallback_transport` and `luser_relay`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use testkit::{wait_for, Instance, MailInstance, Smtp};
+
+fn send(m: &MailInstance, to: &[&str], subject: &str) -> String {
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    c.queued(
+        "sender@example.org",
+        to,
+        format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n").as_bytes(),
+    )
+}
+
+/// Writes a file in a user's home, owned by the user, with `mode`.
+fn home_file(m: &MailInstance, user: &str, name: &str, text: &str, mode: u32) {
+    let home = m.home.join(user);
+    let p = home.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    let meta = std::fs::metadata(&home).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    nix::unistd::chown(&p, Some(meta.uid().into()), Some(meta.gid().into())).unwrap();
+}
+
+fn read_when(p: &Path, what: &str, m: &MailInstance) -> String {
+    assert!(
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(p)
+            .is_ok_and(|t| t.contains(what))),
+        "{} has no {what}:\n{}",
+        p.display(),
+        m.log_text()
+    );
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn dot_forward_files_forward_run_commands_as_the_user_and_keep_a_copy() {
+    let m = Instance::mail("recipient_delimiter = +\n");
+    m.start();
+    let out = m.home.join("hadoop").join("from-forward");
+    // A copy to openstack, one to hadoop's own mailbox (naming herself),
+    // and a command run as hadoop.
+    home_file(
+        &m,
+        "hadoop",
+        ".forward",
+        &format!(
+            "# comment\nopenstack, hadoop\n\"|cat > {} ; id -u >> {}\"\n",
+            out.display(),
+            out.display()
+        ),
+        0o644,
+    );
+    let id = send(&m, &["hadoop@ywnds.com"], "forwarded");
+    assert!(
+        String::from_utf8_lossy(&m.wait_maildir("openstack", 1)[0]).contains("body of forwarded")
+    );
+    assert!(String::from_utf8_lossy(&m.wait_maildir("hadoop", 1)[0]).contains("body of forwarded"));
+    let got = read_when(&out, "body of forwarded", &m);
+    let uid = std::fs::metadata(m.home.join("hadoop"))
+        .map(|md| std::os::unix::fs::MetadataExt::uid(&md))
+        .unwrap();
+    assert!(got.starts_with("From sender@example.org  "), "{got}");
+    assert!(got.trim_end().ends_with(&uid.to_string()), "{got}");
+    assert!(
+        m.wait_log(
+            &format!("{id}: to=<hadoop@ywnds.com>, relay=local,"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.log_text()
+    );
+    // A world-writable .forward is ignored, with Postfix's warning: the
+    // mailbox gets the mail.
+    home_file(&m, "hadoop", ".forward", "openstack\n", 0o666);
+    send(&m, &["hadoop@ywnds.com"], "not forwarded");
+    assert_eq!(m.wait_maildir("hadoop", 2).len(), 2);
+    assert!(m.log_text().contains("/.forward is world writable"));
+    assert_eq!(m.exactly("openstack", 1).len(), 1);
+    // `.forward+ext` for mail to hadoop+ext, before `.forward`.
+    home_file(&m, "hadoop", ".forward", "hadoop\n", 0o644);
+    home_file(&m, "hadoop", ".forward+lists", "openstack+lists\n", 0o644);
+    send(&m, &["hadoop+lists@ywnds.com"], "extension");
+    let o = m.wait_maildir("openstack", 2);
+    assert!(
+        o.iter().any(|x| String::from_utf8_lossy(x)
+            .contains("Delivered-To: openstack+lists@ywnds.com")),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(m.exactly("hadoop", 2).len(), 2);
+}
+
+#[test]
+fn mailbox_command_gets_the_message_and_postfixs_environment() {
+    let m = Instance::mail(
+        "recipient_delimiter = +\n\
+         mailbox_command = /bin/sh -c 'cat > $HOME/delivered; env | sort > $HOME/env; exit ${EXTENSION}0'\n",
+    );
+    m.start();
+    send(&m, &["hadoop+7@ywnds.com"], "to a command");
+    let home = m.home.join("hadoop");
+    let got = read_when(&home.join("delivered"), "body of to a command", &m);
+    assert!(got.starts_with("From sender@example.org  "), "{got}");
+    assert!(
+        got.contains("\nReturn-Path: <sender@example.org>\nX-Original-To: hadoop+7@ywnds.com\nDelivered-To: hadoop+7@ywnds.com\n"),
+        "{got}"
+    );
+    let env = read_when(&home.join("env"), "SENDER=", &m);
+    for want in [
+        "SENDER=sender@example.org",
+        "RECIPIENT=hadoop+7@ywnds.com",
+        "USER=hadoop",
+        "LOGNAME=hadoop",
+        "EXTENSION=7",
+        "LOCAL=hadoop+7",
+        "DOMAIN=ywnds.com",
+        &format!("HOME={}", home.display()),
+        "SHELL=/bin/sh",
+        "CLIENT_ADDRESS=127.0.0.1",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want}:\n{env}");
+    }
+    // The command exits 70 (EX_SOFTWARE): bounced with sysexits' text.
+    assert!(
+        m.wait_log(
+            "to=<hadoop+7@ywnds.com>, relay=local, delay=",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        m.log_text()
+            .contains("dsn=5.3.0, status=bounced (internal software error)"),
+        "{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn mailbox_transport_fallback_transport_and_luser_relay() {
+    // Unknown users must get past smtpd to reach them (as Postfix's docs
+    // say: an empty local_recipient_maps).
+    let m = Instance::mail(
+        "mailbox_transport = mbx\nfallback_transport = mbx:elsewhere\nlocal_recipient_maps =\n",
+    );
+    let spool = m.root.path().join("mbx");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    m.add_script(
+        "mbx-deliver",
+        &format!("#!/bin/sh\ncat > {}/$1-$2\n", spool.display()),
+    );
+    let mut master = std::fs::read_to_string(m.etc.join("master.cf")).unwrap();
+    master.push_str(&format!(
+        "mbx unix - n n - - pipe user=nobody argv={} ${{user}} ${{nexthop}}\n",
+        m.libexec.join("mbx-deliver").display()
+    ));
+    m.write_master_cf(&master);
+    m.start();
+    let id = send(
+        &m,
+        &["openstack@ywnds.com", "stranger@ywnds.com"],
+        "passed on",
+    );
+    read_when(
+        &spool.join("openstack-mail.ywnds.com"),
+        "body of passed on",
+        &m,
+    );
+    read_when(&spool.join("stranger-elsewhere"), "body of passed on", &m);
+    // The pipe agent logged both; local did not log them again.
+    assert!(
+        m.wait_log(
+            &format!("{id}: to=<openstack@ywnds.com>, relay=mbx,"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        m.log_text()
+    );
+    assert!(m
+        .log_text()
+        .contains(&format!("{id}: to=<stranger@ywnds.com>, relay=mbx,")));
+    assert!(!m.log_text().contains("relay=local"), "{}", m.log_text());
+    assert!(m.maildir("openstack").is_empty());
+
+    // luser_relay: unknown users' mail goes to another address.
+    let m = Instance::mail(
+        "luser_relay = openstack+$user\nrecipient_delimiter = +\nlocal_recipient_maps =\n",
+    );
+    m.start();
+    send(&m, &["nobody-here@ywnds.com"], "lost user");
+    let got = m.wait_maildir("openstack", 1);
+    assert!(
+        String::from_utf8_lossy(&got[0]).contains("Delivered-To: openstack+nobody-here@ywnds.com"),
+        "{}",
+        String::from_utf8_lossy(&got[0])
+    );
+}
