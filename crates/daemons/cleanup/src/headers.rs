@@ -173,57 +173,12 @@ pub(crate) fn rewrite_local(
     text: &[u8],
     rewriter: &crate::rewrite::Rewriter,
 ) -> Result<Vec<u8>, crate::rewrite::Refusal> {
-    let mut out = Vec::with_capacity(text.len() + 64);
-    for field in fields(text) {
-        let Some(colon) = field.iter().position(|&b| b == b':') else {
-            out.extend_from_slice(field);
-            continue;
-        };
-        let name = String::from_utf8_lossy(&field[..colon]);
-        let name = name.trim();
-        if name.eq_ignore_ascii_case("bcc") || name.eq_ignore_ascii_case("resent-bcc") {
-            continue;
-        }
-        match (
-            std::str::from_utf8(&field[colon + 1..]),
-            pfx_address::header::role(name),
-        ) {
-            (Ok(value), Some(role)) => {
-                let value = pfx_address::header::rewrite_list(value, &mut |spec| {
-                    let new = rewriter.header_address(spec, role)?;
-                    Ok((new != spec).then_some(new))
-                })?;
-                out.extend_from_slice(&field[..=colon]);
-                out.extend_from_slice(value.as_bytes());
-            }
-            _ => out.extend_from_slice(field),
-        }
-    }
-    Ok(out)
-}
-
-/// Splits a header section into fields, each with its continuation lines
-/// and final newline.
-fn fields(text: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut pos = 0;
-    while pos < text.len() {
-        let end = text[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| pos + i + 1);
-        let continues = pos > start && matches!(text[pos], b' ' | b'\t');
-        if pos > start && !continues {
-            out.push(&text[start..pos]);
-            start = pos;
-        }
-        pos = end;
-    }
-    if start < text.len() {
-        out.push(&text[start..]);
-    }
-    out
+    let bcc =
+        |name: &str| name.eq_ignore_ascii_case("bcc") || name.eq_ignore_ascii_case("resent-bcc");
+    pfx_address::header::rewrite_fields(text, &bcc, &mut |role, spec| {
+        let new = rewriter.header_address(spec, role)?;
+        Ok((new != spec).then_some(new))
+    })
 }
 
 #[cfg(test)]

@@ -29,10 +29,9 @@
 //! the client tries again later.
 
 use pfx_address::header::Role;
-use pfx_address::DomainList;
 use pfx_config::{BuildError, Config};
 use pfx_maps::{matchlist::MatchList, passwd::Passwd, Format, MapList};
-use pfx_resolve::Strategy;
+use pfx_resolve::addrmap::{AddrMap, Domains};
 
 /// Why the message is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,86 +74,9 @@ impl Classes {
     }
 }
 
-/// What an address lookup needs to know about this host.
-struct Domains {
-    delimiters: String,
-    mydestination: DomainList,
-    myorigin: String,
-}
-
-/// An address table as cleanup asks it (Postfix's mail_addr_map).
-struct AddrMap {
-    title: &'static str,
-    maps: MapList,
-    propagate: bool,
-}
-
-impl AddrMap {
-    fn new(cfg: &Config, title: &'static str, propagate: bool) -> Result<Self, BuildError> {
-        Ok(Self {
-            title,
-            maps: MapList::parse_as(&cfg.list(title)?, &Passwd::new(None), Format::Postmap)?,
-            propagate,
-        })
-    }
-
-    /// The addresses the table gives for `addr`: bare names qualified, the
-    /// unmatched extension carried over, `@domain` taken as the same user.
-    fn map(&self, d: &Domains, addr: &str) -> Result<Option<Vec<String>>, pfx_maps::Error> {
-        if self.maps.is_empty() {
-            return Ok(None);
-        }
-        let is_local =
-            |dom: &str| dom.eq_ignore_ascii_case(&d.myorigin) || d.mydestination.contains(dom);
-        let Some(found) = pfx_resolve::find(
-            &self.maps,
-            &addr.to_ascii_lowercase(),
-            &d.delimiters,
-            Strategy::DEFAULT,
-            &is_local,
-        )?
-        else {
-            return Ok(None);
-        };
-        let ext = found.extension.as_deref().filter(|_| self.propagate);
-        let value = match found.value.strip_prefix('@') {
-            Some(domain) => {
-                let (local, _) = pfx_address::split(addr);
-                let local = match &found.extension {
-                    Some(e) => local.strip_suffix(e.as_str()).unwrap_or(local),
-                    None => local,
-                };
-                format!("{local}@{domain}")
-            }
-            None => found.value,
-        };
-        let list: Vec<String> = addresses(&value)
-            .into_iter()
-            .map(|a| {
-                let a = pfx_address::qualify(&a, &d.myorigin);
-                match ext {
-                    Some(e) => with_extension(&a, e),
-                    None => a,
-                }
-            })
-            .collect();
-        if list.is_empty() {
-            tracing::warn!(
-                "{} lookup of {addr} returns non-address result \"{value}\"",
-                self.title
-            );
-            return Err(pfx_maps::Error::Temporary {
-                table: self.title.into(),
-                reason: format!("non-address result \"{value}\""),
-            });
-        }
-        Ok(Some(list))
-    }
-
-    fn problem(&self, addr: &str, e: &pfx_maps::Error) -> Refusal {
-        tracing::warn!("{} lookup of {addr}: {e}", self.title);
-        Refusal::Lookup(format!("{} map lookup problem for {addr}", self.title))
-    }
+fn problem(map: &AddrMap, addr: &str, e: &pfx_maps::Error) -> Refusal {
+    tracing::warn!("{} lookup of {addr}: {e}", map.title);
+    Refusal::Lookup(format!("{} map lookup problem for {addr}", map.title))
 }
 
 /// Postfix's cleanup_map11 and masquerading give up after this many steps.
@@ -182,11 +104,9 @@ impl Rewriter {
         let count = |name: &str| -> Result<usize, BuildError> {
             Ok(usize::try_from(cfg.int(name)?).unwrap_or(0))
         };
-        let propagate = cfg.list("propagate_unmatched_extensions")?;
-        let propagates = |class: &str| propagate.iter().any(|c| c.eq_ignore_ascii_case(class));
         let canonical = |name: &'static str, classes: &str| -> Result<_, BuildError> {
             Ok((
-                AddrMap::new(cfg, name, propagates("canonical"))?,
+                AddrMap::new(cfg, name, "canonical")?,
                 Classes::parse(cfg, classes)?,
             ))
         };
@@ -199,11 +119,7 @@ impl Rewriter {
             )?)
         };
         Ok(Self {
-            domains: Domains {
-                delimiters: cfg.get("recipient_delimiter")?,
-                mydestination: DomainList::new(&cfg.list("mydestination")?),
-                myorigin: cfg.get("myorigin")?,
-            },
+            domains: Domains::new(cfg)?,
             sender_canonical: canonical("sender_canonical_maps", "sender_canonical_classes")?,
             recipient_canonical: canonical(
                 "recipient_canonical_maps",
@@ -213,7 +129,7 @@ impl Rewriter {
             masquerade: cfg.list("masquerade_domains")?,
             masquerade_classes: Classes::parse(cfg, "masquerade_classes")?,
             masquerade_exceptions: MatchList::parse(&cfg.list("masquerade_exceptions")?, &passwd)?,
-            virtual_alias: AddrMap::new(cfg, "virtual_alias_maps", propagates("virtual"))?,
+            virtual_alias: AddrMap::new(cfg, "virtual_alias_maps", "virtual")?,
             expansion_limit: count("virtual_alias_expansion_limit")?,
             recursion_limit: count("virtual_alias_recursion_limit")?,
             length_limit: count("virtual_alias_address_length_limit")?,
@@ -225,13 +141,13 @@ impl Rewriter {
 
     /// `user` becomes `user@$myorigin` (Postfix's append_at_myorigin).
     pub(crate) fn qualify(&self, addr: &str) -> String {
-        pfx_address::qualify(addr, &self.domains.myorigin)
+        pfx_address::qualify(addr, self.domains.myorigin())
     }
 
     /// The envelope sender as it goes into the queue file.
     pub(crate) fn sender(&self, addr: &str) -> Result<String, Refusal> {
         let mut a = self.qualify(addr);
-        if a.eq_ignore_ascii_case(&format!("MAILER-DAEMON@{}", self.domains.myorigin)) {
+        if a.eq_ignore_ascii_case(&format!("MAILER-DAEMON@{}", self.domains.myorigin())) {
             a.clear();
         }
         if a.is_empty() {
@@ -297,7 +213,7 @@ impl Rewriter {
                     }
                 }
                 Ok(None) => return Ok(addr),
-                Err(e) => return Err(map.problem(&addr, &e)),
+                Err(e) => return Err(problem(map, &addr, &e)),
             }
         }
         tracing::warn!(
@@ -353,7 +269,7 @@ impl Rewriter {
     pub(crate) fn expand(&self, addr: &str) -> Result<Vec<String>, Refusal> {
         let mut out = vec![addr.to_owned()];
         let map = &self.virtual_alias;
-        if map.maps.is_empty() {
+        if map.is_empty() {
             return Ok(out);
         }
         let title = map.title;
@@ -429,16 +345,7 @@ impl Rewriter {
         if maps.is_empty() || addr.is_empty() {
             return Ok(None);
         }
-        let d = &self.domains;
-        let is_local =
-            |dom: &str| dom.eq_ignore_ascii_case(&d.myorigin) || d.mydestination.contains(dom);
-        match pfx_resolve::find(
-            maps,
-            &addr.to_ascii_lowercase(),
-            &d.delimiters,
-            Strategy::DEFAULT,
-            &is_local,
-        ) {
+        match self.domains.find(maps, addr) {
             Ok(found) => Ok(found.map(|f| f.value)),
             Err(e) => {
                 tracing::warn!("{title} lookup of {addr}: {e}");
@@ -446,43 +353,6 @@ impl Rewriter {
             }
         }
     }
-}
-
-/// `user+ext@domain` from `user@domain` and `+ext`.
-fn with_extension(addr: &str, ext: &str) -> String {
-    let (local, domain) = pfx_address::split(addr);
-    if domain.is_empty() {
-        format!("{local}{ext}")
-    } else {
-        format!("{local}{ext}@{domain}")
-    }
-}
-
-/// The addresses in a table value: separated by commas or white space
-/// outside quotes, `<...>` taken off.
-fn addresses(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut push = |cur: &mut String| {
-        let a = cur.trim().trim_start_matches('<').trim_end_matches('>');
-        if !a.is_empty() {
-            out.push(a.to_owned());
-        }
-        cur.clear();
-    };
-    for c in value.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ',' | ' ' | '\t' if !quoted => push(&mut cur),
-            c => cur.push(c),
-        }
-    }
-    push(&mut cur);
-    out
 }
 
 #[cfg(test)]

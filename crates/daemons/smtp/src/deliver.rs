@@ -14,6 +14,7 @@ use pfx_ipc::proto::DeliveryRequest;
 use pfx_maillog::delivery::{Class, Outcome};
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
+use pfx_resolve::addrmap::{AddrMap, Domains};
 use pfx_smtp_proto::encode::DataEncoder;
 use tracing::{info, warn};
 
@@ -47,6 +48,8 @@ pub(crate) struct Agent {
     starttls_timeout: Duration,
     /// `smtp_line_length_limit`: longer lines are broken (0: never).
     line_limit: usize,
+    /// `smtp_generic_maps`: addresses rewritten on the way out.
+    generic: Option<(Domains, AddrMap)>,
 }
 
 impl Agent {
@@ -87,6 +90,58 @@ impl Agent {
             minimal_backoff: cfg.time("minimal_backoff_time")?,
             starttls_timeout: time("smtp_starttls_timeout")?,
             line_limit: usize::try_from(p.int("smtp_line_length_limit")?).unwrap_or(0),
+            generic: {
+                let title = match mode {
+                    Mode::Smtp => "smtp_generic_maps",
+                    Mode::Lmtp => "lmtp_generic_maps",
+                };
+                let map = AddrMap::new(&cfg, title, "generic")?;
+                if map.is_empty() {
+                    None
+                } else {
+                    Some((Domains::new(&cfg)?, map))
+                }
+            },
+        })
+    }
+}
+
+impl Agent {
+    /// An address as `smtp_generic_maps` gives it (one lookup, the first
+    /// address of the value, as Postfix's smtp_map11); `Err` when the table
+    /// could not answer: the delivery waits.
+    fn generic(&self, addr: &str) -> Result<String, Outcome> {
+        let Some((domains, map)) = &self.generic else {
+            return Ok(addr.to_owned());
+        };
+        if addr.is_empty() {
+            return Ok(String::new());
+        }
+        match map.map(domains, addr) {
+            Ok(Some(list)) => {
+                if list.len() > 1 {
+                    warn!("multi-valued {} result for {addr}", map.title);
+                }
+                Ok(list.into_iter().next().unwrap_or_default())
+            }
+            Ok(None) => Ok(addr.to_owned()),
+            Err(e) => {
+                warn!("{} map lookup problem for {addr}: {e}", map.title);
+                Err(failed(
+                    true,
+                    "4.3.0",
+                    format!("{} map lookup problem for {addr}", map.title),
+                ))
+            }
+        }
+    }
+
+    /// The message's primary header section with its addresses through
+    /// `smtp_generic_maps`.
+    fn generic_headers(&self, head: &[u8]) -> Result<Vec<u8>, Outcome> {
+        pfx_address::header::rewrite_fields(head, &|_| false, &mut |_, spec| {
+            let new = self.generic(spec)?;
+            Ok((new != spec).then_some(new))
         })
     }
 }
@@ -580,7 +635,7 @@ async fn transaction(
         ));
     }
     conn.uses += 1;
-    let mut mail = format!("MAIL FROM:<{}>", req.sender);
+    let mut mail = format!("MAIL FROM:<{}>", agent.generic(&req.sender)?);
     if conn.size_limit.is_some() {
         mail.push_str(&format!(" SIZE={size}"));
     }
@@ -591,8 +646,8 @@ async fn transaction(
     let rcpts: Vec<String> = req
         .recipients
         .iter()
-        .map(|r| format!("RCPT TO:<{}>", r.address))
-        .collect();
+        .map(|r| Ok(format!("RCPT TO:<{}>", agent.generic(&r.address)?)))
+        .collect::<Result<_, Outcome>>()?;
     let mut verdicts: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mail_reply;
     let data_reply;
@@ -677,6 +732,18 @@ async fn transaction(
     let mut enc = DataEncoder::with_line_limit(agent.line_limit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut wire = Vec::with_capacity(70 * 1024);
+    if agent.generic.is_some() {
+        // The header section first, its addresses rewritten.
+        let (head, rest) = tokio::task::block_in_place(|| header_section(&mut content))
+            .map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
+        let mut head = agent.generic_headers(&head)?;
+        head.extend_from_slice(&rest);
+        enc.feed(&head, &mut wire);
+        tokio::time::timeout(t.data_xfer, conn.send(&wire))
+            .await
+            .map_err(|_| broken(target, &Broken::TimedOut, "sending message body"))?
+            .map_err(|b| broken(target, &b, "sending message body"))?;
+    }
     loop {
         let n = tokio::task::block_in_place(|| std::io::Read::read(&mut content, &mut buf))
             .map_err(|e| failed(true, "4.3.0", format!("read queue file: {e}")))?;
@@ -701,6 +768,30 @@ async fn transaction(
         );
     }
     Ok(end_of_data(agent, conn, target, verdicts).await)
+}
+
+/// Reads a message's header section (up to and without its empty line,
+/// at most 1 MiB): (the section, what was read after it).
+fn header_section(content: &mut impl std::io::Read) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(i) = got.windows(2).position(|w| w == b"\n\n") {
+            let rest = got.split_off(i + 1);
+            return Ok((got, rest));
+        }
+        if got.starts_with(b"\n") {
+            return Ok((Vec::new(), got));
+        }
+        if got.len() > 1 << 20 {
+            return Ok((Vec::new(), got));
+        }
+        let n = content.read(&mut buf)?;
+        if n == 0 {
+            return Ok((got, Vec::new()));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// The replies to the end of DATA: SMTP's one for every accepted

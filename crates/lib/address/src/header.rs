@@ -160,6 +160,65 @@ pub fn rewrite_list<E>(
     Ok(out)
 }
 
+/// Splits a header section into fields, each with its continuation lines
+/// and final newline.
+fn fields(text: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    while pos < text.len() {
+        let end = text[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| pos + i + 1);
+        let continues = pos > start && matches!(text[pos], b' ' | b'\t');
+        if pos > start && !continues {
+            out.push(&text[start..pos]);
+            start = pos;
+        }
+        pos = end;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// What gives an address in a header of some role its new form.
+pub type Rewrite<'a, E> = dyn FnMut(Role, &str) -> Result<Option<String>, E> + 'a;
+
+/// Rewrites the addresses of a header section (LF line ends): each
+/// address in a sender or recipient header goes through `f` with its
+/// header's role (`Ok(None)` keeps it); fields `drop` names are left out;
+/// everything else is kept byte for byte. The first error stops.
+pub fn rewrite_fields<E>(
+    text: &[u8],
+    drop: &dyn Fn(&str) -> bool,
+    f: &mut Rewrite<'_, E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::with_capacity(text.len() + 64);
+    for field in fields(text) {
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            out.extend_from_slice(field);
+            continue;
+        };
+        let name = String::from_utf8_lossy(&field[..colon]);
+        let name = name.trim();
+        if drop(name) {
+            continue;
+        }
+        match (std::str::from_utf8(&field[colon + 1..]), role(name)) {
+            (Ok(value), Some(r)) => {
+                let value = rewrite_list(value, &mut |spec| f(r, spec))?;
+                out.extend_from_slice(&field[..=colon]);
+                out.extend_from_slice(value.as_bytes());
+            }
+            _ => out.extend_from_slice(field),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +260,18 @@ mod tests {
         assert!(is_address_header("Resent-To") && !is_address_header("Subject"));
         assert_eq!(role("ERRORS-TO"), Some(Role::Sender));
         assert_eq!(role("Reply-To"), Some(Role::Recipient));
+    }
+
+    #[test]
+    fn fields_are_rewritten_by_role_and_dropped_by_name() {
+        let text = b"From: a\nTo: b,\n\tc\nBcc: d\nSubject: a b\n";
+        let out = rewrite_fields::<()>(text, &|n| n.eq_ignore_ascii_case("bcc"), &mut |r, a| {
+            Ok(Some(format!(
+                "{a}-{}",
+                if r == Role::Sender { "s" } else { "r" }
+            )))
+        })
+        .unwrap();
+        assert_eq!(out, b"From: a-s\nTo: b-r,\n\tc-r\nSubject: a b\n");
     }
 }

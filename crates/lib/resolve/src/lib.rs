@@ -23,6 +23,7 @@
 //! cannot be asked makes the whole resolution fail ([`Failure`]): smtpd
 //! answers 4xx and qmgr defers, never another route.
 
+pub mod addrmap;
 pub mod find;
 
 use pfx_address::{DomainList, Resolved};
