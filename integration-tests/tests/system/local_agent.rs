@@ -1,8 +1,9 @@
 //! local(8) beyond aliases: users' `.forward` files (`forward_path`),
 //! `mailbox_command` (run as the user, with Postfix's environment and a
-//! `From ` line first), `mailbox_transport` (the mailbox handed to another
-//! agent, which delivers and logs), and for users the passwd file does not
-//! know, `fallback_transport` and `luser_relay`.
+//! `From ` line first), `mailbox_transport` and its table (the mailbox
+//! handed to another agent, which delivers and logs, for users the passwd
+//! file knows or not), and for unknown users `fallback_transport`, its
+//! table, and `luser_relay`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -147,13 +148,10 @@ fn mailbox_command_gets_the_message_and_postfixs_environment() {
     );
 }
 
-#[test]
-fn mailbox_transport_fallback_transport_and_luser_relay() {
-    // Unknown users must get past smtpd to reach them (as Postfix's docs
-    // say: an empty local_recipient_maps).
-    let m = Instance::mail(
-        "mailbox_transport = mbx\nfallback_transport = mbx:elsewhere\nlocal_recipient_maps =\n",
-    );
+/// An instance with a pipe service `mbx` that writes each message to
+/// `DIR/USER-NEXTHOP`; the directory.
+fn with_mbx(extra: &str) -> (MailInstance, std::path::PathBuf) {
+    let m = Instance::mail(extra);
     let spool = m.root.path().join("mbx");
     std::fs::create_dir(&spool).unwrap();
     std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -168,9 +166,24 @@ fn mailbox_transport_fallback_transport_and_luser_relay() {
     ));
     m.write_master_cf(&master);
     m.start();
+    (m, spool)
+}
+
+#[test]
+fn mailbox_transport_takes_every_recipient_and_its_table_comes_first() {
+    // Unknown users must get past smtpd (Postfix's docs: an empty
+    // local_recipient_maps when the mailbox server knows the users).
+    let (m, spool) = with_mbx(
+        "mailbox_transport = mbx\nmailbox_transport_maps = inline:{hadoop=mbx:special}\n\
+         local_recipient_maps =\n",
+    );
     let id = send(
         &m,
-        &["openstack@ywnds.com", "stranger@ywnds.com"],
+        &[
+            "openstack@ywnds.com",
+            "hadoop@ywnds.com",
+            "stranger@ywnds.com",
+        ],
         "passed on",
     );
     read_when(
@@ -178,8 +191,13 @@ fn mailbox_transport_fallback_transport_and_luser_relay() {
         "body of passed on",
         &m,
     );
-    read_when(&spool.join("stranger-elsewhere"), "body of passed on", &m);
-    // The pipe agent logged both; local did not log them again.
+    read_when(&spool.join("hadoop-special"), "body of passed on", &m);
+    read_when(
+        &spool.join("stranger-mail.ywnds.com"),
+        "body of passed on",
+        &m,
+    );
+    // The pipe agent logged them; local did not log them again.
     assert!(
         m.wait_log(
             &format!("{id}: to=<openstack@ywnds.com>, relay=mbx,"),
@@ -188,11 +206,27 @@ fn mailbox_transport_fallback_transport_and_luser_relay() {
         "{}",
         m.log_text()
     );
+    assert!(!m.log_text().contains("relay=local"), "{}", m.log_text());
+    assert!(m.maildir("openstack").is_empty());
+}
+
+#[test]
+fn unknown_users_go_to_fallback_transport_or_luser_relay() {
+    let (m, spool) = with_mbx(
+        "fallback_transport = mbx:elsewhere\nfallback_transport_maps = inline:{vip=mbx:vipdesk}\n\
+         local_recipient_maps =\n",
+    );
+    let id = send(
+        &m,
+        &["stranger@ywnds.com", "vip@ywnds.com", "openstack@ywnds.com"],
+        "fallback",
+    );
+    read_when(&spool.join("stranger-elsewhere"), "body of fallback", &m);
+    read_when(&spool.join("vip-vipdesk"), "body of fallback", &m);
+    assert_eq!(m.wait_maildir("openstack", 1).len(), 1);
     assert!(m
         .log_text()
         .contains(&format!("{id}: to=<stranger@ywnds.com>, relay=mbx,")));
-    assert!(!m.log_text().contains("relay=local"), "{}", m.log_text());
-    assert!(m.maildir("openstack").is_empty());
 
     // luser_relay: unknown users' mail goes to another address.
     let m = Instance::mail(

@@ -51,6 +51,10 @@ pub(crate) struct Settings {
     mailbox_command: String,
     fallback_transport: String,
     luser_relay: String,
+    /// The per-user forms, looked up by user name first.
+    mailbox_transport_maps: MapList,
+    mailbox_command_maps: MapList,
+    fallback_transport_maps: MapList,
     /// `command_expansion_filter`, `command_time_limit`, and the
     /// environment commands get (`export_environment`, PATH).
     command_filter: String,
@@ -62,6 +66,13 @@ impl Settings {
     pub(crate) fn new(cfg: Arc<Config>) -> Result<Self, BuildError> {
         let passwd = Passwd::new(Some(cfg.get("local_passwd_file")?.into()));
         let raw = |name: &str| cfg.raw(name).unwrap_or_default();
+        let postmap = |name: &str| -> Result<MapList, BuildError> {
+            Ok(MapList::parse_as(
+                &cfg.list(name)?,
+                &Passwd::default(),
+                pfx_maps::Format::Postmap,
+            )?)
+        };
         Ok(Self {
             queue_dir: cfg.get("queue_directory")?.into(),
             aliases: MapList::parse(&cfg.list("alias_maps")?, &passwd)?,
@@ -82,6 +93,9 @@ impl Settings {
             mailbox_command: raw("mailbox_command"),
             fallback_transport: cfg.get("fallback_transport")?,
             luser_relay: raw("luser_relay"),
+            mailbox_transport_maps: postmap("mailbox_transport_maps")?,
+            mailbox_command_maps: postmap("mailbox_command_maps")?,
+            fallback_transport_maps: postmap("fallback_transport_maps")?,
             command_filter: cfg.get("command_expansion_filter")?,
             command_time_limit: cfg.time("command_time_limit")?,
             command_env: {
@@ -290,6 +304,18 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
     statuses
 }
 
+/// A per-user table's answer (`mailbox_transport_maps`...): a table that
+/// cannot answer defers the recipient, as Postfix's local does.
+fn lookup(maps: &MapList, user: &str) -> Result<Option<String>, Outcome> {
+    if maps.is_empty() {
+        return Ok(None);
+    }
+    maps.lookup(user).map_err(|e| {
+        warn!("{e}");
+        defer("table lookup failure")
+    })
+}
+
 /// `Delivered-To:` values in the message header, lowercased (loop detection).
 fn delivered_to_headers(qf: &QueueFile) -> Vec<String> {
     let mut head = Vec::new();
@@ -371,7 +397,16 @@ impl Ctx<'_> {
                 warn!("required alias not found: {user_name}");
                 sent("discarded")
             }
-            Ok(None) => return self.unknown(addr, top, &user_name, depth, seen),
+            Ok(None) => {
+                // Postfix's mailbox transport takes every recipient, known
+                // to the passwd database or not.
+                let to = self.qualify(addr);
+                match self.mailbox_transport(&user_name) {
+                    Ok(Some(spec)) => return self.pass(&spec, &to, top),
+                    Ok(None) => return self.unknown(addr, top, &user_name, depth, seen),
+                    Err(v) => v,
+                }
+            }
             Err(e) => defer(format!("user lookup: {e}")),
         };
         let to = self.qualify(addr);
@@ -485,6 +520,14 @@ impl Ctx<'_> {
         seen: &mut HashSet<String>,
     ) -> Outcome {
         let to = self.qualify(addr);
+        match lookup(&self.st.fallback_transport_maps, user_name) {
+            Ok(Some(spec)) => return self.pass(&spec, &to, top),
+            Ok(None) => {}
+            Err(v) => {
+                self.leaves.push((to, v.clone()));
+                return v;
+            }
+        }
         if !self.st.fallback_transport.is_empty() {
             return self.pass(&self.st.fallback_transport.clone(), &to, top);
         }
@@ -508,6 +551,12 @@ impl Ctx<'_> {
         let v = bounce("5.1.1", format!("unknown user: \"{user_name}\""));
         self.leaves.push((to, v.clone()));
         v
+    }
+
+    /// `mailbox_transport_maps` (by user name), else `mailbox_transport`.
+    fn mailbox_transport(&self, user: &str) -> Result<Option<String>, Outcome> {
+        Ok(lookup(&self.st.mailbox_transport_maps, user)?
+            .or_else(|| Some(self.st.mailbox_transport.clone()).filter(|t| !t.is_empty())))
     }
 
     /// Hands `to` to the agent of `spec` (`transport[:nexthop]`), as
@@ -614,14 +663,26 @@ impl Ctx<'_> {
         if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
             return bounce("5.4.6", format!("mail forwarding loop for {rcpt}"));
         }
-        if !self.st.mailbox_transport.is_empty() {
-            return self.pass(&self.st.mailbox_transport.clone(), &rcpt, top);
+        match self.mailbox_transport(&user.name) {
+            Ok(Some(spec)) => return self.pass(&spec, &rcpt, top),
+            Ok(None) => {}
+            Err(v) => {
+                self.leaves.push((rcpt, v.clone()));
+                return v;
+            }
         }
-        if !self.st.mailbox_command.is_empty() {
+        let command = match lookup(&self.st.mailbox_command_maps, &user.name) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => Some(self.st.mailbox_command.clone()).filter(|c| !c.is_empty()),
+            Err(v) => {
+                self.leaves.push((rcpt, v.clone()));
+                return v;
+            }
+        };
+        if let Some(cmd) = command {
             // As in Postfix, not subject to $name expansion: the shell sees
             // $HOME, $EXTENSION... in the environment.
             let rights = Rights::of(user, &self.st.default_privs);
-            let cmd = self.st.mailbox_command.clone();
             let v = self.run_command(&cmd, addr, &rcpt, top, &user.name, Some(&rights));
             self.leaves.push((rcpt, v.clone()));
             return v;
