@@ -149,3 +149,81 @@ fn a_queue_goes_from_postfix_to_postfix_rs_and_back_without_loss() {
         0
     );
 }
+
+#[test]
+fn dsn_requests_in_a_postfix_queue_are_honoured_by_postfix_rs() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Debian's Postfix runs as root.
+    }
+    let mx = FakeMx::start("127.0.0.1", deferring());
+    let relay = format!("relayhost = [127.0.0.1]:{}\n", mx.port);
+    let m = Instance::mail(&relay);
+    m.add_smtp();
+    let debian = testkit::debian::Postfix::new(Some(&m.queue), &relay);
+    debian.start();
+    // RET=HDRS and ENVID for the message, NOTIFY and ORCPT per recipient.
+    let (mut c, _) = Smtp::connect(debian.port);
+    c.cmd("EHLO client.example");
+    assert!(c
+        .cmd("MAIL FROM:<sender@client.example> RET=HDRS ENVID=env42")
+        .starts_with("250"));
+    for rcpt in [
+        "RCPT TO:<never@remote.example> NOTIFY=NEVER",
+        "RCPT TO:<fail@remote.example> NOTIFY=FAILURE ORCPT=rfc822;orig@remote.example",
+        "RCPT TO:<plain@remote.example>",
+    ] {
+        assert!(c.cmd(rcpt).starts_with("250"), "{rcpt}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: dsn\r\n\r\nbody that RET=HDRS keeps out\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    c.cmd("QUIT");
+    assert!(
+        wait_for(Duration::from_secs(20), || debian
+            .mailq()
+            .contains("try again later")),
+        "{}",
+        debian.mailq()
+    );
+    debian.stop();
+
+    // postfix-rs takes over; the next hop now refuses the three for good.
+    mx.set(Script {
+        rcpt: vec![("sender@client.example".into(), "250 2.1.5 Ok".into())],
+        rcpt_default: "550 5.1.1 no such user".into(),
+        ..Script::default()
+    });
+    m.start();
+    assert!(m.run("postqueue", &["-f"]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || mx
+            .accepted()
+            .iter()
+            .any(|a| a.recipients == ["sender@client.example"])),
+        "{}",
+        m.log_text()
+    );
+    let notice = mx
+        .accepted()
+        .into_iter()
+        .find(|a| a.recipients == ["sender@client.example"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&notice.data).replace("\r\n", "\n");
+    assert!(text.contains("Original-Envelope-Id: env42\n"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; fail@remote.example\nOriginal-Recipient: rfc822;orig@remote.example\n"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; plain@remote.example\n"),
+        "{text}"
+    );
+    // NOTIFY=NEVER: not in the notice.
+    assert!(!text.contains("never@remote.example"), "{text}");
+    // RET=HDRS: the headers come back, not the body.
+    assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+    assert!(text.contains("Subject: dsn"), "{text}");
+    assert!(!text.contains("body that RET=HDRS keeps out"), "{text}");
+    assert!(
+        m.log_text().contains("to=<never@remote.example>"),
+        "{}",
+        m.log_text()
+    );
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use pfx_config::{BuildError, Config};
 use pfx_ipc::cleanup::{Cleanup, Envelope};
 use pfx_ipc::proto::{conversation, BounceReply, BounceRequest, Origin};
+use pfx_queue::file::notify;
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::{self, Log};
 use pfx_queue::Queue;
@@ -89,9 +90,12 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     let queue_dir = st.queue.root();
     let qf =
         QueueFile::open(&st.queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
-    let failed =
+    let mut failed =
         statuslog::read(queue_dir, Log::Bounce, &req.queue_id).map_err(|x| x.to_string())?;
+    // Recipients whose NOTIFY leaves out FAILURE (NOTIFY=NEVER) get no notice.
+    failed.retain(|s| notify::wants(s.notify, notify::FAILURE));
     if failed.is_empty() {
+        statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
         return Ok(None);
     }
     let (to, from, kind) = if qf.sender.is_empty() {

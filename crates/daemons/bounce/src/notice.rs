@@ -55,6 +55,9 @@ impl Notice<'_> {
         }
         head.push_str(&format!("\n--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
         head.push_str(&format!("Reporting-MTA: dns; {}\n", self.myhostname));
+        if let Some(envid) = self.original.attr("envelope_id").filter(|e| !e.is_empty()) {
+            head.push_str(&format!("Original-Envelope-Id: {envid}\n"));
+        }
         head.push_str(&format!("X-Postfix-Queue-ID: {}\n", self.queue_id));
         head.push_str(&format!(
             "X-Postfix-Sender: rfc822; {}\n",
@@ -66,8 +69,11 @@ impl Notice<'_> {
         ));
         for s in self.failed {
             head.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", s.recipient));
-            if let Some(o) = &s.original {
-                head.push_str(&format!("Original-Recipient: rfc822;{o}\n"));
+            // The client's ORCPT when it gave one, as Postfix reports it.
+            match (&s.dsn_orcpt, &s.original) {
+                (Some(orcpt), _) => head.push_str(&format!("Original-Recipient: {orcpt}\n")),
+                (None, Some(o)) => head.push_str(&format!("Original-Recipient: rfc822;{o}\n")),
+                (None, None) => {}
             }
             head.push_str(&format!("Action: failed\nStatus: {}\n", s.dsn));
             if s.relay != "local" && s.relay != "none" && !s.relay.is_empty() {
@@ -89,7 +95,9 @@ impl Notice<'_> {
                 head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));
             }
         }
-        let whole = self.original.content_len <= self.size_limit;
+        // RET=HDRS asks for the headers only, and so does a large message.
+        let whole = self.original.content_len <= self.size_limit
+            && self.original.attr("ret_flags") != Some("2");
         let (desc, ctype) = if whole {
             ("Undelivered Message", "message/rfc822")
         } else {

@@ -87,6 +87,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                     dsn: last.map_or("4.4.7".into(), |s| s.dsn.clone()),
                     relay: last.map_or("none".into(), |s| s.relay.clone()),
                     reason: last.map_or("message expired".into(), |s| s.reason.clone()),
+                    notify: r.dsn_notify,
+                    dsn_orcpt: r.dsn_orcpt.clone(),
                 }
             })
             .collect();

@@ -398,6 +398,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 dsn: o.dsn.clone(),
                 relay: o.relay.clone(),
                 reason: o.reason.clone(),
+                notify: rcpt.dsn_notify,
+                dsn_orcpt: rcpt.dsn_orcpt.clone(),
             };
             match status.class {
                 Class::Sent => {

@@ -69,6 +69,8 @@ impl Memory {
                     original: None,
                     offset: 100 * i as u64,
                     done: false,
+                    dsn_notify: 0,
+                    dsn_orcpt: None,
                 })
                 .collect(),
             postfix_only: None,

@@ -154,6 +154,7 @@ mod tests {
             dsn: "4.0.0".into(),
             relay: "none".into(),
             reason: why.into(),
+            ..Default::default()
         };
         let log = [status("d@x", "later"), status("b@x", "busy")];
         std::fs::create_dir(q.root().join("defer")).unwrap();

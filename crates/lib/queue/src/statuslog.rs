@@ -17,10 +17,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What happened to one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub recipient: String,
     pub original: Option<String>,
+    /// The recipient's DSN NOTIFY flags and ORCPT, from the queue file
+    /// (`notify_flags`, `dsn_orig_rcpt`, as Postfix's logs keep them).
+    pub notify: u32,
+    pub dsn_orcpt: Option<String>,
     /// Enhanced status code, e.g. `5.1.1`.
     pub dsn: String,
     /// Where the answer came from (`local`, `mx.example[1.2.3.4]`, `none`).
@@ -103,6 +107,12 @@ pub fn append(
         {
             text.push_str(&format!("original_recipient={}\n", one_line(o)));
         }
+        if let Some(o) = &s.dsn_orcpt {
+            text.push_str(&format!("dsn_orig_rcpt={}\n", one_line(o)));
+        }
+        if s.notify != 0 {
+            text.push_str(&format!("notify_flags={}\n", s.notify));
+        }
         text.push_str(&format!("status={}\naction={}\n", s.dsn, log.action()));
         if !matches!(s.relay.as_str(), "" | "none" | "local") {
             text.push_str(&format!("mta_type=dns\nmta_mname={}\n", one_line(&s.relay)));
@@ -163,6 +173,7 @@ fn parse(text: &str) -> Vec<Status> {
         dsn: String::new(),
         relay: "none".into(),
         reason: String::new(),
+        ..Default::default()
     };
     let mut cur = empty();
     // An entry with name=value lines; the old one-line form alone counts
@@ -198,6 +209,8 @@ fn parse(text: &str) -> Vec<Status> {
         match name.trim() {
             "recipient" => cur.recipient = value,
             "original_recipient" => cur.original = Some(value),
+            "dsn_orig_rcpt" => cur.dsn_orcpt = Some(value),
+            "notify_flags" => cur.notify = value.parse().unwrap_or(0),
             "status" => cur.dsn = value,
             "mta_mname" => cur.relay = value,
             "reason" => cur.reason = value,
@@ -227,6 +240,7 @@ mod tests {
             dsn: "4.4.1".into(),
             relay: "none".into(),
             reason: reason.into(),
+            ..Default::default()
         }
     }
 

@@ -81,6 +81,8 @@ pub(crate) fn open(
                 original: orig.take(),
                 offset: at,
                 done: k == kind::DONE,
+                dsn_notify: 0,
+                dsn_orcpt: None,
             }),
             kind::MESG => break,
             other => {

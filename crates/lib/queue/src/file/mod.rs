@@ -53,6 +53,29 @@ pub struct Recipient {
     /// Where its `R`/`D` record starts, for marking it done.
     pub offset: u64,
     pub done: bool,
+    /// RFC 3461 NOTIFY as Postfix stores it (`notify_flags`: 1 NEVER,
+    /// 2 SUCCESS, 4 FAILURE, 8 DELAY); 0 when the client gave none.
+    pub dsn_notify: u32,
+    /// RFC 3461 ORCPT (`dsn_orig_rcpt`, `rfc822;addr`).
+    pub dsn_orcpt: Option<String>,
+}
+
+/// NOTIFY bits (Postfix's dsn_mask.h).
+pub mod notify {
+    pub const NEVER: u32 = 1;
+    pub const SUCCESS: u32 = 2;
+    pub const FAILURE: u32 = 4;
+    pub const DELAY: u32 = 8;
+
+    /// Whether a recipient with these flags wants a notice of `kind`: no
+    /// NOTIFY at all means failures and delays, as Postfix treats it.
+    pub fn wants(flags: u32, kind: u32) -> bool {
+        if flags == 0 {
+            kind != SUCCESS
+        } else {
+            flags & kind != 0
+        }
+    }
 }
 
 /// How a file stores its content.

@@ -129,6 +129,9 @@ impl QueueFile {
         };
         let (mut time, mut sender, mut ident) = (None, None, None);
         let mut orig: Option<String> = None;
+        // NOTIFY and ORCPT come before the recipient they belong to.
+        let mut dsn_notify: u32 = 0;
+        let mut dsn_orcpt: Option<String> = None;
         let mut jumps = 0;
         let mut in_content = false;
         loop {
@@ -219,14 +222,22 @@ impl QueueFile {
                     if name == "log_ident" && ident.is_none() {
                         ident = Some(value.to_owned());
                     }
-                    qf.attrs.push((name.to_owned(), value.to_owned()));
+                    match name {
+                        "notify_flags" => dsn_notify = value.parse().unwrap_or(0),
+                        "dsn_orig_rcpt" => dsn_orcpt = Some(value.to_owned()),
+                        _ => qf.attrs.push((name.to_owned(), value.to_owned())),
+                    }
                 }
+                kind::DSN_NOTIFY => dsn_notify = text.trim().parse().unwrap_or(0),
+                kind::DSN_ORCPT => dsn_orcpt = Some(text),
                 kind::ORCP => orig = Some(text),
                 kind::RCPT | kind::DONE | kind::DRCP => qf.recipients.push(Recipient {
                     address: text,
                     original: orig.take(),
                     offset: at,
                     done: k != kind::RCPT,
+                    dsn_notify: std::mem::take(&mut dsn_notify),
+                    dsn_orcpt: dsn_orcpt.take(),
                 }),
                 kind::MESG if sizes.is_none() => {
                     in_content = true;
@@ -573,9 +584,13 @@ mod tests {
         );
         assert!(text.lines().any(|l| l.len() == 3000));
         assert_eq!(qf.attr("envelope_id"), Some("envid-123"));
-        // O is the address as given; the DSN ORCPT is an attribute.
+        // O is the address as given; the DSN ORCPT belongs to its recipient.
         assert_eq!(qf.recipients[0].original.as_deref(), Some("x@remote.test"));
-        assert_eq!(qf.attr("dsn_orig_rcpt"), Some("rfc822;orig@remote.test"));
+        assert_eq!(
+            qf.recipients[0].dsn_orcpt.as_deref(),
+            Some("rfc822;orig@remote.test")
+        );
+        assert_eq!(qf.attr("dsn_orig_rcpt"), None);
         let qf = open("bounce-null-sender");
         assert_eq!(qf.sender, "");
         let qf = open("maildrop-sendmail-t-dsn");
