@@ -130,24 +130,35 @@ fn deliveries(log: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
-    let tables = tempfile::Builder::new()
+/// Both systems on the same main.cf (`TABLES` the directory of `tables`,
+/// `SINK` the port of each one's own fake next hop): postfix-rs, Debian's
+/// Postfix, and the two next hops; `None` when Debian's Postfix cannot run
+/// here (it needs root).
+struct SideBySide {
+    _tables: tempfile::TempDir,
+    m: testkit::MailInstance,
+    pf: testkit::debian::Postfix,
+    ours_mx: FakeMx,
+    theirs_mx: FakeMx,
+}
+
+fn side_by_side(main_cf: &str, tables: &[(&str, &str)]) -> Option<SideBySide> {
+    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
+        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
+        return None;
+    }
+    let dir = tempfile::Builder::new()
         .prefix("pfx-addressing-")
         .tempdir()
         .unwrap();
-    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
-        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
-        return;
-    }
-    for (name, text) in TABLES {
-        std::fs::write(tables.path().join(name), text).unwrap();
+    for (name, text) in tables {
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
     let ours_mx = FakeMx::start("127.0.0.1", Script::default());
     let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
     let cf = |port: u16| {
-        MAIN_CF
-            .replace("TABLES", &tables.path().display().to_string())
+        main_cf
+            .replace("TABLES", &dir.path().display().to_string())
             .replace("SINK", &port.to_string())
     };
     let m = Instance::mail(&cf(ours_mx.port));
@@ -155,6 +166,27 @@ fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
     m.start();
     let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
     pf.start();
+    Some(SideBySide {
+        _tables: dir,
+        m,
+        pf,
+        ours_mx,
+        theirs_mx,
+    })
+}
+
+#[test]
+fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
+    let Some(SideBySide {
+        m,
+        pf,
+        ours_mx,
+        theirs_mx,
+        _tables,
+    }) = side_by_side(MAIN_CF, TABLES)
+    else {
+        return;
+    };
 
     for session in SESSIONS {
         let theirs = converse(pf.port, session);
@@ -298,29 +330,16 @@ fn address_headers(data: &[u8]) -> Vec<String> {
 
 #[test]
 fn canonical_masquerading_and_bcc_rewrite_as_debian_postfix_does() {
-    let tables = tempfile::Builder::new()
-        .prefix("pfx-rewrite-")
-        .tempdir()
-        .unwrap();
-    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
-        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
+    let Some(SideBySide {
+        m,
+        pf,
+        ours_mx,
+        theirs_mx,
+        _tables,
+    }) = side_by_side(REWRITE_CF, REWRITE_TABLES)
+    else {
         return;
-    }
-    for (name, text) in REWRITE_TABLES {
-        std::fs::write(tables.path().join(name), text).unwrap();
-    }
-    let ours_mx = FakeMx::start("127.0.0.1", Script::default());
-    let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
-    let cf = |port: u16| {
-        REWRITE_CF
-            .replace("TABLES", &tables.path().display().to_string())
-            .replace("SINK", &port.to_string())
     };
-    let m = Instance::mail(&cf(ours_mx.port));
-    m.add_smtp();
-    m.start();
-    let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
-    pf.start();
     for (from, to, data) in REWRITE_MESSAGES {
         for port in [pf.port, m.port] {
             let (mut c, _) = Smtp::connect(port);
@@ -378,35 +397,25 @@ fn canonical_masquerading_and_bcc_rewrite_as_debian_postfix_does() {
 
 #[test]
 fn smtp_generic_maps_rewrite_outgoing_mail_as_debian_postfix_does() {
-    let tables = tempfile::Builder::new()
-        .prefix("pfx-generic-")
-        .tempdir()
-        .unwrap();
-    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
-        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
-        return;
-    }
-    std::fs::write(
-        tables.path().join("generic"),
-        "hadoop@ywnds.com hadoop.public@isp.example\n@ywnds.com @isp.example\n\
-         friend@remote.example friend@new-remote.example\n",
+    let Some(SideBySide {
+        m,
+        pf,
+        ours_mx,
+        theirs_mx,
+        _tables,
+    }) = side_by_side(
+        "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nsmtpd_peername_lookup = no\n\
+         myorigin = ywnds.com\nrelayhost = [127.0.0.1]:SINK\n\
+         smtp_generic_maps = texthash:TABLES/generic\n",
+        &[(
+            "generic",
+            "hadoop@ywnds.com hadoop.public@isp.example\n@ywnds.com @isp.example\n\
+             friend@remote.example friend@new-remote.example\n",
+        )],
     )
-    .unwrap();
-    let ours_mx = FakeMx::start("127.0.0.1", Script::default());
-    let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
-    let cf = |port: u16| {
-        format!(
-            "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nsmtpd_peername_lookup = no\n\
-             myorigin = ywnds.com\nrelayhost = [127.0.0.1]:{port}\n\
-             smtp_generic_maps = texthash:{}/generic\n",
-            tables.path().display()
-        )
+    else {
+        return;
     };
-    let m = Instance::mail(&cf(ours_mx.port));
-    m.add_smtp();
-    m.start();
-    let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
-    pf.start();
     let data = "From: Hadoop <hadoop@ywnds.com>\r\nTo: friend@remote.example, other@ywnds.com\r\n\
                 Cc: nobody@elsewhere.example\r\nSubject: generic\r\n\r\n\
                 body with hadoop@ywnds.com untouched\r\n";
