@@ -85,7 +85,12 @@ const SESSIONS: &[&[&str]] = &[
 ];
 
 fn converse(port: u16, session: &[&str]) -> Vec<String> {
-    let (mut c, greeting) = Smtp::connect(port);
+    converse_from("127.0.0.1", port, session)
+}
+
+/// A session from `source` (outside `mynetworks` when not 127.0.0.1).
+fn converse_from(source: &str, port: u16, session: &[&str]) -> Vec<String> {
+    let (mut c, greeting) = Smtp::connect_from(source, port);
     let mut out = vec![greeting];
     let mut data = false;
     for step in session {
@@ -173,6 +178,66 @@ fn side_by_side(main_cf: &str, tables: &[(&str, &str)]) -> Option<SideBySide> {
         ours_mx,
         theirs_mx,
     })
+}
+
+/// Every reply of `session`, from `source`, the same from both systems.
+fn same_replies(both: &SideBySide, source: &str, session: &[&str]) {
+    let theirs = converse_from(source, both.pf.port, session);
+    let ours = converse_from(source, both.m.port, session);
+    for (step, (a, b)) in std::iter::once(&"(greeting)")
+        .chain(session.iter())
+        .zip(theirs.iter().zip(&ours))
+    {
+        if step.starts_with("EHLO") || *step == "(greeting)" {
+            continue;
+        }
+        assert_eq!(
+            a,
+            b,
+            "{step}\nPostfix:    {a}\npostfix-rs: {b}\npostfix-rs log:\n{}",
+            both.m.log_text()
+        );
+    }
+}
+
+/// Relay control from outside `mynetworks`: `relay_domains` takes its
+/// subdomains (`parent_domain_matches_subdomains`, where `.domain` matches
+/// nothing), and a recipient whose
+/// local part still routes elsewhere (`user%victim@relay.example`,
+/// `"u@victim"@relay.example`, `victim!u@relay.example`) is never a relay
+/// domain's, not even when an access table says OK.
+#[test]
+fn routed_recipients_do_not_open_the_relay_as_in_debian_postfix() {
+    let Some(both) = side_by_side(
+        "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+         relay_domains = relay.example, .dot.example\n\
+         relay_transport = smtp:[127.0.0.1]:SINK\n\
+         smtpd_relay_restrictions = check_recipient_access texthash:TABLES/access, \
+         reject_unauth_destination\n",
+        &[("access", "relay.example OK\nopen.example OK\n")],
+    ) else {
+        return;
+    };
+    same_replies(
+        &both,
+        "127.0.0.9",
+        &[
+            "EHLO client.example",
+            "MAIL FROM:<sender@client.example>",
+            "RCPT TO:<u@relay.example>",
+            "RCPT TO:<u@mx.relay.example>",
+            "RCPT TO:<u@a.dot.example>",
+            "RCPT TO:<u@dot.example>",
+            "RCPT TO:<u@open.example>",
+            "RCPT TO:<u%victim.example@relay.example>",
+            "RCPT TO:<\"u@victim.example\"@relay.example>",
+            "RCPT TO:<victim.example!u@relay.example>",
+            "RCPT TO:<u%victim.example@mx.relay.example>",
+            "RCPT TO:<@relay.example:u@victim.example>",
+            "RCPT TO:<u@victim.example>",
+            "QUIT",
+        ],
+    );
 }
 
 #[test]

@@ -241,3 +241,112 @@ fn unknown_users_go_to_fallback_transport_or_luser_relay() {
         String::from_utf8_lossy(&got[0])
     );
 }
+
+/// `:include:` files as Postfix's local takes them: listed in the alias
+/// database, a user's file runs its commands with her rights; named in a
+/// `.forward`, it is looked at and opened with that user's rights (a file
+/// she may not read bounces and leaks nothing); world-writable, special or
+/// relative ones bounce with `5.3.5 mail system configuration error`.
+/// `luser_relay` is one address, never a command.
+#[test]
+fn include_files_are_opened_and_run_with_the_right_users_rights() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: users' own rights need root");
+        return;
+    }
+    let m = Instance::mail(
+        "allow_mail_to_commands = alias, forward, include\nlocal_recipient_maps =\n",
+    );
+    let hadoop_home = m.home.join("hadoop");
+    let who = hadoop_home.join("who");
+    home_file(
+        &m,
+        "hadoop",
+        "list",
+        &format!("\"|id -u > {}\"\n", who.display()),
+        0o644,
+    );
+    // Only root may read it.
+    let secret = m.root.path().join("secret.list");
+    std::fs::write(&secret, "openstack\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    home_file(
+        &m,
+        "hadoop",
+        ".forward",
+        &format!(":include:{}\n", secret.display()),
+        0o644,
+    );
+    let open = m.root.path().join("open.list");
+    std::fs::write(&open, "openstack\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    m.set_aliases(&format!(
+        "team: :include:{}\nopen: :include:{}\nspecial: :include:/dev/null\nrelative: :include:x.list\n",
+        hadoop_home.join("list").display(),
+        open.display()
+    ));
+    m.start();
+    let id = send(
+        &m,
+        &[
+            "team@ywnds.com",
+            "hadoop@ywnds.com",
+            "open@ywnds.com",
+            "special@ywnds.com",
+            "relative@ywnds.com",
+        ],
+        "include",
+    );
+    let uid = std::fs::metadata(&hadoop_home)
+        .map(|md| std::os::unix::fs::MetadataExt::uid(&md))
+        .unwrap();
+    assert_eq!(read_when(&who, "\n", &m).trim(), uid.to_string());
+    for (rcpt, warning) in [
+        (
+            "hadoop",
+            format!(
+                "cannot open include file {}: Permission denied",
+                secret.display()
+            ),
+        ),
+        (
+            "open",
+            format!(":include: file {} is world writable", open.display()),
+        ),
+        (
+            "special",
+            ":include: file /dev/null is not a regular file".to_owned(),
+        ),
+        (
+            "relative",
+            ":include:x.list uses a relative path".to_owned(),
+        ),
+    ] {
+        let line = m.log_line(&format!("{id}: to=<{rcpt}@ywnds.com>"));
+        assert!(
+            line.contains("dsn=5.3.5, status=bounced (mail system configuration error)"),
+            "{line}"
+        );
+        assert!(
+            m.log_text().contains(&warning),
+            "{warning}\n{}",
+            m.log_text()
+        );
+    }
+    assert!(m.maildir("openstack").is_empty());
+
+    // luser_relay names an address, not a command to run.
+    let marker = m.root.path().join("ran");
+    let m = Instance::mail(&format!(
+        "luser_relay = |/bin/touch {}\nlocal_recipient_maps =\n",
+        marker.display()
+    ));
+    m.start();
+    let id = send(&m, &["stranger@ywnds.com"], "no command");
+    let line = m.log_line("orig_to=<stranger@ywnds.com>");
+    assert!(
+        line.contains(&format!("{id}: ")) && line.contains("status=bounced (unknown user"),
+        "{line}"
+    );
+    assert!(!marker.exists());
+}

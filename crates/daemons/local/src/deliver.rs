@@ -140,6 +140,8 @@ type Pass = (String, String, String, String);
 /// A user's rights and attributes, for commands and files.
 #[derive(Clone)]
 struct Rights {
+    /// The user's own ids: what her `.forward` and `:include:` files are
+    /// opened with.
     uid: u32,
     gid: u32,
     home: String,
@@ -147,22 +149,29 @@ struct Rights {
 }
 
 impl Rights {
-    /// A user's own rights; root's are `default_privs`'s, as in Postfix.
-    fn of(user: &User, default_privs: &str) -> Self {
-        let (uid, gid) = if user.uid == 0 {
-            match pfx_sys::users::user(default_privs) {
-                Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
-                Err(_) => (65534, 65534),
-            }
-        } else {
-            (user.uid, user.gid)
-        };
+    fn of(user: &User) -> Self {
         Self {
-            uid,
-            gid,
+            uid: user.uid,
+            gid: user.gid,
             home: user.home.display().to_string(),
             shell: user.shell.clone(),
         }
+    }
+
+    /// The ids commands and files run with: a root uid or gid is replaced
+    /// by `default_privs`'s, each on its own, as Postfix's local does.
+    fn delivery(&self, default_privs: &str) -> (u32, u32) {
+        if self.uid != 0 && self.gid != 0 {
+            return (self.uid, self.gid);
+        }
+        let (duid, dgid) = match pfx_sys::users::user(default_privs) {
+            Ok(ids) => (ids.uid.as_raw(), ids.gid.as_raw()),
+            Err(_) => (65534, 65534),
+        };
+        (
+            if self.uid == 0 { duid } else { self.uid },
+            if self.gid == 0 { dgid } else { self.gid },
+        )
     }
 }
 
@@ -391,12 +400,6 @@ impl Ctx<'_> {
                 }
                 return self.mailbox(&user, addr, top);
             }
-            // smtpd always takes these; without an alias, as Postfix, the
-            // mail is dropped with a warning rather than bounced.
-            Ok(None) if pfx_address::is_required_local_name(&user_name) => {
-                warn!("required alias not found: {user_name}");
-                sent("discarded")
-            }
             Ok(None) => {
                 // Postfix's mailbox transport takes every recipient, known
                 // to the passwd database or not.
@@ -433,7 +436,13 @@ impl Ctx<'_> {
         let rest = &local[user.len().min(local.len())..];
         if let Some(d) = rest.chars().next().filter(|d| delim.contains(*d)) {
             v.push(("recipient_delimiter", d.to_string()));
-            v.push(("extension", rest[d.len_utf8()..].to_owned()));
+            let ext = &rest[d.len_utf8()..];
+            // `$extension` goes into paths (`forward_path`): never a `/`.
+            if ext.contains('/') {
+                warn!("address with illegal extension: {local}");
+            } else {
+                v.push(("extension", ext.to_owned()));
+            }
         } else if let Some(d) = delim.chars().next() {
             v.push(("recipient_delimiter", d.to_string()));
         }
@@ -458,7 +467,8 @@ impl Ctx<'_> {
         seen: &mut HashSet<String>,
     ) -> Option<Outcome> {
         use std::os::unix::fs::MetadataExt;
-        let rights = Rights::of(user, &self.st.default_privs);
+        // Opened with the user's own ids (root's as root), as Postfix does.
+        let rights = Rights::of(user);
         let attrs = self.attrs(addr, &user.name, Some(&rights));
         let lookup = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
         let (path, meta) = self.st.forward_path.iter().find_map(|t| {
@@ -520,6 +530,10 @@ impl Ctx<'_> {
         seen: &mut HashSet<String>,
     ) -> Outcome {
         let to = self.qualify(addr);
+        // Each unknown user once (a luser_relay that comes back here).
+        if !seen.insert(format!("\0unknown {user_name}")) {
+            return sent(String::new());
+        }
         match lookup(&self.st.fallback_transport_maps, user_name) {
             Ok(Some(spec)) => return self.pass(&spec, &to, top),
             Ok(None) => {}
@@ -534,9 +548,15 @@ impl Ctx<'_> {
         if !self.st.luser_relay.is_empty() {
             let attrs = self.attrs(addr, user_name, None);
             let lookup = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
-            // Expanded without a filter, as Postfix does.
+            // Expanded without a filter, as Postfix does; one address,
+            // never a `|command`, `/file` or `:include:`.
             return match crate::expand::expand(&self.st.luser_relay, &lookup, "") {
-                Ok(relay) => self.expand(&relay, top, depth + 1, seen, "luser_relay"),
+                Ok(relay) if self.qualify(relay.trim()) == to => {
+                    let v = bounce("5.1.1", format!("unknown user: \"{user_name}\""));
+                    self.leaves.push((to, v.clone()));
+                    v
+                }
+                Ok(relay) => self.address(relay.trim(), top, depth, seen),
                 Err(_) => {
                     warn!(
                         "bad parameter value syntax for luser_relay: {}",
@@ -547,6 +567,14 @@ impl Ctx<'_> {
                     v
                 }
             };
+        }
+        // smtpd always takes these; without an alias, as Postfix, the mail
+        // is dropped with a warning rather than bounced.
+        if pfx_address::is_required_local_name(user_name) {
+            warn!("required alias not found: {user_name}");
+            let v = sent("discarded");
+            self.leaves.push((to, v.clone()));
+            return v;
         }
         let v = bounce("5.1.1", format!("unknown user: \"{user_name}\""));
         self.leaves.push((to, v.clone()));
@@ -596,17 +624,7 @@ impl Ctx<'_> {
                     bounce("5.7.1", format!("mail to command is restricted: \"{cmd}\""))
                 }
             } else if let Some(path) = target.strip_prefix(":include:") {
-                match std::fs::read_to_string(path) {
-                    Ok(text) => {
-                        let list: Vec<String> = text
-                            .lines()
-                            .filter(|l| !l.trim_start().starts_with('#'))
-                            .map(str::to_owned)
-                            .collect();
-                        self.expand(&list.join(","), top, depth + 1, seen, "include")
-                    }
-                    Err(e) => defer(format!("cannot open include file {path}: {e}")),
-                }
+                self.include(path, top, depth, seen)
             } else if target.starts_with('/') {
                 if allowed(&self.st.mail_to_files, class) {
                     self.file(Path::new(&target), top)
@@ -614,14 +632,7 @@ impl Ctx<'_> {
                     bounce("5.7.1", format!("mail to file is restricted: \"{target}\""))
                 }
             } else {
-                let dests = &self.st.mydestination;
-                let r = pfx_address::resolve(&target, &|d| dests.contains(d));
-                if r.is_local {
-                    self.recipient(&r.address(), top, depth + 1, seen)
-                } else {
-                    self.forward.push(r.address());
-                    sent(String::new())
-                }
+                self.address(&target, top, depth, seen)
             };
             if res.class == Class::Sent {
                 if !res.reason.is_empty() {
@@ -644,6 +655,100 @@ impl Ctx<'_> {
                     .unwrap_or_else(|| "forwarded".into()),
             ),
         }
+    }
+
+    /// One address of an alias, `.forward` or include file: a local one is
+    /// delivered here, a remote one forwarded.
+    fn address(
+        &mut self,
+        target: &str,
+        top: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+    ) -> Outcome {
+        let dests = &self.st.mydestination;
+        let r = pfx_address::resolve(target, &|d| dests.contains(d));
+        if r.is_local {
+            self.recipient(&r.address(), top, depth + 1, seen)
+        } else {
+            self.forward.push(r.address());
+            sent(String::new())
+        }
+    }
+
+    /// The addresses, files and commands listed in an `:include:` file, as
+    /// Postfix's local takes them: an absolute path, looked at and opened
+    /// with the current delivery's ids, a regular file that is not world
+    /// writable (else the recipient bounces with a configuration error);
+    /// listed in the alias database, its commands and files run with the
+    /// file owner's rights (`default_privs` for root's).
+    fn include(
+        &mut self,
+        path: &str,
+        top: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+    ) -> Outcome {
+        use std::os::unix::fs::MetadataExt;
+        let config_error = |why: String| {
+            warn!("{why}");
+            bounce("5.3.5", "mail system configuration error")
+        };
+        let os_error = |e: &std::io::Error| {
+            e.raw_os_error().map_or_else(
+                || e.to_string(),
+                |n| nix::errno::Errno::from_raw(n).desc().to_owned(),
+            )
+        };
+        if !path.starts_with('/') {
+            return config_error(format!(":include:{path} uses a relative path"));
+        }
+        let (uid, gid) = self.open_ids();
+        // Each include file once per user, as Postfix's been_here.
+        if !seen.insert(format!("\0include {uid} {path}")) {
+            return sent(String::new());
+        }
+        let meta = match pfx_mailbox::as_user(uid, gid, || std::fs::metadata(path)) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = os_error(&e);
+                return config_error(format!("unable to lookup :include: file {path}: {why}"));
+            }
+        };
+        if !meta.is_file() {
+            return config_error(format!(":include: file {path} is not a regular file"));
+        }
+        if meta.mode() & 0o002 != 0 {
+            return config_error(format!(":include: file {path} is world writable"));
+        }
+        let saved = self.rights.clone();
+        if uid == 0 && meta.uid() != 0 {
+            match self.st.passwd.lookup_uid(meta.uid()) {
+                Ok(Some(owner)) => self.rights = Some(Rights::of(&owner)),
+                found => {
+                    if let Err(e) = found {
+                        warn!("cannot find username for uid {}: {e}", meta.uid());
+                    } else {
+                        warn!("cannot find username for uid {}", meta.uid());
+                    }
+                    warn!("{path}: cannot find :include: file owner username");
+                    return defer_dsn("4.3.5", "mail system configuration error");
+                }
+            }
+        }
+        let v = match pfx_mailbox::as_user(uid, gid, || std::fs::read_to_string(path)) {
+            Ok(text) => {
+                let list: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .map(str::to_owned)
+                    .collect();
+                self.expand(&list.join(","), top, depth + 1, seen, "include")
+            }
+            Err(e) => config_error(format!("cannot open include file {path}: {}", os_error(&e))),
+        };
+        self.rights = saved;
+        v
     }
 
     fn prepend(&self, rcpt: &str, top: &str) -> Vec<u8> {
@@ -682,7 +787,7 @@ impl Ctx<'_> {
         if let Some(cmd) = command {
             // As in Postfix, not subject to $name expansion: the shell sees
             // $HOME, $EXTENSION... in the environment.
-            let rights = Rights::of(user, &self.st.default_privs);
+            let rights = Rights::of(user);
             let v = self.run_command(&cmd, addr, &rcpt, top, &user.name, Some(&rights));
             self.leaves.push((rcpt, v.clone()));
             return v;
@@ -753,8 +858,17 @@ impl Ctx<'_> {
     /// Whose rights a file or command from the current expansion gets.
     fn ids(&self) -> (u32, u32) {
         match &self.rights {
-            Some(r) => (r.uid, r.gid),
+            Some(r) => r.delivery(&self.st.default_privs),
             None => self.alias_owner(),
+        }
+    }
+
+    /// Whose ids `:include:` files are looked at and opened with: the
+    /// current user's own, or root's for the (root-owned) alias database.
+    fn open_ids(&self) -> (u32, u32) {
+        match &self.rights {
+            Some(r) => (r.uid, r.gid),
+            None => (0, 0),
         }
     }
 
@@ -798,7 +912,7 @@ impl Ctx<'_> {
         rights: Option<&Rights>,
     ) -> Outcome {
         let (uid, gid) = match rights {
-            Some(r) => (r.uid, r.gid),
+            Some(r) => r.delivery(&self.st.default_privs),
             None => self.alias_owner(),
         };
         let attrs = self.attrs(addr, user, rights);

@@ -881,14 +881,21 @@ impl<'a> Checker<'a> {
 
     /// An address, resolved as trivial-rewrite would, by access(5)'s keys.
     async fn mail_access(&mut self, table: &str, addr: &str, class: &'static str) -> Status {
-        let resolved = self.st.resolve(addr).address();
+        let resolved = self.st.resolve(addr);
         let keys = access::mail_keys(
-            &resolved,
+            &resolved.address(),
             &self.st.recipient_delimiter,
             self.st.parent_access,
         );
-        self.lookup_keys(table, &keys, &display(addr), class, false)
-            .await
+        let status = self
+            .lookup_keys(table, &keys, &display(addr), class, false)
+            .await;
+        // A routed recipient (`user%victim@relay.example`) is never let
+        // through by a table's OK: where it ends up is not the table's call.
+        if matches!(status, Status::Ok) && class == RECIPIENT && resolved.routed {
+            return Status::Dunno;
+        }
+        status
     }
 
     /// Asks `table` for each key in turn (the partial ones of fixed-key

@@ -294,10 +294,13 @@ impl Settings {
     }
 
     /// Whether mail for this address may be accepted from anyone: its
-    /// domain is ours (local, virtual alias or mailbox) or in `relay_domains`.
+    /// domain is ours (local, virtual alias or mailbox) or in
+    /// `relay_domains`, and its local part routes it nowhere else
+    /// (`allow_untrusted_routing = no`, the only value postfix-rs takes).
     pub(crate) fn authorized_destination(&self, addr: &str) -> Result<bool, pfx_resolve::Failure> {
-        let class = self.addresses.class(&self.resolve(addr))?;
-        Ok(class != pfx_resolve::Class::Default)
+        let resolved = self.resolve(addr);
+        let class = self.addresses.class(&resolved)?;
+        Ok(class != pfx_resolve::Class::Default && !resolved.routed)
     }
 
     /// Whether an EHLO keyword is announced (and its command or option

@@ -22,6 +22,12 @@ pub struct Resolved {
     pub domain: String,
     /// The domain is one of ours (mydestination, or no domain at all).
     pub is_local: bool,
+    /// The local part still holds a routing operator (`@`, `!`, `%`), as
+    /// `user%victim@relay.example` does: where the mail ends up is for the
+    /// next hop to decide, so such a destination never counts as ours
+    /// (Postfix's RESOLVE_FLAG_ROUTED, whatever this host's own
+    /// `swap_bangpath`/`allow_percent_hack` are).
+    pub routed: bool,
 }
 
 impl Resolved {
@@ -124,10 +130,12 @@ pub fn resolve(addr: &str, is_local_domain: &dyn Fn(&str) -> bool) -> Resolved {
         }
     }
     let is_local = domain.is_empty() || is_local_domain(&domain);
+    let routed = local.contains(['@', '!', '%']);
     Resolved {
         local,
         domain,
         is_local,
+        routed,
     }
 }
 
@@ -220,6 +228,20 @@ mod tests {
             "user%163.com%ywnds.com@ywnds.com",
         ] {
             assert_eq!(r(trick), ("user@163.com".into(), false), "{trick}");
+        }
+    }
+
+    #[test]
+    fn routing_operators_left_in_a_remote_address_mark_it_routed() {
+        for routed in [
+            "user%victim.example@relay.example",
+            "\"user@victim.example\"@relay.example",
+            "victim.example!user@relay.example",
+        ] {
+            assert!(resolve(routed, &ours).routed, "{routed}");
+        }
+        for plain in ["user@relay.example", "user%163.com@ywnds.com", "hadoop"] {
+            assert!(!resolve(plain, &ours).routed, "{plain}");
         }
     }
 

@@ -200,7 +200,7 @@ pub static PARAMS: &[Param] = &[
     p("empty_address_default_transport_maps_lookup_key", "<>", Str, N),
     p("empty_address_local_login_sender_maps_lookup_key", "<>", Str, N),
     p("empty_address_recipient", "MAILER-DAEMON", Str, I),
-    p("empty_address_relayhost_maps_lookup_key", "<>", Str, N),
+    p("empty_address_relayhost_maps_lookup_key", "<>", Str, I),
     p("enable_idna2003_compatibility", "no", Bool, N),
     p("enable_long_queue_ids", "no", Bool, R),
     p("enable_original_recipient", "yes", Bool, R),

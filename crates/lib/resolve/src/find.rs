@@ -67,7 +67,7 @@ pub fn split_extension<'a>(local: &'a str, delimiters: &str) -> (&'a str, Option
 }
 
 /// The first fixed table that knows `key`.
-fn fixed(maps: &MapList, key: &str) -> Result<Option<String>, Error> {
+pub(crate) fn fixed(maps: &MapList, key: &str) -> Result<Option<String>, Error> {
     for m in maps.maps().iter().filter(|m| !m.is_pattern()) {
         if let Some(v) = m.lookup(key)? {
             return Ok(Some(v));

@@ -81,12 +81,38 @@ pub fn split_spec(spec: &str) -> (String, String) {
     }
 }
 
+/// `relay_domains` as Postfix matches it (the list is in
+/// `parent_domain_matches_subdomains`): `example.com` is the domain and
+/// every domain below it; in that style `.example.com` matches nothing.
+#[derive(Debug)]
+struct ParentDomains(Vec<String>);
+
+impl ParentDomains {
+    fn new(items: &[String]) -> Self {
+        Self(
+            items
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
+        )
+    }
+
+    fn matches(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|item| {
+            d.strip_suffix(item.as_str())
+                .is_some_and(|below| below.is_empty() || below.ends_with('.'))
+        })
+    }
+}
+
 /// The resolver, built once per configuration.
 #[derive(Debug)]
 pub struct Resolver {
     mydestination: DomainList,
     myorigin: String,
-    relay_domains: DomainList,
+    relay_domains: ParentDomains,
     alias_domains: MatchList,
     mailbox_domains: MatchList,
     local: (String, String),
@@ -94,8 +120,10 @@ pub struct Resolver {
     relay: (String, String),
     default: (String, String),
     relayhost: String,
-    /// `sender_dependent_relayhost_maps`: the sender, then `@domain`.
+    /// `sender_dependent_relayhost_maps`, asked as other address tables
+    /// are; the null sender by `empty_address_relayhost_maps_lookup_key`.
     sender_relayhost: MapList,
+    null_sender_key: String,
     transport_maps: MapList,
     relocated: MapList,
     delimiters: String,
@@ -115,7 +143,7 @@ impl Resolver {
         Ok(Self {
             mydestination: DomainList::new(&cfg.list("mydestination")?),
             myorigin: cfg.get("myorigin")?.to_ascii_lowercase(),
-            relay_domains: DomainList::new(&cfg.list("relay_domains")?),
+            relay_domains: ParentDomains::new(&cfg.list("relay_domains")?),
             alias_domains: MatchList::parse(&cfg.list("virtual_alias_domains")?, &passwd)?,
             mailbox_domains: MatchList::parse(&cfg.list("virtual_mailbox_domains")?, &passwd)?,
             local: split_spec(&cfg.get("local_transport")?),
@@ -124,6 +152,7 @@ impl Resolver {
             default: split_spec(&cfg.get("default_transport")?),
             relayhost: cfg.get("relayhost")?,
             sender_relayhost: maps("sender_dependent_relayhost_maps")?,
+            null_sender_key: cfg.get("empty_address_relayhost_maps_lookup_key")?,
             transport_maps: maps("transport_maps")?,
             relocated: maps("relocated_maps")?,
             delimiters: cfg.get("recipient_delimiter")?,
@@ -171,7 +200,7 @@ impl Resolver {
         {
             return Ok(Class::Virtual);
         }
-        if self.relay_domains.contains(&r.domain) {
+        if self.relay_domains.matches(&r.domain) {
             return Ok(Class::Relay);
         }
         Ok(Class::Default)
@@ -190,50 +219,73 @@ impl Resolver {
         })
     }
 
-    /// The transport table's entry for an address, most specific key first.
+    /// The transport table's entry for an address, as Postfix's
+    /// transport_lookup asks: the whole address (every table), then from
+    /// the tables with fixed keys only the address without its extension,
+    /// the domain, its `.parent` domains, and last `*`.
     fn table_entry(&self, address: &str, domain: &str) -> Result<Option<String>, Failure> {
         if self.transport_maps.is_empty() {
             return Ok(None);
         }
-        let mut keys = vec![address.to_owned(), domain.to_owned()];
+        let failed = |k: &str, e: pfx_maps::Error| {
+            tracing::warn!("transport_maps lookup of {k}: {e}");
+            Failure("transport_maps")
+        };
+        if let Some(v) = self
+            .transport_maps
+            .lookup(address)
+            .map_err(|e| failed(address, e))?
+        {
+            return Ok(Some(v));
+        }
+        let mut keys = Vec::new();
+        if let Some((local, d)) = address.rsplit_once('@') {
+            if let (bare, Some(_)) = split_extension(local, &self.delimiters) {
+                keys.push(format!("{bare}@{d}"));
+            }
+        }
+        keys.push(domain.to_owned());
         let mut rest = domain;
         while let Some((_, parent)) = rest.split_once('.') {
             keys.push(format!(".{parent}"));
             rest = parent;
         }
         keys.push("*".into());
-        for k in &keys {
-            match self.transport_maps.lookup(k) {
-                Ok(Some(v)) => return Ok(Some(v)),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!("transport_maps lookup of {k}: {e}");
-                    return Err(Failure("transport_maps"));
-                }
+        for k in keys.iter().filter(|k| !k.is_empty() && k.as_str() != ".") {
+            if let Some(v) = find::fixed(&self.transport_maps, k).map_err(|e| failed(k, e))? {
+                return Ok(Some(v));
             }
         }
         Ok(None)
     }
 
-    /// The relay host for mail from `sender`: its table entry (`DUNNO`
-    /// defers to the next), else `$relayhost`.
-    fn relayhost_for(&self, sender: &str) -> Result<String, Failure> {
-        if !self.sender_relayhost.is_empty() && !sender.is_empty() {
-            let sender = sender.to_ascii_lowercase();
-            let domain = sender.rsplit_once('@').map(|(_, d)| format!("@{d}"));
-            for key in std::iter::once(sender.clone()).chain(domain) {
-                match self.sender_relayhost.lookup(&key) {
-                    Ok(Some(v)) if v.eq_ignore_ascii_case("DUNNO") => break,
-                    Ok(Some(v)) => return Ok(v),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("sender_dependent_relayhost_maps lookup of {key}: {e}");
-                        return Err(Failure("sender_dependent_relayhost_maps"));
-                    }
+    /// The relay host for mail from `sender`: its
+    /// `sender_dependent_relayhost_maps` entry (the null sender by
+    /// `empty_address_relayhost_maps_lookup_key`; `DUNNO` or an empty
+    /// value means none), else `$relayhost`; `None`: neither.
+    fn relayhost_for(&self, sender: &str) -> Result<Option<String>, Failure> {
+        if !self.sender_relayhost.is_empty() {
+            let key = if sender.is_empty() {
+                self.null_sender_key.clone()
+            } else {
+                sender.to_ascii_lowercase()
+            };
+            match self.find(&self.sender_relayhost, &key, Strategy::DEFAULT) {
+                Ok(Some(f)) if f.value.is_empty() => {
+                    tracing::warn!(
+                        "sender_dependent_relayhost_maps: ignoring null lookup result for {key}"
+                    );
+                }
+                Ok(Some(f)) if f.value.eq_ignore_ascii_case("DUNNO") => {}
+                Ok(Some(f)) => return Ok(Some(f.value)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("sender_dependent_relayhost_maps lookup of {key}: {e}");
+                    return Err(Failure("sender_dependent_relayhost_maps"));
                 }
             }
         }
-        Ok(self.relayhost.clone())
+        Ok(Some(self.relayhost.clone()).filter(|r| !r.is_empty()))
     }
 
     /// Where mail from `sender` to `recipient` goes.
@@ -241,12 +293,8 @@ impl Resolver {
         let r = self.resolve_address(recipient);
         let class = self.class(&r)?;
         let domain = r.domain.clone();
-        let or_domain = |(t, n): (String, String)| {
-            let n = if n.is_empty() { domain.clone() } else { n };
-            (t, n)
-        };
         let (mut transport, mut nexthop) = match class {
-            Class::Local => or_domain(self.local.clone()),
+            Class::Local => (self.local.0.clone(), domain.clone()),
             Class::Alias => (
                 "error".to_owned(),
                 format!(
@@ -258,36 +306,48 @@ impl Resolver {
                     }
                 ),
             ),
-            Class::Virtual => or_domain(self.virtual_.clone()),
-            Class::Relay => or_domain(self.relay.clone()),
-            Class::Default => {
-                let (t, n) = self.default.clone();
-                let relayhost = self.relayhost_for(sender)?;
-                let n = match (n.is_empty(), relayhost.is_empty()) {
-                    (false, _) => n,
-                    (true, false) => relayhost,
-                    (true, true) => domain.clone(),
+            Class::Virtual => (self.virtual_.0.clone(), domain.clone()),
+            // Off-host: the sender's relay host, else `$relayhost`, else
+            // the recipient's domain.
+            Class::Relay | Class::Default => {
+                let t = if class == Class::Relay {
+                    &self.relay.0
+                } else {
+                    &self.default.0
                 };
-                (t, n)
+                let n = self
+                    .relayhost_for(sender)?
+                    .unwrap_or_else(|| domain.clone());
+                (t.clone(), n)
             }
         };
+        // A transport spec's own next hop (`local:$myhostname`) wins.
+        let own = match class {
+            Class::Local => &self.local.1,
+            Class::Virtual => &self.virtual_.1,
+            Class::Relay => &self.relay.1,
+            Class::Default => &self.default.1,
+            Class::Alias => "",
+        };
+        if !own.is_empty() {
+            nexthop = own.to_owned();
+        }
         let address = r.address().to_ascii_lowercase();
         if class != Class::Alias {
             if let Some(entry) = self.table_entry(&address, &domain)? {
+                // Postfix's update_entry: `:nexthop` keeps the transport;
+                // a transport alone resets the next hop to the domain.
                 let (t, n) = split_spec(&entry);
                 if !t.is_empty() {
-                    if t != transport && n.is_empty() {
-                        // Another transport without a next hop: the
-                        // recipient's domain (local's own for local).
-                        nexthop = if t == self.local.0 && !self.local.1.is_empty() {
-                            self.local.1.clone()
-                        } else {
-                            domain.clone()
-                        };
-                    }
+                    nexthop = if !n.is_empty() {
+                        n
+                    } else if t == "error" || t == "retry" {
+                        "Address is undeliverable".to_owned()
+                    } else {
+                        domain.clone()
+                    };
                     transport = t;
-                }
-                if !n.is_empty() {
+                } else if !n.is_empty() {
                     nexthop = n;
                 }
             }
@@ -370,6 +430,64 @@ mod tests {
             route(&r, "u@else.example"),
             (Class::Default, s("smtp"), s("else.example"))
         );
+    }
+
+    #[test]
+    fn relay_domains_take_their_subdomains_as_postfix_does() {
+        let r = resolver("relay_domains = relay.example, .dot.example\n");
+        for (rcpt, class) in [
+            ("u@relay.example", Class::Relay),
+            ("u@mx.relay.example", Class::Relay),
+            ("u@xrelay.example", Class::Default),
+            ("u@dot.example", Class::Default),
+            ("u@a.dot.example", Class::Default),
+        ] {
+            assert_eq!(route(&r, rcpt).0, class, "{rcpt}");
+        }
+    }
+
+    #[test]
+    fn relayhost_carries_relay_and_default_mail_but_not_final_mail() {
+        let r = resolver(
+            "relay_domains = relay.example\nrelayhost = [10.0.0.1]\n\
+             virtual_mailbox_domains = mbox.example\n\
+             sender_dependent_relayhost_maps = inline:{<>=[10.0.0.9], @isp.example=DUNNO, @corp.example=[10.0.0.2]}\n",
+        );
+        let next = |from: &str, to: &str| r.resolve(from, to).unwrap().nexthop;
+        assert_eq!(next("a@b.example", "u@relay.example"), "[10.0.0.1]");
+        assert_eq!(next("a@b.example", "u@else.example"), "[10.0.0.1]");
+        assert_eq!(next("a@corp.example", "u@relay.example"), "[10.0.0.2]");
+        assert_eq!(next("a+x@corp.example", "u@else.example"), "[10.0.0.2]");
+        assert_eq!(next("a@isp.example", "u@else.example"), "[10.0.0.1]");
+        assert_eq!(next("", "u@else.example"), "[10.0.0.9]");
+        assert_eq!(next("a@corp.example", "u@mbox.example"), "mbox.example");
+        assert_eq!(next("a@corp.example", "u@ywnds.com"), "mail.ywnds.com");
+    }
+
+    #[test]
+    fn a_transport_table_entry_resets_the_next_hop_as_postfix_does() {
+        let r = resolver(
+            "relayhost = [10.0.0.1]\nrecipient_delimiter = +\n\
+             transport_maps = inline:{same.example=smtp, hop.example=:[10.0.0.5], \
+             err.example=error, a@ext.example=local, .sub.example=relay}\n",
+        );
+        let s = |s: &str| s.to_owned();
+        // The same transport without a next hop still drops the relayhost.
+        assert_eq!(
+            route(&r, "u@same.example"),
+            (Class::Default, s("smtp"), s("same.example"))
+        );
+        assert_eq!(
+            route(&r, "u@hop.example"),
+            (Class::Default, s("smtp"), s("[10.0.0.5]"))
+        );
+        assert_eq!(
+            route(&r, "u@err.example"),
+            (Class::Default, s("error"), s("Address is undeliverable"))
+        );
+        assert_eq!(route(&r, "a+x@ext.example").1, "local");
+        assert_eq!(route(&r, "u@a.sub.example").1, "relay");
+        assert_eq!(route(&r, "u@sub.example").1, "smtp");
     }
 
     #[test]
