@@ -202,19 +202,25 @@ fn same_replies(both: &SideBySide, source: &str, session: &[&str]) {
 
 /// Relay control from outside `mynetworks`: `relay_domains` takes its
 /// subdomains (`parent_domain_matches_subdomains`, where `.domain` matches
-/// nothing), and a recipient whose
-/// local part still routes elsewhere (`user%victim@relay.example`,
-/// `"u@victim"@relay.example`, `victim!u@relay.example`) is never a relay
-/// domain's, not even when an access table says OK.
+/// nothing), and a recipient whose local part still routes elsewhere
+/// (`user%victim@relay.example`, `"u@victim"@relay.example`,
+/// `victim!u@relay.example`) is never a relay domain's, not even when an
+/// access table says OK. Then `local_recipient_maps` asked as every
+/// address table is: whole address, without extension, local part alone.
 #[test]
-fn routed_recipients_do_not_open_the_relay_as_in_debian_postfix() {
+fn relay_control_and_local_recipients_as_in_debian_postfix() {
     let Some(both) = side_by_side(
         "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+         mydestination = ywnds.com\nrecipient_delimiter = +\n\
+         local_recipient_maps = texthash:TABLES/locals\n\
          relay_domains = relay.example, .dot.example\n\
          relay_transport = smtp:[127.0.0.1]:SINK\n\
          smtpd_relay_restrictions = check_recipient_access texthash:TABLES/access, \
          reject_unauth_destination\n",
-        &[("access", "relay.example OK\nopen.example OK\n")],
+        &[
+            ("access", "relay.example OK\nopen.example OK\n"),
+            ("locals", "full@ywnds.com x\nbare x\ntagged+x x\n"),
+        ],
     ) else {
         return;
     };
@@ -235,6 +241,23 @@ fn routed_recipients_do_not_open_the_relay_as_in_debian_postfix() {
             "RCPT TO:<u%victim.example@mx.relay.example>",
             "RCPT TO:<@relay.example:u@victim.example>",
             "RCPT TO:<u@victim.example>",
+            "QUIT",
+        ],
+    );
+    same_replies(
+        &both,
+        "127.0.0.9",
+        &[
+            "EHLO client.example",
+            "MAIL FROM:<sender@client.example>",
+            "RCPT TO:<full@ywnds.com>",
+            "RCPT TO:<full+y@ywnds.com>",
+            "RCPT TO:<bare@ywnds.com>",
+            "RCPT TO:<Bare+z@ywnds.com>",
+            "RCPT TO:<tagged+x@ywnds.com>",
+            "RCPT TO:<tagged+w@ywnds.com>",
+            "RCPT TO:<nobody@ywnds.com>",
+            "RCPT TO:<postmaster@ywnds.com>",
             "QUIT",
         ],
     );

@@ -765,7 +765,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The local class: `local_recipient_maps` must know the user.
+    /// The local class: `local_recipient_maps` must know the address.
     fn unlisted_local(
         &mut self,
         r: &pfx_address::Resolved,
@@ -784,11 +784,13 @@ impl<'a> Checker<'a> {
         if exempt.iter().any(|e| r.local.eq_ignore_ascii_case(e)) {
             return Status::Dunno;
         }
-        let mut user = r.local.to_ascii_lowercase();
-        if let Some(i) = user.find(|c| st.recipient_delimiter.contains(c)) {
-            user.truncate(i);
-        }
-        match st.local_recipients.lookup(&user) {
+        // Asked as Postfix asks every address table: `user+ext@domain`,
+        // `user@domain`, `user+ext`, `user`, `@domain`.
+        let full = r.address().to_ascii_lowercase();
+        match st
+            .addresses
+            .find(&st.local_recipients, &full, pfx_resolve::Strategy::DEFAULT)
+        {
             Ok(Some(_)) => Status::Dunno,
             Ok(None) => self.reject(
                 ErrorClass::Bounce,

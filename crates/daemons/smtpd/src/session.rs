@@ -367,21 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn serve(&mut self) -> End {
         loop {
-            // As Postfix: checked before the next command is read, so the
-            // reply to the error that reached the limit has gone out first.
-            if self.errors >= self.st.hard_error_limit {
-                self.pace().await;
-                self.reply(&Reply::new(
-                    421,
-                    "4.7.0",
-                    format!("{} Error: too many errors", self.st.myhostname),
-                ));
-                self.flush().await;
-                info!(
-                    "too many errors after {} from {}",
-                    self.last_verb.to_ascii_uppercase(),
-                    self.client
-                );
+            if self.too_many_errors().await {
                 return End::Done;
             }
             let line = match self.pushed.take() {
@@ -490,9 +476,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// `smtpd_hard_error_limit` reached: `421` and the session ends. As
+    /// Postfix: checked before the next command is read (also inside a BDAT
+    /// transaction), so the reply to the error that reached the limit has
+    /// gone out first.
+    async fn too_many_errors(&mut self) -> bool {
+        if self.errors < self.st.hard_error_limit {
+            return false;
+        }
+        self.pace().await;
+        self.reply(&Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Error: too many errors", self.st.myhostname),
+        ));
+        self.flush().await;
+        info!(
+            "too many errors after {} from {}",
+            self.last_verb.to_ascii_uppercase(),
+            self.client
+        );
+        true
+    }
+
     /// What follows every command's reply: counted, paced (past the soft
     /// error limit), errors and junk commands counted, the reply queued.
     async fn conclude(&mut self, verb: &'static str, reply: Reply) {
+        let delivered = (verb == "data" || verb == "bdat") && reply.code == 250;
+        self.conclude_as(verb, reply, delivered).await;
+    }
+
+    /// [`Self::conclude`], saying whether the reply ends a delivered
+    /// message: only that starts the junk command count again (not the
+    /// `250 Ok: N bytes` of a BDAT chunk in the middle).
+    async fn conclude_as(&mut self, verb: &'static str, reply: Reply, delivered: bool) {
         self.count(verb, reply.is_positive());
         self.pace().await;
         if !reply.is_positive() {
@@ -504,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.errors += 1;
             }
             self.junk += 1;
-        } else if (verb == "data" || verb == "bdat") && reply.code == 250 {
+        } else if delivered {
             // The count starts again once the client has delivered mail.
             self.junk = 0;
         }
@@ -1495,7 +1512,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                                 if last {
                                     return Ok(Some(r));
                                 }
-                                self.conclude("bdat", r).await;
+                                self.conclude_as("bdat", r, false).await;
                                 match self.next_in_bdat().await? {
                                     Some((s, l)) => (size, last) = (s, l),
                                     None => return Ok(None),
@@ -1556,7 +1573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reset();
                 return Ok(Some(reply));
             }
-            self.conclude("bdat", reply).await;
+            self.conclude_as("bdat", reply, false).await;
             match self.next_in_bdat().await {
                 Ok(Some((s, l))) => (size, last) = (s, l),
                 Ok(None) => {
@@ -1582,6 +1599,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// unknown commands answered, as Postfix does.
     async fn next_in_bdat(&mut self) -> Result<Option<(u64, bool)>, End> {
         loop {
+            if self.too_many_errors().await {
+                return Err(End::Done);
+            }
             let line = self.line().await?;
             let parsed = parse_command(&line);
             let verb = parsed.as_ref().map_or_else(|e| e.verb, Command::verb);

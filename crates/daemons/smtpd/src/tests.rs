@@ -273,6 +273,55 @@ async fn bdat_out_of_order_oversized_and_malformed() {
     );
 }
 
+/// Errors inside a BDAT transaction count toward `smtpd_hard_error_limit`
+/// (after a failed chunk every further chunk is an error), and a chunk's
+/// `250 Ok: N bytes` does not start the junk command count again.
+#[tokio::test]
+async fn bdat_transactions_reach_the_error_limits() {
+    let i = Instance::new();
+    let out = i
+        .converse(
+            "smtpd_hard_error_limit = 3\nmessage_size_limit = 4\n",
+            b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n\
+              BDAT 9\r\n012345678BDAT 1\r\nxBDAT 1\r\nyBDAT 1\r\nzBDAT 1\r\nw",
+        )
+        .await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "220 mx.example.com ESMTP Postfix",
+            "250 CHUNKING",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "552 5.3.4 Chunk exceeds message size limit",
+            "551 5.0.0 Discarded 1 bytes after earlier error",
+            "551 5.0.0 Discarded 1 bytes after earlier error",
+            "421 4.7.0 mx.example.com Error: too many errors",
+        ]
+    );
+    let i = Instance::new();
+    let out = i
+        .converse(
+            "smtpd_junk_command_limit = 2\nsmtpd_hard_error_limit = 2\n",
+            b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n\
+              NOOP\r\nBDAT 1\r\nxNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nBDAT 1 LAST\r\ny",
+        )
+        .await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies.last(),
+        Some(&"421 4.7.0 mx.example.com Error: too many errors"),
+        "{replies:?}"
+    );
+}
+
 #[tokio::test]
 async fn pipelined_transaction_answered_in_order() {
     let mut i = Instance::new();
