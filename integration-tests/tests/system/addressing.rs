@@ -22,7 +22,8 @@ const TABLES: &[(&str, &str)] = &[
          loop1@alias.example loop2@alias.example\n\
          loop2@alias.example loop1@alias.example\n\
          @rewrite.example @remote.example\n\
-         fwd@mbox.example carol@mbox.example\n",
+         fwd@mbox.example carol@mbox.example\n\
+         desk@alias.example \"Help, Desk\" <desk@remote.example> w1@remote.example w2@remote.example\n",
     ),
     ("vmailbox", "alice@mbox.example x\ncarol@mbox.example x\n"),
     ("relocated", "gone@mbox.example new@remote.example\n"),
@@ -60,6 +61,7 @@ const SESSIONS: &[&[&str]] = &[
         "RCPT TO:<anyone@rewrite.example>",
         "RCPT TO:<self@alias.example>",
         "RCPT TO:<fwd@mbox.example>",
+        "RCPT TO:<desk@alias.example>",
         "RCPT TO:<someone@elsewhere.example>",
         "DATA",
         "Subject: aliases\r\n\r\nbody\r\n",
@@ -295,8 +297,8 @@ fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
         }
     }
     // The message went to the same addresses, with the same originals.
-    // Ten recipients of the first message: all delivered or bounced.
-    let settled = |log: &str| deliveries(log).len() >= 10;
+    // Thirteen recipients of the first message: all delivered or bounced.
+    let settled = |log: &str| deliveries(log).len() >= 13;
     wait_for(Duration::from_secs(30), || {
         settled(&pf.log_text()) && settled(&m.log_text())
     });
@@ -385,7 +387,8 @@ const REWRITE_MESSAGES: &[(&str, &[&str], &str)] = &[
         "From: hadoop\r\nSender: joe@host.ywnds.com\r\n\
          To: oldname@remote.example, Team <x@legacy.example>\r\n\
          Cc: root@host.ywnds.com, boss@remote.example,\r\n\tu@a.keep.ywnds.com\r\n\
-         Reply-To: joe\r\nBcc: hidden@remote.example\r\nSubject: canonical\r\n\r\nbody\r\n",
+         Reply-To: joe\r\nMail-Followup-To: hadoop, oldname@remote.example\r\n\
+         Bcc: hidden@remote.example\r\nSubject: canonical\r\n\r\nbody\r\n",
     ),
     (
         "someone@host.ywnds.com",
@@ -411,7 +414,16 @@ fn address_headers(data: &[u8]) -> Vec<String> {
     }
     out.retain(|h| {
         let name = h.split(':').next().unwrap_or("").to_ascii_lowercase();
-        ["from", "sender", "to", "cc", "bcc", "reply-to"].contains(&name.as_str())
+        [
+            "from",
+            "sender",
+            "to",
+            "cc",
+            "bcc",
+            "reply-to",
+            "mail-followup-to",
+        ]
+        .contains(&name.as_str())
     });
     out
 }

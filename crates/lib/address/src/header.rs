@@ -16,7 +16,7 @@ pub enum Role {
 
 /// Headers whose value is an address list (compared case-insensitively),
 /// with the role Postfix's cleanup gives them.
-const ADDRESS_HEADERS: [(&str, Role); 16] = [
+const ADDRESS_HEADERS: [(&str, Role); 18] = [
     ("from", Role::Sender),
     ("sender", Role::Sender),
     ("resent-from", Role::Sender),
@@ -24,7 +24,10 @@ const ADDRESS_HEADERS: [(&str, Role); 16] = [
     ("errors-to", Role::Sender),
     ("return-receipt-to", Role::Sender),
     ("return-path", Role::Sender),
-    ("reply-to", Role::Recipient),
+    // Where replies go: the sender's addresses, as in Postfix's table.
+    ("reply-to", Role::Sender),
+    ("mail-followup-to", Role::Sender),
+    ("disposition-notification-to", Role::Sender),
     ("to", Role::Recipient),
     ("cc", Role::Recipient),
     ("bcc", Role::Recipient),
@@ -135,6 +138,160 @@ pub fn addresses(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// One token of an address list, as Postfix's tok822 scanner sees it.
+#[derive(Debug, PartialEq)]
+enum Token {
+    /// An atom, a quoted string (quotes kept) or a domain literal.
+    Word(String),
+    /// One of `@ . , ; : < >`.
+    Special(char),
+}
+
+fn tokens(value: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    let mut atom = String::new();
+    let flush = |atom: &mut String, out: &mut Vec<Token>| {
+        if !atom.is_empty() {
+            out.push(Token::Word(std::mem::take(atom)));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                flush(&mut atom, &mut out);
+                let mut depth = 1;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '"' | '[' => {
+                flush(&mut atom, &mut out);
+                let end = if c == '"' { '"' } else { ']' };
+                let mut w = String::from(c);
+                while let Some(c) = chars.next() {
+                    w.push(c);
+                    if c == '\\' {
+                        if let Some(n) = chars.next() {
+                            w.push(n);
+                        }
+                    } else if c == end {
+                        break;
+                    }
+                }
+                out.push(Token::Word(w));
+            }
+            '@' | '.' | ',' | ';' | ':' | '<' | '>' => {
+                flush(&mut atom, &mut out);
+                out.push(Token::Special(c));
+            }
+            c if c.is_whitespace() => flush(&mut atom, &mut out),
+            c => atom.push(c),
+        }
+    }
+    flush(&mut atom, &mut out);
+    out
+}
+
+/// The addresses of an address list as Postfix's tok822 parser finds them
+/// (table values: `virtual_alias_maps`, canonical and generic maps): a
+/// phrase before `<route>` and a group's name are not addresses, comments
+/// are dropped, and a missing comma between two words is added (`a b` is
+/// `a` and `b`; `a @ b` is `a@b`). Like Postfix's parser this reads from
+/// right to left.
+pub fn address_list(value: &str) -> Vec<String> {
+    let toks = tokens(value);
+    let mut out: Vec<String> = Vec::new();
+    // The address being read, its tokens from right to left.
+    let mut cur: Vec<&str> = Vec::new();
+    let flush = |cur: &mut Vec<&str>, out: &mut Vec<String>| {
+        if !cur.is_empty() {
+            out.push(cur.iter().rev().copied().collect());
+            cur.clear();
+        }
+    };
+    fn text(t: &Token) -> &str {
+        match t {
+            Token::Word(w) => w,
+            Token::Special('@') => "@",
+            Token::Special('.') => ".",
+            Token::Special(_) => "",
+        }
+    }
+    // Whether a word here needs no comma before it: nothing of this
+    // address has been read yet, or what follows it is `@` or `.`.
+    let mut want_word = true;
+    let mut in_group = false;
+    let mut i = toks.len();
+    while i > 0 {
+        i -= 1;
+        match &toks[i] {
+            Token::Special(';') => {
+                flush(&mut cur, &mut out);
+                want_word = true;
+                in_group = true;
+            }
+            Token::Special(':') if in_group => {
+                flush(&mut cur, &mut out);
+                // The group's display name.
+                while i > 0 && toks[i - 1] != Token::Special(',') {
+                    i -= 1;
+                }
+                in_group = false;
+                want_word = true;
+            }
+            Token::Special('>') => {
+                flush(&mut cur, &mut out);
+                while i > 0 && toks[i - 1] != Token::Special('<') {
+                    i -= 1;
+                    cur.push(text(&toks[i]));
+                }
+                // A source route (`<@a,@b:u@d>`) keeps only `u@d`.
+                if let Some(colon) = cur.iter().position(|t| t.is_empty()) {
+                    cur.truncate(colon);
+                }
+                flush(&mut cur, &mut out);
+                // The `<` and the phrase before it.
+                while i > 0 && !matches!(toks[i - 1], Token::Special('>' | ';' | ',' | ':')) {
+                    i -= 1;
+                }
+                want_word = true;
+            }
+            Token::Word(w) => {
+                if !want_word {
+                    flush(&mut cur, &mut out);
+                }
+                cur.push(w);
+                want_word = false;
+            }
+            Token::Special(',') => {
+                flush(&mut cur, &mut out);
+                want_word = true;
+            }
+            t => {
+                cur.push(text(t));
+                want_word = true;
+            }
+        }
+    }
+    flush(&mut cur, &mut out);
+    out.retain(|a| !a.is_empty());
+    out.reverse();
+    out
+}
+
 /// Appends `@origin` to each address without a domain; the rest of the
 /// value is kept as it was.
 pub fn qualify_list(value: &str, origin: &str) -> String {
@@ -224,6 +381,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn address_lists_are_read_as_postfixs_parser_reads_them() {
+        assert_eq!(
+            address_list("\"Doe, Joe\" <joe@x.example>, a b@y.example,c"),
+            ["joe@x.example", "a", "b@y.example", "c"]
+        );
+        assert_eq!(
+            address_list("team: u@x.example, v;  w @ z.example (comment)"),
+            ["u@x.example", "v", "w@z.example"]
+        );
+        assert_eq!(
+            address_list("\"Help, Desk\" <d@r.example> w1@r.example w2@r.example"),
+            ["d@r.example", "w1@r.example", "w2@r.example"]
+        );
+        assert_eq!(address_list("\"a b\"@x.example"), ["\"a b\"@x.example"]);
+        assert_eq!(address_list("<@hop.example:u@d.example>"), ["u@d.example"]);
+        assert_eq!(address_list("u@[10.0.0.1] v"), ["u@[10.0.0.1]", "v"]);
+    }
+
+    #[test]
     fn finds_addresses_in_every_form() {
         assert_eq!(
             addresses(" a@example.test, \"B, Bee\" <b@example.test>,\n\tc@example.test (Sea, See)"),
@@ -259,7 +435,9 @@ mod tests {
         assert_eq!(q(untouched), untouched);
         assert!(is_address_header("Resent-To") && !is_address_header("Subject"));
         assert_eq!(role("ERRORS-TO"), Some(Role::Sender));
-        assert_eq!(role("Reply-To"), Some(Role::Recipient));
+        assert_eq!(role("Reply-To"), Some(Role::Sender));
+        assert_eq!(role("mail-followup-to"), Some(Role::Sender));
+        assert_eq!(role("Resent-Reply-To"), Some(Role::Recipient));
     }
 
     #[test]

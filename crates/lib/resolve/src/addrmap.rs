@@ -133,31 +133,11 @@ fn with_extension(addr: &str, ext: &str) -> String {
     }
 }
 
-/// The addresses in a table value: separated by commas or white space
-/// outside quotes, `<...>` taken off.
+/// The addresses in a table value, read as Postfix reads them: an RFC 5322
+/// address list in which white space between two words also separates
+/// addresses ([`pfx_address::header::address_list`]).
 fn addresses(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut push = |cur: &mut String| {
-        let a = cur.trim().trim_start_matches('<').trim_end_matches('>');
-        if !a.is_empty() {
-            out.push(a.to_owned());
-        }
-        cur.clear();
-    };
-    for c in value.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ',' | ' ' | '\t' if !quoted => push(&mut cur),
-            c => cur.push(c),
-        }
-    }
-    push(&mut cur);
-    out
+    pfx_address::header::address_list(value)
 }
 
 #[cfg(test)]
