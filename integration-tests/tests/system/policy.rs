@@ -709,6 +709,14 @@ fn dns_block_and_allow_lists_and_domain_checks_ask_our_own_named() {
                     "openstack@ywnds.com",
                     "450 4.1.8 <a@nx.other.test>: Sender address rejected: Domain not found",
                 ),
+                // The domain the address resolves to is the one checked.
+                (
+                    "127.0.0.3",
+                    "client.example",
+                    "a%nx.other.test@ywnds.com",
+                    "openstack@ywnds.com",
+                    "450 4.1.8 <a%nx.other.test@ywnds.com>: Sender address rejected: Domain not found",
+                ),
                 (
                     "127.0.0.3",
                     "nx.other.test",

@@ -603,17 +603,24 @@ impl<'a> Checker<'a> {
     /// `reject_unknown_sender_domain` / `_recipient_domain`: a domain that
     /// is not ours and has no MX, A or AAAA record.
     async fn unknown_address(&mut self, addr: &str, class: &'static str) -> Status {
-        let Some((_, domain)) = addr.rsplit_once('@') else {
+        if !addr.contains('@') {
             return Status::Dunno;
-        };
-        // Our own domains (local, virtual) need no DNS; if the class cannot
-        // be told, DNS decides.
+        }
+        // The domain the address resolves to (`u%d@ours` is `u@d`); our
+        // own (local, virtual) need no DNS; a table that cannot tell is
+        // a temporary failure, as in Postfix.
         let st = self.st;
-        let ours = st
-            .addresses
-            .class(&st.resolve(addr))
-            .is_ok_and(pfx_resolve::Class::is_final);
-        if ours || (domain.starts_with('[') && domain.ends_with(']')) {
+        let resolved = st.resolve(addr);
+        match st.addresses.class(&resolved) {
+            Ok(c) if c.is_final() => return Status::Dunno,
+            Ok(_) => {}
+            Err(e) => {
+                warn!("{e}");
+                return self.lookup_failure(&display(addr));
+            }
+        }
+        let domain = resolved.domain.as_str();
+        if domain.is_empty() || (domain.starts_with('[') && domain.ends_with(']')) {
             return Status::Dunno;
         }
         let domain = domain.strip_suffix('.').unwrap_or(domain);
