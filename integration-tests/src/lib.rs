@@ -829,7 +829,14 @@ pub mod fake_mx {
                     .to_owned();
                 say(&mut w, &s.mail)?;
             } else if upper.starts_with("RCPT TO:") {
-                let addr = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                // The address between the brackets; parameters (NOTIFY=,
+                // ORCPT=...) stay in `commands`.
+                let arg = line[8..].trim();
+                let addr = arg
+                    .strip_prefix('<')
+                    .and_then(|a| a.split_once('>'))
+                    .map_or(arg, |(a, _)| a)
+                    .to_owned();
                 let reply = s
                     .rcpt
                     .iter()

@@ -466,7 +466,7 @@ fn command_order_and_syntax_errors_get_postfix_codes() {
     assert_eq!(c.cmd("HELO"), "501 Syntax: HELO hostname");
     assert_eq!(c.cmd("FOO bar"), "500 5.5.2 Error: command not recognized");
     let ehlo = c.cmd("EHLO client.example");
-    assert_eq!(ehlo, "250-mail.ywnds.com\n250-PIPELINING\n250-SIZE 10240000\n250-VRFY\n250-ETRN\n250-ENHANCEDSTATUSCODES\n250-8BITMIME\n250-SMTPUTF8\n250 CHUNKING");
+    assert_eq!(ehlo, "250-mail.ywnds.com\n250-PIPELINING\n250-SIZE 10240000\n250-VRFY\n250-ETRN\n250-ENHANCEDSTATUSCODES\n250-8BITMIME\n250-DSN\n250-SMTPUTF8\n250 CHUNKING");
     assert_eq!(
         c.cmd("RCPT TO:<openstack@ywnds.com>"),
         "503 5.5.1 Error: need MAIL command"
@@ -490,8 +490,12 @@ fn command_order_and_syntax_errors_get_postfix_codes() {
         "503 5.5.1 Error: nested MAIL command"
     );
     assert_eq!(
-        c.cmd("RCPT TO:<openstack@ywnds.com> NOTIFY=NEVER"),
-        "555 5.5.4 Unsupported option: NOTIFY=NEVER"
+        c.cmd("RCPT TO:<openstack@ywnds.com> NOTIFY=SOMETIMES"),
+        "501 5.5.4 Error: Bad NOTIFY parameter syntax"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<openstack@ywnds.com> FOO=BAR"),
+        "555 5.5.4 Unsupported option: FOO=BAR"
     );
     assert_eq!(
         c.cmd("RCPT TO:<>"),

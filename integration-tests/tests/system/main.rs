@@ -6,6 +6,7 @@ mod addressing;
 mod chunking;
 mod crash;
 mod debianstock;
+mod dsn;
 mod failclosed;
 mod lifecycle;
 mod lmtp;

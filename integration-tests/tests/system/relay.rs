@@ -130,7 +130,7 @@ fn per_recipient_answers_defer_bounce_and_deliver_exactly_once() {
         .contains("status=sent"));
     // The sender learns of the bounce, with the server's answer.
     let notice = String::from_utf8_lossy(&m.wait_maildir("hadoop", 1)[0]).into_owned();
-    assert!(notice.contains("\nFinal-Recipient: rfc822; nobody@163.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown\n"), "{notice}");
+    assert!(notice.contains("\nFinal-Recipient: rfc822; nobody@163.com\nOriginal-Recipient: rfc822;nobody@163.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown\n"), "{notice}");
     // The deferral shows in the queue; once the server accepts, a flush delivers it.
     assert!(wait_for(Duration::from_secs(10), || m
         .queue_files("deferred")

@@ -79,6 +79,17 @@ fn main() {
     if let Some(name) = env.full_name.clone().filter(|n| clean(n)) {
         attrs.push(("sender_fullname".to_owned(), name));
     }
+    // sendmail's -V and -R (checked again: the input is the user's).
+    let notify_ok = env.dsn_notify == 1 || (env.dsn_notify & !0b1110 == 0);
+    if !notify_ok || env.dsn_ret > 2 {
+        fail("malformed DSN request in the envelope".into());
+    }
+    if let Some(envid) = env.dsn_envid.clone().filter(|e| clean(e) && e.len() <= 100) {
+        attrs.push(("envelope_id".to_owned(), envid));
+    }
+    if env.dsn_ret != 0 {
+        attrs.push(("ret_flags".to_owned(), env.dsn_ret.to_string()));
+    }
 
     let queue = Queue::new(&queue_dir);
     // Errors come back here, after the writer was dropped (removing its file).
@@ -105,7 +116,14 @@ fn write(
         .map_err(|e| format!("create file in maildrop: {e}"))?;
     w.envelope(&Envelope {
         sender: env.sender,
-        recipients: env.recipients.into_iter().map(|r| (r, None)).collect(),
+        recipients: env
+            .recipients
+            .into_iter()
+            .map(|r| pfx_queue::file::NewRecipient {
+                notify: env.dsn_notify,
+                ..pfx_queue::file::NewRecipient::new(r, None)
+            })
+            .collect(),
         attrs,
     })
     .map_err(|e| e.to_string())?;

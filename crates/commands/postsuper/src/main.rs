@@ -218,6 +218,7 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
                 Op::Delete => std::fs::remove_file(queue.path(q, &id)).map(|()| {
                     statuslog::remove(queue.root(), Log::Defer, &id);
                     statuslog::remove(queue.root(), Log::Bounce, &id);
+                    statuslog::remove(queue.root(), Log::Trace, &id);
                 }),
                 Op::Hold => queue.move_to(&id, q, QueueName::Hold).map(drop),
                 // Released mail is due at once (its mtime is the retry time).
@@ -285,7 +286,11 @@ fn structure(queue: &Queue) {
         .iter()
         .flat_map(|&q| queue.list(q).unwrap_or_default())
         .collect();
-    for (log, name) in [(Log::Defer, "defer"), (Log::Bounce, "bounce")] {
+    for (log, name) in [
+        (Log::Defer, "defer"),
+        (Log::Bounce, "bounce"),
+        (Log::Trace, "trace"),
+    ] {
         for id in statuslog::list(queue.root(), log) {
             if pfx_queue::is_queue_id(&id) && !present.contains(&id) {
                 warn!("{id}: removing orphaned {name} log");

@@ -32,6 +32,9 @@ usage: sendmail [options] [recipient...]   (also run as mailq and newaliases)
   -t              also take recipients from To/Cc/Bcc (Resent-* if present)
   -f sender       envelope sender (-f '<>' for the null sender); -r is the same
   -F full_name    the sender's full name for the From header
+  -N dsn          DSN NOTIFY for every recipient: never, or success,failure,delay
+  -R full|hdrs    DSN RET: what of the message a non-delivery notice returns
+  -V envid        DSN ENVID, named in the notices
   -i, -oi         a line with a single dot does not end the message
   -C config_dir   configuration directory (default $MAIL_CONFIG, else /etc/postfix)
   -bm             read a message from standard input and queue it (default)
@@ -77,6 +80,9 @@ pub fn main_as(name: &str) -> ! {
             verbose: opts.verbose > 0,
         },
     );
+    for w in &opts.warnings {
+        tracing::warn!("{w}");
+    }
     let dir_arg = dir.to_string_lossy().into_owned();
     match &opts.mode {
         Mode::Submit => submit::run(&cfg, &dir, &opts),

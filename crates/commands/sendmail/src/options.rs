@@ -39,6 +39,13 @@ pub(crate) struct Options {
     pub(crate) mode: Mode,
     pub(crate) verbose: u8,
     pub(crate) recipients: Vec<String>,
+    /// RFC 3461 requests: `-N` (NOTIFY bits), `-R` (RET), `-V` (ENVID).
+    pub(crate) dsn_notify: u32,
+    pub(crate) dsn_ret: u32,
+    pub(crate) dsn_envid: Option<String>,
+    /// What to log once logging is set up (Postfix's `warning:` lines for
+    /// bad -N, -R and -V values, which are then ignored).
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Option letters that take a value (Postfix's getopt string).
@@ -58,6 +65,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         mode: Mode::Submit,
         verbose: 0,
         recipients: Vec::new(),
+        dsn_notify: 0,
+        dsn_ret: 0,
+        dsn_envid: None,
+        warnings: Vec::new(),
     };
     let mut i = 0;
     while i < args.len() {
@@ -127,7 +138,22 @@ fn apply_value(o: &mut Options, c: char, value: String) -> Result<(), String> {
                 other => return Err(format!("fatal: unsupported: -b{other}")),
             }
         }
-        _ => {} // -B -L -N -O -R -V -X -e -h -o... accepted and ignored
+        'N' => match pfx_smtp_proto::dsn::notify_mask(&value) {
+            Some(mask) => o.dsn_notify = mask,
+            None => o.warnings.push("bad -N option value -- ignored".into()),
+        },
+        'R' => match pfx_smtp_proto::dsn::ret_code(&value) {
+            Some(ret) => o.dsn_ret = ret,
+            None => o.warnings.push("bad -R option value -- ignored".into()),
+        },
+        'V' if value.len() > 100 => o
+            .warnings
+            .push("too long -V option value -- ignored".into()),
+        'V' if value.chars().any(|c| c.is_control()) => o
+            .warnings
+            .push("bad syntax in -V option value -- ignored".into()),
+        'V' => o.dsn_envid = Some(value),
+        _ => {} // -B -L -O -X -e -h -o... accepted and ignored
     }
     Ok(())
 }

@@ -79,6 +79,9 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
                     sender: sender.take().unwrap_or_default(),
                     full_name: None,
                     recipients: std::mem::take(&mut rcpts),
+                    dsn_notify: 0,
+                    dsn_ret: 0,
+                    dsn_envid: None,
                 };
                 match content {
                     Err(()) => Reply::new(552, "5.3.4", "Error: message file too big"),

@@ -55,6 +55,9 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, opts: &Options) -> ! {
         sender,
         full_name,
         recipients,
+        dsn_notify: opts.dsn_notify,
+        dsn_ret: opts.dsn_ret,
+        dsn_envid: opts.dsn_envid.clone(),
     };
     postdrop(cfg, config_dir, &env, &content).unwrap_or_else(|e| fail(&e));
     std::process::exit(0)

@@ -1,4 +1,7 @@
-//! bounce(8): turns a message's `bounce/ID` log into a non-delivery notice.
+//! bounce(8): turns a message's `bounce/ID` log into a non-delivery notice,
+//! and its `trace/ID` log (recipients that asked for NOTIFY=SUCCESS) into a
+//! success notice (`Successful Mail Delivery Report`, the headers only
+//! returned; log: `ID: sender delivery status notification: NEWID`).
 //!
 //! The notice is RFC 3464 `multipart/report; report-type=delivery-status`:
 //! a human-readable part, a `message/delivery-status` part with the
@@ -90,15 +93,30 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     let queue_dir = st.queue.root();
     let qf =
         QueueFile::open(&st.queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
-    let mut failed =
-        statuslog::read(queue_dir, Log::Bounce, &req.queue_id).map_err(|x| x.to_string())?;
-    // Recipients whose NOTIFY leaves out FAILURE (NOTIFY=NEVER) get no notice.
-    failed.retain(|s| notify::wants(s.notify, notify::FAILURE));
-    if failed.is_empty() {
-        statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
+    let (log, kind) = if req.success {
+        (Log::Trace, notice::Kind::Success)
+    } else {
+        (Log::Bounce, notice::Kind::Failure)
+    };
+    let mut statuses = statuslog::read(queue_dir, log, &req.queue_id).map_err(|x| x.to_string())?;
+    if !req.success {
+        // Recipients whose NOTIFY leaves out FAILURE (NOTIFY=NEVER) get no notice.
+        statuses.retain(|s| notify::wants(s.notify, notify::FAILURE));
+    }
+    if statuses.is_empty() {
+        statuslog::remove(queue_dir, log, &req.queue_id);
         return Ok(None);
     }
-    let (to, from, kind) = if qf.sender.is_empty() {
+    let (to, from, whom) = if qf.sender.is_empty() {
+        if req.success {
+            // As Postfix: no success notice about a bounce.
+            info!(
+                "{}: not sending trace/success notification for single-bounce message",
+                req.queue_id
+            );
+            statuslog::remove(queue_dir, log, &req.queue_id);
+            return Ok(None);
+        }
         (
             st.postmaster.clone(),
             st.double_bounce.clone(),
@@ -107,20 +125,28 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     } else if qf.sender.eq_ignore_ascii_case(&st.double_bounce)
         || qf.sender == st.double_bounce_name
     {
-        info!(
-            "{}: postmaster non-delivery notification discarded",
-            req.queue_id
-        );
-        statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
+        if req.success {
+            info!(
+                "{}: not sending trace/success notification for double-bounce message",
+                req.queue_id
+            );
+        } else {
+            info!(
+                "{}: postmaster non-delivery notification discarded",
+                req.queue_id
+            );
+        }
+        statuslog::remove(queue_dir, log, &req.queue_id);
         return Ok(None);
     } else {
         (qf.sender.clone(), String::new(), "sender")
     };
     let n = notice::Notice {
+        kind,
         queue_id: &req.queue_id,
         myhostname: &st.myhostname,
         to: &to,
-        failed: &failed,
+        recipients: &statuses,
         original: &qf,
         size_limit: st.size_limit,
     };
@@ -131,7 +157,7 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     ];
     let envelope = Envelope {
         sender: from,
-        recipients: vec![(to, None)],
+        recipients: vec![pfx_ipc::cleanup::NewRecipient::new(to, None)],
         attrs,
         origin: Origin::Internal,
     };
@@ -140,7 +166,14 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
         .submit(envelope, chunks.into_iter().map(Ok), |_| {})
         .await
         .map_err(|e| e.to_string())?;
-    info!("{}: {kind} non-delivery notification: {id}", req.queue_id);
-    statuslog::remove(queue_dir, Log::Bounce, &req.queue_id);
+    if req.success {
+        info!(
+            "{}: sender delivery status notification: {id}",
+            req.queue_id
+        );
+    } else {
+        info!("{}: {whom} non-delivery notification: {id}", req.queue_id);
+    }
+    statuslog::remove(queue_dir, log, &req.queue_id);
     Ok(Some(id))
 }

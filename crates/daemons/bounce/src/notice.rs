@@ -1,4 +1,6 @@
-//! The text of a non-delivery notice (Postfix's bounce_notify_util layout).
+//! The text of a delivery status notice (Postfix's bounce_notify_util
+//! layout): a non-delivery notice, or a success notice for recipients that
+//! asked for one (NOTIFY=SUCCESS).
 
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -6,11 +8,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::Status;
 
+/// Which notice, with Postfix's built-in templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Failure,
+    Success,
+}
+
+const FAILURE_TEXT: &str = "I'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.\n\nFor further assistance, please send mail to postmaster.\n\nIf you do so, please include this problem report. You can\ndelete your own text from the attached returned message.\n";
+const SUCCESS_TEXT: &str = "Your message was successfully delivered to the destination(s)\nlisted below. If the message was delivered to mailbox you will\nreceive no further notifications. Otherwise you may still receive\nnotifications of mail delivery errors from other systems.\n";
+
 pub(crate) struct Notice<'a> {
+    pub(crate) kind: Kind,
     pub(crate) queue_id: &'a str,
     pub(crate) myhostname: &'a str,
     pub(crate) to: &'a str,
-    pub(crate) failed: &'a [Status],
+    pub(crate) recipients: &'a [Status],
     pub(crate) original: &'a QueueFile,
     pub(crate) size_limit: u64,
 }
@@ -32,7 +45,10 @@ impl Notice<'_> {
             "From: MAILER-DAEMON@{} (Mail Delivery System)\n",
             self.myhostname
         ));
-        head.push_str("Subject: Undelivered Mail Returned to Sender\n");
+        head.push_str(match self.kind {
+            Kind::Failure => "Subject: Undelivered Mail Returned to Sender\n",
+            Kind::Success => "Subject: Successful Mail Delivery Report\n",
+        });
         head.push_str(&format!("To: {}\n", self.to));
         head.push_str("Auto-Submitted: auto-replied\n");
         head.push_str("MIME-Version: 1.0\n");
@@ -41,10 +57,14 @@ impl Notice<'_> {
         head.push_str("This is a MIME-encapsulated message.\n\n");
         head.push_str(&format!("--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=us-ascii\n\n"));
         head.push_str(&format!(
-            "This is the mail system at host {}.\n\nI'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.\n\nFor further assistance, please send mail to postmaster.\n\nIf you do so, please include this problem report. You can\ndelete your own text from the attached returned message.\n\n                   The mail system\n\n",
-            self.myhostname
+            "This is the mail system at host {}.\n\n{}\n                   The mail system\n\n",
+            self.myhostname,
+            match self.kind {
+                Kind::Failure => FAILURE_TEXT,
+                Kind::Success => SUCCESS_TEXT,
+            }
         ));
-        for s in self.failed {
+        for s in self.recipients {
             match &s.original {
                 Some(o) if *o != s.recipient => head.push_str(&format!(
                     "<{}> (expanded from <{o}>): {}\n",
@@ -67,7 +87,7 @@ impl Notice<'_> {
             "Arrival-Date: {}\n",
             pfx_sys::time::rfc2822(self.original.arrival)
         ));
-        for s in self.failed {
+        for s in self.recipients {
             head.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", s.recipient));
             // The client's ORCPT when it gave one, as Postfix reports it.
             match (&s.dsn_orcpt, &s.original) {
@@ -75,7 +95,11 @@ impl Notice<'_> {
                 (None, Some(o)) => head.push_str(&format!("Original-Recipient: rfc822;{o}\n")),
                 (None, None) => {}
             }
-            head.push_str(&format!("Action: failed\nStatus: {}\n", s.dsn));
+            let action = match self.kind {
+                Kind::Failure => "failed",
+                Kind::Success => s.action.as_deref().unwrap_or("delivered"),
+            };
+            head.push_str(&format!("Action: {action}\nStatus: {}\n", s.dsn));
             if s.relay != "local" && s.relay != "none" && !s.relay.is_empty() {
                 // `mx.example[1.2.3.4]:25` and `host ... said: 550 ... (in reply to X command)`
                 // become `dns; mx.example` and `smtp; 550 ...`, as Postfix writes them.
@@ -84,6 +108,8 @@ impl Notice<'_> {
                     .reason
                     .split_once(" said: ")
                     .map_or(s.reason.as_str(), |(_, r)| r);
+                let via = format!("delivery via {}: ", s.relay);
+                let said = said.strip_prefix(&via).unwrap_or(said);
                 let said = match said.rfind(" (in reply to ") {
                     Some(i) if said.ends_with(" command)") => &said[..i],
                     _ => said,
@@ -95,13 +121,15 @@ impl Notice<'_> {
                 head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));
             }
         }
-        // RET=HDRS asks for the headers only, and so does a large message.
-        let whole = self.original.content_len <= self.size_limit
+        // RET=HDRS asks for the headers only, and so does a large message;
+        // a success notice always returns only the headers.
+        let whole = self.kind == Kind::Failure
+            && self.original.content_len <= self.size_limit
             && self.original.attr("ret_flags") != Some("2");
-        let (desc, ctype) = if whole {
-            ("Undelivered Message", "message/rfc822")
-        } else {
-            ("Undelivered Message Headers", "text/rfc822-headers")
+        let (desc, ctype) = match (self.kind, whole) {
+            (Kind::Failure, true) => ("Undelivered Message", "message/rfc822"),
+            (Kind::Failure, false) => ("Undelivered Message Headers", "text/rfc822-headers"),
+            (Kind::Success, _) => ("Message Headers", "text/rfc822-headers"),
         };
         head.push_str(&format!("\n--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n"));
         // Only the headers of a large message are read (and returned).

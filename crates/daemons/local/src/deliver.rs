@@ -271,7 +271,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         let mut res = res;
         let passed = !passes.is_empty();
         for (to, orig, transport, nexthop) in passes {
-            let v = pass(st, req, &to, &orig, &transport, &nexthop).await;
+            let v = pass(st, req, r, &to, &orig, &transport, &nexthop).await;
             if v.class != Class::Sent
                 && (res.class == Class::Sent || (v.is_temporary() && !res.is_temporary()))
             {
@@ -282,7 +282,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         let res = match (res, fwd.is_empty()) {
             (sent, true) if sent.class == Class::Sent => sent,
             (sent, false) if sent.class == Class::Sent => {
-                let v = match forward(st, &qf, req, &r.address, &fwd).await {
+                let v = match forward(st, &qf, req, r, &fwd).await {
                     Ok(id) => self::sent(format!("forwarded as {id}")),
                     Err(e) => defer(format!("forward to {fwd}: {e}")),
                 };
@@ -991,6 +991,7 @@ impl Ctx<'_> {
 async fn pass(
     st: &Settings,
     req: &DeliveryRequest,
+    rcpt: &pfx_ipc::proto::DeliveryRecipient,
     to: &str,
     orig: &str,
     transport: &str,
@@ -1006,6 +1007,8 @@ async fn pass(
         recipients: vec![DeliveryRecipient {
             address: to.to_owned(),
             original: (orig != to).then(|| orig.to_owned()),
+            notify: rcpt.notify,
+            orcpt: rcpt.orcpt.clone(),
         }],
         ..req.clone()
     };
@@ -1032,10 +1035,20 @@ async fn forward(
     st: &Settings,
     qf: &QueueFile,
     req: &DeliveryRequest,
-    rcpt: &str,
+    rcpt: &pfx_ipc::proto::DeliveryRecipient,
     targets: &str,
 ) -> Result<String, String> {
-    let recipients = targets.split(',').map(|t| (t.to_owned(), None)).collect();
+    // As Postfix's: the targets inherit the recipient's DSN requests.
+    let recipients = targets
+        .split(',')
+        .map(|t| pfx_queue::file::NewRecipient {
+            address: t.to_owned(),
+            original: None,
+            notify: rcpt.notify,
+            orcpt: rcpt.orcpt.clone(),
+        })
+        .collect();
+    let rcpt = &rcpt.address;
     let head = format!("Delivered-To: {rcpt}\n").into_bytes();
     let content = qf.content().map_err(|e| e.to_string())?;
     let chunks = std::iter::once(Ok(head)).chain(pfx_ipc::client::chunks(content));

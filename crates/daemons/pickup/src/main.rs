@@ -87,12 +87,23 @@ async fn take(queue: &Queue, cleanup: &Cleanup, id: &str, path: &Path) -> Result
         Err(e) => return Err(e.to_string()),
     };
     let mut attrs = vec![("uid".to_owned(), uid.to_string())];
-    if let Some(name) = qf.attr("sender_fullname") {
-        attrs.push(("sender_fullname".into(), name.to_owned()));
+    // The full name and sendmail's -V (ENVID) and -R (RET) go on.
+    for name in ["sender_fullname", "envelope_id", "ret_flags"] {
+        if let Some(v) = qf.attr(name) {
+            attrs.push((name.into(), v.to_owned()));
+        }
     }
     let envelope = Envelope {
         sender: qf.sender.clone(),
-        recipients: qf.pending().map(|r| (r.address.clone(), None)).collect(),
+        recipients: qf
+            .pending()
+            .map(|r| pfx_ipc::cleanup::NewRecipient {
+                address: r.address.clone(),
+                original: None,
+                notify: r.dsn_notify,
+                orcpt: r.dsn_orcpt.clone(),
+            })
+            .collect(),
         attrs,
         origin: Origin::Pickup,
     };

@@ -26,11 +26,13 @@ pub(crate) trait Agents: Send + Sync + 'static {
         transport: &str,
         req: DeliveryRequest,
     ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static;
-    /// Has bounce return the message's failed recipients to its sender;
-    /// the notice's queue ID, if one was sent.
+    /// Has bounce return the message's failed recipients to its sender
+    /// (`success`: tell it of the deliveries its recipients asked to hear
+    /// of); the notice's queue ID, if one was sent.
     fn bounce(
         &self,
         id: &str,
+        success: bool,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static;
 }
 
@@ -84,11 +86,13 @@ impl Agents for Daemons {
     fn bounce(
         &self,
         id: &str,
+        success: bool,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let socket = self.queue_dir.join(proto::endpoint::BOUNCE);
         let req = BounceRequest {
             queue: QueueName::Active,
             queue_id: id.to_owned(),
+            success,
         };
         async move {
             let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE)

@@ -34,7 +34,9 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             return;
         };
         if msg.has_bounces {
-            self.request_bounce(id);
+            self.request_bounce(id, false);
+        } else if msg.has_trace {
+            self.request_bounce(id, true);
         } else if msg.state.contains(&Rcpt::Deferred) {
             let age = self.age(id);
             self.defer(
@@ -89,6 +91,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                     reason: last.map_or("message expired".into(), |s| s.reason.clone()),
                     notify: r.dsn_notify,
                     dsn_orcpt: r.dsn_orcpt.clone(),
+                    action: None,
                 }
             })
             .collect();
@@ -115,17 +118,21 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 
     /// Has bounce send the notice; its answer comes back as an event.
-    fn request_bounce(&mut self, id: &str) {
+    fn request_bounce(&mut self, id: &str, success: bool) {
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
         };
         msg.bouncing = true;
-        let asked = self.agents.bounce(id);
+        let asked = self.agents.bounce(id, success);
         let tx = self.tx.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
             let result = asked.await;
-            let _ = tx.send(Event::BounceDone { id, result });
+            let _ = tx.send(Event::BounceDone {
+                id,
+                success,
+                result,
+            });
         });
     }
 
@@ -149,14 +156,23 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         }
     }
 
-    pub(crate) fn bounce_done(&mut self, id: &str, result: Result<Option<String>, String>) {
+    pub(crate) fn bounce_done(
+        &mut self,
+        id: &str,
+        success: bool,
+        result: Result<Option<String>, String>,
+    ) {
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
         };
         msg.bouncing = false;
         match result {
             Ok(_) => {
-                msg.has_bounces = false;
+                if success {
+                    msg.has_trace = false;
+                } else {
+                    msg.has_bounces = false;
+                }
                 self.maybe_finish(id);
             }
             Err(e) => {

@@ -253,7 +253,11 @@ bob@partner.test DUNNO
             ("smtp".into(), "[smarthost.test]:587".into())
         );
         assert_eq!(t("vip@163.com"), ("smtp".into(), "[10.0.0.1]".into()));
-        assert_eq!(t("a@partner.test"), ("relay".into(), "partner.test".into()));
+        // As Postfix's resolve: relayhost carries relay_domains mail too.
+        assert_eq!(
+            t("a@partner.test"),
+            ("relay".into(), "[smarthost.test]:587".into())
+        );
         assert_eq!(
             t("a@example.test"),
             ("smtp".into(), "[127.0.0.2]:2526".into())
@@ -266,9 +270,11 @@ bob@partner.test DUNNO
             t("a@bad.test"),
             ("error".into(), "no such domain here".into())
         );
+        // A transport alone resets the next hop to the domain (Postfix's
+        // transport_lookup), even local's `$myhostname`.
         assert_eq!(
             t("openstack@ywnds.com"),
-            ("local".into(), "mail.ywnds.com".into())
+            ("local".into(), "ywnds.com".into())
         );
         assert_eq!(
             r.route("", "a@example.test").destination,

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest};
 use pfx_maillog::delivery::{Class, Outcome, Times};
+use pfx_queue::file::notify;
 use pfx_queue::statuslog::{Log, Status};
 use pfx_queue::QueueName;
 use tokio::sync::{mpsc, watch};
@@ -40,6 +41,8 @@ pub(crate) enum Event {
     },
     BounceDone {
         id: String,
+        /// The success notice rather than the non-delivery notice.
+        success: bool,
         result: Result<Option<String>, String>,
     },
 }
@@ -59,6 +62,8 @@ pub(crate) struct Msg {
     routes: Vec<Route>,
     pub(crate) in_flight: usize,
     pub(crate) has_bounces: bool,
+    /// Deliveries recorded for a success notice (`trace/ID`).
+    pub(crate) has_trace: bool,
     pub(crate) bouncing: bool,
 }
 
@@ -164,7 +169,11 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 statuses,
                 by_agent,
             } => self.delivered(&id, &batch, &route, statuses, by_agent),
-            Event::BounceDone { id, result } => self.bounce_done(&id, result),
+            Event::BounceDone {
+                id,
+                success,
+                result,
+            } => self.bounce_done(&id, success, result),
         }
     }
 
@@ -257,6 +266,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             routes,
             in_flight: 0,
             has_bounces: self.store.has_log(Log::Bounce, id),
+            has_trace: self.store.has_log(Log::Trace, id),
             bouncing: false,
         };
         self.msgs.insert(id.to_owned(), msg);
@@ -317,9 +327,14 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             nexthop: route.nexthop.clone(),
             recipients: batch
                 .iter()
-                .map(|&i| DeliveryRecipient {
-                    address: msg.env.recipients[i].address.clone(),
-                    original: msg.env.recipients[i].original.clone(),
+                .map(|&i| {
+                    let r = &msg.env.recipients[i];
+                    DeliveryRecipient {
+                        address: r.address.clone(),
+                        original: r.original.clone(),
+                        notify: r.dsn_notify,
+                        orcpt: r.dsn_orcpt.clone(),
+                    }
                 })
                 .collect(),
             arrival_us: micros(msg.env.arrival),
@@ -390,6 +405,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         let mut bounces = Vec::new();
         let mut bounced = Vec::new();
         let mut defers = Vec::new();
+        let mut traces = Vec::new();
         for (&i, status) in batch.iter().zip(statuses) {
             let rcpt = &msg.env.recipients[i];
             let record = |o: &Outcome| Status {
@@ -400,11 +416,26 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 reason: o.reason.clone(),
                 notify: rcpt.dsn_notify,
                 dsn_orcpt: rcpt.dsn_orcpt.clone(),
+                action: None,
             };
             match status.class {
                 Class::Sent => {
                     msg.state[i] = Rcpt::Done;
                     done_offsets.push(rcpt.offset);
+                    // NOTIFY=SUCCESS: recorded for the success notice,
+                    // unless the next hop took that over (it does DSN).
+                    if rcpt.dsn_notify & notify::SUCCESS != 0 {
+                        if let Some(action) = status.action.as_str() {
+                            // As Postfix's trace_append words it.
+                            let mut rec = record(&status);
+                            if status.relay != "none" {
+                                rec.reason =
+                                    format!("delivery via {}: {}", status.relay, rec.reason);
+                            }
+                            rec.action = Some(action.to_owned());
+                            traces.push(rec);
+                        }
+                    }
                     continue;
                 }
                 Class::Bounced => {
@@ -453,8 +484,16 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 warn!("{id}: write defer log: {e}");
             }
         }
-        let finished_clean =
-            msg.in_flight == 0 && !msg.has_bounces && msg.state.iter().all(|s| *s == Rcpt::Done);
+        if !traces.is_empty() {
+            match self.store.append_log(Log::Trace, id, &traces, true) {
+                Ok(()) => msg.has_trace = true,
+                Err(e) => warn!("{id}: write trace log: {e}"),
+            }
+        }
+        let finished_clean = msg.in_flight == 0
+            && !msg.has_bounces
+            && !msg.has_trace
+            && msg.state.iter().all(|s| *s == Rcpt::Done);
         // When every recipient is delivered the file is about to go: marking is wasted work.
         if !done_offsets.is_empty() && !finished_clean {
             if let Err(e) = self.store.mark_done(id, &done_offsets) {

@@ -90,6 +90,7 @@ fn log_name(log: Log) -> &'static str {
     match log {
         Log::Bounce => "bounce",
         Log::Defer => "defer",
+        Log::Trace => "trace",
     }
 }
 
@@ -234,6 +235,7 @@ impl Agents for Fake {
     fn bounce(
         &self,
         id: &str,
+        _success: bool,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let at = self.memory.since_start();
         self.memory.rec().bounces.push((id.into(), at));

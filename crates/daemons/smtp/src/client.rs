@@ -157,6 +157,8 @@ pub(crate) struct Conn {
     pub(crate) tls: Option<Trust>,
     pub(crate) pipelining: bool,
     pub(crate) eight_bit: bool,
+    /// The server offers DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID go on.
+    pub(crate) dsn: bool,
     /// The server's SIZE limit, if it announced one (0: none).
     pub(crate) size_limit: Option<u64>,
     /// Transactions done on this connection so far.
@@ -218,6 +220,7 @@ impl Conn {
             tls: None,
             pipelining: false,
             eight_bit: false,
+            dsn: false,
             size_limit: None,
             uses: 0,
         };
@@ -284,6 +287,7 @@ impl Conn {
         self.auth.clear();
         self.pipelining = false;
         self.eight_bit = false;
+        self.dsn = false;
         self.size_limit = None;
         let hello = mode.hello();
         let stage = match mode {
@@ -301,6 +305,7 @@ impl Conn {
                 match keyword.as_deref() {
                     Some("PIPELINING") => self.pipelining = true,
                     Some("8BITMIME") => self.eight_bit = true,
+                    Some("DSN") => self.dsn = true,
                     Some("STARTTLS") => self.starttls = true,
                     Some("SIZE") => {
                         self.size_limit =

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pfx_config::{BuildError, Config};
 use pfx_ipc::proto::DeliveryRequest;
-use pfx_maillog::delivery::{Class, Outcome};
+use pfx_maillog::delivery::{Action, Class, Outcome};
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use pfx_resolve::addrmap::{AddrMap, Domains};
+use pfx_smtp_proto::dsn;
 use pfx_smtp_proto::encode::DataEncoder;
 use tracing::{info, warn};
 
@@ -643,10 +644,37 @@ async fn transaction(
     if conn.eight_bit && qf.attr("encoding") == Some("8bit") {
         mail.push_str(" BODY=8BITMIME");
     }
+    // The client's RFC 3461 requests go on to a server that takes them,
+    // as Postfix's smtp passes them.
+    if conn.dsn {
+        if let Some(envid) = qf.attr("envelope_id").filter(|e| !e.is_empty()) {
+            mail.push_str(&format!(" ENVID={}", dsn::xtext_encode(envid)));
+        }
+        match qf.attr("ret_flags").and_then(|r| r.parse().ok()) {
+            Some(dsn::RET_FULL) => mail.push_str(" RET=FULL"),
+            Some(dsn::RET_HDRS) => mail.push_str(" RET=HDRS"),
+            _ => {}
+        }
+    }
     let rcpts: Vec<String> = req
         .recipients
         .iter()
-        .map(|r| Ok(format!("RCPT TO:<{}>", agent.generic(&r.address)?)))
+        .map(|r| {
+            let mut cmd = format!("RCPT TO:<{}>", agent.generic(&r.address)?);
+            if conn.dsn {
+                let orcpt = r
+                    .orcpt
+                    .clone()
+                    .or_else(|| r.original.as_ref().map(|o| format!("rfc822;{o}")));
+                if let Some(o) = orcpt {
+                    cmd.push_str(&format!(" ORCPT={}", dsn::orcpt_encode(&o)));
+                }
+                if r.notify != 0 {
+                    cmd.push_str(&format!(" NOTIFY={}", dsn::notify_text(r.notify)));
+                }
+            }
+            Ok(cmd)
+        })
         .collect::<Result<_, Outcome>>()?;
     let mut verdicts: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     let mail_reply;
@@ -822,7 +850,15 @@ async fn end_of_data(
             continue;
         }
         let verdict = match conn.read(agent.t.data_done).await {
-            Ok(r) if r.code / 100 == 2 => Outcome::new(Class::Sent, &r.dsn(), "none", r.text()),
+            Ok(r) if r.code / 100 == 2 => {
+                let mut sent = Outcome::new(Class::Sent, &r.dsn(), "none", r.text());
+                sent.action = if conn.dsn {
+                    Action::Passed
+                } else {
+                    Action::Relayed
+                };
+                sent
+            }
             Ok(r) => said(target, &r, "end of DATA"),
             Err(b) => {
                 let f = broken(
@@ -917,7 +953,10 @@ mod tests {
             Writer::create_in(&queue, QueueName::Incoming, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope {
             sender: "s@example.org".into(),
-            recipients: rcpts.iter().map(|r| (r.to_string(), None)).collect(),
+            recipients: rcpts
+                .iter()
+                .map(|r| pfx_queue::file::NewRecipient::new(*r, None))
+                .collect(),
             attrs: Vec::new(),
         })
         .unwrap();
@@ -940,6 +979,8 @@ mod tests {
                 .map(|r| DeliveryRecipient {
                     address: r.to_string(),
                     original: None,
+                    notify: 0,
+                    orcpt: None,
                 })
                 .collect(),
             arrival_us: 0,

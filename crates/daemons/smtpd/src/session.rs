@@ -9,9 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use pfx_ipc::cleanup::{Envelope, NotStarted};
+use pfx_ipc::cleanup::{Envelope, NewRecipient, NotStarted};
 use pfx_ipc::proto::{CleanupReply, FlushReply, FlushRequest, Origin, CHUNK};
 use pfx_smtp_proto::data::{DataDecoder, Progress};
+use pfx_smtp_proto::dsn;
 use pfx_smtp_proto::{
     command::{CommandError, Param},
     data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address, Command, Reply,
@@ -92,7 +93,11 @@ struct Session<S> {
     sender: Option<String>,
     /// MAIL FROM said BODY=8BITMIME (recorded for the smtp client).
     body_8bit: bool,
-    recipients: Vec<(String, String)>,
+    recipients: Vec<Rcpt>,
+    /// MAIL FROM's RET= (Postfix's `ret_flags`; 0: none) and ENVID=
+    /// (decoded).
+    dsn_ret: u32,
+    dsn_envid: Option<String>,
     stats: Stats,
     errors: u32,
     /// Junk commands since the client last delivered mail.
@@ -185,6 +190,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         sender: None,
         body_8bit: false,
         recipients: Vec::new(),
+        dsn_ret: 0,
+        dsn_envid: None,
         stats: Stats::default(),
         errors: 0,
         junk: 0,
@@ -918,6 +925,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.sasl_sender = None;
         self.body_8bit = false;
         self.recipients.clear();
+        self.dsn_ret = 0;
+        self.dsn_envid = None;
         self.effects = Effects::default();
         self.declared_size = 0;
     }
@@ -954,7 +963,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         lines.push(format!("AUTH={names}"));
                     }
                 }
-                lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME"].map(String::from));
+                lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
                 if st.smtputf8 {
                     lines.push("SMTPUTF8".into());
                 }
@@ -1007,8 +1016,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut body_8bit = false;
         let mut sasl_sender = None;
         let mut size = 0;
+        let mut ret = 0;
+        let mut envid = None;
         for p in params {
-            match (p.key.to_ascii_uppercase().as_str(), p.value.as_deref()) {
+            let key = p.key.to_ascii_uppercase();
+            if (key == "RET" || key == "ENVID") && !self.st.ehlo_keyword("DSN") {
+                return Reply::new(501, "5.7.1", "DSN support is disabled");
+            }
+            match (key.as_str(), p.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
                     Ok(n) if self.st.message_size_limit > 0 && n > self.st.message_size_limit => {
                         return Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
@@ -1027,6 +1042,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     sasl_sender = Some(v.to_owned());
                 }
                 ("AUTH", Some(_)) => {}
+                // RFC 3461, as Postfix's smtpd takes it.
+                ("RET", v) => match v.and_then(dsn::ret_code) {
+                    Some(code) if ret == 0 => ret = code,
+                    _ => return Reply::new(501, "5.5.4", "Bad RET parameter syntax"),
+                },
+                ("ENVID", v) => match v.and_then(dsn::xtext_decode) {
+                    Some(id) if envid.is_none() && id.chars().all(|c| !c.is_control()) => {
+                        envid = Some(id);
+                    }
+                    _ => return Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"),
+                },
                 _ => {
                     return Reply::new(
                         555,
@@ -1036,6 +1062,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
+        self.dsn_ret = ret;
+        self.dsn_envid = envid;
         self.sender = Some(check::display(&addr));
         self.declared_size = size;
         self.instance = next_instance();
@@ -1051,12 +1079,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(r) = self.over_limit(Limit::Rcpt).await {
             return r;
         }
-        if let Some(p) = params.first() {
-            return Reply::new(
-                555,
-                "5.5.4",
-                format!("Unsupported option: {}", param_text(p)),
-            );
+        let mut notify = 0;
+        let mut orcpt = None;
+        for p in params {
+            let key = p.key.to_ascii_uppercase();
+            if (key == "NOTIFY" || key == "ORCPT") && !self.st.ehlo_keyword("DSN") {
+                return Reply::new(501, "5.7.1", "DSN support is disabled");
+            }
+            match key.as_str() {
+                "NOTIFY" => match p.value.as_deref().and_then(dsn::notify_mask) {
+                    Some(mask) if notify == 0 => notify = mask,
+                    _ => return Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax"),
+                },
+                "ORCPT" => match p.value.as_deref().and_then(dsn::orcpt_decode) {
+                    Some(o) if orcpt.is_none() => orcpt = Some(o),
+                    _ => return Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax"),
+                },
+                _ => {
+                    return Reply::new(
+                        555,
+                        "5.5.4",
+                        format!("Unsupported option: {}", param_text(p)),
+                    )
+                }
+            }
         }
         if self.recipients.len() >= self.st.recipient_limit {
             return Reply::new(452, "4.5.3", "Error: too many recipients");
@@ -1073,7 +1119,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.effects = fx;
         match verdict {
             Ok(()) => {
-                self.recipients.push((st.resolve(&addr).address(), addr));
+                // As Postfix's smtpd: without ORCPT=, the address as given.
+                let orcpt = orcpt.unwrap_or_else(|| format!("rfc822;{addr}"));
+                self.recipients.push(Rcpt {
+                    address: st.resolve(&addr).address(),
+                    given: addr,
+                    notify,
+                    orcpt,
+                });
                 Reply::new(250, "2.1.5", "Ok")
             }
             Err(r) => r,
@@ -1680,7 +1733,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// What starts a message with cleanup.
-    fn envelope(&self, sender: &str, recipients: &[(String, String)]) -> Envelope {
+    fn envelope(&self, sender: &str, recipients: &[Rcpt]) -> Envelope {
         let mut attrs = vec![
             ("client_name".into(), self.client_name.clone()),
             ("client_address".into(), self.peer.ip().to_string()),
@@ -1706,9 +1759,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 attrs.push(("sasl_sender".into(), s.clone()));
             }
         }
-        let recipients: Vec<(String, Option<String>)> = recipients
+        if let Some(id) = &self.dsn_envid {
+            attrs.push(("envelope_id".into(), id.clone()));
+        }
+        if self.dsn_ret != 0 {
+            attrs.push(("ret_flags".into(), self.dsn_ret.to_string()));
+        }
+        let recipients = recipients
             .iter()
-            .map(|(a, o)| (a.clone(), Some(o.clone()).filter(|o| o != a)))
+            .map(|r| NewRecipient {
+                address: r.address.clone(),
+                original: Some(r.given.clone()).filter(|g| *g != r.address),
+                notify: r.notify,
+                orcpt: Some(r.orcpt.clone()),
+            })
             .collect();
         Envelope {
             sender: sender.to_owned(),
@@ -1719,10 +1783,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Postfix's Received: header.
-    fn received_header(&self, id: &str, recipients: &[(String, String)]) -> Vec<u8> {
+    fn received_header(&self, id: &str, recipients: &[Rcpt]) -> Vec<u8> {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let for_part = match recipients {
-            [(addr, _)] => format!("\n\tfor <{addr}>"),
+            [r] => format!("\n\tfor <{}>", r.address),
             _ => String::new(),
         };
         let mut h = format!(
@@ -1797,7 +1861,7 @@ struct Open<'a> {
     msg: pfx_ipc::cleanup::Message<'a>,
     id: String,
     sender: String,
-    recipients: Vec<(String, String)>,
+    recipients: Vec<Rcpt>,
     fx: Effects,
     /// The headers smtpd puts first, until they go out with the content.
     head: Vec<u8>,
@@ -1891,29 +1955,42 @@ fn param_text(p: &Param) -> String {
     }
 }
 
+/// One accepted recipient: as resolved, as given, and its RFC 3461
+/// requests (NOTIFY bits, ORCPT as `type;address`).
+#[derive(Debug, Clone)]
+struct Rcpt {
+    address: String,
+    given: String,
+    notify: u32,
+    orcpt: String,
+}
+
 /// The recipient the DATA and end-of-data restrictions see: the only
 /// one, as given, or none when there are several (as Postfix).
-fn single_recipient(recipients: &[(String, String)]) -> Option<&str> {
+fn single_recipient(recipients: &[Rcpt]) -> Option<&str> {
     match recipients {
-        [(_, given)] => Some(given),
+        [r] => Some(&r.given),
         _ => None,
     }
 }
 
 /// The envelope recipients after the restrictions' REDIRECT (all mail
-/// goes to that address) and BCC (a copy to each).
-fn with_effects(recipients: &[(String, String)], fx: &Effects) -> Vec<(String, String)> {
-    let mut out = match &fx.redirect {
-        Some(to) => vec![(
-            to.clone(),
-            recipients
-                .first()
-                .map(|(_, g)| g.clone())
-                .unwrap_or_default(),
-        )],
-        None => recipients.to_vec(),
+/// goes to that address) and BCC (a copy to each, whose failure nobody is
+/// told of, as in Postfix).
+fn with_effects(recipients: &[Rcpt], fx: &Effects) -> Vec<Rcpt> {
+    let mut out = match (&fx.redirect, recipients.first()) {
+        (Some(to), Some(first)) => vec![Rcpt {
+            address: to.clone(),
+            ..first.clone()
+        }],
+        _ => recipients.to_vec(),
     };
-    out.extend(fx.bcc.iter().map(|b| (b.clone(), b.clone())));
+    out.extend(fx.bcc.iter().map(|b| Rcpt {
+        address: b.clone(),
+        given: b.clone(),
+        notify: dsn::NOTIFY_NEVER,
+        orcpt: format!("rfc822;{b}"),
+    }));
     out
 }
 

@@ -15,10 +15,12 @@ use crate::{session, Shared};
 const CLIENT: &str = "192.0.2.10:40000";
 
 /// A queue directory with a cleanup stand-in that accepts every message
-/// and hands over (envelope sender, content) of each one committed.
+/// and hands over (envelope sender, content) of each one committed, and
+/// the request that began each message.
 struct Instance {
     dir: tempfile::TempDir,
     queued: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    begun: mpsc::UnboundedReceiver<CleanupRequest>,
 }
 
 impl Instance {
@@ -27,14 +29,16 @@ impl Instance {
         std::fs::create_dir(dir.path().join("public")).unwrap();
         let listener = tokio::net::UnixListener::bind(dir.path().join(endpoint::CLEANUP)).unwrap();
         let (tx, queued) = mpsc::unbounded_channel();
+        let (btx, begun) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut n = 0;
             while let Ok((conn, _)) = listener.accept().await {
                 n += 1;
-                tokio::spawn(cleanup(pfx_ipc::Channel::new(conn), n, tx.clone()));
+                let ch = pfx_ipc::Channel::new(conn);
+                tokio::spawn(cleanup(ch, n, tx.clone(), btx.clone()));
             }
         });
-        Self { dir, queued }
+        Self { dir, queued, begun }
     }
 
     fn settings(&self, main_cf: &str) -> Arc<Settings> {
@@ -73,13 +77,16 @@ async fn cleanup(
     mut ch: pfx_ipc::Channel<tokio::net::UnixStream>,
     conn: u32,
     tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    begun: mpsc::UnboundedSender<CleanupRequest>,
 ) {
     ch.handshake(conversation::CLEANUP).await.unwrap();
     let mut message = None;
     let mut n = 0;
     while let Ok(Some(req)) = ch.recv::<CleanupRequest>().await {
         let reply = match req {
-            CleanupRequest::Begin { sender, .. } => {
+            CleanupRequest::Begin { ref sender, .. } => {
+                let sender = sender.clone();
+                let _ = begun.send(req);
                 n += 1;
                 message = Some((sender, Vec::new()));
                 CleanupReply::Started {
@@ -137,6 +144,7 @@ async fn greeting_and_ehlo_keywords() {
             "250-ETRN",
             "250-ENHANCEDSTATUSCODES",
             "250-8BITMIME",
+            "250-DSN",
             "250-SMTPUTF8",
             "250 CHUNKING",
             "221 2.0.0 Bye",
@@ -158,6 +166,7 @@ async fn greeting_and_ehlo_keywords() {
             "250-ETRN",
             "250-ENHANCEDSTATUSCODES",
             "250-8BITMIME",
+            "250-DSN",
             "250 CHUNKING",
             "250 mx.example.com",
         ]
@@ -180,6 +189,7 @@ async fn greeting_and_ehlo_keywords() {
             "250-VRFY",
             "250-ENHANCEDSTATUSCODES",
             "250-8BITMIME",
+            "250-DSN",
             "250 SMTPUTF8",
             "250 2.1.0 Ok",
             "250 2.1.5 Ok",
@@ -270,6 +280,71 @@ async fn bdat_out_of_order_oversized_and_malformed() {
             "554 5.5.1 Error: no valid recipients",
             "521 5.5.4 Syntax: BDAT count [LAST]",
         ]
+    );
+}
+
+/// RFC 3461 parameters as Postfix's smtpd takes them: the replies to bad
+/// ones, and what cleanup is given (NOTIFY bits, ORCPT decoded, or the
+/// address as given; ENVID decoded and RET as attributes).
+#[tokio::test]
+async fn dsn_parameters_are_checked_and_handed_to_cleanup() {
+    let mut i = Instance::new();
+    let out = i
+        .converse(
+            "",
+            b"EHLO c\r\nMAIL FROM:<a@b.example> RET=BODY\r\nMAIL FROM:<a@b.example> ENVID=x+2\r\n\
+              MAIL FROM:<a@b.example> RET=hdrs ENVID=id+2B1\r\n\
+              RCPT TO:<u@example.com> NOTIFY=NEVER,DELAY\r\nRCPT TO:<u@example.com> ORCPT=;x\r\n\
+              RCPT TO:<u@example.com> NOTIFY=success,failure ORCPT=rfc822;U+2Bx@example.com\r\n\
+              RCPT TO:<v@example.com>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+        )
+        .await;
+    let replies: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect();
+    assert_eq!(
+        replies[2..8],
+        [
+            "501 5.5.4 Bad RET parameter syntax",
+            "501 5.5.4 Bad ENVID parameter syntax",
+            "250 2.1.0 Ok",
+            "501 5.5.4 Error: Bad NOTIFY parameter syntax",
+            "501 5.5.4 Error: Bad ORCPT parameter syntax",
+            "250 2.1.5 Ok",
+        ]
+    );
+    let Some(CleanupRequest::Begin {
+        attrs, recipients, ..
+    }) = i.begun.recv().await
+    else {
+        panic!("no message")
+    };
+    let attr = |n: &str| attrs.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(attr("envelope_id"), Some("id+1"));
+    assert_eq!(attr("ret_flags"), Some("2"));
+    let dsn: Vec<(u32, Option<&str>)> = recipients
+        .iter()
+        .map(|r| (r.notify, r.orcpt.as_deref()))
+        .collect();
+    assert_eq!(
+        dsn,
+        [
+            (6, Some("rfc822;U+x@example.com")),
+            (0, Some("rfc822;v@example.com"))
+        ]
+    );
+    // Discarded, the keyword is gone and its parameters refused.
+    let out = i
+        .converse(
+            "smtpd_discard_ehlo_keywords = dsn\n",
+            b"EHLO c\r\nMAIL FROM:<a@b.example> RET=FULL\r\n",
+        )
+        .await;
+    assert!(!out.contains("DSN\r\n"), "{out}");
+    assert!(
+        out.ends_with("501 5.7.1 DSN support is disabled\r\n"),
+        "{out}"
     );
 }
 

@@ -12,12 +12,13 @@ use crate::{client, Channel, Error};
 
 type Conn = Channel<UnixStream>;
 
+pub use pfx_queue::file::NewRecipient;
+
 /// The envelope that opens a message.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub sender: String,
-    /// `(address, original address as given)`.
-    pub recipients: Vec<(String, Option<String>)>,
+    pub recipients: Vec<NewRecipient>,
     pub attrs: Vec<(String, String)>,
     pub origin: Origin,
 }
@@ -286,7 +287,7 @@ mod tests {
     fn envelope(sender: &str) -> Envelope {
         Envelope {
             sender: sender.into(),
-            recipients: vec![("u@example.com".into(), None)],
+            recipients: vec![NewRecipient::new("u@example.com", None)],
             attrs: Vec::new(),
             origin: Origin::Smtp,
         }

@@ -90,8 +90,7 @@ pub enum CleanupRequest {
     /// [`CleanupReply::Failed`] when it cannot (then no content follows).
     Begin {
         sender: String,
-        /// `(address, original address as given)`.
-        recipients: Vec<(String, Option<String>)>,
+        recipients: Vec<pfx_queue::file::NewRecipient>,
         attrs: Vec<(String, String)>,
         origin: Origin,
     },
@@ -131,6 +130,10 @@ pub enum CleanupReply {
 pub struct DeliveryRecipient {
     pub address: String,
     pub original: Option<String>,
+    /// RFC 3461 NOTIFY bits and ORCPT, for the next hop and for the
+    /// notices this delivery may cause.
+    pub notify: u32,
+    pub orcpt: Option<String>,
 }
 
 /// qmgr -> delivery agent: deliver these recipients of this queue file.
@@ -179,6 +182,9 @@ pub struct DeliveryReply {
 pub struct BounceRequest {
     pub queue: QueueName,
     pub queue_id: String,
+    /// The success notice from `trace/ID` (NOTIFY=SUCCESS recipients)
+    /// rather than the non-delivery notice from `bounce/ID`.
+    pub success: bool,
 }
 
 /// bounce -> qmgr.
@@ -271,6 +277,11 @@ pub struct DropEnvelope {
     pub sender: String,
     pub full_name: Option<String>,
     pub recipients: Vec<String>,
+    /// sendmail's `-N` (NOTIFY bits for every recipient), `-R` (RET) and
+    /// `-V` (ENVID); 0 and `None` when not given.
+    pub dsn_notify: u32,
+    pub dsn_ret: u32,
+    pub dsn_envid: Option<String>,
 }
 
 /// A confined daemon -> proxymap: look `key` up in `table` (`type:name`,

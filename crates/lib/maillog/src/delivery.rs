@@ -70,6 +70,31 @@ impl Class {
     }
 }
 
+/// What a success notice (RFC 3464 `Action:`) says of a delivery, for a
+/// recipient that asked for one (NOTIFY=SUCCESS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Final delivery: a mailbox, a file, a command.
+    #[default]
+    Delivered,
+    /// Handed to a next hop that does not do DSN.
+    Relayed,
+    /// Handed to a next hop that announced DSN: a success notice is its
+    /// business, not ours (Postfix's smtp clears NOTIFY=SUCCESS then).
+    Passed,
+}
+
+impl Action {
+    /// The `Action:` word, when a notice is due.
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Self::Delivered => Some("delivered"),
+            Self::Relayed => Some("relayed"),
+            Self::Passed => None,
+        }
+    }
+}
+
 /// One recipient's outcome, as every delivery agent reports it to qmgr and
 /// as the log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +109,8 @@ pub struct Outcome {
     /// The address that failed, when it is not the one requested (an
     /// alias target): the bounce notice names it.
     pub final_recipient: Option<String>,
+    /// For a success notice.
+    pub action: Action,
 }
 
 impl Outcome {
@@ -108,6 +135,7 @@ impl Outcome {
             relay: relay.to_owned(),
             reason: reason.into(),
             final_recipient: None,
+            action: Action::Delivered,
         }
     }
 

@@ -130,7 +130,10 @@ mod tests {
         let mut w = Writer::create(q, at, None).unwrap();
         w.envelope(&Envelope {
             sender: sender.into(),
-            recipients: rcpts.iter().map(|r| ((*r).into(), None)).collect(),
+            recipients: rcpts
+                .iter()
+                .map(|r| crate::file::NewRecipient::new(*r, None))
+                .collect(),
             attrs: vec![],
         })
         .unwrap();

@@ -2,7 +2,8 @@
 //! system reads the other's: `bounce/ID` (permanent failures, for the
 //! non-delivery notice) and `defer/X/ID` (the latest reason each deferred
 //! recipient waits, for `postqueue -p`; hashed by the ID's first character
-//! as Postfix's `hash_queue_names` has it).
+//! as Postfix's `hash_queue_names` has it), and `trace/ID` (deliveries whose
+//! recipient asked for a success notice, NOTIFY=SUCCESS).
 //!
 //! Each entry is a block of `name=value` lines between empty lines,
 //! preceded (Postfix's `backwards_bounce_logfile_compatibility`) by the old
@@ -30,6 +31,9 @@ pub struct Status {
     /// Where the answer came from (`local`, `mx.example[1.2.3.4]`, `none`).
     pub relay: String,
     pub reason: String,
+    /// The `action=` of the entry when it is not the log's own (a trace
+    /// entry's `delivered` or `relayed`).
+    pub action: Option<String>,
 }
 
 /// Which log.
@@ -37,6 +41,7 @@ pub struct Status {
 pub enum Log {
     Bounce,
     Defer,
+    Trace,
 }
 
 impl Log {
@@ -44,6 +49,7 @@ impl Log {
         match self {
             Self::Bounce => "bounce",
             Self::Defer => "defer",
+            Self::Trace => "trace",
         }
     }
 
@@ -51,6 +57,7 @@ impl Log {
         match self {
             Self::Bounce => "failed",
             Self::Defer => "delayed",
+            Self::Trace => "delivered",
         }
     }
 }
@@ -113,7 +120,8 @@ pub fn append(
         if s.notify != 0 {
             text.push_str(&format!("notify_flags={}\n", s.notify));
         }
-        text.push_str(&format!("status={}\naction={}\n", s.dsn, log.action()));
+        let action = s.action.as_deref().unwrap_or(log.action());
+        text.push_str(&format!("status={}\naction={action}\n", s.dsn));
         if !matches!(s.relay.as_str(), "" | "none" | "local") {
             text.push_str(&format!("mta_type=dns\nmta_mname={}\n", one_line(&s.relay)));
         }
@@ -156,7 +164,14 @@ pub fn read(queue_dir: &Path, log: Log, id: &str) -> std::io::Result<Vec<Status>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(e),
     };
-    Ok(parse(&text))
+    let mut statuses = parse(&text);
+    // The log's own action is no news.
+    for s in &mut statuses {
+        if s.action.as_deref() == Some(log.action()) {
+            s.action = None;
+        }
+    }
+    Ok(statuses)
 }
 
 fn parse(text: &str) -> Vec<Status> {
@@ -214,6 +229,7 @@ fn parse(text: &str) -> Vec<Status> {
             "status" => cur.dsn = value,
             "mta_mname" => cur.relay = value,
             "reason" => cur.reason = value,
+            "action" => cur.action = Some(value),
             _ => {}
         }
     }

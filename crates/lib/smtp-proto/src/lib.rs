@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod encode;
 
 pub use command::{

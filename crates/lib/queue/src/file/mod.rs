@@ -60,6 +60,30 @@ pub struct Recipient {
     pub dsn_orcpt: Option<String>,
 }
 
+/// A recipient as it goes into a new queue file, with what the client
+/// asked for it under RFC 3461.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewRecipient {
+    pub address: String,
+    /// The address as first given (`O` record), when it differs.
+    pub original: Option<String>,
+    /// NOTIFY bits ([`notify`]); 0 when none were given.
+    pub notify: u32,
+    /// ORCPT (`rfc822;addr`), as given.
+    pub orcpt: Option<String>,
+}
+
+impl NewRecipient {
+    /// A recipient without DSN requests.
+    pub fn new(address: impl Into<String>, original: Option<String>) -> Self {
+        Self {
+            address: address.into(),
+            original,
+            ..Self::default()
+        }
+    }
+}
+
 /// NOTIFY bits (Postfix's dsn_mask.h).
 pub mod notify {
     pub const NEVER: u32 = 1;
@@ -125,7 +149,7 @@ pub struct QueueFile {
 pub(crate) mod test_support {
     use std::time::SystemTime;
 
-    use super::{Envelope, Writer};
+    use super::{Envelope, NewRecipient, Writer};
     use crate::Queue;
 
     pub(crate) fn write(q: &Queue, content: &[u8]) -> String {
@@ -133,8 +157,8 @@ pub(crate) mod test_support {
         w.envelope(&Envelope {
             sender: "hadoop@ywnds.com".into(),
             recipients: vec![
-                ("openstack@ywnds.com".into(), None),
-                ("root@ywnds.com".into(), Some("postmaster@ywnds.com".into())),
+                NewRecipient::new("openstack@ywnds.com", None),
+                NewRecipient::new("root@ywnds.com", Some("postmaster@ywnds.com".into())),
             ],
             attrs: vec![("client_address".into(), "127.0.0.1".into())],
         })

@@ -20,8 +20,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
     pub sender: String,
-    /// `(address, original address)`.
-    pub recipients: Vec<(String, Option<String>)>,
+    pub recipients: Vec<super::NewRecipient>,
     /// `name=value` attributes: client, helo, protocol, origin...
     pub attrs: Vec<(String, String)>,
 }
@@ -166,7 +165,9 @@ impl Writer {
 
     /// Writes the envelope and opens the content section: the sender's full
     /// name as an `F` record, the other attributes as `A` records, then
-    /// `S`, each recipient as `O` (when it has an original) and `R`, `M`.
+    /// `S`, each recipient as Postfix's cleanup writes it (its DSN requests
+    /// as `notify_flags` and `dsn_orig_rcpt` attributes, `O` when it has an
+    /// original, `R`), `M`.
     pub fn envelope(&mut self, env: &Envelope) -> Result<(), Error> {
         for (k, v) in &env.attrs {
             if k == FULL_NAME {
@@ -177,11 +178,17 @@ impl Writer {
         for (k, v) in env.attrs.iter().filter(|(k, _)| k != FULL_NAME) {
             self.put(kind::ATTR, format!("{k}={v}").as_bytes())?;
         }
-        for (addr, orig) in &env.recipients {
-            if let Some(o) = orig {
+        for r in &env.recipients {
+            if let Some(o) = &r.orcpt {
+                self.put(kind::ATTR, format!("dsn_orig_rcpt={o}").as_bytes())?;
+            }
+            if r.notify != 0 {
+                self.put(kind::ATTR, format!("notify_flags={}", r.notify).as_bytes())?;
+            }
+            if let Some(o) = &r.original {
                 self.put(kind::ORCP, o.as_bytes())?;
             }
-            self.put(kind::RCPT, addr.as_bytes())?;
+            self.put(kind::RCPT, r.address.as_bytes())?;
             self.recipients += 1;
         }
         self.put(kind::MESG, b"")?;
@@ -315,6 +322,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::file::NewRecipient;
 
     use crate::file::test_support::write;
     use crate::file::QueueFile;
@@ -357,7 +365,7 @@ mod tests {
                 Writer::create_in(&q, QueueName::Incoming, SystemTime::now(), Some(&pool)).unwrap();
             w.envelope(&Envelope {
                 sender: "s@x".into(),
-                recipients: vec![("r@x".into(), None)],
+                recipients: vec![NewRecipient::new("r@x", None)],
                 attrs: vec![],
             })
             .unwrap();
@@ -397,7 +405,7 @@ mod tests {
         let mut w = Writer::create(&q, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope {
             sender: "s@x".into(),
-            recipients: vec![("r@x".into(), Some("orig@x".into()))],
+            recipients: vec![NewRecipient::new("r@x", Some("orig@x".into()))],
             attrs: vec![(FULL_NAME.into(), "Alice".into())],
         })
         .unwrap();
