@@ -109,3 +109,73 @@ fn dsn_requests_travel_on_and_successes_are_reported() {
     assert_eq!(m.exactly("hadoop", 1).len(), 1);
     assert!(!m.log_text().contains("non-delivery notification"));
 }
+
+/// `delay_warning_time`: once a message has waited that long, its sender
+/// gets Postfix's `Delayed Mail (still being retried)` notice, once, for
+/// the recipients that did not opt out (NOTIFY without DELAY), with the
+/// headers only and `Will-Retry-Until`; the message stays queued.
+#[test]
+fn a_delayed_message_warns_its_sender_once() {
+    let mx = FakeMx::start(
+        "127.0.0.1",
+        Script {
+            rcpt_default: "451 4.3.0 try again later".into(),
+            ..Script::default()
+        },
+    );
+    let m = Instance::mail(&format!(
+        "delay_warning_time = 1s\nminimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n\
+         queue_run_delay = 1s\n\
+         transport_maps = inline:{{slow.example=smtp:[127.0.0.1]:{}}}\n",
+        mx.port
+    ));
+    m.add_smtp();
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:<hadoop@ywnds.com>"), "250 2.1.0 Ok");
+    for rcpt in ["<a@slow.example>", "<b@slow.example> NOTIFY=FAILURE"] {
+        assert_eq!(c.cmd(&format!("RCPT TO:{rcpt}")), "250 2.1.5 Ok", "{rcpt}");
+    }
+    assert_eq!(c.cmd("DATA").split(' ').next(), Some("354"));
+    c.send(b"Subject: slow\r\n\r\nbody\r\n.\r\n");
+    let queued = c.reply();
+    let id = queued.rsplit(' ').next().unwrap().to_owned();
+
+    let warning = m.wait_maildir("hadoop", 1);
+    let text = String::from_utf8_lossy(&warning[0]).into_owned();
+    for want in [
+        "Subject: Delayed Mail (still being retried)\n",
+        "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n",
+        "Your message could not be delivered for more than 0 hour(s).\nIt will be retried until it is 5 day(s) old.\n",
+        "\nFinal-Recipient: rfc822; a@slow.example\nOriginal-Recipient: rfc822;a@slow.example\nAction: delayed\nStatus: 4.3.0\n",
+        "Will-Retry-Until: ",
+        "Content-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n",
+    ] {
+        assert!(text.contains(want), "{want}\n---\n{text}");
+    }
+    assert!(
+        !text.contains("b@slow.example") && !text.contains("\nbody\n"),
+        "{text}"
+    );
+    assert!(m.wait_log(
+        &format!("{id}: sender delay notification: "),
+        Duration::from_secs(10)
+    ));
+    // Still queued, retried, and never warned about again.
+    let tries = || {
+        m.log_text()
+            .matches(&format!("{id}: to=<a@slow.example>"))
+            .count()
+    };
+    assert!(
+        testkit::wait_for(Duration::from_secs(15), || tries() >= 3),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(m.exactly("hadoop", 1).len(), 1);
+    assert_eq!(
+        m.queue_files("deferred").len() + m.queue_files("active").len(),
+        1
+    );
+}

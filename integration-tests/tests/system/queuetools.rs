@@ -613,6 +613,11 @@ fn active_and_incoming_mail_is_listed_and_a_deleted_active_message_goes_no_furth
     .0
     .contains(&format!("\n{id}*"))));
     assert!(listed(&m).contains(&(id.clone(), "active".into())));
+    // local has the file open once its command runs.
+    assert!(wait_for(Duration::from_secs(10), || Command::new("pgrep")
+        .args(["-f", "^/bin/sleep 3$"])
+        .output()
+        .is_ok_and(|o| o.status.success())));
     let qmgr = m.child_pid("qmgr").unwrap();
     let (_, err) = text(&m.run("postsuper", &["-d", &id]));
     assert!(err.contains("Deleted: 1 message"), "{err}");

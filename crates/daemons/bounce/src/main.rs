@@ -18,6 +18,7 @@ mod notice;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use notice::Kind;
 use pfx_config::{BuildError, Config};
 use pfx_ipc::cleanup::{Cleanup, Envelope};
 use pfx_ipc::proto::{conversation, BounceReply, BounceRequest, Origin};
@@ -39,6 +40,10 @@ struct Settings {
     postmaster: String,
     /// `bounce_size_limit`: how much of the original a notice returns.
     size_limit: u64,
+    /// `delay_warning_time` and `maximal_queue_lifetime`, for the delay
+    /// warning's text.
+    warn_time: std::time::Duration,
+    lifetime: std::time::Duration,
 }
 
 impl Settings {
@@ -53,6 +58,8 @@ impl Settings {
             double_bounce_name,
             postmaster: cfg.get("2bounce_notice_recipient")?,
             size_limit: cfg.count("bounce_size_limit")?,
+            warn_time: cfg.time("delay_warning_time")?,
+            lifetime: cfg.time("maximal_queue_lifetime")?,
         })
     }
 }
@@ -93,28 +100,39 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     let queue_dir = st.queue.root();
     let qf =
         QueueFile::open(&st.queue.path(req.queue, &req.queue_id)).map_err(|x| x.to_string())?;
-    let (log, kind) = if req.success {
-        (Log::Trace, notice::Kind::Success)
-    } else {
-        (Log::Bounce, notice::Kind::Failure)
+    let kind = req.kind;
+    let log = match kind {
+        Kind::Failure => Log::Bounce,
+        Kind::Success => Log::Trace,
+        Kind::Delay => Log::Defer,
+    };
+    // The defer log stays: it is postqueue's, and the message waits on.
+    let done = || {
+        if kind != Kind::Delay {
+            statuslog::remove(queue_dir, log, &req.queue_id);
+        }
     };
     let mut statuses = statuslog::read(queue_dir, log, &req.queue_id).map_err(|x| x.to_string())?;
-    if !req.success {
-        // Recipients whose NOTIFY leaves out FAILURE (NOTIFY=NEVER) get no notice.
-        statuses.retain(|s| notify::wants(s.notify, notify::FAILURE));
+    // Recipients whose NOTIFY leaves out FAILURE (DELAY) get no such notice.
+    match kind {
+        Kind::Failure => statuses.retain(|s| notify::wants(s.notify, notify::FAILURE)),
+        Kind::Delay => statuses.retain(|s| notify::wants(s.notify, notify::DELAY)),
+        Kind::Success => {}
     }
     if statuses.is_empty() {
-        statuslog::remove(queue_dir, log, &req.queue_id);
+        done();
         return Ok(None);
     }
     let (to, from, whom) = if qf.sender.is_empty() {
-        if req.success {
-            // As Postfix: no success notice about a bounce.
-            info!(
-                "{}: not sending trace/success notification for single-bounce message",
-                req.queue_id
-            );
-            statuslog::remove(queue_dir, log, &req.queue_id);
+        if kind != Kind::Failure {
+            // As Postfix: no success notice or delay warning about a bounce.
+            if kind == Kind::Success {
+                info!(
+                    "{}: not sending trace/success notification for single-bounce message",
+                    req.queue_id
+                );
+            }
+            done();
             return Ok(None);
         }
         (
@@ -125,24 +143,26 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     } else if qf.sender.eq_ignore_ascii_case(&st.double_bounce)
         || qf.sender == st.double_bounce_name
     {
-        if req.success {
-            info!(
+        match kind {
+            Kind::Success => info!(
                 "{}: not sending trace/success notification for double-bounce message",
                 req.queue_id
-            );
-        } else {
-            info!(
+            ),
+            Kind::Failure => info!(
                 "{}: postmaster non-delivery notification discarded",
                 req.queue_id
-            );
+            ),
+            Kind::Delay => {}
         }
-        statuslog::remove(queue_dir, log, &req.queue_id);
+        done();
         return Ok(None);
     } else {
         (qf.sender.clone(), String::new(), "sender")
     };
     let n = notice::Notice {
         kind,
+        warn_time: st.warn_time,
+        lifetime: st.lifetime,
         queue_id: &req.queue_id,
         myhostname: &st.myhostname,
         to: &to,
@@ -166,14 +186,14 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
         .submit(envelope, chunks.into_iter().map(Ok), |_| {})
         .await
         .map_err(|e| e.to_string())?;
-    if req.success {
-        info!(
+    match kind {
+        Kind::Failure => info!("{}: {whom} non-delivery notification: {id}", req.queue_id),
+        Kind::Success => info!(
             "{}: sender delivery status notification: {id}",
             req.queue_id
-        );
-    } else {
-        info!("{}: {whom} non-delivery notification: {id}", req.queue_id);
+        ),
+        Kind::Delay => info!("{}: sender delay notification: {id}", req.queue_id),
     }
-    statuslog::remove(queue_dir, log, &req.queue_id);
+    done();
     Ok(Some(id))
 }

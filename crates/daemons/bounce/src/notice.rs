@@ -8,18 +8,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pfx_queue::file::QueueFile;
 use pfx_queue::statuslog::Status;
 
-/// Which notice, with Postfix's built-in templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Failure,
-    Success,
-}
+/// Which notice: Postfix's built-in templates.
+pub(crate) use pfx_ipc::proto::Notice as Kind;
 
-const FAILURE_TEXT: &str = "I'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.\n\nFor further assistance, please send mail to postmaster.\n\nIf you do so, please include this problem report. You can\ndelete your own text from the attached returned message.\n";
+const FAILURE_INTRO: &str = "I'm sorry to have to inform you that your message could not\nbe delivered to one or more recipients. It's attached below.\n\n";
+const HELP_TEXT: &str = "For further assistance, please send mail to postmaster.\n\nIf you do so, please include this problem report. You can\ndelete your own text from the attached returned message.\n";
+const DELAY_BANNER: &str = "####################################################################\n# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n####################################################################\n\n";
 const SUCCESS_TEXT: &str = "Your message was successfully delivered to the destination(s)\nlisted below. If the message was delivered to mailbox you will\nreceive no further notifications. Otherwise you may still receive\nnotifications of mail delivery errors from other systems.\n";
 
 pub(crate) struct Notice<'a> {
     pub(crate) kind: Kind,
+    /// For the delay warning: `delay_warning_time` and
+    /// `maximal_queue_lifetime` (its text counts them in whole hours and
+    /// days, as Postfix's template does).
+    pub(crate) warn_time: std::time::Duration,
+    pub(crate) lifetime: std::time::Duration,
     pub(crate) queue_id: &'a str,
     pub(crate) myhostname: &'a str,
     pub(crate) to: &'a str,
@@ -48,6 +51,7 @@ impl Notice<'_> {
         head.push_str(match self.kind {
             Kind::Failure => "Subject: Undelivered Mail Returned to Sender\n",
             Kind::Success => "Subject: Successful Mail Delivery Report\n",
+            Kind::Delay => "Subject: Delayed Mail (still being retried)\n",
         });
         head.push_str(&format!("To: {}\n", self.to));
         head.push_str("Auto-Submitted: auto-replied\n");
@@ -60,8 +64,14 @@ impl Notice<'_> {
             "This is the mail system at host {}.\n\n{}\n                   The mail system\n\n",
             self.myhostname,
             match self.kind {
-                Kind::Failure => FAILURE_TEXT,
-                Kind::Success => SUCCESS_TEXT,
+                Kind::Failure => format!("{FAILURE_INTRO}{HELP_TEXT}"),
+                Kind::Success => SUCCESS_TEXT.to_owned(),
+                Kind::Delay => format!(
+                    "{DELAY_BANNER}Your message could not be delivered for more than {} hour(s).\n\
+                     It will be retried until it is {} day(s) old.\n\n{HELP_TEXT}",
+                    self.warn_time.as_secs() / 3600,
+                    self.lifetime.as_secs() / 86_400
+                ),
             }
         ));
         for s in self.recipients {
@@ -97,6 +107,7 @@ impl Notice<'_> {
             }
             let action = match self.kind {
                 Kind::Failure => "failed",
+                Kind::Delay => "delayed",
                 Kind::Success => s.action.as_deref().unwrap_or("delivered"),
             };
             head.push_str(&format!("Action: {action}\nStatus: {}\n", s.dsn));
@@ -120,6 +131,13 @@ impl Notice<'_> {
             } else {
                 head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));
             }
+            if self.kind == Kind::Delay {
+                let until = self.original.arrival + self.lifetime;
+                head.push_str(&format!(
+                    "Will-Retry-Until: {}\n",
+                    pfx_sys::time::rfc2822(until)
+                ));
+            }
         }
         // RET=HDRS asks for the headers only, and so does a large message;
         // a success notice always returns only the headers.
@@ -128,7 +146,9 @@ impl Notice<'_> {
             && self.original.attr("ret_flags") != Some("2");
         let (desc, ctype) = match (self.kind, whole) {
             (Kind::Failure, true) => ("Undelivered Message", "message/rfc822"),
-            (Kind::Failure, false) => ("Undelivered Message Headers", "text/rfc822-headers"),
+            (Kind::Failure | Kind::Delay, _) => {
+                ("Undelivered Message Headers", "text/rfc822-headers")
+            }
             (Kind::Success, _) => ("Message Headers", "text/rfc822-headers"),
         };
         head.push_str(&format!("\n--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n"));

@@ -144,6 +144,8 @@ struct Settings {
     hopcount_limit: usize,
     /// `cleanup_replace_stray_cr_lf`.
     replace_stray_cr: bool,
+    /// `delay_warning_time` (0: no warnings).
+    delay_warning: std::time::Duration,
 }
 
 impl Settings {
@@ -174,6 +176,7 @@ impl Settings {
             replace_stray_cr: cfg
                 .bool("cleanup_replace_stray_cr_lf")
                 .map_err(|e| e.to_string())?,
+            delay_warning: cfg.time("delay_warning_time").map_err(|e| e.to_string())?,
         })
     }
 }
@@ -203,6 +206,14 @@ async fn message(
         recipients,
         attrs,
     };
+    if !st.delay_warning.is_zero() {
+        // As Postfix's cleanup: when to warn the sender, in the file.
+        let at = arrival + st.delay_warning;
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        writer.delay_warning(secs);
+    }
     if refused.is_none() {
         if let Err(e) = writer.envelope(&env) {
             return begin_error(format!("{id}: write queue file: {e}"));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pfx_ipc::proto::{
-    self, conversation, BounceReply, BounceRequest, DeliveryReply, DeliveryRequest,
+    self, conversation, BounceReply, BounceRequest, DeliveryReply, DeliveryRequest, Notice,
 };
 use pfx_maillog::delivery::Outcome;
 use pfx_queue::QueueName;
@@ -26,13 +26,13 @@ pub(crate) trait Agents: Send + Sync + 'static {
         transport: &str,
         req: DeliveryRequest,
     ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static;
-    /// Has bounce return the message's failed recipients to its sender
-    /// (`success`: tell it of the deliveries its recipients asked to hear
-    /// of); the notice's queue ID, if one was sent.
+    /// Has bounce send the message's sender a notice of `kind` (failed
+    /// recipients, deliveries they asked to hear of, or a delay); the
+    /// notice's queue ID, if one was sent.
     fn bounce(
         &self,
         id: &str,
-        success: bool,
+        kind: Notice,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static;
 }
 
@@ -86,13 +86,13 @@ impl Agents for Daemons {
     fn bounce(
         &self,
         id: &str,
-        success: bool,
+        kind: Notice,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let socket = self.queue_dir.join(proto::endpoint::BOUNCE);
         let req = BounceRequest {
             queue: QueueName::Active,
             queue_id: id.to_owned(),
-            success,
+            kind,
         };
         async move {
             let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE)

@@ -5,6 +5,7 @@
 //! recipients goes to `deferred/` until its backoff has passed; a message
 //! with every recipient done is removed.
 
+use pfx_ipc::proto::Notice;
 use pfx_queue::statuslog::{Log, Status};
 use tracing::{info, warn};
 
@@ -34,9 +35,11 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             return;
         };
         if msg.has_bounces {
-            self.request_bounce(id, false);
+            self.request_bounce(id, Notice::Failure);
         } else if msg.has_trace {
-            self.request_bounce(id, true);
+            self.request_bounce(id, Notice::Success);
+        } else if msg.state.contains(&Rcpt::Deferred) && self.warning_due(id) {
+            self.request_bounce(id, Notice::Delay);
         } else if msg.state.contains(&Rcpt::Deferred) {
             let age = self.age(id);
             self.defer(
@@ -118,21 +121,32 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 
     /// Has bounce send the notice; its answer comes back as an event.
-    fn request_bounce(&mut self, id: &str, success: bool) {
+    /// Whether the sender is to be warned of the delay now: warnings are
+    /// on, the file asks for one (its `W` record) and its time has come.
+    fn warning_due(&self, id: &str) -> bool {
+        let Some(w) = self.msgs.get(id).and_then(|m| m.env.warn) else {
+            return false;
+        };
+        let now = self
+            .store
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.st.delay_warnings && w.at > 0 && w.at <= now
+    }
+
+    fn request_bounce(&mut self, id: &str, kind: Notice) {
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
         };
         msg.bouncing = true;
-        let asked = self.agents.bounce(id, success);
+        let asked = self.agents.bounce(id, kind);
         let tx = self.tx.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
             let result = asked.await;
-            let _ = tx.send(Event::BounceDone {
-                id,
-                success,
-                result,
-            });
+            let _ = tx.send(Event::BounceDone { id, kind, result });
         });
     }
 
@@ -159,7 +173,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     pub(crate) fn bounce_done(
         &mut self,
         id: &str,
-        success: bool,
+        kind: Notice,
         result: Result<Option<String>, String>,
     ) {
         let Some(msg) = self.msgs.get_mut(id) else {
@@ -168,10 +182,17 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         msg.bouncing = false;
         match result {
             Ok(_) => {
-                if success {
-                    msg.has_trace = false;
-                } else {
-                    msg.has_bounces = false;
+                match kind {
+                    Notice::Failure => msg.has_bounces = false,
+                    Notice::Success => msg.has_trace = false,
+                    // Once per message: the file says it was sent.
+                    Notice::Delay => {
+                        if let Some(w) = msg.env.warn.take() {
+                            if let Err(e) = self.store.clear_warning(id, &w) {
+                                warn!("{id}: update queue file: {e}");
+                            }
+                        }
+                    }
                 }
                 self.maybe_finish(id);
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pfx_config::{BuildError, Config};
-use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest};
+use pfx_ipc::proto::{trigger, DeliveryRecipient, DeliveryRequest, Notice};
 use pfx_maillog::delivery::{Class, Outcome, Times};
 use pfx_queue::file::notify;
 use pfx_queue::statuslog::{Log, Status};
@@ -41,8 +41,7 @@ pub(crate) enum Event {
     },
     BounceDone {
         id: String,
-        /// The success notice rather than the non-delivery notice.
-        success: bool,
+        kind: Notice,
         result: Result<Option<String>, String>,
     },
 }
@@ -169,11 +168,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 statuses,
                 by_agent,
             } => self.delivered(&id, &batch, &route, statuses, by_agent),
-            Event::BounceDone {
-                id,
-                success,
-                result,
-            } => self.bounce_done(&id, success, result),
+            Event::BounceDone { id, kind, result } => self.bounce_done(&id, kind, result),
         }
     }
 

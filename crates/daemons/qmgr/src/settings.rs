@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     /// the null sender.
     pub(crate) lifetime: Duration,
     pub(crate) bounce_lifetime: Duration,
+    /// `delay_warning_time`: warnings only while it is not 0.
+    pub(crate) delay_warnings: bool,
     /// `minimal_backoff_time` and `maximal_backoff_time`.
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
@@ -38,6 +40,7 @@ impl Settings {
             active_limit: cfg.count("qmgr_message_active_limit")?,
             lifetime: time("maximal_queue_lifetime")?,
             bounce_lifetime: time("bounce_queue_lifetime")?,
+            delay_warnings: !time("delay_warning_time")?.is_zero(),
             min_backoff,
             max_backoff: time("maximal_backoff_time")?.max(min_backoff),
             cfg,

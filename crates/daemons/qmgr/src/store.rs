@@ -22,6 +22,8 @@ pub(crate) struct Envelope {
     pub(crate) recipients: Vec<Recipient>,
     /// What a file Postfix wrote asks for that postfix-rs cannot do.
     pub(crate) postfix_only: Option<String>,
+    /// The delay warning the file asks for (`W` record).
+    pub(crate) warn: Option<file::Warn>,
 }
 
 pub(crate) trait Store: Send + 'static {
@@ -46,6 +48,8 @@ pub(crate) trait Store: Send + 'static {
     fn read_log(&self, log: Log, id: &str) -> std::io::Result<Vec<Status>>;
     /// Marks recipients (by their record offsets) done in the queue file.
     fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()>;
+    /// Records in the queue file that its delay warning was sent.
+    fn clear_warning(&self, id: &str, w: &file::Warn) -> std::io::Result<()>;
     /// Moves a message from `active/` to `deferred/`, due at `when`.
     fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()>;
     /// The message is finished: its file goes, and its defer log.
@@ -154,6 +158,7 @@ impl Store for Files {
             size: qf.content_len,
             recipients: std::mem::take(&mut qf.recipients),
             postfix_only: qf.postfix_only.take(),
+            warn: qf.warn,
         };
         self.open
             .lock()
@@ -190,6 +195,10 @@ impl Store for Files {
 
     fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()> {
         file::mark_done(&self.active(id), offsets)
+    }
+
+    fn clear_warning(&self, id: &str, w: &file::Warn) -> std::io::Result<()> {
+        file::clear_warning(&self.active(id), w)
     }
 
     fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()> {

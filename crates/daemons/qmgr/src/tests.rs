@@ -74,6 +74,7 @@ impl Memory {
                 })
                 .collect(),
             postfix_only: None,
+            warn: None,
         };
         let now = self.now();
         self.rec()
@@ -171,6 +172,13 @@ impl Store for Memory {
             .unwrap_or_default())
     }
 
+    fn clear_warning(&self, id: &str, _w: &pfx_queue::file::Warn) -> std::io::Result<()> {
+        if let Some(f) = self.rec().files.get_mut(id) {
+            f.1.warn = None;
+        }
+        Ok(())
+    }
+
     fn mark_done(&self, id: &str, offsets: &[u64]) -> std::io::Result<()> {
         if let Some(f) = self.rec().files.get_mut(id) {
             for r in &mut f.1.recipients {
@@ -235,7 +243,7 @@ impl Agents for Fake {
     fn bounce(
         &self,
         id: &str,
-        _success: bool,
+        _kind: pfx_ipc::proto::Notice,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let at = self.memory.since_start();
         self.memory.rec().bounces.push((id.into(), at));

@@ -178,7 +178,7 @@ pub static PARAMS: &[Param] = &[
     p("defer_transports", "", Str, R),
     p("delay_logging_resolution_limit", "2", Int, N),
     p("delay_notice_recipient", "postmaster", Str, N),
-    p("delay_warning_time", "0h", Time('h'), R),
+    p("delay_warning_time", "0h", Time('h'), I),
     p("deliver_lock_attempts", "20", Int, N),
     p("deliver_lock_delay", "1s", Time('s'), N),
     p("destination_concurrency_feedback_debug", "no", Bool, N),

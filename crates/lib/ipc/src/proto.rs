@@ -182,9 +182,18 @@ pub struct DeliveryReply {
 pub struct BounceRequest {
     pub queue: QueueName,
     pub queue_id: String,
-    /// The success notice from `trace/ID` (NOTIFY=SUCCESS recipients)
-    /// rather than the non-delivery notice from `bounce/ID`.
-    pub success: bool,
+    pub kind: Notice,
+}
+
+/// Which notice bounce sends, from which log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// Non-delivery, from `bounce/ID`.
+    Failure,
+    /// Successful delivery (NOTIFY=SUCCESS recipients), from `trace/ID`.
+    Success,
+    /// Delay warning (`delay_warning_time`), from `defer/X/ID`.
+    Delay,
 }
 
 /// bounce -> qmgr.

@@ -51,6 +51,7 @@ pub(crate) fn open(
         file: None,
         checksum: None,
         postfix_only: None,
+        warn: None,
     };
     let (mut version, mut id, mut orig) = (None, None, None);
     loop {

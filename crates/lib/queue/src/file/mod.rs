@@ -29,7 +29,7 @@
 //! which cleanup's reserve shares.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -141,6 +141,26 @@ pub struct QueueFile {
     /// content filter (`L`) or a redirect (`>`) record, which Postfix's
     /// qmgr obeys for every recipient. qmgr holds such a message.
     pub postfix_only: Option<String>,
+    /// The `W` record: when to warn the sender of a delay (0: no more),
+    /// and where its data lies (offset, length), for [`clear_warning`].
+    pub warn: Option<Warn>,
+}
+
+/// A queue file's delay warning time and where its `W` record's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warn {
+    pub at: u64,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Records that the delay warning was sent: the `W` record's time becomes
+/// 0, in place (same width), made durable.
+pub fn clear_warning(path: &Path, w: &Warn) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let data = format!("{:>width$}", 0, width = w.len);
+    nix::sys::uio::pwrite(&f, data.as_bytes(), w.offset as i64)?;
+    f.sync_data()
 }
 
 /// A message as cleanup writes one, for the tests of the file's parts and

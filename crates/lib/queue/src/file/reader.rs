@@ -126,6 +126,7 @@ impl QueueFile {
             file: None,
             checksum,
             postfix_only: None,
+            warn: None,
         };
         let (mut time, mut sender, mut ident) = (None, None, None);
         let mut orig: Option<String> = None;
@@ -212,6 +213,13 @@ impl QueueFile {
                     );
                 }
                 kind::FROM if sender.is_none() => sender = Some(text),
+                kind::WARN => {
+                    qf.warn = Some(super::Warn {
+                        at: text.trim().parse().unwrap_or(0),
+                        offset: r.pos() - data.len() as u64,
+                        len: data.len(),
+                    });
+                }
                 kind::FULL => qf.attrs.push((FULL_NAME.to_owned(), text)),
                 kind::ATTR => {
                     let (name, value) = text
@@ -310,7 +318,20 @@ impl QueueFile {
                     buf[(r.offset - pos) as usize] = kind::RCPT;
                 }
             }
-            crc.update(&buf[..n]);
+            // The delay warning record is outside the checksum (qmgr
+            // rewrites it): its bytes are left out.
+            let mut chunk: &[u8] = &buf[..n];
+            if let Some(w) = self.warn {
+                let (ws, we) = (w.offset - 2, w.offset + w.len as u64);
+                let (cs, ce) = (pos, pos + n as u64);
+                if ws < ce && we > cs {
+                    let a = (ws.max(cs) - cs) as usize;
+                    let b = (we.min(ce) - cs) as usize;
+                    crc.update(&chunk[..a]);
+                    chunk = &chunk[b..];
+                }
+            }
+            crc.update(chunk);
             pos += n as u64;
         }
         if crc.finalize() != want {

@@ -50,6 +50,8 @@ pub struct Writer {
     /// before it is acknowledged: none for a file from the reserve.
     name_dirs: Vec<PathBuf>,
     finished: bool,
+    /// When to warn the sender of a delay (`delay_warning_time`).
+    warn_at: Option<u64>,
 }
 
 impl Writer {
@@ -122,6 +124,7 @@ impl Writer {
             crc: crc32fast::Hasher::new(),
             name_dirs,
             finished: false,
+            warn_at: None,
         };
         // The size record is filled in by finish, and is not checksummed.
         let size = size_record(&Sizes::default(), 0);
@@ -143,6 +146,13 @@ impl Writer {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Asks for a delay warning at `at` (seconds since the epoch): a `W`
+    /// record, as Postfix's cleanup writes it, that qmgr overwrites with 0
+    /// once the warning is sent. Call before [`Writer::envelope`].
+    pub fn delay_warning(&mut self, at: u64) {
+        self.warn_at = Some(at);
     }
 
     fn put(&mut self, kind: u8, data: &[u8]) -> std::io::Result<()> {
@@ -173,6 +183,15 @@ impl Writer {
             if k == FULL_NAME {
                 self.put(kind::FULL, v.as_bytes())?;
             }
+        }
+        if let Some(at) = self.warn_at {
+            // Outside the checksum, which must survive qmgr's rewrite.
+            self.flush_buf()?;
+            let data = format!("{at:>15}");
+            let (head, n) = record::head_bytes(kind::WARN, data.len());
+            self.file.write_all(&head[..n])?;
+            self.file.write_all(data.as_bytes())?;
+            self.pos += (n + data.len()) as u64;
         }
         self.put(kind::FROM, env.sender.as_bytes())?;
         for (k, v) in env.attrs.iter().filter(|(k, _)| k != FULL_NAME) {
@@ -392,6 +411,33 @@ mod tests {
             assert_eq!(len == end, cut, "{old_len}: file {len}, message {end}");
             QueueFile::open(&path).unwrap().verify().unwrap();
         }
+    }
+
+    /// The delay warning record: read back, outside the checksum, so that
+    /// qmgr's rewrite (warning sent) leaves the file whole.
+    #[test]
+    fn the_delay_warning_record_can_be_cleared_in_place() {
+        let (_t, q) = queue();
+        let mut w = Writer::create(&q, SystemTime::now(), None).unwrap();
+        w.delay_warning(1_800_000_000);
+        w.envelope(&Envelope {
+            sender: "s@x".into(),
+            recipients: vec![NewRecipient::new("r@x", None)],
+            attrs: vec![],
+        })
+        .unwrap();
+        w.content(b"Subject: x\n\nbody\n").unwrap();
+        let id = w.finish().unwrap();
+        let path = q.path(QueueName::Incoming, &id);
+        let qf = QueueFile::open(&path).unwrap();
+        qf.verify().unwrap();
+        let warn = qf.warn.unwrap();
+        assert_eq!((warn.at, warn.len), (1_800_000_000, 15));
+        crate::file::clear_warning(&path, &warn).unwrap();
+        let qf = QueueFile::open(&path).unwrap();
+        qf.verify().expect("a cleared warning is not damage");
+        assert_eq!(qf.warn.map(|w| w.at), Some(0));
+        assert_eq!(qf.sender, "s@x");
     }
 
     #[test]
