@@ -122,6 +122,14 @@ fn lines(out: &str) -> Vec<&str> {
     out.split("\r\n").filter(|l| !l.is_empty()).collect()
 }
 
+/// The last line of each reply (EHLO's keywords but the last left out).
+fn last_lines(out: &str) -> Vec<&str> {
+    lines(out)
+        .into_iter()
+        .filter(|l| !l.starts_with("250-"))
+        .collect()
+}
+
 /// The message body cleanup received, after smtpd's Received: header.
 fn body(content: &[u8]) -> &str {
     let text = std::str::from_utf8(content).unwrap();
@@ -207,10 +215,7 @@ async fn bdat_chunks_make_one_message_byte_exact() {
         BDAT 12\r\nSubject: x\r\nBDAT 1\r\n\nBDAT 0\r\nNOOP\r\nBDAT 10\r\n.dot\rcr\r\r\nBDAT 4 LAST\r\nend.\
         MAIL FROM:<b@client.example>\r\nRCPT TO:<u@example.com>\r\nBDAT 0 LAST\r\nQUIT\r\n";
     let out = i.converse("", input).await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies,
         [
@@ -261,10 +266,7 @@ async fn bdat_out_of_order_oversized_and_malformed() {
               BDAT 11 LAST\r\n01234567890RSET\r\nMAIL FROM:<a@b.example>\r\nBDAT 1 LAST\r\nxBDAT 1 FIRST\r\n",
         )
         .await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies,
         [
@@ -299,10 +301,7 @@ async fn dsn_parameters_are_checked_and_handed_to_cleanup() {
               RCPT TO:<v@example.com>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
         )
         .await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies[2..8],
         [
@@ -361,10 +360,7 @@ async fn bdat_transactions_reach_the_error_limits() {
               BDAT 9\r\n012345678BDAT 1\r\nxBDAT 1\r\nyBDAT 1\r\nzBDAT 1\r\nw",
         )
         .await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies,
         [
@@ -386,10 +382,7 @@ async fn bdat_transactions_reach_the_error_limits() {
               NOOP\r\nBDAT 1\r\nxNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nBDAT 1 LAST\r\ny",
         )
         .await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies.last(),
         Some(&"421 4.7.0 mx.example.com Error: too many errors"),
@@ -405,10 +398,7 @@ async fn pipelined_transaction_answered_in_order() {
         Subject: hi\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@client.example>\r\nRCPT TO:<u@example.com>\r\n\
         DATA\r\nsecond\r\n.\r\nQUIT\r\n";
     let out = i.converse("", input).await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies,
         [
@@ -923,10 +913,7 @@ async fn client_limits_refuse_with_postfix_replies() {
     let input = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n\
         VRFY v@example.com\r\nRCPT TO:<w@example.com>\r\nRSET\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n";
     let out = i.converse(limits, input).await;
-    let replies: Vec<&str> = lines(&out)
-        .into_iter()
-        .filter(|l| !l.starts_with("250-"))
-        .collect();
+    let replies = last_lines(&out);
     assert_eq!(
         replies,
         [
