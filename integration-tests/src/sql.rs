@@ -13,6 +13,8 @@ use std::time::Duration;
 use crate::{free_port, wait_for};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// By its path: /usr/sbin is not on an ordinary user's PATH.
+pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
@@ -238,7 +240,7 @@ impl Maria {
             .unwrap();
         give(&log_path, "mysql");
         let run = dir.join("run");
-        let child = command_as("mysql", "mariadbd")
+        let child = command_as("mysql", MARIADBD)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", run.join("mysqld.sock").display()))

@@ -328,7 +328,7 @@ fn pgsql_tables_answer_as_debians_postfix() {
 #[test]
 fn mysql_tables_answer_as_debians_postfix() {
     if skip(&[
-        "/usr/sbin/mariadbd",
+        testkit::sql::MARIADBD,
         "/usr/bin/mariadb-install-db",
         "/usr/lib/postfix/postfix-mysql.so",
         "/usr/sbin/postmap",

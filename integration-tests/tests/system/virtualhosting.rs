@@ -285,7 +285,7 @@ fn postgresql_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
 
 #[test]
 fn mariadb_users_get_mail_by_lmtp_into_dovecot_and_read_it_over_imap() {
-    if possible("mysql", "/usr/sbin/mariadbd") {
+    if possible("mysql", testkit::sql::MARIADBD) {
         hosting(mariadb());
     }
 }
