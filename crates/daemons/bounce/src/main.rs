@@ -116,7 +116,10 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     // Recipients whose NOTIFY leaves out FAILURE (DELAY) get no such notice.
     match kind {
         Kind::Failure => statuses.retain(|s| notify::wants(s.notify, notify::FAILURE)),
-        Kind::Delay => statuses.retain(|s| notify::wants(s.notify, notify::DELAY)),
+        // Only recipients still waiting: the defer log keeps earlier tries.
+        Kind::Delay => statuses.retain(|s| {
+            notify::wants(s.notify, notify::DELAY) && qf.pending().any(|r| r.address == s.recipient)
+        }),
         Kind::Success => {}
     }
     if statuses.is_empty() {

@@ -1048,7 +1048,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ => return Reply::new(501, "5.5.4", "Bad RET parameter syntax"),
                 },
                 ("ENVID", v) => match v.and_then(dsn::xtext_decode) {
-                    Some(id) if envid.is_none() && id.chars().all(|c| !c.is_control()) => {
+                    Some(id) if envid.is_none() && id.bytes().all(|c| (32..127).contains(&c)) => {
                         envid = Some(id);
                     }
                     _ => return Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"),
@@ -1092,7 +1092,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     _ => return Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax"),
                 },
                 "ORCPT" => match p.value.as_deref().and_then(dsn::orcpt_decode) {
-                    Some(o) if orcpt.is_none() => orcpt = Some(o),
+                    Some(o) if orcpt.is_none() && !o.chars().any(char::is_control) => {
+                        orcpt = Some(o)
+                    }
                     _ => return Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax"),
                 },
                 _ => {

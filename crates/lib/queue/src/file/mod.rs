@@ -157,6 +157,9 @@ pub struct Warn {
 /// Records that the delay warning was sent: the `W` record's time becomes
 /// 0, in place (same width), made durable.
 pub fn clear_warning(path: &Path, w: &Warn) -> std::io::Result<()> {
+    if w.len == 0 {
+        return Ok(());
+    }
     let f = std::fs::OpenOptions::new().write(true).open(path)?;
     let data = format!("{:>width$}", 0, width = w.len);
     nix::sys::uio::pwrite(&f, data.as_bytes(), w.offset as i64)?;

@@ -322,7 +322,10 @@ impl QueueFile {
             // rewrites it): its bytes are left out.
             let mut chunk: &[u8] = &buf[..n];
             if let Some(w) = self.warn {
-                let (ws, we) = (w.offset - 2, w.offset + w.len as u64);
+                // The record's head: its type and a one-byte length (the
+                // only form postfix-rs writes; Postfix's own files have no
+                // checksum).
+                let (ws, we) = (w.offset.saturating_sub(2), w.offset + w.len as u64);
                 let (cs, ce) = (pos, pos + n as u64);
                 if ws < ce && we > cs {
                     let a = (ws.max(cs) - cs) as usize;
