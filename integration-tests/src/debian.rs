@@ -79,22 +79,47 @@ impl Postfix {
         let port = free_port();
         // Debian's Postfix is run outside the jail it would need prepared.
         std::fs::write(etc.join("master.cf"), master_cf(port, false)).unwrap();
-        std::fs::write(
-            etc.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6\nqueue_directory = {}\ndata_directory = {}\n\
-                 maillog_file = {}\nmaillog_file_prefixes = {}\nmyhostname = mail.ywnds.com\n\
-                 mydomain = ywnds.com\nmydestination = $myhostname, localhost\ninet_interfaces = 127.0.0.1\n\
-                 inet_protocols = ipv4\nmynetworks = 127.0.0.0/8\nalias_maps =\nalias_database =\n\
-                 local_recipient_maps =\nsmtp_host_lookup = native\nminimal_backoff_time = 1s\n\
-                 maximal_backoff_time = 2s\nqueue_run_delay = 1s\n{extra}",
-                queue.display(),
-                data.display(),
-                log.display(),
-                root.path().display()
-            ),
-        )
-        .unwrap();
+        let (queue_s, data_s, log_s) = (
+            queue.display().to_string(),
+            data.display().to_string(),
+            log.display().to_string(),
+        );
+        let prefixes = root.path().display().to_string();
+        let base = [
+            ("compatibility_level", "3.6"),
+            ("queue_directory", &queue_s),
+            ("data_directory", &data_s),
+            ("maillog_file", &log_s),
+            ("maillog_file_prefixes", &prefixes),
+            ("myhostname", "mail.ywnds.com"),
+            ("mydomain", "ywnds.com"),
+            ("mydestination", "$myhostname, localhost"),
+            ("inet_interfaces", "127.0.0.1"),
+            ("inet_protocols", "ipv4"),
+            ("mynetworks", "127.0.0.0/8"),
+            ("alias_maps", ""),
+            ("alias_database", ""),
+            ("local_recipient_maps", ""),
+            ("smtp_host_lookup", "native"),
+            ("minimal_backoff_time", "1s"),
+            ("maximal_backoff_time", "2s"),
+            ("queue_run_delay", "1s"),
+        ];
+        // A parameter given twice makes every Postfix daemon warn at start
+        // ("overriding earlier entry"); a burst of those can fill the
+        // postlog socket before postlogd reads it, and postlogd, warning
+        // too, then waits on itself forever. So `extra` replaces.
+        let given: Vec<&str> = extra
+            .lines()
+            .filter(|l| !l.starts_with([' ', '\t', '#']))
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n.trim()))
+            .collect();
+        let mut main_cf = String::new();
+        for (name, value) in base.iter().filter(|(n, _)| !given.contains(n)) {
+            main_cf.push_str(&format!("{name} = {value}\n"));
+        }
+        main_cf.push_str(extra);
+        std::fs::write(etc.join("main.cf"), main_cf).unwrap();
         Self {
             root,
             etc,

@@ -6,11 +6,12 @@
 //! next hop (recipients and original recipients), and the log lines that
 //! say where each recipient went.
 
-use std::path::Path;
 use std::time::Duration;
 
-use testkit::fake_mx::{FakeMx, Script};
-use testkit::{wait_for, Instance, Smtp};
+use testkit::fake_mx::FakeMx;
+use testkit::{wait_for, Smtp};
+
+use crate::sidebyside::{same_replies, side_by_side, SideBySide};
 
 const TABLES: &[(&str, &str)] = &[
     (
@@ -86,35 +87,6 @@ const SESSIONS: &[&[&str]] = &[
     ],
 ];
 
-fn converse(port: u16, session: &[&str]) -> Vec<String> {
-    converse_from("127.0.0.1", port, session)
-}
-
-/// A session from `source` (outside `mynetworks` when not 127.0.0.1).
-fn converse_from(source: &str, port: u16, session: &[&str]) -> Vec<String> {
-    let (mut c, greeting) = Smtp::connect_from(source, port);
-    let mut out = vec![greeting];
-    let mut data = false;
-    for step in session {
-        let reply = if data {
-            data = false;
-            c.send(step.as_bytes());
-            c.send(b".\r\n");
-            c.reply()
-        } else {
-            data = *step == "DATA";
-            c.cmd(step)
-        };
-        // Queue IDs differ.
-        let reply = match reply.find("queued as ") {
-            Some(i) => reply[..i + 10].to_owned(),
-            None => reply,
-        };
-        out.push(reply);
-    }
-    out
-}
-
 /// `(to, orig_to, relay or status text)` of every delivery log line, sorted.
 fn deliveries(log: &str) -> Vec<String> {
     let mut out: Vec<String> = log
@@ -135,71 +107,6 @@ fn deliveries(log: &str) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// Both systems on the same main.cf (`TABLES` the directory of `tables`,
-/// `SINK` the port of each one's own fake next hop): postfix-rs, Debian's
-/// Postfix, and the two next hops; `None` when Debian's Postfix cannot run
-/// here (it needs root).
-struct SideBySide {
-    _tables: tempfile::TempDir,
-    m: testkit::MailInstance,
-    pf: testkit::debian::Postfix,
-    ours_mx: FakeMx,
-    theirs_mx: FakeMx,
-}
-
-fn side_by_side(main_cf: &str, tables: &[(&str, &str)]) -> Option<SideBySide> {
-    if !(nix::unistd::Uid::effective().is_root() && Path::new("/usr/sbin/postfix").exists()) {
-        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
-        return None;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("pfx-addressing-")
-        .tempdir()
-        .unwrap();
-    for (name, text) in tables {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    let ours_mx = FakeMx::start("127.0.0.1", Script::default());
-    let theirs_mx = FakeMx::start("127.0.0.1", Script::default());
-    let cf = |port: u16| {
-        main_cf
-            .replace("TABLES", &dir.path().display().to_string())
-            .replace("SINK", &port.to_string())
-    };
-    let m = Instance::mail(&cf(ours_mx.port));
-    m.add_smtp();
-    m.start();
-    let pf = testkit::debian::Postfix::new(None, &cf(theirs_mx.port));
-    pf.start();
-    Some(SideBySide {
-        _tables: dir,
-        m,
-        pf,
-        ours_mx,
-        theirs_mx,
-    })
-}
-
-/// Every reply of `session`, from `source`, the same from both systems.
-fn same_replies(both: &SideBySide, source: &str, session: &[&str]) {
-    let theirs = converse_from(source, both.pf.port, session);
-    let ours = converse_from(source, both.m.port, session);
-    for (step, (a, b)) in std::iter::once(&"(greeting)")
-        .chain(session.iter())
-        .zip(theirs.iter().zip(&ours))
-    {
-        if step.starts_with("EHLO") || *step == "(greeting)" {
-            continue;
-        }
-        assert_eq!(
-            a,
-            b,
-            "{step}\nPostfix:    {a}\npostfix-rs: {b}\npostfix-rs log:\n{}",
-            both.m.log_text()
-        );
-    }
 }
 
 /// Relay control from outside `mynetworks`: `relay_domains` takes its
@@ -267,35 +174,19 @@ fn relay_control_and_local_recipients_as_in_debian_postfix() {
 
 #[test]
 fn virtual_alias_and_mailbox_domains_resolve_as_debian_postfix_does() {
-    let Some(SideBySide {
+    let Some(both) = side_by_side(MAIN_CF, TABLES) else {
+        return;
+    };
+    for session in SESSIONS {
+        same_replies(&both, "127.0.0.1", session);
+    }
+    let SideBySide {
         m,
         pf,
         ours_mx,
         theirs_mx,
-        _tables,
-    }) = side_by_side(MAIN_CF, TABLES)
-    else {
-        return;
-    };
-
-    for session in SESSIONS {
-        let theirs = converse(pf.port, session);
-        let ours = converse(m.port, session);
-        for (step, (a, b)) in std::iter::once(&"(greeting)")
-            .chain(session.iter())
-            .zip(theirs.iter().zip(&ours))
-        {
-            if step.starts_with("EHLO") || *step == "(greeting)" {
-                continue;
-            }
-            assert_eq!(
-                a,
-                b,
-                "{step}\nPostfix:    {a}\npostfix-rs: {b}\npostfix-rs log:\n{}",
-                m.log_text()
-            );
-        }
-    }
+        tables: _tables,
+    } = both;
     // The message went to the same addresses, with the same originals.
     // Thirteen recipients of the first message: all delivered or bounced.
     let settled = |log: &str| deliveries(log).len() >= 13;
@@ -435,7 +326,7 @@ fn canonical_masquerading_and_bcc_rewrite_as_debian_postfix_does() {
         pf,
         ours_mx,
         theirs_mx,
-        _tables,
+        tables: _tables,
     }) = side_by_side(REWRITE_CF, REWRITE_TABLES)
     else {
         return;
@@ -502,7 +393,7 @@ fn smtp_generic_maps_rewrite_outgoing_mail_as_debian_postfix_does() {
         pf,
         ours_mx,
         theirs_mx,
-        _tables,
+        tables: _tables,
     }) = side_by_side(
         "mynetworks = 127.0.0.1/32\nlocal_recipient_maps =\nsmtpd_peername_lookup = no\n\
          myorigin = ywnds.com\nrelayhost = [127.0.0.1]:SINK\n\

@@ -6,10 +6,13 @@
 //! notice is Postfix's `Successful Mail Delivery Report`, with the
 //! headers only.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use testkit::fake_mx::{FakeMx, Script};
 use testkit::{Instance, Smtp};
+
+use crate::sidebyside::{same_replies, side_by_side_with};
 
 #[test]
 fn dsn_requests_travel_on_and_successes_are_reported() {
@@ -78,7 +81,7 @@ fn dsn_requests_travel_on_and_successes_are_reported() {
     // next hop's business, c asked for nothing, ghost's failure is quiet.
     let text = String::from_utf8_lossy(&notice[0]).into_owned();
     let relayed = format!(
-        "\n<b@nodsn.example>: delivery via 127.0.0.1[127.0.0.1]:{}: 250 2.0.0 Ok: queued as FAKE\n",
+        "\n<b@nodsn.example>: delivery via 127.0.0.1[127.0.0.1]:{}: 250 2.0.0 Ok:\n    queued as FAKE\n",
         without.port
     );
     for want in [
@@ -178,4 +181,209 @@ fn a_delayed_message_warns_its_sender_once() {
         m.queue_files("deferred").len() + m.queue_files("active").len(),
         1
     );
+}
+
+/// A delivery status notification as Python's `email` module reads it,
+/// in a form two systems' notices can be compared in: the notice's own
+/// headers, each part's type, the text part with its recipient
+/// paragraphs sorted, the per-message DSN fields and the sorted
+/// per-recipient field groups, the returned headers. Values that differ
+/// by nature are replaced: queue IDs, dates, the next hop's `port`.
+fn report(data: &[u8], port: u16) -> String {
+    const SCRIPT: &str = r#"
+import email, email.policy, re, sys
+raw = re.sub(rb'(?m)^\.\.', b'.', sys.stdin.buffer.read())
+msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+out = [f'{h}: {msg.get(h)}' for h in
+       ('From', 'To', 'Subject', 'References', 'In-Reply-To',
+        'Auto-Submitted', 'MIME-Version', 'Content-Transfer-Encoding')]
+out.append(f'type: {msg.get_content_type()} '
+           f'report-type={msg.get_param("report-type")}')
+for part in msg.get_payload():
+    out.append(f'== {part.get("Content-Type")} '
+               f'({part.get("Content-Description")}) '
+               f'cte={part.get("Content-Transfer-Encoding")}')
+    if part.get_content_type() == 'message/delivery-status':
+        first, *rcpts = part.get_payload()
+        out += [f'{k}: {v}' for k, v in first.items()
+                if k not in ('Arrival-Date', 'X-Postfix-Queue-ID')]
+        out += sorted('\n'.join(f'{k}: {v}' for k, v in r.items())
+                      for r in rcpts)
+    elif part.get_content_type() == 'text/plain':
+        paras = [p.strip('\n') for p in
+                 part.get_payload().replace('\r\n', '\n').split('\n\n')]
+        out += [p for p in paras if not p.startswith('<')]
+        out += sorted(p for p in paras if p.startswith('<'))
+    else:
+        text = part.get_payload()
+        if isinstance(text, list):
+            text = text[0].as_string()
+        heads = email.message_from_string(text.replace('\r\n', '\n'))
+        out += [f'{k}: {v}' for k, v in heads.items()
+                if k not in ('Received', 'Date')]
+print('\n'.join(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python3 could not read the notice");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(&format!(":{port}"), ":PORT")
+}
+
+/// The notices each system sent to `sender@client.example`, by subject.
+fn notices(mx: &FakeMx, port: u16, n: usize) -> Vec<String> {
+    let sent = || -> Vec<String> {
+        mx.accepted()
+            .iter()
+            .filter(|a| a.recipients == ["sender@client.example"])
+            .map(|a| report(&a.data, port))
+            .collect()
+    };
+    assert!(
+        testkit::wait_for(Duration::from_secs(30), || sent().len() >= n),
+        "{:?}",
+        sent()
+    );
+    let mut v = sent();
+    v.sort();
+    v
+}
+
+/// The same message and DSN requests given to Debian's Postfix and to
+/// postfix-rs: the success notice (a mailbox delivery, a local alias and a
+/// virtual alias each reported once as `expanded`, a relay to a next hop
+/// without DSN) and the failure notice (headers only, ENVID, ORCPT) read
+/// the same, field by field, through Python's `email` module.
+#[test]
+fn notices_read_as_debian_postfixs() {
+    let Some(both) = side_by_side_with(
+        "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\nlocal_recipient_maps =\n\
+         myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = ywnds.com\n\
+         alias_maps = texthash:TABLES/aliases\nvirtual_alias_domains = valias.example\n\
+         virtual_alias_maps = texthash:TABLES/virtual\nmail_spool_directory = TABLES/spool\n\
+         relayhost = [127.0.0.1]:SINK\n",
+        // The system's users, mailboxes in the spool directory, as Debian's.
+        "local_passwd_file =\nhome_mailbox =\n",
+        &[
+            ("aliases", "team nobody, x@remote.example\n"),
+            (
+                "virtual",
+                "list@valias.example y@remote.example, nobody@ywnds.com\n",
+            ),
+        ],
+    ) else {
+        return;
+    };
+    let spool = both.tables.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    same_replies(
+        &both,
+        "127.0.0.1",
+        &[
+            "EHLO client.example",
+            "MAIL FROM:<sender@client.example> RET=HDRS ENVID=side+2Bby+2Bside",
+            "RCPT TO:<nobody@ywnds.com> NOTIFY=SUCCESS ORCPT=rfc822;first+2Bx@ywnds.com",
+            "RCPT TO:<team@ywnds.com> NOTIFY=SUCCESS,FAILURE",
+            "RCPT TO:<list@valias.example> NOTIFY=SUCCESS",
+            "RCPT TO:<far@remote.example> NOTIFY=SUCCESS",
+            "RCPT TO:<ghost@ywnds.com> NOTIFY=FAILURE",
+            "DATA",
+            "Subject: dsn side by side\r\nMessage-ID: <side@client.example>\r\n\r\nbody\r\n",
+            "QUIT",
+        ],
+    );
+    let theirs = notices(&both.theirs_mx, both.theirs_mx.port, 2);
+    let ours = notices(&both.ours_mx, both.ours_mx.port, 2);
+    for (a, b) in theirs.iter().zip(&ours) {
+        assert_eq!(
+            a,
+            b,
+            "Postfix:\n{a}\n\npostfix-rs:\n{b}\n\npostfix-rs log:\n{}\nPostfix log:\n{}",
+            both.m.log_text(),
+            both.pf.log_text()
+        );
+    }
+    let success = ours
+        .iter()
+        .find(|n| n.contains("Subject: Successful"))
+        .expect("a success notice");
+    for want in [
+        "Subject: Successful Mail Delivery Report",
+        "Original-Envelope-Id: side+by+side",
+        "Final-Recipient: rfc822; team@ywnds.com\nOriginal-Recipient: rfc822;team@ywnds.com\nAction: expanded",
+        "Final-Recipient: rfc822; list@valias.example\nOriginal-Recipient: rfc822;list@valias.example\nAction: expanded",
+        "Original-Recipient: rfc822;first+x@ywnds.com\nAction: delivered",
+        "Action: relayed",
+    ] {
+        assert!(success.contains(want), "{want}\n---\n{success}");
+    }
+    assert!(!success.contains("y@remote.example"), "{success}");
+}
+
+/// A relay to Debian's Postfix passes the DSN requests on: its success
+/// notice carries our client's ENVID and ORCPT, and postfix-rs, whose next
+/// hop took the request over, sends none of its own.
+#[test]
+fn debian_postfix_as_next_hop_reports_what_our_client_asked() {
+    if !(nix::unistd::Uid::effective().is_root()
+        && std::path::Path::new("/usr/sbin/postfix").exists())
+    {
+        eprintln!("skipped: Debian's Postfix needs root");
+        return;
+    }
+    let sink = FakeMx::start("127.0.0.1", Script::default());
+    let spool = tempfile::Builder::new()
+        .prefix("pfx-spool-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(spool.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pf = testkit::debian::Postfix::new(
+        None,
+        &format!(
+            "mydestination = next.example\nlocal_recipient_maps =\nmail_spool_directory = {}\n\
+             relayhost = [127.0.0.1]:{}\n",
+            spool.path().display(),
+            sink.port
+        ),
+    );
+    pf.start();
+    let m = Instance::mail(&format!(
+        "transport_maps = inline:{{next.example=smtp:[127.0.0.1]:{}}}\n",
+        pf.port
+    ));
+    m.add_smtp();
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.cmd("MAIL FROM:<sender@client.example> RET=HDRS ENVID=trip+2B1"),
+        "250 2.1.0 Ok"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<nobody@next.example> NOTIFY=SUCCESS ORCPT=rfc822;boss+2Bx@ywnds.com"),
+        "250 2.1.5 Ok"
+    );
+    assert_eq!(c.cmd("DATA").split(' ').next(), Some("354"));
+    c.send(b"Subject: onward\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 "));
+    let notice = &notices(&sink, pf.port, 1)[0];
+    for want in [
+        "Subject: Successful Mail Delivery Report",
+        "Original-Envelope-Id: trip+1",
+        "Final-Recipient: rfc822; nobody@next.example\nOriginal-Recipient: rfc822;boss+x@ywnds.com\nAction: delivered",
+        "Subject: onward",
+    ] {
+        assert!(notice.contains(want), "{want}\n---\n{notice}");
+    }
+    let line = m.log_line("to=<nobody@next.example>");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(!m.log_text().contains("delivery status notification"));
 }

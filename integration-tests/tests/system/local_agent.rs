@@ -350,3 +350,86 @@ fn include_files_are_opened_and_run_with_the_right_users_rights() {
     );
     assert!(!marker.exists());
 }
+
+/// An alias table root does not own lends its owner's rights, not root's:
+/// its `:include:` files are opened and its commands run as that owner, as
+/// Postfix's local does; tables of two different owners joined have no
+/// owner to go by, and their aliases wait.
+#[test]
+fn an_alias_table_owned_by_a_user_gives_that_users_rights() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: users' own rights need root");
+        return;
+    }
+    let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("pfx-owned-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    nix::unistd::chown(&out, Some(daemon.uid), Some(daemon.gid)).unwrap();
+    let who = out.join("who");
+    // Only root may read it.
+    let secret = root.path().join("secret.list");
+    std::fs::write(&secret, "openstack\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let users = root.path().join("user-aliases");
+    std::fs::write(
+        &users,
+        format!(
+            "leak :include:{}\ncmd \"|id -u > {}\"\n",
+            secret.display(),
+            who.display()
+        ),
+    )
+    .unwrap();
+    nix::unistd::chown(&users, Some(daemon.uid), Some(daemon.gid)).unwrap();
+    let other = root.path().join("other-aliases");
+    std::fs::write(&other, "someone openstack\n").unwrap();
+    nix::unistd::chown(&other, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let m = Instance::mail(&format!(
+        "allow_mail_to_commands = alias, forward, include\nlocal_recipient_maps =\n\
+         alias_maps = hash:$config_directory/aliases, texthash:{u}, \
+         unionmap:{{texthash:{u}, texthash:{o}}}\n",
+        u = users.display(),
+        o = other.display()
+    ));
+    m.set_aliases("postmaster: root\nroot: openstack\n");
+    // The instance's passwd file knows the tables' owners too.
+    let mut passwd = std::fs::read_to_string(m.etc.join("passwd")).unwrap();
+    for u in [&daemon, &nobody] {
+        passwd.push_str(&format!("{}:x:{}:{}::/:/bin/sh\n", u.name, u.uid, u.gid));
+    }
+    std::fs::write(m.etc.join("passwd"), passwd).unwrap();
+    m.start();
+    let id = send(&m, &["leak@ywnds.com", "cmd@ywnds.com"], "owned");
+    assert_eq!(
+        read_when(&who, "\n", &m).trim(),
+        daemon.uid.as_raw().to_string()
+    );
+    let line = m.log_line(&format!("{id}: to=<leak@ywnds.com>"));
+    assert!(
+        line.contains("dsn=5.3.5, status=bounced (mail system configuration error)"),
+        "{line}"
+    );
+    let denied = format!(
+        "cannot open include file {}: Permission denied",
+        secret.display()
+    );
+    assert!(m.log_text().contains(&denied), "{}", m.log_text());
+    assert!(m.maildir("openstack").is_empty());
+
+    // The joined tables answer `someone`, but nobody vouches for them.
+    let id = send(&m, &["someone@ywnds.com"], "mixed");
+    let line = m.log_line(&format!("{id}: to=<someone@ywnds.com>"));
+    assert!(
+        line.contains("dsn=4.3.0, status=deferred (mail system configuration error)"),
+        "{line}"
+    );
+    assert!(m
+        .log_text()
+        .contains("no owner UID for alias database unionmap:"));
+}

@@ -22,6 +22,7 @@ mod queueinterop;
 mod queuetools;
 mod ratelimit;
 mod relay;
+mod sidebyside;
 mod sqltables;
 mod tls;
 mod tlsrelay;

@@ -128,9 +128,10 @@ fn per_recipient_answers_defer_bounce_and_deliver_exactly_once() {
     assert!(m
         .log_line(&format!("{id}: to=<ok@163.com>"))
         .contains("status=sent"));
-    // The sender learns of the bounce, with the server's answer.
+    // The sender learns of the bounce, with the server's answer (wrapped
+    // at 79 columns, as Postfix's bounce wraps it).
     let notice = String::from_utf8_lossy(&m.wait_maildir("hadoop", 1)[0]).into_owned();
-    assert!(notice.contains("\nFinal-Recipient: rfc822; nobody@163.com\nOriginal-Recipient: rfc822;nobody@163.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@163.com>: Recipient address rejected: User unknown\n"), "{notice}");
+    assert!(notice.contains("\nFinal-Recipient: rfc822; nobody@163.com\nOriginal-Recipient: rfc822;nobody@163.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 5.1.1 <nobody@163.com>: Recipient address rejected:\n    User unknown\n"), "{notice}");
     // The deferral shows in the queue; once the server accepts, a flush delivers it.
     assert!(wait_for(Duration::from_secs(10), || m
         .queue_files("deferred")

@@ -98,7 +98,7 @@ enum Opened {
 }
 
 /// Opens `t` for queries, or ends the program as Postfix's postmap does.
-fn open_for_query(t: &Table, format: Format) -> Opened {
+fn open_for_query(t: &Table) -> Opened {
     match t {
         Table::Indexed(kind, source) => {
             Opened::Indexed(Reader::open(*kind, source).unwrap_or_else(|e| {
@@ -111,7 +111,7 @@ fn open_for_query(t: &Table, format: Format) -> Opened {
         Table::Other(spec) => {
             let passwd = pfx_maps::passwd::Passwd::new(None);
             Opened::Other(
-                pfx_maps::Map::parse_strict(spec, &passwd, format)
+                pfx_maps::Map::parse_strict(spec, &passwd)
                     .unwrap_or_else(|e| fatal(open_error(spec, &e))),
             )
         }
@@ -350,7 +350,7 @@ pub fn main_as(format: Format) {
         let mut opened: Vec<Option<Opened>> = tables.iter().map(|_| None).collect();
         let mut find = |key: &str| -> Option<String> {
             for (t, o) in tables.iter().zip(opened.iter_mut()) {
-                let o = o.get_or_insert_with(|| open_for_query(t, format));
+                let o = o.get_or_insert_with(|| open_for_query(t));
                 let found = match o {
                     Opened::Indexed(r) => r.get(&fold(key, fold_on)).unwrap_or_else(|e| fatal(e)),
                     Opened::Other(m) => {
@@ -403,7 +403,7 @@ pub fn main_as(format: Format) {
                     if spec.starts_with("proxy:") {
                         fatal("can't sequence maps via the proxy service");
                     }
-                    let Opened::Other(m) = open_for_query(t, format) else {
+                    let Opened::Other(m) = open_for_query(t) else {
                         continue;
                     };
                     let records = match m.records() {

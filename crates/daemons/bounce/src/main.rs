@@ -44,6 +44,12 @@ struct Settings {
     /// warning's text.
     warn_time: std::time::Duration,
     lifetime: std::time::Duration,
+    /// `header_from_format = standard`.
+    from_standard: bool,
+    /// `enable_threaded_bounces`.
+    threaded: bool,
+    /// `smtputf8_enable`: notices are 8bit MIME.
+    smtputf8: bool,
 }
 
 impl Settings {
@@ -60,6 +66,15 @@ impl Settings {
             size_limit: cfg.count("bounce_size_limit")?,
             warn_time: cfg.time("delay_warning_time")?,
             lifetime: cfg.time("maximal_queue_lifetime")?,
+            from_standard: match cfg.get("header_from_format")?.as_str() {
+                "standard" => true,
+                "obsolete" => false,
+                other => {
+                    return Err(format!("invalid setting: \"header_from_format = {other}\"").into())
+                }
+            },
+            threaded: cfg.bool("enable_threaded_bounces")?,
+            smtputf8: cfg.bool("smtputf8_enable")?,
         })
     }
 }
@@ -172,6 +187,14 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
         recipients: &statuses,
         original: &qf,
         size_limit: st.size_limit,
+        from_standard: st.from_standard,
+        threaded: st.threaded,
+        // As Postfix's bounce: 8bit with SMTPUTF8 on, else the original's.
+        encoding: if st.smtputf8 {
+            Some("8bit")
+        } else {
+            qf.attr("encoding").filter(|e| *e == "8bit" || *e == "7bit")
+        },
     };
     let chunks = n.render().map_err(|x| x.to_string())?;
     let attrs = vec![

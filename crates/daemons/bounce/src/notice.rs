@@ -29,6 +29,59 @@ pub(crate) struct Notice<'a> {
     pub(crate) recipients: &'a [Status],
     pub(crate) original: &'a QueueFile,
     pub(crate) size_limit: u64,
+    /// `header_from_format = standard` (`Name <address>`), else obsolete.
+    pub(crate) from_standard: bool,
+    /// `enable_threaded_bounces`: References and In-Reply-To.
+    pub(crate) threaded: bool,
+    /// The notice's MIME encoding, as Postfix's bounce chooses it: 8bit
+    /// with `smtputf8_enable`, else the original's (`None`: unknown).
+    pub(crate) encoding: Option<&'a str>,
+}
+
+/// Postfix's line_wrap as bounce uses it: a line is cut before the word
+/// that would take it past `len` characters; the lines after the first
+/// are indented by `indent` (and `indent` shorter).
+fn wrap(text: &str, len: usize, indent: usize) -> String {
+    let b = text.as_bytes();
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    let mut out = String::new();
+    let emit = |out: &mut String, from: usize, to: usize, pad: usize| {
+        let line = text[from..to].trim_end_matches([' ', '\t']);
+        out.push_str(&" ".repeat(pad));
+        out.push_str(line);
+        out.push('\n');
+    };
+    let (mut pad, mut width) = (0, len);
+    let mut start = 0;
+    let mut word = 0;
+    loop {
+        let space = b[word..]
+            .iter()
+            .position(|&c| blank(c))
+            .map_or(b.len(), |i| word + i);
+        if word > start && space - start > width {
+            emit(&mut out, start, word, pad);
+            while word < b.len() && blank(b[word]) {
+                word += 1;
+            }
+            if start == 0 {
+                pad += indent;
+                width -= indent;
+            }
+            start = word;
+        }
+        if space >= b.len() {
+            break;
+        }
+        word = space + 1;
+    }
+    emit(&mut out, start, b.len(), pad);
+    out
+}
+
+/// bounce_print_wrap's width and indent.
+fn wrapped(text: &str) -> String {
+    wrap(text, 79, 4)
 }
 
 impl Notice<'_> {
@@ -44,24 +97,41 @@ impl Notice<'_> {
             self.myhostname
         );
         let mut head = String::new();
-        head.push_str(&format!(
-            "From: MAILER-DAEMON@{} (Mail Delivery System)\n",
-            self.myhostname
-        ));
+        head.push_str(&if self.from_standard {
+            format!(
+                "From: Mail Delivery System <MAILER-DAEMON@{}>\n",
+                self.myhostname
+            )
+        } else {
+            format!(
+                "From: MAILER-DAEMON@{} (Mail Delivery System)\n",
+                self.myhostname
+            )
+        });
         head.push_str(match self.kind {
             Kind::Failure => "Subject: Undelivered Mail Returned to Sender\n",
             Kind::Success => "Subject: Successful Mail Delivery Report\n",
             Kind::Delay => "Subject: Delayed Mail (still being retried)\n",
         });
         head.push_str(&format!("To: {}\n", self.to));
+        if let Some(id) = self.threaded.then(|| self.message_id()).flatten() {
+            head.push_str(&format!("References: {id}\nIn-Reply-To: {id}\n"));
+        }
         head.push_str("Auto-Submitted: auto-replied\n");
         head.push_str("MIME-Version: 1.0\n");
         head.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\"\n"));
-        head.push_str("Content-Transfer-Encoding: 8bit\n\n");
-        head.push_str("This is a MIME-encapsulated message.\n\n");
-        head.push_str(&format!("--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset=us-ascii\n\n"));
+        if let Some(e) = self.encoding {
+            head.push_str(&format!("Content-Transfer-Encoding: {e}\n"));
+        }
+        let eight_bit = self.encoding == Some("8bit");
+        head.push_str("\nThis is a MIME-encapsulated message.\n\n");
         head.push_str(&format!(
-            "This is the mail system at host {}.\n\n{}\n                   The mail system\n\n",
+            "--{boundary}\nContent-Description: Notification\nContent-Type: text/plain; charset={}\n{}\n",
+            if eight_bit { "utf-8" } else { "us-ascii" },
+            if eight_bit { "Content-Transfer-Encoding: 8bit\n" } else { "" }
+        ));
+        head.push_str(&format!(
+            "This is the mail system at host {}.\n\n{}\n                   The mail system\n",
             self.myhostname,
             match self.kind {
                 Kind::Failure => format!("{FAILURE_INTRO}{HELP_TEXT}"),
@@ -75,13 +145,14 @@ impl Notice<'_> {
             }
         ));
         for s in self.recipients {
-            match &s.original {
-                Some(o) if *o != s.recipient => head.push_str(&format!(
-                    "<{}> (expanded from <{o}>): {}\n",
-                    s.recipient, s.reason
-                )),
-                _ => head.push_str(&format!("<{}>: {}\n", s.recipient, s.reason)),
-            }
+            let entry = match &s.original {
+                Some(o) if *o != s.recipient => {
+                    format!("<{}> (expanded from <{o}>): {}", s.recipient, s.reason)
+                }
+                _ => format!("<{}>: {}", s.recipient, s.reason),
+            };
+            head.push('\n');
+            head.push_str(&wrapped(&entry));
         }
         head.push_str(&format!("\n--{boundary}\nContent-Description: Delivery report\nContent-Type: message/delivery-status\n\n"));
         head.push_str(&format!("Reporting-MTA: dns; {}\n", self.myhostname));
@@ -125,11 +196,13 @@ impl Notice<'_> {
                     Some(i) if said.ends_with(" command)") => &said[..i],
                     _ => said,
                 };
-                head.push_str(&format!(
-                    "Remote-MTA: dns; {mta}\nDiagnostic-Code: smtp; {said}\n"
-                ));
+                head.push_str(&wrapped(&format!("Remote-MTA: dns; {mta}")));
+                head.push_str(&wrapped(&format!("Diagnostic-Code: smtp; {said}")));
             } else {
-                head.push_str(&format!("Diagnostic-Code: X-Postfix; {}\n", s.reason));
+                head.push_str(&wrapped(&format!(
+                    "Diagnostic-Code: X-Postfix; {}",
+                    s.reason
+                )));
             }
             if self.kind == Kind::Delay {
                 let until = self.original.arrival + self.lifetime;
@@ -151,7 +224,16 @@ impl Notice<'_> {
             }
             (Kind::Success, _) => ("Message Headers", "text/rfc822-headers"),
         };
-        head.push_str(&format!("\n--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n"));
+        head.push_str(&format!(
+            "\n--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\n{}\n",
+            if eight_bit {
+                "Content-Transfer-Encoding: 8bit\n"
+            } else {
+                ""
+            }
+        ));
+        // Cleanup took the original's away; Postfix puts one back.
+        head.push_str(&format!("Return-Path: <{}>\n", self.original.sender));
         // Only the headers of a large message are read (and returned).
         let cap = if whole {
             self.original.content_len
@@ -178,5 +260,48 @@ impl Notice<'_> {
             .chunks(pfx_ipc::proto::CHUNK)
             .map(<[u8]>::to_vec)
             .collect())
+    }
+
+    /// The original's `Message-ID:` value, when it is `<...>`.
+    fn message_id(&self) -> Option<String> {
+        let mut head = Vec::new();
+        self.original
+            .content()
+            .ok()?
+            .take(256 * 1024)
+            .read_to_end(&mut head)
+            .ok()?;
+        let text = String::from_utf8_lossy(&head);
+        for line in text.lines().take_while(|l| !l.is_empty()) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case("message-id") {
+                let value = value.trim();
+                return (value.starts_with('<') && value.ends_with('>')).then(|| value.to_owned());
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn long_lines_wrap_as_postfixs_line_wrap() {
+        assert_eq!(wrap("short line", 79, 4), "short line\n");
+        let text = "<far@remote.example>: delivery via 127.0.0.1[127.0.0.1]:45695: 250 2.0.0 Ok: queued as FAKE";
+        assert_eq!(
+            wrap(text, 79, 4),
+            "<far@remote.example>: delivery via 127.0.0.1[127.0.0.1]:45695: 250 2.0.0 Ok:\n    queued as FAKE\n"
+        );
+        assert_eq!(wrap("a b c d", 3, 1), "a b\n c\n d\n");
+        let long = "x".repeat(100);
+        assert_eq!(
+            wrap(&format!("{long} y"), 10, 4),
+            format!("{long}\n    y\n")
+        );
     }
 }

@@ -23,6 +23,7 @@ use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupReque
 use pfx_ipc::Channel;
 use pfx_queue::file::{Envelope, NewRecipient, Writer};
 use pfx_queue::reserve::Reserve;
+use pfx_queue::statuslog::{self, Log, Status};
 use pfx_queue::Queue;
 use tokio::net::UnixStream;
 use tracing::{info, warn};
@@ -197,9 +198,9 @@ async fn message(
         Err(e) => return begin_error(format!("create queue file: {e}")),
     };
     let id = writer.id().to_owned();
-    let (sender, recipients, refused) = match envelope(st, &sender, recipients, origin) {
-        Ok((s, r)) => (s, r, None),
-        Err(refusal) => (String::new(), Vec::new(), Some(refusal)),
+    let (sender, recipients, expanded, refused) = match envelope(st, &sender, recipients, origin) {
+        Ok((s, r, e)) => (s, r, e, None),
+        Err(refusal) => (String::new(), Vec::new(), Vec::new(), Some(refusal)),
     };
     let env = Envelope {
         sender: sender.clone(),
@@ -326,7 +327,23 @@ async fn message(
             });
         }
     }
+    // The success notices of expanded aliases, on disk before the file
+    // is: qmgr finds them when it takes the message.
+    let queue_dir = st.queue.root().to_owned();
+    if !expanded.is_empty() {
+        if let Err(e) = statuslog::append(&queue_dir, Log::Trace, &id, &expanded, true) {
+            warn!("{id}: trace logfile update error: {e}");
+            statuslog::remove(&queue_dir, Log::Trace, &id);
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
+        }
+    }
     let committed = commit(st, writer).await?;
+    if committed.is_err() && !expanded.is_empty() {
+        statuslog::remove(&queue_dir, Log::Trace, &id);
+    }
     match committed {
         // Held: qmgr is not told; `postsuper -H` releases it.
         Ok(id) if hold => Ok(CleanupReply::Committed { queue_id: id }),
@@ -354,25 +371,43 @@ async fn message(
 /// Postfix keeps it for X-Original-To: and orig_to=); the automatic copies
 /// (`sender_bcc_maps`, `recipient_bcc_maps`, `always_bcc`) for mail from
 /// clients and users, not for notices or forwarded mail; duplicates
-/// (same address, same original) dropped.
+/// (same address, same original) dropped. With them, the `expanded`
+/// success entries of aliases whose sender asked for NOTIFY=SUCCESS.
 fn envelope(
     st: &Settings,
     sender: &str,
     given: Vec<NewRecipient>,
     origin: Origin,
-) -> Result<(String, Vec<NewRecipient>), rewrite::Refusal> {
+) -> Result<(String, Vec<NewRecipient>, Vec<Status>), rewrite::Refusal> {
     let rw = &*st.rewriter;
     let sender = rw.sender(sender)?;
     let bcc_ok = matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(given.len());
+    let mut expanded = Vec::new();
     // Each address an alias expands to keeps the DSN requests of the one
-    // given; duplicates go, as Postfix's (same address, original, NOTIFY
-    // and ORCPT).
+    // given, but SUCCESS: that is reported once, for the alias, as
+    // Postfix's cleanup does. Duplicates go, as Postfix's (same address,
+    // original, NOTIFY and ORCPT).
     let mut add = |given: NewRecipient| -> Result<(), rewrite::Refusal> {
         let addr = &given.address;
         let rewritten = rw.recipient(addr)?;
-        for r in rw.expand(&rewritten)? {
+        let targets = rw.expand(&rewritten)?;
+        let mut notify = given.notify;
+        if notify & pfx_queue::file::notify::SUCCESS != 0 && targets != [rewritten.as_str()] {
+            expanded.push(Status {
+                recipient: rewritten.clone(),
+                original: Some(given.original.clone().unwrap_or_else(|| addr.clone())),
+                notify,
+                dsn_orcpt: given.orcpt.clone(),
+                dsn: "2.0.0".into(),
+                relay: "none".into(),
+                reason: "alias expanded".into(),
+                action: Some("expanded".into()),
+            });
+            notify = pfx_queue::file::notify::inherited(notify);
+        }
+        for r in targets {
             let o = given
                 .original
                 .clone()
@@ -380,14 +415,14 @@ fn envelope(
             let key = (
                 r.to_ascii_lowercase(),
                 o.clone(),
-                given.notify,
+                notify,
                 given.orcpt.clone(),
             );
             if seen.insert(key) {
                 out.push(NewRecipient {
                     address: r,
                     original: o,
-                    notify: given.notify,
+                    notify,
                     orcpt: given.orcpt.clone(),
                 });
             }
@@ -416,7 +451,7 @@ fn envelope(
             orcpt: None,
         })?;
     }
-    Ok((sender, out))
+    Ok((sender, out, expanded))
 }
 
 /// Logs why a message is not accepted; the answer for its client.

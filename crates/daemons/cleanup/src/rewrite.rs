@@ -30,7 +30,7 @@
 
 use pfx_address::header::Role;
 use pfx_config::{BuildError, Config};
-use pfx_maps::{matchlist::MatchList, passwd::Passwd, Format, MapList};
+use pfx_maps::{matchlist::MatchList, passwd::Passwd, MapList};
 use pfx_resolve::addrmap::{AddrMap, Domains};
 
 /// Why the message is not accepted.
@@ -112,11 +112,7 @@ impl Rewriter {
         };
         let passwd = Passwd::new(None);
         let maps = |name: &str| -> Result<MapList, BuildError> {
-            Ok(MapList::parse_as(
-                &cfg.list(name)?,
-                &passwd,
-                Format::Postmap,
-            )?)
+            Ok(MapList::parse(&cfg.list(name)?, &passwd)?)
         };
         Ok(Self {
             domains: Domains::new(cfg)?,

@@ -67,11 +67,7 @@ impl Settings {
         let passwd = Passwd::new(Some(cfg.get("local_passwd_file")?.into()));
         let raw = |name: &str| cfg.raw(name).unwrap_or_default();
         let postmap = |name: &str| -> Result<MapList, BuildError> {
-            Ok(MapList::parse_as(
-                &cfg.list(name)?,
-                &Passwd::default(),
-                pfx_maps::Format::Postmap,
-            )?)
+            Ok(MapList::parse(&cfg.list(name)?, &Passwd::default())?)
         };
         Ok(Self {
             queue_dir: cfg.get("queue_directory")?.into(),
@@ -132,6 +128,9 @@ struct Ctx<'a> {
     /// `.forward` files being expanded (a user who names herself there
     /// gets her mailbox).
     forwarding: HashSet<PathBuf>,
+    /// Whether the recipient went through an alias or a `.forward`: its
+    /// success is then `expanded`, and its addresses do not report theirs.
+    expanded: bool,
 }
 
 /// A delivery for another agent: (address, original, transport, next hop).
@@ -208,9 +207,13 @@ fn mbox(path: &Path, m: &mut Message<'_>) -> Result<(), Outcome> {
 
 /// Each final delivery of one recipient, with its outcome.
 type Leaves = Vec<(String, Outcome)>;
-/// Per recipient: outcome, leaves and passes to other transports; per
-/// recipient: remote targets; the queue file.
-type Expanded = (Vec<(Outcome, Leaves, Vec<Pass>)>, Vec<String>, QueueFile);
+/// Per recipient: outcome, leaves, passes to other transports and whether
+/// it was expanded; per recipient: remote targets; the queue file.
+type Expanded = (
+    Vec<(Outcome, Leaves, Vec<Pass>, bool)>,
+    Vec<String>,
+    QueueFile,
+);
 
 /// Delivers every recipient of the request and logs each outcome.
 pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Outcome> {
@@ -236,6 +239,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             passes: Vec::new(),
             rights: None,
             forwarding: HashSet::new(),
+            expanded: false,
         };
         ctx.delivered_to = delivered_to_headers(&qf);
         let mut results = Vec::new();
@@ -243,6 +247,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         for r in &req.recipients {
             ctx.forward.clear();
             ctx.leaves.clear();
+            ctx.expanded = false;
             let mut seen = HashSet::new();
             // X-Original-To: is the recipient as first given (`hadoop`).
             let top = r.original.as_deref().unwrap_or(&r.address);
@@ -252,6 +257,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
                 res,
                 std::mem::take(&mut ctx.leaves),
                 std::mem::take(&mut ctx.passes),
+                ctx.expanded,
             ));
         }
         Ok((results, forwards, qf))
@@ -266,15 +272,25 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         }
     };
     let mut statuses = Vec::new();
-    for ((r, (res, mut leaves, passes)), fwd) in req.recipients.iter().zip(results).zip(forwards) {
+    let results = req.recipients.iter().zip(results).zip(forwards);
+    for ((r, (res, mut leaves, passes, expanded)), fwd) in results {
+        // An alias's addresses leave NOTIFY=SUCCESS to the alias.
+        let notify = if expanded {
+            pfx_queue::file::notify::inherited(r.notify)
+        } else {
+            r.notify
+        };
         // Handed to another transport: its agent delivers and logs.
         let mut res = res;
         let passed = !passes.is_empty();
         for (to, orig, transport, nexthop) in passes {
-            let v = pass(st, req, r, &to, &orig, &transport, &nexthop).await;
+            let v = pass(st, req, r, notify, (&to, &orig), &transport, &nexthop).await;
             if v.class != Class::Sent
                 && (res.class == Class::Sent || (v.is_temporary() && !res.is_temporary()))
             {
+                res = v;
+            } else if v.class == Class::Sent && res.class == Class::Sent && !expanded {
+                // The mailbox transport's delivery is the recipient's.
                 res = v;
             }
         }
@@ -282,7 +298,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         let res = match (res, fwd.is_empty()) {
             (sent, true) if sent.class == Class::Sent => sent,
             (sent, false) if sent.class == Class::Sent => {
-                let v = match forward(st, &qf, req, r, &fwd).await {
+                let v = match forward(st, &qf, req, notify, r, &fwd).await {
                     Ok(id) => self::sent(format!("forwarded as {id}")),
                     Err(e) => defer(format!("forward to {fwd}: {e}")),
                 };
@@ -301,6 +317,12 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             info!("{}: {}", req.queue_id, v.line(to, Some(&orig), t));
         }
         let mut res = res;
+        if res.class == Class::Sent && expanded {
+            // As Postfix's local: one `expanded` success for the alias.
+            res.reason = "alias expanded".into();
+            res.relay = "local".into();
+            res.action = pfx_maillog::delivery::Action::Expanded;
+        }
         if res.class == Class::Bounced {
             // The notice names the alias target that failed.
             res.final_recipient = leaves
@@ -374,13 +396,13 @@ impl Ctx<'_> {
             .map(|(b, _)| b.to_owned());
         // An alias that includes itself means the user's own mailbox.
         if seen.insert(name.clone()) {
-            let found = match self.st.aliases.lookup(&name) {
+            let found = match self.st.aliases.lookup_owned(&name) {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => match &base {
                     Some(b) => self
                         .st
                         .aliases
-                        .lookup(b)
+                        .lookup_owned(b)
                         .map_err(|e| defer(format!("alias database unavailable: {e}")))
                         .ok()
                         .flatten(),
@@ -388,8 +410,16 @@ impl Ctx<'_> {
                 },
                 Err(e) => return defer(format!("alias database unavailable: {e}")),
             };
-            if let Some(value) = found {
-                return self.expand(&value, top, depth, seen, "alias");
+            if let Some((value, owner, table)) = found {
+                self.expanded = true;
+                let rights = match self.alias_rights(owner, table) {
+                    Ok(r) => r,
+                    Err(v) => return v,
+                };
+                let saved = std::mem::replace(&mut self.rights, rights);
+                let v = self.expand(&value, top, depth, seen, "alias");
+                self.rights = saved;
+                return v;
             }
         }
         let user_name = base.unwrap_or(name);
@@ -513,6 +543,7 @@ impl Ctx<'_> {
             self.forwarding.remove(&path);
             return None;
         }
+        self.expanded = true;
         let saved = self.rights.replace(rights);
         let v = self.expand(&targets.join(","), top, depth + 1, seen, "forward");
         self.rights = saved;
@@ -855,6 +886,31 @@ impl Ctx<'_> {
         }
     }
 
+    /// The rights an alias's commands, files and `:include:` files get:
+    /// default ones (`None`) for a root-owned table, else its owner's; a
+    /// table without an owner to go by (a server, `proxy:`, tables of
+    /// different users joined) defers the recipient, as Postfix does.
+    fn alias_rights(&self, owner: pfx_maps::Owner, table: &str) -> Result<Option<Rights>, Outcome> {
+        let uid = match owner {
+            pfx_maps::Owner::Trusted => return Ok(None),
+            pfx_maps::Owner::Untrusted(uid) => uid,
+            pfx_maps::Owner::Unknown => {
+                warn!("deliver_alias: no owner UID for alias database {table}");
+                return Err(defer("mail system configuration error"));
+            }
+        };
+        match self.st.passwd.lookup_uid(uid) {
+            Ok(Some(user)) => Ok(Some(Rights::of(&user))),
+            found => {
+                match found {
+                    Err(e) => warn!("cannot find alias database owner for {table}: {e}"),
+                    _ => warn!("cannot find alias database owner for {table}"),
+                }
+                Err(defer("cannot find alias database owner"))
+            }
+        }
+    }
+
     /// Whose rights a file or command from the current expansion gets.
     fn ids(&self) -> (u32, u32) {
         match &self.rights {
@@ -864,7 +920,8 @@ impl Ctx<'_> {
     }
 
     /// Whose ids `:include:` files are looked at and opened with: the
-    /// current user's own, or root's for the (root-owned) alias database.
+    /// current user's own (a `.forward`'s, or a non-root alias table
+    /// owner's), or root's for a root-owned alias table.
     fn open_ids(&self) -> (u32, u32) {
         match &self.rights {
             Some(r) => (r.uid, r.gid),
@@ -992,8 +1049,8 @@ async fn pass(
     st: &Settings,
     req: &DeliveryRequest,
     rcpt: &pfx_ipc::proto::DeliveryRecipient,
-    to: &str,
-    orig: &str,
+    notify: u32,
+    (to, orig): (&str, &str),
     transport: &str,
     nexthop: &str,
 ) -> Outcome {
@@ -1007,7 +1064,7 @@ async fn pass(
         recipients: vec![DeliveryRecipient {
             address: to.to_owned(),
             original: (orig != to).then(|| orig.to_owned()),
-            notify: rcpt.notify,
+            notify,
             orcpt: rcpt.orcpt.clone(),
         }],
         ..req.clone()
@@ -1035,16 +1092,18 @@ async fn forward(
     st: &Settings,
     qf: &QueueFile,
     req: &DeliveryRequest,
+    notify: u32,
     rcpt: &pfx_ipc::proto::DeliveryRecipient,
     targets: &str,
 ) -> Result<String, String> {
-    // As Postfix's: the targets inherit the recipient's DSN requests.
+    // As Postfix's: the targets inherit the recipient's DSN requests,
+    // SUCCESS aside (`notify`).
     let recipients = targets
         .split(',')
         .map(|t| pfx_queue::file::NewRecipient {
             address: t.to_owned(),
             original: None,
-            notify: rcpt.notify,
+            notify,
             orcpt: rcpt.orcpt.clone(),
         })
         .collect();

@@ -197,16 +197,19 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 self.maybe_finish(id);
             }
             Err(e) => {
-                // Keep the bounce log and try again after the usual backoff.
-                warn!("{id}: non-delivery notification failed: {e}");
-                match self
-                    .store
-                    .defer_until(id, self.store.now() + self.st.min_backoff)
-                {
-                    Ok(()) => {}
-                    Err(e) => warn!("{id}: move to deferred: {e}"),
-                }
-                self.msgs.remove(id);
+                // Keep the log and try again after the usual backoff, as
+                // Postfix's qmgr does when a notice could not be sent.
+                let what = match kind {
+                    Notice::Failure => "non-delivery notification",
+                    Notice::Success => "delivery status notification",
+                    Notice::Delay => "delay notification",
+                };
+                warn!("{id}: {what} failed: {e}");
+                let age = self.age(id);
+                self.defer(
+                    id,
+                    plan::backoff(age, self.st.min_backoff, self.st.max_backoff),
+                );
             }
         }
     }

@@ -33,6 +33,8 @@ struct Record {
     in_flight: usize,
     most_in_flight: usize,
     bounces: Vec<(String, Duration)>,
+    /// How many notices bounce fails to send before it sends one.
+    bounce_failures: usize,
 }
 
 #[derive(Clone)]
@@ -246,8 +248,13 @@ impl Agents for Fake {
         _kind: pfx_ipc::proto::Notice,
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static {
         let at = self.memory.since_start();
-        self.memory.rec().bounces.push((id.into(), at));
-        async { Ok(Some("NOTICE".into())) }
+        let mut rec = self.memory.rec();
+        if rec.bounce_failures > 0 {
+            rec.bounce_failures -= 1;
+            return std::future::ready(Err("bounce service unavailable".into()));
+        }
+        rec.bounces.push((id.into(), at));
+        std::future::ready(Ok(Some("NOTICE".into())))
     }
 }
 
@@ -411,4 +418,36 @@ async fn mail_from_the_null_sender_expires_after_the_bounce_lifetime() {
     until(&memory, |r| !r.removed.is_empty()).await;
     // 0, 300, then 600 s: past ten minutes.
     assert_eq!(memory.rec().bounces[0].1, Duration::from_secs(600));
+}
+
+/// A notice that could not be sent is tried again after the message's
+/// usual backoff (its age, within the bounds), as Postfix's qmgr does,
+/// with its bounce log kept; then the message goes.
+#[tokio::test(start_paused = true)]
+async fn a_failed_notice_waits_the_usual_backoff() {
+    let memory = Memory::new();
+    memory.add("A1", "s@example.com", &["u@remote.example"]);
+    memory.rec().bounce_failures = 3;
+    let _cfg = start(
+        &memory,
+        "minimal_backoff_time = 300s\nmaximal_backoff_time = 4000s\n",
+        Duration::ZERO,
+        |_| {
+            Outcome::failed(
+                false,
+                "5.1.1",
+                "mx.remote.example[192.0.2.1]:25",
+                "no such user",
+            )
+        },
+    );
+    until(&memory, |r| !r.removed.is_empty()).await;
+    let rec = memory.rec();
+    let waits: Vec<u64> = rec
+        .deferrals
+        .iter()
+        .map(|(_, at, until)| (*until - *at).as_secs())
+        .collect();
+    assert_eq!(waits, [300, 300, 600]);
+    assert_eq!(rec.bounces, [("A1".to_owned(), Duration::from_secs(1200))]);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pfx_config::BuildError;
 use pfx_maillog::delivery::Outcome;
 use pfx_maps::passwd::Passwd;
-use pfx_maps::{Format, MapList};
+use pfx_maps::MapList;
 use pfx_tls::client::{Client, Level};
 use tracing::warn;
 
@@ -124,11 +124,7 @@ impl Security {
                 Ok(Options::parse(&cfg.mode.param(n), &cfg.list(n)?)?)
             };
             Some(Sasl {
-                passwords: MapList::parse_as(
-                    &cfg.list("smtp_sasl_password_maps")?,
-                    &passwd,
-                    Format::Postmap,
-                )?,
+                passwords: MapList::parse(&cfg.list("smtp_sasl_password_maps")?, &passwd)?,
                 sender_dependent: cfg.bool("smtp_sender_dependent_authentication")?,
                 plain: opts("smtp_sasl_security_options")?,
                 tls: opts("smtp_sasl_tls_security_options")?,
@@ -146,11 +142,7 @@ impl Security {
         Ok(Self {
             client,
             level,
-            policy_maps: MapList::parse_as(
-                &cfg.list("smtp_tls_policy_maps")?,
-                &passwd,
-                Format::Postmap,
-            )?,
+            policy_maps: MapList::parse(&cfg.list("smtp_tls_policy_maps")?, &passwd)?,
             verify_match: cfg.list("smtp_tls_verify_cert_match")?,
             secure_match: cfg.list("smtp_tls_secure_cert_match")?,
             wrapper: cfg.bool("smtp_tls_wrappermode")?,

@@ -185,13 +185,8 @@ impl Settings {
             }
         };
         let dns = pfx_dns::Resolver::from_config(&cfg)?;
-        let postmap_maps = |name: &str| -> Result<MapList, BuildError> {
-            Ok(MapList::parse_as(
-                &l(name)?,
-                &passwd,
-                pfx_maps::Format::Postmap,
-            )?)
-        };
+        let postmap_maps =
+            |name: &str| -> Result<MapList, BuildError> { Ok(MapList::parse(&l(name)?, &passwd)?) };
         Ok(Self {
             policies: policy::Clients::new(&cfg, restrictions.policies())?,
             codes: Codes {
@@ -215,11 +210,7 @@ impl Settings {
                 .any(|p| p == "smtpd_access_maps"),
             null_access_key: s("smtpd_null_access_lookup_key")?,
             default_rbl_reply: cfg.raw("default_rbl_reply").unwrap_or_default(),
-            rbl_reply_maps: MapList::parse_as(
-                &l("rbl_reply_maps")?,
-                &passwd,
-                pfx_maps::Format::Postmap,
-            )?,
+            rbl_reply_maps: MapList::parse(&l("rbl_reply_maps")?, &passwd)?,
             reject_unlisted_sender: cfg.bool("smtpd_reject_unlisted_sender")?,
             reject_footer: cfg.raw("smtpd_reject_footer").unwrap_or_default(),
 
@@ -235,11 +226,7 @@ impl Settings {
             discard_silent: l("smtpd_discard_ehlo_keywords")?
                 .iter()
                 .any(|w| w.eq_ignore_ascii_case("silent-discard")),
-            sender_login: MapList::parse_as(
-                &l("smtpd_sender_login_maps")?,
-                &passwd,
-                pfx_maps::Format::Postmap,
-            )?,
+            sender_login: MapList::parse(&l("smtpd_sender_login_maps")?, &passwd)?,
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
             mail_name: s("mail_name")?,
@@ -263,11 +250,7 @@ impl Settings {
             smtputf8: cfg.bool("smtputf8_enable")?,
             double_bounce_sender: s("double_bounce_sender")?,
             // Postfix reads every text table here as postmap's `key value`.
-            local_recipients: MapList::parse_as(
-                &l("local_recipient_maps")?,
-                &passwd,
-                pfx_maps::Format::Postmap,
-            )?,
+            local_recipients: MapList::parse(&l("local_recipient_maps")?, &passwd)?,
             reject_unlisted_recipient: cfg.bool("smtpd_reject_unlisted_recipient")?,
             recipient_delimiter: s("recipient_delimiter")?,
             message_size_limit: cfg.count("message_size_limit")?,

@@ -77,8 +77,7 @@ impl Restrictions {
         for r in all {
             if let Some(t) = r.tables() {
                 if !tables.contains_key(t) {
-                    let map = Map::parse_as(t, passwd, pfx_maps::Format::Postmap)
-                        .map_err(|e| format!("{t}: {e}"))?;
+                    let map = Map::parse(t, passwd).map_err(|e| format!("{t}: {e}"))?;
                     tables.insert(t.to_owned(), map);
                 }
             }

@@ -298,7 +298,8 @@ async fn dsn_parameters_are_checked_and_handed_to_cleanup() {
               MAIL FROM:<a@b.example> RET=hdrs ENVID=id+2B1\r\n\
               RCPT TO:<u@example.com> NOTIFY=NEVER,DELAY\r\nRCPT TO:<u@example.com> ORCPT=;x\r\n\
               RCPT TO:<u@example.com> NOTIFY=success,failure ORCPT=rfc822;U+2Bx@example.com\r\n\
-              RCPT TO:<v@example.com>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+              RCPT TO:<v@example.com>\r\nRCPT TO:<w@example.com> ORCPT=utf-8;j\\x{F6}rg@example.com\r\n\
+              DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
         )
         .await;
     let replies = last_lines(&out);
@@ -330,7 +331,8 @@ async fn dsn_parameters_are_checked_and_handed_to_cleanup() {
         dsn,
         [
             (6, Some("rfc822;U+x@example.com")),
-            (0, Some("rfc822;v@example.com"))
+            (0, Some("rfc822;v@example.com")),
+            (0, Some("utf-8;jörg@example.com"))
         ]
     );
     // Discarded, the keyword is gone and its parameters refused.

@@ -11,7 +11,7 @@ use pfx_ipc::proto::{DeliveryRecipient, DeliveryRequest};
 use pfx_mailbox::{Limit, Locks, MboxOptions, Message};
 use pfx_maillog::delivery::Outcome;
 use pfx_maps::passwd::Passwd;
-use pfx_maps::{Format, MapList};
+use pfx_maps::MapList;
 use pfx_queue::file::QueueFile;
 use pfx_queue::Queue;
 use tracing::{info, warn};
@@ -62,11 +62,7 @@ impl Settings {
         }
         let passwd = Passwd::new(None);
         let maps = |name: &str| -> Result<MapList, BuildError> {
-            Ok(MapList::parse_as(
-                &cfg.list(name)?,
-                &passwd,
-                Format::Postmap,
-            )?)
+            Ok(MapList::parse(&cfg.list(name)?, &passwd)?)
         };
         let service = cfg.get("service_name").unwrap_or_default();
         Ok(Self {

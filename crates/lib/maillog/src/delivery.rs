@@ -79,6 +79,9 @@ pub enum Action {
     Delivered,
     /// Handed to a next hop that does not do DSN.
     Relayed,
+    /// An alias or `.forward` the message went on from; its addresses
+    /// are not reported one by one.
+    Expanded,
     /// Handed to a next hop that announced DSN: a success notice is its
     /// business, not ours (Postfix's smtp clears NOTIFY=SUCCESS then).
     Passed,
@@ -90,6 +93,7 @@ impl Action {
         match self {
             Self::Delivered => Some("delivered"),
             Self::Relayed => Some("relayed"),
+            Self::Expanded => Some("expanded"),
             Self::Passed => None,
         }
     }

@@ -6,7 +6,8 @@
 //!   file that `postalias`/`newaliases`/`postmap` build, in Postfix's own
 //!   formats ([`indexed`]); kept open and reopened when it is rebuilt,
 //!   never the text file per delivery.
-//! - `texthash:/path`: the text file itself, read once.
+//! - `texthash:/path`: the text file itself, read once, in postmap's
+//!   `key value` format whatever the table is for (as Postfix reads it).
 //! - `inline:{ key=value, { key = value with spaces } }` and
 //!   `static:value` / `static:{ value with spaces }` ([`inline`]): tables
 //!   written in the name; static answers every key.
@@ -54,6 +55,7 @@ pub mod cidr;
 pub mod indexed;
 pub mod inline;
 pub mod matchlist;
+mod owner;
 pub mod passwd;
 pub mod pattern;
 mod pcre;
@@ -61,6 +63,8 @@ pub mod socket;
 pub mod sql;
 pub mod table;
 mod text;
+
+pub use owner::{owner, Owner};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,8 +87,9 @@ pub fn restart_requested() -> bool {
     RESTART.load(Ordering::Relaxed)
 }
 
-/// The text format behind a table: aliases(5) (`name: value`) or
-/// postmap's (`key value`).
+/// The text format of a table's source file: aliases(5) (`name: value`,
+/// what postalias reads) or postmap's (`key value`, what postmap and
+/// `texthash:` read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Aliases,
@@ -214,36 +219,22 @@ fn components(kind: &str, name: &str) -> Result<Vec<String>, String> {
 
 impl Map {
     /// Parses `type:name`; `passwd` is what `unix:passwd.byname` means here.
-    pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, Error> {
-        Self::parse_as(spec, passwd, Format::Aliases)
-    }
-
-    /// [`Map::parse`] for a table whose text files have `format`.
     ///
     /// A table that cannot be opened (a missing regexp file, bad inline
     /// syntax) is logged as an error and returned as [`Map::Unavailable`],
     /// whose lookups fail, as a Postfix daemon does.
-    pub fn parse_as(spec: &str, passwd: &passwd::Passwd, format: Format) -> Result<Self, Error> {
-        Self::open(spec, passwd, format, false)
+    pub fn parse(spec: &str, passwd: &passwd::Passwd) -> Result<Self, Error> {
+        Self::open(spec, passwd, false)
     }
 
-    /// [`Map::parse_as`] for a command (postmap): a table that cannot be
+    /// [`Map::parse`] for a command (postmap): a table that cannot be
     /// opened is an error ([`Error::Open`], with Postfix's text) instead of
     /// an unavailable table.
-    pub fn parse_strict(
-        spec: &str,
-        passwd: &passwd::Passwd,
-        format: Format,
-    ) -> Result<Self, Error> {
-        Self::open(spec, passwd, format, true)
+    pub fn parse_strict(spec: &str, passwd: &passwd::Passwd) -> Result<Self, Error> {
+        Self::open(spec, passwd, true)
     }
 
-    fn open(
-        spec: &str,
-        passwd: &passwd::Passwd,
-        format: Format,
-        strict: bool,
-    ) -> Result<Self, Error> {
+    fn open(spec: &str, passwd: &passwd::Passwd, strict: bool) -> Result<Self, Error> {
         let proxied = spec.strip_prefix("proxy:");
         if let Some(table) = proxied.filter(|_| JAILED.load(Ordering::Relaxed)) {
             return Ok(Self::Proxy {
@@ -300,13 +291,12 @@ impl Map {
                     reader: Mutex::new(reader),
                 })
             }
-            "texthash" => {
-                let entries = match format {
-                    Format::Aliases => aliases::parse_file(Path::new(name)),
-                    Format::Postmap => table::parse_file(Path::new(name)),
-                };
-                Ok(Self::TextHash(entries?.into_iter().rev().collect()))
-            }
+            // Always postmap's `key value` format, as Postfix reads it, even
+            // for aliases.
+            "texthash" => match std::fs::read_to_string(name) {
+                Ok(text) => Ok(Self::TextHash(texthash(name, &text))),
+                Err(e) => unavailable(format!("open {name}: {}", strerror(&e))),
+            },
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
             "nis" => match nis_domain() {
                 None => Ok(Self::NoNis),
@@ -338,7 +328,7 @@ impl Map {
                 };
                 let maps = parts
                     .iter()
-                    .map(|p| Self::open(p, passwd, format, strict))
+                    .map(|p| Self::open(p, passwd, strict))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(if kind == "unionmap" {
                     Self::Union(maps)
@@ -591,45 +581,82 @@ fn nis_domain() -> Option<String> {
     (!d.is_empty() && d != "(none)").then(|| d.to_owned())
 }
 
+/// A `texthash:` table's records, as Postfix's dict_thash reads them:
+/// lines without a value are warned about and left out, a `key:` (an
+/// aliases(5) file read as a table) is kept as it is, with a warning; the
+/// first of two records for a key wins.
+fn texthash(name: &str, text: &str) -> HashMap<String, String> {
+    let (entries, errors) = table::parse_lenient(name, text);
+    for e in errors {
+        tracing::warn!(
+            "{name}, line {}: expected format: key whitespace value -- ignoring this line",
+            e.line
+        );
+    }
+    for (line, record) in pfx_config::logical_lines(text).unwrap_or_default() {
+        let key = record.split(char::is_whitespace).next().unwrap_or("");
+        if key.len() > 1 && key.ends_with(':') {
+            tracing::warn!(
+                "{name}, line {line}: record is in \"key: value\" format; is this an alias file?"
+            );
+        }
+    }
+    let mut out = HashMap::new();
+    for (key, value) in entries {
+        out.entry(key).or_insert(value);
+    }
+    out
+}
+
 /// A list of tables, searched in order (`alias_maps`, `local_recipient_maps`).
 #[derive(Debug, Default)]
-pub struct MapList(Vec<Map>);
+pub struct MapList {
+    maps: Vec<Map>,
+    /// Each table's `type:name`, for [`MapList::lookup_owned`].
+    specs: Vec<String>,
+}
 
 impl MapList {
     /// From the expanded, split parameter value.
     pub fn parse(specs: &[String], passwd: &passwd::Passwd) -> Result<Self, Error> {
-        Self::parse_as(specs, passwd, Format::Aliases)
-    }
-
-    /// [`MapList::parse`] for tables whose text files have `format`
-    /// (`transport_maps` are postmap tables).
-    pub fn parse_as(
-        specs: &[String],
-        passwd: &passwd::Passwd,
-        format: Format,
-    ) -> Result<Self, Error> {
-        specs
+        let maps = specs
             .iter()
-            .map(|s| Map::parse_as(s, passwd, format))
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .map(|s| Map::parse(s, passwd))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            maps,
+            specs: specs.to_vec(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.maps.is_empty()
     }
 
     /// The tables, in order (for callers that treat pattern tables apart:
     /// [`Map::is_pattern`]).
     pub fn maps(&self) -> &[Map] {
-        &self.0
+        &self.maps
     }
 
     /// The first table that knows `key` answers.
     pub fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
-        for m in &self.0 {
+        Ok(self.find(key)?.map(|(v, _)| v))
+    }
+
+    /// [`MapList::lookup`], with the [`Owner`] and `type:name` of the
+    /// table that answered.
+    pub fn lookup_owned(&self, key: &str) -> Result<Option<(String, Owner, &str)>, Error> {
+        Ok(self
+            .find(key)?
+            .map(|(v, i)| (v, owner(&self.specs[i]), self.specs[i].as_str())))
+    }
+
+    /// The answer and the index of the table that gave it.
+    fn find(&self, key: &str) -> Result<Option<(String, usize)>, Error> {
+        for (i, m) in self.maps.iter().enumerate() {
             if let Some(v) = m.lookup(key)? {
-                return Ok(Some(v));
+                return Ok(Some((v, i)));
             }
         }
         Ok(None)
@@ -641,7 +668,7 @@ mod tests {
     use super::*;
 
     fn map(spec: &str) -> Map {
-        Map::parse_as(spec, &passwd::Passwd::default(), Format::Postmap).unwrap()
+        Map::parse(spec, &passwd::Passwd::default()).unwrap()
     }
 
     /// The table types the configuration check lets through are the ones
@@ -659,14 +686,14 @@ mod tests {
                 _ => "/nonexistent/table",
             };
             let spec = format!("{t}:{name}");
-            let parsed = Map::parse_as(&spec, &passwd::Passwd::default(), Format::Postmap);
+            let parsed = Map::parse(&spec, &passwd::Passwd::default());
             assert!(
                 !matches!(parsed, Err(Error::Unsupported { .. })),
                 "{spec}: {parsed:?}"
             );
         }
         assert!(matches!(
-            Map::parse_as("ldap:/x", &passwd::Passwd::default(), Format::Postmap),
+            Map::parse("ldap:/x", &passwd::Passwd::default()),
             Err(Error::Unsupported { .. })
         ));
     }
@@ -707,21 +734,19 @@ mod tests {
         let e = Map::parse_strict(
             "unionmap:{inline:{a=b}, cidr:/nonexistent/c}",
             &passwd::Passwd::default(),
-            Format::Postmap,
         )
         .unwrap_err();
         assert_eq!(
             e.to_string(),
             "open /nonexistent/c: No such file or directory"
         );
-        let e = Map::parse_strict("unionmap:{a}", &passwd::Passwd::default(), Format::Postmap)
-            .unwrap_err();
+        let e = Map::parse_strict("unionmap:{a}", &passwd::Passwd::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "bad syntax: \"unionmap:{a}\"; need \"unionmap:{type:name...}\""
         );
         assert!(matches!(
-            Map::parse_strict("static:", &passwd::Passwd::default(), Format::Postmap),
+            Map::parse_strict("static:", &passwd::Passwd::default()),
             Err(Error::BadSpec(_))
         ));
     }

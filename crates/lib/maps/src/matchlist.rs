@@ -8,7 +8,7 @@
 //! `/file/name` items are expanded by the configuration layer before the
 //! list reaches here (`pfx_config::FILE_LISTS`).
 
-use crate::{passwd::Passwd, Error, Format, Map};
+use crate::{passwd::Passwd, Error, Map};
 
 #[derive(Debug)]
 enum Pattern {
@@ -39,7 +39,7 @@ impl MatchList {
                 None => (false, item.as_str()),
             };
             let pattern = if is_table(item) {
-                Pattern::Table(Box::new(Map::parse_as(item, passwd, Format::Postmap)?))
+                Pattern::Table(Box::new(Map::parse(item, passwd)?))
             } else {
                 Pattern::Name(item.trim_end_matches('.').to_ascii_lowercase())
             };

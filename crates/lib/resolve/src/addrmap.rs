@@ -8,7 +8,7 @@
 
 use pfx_address::DomainList;
 use pfx_config::{BuildError, Config};
-use pfx_maps::{passwd::Passwd, Format, MapList};
+use pfx_maps::{passwd::Passwd, MapList};
 
 use crate::find::Strategy;
 
@@ -66,7 +66,7 @@ impl AddrMap {
     pub fn new(cfg: &Config, title: &'static str, class: &str) -> Result<Self, BuildError> {
         Ok(Self {
             title,
-            maps: MapList::parse_as(&cfg.list(title)?, &Passwd::new(None), Format::Postmap)?,
+            maps: MapList::parse(&cfg.list(title)?, &Passwd::new(None))?,
             propagate: cfg
                 .list("propagate_unmatched_extensions")?
                 .iter()

@@ -132,11 +132,11 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pfx_maps::{passwd::Passwd, Format};
+    use pfx_maps::passwd::Passwd;
 
     fn maps(specs: &[&str]) -> MapList {
         let specs: Vec<String> = specs.iter().map(|s| (*s).to_owned()).collect();
-        MapList::parse_as(&specs, &Passwd::default(), Format::Postmap).unwrap()
+        MapList::parse(&specs, &Passwd::default()).unwrap()
     }
 
     fn ours(d: &str) -> bool {

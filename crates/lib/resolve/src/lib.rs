@@ -28,7 +28,7 @@ pub mod find;
 
 use pfx_address::{DomainList, Resolved};
 use pfx_config::{BuildError, Config};
-use pfx_maps::{matchlist::MatchList, passwd::Passwd, Format, MapList};
+use pfx_maps::{matchlist::MatchList, passwd::Passwd, MapList};
 
 pub use find::{find, split_extension, Found, Strategy};
 
@@ -134,11 +134,7 @@ impl Resolver {
     pub fn new(cfg: &Config) -> Result<Self, BuildError> {
         let passwd = Passwd::new(None);
         let maps = |name: &str| -> Result<MapList, BuildError> {
-            Ok(MapList::parse_as(
-                &cfg.list(name)?,
-                &passwd,
-                Format::Postmap,
-            )?)
+            Ok(MapList::parse(&cfg.list(name)?, &passwd)?)
         };
         Ok(Self {
             mydestination: DomainList::new(&cfg.list("mydestination")?),

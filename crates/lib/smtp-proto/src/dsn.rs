@@ -91,19 +91,63 @@ pub fn xtext_encode(text: &str) -> String {
     out
 }
 
-/// `ORCPT=type;xtext` → `type;decoded`; `None` when malformed (as Postfix:
-/// an empty type or bad xtext).
+/// Decodes RFC 6533 unitext as Postfix reads it (`\x{HEX}` code points;
+/// anything else as it is); `None` when malformed.
+pub fn uxtext_decode(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("\\x{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 3..];
+        let end = after.find('}')?;
+        let hex = &after[..end];
+        if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        out.push(char::from_u32(u32::from_str_radix(hex, 16).ok()?)?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Encodes unitext as Postfix's smtp client does: `\`, `+`, `=`, and
+/// characters outside `!`..`~` as `\x{HEX}`.
+pub fn uxtext_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if ('!'..='~').contains(&c) && !matches!(c, '\\' | '+' | '=') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:02X}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
+/// `ORCPT=type;xtext` → `type;decoded`: unitext for the `utf-8` type,
+/// xtext for any other; `None` when malformed (as Postfix: an empty type
+/// or bad encoding).
 pub fn orcpt_decode(value: &str) -> Option<String> {
     let (kind, coded) = value.split_once(';')?;
     if kind.is_empty() {
         return None;
     }
-    Some(format!("{kind};{}", xtext_decode(coded)?))
+    let addr = if kind.eq_ignore_ascii_case("utf-8") {
+        uxtext_decode(coded)?
+    } else {
+        xtext_decode(coded)?
+    };
+    Some(format!("{kind};{addr}"))
 }
 
-/// `type;address` → the `ORCPT=` parameter value, xtext-encoded.
+/// `type;address` → the `ORCPT=` parameter value, encoded as its type
+/// wants (unitext for `utf-8`, else xtext).
 pub fn orcpt_encode(stored: &str) -> String {
     match stored.split_once(';') {
+        Some((kind, addr)) if kind.eq_ignore_ascii_case("utf-8") => {
+            format!("{kind};{}", uxtext_encode(addr))
+        }
         Some((kind, addr)) => format!("{kind};{}", xtext_encode(addr)),
         None => format!("rfc822;{}", xtext_encode(stored)),
     }
@@ -136,6 +180,17 @@ mod tests {
             Some("rfc822;u+x@example.com")
         );
         assert_eq!(orcpt_decode(";u@x"), None);
+        assert_eq!(
+            orcpt_decode("utf-8;j\\x{F6}rg+1@example.com").as_deref(),
+            Some("utf-8;jörg+1@example.com")
+        );
+        assert_eq!(orcpt_decode("UTF-8;a\\x{}b"), None);
+        assert_eq!(orcpt_decode("utf-8;a\\x{D800}b"), None);
+        assert_eq!(orcpt_decode("utf-8;a\\x{41"), None);
+        assert_eq!(
+            orcpt_encode("utf-8;jörg+1=\\@example.com"),
+            "utf-8;j\\x{F6}rg\\x{2B}1\\x{3D}\\x{5C}@example.com"
+        );
         assert_eq!(
             orcpt_encode("rfc822;u+x@example.com"),
             "rfc822;u+2Bx@example.com"

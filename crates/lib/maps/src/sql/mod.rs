@@ -238,7 +238,7 @@ impl Templates {
                 None => (false, item),
             };
             if item.contains(':') {
-                let map = crate::Map::parse_as(item, &crate::passwd::Passwd::default(), crate::Format::Postmap)
+                let map = crate::Map::parse(item, &crate::passwd::Passwd::default())
                     .map_err(|e| format!("db_common_parse_domain: {name}: domain match list creation using '{item}' failed: {e}"))?;
                 domain.push(DomainPattern::Table(negated, Box::new(map)));
             } else {

@@ -100,6 +100,17 @@ pub mod notify {
             flags & kind != 0
         }
     }
+
+    /// The flags an alias's addresses inherit, as Postfix's: SUCCESS is
+    /// the alias's to report (`expanded`), never its addresses' (NEVER
+    /// when SUCCESS was all).
+    pub fn inherited(flags: u32) -> u32 {
+        if flags == SUCCESS {
+            NEVER
+        } else {
+            flags & !SUCCESS
+        }
+    }
 }
 
 /// How a file stores its content.
