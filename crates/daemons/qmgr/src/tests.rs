@@ -37,6 +37,16 @@ struct Record {
     bounce_failures: usize,
 }
 
+impl Record {
+    /// Seconds from each move to `deferred/` to its retry time.
+    fn waits(&self) -> Vec<u64> {
+        self.deferrals
+            .iter()
+            .map(|(_, at, until)| (*until - *at).as_secs())
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 struct Memory {
     epoch: SystemTime,
@@ -361,11 +371,7 @@ async fn backoff_doubles_up_to_its_maximum() {
     );
     until(&memory, |r| r.deferrals.len() == 7).await;
     let rec = memory.rec();
-    let waits: Vec<u64> = rec
-        .deferrals
-        .iter()
-        .map(|(_, at, until)| (*until - *at).as_secs())
-        .collect();
+    let waits = rec.waits();
     // Each wait is the message's age at the attempt, within the bounds.
     assert_eq!(waits, [300, 300, 600, 1200, 2400, 4000, 4000]);
     let attempts: Vec<u64> = rec.deferrals.iter().map(|d| d.1.as_secs()).collect();
@@ -443,11 +449,7 @@ async fn a_failed_notice_waits_the_usual_backoff() {
     );
     until(&memory, |r| !r.removed.is_empty()).await;
     let rec = memory.rec();
-    let waits: Vec<u64> = rec
-        .deferrals
-        .iter()
-        .map(|(_, at, until)| (*until - *at).as_secs())
-        .collect();
+    let waits = rec.waits();
     assert_eq!(waits, [300, 300, 600]);
     assert_eq!(rec.bounces, [("A1".to_owned(), Duration::from_secs(1200))]);
 }
