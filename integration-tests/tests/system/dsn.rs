@@ -258,7 +258,8 @@ fn notices(mx: &FakeMx, port: u16, n: usize) -> Vec<String> {
 
 /// The same message and DSN requests given to Debian's Postfix and to
 /// postfix-rs: the success notice (a mailbox delivery, a local alias and a
-/// virtual alias each reported once as `expanded`, a relay to a next hop
+/// virtual alias each reported once as `expanded`, a list with an owner
+/// as `delivered`, a relay to a next hop
 /// without DSN) and the failure notice (headers only, ENVID, ORCPT) read
 /// the same, field by field, through Python's `email` module.
 #[test]
@@ -272,7 +273,10 @@ fn notices_read_as_debian_postfixs() {
         // The system's users, mailboxes in the spool directory, as Debian's.
         "local_passwd_file =\nhome_mailbox =\n",
         &[
-            ("aliases", "team nobody, x@remote.example\n"),
+            (
+                "aliases",
+                "team nobody, x@remote.example\nstaff nobody\nowner-staff boss@remote.example\n",
+            ),
             (
                 "virtual",
                 "list@valias.example y@remote.example, nobody@ywnds.com\n",
@@ -292,6 +296,7 @@ fn notices_read_as_debian_postfixs() {
             "MAIL FROM:<sender@client.example> RET=HDRS ENVID=side+2Bby+2Bside",
             "RCPT TO:<nobody@ywnds.com> NOTIFY=SUCCESS ORCPT=rfc822;first+2Bx@ywnds.com",
             "RCPT TO:<team@ywnds.com> NOTIFY=SUCCESS,FAILURE",
+            "RCPT TO:<staff@ywnds.com> NOTIFY=SUCCESS",
             "RCPT TO:<list@valias.example> NOTIFY=SUCCESS",
             "RCPT TO:<far@remote.example> NOTIFY=SUCCESS",
             "RCPT TO:<ghost@ywnds.com> NOTIFY=FAILURE",
@@ -321,6 +326,7 @@ fn notices_read_as_debian_postfixs() {
         "Final-Recipient: rfc822; team@ywnds.com\nOriginal-Recipient: rfc822;team@ywnds.com\nAction: expanded",
         "Final-Recipient: rfc822; list@valias.example\nOriginal-Recipient: rfc822;list@valias.example\nAction: expanded",
         "Original-Recipient: rfc822;first+x@ywnds.com\nAction: delivered",
+        "Final-Recipient: rfc822; staff@ywnds.com\nOriginal-Recipient: rfc822;staff@ywnds.com\nAction: delivered",
         "Action: relayed",
     ] {
         assert!(success.contains(want), "{want}\n---\n{success}");

@@ -433,3 +433,135 @@ fn an_alias_table_owned_by_a_user_gives_that_users_rights() {
         .log_text()
         .contains("no owner UID for alias database unionmap:"));
 }
+
+/// Each delivery line of a log as `to orig_to status (text)`, queue IDs
+/// and ports left out, sorted.
+fn delivery_lines(log: &str) -> Vec<String> {
+    let field = |l: &str, name: &str| -> String {
+        l.split(&format!(" {name}=<"))
+            .nth(1)
+            .and_then(|s| s.split('>').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut out: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(" to=<") && l.contains(" status="))
+        .map(|l| {
+            let status = l.split(" status=").nth(1).unwrap_or("");
+            let status: String = status
+                .split(' ')
+                .map(|w| {
+                    let id = w.trim_end_matches(')');
+                    if id.len() >= 10 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+                        w.replace(id, "ID")
+                    } else {
+                        w.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!(
+                "to={} orig_to={} {status}",
+                field(l, "to"),
+                field(l, "orig_to")
+            )
+            .replace(|c: char| c.is_ascii_digit(), "")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Lists with an `owner-` alias, include files and plain aliases, side
+/// by side with Debian's Postfix: a list with an owner is sent on from
+/// `owner-list@`, as new mail, even to its local users; an include file's
+/// local users get the message anew too; a plain alias delivers its local
+/// users at once. The same delivery lines, the same envelopes at the next
+/// hop, the same `Received: by` and `Delivered-To:` on what is sent on.
+#[test]
+fn lists_with_owners_and_include_files_send_on_as_debian_postfix() {
+    let Some(both) = crate::sidebyside::side_by_side_with(
+        "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\nlocal_recipient_maps =\n\
+         myhostname = mail.ywnds.com\nmydomain = ywnds.com\nmydestination = ywnds.com\n\
+         myorigin = ywnds.com\nalias_maps = texthash:TABLES/aliases\n\
+         mail_spool_directory = TABLES/spool\nrelayhost = [127.0.0.1]:SINK\n",
+        "local_passwd_file =\nhome_mailbox =\n",
+        &[
+            (
+                "aliases",
+                "list nobody, far@remote.example\nowner-list boss@remote.example\n\
+                 team nobody, x@remote.example\ninc :include:TABLES/inc.list\n",
+            ),
+            ("inc.list", "nobody\ny@remote.example\n"),
+        ],
+    ) else {
+        return;
+    };
+    let dir = both.tables.path().to_owned();
+    let aliases = std::fs::read_to_string(dir.join("aliases")).unwrap();
+    std::fs::write(
+        dir.join("aliases"),
+        aliases.replace("TABLES", &dir.display().to_string()),
+    )
+    .unwrap();
+    let spool = dir.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // The tables are read when the daemons start: both restart on them.
+    both.pf.run("postfix", &["reload"]);
+    both.m.run("postfix", &["reload"]);
+    std::thread::sleep(Duration::from_secs(1));
+    crate::sidebyside::same_replies(
+        &both,
+        "127.0.0.1",
+        &[
+            "EHLO client.example",
+            "MAIL FROM:<sender@client.example>",
+            "RCPT TO:<list@ywnds.com>",
+            "RCPT TO:<team@ywnds.com>",
+            "RCPT TO:<inc@ywnds.com>",
+            "DATA",
+            "Subject: lists\r\n\r\nbody\r\n",
+            "QUIT",
+        ],
+    );
+    // list: nobody, far (anew); team: nobody, x (anew); inc: nobody, y
+    // (anew): then the new messages' deliveries.
+    let settled = |log: &str| delivery_lines(log).len() >= 9;
+    assert!(wait_for(Duration::from_secs(30), || {
+        settled(&both.pf.log_text()) && settled(&both.m.log_text())
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let (theirs, ours) = (
+        delivery_lines(&both.pf.log_text()),
+        delivery_lines(&both.m.log_text()),
+    );
+    assert_eq!(
+        theirs,
+        ours,
+        "Postfix:\n{theirs:#?}\npostfix-rs:\n{ours:#?}\npostfix-rs log:\n{}",
+        both.m.log_text()
+    );
+    let sent_on = |mx: &testkit::fake_mx::FakeMx| {
+        let mut v: Vec<String> = mx
+            .accepted()
+            .iter()
+            .map(|a| {
+                let text = String::from_utf8_lossy(&a.data);
+                let heads: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| !l.is_empty())
+                    .filter(|l| l.starts_with("Received: by") || l.starts_with("Delivered-To:"))
+                    .collect();
+                format!("{} -> {:?} {heads:?}", a.sender, a.recipients)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sent_on(&both.theirs_mx), sent_on(&both.ours_mx));
+    assert!(sent_on(&both.ours_mx)
+        .iter()
+        .any(|e| e.starts_with("owner-list@ywnds.com -> [\"far@remote.example\"]")));
+}

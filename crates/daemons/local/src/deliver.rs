@@ -60,6 +60,14 @@ pub(crate) struct Settings {
     command_filter: String,
     command_time_limit: std::time::Duration,
     command_env: Vec<(String, String)>,
+    /// `owner_request_special`, `expand_owner_alias`: a list `name` with an
+    /// `owner-name` alias is sent from its owner.
+    owner_request_special: bool,
+    expand_owner_alias: bool,
+    /// `myhostname` and `mail_name`, for the `Received:` header of mail
+    /// local sends on.
+    myhostname: String,
+    mail_name: String,
 }
 
 impl Settings {
@@ -106,17 +114,32 @@ impl Settings {
                 env.push(("PATH".into(), "/usr/bin:/bin".into()));
                 env
             },
+            owner_request_special: cfg.bool("owner_request_special")?,
+            expand_owner_alias: cfg.bool("expand_owner_alias")?,
+            myhostname: cfg.get("myhostname")?,
+            mail_name: cfg.get("mail_name")?,
         })
     }
 }
 
 struct Ctx<'a> {
     st: &'a Settings,
-    /// The envelope sender, as qmgr's request gives it.
-    sender: &'a str,
+    /// The envelope sender: qmgr's request's, or a list's owner.
+    sender: String,
+    /// Postfix's owner attribute: the owner of the list being expanded
+    /// (`owner-name@$myorigin`), or the user whose `.forward` or
+    /// `:include:` file it is. Local users it lists, other than itself,
+    /// get the message as a new one (`forwarded as ID`).
+    owner: Option<String>,
+    /// What is being expanded: `alias`, `forward`, `include`, or nothing
+    /// at the top.
+    class: &'static str,
+    /// A list with an owner: its addresses start a new envelope, without
+    /// the original recipient or ORCPT.
+    fresh: bool,
     qf: &'a QueueFile,
     delivered_to: Vec<String>,
-    forward: Vec<String>,
+    forward: Vec<Forward>,
     /// Each final delivery, for its own log line: (address, outcome).
     leaves: Vec<(String, Outcome)>,
     /// Deliveries handed to another transport (`mailbox_transport`,
@@ -131,10 +154,21 @@ struct Ctx<'a> {
     /// Whether the recipient went through an alias or a `.forward`: its
     /// success is then `expanded`, and its addresses do not report theirs.
     expanded: bool,
+    /// The recipient is a list with an owner: its success is `delivered`.
+    owned: bool,
 }
 
 /// A delivery for another agent: (address, original, transport, next hop).
 type Pass = (String, String, String, String);
+
+/// An address that gets the message as a new one, from `sender`; `fresh`:
+/// without the original recipient and ORCPT (a list with an owner).
+#[derive(Clone)]
+struct Forward {
+    sender: String,
+    address: String,
+    fresh: bool,
+}
 
 /// A user's rights and attributes, for commands and files.
 #[derive(Clone)]
@@ -208,10 +242,11 @@ fn mbox(path: &Path, m: &mut Message<'_>) -> Result<(), Outcome> {
 /// Each final delivery of one recipient, with its outcome.
 type Leaves = Vec<(String, Outcome)>;
 /// Per recipient: outcome, leaves, passes to other transports and whether
-/// it was expanded; per recipient: remote targets; the queue file.
+/// it was expanded; per recipient: the addresses that get it anew; the
+/// queue file.
 type Expanded = (
-    Vec<(Outcome, Leaves, Vec<Pass>, bool)>,
-    Vec<String>,
+    Vec<(Outcome, Leaves, Vec<Pass>, (bool, bool))>,
+    Vec<Vec<Forward>>,
     QueueFile,
 );
 
@@ -231,7 +266,10 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
         let mut ctx = Ctx {
             st,
-            sender: &req.sender,
+            sender: req.sender.clone(),
+            owner: None,
+            class: "",
+            fresh: false,
             qf: &qf,
             delivered_to: Vec::new(),
             forward: Vec::new(),
@@ -240,6 +278,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             rights: None,
             forwarding: HashSet::new(),
             expanded: false,
+            owned: false,
         };
         ctx.delivered_to = delivered_to_headers(&qf);
         let mut results = Vec::new();
@@ -248,16 +287,17 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             ctx.forward.clear();
             ctx.leaves.clear();
             ctx.expanded = false;
+            ctx.owned = false;
             let mut seen = HashSet::new();
             // X-Original-To: is the recipient as first given (`hadoop`).
             let top = r.original.as_deref().unwrap_or(&r.address);
             let res = ctx.recipient(&r.address, top, 0, &mut seen);
-            forwards.push(ctx.forward.join(","));
+            forwards.push(std::mem::take(&mut ctx.forward));
             results.push((
                 res,
                 std::mem::take(&mut ctx.leaves),
                 std::mem::take(&mut ctx.passes),
-                ctx.expanded,
+                (ctx.expanded, ctx.owned),
             ));
         }
         Ok((results, forwards, qf))
@@ -273,7 +313,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
     };
     let mut statuses = Vec::new();
     let results = req.recipients.iter().zip(results).zip(forwards);
-    for ((r, (res, mut leaves, passes, expanded)), fwd) in results {
+    for ((r, (res, mut leaves, passes, (expanded, owned))), fwd) in results {
         // An alias's addresses leave NOTIFY=SUCCESS to the alias.
         let notify = if expanded {
             pfx_queue::file::notify::inherited(r.notify)
@@ -294,18 +334,31 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
                 res = v;
             }
         }
-        // Remote alias targets travel as one new message.
-        let res = match (res, fwd.is_empty()) {
-            (sent, true) if sent.class == Class::Sent => sent,
-            (sent, false) if sent.class == Class::Sent => {
-                let v = match forward(st, &qf, req, notify, r, &fwd).await {
-                    Ok(id) => self::sent(format!("forwarded as {id}")),
-                    Err(e) => defer(format!("forward to {fwd}: {e}")),
-                };
-                leaves.push((r.address.clone(), v.clone()));
-                v
+        // Addresses that get the message anew: one new message per
+        // sender, as Postfix's local sends them.
+        let res = if res.class == Class::Sent && !fwd.is_empty() {
+            let mut res = res;
+            let mut senders: Vec<&str> = Vec::new();
+            for f in &fwd {
+                if !senders.contains(&f.sender.as_str()) {
+                    senders.push(&f.sender);
+                }
             }
-            (failed, _) => failed,
+            for sender in senders {
+                let group: Vec<&Forward> = fwd.iter().filter(|f| f.sender == sender).collect();
+                let v = match forward(st, &qf, req, (notify, r), &group).await {
+                    Ok(id) => self::sent(format!("forwarded as {id}")),
+                    Err(e) => defer(format!("forward to {}: {e}", group[0].address)),
+                };
+                // One line per new message, for the recipient, as Postfix logs it.
+                leaves.push((r.address.clone(), v.clone()));
+                if v.class != Class::Sent {
+                    res = v;
+                }
+            }
+            res
+        } else {
+            res
         };
         if leaves.is_empty() && !passed {
             leaves.push((r.address.clone(), res.clone()));
@@ -318,10 +371,15 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         }
         let mut res = res;
         if res.class == Class::Sent && expanded {
-            // As Postfix's local: one `expanded` success for the alias.
+            // As Postfix's local: one success for the alias, `expanded`,
+            // or `delivered` for a list with an owner (a new envelope).
             res.reason = "alias expanded".into();
             res.relay = "local".into();
-            res.action = pfx_maillog::delivery::Action::Expanded;
+            res.action = if owned {
+                pfx_maillog::delivery::Action::Delivered
+            } else {
+                pfx_maillog::delivery::Action::Expanded
+            };
         }
         if res.class == Class::Bounced {
             // The notice names the alias target that failed.
@@ -397,7 +455,7 @@ impl Ctx<'_> {
         // An alias that includes itself means the user's own mailbox.
         if seen.insert(name.clone()) {
             let found = match self.st.aliases.lookup_owned(&name) {
-                Ok(Some(v)) => Some(v),
+                Ok(Some(v)) => Some((name.clone(), v)),
                 Ok(None) => match &base {
                     Some(b) => self
                         .st
@@ -405,24 +463,53 @@ impl Ctx<'_> {
                         .lookup_owned(b)
                         .map_err(|e| defer(format!("alias database unavailable: {e}")))
                         .ok()
-                        .flatten(),
+                        .flatten()
+                        .map(|v| (b.clone(), v)),
                     None => None,
                 },
                 Err(e) => return defer(format!("alias database unavailable: {e}")),
             };
-            if let Some((value, owner, table)) = found {
+            if let Some((matched, (value, table_owner, table))) = found {
                 self.expanded = true;
-                let rights = match self.alias_rights(owner, table) {
+                let rights = match self.alias_rights(table_owner, table) {
                     Ok(r) => r,
                     Err(v) => return v,
                 };
-                let saved = std::mem::replace(&mut self.rights, rights);
+                let list_owner = match self.list_owner(&matched) {
+                    Ok(o) => o,
+                    Err(v) => return v,
+                };
+                let saved = (
+                    std::mem::replace(&mut self.rights, rights),
+                    self.sender.clone(),
+                    self.owner.clone(),
+                    self.class,
+                    self.fresh,
+                );
+                self.class = "alias";
+                if let Some(o) = list_owner {
+                    // A list with an owner: sent from its owner, as new mail.
+                    self.owned |= depth == 0;
+                    self.sender = o.clone();
+                    self.owner = Some(o);
+                    self.fresh = true;
+                }
                 let v = self.expand(&value, top, depth, seen, "alias");
-                self.rights = saved;
+                (self.rights, self.sender, self.owner, self.class, self.fresh) = saved;
                 return v;
             }
         }
         let user_name = base.unwrap_or(name);
+        // As Postfix's local: a user listed by a list with an owner, by
+        // another user's `.forward`, or in an `:include:` file gets the
+        // message as a new one, so that each has its own queue file record.
+        let listed_by_other = self
+            .owner
+            .as_deref()
+            .is_some_and(|o| !o.eq_ignore_ascii_case(&user_name));
+        if self.class == "include" || listed_by_other {
+            return self.send_on(self.qualify(addr));
+        }
         let v = match self.st.passwd.lookup(&user_name) {
             Ok(Some(user)) => {
                 if let Some(v) = self.dot_forward(&user, addr, top, depth, seen) {
@@ -544,9 +631,14 @@ impl Ctx<'_> {
             return None;
         }
         self.expanded = true;
-        let saved = self.rights.replace(rights);
+        let saved = (
+            self.rights.replace(rights),
+            self.owner.replace(user.name.clone()),
+            self.class,
+        );
+        self.class = "forward";
         let v = self.expand(&targets.join(","), top, depth + 1, seen, "forward");
-        self.rights = saved;
+        (self.rights, self.owner, self.class) = saved;
         Some(v)
     }
 
@@ -631,6 +723,38 @@ impl Ctx<'_> {
         sent(String::new())
     }
 
+    /// `to` gets the message as a new one, from the current sender.
+    fn send_on(&mut self, to: String) -> Outcome {
+        self.forward.push(Forward {
+            sender: self.sender.clone(),
+            address: to,
+            fresh: self.fresh,
+        });
+        sent(String::new())
+    }
+
+    /// `owner-NAME` from the alias tables, as the list's sender
+    /// (`owner-NAME@$myorigin`, or what it expands to with
+    /// `expand_owner_alias`).
+    fn list_owner(&self, name: &str) -> Result<Option<String>, Outcome> {
+        if !self.st.owner_request_special {
+            return Ok(None);
+        }
+        let alias = format!("owner-{name}");
+        match self.st.aliases.lookup(&alias) {
+            Ok(None) => Ok(None),
+            Ok(Some(rhs)) => {
+                let owner = if self.st.expand_owner_alias {
+                    rhs.trim().to_owned()
+                } else {
+                    alias
+                };
+                Ok(Some(self.qualify(&owner)))
+            }
+            Err(e) => Err(defer(format!("alias database unavailable: {e}"))),
+        }
+    }
+
     /// `user` becomes `user@$myorigin`, as the address is shown in logs.
     fn qualify(&self, addr: &str) -> String {
         pfx_address::qualify(addr, &self.st.myorigin)
@@ -702,8 +826,7 @@ impl Ctx<'_> {
         if r.is_local {
             self.recipient(&r.address(), top, depth + 1, seen)
         } else {
-            self.forward.push(r.address());
-            sent(String::new())
+            self.send_on(r.address())
         }
     }
 
@@ -774,7 +897,14 @@ impl Ctx<'_> {
                     .filter(|l| !l.trim_start().starts_with('#'))
                     .map(str::to_owned)
                     .collect();
-                self.expand(&list.join(","), top, depth + 1, seen, "include")
+                let outer = (self.owner.clone(), self.class);
+                if self.owner.is_none() {
+                    self.owner = Some(top.to_owned());
+                }
+                self.class = "include";
+                let v = self.expand(&list.join(","), top, depth + 1, seen, "include");
+                (self.owner, self.class) = outer;
+                v
             }
             Err(e) => config_error(format!("cannot open include file {path}: {}", os_error(&e))),
         };
@@ -867,7 +997,7 @@ impl Ctx<'_> {
         let mut msg = Message {
             prepend: &prepend,
             content: &mut content,
-            sender: self.sender,
+            sender: &self.sender,
             limit: Limit::message(self.limit()),
         };
         pfx_mailbox::as_user(uid, gid, || write(&mut msg))
@@ -1011,7 +1141,7 @@ impl Ctx<'_> {
         ] {
             add(name, self.qf.attr(a).map(str::to_owned));
         }
-        let mut input = pfx_mailbox::from_line(self.sender).into_bytes();
+        let mut input = pfx_mailbox::from_line(&self.sender).into_bytes();
         input.extend(self.prepend(rcpt, top));
         if let Err(e) = self
             .qf
@@ -1086,43 +1216,73 @@ async fn pass(
     }
 }
 
-/// Re-submits the message to remote alias targets, as Postfix's local does:
-/// a new queue file with a `Delivered-To:` header for loop detection.
+/// Sends the message on to `group` (one sender) as a new message, as
+/// Postfix's local does: Postfix's `Received: by` and a `Delivered-To:`
+/// header with the recipient (for loop detection) in front; ENVID and RET
+/// kept; each address with `notify`, and the recipient's original address
+/// and ORCPT unless the list has an owner.
 async fn forward(
     st: &Settings,
     qf: &QueueFile,
     req: &DeliveryRequest,
-    notify: u32,
-    rcpt: &pfx_ipc::proto::DeliveryRecipient,
-    targets: &str,
+    (notify, rcpt): (u32, &pfx_ipc::proto::DeliveryRecipient),
+    group: &[&Forward],
 ) -> Result<String, String> {
-    // As Postfix's: the targets inherit the recipient's DSN requests,
-    // SUCCESS aside (`notify`).
-    let recipients = targets
-        .split(',')
-        .map(|t| pfx_queue::file::NewRecipient {
-            address: t.to_owned(),
-            original: None,
+    let top = rcpt
+        .original
+        .clone()
+        .unwrap_or_else(|| rcpt.address.clone());
+    let recipients = group
+        .iter()
+        .map(|f| pfx_queue::file::NewRecipient {
+            address: f.address.clone(),
+            original: (!f.fresh).then(|| top.clone()),
             notify,
-            orcpt: rcpt.orcpt.clone(),
+            orcpt: rcpt.orcpt.clone().filter(|_| !f.fresh),
         })
         .collect();
-    let rcpt = &rcpt.address;
-    let head = format!("Delivered-To: {rcpt}\n").into_bytes();
-    let content = qf.content().map_err(|e| e.to_string())?;
-    let chunks = std::iter::once(Ok(head)).chain(pfx_ipc::client::chunks(content));
-    let attrs = vec![
+    let mut attrs = vec![
         ("origin".into(), "local".into()),
         ("forwarded_from".into(), req.queue_id.clone()),
     ];
+    for name in ["envelope_id", "ret_flags"] {
+        if let Some(v) = qf.attr(name).filter(|v| !v.is_empty()) {
+            attrs.push((name.into(), v.to_owned()));
+        }
+    }
     let envelope = pfx_ipc::cleanup::Envelope {
-        sender: req.sender.clone(),
+        sender: group[0].sender.clone(),
         recipients,
         attrs,
         origin: Origin::Forward,
     };
-    pfx_ipc::cleanup::Cleanup::under(&st.queue_dir)
-        .submit(envelope, chunks, |_| {})
+    let cleanup = pfx_ipc::cleanup::Cleanup::under(&st.queue_dir);
+    let mut msg = cleanup
+        .begin(envelope)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{e:?}"))?;
+    let head = format!(
+        "Received: by {} ({})\n\tid {}; {}\nDelivered-To: {}\n",
+        st.myhostname,
+        st.mail_name,
+        msg.queue_id(),
+        pfx_sys::time::rfc2822(SystemTime::now()),
+        rcpt.address.to_lowercase()
+    );
+    let sent = async {
+        msg.write(head.as_bytes()).await?;
+        let content = qf.content().map_err(pfx_ipc::Error::from)?;
+        for piece in pfx_ipc::client::chunks(content) {
+            msg.write(&piece.map_err(pfx_ipc::Error::from)?).await?;
+        }
+        Ok::<_, pfx_ipc::Error>(())
+    };
+    if let Err(e) = sent.await {
+        msg.abort().await;
+        return Err(e.to_string());
+    }
+    match msg.end().await.map_err(|e| e.to_string())? {
+        pfx_ipc::proto::CleanupReply::Committed { queue_id } => Ok(queue_id),
+        other => Err(format!("{other:?}")),
+    }
 }
