@@ -10,6 +10,7 @@
 //! Log: `QUEUEID: message-id=<...>`.
 
 mod headers;
+mod mime;
 mod rewrite;
 
 use std::path::Path;
