@@ -4,6 +4,7 @@
 
 mod addressing;
 mod chunking;
+mod content;
 mod crash;
 mod debianstock;
 mod dsn;

@@ -142,7 +142,7 @@ fn header_end(buf: &[u8], limit: usize) -> Option<(usize, usize)> {
     (buf.len() > limit).then_some((buf.len(), 0))
 }
 
-fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
+pub(crate) fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
     let mut h = Headers {
         separator,
         ..Default::default()

@@ -9,6 +9,7 @@
 //!
 //! Log: `QUEUEID: message-id=<...>`.
 
+mod checks;
 mod headers;
 mod mime;
 mod rewrite;
@@ -46,6 +47,7 @@ fn main() {
                 committing: AtomicUsize::new(0),
                 qmgr: Arc::new(qmgr),
                 rewriter: std::sync::Mutex::new(None),
+                checks: std::sync::Mutex::new(None),
             });
             refill(&shared.reserve);
             let reserve = shared.reserve.clone();
@@ -79,20 +81,58 @@ struct Shared {
     qmgr: Arc<pfx_ipc::client::Triggers>,
     /// The address rewriting of the newest configuration, built once for all
     /// connections (its tables may hold database connections).
-    rewriter: std::sync::Mutex<Option<(Arc<Config>, Arc<rewrite::Rewriter>)>>,
+    rewriter: PerConfig<rewrite::Rewriter>,
+    /// The content inspection tables, likewise.
+    checks: PerConfig<checks::Tables>,
+}
+
+/// What one configuration builds once for every session.
+type PerConfig<T> = std::sync::Mutex<Option<(Arc<Config>, Arc<T>)>>;
+
+fn cached<T>(
+    slot: &PerConfig<T>,
+    cfg: &Arc<Config>,
+    build: impl FnOnce() -> Result<T, String>,
+) -> Result<Arc<T>, String> {
+    let mut cached = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((c, r)) = cached.as_ref() {
+        if Arc::ptr_eq(c, cfg) {
+            return Ok(r.clone());
+        }
+    }
+    let r = Arc::new(build()?);
+    *cached = Some((cfg.clone(), r.clone()));
+    Ok(r)
 }
 
 impl Shared {
     fn rewriter(&self, cfg: &Arc<Config>) -> Result<Arc<rewrite::Rewriter>, String> {
-        let mut cached = self.rewriter.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, r)) = cached.as_ref() {
-            if Arc::ptr_eq(c, cfg) {
-                return Ok(r.clone());
-            }
-        }
-        let r = Arc::new(rewrite::Rewriter::new(cfg).map_err(|e| e.to_string())?);
-        *cached = Some((cfg.clone(), r.clone()));
-        Ok(r)
+        cached(&self.rewriter, cfg, || {
+            rewrite::Rewriter::new(cfg).map_err(|e| e.to_string())
+        })
+    }
+
+    /// The content inspection tables; `None` when none is set.
+    fn checks(&self, cfg: &Arc<Config>) -> Result<Option<Arc<checks::Tables>>, String> {
+        let t = cached(&self.checks, cfg, || {
+            let table = |n: &str| -> Result<pfx_maps::MapList, String> {
+                let specs = cfg.list(n).map_err(|e| e.to_string())?;
+                pfx_maps::MapList::parse(&specs, &pfx_maps::passwd::Passwd::default())
+                    .map_err(|e| e.to_string())
+            };
+            Ok(checks::Tables {
+                header: table("header_checks")?,
+                mime: table("mime_header_checks")?,
+                nested: table("nested_header_checks")?,
+                body: table("body_checks")?,
+                body_limit: u64::try_from(
+                    cfg.int("body_checks_size_limit")
+                        .map_err(|e| e.to_string())?,
+                )
+                .unwrap_or(0),
+            })
+        })?;
+        Ok(t.any().then_some(t))
     }
 }
 
@@ -148,6 +188,13 @@ struct Settings {
     replace_stray_cr: bool,
     /// `delay_warning_time` (0: no warnings).
     delay_warning: std::time::Duration,
+    /// header_checks and the others, and what the inspection's parser
+    /// needs: `line_length_limit`, `mime_nesting_limit`,
+    /// `mime_boundary_length_limit`.
+    checks: Option<Arc<checks::Tables>>,
+    line_length_limit: usize,
+    mime_nesting_limit: usize,
+    mime_boundary_limit: usize,
 }
 
 impl Settings {
@@ -169,6 +216,7 @@ impl Settings {
         Ok(Self {
             queue: Queue::new(s("queue_directory")?),
             rewriter: shared.rewriter(cfg)?,
+            checks: shared.checks(cfg)?,
             shared,
             myhostname: s("myhostname")?,
             myorigin: s("myorigin")?,
@@ -179,6 +227,9 @@ impl Settings {
                 .bool("cleanup_replace_stray_cr_lf")
                 .map_err(|e| e.to_string())?,
             delay_warning: cfg.time("delay_warning_time").map_err(|e| e.to_string())?,
+            line_length_limit: usize::try_from(n("line_length_limit")?).unwrap_or(2048),
+            mime_nesting_limit: usize::try_from(n("mime_nesting_limit")?).unwrap_or(100),
+            mime_boundary_limit: usize::try_from(n("mime_boundary_length_limit")?).unwrap_or(2048),
         })
     }
 }
@@ -199,6 +250,11 @@ async fn message(
         Err(e) => return begin_error(format!("create queue file: {e}")),
     };
     let id = writer.id().to_owned();
+    // The last recipient as given and rewritten (not expanded), for the
+    // content inspection's log lines, as Postfix's.
+    let last_rcpt = recipients
+        .last()
+        .and_then(|r| st.rewriter.recipient(&r.address).ok());
     let (sender, recipients, expanded, refused) = match envelope(st, &sender, recipients, origin) {
         Ok((s, r, e)) => (s, r, e, None),
         Err(refusal) => (String::new(), Vec::new(), Vec::new(), Some(refusal)),
@@ -248,6 +304,31 @@ async fn message(
         full_name: attr("sender_fullname").filter(|_| origin == Origin::Pickup),
     };
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
+    // Content inspection, for mail from clients and users (not notices or
+    // forwarded mail, as Postfix's defaults have it).
+    let tables = st
+        .checks
+        .as_deref()
+        .filter(|t| t.any() && matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup));
+    let mut inspector = tables.map(|t| {
+        let who = checks::Who {
+            queue_id: id.clone(),
+            origin: match (attr("client_name"), attr("client_address")) {
+                (Some(n), Some(a)) => format!("{n}[{a}]"),
+                _ => "local".into(),
+            },
+            sender: sender.clone(),
+            recipient: last_rcpt.clone(),
+            proto: attr("protocol"),
+            helo: attr("helo_name").filter(|h| !h.is_empty()),
+        };
+        let limits = mime::Limits {
+            header: st.header_limit,
+            nesting: st.mime_nesting_limit,
+            boundary: st.mime_boundary_limit,
+        };
+        checks::Inspector::new(t, who, limits, st.line_length_limit)
+    });
     let mut failure: Option<CleanupReply> = None;
     let mut hold = false;
     loop {
@@ -269,7 +350,8 @@ async fn message(
                     failure = Some(CleanupReply::TooManyHops);
                     continue;
                 }
-                let mut piece = match out.finished_headers.map(|h| meta.header_block(&h)) {
+                let finished = out.finished_headers;
+                let mut piece = match finished.map(|h| meta.head(inspector.as_mut(), &h)) {
                     Some(Ok(block)) => block,
                     Some(Err(refusal)) => {
                         failure = Some(refused_reply(&id, refusal));
@@ -277,7 +359,10 @@ async fn message(
                     }
                     None => Vec::new(),
                 };
-                piece.extend_from_slice(&out.body);
+                match inspector.as_mut() {
+                    Some(ins) => piece.extend(ins.feed(&out.body)),
+                    None => piece.extend_from_slice(&out.body),
+                }
                 st.mask_stray_cr(&mut piece);
                 failure = write_content(&mut writer, &id, &piece).err();
                 if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
@@ -309,15 +394,43 @@ async fn message(
         if meta.too_many_hops(&h) {
             return Ok(CleanupReply::TooManyHops);
         }
-        let mut piece = match meta.header_block(&h) {
+        let mut piece = match meta.head(inspector.as_mut(), &h) {
             Ok(block) => block,
             Err(refusal) => return Ok(refused_reply(&id, refusal)),
         };
-        piece.extend_from_slice(&body);
+        match inspector.as_mut() {
+            Some(ins) => piece.extend(ins.feed(&body)),
+            None => piece.extend_from_slice(&body),
+        }
         st.mask_stray_cr(&mut piece);
         if let Err(f) = write_content(&mut writer, &id, &piece) {
             return Ok(f);
         }
+    }
+    if let Some(mut ins) = inspector.take() {
+        let mut piece = ins.finish();
+        st.mask_stray_cr(&mut piece);
+        if let Err(f) = write_content(&mut writer, &id, &piece) {
+            return Ok(f);
+        }
+        let v = ins.verdict;
+        if v.lookup_failed || v.unsupported.is_some() {
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
+        }
+        if let Some(reason) = v.reject {
+            if origin == Origin::Pickup {
+                return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
+            }
+            return Ok(CleanupReply::Rejected { reason });
+        }
+        if v.discard {
+            // Accepted and dropped: the file goes with the writer.
+            return Ok(CleanupReply::Committed { queue_id: id });
+        }
+        hold |= v.hold;
     }
     if hold {
         if let Err(e) = writer.relocate(&st.queue, pfx_queue::QueueName::Hold) {
@@ -455,6 +568,99 @@ fn envelope(
     Ok((sender, out, expanded))
 }
 
+/// A local submission that the content inspection refuses goes back to
+/// its sender, as Postfix's cleanup does for pickup: each recipient is
+/// logged as bounced (`relay=none`), bounce sends the notice from the
+/// file (kept in `hold/` meanwhile, out of qmgr's sight), and pickup is
+/// done with the message. If no notice can be sent, pickup tries again.
+async fn return_to_sender(
+    st: &Settings,
+    mut writer: Writer,
+    env: &Envelope,
+    arrival: SystemTime,
+    reason: &str,
+) -> CleanupReply {
+    use pfx_ipc::proto::{BounceReply, BounceRequest, Notice};
+    let id = writer.id().to_owned();
+    let failed = || CleanupReply::Failed {
+        temporary: true,
+        reason: "queue file write error".into(),
+    };
+    if let Err(e) = writer.relocate(&st.queue, pfx_queue::QueueName::Hold) {
+        warn!("{id}: move queue file to hold: {e}");
+        return failed();
+    }
+    if let Err(e) = commit(st, writer)
+        .await
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        warn!("{id}: commit queue file: {e}");
+        return failed();
+    }
+    let root = st.queue.root();
+    let held = st.queue.path(pfx_queue::QueueName::Hold, &id);
+    // The checks' reason is `status text` (`5.7.1 message content rejected`).
+    let (dsn, text) = reason
+        .split_once(' ')
+        .map_or(("5.7.1".to_owned(), reason.to_owned()), |(d, t)| {
+            (d.to_owned(), t.to_owned())
+        });
+    let outcome = pfx_maillog::delivery::Outcome::failed(false, &dsn, "none", text.clone());
+    let records: Vec<Status> = env
+        .recipients
+        .iter()
+        .map(|r| Status {
+            recipient: r.address.clone(),
+            original: r.original.clone(),
+            notify: r.notify,
+            dsn_orcpt: r.orcpt.clone(),
+            dsn: dsn.clone(),
+            relay: "none".into(),
+            reason: text.clone(),
+            action: None,
+        })
+        .collect();
+    if let Err(e) = statuslog::append(root, Log::Bounce, &id, &records, true) {
+        warn!("{id}: write bounce log: {e}");
+        let _ = std::fs::remove_file(&held);
+        return failed();
+    }
+    let now = SystemTime::now();
+    let times = pfx_maillog::delivery::Times {
+        arrival,
+        activated: now,
+        agent_start: now,
+        connected: now,
+        done: now,
+    };
+    for r in &env.recipients {
+        info!(
+            "{id}: {}",
+            outcome.line(&r.address, r.original.as_deref(), times)
+        );
+    }
+    let asked = async {
+        let socket = root.join(pfx_ipc::proto::endpoint::BOUNCE);
+        let mut ch = pfx_ipc::client::connect(&socket, conversation::BOUNCE).await?;
+        ch.send(&BounceRequest {
+            queue: pfx_queue::QueueName::Hold,
+            queue_id: id.clone(),
+            kind: Notice::Failure,
+        })
+        .await?;
+        ch.expect::<BounceReply>().await
+    };
+    let sent = matches!(asked.await, Ok(BounceReply::Sent { .. }));
+    let _ = std::fs::remove_file(&held);
+    if sent {
+        CleanupReply::Committed { queue_id: id }
+    } else {
+        warn!("{id}: non-delivery notification failed -- the submission is tried again later");
+        statuslog::remove(root, Log::Bounce, &id);
+        failed()
+    }
+}
+
 /// Logs why a message is not accepted; the answer for its client.
 fn refused_reply(id: &str, refusal: rewrite::Refusal) -> CleanupReply {
     let reason = match refusal {
@@ -525,6 +731,24 @@ struct Meta<'a> {
 }
 
 impl Meta<'_> {
+    /// The header block as queued, and the start of the body: the
+    /// inspection may drop, replace and add headers first.
+    fn head(
+        &self,
+        inspector: Option<&mut checks::Inspector<'_>>,
+        h: &headers::Headers,
+    ) -> Result<Vec<u8>, rewrite::Refusal> {
+        match inspector {
+            None => self.header_block(h),
+            Some(ins) => {
+                let (text, body) = ins.headers(&h.text, &h.separator);
+                let mut block = self.header_block(&headers::analyse(text, Vec::new()))?;
+                block.extend_from_slice(&body);
+                Ok(block)
+            }
+        }
+    }
+
     /// Postfix's `hopcount_limit`: a message with that many `Received:`
     /// headers (smtpd's own among them) is in a mail loop and is refused.
     /// Not mail from pickup: Postfix bounces that to the sender, and pickup

@@ -1453,6 +1453,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(CleanupReply::Committed { queue_id }) => queued(&queue_id),
             Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
             Ok(CleanupReply::TooManyHops) => Reply::new(554, "5.4.0", "Error: too many hops"),
+            // header/body_checks REJECT: the status and text it gave.
+            Ok(CleanupReply::Rejected { reason }) => {
+                let temporary = reason.starts_with('4');
+                let (dsn, text) =
+                    pfx_smtp_proto::dsn_split(if temporary { "4.7.1" } else { "5.7.1" }, &reason);
+                Reply::new(if temporary { 451 } else { 550 }, &dsn, text)
+            }
             Ok(CleanupReply::Failed {
                 temporary: false,
                 reason,

@@ -123,6 +123,11 @@ pub enum CleanupReply {
     },
     /// `hopcount_limit` `Received:` headers: a mail loop; nothing was queued.
     TooManyHops,
+    /// Content inspection refused the message: status and text
+    /// (`5.7.1 message content rejected`; a `4.x.x` status is temporary).
+    Rejected {
+        reason: String,
+    },
 }
 
 /// One recipient of a delivery request.
