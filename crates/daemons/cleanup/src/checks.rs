@@ -520,8 +520,14 @@ mod tests {
                 body.extend_from_slice(fragments[next(12) as usize]);
             }
             let mut ins = inspector(&t);
-            let (head, mut out) = ins.headers(b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n", b"\n");
-            assert_eq!(head, b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n");
+            let (head, mut out) = ins.headers(
+                b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n",
+                b"\n",
+            );
+            assert_eq!(
+                head,
+                b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n"
+            );
             let mut rest = &body[..];
             while !rest.is_empty() {
                 let n = (next(40) as usize + 1).min(rest.len());
