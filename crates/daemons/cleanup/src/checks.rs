@@ -200,24 +200,10 @@ impl<'t> Inspector<'t> {
                     (Block::Primary, _) => "header_checks",
                     (Block::Nested, _) => "nested_header_checks",
                 };
-                let text = String::from_utf8_lossy(&text).into_owned();
+                let shown = String::from_utf8_lossy(&text).into_owned();
                 let mut prepend = Vec::new();
-                let edit = self.check(table, class, Context::Header, &text, &mut prepend);
-                for p in prepend {
-                    out.extend_from_slice(p.as_bytes());
-                    out.push(b'\n');
-                }
-                match edit {
-                    Edit::Keep => {
-                        out.extend_from_slice(text.as_bytes());
-                        out.push(b'\n');
-                    }
-                    Edit::Replace(r) => {
-                        out.extend_from_slice(r.as_bytes());
-                        out.push(b'\n');
-                    }
-                    Edit::Drop => {}
-                }
+                let edit = self.check(table, class, Context::Header, &shown, &mut prepend);
+                put(out, prepend, edit, &text, b"\n");
             }
             Event::PrimaryEnd => self.primary_end = Some(out.len()),
             Event::Body { text, more, offset } => {
@@ -235,22 +221,7 @@ impl<'t> Inspector<'t> {
                 } else {
                     Edit::Keep
                 };
-                for p in prepend {
-                    out.extend_from_slice(p.as_bytes());
-                    out.push(b'\n');
-                }
-                let end: &[u8] = if more { b"" } else { b"\n" };
-                match edit {
-                    Edit::Keep => {
-                        out.extend_from_slice(&text);
-                        out.extend_from_slice(end);
-                    }
-                    Edit::Replace(r) => {
-                        out.extend_from_slice(r.as_bytes());
-                        out.extend_from_slice(end);
-                    }
-                    Edit::Drop => {}
-                }
+                put(out, prepend, edit, &text, if more { b"" } else { b"\n" });
             }
         }
     }
@@ -386,6 +357,22 @@ impl<'t> Inspector<'t> {
     }
 }
 
+/// Writes what a header or record became: the lines PREPEND added, then
+/// the original bytes (never a lossy copy: 8-bit text stays as it came),
+/// its replacement, or nothing; `end` is its line end.
+fn put(out: &mut Vec<u8>, prepend: Vec<String>, edit: Edit, raw: &[u8], end: &[u8]) {
+    for p in prepend {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b'\n');
+    }
+    match edit {
+        Edit::Keep => out.extend_from_slice(raw),
+        Edit::Replace(r) => out.extend_from_slice(r.as_bytes()),
+        Edit::Drop => return,
+    }
+    out.extend_from_slice(end);
+}
+
 /// Postfix's dsn_prepend: the text's own `4.x.x`/`5.x.x` status, else `dsn`.
 fn dsn_prepend(dsn: &str, text: &str) -> String {
     let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -500,7 +487,7 @@ mod tests {
             b"--b\n",
             b"--b--\n",
             b"\n",
-            b"X-Part: one\n two\n",
+            b"X-Part: \xe9t\xe9\n two\n",
             b"Content-Type: message/rfc822\n",
             b"Subject: nested\n",
             b"plain body line\n",
@@ -521,12 +508,12 @@ mod tests {
             }
             let mut ins = inspector(&t);
             let (head, mut out) = ins.headers(
-                b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n",
+                b"Subject: caf\xe9\nContent-Type: multipart/mixed; boundary=b\n",
                 b"\n",
             );
             assert_eq!(
                 head,
-                b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n"
+                b"Subject: caf\xe9\nContent-Type: multipart/mixed; boundary=b\n"
             );
             let mut rest = &body[..];
             while !rest.is_empty() {
@@ -537,10 +524,7 @@ mod tests {
             out.extend(ins.finish());
             let mut want = b"\n".to_vec();
             want.extend_from_slice(&body);
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&want)
-            );
+            assert_eq!(out, want, "{}", String::from_utf8_lossy(&out));
             assert_eq!(ins.verdict, Verdict::default());
         }
     }
