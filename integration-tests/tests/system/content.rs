@@ -220,4 +220,22 @@ fn a_refused_local_submission_is_returned_to_its_sender() {
         .queue_files("maildrop")
         .is_empty()
         && m.queue_files("hold").is_empty()));
+    // A 4.x.x refusal is not returned: the submission waits in maildrop/
+    // for pickup to try again, as Postfix's cleanup defers it.
+    let mut child = std::process::Command::new(testkit::bin("sendmail"))
+        .args(["-C", &m.etc.display().to_string(), "openstack"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"Subject: later\n\nbody\n",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(m.wait_log(": 4.7.0 Try later", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(m.queue_files("maildrop").len(), 1, "{}", m.log_text());
+    assert!(!m.log_text().contains("(Try later)"), "{}", m.log_text());
+    assert_eq!(m.maildir("hadoop").len(), 1);
 }

@@ -33,6 +33,7 @@ struct Settings {
     queue: Queue,
     cleanup: Cleanup,
     myhostname: String,
+    mail_name: String,
     /// `double_bounce_sender`, and it at `$myorigin`.
     double_bounce_name: String,
     double_bounce: String,
@@ -60,6 +61,7 @@ impl Settings {
             cleanup: Cleanup::under(&queue_dir),
             queue: Queue::new(queue_dir),
             myhostname: cfg.get("myhostname")?,
+            mail_name: cfg.get("mail_name")?,
             double_bounce: format!("{double_bounce_name}@{}", cfg.get("myorigin")?),
             double_bounce_name,
             postmaster: cfg.get("2bounce_notice_recipient")?,
@@ -207,9 +209,26 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
         attrs,
         origin: Origin::Internal,
     };
+    // As Postfix's post_mail: `Received: by` with the notice's own queue
+    // ID, and `Date:`, first. The ID is known once cleanup has started the
+    // file; the content is taken after that.
+    let head = std::sync::Mutex::new(Vec::new());
+    let date = pfx_sys::time::rfc2822(std::time::SystemTime::now());
+    let started = |id: &str| {
+        *head.lock().unwrap_or_else(|e| e.into_inner()) = format!(
+            "Received: by {} ({})\n\tid {id}; {date}\nDate: {date}\n",
+            st.myhostname, st.mail_name
+        )
+        .into_bytes();
+    };
+    let content = std::iter::once_with(|| {
+        std::mem::take(&mut *head.lock().unwrap_or_else(|e| e.into_inner()))
+    })
+    .chain(chunks)
+    .map(Ok);
     let id = st
         .cleanup
-        .submit(envelope, chunks.into_iter().map(Ok), |_| {})
+        .submit(envelope, content, started)
         .await
         .map_err(|e| e.to_string())?;
     match kind {

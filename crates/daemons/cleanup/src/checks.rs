@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::mime::{Block, Limits, Out, Parser};
 
 /// The four tables; an empty list checks nothing.
+#[derive(Default)]
 pub(crate) struct Tables {
     pub(crate) header: MapList,
     pub(crate) mime: MapList,
@@ -70,6 +71,10 @@ pub(crate) struct Inspector<'t> {
     record_limit: usize,
     /// Where, in the output of the current call, the primary headers ended.
     primary_end: Option<usize>,
+    nesting_reported: bool,
+    /// A Content-Transfer-Encoding header, anywhere, says 8-bit content
+    /// (`detect_8bit_encoding_header`).
+    pub(crate) eight_bit: bool,
 }
 
 enum Context {
@@ -104,6 +109,8 @@ impl<'t> Inspector<'t> {
             carry: Vec::new(),
             record_limit: record_limit.max(1),
             primary_end: None,
+            nesting_reported: false,
+            eight_bit: false,
         }
     }
 
@@ -162,6 +169,7 @@ impl<'t> Inspector<'t> {
         for e in events {
             self.handle(e, &mut out);
         }
+        self.nesting();
         out
     }
 
@@ -182,12 +190,45 @@ impl<'t> Inspector<'t> {
         for e in events {
             self.handle(e, out);
         }
+        self.nesting();
+    }
+
+    /// Multipart nesting deeper than `mime_nesting_limit`: parts below it
+    /// would escape the header checks, so with header tables in use the
+    /// message is refused, as Postfix's cleanup refuses it (its reason
+    /// comes after a REJECT's, which stands).
+    fn nesting(&mut self) {
+        if self.nesting_reported || self.parser.too_deep.is_none() {
+            return;
+        }
+        let t = self.tables;
+        if t.header.is_empty() && t.mime.is_empty() && t.nested.is_empty() {
+            return;
+        }
+        self.nesting_reported = true;
+        let header = self.parser.too_deep.as_deref().unwrap_or_default();
+        let shown: String = String::from_utf8_lossy(&header[..header.len().min(100)]).into();
+        let w = &self.who;
+        info!(
+            "{}: reject: mime-error MIME nesting exceeds safety limit: {shown} from {}; from=<{}> to=<{}>",
+            w.queue_id,
+            w.origin,
+            w.sender,
+            w.recipient.as_deref().unwrap_or("unknown")
+        );
+        if self.verdict.reject.is_none() {
+            self.verdict.reject = Some("5.6.0 MIME nesting exceeds safety limit".into());
+        }
     }
 
     fn handle(&mut self, e: Event, out: &mut Vec<u8>) {
         match e {
             Event::Header(block, text) => {
                 let name_end = text.iter().position(|c| *c == b':').unwrap_or(0);
+                if text[..name_end].eq_ignore_ascii_case(b"content-transfer-encoding") {
+                    self.eight_bit |=
+                        crate::mime::says_8bit(&String::from_utf8_lossy(&text[name_end + 1..]));
+                }
                 let mime = is_mime_header(&text[..name_end]);
                 let table = match (block, mime) {
                     (_, true) => &self.tables.mime,
@@ -475,6 +516,48 @@ mod tests {
             boundary: 2048,
         };
         Inspector::new(t, who, limits, 64)
+    }
+
+    /// Multiparts nested deeper than `mime_nesting_limit` (2 here; as in
+    /// Postfix, limit + 2 boundaries still nest) are refused when header
+    /// tables are in use, and only then.
+    #[test]
+    fn nesting_past_the_limit_is_refused_with_header_checks() {
+        // The primary headers open b0; each part opens the next.
+        let nested = |depth: usize| {
+            let mut m = Vec::new();
+            for i in 0..depth {
+                m.extend(format!("--b{i}\n").bytes());
+                if i + 1 < depth {
+                    let next = i + 1;
+                    m.extend(
+                        format!("Content-Type: multipart/mixed; boundary=b{next}\n\n").bytes(),
+                    );
+                }
+            }
+            m.extend_from_slice(b"Content-Type: text/plain\n\nhidden\n");
+            m
+        };
+        let run = |t: &Tables, depth: usize| {
+            let limits = Limits {
+                header: 102_400,
+                nesting: 2,
+                boundary: 2048,
+            };
+            let mut ins = Inspector::new(t, inspector(t).who, limits, 64);
+            let (_, _) = ins.headers(b"Content-Type: multipart/mixed; boundary=b0\n", b"\n");
+            ins.feed(&nested(depth));
+            ins.finish();
+            ins.verdict.reject
+        };
+        let t = tables("inline:{ nothing=REJECT }", "");
+        assert_eq!(run(&t, 4), None);
+        assert_eq!(
+            run(&t, 5).as_deref(),
+            Some("5.6.0 MIME nesting exceeds safety limit")
+        );
+        let body_only = tables("", "inline:{ nothing=REJECT }");
+        assert_eq!(run(&body_only, 5), None);
     }
 
     /// Whatever the structure and however the content is cut into pieces,

@@ -19,6 +19,10 @@ pub(crate) struct Headers {
     pub(crate) has_from: bool,
     /// `Received:` headers: the hops the message has made.
     pub(crate) received: usize,
+    /// `Content-Transfer-Encoding: 8bit` (or `binary`): 8-bit content.
+    pub(crate) eight_bit: bool,
+    /// A multipart or message Content-Type: parts have headers of their own.
+    pub(crate) has_parts: bool,
 }
 
 /// What one chunk produced.
@@ -84,7 +88,8 @@ impl HeaderScanner {
         }
         let unterminated = !self.buf.is_empty() && !self.buf.ends_with(b"\n");
         if unterminated {
-            // Look at the last line as a whole line; the line end goes again.
+            // Look at the last line as a whole line; a body line loses the
+            // line end again (its bytes are kept as given).
             self.buf.push(b'\n');
         }
         let mut fed = match self.feed(&[]) {
@@ -96,11 +101,11 @@ impl HeaderScanner {
                 body,
             },
             _ => {
+                // All headers: the last one keeps the line end it was
+                // given, as a Postfix record is a whole line, so that
+                // headers cleanup adds after it start on their own line.
                 self.done = true;
-                let mut h = analyse(std::mem::take(&mut self.buf), Vec::new());
-                if unterminated {
-                    h.text.pop();
-                }
+                let h = analyse(std::mem::take(&mut self.buf), Vec::new());
                 return Some(Fed {
                     finished_headers: Some(h),
                     body: Vec::new(),
@@ -148,15 +153,27 @@ pub(crate) fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
         ..Default::default()
     };
     let s = String::from_utf8_lossy(&text);
-    for line in s.split('\n') {
-        let Some((name, value)) = line.split_once(':') else {
+    let mut lines = s.split('\n').peekable();
+    while let Some(first) = lines.next() {
+        let Some((name, value)) = first.split_once(':') else {
             continue;
         };
+        // The whole header, folded lines included.
+        let mut value = value.to_owned();
+        while let Some(more) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push('\n');
+            value.push_str(more);
+        }
         match name.trim().to_ascii_lowercase().as_str() {
             "message-id" => h.message_id = Some(value.trim().to_owned()),
             "date" => h.has_date = true,
             "from" => h.has_from = true,
             "received" => h.received += 1,
+            "content-transfer-encoding" => h.eight_bit |= crate::mime::says_8bit(&value),
+            "content-type" => {
+                let kind = value.trim_start().to_ascii_lowercase();
+                h.has_parts |= kind.starts_with("multipart") || kind.starts_with("message");
+            }
             _ => {}
         }
     }
@@ -238,7 +255,7 @@ mod tests {
         assert_eq!(h.separator, b"\n");
         assert_eq!(body, b"test");
         let (h, body) = scan(&[b"Subject: no end"]);
-        assert_eq!(h.text, b"Subject: no end");
+        assert_eq!(h.text, b"Subject: no end\n", "a whole line, as a record");
         assert!(h.separator.is_empty() && body.is_empty());
     }
 

@@ -195,6 +195,9 @@ struct Settings {
     line_length_limit: usize,
     mime_nesting_limit: usize,
     mime_boundary_limit: usize,
+    /// `detect_8bit_encoding_header`, and the empty tables its parse uses.
+    detect_8bit: bool,
+    no_checks: checks::Tables,
 }
 
 impl Settings {
@@ -230,12 +233,16 @@ impl Settings {
             line_length_limit: usize::try_from(n("line_length_limit")?).unwrap_or(2048),
             mime_nesting_limit: usize::try_from(n("mime_nesting_limit")?).unwrap_or(100),
             mime_boundary_limit: usize::try_from(n("mime_boundary_length_limit")?).unwrap_or(2048),
+            detect_8bit: cfg
+                .bool("detect_8bit_encoding_header")
+                .map_err(|e| e.to_string())?,
+            no_checks: checks::Tables::default(),
         })
     }
 }
 
-async fn message(
-    st: &Settings,
+async fn message<'s>(
+    st: &'s Settings,
     ch: &mut Channel<UnixStream>,
     sender: String,
     recipients: Vec<NewRecipient>,
@@ -310,7 +317,7 @@ async fn message(
         .checks
         .as_deref()
         .filter(|t| t.any() && matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup));
-    let mut inspector = tables.map(|t| {
+    let inspect = |t: &'s checks::Tables| -> checks::Inspector<'s> {
         let who = checks::Who {
             queue_id: id.clone(),
             origin: match (attr("client_name"), attr("client_address")) {
@@ -328,7 +335,16 @@ async fn message(
             boundary: st.mime_boundary_limit,
         };
         checks::Inspector::new(t, who, limits, st.line_length_limit)
-    });
+    };
+    let mut inspector = tables.map(inspect);
+    // `detect_8bit_encoding_header`: a message with parts is parsed, with
+    // no tables, to find the parts' Content-Transfer-Encoding headers.
+    let watch = |h: &headers::Headers, ins: &mut Option<checks::Inspector<'s>>| {
+        if ins.is_none() && st.detect_8bit && h.has_parts && !h.eight_bit {
+            *ins = Some(inspect(&st.no_checks));
+        }
+    };
+    let mut primary_8bit = false;
     let mut failure: Option<CleanupReply> = None;
     let mut hold = false;
     loop {
@@ -351,6 +367,10 @@ async fn message(
                     continue;
                 }
                 let finished = out.finished_headers;
+                if let Some(h) = &finished {
+                    watch(h, &mut inspector);
+                    primary_8bit = h.eight_bit;
+                }
                 let mut piece = match finished.map(|h| meta.head(inspector.as_mut(), &h)) {
                     Some(Ok(block)) => block,
                     Some(Err(refusal)) => {
@@ -394,6 +414,8 @@ async fn message(
         if meta.too_many_hops(&h) {
             return Ok(CleanupReply::TooManyHops);
         }
+        watch(&h, &mut inspector);
+        primary_8bit = h.eight_bit;
         let mut piece = match meta.head(inspector.as_mut(), &h) {
             Ok(block) => block,
             Err(refusal) => return Ok(refused_reply(&id, refusal)),
@@ -406,6 +428,10 @@ async fn message(
         if let Err(f) = write_content(&mut writer, &id, &piece) {
             return Ok(f);
         }
+    }
+    let eight_bit = primary_8bit || inspector.as_ref().is_some_and(|i| i.eight_bit);
+    if st.detect_8bit && eight_bit && attr("encoding").as_deref() != Some("8bit") {
+        writer.extracted_attr("encoding", "8bit");
     }
     if let Some(mut ins) = inspector.take() {
         let mut piece = ins.finish();
@@ -421,7 +447,9 @@ async fn message(
             });
         }
         if let Some(reason) = v.reject {
-            if origin == Origin::Pickup {
+            // A 4.x.x refusal cannot be bounced: pickup tries again later,
+            // as Postfix's cleanup defers.
+            if origin == Origin::Pickup && reason.starts_with('5') {
                 return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
             }
             return Ok(CleanupReply::Rejected { reason });

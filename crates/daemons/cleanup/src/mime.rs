@@ -76,6 +76,10 @@ pub(crate) struct Parser {
     /// The previous record did not end its line.
     prev_more: bool,
     body_offset: u64,
+    /// The first Content-Type header whose boundary would have nested
+    /// deeper than `mime_nesting_limit` (Postfix's MIME_ERR_NESTING): what
+    /// follows it is taken as body.
+    pub(crate) too_deep: Option<Vec<u8>>,
 }
 
 /// RFC 2045's tspecials, which end a token.
@@ -91,6 +95,7 @@ impl Parser {
             header: Vec::new(),
             prev_more: false,
             body_offset: 0,
+            too_deep: None,
         }
     }
 
@@ -205,17 +210,19 @@ impl Parser {
         let is_ctype = header
             .get(..13)
             .is_some_and(|n| n.eq_ignore_ascii_case(b"content-type:"));
-        if is_ctype {
-            self.content_type(&header[13..]);
+        if is_ctype && !self.content_type(&header[13..]) && self.too_deep.is_none() {
+            self.too_deep = Some(header.clone());
         }
         self.prev_more = false;
         out(Out::Header(block, header));
     }
 
-    fn content_type(&mut self, value: &[u8]) {
+    /// Takes in a Content-Type value; false when a boundary was left out
+    /// for nesting too deep.
+    fn content_type(&mut self, value: &[u8]) -> bool {
         let mut params = split_params(value).into_iter();
         let Some(first) = params.next() else {
-            return;
+            return true;
         };
         let head = tokens(&first);
         let word = |i: usize, w: &str| {
@@ -225,8 +232,9 @@ impl Parser {
         };
         let slash = matches!(head.get(1), Some(Token::Special(b'/')));
         if head.is_empty() {
-            return;
+            return true;
         }
+        let mut nested = true;
         self.kind = if word(0, "text") {
             Kind::Text
         } else if word(0, "message") {
@@ -250,7 +258,14 @@ impl Parser {
                     Some(&Token::Special(c)) => vec![c],
                     None => continue,
                 };
-                if is_boundary && self.stack.len() < self.limits.nesting {
+                if !is_boundary {
+                    continue;
+                }
+                // Postfix's test, whose level starts at -1 and is checked
+                // before the push: up to limit + 2 boundaries nest.
+                if self.stack.len() > self.limits.nesting + 1 {
+                    nested = false;
+                } else {
                     let mut text = value;
                     text.truncate(self.limits.boundary);
                     self.stack.push(Boundary { text, default });
@@ -260,7 +275,16 @@ impl Parser {
         } else {
             Kind::Other
         };
+        nested
     }
+}
+
+/// Whether a Content-Transfer-Encoding value says 8-bit content (`8bit`
+/// or `binary`), compared as Postfix's cleanup does: the whole value after
+/// leading white space, without case.
+pub(crate) fn says_8bit(value: &str) -> bool {
+    let v = value.trim_start_matches([' ', '\t', '\n', '\r']);
+    v.eq_ignore_ascii_case("8bit") || v.eq_ignore_ascii_case("binary")
 }
 
 /// The length of the header name when `text` starts a header (`Name:` or

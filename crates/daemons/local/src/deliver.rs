@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use pfx_config::{BuildError, Config};
-use pfx_ipc::proto::{DeliveryRequest, Origin};
+use pfx_ipc::proto::{CleanupReply, DeliveryRequest, Origin};
 use pfx_maillog::delivery::{Class, Outcome};
 use pfx_maps::passwd::{Passwd, User};
 use pfx_maps::MapList;
@@ -335,8 +335,10 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             }
         }
         // Addresses that get the message anew: one new message per
-        // sender, as Postfix's local sends them.
-        let res = if res.class == Class::Sent && !fwd.is_empty() {
+        // sender, as Postfix's local sends them. A bounced address does
+        // not stop the others; a deferred one does (the retry sends them),
+        // and so does the first new message that cannot be queued.
+        let res = if !res.is_temporary() && !fwd.is_empty() {
             let mut res = res;
             let mut senders: Vec<&str> = Vec::new();
             for f in &fwd {
@@ -346,14 +348,14 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             }
             for sender in senders {
                 let group: Vec<&Forward> = fwd.iter().filter(|f| f.sender == sender).collect();
-                let v = match forward(st, &qf, req, (notify, r), &group).await {
-                    Ok(id) => self::sent(format!("forwarded as {id}")),
-                    Err(e) => defer(format!("forward to {}: {e}", group[0].address)),
-                };
+                let v = forward(st, &qf, req, (notify, r), &group).await;
                 // One line per new message, for the recipient, as Postfix logs it.
                 leaves.push((r.address.clone(), v.clone()));
                 if v.class != Class::Sent {
-                    res = v;
+                    if res.class == Class::Sent || v.is_temporary() {
+                        res = v;
+                    }
+                    break;
                 }
             }
             res
@@ -444,6 +446,14 @@ impl Ctx<'_> {
         if depth > MAX_ALIAS_DEPTH {
             return bounce("5.4.6", format!("mail forwarding loop for {top}"));
         }
+        // At every level, as Postfix's local: an address the message was
+        // delivered to before (a `Delivered-To:` header) is a loop.
+        let to = self.qualify(addr);
+        if self.delivered_to.contains(&to.to_ascii_lowercase()) {
+            let v = bounce("5.4.6", format!("mail forwarding loop for {to}"));
+            self.leaves.push((to, v.clone()));
+            return v;
+        }
         let (local, _) = self.local_part(addr);
         let name = local.to_ascii_lowercase();
         let delim = &self.st.recipient_delimiter;
@@ -457,14 +467,10 @@ impl Ctx<'_> {
             let found = match self.st.aliases.lookup_owned(&name) {
                 Ok(Some(v)) => Some((name.clone(), v)),
                 Ok(None) => match &base {
-                    Some(b) => self
-                        .st
-                        .aliases
-                        .lookup_owned(b)
-                        .map_err(|e| defer(format!("alias database unavailable: {e}")))
-                        .ok()
-                        .flatten()
-                        .map(|v| (b.clone(), v)),
+                    Some(b) => match self.st.aliases.lookup_owned(b) {
+                        Ok(v) => v.map(|v| (b.clone(), v)),
+                        Err(e) => return defer(format!("alias database unavailable: {e}")),
+                    },
                     None => None,
                 },
                 Err(e) => return defer(format!("alias database unavailable: {e}")),
@@ -520,7 +526,6 @@ impl Ctx<'_> {
             Ok(None) => {
                 // Postfix's mailbox transport takes every recipient, known
                 // to the passwd database or not.
-                let to = self.qualify(addr);
                 match self.mailbox_transport(&user_name) {
                     Ok(Some(spec)) => return self.pass(&spec, &to, top),
                     Ok(None) => return self.unknown(addr, top, &user_name, depth, seen),
@@ -529,7 +534,6 @@ impl Ctx<'_> {
             }
             Err(e) => defer(format!("user lookup: {e}")),
         };
-        let to = self.qualify(addr);
         self.leaves.push((to, v.clone()));
         v
     }
@@ -926,9 +930,6 @@ impl Ctx<'_> {
 
     fn mailbox(&mut self, user: &User, addr: &str, top: &str) -> Outcome {
         let rcpt = self.qualify(addr);
-        if self.delivered_to.contains(&rcpt.to_ascii_lowercase()) {
-            return bounce("5.4.6", format!("mail forwarding loop for {rcpt}"));
-        }
         match self.mailbox_transport(&user.name) {
             Ok(Some(spec)) => return self.pass(&spec, &rcpt, top),
             Ok(None) => {}
@@ -1227,7 +1228,40 @@ async fn forward(
     req: &DeliveryRequest,
     (notify, rcpt): (u32, &pfx_ipc::proto::DeliveryRecipient),
     group: &[&Forward],
-) -> Result<String, String> {
+) -> Outcome {
+    let to = &group[0].address;
+    match queue_forward(st, qf, req, (notify, rcpt), group).await {
+        Ok(CleanupReply::Committed { queue_id }) => sent(format!("forwarded as {queue_id}")),
+        // What cleanup refuses for good bounces the recipient: retrying
+        // would meet the same refusal until the message expires.
+        Ok(CleanupReply::TooManyHops) => bounce("5.4.6", "too many hops"),
+        Ok(CleanupReply::TooBig) => bounce("5.3.4", "message too big for system"),
+        Ok(CleanupReply::Rejected { reason }) => {
+            let (dsn, text) = reason.split_once(' ').unwrap_or(("5.7.1", &reason));
+            let text = text.to_owned();
+            if dsn.starts_with('4') {
+                defer_dsn(dsn, text)
+            } else {
+                bounce(dsn, text)
+            }
+        }
+        Ok(CleanupReply::Failed {
+            temporary: false,
+            reason,
+        }) => bounce("5.3.0", format!("forward to {to}: {reason}")),
+        Ok(other) => defer(format!("forward to {to}: {other:?}")),
+        Err(e) => defer(format!("forward to {to}: {e}")),
+    }
+}
+
+/// Queues the new message of [`forward`]; cleanup's last reply.
+async fn queue_forward(
+    st: &Settings,
+    qf: &QueueFile,
+    req: &DeliveryRequest,
+    (notify, rcpt): (u32, &pfx_ipc::proto::DeliveryRecipient),
+    group: &[&Forward],
+) -> Result<CleanupReply, String> {
     let top = rcpt
         .original
         .clone()
@@ -1281,8 +1315,5 @@ async fn forward(
         msg.abort().await;
         return Err(e.to_string());
     }
-    match msg.end().await.map_err(|e| e.to_string())? {
-        pfx_ipc::proto::CleanupReply::Committed { queue_id } => Ok(queue_id),
-        other => Err(format!("{other:?}")),
-    }
+    msg.end().await.map_err(|e| e.to_string())
 }

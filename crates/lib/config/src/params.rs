@@ -182,7 +182,7 @@ pub static PARAMS: &[Param] = &[
     p("deliver_lock_attempts", "20", Int, N),
     p("deliver_lock_delay", "1s", Time('s'), N),
     p("destination_concurrency_feedback_debug", "no", Bool, N),
-    p("detect_8bit_encoding_header", "yes", Bool, N),
+    p("detect_8bit_encoding_header", "yes", Bool, I),
     p("disable_dns_lookups", "no", Bool, R),
     p("disable_mime_input_processing", "no", Bool, R),
     p("disable_mime_output_conversion", "no", Bool, N),

@@ -64,7 +64,7 @@ pub mod sql;
 pub mod table;
 mod text;
 
-pub use owner::{owner, Owner};
+pub use owner::Owner;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,8 +106,8 @@ pub enum Map {
         source: PathBuf,
         reader: Mutex<Option<indexed::Reader>>,
     },
-    /// A text table read once.
-    TextHash(HashMap<String, String>),
+    /// A text table read once, and its file's owner.
+    TextHash(HashMap<String, String>, Owner),
     /// The password database (or `local_passwd_file`).
     Passwd(passwd::Passwd),
     /// A NIS map on a machine with no NIS domain: never matches.
@@ -117,10 +117,10 @@ pub enum Map {
         table: String,
         conn: Mutex<Option<std::os::unix::net::UnixStream>>,
     },
-    /// `regexp:` or `pcre:`.
-    Pattern(pattern::Table),
-    /// `cidr:`.
-    Cidr(cidr::Table),
+    /// `regexp:` or `pcre:`, and its file's owner.
+    Pattern(pattern::Table, Owner),
+    /// `cidr:`, and its file's owner.
+    Cidr(cidr::Table, Owner),
     /// `inline:{...}`.
     Inline(inline::Inline),
     /// `static:value`: answers every key.
@@ -133,8 +133,9 @@ pub enum Map {
     Tcp(socket::Tcp),
     /// `socketmap:...`.
     Socketmap(socket::Socketmap),
-    /// `sqlite:/path.cf`, `pgsql:/path.cf`, `mysql:/path.cf`.
-    Sql(sql::Table),
+    /// `sqlite:/path.cf`, `pgsql:/path.cf`, `mysql:/path.cf`, and the
+    /// configuration file's owner.
+    Sql(sql::Table, Owner),
     /// A table that could not be opened (Postfix's surrogate): every lookup
     /// fails with [`Error::Unavailable`].
     Unavailable { table: String, reason: String },
@@ -293,8 +294,11 @@ impl Map {
             }
             // Always postmap's `key value` format, as Postfix reads it, even
             // for aliases.
-            "texthash" => match std::fs::read_to_string(name) {
-                Ok(text) => Ok(Self::TextHash(texthash(name, &text))),
+            "texthash" => match owner::read(Path::new(name)) {
+                Ok((bytes, o)) => Ok(Self::TextHash(
+                    texthash(name, &String::from_utf8_lossy(&bytes)),
+                    o,
+                )),
                 Err(e) => unavailable(format!("open {name}: {}", strerror(&e))),
             },
             "unix" if name == "passwd.byname" => Ok(Self::Passwd(passwd.clone())),
@@ -307,12 +311,14 @@ impl Map {
             },
             "regexp" | "pcre" | "cidr" => match text::table_text(kind, name) {
                 Err(reason) => unavailable(reason),
-                Ok(t) => Ok(match kind {
+                Ok((t, o)) => Ok(match kind {
                     "regexp" => {
-                        Self::Pattern(pattern::Table::parse(pattern::Kind::Regexp, name, &t))
+                        Self::Pattern(pattern::Table::parse(pattern::Kind::Regexp, name, &t), o)
                     }
-                    "pcre" => Self::Pattern(pattern::Table::parse(pattern::Kind::Pcre, name, &t)),
-                    _ => Self::Cidr(cidr::Table::parse(name, &t)),
+                    "pcre" => {
+                        Self::Pattern(pattern::Table::parse(pattern::Kind::Pcre, name, &t), o)
+                    }
+                    _ => Self::Cidr(cidr::Table::parse(name, &t), o),
                 }),
             },
             "inline" => {
@@ -341,7 +347,8 @@ impl Map {
                 socket::Socketmap::parse(name).map_or_else(unavailable, |m| Ok(Self::Socketmap(m)))
             }
             "sqlite" | "pgsql" | "mysql" => {
-                sql::Table::open(kind, name).map_or_else(unavailable, |t| Ok(Self::Sql(t)))
+                let o = owner::of_path(Path::new(name));
+                sql::Table::open(kind, name).map_or_else(unavailable, |t| Ok(Self::Sql(t, o)))
             }
             _ => Err(Error::Unsupported {
                 kind: kind.to_owned(),
@@ -357,20 +364,40 @@ impl Map {
     /// (not folded), instead of trying domain and parent-domain keys.
     pub fn is_pattern(&self) -> bool {
         match self {
-            Self::Pattern(_)
-            | Self::Cidr(_)
+            Self::Pattern(..)
+            | Self::Cidr(..)
             | Self::Tcp(_)
             | Self::Socketmap(_)
             | Self::Unavailable { .. } => true,
             Self::Union(maps) | Self::Pipe(maps) => maps.first().is_some_and(Self::is_pattern),
             Self::Proxy { table, .. } => spec_is_pattern(table),
             Self::Indexed { .. }
-            | Self::TextHash(_)
+            | Self::TextHash(..)
             | Self::Passwd(_)
             | Self::NoNis
             | Self::Inline(_)
             | Self::Static(_)
-            | Self::Sql(_) => false,
+            | Self::Sql(..) => false,
+        }
+    }
+
+    /// Who vouches for this table's answers (Postfix's dictionary owner),
+    /// from the file as it was opened: the indexed file now in use, the
+    /// text file read, the SQL configuration file.
+    pub fn owner(&self) -> Owner {
+        match self {
+            Self::Indexed { reader, .. } => {
+                let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+                reader.as_ref().map_or(Owner::Unknown, |r| r.owner())
+            }
+            Self::TextHash(_, o) | Self::Pattern(_, o) | Self::Cidr(_, o) | Self::Sql(_, o) => *o,
+            Self::Passwd(_) | Self::NoNis | Self::Inline(_) | Self::Static(_) => Owner::Trusted,
+            Self::Union(maps) | Self::Pipe(maps) => maps
+                .iter()
+                .fold(Owner::Trusted, |acc, m| acc.and(m.owner())),
+            Self::Proxy { .. } | Self::Tcp(_) | Self::Socketmap(_) | Self::Unavailable { .. } => {
+                Owner::Unknown
+            }
         }
     }
 
@@ -379,7 +406,7 @@ impl Map {
     pub fn records(&self) -> Option<Result<Vec<(String, String)>, Error>> {
         match self {
             Self::Inline(t) => Some(Ok(t.entries().to_vec())),
-            Self::TextHash(d) => {
+            Self::TextHash(d, _) => {
                 let mut v: Vec<(String, String)> =
                     d.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 v.sort();
@@ -445,7 +472,7 @@ impl Map {
                     source: e,
                 })
             }
-            Self::TextHash(d) => Ok(d.get(&key.to_ascii_lowercase()).cloned()),
+            Self::TextHash(d, _) => Ok(d.get(&key.to_ascii_lowercase()).cloned()),
             Self::Passwd(p) => Ok(p.lookup(&key.to_ascii_lowercase())?.map(|u| u.name)),
             Self::NoNis => Ok(None),
             Self::Proxy { table, conn } => {
@@ -457,8 +484,8 @@ impl Map {
                     proxy_lookup(table, &key.to_ascii_lowercase(), conn)
                 }
             }
-            Self::Pattern(t) => Ok(t.lookup(key)),
-            Self::Cidr(t) => Ok(t.lookup(key)),
+            Self::Pattern(t, _) => Ok(t.lookup(key)),
+            Self::Cidr(t, _) => Ok(t.lookup(key)),
             Self::Inline(t) => Ok(t.get(&key.to_ascii_lowercase()).map(str::to_owned)),
             Self::Static(v) => Ok(Some(v.clone())),
             Self::Union(maps) => {
@@ -485,7 +512,7 @@ impl Map {
             }
             Self::Tcp(t) => t.lookup(key),
             Self::Socketmap(m) => m.lookup(key),
-            Self::Sql(t) => t.lookup(key),
+            Self::Sql(t, _) => t.lookup(key),
             Self::Unavailable { table, reason } => {
                 tracing::warn!("{table} is unavailable. {reason}");
                 Err(Error::Unavailable {
@@ -586,23 +613,20 @@ fn nis_domain() -> Option<String> {
 /// aliases(5) file read as a table) is kept as it is, with a warning; the
 /// first of two records for a key wins.
 fn texthash(name: &str, text: &str) -> HashMap<String, String> {
-    let (entries, errors) = table::parse_lenient(name, text);
+    let (entries, errors) = table::records(name, text);
     for e in errors {
         tracing::warn!(
             "{name}, line {}: expected format: key whitespace value -- ignoring this line",
             e.line
         );
     }
-    for (line, record) in pfx_config::logical_lines(text).unwrap_or_default() {
-        let key = record.split(char::is_whitespace).next().unwrap_or("");
+    let mut out = HashMap::new();
+    for (line, key, value) in entries {
         if key.len() > 1 && key.ends_with(':') {
             tracing::warn!(
                 "{name}, line {line}: record is in \"key: value\" format; is this an alias file?"
             );
         }
-    }
-    let mut out = HashMap::new();
-    for (key, value) in entries {
         out.entry(key).or_insert(value);
     }
     out
@@ -649,7 +673,7 @@ impl MapList {
     pub fn lookup_owned(&self, key: &str) -> Result<Option<(String, Owner, &str)>, Error> {
         Ok(self
             .find(key)?
-            .map(|(v, i)| (v, owner(&self.specs[i]), self.specs[i].as_str())))
+            .map(|(v, i)| (v, self.maps[i].owner(), self.specs[i].as_str())))
     }
 
     /// The answer and the index of the table that gave it.

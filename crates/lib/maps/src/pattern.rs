@@ -750,7 +750,7 @@ mod tests {
 
     #[test]
     fn inline_rules_and_other_delimiters() {
-        let text = crate::text::table_text("regexp", "{ {/^a/ A}, {|^b| B} }").unwrap();
+        let (text, _) = crate::text::table_text("regexp", "{ {/^a/ A}, {|^b| B} }").unwrap();
         let t = regexp(&text);
         assert_eq!(t.lookup("ax").as_deref(), Some("A"));
         assert_eq!(t.lookup("bx").as_deref(), Some("B"));

@@ -3,53 +3,36 @@
 //! space continues the previous entry; `#` starts a comment line. Keys are
 //! folded to lower case.
 
-use std::path::Path;
-
 use crate::aliases::{Entry, Error};
+use crate::text;
 
-/// Reads and parses a table file strictly (the first bad line is an error).
-pub fn parse_file(path: &Path) -> Result<Vec<Entry>, Error> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error {
-        path: name.clone(),
-        line: 0,
-        message: e.to_string(),
-    })?;
-    let (entries, mut errors) = parse_lenient(&name, &text);
-    match errors.is_empty() {
-        true => Ok(entries),
-        false => Err(errors.remove(0)),
-    }
+/// Parses table text as postmap does: bad lines are reported and skipped;
+/// text that starts a logical line with white space is warned about and
+/// skipped on its own (Postfix's readllines), the rest still read.
+pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
+    let (records, errors) = records(path, text);
+    let entries = records.into_iter().map(|(_, k, v)| (k, v)).collect();
+    (entries, errors)
 }
 
-/// Parses table text as postmap does: bad lines are reported and skipped.
-pub fn parse_lenient(path: &str, text: &str) -> (Vec<Entry>, Vec<Error>) {
-    let logical = match pfx_config::logical_lines(text) {
-        Ok(l) => l,
-        Err(line) => {
-            let e = Error {
-                path: path.into(),
-                line,
-                message: "continuation line without a preceding entry".into(),
-            };
-            return (Vec::new(), vec![e]);
-        }
-    };
+/// [`parse_lenient`]'s entries, each with its line number.
+pub(crate) fn records(path: &str, text: &str) -> (Vec<(usize, String, String)>, Vec<Error>) {
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    for (line, text) in logical {
-        let mut parts = text.splitn(2, char::is_whitespace);
-        let key = parts.next().unwrap_or("").to_ascii_lowercase();
-        let value = parts.next().unwrap_or("").trim().to_owned();
+    for (line, record) in text::logical_lines(path, text) {
+        let (key, value) = match record.find(text::is_space) {
+            Some(i) => (&record[..i], text::trim_end(text::trim_start(&record[i..]))),
+            None => (record.as_str(), ""),
+        };
         if value.is_empty() {
             errors.push(Error {
                 path: path.into(),
                 line,
-                message: format!("expected format: key whitespace value, got \"{text}\""),
+                message: format!("expected format: key whitespace value, got \"{record}\""),
             });
             continue;
         }
-        entries.push((key, value));
+        entries.push((line, key.to_ascii_lowercase(), value.to_owned()));
     }
     (entries, errors)
 }
@@ -74,5 +57,17 @@ mod tests {
         );
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, 5);
+    }
+
+    /// An indented first line is left out on its own, as Postfix's
+    /// readllines does, not the whole table.
+    #[test]
+    fn an_indented_first_line_costs_only_itself() {
+        let (e, errs) = parse_lenient("t", "  stray value\n\tmore\na b\nc d\n   e\n");
+        assert_eq!(
+            e,
+            vec![("a".into(), "b".into()), ("c".into(), "d   e".into())]
+        );
+        assert!(errs.is_empty());
     }
 }

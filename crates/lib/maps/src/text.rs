@@ -179,7 +179,7 @@ pub(crate) fn split_name_value(s: &str) -> Result<(&str, &str), &'static str> {
 /// given inline (`{ {rule1}, {rule2} }`, one rule per line), as Postfix
 /// 3.7's dict_stream_open. The error is the reason Postfix gives
 /// (`open /path: No such file or directory`).
-pub(crate) fn table_text(kind: &str, name: &str) -> Result<String, String> {
+pub(crate) fn table_text(kind: &str, name: &str) -> Result<(String, crate::Owner), String> {
     if name.starts_with('{') {
         let inner = unbrace(name, false).map_err(|e| format!("{kind} map: {e}"))?;
         let mut text = String::new();
@@ -188,10 +188,10 @@ pub(crate) fn table_text(kind: &str, name: &str) -> Result<String, String> {
             text.push_str(rule);
             text.push('\n');
         }
-        return Ok(text);
+        return Ok((text, crate::Owner::Trusted));
     }
-    match std::fs::read(name) {
-        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+    match crate::owner::read(std::path::Path::new(name)) {
+        Ok((bytes, owner)) => Ok((String::from_utf8_lossy(&bytes).into_owned(), owner)),
         Err(e) => Err(format!("open {name}: {}", crate::strerror(&e))),
     }
 }
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn inline_table_text_is_one_rule_per_line() {
         assert_eq!(
-            table_text("regexp", "{ {/a/ b}, { /c/ d } }").unwrap(),
+            table_text("regexp", "{ {/a/ b}, { /c/ d } }").unwrap().0,
             "/a/ b\n/c/ d\n"
         );
         assert_eq!(

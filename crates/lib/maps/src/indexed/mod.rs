@@ -199,6 +199,13 @@ impl Reader {
         })
     }
 
+    /// Who owns the file in use (`fstat` of the open file).
+    pub fn owner(&self) -> crate::Owner {
+        self.file
+            .metadata()
+            .map_or(crate::Owner::Unknown, |m| crate::Owner::of(&m))
+    }
+
     /// Whether the file was rebuilt in place (its time or size changed) or
     /// replaced or removed (no name links to it any more).
     pub fn changed(&self) -> bool {

@@ -370,9 +370,11 @@ impl QueueFile {
 
     /// The value of an attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
+        // The last one counts, as in Postfix's cleanup and qmgr: the
+        // extracted segment's `encoding` overrides the envelope's.
         self.attrs
             .iter()
-            .find(|(k, _)| k == name)
+            .rfind(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 

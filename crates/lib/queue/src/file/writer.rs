@@ -52,6 +52,8 @@ pub struct Writer {
     finished: bool,
     /// When to warn the sender of a delay (`delay_warning_time`).
     warn_at: Option<u64>,
+    /// Attributes for the extracted segment.
+    extracted: Vec<(String, String)>,
 }
 
 impl Writer {
@@ -125,6 +127,7 @@ impl Writer {
             name_dirs,
             finished: false,
             warn_at: None,
+            extracted: Vec::new(),
         };
         // The size record is filled in by finish, and is not checksummed.
         let size = size_record(&Sizes::default(), 0);
@@ -272,6 +275,13 @@ impl Writer {
         Ok(())
     }
 
+    /// An attribute learned from the content (`encoding=8bit`), written
+    /// after it, in the extracted segment, as Postfix's cleanup does; a
+    /// later attribute of the same name overrides an earlier one.
+    pub fn extracted_attr(&mut self, name: &str, value: &str) {
+        self.extracted.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Bytes of content written so far.
     pub fn content_len(&self) -> u64 {
         self.content_len
@@ -289,6 +299,9 @@ impl Writer {
         }
         let data_size = self.pos - self.content_start;
         self.put(kind::XTRA, b"")?;
+        for (k, v) in std::mem::take(&mut self.extracted) {
+            self.put(kind::ATTR, format!("{k}={v}").as_bytes())?;
+        }
         self.put(kind::END, b"")?;
         self.flush_buf()?;
         let crc = std::mem::take(&mut self.crc).finalize();
