@@ -239,3 +239,77 @@ fn a_refused_local_submission_is_returned_to_its_sender() {
     assert!(!m.log_text().contains("(Try later)"), "{}", m.log_text());
     assert_eq!(m.maildir("hadoop").len(), 1);
 }
+
+/// `detect_8bit_encoding_header`: a client that does not say BODY=8BITMIME
+/// sends a message whose primary headers, or the headers of a part deep
+/// inside it, say `Content-Transfer-Encoding: 8bit`; both systems relay it
+/// on with `BODY=8BITMIME`, and a 7-bit one without.
+#[test]
+fn an_8bit_part_makes_the_relayed_message_8bitmime_as_in_postfix() {
+    let Some(both) = crate::sidebyside::side_by_side(
+        "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+         relayhost = [127.0.0.1]:SINK\nmyhostname = mail.ywnds.com\n",
+        &[],
+    ) else {
+        return;
+    };
+    let nested = "Subject: nested\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\n\
+        Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\
+        Content-Type: multipart/alternative; boundary=\"i\"\r\n\r\n--i\r\n\
+        Content-Type: text/plain; charset=utf-8\r\n\
+        Content-Transfer-Encoding: 8bit\r\n\r\ncaf\u{e9}\r\n--i--\r\n--o--\r\n";
+    let messages = [
+        (
+            "top",
+            "Subject: top\r\nContent-Transfer-Encoding: BINARY\r\n\r\nx\r\n",
+        ),
+        ("nested", nested),
+        (
+            "seven",
+            "Subject: seven\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--b--\r\n",
+        ),
+    ];
+    for (name, text) in messages {
+        let rcpt = format!("RCPT TO:<{name}@remote.example>");
+        crate::sidebyside::same_replies(
+            &both,
+            "127.0.0.1",
+            &[
+                "EHLO client.example",
+                "MAIL FROM:<s@client.example>",
+                &rcpt,
+                "DATA",
+                text,
+                "QUIT",
+            ],
+        );
+    }
+    // Each MAIL FROM with the RCPT TO after it, as the next hop saw them.
+    let params = |mx: &testkit::fake_mx::FakeMx| {
+        assert!(wait_for(Duration::from_secs(20), || mx.accepted().len() == 3));
+        let commands = mx.commands();
+        let mut v: Vec<String> = commands
+            .windows(2)
+            .filter(|w| w[0].starts_with("MAIL FROM:"))
+            .map(|w| {
+                let body = w[0].contains("BODY=8BITMIME");
+                let rcpt = w[1].split(['<', '>']).nth(1).unwrap_or("").to_owned();
+                format!("{rcpt} 8bitmime={body}")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (theirs, ours) = (params(&both.theirs_mx), params(&both.ours_mx));
+    assert_eq!(theirs, ours, "postfix-rs log:\n{}", both.m.log_text());
+    assert_eq!(
+        ours,
+        [
+            "nested@remote.example 8bitmime=true",
+            "seven@remote.example 8bitmime=false",
+            "top@remote.example 8bitmime=true"
+        ]
+    );
+}
