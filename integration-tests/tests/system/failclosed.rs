@@ -86,12 +86,12 @@ const SERVICES: &str = "alpha unix - - n - - fixture-service\n";
 
 #[test]
 fn a_refused_setting_stops_check_and_start_with_file_line_and_parameter() {
-    let inst = Instance::new(SERVICES, "smtpd_milters = inet:127.0.0.1:8891\n");
+    let inst = Instance::new(SERVICES, "non_smtpd_milters = inet:127.0.0.1:8891\n");
     for cmd in ["check", "start"] {
         let out = inst.run("postfix", &[cmd]);
         assert_eq!(out.status.code(), Some(1), "postfix {cmd}");
         let want = format!(
-            "{}, line 11: smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
+            "{}, line 11: non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
             inst.etc.join("main.cf").display()
         );
         assert!(stderr(&out).contains(&want), "{}", stderr(&out));
@@ -105,7 +105,8 @@ fn a_refused_setting_stops_check_and_start_with_file_line_and_parameter() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
+        stderr(&out)
+            .contains("non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
         "{}",
         stderr(&out)
     );
@@ -173,11 +174,12 @@ fn a_refused_reload_keeps_the_running_configuration() {
     assert!(c.cmd("RCPT TO:<openstack@ywnds.com>").starts_with("250"));
     c.cmd("QUIT");
 
-    m.add_main_cf("smtpd_milters = inet:127.0.0.1:8891\n");
+    m.add_main_cf("non_smtpd_milters = inet:127.0.0.1:8891\n");
     let out = m.run("postfix", &["reload"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
+        stderr(&out)
+            .contains("non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
         "{}",
         stderr(&out)
     );
@@ -212,7 +214,9 @@ fn a_refused_reload_keeps_the_running_configuration() {
     );
     assert!(
         m.log_text().lines().any(|l| l.contains("fatal: ")
-            && l.contains("smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs")),
+            && l.contains(
+                "non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"
+            )),
         "{}",
         m.log_text()
     );

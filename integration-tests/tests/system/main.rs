@@ -14,6 +14,7 @@ mod lmtp;
 mod local_agent;
 mod mailpath;
 mod maps;
+mod milters;
 mod named;
 mod pipe;
 mod policy;

@@ -11,6 +11,7 @@
 
 mod checks;
 mod headers;
+mod milter;
 mod mime;
 mod rewrite;
 
@@ -266,7 +267,7 @@ async fn message<'s>(
         Ok((s, r, e)) => (s, r, e, None),
         Err(refusal) => (String::new(), Vec::new(), Vec::new(), Some(refusal)),
     };
-    let env = Envelope {
+    let mut env = Envelope {
         sender: sender.clone(),
         recipients,
         attrs,
@@ -279,11 +280,6 @@ async fn message<'s>(
             .map_or(0, |d| d.as_secs());
         writer.delay_warning(secs);
     }
-    if refused.is_none() {
-        if let Err(e) = writer.envelope(&env) {
-            return begin_error(format!("{id}: write queue file: {e}"));
-        }
-    }
     ch.send(&CleanupReply::Started {
         queue_id: id.clone(),
     })
@@ -295,8 +291,14 @@ async fn message<'s>(
         return drain(ch, &id, reply).await;
     }
 
+    // The envelope is written with the first content: milters' changes
+    // to it come before.
+    let mut envelope_written = false;
+    // Inspect: the content waits here for smtpd's milters and their changes.
+    let mut for_milters: Option<Vec<u8>> = None;
+    let given_attrs = env.attrs.clone();
     let attr = |name: &str| {
-        env.attrs
+        given_attrs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
@@ -357,6 +359,13 @@ async fn message<'s>(
                 if failure.is_some() {
                     continue;
                 }
+                if for_milters.is_none() && !std::mem::replace(&mut envelope_written, true) {
+                    if let Err(e) = writer.envelope(&env) {
+                        warn!("{id}: write queue file: {e}");
+                        failure = Some(write_error());
+                        continue;
+                    }
+                }
                 let out = hdr.feed(&chunk);
                 if out
                     .finished_headers
@@ -384,12 +393,22 @@ async fn message<'s>(
                     None => piece.extend_from_slice(&out.body),
                 }
                 st.mask_stray_cr(&mut piece);
-                failure = write_content(&mut writer, &id, &piece).err();
-                if failure.is_none() && st.size_limit > 0 && writer.content_len() > st.size_limit {
+                failure = put(&mut writer, for_milters.as_mut(), &id, &piece).err();
+                let size =
+                    writer.content_len() + for_milters.as_ref().map_or(0, |b| b.len() as u64);
+                if failure.is_none() && st.size_limit > 0 && size > st.size_limit {
                     failure = Some(CleanupReply::TooBig);
                 }
             }
             CleanupRequest::Hold => hold = true,
+            CleanupRequest::Inspect if !envelope_written => for_milters = Some(Vec::new()),
+            CleanupRequest::Inspect
+            | CleanupRequest::Edit(_)
+            | CleanupRequest::BodyMore(_)
+            | CleanupRequest::ChangeEnvelope(_)
+            | CleanupRequest::EditsDone { .. } => {
+                return Err(format!("{id}: protocol error: milter request out of place"));
+            }
             CleanupRequest::End => break,
             CleanupRequest::Abort => {
                 return Ok(CleanupReply::Failed {
@@ -404,6 +423,12 @@ async fn message<'s>(
     }
     if let Some(f) = failure {
         return Ok(f);
+    }
+    if !envelope_written && for_milters.is_none() {
+        if let Err(e) = writer.envelope(&env) {
+            warn!("{id}: write queue file: {e}");
+            return Ok(write_error());
+        }
     }
     // The headers did not end before the content did.
     if let Some(Fed {
@@ -425,7 +450,7 @@ async fn message<'s>(
             None => piece.extend_from_slice(&body),
         }
         st.mask_stray_cr(&mut piece);
-        if let Err(f) = write_content(&mut writer, &id, &piece) {
+        if let Err(f) = put(&mut writer, for_milters.as_mut(), &id, &piece) {
             return Ok(f);
         }
     }
@@ -436,7 +461,7 @@ async fn message<'s>(
     if let Some(mut ins) = inspector.take() {
         let mut piece = ins.finish();
         st.mask_stray_cr(&mut piece);
-        if let Err(f) = write_content(&mut writer, &id, &piece) {
+        if let Err(f) = put(&mut writer, for_milters.as_mut(), &id, &piece) {
             return Ok(f);
         }
         let v = ins.verdict;
@@ -459,6 +484,22 @@ async fn message<'s>(
             return Ok(CleanupReply::Committed { queue_id: id });
         }
         hold |= v.hold;
+    }
+    if let Some(content) = for_milters.take() {
+        match milter::inspect(st, ch, &id, &mut env, content, origin).await? {
+            Ok((bytes, held)) => {
+                hold |= held;
+                let written = writer
+                    .envelope(&env)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| writer.content(&bytes).map_err(|e| e.to_string()));
+                if let Err(e) = written {
+                    warn!("{id}: write queue file: {e}");
+                    return Ok(write_error());
+                }
+            }
+            Err(reply) => return Ok(reply),
+        }
     }
     if hold {
         if let Err(e) = writer.relocate(&st.queue, pfx_queue::QueueName::Hold) {
@@ -719,7 +760,13 @@ async fn drain(
             .await
             .map_err(|e| format!("{id}: read content: {e}"))?;
         match req {
-            CleanupRequest::Content(_) | CleanupRequest::Hold => {}
+            CleanupRequest::Content(_)
+            | CleanupRequest::Hold
+            | CleanupRequest::Inspect
+            | CleanupRequest::Edit(_)
+            | CleanupRequest::BodyMore(_)
+            | CleanupRequest::ChangeEnvelope(_)
+            | CleanupRequest::EditsDone { .. } => {}
             CleanupRequest::End | CleanupRequest::Abort => return Ok(reply),
             CleanupRequest::Begin { .. } => {
                 return Err(format!("{id}: protocol error: Begin inside a message"))
@@ -863,6 +910,30 @@ fn display_name(name: &str) -> String {
 }
 
 /// Appends content; a write error becomes the reply for the client.
+/// Content for the queue file, or for the milters first.
+fn put(
+    writer: &mut Writer,
+    for_milters: Option<&mut Vec<u8>>,
+    id: &str,
+    bytes: &[u8],
+) -> Result<(), CleanupReply> {
+    match for_milters {
+        Some(buf) => {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        }
+        None => write_content(writer, id, bytes),
+    }
+}
+
+/// cleanup's temporary failure when its queue file cannot be written.
+fn write_error() -> CleanupReply {
+    CleanupReply::Failed {
+        temporary: true,
+        reason: "queue file write error".into(),
+    }
+}
+
 fn write_content(writer: &mut Writer, id: &str, bytes: &[u8]) -> Result<(), CleanupReply> {
     writer.content(bytes).map_err(|e| {
         warn!("{id}: write queue file: {e}");

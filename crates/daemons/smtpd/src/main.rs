@@ -9,6 +9,7 @@ mod access;
 mod check;
 mod dnsxl;
 mod limits;
+mod milter;
 mod policy;
 mod sasl;
 mod session;

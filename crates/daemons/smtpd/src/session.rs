@@ -111,6 +111,10 @@ struct Session<S> {
     shared: Arc<Shared>,
     /// What this client reports to anvil; `None` when nothing (see `limits`).
     events: Option<Events>,
+    /// `smtpd_milters`' session; whether they were told of this
+    /// transaction's MAIL (an ABORT is then owed).
+    milters: Option<pfx_milter::Session>,
+    milter_mail: bool,
     /// Fires no later than `smtpd_timeout` after the current read began.
     idle: Pin<Box<tokio::time::Sleep>>,
 }
@@ -199,6 +203,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         pushed: None,
         shared,
         events,
+        milters: None,
+        milter_mail: false,
         idle: Box::pin(tokio::time::sleep(timeout)),
     };
     // SMTPS: no banner until the handshake is done; a failed one is
@@ -214,8 +220,18 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             greet = false;
         }
     }
+    let mut banner = Reply::plain(220, s.st.banner.clone());
     if greet {
-        let banner = Reply::plain(220, s.st.banner.clone());
+        match s.milter_connect().await {
+            Some((r, true)) => {
+                s.reply_now(&r).await;
+                greet = false;
+            }
+            Some((r, false)) => banner = r,
+            None => {}
+        }
+    }
+    if greet {
         s.reply(&banner);
         match s.serve().await {
             End::Timeout => {
@@ -238,6 +254,12 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             ),
             End::Done => {}
         }
+    }
+    if let Some(mut m) = s.milters.take() {
+        if s.milter_mail {
+            m.abort().await;
+        }
+        m.quit().await;
     }
     if let Some(ev) = s.events.as_mut() {
         ev.disconnect(&s.shared.anvil).await;
@@ -419,7 +441,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Command::Ehlo(name)) => {
                     self.last_verb = "ehlo";
                     self.mechs = self.offered_mechanisms(true).await;
-                    ("ehlo", self.command(Command::Ehlo(name)))
+                    self.milter_abort().await;
+                    let r = self.command(Command::Ehlo(name.clone()));
+                    if let Some(bye) = self.milter_helo(&name, "EHLO").await {
+                        self.reply_now(&bye).await;
+                        return End::Done;
+                    }
+                    ("ehlo", r)
+                }
+                Ok(Command::Helo(name)) => {
+                    self.last_verb = "helo";
+                    self.milter_abort().await;
+                    let r = self.command(Command::Helo(name.clone()));
+                    if let Some(bye) = self.milter_helo(&name, "HELO").await {
+                        self.reply_now(&bye).await;
+                        return End::Done;
+                    }
+                    ("helo", r)
+                }
+                Ok(Command::Rset) => {
+                    self.last_verb = "rset";
+                    self.milter_abort().await;
+                    ("rset", self.command(Command::Rset))
+                }
+                Ok(Command::Unknown(verb)) => {
+                    self.last_verb = "unknown";
+                    let r = match self.milter_unknown(&verb).await {
+                        Some(r) => r,
+                        None => self.command(Command::Unknown(verb)),
+                    };
+                    ("unknown", r)
                 }
                 Ok(Command::Data { arguments }) => {
                     self.last_verb = "data";
@@ -631,6 +682,241 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn connect_event(&mut self) -> Option<Reply> {
         let ev = self.events.as_mut()?;
         ev.connect(&self.st, &self.shared.anvil).await
+    }
+
+    /// The macro values milters may ask for now; `queue_id` is `i`.
+    fn milter_values(&self, queue_id: Option<&str>) -> crate::milter::Values {
+        let mut v = crate::milter::Values::default();
+        let st = &self.st;
+        if let Some(m) = &st.milters {
+            v.set("daemon_name", m.daemon_name.clone());
+            v.set("v", m.v.clone());
+        }
+        v.set("j", st.myhostname.clone());
+        let ip = self.peer.ip();
+        let forged = if self.client_name != "unknown"
+            && !self.client_name.eq_ignore_ascii_case(&self.reverse_name)
+        {
+            " (may be forged)"
+        } else {
+            ""
+        };
+        v.set("_", format!("{} [{ip}]{forged}", self.reverse_name));
+        v.set(
+            "client_addr",
+            match ip {
+                std::net::IpAddr::V6(a) => format!("IPv6:{a}"),
+                std::net::IpAddr::V4(a) => a.to_string(),
+            },
+        );
+        v.set("client_name", self.client_name.clone());
+        v.set("client_ptr", self.reverse_name.clone());
+        v.set("client_port", self.peer.port().to_string());
+        if let Some(server) = self.server {
+            v.set("daemon_addr", server.ip().to_string());
+            v.set("daemon_port", server.port().to_string());
+        }
+        if let Some(t) = &self.tls {
+            v.set("tls_version", t.protocol);
+            v.set("cipher", t.cipher.clone());
+            v.set("cipher_bits", t.bits.to_string());
+        }
+        if let Some((method, user)) = &self.login {
+            v.set("auth_type", method.clone());
+            v.set("auth_authen", user.clone());
+            if let Some(s) = &self.sasl_sender {
+                v.set("auth_author", s.clone());
+            }
+        }
+        if let Some(sender) = &self.sender {
+            v.set("mail_addr", sender.clone());
+        }
+        if let Some(id) = queue_id {
+            v.set("i", id);
+        }
+        v
+    }
+
+    fn whatsup<'a>(
+        &'a self,
+        stage: &'a str,
+        queue_id: Option<&'a str>,
+        sender: Option<&'a str>,
+        recipient: Option<&'a str>,
+    ) -> crate::milter::Whatsup<'a> {
+        crate::milter::Whatsup {
+            queue_id,
+            stage,
+            client: &self.client,
+            sender,
+            recipient,
+            esmtp: self.esmtp,
+            helo: self.helo.as_deref(),
+            sasl_username: self.login.as_ref().map(|(_, u)| u.as_str()),
+        }
+    }
+
+    /// The connect event: `None` for the usual greeting; else the
+    /// greeting, and whether the session ends with it (421).
+    async fn milter_connect(&mut self) -> Option<(Reply, bool)> {
+        let cfg = &self.st.milters.as_ref()?.config;
+        let ip = self.peer.ip();
+        let addr = ip.to_string();
+        let client = pfx_milter::Client {
+            name: &self.client_name,
+            addr: &addr,
+            port: self.peer.port(),
+            family: if ip.is_ipv6() {
+                pfx_milter::Family::Inet6
+            } else {
+                pfx_milter::Family::Inet
+            },
+        };
+        let values = self.milter_values(None);
+        let lookup = |n: &str| values.get(n);
+        let (session, verdict) = pfx_milter::Session::connect(cfg, &client, &lookup).await;
+        self.milters = Some(session);
+        let host = &self.st.myhostname;
+        match verdict {
+            pfx_milter::Verdict::Reply(text) => {
+                self.whatsup("CONNECT", None, None, None)
+                    .log("milter-reject", &text);
+                if text.starts_with("421") {
+                    let r =
+                        Reply::plain(421, format!("{host} Service unavailable - try again later"));
+                    Some((r, true))
+                } else if text.starts_with('5') {
+                    Some((
+                        Reply::plain(554, format!("{host} ESMTP not accepting connections")),
+                        false,
+                    ))
+                } else {
+                    None
+                }
+            }
+            pfx_milter::Verdict::Shutdown => {
+                self.whatsup("CONNECT", None, None, None)
+                    .log("milter-reject", "421 4.7.0 Server closing connection");
+                let r = Reply::plain(421, format!("{host} Service unavailable - try again later"));
+                Some((r, true))
+            }
+            _ => None,
+        }
+    }
+
+    /// HELO or EHLO to the milters: a 421 ends the session (the reply
+    /// returned); any other answer leaves the usual 250.
+    async fn milter_helo(&mut self, name: &str, stage: &str) -> Option<Reply> {
+        let values = self.milter_values(None);
+        let lookup = |n: &str| values.get(n);
+        let m = self.milters.as_mut()?;
+        let v = m.helo(name, &lookup).await;
+        match v {
+            pfx_milter::Verdict::Reply(text) => {
+                self.whatsup(stage, None, None, None)
+                    .log("milter-reject", &text);
+                text.starts_with("421")
+                    .then(|| crate::milter::reply_of(&text))
+            }
+            pfx_milter::Verdict::Shutdown => {
+                self.whatsup(stage, None, None, None)
+                    .log("milter-reject", "421 4.7.0 Server closing connection");
+                Some(Reply::new(421, "4.7.0", "Server closing connection"))
+            }
+            _ => None,
+        }
+    }
+
+    /// What a milter's verdict on a command means: its reply, or `None`
+    /// to go on (a DISCARD or HOLD marks the transaction).
+    fn milter_verdict(
+        &mut self,
+        v: pfx_milter::Verdict,
+        stage: &str,
+        queue_id: Option<&str>,
+        recipient: Option<&str>,
+    ) -> Option<Reply> {
+        let sender = self.sender.clone();
+        let w = self.whatsup(stage, queue_id, sender.as_deref(), recipient);
+        match v {
+            pfx_milter::Verdict::Continue => None,
+            pfx_milter::Verdict::Reply(text) => {
+                w.log("milter-reject", &text);
+                Some(crate::milter::reply_of(&text))
+            }
+            pfx_milter::Verdict::Shutdown => {
+                w.log("milter-reject", "421 4.7.0 Server closing connection");
+                Some(Reply::new(421, "4.7.0", "Server closing connection"))
+            }
+            pfx_milter::Verdict::Discard => {
+                w.log("milter-discard", "milter triggers DISCARD action");
+                self.effects.discard = true;
+                None
+            }
+            pfx_milter::Verdict::Hold => {
+                w.log("milter-hold", "milter triggers HOLD action");
+                self.effects.hold = true;
+                None
+            }
+        }
+    }
+
+    /// MAIL or RCPT to the milters.
+    async fn milter_envelope(
+        &mut self,
+        stage: &str,
+        args: Vec<String>,
+        recipient: Option<&str>,
+    ) -> Option<Reply> {
+        if self.effects.discard {
+            return None;
+        }
+        let mut values = self.milter_values(None);
+        if let Some(r) = recipient {
+            values.set("rcpt_addr", self.st.resolve(r).address());
+        }
+        let lookup = |n: &str| values.get(n);
+        let m = self.milters.as_mut()?;
+        let v = if stage == "MAIL" {
+            self.milter_mail = true;
+            m.mail(args, &lookup).await
+        } else {
+            m.rcpt(args, &lookup).await
+        };
+        self.milter_verdict(v, stage, None, recipient)
+    }
+
+    /// DATA to the milters.
+    async fn milter_data(&mut self, queue_id: Option<&str>) -> Option<Reply> {
+        if self.effects.discard {
+            return None;
+        }
+        let values = self.milter_values(queue_id);
+        let lookup = |n: &str| values.get(n);
+        let v = self.milters.as_mut()?.data(&lookup).await;
+        self.milter_verdict(v, "DATA", queue_id, None)
+    }
+
+    /// A command smtpd does not know: the milters' reply instead of 500.
+    async fn milter_unknown(&mut self, verb: &str) -> Option<Reply> {
+        let values = self.milter_values(None);
+        let lookup = |n: &str| values.get(n);
+        let v = self.milters.as_mut()?.unknown(verb, &lookup).await;
+        match v {
+            pfx_milter::Verdict::Reply(_) | pfx_milter::Verdict::Shutdown => {
+                self.milter_verdict(v, "UNKNOWN", None, None)
+            }
+            _ => None,
+        }
+    }
+
+    /// The transaction is over: the milters are told (ABORT).
+    async fn milter_abort(&mut self) {
+        if std::mem::take(&mut self.milter_mail) {
+            if let Some(m) = self.milters.as_mut() {
+                m.abort().await;
+            }
+        }
     }
 
     /// The client limits: the reply that refuses this event, if any.
@@ -1069,6 +1355,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.instance = next_instance();
         self.body_8bit = body_8bit;
         self.sasl_sender = sasl_sender.filter(|s| s != "<>");
+        let mut args = vec![format!("<{addr}>")];
+        args.extend(params.iter().map(param_text));
+        if let Some(r) = self.milter_envelope("MAIL", args, None).await {
+            self.reset();
+            return r;
+        }
         Reply::new(250, "2.1.0", "Ok")
     }
 
@@ -1119,6 +1411,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             check::recipient(&st, facts, &mut fx).await
         };
         self.effects = fx;
+        let verdict = match verdict {
+            Ok(()) => {
+                let mut args = vec![format!("<{addr}>")];
+                args.extend(params.iter().map(param_text));
+                match self.milter_envelope("RCPT", args, Some(&addr)).await {
+                    Some(r) => Err(r),
+                    None => Ok(()),
+                }
+            }
+            Err(r) => Err(r),
+        };
         match verdict {
             Ok(()) => {
                 // As Postfix's smtpd: without ORCPT=, the address as given.
@@ -1308,6 +1611,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             check::content(&st, Stage::Data, facts, &mut fx).await
         };
+        let verdict = match verdict {
+            Ok(()) => {
+                self.effects = fx;
+                let queue_id = early.as_ref().map(|m| m.queue_id().to_owned());
+                let r = self.milter_data(queue_id.as_deref()).await;
+                fx = std::mem::take(&mut self.effects);
+                r.map_or(Ok(()), Err)
+            }
+            Err(r) => Err(r),
+        };
         if let Err(r) = verdict {
             self.effects = fx;
             if let Some(m) = early {
@@ -1359,6 +1672,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .flat_map(|h| format!("{h}\n").into_bytes())
             .collect();
         head.extend(self.received_header(&id, &recipients));
+        // Milters see the content as cleanup would queue it, at its end;
+        // their changes are made before the reply.
+        let mut msg = msg;
+        let inspect = !fx.discard && self.milters.as_ref().is_some_and(|m| !m.is_empty());
+        if inspect && msg.inspect().is_err() {
+            msg.abort().await;
+            return Err(Reply::new(451, "4.3.0", "Error: queue file write error"));
+        }
         Ok(Open {
             msg,
             id,
@@ -1369,6 +1690,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             size: 0,
             too_big: false,
             broken: false,
+            inspect,
         })
     }
 
@@ -1386,6 +1708,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             size,
             too_big,
             broken,
+            inspect,
             ..
         } = open;
         let excluded = st.bare_newline_exclusions.contains(self.peer.ip());
@@ -1442,14 +1765,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if fx.discard {
             // Accepted, and dropped: what DISCARD means.
             msg.abort().await;
+            self.milter_abort().await;
             return queued(&id);
         }
-        let mut msg = msg;
-        if fx.hold && msg.hold().is_err() {
-            msg.abort().await;
-            return Reply::new(451, "4.3.0", "Error: queue file write error");
-        }
-        match msg.end().await {
+        let ended = if inspect {
+            let last = recipients.last().map(|r| r.given.as_str());
+            let r = self.milter_message(&id, &sender, last, msg, fx.hold).await;
+            match r {
+                Ok(r) => r,
+                Err(None) => {
+                    self.milter_abort().await;
+                    return queued(&id);
+                }
+                Err(Some(r)) => {
+                    self.milter_abort().await;
+                    return r;
+                }
+            }
+        } else {
+            let mut msg = msg;
+            if fx.hold && msg.hold().is_err() {
+                msg.abort().await;
+                return Reply::new(451, "4.3.0", "Error: queue file write error");
+            }
+            msg.end().await
+        };
+        self.milter_abort().await;
+        match ended {
             Ok(CleanupReply::Committed { queue_id }) => queued(&queue_id),
             Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
             Ok(CleanupReply::TooManyHops) => Reply::new(554, "5.4.0", "Error: too many hops"),
@@ -1474,6 +1816,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             _ => Reply::new(451, "4.3.0", "Error: queue file write error"),
         }
+    }
+
+    /// The end of the message: cleanup gives the content as it would
+    /// queue it, the milters look at it, cleanup makes their changes and
+    /// answers. `Err(None)`: discarded; `Err(Some(reply))`: refused.
+    async fn milter_message(
+        &mut self,
+        id: &str,
+        sender: &str,
+        last_rcpt: Option<&str>,
+        msg: pfx_ipc::cleanup::Message<'_>,
+        hold: bool,
+    ) -> Result<Result<CleanupReply, pfx_ipc::Error>, Option<Reply>> {
+        let (content, msg) = match msg.processed().await {
+            Ok(pfx_ipc::cleanup::Processed::Content(c, m)) => (c, m),
+            Ok(pfx_ipc::cleanup::Processed::Done(reply)) => return Ok(Ok(reply)),
+            Err(e) => return Ok(Err(e)),
+        };
+        // smtpd's Received: is the first (access table PREPENDs may come
+        // before it): milters are not shown it.
+        let own = pfx_milter::Message::parse(&content, None)
+            .headers
+            .iter()
+            .position(|h| h.name().eq_ignore_ascii_case(b"received"));
+        let mut message = pfx_milter::Message::parse(&content, own);
+        drop(content);
+        let values = self.milter_values(Some(id));
+        let lookup = |n: &str| values.get(n);
+        let Some(m) = self.milters.as_mut() else {
+            return Ok(msg.edited(Vec::new(), Vec::new(), hold).await);
+        };
+        let (verdict, changes, envelope) = m.message(&mut message, &lookup).await;
+        let w = self.whatsup("END-OF-MESSAGE", Some(id), Some(sender), last_rcpt);
+        let mut hold = hold;
+        match verdict {
+            pfx_milter::Verdict::Continue => {}
+            pfx_milter::Verdict::Reply(text) => {
+                w.log("milter-reject", text.get(4..).unwrap_or(&text));
+                msg.abort().await;
+                return Err(Some(crate::milter::reply_of(&text)));
+            }
+            pfx_milter::Verdict::Discard => {
+                w.log("milter-discard", "milter triggers DISCARD action");
+                msg.abort().await;
+                return Err(None);
+            }
+            // As Postfix's cleanup: logged as a rejection, and dropped.
+            pfx_milter::Verdict::Shutdown => {
+                w.log("milter-reject", "message content rejected");
+                msg.abort().await;
+                return Err(None);
+            }
+            pfx_milter::Verdict::Hold => {
+                w.log("milter-hold", "milter triggers HOLD action");
+                hold = true;
+            }
+        }
+        Ok(msg.edited(changes, envelope, hold).await)
     }
 
     /// BDAT (RFC 3030, as Postfix's smtpd): the first chunk opens the
@@ -1879,6 +2279,8 @@ struct Open<'a> {
     too_big: bool,
     /// Writing to cleanup failed: the rest is read and dropped.
     broken: bool,
+    /// Milters look at the content at its end.
+    inspect: bool,
 }
 
 impl Open<'_> {

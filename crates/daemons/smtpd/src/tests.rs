@@ -112,6 +112,12 @@ async fn cleanup(
                 temporary: true,
                 reason: "aborted".into(),
             },
+            // These unit tests configure no milters.
+            CleanupRequest::Inspect
+            | CleanupRequest::Edit(_)
+            | CleanupRequest::BodyMore(_)
+            | CleanupRequest::ChangeEnvelope(_)
+            | CleanupRequest::EditsDone { .. } => panic!("milter request without milters"),
         };
         ch.send(&reply).await.unwrap();
     }

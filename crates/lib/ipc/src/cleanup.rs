@@ -162,6 +162,14 @@ impl Cleanup {
     }
 }
 
+/// What [`Message::processed`] gives: the content for the milters, or
+/// cleanup's final answer.
+#[derive(Debug)]
+pub enum Processed<'a> {
+    Content(Vec<u8>, Message<'a>),
+    Done(CleanupReply),
+}
+
 /// A message cleanup has started: content goes in, then [`Message::end`]
 /// or [`Message::abort`]. Dropped without either, its connection is closed
 /// and cleanup drops the message.
@@ -174,7 +182,7 @@ pub struct Message<'a> {
     broken: bool,
 }
 
-impl Message<'_> {
+impl<'a> Message<'a> {
     /// The queue ID cleanup gave the message.
     pub fn queue_id(&self) -> &str {
         &self.queue_id
@@ -206,6 +214,66 @@ impl Message<'_> {
         let queued = self.ch.queue(&CleanupRequest::Hold);
         self.broken |= queued.is_err();
         queued
+    }
+
+    /// Milters will look at this message (sent with the next send): see
+    /// [`Message::processed`].
+    pub fn inspect(&mut self) -> Result<(), Error> {
+        let queued = self.ch.queue(&CleanupRequest::Inspect);
+        self.broken |= queued.is_err();
+        queued
+    }
+
+    /// After [`Message::inspect`]: ends the content and returns it as
+    /// cleanup would queue it, with the message, which waits for
+    /// [`Message::edited`] or [`Message::abort`]; or cleanup's final answer
+    /// when it refused the message already.
+    pub async fn processed(mut self) -> Result<Processed<'a>, Error> {
+        self.ch.send(&CleanupRequest::End).await?;
+        let mut content = Vec::new();
+        loop {
+            match self.ch.expect::<CleanupReply>().await? {
+                CleanupReply::Content(piece) => content.extend_from_slice(&piece),
+                CleanupReply::ContentEnd => return Ok(Processed::Content(content, self)),
+                other => {
+                    self.pool.give_back(self.ch);
+                    return Ok(Processed::Done(other));
+                }
+            }
+        }
+    }
+
+    /// After [`Message::processed`]: the milters' changes; cleanup makes
+    /// them and answers as to End.
+    pub async fn edited(
+        mut self,
+        content: Vec<crate::proto::ContentEdit>,
+        envelope: Vec<crate::proto::EnvelopeEdit>,
+        hold: bool,
+    ) -> Result<CleanupReply, Error> {
+        for e in content {
+            match e {
+                crate::proto::ContentEdit::Body(b) if b.len() > crate::proto::CHUNK => {
+                    let mut pieces = b.chunks(crate::proto::CHUNK);
+                    let first = pieces.next().unwrap_or_default().to_vec();
+                    self.ch
+                        .queue(&CleanupRequest::Edit(crate::proto::ContentEdit::Body(
+                            first,
+                        )))?;
+                    for p in pieces {
+                        self.ch.send(&CleanupRequest::BodyMore(p.to_vec())).await?;
+                    }
+                }
+                e => self.ch.queue(&CleanupRequest::Edit(e))?,
+            }
+        }
+        for e in envelope {
+            self.ch.queue(&CleanupRequest::ChangeEnvelope(e))?;
+        }
+        self.ch.send(&CleanupRequest::EditsDone { hold }).await?;
+        let reply = self.ch.expect::<CleanupReply>().await?;
+        self.pool.give_back(self.ch);
+        Ok(reply)
     }
 
     /// Finishes the message and returns cleanup's verdict; the connection
@@ -262,10 +330,17 @@ mod tests {
                             CleanupRequest::Begin { .. } => CleanupReply::Started {
                                 queue_id: format!("C{n}"),
                             },
-                            CleanupRequest::Content(_) | CleanupRequest::Hold => continue,
-                            CleanupRequest::End => CleanupReply::Committed {
-                                queue_id: format!("C{n}"),
-                            },
+                            CleanupRequest::Content(_)
+                            | CleanupRequest::Hold
+                            | CleanupRequest::Inspect
+                            | CleanupRequest::Edit(_)
+                            | CleanupRequest::BodyMore(_)
+                            | CleanupRequest::ChangeEnvelope(_) => continue,
+                            CleanupRequest::EditsDone { .. } | CleanupRequest::End => {
+                                CleanupReply::Committed {
+                                    queue_id: format!("C{n}"),
+                                }
+                            }
                             CleanupRequest::Abort => CleanupReply::Failed {
                                 temporary: true,
                                 reason: "aborted".into(),

@@ -99,10 +99,62 @@ pub enum CleanupRequest {
     /// The message goes to the hold queue, not to delivery (an access
     /// table's or policy service's HOLD); sent before End.
     Hold,
+    /// Milters will look at the message: at End, cleanup answers with
+    /// the content as it would queue it ([`CleanupReply::Content`] pieces,
+    /// then [`CleanupReply::ContentEnd`]) and waits for the milters'
+    /// changes, up to [`Self::EditsDone`] (or Abort). Sent before any
+    /// Content.
+    Inspect,
+    /// A change the milters made, in order.
+    Edit(ContentEdit),
+    /// More of the new body of the last [`ContentEdit::Body`] (a body is
+    /// sent in pieces of at most [`CHUNK`] bytes).
+    BodyMore(Vec<u8>),
+    ChangeEnvelope(EnvelopeEdit),
+    /// The milters' changes are all there; `hold`: quarantined. cleanup
+    /// makes the changes, then answers as to End.
+    EditsDone {
+        hold: bool,
+    },
     /// Finishes: cleanup makes the file durable, then answers Committed.
     End,
     /// Drops the message (the client gave up or broke a limit).
     Abort,
+}
+
+/// A change to the content a milter asks for at the end of a message;
+/// headers are whole (`Name: value`, folded lines joined with `\n`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentEdit {
+    /// After the last header.
+    Add(Vec<u8>),
+    /// At this position among all headers (0: above the first).
+    Insert { index: u32, header: Vec<u8> },
+    /// The `index`-th header called `name` (0 means 1, the first header
+    /// of the message not counted): replaced, or deleted (`None`).
+    Change {
+        index: u32,
+        name: String,
+        header: Option<Vec<u8>>,
+    },
+    /// A new body, as the milter sent it (CRLF line ends).
+    Body(Vec<u8>),
+}
+
+/// A change to the envelope a milter asks for at the end of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvelopeEdit {
+    /// The sender, without angle brackets, and its ESMTP parameters.
+    ChangeFrom {
+        sender: String,
+        args: Option<String>,
+    },
+    AddRcpt {
+        rcpt: String,
+        args: Option<String>,
+    },
+    /// Recipients given as this address (before any rewriting) go.
+    DelRcpt(String),
 }
 
 /// cleanup -> its client.
@@ -128,6 +180,10 @@ pub enum CleanupReply {
     Rejected {
         reason: String,
     },
+    /// After [`CleanupRequest::Inspect`]: a piece of the content as it
+    /// would be queued (LF line ends), for the milters.
+    Content(Vec<u8>),
+    ContentEnd,
 }
 
 /// One recipient of a delivery request.
