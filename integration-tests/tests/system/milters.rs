@@ -97,7 +97,8 @@ fn relayed(mx: &testkit::fake_mx::FakeMx) -> Vec<String> {
     out
 }
 
-/// The milter lines of a log, queue IDs and ports left out.
+/// The milter lines of a log, queue IDs and ports left out, each once
+/// (the harness's own readiness probes connect too).
 fn milter_lines(log: &str) -> Vec<String> {
     let mut v: Vec<String> = log
         .lines()
@@ -108,6 +109,7 @@ fn milter_lines(log: &str) -> Vec<String> {
         })
         .collect();
     v.sort();
+    v.dedup();
     v
 }
 
@@ -189,4 +191,198 @@ fn a_milter_changes_refuses_and_holds_as_with_debian_postfix() {
             .any(|l| l.starts_with("i=") && l.len() > 4 && l != "i=None"),
         "{given}"
     );
+}
+
+/// OpenDKIM from Debian signs what postfix-rs relays for its own clients;
+/// the signature is verified by an independent verifier (Python's dkimpy)
+/// against the key published in a TXT record that postfix-rs's named
+/// serves.
+#[test]
+fn opendkim_signs_outgoing_mail_and_dkimpy_verifies_it() {
+    let opendkim = Path::new("/usr/sbin/opendkim");
+    let verifier_ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import dkim, dns.resolver"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !opendkim.exists() || !verifier_ok {
+        eprintln!(
+            "skipped: opendkim or python3-dkim is not installed (scripts/setup installs them)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path();
+    let made = std::process::Command::new("opendkim-genkey")
+        .args(["-b", "1024", "-d", "ywnds.com", "-s", "test", "-D"])
+        .arg(keys)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The TXT record as one line: its quoted strings, in order.
+    let txt = std::fs::read_to_string(keys.join("test.txt")).unwrap();
+    let strings: Vec<&str> = txt.split('"').skip(1).step_by(2).collect();
+    let record = format!("test._domainkey IN TXT \"{}\"\n", strings.concat());
+    let port = testkit::free_port();
+    // RequireSafeKeys: the test's directory is under /tmp, which OpenDKIM
+    // would not trust.
+    std::fs::write(
+        keys.join("opendkim.conf"),
+        format!(
+            "Syslog no\nMode s\nDomain ywnds.com\nSelector test\nKeyFile {}\n\
+             Socket inet:{port}@127.0.0.1\nInternalHosts 127.0.0.1\n\
+             Canonicalization relaxed/simple\nRequireSafeKeys no\nPidFile {}\n",
+            keys.join("test.private").display(),
+            keys.join("opendkim.pid").display()
+        ),
+    )
+    .unwrap();
+    let _dkim = Running(
+        std::process::Command::new(opendkim)
+            .arg("-f")
+            .arg("-x")
+            .arg(keys.join("opendkim.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("opendkim"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "opendkim did not start"
+    );
+    let mx = testkit::fake_mx::FakeMx::start("127.0.0.1", testkit::fake_mx::Script::default());
+    let m = testkit::Instance::mail(&format!(
+        "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+         relayhost = [127.0.0.1]:{}\nsmtpd_milters = inet:127.0.0.1:{port}\n",
+        mx.port
+    ));
+    m.add_smtp();
+    let dns_port = m.inst.add_named("", &record);
+    m.start();
+    let (mut c, _) = testkit::Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    c.queued(
+        "hadoop@ywnds.com",
+        &["someone@remote.example"],
+        b"From: Hadoop <hadoop@ywnds.com>\r\nTo: someone@remote.example\r\n\
+          Subject: signed\r\nDate: Sat, 05 Dec 2026 07:00:00 +0000\r\n\
+          Message-ID: <signed@ywnds.com>\r\n\r\nThis message is signed.\r\n",
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || !mx.accepted().is_empty()),
+        "{}",
+        m.log_text()
+    );
+    let data = mx.accepted()[0].data.clone();
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("DKIM-Signature: "), "{text}");
+    let verify = format!(
+        "import dkim, dns.resolver, sys\n\
+         r = dns.resolver.Resolver(configure=False)\n\
+         r.nameservers = ['127.0.0.1']\n\
+         r.port = {dns_port}\n\
+         def txt(name, timeout=5):\n    \
+             a = r.resolve(name.decode().rstrip('.'), 'TXT')\n    \
+             return b''.join(a[0].strings)\n\
+         sys.exit(0 if dkim.verify(sys.stdin.buffer.read(), dnsfunc=txt) else 1)\n"
+    );
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &verify])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+    assert!(child.wait().unwrap().success(), "not verified:\n{text}");
+    // The same message with its body changed no longer verifies.
+    let tampered = text.replace("This message is signed.", "This message is forged.");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &verify])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), tampered.as_bytes()).unwrap();
+    assert!(!child.wait().unwrap().success());
+}
+
+/// A milter that is not there, or that never answers: each
+/// `milter_default_action` as Debian's Postfix applies it, greeting,
+/// replies and log lines compared.
+#[test]
+fn a_missing_or_silent_milter_gets_the_default_action_as_in_postfix() {
+    // A milter that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    let down_port = testkit::free_port();
+    let cases = [
+        (down_port, "milter_default_action = tempfail\n", false),
+        (down_port, "milter_default_action = reject\n", false),
+        (
+            silent_port,
+            "milter_default_action = accept\nmilter_command_timeout = 2s\n",
+            true,
+        ),
+    ];
+    for (port, action, delivered) in cases {
+        let Some(both) = side_by_side(
+            &format!(
+                "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+                 relayhost = [127.0.0.1]:SINK\nmyhostname = mail.ywnds.com\n\
+                 smtpd_milters = inet:127.0.0.1:{port}\n{action}"
+            ),
+            &[],
+        ) else {
+            return;
+        };
+        let session = [
+            "EHLO client.example",
+            "MAIL FROM:<s@client.example>",
+            "RCPT TO:<x@remote.example>",
+            "DATA",
+            "Subject: x\r\n\r\nbody\r\n",
+            "QUIT",
+        ];
+        let theirs = crate::sidebyside::converse_from("127.0.0.1", both.pf.port, &session);
+        let ours = crate::sidebyside::converse_from("127.0.0.1", both.m.port, &session);
+        // EHLO's keyword lists differ in what each implements.
+        let skip_ehlo = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        assert_eq!(
+            skip_ehlo(&theirs),
+            skip_ehlo(&ours),
+            "{action}postfix-rs log:\n{}",
+            both.m.log_text()
+        );
+        let mx = |m: &testkit::fake_mx::FakeMx| {
+            wait_for(Duration::from_secs(5), || !m.accepted().is_empty())
+        };
+        assert_eq!(mx(&both.theirs_mx), delivered, "{action}");
+        assert_eq!(mx(&both.ours_mx), delivered, "{action}");
+        assert_eq!(
+            milter_lines(&both.pf.log_text()),
+            milter_lines(&both.m.log_text()),
+            "{action}postfix-rs log:\n{}",
+            both.m.log_text()
+        );
+        let warning = if delivered {
+            "can't read SMFIC_OPTNEG reply packet header: Connection timed out"
+        } else {
+            "Connection refused"
+        };
+        assert!(both.m.log_text().contains(warning), "{}", both.m.log_text());
+    }
 }

@@ -442,8 +442,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last_verb = "ehlo";
                     self.mechs = self.offered_mechanisms(true).await;
                     self.milter_abort().await;
+                    let before = self.esmtp;
                     let r = self.command(Command::Ehlo(name.clone()));
-                    if let Some(bye) = self.milter_helo(&name, "EHLO").await {
+                    if let Some(bye) = self.milter_helo(&name, "EHLO", before).await {
                         self.reply_now(&bye).await;
                         return End::Done;
                     }
@@ -452,8 +453,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Command::Helo(name)) => {
                     self.last_verb = "helo";
                     self.milter_abort().await;
+                    let before = self.esmtp;
                     let r = self.command(Command::Helo(name.clone()));
-                    if let Some(bye) = self.milter_helo(&name, "HELO").await {
+                    if let Some(bye) = self.milter_helo(&name, "HELO", before).await {
                         self.reply_now(&bye).await;
                         return End::Done;
                     }
@@ -805,12 +807,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// HELO or EHLO to the milters: a 421 ends the session (the reply
-    /// returned); any other answer leaves the usual 250.
-    async fn milter_helo(&mut self, name: &str, stage: &str) -> Option<Reply> {
+    /// returned); any other answer leaves the usual 250. Logged with the
+    /// protocol as it was before this command (`esmtp`), as Postfix does.
+    async fn milter_helo(&mut self, name: &str, stage: &str, esmtp: bool) -> Option<Reply> {
         let values = self.milter_values(None);
         let lookup = |n: &str| values.get(n);
         let m = self.milters.as_mut()?;
         let v = m.helo(name, &lookup).await;
+        let now = std::mem::replace(&mut self.esmtp, esmtp);
+        let r = self.helo_verdict(v, stage);
+        self.esmtp = now;
+        r
+    }
+
+    fn helo_verdict(&self, v: pfx_milter::Verdict, stage: &str) -> Option<Reply> {
         match v {
             pfx_milter::Verdict::Reply(text) => {
                 self.whatsup(stage, None, None, None)
