@@ -25,7 +25,11 @@ const TABLES: &[(&str, &str)] = &[
          /^Subject: discard/ DISCARD\n\
          /^Subject: warn/ WARN warned\n\
          /^Subject: later/ REJECT 4.7.0 Try later\n\
-         /^Content-Type: application\\/x-evil/ REJECT Evil attachment\n",
+         /^Content-Type: application\\/x-evil/ REJECT Evil attachment\n\
+         /^Subject: redirect/ REDIRECT other@remote.example\n\
+         /^Subject: copy/ BCC copy@remote.example\n\
+         /^Subject: filtered/ FILTER discard:filtered away\n\
+         /^Subject: bad filter/ FILTER nocolon\n",
     ),
     (
         "body",
@@ -62,6 +66,10 @@ const MESSAGES: &[(&str, &str)] = &[
          --n\r\nContent-Type: message/rfc822\r\n\r\nSubject: viagra inside\r\n\r\nx\r\n--n--\r\n",
     ),
     ("discard", "Subject: discard this\r\n\r\nbody\r\n"),
+    ("redirect", "Subject: redirect me\r\n\r\nbody\r\n"),
+    ("copy", "Subject: copy me\r\n\r\nbody\r\n"),
+    ("filtered", "Subject: filtered\r\n\r\nbody\r\n"),
+    ("bad-filter", "Subject: bad filter\r\n\r\nbody\r\n"),
     ("hold", "Subject: hold this\r\n\r\nbody\r\n"),
 ];
 
@@ -112,7 +120,9 @@ fn delivered(both: &SideBySide, theirs: bool) -> Vec<String> {
                         .any(|p| l.starts_with(p))
                 })
                 .collect();
-            format!("{}\n\n{body}", head.join("\n"))
+            let mut rcpts = a.recipients.clone();
+            rcpts.sort();
+            format!("{rcpts:?}\n{}\n\n{body}", head.join("\n"))
         })
         .collect();
     v.sort();
@@ -136,10 +146,10 @@ fn header_and_body_checks_act_as_debian_postfix() {
             both.m.log_text()
         );
     }
-    // plain, edits, warn, mime: delivered; the others refused, held or
-    // discarded.
+    // plain, edits, warn, mime, redirect, copy, bad-filter: delivered;
+    // the others refused, held, discarded or filtered away.
     assert!(wait_for(Duration::from_secs(30), || {
-        both.theirs_mx.accepted().len() >= 4 && both.ours_mx.accepted().len() >= 4
+        both.theirs_mx.accepted().len() >= 7 && both.ours_mx.accepted().len() >= 7
     }));
     std::thread::sleep(Duration::from_millis(500));
     let (theirs, ours) = (delivered(&both, true), delivered(&both, false));
@@ -162,9 +172,27 @@ fn header_and_body_checks_act_as_debian_postfix() {
         ),
         "{ours:#?}"
     );
-    assert!(delivered(&both, false)
-        .iter()
-        .any(|m| m.starts_with("Subject: replaced\nX-Tagged: seven\nX-Tag: seven\n\nkeep\nnew line\nadded line\ntag line\n")));
+    let ours = delivered(&both, false);
+    assert!(ours.iter().any(|m| m.ends_with("Subject: replaced\nX-Tagged: seven\nX-Tag: seven\n\nkeep\nnew line\nadded line\ntag line\n")));
+    // REDIRECT: to the one address instead; BCC: a copy beside.
+    assert!(
+        ours.iter()
+            .any(|m| m.starts_with("[\"other@remote.example\"]\nSubject: redirect me")),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|m| m
+                .starts_with("[\"copy@remote.example\", \"u@remote.example\"]\nSubject: copy me")),
+        "{ours:#?}"
+    );
+    // FILTER: qmgr hands the message to that transport (discard here).
+    let log = both.m.log_text();
+    assert!(
+        log.contains("relay=none") && log.contains("status=sent (filtered away)"),
+        "{log}"
+    );
+    assert!(log.contains("bad FILTER command nocolon in"), "{log}");
     assert_eq!(both.m.queue_files("hold").len(), 1);
 }
 

@@ -1454,31 +1454,48 @@ fn put_in_incoming(m: &testkit::MailInstance, id: &str, file: &[u8]) {
 }
 
 #[test]
-fn postfix_mail_bound_for_a_content_filter_or_redirect_is_held_not_delivered() {
+fn postfix_mail_bound_for_a_content_filter_or_redirect_goes_there() {
+    // Files Postfix's cleanup left with a content filter (`L`) or a
+    // redirect (`>`) record: qmgr obeys them as Postfix's does.
     let m = Instance::mail("");
     m.start();
     let content = postfix_record(b'N', b"Subject: scan me");
     let files = [
-        ("4A1B2C3D4E6", b'L', &b"smtp-amavis:[127.0.0.1]:10024"[..]),
-        ("4A1B2C3D4E7", b'>', &b"quarantine@ywnds.com"[..]),
+        (
+            "4A1B2C3D4E6",
+            "hadoop@ywnds.com",
+            b'L',
+            &b"discard:content filtered"[..],
+        ),
+        (
+            "4A1B2C3D4E7",
+            "someone@remote.example",
+            b'>',
+            &b"hadoop@ywnds.com"[..],
+        ),
     ];
-    for (id, kind, what) in files {
-        put_in_incoming(
-            &m,
-            id,
-            &postfix_queue_file("hadoop@ywnds.com", &[(kind, what)], &content),
-        );
+    for (id, rcpt, kind, what) in files {
+        put_in_incoming(&m, id, &postfix_queue_file(rcpt, &[(kind, what)], &content));
     }
     assert!(
-        wait_for(Duration::from_secs(10), || m.queue_files("hold").len() == 2),
-        "{:?}\n{}",
-        m.queue_files("hold"),
+        wait_for(Duration::from_secs(10), || m.maildir("hadoop").len() == 1
+            && m.log_text().contains("4A1B2C3D4E6: to=<hadoop@ywnds.com>")),
+        "{}",
         m.log_text()
     );
     let log = m.log_text();
-    assert!(log.contains("warning: 4A1B2C3D4E6: content filter smtp-amavis:[127.0.0.1]:10024: not implemented by postfix-rs; message placed on hold"), "{log}");
-    assert!(log.contains("warning: 4A1B2C3D4E7: redirect to quarantine@ywnds.com: not implemented by postfix-rs; message placed on hold"), "{log}");
-    assert!(m.maildir("hadoop").is_empty());
+    assert!(
+        log.contains("4A1B2C3D4E6: to=<hadoop@ywnds.com>, relay=none")
+            && log.contains("status=sent (content filtered)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "4A1B2C3D4E7: to=<hadoop@ywnds.com>, orig_to=<someone@remote.example>, relay=local"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("remote.example:"), "{log}");
 }
 
 #[test]

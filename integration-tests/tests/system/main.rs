@@ -9,6 +9,7 @@ mod crash;
 mod debianstock;
 mod dsn;
 mod failclosed;
+mod filters;
 mod lifecycle;
 mod lmtp;
 mod local_agent;

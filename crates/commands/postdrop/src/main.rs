@@ -125,6 +125,7 @@ fn write(
             })
             .collect(),
         attrs,
+        filter: None,
     })
     .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];

@@ -107,6 +107,10 @@ pub(crate) fn run(cfg: &Config, config_dir: &Path, _opts: &Options) -> ! {
             Ok(Command::Proxy { verb, arguments }) => {
                 pfx_smtp_proto::proxy_reply(verb, arguments, sender.is_some())
             }
+            // No client is authorized to forward here (sendmail -bs).
+            Ok(Command::Xforward(args)) => {
+                pfx_smtp_proto::proxy_reply("xforward", !args.is_empty(), sender.is_some())
+            }
             // CHUNKING is not offered here: the chunk's bytes would follow
             // as commands, so the client is hung up on.
             Ok(Command::Bdat(_)) => {

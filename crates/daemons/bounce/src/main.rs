@@ -204,6 +204,7 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
         ("bounced_id".into(), req.queue_id.clone()),
     ];
     let envelope = Envelope {
+        receive: Default::default(),
         sender: from,
         recipients: vec![pfx_ipc::cleanup::NewRecipient::new(to, None)],
         attrs,

@@ -39,10 +39,13 @@ pub(crate) struct Verdict {
     pub(crate) hold: bool,
     /// A table could not be asked: the message waits.
     pub(crate) lookup_failed: bool,
-    /// An action postfix-rs does not carry out yet (REDIRECT, BCC,
-    /// FILTER): the message is refused for now rather than delivered
-    /// differently from what Postfix would do.
-    pub(crate) unsupported: Option<&'static str>,
+    /// FILTER: the content filter (`transport:nexthop`) qmgr sends the
+    /// message to, overriding `content_filter`; the last one counts.
+    pub(crate) filter: Option<String>,
+    /// REDIRECT: the address the message goes to instead.
+    pub(crate) redirect: Option<String>,
+    /// BCC: addresses that get a copy.
+    pub(crate) bcc: Vec<String>,
 }
 
 /// Who and what the log lines name.
@@ -353,18 +356,30 @@ impl<'t> Inspector<'t> {
         } else if is("IGNORE") {
             return Edit::Drop;
         } else if is("DUNNO") || is("OK") {
-        } else if is("REDIRECT") || is("BCC") || is("FILTER") {
-            warn!(
-                "{}: {class} map: action {command} is not implemented by postfix-rs -- message not accepted, try again later",
-                self.who.queue_id
-            );
-            self.verdict.unsupported = Some(if is("REDIRECT") {
-                "REDIRECT"
-            } else if is("BCC") {
-                "BCC"
+        } else if is("FILTER") {
+            if optional.is_empty() {
+                warn!("missing FILTER command argument in {class} map");
+            } else if !optional.contains(':') {
+                warn!("bad FILTER command {optional} in {class} -- need transport:destination");
             } else {
-                "FILTER"
-            });
+                self.log("filter", &ctx, text, optional);
+                self.verdict.filter = Some(optional.to_owned());
+            }
+        } else if is("REDIRECT") {
+            if !optional.contains('@') {
+                warn!("bad REDIRECT target \"{optional}\" in {class} map -- need user@domain");
+            } else {
+                self.log("redirect", &ctx, text, optional);
+                self.verdict.redirect = Some(optional.to_owned());
+                self.done = true;
+            }
+        } else if is("BCC") {
+            if !optional.contains('@') {
+                warn!("bad BCC address \"{optional}\" in {class} map -- need user@domain");
+            } else {
+                self.log("bcc", &ctx, text, optional);
+                self.verdict.bcc.push(optional.to_owned());
+            }
         } else {
             warn!("unknown command in {class} map: {value}");
         }

@@ -189,11 +189,12 @@ pub(crate) fn analyse(text: Vec<u8>, separator: Vec<u8>) -> Headers {
 pub(crate) fn rewrite_local(
     text: &[u8],
     rewriter: &crate::rewrite::Rewriter,
+    map: bool,
 ) -> Result<Vec<u8>, crate::rewrite::Refusal> {
     let bcc =
         |name: &str| name.eq_ignore_ascii_case("bcc") || name.eq_ignore_ascii_case("resent-bcc");
     pfx_address::header::rewrite_fields(text, &bcc, &mut |role, spec| {
-        let new = rewriter.header_address(spec, role)?;
+        let new = rewriter.header_address(spec, role, map)?;
         Ok((new != spec).then_some(new))
     })
 }
@@ -279,12 +280,12 @@ mod tests {
         .unwrap();
         let rewriter = crate::rewrite::Rewriter::new(&cfg).unwrap();
         assert_eq!(
-            String::from_utf8(rewrite_local(text, &rewriter).unwrap()).unwrap(),
+            String::from_utf8(rewrite_local(text, &rewriter, true).unwrap()).unwrap(),
             "From: h.adoop@ywnds.com\nTo: a@x.test,\n\topenstack@ywnds.com\nSubject: hadoop\nX-Other: y\n"
         );
         let text = b"To: Team <hadoop>, b@sub.x.test\nReply-To: hadoop\n";
         assert_eq!(
-            String::from_utf8(rewrite_local(text, &rewriter).unwrap()).unwrap(),
+            String::from_utf8(rewrite_local(text, &rewriter, true).unwrap()).unwrap(),
             "To: Team <hadoop@ywnds.com>, b@x.test\nReply-To: h.adoop@ywnds.com\n"
         );
     }

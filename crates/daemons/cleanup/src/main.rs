@@ -22,7 +22,9 @@ use std::time::SystemTime;
 
 use headers::Fed;
 use pfx_config::Config;
-use pfx_ipc::proto::{conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin};
+use pfx_ipc::proto::{
+    conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin, Receive,
+};
 use pfx_ipc::Channel;
 use pfx_queue::file::{Envelope, NewRecipient, Writer};
 use pfx_queue::reserve::Reserve;
@@ -166,11 +168,19 @@ async fn session(
             recipients,
             attrs,
             origin,
+            receive,
         }) = req
         else {
             return Ok(());
         };
-        let reply = message(&settings, &mut ch, sender, recipients, attrs, origin).await?;
+        let given = Given {
+            sender,
+            recipients,
+            attrs,
+            origin,
+            receive,
+        };
+        let reply = message(&settings, &mut ch, given).await?;
         ch.send(&reply).await.map_err(|e| e.to_string())?;
     }
 }
@@ -242,14 +252,53 @@ impl Settings {
     }
 }
 
-async fn message<'s>(
-    st: &'s Settings,
-    ch: &mut Channel<UnixStream>,
+/// A message as its submitter opened it.
+struct Given {
     sender: String,
     recipients: Vec<NewRecipient>,
     attrs: Vec<(String, String)>,
     origin: Origin,
+    receive: Receive,
+}
+
+/// What cleanup does to one message (Postfix's cleanup flags): by where
+/// it comes from, less what the receiving daemon's
+/// `receive_override_options` turn off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flags {
+    /// Canonical and virtual alias maps, masquerading.
+    pub(crate) map: bool,
+    /// `sender_bcc_maps`, `recipient_bcc_maps`, `always_bcc`.
+    pub(crate) bcc: bool,
+    /// header_checks and body_checks.
+    pub(crate) checks: bool,
+}
+
+impl Flags {
+    fn new(origin: Origin, receive: &Receive) -> Self {
+        // Mail from clients and users; not notices or forwarded mail.
+        let external = matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup);
+        Self {
+            map: !receive.no_address_mappings,
+            bcc: external && !receive.no_address_mappings,
+            checks: external && !receive.no_header_body_checks,
+        }
+    }
+}
+
+async fn message<'s>(
+    st: &'s Settings,
+    ch: &mut Channel<UnixStream>,
+    given: Given,
 ) -> Result<CleanupReply, String> {
+    let Given {
+        sender,
+        recipients,
+        attrs,
+        origin,
+        receive,
+    } = given;
+    let flags = Flags::new(origin, &receive);
     let arrival = SystemTime::now();
     let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
     refill(&st.shared.reserve);
@@ -262,8 +311,8 @@ async fn message<'s>(
     // content inspection's log lines, as Postfix's.
     let last_rcpt = recipients
         .last()
-        .and_then(|r| st.rewriter.recipient(&r.address).ok());
-    let (sender, recipients, expanded, refused) = match envelope(st, &sender, recipients, origin) {
+        .and_then(|r| st.rewriter.recipient(&r.address, flags.map).ok());
+    let (sender, recipients, expanded, refused) = match envelope(st, &sender, recipients, flags) {
         Ok((s, r, e)) => (s, r, e, None),
         Err(refusal) => (String::new(), Vec::new(), Vec::new(), Some(refusal)),
     };
@@ -271,6 +320,7 @@ async fn message<'s>(
         sender: sender.clone(),
         recipients,
         attrs,
+        filter: receive.filter,
     };
     if !st.delay_warning.is_zero() {
         // As Postfix's cleanup: when to warn the sender, in the file.
@@ -309,27 +359,33 @@ async fn message<'s>(
         sender: &sender,
         arrival,
         origin,
+        map: flags.map,
         uid: attr("uid"),
         full_name: attr("sender_fullname").filter(|_| origin == Origin::Pickup),
     };
     let mut hdr = headers::HeaderScanner::new(st.header_limit);
     // Content inspection, for mail from clients and users (not notices or
     // forwarded mail, as Postfix's defaults have it).
-    let tables = st
-        .checks
-        .as_deref()
-        .filter(|t| t.any() && matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup));
+    let tables = st.checks.as_deref().filter(|t| t.any() && flags.checks);
     let inspect = |t: &'s checks::Tables| -> checks::Inspector<'s> {
         let who = checks::Who {
             queue_id: id.clone(),
-            origin: match (attr("client_name"), attr("client_address")) {
-                (Some(n), Some(a)) => format!("{n}[{a}]"),
-                _ => "local".into(),
-            },
+            // The original client when the message came through XFORWARD.
+            origin: attr("log_message_origin").unwrap_or_else(|| {
+                match (attr("client_name"), attr("client_address")) {
+                    (Some(n), Some(a)) => format!("{n}[{a}]"),
+                    _ => "local".into(),
+                }
+            }),
             sender: sender.clone(),
             recipient: last_rcpt.clone(),
-            proto: attr("protocol"),
-            helo: attr("helo_name").filter(|h| !h.is_empty()),
+            proto: attr("log_protocol_name").or_else(|| attr("protocol")),
+            helo: if attr("log_message_origin").is_some() {
+                attr("log_helo_name")
+            } else {
+                attr("helo_name")
+            }
+            .filter(|h| !h.is_empty()),
         };
         let limits = mime::Limits {
             header: st.header_limit,
@@ -465,7 +521,7 @@ async fn message<'s>(
             return Ok(f);
         }
         let v = ins.verdict;
-        if v.lookup_failed || v.unsupported.is_some() {
+        if v.lookup_failed {
             return Ok(CleanupReply::Failed {
                 temporary: true,
                 reason: "queue file write error".into(),
@@ -484,9 +540,20 @@ async fn message<'s>(
             return Ok(CleanupReply::Committed { queue_id: id });
         }
         hold |= v.hold;
+        if let Some(f) = &v.filter {
+            writer.extracted_filter(f);
+        }
+        if let Some(to) = &v.redirect {
+            writer.extracted_redirect(to);
+        }
+        for copy in &v.bcc {
+            for r in blind_copies(st, &env, copy, flags) {
+                writer.extracted_recipient(r);
+            }
+        }
     }
     if let Some(content) = for_milters.take() {
-        match milter::inspect(st, ch, &id, &mut env, content, origin).await? {
+        match milter::inspect(st, ch, &id, &mut env, content, flags).await? {
             Ok((bytes, held)) => {
                 hold |= held;
                 let written = writer
@@ -560,11 +627,12 @@ fn envelope(
     st: &Settings,
     sender: &str,
     given: Vec<NewRecipient>,
-    origin: Origin,
+    flags: Flags,
 ) -> Result<(String, Vec<NewRecipient>, Vec<Status>), rewrite::Refusal> {
     let rw = &*st.rewriter;
-    let sender = rw.sender(sender)?;
-    let bcc_ok = matches!(origin, Origin::Smtp | Origin::Local | Origin::Pickup);
+    let map = flags.map;
+    let sender = rw.sender(sender, map)?;
+    let bcc_ok = flags.bcc;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(given.len());
     let mut expanded = Vec::new();
@@ -574,8 +642,12 @@ fn envelope(
     // original, NOTIFY and ORCPT).
     let mut add = |given: NewRecipient| -> Result<(), rewrite::Refusal> {
         let addr = &given.address;
-        let rewritten = rw.recipient(addr)?;
-        let targets = rw.expand(&rewritten)?;
+        let rewritten = rw.recipient(addr, map)?;
+        let targets = if map {
+            rw.expand(&rewritten)?
+        } else {
+            vec![rewritten.clone()]
+        };
         let mut notify = given.notify;
         if notify & pfx_queue::file::notify::SUCCESS != 0 && targets != [rewritten.as_str()] {
             expanded.push(Status {
@@ -618,7 +690,7 @@ fn envelope(
     }
     for r in given {
         if bcc_ok {
-            copies.extend(rw.recipient_bcc(&rw.recipient(&r.address)?)?);
+            copies.extend(rw.recipient_bcc(&rw.recipient(&r.address, map)?)?);
         }
         add(r)?;
     }
@@ -635,6 +707,37 @@ fn envelope(
         })?;
     }
     Ok((sender, out, expanded))
+}
+
+/// The recipients a BCC action of the content inspection adds: rewritten
+/// and expanded as any recipient, never told to the sender (NOTIFY=NEVER),
+/// none that the message already has. An address the tables cannot map
+/// now is dropped with a warning, as a milter's is.
+fn blind_copies(st: &Settings, env: &Envelope, copy: &str, flags: Flags) -> Vec<NewRecipient> {
+    let given = NewRecipient {
+        address: st.rewriter.qualify(copy),
+        original: None,
+        notify: pfx_queue::file::notify::NEVER,
+        orcpt: None,
+    };
+    let once = Flags {
+        bcc: false,
+        ..flags
+    };
+    match envelope(st, &env.sender, vec![given], once) {
+        Ok((_, added, _)) => added
+            .into_iter()
+            .filter(|r| {
+                !env.recipients
+                    .iter()
+                    .any(|o| o.address.eq_ignore_ascii_case(&r.address) && o.original == r.original)
+            })
+            .collect(),
+        Err(_) => {
+            warn!("BCC to \"{copy}\" refused: address mapping failed");
+            Vec::new()
+        }
+    }
 }
 
 /// A local submission that the content inspection refuses goes back to
@@ -799,6 +902,8 @@ struct Meta<'a> {
     sender: &'a str,
     arrival: SystemTime,
     origin: Origin,
+    /// Address mappings apply to the headers of local mail.
+    map: bool,
     /// The submitting user (pickup's `uid` attribute).
     uid: Option<String>,
     /// For the From header cleanup adds to local submissions.
@@ -857,7 +962,7 @@ impl Meta<'_> {
             );
         }
         if matches!(self.origin, Origin::Local | Origin::Pickup) {
-            block.extend_from_slice(&headers::rewrite_local(&h.text, &st.rewriter)?);
+            block.extend_from_slice(&headers::rewrite_local(&h.text, &st.rewriter, self.map)?);
         } else {
             block.extend_from_slice(&h.text);
         }

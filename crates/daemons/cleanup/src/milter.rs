@@ -5,7 +5,7 @@
 //! recipients through the usual rewriting (NOTIFY= and ORCPT= kept),
 //! deleted recipients matched on the address they were given as.
 
-use pfx_ipc::proto::{CleanupReply, CleanupRequest, ContentEdit, EnvelopeEdit, Origin, CHUNK};
+use pfx_ipc::proto::{CleanupReply, CleanupRequest, ContentEdit, EnvelopeEdit, CHUNK};
 use pfx_ipc::Channel;
 use pfx_milter::Message;
 use pfx_queue::file::{Envelope, NewRecipient};
@@ -13,19 +13,19 @@ use pfx_smtp_proto::dsn;
 use tokio::net::UnixStream;
 use tracing::warn;
 
-use crate::Settings;
+use crate::{Flags, Settings};
 
 pub(crate) fn envelope(
     st: &Settings,
     id: &str,
     env: &mut Envelope,
     edits: Vec<EnvelopeEdit>,
-    origin: Origin,
+    flags: Flags,
 ) {
     for e in edits {
         match e {
             EnvelopeEdit::ChangeFrom { sender, args } => {
-                match st.rewriter.sender(&sender) {
+                match st.rewriter.sender(&sender, flags.map) {
                     Ok(s) => env.sender = s,
                     Err(_) => {
                         warn!("{id}: milter request to change sender to \"{sender}\" refused");
@@ -71,7 +71,7 @@ pub(crate) fn envelope(
                         ),
                     }
                 }
-                match crate::envelope(st, &env.sender, vec![given], origin) {
+                match crate::envelope(st, &env.sender, vec![given], flags) {
                     Ok((_, added, _)) => {
                         for r in added {
                             let known = env.recipients.iter().any(|o| {
@@ -104,7 +104,7 @@ pub(crate) async fn inspect(
     id: &str,
     env: &mut Envelope,
     content: Vec<u8>,
-    origin: Origin,
+    flags: Flags,
 ) -> Result<Result<(Vec<u8>, bool), CleanupReply>, String> {
     let io = |e: pfx_ipc::Error| format!("{id}: milter content: {e}");
     for piece in content.chunks(CHUNK) {
@@ -133,7 +133,7 @@ pub(crate) async fn inspect(
             _ => return Err(format!("{id}: protocol error: expected milter changes")),
         }
     };
-    envelope(st, id, env, env_edits, origin);
+    envelope(st, id, env, env_edits, flags);
     if edits.is_empty() {
         return Ok(Ok((content, hold)));
     }

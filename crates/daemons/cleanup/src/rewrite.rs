@@ -140,13 +140,14 @@ impl Rewriter {
         pfx_address::qualify(addr, self.domains.myorigin())
     }
 
-    /// The envelope sender as it goes into the queue file.
-    pub(crate) fn sender(&self, addr: &str) -> Result<String, Refusal> {
+    /// The envelope sender as it goes into the queue file; `map`: with
+    /// the canonical maps and masquerading, else only qualified.
+    pub(crate) fn sender(&self, addr: &str, map: bool) -> Result<String, Refusal> {
         let mut a = self.qualify(addr);
         if a.eq_ignore_ascii_case(&format!("MAILER-DAEMON@{}", self.domains.myorigin())) {
             a.clear();
         }
-        if a.is_empty() {
+        if a.is_empty() || !map {
             return Ok(a);
         }
         for (map, classes) in [&self.sender_canonical, &self.canonical] {
@@ -160,9 +161,13 @@ impl Rewriter {
         Ok(a)
     }
 
-    /// An envelope recipient before alias expansion.
-    pub(crate) fn recipient(&self, addr: &str) -> Result<String, Refusal> {
+    /// An envelope recipient before alias expansion (`map` as for
+    /// [`Self::sender`]).
+    pub(crate) fn recipient(&self, addr: &str, map: bool) -> Result<String, Refusal> {
         let mut a = self.qualify(addr);
+        if !map {
+            return Ok(a);
+        }
         for (map, classes) in [&self.recipient_canonical, &self.canonical] {
             if classes.envelope_recipient {
                 a = self.map11(map, a)?;
@@ -175,8 +180,16 @@ impl Rewriter {
     }
 
     /// An address in a header of local mail.
-    pub(crate) fn header_address(&self, addr: &str, role: Role) -> Result<String, Refusal> {
+    pub(crate) fn header_address(
+        &self,
+        addr: &str,
+        role: Role,
+        map: bool,
+    ) -> Result<String, Refusal> {
         let mut a = self.qualify(addr);
+        if !map {
+            return Ok(a);
+        }
         let (own, classes) = match role {
             Role::Sender => &self.sender_canonical,
             Role::Recipient => &self.recipient_canonical,
@@ -440,7 +453,10 @@ mod tests {
             ))
         );
         let v = rewriter("canonical_maps = regexp:/nonexistent/re\n");
-        assert!(matches!(v.sender("a@example.com"), Err(Refusal::Lookup(_))));
+        assert!(matches!(
+            v.sender("a@example.com", true),
+            Err(Refusal::Lookup(_))
+        ));
     }
 
     #[test]
@@ -450,23 +466,24 @@ mod tests {
              recipient_canonical_maps = inline:{joe@ywnds.com=joe.rcpt@ywnds.com}\n\
              canonical_maps = inline:{joe.public@ywnds.com=joseph@ywnds.com, @old.example=@ywnds.com}\n",
         );
-        assert_eq!(r.sender("joe").unwrap(), "joseph@ywnds.com");
-        assert_eq!(r.recipient("joe").unwrap(), "joe.rcpt@ywnds.com");
-        assert_eq!(r.recipient("x@old.example").unwrap(), "x@ywnds.com");
+        assert_eq!(r.sender("joe", true).unwrap(), "joseph@ywnds.com");
+        assert_eq!(r.recipient("joe", true).unwrap(), "joe.rcpt@ywnds.com");
+        assert_eq!(r.recipient("x@old.example", true).unwrap(), "x@ywnds.com");
         assert_eq!(
-            r.header_address("joe", Role::Sender).unwrap(),
+            r.header_address("joe", Role::Sender, true).unwrap(),
             "joseph@ywnds.com"
         );
         assert_eq!(
-            r.header_address("joe@ywnds.com", Role::Recipient).unwrap(),
+            r.header_address("joe@ywnds.com", Role::Recipient, true)
+                .unwrap(),
             "joe.rcpt@ywnds.com"
         );
         let r = rewriter(
             "canonical_maps = inline:{a@ywnds.com=b@ywnds.com}\ncanonical_classes = envelope_recipient\n",
         );
-        assert_eq!(r.sender("a@ywnds.com").unwrap(), "a@ywnds.com");
-        assert_eq!(r.recipient("a@ywnds.com").unwrap(), "b@ywnds.com");
-        assert_eq!(r.sender("MAILER-DAEMON").unwrap(), "");
+        assert_eq!(r.sender("a@ywnds.com", true).unwrap(), "a@ywnds.com");
+        assert_eq!(r.recipient("a@ywnds.com", true).unwrap(), "b@ywnds.com");
+        assert_eq!(r.sender("MAILER-DAEMON", true).unwrap(), "");
     }
 
     #[test]
@@ -474,20 +491,23 @@ mod tests {
         let r = rewriter(
             "masquerade_domains = !secret.ywnds.com, ywnds.com\nmasquerade_exceptions = root\n",
         );
-        assert_eq!(r.sender("u@host.ywnds.com").unwrap(), "u@ywnds.com");
+        assert_eq!(r.sender("u@host.ywnds.com", true).unwrap(), "u@ywnds.com");
         assert_eq!(
-            r.sender("u@a.secret.ywnds.com").unwrap(),
+            r.sender("u@a.secret.ywnds.com", true).unwrap(),
             "u@a.secret.ywnds.com"
         );
         assert_eq!(
-            r.sender("root@host.ywnds.com").unwrap(),
+            r.sender("root@host.ywnds.com", true).unwrap(),
             "root@host.ywnds.com"
         );
-        assert_eq!(r.sender("u@ywnds.com").unwrap(), "u@ywnds.com");
+        assert_eq!(r.sender("u@ywnds.com", true).unwrap(), "u@ywnds.com");
         // Not envelope recipients, by default.
-        assert_eq!(r.recipient("u@host.ywnds.com").unwrap(), "u@host.ywnds.com");
         assert_eq!(
-            r.header_address("u@host.ywnds.com", Role::Recipient)
+            r.recipient("u@host.ywnds.com", true).unwrap(),
+            "u@host.ywnds.com"
+        );
+        assert_eq!(
+            r.header_address("u@host.ywnds.com", Role::Recipient, true)
                 .unwrap(),
             "u@ywnds.com"
         );

@@ -1285,6 +1285,7 @@ async fn queue_forward(
         }
     }
     let envelope = pfx_ipc::cleanup::Envelope {
+        receive: Default::default(),
         sender: group[0].sender.clone(),
         recipients,
         attrs,

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use pfx_config::Config;
 use pfx_ipc::cleanup::{Cleanup, Envelope};
-use pfx_ipc::proto::Origin;
+use pfx_ipc::proto::{Origin, Receive};
 use pfx_queue::file::QueueFile;
 use pfx_queue::{Queue, QueueName};
 use tokio::sync::mpsc;
@@ -52,20 +52,32 @@ async fn scan(cfg: &Config) {
     let Ok(dir) = cfg.get("queue_directory") else {
         return;
     };
+    // content_filter and receive_override_options, as pickup's own
+    // (master.cf -o) settings have them; a bad one stops the scan.
+    let receive = match Receive::from_config(cfg) {
+        Ok(r) => r,
+        Err(e) => return warn!("{e}"),
+    };
     let queue = Queue::new(&dir);
     let cleanup = Cleanup::under(queue.root());
     let mut ids = queue.list(QueueName::Maildrop).unwrap_or_default();
     ids.sort();
     for id in ids {
         let path = queue.path(QueueName::Maildrop, &id);
-        if let Err(e) = take(&queue, &cleanup, &id, &path).await {
+        if let Err(e) = take(&queue, &cleanup, &receive, &id, &path).await {
             warn!("maildrop/{id}: {e}");
         }
     }
 }
 
 /// Submits one maildrop file to cleanup and removes it.
-async fn take(queue: &Queue, cleanup: &Cleanup, id: &str, path: &Path) -> Result<(), String> {
+async fn take(
+    queue: &Queue,
+    cleanup: &Cleanup,
+    receive: &Receive,
+    id: &str,
+    path: &Path,
+) -> Result<(), String> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(_) => return Ok(()), // taken meanwhile
@@ -94,6 +106,7 @@ async fn take(queue: &Queue, cleanup: &Cleanup, id: &str, path: &Path) -> Result
         }
     }
     let envelope = Envelope {
+        receive: receive.clone(),
         sender: qf.sender.clone(),
         recipients: qf
             .pending()

@@ -26,6 +26,10 @@ pub(crate) struct Router {
     resolver: Resolver,
     double_bounce: String,
     allow_min_user: bool,
+    myorigin: String,
+    myhostname: String,
+    /// `default_filter_nexthop`: for a content filter without a next hop.
+    filter_nexthop: String,
 }
 
 /// Transports qmgr answers itself instead of handing to an agent.
@@ -39,7 +43,39 @@ impl Router {
             resolver: Resolver::new(cfg)?,
             double_bounce: cfg.get("double_bounce_sender")?,
             allow_min_user: cfg.bool("allow_min_user")?,
+            myorigin: cfg.get("myorigin")?,
+            myhostname: cfg.get("myhostname")?,
+            filter_nexthop: cfg.get("default_filter_nexthop")?,
         })
+    }
+
+    /// A redirect address in canonical form (`user` gets `@$myorigin`),
+    /// as Postfix's qmgr rewrites it before resolving it.
+    pub(crate) fn canonical(&self, addr: &str) -> String {
+        pfx_address::qualify(addr, &self.myorigin)
+    }
+
+    /// Where a message with a content filter (`transport:nexthop`) sends
+    /// `recipient`: to the filter, whatever the recipient's own route. A
+    /// filter without a next hop uses `default_filter_nexthop`, else the
+    /// recipient's domain, else `$myhostname`, as Postfix's qmgr.
+    pub(crate) fn filter_route(&self, filter: &str, recipient: &str) -> Route {
+        let (transport, hop) = filter.split_once(':').unwrap_or((filter, ""));
+        let nexthop = if !hop.is_empty() {
+            hop.to_owned()
+        } else if !self.filter_nexthop.is_empty() {
+            self.filter_nexthop.clone()
+        } else {
+            match recipient.rsplit_once('@') {
+                Some((_, d)) if !d.is_empty() => d.to_owned(),
+                _ => self.myhostname.clone(),
+            }
+        };
+        Route {
+            transport: transport.to_owned(),
+            destination: nexthop.to_ascii_lowercase(),
+            nexthop,
+        }
     }
 
     /// Where mail from `sender` to `recipient` goes.

@@ -230,29 +230,42 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             }
             Err(e) => return warn!("{id}: open queue file: {e}"),
         };
-        if let Some(what) = &env.postfix_only {
-            // Left by Postfix: delivering it without the filter or redirect
-            // would skip what Postfix was told to do. Held, it waits for the
-            // administrator (or Postfix, which carries it out).
-            warn!("{id}: {what}: not implemented by postfix-rs; message placed on hold");
-            let _ = self.store.move_to(id, QueueName::Active, QueueName::Hold);
-            return;
-        }
         info!(
             "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
             env.sender,
             env.size,
             env.recipients.len()
         );
-        let state = env
+        let mut env = env;
+        let mut state: Vec<Rcpt> = env
             .recipients
             .iter()
             .map(|r| if r.done { Rcpt::Done } else { Rcpt::Pending })
             .collect();
+        if let Some(to) = &env.redirect {
+            // As Postfix's qmgr: the first recipient still to deliver goes
+            // to the redirect address instead, the others are dropped.
+            let to = self.st.router.canonical(to);
+            let pending: Vec<usize> = (0..state.len())
+                .filter(|&i| state[i] == Rcpt::Pending)
+                .collect();
+            if let Some((&first, rest)) = pending.split_first() {
+                let r = &mut env.recipients[first];
+                r.original = r.original.take().or_else(|| Some(r.address.clone()));
+                r.address = to;
+                for &i in rest {
+                    state[i] = Rcpt::Done;
+                }
+            }
+        }
         let routes = env
             .recipients
             .iter()
-            .map(|r| self.st.router.route(&env.sender, &r.address))
+            .map(|r| match (&env.redirect, &env.filter) {
+                // The content filter overrides the address resolver.
+                (None, Some(filter)) => self.st.router.filter_route(filter, &r.address),
+                _ => self.st.router.route(&env.sender, &r.address),
+            })
             .collect();
         let msg = Msg {
             env,

@@ -20,8 +20,10 @@ pub(crate) struct Envelope {
     /// As Postfix counts it, for the `size=` of the log line.
     pub(crate) size: u64,
     pub(crate) recipients: Vec<Recipient>,
-    /// What a file Postfix wrote asks for that postfix-rs cannot do.
-    pub(crate) postfix_only: Option<String>,
+    /// The content filter every recipient goes to (`transport:nexthop`).
+    pub(crate) filter: Option<String>,
+    /// The address the message goes to instead of its recipients.
+    pub(crate) redirect: Option<String>,
     /// The delay warning the file asks for (`W` record).
     pub(crate) warn: Option<file::Warn>,
 }
@@ -157,7 +159,8 @@ impl Store for Files {
             arrival: qf.arrival,
             size: qf.content_len,
             recipients: std::mem::take(&mut qf.recipients),
-            postfix_only: qf.postfix_only.take(),
+            filter: qf.filter.take(),
+            redirect: qf.redirect.take(),
             warn: qf.warn,
         };
         self.open

@@ -20,6 +20,10 @@ use crate::agents::Agents;
 use crate::scheduler::Scheduler;
 use crate::store::{Envelope, Store};
 
+/// A delivery request as the agents got it: transport, next hop, and each
+/// recipient with its original.
+type Routed = (String, String, Vec<(String, Option<String>)>);
+
 /// What happened to the queue, with times since the test started.
 #[derive(Default)]
 struct Record {
@@ -30,6 +34,8 @@ struct Record {
     removed: Vec<(String, Duration)>,
     /// Recipients per delivery request, and the most in flight at once.
     requests: Vec<usize>,
+    /// Each request: transport, next hop, (recipient, original) pairs.
+    routed: Vec<Routed>,
     in_flight: usize,
     most_in_flight: usize,
     bounces: Vec<(String, Duration)>,
@@ -85,7 +91,8 @@ impl Memory {
                     dsn_orcpt: None,
                 })
                 .collect(),
-            postfix_only: None,
+            filter: None,
+            redirect: None,
             warn: None,
         };
         let now = self.now();
@@ -234,14 +241,19 @@ struct Fake {
 impl Agents for Fake {
     fn deliver(
         &self,
-        _transport: &str,
+        transport: &str,
         req: DeliveryRequest,
     ) -> impl Future<Output = (Vec<Outcome>, bool)> + Send + 'static {
         let (memory, work, answer) = (self.memory.clone(), self.work, self.answer.clone());
+        let transport = transport.to_owned();
         async move {
             {
                 let mut rec = memory.rec();
                 rec.requests.push(req.recipients.len());
+                let to = (req.recipients.iter())
+                    .map(|r| (r.address.clone(), r.original.clone()))
+                    .collect();
+                rec.routed.push((transport, req.nexthop.clone(), to));
                 rec.in_flight += 1;
                 rec.most_in_flight = rec.most_in_flight.max(rec.in_flight);
             }
@@ -357,6 +369,67 @@ async fn recipients_are_batched_per_transaction_limit() {
     let mut sizes = memory.rec().requests.clone();
     sizes.sort();
     assert_eq!(sizes, [1, 1, 1, 3, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_content_filter_takes_every_recipient_whatever_its_route() {
+    let memory = Memory::new();
+    memory.add(
+        "F1",
+        "s@example.com",
+        &["me@example.com", "u@remote.example", "v@remote.example"],
+    );
+    memory.rec().files.get_mut("F1").unwrap().1.filter = Some("scan:[127.0.0.1]:10025".into());
+    // Without a next hop: default_filter_nexthop, else the recipient's domain.
+    memory.add("F2", "s@example.com", &["me@example.com"]);
+    memory.rec().files.get_mut("F2").unwrap().1.filter = Some("scan:".into());
+    let _cfg = start(&memory, "", Duration::ZERO, |_| {
+        Outcome::sent("127.0.0.1[127.0.0.1]:10025", "250 ok")
+    });
+    until(&memory, |r| r.removed.len() == 2).await;
+    let mut routed: Vec<_> = (memory.rec().routed.iter())
+        .map(|(t, hop, to)| (t.clone(), hop.clone(), to.len()))
+        .collect();
+    routed.sort();
+    let want = |t: &str, hop: &str, n| (t.to_owned(), hop.to_owned(), n);
+    assert_eq!(
+        routed,
+        [
+            want("scan", "[127.0.0.1]:10025", 3),
+            want("scan", "example.com", 1)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redirect_sends_the_message_once_to_its_address() {
+    let memory = Memory::new();
+    memory.add(
+        "R1",
+        "s@example.com",
+        &["me@example.com", "u@remote.example", "v@remote.example"],
+    );
+    {
+        let mut rec = memory.rec();
+        let env = &mut rec.files.get_mut("R1").unwrap().1;
+        env.redirect = Some("quarantine@remote.example".into());
+        // Redirect overrides a content filter too.
+        env.filter = Some("scan:[127.0.0.1]:10025".into());
+        env.recipients[0].done = true;
+    }
+    let _cfg = start(&memory, "", Duration::ZERO, |_| {
+        Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok")
+    });
+    until(&memory, |r| r.removed.len() == 1).await;
+    let rec = memory.rec();
+    let to = vec![(
+        "quarantine@remote.example".to_owned(),
+        Some("u@remote.example".to_owned()),
+    )];
+    assert_eq!(
+        rec.routed,
+        [("smtp".to_owned(), "remote.example".to_owned(), to)]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -161,6 +161,8 @@ pub(crate) struct Conn {
     pub(crate) dsn: bool,
     /// The server's SIZE limit, if it announced one (0: none).
     pub(crate) size_limit: Option<u64>,
+    /// The attributes of the server's XFORWARD keyword.
+    pub(crate) xforward: Vec<String>,
     /// Transactions done on this connection so far.
     pub(crate) uses: u32,
 }
@@ -222,6 +224,7 @@ impl Conn {
             eight_bit: false,
             dsn: false,
             size_limit: None,
+            xforward: Vec::new(),
             uses: 0,
         };
         if tls.wrapper {
@@ -289,6 +292,7 @@ impl Conn {
         self.eight_bit = false;
         self.dsn = false;
         self.size_limit = None;
+        self.xforward.clear();
         let hello = mode.hello();
         let stage = match mode {
             Mode::Smtp => "receiving the EHLO response",
@@ -312,6 +316,7 @@ impl Conn {
                             words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0)
                     }
                     Some("AUTH") => self.auth.extend(words.map(str::to_ascii_uppercase)),
+                    Some("XFORWARD") => self.xforward.extend(words.map(str::to_ascii_uppercase)),
                     // Old servers' `AUTH=PLAIN LOGIN`.
                     Some(k) if k.starts_with("AUTH=") => {
                         self.auth.push(k["AUTH=".len()..].to_owned());

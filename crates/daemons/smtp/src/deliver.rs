@@ -17,6 +17,7 @@ use pfx_queue::Queue;
 use pfx_resolve::addrmap::{AddrMap, Domains};
 use pfx_smtp_proto::dsn;
 use pfx_smtp_proto::encode::DataEncoder;
+use pfx_smtp_proto::xforward;
 use tracing::{info, warn};
 
 use crate::client::{Broken, Conn, Reply, StartError, Timeouts, TlsPlan};
@@ -51,6 +52,8 @@ pub(crate) struct Agent {
     line_limit: usize,
     /// `smtp_generic_maps`: addresses rewritten on the way out.
     generic: Option<(Domains, AddrMap)>,
+    /// `smtp_send_xforward_command`, and `smtp_xforward_timeout`.
+    xforward: Option<Duration>,
 }
 
 impl Agent {
@@ -91,6 +94,11 @@ impl Agent {
             minimal_backoff: cfg.time("minimal_backoff_time")?,
             starttls_timeout: time("smtp_starttls_timeout")?,
             line_limit: usize::try_from(p.int("smtp_line_length_limit")?).unwrap_or(0),
+            xforward: if p.bool("smtp_send_xforward_command")? {
+                Some(time("smtp_xforward_timeout")?)
+            } else {
+                None
+            },
             generic: {
                 let title = match mode {
                     Mode::Smtp => "smtp_generic_maps",
@@ -614,6 +622,51 @@ async fn release(
     }
 }
 
+/// XFORWARD before MAIL FROM (a content filter's next hop learns whose
+/// mail it is): the original client as the queue file records it. A
+/// refusal is only logged, as Postfix does.
+async fn xforward(
+    conn: &mut Conn,
+    target: &Target,
+    qf: &QueueFile,
+    timeout: Duration,
+) -> Result<(), Outcome> {
+    let attr = |n: &str| qf.attr(n).unwrap_or("").to_owned();
+    let have = xforward::Client {
+        name: attr("log_client_name"),
+        addr: attr("log_client_address"),
+        port: attr("log_client_port"),
+        proto: attr("log_protocol_name"),
+        helo: qf.attr("log_helo_name").map(str::to_owned),
+    };
+    let commands = xforward::commands(
+        &conn.xforward,
+        &have,
+        qf.attr("log_ident"),
+        qf.attr("rewrite_context"),
+    );
+    for cmd in &commands {
+        let reply = conn
+            .command(cmd, timeout)
+            .await
+            .map_err(|b| broken(target, &b, "sending XFORWARD"))?;
+        if reply.code / 100 != 2 {
+            let what = if cmd.contains(" NAME=") || cmd.contains(" ADDR=") || cmd.contains(" PORT=")
+            {
+                "XFORWARD name/address command"
+            } else {
+                "XFORWARD helo/protocol command"
+            };
+            warn!(
+                "host {} said: {} (in reply to {what})",
+                target.relay(),
+                reply.text()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One mail transaction. `Err` is a verdict for every recipient (the
 /// connection broke, or the whole message was refused).
 async fn transaction(
@@ -636,6 +689,9 @@ async fn transaction(
         ));
     }
     conn.uses += 1;
+    if let Some(timeout) = agent.xforward.filter(|_| !conn.xforward.is_empty()) {
+        xforward(conn, target, qf, timeout).await?;
+    }
     let mut mail = format!("MAIL FROM:<{}>", agent.generic(&req.sender)?);
     if conn.size_limit.is_some() {
         mail.push_str(&format!(" SIZE={size}"));
@@ -958,6 +1014,7 @@ mod tests {
                 .map(|r| pfx_queue::file::NewRecipient::new(*r, None))
                 .collect(),
             attrs: Vec::new(),
+            filter: None,
         })
         .unwrap();
         w.content(b"Subject: test\n\n.dot\nbody\n").unwrap();

@@ -82,6 +82,9 @@ pub(crate) struct Effects {
     /// `REDIRECT`: deliver to this address instead.
     pub(crate) redirect: Option<String>,
     pub(crate) bcc: Vec<String>,
+    /// `FILTER transport:destination`: the content filter instead of
+    /// `content_filter`.
+    pub(crate) filter: Option<String>,
 }
 
 /// Why a request is refused; only policy refusals can be made warnings.
@@ -440,7 +443,8 @@ impl<'a> Checker<'a> {
                 let name = helo.strip_suffix('.').unwrap_or(helo);
                 match w {
                     Word::RejectInvalidHeloHostname
-                        if !valid_hostname(name) && name.parse::<IpAddr>().is_err() =>
+                        if !pfx_smtp_proto::valid_hostname(name)
+                            && name.parse::<IpAddr>().is_err() =>
                     {
                         self.reject(
                             ErrorClass::Policy,
@@ -450,7 +454,7 @@ impl<'a> Checker<'a> {
                         )
                     }
                     Word::RejectNonFqdnHeloHostname
-                        if !valid_hostname(name) || !name.contains('.') =>
+                        if !pfx_smtp_proto::valid_hostname(name) || !name.contains('.') =>
                     {
                         self.reject(
                             ErrorClass::Policy,
@@ -556,7 +560,7 @@ impl<'a> Checker<'a> {
             return Status::Dunno;
         }
         let d = domain.strip_suffix('.').unwrap_or(domain);
-        if !d.is_empty() && valid_hostname(d) && d.contains('.') {
+        if !d.is_empty() && pfx_smtp_proto::valid_hostname(d) && d.contains('.') {
             return Status::Dunno;
         }
         self.reject(
@@ -667,6 +671,9 @@ impl<'a> Checker<'a> {
     /// `virtual_mailbox_maps`, `relay_recipient_maps` (an empty table
     /// accepts every address of its class).
     fn unlisted(&mut self, addr: &str, class: &'static str) -> Status {
+        if self.st.no_unknown_recipient_checks {
+            return Status::Dunno;
+        }
         if self.warn_if_reject == 0 {
             if class == SENDER {
                 self.sender_checked = true;
@@ -1123,12 +1130,22 @@ impl<'a> Checker<'a> {
                     return Status::Dunno;
                 }
                 "FILTER" => {
-                    // After-queue content filtering is not implemented: the
-                    // message must not pass unfiltered.
-                    warn!(
-                        "access table {table} entry \"{datum}\": action FILTER is not implemented by postfix-rs"
-                    );
-                    return self.server_error();
+                    if text.is_empty() {
+                        warn!(
+                            "access table {table} entry \"{datum}\" has FILTER entry without value"
+                        );
+                    } else if !text.contains(':') {
+                        warn!(
+                            "access table {table} entry \"{datum}\" requires transport:destination"
+                        );
+                    } else {
+                        self.log(
+                            "filter",
+                            &format!("<{name}>: {class} triggers FILTER {text}"),
+                        );
+                        self.fx.filter = Some(text);
+                    }
+                    return Status::Dunno;
                 }
                 "DEFER_IF_PERMIT" | "DEFER_IF_REJECT" => {
                     let (dsn, text) = pfx_smtp_proto::dsn_split("4.7.1", &text);
@@ -1532,34 +1549,6 @@ pub(crate) fn display(addr: &str) -> String {
     }
 }
 
-/// Postfix's valid_hostname: labels of letters, digits and hyphens (and
-/// underscores), not starting or ending with a hyphen, 63 bytes at most,
-/// 255 in all, and not all numeric.
-fn valid_hostname(name: &str) -> bool {
-    if name.is_empty() || name.len() > 255 {
-        return false;
-    }
-    let mut all_numeric = true;
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return false;
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return false;
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return false;
-        }
-        if !label.bytes().all(|b| b.is_ascii_digit()) {
-            all_numeric = false;
-        }
-    }
-    !all_numeric
-}
-
 fn valid_dsn(dsn: &str) -> bool {
     pfx_smtp_proto::dsn_split("", dsn).0 == dsn
 }
@@ -1632,20 +1621,5 @@ fn login_mismatch(
             format!("<{sender}>: Sender address rejected: not logged in"),
         ))),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn host_names() {
-        assert!(valid_hostname("mail.example.com"));
-        assert!(valid_hostname("localhost"));
-        assert!(!valid_hostname("1.2.3.4"));
-        assert!(!valid_hostname("bad_-.example"));
-        assert!(!valid_hostname("a..b"));
-        assert!(!valid_hostname("x y"));
     }
 }

@@ -28,7 +28,7 @@ pub(crate) struct Limits {
     recipient_rate: u32,
     newtls_rate: u32,
     auth_rate: u32,
-    exceptions: Exceptions,
+    exceptions: HostList,
     /// The master.cf service name (`smtp`, `127.0.0.1:2525`): anvil counts
     /// per service and client, and the warnings name it.
     service: String,
@@ -44,7 +44,7 @@ impl Limits {
             recipient_rate: limit("smtpd_client_recipient_rate_limit")?,
             newtls_rate: limit("smtpd_client_new_tls_session_rate_limit")?,
             auth_rate: limit("smtpd_client_auth_rate_limit")?,
-            exceptions: Exceptions::parse(&cfg.list("smtpd_client_event_limit_exceptions")?)?,
+            exceptions: HostList::parse(&cfg.list("smtpd_client_event_limit_exceptions")?)?,
             service: cfg.get("service_name")?,
         })
     }
@@ -64,18 +64,20 @@ impl Limits {
     }
 }
 
-/// `smtpd_client_event_limit_exceptions`: addresses and networks, and
-/// host names (`.domain` for any name under domain; a name alone matches
-/// itself only, as the list is not in `parent_domain_matches_subdomains`).
-/// Tables and `!` negation are refused by `postfix check`.
+/// A list of clients (`smtpd_client_event_limit_exceptions`,
+/// `smtpd_authorized_xforward_hosts`): addresses and networks, and host
+/// names (`.domain` for any name under domain; a name alone matches
+/// itself only, as these lists are not in
+/// `parent_domain_matches_subdomains`). A table or a `!negated` item
+/// matches no client.
 #[derive(Debug, Default)]
-struct Exceptions {
+pub(crate) struct HostList {
     networks: NetworkList,
     names: Vec<String>,
 }
 
-impl Exceptions {
-    fn parse(items: &[String]) -> Result<Self, BuildError> {
+impl HostList {
+    pub(crate) fn parse(items: &[String]) -> Result<Self, BuildError> {
         let (addresses, names): (Vec<String>, Vec<String>) = items
             .iter()
             .cloned()
@@ -89,7 +91,7 @@ impl Exceptions {
         })
     }
 
-    fn matches(&self, name: &str, ip: IpAddr) -> bool {
+    pub(crate) fn matches(&self, name: &str, ip: IpAddr) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         self.networks.contains(ip)
             || self.names.iter().any(|p| {
@@ -277,8 +279,8 @@ fn answer<T>(anvil: &Anvil, r: Result<T, Unavailable>) -> Option<T> {
 mod tests {
     use super::*;
 
-    fn exceptions(items: &[&str]) -> Exceptions {
-        Exceptions::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    fn exceptions(items: &[&str]) -> HostList {
+        HostList::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]

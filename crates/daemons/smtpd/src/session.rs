@@ -13,6 +13,7 @@ use pfx_ipc::cleanup::{Envelope, NewRecipient, NotStarted};
 use pfx_ipc::proto::{CleanupReply, FlushReply, FlushRequest, Origin, CHUNK};
 use pfx_smtp_proto::data::{DataDecoder, Progress};
 use pfx_smtp_proto::dsn;
+use pfx_smtp_proto::xforward::{self, Forwarded};
 use pfx_smtp_proto::{
     command::{CommandError, Param},
     data_syntax, etrn_domain, multiline, parse_command, proxy_reply, vrfy_address, Command, Reply,
@@ -115,6 +116,10 @@ struct Session<S> {
     /// transaction's MAIL (an ABORT is then owed).
     milters: Option<pfx_milter::Session>,
     milter_mail: bool,
+    /// The client may send XFORWARD (`smtpd_authorized_xforward_hosts`);
+    /// what it forwarded for the current transaction.
+    xforward_ok: bool,
+    xforward: Forwarded,
     /// Fires no later than `smtpd_timeout` after the current read began.
     idle: Pin<Box<tokio::time::Sleep>>,
 }
@@ -167,6 +172,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let timeout = st.timeout;
     let events = Events::new(&st, &name, &client, ip);
+    let xforward_ok = st.xforward_hosts.matches(&name, ip);
     let mut s = Session {
         st,
         io: Io::Plain(io),
@@ -205,6 +211,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         events,
         milters: None,
         milter_mail: false,
+        xforward_ok,
+        xforward: Forwarded::default(),
         idle: Box::pin(tokio::time::sleep(timeout)),
     };
     // SMTPS: no banner until the handshake is done; a failed one is
@@ -1225,6 +1233,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.dsn_envid = None;
         self.effects = Effects::default();
         self.declared_size = 0;
+        // XFORWARD holds for one transaction, as in Postfix.
+        self.xforward = Forwarded::default();
     }
 
     fn command(&mut self, cmd: Command) -> Reply {
@@ -1259,6 +1269,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         lines.push(format!("AUTH={names}"));
                     }
                 }
+                if self.xforward_ok {
+                    lines.push(xforward::EHLO_LINE.into());
+                }
                 lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
                 if st.smtputf8 {
                     lines.push("SMTPUTF8".into());
@@ -1282,6 +1295,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Noop => Reply::new(250, "2.0.0", "Ok"),
             Command::Proxy { verb, arguments } => {
                 proxy_reply(verb, arguments, self.sender.is_some())
+            }
+            Command::Xforward(args) => {
+                if self.sender.is_some() || args.is_empty() || !self.xforward_ok {
+                    return proxy_reply("xforward", !args.is_empty(), self.sender.is_some());
+                }
+                match self.xforward.apply(&args) {
+                    Ok(()) => Reply::new(250, "2.0.0", "Ok"),
+                    Err(r) => r,
+                }
             }
             Command::Unknown(_) => Reply::new(500, "5.5.2", "Error: command not recognized"),
             Command::Data { .. }
@@ -1604,7 +1626,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut early = None;
         if !st.restrictions.list(Stage::Data).is_empty() {
             let sender = self.sender.clone().unwrap_or_default();
-            let envelope = self.envelope(&sender, &with_effects(&self.recipients, &fx));
+            let envelope = self.envelope(&sender, &self.recipients, &fx);
             match shared.cleanup.begin(envelope).await {
                 Ok(m) => early = Some(m),
                 Err(e) => {
@@ -1655,7 +1677,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let msg = match early {
             Some(m) => m,
             None => {
-                let envelope = self.envelope(&sender, &with_effects(&recipients, &fx));
+                let envelope = self.envelope(&sender, &recipients, &fx);
                 match shared.cleanup.begin(envelope).await {
                     Ok(m) => m,
                     Err(e) => return Err(self.cleanup_failed(e)),
@@ -1670,11 +1692,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => String::new(),
                 };
                 info!(
-                    "{id}: client={}, sasl_method={method}, sasl_username={user}{sender_part}",
-                    self.client
+                    "{id}: client={}, sasl_method={method}, sasl_username={user}{sender_part}{}",
+                    self.client,
+                    self.forwarded_log()
                 );
             }
-            None => info!("{id}: client={}", self.client),
+            None => info!("{id}: client={}{}", self.client, self.forwarded_log()),
         }
         let mut head: Vec<u8> = fx
             .prepend
@@ -1726,7 +1749,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let refused = if too_big || bare_lf_rejected || broken {
             None
         } else {
-            let before = (fx.redirect.clone(), fx.bcc.len());
+            let before = (fx.redirect.clone(), fx.bcc.len(), fx.filter.clone());
             let facts = Facts {
                 sender: Some(&sender),
                 recipient: single_recipient(&recipients),
@@ -1736,10 +1759,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..self.facts("END-OF-MESSAGE")
             };
             let verdict = check::content(&st, Stage::EndOfData, facts, &mut fx).await;
-            if verdict.is_ok() && (fx.redirect, fx.bcc.len()) != before {
-                // The envelope went to cleanup at DATA: a new recipient now
-                // would be lost, and the message must not go without it.
-                warn!("{id}: REDIRECT or BCC in smtpd_end_of_data_restrictions: not implemented by postfix-rs");
+            if verdict.is_ok() && (fx.redirect, fx.bcc.len(), fx.filter) != before {
+                // The envelope went to cleanup at DATA: a new recipient or
+                // filter now would be lost, and the message must not go
+                // without it.
+                warn!("{id}: REDIRECT, BCC or FILTER in smtpd_end_of_data_restrictions: not implemented by postfix-rs");
                 Some(Reply::new(451, "4.3.5", "Server configuration error"))
             } else {
                 verdict.err()
@@ -2151,8 +2175,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// What starts a message with cleanup.
-    fn envelope(&self, sender: &str, recipients: &[Rcpt]) -> Envelope {
+    /// What Postfix adds to the `client=` line for mail that came through
+    /// XFORWARD: the previous hop's queue ID and the original client.
+    fn forwarded_log(&self) -> String {
+        let mut out = String::new();
+        if let Some(ident) = &self.xforward.ident {
+            out.push_str(&format!(", orig_queue_id={ident}"));
+        }
+        if let Some(c) = self.xforward.client() {
+            out.push_str(&format!(", orig_client={}", c.namaddr()));
+        }
+        out
+    }
+
+    /// The client as logged with the message (Postfix's `log_*` queue
+    /// file attributes, which the smtp client forwards): the forwarded
+    /// one when XFORWARD gave it, else this connection's.
+    fn log_client(&self) -> xforward::Client {
+        self.xforward.client().unwrap_or_else(|| xforward::Client {
+            name: self.client_name.clone(),
+            addr: self.peer.ip().to_string(),
+            port: self.peer.port().to_string(),
+            proto: if self.esmtp { "ESMTP" } else { "SMTP" }.into(),
+            helo: self.helo.clone(),
+        })
+    }
+
+    /// What starts a message with cleanup: the restrictions' REDIRECT,
+    /// BCC and FILTER ([`with_effects`]) made.
+    fn envelope(&self, sender: &str, recipients: &[Rcpt], fx: &Effects) -> Envelope {
+        let recipients = with_effects(recipients, fx);
         let mut attrs = vec![
             ("client_name".into(), self.client_name.clone()),
             ("client_address".into(), self.peer.ip().to_string()),
@@ -2167,6 +2219,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ),
             ("origin".into(), "smtpd".into()),
         ];
+        let log = self.log_client();
+        attrs.push(("log_client_name".into(), log.name.clone()));
+        attrs.push(("log_client_address".into(), log.addr.clone()));
+        attrs.push(("log_client_port".into(), log.port.clone()));
+        attrs.push(("log_message_origin".into(), log.namaddr()));
+        if let Some(h) = &log.helo {
+            attrs.push(("log_helo_name".into(), h.clone()));
+        }
+        attrs.push(("log_protocol_name".into(), log.proto));
+        if let Some(ident) = &self.xforward.ident {
+            attrs.push(("log_ident".into(), ident.clone()));
+        }
+        let context = match (self.xforward.source, self.origin) {
+            (Some(s), _) => s,
+            (None, Origin::Local) => "local",
+            (None, _) => "remote",
+        };
+        attrs.push(("rewrite_context".into(), context.into()));
         if self.body_8bit {
             // As Postfix's queue file records it; smtp passes BODY=8BITMIME on.
             attrs.push(("encoding".into(), "8bit".into()));
@@ -2193,11 +2263,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 orcpt: Some(r.orcpt.clone()),
             })
             .collect();
+        let mut receive = self.st.receive.clone();
+        if let Some(f) = &fx.filter {
+            receive.filter = Some(f.clone());
+        }
         Envelope {
             sender: sender.to_owned(),
             recipients,
             attrs,
             origin: self.origin,
+            receive,
         }
     }
 

@@ -93,8 +93,16 @@ impl Milters {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) myhostname: String,
-    /// `smtpd_milters` (none: no milter is asked).
+    /// `smtpd_milters` (none: no milter is asked, as with
+    /// `receive_override_options = no_milters`).
     pub(crate) milters: Option<Milters>,
+    /// `content_filter` and `receive_override_options` for cleanup.
+    pub(crate) receive: pfx_ipc::proto::Receive,
+    /// `receive_override_options = no_unknown_recipient_checks`: no
+    /// unlisted sender or recipient check.
+    pub(crate) no_unknown_recipient_checks: bool,
+    /// `smtpd_authorized_xforward_hosts`: the clients whose XFORWARD is taken.
+    pub(crate) xforward_hosts: crate::limits::HostList,
     pub(crate) banner: String,
     pub(crate) mail_name: String,
     /// Address classes, routes and table lookup order (trivial-rewrite).
@@ -205,6 +213,8 @@ impl Settings {
         let l = |n: &str| cfg.list(n);
         let n = |n: &str| cfg.int(n);
         let passwd = Passwd::new(Some(s("local_passwd_file")?.into()));
+        let receive = pfx_ipc::proto::Receive::from_config(&cfg)?;
+        let overrides = pfx_ipc::proto::ReceiveOverride::from_config(&cfg)?;
         let bare_newline = match s("smtpd_forbid_bare_newline")?.as_str() {
             "normalize" | "yes" => BareNewline::Normalize,
             "reject" => BareNewline::Reject,
@@ -275,7 +285,10 @@ impl Settings {
                 .iter()
                 .any(|w| w.eq_ignore_ascii_case("silent-discard")),
             sender_login: MapList::parse(&l("smtpd_sender_login_maps")?, &passwd)?,
-            milters: Milters::new(&cfg, &queue_dir)?,
+            milters: Milters::new(&cfg, &queue_dir)?.filter(|_| !receive.no_milters),
+            receive,
+            no_unknown_recipient_checks: overrides.no_unknown_recipient_checks,
+            xforward_hosts: crate::limits::HostList::parse(&l("smtpd_authorized_xforward_hosts")?)?,
             myhostname: s("myhostname")?,
             banner: s("smtpd_banner")?,
             mail_name: s("mail_name")?,

@@ -34,6 +34,7 @@ pub const FILE_LISTS: &[&str] = &[
     "fast_flush_domains",
     "smtpd_forbid_bare_newline_exclusions",
     "smtpd_client_event_limit_exceptions",
+    "smtpd_authorized_xforward_hosts",
     "virtual_alias_domains",
     "virtual_mailbox_domains",
 ];
@@ -346,7 +347,8 @@ impl Config {
         })
     }
 
-    fn value_error(&self, name: &str, message: String) -> Error {
+    /// An error naming the parameter, its value and where it was set.
+    pub fn value_error(&self, name: &str, message: String) -> Error {
         let context = match self.set.get(name) {
             Some((_, Origin::MainCf { line })) => {
                 format!("{}, line {line}: ", self.main_cf.display())

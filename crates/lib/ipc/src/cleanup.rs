@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tokio::net::UnixStream;
 
-use crate::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, CHUNK};
+use crate::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, Receive, CHUNK};
 use crate::{client, Channel, Error};
 
 type Conn = Channel<UnixStream>;
@@ -21,6 +21,7 @@ pub struct Envelope {
     pub recipients: Vec<NewRecipient>,
     pub attrs: Vec<(String, String)>,
     pub origin: Origin,
+    pub receive: Receive,
 }
 
 /// Why cleanup did not start a message.
@@ -96,6 +97,7 @@ impl Cleanup {
             recipients: envelope.recipients,
             attrs: envelope.attrs,
             origin: envelope.origin,
+            receive: envelope.receive,
         };
         if let Some(mut ch) = self.take_idle() {
             if ch.send(&begin).await.is_ok() {
@@ -361,6 +363,7 @@ mod tests {
 
     fn envelope(sender: &str) -> Envelope {
         Envelope {
+            receive: Default::default(),
             sender: sender.into(),
             recipients: vec![NewRecipient::new("u@example.com", None)],
             attrs: Vec::new(),

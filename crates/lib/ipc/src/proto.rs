@@ -83,6 +83,68 @@ pub enum Origin {
     Forward,
 }
 
+/// What the daemon that received a message asks of cleanup for it, from
+/// its own main.cf or master.cf `-o` settings: `content_filter` and
+/// `receive_override_options` (Postfix's cleanup flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receive {
+    /// `transport:nexthop` every recipient goes to first (qmgr's `L`
+    /// record); none for notices and forwarded mail.
+    pub filter: Option<String>,
+    /// `no_address_mappings`: no canonical, masquerading, virtual alias or
+    /// automatic BCC mapping.
+    pub no_address_mappings: bool,
+    /// `no_header_body_checks`.
+    pub no_header_body_checks: bool,
+    /// `no_milters`: no `non_smtpd_milters` in cleanup.
+    pub no_milters: bool,
+}
+
+impl Receive {
+    /// `content_filter` and `receive_override_options` as a daemon's main.cf
+    /// has them (`no_unknown_recipient_checks` is smtpd's own business).
+    pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, pfx_config::BuildError> {
+        let o = ReceiveOverride::from_config(cfg)?;
+        let filter = cfg.get("content_filter")?;
+        Ok(Self {
+            filter: Some(filter).filter(|f| !f.trim().is_empty()),
+            no_address_mappings: o.no_address_mappings,
+            no_header_body_checks: o.no_header_body_checks,
+            no_milters: o.no_milters,
+        })
+    }
+}
+
+/// `receive_override_options`, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveOverride {
+    pub no_unknown_recipient_checks: bool,
+    pub no_address_mappings: bool,
+    pub no_header_body_checks: bool,
+    pub no_milters: bool,
+}
+
+impl ReceiveOverride {
+    /// An unknown option is an error naming the parameter, as Postfix's
+    /// name_mask is fatal on it.
+    pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, pfx_config::BuildError> {
+        let mut o = Self::default();
+        for word in cfg.list("receive_override_options")? {
+            match word.to_ascii_lowercase().as_str() {
+                "no_unknown_recipient_checks" => o.no_unknown_recipient_checks = true,
+                "no_address_mappings" => o.no_address_mappings = true,
+                "no_header_body_checks" => o.no_header_body_checks = true,
+                "no_milters" => o.no_milters = true,
+                _ => {
+                    let why = format!("unknown receive_override_options value \"{word}\"");
+                    return Err(cfg.value_error("receive_override_options", why).into());
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// smtpd, pickup, bounce and local -> cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CleanupRequest {
@@ -93,6 +155,7 @@ pub enum CleanupRequest {
         recipients: Vec<pfx_queue::file::NewRecipient>,
         attrs: Vec<(String, String)>,
         origin: Origin,
+        receive: Receive,
     },
     /// Message content (LF line ends), in order, at most [`CHUNK`] bytes each.
     Content(Vec<u8>),

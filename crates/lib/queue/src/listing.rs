@@ -129,6 +129,7 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_secs(arrival);
         let mut w = Writer::create(q, at, None).unwrap();
         w.envelope(&Envelope {
+            filter: None,
             sender: sender.into(),
             recipients: rcpts
                 .iter()

@@ -37,8 +37,11 @@ pub enum Command {
     /// ETRN with its argument text as given (checked by [`etrn_domain`]
     /// after the command-order checks).
     Etrn(String),
-    /// XCLIENT or XFORWARD (`verb` `xclient`/`xforward`): known, and no
-    /// client is authorized to use them ([`proxy_reply`]).
+    /// XFORWARD with its arguments (`attribute=value ...`, see
+    /// [`crate::xforward`]).
+    Xforward(String),
+    /// XCLIENT (`verb` `xclient`): known, and no client is authorized to
+    /// use it ([`proxy_reply`]).
     Proxy {
         verb: &'static str,
         arguments: bool,
@@ -75,6 +78,7 @@ impl Command {
             Self::StartTls { .. } => "starttls",
             Self::Auth(_) => "auth",
             Self::Proxy { verb, .. } => verb,
+            Self::Xforward(_) => "xforward",
             Self::Unknown(_) | Self::NonSmtp(_) => "unknown",
         }
     }
@@ -196,14 +200,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             Ok(Command::Bdat(chunk))
         }
         "ETRN" => Ok(Command::Etrn(rest.to_owned())),
-        "XCLIENT" | "XFORWARD" => Ok(Command::Proxy {
-            verb: if verb.eq_ignore_ascii_case("XCLIENT") {
-                "xclient"
-            } else {
-                "xforward"
-            },
+        "XCLIENT" => Ok(Command::Proxy {
+            verb: "xclient",
             arguments: !rest.is_empty(),
         }),
+        "XFORWARD" => Ok(Command::Xforward(rest.to_owned())),
         "RSET" => Ok(Command::Rset),
         "NOOP" => Ok(Command::Noop),
         "QUIT" => Ok(Command::Quit),
@@ -489,10 +490,11 @@ mod tests {
             assert_eq!(ok(bad), Command::Bdat(None), "{bad}");
         }
         assert_eq!(ok("etrn ywnds.com"), Command::Etrn("ywnds.com".into()));
+        assert_eq!(ok("XFORWARD NAME=x"), Command::Xforward("NAME=x".into()));
         assert_eq!(
-            ok("XFORWARD NAME=x"),
+            ok("XCLIENT NAME=x"),
             Command::Proxy {
-                verb: "xforward",
+                verb: "xclient",
                 arguments: true
             }
         );

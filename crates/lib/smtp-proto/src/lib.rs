@@ -10,6 +10,7 @@ pub mod command;
 pub mod data;
 pub mod dsn;
 pub mod encode;
+pub mod xforward;
 
 pub use command::{
     data_syntax, etrn_domain, non_smtp_goodbye, parse_command, proxy_reply, vrfy_address, Command,
@@ -97,6 +98,34 @@ pub fn dsn_split<'a>(default: &str, text: &'a str) -> (String, &'a str) {
     }
 }
 
+/// Postfix's valid_hostname: labels of letters, digits and hyphens (and
+/// underscores), not starting or ending with a hyphen, 63 bytes at most,
+/// 255 in all, and not all numeric.
+pub fn valid_hostname(name: &str) -> bool {
+    if name.is_empty() || name.len() > 255 {
+        return false;
+    }
+    let mut all_numeric = true;
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return false;
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return false;
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+        if !label.bytes().all(|b| b.is_ascii_digit()) {
+            all_numeric = false;
+        }
+    }
+    !all_numeric
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +168,15 @@ mod tests {
             .to_wire(),
             "250-mail.ywnds.com\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
         );
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(valid_hostname("mail.example.com"));
+        assert!(valid_hostname("localhost"));
+        assert!(!valid_hostname("1.2.3.4"));
+        assert!(!valid_hostname("bad_-.example"));
+        assert!(!valid_hostname("a..b"));
+        assert!(!valid_hostname("x y"));
     }
 }

@@ -50,7 +50,8 @@ pub(crate) fn open(
         len: total,
         file: None,
         checksum: None,
-        postfix_only: None,
+        filter: None,
+        redirect: None,
         warn: None,
     };
     let (mut version, mut id, mut orig) = (None, None, None);

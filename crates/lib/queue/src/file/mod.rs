@@ -148,10 +148,13 @@ pub struct QueueFile {
     /// Where the checksummed bytes start (after the `C` record), and the
     /// checksum; none in files postfix-rs did not write.
     pub(crate) checksum: Option<(u64, u32)>,
-    /// What a file Postfix wrote asks for that postfix-rs cannot do: a
-    /// content filter (`L`) or a redirect (`>`) record, which Postfix's
-    /// qmgr obeys for every recipient. qmgr holds such a message.
-    pub postfix_only: Option<String>,
+    /// The content filter (`L` record: `transport:nexthop`) every
+    /// recipient goes to instead of its own route (content_filter, or a
+    /// FILTER action); the last record wins, as in Postfix.
+    pub filter: Option<String>,
+    /// The address the message goes to instead of its recipients (`>`
+    /// record: a REDIRECT action); the last record wins.
+    pub redirect: Option<String>,
     /// The `W` record: when to warn the sender of a delay (0: no more),
     /// and where its data lies (offset, length), for [`clear_warning`].
     pub warn: Option<Warn>,
@@ -189,6 +192,7 @@ pub(crate) mod test_support {
     pub(crate) fn write(q: &Queue, content: &[u8]) -> String {
         let mut w = Writer::create(q, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope {
+            filter: None,
             sender: "hadoop@ywnds.com".into(),
             recipients: vec![
                 NewRecipient::new("openstack@ywnds.com", None),

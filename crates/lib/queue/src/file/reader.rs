@@ -125,7 +125,8 @@ impl QueueFile {
             len: total,
             file: None,
             checksum,
-            postfix_only: None,
+            filter: None,
+            redirect: None,
             warn: None,
         };
         let (mut time, mut sender, mut ident) = (None, None, None);
@@ -255,12 +256,8 @@ impl QueueFile {
                     qf.end = r.pos();
                     break;
                 }
-                kind::FILT if !text.is_empty() => {
-                    qf.postfix_only = Some(format!("content filter {text}"));
-                }
-                kind::RDR if !text.is_empty() => {
-                    qf.postfix_only = Some(format!("redirect to {text}"));
-                }
+                kind::FILT => qf.filter = Some(text).filter(|t| !t.is_empty()),
+                kind::RDR => qf.redirect = Some(text).filter(|t| !t.is_empty()),
                 other => {
                     if let Some(name) = attr_record(other) {
                         qf.attrs.push((name.to_owned(), text));
@@ -653,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn a_postfix_filter_or_redirect_record_is_reported_never_dropped() {
+    fn a_postfix_filter_or_redirect_record_is_read() {
         let good = postfix_sample("smtp-plain");
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("95A0B9943F6");
@@ -661,7 +658,8 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             QueueFile::open(&path).unwrap()
         };
-        assert_eq!(open(&good).postfix_only, None);
+        let none = open(&good);
+        assert_eq!((none.filter, none.redirect), (None, None));
         // The A record `rewrite_context=local` (21 bytes) becomes a record of
         // the same length Postfix writes for content_filter or REDIRECT.
         let at = good
@@ -669,22 +667,20 @@ mod tests {
             .position(|w| w == b"rewrite_context=")
             .unwrap()
             - 2;
-        for (k, data, what) in [
-            (
-                kind::FILT,
-                "smtp:[127.0.0.1]:1002",
-                "content filter smtp:[127.0.0.1]:1002",
-            ),
-            (
-                kind::RDR,
-                "quarantine@there.test",
-                "redirect to quarantine@there.test",
-            ),
+        for (k, data) in [
+            (kind::FILT, "smtp:[127.0.0.1]:1002"),
+            (kind::RDR, "quarantine@there.test"),
         ] {
             let mut file = good.clone();
             file[at] = k;
             file[at + 2..at + 23].copy_from_slice(data.as_bytes());
-            assert_eq!(open(&file).postfix_only.as_deref(), Some(what));
+            let qf = open(&file);
+            let got = if k == kind::FILT {
+                qf.filter
+            } else {
+                qf.redirect
+            };
+            assert_eq!(got.as_deref(), Some(data));
         }
     }
 

@@ -23,6 +23,16 @@ pub struct Envelope {
     pub recipients: Vec<super::NewRecipient>,
     /// `name=value` attributes: client, helo, protocol, origin...
     pub attrs: Vec<(String, String)>,
+    /// `content_filter` of the daemon that received the message, for
+    /// qmgr (an `L` record, `transport:nexthop`).
+    pub filter: Option<String>,
+}
+
+/// A record of the extracted segment.
+#[derive(Debug)]
+enum Extracted {
+    Record(u8, String),
+    Recipient(super::NewRecipient),
 }
 
 /// A queue file being written by cleanup (or postdrop).
@@ -52,8 +62,9 @@ pub struct Writer {
     finished: bool,
     /// When to warn the sender of a delay (`delay_warning_time`).
     warn_at: Option<u64>,
-    /// Attributes for the extracted segment.
-    extracted: Vec<(String, String)>,
+    /// What goes into the extracted segment: attributes, actions of the
+    /// content inspection, their copies' recipients.
+    extracted: Vec<Extracted>,
 }
 
 impl Writer {
@@ -196,25 +207,36 @@ impl Writer {
             self.file.write_all(data.as_bytes())?;
             self.pos += (n + data.len()) as u64;
         }
+        if let Some(f) = &env.filter {
+            self.put(kind::FILT, f.as_bytes())?;
+        }
         self.put(kind::FROM, env.sender.as_bytes())?;
         for (k, v) in env.attrs.iter().filter(|(k, _)| k != FULL_NAME) {
             self.put(kind::ATTR, format!("{k}={v}").as_bytes())?;
         }
         for r in &env.recipients {
-            if let Some(o) = &r.orcpt {
-                self.put(kind::ATTR, format!("dsn_orig_rcpt={o}").as_bytes())?;
-            }
-            if r.notify != 0 {
-                self.put(kind::ATTR, format!("notify_flags={}", r.notify).as_bytes())?;
-            }
-            if let Some(o) = &r.original {
-                self.put(kind::ORCP, o.as_bytes())?;
-            }
-            self.put(kind::RCPT, r.address.as_bytes())?;
-            self.recipients += 1;
+            self.recipient(r)?;
         }
         self.put(kind::MESG, b"")?;
         self.content_start = self.pos;
+        Ok(())
+    }
+
+    /// A recipient as Postfix's cleanup writes it: its DSN requests as
+    /// `notify_flags` and `dsn_orig_rcpt` attributes, `O` when it has an
+    /// original, `R`.
+    fn recipient(&mut self, r: &super::NewRecipient) -> std::io::Result<()> {
+        if let Some(o) = &r.orcpt {
+            self.put(kind::ATTR, format!("dsn_orig_rcpt={o}").as_bytes())?;
+        }
+        if r.notify != 0 {
+            self.put(kind::ATTR, format!("notify_flags={}", r.notify).as_bytes())?;
+        }
+        if let Some(o) = &r.original {
+            self.put(kind::ORCP, o.as_bytes())?;
+        }
+        self.put(kind::RCPT, r.address.as_bytes())?;
+        self.recipients += 1;
         Ok(())
     }
 
@@ -279,7 +301,26 @@ impl Writer {
     /// after it, in the extracted segment, as Postfix's cleanup does; a
     /// later attribute of the same name overrides an earlier one.
     pub fn extracted_attr(&mut self, name: &str, value: &str) {
-        self.extracted.push((name.to_owned(), value.to_owned()));
+        self.extracted
+            .push(Extracted::Record(kind::ATTR, format!("{name}={value}")));
+    }
+
+    /// A FILTER action of the content inspection (`transport:nexthop`):
+    /// it overrides the envelope's content filter.
+    pub fn extracted_filter(&mut self, filter: &str) {
+        self.extracted
+            .push(Extracted::Record(kind::FILT, filter.to_owned()));
+    }
+
+    /// A REDIRECT action of the content inspection.
+    pub fn extracted_redirect(&mut self, to: &str) {
+        self.extracted
+            .push(Extracted::Record(kind::RDR, to.to_owned()));
+    }
+
+    /// A recipient added after the content (a BCC action's copy).
+    pub fn extracted_recipient(&mut self, r: super::NewRecipient) {
+        self.extracted.push(Extracted::Recipient(r));
     }
 
     /// Bytes of content written so far.
@@ -299,8 +340,11 @@ impl Writer {
         }
         let data_size = self.pos - self.content_start;
         self.put(kind::XTRA, b"")?;
-        for (k, v) in std::mem::take(&mut self.extracted) {
-            self.put(kind::ATTR, format!("{k}={v}").as_bytes())?;
+        for e in std::mem::take(&mut self.extracted) {
+            match e {
+                Extracted::Record(k, v) => self.put(k, v.as_bytes())?,
+                Extracted::Recipient(r) => self.recipient(&r)?,
+            }
         }
         self.put(kind::END, b"")?;
         self.flush_buf()?;
@@ -396,6 +440,7 @@ mod tests {
             let mut w =
                 Writer::create_in(&q, QueueName::Incoming, SystemTime::now(), Some(&pool)).unwrap();
             w.envelope(&Envelope {
+                filter: None,
                 sender: "s@x".into(),
                 recipients: vec![NewRecipient::new("r@x", None)],
                 attrs: vec![],
@@ -434,6 +479,7 @@ mod tests {
         let mut w = Writer::create(&q, SystemTime::now(), None).unwrap();
         w.delay_warning(1_800_000_000);
         w.envelope(&Envelope {
+            filter: None,
             sender: "s@x".into(),
             recipients: vec![NewRecipient::new("r@x", None)],
             attrs: vec![],
@@ -463,6 +509,7 @@ mod tests {
         // Fed in awkward pieces.
         let mut w = Writer::create(&q, SystemTime::now(), None).unwrap();
         w.envelope(&Envelope {
+            filter: None,
             sender: "s@x".into(),
             recipients: vec![NewRecipient::new("r@x", Some("orig@x".into()))],
             attrs: vec![(FULL_NAME.into(), "Alice".into())],
