@@ -12,7 +12,8 @@ class Test(Milter.Base):
         self.subject = ""
 
     def envrcpt(self, to, *params):
-        if to.startswith("<refused"):
+        # smtpd gives `<addr>`, cleanup (non_smtpd_milters) the bare address.
+        if to.lstrip("<").startswith("refused"):
             self.setreply("550", "5.7.1", "recipient refused by the milter")
             return Milter.REJECT
         return Milter.CONTINUE

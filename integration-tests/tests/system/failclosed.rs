@@ -86,12 +86,15 @@ const SERVICES: &str = "alpha unix - - n - - fixture-service\n";
 
 #[test]
 fn a_refused_setting_stops_check_and_start_with_file_line_and_parameter() {
-    let inst = Instance::new(SERVICES, "non_smtpd_milters = inet:127.0.0.1:8891\n");
+    let inst = Instance::new(
+        SERVICES,
+        "smtpd_milter_maps = cidr:/etc/postfix/milter_map\n",
+    );
     for cmd in ["check", "start"] {
         let out = inst.run("postfix", &[cmd]);
         assert_eq!(out.status.code(), Some(1), "postfix {cmd}");
         let want = format!(
-            "{}, line 11: non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
+            "{}, line 11: smtpd_milter_maps = cidr:/etc/postfix/milter_map: not implemented by postfix-rs",
             inst.etc.join("main.cf").display()
         );
         assert!(stderr(&out).contains(&want), "{}", stderr(&out));
@@ -105,8 +108,9 @@ fn a_refused_setting_stops_check_and_start_with_file_line_and_parameter() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out)
-            .contains("non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
+        stderr(&out).contains(
+            "smtpd_milter_maps = cidr:/etc/postfix/milter_map: not implemented by postfix-rs"
+        ),
         "{}",
         stderr(&out)
     );
@@ -174,12 +178,13 @@ fn a_refused_reload_keeps_the_running_configuration() {
     assert!(c.cmd("RCPT TO:<openstack@ywnds.com>").starts_with("250"));
     c.cmd("QUIT");
 
-    m.add_main_cf("non_smtpd_milters = inet:127.0.0.1:8891\n");
+    m.add_main_cf("smtpd_milter_maps = cidr:/etc/postfix/milter_map\n");
     let out = m.run("postfix", &["reload"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out)
-            .contains("non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"),
+        stderr(&out).contains(
+            "smtpd_milter_maps = cidr:/etc/postfix/milter_map: not implemented by postfix-rs"
+        ),
         "{}",
         stderr(&out)
     );
@@ -215,7 +220,7 @@ fn a_refused_reload_keeps_the_running_configuration() {
     assert!(
         m.log_text().lines().any(|l| l.contains("fatal: ")
             && l.contains(
-                "non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs"
+                "smtpd_milter_maps = cidr:/etc/postfix/milter_map: not implemented by postfix-rs"
             )),
         "{}",
         m.log_text()

@@ -386,3 +386,119 @@ fn a_missing_or_silent_milter_gets_the_default_action_as_in_postfix() {
         assert!(both.m.log_text().contains(warning), "{}", both.m.log_text());
     }
 }
+
+/// Submits a message with a system's sendmail (`ours`: postfix-rs's,
+/// else Debian's), from `s@client.example`.
+fn sendmail(etc: &Path, ours: bool, rcpts: &[&str], content: &str) {
+    let mut cmd = if ours {
+        let mut c = std::process::Command::new(testkit::bin("sendmail"));
+        c.arg("-C").arg(etc);
+        c
+    } else {
+        let mut c = std::process::Command::new("/usr/sbin/sendmail");
+        c.env("MAIL_CONFIG", etc);
+        c
+    };
+    let mut child = cmd
+        .args(["-f", "s@client.example"])
+        .args(rcpts)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), content.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// `non_smtpd_milters` on local submissions, side by side with Debian's
+/// Postfix: cleanup plays connect, EHLO, MAIL, RCPT and DATA to the milter
+/// as Postfix's does, its changes are made, its refusal returns the
+/// message to the sender, a refused recipient or a tempfail leaves the
+/// message in maildrop/ for later, quarantine holds it. And mail from an
+/// SMTP client whose smtpd has no milters of its own meets them too, as in
+/// Postfix.
+#[test]
+fn non_smtpd_milters_act_on_local_submissions_as_in_debian_postfix() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_milter, port, _macros)) = test_milter(dir.path()) else {
+        return;
+    };
+    let Some(both) = side_by_side(
+        &format!(
+            "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+             relayhost = [127.0.0.1]:SINK\nmyhostname = mail.ywnds.com\n\
+             non_smtpd_milters = inet:127.0.0.1:{port}\n"
+        ),
+        &[],
+    ) else {
+        return;
+    };
+    let messages: &[(&[&str], &str)] = &[
+        (
+            &["kept@remote.example", "gone@remote.example"],
+            "Subject: edit\nX-Remove: bye\nX-Twice: first\nX-Twice: second\n\nold body\n",
+        ),
+        (&["plain@remote.example"], "Subject: plain\n\nuntouched\n"),
+        (&["r@remote.example"], "Subject: reject\n\nbody\n"),
+        (&["t@remote.example"], "Subject: tempfail\n\nbody\n"),
+        (&["d@remote.example"], "Subject: discard\n\nbody\n"),
+        (&["q@remote.example"], "Subject: quarantine\n\nbody\n"),
+        (&["refused@remote.example"], "Subject: refused\n\nbody\n"),
+    ];
+    for (ours, etc) in [(false, &both.pf.etc), (true, &both.m.etc)] {
+        for (rcpts, content) in messages {
+            sendmail(etc, ours, rcpts, content);
+        }
+    }
+    // Over SMTP, to an smtpd without milters of its own.
+    let smtp = [
+        "EHLO client.example",
+        "MAIL FROM:<s@client.example>",
+        "RCPT TO:<smtp@remote.example>",
+        "DATA",
+        "Subject: reject\r\n\r\nbody\r\n",
+        "QUIT",
+    ];
+    same_replies(&both, "127.0.0.1", &smtp);
+    // edit, plain, and the notice that returns `reject`.
+    let settled = |mx: &testkit::fake_mx::FakeMx| {
+        wait_for(Duration::from_secs(30), || mx.accepted().len() >= 3)
+    };
+    assert!(
+        settled(&both.theirs_mx) && settled(&both.ours_mx),
+        "{}",
+        both.m.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // The notices (null sender) are counted, not compared: their SIZE=
+    // differs (Postfix counts the queue file's records).
+    let notice = |m: &String| m.starts_with(' ');
+    let mail = |mx: &testkit::fake_mx::FakeMx| -> Vec<String> {
+        relayed(mx).into_iter().filter(|m| !notice(m)).collect()
+    };
+    let (theirs, ours) = (mail(&both.theirs_mx), mail(&both.ours_mx));
+    assert_eq!(theirs, ours, "postfix-rs log:\n{}", both.m.log_text());
+    assert!(
+        ours.iter().any(|m| m.starts_with(
+            "changed@example.org -> [\"added@remote.example\", \"kept@remote.example\"]"
+        )),
+        "{ours:#?}"
+    );
+    let bounces = |mx: &testkit::fake_mx::FakeMx| relayed(mx).iter().filter(|m| notice(m)).count();
+    assert_eq!(bounces(&both.theirs_mx), bounces(&both.ours_mx));
+    let (theirs, ours) = (
+        milter_lines(&both.pf.log_text()),
+        milter_lines(&both.m.log_text()),
+    );
+    assert_eq!(theirs, ours, "postfix-rs log:\n{}", both.m.log_text());
+    assert!(
+        ours.iter().any(|l| l.starts_with(
+            ": milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 content refused by the milter;"
+        )),
+        "{ours:#?}"
+    );
+    let conf = "milter configuration error: can't reject recipient in non-smtpd(8) submission";
+    assert!(both.pf.log_text().contains(conf) && both.m.log_text().contains(conf));
+    assert_eq!(both.m.queue_files("hold").len(), 1);
+    // tempfail and the refused recipient wait in maildrop/.
+    assert_eq!(both.m.queue_files("maildrop").len(), 2);
+}

@@ -170,11 +170,15 @@ impl Notice<'_> {
         ));
         for s in self.recipients {
             head.push_str(&format!("\nFinal-Recipient: rfc822; {}\n", s.recipient));
-            // The client's ORCPT when it gave one, as Postfix reports it.
+            // The client's ORCPT when it gave one, else the address as
+            // first given, as Postfix reports it (its queue file always
+            // records that one).
             match (&s.dsn_orcpt, &s.original) {
                 (Some(orcpt), _) => head.push_str(&format!("Original-Recipient: {orcpt}\n")),
-                (None, Some(o)) => head.push_str(&format!("Original-Recipient: rfc822;{o}\n")),
-                (None, None) => {}
+                (None, o) => head.push_str(&format!(
+                    "Original-Recipient: rfc822;{}\n",
+                    o.as_deref().unwrap_or(&s.recipient)
+                )),
             }
             let action = match self.kind {
                 Kind::Failure => "failed",

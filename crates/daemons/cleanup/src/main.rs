@@ -209,6 +209,8 @@ struct Settings {
     /// `detect_8bit_encoding_header`, and the empty tables its parse uses.
     detect_8bit: bool,
     no_checks: checks::Tables,
+    /// `non_smtpd_milters` (none: no milter is asked).
+    non_smtpd_milters: Option<pfx_milter::Milters>,
 }
 
 impl Settings {
@@ -248,6 +250,12 @@ impl Settings {
                 .bool("detect_8bit_encoding_header")
                 .map_err(|e| e.to_string())?,
             no_checks: checks::Tables::default(),
+            non_smtpd_milters: pfx_milter::Milters::from_main_cf(
+                cfg,
+                "non_smtpd_milters",
+                std::path::Path::new(&s("queue_directory")?),
+            )
+            .map_err(|e| e.to_string())?,
         })
     }
 }
@@ -272,6 +280,9 @@ pub(crate) struct Flags {
     pub(crate) bcc: bool,
     /// header_checks and body_checks.
     pub(crate) checks: bool,
+    /// `non_smtpd_milters`: for local submissions (smtpd runs its own,
+    /// `smtpd_milters`, and none of these even when it has none).
+    pub(crate) milters: bool,
 }
 
 impl Flags {
@@ -282,6 +293,7 @@ impl Flags {
             map: !receive.no_address_mappings,
             bcc: external && !receive.no_address_mappings,
             checks: external && !receive.no_header_body_checks,
+            milters: origin == Origin::Pickup && !receive.no_milters,
         }
     }
 }
@@ -345,7 +357,8 @@ async fn message<'s>(
     // to it come before.
     let mut envelope_written = false;
     // Inspect: the content waits here for smtpd's milters and their changes.
-    let mut for_milters: Option<Vec<u8>> = None;
+    let local_milters = st.non_smtpd_milters.as_ref().filter(|_| flags.milters);
+    let mut for_milters: Option<Vec<u8>> = local_milters.map(|_| Vec::new());
     let given_attrs = env.attrs.clone();
     let attr = |name: &str| {
         given_attrs
@@ -533,7 +546,10 @@ async fn message<'s>(
             if origin == Origin::Pickup && reason.starts_with('5') {
                 return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
             }
-            return Ok(CleanupReply::Rejected { reason });
+            return Ok(CleanupReply::Rejected {
+                reason,
+                reply: None,
+            });
         }
         if v.discard {
             // Accepted and dropped: the file goes with the writer.
@@ -550,6 +566,45 @@ async fn message<'s>(
             for r in blind_copies(st, &env, copy, flags) {
                 writer.extracted_recipient(r);
             }
+        }
+    }
+    if let (Some(content), Some(milters)) = (for_milters.as_ref(), local_milters) {
+        let asked = milter::Asked {
+            milters,
+            id: &id,
+            attrs: &given_attrs,
+            flags,
+        };
+        match asked.run(st, &mut env, content).await {
+            milter::Outcome::Accept {
+                content,
+                hold: held,
+            } => {
+                hold |= held;
+                for_milters = Some(content);
+            }
+            milter::Outcome::Discard => return Ok(CleanupReply::Committed { queue_id: id }),
+            milter::Outcome::Reject { reason, reply } => {
+                if origin == Origin::Pickup && reason.starts_with('5') {
+                    // Returned as it came, before the milters' changes.
+                    let written = writer.envelope(&env).and_then(|()| writer.content(content));
+                    if let Err(e) = written {
+                        warn!("{id}: write queue file: {e}");
+                        return Ok(write_error());
+                    }
+                    return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
+                }
+                return Ok(CleanupReply::Rejected { reason, reply });
+            }
+        }
+        let bytes = for_milters.take().unwrap_or_default();
+        let written = writer
+            .envelope(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|()| writer.content(&bytes).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            warn!("{id}: write queue file: {e}");
+            return Ok(write_error());
         }
     }
     if let Some(content) = for_milters.take() {
@@ -758,6 +813,9 @@ async fn return_to_sender(
         temporary: true,
         reason: "queue file write error".into(),
     };
+    // The refused content is not sent back, only its headers, as
+    // Postfix's cleanup_bounce (RET=HDRS).
+    writer.extracted_attr("ret_flags", &pfx_smtp_proto::dsn::RET_HDRS.to_string());
     if let Err(e) = writer.relocate(&st.queue, pfx_queue::QueueName::Hold) {
         warn!("{id}: move queue file to hold: {e}");
         return failed();

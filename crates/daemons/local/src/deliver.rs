@@ -1236,7 +1236,7 @@ async fn forward(
         // would meet the same refusal until the message expires.
         Ok(CleanupReply::TooManyHops) => bounce("5.4.6", "too many hops"),
         Ok(CleanupReply::TooBig) => bounce("5.3.4", "message too big for system"),
-        Ok(CleanupReply::Rejected { reason }) => {
+        Ok(CleanupReply::Rejected { reason, .. }) => {
             let (dsn, text) = reason.split_once(' ').unwrap_or(("5.7.1", &reason));
             let text = text.to_owned();
             if dsn.starts_with('4') {

@@ -1830,7 +1830,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(CleanupReply::TooBig) => Reply::new(552, "5.3.4", "Error: message file too big"),
             Ok(CleanupReply::TooManyHops) => Reply::new(554, "5.4.0", "Error: too many hops"),
             // header/body_checks REJECT: the status and text it gave.
-            Ok(CleanupReply::Rejected { reason }) => {
+            // A milter's own reply, as it gave it.
+            Ok(CleanupReply::Rejected {
+                reply: Some(reply), ..
+            }) => crate::milter::reply_of(&reply),
+            Ok(CleanupReply::Rejected { reason, .. }) => {
                 let temporary = reason.starts_with('4');
                 let (dsn, text) =
                     pfx_smtp_proto::dsn_split(if temporary { "4.7.1" } else { "5.7.1" }, &reason);

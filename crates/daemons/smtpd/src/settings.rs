@@ -44,58 +44,12 @@ pub(crate) enum BareNewline {
     No,
 }
 
-/// `smtpd_milters`, with what their macros say about this server.
-#[derive(Debug)]
-pub(crate) struct Milters {
-    pub(crate) config: pfx_milter::Config,
-    /// `milter_macro_daemon_name`, `milter_macro_v`.
-    pub(crate) daemon_name: String,
-    pub(crate) v: String,
-}
-
-impl Milters {
-    fn new(cfg: &Config, queue_dir: &std::path::Path) -> Result<Option<Self>, BuildError> {
-        let entries = cfg.list("smtpd_milters")?;
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let list = |n: &str| -> Result<Vec<String>, BuildError> {
-            Ok(cfg.get(n)?.split_whitespace().map(str::to_owned).collect())
-        };
-        let params = pfx_milter::config::Params {
-            entries: &entries,
-            protocol: &cfg.get("milter_protocol")?,
-            default_action: &cfg.get("milter_default_action")?,
-            connect_timeout: cfg.time("milter_connect_timeout")?,
-            command_timeout: cfg.time("milter_command_timeout")?,
-            content_timeout: cfg.time("milter_content_timeout")?,
-            queue_dir,
-            macros: pfx_milter::config::MacroLists {
-                connect: list("milter_connect_macros")?,
-                helo: list("milter_helo_macros")?,
-                mail: list("milter_mail_macros")?,
-                rcpt: list("milter_rcpt_macros")?,
-                data: list("milter_data_macros")?,
-                end_of_header: list("milter_end_of_header_macros")?,
-                end_of_data: list("milter_end_of_data_macros")?,
-                unknown: list("milter_unknown_command_macros")?,
-            },
-        };
-        let config = pfx_milter::Config::new(&params).map_err(|e| e.to_string())?;
-        Ok(Some(Self {
-            config,
-            daemon_name: cfg.get("milter_macro_daemon_name")?,
-            v: cfg.get("milter_macro_v")?,
-        }))
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) myhostname: String,
     /// `smtpd_milters` (none: no milter is asked, as with
     /// `receive_override_options = no_milters`).
-    pub(crate) milters: Option<Milters>,
+    pub(crate) milters: Option<pfx_milter::Milters>,
     /// `content_filter` and `receive_override_options` for cleanup.
     pub(crate) receive: pfx_ipc::proto::Receive,
     /// `receive_override_options = no_unknown_recipient_checks`: no
@@ -234,6 +188,8 @@ impl Settings {
             }
         };
         let queue_dir: std::path::PathBuf = s("queue_directory")?.into();
+        let milters = pfx_milter::Milters::from_main_cf(&cfg, "smtpd_milters", &queue_dir)?
+            .filter(|_| !receive.no_milters);
         let restrictions = Restrictions::new(&cfg, &passwd)?;
         let tempfail = |name: &str| -> Result<bool, BuildError> {
             match s(name)?.as_str() {
@@ -285,7 +241,7 @@ impl Settings {
                 .iter()
                 .any(|w| w.eq_ignore_ascii_case("silent-discard")),
             sender_login: MapList::parse(&l("smtpd_sender_login_maps")?, &passwd)?,
-            milters: Milters::new(&cfg, &queue_dir)?.filter(|_| !receive.no_milters),
+            milters,
             receive,
             no_unknown_recipient_checks: overrides.no_unknown_recipient_checks,
             xforward_hosts: crate::limits::HostList::parse(&l("smtpd_authorized_xforward_hosts")?)?,

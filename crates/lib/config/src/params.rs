@@ -432,7 +432,7 @@ pub static PARAMS: &[Param] = &[
     p("nested_header_checks", "$header_checks", Str, I),
     p("newaliases_path", "/usr/bin/newaliases", Str, N),
     p("non_fqdn_reject_code", "504", Int, I),
-    p("non_smtpd_milters", "", Str, R),
+    p("non_smtpd_milters", "", Str, I),
     p("notify_classes", "resource, software", Str, N),
     p("openssl_path", "openssl", Str, N),
     p("owner_request_special", "yes", Bool, I),

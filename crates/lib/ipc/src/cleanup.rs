@@ -51,6 +51,10 @@ pub enum SubmitError {
     TooBig,
     #[error("too many hops")]
     TooManyHops,
+    /// The content inspection or a milter refused it for now (a 4.x.x
+    /// status: it is tried again later).
+    #[error("{0}")]
+    Rejected(String),
     #[error("cleanup: unexpected reply {0}")]
     Unexpected(String),
 }
@@ -159,6 +163,7 @@ impl Cleanup {
             CleanupReply::Failed { reason, .. } => Err(SubmitError::Failed(reason)),
             CleanupReply::TooBig => Err(SubmitError::TooBig),
             CleanupReply::TooManyHops => Err(SubmitError::TooManyHops),
+            CleanupReply::Rejected { reason, .. } => Err(SubmitError::Rejected(reason)),
             other => Err(SubmitError::Unexpected(format!("{other:?}"))),
         }
     }

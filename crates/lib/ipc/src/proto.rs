@@ -242,6 +242,9 @@ pub enum CleanupReply {
     /// (`5.7.1 message content rejected`; a `4.x.x` status is temporary).
     Rejected {
         reason: String,
+        /// A milter's own SMTP reply (`554 5.7.1 text`), for smtpd to
+        /// send as it is.
+        reply: Option<String>,
     },
     /// After [`CleanupRequest::Inspect`]: a piece of the content as it
     /// would be queued (LF line ends), for the milters.

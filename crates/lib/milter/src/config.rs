@@ -148,6 +148,57 @@ fn duration(name: &str, value: &str) -> Result<Duration, Error> {
         .map_err(|e| Error(format!("milter setting {name}={value}: {e}")))
 }
 
+/// A milter list of main.cf (`smtpd_milters`, `non_smtpd_milters`) with
+/// the `milter_*` parameters it goes with, and what the macros say about
+/// this server (`milter_macro_daemon_name`, `milter_macro_v`).
+#[derive(Debug, Clone)]
+pub struct Milters {
+    pub config: Config,
+    pub daemon_name: String,
+    pub v: String,
+}
+
+impl Milters {
+    /// The milters of main.cf's `list`; `None` when it is empty.
+    pub fn from_main_cf(
+        cfg: &pfx_config::Config,
+        list: &str,
+        queue_dir: &Path,
+    ) -> Result<Option<Self>, pfx_config::BuildError> {
+        let entries = cfg.list(list)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let words = |n: &str| -> Result<Vec<String>, pfx_config::BuildError> {
+            Ok(cfg.get(n)?.split_whitespace().map(str::to_owned).collect())
+        };
+        let params = Params {
+            entries: &entries,
+            protocol: &cfg.get("milter_protocol")?,
+            default_action: &cfg.get("milter_default_action")?,
+            connect_timeout: cfg.time("milter_connect_timeout")?,
+            command_timeout: cfg.time("milter_command_timeout")?,
+            content_timeout: cfg.time("milter_content_timeout")?,
+            queue_dir,
+            macros: MacroLists {
+                connect: words("milter_connect_macros")?,
+                helo: words("milter_helo_macros")?,
+                mail: words("milter_mail_macros")?,
+                rcpt: words("milter_rcpt_macros")?,
+                data: words("milter_data_macros")?,
+                end_of_header: words("milter_end_of_header_macros")?,
+                end_of_data: words("milter_end_of_data_macros")?,
+                unknown: words("milter_unknown_command_macros")?,
+            },
+        };
+        Ok(Some(Self {
+            config: Config::new(&params).map_err(|e| e.to_string())?,
+            daemon_name: cfg.get("milter_macro_daemon_name")?,
+            v: cfg.get("milter_macro_v")?,
+        }))
+    }
+}
+
 impl Config {
     pub fn new(p: &Params<'_>) -> Result<Self, Error> {
         let default_action = DefaultAction::parse(p.default_action).ok_or_else(|| {

@@ -8,7 +8,7 @@ pub mod edit;
 pub mod session;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, Milters};
 pub use edit::{EnvelopeEdit, Message};
 pub use session::{Client, Session, Verdict};
 pub use wire::Family;
