@@ -16,6 +16,25 @@ use crate::sidebyside::{same_replies, side_by_side};
 /// The milter, killed when dropped.
 struct Running(std::process::Child);
 
+/// A server that forks workers (rspamd), in a process group of its own:
+/// the whole group is stopped when dropped, so no worker outlives it.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let stopped = wait_for(Duration::from_secs(10), || {
+            matches!(self.0.try_wait(), Ok(Some(_)))
+                && nix::sys::signal::killpg(pgid, None).is_err()
+        });
+        if !stopped {
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -501,4 +520,150 @@ fn non_smtpd_milters_act_on_local_submissions_as_in_debian_postfix() {
     assert_eq!(both.m.queue_files("hold").len(), 1);
     // tempfail and the refused recipient wait in maildrop/.
     assert_eq!(both.m.queue_files("maildrop").len(), 2);
+}
+
+/// rspamd from Debian in milter mode (its proxy worker scanning by
+/// itself), with a configuration of the test's own in `dir`: no Redis, no
+/// network checks, DNS sent to a loopback port nobody answers on, and the
+/// extended headers (X-Spamd-Result) on every message. `None` when rspamd
+/// is not installed.
+fn rspamd(dir: &Path) -> Option<(Group, u16)> {
+    if !Path::new("/usr/bin/rspamd").exists() {
+        eprintln!("skipped: rspamd is not installed (scripts/setup installs it)");
+        return None;
+    }
+    let port = testkit::free_port();
+    let local = dir.join("local.d");
+    for d in ["local.d", "run", "db", "log"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("rspamd.conf"),
+        format!(
+            ".include \"$CONFDIR/common.conf\"\n\
+             options {{\n  pidfile = \"$RUNDIR/rspamd.pid\";\n  .include \"$CONFDIR/options.inc\"\n  \
+             .include(try=true; priority=1,duplicate=merge) \"$LOCAL_CONFDIR/local.d/options.inc\"\n}}\n\
+             logging {{\n  type = \"file\";\n  filename = \"$LOGDIR/rspamd.log\";\n  level = \"info\";\n}}\n\
+             worker \"rspamd_proxy\" {{\n  bind_socket = \"127.0.0.1:{port}\";\n  milter = yes;\n  \
+             timeout = 120s;\n  upstream \"local\" {{\n    default = yes;\n    self_scan = yes;\n  }}\n  \
+             count = 1;\n  spam_header = \"X-Spam\";\n  reject_message = \"Spam message rejected\";\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("options.inc"),
+        "dns {\n  nameserver = [\"127.0.0.1:1\"];\n  timeout = 1s;\n  retransmits = 1;\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("milter_headers.conf"),
+        "extended_spam_headers = true;\nskip_local = false;\nskip_authenticated = false;\n",
+    )
+    .unwrap();
+    // Nothing that would look beyond this machine.
+    for module in [
+        "fuzzy_check",
+        "rbl",
+        "surbl",
+        "phishing",
+        "dkim_signing",
+        "arc",
+        "emails",
+    ] {
+        std::fs::write(local.join(format!("{module}.conf")), "enabled = false;\n").unwrap();
+    }
+    let var = |name: &str, sub: &str| format!("--var={name}={}", dir.join(sub).display());
+    let mut cmd = std::process::Command::new("/usr/bin/rspamd");
+    cmd.arg("-f")
+        .arg("-c")
+        .arg(dir.join("rspamd.conf"))
+        .arg(var("LOCAL_CONFDIR", ""))
+        .arg(var("RUNDIR", "run"))
+        .arg(var("DBDIR", "db"))
+        .arg(var("LOGDIR", "log"));
+    if nix::unistd::Uid::effective().is_root() {
+        cmd.args(["-i", "-u", "root", "-g", "root"]);
+    }
+    let child = std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rspamd");
+    let running = Group(child);
+    assert!(
+        wait_for(Duration::from_secs(60), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "rspamd did not start: {}",
+        std::fs::read_to_string(dir.join("log/rspamd.log")).unwrap_or_default()
+    );
+    Some((running, port))
+}
+
+/// rspamd as a milter, side by side with Debian's Postfix: the GTUBE test
+/// pattern is rejected with rspamd's reply, clean mail goes on with the
+/// headers rspamd adds.
+#[test]
+fn rspamd_rejects_gtube_and_marks_clean_mail_as_with_debian_postfix() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_rspamd, port)) = rspamd(dir.path()) else {
+        return;
+    };
+    let Some(both) = side_by_side(
+        &format!(
+            "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
+             relayhost = [127.0.0.1]:SINK\nmyhostname = mail.ywnds.com\n\
+             smtpd_milters = inet:127.0.0.1:{port}\nmilter_default_action = tempfail\n"
+        ),
+        &[],
+    ) else {
+        return;
+    };
+    let session = |subject: &str, body: &str| {
+        vec![
+            "EHLO client.example".to_owned(),
+            "MAIL FROM:<s@client.example>".to_owned(),
+            "RCPT TO:<u@remote.example>".to_owned(),
+            "DATA".to_owned(),
+            format!("From: s@client.example\r\nTo: u@remote.example\r\nSubject: {subject}\r\n\r\n{body}\r\n"),
+            "QUIT".to_owned(),
+        ]
+    };
+    let gtube = session(
+        "test",
+        "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X",
+    );
+    let clean = session("hello", "An ordinary message.");
+    let ours_gtube = crate::sidebyside::converse_from(
+        "127.0.0.1",
+        both.m.port,
+        &gtube.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        ours_gtube[5] == "554 5.7.1 Gtube pattern",
+        "{ours_gtube:?}\n{}",
+        both.m.log_text()
+    );
+    for s in [&gtube, &clean] {
+        let steps: Vec<&str> = s.iter().map(String::as_str).collect();
+        same_replies(&both, "127.0.0.1", &steps);
+    }
+    for mx in [&both.theirs_mx, &both.ours_mx] {
+        assert!(wait_for(Duration::from_secs(30), || mx.accepted().len() == 1));
+        let got = String::from_utf8_lossy(&mx.accepted()[0].data).into_owned();
+        assert!(
+            got.contains("\r\nX-Spamd-Result: default: False ["),
+            "{got}"
+        );
+        assert!(got.contains("Subject: hello\r\n"), "{got}");
+    }
+    assert!(
+        both.m.log_text().contains(
+            ": milter-reject: END-OF-MESSAGE from unknown[127.0.0.1]: 5.7.1 Gtube pattern;"
+        ),
+        "{}",
+        both.m.log_text()
+    );
 }
