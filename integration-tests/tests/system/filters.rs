@@ -202,3 +202,66 @@ fn xforward_is_answered_as_debian_postfix_answers_it() {
     assert!(ehlo("127.0.0.1").contains("XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT"));
     assert!(!ehlo("127.0.0.2").contains("XFORWARD"));
 }
+
+/// REDIRECT, BCC and FILTER from `smtpd_end_of_data_restrictions`, met
+/// after the envelope went to cleanup, side by side with Debian's
+/// Postfix: the message goes to the redirect address, a copy goes out,
+/// the filter takes it (discard: here).
+#[test]
+fn end_of_data_redirect_bcc_and_filter_act_as_in_debian_postfix() {
+    let Some(both) = crate::sidebyside::side_by_side(
+        "mynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\nrelayhost = [127.0.0.1]:SINK\n\
+         smtpd_end_of_data_restrictions = check_sender_access texthash:TABLES/late\n",
+        &[(
+            "late",
+            "redirect@client.example REDIRECT other@remote.example\n\
+             copy@client.example BCC copy@remote.example\n\
+             filter@client.example FILTER discard:filtered late\n",
+        )],
+    ) else {
+        return;
+    };
+    for sender in ["redirect", "copy", "filter"] {
+        let mail = format!("MAIL FROM:<{sender}@client.example>");
+        let body = format!("Subject: {sender}\r\n\r\nbody\r\n");
+        let session = [
+            "EHLO client.example",
+            &mail,
+            "RCPT TO:<u@remote.example>",
+            "DATA",
+            &body,
+            "QUIT",
+        ];
+        crate::sidebyside::same_replies(&both, "127.0.0.1", &session);
+    }
+    let relayed = |mx: &FakeMx| {
+        let mut v: Vec<String> = mx
+            .accepted()
+            .iter()
+            .map(|a| {
+                let mut r = a.recipients.clone();
+                r.sort();
+                format!("{}: {r:?}", a.sender.split(' ').next().unwrap_or(""))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    for mx in [&both.theirs_mx, &both.ours_mx] {
+        assert!(wait_for(Duration::from_secs(20), || mx.accepted().len() == 2));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(relayed(&both.theirs_mx), relayed(&both.ours_mx));
+    assert_eq!(
+        relayed(&both.ours_mx),
+        [
+            "copy@client.example: [\"copy@remote.example\", \"u@remote.example\"]",
+            "redirect@client.example: [\"other@remote.example\"]"
+        ]
+    );
+    assert!(
+        both.m.log_text().contains("status=sent (filtered late)"),
+        "{}",
+        both.m.log_text()
+    );
+}

@@ -418,6 +418,7 @@ async fn message<'s>(
     let mut primary_8bit = false;
     let mut failure: Option<CleanupReply> = None;
     let mut hold = false;
+    let mut late = pfx_ipc::proto::Actions::default();
     loop {
         let req: CleanupRequest = ch
             .expect()
@@ -470,6 +471,7 @@ async fn message<'s>(
                 }
             }
             CleanupRequest::Hold => hold = true,
+            CleanupRequest::Actions(a) => late = a,
             CleanupRequest::Inspect if !envelope_written => for_milters = Some(Vec::new()),
             CleanupRequest::Inspect
             | CleanupRequest::Edit(_)
@@ -526,6 +528,19 @@ async fn message<'s>(
     let eight_bit = primary_8bit || inspector.as_ref().is_some_and(|i| i.eight_bit);
     if st.detect_8bit && eight_bit && attr("encoding").as_deref() != Some("8bit") {
         writer.extracted_attr("encoding", "8bit");
+    }
+    // smtpd's end-of-data FILTER, REDIRECT and BCC, before the checks'
+    // own (a later record wins), as Postfix's extracted segment has them.
+    if let Some(f) = &late.filter {
+        writer.extracted_filter(f);
+    }
+    if let Some(to) = &late.redirect {
+        writer.extracted_redirect(to);
+    }
+    for copy in &late.bcc {
+        for r in blind_copies(st, &env, copy, flags) {
+            writer.extracted_recipient(r);
+        }
     }
     if let Some(mut ins) = inspector.take() {
         let mut piece = ins.finish();
@@ -923,6 +938,7 @@ async fn drain(
         match req {
             CleanupRequest::Content(_)
             | CleanupRequest::Hold
+            | CleanupRequest::Actions(_)
             | CleanupRequest::Inspect
             | CleanupRequest::Edit(_)
             | CleanupRequest::BodyMore(_)

@@ -1733,7 +1733,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn finish_message(&mut self, open: Open<'_>, bare_lf: usize, bdat: Option<()>) -> Reply {
         let st = self.st.clone();
         let Open {
-            msg,
+            mut msg,
             id,
             sender,
             recipients,
@@ -1759,12 +1759,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..self.facts("END-OF-MESSAGE")
             };
             let verdict = check::content(&st, Stage::EndOfData, facts, &mut fx).await;
-            if verdict.is_ok() && (fx.redirect, fx.bcc.len(), fx.filter) != before {
-                // The envelope went to cleanup at DATA: a new recipient or
-                // filter now would be lost, and the message must not go
-                // without it.
-                warn!("{id}: REDIRECT, BCC or FILTER in smtpd_end_of_data_restrictions: not implemented by postfix-rs");
-                Some(Reply::new(451, "4.3.5", "Server configuration error"))
+            let (redirect, bcc_before, filter) = before;
+            let late = pfx_ipc::proto::Actions {
+                filter: fx.filter.clone().filter(|f| Some(f) != filter.as_ref()),
+                redirect: fx.redirect.clone().filter(|r| Some(r) != redirect.as_ref()),
+                bcc: fx.bcc[bcc_before..].to_vec(),
+            };
+            // The envelope went to cleanup at DATA: these go after the
+            // content, as Postfix's smtpd writes them.
+            if verdict.is_ok()
+                && late != pfx_ipc::proto::Actions::default()
+                && msg.actions(late).is_err()
+            {
+                Some(Reply::new(451, "4.3.0", "Error: queue file write error"))
             } else {
                 verdict.err()
             }

@@ -223,6 +223,14 @@ impl<'a> Message<'a> {
         queued
     }
 
+    /// FILTER, REDIRECT and BCC met at the end of the message (sent with
+    /// the next send).
+    pub fn actions(&mut self, actions: crate::proto::Actions) -> Result<(), Error> {
+        let queued = self.ch.queue(&CleanupRequest::Actions(actions));
+        self.broken |= queued.is_err();
+        queued
+    }
+
     /// Milters will look at this message (sent with the next send): see
     /// [`Message::processed`].
     pub fn inspect(&mut self) -> Result<(), Error> {

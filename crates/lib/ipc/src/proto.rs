@@ -145,6 +145,16 @@ impl ReceiveOverride {
     }
 }
 
+/// An access table's or policy service's FILTER, REDIRECT and BCC, for
+/// the extracted segment of the queue file (as Postfix's smtpd writes
+/// those it met at the end of the message).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    pub filter: Option<String>,
+    pub redirect: Option<String>,
+    pub bcc: Vec<String>,
+}
+
 /// smtpd, pickup, bounce and local -> cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CleanupRequest {
@@ -162,6 +172,9 @@ pub enum CleanupRequest {
     /// The message goes to the hold queue, not to delivery (an access
     /// table's or policy service's HOLD); sent before End.
     Hold,
+    /// What `smtpd_end_of_data_restrictions` asked for after the envelope
+    /// went to cleanup; sent before End.
+    Actions(Actions),
     /// Milters will look at the message: at End, cleanup answers with
     /// the content as it would queue it ([`CleanupReply::Content`] pieces,
     /// then [`CleanupReply::ContentEnd`]) and waits for the milters'
