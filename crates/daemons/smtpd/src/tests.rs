@@ -102,6 +102,8 @@ async fn cleanup(
                 message.as_mut().unwrap().0.insert_str(0, "held:");
                 continue;
             }
+            // The end-of-data restrictions of these tests ask for none.
+            CleanupRequest::Actions(a) => panic!("unexpected actions {a:?}"),
             CleanupRequest::End => {
                 tx.send(message.take().unwrap()).unwrap();
                 CleanupReply::Committed {

@@ -347,6 +347,7 @@ mod tests {
                             },
                             CleanupRequest::Content(_)
                             | CleanupRequest::Hold
+                            | CleanupRequest::Actions(_)
                             | CleanupRequest::Inspect
                             | CleanupRequest::Edit(_)
                             | CleanupRequest::BodyMore(_)
