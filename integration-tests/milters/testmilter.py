@@ -25,7 +25,8 @@ class Test(Milter.Base):
 
     def eom(self):
         with open(sys.argv[2], "a") as f:
-            for m in ("i", "j", "{daemon_name}", "{client_addr}", "{mail_addr}", "v"):
+            for m in ("i", "j", "{daemon_name}", "{client_addr}", "{mail_addr}", "v",
+                      "{mail_mailer}", "{mail_host}", "{rcpt_addr}", "{rcpt_mailer}", "{rcpt_host}"):
                 f.write("%s=%s\n" % (m, self.getsymval(m)))
         s = self.subject
         if s == "edit":

@@ -134,16 +134,21 @@ fn milter_lines(log: &str) -> Vec<String> {
 
 #[test]
 fn a_milter_changes_refuses_and_holds_as_with_debian_postfix() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((_milter, port, macros)) = test_milter(dir.path()) else {
+    // One milter each, so that the macros each system gives can be told apart.
+    let (theirs_dir, ours_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((_theirs_milter, port, theirs_macros)) = test_milter(theirs_dir.path()) else {
         return;
     };
-    let Some(both) = side_by_side(
+    let Some((_milter, our_port, macros)) = test_milter(ours_dir.path()) else {
+        return;
+    };
+    let Some(both) = crate::sidebyside::side_by_side_with(
         &format!(
             "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n\
              relayhost = [127.0.0.1]:SINK\nmyhostname = mail.ywnds.com\n\
              smtpd_milters = inet:127.0.0.1:{port}\n"
         ),
+        &format!("smtpd_milters = inet:127.0.0.1:{our_port}\n"),
         &[],
     ) else {
         return;
@@ -200,8 +205,27 @@ fn a_milter_changes_refuses_and_holds_as_with_debian_postfix() {
     assert_eq!(ours.len(), 5, "{ours:#?}");
     // The quarantined message waits in hold/.
     assert_eq!(both.m.queue_files("hold").len(), 1);
-    // The macros Postfix gives by default reach the milter.
+    // The macros Postfix gives by default reach the milter, with the
+    // values Postfix gives (queue IDs aside).
     let given = std::fs::read_to_string(&macros).unwrap();
+    let values = |text: &str| {
+        // Queue IDs, version, and each system's own next-hop port apart.
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("i=") && !l.starts_with("v="))
+            .map(|l| match l.rsplit_once("]:") {
+                Some((host, _)) => format!("{host}]:PORT"),
+                None => l.to_owned(),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        values(&std::fs::read_to_string(&theirs_macros).unwrap()),
+        values(&given)
+    );
+    assert!(given.contains("{rcpt_mailer}=smtp"), "{given}");
     assert!(given.contains("j=mail.ywnds.com"), "{given}");
     assert!(given.contains("{daemon_name}=mail.ywnds.com"), "{given}");
     assert!(

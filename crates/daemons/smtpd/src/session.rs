@@ -740,6 +740,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if let Some(sender) = &self.sender {
             v.set("mail_addr", sender.clone());
+            // Where mail to the sender would go (Postfix resolves it).
+            if let Ok(r) = self.st.addresses.resolve("", sender) {
+                v.set("mail_mailer", r.transport);
+                v.set("mail_host", r.nexthop);
+            }
         }
         if let Some(id) = queue_id {
             v.set("i", id);
@@ -892,6 +897,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut values = self.milter_values(None);
         if let Some(r) = recipient {
             values.set("rcpt_addr", self.st.resolve(r).address());
+            let sender = self.sender.as_deref().unwrap_or("");
+            if let Ok(res) = self.st.addresses.resolve(sender, r) {
+                values.set("rcpt_mailer", res.transport);
+                values.set("rcpt_host", res.nexthop);
+            }
         }
         let lookup = |n: &str| values.get(n);
         let m = self.milters.as_mut()?;
