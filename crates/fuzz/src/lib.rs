@@ -223,6 +223,7 @@ pub fn zone_file(data: &[u8]) {
         "ywnds.com",
         Path::new("/nonexistent/fuzz/ywnds.com.zone"),
         &text,
+        Path::new("/nonexistent/fuzz"),
     ) {
         assert!(e.to_string().starts_with("zone ywnds.com/IN: "), "{e}");
     }

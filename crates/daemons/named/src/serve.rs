@@ -121,7 +121,7 @@ fn load_zones(conf: &NamedConf, previous: &HashMap<String, Loaded>) -> HashMap<S
     let mut out = HashMap::new();
     for z in &conf.zones {
         let label = Zone::label(&z.name);
-        let loaded = zone::load(&z.name, &z.file)
+        let loaded = zone::load(&z.name, &z.file, &conf.options.directory)
             .map_err(|e| e.to_string())
             .and_then(|zone| handler_for(zone, &label));
         match loaded {

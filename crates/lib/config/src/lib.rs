@@ -928,14 +928,14 @@ mod tests {
     #[test]
     fn settings_that_would_make_postfix_stricter_are_refused_with_file_and_line() {
         let r = refusals(
-            &format!("{LEVEL}smtpd_client_restrictions = reject_unverified_sender\nsmtpd_tls_req_ccert = yes\nsmtp_header_checks = regexp:/etc/postfix/hc\nnon_smtpd_milters = inet:127.0.0.1:8891\n"),
+            &format!("{LEVEL}smtpd_client_restrictions = reject_unverified_sender\nsmtpd_tls_req_ccert = yes\nsmtp_header_checks = regexp:/etc/postfix/hc\nsmtpd_milter_maps = cidr:/etc/postfix/milter_map\n"),
             "",
         );
         for want in [
             "/etc/postfix/main.cf, line 2: smtpd_client_restrictions = reject_unverified_sender: restriction \"reject_unverified_sender\" in smtpd_client_restrictions: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 3: smtpd_tls_req_ccert = yes: not implemented by postfix-rs",
             "/etc/postfix/main.cf, line 4: smtp_header_checks = regexp:/etc/postfix/hc: not implemented by postfix-rs",
-            "/etc/postfix/main.cf, line 5: non_smtpd_milters = inet:127.0.0.1:8891: not implemented by postfix-rs",
+            "/etc/postfix/main.cf, line 5: smtpd_milter_maps = cidr:/etc/postfix/milter_map: not implemented by postfix-rs",
         ] {
             assert!(r.contains(&want.to_owned()), "{want} in {r:?}");
         }

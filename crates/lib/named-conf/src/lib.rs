@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod conf;
+mod directives;
 pub mod zone;
 
 /// Loads every zone of `conf` as named would, printing BIND's messages;
@@ -14,7 +15,7 @@ pub fn check_zones(conf: &conf::NamedConf, out: &mut dyn std::io::Write) -> bool
     let mut ok = true;
     for z in &conf.zones {
         let label = zone::Zone::label(&z.name);
-        match zone::load(&z.name, &z.file) {
+        match zone::load(&z.name, &z.file, &conf.options.directory) {
             Ok(zone) => {
                 for w in &zone.warnings {
                     let _ = writeln!(out, "{w}");

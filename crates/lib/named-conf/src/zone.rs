@@ -1,5 +1,8 @@
 //! Zone files in BIND's master file format, read with hickory's parser and
-//! checked the way `named-checkzone` checks them.
+//! checked the way `named-checkzone` checks them. The directives hickory
+//! lacks or reads otherwise (`$GENERATE`, `$INCLUDE file origin`, a
+//! relative `$ORIGIN`, no `$TTL`) are rewritten first, as BIND reads them
+//! (`crate::directives`).
 //!
 //! hickory's parser reports what is wrong but not where; [`load`] finds the
 //! line by parsing ever longer prefixes of the file, cut only between
@@ -55,8 +58,9 @@ pub enum Error {
     CnameAndOtherData { label: String, name: String },
 }
 
-/// Reads and checks the zone `name` (no trailing dot) from `path`.
-pub fn load(name: &str, path: &Path) -> Result<Zone, Error> {
+/// Reads and checks the zone `name` (no trailing dot) from `path`;
+/// relative `$INCLUDE` names are under `base` (named's `directory`).
+pub fn load(name: &str, path: &Path, base: &Path) -> Result<Zone, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Open {
         label: Zone::label(name),
         file: path.to_owned(),
@@ -65,11 +69,12 @@ pub fn load(name: &str, path: &Path) -> Result<Zone, Error> {
             _ => e.to_string(),
         },
     })?;
-    parse(name, path, &text)
+    parse(name, path, &text, base)
 }
 
-/// Parses zone text; `path` is used in messages and for relative `$INCLUDE`s.
-pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, Error> {
+/// Parses zone text; `path` is used in messages, `base` for relative
+/// `$INCLUDE`s.
+pub fn parse(name: &str, path: &Path, text: &str, base: &Path) -> Result<Zone, Error> {
     let label = Zone::label(name);
     let origin =
         Name::from_ascii(format!("{}.", name.to_ascii_lowercase()).trim_start_matches('.'))
@@ -77,20 +82,34 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Zone, Error> {
                 label: label.clone(),
                 reason: e.to_string(),
             })?;
-    let parsed = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse();
+    let flat = crate::directives::flatten(path, text, &origin.to_ascii(), base).map_err(|p| {
+        Error::Syntax {
+            label: label.clone(),
+            file: p.file,
+            line: p.line,
+            reason: p.reason,
+        }
+    })?;
+    let parsed = Parser::new(&flat.text, Some(path.to_path_buf()), Some(origin.clone())).parse();
     let records = match parsed {
         Ok((_, records)) => records,
         Err(e) => {
-            let line = failing_line(text, path, &origin);
+            let line = failing_line(&flat.text, path, &origin);
+            let (file, line) = flat
+                .source(line)
+                .cloned()
+                .unwrap_or_else(|| (path.to_owned(), line));
             return Err(Error::Syntax {
                 label,
-                file: path.to_owned(),
+                file,
                 line,
                 reason: e.to_string(),
             });
         }
     };
-    check(&label, origin, records)
+    let mut zone = check(&label, origin, records)?;
+    zone.warnings.splice(0..0, flat.warnings);
+    Ok(zone)
 }
 
 /// The line of the first entry whose inclusion makes the parse fail.
@@ -244,7 +263,12 @@ v6      IN AAAA ::1
 ";
 
     fn zone(text: &str) -> Result<Zone, Error> {
-        parse("ywnds.com", Path::new("/z/ywnds.com.zone"), text)
+        parse(
+            "ywnds.com",
+            Path::new("/z/ywnds.com.zone"),
+            text,
+            Path::new("/z"),
+        )
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! named-checkzone: checks one zone file as BIND's does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
@@ -24,7 +24,8 @@ fn main() {
     let args = Args::parse();
     let name = args.zone.trim_end_matches('.').to_ascii_lowercase();
     let label = pfx_named_conf::zone::Zone::label(&name);
-    match pfx_named_conf::zone::load(&name, &args.file) {
+    // As BIND's: relative $INCLUDE names are under the working directory.
+    match pfx_named_conf::zone::load(&name, &args.file, Path::new(".")) {
         Ok(z) => {
             if !args.quiet {
                 for w in &z.warnings {
