@@ -571,3 +571,148 @@ fn zone_directives_are_read_as_bind_reads_them() {
         assert_eq!(got, want, "{name} {rtype}\n{out}");
     }
 }
+
+/// Debian 12's and RHEL 9's stock named.conf, written from their
+/// documented defaults (paths moved into a scratch directory, port 53
+/// moved to a free one), with the `key`/`controls` pair rndc-confgen
+/// prints: BIND's named-checkconf -z and postfix-rs's both take them, and
+/// named serves their localhost zone.
+#[test]
+fn stock_named_conf_files_load_as_in_bind() {
+    if !std::path::Path::new("/usr/bin/named-checkconf").exists() {
+        eprintln!(
+            "skipped: BIND's named-checkconf is not installed (scripts/setup installs bind9-utils)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let localhost =
+        "$TTL 604800\n@ IN SOA localhost. root.localhost. ( 2 604800 86400 2419200 604800 )\n\
+                     @ IN NS localhost.\n@ IN A 127.0.0.1\n@ IN AAAA ::1\n";
+    let reverse =
+        "$TTL 604800\n@ IN SOA localhost. root.localhost. ( 1 604800 86400 2419200 604800 )\n\
+                   @ IN NS localhost.\n1.0.0 IN PTR localhost.\n";
+    let empty =
+        "$TTL 604800\n@ IN SOA localhost. root.localhost. ( 1 604800 86400 2419200 604800 )\n\
+                 @ IN NS localhost.\n";
+    for (name, text) in [
+        ("db.local", localhost),
+        ("db.127", reverse),
+        ("db.0", empty),
+        ("db.255", empty),
+        ("named.localhost", localhost),
+        ("named.loopback", reverse),
+        ("named.empty", empty),
+        (
+            "root.hints",
+            ". 3600000 NS A.ROOT-SERVERS.NET.\nA.ROOT-SERVERS.NET. 3600000 A 198.41.0.4\n",
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let port = free_port();
+    let rndc = "key \"rndc-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\";\n};\n\
+                controls {\n\tinet 127.0.0.1 port 953\n\t\tallow { 127.0.0.1; } keys { \"rndc-key\"; };\n};\n";
+    // Debian 12: /etc/bind/named.conf and the three files it includes.
+    std::fs::write(
+        dir.path().join("named.conf.options"),
+        format!(
+            "options {{\n\tdirectory \"{d}\";\n\n\t// forwarders {{\n\t// \t0.0.0.0;\n\t// }};\n\n\
+             \tdnssec-validation auto;\n\n\tlisten-on port {port} {{ 127.0.0.1; }};\n\tlisten-on-v6 {{ none; }};\n}};\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("named.conf.local"),
+        "//\n// Do any local configuration here\n//\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("named.conf.default-zones"),
+        format!(
+            "// prime the server with knowledge of the root servers\nzone \".\" {{\n\ttype hint;\n\tfile \"{d}/root.hints\";\n}};\n\n\
+             zone \"localhost\" {{\n\ttype master;\n\tfile \"{d}/db.local\";\n}};\n\n\
+             zone \"127.in-addr.arpa\" {{\n\ttype master;\n\tfile \"{d}/db.127\";\n}};\n\n\
+             zone \"0.in-addr.arpa\" {{\n\ttype master;\n\tfile \"{d}/db.0\";\n}};\n\n\
+             zone \"255.in-addr.arpa\" {{\n\ttype master;\n\tfile \"{d}/db.255\";\n}};\n"
+        ),
+    )
+    .unwrap();
+    let debian = dir.path().join("named.conf");
+    std::fs::write(
+        &debian,
+        format!(
+            "// This is the primary configuration file for the BIND DNS server named.\n\
+             include \"{d}/named.conf.options\";\ninclude \"{d}/named.conf.local\";\n\
+             include \"{d}/named.conf.default-zones\";\n{rndc}"
+        ),
+    )
+    .unwrap();
+    // RHEL 9: /etc/named.conf, with the crypto policy and the RFC 1912 zones.
+    std::fs::write(
+        dir.path().join("bind.config"),
+        "disable-algorithms \".\" { RSAMD5; };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("named.rfc1912.zones"),
+        "zone \"localhost.localdomain\" IN {\n\ttype master;\n\tfile \"named.localhost\";\n\tallow-update { none; };\n};\n\n\
+         zone \"localhost\" IN {\n\ttype master;\n\tfile \"named.localhost\";\n\tallow-update { none; };\n};\n\n\
+         zone \"1.0.0.127.in-addr.arpa\" IN {\n\ttype master;\n\tfile \"named.loopback\";\n\tallow-update { none; };\n};\n\n\
+         zone \"0.in-addr.arpa\" IN {\n\ttype master;\n\tfile \"named.empty\";\n\tallow-update { none; };\n};\n",
+    )
+    .unwrap();
+    let rhel = dir.path().join("rhel-named.conf");
+    std::fs::write(
+        &rhel,
+        format!(
+            "options {{\n\tlisten-on port {port} {{ 127.0.0.1; }};\n\tlisten-on-v6 {{ none; }};\n\tdirectory \t\"{d}\";\n\
+             \tdump-file \t\"{d}/cache_dump.db\";\n\tstatistics-file \"{d}/named_stats.txt\";\n\
+             \tmemstatistics-file \"{d}/named_mem_stats.txt\";\n\tsecroots-file\t\"{d}/named.secroots\";\n\
+             \trecursing-file\t\"{d}/named.recursing\";\n\tallow-query     {{ localhost; }};\n\n\
+             \trecursion yes;\n\n\tdnssec-validation yes;\n\n\tmanaged-keys-directory \"{d}/dynamic\";\n\
+             \tgeoip-directory \"/usr/share/GeoIP\";\n\n\tpid-file \"{d}/named.pid\";\n\
+             \tsession-keyfile \"{d}/session.key\";\n\n\t/* https://fedoraproject.org/wiki/Changes/CryptoPolicy */\n\
+             \tinclude \"{d}/bind.config\";\n}};\n\n\
+             logging {{\n        channel default_debug {{\n                file \"data/named.run\";\n\
+                             severity dynamic;\n        }};\n}};\n\n\
+             zone \".\" IN {{\n\ttype hint;\n\tfile \"root.hints\";\n}};\n\n\
+             include \"{d}/named.rfc1912.zones\";\n{rndc}"
+        ),
+    )
+    .unwrap();
+    for conf in [&debian, &rhel] {
+        for program in [
+            std::path::PathBuf::from("/usr/bin/named-checkconf"),
+            bin("named-checkconf"),
+        ] {
+            let out = Command::new(&program).arg("-z").arg(conf).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{program:?} -z {conf:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // named serves it.
+        let mut named = Command::new(bin("named"))
+            .args(["-g", "-c"])
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let answered = wait_for(Duration::from_secs(10), || {
+            section(&dig(port, &["localhost", "A", "+norec"]), "ANSWER")
+                == ["localhost. 604800 IN A 127.0.0.1"]
+        });
+        let _ = named.kill();
+        let _ = named.wait();
+        assert!(
+            answered,
+            "{conf:?}: {}",
+            dig(port, &["localhost", "A", "+norec"])
+        );
+    }
+}

@@ -343,7 +343,18 @@ fn read_statements(
     let tokens = lex(file, text)?;
     let mut pos = 0;
     let stmts = parse_block(file, &tokens, &mut pos, false)?;
-    for s in stmts {
+    expand_includes(stmts, base, out, depth)
+}
+
+/// `include "file";` anywhere, at the top or inside a block, replaced by
+/// the statements of that file, as BIND reads it.
+fn expand_includes(
+    stmts: Vec<Stmt>,
+    base: &Path,
+    out: &mut Vec<Stmt>,
+    depth: usize,
+) -> Result<(), Error> {
+    for mut s in stmts {
         if s.keyword() == Some("include") {
             let name = s.single()?;
             if depth > 16 {
@@ -353,9 +364,16 @@ fn read_statements(
             let text = std::fs::read_to_string(&inc)
                 .map_err(|e| s.error(&format!("open: {}: {}", inc.display(), io_reason(&e))))?;
             read_statements(&inc, &text, base, out, depth + 1)?;
-        } else {
-            out.push(s);
+            continue;
         }
+        for item in &mut s.items {
+            if let Item::Block(inner) = item {
+                let mut expanded = Vec::new();
+                expand_includes(std::mem::take(inner), base, &mut expanded, depth)?;
+                *inner = expanded;
+            }
+        }
+        out.push(s);
     }
     Ok(())
 }
@@ -395,13 +413,21 @@ fn parse_block(
                 .push(Item::Word(w.clone())),
             Tok::Open => {
                 let inner = parse_block(file, tokens, pos, true)?;
-                cur.get_or_insert_with(|| Stmt {
+                let stmt = cur.get_or_insert_with(|| Stmt {
                     file: file.to_path_buf(),
                     line: t.line,
                     items: Vec::new(),
-                })
-                .items
-                .push(Item::Block(inner));
+                });
+                stmt.items.push(Item::Block(inner));
+                // A block ends its statement, but in the clauses of
+                // `controls` (`inet ... allow { } keys { };`).
+                let close = tokens.get(*pos - 1).map_or(t.line, |c| c.line);
+                let continues = matches!(stmt.keyword(), Some("inet" | "unix"));
+                match tokens.get(*pos).map(|t| &t.tok) {
+                    Some(Tok::Semi) => {}
+                    Some(Tok::Word(_)) if continues => {}
+                    _ => return Err(err(close, "missing ';' after '}'")),
+                }
             }
             // An empty statement (`;;`) is harmless.
             Tok::Semi => out.extend(cur.take()),
@@ -411,10 +437,6 @@ fn parse_block(
                 }
                 if cur.is_some() {
                     return Err(err(t.line, "missing ';' before '}'"));
-                }
-                // A block is followed by its statement's `;`.
-                if !matches!(tokens.get(*pos).map(|t| &t.tok), Some(Tok::Semi)) {
-                    return Err(err(t.line, "missing ';' after '}'"));
                 }
                 return Ok(out);
             }
@@ -458,6 +480,23 @@ const IGNORED_OPTIONS: &[&str] = &[
     "notify-source",
     "max-udp-size",
     "edns-udp-size",
+    // Where BIND writes dumps and state, and what it reads for DNSSEC
+    // validation and GeoIP: nothing an authoritative answer depends on.
+    "recursing-file",
+    "secroots-file",
+    "bindkeys-file",
+    "lock-file",
+    "geoip-directory",
+    "disable-algorithms",
+    "disable-ds-digests",
+    "dnssec-accept-expired",
+    "validate-except",
+    "trust-anchor-telemetry",
+    // Resource limits: how many clients BIND serves at once.
+    "tcp-clients",
+    "recursive-clients",
+    "clients-per-query",
+    "max-clients-per-query",
 ];
 
 /// Zone options accepted with a warning.
@@ -804,6 +843,8 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
             ("\n\n\"open", "/etc/named.conf:3: unterminated quoted string"),
             ("zone \"x\" { type master; file \"a\"; };\nzone \"X.\" { type master; file \"b\"; };",
              "/etc/named.conf:2: zone 'x': already exists previous definition: /etc/named.conf:1"),
+            ("zone \"a\" { type master; file \"a\"; }\nzone \"b\" { type master; file \"b\"; };",
+             "/etc/named.conf:1: missing ';' after '}'"),
         ];
         for (text, want) in cases {
             assert_eq!(conf(text).unwrap_err().to_string(), want, "{text}");
@@ -847,6 +888,18 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
         let local = crate::acl::Local::default();
         assert!(acl.allows("127.0.0.9".parse().unwrap(), &local));
         assert!(!acl.allows("10.0.0.1".parse().unwrap(), &local));
+
+        // include inside a block; controls as rndc-confgen prints it.
+        std::fs::write(dir.path().join("opts.conf"), "recursion no;\n").unwrap();
+        std::fs::write(
+            &main,
+            "options {\n directory \".\";\n include \"opts.conf\";\n};\n\
+             key \"rndc-key\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n\
+             controls {\n inet 127.0.0.1 port 953\n  allow { 127.0.0.1; } keys { \"rndc-key\"; };\n};\n",
+        )
+        .unwrap();
+        let c = load(&main).unwrap();
+        assert!(!c.options.recursion);
 
         std::fs::write(&main, "include \"missing.conf\";").unwrap();
         let e = load(&main).unwrap_err().to_string();

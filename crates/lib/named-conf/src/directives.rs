@@ -480,7 +480,12 @@ mod tests {
         assert!(generate(&["5-1".into(), "a".into(), "A".into(), "x".into()]).is_err());
         assert!(substitute("${x}", 1).is_err());
         assert!(substitute("${0,99999999}", 1).is_err());
-        let huge = ["0-4000000000".to_owned(), "h$".into(), "A".into(), "192.0.2.1".into()];
+        let huge = [
+            "0-4000000000".to_owned(),
+            "h$".into(),
+            "A".into(),
+            "192.0.2.1".into(),
+        ];
         assert!(generate(&huge).unwrap_err().contains("too many"));
     }
 
