@@ -6,8 +6,10 @@
 //!
 //! [`serve`] holds what answers (a reload swaps it whole), [`listen`] the
 //! sockets and the servers on them; `udp` answers UDP on threads of its own,
-//! in front of an answer cache (`cache`) that belongs to the served state.
+//! in front of an answer cache (`cache`) that belongs to the served state;
+//! `authority` gives the answers of the served zones, as BIND gives them.
 
+mod authority;
 mod cache;
 pub mod listen;
 pub mod serve;

@@ -8,8 +8,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, ResponseCode};
-use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -22,6 +26,7 @@ use pfx_named_conf::acl::{Acl, Local};
 use pfx_named_conf::conf::{self, NamedConf};
 use pfx_named_conf::zone::{self, Zone};
 
+use crate::authority;
 use crate::cache::AnswerCache;
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
@@ -30,12 +35,17 @@ type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 #[derive(Clone)]
 struct Loaded {
     handler: ZoneHandlerArc,
+    /// The same data, for the answers named gives itself.
+    zone: Arc<authority::Zone>,
     serial: u32,
 }
 
 /// What answers queries between two reloads.
 pub(crate) struct State {
     catalog: Catalog,
+    /// The served zones, answered as BIND answers (authority.rs); the
+    /// catalog is left what they do not answer (forwarding, transfers).
+    authority: Vec<Arc<authority::Zone>>,
     /// Each served zone with its own allow-query, if any.
     zones: Vec<(LowerName, Option<Acl>)>,
     allow_query: Acl,
@@ -152,6 +162,7 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
         warn!("{w}");
     }
     let serial = zone.serial;
+    let answers = Arc::new(authority::Zone::new(&zone.origin, zone.records.clone()));
     let handler = InMemoryZoneHandler::new(
         zone.origin,
         zone.records,
@@ -161,6 +172,7 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
     .map_err(|e| format!("{label}: {e}"))?;
     Ok(Loaded {
         handler: Arc::new(handler),
+        zone: answers,
         serial,
     })
 }
@@ -168,8 +180,10 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
 fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     let mut catalog = Catalog::new();
     let mut zones = Vec::new();
+    let mut authority = Vec::new();
     for z in &conf.zones {
         if let Some(l) = loaded.get(&z.name) {
+            authority.push(l.zone.clone());
             let name = l.handler.origin().clone();
             catalog.upsert(
                 name.clone(),
@@ -194,6 +208,7 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     }
     State {
         catalog,
+        authority,
         zone_acls: zones.iter().any(|(_, acl)| acl.is_some()),
         zones,
         allow_query: o.allow_query.clone(),
@@ -317,9 +332,117 @@ impl Handler {
                 };
             }
         }
+        if let Some(zone) = state.authoritative_for(request) {
+            return answer(state, zone, request, response_handle).await;
+        }
         state
             .catalog
             .handle_request::<R, T>(request, response_handle)
             .await
+    }
+}
+
+impl State {
+    /// The zone that answers `request` itself: a standard query of class
+    /// IN (not a transfer) for a name in one of the served zones.
+    fn authoritative_for(&self, request: &Request) -> Option<&authority::Zone> {
+        let info = request.request_info().ok()?;
+        let q = info.query;
+        let plain = request.metadata.op_code == OpCode::Query
+            && q.query_class() == DNSClass::IN
+            && !matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR);
+        if !plain {
+            return None;
+        }
+        self.authority
+            .iter()
+            .filter(|z| z.origin().zone_of(q.name()))
+            .max_by_key(|z| z.origin().num_labels())
+            .map(|z| &**z)
+    }
+}
+
+/// The largest UDP answer: the client's EDNS buffer (512 without EDNS),
+/// at most BIND's `max-udp-size` default.
+const MAX_UDP: u16 = 1232;
+
+/// Sends the zone's answer to `request`, as BIND would: EDNS with BIND's
+/// buffer size and the client's DO bit, and over UDP, an answer that does
+/// not fit the client's buffer replaced by an empty one with TC set (the
+/// client asks again over TCP).
+async fn answer<R: ResponseHandler>(
+    state: &State,
+    zone: &authority::Zone,
+    request: &Request,
+    mut response_handle: R,
+) -> ResponseInfo {
+    let Ok(info) = request.request_info() else {
+        unreachable!("authoritative_for checked the query")
+    };
+    let q = info.query;
+    let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
+    let edns = request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(MAX_UDP);
+        e.set_dnssec_ok(req.flags().dnssec_ok);
+        e
+    });
+    let client = request.src().ip();
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.authoritative = a.authoritative;
+    meta.response_code = a.rcode;
+    meta.recursion_available =
+        state.forwarding && state.allow_recursion.allows(client, &state.local);
+    let limit = match request.protocol() {
+        Protocol::Udp => request
+            .edns
+            .as_ref()
+            .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP)),
+        _ => u16::MAX,
+    };
+    let respond = |meta: Metadata, all: bool| {
+        let pick = |v: &'_ Vec<Record>| if all { v.clone() } else { Vec::new() };
+        (
+            meta,
+            pick(&a.answers),
+            pick(&a.authority),
+            pick(&a.additional),
+        )
+    };
+    let size = {
+        let (m, an, au, ad) = respond(meta, true);
+        let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            m,
+            an.iter(),
+            au.iter(),
+            std::iter::empty(),
+            ad.iter(),
+        );
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        msg.destructive_emit(&mut encoder)
+            .map_or(usize::MAX, |_| bytes.len())
+    };
+    let fits = size <= usize::from(limit);
+    meta.truncation = !fits;
+    let (m, an, au, ad) = respond(meta, fits);
+    let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+        m,
+        an.iter(),
+        au.iter(),
+        std::iter::empty(),
+        ad.iter(),
+    );
+    match response_handle.send_response(msg).await {
+        Ok(info) => info,
+        Err(_) => {
+            let mut metadata = request.metadata;
+            metadata.message_type = MessageType::Response;
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
     }
 }

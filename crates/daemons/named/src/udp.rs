@@ -2,7 +2,7 @@
 //! authoritative answers in front of hickory's catalog.
 //!
 //! Between two reloads a zone's answers never change, so the first answer
-//! to a question (name in any case, type, class, EDNS buffer) is kept as
+//! to a question (name in any case, type, class, RD, EDNS buffer) is kept as
 //! bytes and later askers get a copy with their message ID, RD and CD bits
 //! and spelling of the name patched in. Only plain authoritative answers that
 //! fit in 512 bytes are kept: referrals to forwarders, truncated and refused
@@ -40,7 +40,9 @@ fn question_key(q: &[u8]) -> Option<(Vec<u8>, usize)> {
     if q[2] & 0xfa != 0 || count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
         return None;
     }
+    // RD decides the authority section (BIND's no-auth-recursive).
     let mut key = Vec::with_capacity(64);
+    key.push(q[2] & 0x01);
     let mut i = HEADER;
     loop {
         let len = usize::from(*q.get(i)?);

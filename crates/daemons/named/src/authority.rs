@@ -1,0 +1,399 @@
+//! Authoritative answers from a zone's records, as BIND 9.18 gives them:
+//! RFC 1034 §4.3.2's algorithm (a delegation below the apex is a referral
+//! with its glue and without AA; CNAMEs are followed inside the zone),
+//! wildcards per RFC 4592 (only for names that do not exist, from the
+//! closest encloser), negative answers with the SOA at RFC 2308's TTL
+//! (the smaller of the SOA's own TTL and its minimum; 0 for an NXDOMAIN
+//! to an SOA question, as BIND has it), `ANY` with every set of the name and
+//! nothing added, and BIND's default `minimal-responses
+//! no-auth-recursive`: the zone's NS records in the authority section only
+//! when recursion was not asked for and the answer has them not already,
+//! addresses of the names in the answer (NS, MX, SRV targets) in the
+//! additional section; an answer whose CNAME leads out of the zone gets
+//! neither. The differential test with BIND 9.18 (integration-tests,
+//! named_vs_bind.rs) holds these rules to BIND's answers.
+
+use std::collections::{BTreeMap, HashSet};
+
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+
+/// How many CNAMEs an answer follows at most (BIND: 16).
+const MAX_CHAIN: usize = 16;
+
+/// One zone's data, indexed for answering.
+pub(crate) struct Zone {
+    origin: LowerName,
+    sets: BTreeMap<RrKey, RecordSet>,
+    /// Every name that exists: owners, and the empty non-terminals
+    /// between them and the apex (RFC 4592 §2.2.2).
+    names: HashSet<LowerName>,
+    /// The SOA as negative answers carry it (RFC 2308 §3 TTL).
+    negative_soa: Option<Record>,
+}
+
+/// What to send: the response code, AA, and the three sections.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub(crate) rcode: ResponseCode,
+    pub(crate) authoritative: bool,
+    pub(crate) answers: Vec<Record>,
+    pub(crate) authority: Vec<Record>,
+    pub(crate) additional: Vec<Record>,
+}
+
+impl Zone {
+    pub(crate) fn new(origin: &Name, sets: BTreeMap<RrKey, RecordSet>) -> Self {
+        let origin = LowerName::new(origin);
+        let mut names = HashSet::new();
+        for key in sets.keys() {
+            let mut n = key.name.clone();
+            while origin.zone_of(&n) && names.insert(n.clone()) && n != origin {
+                n = n.base_name();
+            }
+        }
+        let negative_soa = sets
+            .get(&RrKey::new(origin.clone(), RecordType::SOA))
+            .and_then(|s| s.records_without_rrsigs().next())
+            .map(|r| {
+                let mut soa = r.clone();
+                if let RData::SOA(data) = &r.data {
+                    soa.ttl = soa.ttl.min(data.minimum);
+                }
+                soa
+            });
+        Self {
+            origin,
+            sets,
+            names,
+            negative_soa,
+        }
+    }
+
+    pub(crate) fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    fn set(&self, name: &LowerName, t: RecordType) -> Option<Vec<Record>> {
+        self.sets
+            .get(&RrKey::new(name.clone(), t))
+            .map(|s| s.records_without_rrsigs().cloned().collect())
+            .filter(|v: &Vec<Record>| !v.is_empty())
+    }
+
+    /// Every set owned by `name` (for ANY), in type order.
+    fn all_sets(&self, name: &LowerName) -> Vec<Record> {
+        self.sets
+            .iter()
+            .filter(|(k, _)| k.name == *name && k.record_type != RecordType::RRSIG)
+            .flat_map(|(_, s)| s.records_without_rrsigs().cloned())
+            .collect()
+    }
+
+    /// The answer to `qname`/`qtype` (`qname` inside this zone); `rd`:
+    /// the query asked for recursion.
+    pub(crate) fn answer(&self, qname: &LowerName, qtype: RecordType, rd: bool) -> Answer {
+        if let Some(cut) = self.delegation(qname, qtype) {
+            return self.referral(&cut);
+        }
+        let mut out = Answer {
+            authoritative: true,
+            ..Answer::default()
+        };
+        let mut name = qname.clone();
+        // The chain left the zone: nothing is added to its answer.
+        let mut left = false;
+        for _ in 0..MAX_CHAIN {
+            match self.lookup(&name, qtype) {
+                Found::Records(mut records) => {
+                    out.answers.append(&mut records);
+                    break;
+                }
+                Found::Cname(cname, target) => {
+                    out.answers.push(*cname);
+                    // Followed only while it stays in the zone and out of
+                    // its delegations.
+                    let target = LowerName::new(&target);
+                    if !self.origin.zone_of(&target) || self.delegation(&target, qtype).is_some() {
+                        left = true;
+                        break;
+                    }
+                    name = target;
+                }
+                Found::NoData => {
+                    out.authority.extend(self.negative_soa.clone());
+                    break;
+                }
+                Found::NxDomain => {
+                    out.rcode = ResponseCode::NXDomain;
+                    out.authority.extend(self.nxdomain_soa(qtype));
+                    break;
+                }
+            }
+        }
+        if out.authority.is_empty() && !left {
+            let apex_ns = self.set(&self.origin, RecordType::NS).unwrap_or_default();
+            let answered = apex_ns.iter().all(|r| out.answers.contains(r));
+            if !rd && !answered {
+                out.authority.extend(apex_ns);
+            }
+            if qtype == RecordType::ANY {
+                return out;
+            }
+            let mut targets: Vec<Name> = Vec::new();
+            for r in out.answers.iter().chain(&out.authority) {
+                match &r.data {
+                    RData::NS(ns) => targets.push(ns.0.clone()),
+                    RData::MX(mx) => targets.push(mx.exchange.clone()),
+                    RData::SRV(srv) => targets.push(srv.target.clone()),
+                    _ => {}
+                }
+            }
+            out.additional = self.addresses(&targets, &out.answers);
+        }
+        out
+    }
+
+    /// The SOA of an NXDOMAIN answer; its TTL 0 when the question was for
+    /// an SOA, as BIND answers.
+    fn nxdomain_soa(&self, qtype: RecordType) -> Option<Record> {
+        let mut soa = self.negative_soa.clone()?;
+        if qtype == RecordType::SOA {
+            soa.ttl = 0;
+        }
+        Some(soa)
+    }
+
+    /// The delegation `qname` is at or below: the highest name between the
+    /// apex and `qname` with NS records. A DS query at the cut itself is
+    /// the parent's to answer (RFC 4035 §3.1.4.1).
+    fn delegation(&self, qname: &LowerName, qtype: RecordType) -> Option<LowerName> {
+        let mut chain = Vec::new();
+        let mut n = qname.clone();
+        while n != self.origin && self.origin.zone_of(&n) {
+            chain.push(n.clone());
+            n = n.base_name();
+        }
+        chain.into_iter().rev().find(|n| {
+            self.sets
+                .contains_key(&RrKey::new(n.clone(), RecordType::NS))
+                && !(n == qname && qtype == RecordType::DS)
+        })
+    }
+
+    /// A referral to the zone cut at `cut`: its NS records, and their
+    /// addresses from this zone (glue), without AA.
+    fn referral(&self, cut: &LowerName) -> Answer {
+        let ns = self.set(cut, RecordType::NS).unwrap_or_default();
+        let targets: Vec<Name> = ns
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::NS(n) => Some(n.0.clone()),
+                _ => None,
+            })
+            .collect();
+        Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: false,
+            answers: Vec::new(),
+            additional: self.addresses(&targets, &[]),
+            authority: ns,
+        }
+    }
+
+    /// What `name` holds for `qtype`: exactly, or through the wildcard of
+    /// its closest encloser when it does not exist.
+    fn lookup(&self, name: &LowerName, qtype: RecordType) -> Found {
+        if self.names.contains(name) {
+            return self.at(name, name, qtype);
+        }
+        // RFC 4592: the closest encloser is the longest existing ancestor;
+        // its wildcard, if any, answers with the asked name as owner.
+        let mut ce = name.base_name();
+        while !self.names.contains(&ce) {
+            if ce == self.origin || !self.origin.zone_of(&ce) {
+                return Found::NxDomain;
+            }
+            ce = ce.base_name();
+        }
+        let star = match Name::parse("*", Some(&Name::from(&ce))) {
+            Ok(n) => LowerName::new(&n),
+            Err(_) => return Found::NxDomain,
+        };
+        if self.names.contains(&star) {
+            self.at(&star, name, qtype)
+        } else {
+            Found::NxDomain
+        }
+    }
+
+    /// The data of the existing name `node` for `qtype`, owned by `owner`.
+    fn at(&self, node: &LowerName, owner: &LowerName, qtype: RecordType) -> Found {
+        let rename = |mut records: Vec<Record>| {
+            if node != owner {
+                for r in &mut records {
+                    r.name = Name::from(owner);
+                }
+            }
+            records
+        };
+        let records = if qtype == RecordType::ANY {
+            Some(self.all_sets(node)).filter(|v| !v.is_empty())
+        } else {
+            self.set(node, qtype)
+        };
+        if let Some(r) = records {
+            return Found::Records(rename(r));
+        }
+        if let Some(c) = self.set(node, RecordType::CNAME) {
+            let mut cname = rename(c).remove(0);
+            if let RData::CNAME(target) = &cname.data {
+                let target = target.0.clone();
+                cname.name = Name::from(owner);
+                return Found::Cname(Box::new(cname), target);
+            }
+        }
+        Found::NoData
+    }
+
+    /// The A and AAAA records of `names` this zone has, but those already
+    /// in `answers`.
+    fn addresses(&self, names: &[Name], answers: &[Record]) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        for n in names {
+            let n = LowerName::new(n);
+            if !self.origin.zone_of(&n) {
+                continue;
+            }
+            for t in [RecordType::A, RecordType::AAAA] {
+                for r in self.set(&n, t).unwrap_or_default() {
+                    if !answers.contains(&r) && !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+enum Found {
+    Records(Vec<Record>),
+    /// A CNAME (owned by the asked name) and its target.
+    Cname(Box<Record>, Name),
+    NoData,
+    NxDomain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn zone() -> Zone {
+        let text = "$TTL 86400\n\
+            @ IN SOA ns.ywnds.com. root.ywnds.com. 1 3600 600 604800 10800\n\
+            @ IN NS ns\n@ IN MX 10 mail\nns IN A 127.0.0.1\nmail IN A 127.0.0.2\n\
+            www IN CNAME mail\nloop IN CNAME loop\nout IN CNAME mx.elsewhere.test.\n\
+            *.wild IN MX 10 mail\nhost.wild IN A 192.0.2.1\n\
+            a.b.deep IN A 192.0.2.2\n\
+            sub IN NS ns.sub\nns.sub IN A 192.0.2.53\n";
+        let z =
+            pfx_named_conf::zone::parse("ywnds.com", Path::new("z"), text, Path::new("/")).unwrap();
+        Zone::new(&z.origin, z.records)
+    }
+
+    fn ask(z: &Zone, name: &str, t: RecordType, rd: bool) -> Answer {
+        z.answer(&LowerName::new(&Name::from_ascii(name).unwrap()), t, rd)
+    }
+
+    fn shown(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn wildcards_answer_only_for_names_that_do_not_exist() {
+        let z = zone();
+        let a = ask(&z, "other.wild.ywnds.com.", RecordType::MX, true);
+        assert_eq!(
+            shown(&a.answers),
+            ["other.wild.ywnds.com. 86400 IN MX 10 mail.ywnds.com."]
+        );
+        assert_eq!(
+            shown(&a.additional),
+            ["mail.ywnds.com. 86400 IN A 127.0.0.2"]
+        );
+        // An existing name gets no wildcard data: NODATA.
+        let a = ask(&z, "host.wild.ywnds.com.", RecordType::MX, true);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        // Below an existing name, the closest encloser is that name: no wildcard.
+        let a = ask(&z, "x.host.wild.ywnds.com.", RecordType::MX, true);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        // An empty non-terminal exists.
+        let a = ask(&z, "b.deep.ywnds.com.", RecordType::A, true);
+        assert_eq!((a.rcode, a.answers.len()), (ResponseCode::NoError, 0));
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa_at_rfc_2308s_ttl() {
+        let z = zone();
+        let a = ask(&z, "nothere.ywnds.com.", RecordType::A, true);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        assert_eq!(a.authority[0].ttl, 10800);
+        assert!(a.authoritative);
+    }
+
+    #[test]
+    fn delegations_are_referrals_with_glue_and_without_aa() {
+        let z = zone();
+        let a = ask(&z, "www.sub.ywnds.com.", RecordType::A, true);
+        assert!(!a.authoritative && a.answers.is_empty());
+        assert_eq!(
+            shown(&a.authority),
+            ["sub.ywnds.com. 86400 IN NS ns.sub.ywnds.com."]
+        );
+        assert_eq!(
+            shown(&a.additional),
+            ["ns.sub.ywnds.com. 86400 IN A 192.0.2.53"]
+        );
+    }
+
+    #[test]
+    fn cnames_are_followed_in_the_zone_and_loops_stop() {
+        let z = zone();
+        let a = ask(&z, "www.ywnds.com.", RecordType::A, true);
+        assert_eq!(
+            shown(&a.answers),
+            [
+                "www.ywnds.com. 86400 IN CNAME mail.ywnds.com.",
+                "mail.ywnds.com. 86400 IN A 127.0.0.2"
+            ]
+        );
+        assert_eq!(
+            ask(&z, "loop.ywnds.com.", RecordType::A, true)
+                .answers
+                .len(),
+            MAX_CHAIN
+        );
+        assert_eq!(
+            ask(&z, "out.ywnds.com.", RecordType::A, true).answers.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn authority_ns_only_without_rd_and_any_gives_every_set() {
+        let z = zone();
+        let a = ask(&z, "ywnds.com.", RecordType::MX, true);
+        assert!(a.authority.is_empty());
+        let a = ask(&z, "ywnds.com.", RecordType::MX, false);
+        assert_eq!(
+            shown(&a.authority),
+            ["ywnds.com. 86400 IN NS ns.ywnds.com."]
+        );
+        assert_eq!(
+            ask(&z, "ywnds.com.", RecordType::ANY, true).answers.len(),
+            3
+        );
+    }
+}

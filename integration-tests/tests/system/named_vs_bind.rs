@@ -1,0 +1,214 @@
+//! named against BIND 9.18 on the same named.conf and zones: a few hundred
+//! queries generated from the zones' contents (every name with the common
+//! types, names that do not exist, mixed case, RD on and off, EDNS on and
+//! off, TCP), compared by rcode, flags and every section as a set.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::{bin, dig, free_port, wait_for, ywnds_zone, REVERSE_ZONE};
+
+/// Wildcards, an empty non-terminal, a delegation with glue, CNAME
+/// chains (in and out of the zone), a large RRset, SRV, TXT, AAAA.
+const EXTRA: &str = "\
+www IN CNAME mail
+alias IN CNAME www
+away IN CNAME mx.elsewhere.test.
+*.wild IN MX 10 mail
+*.wild IN TXT \"wildcard\"
+host.wild IN A 192.0.2.1
+a.b.deep IN A 192.0.2.2
+sub IN NS ns.sub
+sub IN NS ns.elsewhere.test.
+ns.sub IN A 192.0.2.53
+_smtp._tcp IN SRV 0 5 25 mail
+txt IN TXT \"v=spf1 mx -all\"
+v6 IN AAAA 2001:db8::1
+";
+
+/// The owner names asked about (relative to ywnds.com), with names that
+/// do not exist, wildcard matches and names below the delegation.
+const NAMES: &[&str] = &[
+    "@",
+    "ns",
+    "mail",
+    "MAIL",
+    "www",
+    "alias",
+    "away",
+    "host.wild",
+    "x.wild",
+    "y.z.wild",
+    "wild",
+    "x.host.wild",
+    "b.deep",
+    "a.b.deep",
+    "deep",
+    "sub",
+    "ns.sub",
+    "www.sub",
+    "_smtp._tcp",
+    "txt",
+    "v6",
+    "big",
+    "nothere",
+    "a.nothere",
+];
+
+const TYPES: &[&str] = &["A", "AAAA", "MX", "NS", "SOA", "TXT", "CNAME", "SRV", "ANY"];
+
+/// A server's answer, as compared: status, flags, sections as sets.
+fn answer(port: u16, args: &[&str]) -> String {
+    let out = dig(port, args);
+    let status = out
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("(no answer)");
+    let flags = out
+        .lines()
+        .find(|l| l.starts_with(";; flags:"))
+        .and_then(|l| l.split(';').nth(2))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let edns = out
+        .lines()
+        .find(|l| l.starts_with("; EDNS:"))
+        .unwrap_or("")
+        .to_owned();
+    let mut text = format!("{status} [{flags}] {edns}\n");
+    for name in ["ANSWER", "AUTHORITY", "ADDITIONAL"] {
+        let head = format!(";; {name} SECTION:");
+        let lines: BTreeSet<String> = out
+            .lines()
+            .skip_while(|l| *l != head)
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        text.push_str(&format!("{name}: {lines:?}\n"));
+    }
+    text
+}
+
+/// BIND, in the foreground on `conf`; killed when dropped.
+struct Bind(std::process::Child);
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn answers_are_binds() {
+    let named_bin = Path::new("/usr/sbin/named");
+    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut big = String::new();
+    for i in 0..40 {
+        big.push_str(&format!(
+            "big IN TXT \"record number {i} of a set too large for 512 bytes\"\n"
+        ));
+    }
+    std::fs::write(
+        d.join("ywnds.com.zone"),
+        ywnds_zone(1, &format!("{EXTRA}{big}")),
+    )
+    .unwrap();
+    std::fs::write(d.join("127.0.0.zone"), REVERSE_ZONE).unwrap();
+    let conf = |port: u16| {
+        format!(
+            "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{}\";\n\
+             recursion no;\n  pid-file \"{}/named-{port}.pid\";\n  session-keyfile \"{}/session-{port}.key\";\n\
+             dnssec-validation no;\n}};\n\
+             zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
+             zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n",
+            d.display(),
+            d.display(),
+            d.display()
+        )
+    };
+    let (theirs, ours) = (free_port(), free_port());
+    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
+    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
+    let _bind = Bind(
+        Command::new(named_bin)
+            .args(["-g", "-c"])
+            .arg(d.join("bind.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ours = Bind(
+        Command::new(bin("named"))
+            .args(["-g", "-c"])
+            .arg(d.join("ours.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+    }
+    let mut queries: Vec<Vec<String>> = Vec::new();
+    for name in NAMES {
+        let fqdn = if *name == "@" {
+            "ywnds.com.".to_owned()
+        } else {
+            format!("{name}.ywnds.com.")
+        };
+        for t in TYPES {
+            queries.push(vec![fqdn.clone(), (*t).into(), "+norec".into()]);
+            queries.push(vec![
+                fqdn.clone(),
+                (*t).into(),
+                "+rec".into(),
+                "+noedns".into(),
+            ]);
+        }
+        queries.push(vec![
+            fqdn.clone(),
+            "A".into(),
+            "+tcp".into(),
+            "+norec".into(),
+        ]);
+        queries.push(vec![
+            fqdn.clone(),
+            "MX".into(),
+            "+dnssec".into(),
+            "+bufsize=4096".into(),
+        ]);
+    }
+    queries.push(vec!["1.0.0.127.in-addr.arpa.".into(), "PTR".into()]);
+    queries.push(vec!["2.0.0.127.in-addr.arpa.".into(), "PTR".into()]);
+    let mut differences = Vec::new();
+    for q in &queries {
+        let args: Vec<&str> = q.iter().map(String::as_str).collect();
+        let (a, b) = (answer(theirs, &args), answer(ours, &args));
+        if a != b {
+            differences.push(format!("dig {}\nBIND:\n{a}postfix-rs:\n{b}", q.join(" ")));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} queries differ:\n{}",
+        differences.len(),
+        queries.len(),
+        differences.join("\n")
+    );
+}
