@@ -1,7 +1,8 @@
 //! named against BIND 9.18 on the same named.conf and zones: a few hundred
 //! queries generated from the zones' contents (every name with the common
 //! types, names that do not exist, mixed case, RD on and off, EDNS on and
-//! off, TCP), compared by rcode, flags and every section as a set.
+//! off, TCP), BIND's CH names (`version.bind` and the others), NOTIFY and
+//! UPDATE, compared by rcode, flags and every section as a set.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -129,7 +130,7 @@ fn answers_are_binds() {
         format!(
             "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{}\";\n\
              recursion no;\n  pid-file \"{}/named-{port}.pid\";\n  session-keyfile \"{}/session-{port}.key\";\n\
-             dnssec-validation no;\n}};\n\
+             dnssec-validation no;\n  version \"9.18-test\";\n  server-id \"ns1.test\";\n}};\n\
              zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
              zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n",
             d.display(),
@@ -193,6 +194,22 @@ fn answers_are_binds() {
             "+dnssec".into(),
             "+bufsize=4096".into(),
         ]);
+    }
+    // BIND's built-in CH names, NOTIFY and UPDATE.
+    for q in [
+        "version.bind TXT CH +norec",
+        "version.bind TXT CH",
+        "hostname.bind TXT CH",
+        "id.server TXT CH",
+        "version.bind A CH",
+        "x.version.bind TXT CH",
+        "nothere.bind TXT CH",
+        "+opcode=notify ywnds.com SOA +norec",
+        "+opcode=notify nothere.test SOA +norec",
+        "+opcode=update ywnds.com SOA",
+        "+opcode=update nothere.test SOA",
+    ] {
+        queries.push(q.split(' ').map(String::from).collect());
     }
     queries.push(vec!["1.0.0.127.in-addr.arpa.".into(), "PTR".into()]);
     queries.push(vec!["2.0.0.127.in-addr.arpa.".into(), "PTR".into()]);

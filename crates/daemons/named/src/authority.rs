@@ -16,7 +16,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
+use hickory_server::proto::rr::{
+    DNSClass, LowerName, Name, RData, Record, RecordSet, RecordType, RrKey,
+};
 
 /// How many CNAMEs an answer follows at most (BIND: 16).
 const MAX_CHAIN: usize = 16;
@@ -40,6 +43,77 @@ pub(crate) struct Answer {
     pub(crate) answers: Vec<Record>,
     pub(crate) authority: Vec<Record>,
     pub(crate) additional: Vec<Record>,
+}
+
+impl Answer {
+    /// An empty answer with this code, without AA.
+    pub(crate) fn refused(rcode: ResponseCode) -> Self {
+        Self {
+            rcode,
+            ..Self::default()
+        }
+    }
+}
+
+/// BIND's built-in zones of class CH: `version.bind`, `hostname.bind`,
+/// `id.server` (TXT, TTL 0, from the `version`, `hostname` and
+/// `server-id` options; `none` leaves the name without data) and
+/// `authors.bind` (no data: this is not BIND). Other CH names are refused.
+pub(crate) struct Chaos {
+    pub(crate) version: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) server_id: Option<String>,
+}
+
+impl Chaos {
+    pub(crate) fn answer(&self, qname: &LowerName, qtype: RecordType, rd: bool) -> Answer {
+        let zones = [
+            ("version.bind.", &self.version),
+            ("hostname.bind.", &self.hostname),
+            ("id.server.", &self.server_id),
+            ("authors.bind.", &None),
+        ];
+        let Some((zone, value)) = zones.iter().find_map(|(z, v)| {
+            let zone = LowerName::new(&Name::from_ascii(z).ok()?);
+            zone.zone_of(qname).then_some((zone, *v))
+        }) else {
+            return Answer::refused(ResponseCode::Refused);
+        };
+        let apex = Name::from(&zone);
+        let chaos = |ttl: u32, data: RData| {
+            let mut r = Record::from_rdata(apex.clone(), ttl, data);
+            r.dns_class = DNSClass::CH;
+            r
+        };
+        let mut out = Answer {
+            authoritative: true,
+            ..Answer::default()
+        };
+        if *qname != zone {
+            out.rcode = ResponseCode::NXDomain;
+        } else if let (Some(v), RecordType::TXT | RecordType::ANY) = (value, qtype) {
+            out.answers
+                .push(chaos(0, RData::TXT(TXT::new(vec![v.clone()]))));
+            if !rd {
+                out.authority.push(chaos(0, RData::NS(NS(apex.clone()))));
+            }
+            return out;
+        }
+        let hostmaster = Name::parse("hostmaster", Some(&apex)).unwrap_or_else(|_| apex.clone());
+        out.authority.push(chaos(
+            86400,
+            RData::SOA(SOA::new(
+                apex.clone(),
+                hostmaster,
+                0,
+                28800,
+                7200,
+                604800,
+                86400,
+            )),
+        ));
+        out
+    }
 }
 
 impl Zone {

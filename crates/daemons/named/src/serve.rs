@@ -52,6 +52,8 @@ pub(crate) struct State {
     allow_recursion: Acl,
     forwarding: bool,
     local: Local,
+    /// `version.bind`, `hostname.bind`, `id.server` (class CH).
+    chaos: authority::Chaos,
     /// Whether some zone has its own allow-query (answers then depend on the zone).
     zone_acls: bool,
     pub(crate) cache: AnswerCache,
@@ -215,6 +217,11 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
         allow_recursion: o.allow_recursion.clone(),
         forwarding,
         local: Local::discover(),
+        chaos: authority::Chaos {
+            version: o.version.clone(),
+            hostname: o.hostname.clone(),
+            server_id: o.server_id.clone(),
+        },
         cache: AnswerCache::default(),
     }
 }
@@ -297,6 +304,9 @@ impl Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        if let Some(a) = state.special(request) {
+            return send(state, request, a, response_handle).await;
+        }
         if let Ok(info) = request.request_info() {
             let client = request.src().ip();
             if !state.allowed(client, info.query.name()) {
@@ -333,7 +343,12 @@ impl Handler {
             }
         }
         if let Some(zone) = state.authoritative_for(request) {
-            return answer(state, zone, request, response_handle).await;
+            let Ok(info) = request.request_info() else {
+                unreachable!("authoritative_for checked the query")
+            };
+            let q = info.query;
+            let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
+            return send(state, request, a, response_handle).await;
         }
         state
             .catalog
@@ -343,6 +358,60 @@ impl Handler {
 }
 
 impl State {
+    /// What BIND answers without its zones: the CH class names
+    /// (`version.bind` and the others, as its built-in zones), NOTIFY
+    /// (acknowledged for a served zone, NOTAUTH for others) and UPDATE
+    /// (refused: no zone allows it; NOTAUTH for names not served).
+    fn special(&self, request: &Request) -> Option<authority::Answer> {
+        let info = request.request_info().ok()?;
+        let q = info.query;
+        let served = || self.authority.iter().any(|z| z.origin().zone_of(q.name()));
+        let name = q.name().to_string();
+        let name = name.strip_suffix('.').unwrap_or(&name).to_owned();
+        let client = request.src();
+        match request.metadata.op_code {
+            OpCode::Notify => Some(if served() {
+                info!(
+                    "client {}#{}: received notify for zone '{name}'",
+                    client.ip(),
+                    client.port()
+                );
+                authority::Answer {
+                    authoritative: true,
+                    ..authority::Answer::default()
+                }
+            } else {
+                info!(
+                    "client {}#{}: received notify for zone '{name}': not authoritative",
+                    client.ip(),
+                    client.port()
+                );
+                authority::Answer::refused(ResponseCode::NotAuth)
+            }),
+            OpCode::Update => Some(if served() {
+                info!(
+                    "client {}#{}: update '{name}/IN' denied",
+                    client.ip(),
+                    client.port()
+                );
+                authority::Answer::refused(ResponseCode::Refused)
+            } else {
+                authority::Answer::refused(ResponseCode::NotAuth)
+            }),
+            OpCode::Query if q.query_class() == DNSClass::CH => {
+                if !self.allow_query.allows(client.ip(), &self.local) {
+                    return Some(authority::Answer::refused(ResponseCode::Refused));
+                }
+                Some(self.chaos.answer(
+                    q.name(),
+                    q.query_type(),
+                    request.metadata.recursion_desired,
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The zone that answers `request` itself: a standard query of class
     /// IN (not a transfer) for a name in one of the served zones.
     fn authoritative_for(&self, request: &Request) -> Option<&authority::Zone> {
@@ -366,21 +435,16 @@ impl State {
 /// at most BIND's `max-udp-size` default.
 const MAX_UDP: u16 = 1232;
 
-/// Sends the zone's answer to `request`, as BIND would: EDNS with BIND's
+/// Sends `a` in answer to `request`, as BIND would: EDNS with BIND's
 /// buffer size and the client's DO bit, and over UDP, an answer that does
 /// not fit the client's buffer replaced by an empty one with TC set (the
 /// client asks again over TCP).
-async fn answer<R: ResponseHandler>(
+async fn send<R: ResponseHandler>(
     state: &State,
-    zone: &authority::Zone,
     request: &Request,
+    a: authority::Answer,
     mut response_handle: R,
 ) -> ResponseInfo {
-    let Ok(info) = request.request_info() else {
-        unreachable!("authoritative_for checked the query")
-    };
-    let q = info.query;
-    let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
     let edns = request.edns.as_ref().map(|req| {
         let mut e = Edns::new();
         e.set_max_payload(MAX_UDP);
@@ -391,6 +455,10 @@ async fn answer<R: ResponseHandler>(
     let mut meta = Metadata::response_from_request(&request.metadata);
     meta.authoritative = a.authoritative;
     meta.response_code = a.rcode;
+    // UPDATE has no RD bit (RFC 2136 §2.2): BIND answers with it clear.
+    if request.metadata.op_code == OpCode::Update {
+        meta.recursion_desired = false;
+    }
     meta.recursion_available =
         state.forwarding && state.allow_recursion.allows(client, &state.local);
     let limit = match request.protocol() {

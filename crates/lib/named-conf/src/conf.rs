@@ -43,6 +43,13 @@ pub struct Options {
     pub recursion: bool,
     pub forwarders: Vec<SocketAddr>,
     pub pid_file: Option<PathBuf>,
+    /// What `version.bind`, `hostname.bind` and `id.server` (class CH)
+    /// answer: `version` (default: named's own), `hostname` (default: the
+    /// host's name), `server-id` (default: none; `hostname` for the host's
+    /// name); `None`: not answered (`none`).
+    pub version: Option<String>,
+    pub hostname: Option<String>,
+    pub server_id: Option<String>,
 }
 
 /// One `listen-on [port N] { list };`.
@@ -457,9 +464,6 @@ struct Builder {
 const IGNORED_OPTIONS: &[&str] = &[
     "dnssec-validation",
     "auth-nxdomain",
-    "version",
-    "hostname",
-    "server-id",
     "notify",
     "also-notify",
     "allow-transfer",
@@ -535,6 +539,9 @@ impl Builder {
             recursion: true,
             forwarders: Vec::new(),
             pid_file: None,
+            version: Some(format!("postfix-rs named {}", env!("CARGO_PKG_VERSION"))),
+            hostname: host_name(),
+            server_id: None,
         }
     }
 
@@ -574,6 +581,14 @@ impl Builder {
                         )
                     }
                 },
+                "version" => o.version = none_or(opt.single()?, |v| v.to_owned()),
+                "hostname" => o.hostname = none_or(opt.single()?, |v| v.to_owned()),
+                "server-id" => {
+                    o.server_id = none_or(opt.single()?, |v| match v {
+                        "hostname" => host_name().unwrap_or_default(),
+                        v => v.to_owned(),
+                    })
+                }
                 "pid-file" => {
                     o.pid_file = match opt.single()? {
                         "none" => None,
@@ -732,6 +747,18 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// A value whose `none` turns the feature off.
+fn none_or(v: &str, value: impl FnOnce(&str) -> String) -> Option<String> {
+    (v != "none").then(|| value(v))
+}
+
+/// The host's name, as BIND takes it for `hostname.bind`.
+fn host_name() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+}
+
 fn yes_no(s: &Stmt) -> Result<bool, Error> {
     match s.single()? {
         "yes" | "true" | "1" => Ok(true),
@@ -866,6 +893,24 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
             ]
         );
         assert!(c.zones.is_empty());
+    }
+
+    #[test]
+    fn version_hostname_and_server_id_answer_or_not() {
+        let c = conf("options {\n version \"9.18\";\n hostname none;\n server-id \"ns1\";\n};")
+            .unwrap();
+        let o = &c.options;
+        assert_eq!(
+            (
+                o.version.as_deref(),
+                o.hostname.as_deref(),
+                o.server_id.as_deref()
+            ),
+            (Some("9.18"), None, Some("ns1"))
+        );
+        let d = conf("").unwrap();
+        assert!(d.options.version.unwrap().starts_with("postfix-rs named "));
+        assert_eq!(d.options.server_id, None);
     }
 
     #[test]
