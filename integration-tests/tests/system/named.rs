@@ -487,7 +487,9 @@ fn check_commands_report_file_and_line() {
 }
 
 /// A zone with the directives BIND's master files use ($GENERATE, a
-/// relative $ORIGIN, $INCLUDE with its own origin, no $TTL): every record
+/// relative $ORIGIN, $INCLUDE with its own origin, no $TTL) and the types
+/// hickory cannot read (DNAME, SPF without its TXT twin, LOC, RP, RFC
+/// 3597's generic form): every record
 /// BIND's named-checkzone reads from it (its `-D` dump) is what named
 /// answers, TTL included, and both checkers warn alike.
 #[test]
@@ -510,7 +512,12 @@ fn zone_directives_are_read_as_bind_reads_them() {
          $ORIGIN sub\n\
          www 60 IN A 192.0.2.9\n\
          $INCLUDE inc.zone other.ywnds.com.\n\
-         after IN A 192.0.2.10\n",
+         after IN A 192.0.2.10\n\
+         old IN DNAME ywnds.com.\n\
+         spf IN SPF \"v=spf1 -all\"\n\
+         where IN LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m\n\
+         who IN RP root.ywnds.com. @\n\
+         raw IN TYPE65280 \\# 4 0A000001\n",
     )
     .unwrap();
     std::fs::write(
@@ -546,7 +553,7 @@ fn zone_directives_are_read_as_bind_reads_them() {
         .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
         .filter(|w| w.len() > 4 && w[2] == "IN")
         .collect();
-    assert_eq!(records.len(), 13, "{theirs}");
+    assert_eq!(records.len(), 18, "{theirs}");
     inst.postfix("start");
     assert!(
         inst.wait_log("running", Duration::from_secs(10)),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use testkit::{bin, dig, free_port, wait_for, ywnds_zone, REVERSE_ZONE};
 
 /// Wildcards, an empty non-terminal, a delegation with glue, CNAME
-/// chains (in and out of the zone), a large RRset, SRV, TXT, AAAA.
+/// chains (in and out of the zone), DNAMEs (in and out of the zone), a
+/// large RRset, SRV, TXT, SPF, AAAA, LOC, RP and a type of RFC 3597's
+/// generic form.
 const EXTRA: &str = "\
 www IN CNAME mail
 alias IN CNAME www
@@ -26,7 +28,13 @@ sub IN NS ns.elsewhere.test.
 ns.sub IN A 192.0.2.53
 _smtp._tcp IN SRV 0 5 25 mail
 txt IN TXT \"v=spf1 mx -all\"
+txt IN SPF \"v=spf1 mx -all\"
 v6 IN AAAA 2001:db8::1
+old IN DNAME ywnds.com.
+gone IN DNAME elsewhere.test.
+where IN LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m
+who IN RP root.ywnds.com. txt.ywnds.com.
+raw IN TYPE65280 \\# 4 0A000001
 ";
 
 /// The owner names asked about (relative to ywnds.com), with names that
@@ -58,7 +66,22 @@ const NAMES: &[&str] = &[
     "a.nothere",
 ];
 
-const TYPES: &[&str] = &["A", "AAAA", "MX", "NS", "SOA", "TXT", "CNAME", "SRV", "ANY"];
+const TYPES: &[&str] = &[
+    "A",
+    "AAAA",
+    "MX",
+    "NS",
+    "SOA",
+    "TXT",
+    "CNAME",
+    "SRV",
+    "ANY",
+    "DNAME",
+    "SPF",
+    "LOC",
+    "RP",
+    "TYPE65280",
+];
 
 /// A server's answer, as compared: status, flags, sections as sets.
 fn answer(port: u16, args: &[&str]) -> String {

@@ -194,6 +194,25 @@ impl Zone {
                     }
                     name = target;
                 }
+                Found::Dname(dname, cname) => {
+                    let Some(cname) = cname else {
+                        // The new name would be too long (RFC 6672 §2.2).
+                        out.answers.push(*dname);
+                        out.rcode = ResponseCode::YXDomain;
+                        break;
+                    };
+                    let target = match &cname.data {
+                        RData::CNAME(t) => LowerName::new(&t.0),
+                        _ => break,
+                    };
+                    out.answers.push(*dname);
+                    out.answers.push(*cname);
+                    if !self.origin.zone_of(&target) || self.delegation(&target, qtype).is_some() {
+                        left = true;
+                        break;
+                    }
+                    name = target;
+                }
                 Found::NoData => {
                     out.authority.extend(self.negative_soa.clone());
                     break;
@@ -278,6 +297,9 @@ impl Zone {
     /// What `name` holds for `qtype`: exactly, or through the wildcard of
     /// its closest encloser when it does not exist.
     fn lookup(&self, name: &LowerName, qtype: RecordType) -> Found {
+        if let Some(found) = self.dname_above(name) {
+            return found;
+        }
         if self.names.contains(name) {
             return self.at(name, name, qtype);
         }
@@ -299,6 +321,48 @@ impl Zone {
         } else {
             Found::NxDomain
         }
+    }
+
+    /// RFC 6672: a DNAME at an ancestor of `name` (the highest, at or
+    /// below the apex) answers for it with a CNAME it synthesises (the
+    /// DNAME's TTL, the owner's labels replaced by its target); `None` in
+    /// place of the CNAME when the new name would be too long.
+    fn dname_above(&self, name: &LowerName) -> Option<Found> {
+        let mut found = None;
+        let mut n = name.clone();
+        while n != self.origin && self.origin.zone_of(&n) {
+            n = n.base_name();
+            if let Some(d) = self.set(&n, RecordType::DNAME) {
+                found = Some((n.clone(), d.into_iter().next()?));
+            }
+        }
+        let (owner, dname) = found?;
+        let target = match &dname.data {
+            RData::Unknown { rdata, .. } => wire_name(&rdata.anything)?,
+            _ => return None,
+        };
+        let asked = Name::from(name).to_ascii();
+        let owner_text = Name::from(&owner).to_ascii();
+        let prefix = asked
+            .len()
+            .checked_sub(owner_text.len())
+            .map(|n| &asked[..n])?;
+        let new = if target == "." {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}{target}")
+        };
+        let cname = Name::from_ascii(&new)
+            .ok()
+            .filter(|n| n.len() <= 255)
+            .map(|t| {
+                Box::new(Record::from_rdata(
+                    Name::from(name),
+                    dname.ttl,
+                    RData::CNAME(hickory_server::proto::rr::rdata::CNAME(t)),
+                ))
+            });
+        Some(Found::Dname(Box::new(dname), cname))
     }
 
     /// The data of the existing name `node` for `qtype`, owned by `owner`.
@@ -355,8 +419,37 @@ enum Found {
     Records(Vec<Record>),
     /// A CNAME (owned by the asked name) and its target.
     Cname(Box<Record>, Name),
+    /// A DNAME above the asked name and the CNAME it makes (none when the
+    /// name would be too long).
+    Dname(Box<Record>, Option<Box<Record>>),
     NoData,
     NxDomain,
+}
+
+/// A name in uncompressed wire form as text, with its trailing dot.
+fn wire_name(bytes: &[u8]) -> Option<String> {
+    let mut out = String::new();
+    let mut i = 0;
+    loop {
+        let len = usize::from(*bytes.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        for &b in bytes.get(i..i + len)? {
+            match b {
+                b'.' | b'\\' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                0x21..=0x7e => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('.');
+        i += len;
+    }
+    Some(if out.is_empty() { ".".into() } else { out })
 }
 
 #[cfg(test)]
@@ -371,7 +464,8 @@ mod tests {
             www IN CNAME mail\nloop IN CNAME loop\nout IN CNAME mx.elsewhere.test.\n\
             *.wild IN MX 10 mail\nhost.wild IN A 192.0.2.1\n\
             a.b.deep IN A 192.0.2.2\n\
-            sub IN NS ns.sub\nns.sub IN A 192.0.2.53\n";
+            sub IN NS ns.sub\nns.sub IN A 192.0.2.53\n\
+            old IN DNAME ywnds.com.\n";
         let z =
             pfx_named_conf::zone::parse("ywnds.com", Path::new("z"), text, Path::new("/")).unwrap();
         Zone::new(&z.origin, z.records)
@@ -453,6 +547,23 @@ mod tests {
             ask(&z, "out.ywnds.com.", RecordType::A, true).answers.len(),
             1
         );
+    }
+
+    #[test]
+    fn a_dname_redirects_the_names_below_it() {
+        let z = zone();
+        let a = ask(&z, "mail.old.ywnds.com.", RecordType::A, true);
+        assert_eq!(
+            shown(&a.answers),
+            [
+                "old.ywnds.com. 86400 IN DNAME BXl3bmRzA2NvbQA=",
+                "mail.old.ywnds.com. 86400 IN CNAME mail.ywnds.com.",
+                "mail.ywnds.com. 86400 IN A 127.0.0.2"
+            ]
+        );
+        // The DNAME's own name is not redirected.
+        let a = ask(&z, "old.ywnds.com.", RecordType::A, true);
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
     }
 
     #[test]

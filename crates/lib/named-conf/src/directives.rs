@@ -4,8 +4,11 @@
 //! (and the parent's restored after it), a relative `$ORIGIN` made
 //! absolute, and, in a file without `$TTL`, the SOA's minimum as the
 //! default TTL (BIND's `no TTL specified; using SOA MINTTL instead`).
-//! Every line of the result remembers the file and line it came from, so
-//! errors still name them.
+//! Records of types hickory cannot read from text (DNAME, SPF, LOC, RP,
+//! and any type in RFC 3597's generic form, `TYPEnnn \# len hex`) are
+//! taken out and encoded here, to be added to the zone as they are on the
+//! wire. Every line of the result remembers the file and line it came
+//! from, so errors still name them.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,18 @@ pub(crate) struct Flat {
     /// For each line of `text` (0-based), its file and line (1-based).
     pub(crate) lines: Vec<(PathBuf, usize)>,
     pub(crate) warnings: Vec<String>,
+    /// The records taken out of the text, encoded.
+    pub(crate) extra: Vec<Extra>,
+}
+
+/// A record hickory's parser cannot read, as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Extra {
+    /// Absolute, with its trailing dot.
+    pub(crate) name: String,
+    pub(crate) ttl: u32,
+    pub(crate) rtype: u16,
+    pub(crate) rdata: Vec<u8>,
 }
 
 /// A directive that cannot be carried out: the file, line and reason.
@@ -61,6 +76,10 @@ pub(crate) fn flatten(path: &Path, text: &str, origin: &str, base: &Path) -> Res
         ttl_known: false,
         soa_minimum: soa_minimum(text),
         depth: 0,
+        owner: None,
+        owner_taken: false,
+        default_ttl: None,
+        last_ttl: None,
     };
     st.file(&mut flat, path, text, origin)?;
     Ok(flat)
@@ -72,6 +91,13 @@ struct Walk<'a> {
     ttl_known: bool,
     soa_minimum: Option<String>,
     depth: usize,
+    /// The owner of the last record (for records that leave it out), and
+    /// whether that record was taken out of the text.
+    owner: Option<String>,
+    owner_taken: bool,
+    /// `$TTL`, and the last TTL a record gave.
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
 }
 
 impl Walk<'_> {
@@ -102,6 +128,7 @@ impl Walk<'_> {
                 }
                 "$TTL" if owner_given => {
                     self.ttl_known = true;
+                    self.default_ttl = tokens.get(1).and_then(|t| ttl_seconds(t));
                     flat.push(e.text, path, e.line);
                 }
                 "$INCLUDE" if owner_given => {
@@ -139,11 +166,70 @@ impl Walk<'_> {
                 _ => {
                     let skip = usize::from(owner_given);
                     self.default_ttl(flat, path, e.line, &tokens, skip);
-                    flat.push(e.text, path, e.line);
+                    let record = self
+                        .record(&tokens, owner_given, &origin)
+                        .map_err(problem)?;
+                    if let Some(extra) = record {
+                        flat.extra.push(extra);
+                        self.owner_taken = owner_given || self.owner_taken;
+                    } else if !owner_given && self.owner_taken {
+                        // The owner was on a record taken out: named here.
+                        let owner = self.owner.clone().unwrap_or_default();
+                        flat.push(&format!("{owner}{}", e.text), path, e.line);
+                    } else {
+                        self.owner_taken = false;
+                        flat.push(e.text, path, e.line);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Follows a record's owner and TTL; a record of a type hickory cannot
+    /// read comes back encoded, to be taken out of the text.
+    fn record(
+        &mut self,
+        tokens: &[String],
+        owner_given: bool,
+        origin: &str,
+    ) -> Result<Option<Extra>, String> {
+        let mut rest = tokens;
+        if owner_given {
+            let (first, more) = tokens.split_first().ok_or("empty record")?;
+            self.owner = Some(absolute(first, origin));
+            rest = more;
+        }
+        let mut ttl = None;
+        let mut i = 0;
+        while i < rest.len().min(2) && (is_ttl(&rest[i]) || is_class(&rest[i])) {
+            if is_ttl(&rest[i]) {
+                ttl = ttl_seconds(&rest[i]);
+            }
+            i += 1;
+        }
+        if ttl.is_some() {
+            self.last_ttl = ttl;
+        }
+        let Some(rtype) = rest.get(i) else {
+            return Ok(None);
+        };
+        let rdata = &rest[i + 1..];
+        let Some(code) = taken_type(rtype, rdata) else {
+            return Ok(None);
+        };
+        let name = self.owner.clone().ok_or("no owner name for the record")?;
+        let ttl = ttl
+            .or(self.default_ttl)
+            .or(self.last_ttl)
+            .ok_or("no TTL specified")?;
+        let rdata = encode(code, rdata, origin)?;
+        Ok(Some(Extra {
+            name,
+            ttl,
+            rtype: code,
+            rdata,
+        }))
     }
 
     /// Before the first record without a TTL in a file without `$TTL`,
@@ -170,6 +256,7 @@ impl Walk<'_> {
             ));
             flat.push(&format!("$TTL {min}\n"), path, line);
             self.ttl_known = true;
+            self.default_ttl = ttl_seconds(min);
         }
     }
 }
@@ -206,6 +293,266 @@ fn is_ttl(t: &str) -> bool {
         }
     }
     !digits
+}
+
+/// A TTL in seconds (`3600`, `1h30m`).
+fn ttl_seconds(t: &str) -> Option<u32> {
+    if !is_ttl(t) {
+        return None;
+    }
+    let (mut total, mut n) = (0u64, 0u64);
+    for c in t.chars() {
+        match c.to_ascii_lowercase() {
+            d @ '0'..='9' => n = n.checked_mul(10)? + u64::from(d as u8 - b'0'),
+            u => {
+                let unit = match u {
+                    'w' => 604_800,
+                    'd' => 86_400,
+                    'h' => 3_600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                total += n.checked_mul(unit)?;
+                n = 0;
+            }
+        }
+    }
+    u32::try_from(total + n).ok()
+}
+
+/// The type code of a record hickory's parser cannot read: DNAME, SPF,
+/// LOC, RP, and any type in RFC 3597's generic form.
+fn taken_type(rtype: &str, rdata: &[String]) -> Option<u16> {
+    let upper = rtype.to_ascii_uppercase();
+    let code = match upper.as_str() {
+        "DNAME" => 39,
+        "SPF" => 99,
+        "LOC" => 29,
+        "RP" => 17,
+        t => match t.strip_prefix("TYPE").and_then(|n| n.parse::<u16>().ok()) {
+            Some(n) => n,
+            None => return known_code(t).filter(|_| rdata.first().is_some_and(|r| r == "\\#")),
+        },
+    };
+    Some(code)
+}
+
+/// Codes of the common types, for their generic form (`A \# 4 7F000001`).
+fn known_code(t: &str) -> Option<u16> {
+    Some(match t {
+        "A" => 1,
+        "NS" => 2,
+        "CNAME" => 5,
+        "PTR" => 12,
+        "HINFO" => 13,
+        "MX" => 15,
+        "TXT" => 16,
+        "AAAA" => 28,
+        "SRV" => 33,
+        "CAA" => 257,
+        _ => return None,
+    })
+}
+
+/// RDATA in wire form: RFC 3597's `\# len hex` for any type, else as the
+/// type's text form says.
+fn encode(code: u16, rdata: &[String], origin: &str) -> Result<Vec<u8>, String> {
+    if rdata.first().is_some_and(|r| r == "\\#") {
+        let len: usize = rdata
+            .get(1)
+            .and_then(|l| l.parse().ok())
+            .ok_or("bad \\# length")?;
+        let hex: String = rdata[2..].concat();
+        if hex.len() != len * 2 {
+            return Err(format!("\\# length {len} does not match the data"));
+        }
+        return (0..len)
+            .map(|i| {
+                u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                    .map_err(|_| "bad hex in \\# data".to_owned())
+            })
+            .collect();
+    }
+    match code {
+        39 => match rdata {
+            [target] => wire_name(&absolute(target, origin)),
+            _ => Err("DNAME takes one name".into()),
+        },
+        17 => match rdata {
+            [mbox, txt] => {
+                let mut out = wire_name(&absolute(mbox, origin))?;
+                out.extend(wire_name(&absolute(txt, origin))?);
+                Ok(out)
+            }
+            _ => Err("RP takes two names".into()),
+        },
+        99 => {
+            let mut out = Vec::new();
+            for s in rdata {
+                let text = s
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(s);
+                let bytes = unescape(text);
+                if bytes.len() > 255 {
+                    return Err("character string longer than 255 bytes".into());
+                }
+                out.push(bytes.len() as u8);
+                out.extend(bytes);
+            }
+            Ok(out)
+        }
+        29 => loc(rdata),
+        _ => Err(format!("TYPE{code} data must be in the \\# form")),
+    }
+}
+
+/// A zone file string with its `\X` and `\DDD` escapes undone.
+fn unescape(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let digits = b
+                .get(i + 1..i + 4)
+                .filter(|d| d.iter().all(u8::is_ascii_digit));
+            match digits.and_then(|d| std::str::from_utf8(d).ok()?.parse::<u8>().ok()) {
+                Some(v) => {
+                    out.push(v);
+                    i += 4;
+                }
+                None => {
+                    out.push(b[i + 1]);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// An absolute name as wire labels, uncompressed and as written.
+fn wire_name(name: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    if name != "." {
+        let mut label = Vec::new();
+        let raw = unescape_keep_dots(name);
+        for (byte, sep) in raw {
+            if sep {
+                if label.is_empty() || label.len() > 63 {
+                    return Err(format!("bad name {name}"));
+                }
+                out.push(label.len() as u8);
+                out.append(&mut label);
+            } else {
+                label.push(byte);
+            }
+        }
+        if !label.is_empty() {
+            return Err(format!("bad name {name}"));
+        }
+    }
+    out.push(0);
+    if out.len() > 255 {
+        return Err(format!("name too long: {name}"));
+    }
+    Ok(out)
+}
+
+/// The bytes of a name, each with whether it is a label separator (an
+/// unescaped dot).
+fn unescape_keep_dots(name: &str) -> Vec<(u8, bool)> {
+    let b = name.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if i + 1 < b.len() => {
+                let end = (i + 4).min(b.len());
+                let digits = &b[i + 1..end];
+                if digits.len() == 3 && digits.iter().all(u8::is_ascii_digit) {
+                    let v = std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| d.parse::<u8>().ok());
+                    out.push((v.unwrap_or(b'?'), false));
+                    i += 4;
+                } else {
+                    out.push((b[i + 1], false));
+                    i += 2;
+                }
+            }
+            b'.' => {
+                out.push((b'.', true));
+                i += 1;
+            }
+            c => {
+                out.push((c, false));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// RFC 1876's LOC text form in wire form:
+/// `d1 [m1 [s1]] N|S d2 [m2 [s2]] E|W alt[m] [size[m] [hp[m] [vp[m]]]]`.
+fn loc(rdata: &[String]) -> Result<Vec<u8>, String> {
+    let bad = || "bad LOC data".to_owned();
+    let mut it = rdata.iter().map(String::as_str).peekable();
+    let mut angle = |pos: &str, neg: &str| -> Result<u32, String> {
+        let mut parts = Vec::new();
+        loop {
+            let t = it.next().ok_or_else(bad)?;
+            if t.eq_ignore_ascii_case(pos) || t.eq_ignore_ascii_case(neg) {
+                let [d, m, s]: [f64; 3] = [0, 1, 2].map(|i| parts.get(i).copied().unwrap_or(0.0));
+                let thousandths = ((d * 3600.0 + m * 60.0 + s) * 1000.0).round() as i64;
+                let v = if t.eq_ignore_ascii_case(pos) {
+                    (1i64 << 31) + thousandths
+                } else {
+                    (1i64 << 31) - thousandths
+                };
+                return u32::try_from(v).map_err(|_| bad());
+            }
+            parts.push(t.parse::<f64>().map_err(|_| bad())?);
+            if parts.len() > 3 {
+                return Err(bad());
+            }
+        }
+    };
+    let lat = angle("N", "S")?;
+    let lon = angle("E", "W")?;
+    let mut meters = rdata
+        .iter()
+        .skip_while(|t| !t.eq_ignore_ascii_case("E") && !t.eq_ignore_ascii_case("W"))
+        .skip(1)
+        .map(|t| {
+            t.trim_end_matches(['m', 'M'])
+                .parse::<f64>()
+                .map_err(|_| bad())
+        });
+    let alt = meters.next().ok_or_else(bad)??;
+    let size = meters.next().transpose()?.unwrap_or(1.0);
+    let hp = meters.next().transpose()?.unwrap_or(10_000.0);
+    let vp = meters.next().transpose()?.unwrap_or(10.0);
+    let precision = |m: f64| -> u8 {
+        let mut cm = (m * 100.0).round() as u64;
+        let mut exp = 0u8;
+        while cm >= 10 && exp < 9 {
+            cm /= 10;
+            exp += 1;
+        }
+        ((cm.min(9) as u8) << 4) | exp
+    };
+    let altitude = u32::try_from((alt * 100.0).round() as i64 + 10_000_000).map_err(|_| bad())?;
+    let mut out = vec![0, precision(size), precision(hp), precision(vp)];
+    out.extend(lat.to_be_bytes());
+    out.extend(lon.to_be_bytes());
+    out.extend(altitude.to_be_bytes());
+    Ok(out)
 }
 
 /// The minimum field of the file's first SOA record, if it has one.
@@ -530,6 +877,53 @@ mod tests {
             .is_empty());
         assert!(flat("@ 60 SOA ns root 1 2 3 4 5\n").warnings.is_empty());
         assert!(is_ttl("1h30m") && is_ttl("86400") && !is_ttl("IN") && !is_ttl("1x"));
+    }
+
+    #[test]
+    fn records_hickory_cannot_read_are_taken_out_encoded() {
+        let f = flat(
+            "$TTL 1h\nd IN DNAME other.test.\n  IN TXT \"kept\"\ns 60 SPF \"v=spf1 -all\"\n\
+             r RP root.example.test. txt\nt TYPE65280 \\# 4 0A000001\na A \\# 4 7F000001\n\
+             l LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m\n",
+        );
+        // The TXT after the DNAME keeps its owner.
+        assert_eq!(f.text, "$TTL 1h\nd.example.test.  IN TXT \"kept\"\n");
+        let got: Vec<(&str, u32, u16)> = f
+            .extra
+            .iter()
+            .map(|e| (e.name.as_str(), e.ttl, e.rtype))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("d.example.test.", 3600, 39),
+                ("s.example.test.", 60, 99),
+                ("r.example.test.", 3600, 17),
+                ("t.example.test.", 3600, 65280),
+                ("a.example.test.", 3600, 1),
+                ("l.example.test.", 3600, 29)
+            ]
+        );
+        assert_eq!(f.extra[0].rdata, b"\x05other\x04test\x00");
+        assert_eq!(f.extra[1].rdata, b"\x0bv=spf1 -all");
+        assert_eq!(f.extra[3].rdata, [10, 0, 0, 1]);
+        // 2^31 + (52*3600 + 22*60 + 23) * 1000, 2^31 + (4*3600 + 53*60 +
+        // 32) * 1000, 10^7 - 200 cm; size 0, hp 1e6 cm, vp 1e3 cm.
+        assert_eq!(
+            f.extra[5].rdata,
+            [
+                0, 0x00, 0x16, 0x13, 0x8b, 0x3c, 0xf0, 0x18, 0x81, 0x0c, 0xbc, 0xe0, 0x00, 0x98,
+                0x95, 0xb8
+            ]
+        );
+        let bad = flatten(
+            Path::new("db.test"),
+            "$TTL 1\nx TYPE9 \\# 3 00\n",
+            "example.test.",
+            Path::new("/"),
+        );
+        assert_eq!(bad.unwrap_err().line, 2);
+        assert_eq!(ttl_seconds("1h30m"), Some(5400));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hickory_proto::rr::{Name, RData, RecordSet, RecordType, RrKey};
+use hickory_proto::rr::rdata::NULL;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_proto::serialize::txt::Parser;
 
 /// A zone read from its file and checked.
@@ -91,7 +92,7 @@ pub fn parse(name: &str, path: &Path, text: &str, base: &Path) -> Result<Zone, E
         }
     })?;
     let parsed = Parser::new(&flat.text, Some(path.to_path_buf()), Some(origin.clone())).parse();
-    let records = match parsed {
+    let mut records = match parsed {
         Ok((_, records)) => records,
         Err(e) => {
             let line = failing_line(&flat.text, path, &origin);
@@ -107,6 +108,24 @@ pub fn parse(name: &str, path: &Path, text: &str, base: &Path) -> Result<Zone, E
             });
         }
     };
+    for e in &flat.extra {
+        let name = Name::from_ascii(&e.name).map_err(|err| Error::BadName {
+            label: label.clone(),
+            reason: err.to_string(),
+        })?;
+        let data = RData::Unknown {
+            code: RecordType::from(e.rtype),
+            rdata: NULL::with(e.rdata.clone()),
+        };
+        let record = Record::from_rdata(name, e.ttl, data);
+        records
+            .entry(RrKey::new(
+                LowerName::new(&record.name),
+                record.record_type(),
+            ))
+            .or_insert_with(|| RecordSet::new(record.name.clone(), record.record_type(), 0))
+            .insert(record, 0);
+    }
     let mut zone = check(&label, origin, records)?;
     zone.warnings.splice(0..0, flat.warnings);
     Ok(zone)
@@ -229,6 +248,25 @@ fn check(
                 label: label.to_owned(),
                 name: key.name.to_string(),
             });
+        }
+    }
+    // named-checkzone's SPF check: an SPF record wants its TXT twin.
+    let spf = RecordType::from(99);
+    for key in records.keys().filter(|k| k.record_type == spf) {
+        let has_txt = records
+            .get(&RrKey::new(key.name.clone(), RecordType::TXT))
+            .is_some_and(|set| {
+                set.records_without_rrsigs().any(|r| match &r.data {
+                    RData::TXT(t) => t.txt_data.first().is_some_and(|d| d.starts_with(b"v=spf1")),
+                    _ => false,
+                })
+            });
+        if !has_txt {
+            let name = key.name.to_string();
+            warnings.push(format!(
+                "{label}: '{}' found type SPF record but no SPF TXT record found, add matching type TXT record",
+                name.trim_end_matches('.')
+            ));
         }
     }
     Ok(Zone {
