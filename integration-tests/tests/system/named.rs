@@ -723,3 +723,49 @@ fn stock_named_conf_files_load_as_in_bind() {
         );
     }
 }
+
+/// BIND's default `listen-on-v6 { any; }` on a machine whose interfaces
+/// have IPv6 link-local addresses: named binds each on its interface and
+/// starts (it exited on `Invalid argument` before), answering on ::1.
+#[test]
+fn link_local_addresses_are_bound_on_their_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ywnds.com.zone"), ywnds_zone(3, "")).unwrap();
+    let conf = dir.path().join("named.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "options {{\n  directory \"{}\";\n  recursion no;\n  pid-file none;\n}};\n\
+             zone \"ywnds.com\" {{ type master; file \"ywnds.com.zone\"; }};\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut named = Command::new(bin("named"))
+        .args(["-g", "-p", &port.to_string(), "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answered = wait_for(Duration::from_secs(10), || {
+        let out = Command::new("dig")
+            .args([
+                "@::1",
+                "-p",
+                &port.to_string(),
+                "+time=1",
+                "+tries=1",
+                "ywnds.com",
+                "SOA",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("status: NOERROR")
+    });
+    let _ = named.kill();
+    let out = named.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(answered && !log.contains("fatal"), "{log}");
+}

@@ -2,7 +2,7 @@
 //! of its own (udp.rs), TCP through hickory's server. Both answer through
 //! the [`Handler`] of serve.rs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use pfx_named_conf::acl::Local;
@@ -47,7 +47,13 @@ pub fn bind(
                 .collect();
             ips.extend(l.addresses.hosts());
             for ip in ips {
-                let sa = SocketAddr::new(ip, p);
+                // A link-local address is bound on its interface.
+                let sa = match ip {
+                    IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+                        SocketAddr::V6(SocketAddrV6::new(v6, p, 0, local.scope_id(v6)))
+                    }
+                    _ => SocketAddr::new(ip, p),
+                };
                 if ip.is_ipv6() == v6 && !addrs.contains(&sa) {
                     addrs.push(sa);
                 }

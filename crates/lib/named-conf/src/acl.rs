@@ -32,6 +32,9 @@ pub struct Acl {
 #[derive(Debug, Clone, Default)]
 pub struct Local {
     pub nets: Vec<IpNet>,
+    /// The interface (scope) of each IPv6 link-local address: a socket on
+    /// one needs it.
+    pub scopes: Vec<(std::net::Ipv6Addr, u32)>,
 }
 
 impl Local {
@@ -41,8 +44,14 @@ impl Local {
             "127.0.0.0/8".parse().expect("net"),
             "::1/128".parse().expect("net"),
         ];
+        let mut scopes = Vec::new();
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for a in addrs {
+                if let Some(v6) = a.address.as_ref().and_then(|s| s.as_sockaddr_in6()) {
+                    if v6.ip().is_unicast_link_local() {
+                        scopes.push((v6.ip(), v6.scope_id()));
+                    }
+                }
                 let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
                     continue;
                 };
@@ -60,7 +69,16 @@ impl Local {
                 nets.extend(net);
             }
         }
-        Self { nets }
+        Self { nets, scopes }
+    }
+
+    /// The scope of `ip` when it is a link-local address of this host (0
+    /// for any other address).
+    pub fn scope_id(&self, ip: std::net::Ipv6Addr) -> u32 {
+        self.scopes
+            .iter()
+            .find(|(a, _)| *a == ip)
+            .map_or(0, |(_, s)| *s)
     }
 
     /// Every address configured on an interface (`listen-on { any; }` binds these).
@@ -179,6 +197,7 @@ mod tests {
     fn builtins_and_nesting() {
         let local = Local {
             nets: vec!["127.0.0.1/8".parse().unwrap()],
+            scopes: Vec::new(),
         };
         let lh = Acl::new(vec![(false, Element::Localhost)]);
         assert!(lh.allows("127.0.0.1".parse().unwrap(), &local));
