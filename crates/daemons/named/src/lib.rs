@@ -5,7 +5,8 @@
 //! `named-checkzone` check the same files without serving them.
 //!
 //! [`serve`] holds what answers (a reload swaps it whole), [`listen`] the
-//! sockets and the servers on them; `udp` answers UDP on threads of its own,
+//! sockets and the servers on them; `udp` answers UDP on threads of its own
+//! and `tcp` TCP on the runtime, both
 //! in front of an answer cache (`cache`) that belongs to the served state;
 //! `authority` gives the answers of the served zones, as BIND gives them.
 
@@ -13,4 +14,5 @@ mod authority;
 mod cache;
 pub mod listen;
 pub mod serve;
+mod tcp;
 mod udp;

@@ -1,16 +1,15 @@
 //! The sockets named answers on, and the servers on them: UDP on threads
-//! of its own (udp.rs), TCP through hickory's server. Both answer through
+//! of its own (udp.rs), TCP on the runtime (tcp.rs). Both answer through
 //! the [`Handler`] of serve.rs.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-use std::time::Duration;
 
 use pfx_named_conf::acl::Local;
 use pfx_named_conf::conf::{self, NamedConf};
 use tracing::{info, warn};
 
 use crate::serve::Handler;
-use crate::udp;
+use crate::{tcp, udp};
 
 /// The sockets named answers on, bound before privileges are dropped.
 pub struct Sockets {
@@ -111,27 +110,13 @@ fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// How long a TCP client may stay silent before named closes the connection.
-const TCP_IDLE: Duration = Duration::from_secs(10);
-
 /// Starts serving (inside the runtime): UDP on threads of its own (see
-/// udp.rs), TCP through a hickory server, which is returned running.
-pub fn start(
-    sockets: Sockets,
-    handler: Handler,
-) -> Result<hickory_server::Server<Handler>, String> {
+/// udp.rs), TCP on the runtime (tcp.rs).
+pub fn start(sockets: Sockets, handler: Handler) -> Result<(), String> {
     udp::spawn(
         sockets.udp,
         handler.clone(),
         tokio::runtime::Handle::current(),
     )?;
-    let mut server = hickory_server::Server::new(handler);
-    for l in sockets.tcp {
-        server.register_listener(
-            tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?,
-            TCP_IDLE,
-            64 * 1024,
-        );
-    }
-    Ok(server)
+    tcp::spawn(sockets.tcp, handler)
 }

@@ -36,7 +36,7 @@ fn under_master() -> ! {
             Ok((named, sockets))
         },
         |ctx, _endpoint, (mut named, sockets)| async move {
-            let _server = listen::start(sockets, named.handler())?;
+            listen::start(sockets, named.handler())?;
             info!("running");
             let mut cfg = ctx.config.clone();
             loop {
@@ -173,7 +173,7 @@ fn standalone() -> ! {
         .unwrap_or_else(|e| fatal(e));
     let result: Result<(), String> = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let _server = listen::start(sockets, named.handler())?;
+        listen::start(sockets, named.handler())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

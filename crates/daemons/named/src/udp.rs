@@ -76,7 +76,7 @@ fn question_key(q: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 /// The cached answer to `q`, adjusted to it.
-fn from_cache(handler: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+pub(crate) fn from_cache(handler: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     let state = handler.state();
     if !state.cache_usable_for(src.ip()) {
         return None;
@@ -101,19 +101,32 @@ fn cacheable(a: &[u8]) -> bool {
         && matches!(a[3] & 0x0f, 0 | 3)
 }
 
-/// Answers one UDP query the full way (and keeps the answer when it may).
-async fn answer(handler: Handler, q: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>> {
+/// Answers one query (UDP, or TCP for tcp.rs) the full way, and keeps
+/// the answer when it may.
+pub(crate) async fn answer(
+    handler: Handler,
+    q: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
     let key = question_key(&q);
-    let request = match Request::from_bytes(q, src, Protocol::Udp) {
+    let request = match Request::from_bytes(q, src, protocol) {
         Ok(r) => r,
         Err(_) => return None,
     };
     let state = handler.state();
-    let capture = Capture::default();
+    let capture = Capture {
+        answer: Arc::default(),
+        tcp: protocol == Protocol::Tcp,
+    };
     handler
         .respond_with::<Capture, TokioTime>(&state, &request, capture.clone())
         .await;
-    let bytes = capture.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    let bytes = capture
+        .answer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()?;
     if let Some((key, _)) = key {
         if cacheable(&bytes) && state.cache_usable_for(src.ip()) {
             state.cache.put(key, &bytes);
@@ -123,7 +136,7 @@ async fn answer(handler: Handler, q: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>
 }
 
 /// FORMERR for a query hickory could not read, when its header can be: as BIND does.
-fn format_error(q: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn format_error(q: &[u8]) -> Option<Vec<u8>> {
     if q.len() < HEADER || q[2] & 0x80 != 0 {
         return None;
     }
@@ -135,9 +148,13 @@ fn format_error(q: &[u8]) -> Option<Vec<u8>> {
     Some(a)
 }
 
-/// A response handler that keeps the encoded answer instead of sending it.
+/// A response handler that keeps the encoded answer instead of sending it;
+/// over TCP, whatever its size.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+struct Capture {
+    answer: Arc<Mutex<Option<Vec<u8>>>>,
+    tcp: bool,
+}
 
 #[async_trait::async_trait]
 impl ResponseHandler for Capture {
@@ -152,12 +169,16 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let max = if self.tcp {
+            u16::MAX
+        } else {
+            response.edns().map_or(512, |e| e.max_payload().max(512))
+        };
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max);
         let info = response.destructive_emit(&mut encoder)?;
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)
     }
 }
@@ -200,7 +221,7 @@ fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::H
         }
         let (q, socket, handler) = (q.to_vec(), socket.clone(), handler.clone());
         runtime.spawn(async move {
-            let reply = match answer(handler, q.clone(), src).await {
+            let reply = match answer(handler, q.clone(), src, Protocol::Udp).await {
                 Some(a) => Some(a),
                 None => format_error(&q),
             };

@@ -1,0 +1,79 @@
+//! TCP: each connection's queries (a two-byte length, then the message,
+//! RFC 1035 §4.2.2) answered in order through the same path as UDP's, its
+//! cache of encoded answers included, so a client that retries over TCP
+//! after a truncated answer costs no more than over UDP. A connection
+//! silent for `TCP_IDLE`, or one that breaks the framing, is closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_server::net::xfer::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+use crate::serve::Handler;
+use crate::udp;
+
+/// How long a TCP client may stay silent before named closes the connection.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Accepts on each listener (inside the runtime).
+pub(crate) fn spawn(listeners: Vec<std::net::TcpListener>, handler: Handler) -> Result<(), String> {
+    for l in listeners {
+        let l = TcpListener::from_std(l).map_err(|e| e.to_string())?;
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, src)) => {
+                        let handler = handler.clone();
+                        tokio::spawn(async move {
+                            let _ = serve(stream, src, handler).await;
+                        });
+                    }
+                    Err(e) => {
+                        warn!("TCP accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut q)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let reply = match udp::from_cache(&handler, &q, src) {
+            Some(a) => Some(a),
+            None => match udp::answer(handler.clone(), q.clone(), src, Protocol::Tcp).await {
+                Some(a) => Some(a),
+                None => udp::format_error(&q),
+            },
+        };
+        // A query without even a header gets no answer, and the
+        // connection goes, as BIND closes it.
+        let Some(a) = reply else { return Ok(()) };
+        let Ok(n) = u16::try_from(a.len()) else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(a.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&a);
+        wr.write_all(&out).await?;
+    }
+}
