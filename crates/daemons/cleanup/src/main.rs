@@ -531,17 +531,7 @@ async fn message<'s>(
     }
     // smtpd's end-of-data FILTER, REDIRECT and BCC, before the checks'
     // own (a later record wins), as Postfix's extracted segment has them.
-    if let Some(f) = &late.filter {
-        writer.extracted_filter(f);
-    }
-    if let Some(to) = &late.redirect {
-        writer.extracted_redirect(to);
-    }
-    for copy in &late.bcc {
-        for r in blind_copies(st, &env, copy, flags) {
-            writer.extracted_recipient(r);
-        }
-    }
+    extracted_actions(st, &mut writer, &env, &late, flags);
     if let Some(mut ins) = inspector.take() {
         let mut piece = ins.finish();
         st.mask_stray_cr(&mut piece);
@@ -571,17 +561,12 @@ async fn message<'s>(
             return Ok(CleanupReply::Committed { queue_id: id });
         }
         hold |= v.hold;
-        if let Some(f) = &v.filter {
-            writer.extracted_filter(f);
-        }
-        if let Some(to) = &v.redirect {
-            writer.extracted_redirect(to);
-        }
-        for copy in &v.bcc {
-            for r in blind_copies(st, &env, copy, flags) {
-                writer.extracted_recipient(r);
-            }
-        }
+        let actions = pfx_ipc::proto::Actions {
+            filter: v.filter,
+            redirect: v.redirect,
+            bcc: v.bcc,
+        };
+        extracted_actions(st, &mut writer, &env, &actions, flags);
     }
     if let (Some(content), Some(milters)) = (for_milters.as_ref(), local_milters) {
         let asked = milter::Asked {
@@ -777,6 +762,28 @@ fn envelope(
         })?;
     }
     Ok((sender, out, expanded))
+}
+
+/// FILTER, REDIRECT and BCC (of smtpd's restrictions or the content
+/// inspection) into the queue file's extracted segment.
+fn extracted_actions(
+    st: &Settings,
+    writer: &mut Writer,
+    env: &Envelope,
+    a: &pfx_ipc::proto::Actions,
+    flags: Flags,
+) {
+    if let Some(f) = &a.filter {
+        writer.extracted_filter(f);
+    }
+    if let Some(to) = &a.redirect {
+        writer.extracted_redirect(to);
+    }
+    for copy in &a.bcc {
+        for r in blind_copies(st, env, copy, flags) {
+            writer.extracted_recipient(r);
+        }
+    }
 }
 
 /// The recipients a BCC action of the content inspection adds: rewritten

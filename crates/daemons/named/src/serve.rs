@@ -330,15 +330,7 @@ impl Handler {
                     .error_msg(&request.metadata, ResponseCode::Refused);
                 return match response_handle.send_response(response).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        let mut metadata = request.metadata;
-                        metadata.message_type = MessageType::Response;
-                        metadata.response_code = ResponseCode::ServFail;
-                        ResponseInfo::from(Header {
-                            metadata,
-                            counts: HeaderCounts::default(),
-                        })
-                    }
+                    Err(_) => not_sent(request),
                 };
             }
         }
@@ -503,14 +495,17 @@ async fn send<R: ResponseHandler>(
     );
     match response_handle.send_response(msg).await {
         Ok(info) => info,
-        Err(_) => {
-            let mut metadata = request.metadata;
-            metadata.message_type = MessageType::Response;
-            metadata.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            })
-        }
+        Err(_) => not_sent(request),
     }
+}
+
+/// What is recorded of an answer that could not be sent: SERVFAIL.
+fn not_sent(request: &Request) -> ResponseInfo {
+    let mut metadata = request.metadata;
+    metadata.message_type = MessageType::Response;
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }

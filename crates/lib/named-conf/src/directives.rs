@@ -566,13 +566,15 @@ fn soa_minimum(text: &str) -> Option<String> {
 
 /// One entry of a master file: its first line and its text (one line, or
 /// several joined by parentheses), line ends included.
-struct Entry<'a> {
-    line: usize,
+pub(crate) struct Entry<'a> {
+    pub(crate) line: usize,
     text: &'a str,
+    /// The offset just after it.
+    pub(crate) end: usize,
 }
 
 /// The entries of `text`, blank and comment-only lines left out.
-fn entries(text: &str) -> Vec<Entry<'_>> {
+pub(crate) fn entries(text: &str) -> Vec<Entry<'_>> {
     let mut out = Vec::new();
     let (mut depth, mut quoted, mut comment, mut escaped) = (0i32, false, false, false);
     let (mut start, mut start_line, mut line) = (0usize, 1usize, 1usize);
@@ -586,6 +588,7 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
                     out.push(Entry {
                         line: start_line,
                         text: &text[start..=i],
+                        end: i + 1,
                     });
                 }
                 start = i + 1;
@@ -618,6 +621,7 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
         out.push(Entry {
             line: start_line,
             text: &text[start..],
+            end: text.len(),
         });
     }
     out

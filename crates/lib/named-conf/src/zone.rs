@@ -133,7 +133,10 @@ pub fn parse(name: &str, path: &Path, text: &str, base: &Path) -> Result<Zone, E
 
 /// The line of the first entry whose inclusion makes the parse fail.
 fn failing_line(text: &str, path: &Path, origin: &Name) -> usize {
-    let cuts = entry_ends(text);
+    let cuts: Vec<(usize, usize)> = crate::directives::entries(text)
+        .iter()
+        .map(|e| (e.end, e.line))
+        .collect();
     let fails = |end: usize| {
         Parser::new(
             &text[..end],
@@ -155,52 +158,6 @@ fn failing_line(text: &str, path: &Path, origin: &Name) -> usize {
     }
     cuts.get(lo)
         .map_or_else(|| text.lines().count().max(1), |c| c.1)
-}
-
-/// Byte offsets just after each complete entry, with the line the entry starts on.
-fn entry_ends(text: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let (mut depth, mut quoted, mut comment, mut escaped) = (0i32, false, false, false);
-    let mut line = 1;
-    let mut start_line = 1;
-    let mut blank = true;
-    for (i, c) in text.char_indices() {
-        if c == '\n' {
-            comment = false;
-            if depth == 0 && !quoted {
-                if !blank {
-                    out.push((i + 1, start_line));
-                }
-                blank = true;
-                start_line = line + 1;
-            }
-            line += 1;
-            continue;
-        }
-        if comment {
-            continue;
-        }
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            ';' if !quoted => comment = true,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth -= 1,
-            _ => {}
-        }
-        if !comment && !c.is_whitespace() && blank {
-            blank = false;
-            start_line = line;
-        }
-    }
-    if !blank || depth != 0 {
-        out.push((text.len(), start_line));
-    }
-    out
 }
 
 fn check(
@@ -378,6 +335,10 @@ v6      IN AAAA ::1
     #[test]
     fn entry_boundaries() {
         let t = "a\n\nb (\n c\n)\n; x\nd \"(\" ; (\n";
-        assert_eq!(entry_ends(t), vec![(2, 1), (12, 3), (26, 7)]);
+        let ends: Vec<(usize, usize)> = crate::directives::entries(t)
+            .iter()
+            .map(|e| (e.end, e.line))
+            .collect();
+        assert_eq!(ends, vec![(2, 1), (12, 3), (26, 7)]);
     }
 }
