@@ -211,17 +211,22 @@ fn xforward_is_answered_as_debian_postfix_answers_it() {
 fn end_of_data_redirect_bcc_and_filter_act_as_in_debian_postfix() {
     let Some(both) = crate::sidebyside::side_by_side(
         "mynetworks = 127.0.0.0/8\nsmtpd_peername_lookup = no\nrelayhost = [127.0.0.1]:SINK\n\
+         smtpd_data_restrictions = check_sender_access texthash:TABLES/data\n\
          smtpd_end_of_data_restrictions = check_sender_access texthash:TABLES/late\n",
-        &[(
-            "late",
-            "redirect@client.example REDIRECT other@remote.example\n\
-             copy@client.example BCC copy@remote.example\n\
-             filter@client.example FILTER discard:filtered late\n",
-        )],
+        &[
+            (
+                "late",
+                "redirect@client.example REDIRECT other@remote.example\n\
+                 copy@client.example BCC copy@remote.example\n\
+                 filter@client.example FILTER discard:filtered late\n",
+            ),
+            // At DATA, when cleanup already has the envelope.
+            ("data", "data@client.example BCC datacopy@remote.example\n"),
+        ],
     ) else {
         return;
     };
-    for sender in ["redirect", "copy", "filter"] {
+    for sender in ["redirect", "copy", "filter", "data"] {
         let mail = format!("MAIL FROM:<{sender}@client.example>");
         let body = format!("Subject: {sender}\r\n\r\nbody\r\n");
         let session = [
@@ -248,7 +253,7 @@ fn end_of_data_redirect_bcc_and_filter_act_as_in_debian_postfix() {
         v
     };
     for mx in [&both.theirs_mx, &both.ours_mx] {
-        assert!(wait_for(Duration::from_secs(20), || mx.accepted().len() == 2));
+        assert!(wait_for(Duration::from_secs(20), || mx.accepted().len() == 3));
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(relayed(&both.theirs_mx), relayed(&both.ours_mx));
@@ -256,6 +261,7 @@ fn end_of_data_redirect_bcc_and_filter_act_as_in_debian_postfix() {
         relayed(&both.ours_mx),
         [
             "copy@client.example: [\"copy@remote.example\", \"u@remote.example\"]",
+            "data@client.example: [\"datacopy@remote.example\", \"u@remote.example\"]",
             "redirect@client.example: [\"other@remote.example\"]"
         ]
     );

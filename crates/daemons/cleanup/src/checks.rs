@@ -46,6 +46,9 @@ pub(crate) struct Verdict {
     pub(crate) redirect: Option<String>,
     /// BCC: addresses that get a copy.
     pub(crate) bcc: Vec<String>,
+    /// PASS or REDIRECT: no milter looks at the message either (Postfix
+    /// clears its FILTER and MILTER flags).
+    pub(crate) no_milters: bool,
 }
 
 /// Who and what the log lines name.
@@ -319,6 +322,7 @@ impl<'t> Inspector<'t> {
         } else if is("PASS") {
             self.log("pass", &ctx, text, optional);
             self.done = true;
+            self.verdict.no_milters = true;
         } else if is("DISCARD") {
             self.log("discard", &ctx, text, optional);
             self.verdict.discard = true;
@@ -372,6 +376,7 @@ impl<'t> Inspector<'t> {
                 self.log("redirect", &ctx, text, optional);
                 self.verdict.redirect = Some(optional.to_owned());
                 self.done = true;
+                self.verdict.no_milters = true;
             }
         } else if is("BCC") {
             if !optional.contains('@') {

@@ -324,6 +324,13 @@ async fn message<'s>(
     let last_rcpt = recipients
         .last()
         .and_then(|r| st.rewriter.recipient(&r.address, flags.map).ok());
+    // The recipients as given, rewritten but not expanded and without the
+    // automatic copies: what non_smtpd_milters are told of, as Postfix's
+    // cleanup tells them.
+    let given_rcpts: Vec<String> = recipients
+        .iter()
+        .filter_map(|r| st.rewriter.recipient(&r.address, flags.map).ok())
+        .collect();
     let (sender, recipients, expanded, refused) = match envelope(st, &sender, recipients, flags) {
         Ok((s, r, e)) => (s, r, e, None),
         Err(refusal) => (String::new(), Vec::new(), Vec::new(), Some(refusal)),
@@ -531,7 +538,14 @@ async fn message<'s>(
     }
     // smtpd's end-of-data FILTER, REDIRECT and BCC, before the checks'
     // own (a later record wins), as Postfix's extracted segment has them.
-    extracted_actions(st, &mut writer, &env, &late, flags);
+    if extracted_actions(st, &mut writer, &env, &late, flags).is_err() {
+        return Ok(CleanupReply::Failed {
+            temporary: true,
+            reason: "queue file write error".into(),
+        });
+    }
+    // A PASS or REDIRECT of the checks: no milter either.
+    let mut milters_off = false;
     if let Some(mut ins) = inspector.take() {
         let mut piece = ins.finish();
         st.mask_stray_cr(&mut piece);
@@ -549,6 +563,16 @@ async fn message<'s>(
             // A 4.x.x refusal cannot be bounced: pickup tries again later,
             // as Postfix's cleanup defers.
             if origin == Origin::Pickup && reason.starts_with('5') {
+                // Content kept for milters is not in the file yet.
+                if let Some(content) = for_milters.take() {
+                    let written = writer
+                        .envelope(&env)
+                        .and_then(|()| writer.content(&content));
+                    if let Err(e) = written {
+                        warn!("{id}: write queue file: {e}");
+                        return Ok(write_error());
+                    }
+                }
                 return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
             }
             return Ok(CleanupReply::Rejected {
@@ -561,18 +585,37 @@ async fn message<'s>(
             return Ok(CleanupReply::Committed { queue_id: id });
         }
         hold |= v.hold;
+        milters_off = v.no_milters;
         let actions = pfx_ipc::proto::Actions {
             filter: v.filter,
             redirect: v.redirect,
             bcc: v.bcc,
         };
-        extracted_actions(st, &mut writer, &env, &actions, flags);
+        if extracted_actions(st, &mut writer, &env, &actions, flags).is_err() {
+            return Ok(CleanupReply::Failed {
+                temporary: true,
+                reason: "queue file write error".into(),
+            });
+        }
+    }
+    if milters_off {
+        // The checks said PASS or REDIRECT: the content goes in as it is.
+        if let Some(content) = for_milters.take() {
+            let written = writer
+                .envelope(&env)
+                .and_then(|()| writer.content(&content));
+            if let Err(e) = written {
+                warn!("{id}: write queue file: {e}");
+                return Ok(write_error());
+            }
+        }
     }
     if let (Some(content), Some(milters)) = (for_milters.as_ref(), local_milters) {
         let asked = milter::Asked {
             milters,
             id: &id,
             attrs: &given_attrs,
+            recipients: &given_rcpts,
             flags,
         };
         match asked.run(st, &mut env, content).await {
@@ -766,13 +809,15 @@ fn envelope(
 
 /// FILTER, REDIRECT and BCC (of smtpd's restrictions or the content
 /// inspection) into the queue file's extracted segment.
+/// `Err`: a table could not map a BCC address; the message waits, as
+/// Postfix's cleanup defers it, rather than go without the copy.
 fn extracted_actions(
     st: &Settings,
     writer: &mut Writer,
     env: &Envelope,
     a: &pfx_ipc::proto::Actions,
     flags: Flags,
-) {
+) -> Result<(), ()> {
     if let Some(f) = &a.filter {
         writer.extracted_filter(f);
     }
@@ -780,17 +825,23 @@ fn extracted_actions(
         writer.extracted_redirect(to);
     }
     for copy in &a.bcc {
-        for r in blind_copies(st, env, copy, flags) {
+        for r in blind_copies(st, env, copy, flags)? {
             writer.extracted_recipient(r);
         }
     }
+    Ok(())
 }
 
 /// The recipients a BCC action of the content inspection adds: rewritten
 /// and expanded as any recipient, never told to the sender (NOTIFY=NEVER),
-/// none that the message already has. An address the tables cannot map
-/// now is dropped with a warning, as a milter's is.
-fn blind_copies(st: &Settings, env: &Envelope, copy: &str, flags: Flags) -> Vec<NewRecipient> {
+/// none that the message already has. `Err` when the tables cannot map
+/// the address now.
+fn blind_copies(
+    st: &Settings,
+    env: &Envelope,
+    copy: &str,
+    flags: Flags,
+) -> Result<Vec<NewRecipient>, ()> {
     let given = NewRecipient {
         address: st.rewriter.qualify(copy),
         original: None,
@@ -802,17 +853,17 @@ fn blind_copies(st: &Settings, env: &Envelope, copy: &str, flags: Flags) -> Vec<
         ..flags
     };
     match envelope(st, &env.sender, vec![given], once) {
-        Ok((_, added, _)) => added
+        Ok((_, added, _)) => Ok(added
             .into_iter()
             .filter(|r| {
                 !env.recipients
                     .iter()
                     .any(|o| o.address.eq_ignore_ascii_case(&r.address) && o.original == r.original)
             })
-            .collect(),
+            .collect()),
         Err(_) => {
-            warn!("BCC to \"{copy}\" refused: address mapping failed");
-            Vec::new()
+            warn!("BCC to \"{copy}\": address mapping failed -- message not accepted, try again later");
+            Err(())
         }
     }
 }

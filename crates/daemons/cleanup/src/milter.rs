@@ -183,6 +183,8 @@ pub(crate) struct Asked<'a> {
     pub(crate) id: &'a str,
     /// The submitter's attributes (a client's name and address, SASL).
     pub(crate) attrs: &'a [(String, String)],
+    /// The recipients as given (rewritten, not expanded, no copies).
+    pub(crate) recipients: &'a [String],
     pub(crate) flags: Flags,
 }
 
@@ -246,7 +248,7 @@ impl Asked<'_> {
             id: self.id,
             client: format!("{name}[{addr}]"),
             sender: env.sender.clone(),
-            recipient: env.recipients.last().map(|r| r.address.clone()),
+            recipient: self.recipients.last().cloned(),
             proto: self.attr("log_protocol_name").map(str::to_owned),
             helo: self.attr("log_helo_name").map(str::to_owned),
         };
@@ -308,12 +310,12 @@ impl Asked<'_> {
             if let Some(o) = step("MAIL", v, &log) {
                 break 'events o;
             }
-            for r in &env.recipients {
-                values.insert("rcpt_addr", r.address.clone());
-                log.recipient = Some(r.address.clone());
+            for r in self.recipients {
+                values.insert("rcpt_addr", r.clone());
+                log.recipient = Some(r.clone());
                 let v = {
                     let v = values.clone();
-                    (session.rcpt(vec![r.address.clone()], &move |n: &str| lookup(&v, n))).await
+                    (session.rcpt(vec![r.clone()], &move |n: &str| lookup(&v, n))).await
                 };
                 match step("RCPT", v, &log) {
                     Some(Outcome::Reject { .. }) => {

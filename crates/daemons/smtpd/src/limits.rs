@@ -68,35 +68,55 @@ impl Limits {
 /// `smtpd_authorized_xforward_hosts`): addresses and networks, and host
 /// names (`.domain` for any name under domain; a name alone matches
 /// itself only, as these lists are not in
-/// `parent_domain_matches_subdomains`). A table or a `!negated` item
-/// matches no client.
+/// `parent_domain_matches_subdomains`), each possibly `!negated`; the
+/// first item that matches decides, as in Postfix's namadr lists. A table
+/// (`type:name`) is refused at start: not implemented here.
 #[derive(Debug, Default)]
 pub(crate) struct HostList {
-    networks: NetworkList,
-    names: Vec<String>,
+    items: Vec<(bool, Host)>,
+}
+
+#[derive(Debug)]
+enum Host {
+    Network(NetworkList),
+    Name(String),
 }
 
 impl HostList {
     pub(crate) fn parse(items: &[String]) -> Result<Self, BuildError> {
-        let (addresses, names): (Vec<String>, Vec<String>) = items
-            .iter()
-            .cloned()
-            .partition(|i| NetworkList::parse(std::slice::from_ref(i)).is_ok());
-        Ok(Self {
-            networks: NetworkList::parse(&addresses)?,
-            names: names
-                .iter()
-                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
-        })
+        let mut out = Vec::new();
+        for item in items {
+            let negated = item.starts_with('!');
+            let pattern = item.trim_start_matches('!');
+            if let Ok(net) = NetworkList::parse(&[pattern.to_owned()]) {
+                out.push((negated, Host::Network(net)));
+            } else if pattern.contains(':') {
+                return Err(format!(
+                    "table \"{pattern}\" in a client list: not implemented by postfix-rs"
+                )
+                .into());
+            } else {
+                let name = pattern.trim_end_matches('.').to_ascii_lowercase();
+                out.push((negated, Host::Name(name)));
+            }
+        }
+        Ok(Self { items: out })
     }
 
     pub(crate) fn matches(&self, name: &str, ip: IpAddr) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.networks.contains(ip)
-            || self.names.iter().any(|p| {
-                *p == name || (p.starts_with('.') && name.len() > p.len() && name.ends_with(p))
-            })
+        for (negated, host) in &self.items {
+            let hit = match host {
+                Host::Network(n) => n.contains(ip),
+                Host::Name(p) => {
+                    *p == name || (p.starts_with('.') && name.len() > p.len() && name.ends_with(p))
+                }
+            };
+            if hit {
+                return !negated;
+            }
+        }
+        false
     }
 }
 
@@ -293,6 +313,18 @@ mod tests {
         ]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(e.matches("unknown", ip("127.0.0.2")));
+        // The first match decides; a negated one refuses.
+        let n = exceptions(&[
+            "!10.0.0.5",
+            "10.0.0.0/8",
+            "!bad.trusted.org",
+            ".trusted.org",
+        ]);
+        assert!(!n.matches("unknown", ip("10.0.0.5")));
+        assert!(n.matches("unknown", ip("10.0.0.6")));
+        assert!(!n.matches("bad.trusted.org", ip("192.0.2.1")));
+        assert!(n.matches("good.trusted.org", ip("192.0.2.1")));
+        assert!(HostList::parse(&["hash:/etc/postfix/x".to_owned()]).is_err());
         assert!(e.matches("unknown", ip("::1")));
         assert!(e.matches("unknown", ip("::ffff:127.0.0.9")));
         assert!(!e.matches("unknown", ip("192.0.2.1")));

@@ -1562,7 +1562,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let st = self.st.clone();
         let shared = self.shared.clone();
-        let (early, fx) = match self.data_restrictions(&shared).await {
+        let (early, fx, sent) = match self.data_restrictions(&shared).await {
             Ok(v) => v,
             Err(r) => return Ok(r),
         };
@@ -1575,7 +1575,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Err(End::Lost);
         }
-        let mut open = match self.open_message(&shared, early, fx).await {
+        let mut open = match self.open_message(&shared, early, fx, sent).await {
             Ok(open) => open,
             Err(r) => {
                 self.discard_data().await?;
@@ -1630,13 +1630,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn data_restrictions<'a>(
         &mut self,
         shared: &'a Shared,
-    ) -> Result<(Option<pfx_ipc::cleanup::Message<'a>>, Effects), Reply> {
+    ) -> Result<(Option<pfx_ipc::cleanup::Message<'a>>, Effects, Option<Sent>), Reply> {
         let st = self.st.clone();
         let mut fx = std::mem::take(&mut self.effects);
         let mut early = None;
+        let mut sent = None;
         if !st.restrictions.list(Stage::Data).is_empty() {
             let sender = self.sender.clone().unwrap_or_default();
             let envelope = self.envelope(&sender, &self.recipients, &fx);
+            sent = Some(Sent::of(&fx));
             match shared.cleanup.begin(envelope).await {
                 Ok(m) => early = Some(m),
                 Err(e) => {
@@ -1670,7 +1672,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             return Err(r);
         }
-        Ok((early, fx))
+        Ok((early, fx, sent))
     }
 
     /// Takes the mail transaction's envelope into a message cleanup has
@@ -1681,7 +1683,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         shared: &'a Shared,
         early: Option<pfx_ipc::cleanup::Message<'a>>,
         fx: Effects,
+        sent: Option<Sent>,
     ) -> Result<Open<'a>, Reply> {
+        // What the envelope cleanup has carries: the restrictions' actions
+        // until now; later ones go after the content.
+        let sent = sent.unwrap_or_else(|| Sent::of(&fx));
         let sender = self.sender.take().unwrap_or_default();
         let recipients = std::mem::take(&mut self.recipients);
         let msg = match early {
@@ -1729,6 +1735,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender,
             recipients,
             fx,
+            sent,
             head,
             size: 0,
             too_big: false,
@@ -1748,6 +1755,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             sender,
             recipients,
             mut fx,
+            sent,
             size,
             too_big,
             broken,
@@ -1759,7 +1767,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let refused = if too_big || bare_lf_rejected || broken {
             None
         } else {
-            let before = (fx.redirect.clone(), fx.bcc.len(), fx.filter.clone());
             let facts = Facts {
                 sender: Some(&sender),
                 recipient: single_recipient(&recipients),
@@ -1769,14 +1776,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ..self.facts("END-OF-MESSAGE")
             };
             let verdict = check::content(&st, Stage::EndOfData, facts, &mut fx).await;
-            let (redirect, bcc_before, filter) = before;
+            // What the DATA and end-of-data restrictions asked after the
+            // envelope went to cleanup goes after the content, as
+            // Postfix's smtpd writes it.
             let late = pfx_ipc::proto::Actions {
-                filter: fx.filter.clone().filter(|f| Some(f) != filter.as_ref()),
-                redirect: fx.redirect.clone().filter(|r| Some(r) != redirect.as_ref()),
-                bcc: fx.bcc[bcc_before..].to_vec(),
+                filter: fx
+                    .filter
+                    .clone()
+                    .filter(|f| Some(f) != sent.filter.as_ref()),
+                redirect: fx
+                    .redirect
+                    .clone()
+                    .filter(|r| Some(r) != sent.redirect.as_ref()),
+                bcc: fx.bcc.get(sent.bcc..).unwrap_or_default().to_vec(),
             };
-            // The envelope went to cleanup at DATA: these go after the
-            // content, as Postfix's smtpd writes them.
             if verdict.is_ok()
                 && late != pfx_ipc::proto::Actions::default()
                 && msg.actions(late).is_err()
@@ -2013,7 +2026,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None => {
                     if open.is_none() {
                         let opened = match self.data_restrictions(&shared).await {
-                            Ok((early, fx)) => self.open_message(&shared, early, fx).await,
+                            Ok((early, fx, sent)) => {
+                                self.open_message(&shared, early, fx, sent).await
+                            }
                             Err(r) => Err(r),
                         };
                         match opened {
@@ -2372,12 +2387,31 @@ impl Sizer {
 }
 
 /// A message cleanup has started, while its content comes in.
+/// REDIRECT, BCC and FILTER as the envelope took them to cleanup.
+struct Sent {
+    redirect: Option<String>,
+    bcc: usize,
+    filter: Option<String>,
+}
+
+impl Sent {
+    fn of(fx: &Effects) -> Self {
+        Self {
+            redirect: fx.redirect.clone(),
+            bcc: fx.bcc.len(),
+            filter: fx.filter.clone(),
+        }
+    }
+}
+
 struct Open<'a> {
     msg: pfx_ipc::cleanup::Message<'a>,
     id: String,
     sender: String,
     recipients: Vec<Rcpt>,
     fx: Effects,
+    /// The actions the envelope took to cleanup.
+    sent: Sent,
     /// The headers smtpd puts first, until they go out with the content.
     head: Vec<u8>,
     /// Content size as Postfix counts it (for BDAT: each line and CRLF).

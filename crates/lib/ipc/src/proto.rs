@@ -130,7 +130,8 @@ impl ReceiveOverride {
     pub fn from_config(cfg: &pfx_config::Config) -> Result<Self, pfx_config::BuildError> {
         let mut o = Self::default();
         for word in cfg.list("receive_override_options")? {
-            match word.to_ascii_lowercase().as_str() {
+            // As Postfix's name_mask: exact, lower-case names.
+            match word.as_str() {
                 "no_unknown_recipient_checks" => o.no_unknown_recipient_checks = true,
                 "no_address_mappings" => o.no_address_mappings = true,
                 "no_header_body_checks" => o.no_header_body_checks = true,
