@@ -38,9 +38,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; tests bind it soon after).
+/// A free TCP port (free when asked; tests bind it soon after). Asked of
+/// every address at once, so that it is free on 127.0.0.2 and the other
+/// loopback addresses some tests listen on, not only on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    TcpListener::bind("0.0.0.0:0")
         .unwrap()
         .local_addr()
         .unwrap()

@@ -565,12 +565,8 @@ async fn message<'s>(
             if origin == Origin::Pickup && reason.starts_with('5') {
                 // Content kept for milters is not in the file yet.
                 if let Some(content) = for_milters.take() {
-                    let written = writer
-                        .envelope(&env)
-                        .and_then(|()| writer.content(&content));
-                    if let Err(e) = written {
-                        warn!("{id}: write queue file: {e}");
-                        return Ok(write_error());
+                    if let Err(f) = write_whole(&mut writer, &env, &content, &id) {
+                        return Ok(f);
                     }
                 }
                 return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
@@ -601,12 +597,8 @@ async fn message<'s>(
     if milters_off {
         // The checks said PASS or REDIRECT: the content goes in as it is.
         if let Some(content) = for_milters.take() {
-            let written = writer
-                .envelope(&env)
-                .and_then(|()| writer.content(&content));
-            if let Err(e) = written {
-                warn!("{id}: write queue file: {e}");
-                return Ok(write_error());
+            if let Err(f) = write_whole(&mut writer, &env, &content, &id) {
+                return Ok(f);
             }
         }
     }
@@ -630,10 +622,8 @@ async fn message<'s>(
             milter::Outcome::Reject { reason, reply } => {
                 if origin == Origin::Pickup && reason.starts_with('5') {
                     // Returned as it came, before the milters' changes.
-                    let written = writer.envelope(&env).and_then(|()| writer.content(content));
-                    if let Err(e) = written {
-                        warn!("{id}: write queue file: {e}");
-                        return Ok(write_error());
+                    if let Err(f) = write_whole(&mut writer, &env, content, &id) {
+                        return Ok(f);
                     }
                     return Ok(return_to_sender(st, writer, &env, arrival, &reason).await);
                 }
@@ -641,26 +631,16 @@ async fn message<'s>(
             }
         }
         let bytes = for_milters.take().unwrap_or_default();
-        let written = writer
-            .envelope(&env)
-            .map_err(|e| e.to_string())
-            .and_then(|()| writer.content(&bytes).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            warn!("{id}: write queue file: {e}");
-            return Ok(write_error());
+        if let Err(f) = write_whole(&mut writer, &env, &bytes, &id) {
+            return Ok(f);
         }
     }
     if let Some(content) = for_milters.take() {
         match milter::inspect(st, ch, &id, &mut env, content, flags).await? {
             Ok((bytes, held)) => {
                 hold |= held;
-                let written = writer
-                    .envelope(&env)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| writer.content(&bytes).map_err(|e| e.to_string()));
-                if let Err(e) = written {
-                    warn!("{id}: write queue file: {e}");
-                    return Ok(write_error());
+                if let Err(f) = write_whole(&mut writer, &env, &bytes, &id) {
+                    return Ok(f);
                 }
             }
             Err(reply) => return Ok(reply),
@@ -805,6 +785,21 @@ fn envelope(
         })?;
     }
     Ok((sender, out, expanded))
+}
+
+/// The envelope and the whole content at once, for content that waited
+/// for milters; `Err` is the answer when the file cannot be written.
+fn write_whole(
+    writer: &mut Writer,
+    env: &Envelope,
+    content: &[u8],
+    id: &str,
+) -> Result<(), CleanupReply> {
+    let written = writer.envelope(env).and_then(|()| writer.content(content));
+    written.map_err(|e| {
+        warn!("{id}: write queue file: {e}");
+        write_error()
+    })
 }
 
 /// FILTER, REDIRECT and BCC (of smtpd's restrictions or the content
