@@ -409,6 +409,7 @@ impl Instance {
             self.etc.join("named.conf"),
             format!(
                 "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"zones\";\n  recursion no;\n{options}}};\n\
+                 controls {{ }};\n\
                  zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
                  zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n"
             ),

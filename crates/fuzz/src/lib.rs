@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("aliases", aliases),
     ("named_conf", named_conf),
     ("zone_file", zone_file),
+    ("control_message", control_message),
     ("queue_file", queue_file),
     ("ipc_frame", ipc_frame),
     ("restrictions", restrictions),
@@ -213,6 +214,25 @@ pub fn lookup_table(data: &[u8]) {
 pub fn named_conf(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = pfx_named_conf::conf::parse(Path::new("/nonexistent/fuzz/named.conf"), &text);
+}
+
+/// A control channel message as rndc sends it (what follows the length):
+/// read and checked against a key; garbage is refused, never followed.
+pub fn control_message(data: &[u8]) {
+    use named::control::wire;
+    use pfx_named_conf::controls::{Algorithm, Key};
+    let key = Key {
+        name: "rndc-key".into(),
+        algorithm: Algorithm::Sha256,
+        secret: b"fuzz".to_vec(),
+        place: String::new(),
+    };
+    if data.len() <= wire::MAX_MESSAGE {
+        if let Ok(table) = wire::decode(data, &key) {
+            let again = wire::encode(&table, &key);
+            assert!(wire::decode(&again[4..], &key).is_ok());
+        }
+    }
 }
 
 /// A zone file for ywnds.com, checked as named-checkzone checks it; an

@@ -26,6 +26,7 @@ mod queueinterop;
 mod queuetools;
 mod ratelimit;
 mod relay;
+mod rndc;
 mod sidebyside;
 mod sqltables;
 mod tls;

@@ -336,6 +336,7 @@ fn forwards_other_names_when_recursion_is_on() {
         &conf2,
         format!(
             "options {{ listen-on port {port2} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; directory \"{}\"; recursion no; }};\n\
+             controls {{ }};\n\
              zone \"example.test\" {{ type primary; file \"example.test.zone\"; }};\n",
             dir.path().display()
         ),
@@ -580,10 +581,10 @@ fn zone_directives_are_read_as_bind_reads_them() {
 }
 
 /// Debian 12's and RHEL 9's stock named.conf, written from their
-/// documented defaults (paths moved into a scratch directory, port 53
-/// moved to a free one), with the `key`/`controls` pair rndc-confgen
+/// documented defaults (paths moved into a scratch directory, ports 53
+/// and 953 moved to free ones), with the `key`/`controls` pair rndc-confgen
 /// prints: BIND's named-checkconf -z and postfix-rs's both take them, and
-/// named serves their localhost zone.
+/// named serves their localhost zone and answers Debian's rndc.
 #[test]
 fn stock_named_conf_files_load_as_in_bind() {
     if !std::path::Path::new("/usr/bin/named-checkconf").exists() {
@@ -619,8 +620,11 @@ fn stock_named_conf_files_load_as_in_bind() {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let port = free_port();
-    let rndc = "key \"rndc-key\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\";\n};\n\
-                controls {\n\tinet 127.0.0.1 port 953\n\t\tallow { 127.0.0.1; } keys { \"rndc-key\"; };\n};\n";
+    let control = free_port();
+    let rndc = format!(
+        "key \"rndc-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\";\n}};\n\
+         controls {{\n\tinet 127.0.0.1 port {control}\n\t\tallow {{ 127.0.0.1; }} keys {{ \"rndc-key\"; }};\n}};\n"
+    );
     // Debian 12: /etc/bind/named.conf and the three files it includes.
     std::fs::write(
         dir.path().join("named.conf.options"),
@@ -714,6 +718,16 @@ fn stock_named_conf_files_load_as_in_bind() {
             section(&dig(port, &["localhost", "A", "+norec"]), "ANSWER")
                 == ["localhost. 604800 IN A 127.0.0.1"]
         });
+        let rndc_status = std::path::Path::new("/usr/sbin/rndc").exists().then(|| {
+            let key = dir.path().join("rndc.key");
+            std::fs::write(&key, rndc.split("controls").next().unwrap()).unwrap();
+            Command::new("/usr/sbin/rndc")
+                .arg("-k")
+                .arg(&key)
+                .args(["-s", "127.0.0.1", "-p", &control.to_string(), "status"])
+                .output()
+                .unwrap()
+        });
         let _ = named.kill();
         let _ = named.wait();
         assert!(
@@ -721,6 +735,13 @@ fn stock_named_conf_files_load_as_in_bind() {
             "{conf:?}: {}",
             dig(port, &["localhost", "A", "+norec"])
         );
+        if let Some(out) = rndc_status {
+            assert!(
+                out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).contains("server is up and running"),
+                "{conf:?}: rndc status: {out:?}"
+            );
+        }
     }
 }
 

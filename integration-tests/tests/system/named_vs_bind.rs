@@ -154,6 +154,7 @@ fn answers_are_binds() {
             "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{}\";\n\
              recursion no;\n  pid-file \"{}/named-{port}.pid\";\n  session-keyfile \"{}/session-{port}.key\";\n\
              dnssec-validation no;\n  version \"9.18-test\";\n  server-id \"ns1.test\";\n}};\n\
+             controls {{ }};\n\
              zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
              zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n",
             d.display(),

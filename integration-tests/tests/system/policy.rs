@@ -995,7 +995,7 @@ fn spf_through_debians_policyd_spf_run_by_spawn_against_our_named() {
     .unwrap();
     std::fs::write(
         m.etc.join("named.conf"),
-        "options {\n  listen-on port 53 { 127.0.0.1; };\n  listen-on-v6 { none; };\n  directory \"zones\";\n  recursion no;\n};\n\
+        "options {\n  listen-on port 53 { 127.0.0.1; };\n  listen-on-v6 { none; };\n  directory \"zones\";\n  recursion no;\n};\ncontrols { };\n\
          zone \"spf.test\" IN { type master; file \"spf.test.zone\"; };\n",
     )
     .unwrap();

@@ -148,6 +148,18 @@ impl Zone {
         &self.origin
     }
 
+    /// How many names own records (`rndc zonestatus`'s "nodes").
+    pub(crate) fn node_count(&self) -> usize {
+        let mut owners: Vec<&LowerName> = self.sets.keys().map(|k| &k.name).collect();
+        owners.dedup();
+        owners.len()
+    }
+
+    /// Every record, in name and type order (`rndc dumpdb -zones`).
+    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.sets.values().flat_map(|s| s.records_without_rrsigs())
+    }
+
     fn set(&self, name: &LowerName, t: RecordType) -> Option<Vec<Record>> {
         self.sets
             .get(&RrKey::new(name.clone(), t))

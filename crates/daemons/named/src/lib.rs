@@ -12,6 +12,8 @@
 
 mod authority;
 mod cache;
+pub mod commands;
+pub mod control;
 pub mod listen;
 pub mod serve;
 mod tcp;

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use named::commands::{self, Mode};
+use named::control::Controls;
 use named::listen::{self, Family};
 use named::serve::{self, Named};
 use tracing::info;
@@ -31,12 +33,16 @@ fn under_master() -> ! {
         pfx_server::Threads::Many,
         |cfg| {
             let path = cfg.get("named_config_file").map_err(|e| e.to_string())?;
-            let named = load(Path::new(&path))?;
+            let mut named = load(Path::new(&path))?;
+            named.threads = workers();
             let sockets = listen::bind(named.conf(), None, Family::Both, workers())?;
-            Ok((named, sockets))
+            let controls = Controls::bind(named.conf());
+            Ok((named, sockets, controls))
         },
-        |ctx, _endpoint, (mut named, sockets)| async move {
+        |ctx, _endpoint, (mut named, sockets, mut controls)| async move {
             listen::start(sockets, named.handler())?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            controls.start(tx)?;
             info!("running");
             let mut cfg = ctx.config.clone();
             loop {
@@ -45,7 +51,12 @@ fn under_master() -> ! {
                         if changed.is_err() {
                             break;
                         }
-                        named.reload();
+                        if named.reload().is_ok() {
+                            controls.configure(named.conf());
+                        }
+                    }
+                    Some(event) = rx.recv() => {
+                        commands::handle(&mut named, &mut controls, event, Mode::Master);
                     }
                     () = ctx.shutdown() => break,
                 }
@@ -148,8 +159,10 @@ fn standalone() -> ! {
         Family::Both
     };
     let threads = args.cpus.unwrap_or_else(workers).max(1);
+    named.threads = threads;
     let sockets =
         listen::bind(named.conf(), args.port, family, threads).unwrap_or_else(|e| fatal(e));
+    let mut controls = Controls::bind(named.conf());
     if let Some(user) = &args.user {
         let ids = pfx_sys::users::user(user).unwrap_or_else(|e| fatal(e));
         pfx_sys::users::drop_privileges(ids).unwrap_or_else(|e| fatal(e));
@@ -174,13 +187,24 @@ fn standalone() -> ! {
     let result: Result<(), String> = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         listen::start(sockets, named.handler())?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        controls.start(tx)?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         info!("running");
         loop {
             tokio::select! {
-                _ = hup.recv() => named.reload(),
+                _ = hup.recv() => {
+                    if named.reload().is_ok() {
+                        controls.configure(named.conf());
+                    }
+                }
+                Some(event) = rx.recv() => {
+                    if commands::handle(&mut named, &mut controls, event, Mode::Standalone) {
+                        break;
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

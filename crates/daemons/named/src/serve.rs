@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
@@ -33,11 +35,14 @@ type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 
 /// One loaded zone, kept so that a reload that fails to read it again keeps serving it.
 #[derive(Clone)]
-struct Loaded {
+pub(crate) struct Loaded {
     handler: ZoneHandlerArc,
     /// The same data, for the answers named gives itself.
-    zone: Arc<authority::Zone>,
-    serial: u32,
+    pub(crate) zone: Arc<authority::Zone>,
+    pub(crate) serial: u32,
+    /// The zone file's modification time when it was read: BIND's "last
+    /// loaded", and what tells `rndc reload ZONE` the file is unchanged.
+    pub(crate) mtime: Option<SystemTime>,
 }
 
 /// What answers queries between two reloads.
@@ -63,14 +68,22 @@ pub(crate) struct State {
 #[derive(Clone)]
 pub struct Handler {
     state: Arc<ArcSwap<State>>,
+    /// Whether each query is logged (`querylog`, `rndc querylog`).
+    pub(crate) querylog: Arc<AtomicBool>,
 }
 
 /// A running configuration: the handler plus what a reload needs.
 pub struct Named {
-    path: std::path::PathBuf,
-    handler: Handler,
-    loaded: HashMap<String, Loaded>,
-    conf: NamedConf,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) handler: Handler,
+    pub(crate) loaded: HashMap<String, Loaded>,
+    pub(crate) conf: NamedConf,
+    pub(crate) booted: SystemTime,
+    pub(crate) configured: SystemTime,
+    /// Whether the last reload or reconfig failed (`rndc status` says so).
+    pub(crate) reload_failed: bool,
+    /// Worker threads, for `rndc status`.
+    pub threads: usize,
 }
 
 impl Named {
@@ -78,15 +91,21 @@ impl Named {
     /// zone that cannot be read is logged and left out, as BIND does.
     pub fn load(path: &Path) -> Result<Self, conf::Error> {
         let conf = conf::load(path)?;
-        let loaded = load_zones(&conf, &HashMap::new());
+        let loaded = load_zones(&conf, &HashMap::new(), false);
         let state = build_state(&conf, &loaded);
+        let now = SystemTime::now();
         Ok(Self {
             path: path.to_path_buf(),
             handler: Handler {
                 state: Arc::new(ArcSwap::from_pointee(state)),
+                querylog: Arc::new(AtomicBool::new(conf.options.querylog)),
             },
             loaded,
             conf,
+            booted: now,
+            configured: now,
+            reload_failed: false,
+            threads: 1,
         })
     }
 
@@ -101,14 +120,24 @@ impl Named {
     /// Re-reads named.conf and the zones; queries keep being answered from
     /// the old state until the new one is complete. A broken named.conf keeps
     /// everything as it was; a broken zone keeps its previous version.
-    pub fn reload(&mut self) {
+    pub fn reload(&mut self) -> Result<(), String> {
+        self.reread(false)
+    }
+
+    /// `rndc reconfig`: named.conf again, but only new zones are read.
+    pub fn reconfig(&mut self) -> Result<(), String> {
+        self.reread(true)
+    }
+
+    fn reread(&mut self, new_zones_only: bool) -> Result<(), String> {
         info!("reloading configuration file '{}'", self.path.display());
         let conf = match conf::load(&self.path) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e}");
                 error!("reloading configuration failed: keeping the previous configuration");
-                return;
+                self.reload_failed = true;
+                return Err(e.to_string());
             }
         };
         if conf.options.listen_on != self.conf.options.listen_on
@@ -116,27 +145,93 @@ impl Named {
         {
             warn!("listen-on changes take effect when named is restarted");
         }
-        let loaded = load_zones(&conf, &self.loaded);
+        let loaded = load_zones(&conf, &self.loaded, new_zones_only);
         self.handler
             .state
             .store(Arc::new(build_state(&conf, &loaded)));
+        if conf.options.querylog != self.conf.options.querylog {
+            self.handler
+                .querylog
+                .store(conf.options.querylog, Ordering::Relaxed);
+        }
         self.loaded = loaded;
         self.conf = conf;
+        self.configured = SystemTime::now();
+        self.reload_failed = false;
         info!("reloading configuration succeeded");
+        if new_zones_only {
+            info!("scheduled loading new zones");
+        }
+        Ok(())
+    }
+
+    /// Reads one zone's file again unless it is unchanged since it was
+    /// read (`rndc reload ZONE`): `Ok(false)` when it is.
+    pub(crate) fn reload_zone(&mut self, name: &str) -> Result<bool, String> {
+        let Some(z) = self.conf.zones.iter().find(|z| z.name == name) else {
+            return Err(format!("no matching zone '{name}' in any view"));
+        };
+        let label = Zone::label(&z.name);
+        if let Some(old) = self.loaded.get(name) {
+            if old.mtime.is_some() && old.mtime == file_mtime(&z.file) {
+                return Ok(false);
+            }
+        }
+        match read_zone(z, &self.conf) {
+            Ok(l) => {
+                info!("{label}: loaded serial {}", l.serial);
+                self.loaded.insert(z.name.clone(), l);
+                self.rebuild();
+                Ok(true)
+            }
+            Err(e) => {
+                error!("{e}");
+                error!("{label}: not loaded due to errors.");
+                Err(e)
+            }
+        }
+    }
+
+    /// A fresh answering state from what is loaded: the answer cache and
+    /// the forwarder's cache start empty (`rndc flush`).
+    pub(crate) fn rebuild(&self) {
+        self.handler
+            .state
+            .store(Arc::new(build_state(&self.conf, &self.loaded)));
     }
 }
 
-fn load_zones(conf: &NamedConf, previous: &HashMap<String, Loaded>) -> HashMap<String, Loaded> {
+fn file_mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_zone(z: &conf::ZoneConf, conf: &NamedConf) -> Result<Loaded, String> {
+    let mtime = file_mtime(&z.file);
+    let mut l = zone::load(&z.name, &z.file, &conf.options.directory)
+        .map_err(|e| e.to_string())
+        .and_then(|zone| handler_for(zone, &Zone::label(&z.name)))?;
+    l.mtime = mtime;
+    Ok(l)
+}
+
+fn load_zones(
+    conf: &NamedConf,
+    previous: &HashMap<String, Loaded>,
+    new_zones_only: bool,
+) -> HashMap<String, Loaded> {
     for w in &conf.warnings {
         warn!("{w}");
     }
     let mut out = HashMap::new();
     for z in &conf.zones {
+        if new_zones_only {
+            if let Some(old) = previous.get(&z.name) {
+                out.insert(z.name.clone(), old.clone());
+                continue;
+            }
+        }
         let label = Zone::label(&z.name);
-        let loaded = zone::load(&z.name, &z.file, &conf.options.directory)
-            .map_err(|e| e.to_string())
-            .and_then(|zone| handler_for(zone, &label));
-        match loaded {
+        match read_zone(z, conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
                 out.insert(z.name.clone(), l);
@@ -176,6 +271,7 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
         handler: Arc::new(handler),
         zone: answers,
         serial,
+        mtime: None,
     })
 }
 
@@ -290,7 +386,64 @@ impl RequestHandler for Handler {
     }
 }
 
+/// Numbers the clients of the query log (BIND prints its client object's address).
+static CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x1000);
+
 impl Handler {
+    /// Whether queries are being logged (then none is answered from the cache unseen).
+    pub(crate) fn logging_queries(&self) -> bool {
+        self.querylog.load(Ordering::Relaxed)
+    }
+
+    /// BIND's query log line: `client @0x.. ADDR#PORT (NAME): query: NAME
+    /// CLASS TYPE FLAGS (LOCAL)`, flags `+`/`-` (recursion desired), `S`
+    /// (signed), `E(v)` (EDNS version), `T` (TCP), `D` (DO), `C` (CD).
+    pub(crate) fn log_query(&self, request: &Request, local: IpAddr) {
+        let Ok(info) = request.request_info() else {
+            return;
+        };
+        let raw = request.as_slice();
+        let name = {
+            use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
+            let mut d = BinDecoder::new(raw);
+            d.read_slice(12).ok().and_then(|_| Name::read(&mut d).ok())
+        }
+        .map(|n| {
+            let s = n.to_string();
+            match s.strip_suffix('.') {
+                Some("") | None => s,
+                Some(t) => t.to_owned(),
+            }
+        })
+        .unwrap_or_default();
+        let m = &request.metadata;
+        let mut flags = String::from(if m.recursion_desired { "+" } else { "-" });
+        if request.signature.is_some() {
+            flags.push('S');
+        }
+        if let Some(e) = &request.edns {
+            flags.push_str(&format!("E({})", e.version()));
+        }
+        if request.protocol() == Protocol::Tcp {
+            flags.push('T');
+        }
+        if request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok) {
+            flags.push('D');
+        }
+        if m.checking_disabled {
+            flags.push('C');
+        }
+        let id = CLIENT.fetch_add(1, Ordering::Relaxed);
+        let src = request.src();
+        info!(
+            "client @0x{id:x} {}#{} ({name}): query: {name} {} {} {flags} ({local})",
+            src.ip(),
+            src.port(),
+            info.query.query_class(),
+            info.query.query_type()
+        );
+    }
+
     /// The state answering now.
     pub(crate) fn state(&self) -> Arc<State> {
         self.state.load_full()

@@ -45,6 +45,7 @@ pub(crate) fn spawn(listeners: Vec<std::net::TcpListener>, handler: Handler) -> 
 
 async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let local = stream.local_addr()?.ip();
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -60,10 +61,12 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io:
         }
         let reply = match udp::from_cache(&handler, &q, src) {
             Some(a) => Some(a),
-            None => match udp::answer(handler.clone(), q.clone(), src, Protocol::Tcp).await {
-                Some(a) => Some(a),
-                None => udp::format_error(&q),
-            },
+            None => {
+                match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
+                    Some(a) => Some(a),
+                    None => udp::format_error(&q),
+                }
+            }
         };
         // A query without even a header gets no answer, and the
         // connection goes, as BIND closes it.

@@ -10,7 +10,7 @@
 //! way. The cache (cache.rs) belongs to the state a reload replaces, so it
 //! never serves old data.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
 use hickory_server::net::runtime::TokioTime;
@@ -77,6 +77,9 @@ fn question_key(q: &[u8]) -> Option<(Vec<u8>, usize)> {
 
 /// The cached answer to `q`, adjusted to it.
 pub(crate) fn from_cache(handler: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    if handler.logging_queries() {
+        return None;
+    }
     let state = handler.state();
     if !state.cache_usable_for(src.ip()) {
         return None;
@@ -107,6 +110,7 @@ pub(crate) async fn answer(
     handler: Handler,
     q: Vec<u8>,
     src: SocketAddr,
+    local: IpAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
     let key = question_key(&q);
@@ -114,6 +118,9 @@ pub(crate) async fn answer(
         Ok(r) => r,
         Err(_) => return None,
     };
+    if handler.logging_queries() {
+        handler.log_query(&request, local);
+    }
     let state = handler.state();
     let capture = Capture {
         answer: Arc::default(),
@@ -204,6 +211,9 @@ pub(crate) fn spawn(
 
 fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::Handle) {
     let mut buf = vec![0u8; 65535];
+    let local = socket
+        .local_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     loop {
         let (n, src) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -221,7 +231,7 @@ fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::H
         }
         let (q, socket, handler) = (q.to_vec(), socket.clone(), handler.clone());
         runtime.spawn(async move {
-            let reply = match answer(handler, q.clone(), src, Protocol::Udp).await {
+            let reply = match answer(handler, q.clone(), src, local, Protocol::Udp).await {
                 Some(a) => Some(a),
                 None => format_error(&q),
             };

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::acl::{Acl, Element};
+use crate::controls::{self, Control, Key};
 
 /// The default DNS port, used when `listen-on` or `forwarders` name none.
 pub const DNS_PORT: u16 = 53;
@@ -23,6 +24,11 @@ pub struct NamedConf {
     pub path: PathBuf,
     pub options: Options,
     pub zones: Vec<ZoneConf>,
+    /// `key` statements.
+    pub keys: Vec<Key>,
+    /// The control channels of the `controls` statements; `None` when there
+    /// is none (BIND's default channels, [`Control::defaults`]).
+    pub controls: Option<Vec<Control>>,
     /// `FILE:LINE: text` for each thing accepted but not acted on.
     pub warnings: Vec<String>,
 }
@@ -50,6 +56,10 @@ pub struct Options {
     pub version: Option<String>,
     pub hostname: Option<String>,
     pub server_id: Option<String>,
+    /// `querylog`: log every query (rndc querylog turns it on and off).
+    pub querylog: bool,
+    /// Where `rndc dumpdb` writes (`dump-file`, default `named_dump.db`).
+    pub dump_file: PathBuf,
 }
 
 /// One `listen-on [port N] { list };`.
@@ -66,6 +76,8 @@ pub struct ZoneConf {
     pub name: String,
     /// The zone file, relative names already joined to `directory`.
     pub file: PathBuf,
+    /// The zone file as named.conf names it (what `rndc zonestatus` shows).
+    pub file_name: String,
     /// The zone's own `allow-query`, which replaces the global one.
     pub allow_query: Option<Acl>,
     /// `FILE:LINE` of the statement, for messages.
@@ -110,9 +122,15 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     }
     let mut options = None;
     let mut zones: Vec<ZoneConf> = Vec::new();
+    let mut keys = Vec::new();
+    let mut control_list: Option<Vec<Control>> = None;
     for s in &statements {
         match s.keyword().unwrap_or_default() {
             "acl" => {}
+            "key" => controls::add_key(&mut keys, s)?,
+            "controls" => control_list
+                .get_or_insert_with(Vec::new)
+                .extend(controls::controls(&builder, s)?),
             "options" => {
                 if options.is_some() {
                     return Err(s.error("'options' redefined"));
@@ -131,8 +149,6 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
                 }
             }
             "logging"
-            | "controls"
-            | "key"
             | "server"
             | "trust-anchors"
             | "managed-keys"
@@ -154,15 +170,19 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     for z in &mut zones {
         z.file = options.directory.join(&z.file);
     }
+    let mut options = options;
+    options.dump_file = options.directory.join(&options.dump_file);
     Ok(NamedConf {
         path: path.to_path_buf(),
         options,
         zones,
+        keys,
+        controls: control_list,
         warnings: builder.warnings,
     })
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "file not found".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
@@ -285,38 +305,38 @@ fn skip_line(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, line: &mut us
 
 /// One statement: words and blocks up to its `;`.
 #[derive(Debug, Clone)]
-struct Stmt {
+pub(crate) struct Stmt {
     file: PathBuf,
     line: usize,
-    items: Vec<Item>,
+    pub(crate) items: Vec<Item>,
 }
 
 #[derive(Debug, Clone)]
-enum Item {
+pub(crate) enum Item {
     Word(String),
     Block(Vec<Stmt>),
 }
 
 impl Stmt {
-    fn keyword(&self) -> Option<&str> {
+    pub(crate) fn keyword(&self) -> Option<&str> {
         match self.items.first() {
             Some(Item::Word(w)) => Some(w),
             _ => None,
         }
     }
 
-    fn word(&self, i: usize) -> &str {
+    pub(crate) fn word(&self, i: usize) -> &str {
         match self.items.get(i) {
             Some(Item::Word(w)) => w,
             _ => "",
         }
     }
 
-    fn place(&self) -> String {
+    pub(crate) fn place(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
     }
 
-    fn error(&self, what: &str) -> Error {
+    pub(crate) fn error(&self, what: &str) -> Error {
         Error::At {
             place: self.place(),
             message: what.to_owned(),
@@ -324,7 +344,7 @@ impl Stmt {
     }
 
     /// The words of a statement that must be `keyword value;`.
-    fn single(&self) -> Result<&str, Error> {
+    pub(crate) fn single(&self) -> Result<&str, Error> {
         match self.items.as_slice() {
             [Item::Word(_), Item::Word(v)] => Ok(v),
             _ => Err(self.error(&format!("'{}' takes one value", self.word(0)))),
@@ -332,7 +352,7 @@ impl Stmt {
     }
 
     /// The block of a statement that must be `keyword [words] { ... }`.
-    fn block(&self) -> Result<&[Self], Error> {
+    pub(crate) fn block(&self) -> Result<&[Self], Error> {
         match self.items.last() {
             Some(Item::Block(b)) => Ok(b),
             _ => Err(self.error(&format!("'{}' expects a {{ }} block", self.word(0)))),
@@ -340,7 +360,7 @@ impl Stmt {
     }
 }
 
-fn read_statements(
+pub(crate) fn read_statements(
     file: &Path,
     text: &str,
     base: &Path,
@@ -453,7 +473,7 @@ fn parse_block(
 
 // ---------------------------------------------------------------- meaning
 
-struct Builder {
+pub(crate) struct Builder {
     base: PathBuf,
     warnings: Vec<String>,
     acls: Vec<(String, Acl)>,
@@ -469,11 +489,9 @@ const IGNORED_OPTIONS: &[&str] = &[
     "allow-transfer",
     "allow-update",
     "allow-query-cache",
-    "querylog",
     "minimal-responses",
     "max-cache-size",
     "statistics-file",
-    "dump-file",
     "memstatistics-file",
     "managed-keys-directory",
     "session-keyfile",
@@ -542,6 +560,8 @@ impl Builder {
             version: Some(format!("postfix-rs named {}", env!("CARGO_PKG_VERSION"))),
             hostname: host_name(),
             server_id: None,
+            querylog: false,
+            dump_file: PathBuf::from("named_dump.db"),
         }
     }
 
@@ -589,6 +609,8 @@ impl Builder {
                         v => v.to_owned(),
                     })
                 }
+                "querylog" => o.querylog = yes_no(opt)?,
+                "dump-file" => o.dump_file = PathBuf::from(opt.single()?),
                 "pid-file" => {
                     o.pid_file = match opt.single()? {
                         "none" => None,
@@ -676,6 +698,7 @@ impl Builder {
         };
         Ok(Some(ZoneConf {
             name,
+            file_name: file.display().to_string(),
             file,
             allow_query,
             place: s.place(),
@@ -683,7 +706,7 @@ impl Builder {
     }
 
     /// An address match list; `defining` leaves unknown names for later (acl statements).
-    fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, Error> {
+    pub(crate) fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, Error> {
         let mut elems = Vec::new();
         for s in block {
             let (negated, item) = match s.items.as_slice() {

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod conf;
+pub mod controls;
 mod directives;
 pub mod zone;
 
