@@ -17,6 +17,7 @@ mod mailpath;
 mod maps;
 mod milters;
 mod named;
+mod named_recursion;
 mod named_vs_bind;
 mod pipe;
 mod policy;

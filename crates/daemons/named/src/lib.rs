@@ -15,6 +15,7 @@ mod cache;
 pub mod commands;
 pub mod control;
 pub mod listen;
+mod recursion;
 pub mod serve;
 mod tcp;
 mod udp;

@@ -30,6 +30,7 @@ use pfx_named_conf::zone::{self, Zone};
 
 use crate::authority;
 use crate::cache::AnswerCache;
+use crate::recursion::{self, Recursion};
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 
@@ -55,6 +56,8 @@ pub(crate) struct State {
     zones: Vec<(LowerName, Option<Acl>)>,
     allow_query: Acl,
     allow_recursion: Acl,
+    allow_query_cache: Acl,
+    /// Whether names outside the zones are forwarded or resolved.
     forwarding: bool,
     local: Local,
     /// `version.bind`, `hostname.bind`, `id.server` (class CH).
@@ -292,16 +295,19 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
     }
     let o = &conf.options;
     let mut forwarding = false;
-    if o.recursion && !o.forwarders.is_empty() {
-        match forwarder(&o.forwarders) {
-            Ok(f) => {
-                catalog.upsert(
-                    LowerName::new(&Name::root()),
-                    vec![Arc::new(f) as Arc<dyn ZoneHandler>],
-                );
+    if o.recursion {
+        let outside: Result<Arc<dyn ZoneHandler>, String> = if o.forwarders.is_empty() {
+            Recursion::new(&recursion::roots(conf.hints.as_deref()))
+                .map(|r| Arc::new(r) as Arc<dyn ZoneHandler>)
+        } else {
+            forwarder(&o.forwarders).map(|f| Arc::new(f) as Arc<dyn ZoneHandler>)
+        };
+        match outside {
+            Ok(h) => {
+                catalog.upsert(LowerName::new(&Name::root()), vec![h]);
                 forwarding = true;
             }
-            Err(e) => error!("forwarders: {e}"),
+            Err(e) => error!("{e}"),
         }
     }
     State {
@@ -311,6 +317,7 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
         zones,
         allow_query: o.allow_query.clone(),
         allow_recursion: o.allow_recursion.clone(),
+        allow_query_cache: o.allow_query_cache.clone(),
         forwarding,
         local: Local::discover(),
         chaos: authority::Chaos {
@@ -329,10 +336,14 @@ pub fn log_recursion(conf: &NamedConf) {
         (false, _) => info!("recursion no: names outside the served zones are refused"),
         (true, false) => info!(
             "recursion yes: names outside the served zones are forwarded to {}",
-            o.forwarders.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+            o.forwarders
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
-        (true, true) => warn!(
-            "recursion yes without forwarders: this named does not recurse by itself; names outside the served zones are refused"
+        (true, true) => info!(
+            "recursion yes: names outside the served zones are resolved from the root servers"
         ),
     }
 }
@@ -368,6 +379,7 @@ impl State {
                 self.forwarding
                     && self.allow_query.allows(client, &self.local)
                     && self.allow_recursion.allows(client, &self.local)
+                    && self.allow_query_cache.allows(client, &self.local)
             }
         }
     }

@@ -24,6 +24,8 @@ pub struct NamedConf {
     pub path: PathBuf,
     pub options: Options,
     pub zones: Vec<ZoneConf>,
+    /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
+    pub hints: Option<PathBuf>,
     /// `key` statements.
     pub keys: Vec<Key>,
     /// The control channels of the `controls` statements; `None` when there
@@ -44,8 +46,12 @@ pub struct Options {
     pub directory: PathBuf,
     /// Who may query (default: everyone).
     pub allow_query: Acl,
-    /// Who may have names outside our zones forwarded (default: localhost; localnets).
+    /// Who may have names outside our zones resolved (default:
+    /// `allow-query-cache` if set, else localhost; localnets).
     pub allow_recursion: Acl,
+    /// Who may get answers that are not from our zones (default:
+    /// `allow-recursion` if set, else localhost; localnets).
+    pub allow_query_cache: Acl,
     pub recursion: bool,
     pub forwarders: Vec<SocketAddr>,
     pub pid_file: Option<PathBuf>,
@@ -111,6 +117,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     read_statements(path, text, &base, &mut statements, 0)?;
     let mut builder = Builder {
         base,
+        hints: None,
         warnings: Vec::new(),
         acls: Vec::new(),
     };
@@ -172,10 +179,12 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     }
     let mut options = options;
     options.dump_file = options.directory.join(&options.dump_file);
+    let hints = builder.hints.take().map(|h| options.directory.join(h));
     Ok(NamedConf {
         path: path.to_path_buf(),
         options,
         zones,
+        hints,
         keys,
         controls: control_list,
         warnings: builder.warnings,
@@ -475,6 +484,8 @@ fn parse_block(
 
 pub(crate) struct Builder {
     base: PathBuf,
+    /// The root hint zone's file, as written.
+    hints: Option<PathBuf>,
     warnings: Vec<String>,
     acls: Vec<(String, Acl)>,
 }
@@ -488,7 +499,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "also-notify",
     "allow-transfer",
     "allow-update",
-    "allow-query-cache",
     "minimal-responses",
     "max-cache-size",
     "statistics-file",
@@ -550,10 +560,8 @@ impl Builder {
             }],
             directory: self.base.clone(),
             allow_query: Acl::any(),
-            allow_recursion: Acl::new(vec![
-                (false, Element::Localhost),
-                (false, Element::Localnets),
-            ]),
+            allow_recursion: local_default(),
+            allow_query_cache: local_default(),
             recursion: true,
             forwarders: Vec::new(),
             pid_file: None,
@@ -583,6 +591,8 @@ impl Builder {
         let mut o = self.default_options();
         let mut listen = Vec::new();
         let mut listen6 = Vec::new();
+        let mut recursion_acl = None;
+        let mut cache_acl = None;
         for opt in s.block()? {
             let key = opt.keyword().unwrap_or_default();
             match key {
@@ -590,7 +600,8 @@ impl Builder {
                 "listen-on-v6" => listen6.push(self.listen(opt)?),
                 "directory" => o.directory = self.base.join(opt.single()?),
                 "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
-                "allow-recursion" => o.allow_recursion = self.address_list(opt.block()?, false)?,
+                "allow-recursion" => recursion_acl = Some(self.address_list(opt.block()?, false)?),
+                "allow-query-cache" => cache_acl = Some(self.address_list(opt.block()?, false)?),
                 "recursion" => o.recursion = yes_no(opt)?,
                 "forwarders" => o.forwarders = forwarders(opt)?,
                 "forward" => match opt.single()? {
@@ -622,6 +633,13 @@ impl Builder {
                 }
                 other => return Err(opt.error(&format!("unknown option '{other}'"))),
             }
+        }
+        // Each of the two defaults to the other when only one is set.
+        if let Some(acl) = recursion_acl.clone().or_else(|| cache_acl.clone()) {
+            o.allow_recursion = acl;
+        }
+        if let Some(acl) = cache_acl.or(recursion_acl) {
+            o.allow_query_cache = acl;
         }
         if !listen.is_empty() {
             o.listen_on = listen;
@@ -681,12 +699,17 @@ impl Builder {
         let shown = if name.is_empty() { "." } else { &name };
         match kind.as_deref() {
             Some("master" | "primary") => {}
+            Some("hint") if name.is_empty() => {
+                let Some(file) = file else {
+                    return Err(s.error("zone '.': missing 'file' entry"));
+                };
+                self.hints = Some(file);
+                return Ok(None);
+            }
             Some("hint") => {
                 self.warn(
                     s,
-                    &format!(
-                        "zone '{shown}': type hint is not used (named does not recurse); ignored"
-                    ),
+                    &format!("zone '{shown}': hints are only used for the root zone; ignored"),
                 );
                 return Ok(None);
             }
@@ -768,6 +791,14 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
         }
     }
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+/// BIND's default for `allow-recursion` and `allow-query-cache`.
+fn local_default() -> Acl {
+    Acl::new(vec![
+        (false, Element::Localhost),
+        (false, Element::Localnets),
+    ])
 }
 
 /// A value whose `none` turns the feature off.
@@ -912,10 +943,24 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
             vec![
                 "/etc/named.conf:2: option 'dnssec-validation' is not supported; ignored",
                 "/etc/named.conf:4: 'logging' is not supported; ignored",
-                "/etc/named.conf:5: zone '.': type hint is not used (named does not recurse); ignored",
             ]
         );
         assert!(c.zones.is_empty());
+        assert_eq!(c.hints, Some(PathBuf::from("/etc/root.hints")));
+        let c = conf(
+            "options { allow-query-cache { 10/8; }; };
+zone \"x\" { type hint; file \"h\"; };",
+        )
+        .unwrap();
+        // allow-recursion follows allow-query-cache when only that is set.
+        let ten: IpAddr = "10.1.2.3".parse().unwrap();
+        let local = crate::acl::Local::default();
+        assert!(c.options.allow_recursion.allows(ten, &local));
+        assert!(c.options.allow_query_cache.allows(ten, &local));
+        assert_eq!(
+            c.warnings,
+            vec!["/etc/named.conf:2: zone 'x': hints are only used for the root zone; ignored"]
+        );
     }
 
     #[test]

@@ -73,16 +73,66 @@ pub fn load(name: &str, path: &Path, base: &Path) -> Result<Zone, Error> {
     parse(name, path, &text, base)
 }
 
+/// The name servers of a root hints file (`zone "." { type hint; };`):
+/// the addresses of its A and AAAA records.
+pub fn hints(path: &Path) -> Result<Vec<std::net::IpAddr>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, records) = Parser::new(&text, Some(path.to_path_buf()), Some(Name::root()))
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let addrs: Vec<_> = records
+        .values()
+        .flat_map(RecordSet::records_without_rrsigs)
+        .filter_map(|r| r.data.ip_addr())
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{}: no root server addresses", path.display()));
+    }
+    Ok(addrs)
+}
+
+/// BIND's built-in root hints: the addresses of a.root-servers.net
+/// through m.root-servers.net, used when named.conf has no hint zone.
+pub const ROOT_SERVERS: &[&str] = &[
+    "198.41.0.4",
+    "2001:503:ba3e::2:30",
+    "170.247.170.2",
+    "2801:1b8:10::b",
+    "192.33.4.12",
+    "2001:500:2::c",
+    "199.7.91.13",
+    "2001:500:2d::d",
+    "192.203.230.10",
+    "2001:500:a8::e",
+    "192.5.5.241",
+    "2001:500:2f::f",
+    "192.112.36.4",
+    "2001:500:12::d0d",
+    "198.97.190.53",
+    "2001:500:1::53",
+    "192.36.148.17",
+    "2001:7fe::53",
+    "192.58.128.30",
+    "2001:503:c27::2:30",
+    "193.0.14.129",
+    "2001:7fd::1",
+    "199.7.83.42",
+    "2001:500:9f::42",
+    "202.12.27.33",
+    "2001:dc3::35",
+];
+
 /// Parses zone text; `path` is used in messages, `base` for relative
 /// `$INCLUDE`s.
 pub fn parse(name: &str, path: &Path, text: &str, base: &Path) -> Result<Zone, Error> {
     let label = Zone::label(name);
-    let origin =
-        Name::from_ascii(format!("{}.", name.to_ascii_lowercase()).trim_start_matches('.'))
-            .map_err(|e| Error::BadName {
-                label: label.clone(),
-                reason: e.to_string(),
-            })?;
+    // The root zone is "" here, "." to hickory.
+    let origin = Name::from_ascii(format!("{}.", name.to_ascii_lowercase())).map_err(|e| {
+        Error::BadName {
+            label: label.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     let flat = crate::directives::flatten(path, text, &origin.to_ascii(), base).map_err(|p| {
         Error::Syntax {
             label: label.clone(),
@@ -264,6 +314,34 @@ v6      IN AAAA ::1
             text,
             Path::new("/z"),
         )
+    }
+
+    #[test]
+    fn the_root_zone_and_root_hints() {
+        let z = parse(
+            "",
+            Path::new("root.zone"),
+            "$TTL 3600\n. IN SOA a.root-servers.net. h.root-servers.net. 1 3600 600 86400 300\n\
+             . IN NS a.root-servers.net.\na.root-servers.net. IN A 127.0.0.201\ntest. IN NS ns.test.\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(z.serial, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("root.hints");
+        std::fs::write(&h, ". 3600000 NS a.root-servers.net.\na.root-servers.net. 3600000 A 127.0.0.201\na.root-servers.net. 3600000 AAAA ::1\n").unwrap();
+        assert_eq!(
+            hints(&h).unwrap(),
+            [
+                "127.0.0.201".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        std::fs::write(&h, ". 3600000 NS a.root-servers.net.\n").unwrap();
+        assert!(hints(&h).unwrap_err().ends_with("no root server addresses"));
+        assert!(ROOT_SERVERS
+            .iter()
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok()));
     }
 
     #[test]
