@@ -38,15 +38,18 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port (free when asked; tests bind it soon after). Asked of
-/// every address at once, so that it is free on 127.0.0.2 and the other
-/// loopback addresses some tests listen on, not only on 127.0.0.1.
+/// A free port (free when asked; tests bind it soon after), for TCP and
+/// UDP alike since DNS servers take both. Asked of every address at once,
+/// so that it is free on 127.0.0.2 and the other loopback addresses some
+/// tests listen on, not only on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes.

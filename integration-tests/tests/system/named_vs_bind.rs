@@ -253,3 +253,130 @@ fn answers_are_binds() {
         differences.join("\n")
     );
 }
+
+/// Views: the same zone name served differently by client address, by
+/// local address (match-destinations, here ::1) and by whether recursion
+/// is asked (match-recursive-only), each with its own allow-query, and no
+/// view for some clients: every answer as BIND 9.18's.
+#[test]
+fn views_answer_as_binds() {
+    let named_bin = Path::new("/usr/sbin/named");
+    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for view in ["internal", "v6", "rec", "external"] {
+        std::fs::write(
+            d.join(format!("{view}.zone")),
+            ywnds_zone(
+                1,
+                &format!("who IN TXT \"{view}\"\n{view} IN A 192.0.2.9\n"),
+            ),
+        )
+        .unwrap();
+    }
+    let conf = |port: u16| {
+        format!(
+            "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 port {port} {{ ::1; }};\n\
+             directory \"{d}\";\n  recursion no;\n  pid-file none;\n  session-keyfile \"{d}/session-{port}.key\";\n\
+             dnssec-validation no;\n}};\ncontrols {{ }};\n\
+             view \"internal\" {{\n  match-clients {{ 127.0.0.1; }};\n  match-destinations {{ 127.0.0.1; }};\n\
+             zone \"ywnds.com\" {{ type master; file \"internal.zone\"; }};\n}};\n\
+             view \"v6\" {{\n  match-destinations {{ ::1; }};\n  zone \"ywnds.com\" {{ type master; file \"v6.zone\"; }};\n}};\n\
+             view \"rec\" {{\n  match-clients {{ 127.0.0.5; }};\n  match-recursive-only yes;\n\
+             zone \"ywnds.com\" {{ type master; file \"rec.zone\"; }};\n}};\n\
+             view \"external\" {{\n  match-clients {{ !127.0.0.6; any; }};\n  allow-query {{ !127.0.0.4; any; }};\n\
+             zone \"ywnds.com\" {{ type master; file \"external.zone\"; }};\n}};\n",
+            d = d.display()
+        )
+    };
+    let (theirs, ours) = (free_port(), free_port());
+    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
+    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
+    let _bind = Bind(
+        Command::new(named_bin)
+            .args(["-g", "-c"])
+            .arg(d.join("bind.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ours = Bind(
+        Command::new(bin("named"))
+            .args(["-g", "-c"])
+            .arg(d.join("ours.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+    }
+    // (server, source address, extra dig options)
+    let askers: &[(&str, &str, &[&str])] = &[
+        ("127.0.0.1", "127.0.0.1", &[]),
+        ("127.0.0.1", "127.0.0.2", &[]),
+        ("::1", "::1", &[]),
+        ("127.0.0.1", "127.0.0.5", &[]),
+        ("127.0.0.1", "127.0.0.5", &["+norec"]),
+        ("127.0.0.1", "127.0.0.4", &[]),
+        ("127.0.0.1", "127.0.0.6", &[]),
+        ("127.0.0.1", "127.0.0.2", &["+tcp"]),
+    ];
+    let ask = |port: u16| -> Vec<String> {
+        let mut out = Vec::new();
+        for (server, source, extra) in askers {
+            // Twice: the second may come from the answer cache.
+            for _ in 0..2 {
+                for q in [["who.ywnds.com", "TXT"], ["external.ywnds.com", "A"]] {
+                    let o = Command::new("dig")
+                        .arg(format!("@{server}"))
+                        .args(["-p", &port.to_string(), "-b", source])
+                        .args(["+time=2", "+tries=1", "+nocookie"])
+                        .args(*extra)
+                        .args(q)
+                        .output()
+                        .unwrap();
+                    let text = String::from_utf8_lossy(&o.stdout);
+                    let status = text
+                        .split("status: ")
+                        .nth(1)
+                        .and_then(|s| s.split(',').next())
+                        .unwrap_or("(no answer)");
+                    let answer: Vec<&str> = text
+                        .lines()
+                        .skip_while(|l| *l != ";; ANSWER SECTION:")
+                        .skip(1)
+                        .take_while(|l| !l.is_empty())
+                        .collect();
+                    out.push(format!(
+                        "{server} from {source} {extra:?} {q:?}: {status} {answer:?}"
+                    ));
+                }
+            }
+        }
+        out
+    };
+    let bind_said = ask(theirs);
+    let ours_said = ask(ours);
+    assert_eq!(
+        ours_said, bind_said,
+        "postfix-rs named (left) and BIND (right) differ"
+    );
+    // The views did choose: each asker got its own view's data.
+    let text = ours_said.join("\n");
+    // (Debug-quoted TXT data: \"internal\")
+    for view in ["internal", "v6", "rec", "external"] {
+        let want = format!("\\\"{view}\\\"");
+        assert!(text.contains(&want), "{want} not seen in:\n{text}");
+    }
+    assert!(text.contains("REFUSED"), "{text}");
+}

@@ -9,8 +9,10 @@ use std::time::SystemTime;
 
 use tracing::{debug, info, warn};
 
+use pfx_named_conf::conf::ZoneConf;
+
 use crate::control::{Code, Controls, Event, Reply};
-use crate::serve::Named;
+use crate::serve::{Named, ZoneKey};
 
 /// Carries out what the control channel asked; true when named is to stop.
 /// A reload or reconfig also takes the new `controls` statement.
@@ -179,27 +181,44 @@ impl Named {
 
     /// The zone an argument list names (`ZONE [CLASS [VIEW]]`), as BIND's
     /// zone_from_args: `Ok(None)` when none is named.
-    fn zone_arg(&self, rest: &[String]) -> Result<Option<String>, Reply> {
+    fn zone_arg(&self, rest: &[String]) -> Result<Option<ZoneKey>, Reply> {
         let Some(zone) = rest.first() else {
             return Ok(None);
         };
         let name = zone.trim_end_matches('.').to_ascii_lowercase();
+        let class_ok = rest.get(1).is_none_or(|c| c.eq_ignore_ascii_case("IN"));
+        let found: Vec<&ZoneConf> = self
+            .conf
+            .zones
+            .iter()
+            .filter(|z| class_ok && z.name == name)
+            .collect();
         if let Some(view) = rest.get(2) {
-            if view != "_default" {
+            if !self.conf.views.iter().any(|v| v.name == *view) {
                 return Err(Reply::err(
                     Code::NotFound,
                     format!("no matching view '{view}'"),
                 ));
             }
+            return match found.iter().find(|z| z.view == *view) {
+                Some(z) => Ok(Some((z.view.clone(), z.name.clone()))),
+                None => Err(Reply::err(
+                    Code::NotFound,
+                    format!("no matching zone '{zone}' in view '{view}'"),
+                )),
+            };
         }
-        let class_ok = rest.get(1).is_none_or(|c| c.eq_ignore_ascii_case("IN"));
-        if !class_ok || !self.conf.zones.iter().any(|z| z.name == name) {
-            return Err(Reply::err(
+        match found.as_slice() {
+            [z] => Ok(Some((z.view.clone(), z.name.clone()))),
+            [] => Err(Reply::err(
                 Code::NotFound,
                 format!("no matching zone '{zone}' in any view"),
-            ));
+            )),
+            _ => Err(Reply::err(
+                Code::Multiple,
+                format!("zone '{zone}' was found in multiple views"),
+            )),
         }
-        Ok(Some(name))
     }
 
     fn reload_command(&mut self, rest: &[String]) -> Reply {
@@ -221,7 +240,7 @@ impl Named {
 
     fn flush(&mut self, rest: &[String]) -> Reply {
         match rest.first() {
-            Some(view) if view != "_default" => {
+            Some(view) if !self.conf.views.iter().any(|v| v.name == *view) => {
                 tracing::error!("flushing cache in view '{view}' failed: view not found");
                 Reply::err(Code::NotFound, "")
             }
@@ -331,7 +350,12 @@ impl Named {
             Ok(None) => return Reply::err(Code::UnexpectedEnd, ""),
             Ok(Some(n)) => n,
         };
-        let Some(z) = self.conf.zones.iter().find(|z| z.name == name) else {
+        let Some(z) = self
+            .conf
+            .zones
+            .iter()
+            .find(|z| (z.view.clone(), z.name.clone()) == name)
+        else {
             return Reply::err(Code::NotFound, "");
         };
         let loaded = self.loaded.get(&name);
@@ -368,21 +392,27 @@ impl Named {
         let path = &self.conf.options.dump_file;
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(path)?;
-            let mut out = String::from(";\n; Start view _default\n;\n");
-            if cache {
-                out.push_str(";\n; Cache dump of view '_default' (cache _default)\n;\n");
-                out.push_str(&format!(
-                    "$DATE {}\n",
-                    chrono::Utc::now().format("%Y%m%d%H%M%S")
-                ));
-            }
-            if zones {
-                for z in &self.conf.zones {
-                    let label = if z.name.is_empty() { "." } else { &z.name };
-                    out.push_str(&format!(";\n; Zone dump of '{label}/IN'\n;\n"));
-                    if let Some(l) = self.loaded.get(&z.name) {
-                        for r in l.zone.records() {
-                            out.push_str(&format!("{r}\n"));
+            let mut out = String::new();
+            for view in &self.conf.views {
+                out.push_str(&format!(";\n; Start view {}\n;\n", view.name));
+                if cache {
+                    out.push_str(&format!(
+                        ";\n; Cache dump of view '{0}' (cache {0})\n;\n",
+                        view.name
+                    ));
+                    out.push_str(&format!(
+                        "$DATE {}\n",
+                        chrono::Utc::now().format("%Y%m%d%H%M%S")
+                    ));
+                }
+                if zones {
+                    for z in view.zones(&self.conf) {
+                        let label = if z.name.is_empty() { "." } else { &z.name };
+                        out.push_str(&format!(";\n; Zone dump of '{label}/IN'\n;\n"));
+                        if let Some(l) = self.loaded.get(&(z.view.clone(), z.name.clone())) {
+                            for r in l.zone.records() {
+                                out.push_str(&format!("{r}\n"));
+                            }
                         }
                     }
                 }

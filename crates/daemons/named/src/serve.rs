@@ -34,6 +34,13 @@ use crate::recursion::{self, Recursion};
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 
+/// A zone's view and name.
+pub(crate) type ZoneKey = (String, String);
+
+fn key(z: &conf::ZoneConf) -> ZoneKey {
+    (z.view.clone(), z.name.clone())
+}
+
 /// One loaded zone, kept so that a reload that fails to read it again keeps serving it.
 #[derive(Clone)]
 pub(crate) struct Loaded {
@@ -46,8 +53,13 @@ pub(crate) struct Loaded {
     pub(crate) mtime: Option<SystemTime>,
 }
 
-/// What answers queries between two reloads.
-pub(crate) struct State {
+/// One view's zones and rules (the one `_default` view without `view`
+/// statements).
+pub(crate) struct View {
+    name: String,
+    match_clients: Acl,
+    match_destinations: Acl,
+    match_recursive_only: bool,
     catalog: Catalog,
     /// The served zones, answered as BIND answers (authority.rs); the
     /// catalog is left what they do not answer (forwarding, transfers).
@@ -59,12 +71,19 @@ pub(crate) struct State {
     allow_query_cache: Acl,
     /// Whether names outside the zones are forwarded or resolved.
     forwarding: bool,
+    /// Whether some zone has its own allow-query (answers then depend on the zone).
+    zone_acls: bool,
+    cache: AnswerCache,
+}
+
+/// What answers queries between two reloads.
+pub(crate) struct State {
+    views: Vec<View>,
+    /// Who may ask the CH names (the global allow-query).
+    allow_query: Acl,
     local: Local,
     /// `version.bind`, `hostname.bind`, `id.server` (class CH).
     chaos: authority::Chaos,
-    /// Whether some zone has its own allow-query (answers then depend on the zone).
-    zone_acls: bool,
-    pub(crate) cache: AnswerCache,
 }
 
 /// The request handler given to hickory's server; [`Named::reload`] swaps its state.
@@ -79,7 +98,8 @@ pub struct Handler {
 pub struct Named {
     pub(crate) path: std::path::PathBuf,
     pub(crate) handler: Handler,
-    pub(crate) loaded: HashMap<String, Loaded>,
+    /// By view and zone name.
+    pub(crate) loaded: HashMap<ZoneKey, Loaded>,
     pub(crate) conf: NamedConf,
     pub(crate) booted: SystemTime,
     pub(crate) configured: SystemTime,
@@ -170,12 +190,12 @@ impl Named {
 
     /// Reads one zone's file again unless it is unchanged since it was
     /// read (`rndc reload ZONE`): `Ok(false)` when it is.
-    pub(crate) fn reload_zone(&mut self, name: &str) -> Result<bool, String> {
-        let Some(z) = self.conf.zones.iter().find(|z| z.name == name) else {
-            return Err(format!("no matching zone '{name}' in any view"));
+    pub(crate) fn reload_zone(&mut self, k: &ZoneKey) -> Result<bool, String> {
+        let Some(z) = self.conf.zones.iter().find(|z| key(z) == *k) else {
+            return Err(format!("no matching zone '{}' in any view", k.1));
         };
         let label = Zone::label(&z.name);
-        if let Some(old) = self.loaded.get(name) {
+        if let Some(old) = self.loaded.get(k) {
             if old.mtime.is_some() && old.mtime == file_mtime(&z.file) {
                 return Ok(false);
             }
@@ -183,7 +203,7 @@ impl Named {
         match read_zone(z, &self.conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
-                self.loaded.insert(z.name.clone(), l);
+                self.loaded.insert(key(z), l);
                 self.rebuild();
                 Ok(true)
             }
@@ -219,17 +239,17 @@ fn read_zone(z: &conf::ZoneConf, conf: &NamedConf) -> Result<Loaded, String> {
 
 fn load_zones(
     conf: &NamedConf,
-    previous: &HashMap<String, Loaded>,
+    previous: &HashMap<ZoneKey, Loaded>,
     new_zones_only: bool,
-) -> HashMap<String, Loaded> {
+) -> HashMap<ZoneKey, Loaded> {
     for w in &conf.warnings {
         warn!("{w}");
     }
     let mut out = HashMap::new();
     for z in &conf.zones {
         if new_zones_only {
-            if let Some(old) = previous.get(&z.name) {
-                out.insert(z.name.clone(), old.clone());
+            if let Some(old) = previous.get(&key(z)) {
+                out.insert(key(z), old.clone());
                 continue;
             }
         }
@@ -237,17 +257,17 @@ fn load_zones(
         match read_zone(z, conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
-                out.insert(z.name.clone(), l);
+                out.insert(key(z), l);
             }
             Err(e) => {
                 error!("{e}");
-                match previous.get(&z.name) {
+                match previous.get(&key(z)) {
                     Some(old) => {
                         error!(
                             "{label}: not loaded due to errors; serving serial {} as before",
                             old.serial
                         );
-                        out.insert(z.name.clone(), old.clone());
+                        out.insert(key(z), old.clone());
                     }
                     None => error!("{label}: not loaded due to errors."),
                 }
@@ -278,12 +298,30 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
     })
 }
 
-fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
+fn build_state(conf: &NamedConf, loaded: &HashMap<ZoneKey, Loaded>) -> State {
+    let o = &conf.options;
+    State {
+        views: conf
+            .views
+            .iter()
+            .map(|v| build_view(conf, v, loaded))
+            .collect(),
+        allow_query: o.allow_query.clone(),
+        local: Local::discover(),
+        chaos: authority::Chaos {
+            version: o.version.clone(),
+            hostname: o.hostname.clone(),
+            server_id: o.server_id.clone(),
+        },
+    }
+}
+
+fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Loaded>) -> View {
     let mut catalog = Catalog::new();
     let mut zones = Vec::new();
     let mut authority = Vec::new();
-    for z in &conf.zones {
-        if let Some(l) = loaded.get(&z.name) {
+    for z in v.zones(conf) {
+        if let Some(l) = loaded.get(&key(z)) {
             authority.push(l.zone.clone());
             let name = l.handler.origin().clone();
             catalog.upsert(
@@ -293,14 +331,13 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
             zones.push((name, z.allow_query.clone()));
         }
     }
-    let o = &conf.options;
     let mut forwarding = false;
-    if o.recursion {
-        let outside: Result<Arc<dyn ZoneHandler>, String> = if o.forwarders.is_empty() {
-            Recursion::new(&recursion::roots(conf.hints.as_deref()))
+    if v.recursion {
+        let outside: Result<Arc<dyn ZoneHandler>, String> = if v.forwarders.is_empty() {
+            Recursion::new(&recursion::roots(v.hints.as_deref()))
                 .map(|r| Arc::new(r) as Arc<dyn ZoneHandler>)
         } else {
-            forwarder(&o.forwarders).map(|f| Arc::new(f) as Arc<dyn ZoneHandler>)
+            forwarder(&v.forwarders).map(|f| Arc::new(f) as Arc<dyn ZoneHandler>)
         };
         match outside {
             Ok(h) => {
@@ -310,41 +347,45 @@ fn build_state(conf: &NamedConf, loaded: &HashMap<String, Loaded>) -> State {
             Err(e) => error!("{e}"),
         }
     }
-    State {
+    View {
+        name: v.name.clone(),
+        match_clients: v.match_clients.clone(),
+        match_destinations: v.match_destinations.clone(),
+        match_recursive_only: v.match_recursive_only,
         catalog,
         authority,
         zone_acls: zones.iter().any(|(_, acl)| acl.is_some()),
         zones,
-        allow_query: o.allow_query.clone(),
-        allow_recursion: o.allow_recursion.clone(),
-        allow_query_cache: o.allow_query_cache.clone(),
+        allow_query: v.allow_query.clone(),
+        allow_recursion: v.allow_recursion.clone(),
+        allow_query_cache: v.allow_query_cache.clone(),
         forwarding,
-        local: Local::discover(),
-        chaos: authority::Chaos {
-            version: o.version.clone(),
-            hostname: o.hostname.clone(),
-            server_id: o.server_id.clone(),
-        },
         cache: AnswerCache::default(),
     }
 }
 
 /// Describes, once at start, what happens to names outside our zones.
 pub fn log_recursion(conf: &NamedConf) {
-    let o = &conf.options;
-    match (o.recursion, o.forwarders.is_empty()) {
-        (false, _) => info!("recursion no: names outside the served zones are refused"),
-        (true, false) => info!(
-            "recursion yes: names outside the served zones are forwarded to {}",
-            o.forwarders
-                .iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (true, true) => info!(
-            "recursion yes: names outside the served zones are resolved from the root servers"
-        ),
+    for v in &conf.views {
+        let view = if conf.views.len() > 1 {
+            format!("view {}: ", v.name)
+        } else {
+            String::new()
+        };
+        match (v.recursion, v.forwarders.is_empty()) {
+            (false, _) => info!("{view}recursion no: names outside the served zones are refused"),
+            (true, false) => info!(
+                "{view}recursion yes: names outside the served zones are forwarded to {}",
+                v.forwarders
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (true, true) => info!(
+                "{view}recursion yes: names outside the served zones are resolved from the root servers"
+            ),
+        }
     }
 }
 
@@ -358,13 +399,39 @@ fn forwarder(servers: &[SocketAddr]) -> Result<ForwardZoneHandler<TokioRuntimePr
 }
 
 impl State {
+    /// The view that answers a query from `client` to `local`: the first
+    /// whose match-clients, match-destinations (and match-recursive-only)
+    /// take it, as BIND chooses. None: BIND refuses the query.
+    pub(crate) fn view_for(&self, client: IpAddr, local: IpAddr, rd: bool) -> Option<&View> {
+        self.views.iter().find(|v| {
+            (rd || !v.match_recursive_only)
+                && v.match_clients.allows(client, &self.local)
+                && v.match_destinations.allows(local, &self.local)
+        })
+    }
+
+    /// The answer cache for a query from `client` to `local`, when its
+    /// view's answers do not depend on who asks.
+    pub(crate) fn cache_for(
+        &self,
+        client: IpAddr,
+        local: IpAddr,
+        rd: bool,
+    ) -> Option<&AnswerCache> {
+        self.view_for(client, local, rd)
+            .filter(|v| v.cache_usable_for(client, &self.local))
+            .map(|v| &v.cache)
+    }
+}
+
+impl View {
     /// Whether cached answers may go to `client`: it may query every zone.
-    pub(crate) fn cache_usable_for(&self, client: IpAddr) -> bool {
-        !self.zone_acls && self.allow_query.allows(client, &self.local)
+    fn cache_usable_for(&self, client: IpAddr, local: &Local) -> bool {
+        !self.zone_acls && self.allow_query.allows(client, local)
     }
 
     /// Whether `client` may ask about `name`, and the zone it falls in.
-    fn allowed(&self, client: IpAddr, name: &LowerName) -> bool {
+    fn allowed(&self, client: IpAddr, name: &LowerName, local: &Local) -> bool {
         let zone = self
             .zones
             .iter()
@@ -374,14 +441,19 @@ impl State {
             Some((_, acl)) => acl
                 .as_ref()
                 .unwrap_or(&self.allow_query)
-                .allows(client, &self.local),
+                .allows(client, local),
             None => {
                 self.forwarding
-                    && self.allow_query.allows(client, &self.local)
-                    && self.allow_recursion.allows(client, &self.local)
-                    && self.allow_query_cache.allows(client, &self.local)
+                    && self.allow_query.allows(client, local)
+                    && self.allow_recursion.allows(client, local)
+                    && self.allow_query_cache.allows(client, local)
             }
         }
+    }
+
+    /// Whether answers to `client` carry RA.
+    fn recursion_available(&self, client: IpAddr, local: &Local) -> bool {
+        self.forwarding && self.allow_recursion.allows(client, local)
     }
 }
 
@@ -393,7 +465,8 @@ impl RequestHandler for Handler {
         response_handle: R,
     ) -> ResponseInfo {
         let state = self.state();
-        self.respond_with::<R, T>(&state, request, response_handle)
+        let local = IpAddr::from([0, 0, 0, 0]);
+        self.respond_with::<R, T>(&state, request, local, response_handle)
             .await
     }
 }
@@ -467,59 +540,89 @@ impl Handler {
         &self,
         state: &State,
         request: &Request,
+        local: IpAddr,
         mut response_handle: R,
     ) -> ResponseInfo {
-        if let Some(a) = state.special(request) {
-            return send(state, request, a, response_handle).await;
+        let client = request.src().ip();
+        if let Some(a) = state.chaos_answer(request) {
+            return send(None, state, request, a, response_handle).await;
         }
-        if let Ok(info) = request.request_info() {
-            let client = request.src().ip();
-            if !state.allowed(client, info.query.name()) {
+        let view = state.view_for(client, local, request.metadata.recursion_desired);
+        if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {
+            return send(view, state, request, a, response_handle).await;
+        }
+        let allowed = view.is_some_and(|v| match request.request_info() {
+            Ok(info) => v.allowed(client, info.query.name(), &state.local),
+            Err(_) => true,
+        });
+        let Some(view) = view.filter(|_| allowed) else {
+            if let (Some(v), Ok(info)) = (view, request.request_info()) {
                 let q = info.query;
-                if state.zones.iter().any(|(z, _)| z.zone_of(q.name())) {
+                if v.zones.iter().any(|(z, _)| z.zone_of(q.name())) {
                     let name = q.name().to_string();
                     let name = name.strip_suffix('.').unwrap_or(&name);
+                    // BIND names the view when there are views.
+                    let view = match v.name.as_str() {
+                        conf::DEFAULT_VIEW => String::new(),
+                        n => format!("view {n}: "),
+                    };
                     info!(
-                        "client {client}#{} ({name}): query '{name}/{}/IN' denied",
+                        "client {client}#{} ({name}): {view}query '{name}/{}/IN' denied",
                         request.src().port(),
                         q.query_type()
                     );
                 }
-                let mut edns = None;
-                if let Some(req) = request.edns.as_ref() {
-                    let mut e = Edns::new();
-                    e.set_max_payload(req.max_payload().max(512));
-                    edns = Some(e);
-                }
-                let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
-                    .error_msg(&request.metadata, ResponseCode::Refused);
-                return match response_handle.send_response(response).await {
-                    Ok(r) => r,
-                    Err(_) => not_sent(request),
-                };
             }
-        }
-        if let Some(zone) = state.authoritative_for(request) {
+            let mut edns = None;
+            if let Some(req) = request.edns.as_ref() {
+                let mut e = Edns::new();
+                e.set_max_payload(req.max_payload().max(512));
+                edns = Some(e);
+            }
+            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                .error_msg(&request.metadata, ResponseCode::Refused);
+            return match response_handle.send_response(response).await {
+                Ok(r) => r,
+                Err(_) => not_sent(request),
+            };
+        };
+        if let Some(zone) = view.authoritative_for(request) {
             let Ok(info) = request.request_info() else {
                 unreachable!("authoritative_for checked the query")
             };
             let q = info.query;
             let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
-            return send(state, request, a, response_handle).await;
+            return send(Some(view), state, request, a, response_handle).await;
         }
-        state
-            .catalog
+        view.catalog
             .handle_request::<R, T>(request, response_handle)
             .await
     }
 }
 
 impl State {
-    /// What BIND answers without its zones: the CH class names
-    /// (`version.bind` and the others, as its built-in zones), NOTIFY
-    /// (acknowledged for a served zone, NOTAUTH for others) and UPDATE
-    /// (refused: no zone allows it; NOTAUTH for names not served).
-    fn special(&self, request: &Request) -> Option<authority::Answer> {
+    /// BIND's built-in names of class CH (`version.bind` and the others,
+    /// as its `_bind` view answers them: no recursion there).
+    fn chaos_answer(&self, request: &Request) -> Option<authority::Answer> {
+        let info = request.request_info().ok()?;
+        let q = info.query;
+        if request.metadata.op_code != OpCode::Query || q.query_class() != DNSClass::CH {
+            return None;
+        }
+        if !self.allow_query.allows(request.src().ip(), &self.local) {
+            return Some(authority::Answer::refused(ResponseCode::Refused));
+        }
+        Some(
+            self.chaos
+                .answer(q.name(), q.query_type(), request.metadata.recursion_desired),
+        )
+    }
+}
+
+impl View {
+    /// NOTIFY (acknowledged for a served zone, NOTAUTH for others) and
+    /// UPDATE (refused: no zone allows it; NOTAUTH for names not served).
+    fn notify_or_update(&self, request: &Request) -> Option<authority::Answer> {
         let info = request.request_info().ok()?;
         let q = info.query;
         let served = || self.authority.iter().any(|z| z.origin().zone_of(q.name()));
@@ -555,16 +658,6 @@ impl State {
             } else {
                 authority::Answer::refused(ResponseCode::NotAuth)
             }),
-            OpCode::Query if q.query_class() == DNSClass::CH => {
-                if !self.allow_query.allows(client.ip(), &self.local) {
-                    return Some(authority::Answer::refused(ResponseCode::Refused));
-                }
-                Some(self.chaos.answer(
-                    q.name(),
-                    q.query_type(),
-                    request.metadata.recursion_desired,
-                ))
-            }
             _ => None,
         }
     }
@@ -597,6 +690,7 @@ const MAX_UDP: u16 = 1232;
 /// not fit the client's buffer replaced by an empty one with TC set (the
 /// client asks again over TCP).
 async fn send<R: ResponseHandler>(
+    view: Option<&View>,
     state: &State,
     request: &Request,
     a: authority::Answer,
@@ -616,8 +710,7 @@ async fn send<R: ResponseHandler>(
     if request.metadata.op_code == OpCode::Update {
         meta.recursion_desired = false;
     }
-    meta.recursion_available =
-        state.forwarding && state.allow_recursion.allows(client, &state.local);
+    meta.recursion_available = view.is_some_and(|v| v.recursion_available(client, &state.local));
     let limit = match request.protocol() {
         Protocol::Udp => request
             .edns

@@ -59,7 +59,7 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io:
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
-        let reply = match udp::from_cache(&handler, &q, src) {
+        let reply = match udp::from_cache(&handler, &q, src, local) {
             Some(a) => Some(a),
             None => {
                 match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {

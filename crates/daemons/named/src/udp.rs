@@ -76,16 +76,19 @@ fn question_key(q: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 /// The cached answer to `q`, adjusted to it.
-pub(crate) fn from_cache(handler: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-    if handler.logging_queries() {
+pub(crate) fn from_cache(
+    handler: &Handler,
+    q: &[u8],
+    src: SocketAddr,
+    local: IpAddr,
+) -> Option<Vec<u8>> {
+    if handler.logging_queries() || q.len() < HEADER {
         return None;
     }
     let state = handler.state();
-    if !state.cache_usable_for(src.ip()) {
-        return None;
-    }
+    let cache = state.cache_for(src.ip(), local, q[2] & 0x01 != 0)?;
     let (key, name_end) = question_key(q)?;
-    let cached = state.cache.get(&key)?;
+    let cached = cache.get(&key)?;
     let mut a = cached.to_vec();
     a[0] = q[0];
     a[1] = q[1];
@@ -127,7 +130,7 @@ pub(crate) async fn answer(
         tcp: protocol == Protocol::Tcp,
     };
     handler
-        .respond_with::<Capture, TokioTime>(&state, &request, capture.clone())
+        .respond_with::<Capture, TokioTime>(&state, &request, local, capture.clone())
         .await;
     let bytes = capture
         .answer
@@ -135,8 +138,12 @@ pub(crate) async fn answer(
         .unwrap_or_else(|e| e.into_inner())
         .take()?;
     if let Some((key, _)) = key {
-        if cacheable(&bytes) && state.cache_usable_for(src.ip()) {
-            state.cache.put(key, &bytes);
+        let rd = request.metadata.recursion_desired;
+        if let Some(cache) = state
+            .cache_for(src.ip(), local, rd)
+            .filter(|_| cacheable(&bytes))
+        {
+            cache.put(key, &bytes);
         }
     }
     Some(bytes)
@@ -225,7 +232,7 @@ fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::H
             }
         };
         let q = &buf[..n];
-        if let Some(a) = from_cache(handler, q, src) {
+        if let Some(a) = from_cache(handler, q, src, local) {
             let _ = socket.send_to(&a, src);
             continue;
         }

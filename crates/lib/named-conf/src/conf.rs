@@ -23,9 +23,11 @@ pub struct NamedConf {
     /// The file this was read from.
     pub path: PathBuf,
     pub options: Options,
+    /// Every zone of every view, each naming its view.
     pub zones: Vec<ZoneConf>,
-    /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
-    pub hints: Option<PathBuf>,
+    /// The views, in order; without `view` statements, the one view
+    /// `_default` that every client sees, with the global options.
+    pub views: Vec<ViewConf>,
     /// `key` statements.
     pub keys: Vec<Key>,
     /// The control channels of the `controls` statements; `None` when there
@@ -68,6 +70,29 @@ pub struct Options {
     pub dump_file: PathBuf,
 }
 
+/// The name of the view named.conf has without `view` statements.
+pub const DEFAULT_VIEW: &str = "_default";
+
+/// One `view "name" { match-clients { }; ... zone ...; };`: which queries
+/// it answers, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewConf {
+    pub name: String,
+    /// Clients it answers (default: any).
+    pub match_clients: Acl,
+    /// Local addresses it answers on (default: any).
+    pub match_destinations: Acl,
+    /// Only queries that ask for recursion.
+    pub match_recursive_only: bool,
+    pub recursion: bool,
+    pub allow_query: Acl,
+    pub allow_recursion: Acl,
+    pub allow_query_cache: Acl,
+    pub forwarders: Vec<SocketAddr>,
+    /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
+    pub hints: Option<PathBuf>,
+}
+
 /// One `listen-on [port N] { list };`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
@@ -84,8 +109,10 @@ pub struct ZoneConf {
     pub file: PathBuf,
     /// The zone file as named.conf names it (what `rndc zonestatus` shows).
     pub file_name: String,
-    /// The zone's own `allow-query`, which replaces the global one.
+    /// The zone's own `allow-query`, which replaces the view's.
     pub allow_query: Option<Acl>,
+    /// The view it belongs to ([`DEFAULT_VIEW`] without views).
+    pub view: String,
     /// `FILE:LINE` of the statement, for messages.
     pub place: String,
 }
@@ -117,7 +144,6 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     read_statements(path, text, &base, &mut statements, 0)?;
     let mut builder = Builder {
         base,
-        hints: None,
         warnings: Vec::new(),
         acls: Vec::new(),
     };
@@ -127,33 +153,42 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
             builder.acl_statement(s)?;
         }
     }
+    // Views take the global options as defaults, wherever `options` is.
     let mut options = None;
+    for s in statements.iter().filter(|s| s.keyword() == Some("options")) {
+        if options.is_some() {
+            return Err(s.error("'options' redefined"));
+        }
+        options = Some(builder.options(s)?);
+    }
+    let mut options = options.unwrap_or_else(|| builder.default_options());
     let mut zones: Vec<ZoneConf> = Vec::new();
+    let mut views: Vec<ViewConf> = Vec::new();
+    let mut top_hints = None;
+    let mut top_zone = None;
     let mut keys = Vec::new();
     let mut control_list: Option<Vec<Control>> = None;
     for s in &statements {
         match s.keyword().unwrap_or_default() {
-            "acl" => {}
+            "acl" | "options" => {}
             "key" => controls::add_key(&mut keys, s)?,
             "controls" => control_list
                 .get_or_insert_with(Vec::new)
                 .extend(controls::controls(&builder, s)?),
-            "options" => {
-                if options.is_some() {
-                    return Err(s.error("'options' redefined"));
-                }
-                options = Some(builder.options(s)?);
-            }
             "zone" => {
-                if let Some(z) = builder.zone(s)? {
-                    if let Some(prev) = zones.iter().find(|p| p.name == z.name) {
-                        return Err(s.error(&format!(
-                            "zone '{}': already exists previous definition: {}",
-                            z.name, prev.place
-                        )));
-                    }
-                    zones.push(z);
+                top_zone.get_or_insert_with(|| s.place());
+                match builder.zone(s, DEFAULT_VIEW)? {
+                    ZoneStmt::Primary(z) => add_zone(&mut zones, z, s)?,
+                    ZoneStmt::Hints(h) => top_hints = Some(h),
+                    ZoneStmt::Skipped => {}
                 }
+            }
+            "view" => {
+                let view = builder.view(s, &options, &mut zones)?;
+                if let Some(prev) = views.iter().find(|v| v.name == view.name) {
+                    return Err(s.error(&format!("view '{}': already exists", prev.name)));
+                }
+                views.push(view);
             }
             "logging"
             | "server"
@@ -165,30 +200,80 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
             | "http" => {
                 builder.warn(s, &format!("'{}' is not supported; ignored", s.word(0)));
             }
-            "view" => return Err(s.error("views are not supported")),
             other => return Err(s.error(&format!("unknown option '{other}'"))),
         }
     }
-    let options = match options {
-        Some(o) => o,
-        None => builder.default_options(),
-    };
-    // Zone files are named relative to `directory`, known only now.
+    if views.is_empty() {
+        views.push(ViewConf {
+            hints: top_hints,
+            ..ViewConf::from_options(DEFAULT_VIEW, &options)
+        });
+    } else if let Some(place) = top_zone {
+        return Err(Error::At {
+            place,
+            message: "when using 'view' statements, all zones must be in views".into(),
+        });
+    }
+    // Files are named relative to `directory`, known only now.
     for z in &mut zones {
         z.file = options.directory.join(&z.file);
     }
-    let mut options = options;
+    for v in &mut views {
+        v.hints = v.hints.take().map(|h| options.directory.join(h));
+    }
     options.dump_file = options.directory.join(&options.dump_file);
-    let hints = builder.hints.take().map(|h| options.directory.join(h));
     Ok(NamedConf {
         path: path.to_path_buf(),
         options,
         zones,
-        hints,
+        views,
         keys,
         controls: control_list,
         warnings: builder.warnings,
     })
+}
+
+/// Adds a zone; one name twice in a view is an error, as in BIND.
+fn add_zone(zones: &mut Vec<ZoneConf>, z: ZoneConf, s: &Stmt) -> Result<(), Error> {
+    if let Some(prev) = zones.iter().find(|p| p.name == z.name && p.view == z.view) {
+        return Err(s.error(&format!(
+            "zone '{}': already exists previous definition: {}",
+            z.name, prev.place
+        )));
+    }
+    zones.push(z);
+    Ok(())
+}
+
+impl ViewConf {
+    /// A view with the global options' settings.
+    fn from_options(name: &str, o: &Options) -> Self {
+        Self {
+            name: name.to_owned(),
+            match_clients: Acl::any(),
+            match_destinations: Acl::any(),
+            match_recursive_only: false,
+            recursion: o.recursion,
+            allow_query: o.allow_query.clone(),
+            allow_recursion: o.allow_recursion.clone(),
+            allow_query_cache: o.allow_query_cache.clone(),
+            forwarders: o.forwarders.clone(),
+            hints: None,
+        }
+    }
+
+    /// The zones of this view.
+    pub fn zones<'a>(&'a self, conf: &'a NamedConf) -> impl Iterator<Item = &'a ZoneConf> {
+        conf.zones.iter().filter(move |z| z.view == self.name)
+    }
+}
+
+/// What a `zone` statement is.
+enum ZoneStmt {
+    Primary(ZoneConf),
+    /// The root hint zone's file, as written.
+    Hints(PathBuf),
+    Skipped,
 }
 
 pub(crate) fn io_reason(e: &std::io::Error) -> String {
@@ -484,8 +569,6 @@ fn parse_block(
 
 pub(crate) struct Builder {
     base: PathBuf,
-    /// The root hint zone's file, as written.
-    hints: Option<PathBuf>,
     warnings: Vec<String>,
     acls: Vec<(String, Acl)>,
 }
@@ -529,6 +612,17 @@ const IGNORED_OPTIONS: &[&str] = &[
     "recursive-clients",
     "clients-per-query",
     "max-clients-per-query",
+];
+
+/// The options of `options` a view may set for itself (besides those
+/// accepted with a warning).
+const VIEW_OPTIONS: &[&str] = &[
+    "allow-query",
+    "allow-recursion",
+    "allow-query-cache",
+    "recursion",
+    "forwarders",
+    "forward",
 ];
 
 /// Zone options accepted with a warning.
@@ -589,29 +683,14 @@ impl Builder {
 
     fn options(&mut self, s: &Stmt) -> Result<Options, Error> {
         let mut o = self.default_options();
+        let mut acls = (None, None);
         let mut listen = Vec::new();
         let mut listen6 = Vec::new();
-        let mut recursion_acl = None;
-        let mut cache_acl = None;
         for opt in s.block()? {
-            let key = opt.keyword().unwrap_or_default();
-            match key {
+            match opt.keyword().unwrap_or_default() {
                 "listen-on" => listen.push(self.listen(opt)?),
                 "listen-on-v6" => listen6.push(self.listen(opt)?),
                 "directory" => o.directory = self.base.join(opt.single()?),
-                "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
-                "allow-recursion" => recursion_acl = Some(self.address_list(opt.block()?, false)?),
-                "allow-query-cache" => cache_acl = Some(self.address_list(opt.block()?, false)?),
-                "recursion" => o.recursion = yes_no(opt)?,
-                "forwarders" => o.forwarders = forwarders(opt)?,
-                "forward" => match opt.single()? {
-                    "only" | "first" => {}
-                    v => {
-                        return Err(
-                            opt.error(&format!("'forward' must be only or first, not '{v}'"))
-                        )
-                    }
-                },
                 "version" => o.version = none_or(opt.single()?, |v| v.to_owned()),
                 "hostname" => o.hostname = none_or(opt.single()?, |v| v.to_owned()),
                 "server-id" => {
@@ -628,19 +707,10 @@ impl Builder {
                         f => Some(self.base.join(f)),
                     }
                 }
-                k if IGNORED_OPTIONS.contains(&k) => {
-                    self.warn(opt, &format!("option '{k}' is not supported; ignored"))
-                }
-                other => return Err(opt.error(&format!("unknown option '{other}'"))),
+                _ => self.option(&mut o, opt, &mut acls)?,
             }
         }
-        // Each of the two defaults to the other when only one is set.
-        if let Some(acl) = recursion_acl.clone().or_else(|| cache_acl.clone()) {
-            o.allow_recursion = acl;
-        }
-        if let Some(acl) = cache_acl.or(recursion_acl) {
-            o.allow_query_cache = acl;
-        }
+        self.recursion_acls(&mut o, acls);
         if !listen.is_empty() {
             o.listen_on = listen;
         }
@@ -648,6 +718,44 @@ impl Builder {
             o.listen_on_v6 = listen6;
         }
         Ok(o)
+    }
+
+    /// An option a view may set too (or one only accepted with a warning).
+    /// `acls` keeps `allow-recursion` and `allow-query-cache` as given, for
+    /// [`Self::recursion_acls`].
+    fn option(
+        &mut self,
+        o: &mut Options,
+        opt: &Stmt,
+        acls: &mut (Option<Acl>, Option<Acl>),
+    ) -> Result<(), Error> {
+        match opt.keyword().unwrap_or_default() {
+            "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
+            "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
+            "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
+            "recursion" => o.recursion = yes_no(opt)?,
+            "forwarders" => o.forwarders = forwarders(opt)?,
+            "forward" => match opt.single()? {
+                "only" | "first" => {}
+                v => return Err(opt.error(&format!("'forward' must be only or first, not '{v}'"))),
+            },
+            k if IGNORED_OPTIONS.contains(&k) => {
+                self.warn(opt, &format!("option '{k}' is not supported; ignored"))
+            }
+            other => return Err(opt.error(&format!("unknown option '{other}'"))),
+        }
+        Ok(())
+    }
+
+    /// `allow-recursion` and `allow-query-cache`: each defaults to the other
+    /// when only one is set.
+    fn recursion_acls(&self, o: &mut Options, (recursion, cache): (Option<Acl>, Option<Acl>)) {
+        if let Some(acl) = recursion.clone().or_else(|| cache.clone()) {
+            o.allow_recursion = acl;
+        }
+        if let Some(acl) = cache.or(recursion) {
+            o.allow_query_cache = acl;
+        }
     }
 
     fn listen(&self, s: &Stmt) -> Result<Listen, Error> {
@@ -669,7 +777,7 @@ impl Builder {
         })
     }
 
-    fn zone(&mut self, s: &Stmt) -> Result<Option<ZoneConf>, Error> {
+    fn zone(&mut self, s: &Stmt, view: &str) -> Result<ZoneStmt, Error> {
         let name = s.word(1);
         let (class_ok, block) = match s.items.as_slice() {
             [_, Item::Word(_), Item::Block(b)] => (true, b),
@@ -703,15 +811,14 @@ impl Builder {
                 let Some(file) = file else {
                     return Err(s.error("zone '.': missing 'file' entry"));
                 };
-                self.hints = Some(file);
-                return Ok(None);
+                return Ok(ZoneStmt::Hints(file));
             }
             Some("hint") => {
                 self.warn(
                     s,
                     &format!("zone '{shown}': hints are only used for the root zone; ignored"),
                 );
-                return Ok(None);
+                return Ok(ZoneStmt::Skipped);
             }
             Some(t) => return Err(s.error(&format!("zone '{shown}': type {t} is not supported"))),
             None => return Err(s.error(&format!("zone '{shown}': type not present"))),
@@ -719,13 +826,62 @@ impl Builder {
         let Some(file) = file else {
             return Err(s.error(&format!("zone '{shown}': missing 'file' entry")));
         };
-        Ok(Some(ZoneConf {
+        Ok(ZoneStmt::Primary(ZoneConf {
             name,
             file_name: file.display().to_string(),
             file,
             allow_query,
+            view: view.to_owned(),
             place: s.place(),
         }))
+    }
+
+    /// A `view` statement: its matching rules, options (the global ones
+    /// by default) and zones, which go to `zones`.
+    fn view(
+        &mut self,
+        s: &Stmt,
+        global: &Options,
+        zones: &mut Vec<ZoneConf>,
+    ) -> Result<ViewConf, Error> {
+        let (name, block) = match s.items.as_slice() {
+            [_, Item::Word(n), Item::Block(b)] => (n.clone(), b),
+            [_, Item::Word(n), Item::Word(c), Item::Block(b)] if c.eq_ignore_ascii_case("IN") => {
+                (n.clone(), b)
+            }
+            [_, Item::Word(n), Item::Word(c), Item::Block(_)] => {
+                return Err(s.error(&format!("view '{n}': class {c} is not supported")))
+            }
+            _ => return Err(s.error("expected: view \"NAME\" [IN] { ... };")),
+        };
+        let mut o = global.clone();
+        let mut view = ViewConf::from_options(&name, global);
+        let mut acls = (None, None);
+        for opt in block {
+            match opt.keyword().unwrap_or_default() {
+                "match-clients" => view.match_clients = self.address_list(opt.block()?, false)?,
+                "match-destinations" => {
+                    view.match_destinations = self.address_list(opt.block()?, false)?
+                }
+                "match-recursive-only" => view.match_recursive_only = yes_no(opt)?,
+                "zone" => match self.zone(opt, &name)? {
+                    ZoneStmt::Primary(z) => add_zone(zones, z, opt)?,
+                    ZoneStmt::Hints(h) => view.hints = Some(h),
+                    ZoneStmt::Skipped => {}
+                },
+                key if VIEW_OPTIONS.contains(&key) || IGNORED_OPTIONS.contains(&key) => {
+                    self.option(&mut o, opt, &mut acls)?
+                }
+                other => return Err(opt.error(&format!("view '{name}': unknown option '{other}'"))),
+            }
+        }
+        self.recursion_acls(&mut o, acls);
+        view.recursion = o.recursion;
+        view.allow_query = o.allow_query;
+        view.allow_recursion = o.allow_recursion;
+        view.allow_query_cache = o.allow_query_cache;
+        view.forwarders = o.forwarders;
+        Ok(view)
     }
 
     /// An address match list; `defining` leaves unknown names for later (acl statements).
@@ -946,7 +1102,7 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
             ]
         );
         assert!(c.zones.is_empty());
-        assert_eq!(c.hints, Some(PathBuf::from("/etc/root.hints")));
+        assert_eq!(c.views[0].hints, Some(PathBuf::from("/etc/root.hints")));
         let c = conf(
             "options { allow-query-cache { 10/8; }; };
 zone \"x\" { type hint; file \"h\"; };",
@@ -961,6 +1117,53 @@ zone \"x\" { type hint; file \"h\"; };",
             c.warnings,
             vec!["/etc/named.conf:2: zone 'x': hints are only used for the root zone; ignored"]
         );
+    }
+
+    #[test]
+    fn views_take_their_zones_and_the_global_options() {
+        let c = conf(
+            "options { directory \"/var/named\"; recursion no; allow-query { 127.0.0.0/8; }; };\n\
+             view \"internal\" {\n match-clients { 127.0.0.1; };\n recursion yes;\n allow-recursion { any; };\n\
+             zone \"ywnds.com\" { type master; file \"internal.zone\"; };\n zone \".\" { type hint; file \"root.hints\"; };\n};\n\
+             view external IN {\n match-destinations { 127.0.0.3; };\n match-recursive-only yes;\n\
+             zone \"ywnds.com\" { type master; file \"external.zone\"; };\n};\n",
+        )
+        .unwrap();
+        assert_eq!(c.views.len(), 2);
+        let (i, e) = (&c.views[0], &c.views[1]);
+        let local = crate::acl::Local::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(i.name, "internal");
+        assert!(i.match_clients.allows(ip("127.0.0.1"), &local));
+        assert!(!i.match_clients.allows(ip("127.0.0.2"), &local));
+        assert!(i.recursion && !e.recursion);
+        assert!(i.allow_recursion.allows(ip("10.0.0.1"), &local));
+        assert!(i.allow_query_cache.allows(ip("10.0.0.1"), &local));
+        assert!(!i.allow_query.allows(ip("10.0.0.1"), &local));
+        assert_eq!(i.hints, Some(PathBuf::from("/var/named/root.hints")));
+        assert!(e.match_recursive_only);
+        assert!(e.match_destinations.allows(ip("127.0.0.3"), &local));
+        assert!(!e.match_destinations.allows(ip("127.0.0.1"), &local));
+        let files: Vec<_> = e.zones(&c).map(|z| z.file.clone()).collect();
+        assert_eq!(files, [PathBuf::from("/var/named/external.zone")]);
+        assert_eq!(c.zones.len(), 2);
+
+        let d = conf("zone \"x\" { type master; file \"x\"; };").unwrap();
+        assert_eq!(d.views.len(), 1);
+        assert_eq!(d.views[0].name, DEFAULT_VIEW);
+        assert_eq!(d.zones[0].view, DEFAULT_VIEW);
+
+        let cases = [
+            ("zone \"x\" { type master; file \"x\"; };\nview v { };", "/etc/named.conf:1: when using 'view' statements, all zones must be in views"),
+            ("view v { };\nview v { };", "/etc/named.conf:2: view 'v': already exists"),
+            ("view v {\n listen-on { any; };\n};", "/etc/named.conf:2: view 'v': unknown option 'listen-on'"),
+            ("view v { zone x { type master; file a; };\n zone x { type master; file b; }; };", "/etc/named.conf:2: zone 'x': already exists previous definition: /etc/named.conf:1"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(conf(text).unwrap_err().to_string(), want, "{text}");
+        }
+        // One zone name in two views is fine.
+        assert!(conf("view a { zone x { type master; file a; }; };\nview b { zone x { type master; file b; }; };").is_ok());
     }
 
     #[test]

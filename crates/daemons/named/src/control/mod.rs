@@ -81,6 +81,8 @@ pub enum Code {
     Syntax,
     UnknownCommand,
     NotDynamic,
+    /// A zone named without its view is in several.
+    Multiple,
 }
 
 impl Code {
@@ -94,6 +96,7 @@ impl Code {
             Self::Syntax => 89,
             Self::UnknownCommand => 172,
             Self::NotDynamic => 181,
+            Self::Multiple => 62,
         }
     }
 
@@ -107,6 +110,7 @@ impl Code {
             Self::Syntax => "syntax error",
             Self::UnknownCommand => "unknown command",
             Self::NotDynamic => "not dynamic",
+            Self::Multiple => "multiple",
         }
     }
 }
