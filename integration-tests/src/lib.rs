@@ -42,11 +42,16 @@ pub fn bin(name: &str) -> PathBuf {
 /// UDP alike since DNS servers take both. Asked of every address at once,
 /// so that it is free on 127.0.0.2 and the other loopback addresses some
 /// tests listen on, not only on 127.0.0.1.
+/// Never the same port twice in one test: two servers given one port
+/// would share it (SO_REUSEPORT) and answer for each other.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+        if !given.contains(&port) && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }

@@ -2,7 +2,8 @@
 //! queries generated from the zones' contents (every name with the common
 //! types, names that do not exist, mixed case, RD on and off, EDNS on and
 //! off, TCP), BIND's CH names (`version.bind` and the others), NOTIFY and
-//! UPDATE, compared by rcode, flags and every section as a set.
+//! UPDATE, EDNS versions and DNS COOKIES, compared by rcode, flags and
+//! every section as a set.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -103,7 +104,28 @@ fn answer(port: u16, args: &[&str]) -> String {
         .find(|l| l.starts_with("; EDNS:"))
         .unwrap_or("")
         .to_owned();
-    let mut text = format!("{status} [{flags}] {edns}\n");
+    // A cookie's bytes differ between servers; its presence, the client
+    // part and whether dig found it good must not.
+    let cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("; COOKIE: "))
+        .map(|c| {
+            let hex = c.split_whitespace().next().unwrap_or("");
+            // dig's own client cookie is random unless given.
+            let client = &hex[..hex.len().min(16)];
+            format!(
+                " COOKIE {} +{} bytes{}",
+                if client == "0102030405060708" {
+                    client
+                } else {
+                    "(dig's)"
+                },
+                hex.len().saturating_sub(16) / 2,
+                if c.ends_with("(good)") { " (good)" } else { "" }
+            )
+        })
+        .unwrap_or_default();
+    let mut text = format!("{status} [{flags}] {edns}{cookie}\n");
     for name in ["ANSWER", "AUTHORITY", "ADDITIONAL"] {
         let head = format!(";; {name} SECTION:");
         let lines: BTreeSet<String> = out
@@ -232,6 +254,18 @@ fn answers_are_binds() {
         "+opcode=notify nothere.test SOA +norec",
         "+opcode=update ywnds.com SOA",
         "+opcode=update nothere.test SOA",
+        // EDNS versions and DNS COOKIES (RFC 7873): a client cookie, one
+        // with a server cookie not ours, a malformed one, over TCP too.
+        "mail.ywnds.com A +edns=1 +noednsneg",
+        "mail.ywnds.com A +edns=1 +noednsneg +cookie=0102030405060708",
+        "mail.ywnds.com A +cookie=0102030405060708",
+        "mail.ywnds.com A +cookie",
+        "nothere.ywnds.com A +cookie +norec",
+        "mail.ywnds.com A +cookie +tcp",
+        "mail.ywnds.com A +cookie=0102030405060708aabbccddeeff00112233445566778899",
+        "mail.ywnds.com A +cookie=01020304",
+        "nothere.test A +cookie=0102030405060708",
+        "version.bind TXT CH +cookie=0102030405060708",
     ] {
         queries.push(q.split(' ').map(String::from).collect());
     }

@@ -14,6 +14,7 @@ mod authority;
 mod cache;
 pub mod commands;
 pub mod control;
+mod edns;
 pub mod listen;
 mod recursion;
 pub mod serve;

@@ -14,6 +14,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -30,6 +31,7 @@ use pfx_named_conf::zone::{self, Zone};
 
 use crate::authority;
 use crate::cache::AnswerCache;
+use crate::edns::Cookies;
 use crate::recursion::{self, Recursion};
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
@@ -84,6 +86,7 @@ pub(crate) struct State {
     local: Local,
     /// `version.bind`, `hostname.bind`, `id.server` (class CH).
     chaos: authority::Chaos,
+    pub(crate) cookies: Cookies,
 }
 
 /// The request handler given to hickory's server; [`Named::reload`] swaps its state.
@@ -115,7 +118,7 @@ impl Named {
     pub fn load(path: &Path) -> Result<Self, conf::Error> {
         let conf = conf::load(path)?;
         let loaded = load_zones(&conf, &HashMap::new(), false);
-        let state = build_state(&conf, &loaded);
+        let state = build_state(&conf, &loaded, None);
         let now = SystemTime::now();
         Ok(Self {
             path: path.to_path_buf(),
@@ -169,9 +172,11 @@ impl Named {
             warn!("listen-on changes take effect when named is restarted");
         }
         let loaded = load_zones(&conf, &self.loaded, new_zones_only);
-        self.handler
-            .state
-            .store(Arc::new(build_state(&conf, &loaded)));
+        self.handler.state.store(Arc::new(build_state(
+            &conf,
+            &loaded,
+            Some(&self.handler.state()),
+        )));
         if conf.options.querylog != self.conf.options.querylog {
             self.handler
                 .querylog
@@ -218,9 +223,11 @@ impl Named {
     /// A fresh answering state from what is loaded: the answer cache and
     /// the forwarder's cache start empty (`rndc flush`).
     pub(crate) fn rebuild(&self) {
-        self.handler
-            .state
-            .store(Arc::new(build_state(&self.conf, &self.loaded)));
+        self.handler.state.store(Arc::new(build_state(
+            &self.conf,
+            &self.loaded,
+            Some(&self.handler.state()),
+        )));
     }
 }
 
@@ -298,9 +305,15 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
     })
 }
 
-fn build_state(conf: &NamedConf, loaded: &HashMap<ZoneKey, Loaded>) -> State {
+/// The answering state for `conf`; `previous` keeps the cookie secret.
+fn build_state(
+    conf: &NamedConf,
+    loaded: &HashMap<ZoneKey, Loaded>,
+    previous: Option<&State>,
+) -> State {
     let o = &conf.options;
     State {
+        cookies: Cookies::new(o, previous.map(|p| &p.cookies)),
         views: conf
             .views
             .iter()
@@ -466,7 +479,7 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let state = self.state();
         let local = IpAddr::from([0, 0, 0, 0]);
-        self.respond_with::<R, T>(&state, request, local, response_handle)
+        self.respond_with::<R, T>(&state, request, local, None, response_handle)
             .await
     }
 }
@@ -541,15 +554,16 @@ impl Handler {
         state: &State,
         request: &Request,
         local: IpAddr,
+        cookie: Option<&[u8]>,
         mut response_handle: R,
     ) -> ResponseInfo {
         let client = request.src().ip();
         if let Some(a) = state.chaos_answer(request) {
-            return send(None, state, request, a, response_handle).await;
+            return send(None, state, request, a, cookie, response_handle).await;
         }
         let view = state.view_for(client, local, request.metadata.recursion_desired);
         if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {
-            return send(view, state, request, a, response_handle).await;
+            return send(view, state, request, a, cookie, response_handle).await;
         }
         let allowed = view.is_some_and(|v| match request.request_info() {
             Ok(info) => v.allowed(client, info.query.name(), &state.local),
@@ -577,6 +591,9 @@ impl Handler {
             if let Some(req) = request.edns.as_ref() {
                 let mut e = Edns::new();
                 e.set_max_payload(req.max_payload().max(512));
+                if let Some(c) = cookie {
+                    e.options_mut().insert(EdnsOption::Unknown(10, c.to_vec()));
+                }
                 edns = Some(e);
             }
             let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
@@ -592,7 +609,7 @@ impl Handler {
             };
             let q = info.query;
             let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
-            return send(Some(view), state, request, a, response_handle).await;
+            return send(Some(view), state, request, a, cookie, response_handle).await;
         }
         view.catalog
             .handle_request::<R, T>(request, response_handle)
@@ -694,12 +711,16 @@ async fn send<R: ResponseHandler>(
     state: &State,
     request: &Request,
     a: authority::Answer,
+    cookie: Option<&[u8]>,
     mut response_handle: R,
 ) -> ResponseInfo {
     let edns = request.edns.as_ref().map(|req| {
         let mut e = Edns::new();
         e.set_max_payload(MAX_UDP);
         e.set_dnssec_ok(req.flags().dnssec_ok);
+        if let Some(c) = cookie {
+            e.options_mut().insert(EdnsOption::Unknown(10, c.to_vec()));
+        }
         e
     });
     let client = request.src().ip();

@@ -22,6 +22,7 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tracing::warn;
 
+use crate::edns::{self, Check};
 use crate::serve::Handler;
 
 /// Largest answer kept: fits every client's buffer.
@@ -125,18 +126,31 @@ pub(crate) async fn answer(
         handler.log_query(&request, local);
     }
     let state = handler.state();
+    let cookie = match edns::check(&request, &state.cookies, protocol == Protocol::Udp) {
+        Check::Reply(bytes) => return Some(bytes),
+        Check::Answer(c) => c,
+    };
     let capture = Capture {
         answer: Arc::default(),
         tcp: protocol == Protocol::Tcp,
     };
     handler
-        .respond_with::<Capture, TokioTime>(&state, &request, local, capture.clone())
+        .respond_with::<Capture, TokioTime>(
+            &state,
+            &request,
+            local,
+            cookie.as_deref(),
+            capture.clone(),
+        )
         .await;
-    let bytes = capture
+    let mut bytes = capture
         .answer
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()?;
+    if let Some(c) = &cookie {
+        bytes = edns::add_cookie(bytes, c);
+    }
     if let Some((key, _)) = key {
         let rd = request.metadata.recursion_desired;
         if let Some(cache) = state

@@ -68,6 +68,11 @@ pub struct Options {
     pub querylog: bool,
     /// Where `rndc dumpdb` writes (`dump-file`, default `named_dump.db`).
     pub dump_file: PathBuf,
+    /// DNS COOKIES: `answer-cookie` (default yes), `require-server-cookie`
+    /// (default no) and the first `cookie-secret` (default: random).
+    pub answer_cookie: bool,
+    pub require_server_cookie: bool,
+    pub cookie_secret: Option<[u8; 16]>,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -595,6 +600,8 @@ const IGNORED_OPTIONS: &[&str] = &[
     "notify-source",
     "max-udp-size",
     "edns-udp-size",
+    // What named sends as a client (it forwards and resolves through hickory).
+    "send-cookie",
     // Where BIND writes dumps and state, and what it reads for DNSSEC
     // validation and GeoIP: nothing an authoritative answer depends on.
     "recursing-file",
@@ -664,6 +671,9 @@ impl Builder {
             server_id: None,
             querylog: false,
             dump_file: PathBuf::from("named_dump.db"),
+            answer_cookie: true,
+            require_server_cookie: false,
+            cookie_secret: None,
         }
     }
 
@@ -701,6 +711,23 @@ impl Builder {
                 }
                 "querylog" => o.querylog = yes_no(opt)?,
                 "dump-file" => o.dump_file = PathBuf::from(opt.single()?),
+                "answer-cookie" => o.answer_cookie = yes_no(opt)?,
+                "require-server-cookie" => o.require_server_cookie = yes_no(opt)?,
+                "cookie-secret" => {
+                    // The first one makes cookies (BIND checks with the others too).
+                    let secret = cookie_secret(opt)?;
+                    o.cookie_secret.get_or_insert(secret);
+                }
+                "cookie-algorithm" => match opt.single()? {
+                    "siphash24" => {}
+                    "aes" => self.warn(
+                        opt,
+                        "cookie-algorithm aes is not supported; siphash24 is used",
+                    ),
+                    v => {
+                        return Err(opt.error(&format!("cookie-algorithm: unknown algorithm '{v}'")))
+                    }
+                },
                 "pid-file" => {
                     o.pid_file = match opt.single()? {
                         "none" => None,
@@ -949,6 +976,21 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// A `cookie-secret`: 128 bits in hex, as SipHash-2-4 needs.
+fn cookie_secret(s: &Stmt) -> Result<[u8; 16], Error> {
+    let hex = s.single()?;
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect();
+    bytes
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| s.error("cookie-secret: incorrect length"))
+}
+
 /// BIND's default for `allow-recursion` and `allow-query-cache`.
 fn local_default() -> Acl {
     Acl::new(vec![
@@ -1164,6 +1206,26 @@ zone \"x\" { type hint; file \"h\"; };",
         }
         // One zone name in two views is fine.
         assert!(conf("view a { zone x { type master; file a; }; };\nview b { zone x { type master; file b; }; };").is_ok());
+    }
+
+    #[test]
+    fn cookie_options() {
+        let c = conf(
+            "options {\n answer-cookie no;\n require-server-cookie yes;\n\
+             cookie-secret \"000102030405060708090a0b0c0d0e0f\";\n cookie-secret \"ffffffffffffffffffffffffffffffff\";\n};",
+        )
+        .unwrap();
+        let o = &c.options;
+        assert!(!o.answer_cookie && o.require_server_cookie);
+        assert_eq!(o.cookie_secret.unwrap()[15], 0x0f);
+        let d = conf("").unwrap().options;
+        assert!(d.answer_cookie && !d.require_server_cookie && d.cookie_secret.is_none());
+        assert_eq!(
+            conf("options {\n cookie-secret \"0011\";\n};")
+                .unwrap_err()
+                .to_string(),
+            "/etc/named.conf:2: cookie-secret: incorrect length"
+        );
     }
 
     #[test]
