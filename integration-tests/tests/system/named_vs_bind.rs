@@ -414,3 +414,102 @@ fn views_answer_as_binds() {
     }
     assert!(text.contains("REFUSED"), "{text}");
 }
+
+/// The `logging` statement: the query log and denied queries written to
+/// file channels in BIND's format (print-time, print-category,
+/// print-severity), the same lines as BIND 9.18 writes for the same
+/// queries (the time, the client object and port masked).
+#[test]
+fn logging_channels_write_what_bind_writes() {
+    let named_bin = Path::new("/usr/sbin/named");
+    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ywnds.com.zone"), ywnds_zone(1, "")).unwrap();
+    std::fs::write(d.join("127.0.0.zone"), REVERSE_ZONE).unwrap();
+    let conf = |name: &str, port: u16| {
+        let logs = d.join(name);
+        std::fs::create_dir_all(&logs).unwrap();
+        format!(
+            "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{d}\";\n\
+             recursion no;\n  pid-file none;\n  session-keyfile \"{d}/session-{port}.key\";\n  dnssec-validation no;\n\
+             querylog yes;\n}};\ncontrols {{ }};\n\
+             logging {{\n  channel q {{ file \"{l}/queries.log\"; print-time yes; print-category yes; print-severity yes; }};\n\
+             channel s {{ file \"{l}/security.log\" versions 2 size 1m; print-category yes; }};\n\
+             category queries {{ q; }};\n  category security {{ s; }};\n  category default {{ null; }};\n}};\n\
+             zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
+             zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; allow-query {{ none; }}; }};\n",
+            d = d.display(),
+            l = logs.display()
+        )
+    };
+    let (theirs, ours) = (free_port(), free_port());
+    std::fs::write(d.join("bind.conf"), conf("bind", theirs)).unwrap();
+    std::fs::write(d.join("ours.conf"), conf("ours", ours)).unwrap();
+    // -f: in the foreground with the logging statement (-g would ignore it).
+    let _bind = Bind(
+        Command::new(named_bin)
+            .args(["-f", "-c"])
+            .arg(d.join("bind.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ours = Bind(
+        Command::new(bin("named"))
+            .args(["-f", "-c"])
+            .arg(d.join("ours.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+        dig(port, &["Mail.ywnds.com", "MX", "+norec"]);
+        dig(port, &["www.ywnds.com", "A", "+tcp"]);
+        dig(port, &["-x", "127.0.0.1"]);
+    }
+    // Times, client objects, ports and the dig's own first query masked.
+    let masked = |name: &str, file: &str| -> Vec<String> {
+        let path = d.join(name).join(file);
+        let mut text = String::new();
+        wait_for(Duration::from_secs(5), || {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.lines().count() >= 3 || (file == "security.log" && !text.is_empty())
+        });
+        text.lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| {
+                        if w.starts_with("@0x") {
+                            "@CLIENT".to_owned()
+                        } else if let Some((addr, _)) = w.split_once('#') {
+                            format!("{addr}#PORT")
+                        } else if w.len() == 11 && w.chars().nth(2) == Some('-') {
+                            "DATE".to_owned()
+                        } else if w.len() == 12 && w.chars().nth(2) == Some(':') {
+                            "TIME".to_owned()
+                        } else {
+                            w.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    for file in ["queries.log", "security.log"] {
+        let (b, o) = (masked("bind", file), masked("ours", file));
+        assert!(!b.is_empty(), "BIND wrote no {file}");
+        assert_eq!(o, b, "{file}: postfix-rs named (left), BIND (right)");
+    }
+}

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod control;
 mod edns;
 pub mod listen;
+pub mod logging;
 mod recursion;
 pub mod serve;
 mod tcp;

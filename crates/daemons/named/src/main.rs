@@ -35,6 +35,8 @@ fn under_master() -> ! {
             let path = cfg.get("named_config_file").map_err(|e| e.to_string())?;
             let mut named = load(Path::new(&path))?;
             named.threads = workers();
+            named.use_logging = true;
+            named::logging::install(named.conf().logging.as_ref());
             let sockets = listen::bind(named.conf(), None, Family::Both, workers())?;
             let controls = Controls::bind(named.conf());
             Ok((named, sockets, controls))
@@ -172,6 +174,10 @@ fn standalone() -> ! {
             nix::unistd::daemon(true, false).unwrap_or_else(|e| fatal(format!("daemon(): {e}")));
         }
         pfx_maillog::init_daemon_syslog("named");
+        named.use_logging = true;
+        named::logging::install(named.conf().logging.as_ref());
+    } else if named.conf().logging.is_some() {
+        info!("not using config file logging statement for logging due to -g option");
     }
     let pid_file = named.conf().options.pid_file.clone();
     if let Some(p) = &pid_file {

@@ -110,6 +110,8 @@ pub struct Named {
     pub(crate) reload_failed: bool,
     /// Worker threads, for `rndc status`.
     pub threads: usize,
+    /// Whether the `logging` statement is followed (not with `-g`, as BIND).
+    pub use_logging: bool,
 }
 
 impl Named {
@@ -132,6 +134,7 @@ impl Named {
             configured: now,
             reload_failed: false,
             threads: 1,
+            use_logging: false,
         })
     }
 
@@ -184,6 +187,9 @@ impl Named {
         }
         self.loaded = loaded;
         self.conf = conf;
+        if self.use_logging {
+            crate::logging::install(self.conf.logging.as_ref());
+        }
         self.configured = SystemTime::now();
         self.reload_failed = false;
         info!("reloading configuration succeeded");
@@ -484,8 +490,14 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Numbers the clients of the query log (BIND prints its client object's address).
+/// Numbers the clients named logs about (BIND prints its client object's address).
 static CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x1000);
+
+/// How BIND names a client in its log lines: `client @0x1000 127.0.0.1#5353`.
+fn client_tag(src: SocketAddr) -> String {
+    let id = CLIENT.fetch_add(1, Ordering::Relaxed);
+    format!("client @0x{id:x} {}#{}", src.ip(), src.port())
+}
 
 impl Handler {
     /// Whether queries are being logged (then none is answered from the cache unseen).
@@ -531,12 +543,10 @@ impl Handler {
         if m.checking_disabled {
             flags.push('C');
         }
-        let id = CLIENT.fetch_add(1, Ordering::Relaxed);
-        let src = request.src();
         info!(
-            "client @0x{id:x} {}#{} ({name}): query: {name} {} {} {flags} ({local})",
-            src.ip(),
-            src.port(),
+            target: "queries",
+            "{} ({name}): query: {name} {} {} {flags} ({local})",
+            client_tag(request.src()),
             info.query.query_class(),
             info.query.query_type()
         );
@@ -581,8 +591,9 @@ impl Handler {
                         n => format!("view {n}: "),
                     };
                     info!(
-                        "client {client}#{} ({name}): {view}query '{name}/{}/IN' denied",
-                        request.src().port(),
+                        target: "security",
+                        "{} ({name}): {view}query '{name}/{}/IN' denied",
+                        client_tag(request.src()),
                         q.query_type()
                     );
                 }
@@ -649,9 +660,9 @@ impl View {
         match request.metadata.op_code {
             OpCode::Notify => Some(if served() {
                 info!(
-                    "client {}#{}: received notify for zone '{name}'",
-                    client.ip(),
-                    client.port()
+                    target: "notify",
+                    "{}: received notify for zone '{name}'",
+                    client_tag(client)
                 );
                 authority::Answer {
                     authoritative: true,
@@ -659,17 +670,17 @@ impl View {
                 }
             } else {
                 info!(
-                    "client {}#{}: received notify for zone '{name}': not authoritative",
-                    client.ip(),
-                    client.port()
+                    target: "notify",
+                    "{}: received notify for zone '{name}': not authoritative",
+                    client_tag(client)
                 );
                 authority::Answer::refused(ResponseCode::NotAuth)
             }),
             OpCode::Update => Some(if served() {
                 info!(
-                    "client {}#{}: update '{name}/IN' denied",
-                    client.ip(),
-                    client.port()
+                    target: "update-security",
+                    "{}: update '{name}/IN' denied",
+                    client_tag(client)
                 );
                 authority::Answer::refused(ResponseCode::Refused)
             } else {

@@ -18,7 +18,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Once, RwLock};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+pub use tracing::Level;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 /// Where lines go.
@@ -39,6 +40,21 @@ struct Logger {
 }
 
 static LOGGER: RwLock<Option<Arc<Logger>>> = RwLock::new(None);
+static ROUTER: RwLock<Option<Arc<dyn Router>>> = RwLock::new(None);
+
+/// A program's own routing of some of its lines (named's `logging`
+/// statement): it sees each line before the usual sink.
+pub trait Router: Send + Sync {
+    /// Offers a line: `target` is the event's target (named's BIND
+    /// category), `text` the message without `warning: `/`error: `.
+    /// True when the router took it, so the usual sink skips it.
+    fn route(&self, target: &str, level: Level, text: &str) -> bool;
+}
+
+/// Installs (or with `None` removes) the router.
+pub fn set_router(router: Option<Arc<dyn Router>>) {
+    *ROUTER.write().unwrap_or_else(|e| e.into_inner()) = router;
+}
 static SUBSCRIBER: Once = Once::new();
 
 /// How a program wants its log set up.
@@ -256,9 +272,15 @@ impl<S: Subscriber> Layer<S> for PostfixLayer {
         if level > Level::INFO && !logger.verbose {
             return;
         }
-        let mut v = MessageVisitor(prefix(level).to_owned());
+        let mut v = MessageVisitor(String::new());
         event.record(&mut v);
-        logger.emit(level, &v.0);
+        let router = ROUTER.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(r) = router {
+            if r.route(event.metadata().target(), level, &v.0) {
+                return;
+            }
+        }
+        logger.emit(level, &format!("{}{}", prefix(level), v.0));
     }
 }
 

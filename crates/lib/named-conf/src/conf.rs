@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::acl::{Acl, Element};
 use crate::controls::{self, Control, Key};
+use crate::logging::{self, Logging};
 
 /// The default DNS port, used when `listen-on` or `forwarders` name none.
 pub const DNS_PORT: u16 = 53;
@@ -28,6 +29,8 @@ pub struct NamedConf {
     /// The views, in order; without `view` statements, the one view
     /// `_default` that every client sees, with the global options.
     pub views: Vec<ViewConf>,
+    /// The `logging` statement, if any.
+    pub logging: Option<Logging>,
     /// `key` statements.
     pub keys: Vec<Key>,
     /// The control channels of the `controls` statements; `None` when there
@@ -173,9 +176,16 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     let mut top_zone = None;
     let mut keys = Vec::new();
     let mut control_list: Option<Vec<Control>> = None;
+    let mut log: Option<Logging> = None;
     for s in &statements {
         match s.keyword().unwrap_or_default() {
             "acl" | "options" => {}
+            "logging" => {
+                if log.is_some() {
+                    return Err(s.error("'logging' redefined"));
+                }
+                log = Some(logging::logging(s)?);
+            }
             "key" => controls::add_key(&mut keys, s)?,
             "controls" => control_list
                 .get_or_insert_with(Vec::new)
@@ -195,8 +205,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
                 }
                 views.push(view);
             }
-            "logging"
-            | "server"
+            "server"
             | "trust-anchors"
             | "managed-keys"
             | "statistics-channels"
@@ -227,11 +236,15 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
         v.hints = v.hints.take().map(|h| options.directory.join(h));
     }
     options.dump_file = options.directory.join(&options.dump_file);
+    if let Some(l) = &mut log {
+        l.anchor(&options.directory);
+    }
     Ok(NamedConf {
         path: path.to_path_buf(),
         options,
         zones,
         views,
+        logging: log,
         keys,
         controls: control_list,
         warnings: builder.warnings,
@@ -1138,10 +1151,7 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
         .unwrap();
         assert_eq!(
             c.warnings,
-            vec![
-                "/etc/named.conf:2: option 'dnssec-validation' is not supported; ignored",
-                "/etc/named.conf:4: 'logging' is not supported; ignored",
-            ]
+            vec!["/etc/named.conf:2: option 'dnssec-validation' is not supported; ignored",]
         );
         assert!(c.zones.is_empty());
         assert_eq!(c.views[0].hints, Some(PathBuf::from("/etc/root.hints")));

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod conf;
 pub mod controls;
 mod directives;
+pub mod logging;
 pub mod zone;
 
 /// Loads every zone of `conf` as named would, printing BIND's messages;
