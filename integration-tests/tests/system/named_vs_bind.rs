@@ -84,6 +84,9 @@ const TYPES: &[&str] = &[
     "TYPE65280",
 ];
 
+/// The secret of the TSIG key both servers know.
+const TSIG_SECRET: &str = "qV0JuJwJsxz9ihbuyLjL3z/6iG0jxE7+5FaCnA59R0k=";
+
 /// A server's answer, as compared: status, flags, sections as sets.
 fn answer(port: u16, args: &[&str]) -> String {
     let out = dig(port, args);
@@ -125,7 +128,27 @@ fn answer(port: u16, args: &[&str]) -> String {
             )
         })
         .unwrap_or_default();
-    let mut text = format!("{status} [{flags}] {edns}{cookie}\n");
+    // TSIG: key, algorithm, MAC size and error (time and MAC differ), and
+    // whether dig could verify the answer.
+    let tsig = out
+        .lines()
+        .skip_while(|l| *l != ";; TSIG PSEUDOSECTION:")
+        .nth(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let pick = |i: usize| f.get(i).copied().unwrap_or("");
+            // NAME TTL ANY TSIG ALG TIME FUDGE MACSIZE [MAC] ID ERROR OTHERLEN
+            let mac_size = pick(7);
+            let error = if mac_size == "0" { pick(9) } else { pick(10) };
+            format!(" TSIG {} {} mac {mac_size} {error}", pick(0), pick(4))
+        })
+        .unwrap_or_default();
+    let verified = if out.contains("Couldn't verify signature") {
+        " (not verified)"
+    } else {
+        ""
+    };
+    let mut text = format!("{status} [{flags}] {edns}{cookie}{tsig}{verified}\n");
     for name in ["ANSWER", "AUTHORITY", "ADDITIONAL"] {
         let head = format!(";; {name} SECTION:");
         let lines: BTreeSet<String> = out
@@ -177,6 +200,7 @@ fn answers_are_binds() {
              recursion no;\n  pid-file \"{}/named-{port}.pid\";\n  session-keyfile \"{}/session-{port}.key\";\n\
              dnssec-validation no;\n  version \"9.18-test\";\n  server-id \"ns1.test\";\n}};\n\
              controls {{ }};\n\
+             key \"tsig-key\" {{ algorithm hmac-sha256; secret \"{TSIG_SECRET}\"; }};\n\
              zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
              zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n",
             d.display(),
@@ -266,6 +290,19 @@ fn answers_are_binds() {
         "mail.ywnds.com A +cookie=01020304",
         "nothere.test A +cookie=0102030405060708",
         "version.bind TXT CH +cookie=0102030405060708",
+    ] {
+        queries.push(q.split(' ').map(String::from).collect());
+    }
+    // TSIG (RFC 8945): a good key (the answer signed), a wrong secret
+    // (BADSIG), a wrong algorithm and an unknown key (BADKEY), over UDP
+    // and TCP, with and without EDNS.
+    for q in [
+        format!("mail.ywnds.com A -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        format!("mail.ywnds.com MX +tcp -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        format!("nothere.ywnds.com A +noedns -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        "mail.ywnds.com A -y hmac-sha256:tsig-key:c2VjcmV0c2VjcmV0".to_owned(),
+        format!("mail.ywnds.com A -y hmac-sha512:tsig-key:{TSIG_SECRET}"),
+        format!("mail.ywnds.com A +noedns -y hmac-sha256:nokey:{TSIG_SECRET}"),
     ] {
         queries.push(q.split(' ').map(String::from).collect());
     }

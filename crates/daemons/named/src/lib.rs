@@ -20,4 +20,5 @@ pub mod logging;
 mod recursion;
 pub mod serve;
 mod tcp;
+mod tsig;
 mod udp;

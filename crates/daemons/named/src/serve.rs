@@ -87,6 +87,8 @@ pub(crate) struct State {
     /// `version.bind`, `hostname.bind`, `id.server` (class CH).
     chaos: authority::Chaos,
     pub(crate) cookies: Cookies,
+    /// named.conf's keys, for TSIG-signed queries.
+    pub(crate) keys: Vec<pfx_named_conf::controls::Key>,
 }
 
 /// The request handler given to hickory's server; [`Named::reload`] swaps its state.
@@ -320,6 +322,7 @@ fn build_state(
     let o = &conf.options;
     State {
         cookies: Cookies::new(o, previous.map(|p| &p.cookies)),
+        keys: conf.keys.clone(),
         views: conf
             .views
             .iter()

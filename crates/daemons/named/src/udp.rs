@@ -24,6 +24,7 @@ use tracing::warn;
 
 use crate::edns::{self, Check};
 use crate::serve::Handler;
+use crate::tsig;
 
 /// Largest answer kept: fits every client's buffer.
 const CACHE_MAX_ANSWER: usize = 512;
@@ -126,6 +127,11 @@ pub(crate) async fn answer(
         handler.log_query(&request, local);
     }
     let state = handler.state();
+    let signed = match tsig::check(request.as_slice(), &state.keys) {
+        tsig::Check::Reply(bytes) => return Some(bytes),
+        tsig::Check::Sign(s) => Some(s),
+        tsig::Check::None => None,
+    };
     let cookie = match edns::check(&request, &state.cookies, protocol == Protocol::Udp) {
         Check::Reply(bytes) => return Some(bytes),
         Check::Answer(c) => c,
@@ -150,6 +156,9 @@ pub(crate) async fn answer(
         .take()?;
     if let Some(c) = &cookie {
         bytes = edns::add_cookie(bytes, c);
+    }
+    if let Some(s) = &signed {
+        bytes = tsig::sign(bytes, s);
     }
     if let Some((key, _)) = key {
         let rd = request.metadata.recursion_desired;

@@ -166,7 +166,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn mac(key: &Key, data: &[u8]) -> Vec<u8> {
+/// The HMAC of `data` under `key` (also TSIG's, tsig.rs).
+pub(crate) fn mac(key: &Key, data: &[u8]) -> Vec<u8> {
     fn run<M: Mac + KeyInit>(secret: &[u8], data: &[u8]) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = <M as KeyInit>::new_from_slice(secret).expect("HMAC accepts any key length");
