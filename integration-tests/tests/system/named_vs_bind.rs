@@ -2,8 +2,8 @@
 //! queries generated from the zones' contents (every name with the common
 //! types, names that do not exist, mixed case, RD on and off, EDNS on and
 //! off, TCP), BIND's CH names (`version.bind` and the others), NOTIFY and
-//! UPDATE, EDNS versions and DNS COOKIES, compared by rcode, flags and
-//! every section as a set.
+//! UPDATE, EDNS versions, DNS COOKIES, TSIG and a signed zone asked with
+//! DO, compared by rcode, flags and every section as a set.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -83,6 +83,64 @@ const TYPES: &[&str] = &[
     "RP",
     "TYPE65280",
 ];
+
+/// The owner names asked about in the signed zone.
+const SIGNED_NAMES: &[&str] = &[
+    "@",
+    "mail",
+    "www",
+    "x.wild",
+    "host.wild",
+    "y.z.wild",
+    "nothere",
+    "a.nothere",
+    "sub",
+    "www.sub",
+    "secure",
+    "ns.secure",
+    "b.deep",
+    "a.b.deep",
+    "zzz",
+];
+
+/// Writes signed.test, signed with fresh keys by BIND's dnssec-signzone.
+fn sign_zone(d: &Path) {
+    let zone = d.join("signed.test.zone");
+    let mut text = String::from(
+        "$TTL 3600\n@ IN SOA ns.signed.test. root.signed.test. 1 3600 900 604800 300\n\
+         @ IN NS ns\nns IN A 127.0.0.1\n@ IN MX 10 mail\nmail IN A 127.0.0.1\nwww IN CNAME mail\n\
+         *.wild IN MX 10 mail\n*.wild IN TXT \"wildcard\"\nhost.wild IN A 192.0.2.1\na.b.deep IN A 192.0.2.2\n\
+         sub IN NS ns.sub\nns.sub IN A 192.0.2.53\nsecure IN NS ns.secure\nns.secure IN A 192.0.2.54\n\
+         secure IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
+    );
+    for args in [
+        &["-a", "ECDSAP256SHA256"][..],
+        &["-f", "KSK", "-a", "ECDSAP256SHA256"],
+    ] {
+        let out = Command::new("/usr/bin/dnssec-keygen")
+            .args(["-q", "-K"])
+            .arg(d)
+            .args(args)
+            .arg("signed.test")
+            .output()
+            .expect("dnssec-keygen (bind9-utils)");
+        assert!(out.status.success(), "{out:?}");
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        text.push_str(&format!("$INCLUDE {}/{name}.key\n", d.display()));
+    }
+    std::fs::write(&zone, text).unwrap();
+    let out = Command::new("/usr/bin/dnssec-signzone")
+        .args(["-q", "-K"])
+        .arg(d)
+        .args(["-d"])
+        .arg(d)
+        .args(["-o", "signed.test", "-f"])
+        .arg(d.join("signed.test.zone.signed"))
+        .arg(&zone)
+        .output()
+        .expect("dnssec-signzone (bind9-utils)");
+    assert!(out.status.success(), "{out:?}");
+}
 
 /// The secret of the TSIG key both servers know.
 const TSIG_SECRET: &str = "qV0JuJwJsxz9ihbuyLjL3z/6iG0jxE7+5FaCnA59R0k=";
@@ -202,12 +260,14 @@ fn answers_are_binds() {
              controls {{ }};\n\
              key \"tsig-key\" {{ algorithm hmac-sha256; secret \"{TSIG_SECRET}\"; }};\n\
              zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
-             zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n",
+             zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n\
+             zone \"signed.test\" IN {{ type master; file \"signed.test.zone.signed\"; }};\n",
             d.display(),
             d.display(),
             d.display()
         )
     };
+    sign_zone(d);
     let (theirs, ours) = (free_port(), free_port());
     std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
     std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
@@ -305,6 +365,28 @@ fn answers_are_binds() {
         format!("mail.ywnds.com A +noedns -y hmac-sha256:nokey:{TSIG_SECRET}"),
     ] {
         queries.push(q.split(' ').map(String::from).collect());
+    }
+    // A zone signed by dnssec-signzone, asked with DO: RRSIGs with each
+    // RRset, NSEC proofs for NODATA, NXDOMAIN and wildcards, DS or its
+    // absence proven at delegations.
+    for name in SIGNED_NAMES {
+        let fqdn = if *name == "@" {
+            "signed.test.".to_owned()
+        } else {
+            format!("{name}.signed.test.")
+        };
+        for t in [
+            "A", "MX", "TXT", "NS", "SOA", "DS", "DNSKEY", "NSEC", "RRSIG", "ANY", "CNAME",
+        ] {
+            queries.push(vec![
+                fqdn.clone(),
+                t.into(),
+                "+dnssec".into(),
+                "+norec".into(),
+            ]);
+        }
+        queries.push(vec![fqdn.clone(), "A".into(), "+dnssec".into()]);
+        queries.push(vec![fqdn.clone(), "A".into()]);
     }
     queries.push(vec!["1.0.0.127.in-addr.arpa.".into(), "PTR".into()]);
     queries.push(vec!["2.0.0.127.in-addr.arpa.".into(), "PTR".into()]);

@@ -13,6 +13,8 @@
 //! neither. The differential test with BIND 9.18 (integration-tests,
 //! named_vs_bind.rs) holds these rules to BIND's answers.
 
+mod dnssec;
+
 use std::collections::{BTreeMap, HashSet};
 
 use hickory_server::proto::op::ResponseCode;
@@ -33,6 +35,8 @@ pub(crate) struct Zone {
     names: HashSet<LowerName>,
     /// The SOA as negative answers carry it (RFC 2308 §3 TTL).
     negative_soa: Option<Record>,
+    /// Whether the zone was signed (dnssec.rs answers DO queries then).
+    signed: bool,
 }
 
 /// What to send: the response code, AA, and the three sections.
@@ -136,11 +140,13 @@ impl Zone {
                 }
                 soa
             });
+        let signed = sets.keys().any(|k| k.record_type == RecordType::RRSIG);
         Self {
             origin,
             sets,
             names,
             negative_soa,
+            signed,
         }
     }
 
@@ -239,7 +245,9 @@ impl Zone {
         if out.authority.is_empty() && !left {
             let apex_ns = self.set(&self.origin, RecordType::NS).unwrap_or_default();
             let answered = apex_ns.iter().all(|r| out.answers.contains(r));
-            if !rd && !answered {
+            // BIND leaves the NS records out of DNSKEY and DS answers.
+            let keys = matches!(qtype, RecordType::DNSKEY | RecordType::DS);
+            if !rd && !answered && !keys {
                 out.authority.extend(apex_ns);
             }
             if qtype == RecordType::ANY {
@@ -270,8 +278,8 @@ impl Zone {
     }
 
     /// The delegation `qname` is at or below: the highest name between the
-    /// apex and `qname` with NS records. A DS query at the cut itself is
-    /// the parent's to answer (RFC 4035 §3.1.4.1).
+    /// apex and `qname` with NS records. A DS or NSEC query at the cut
+    /// itself is the parent's to answer (RFC 4035 §3.1.4.1).
     fn delegation(&self, qname: &LowerName, qtype: RecordType) -> Option<LowerName> {
         let mut chain = Vec::new();
         let mut n = qname.clone();
@@ -282,7 +290,7 @@ impl Zone {
         chain.into_iter().rev().find(|n| {
             self.sets
                 .contains_key(&RrKey::new(n.clone(), RecordType::NS))
-                && !(n == qname && qtype == RecordType::DS)
+                && !(n == qname && matches!(qtype, RecordType::DS | RecordType::NSEC))
         })
     }
 

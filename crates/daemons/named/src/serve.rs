@@ -298,13 +298,13 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
     }
     let serial = zone.serial;
     let answers = Arc::new(authority::Zone::new(&zone.origin, zone.records.clone()));
-    let handler = InMemoryZoneHandler::new(
-        zone.origin,
-        zone.records,
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    )
-    .map_err(|e| format!("{label}: {e}"))?;
+    // The catalog's copy answers nothing authoritative.rs answers; hickory
+    // refuses a signed zone's RRSIGs and NSECs at a CNAME, so they stay out.
+    let mut records = zone.records;
+    records.retain(|k, _| !matches!(k.record_type, RecordType::RRSIG | RecordType::NSEC));
+    let handler =
+        InMemoryZoneHandler::new(zone.origin, records, ZoneType::Primary, AxfrPolicy::Deny)
+            .map_err(|e| format!("{label}: {e}"))?;
     Ok(Loaded {
         handler: Arc::new(handler),
         zone: answers,
@@ -622,7 +622,11 @@ impl Handler {
                 unreachable!("authoritative_for checked the query")
             };
             let q = info.query;
-            let a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
+            let mut a = zone.answer(q.name(), q.query_type(), request.metadata.recursion_desired);
+            let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            if dnssec_ok && zone.signed() {
+                a = zone.with_dnssec(q.name(), a);
+            }
             return send(Some(view), state, request, a, cookie, response_handle).await;
         }
         view.catalog

@@ -321,9 +321,13 @@ fn ttl_seconds(t: &str) -> Option<u32> {
 }
 
 /// The type code of a record hickory's parser cannot read: DNAME, SPF,
-/// LOC, RP, and any type in RFC 3597's generic form.
+/// LOC, RP, the DNSSEC types of a signed zone (dnssec.rs), and any type in
+/// RFC 3597's generic form.
 fn taken_type(rtype: &str, rdata: &[String]) -> Option<u16> {
     let upper = rtype.to_ascii_uppercase();
+    if let Some(code) = crate::dnssec::code(&upper) {
+        return Some(code);
+    }
     let code = match upper.as_str() {
         "DNAME" => 39,
         "SPF" => 99,
@@ -403,6 +407,9 @@ fn encode(code: u16, rdata: &[String], origin: &str) -> Result<Vec<u8>, String> 
             Ok(out)
         }
         29 => loc(rdata),
+        c if crate::dnssec::is_dnssec(c) => {
+            crate::dnssec::encode(c, rdata, &|n| wire_name(&absolute(n, origin)))
+        }
         _ => Err(format!("TYPE{code} data must be in the \\# form")),
     }
 }

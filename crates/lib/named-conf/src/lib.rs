@@ -8,6 +8,7 @@ pub mod acl;
 pub mod conf;
 pub mod controls;
 mod directives;
+mod dnssec;
 pub mod logging;
 pub mod zone;
 
