@@ -202,7 +202,7 @@ fn base64(words: &[String]) -> Result<Vec<u8>, String> {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("bad hex '{s}'"));
     }
     (0..s.len())
