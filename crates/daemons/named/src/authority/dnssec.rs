@@ -208,24 +208,26 @@ mod tests {
 
     #[test]
     fn canonical_order_is_rfc_4034s() {
-        // RFC 4034 §6.1's example, in order.
-        let names = [
-            "example.",
-            "a.example.",
-            "yljkjljk.a.example.",
-            "Z.a.example.",
-            "zABC.a.EXAMPLE.",
-            "z.example.",
-            "\\001.z.example.",
-            "*.z.example.",
-            "\\200.z.example.",
+        // RFC 4034 §6.1's example, in order (labels as bytes: \001, *, \200).
+        let names: [&[&[u8]]; 9] = [
+            &[b"example"],
+            &[b"a", b"example"],
+            &[b"yljkjljk", b"a", b"example"],
+            &[b"Z", b"a", b"example"],
+            &[b"zABC", b"a", b"EXAMPLE"],
+            &[b"z", b"example"],
+            &[b"\x01", b"z", b"example"],
+            &[b"*", b"z", b"example"],
+            &[b"\x80", b"z", b"example"],
         ];
+        let name = |labels: &[&[u8]]| {
+            let mut n = Name::from_labels(labels.iter().copied()).unwrap();
+            n.set_fqdn(true);
+            n
+        };
         for w in names.windows(2) {
-            let (a, b) = (
-                Name::from_ascii(w[0]).unwrap(),
-                Name::from_ascii(w[1]).unwrap(),
-            );
-            assert_eq!(canonical(&a, &b), Ordering::Less, "{} < {}", w[0], w[1]);
+            let (a, b) = (name(w[0]), name(w[1]));
+            assert_eq!(canonical(&a, &b), Ordering::Less, "{a} < {b}");
         }
     }
 }
