@@ -794,3 +794,106 @@ fn link_local_addresses_are_bound_on_their_interface() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(answered && !log.contains("fatal"), "{log}");
 }
+
+/// `listen-on { any; }` and an address added to an interface later: after
+/// `rndc scan` (or `interface-interval`) named answers on it too. Run in a
+/// network namespace of its own, where port 53 and addresses are the
+/// test's.
+#[test]
+fn addresses_added_later_are_served_after_a_scan() {
+    if !nix::unistd::Uid::effective().is_root() || !std::path::Path::new("/usr/sbin/rndc").exists()
+    {
+        eprintln!("skipped: a network namespace (root) and Debian's rndc are needed");
+        return;
+    }
+    use std::io::BufRead;
+    let mut holder = Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && echo ready && exec sleep 600",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "unshare failed");
+    let netns = format!("--net=/proc/{}/ns/net", holder.id());
+    let inside = |program: &str, args: &[&str]| {
+        Command::new("nsenter")
+            .arg(&netns)
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ywnds.com.zone"), ywnds_zone(4, "")).unwrap();
+    let key = d.join("rndc.key");
+    assert!(Command::new("/usr/sbin/rndc-confgen")
+        .args(["-a", "-k", "rndc-key", "-c"])
+        .arg(&key)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    std::fs::write(
+        d.join("named.conf"),
+        format!(
+            "options {{ directory \"{}\"; listen-on {{ any; }}; listen-on-v6 {{ none; }}; recursion no; pid-file none; }};\n\
+             include \"{}\";\n\
+             controls {{ inet 127.0.0.1 allow {{ 127.0.0.1; }} keys {{ \"rndc-key\"; }}; }};\n\
+             zone \"ywnds.com\" {{ type master; file \"ywnds.com.zone\"; }};\n",
+            d.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let log = d.join("named.log");
+    let mut named = Command::new("nsenter")
+        .arg(&netns)
+        .arg(bin("named"))
+        .args(["-g", "-c"])
+        .arg(d.join("named.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let soa = |server: &str| {
+        let out = inside(
+            "dig",
+            &[
+                &format!("@{server}"),
+                "+time=1",
+                "+tries=1",
+                "ywnds.com",
+                "SOA",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).contains("status: NOERROR")
+    };
+    let started = wait_for(Duration::from_secs(10), || soa("127.0.0.1"));
+    let added = inside("ip", &["addr", "add", "10.53.0.1/24", "dev", "lo"]);
+    let before = soa("10.53.0.1");
+    let scan = inside(
+        "/usr/sbin/rndc",
+        &["-k", key.to_str().unwrap(), "-s", "127.0.0.1", "scan"],
+    );
+    let after = wait_for(Duration::from_secs(5), || soa("10.53.0.1"));
+    let _ = named.kill();
+    let _ = named.wait();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(started, "named did not start: {text}");
+    assert!(added.status.success(), "{added:?}");
+    assert!(!before, "answered on 10.53.0.1 before the scan: {text}");
+    assert!(scan.status.success(), "rndc scan: {scan:?}\n{text}");
+    assert!(after, "not answering on 10.53.0.1 after the scan: {text}");
+    assert!(text.contains("listening on 10.53.0.1:53"), "{text}");
+}

@@ -12,11 +12,18 @@ use tracing::{debug, info, warn};
 use pfx_named_conf::conf::ZoneConf;
 
 use crate::control::{Code, Controls, Event, Reply};
+use crate::listen::Listening;
 use crate::serve::{Named, ZoneKey};
 
 /// Carries out what the control channel asked; true when named is to stop.
 /// A reload or reconfig also takes the new `controls` statement.
-pub fn handle(named: &mut Named, controls: &mut Controls, event: Event, mode: Mode) -> bool {
+pub fn handle(
+    named: &mut Named,
+    controls: &mut Controls,
+    listening: &mut Listening,
+    event: Event,
+    mode: Mode,
+) -> bool {
     match event {
         Event::Command {
             line,
@@ -27,6 +34,10 @@ pub fn handle(named: &mut Named, controls: &mut Controls, event: Event, mode: Mo
             let r = named.command(&line, read_only, mode);
             if named.configured != before {
                 controls.configure(named.conf());
+            }
+            // `scan`, and a reload or reconfig (BIND scans then too).
+            if std::mem::take(&mut named.scan) || named.configured != before {
+                listening.rescan(named.conf());
             }
             let _ = reply.send(r);
             false
@@ -171,6 +182,10 @@ impl Named {
                 ),
             },
             "trace" | "notrace" => Reply::ok(""),
+            "scan" => {
+                self.scan = true;
+                Reply::ok("")
+            }
             c if NOT_IMPLEMENTED.contains(&c) => Reply::err(Code::NotImplemented, ""),
             c => {
                 warn!("unknown control channel command '{c}'");

@@ -15,6 +15,10 @@ use crate::{tcp, udp};
 pub struct Sockets {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
+    port: Option<u16>,
+    family: Family,
+    workers: usize,
+    bound: Vec<SocketAddr>,
 }
 
 /// Which address families `-4` / `-6` leave.
@@ -25,15 +29,10 @@ pub enum Family {
     V6,
 }
 
-/// Binds every `listen-on` address: interface addresses the list allows, and
-/// single addresses it names. `port` (named -p) replaces the default port 53.
-/// One UDP socket per worker thread (SO_REUSEPORT) spreads queries over cores.
-pub fn bind(
-    conf: &NamedConf,
-    port: Option<u16>,
-    family: Family,
-    workers: usize,
-) -> Result<Sockets, String> {
+/// The addresses `listen-on` and `listen-on-v6` ask for now: interface
+/// addresses the lists allow, and single addresses they name. `port`
+/// (named -p) replaces the default port 53.
+fn wanted(conf: &NamedConf, port: Option<u16>, family: Family) -> Vec<SocketAddr> {
     let local = Local::discover();
     let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut add = |listen: &[conf::Listen], v6: bool| {
@@ -65,24 +64,89 @@ pub fn bind(
     if family != Family::V4 {
         add(&conf.options.listen_on_v6, true);
     }
+    addrs
+}
+
+/// Binds every address `listen-on` asks for (before privileges are
+/// dropped); one UDP socket per worker thread (SO_REUSEPORT) spreads
+/// queries over cores.
+pub fn bind(
+    conf: &NamedConf,
+    port: Option<u16>,
+    family: Family,
+    workers: usize,
+) -> Result<Sockets, String> {
     let mut out = Sockets {
         udp: Vec::new(),
         tcp: Vec::new(),
+        port,
+        family,
+        workers,
+        bound: Vec::new(),
     };
-    for sa in addrs {
-        let what = |proto: &str, e: std::io::Error| {
-            format!("could not listen on {proto} socket {sa}: {e}")
-        };
-        for _ in 0..workers.max(1) {
-            out.udp.push(udp_socket(sa).map_err(|e| what("UDP", e))?);
-        }
-        out.tcp.push(tcp_socket(sa).map_err(|e| what("TCP", e))?);
+    for sa in wanted(conf, port, family) {
+        let (udp, tcp) = bind_one(sa, workers)?;
+        out.udp.extend(udp);
+        out.tcp.push(tcp);
+        out.bound.push(sa);
         info!("listening on {sa}");
     }
     if out.tcp.is_empty() {
         warn!("not listening on any interfaces");
     }
     Ok(out)
+}
+
+fn bind_one(
+    sa: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), String> {
+    let what =
+        |proto: &str, e: std::io::Error| format!("could not listen on {proto} socket {sa}: {e}");
+    let mut udp = Vec::new();
+    for _ in 0..workers.max(1) {
+        udp.push(udp_socket(sa).map_err(|e| what("UDP", e))?);
+    }
+    let tcp = tcp_socket(sa).map_err(|e| what("TCP", e))?;
+    Ok((udp, tcp))
+}
+
+/// The serving sockets, and what a rescan of the interfaces needs.
+pub struct Listening {
+    port: Option<u16>,
+    family: Family,
+    workers: usize,
+    bound: Vec<SocketAddr>,
+    handler: Handler,
+}
+
+impl Listening {
+    /// `interface-interval` and `rndc scan`: binds the addresses that
+    /// appeared since the last scan (an interface brought up, an address
+    /// added). Sockets of addresses that went away stay open and idle, so
+    /// that the address coming back is served again.
+    pub fn rescan(&mut self, conf: &NamedConf) {
+        for sa in wanted(conf, self.port, self.family) {
+            if self.bound.contains(&sa) {
+                continue;
+            }
+            match bind_one(sa, self.workers) {
+                Ok((udp, tcp)) => {
+                    let started =
+                        udp::spawn(udp, self.handler.clone(), tokio::runtime::Handle::current())
+                            .and_then(|()| tcp::spawn(vec![tcp], self.handler.clone()));
+                    match started {
+                        Ok(()) => {
+                            info!("listening on {sa}");
+                            self.bound.push(sa);
+                        }
+                        Err(e) => warn!("{e}"),
+                    }
+                }
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
 }
 
 fn udp_socket(sa: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -111,12 +175,19 @@ fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Starts serving (inside the runtime): UDP on threads of its own (see
-/// udp.rs), TCP on the runtime (tcp.rs).
-pub fn start(sockets: Sockets, handler: Handler) -> Result<(), String> {
+/// udp.rs), TCP on the runtime (tcp.rs). Returns what later rescans need.
+pub fn start(sockets: Sockets, handler: Handler) -> Result<Listening, String> {
     udp::spawn(
         sockets.udp,
         handler.clone(),
         tokio::runtime::Handle::current(),
     )?;
-    tcp::spawn(sockets.tcp, handler)
+    tcp::spawn(sockets.tcp, handler.clone())?;
+    Ok(Listening {
+        port: sockets.port,
+        family: sockets.family,
+        workers: sockets.workers,
+        bound: sockets.bound,
+        handler,
+    })
 }

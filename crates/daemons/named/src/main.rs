@@ -42,11 +42,12 @@ fn under_master() -> ! {
             Ok((named, sockets, controls))
         },
         |ctx, _endpoint, (mut named, sockets, mut controls)| async move {
-            listen::start(sockets, named.handler())?;
+            let mut listening = listen::start(sockets, named.handler())?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
             controls.start(tx)?;
             info!("running");
             let mut cfg = ctx.config.clone();
+            let mut scan = interfaces_timer(named.conf());
             loop {
                 tokio::select! {
                     changed = cfg.changed() => {
@@ -55,17 +56,34 @@ fn under_master() -> ! {
                         }
                         if named.reload().is_ok() {
                             controls.configure(named.conf());
+                            listening.rescan(named.conf());
+                            scan = interfaces_timer(named.conf());
                         }
                     }
                     Some(event) = rx.recv() => {
-                        commands::handle(&mut named, &mut controls, event, Mode::Master);
+                        commands::handle(&mut named, &mut controls, &mut listening, event, Mode::Master);
                     }
+                    _ = scan.tick() => listening.rescan(named.conf()),
                     () = ctx.shutdown() => break,
                 }
             }
             Ok(())
         },
     )
+}
+
+/// Ticks every `interface-interval` (first after one interval); never with 0.
+fn interfaces_timer(conf: &pfx_named_conf::conf::NamedConf) -> tokio::time::Interval {
+    let minutes = conf.options.interface_interval;
+    // 0 turns scanning off: a tick a century away.
+    let period = std::time::Duration::from_secs(if minutes == 0 {
+        100 * 365 * 86_400
+    } else {
+        u64::from(minutes) * 60
+    });
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
 }
 
 fn load(path: &Path) -> Result<Named, String> {
@@ -192,9 +210,10 @@ fn standalone() -> ! {
         .unwrap_or_else(|e| fatal(e));
     let result: Result<(), String> = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        listen::start(sockets, named.handler())?;
+        let mut listening = listen::start(sockets, named.handler())?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         controls.start(tx)?;
+        let mut scan = interfaces_timer(named.conf());
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -204,13 +223,16 @@ fn standalone() -> ! {
                 _ = hup.recv() => {
                     if named.reload().is_ok() {
                         controls.configure(named.conf());
+                        listening.rescan(named.conf());
+                        scan = interfaces_timer(named.conf());
                     }
                 }
                 Some(event) = rx.recv() => {
-                    if commands::handle(&mut named, &mut controls, event, Mode::Standalone) {
+                    if commands::handle(&mut named, &mut controls, &mut listening, event, Mode::Standalone) {
                         break;
                     }
                 }
+                _ = scan.tick() => listening.rescan(named.conf()),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

@@ -114,6 +114,8 @@ pub struct Named {
     pub threads: usize,
     /// Whether the `logging` statement is followed (not with `-g`, as BIND).
     pub use_logging: bool,
+    /// `rndc scan` asked for the interfaces to be scanned.
+    pub(crate) scan: bool,
 }
 
 impl Named {
@@ -137,6 +139,7 @@ impl Named {
             reload_failed: false,
             threads: 1,
             use_logging: false,
+            scan: false,
         })
     }
 

@@ -76,6 +76,9 @@ pub struct Options {
     pub answer_cookie: bool,
     pub require_server_cookie: bool,
     pub cookie_secret: Option<[u8; 16]>,
+    /// `interface-interval`: minutes between scans for new interface
+    /// addresses (default 60; 0: none).
+    pub interface_interval: u32,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -687,6 +690,7 @@ impl Builder {
             answer_cookie: true,
             require_server_cookie: false,
             cookie_secret: None,
+            interface_interval: 60,
         }
     }
 
@@ -724,6 +728,9 @@ impl Builder {
                 }
                 "querylog" => o.querylog = yes_no(opt)?,
                 "dump-file" => o.dump_file = PathBuf::from(opt.single()?),
+                "interface-interval" => {
+                    o.interface_interval = duration_minutes(opt)?;
+                }
                 "answer-cookie" => o.answer_cookie = yes_no(opt)?,
                 "require-server-cookie" => o.require_server_cookie = yes_no(opt)?,
                 "cookie-secret" => {
@@ -989,6 +996,45 @@ fn parse_net(w: &str) -> Option<ipnet::IpNet> {
     w.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// A duration in minutes as BIND takes it: a number, or an ISO 8601
+/// duration (`PT30M`, `P1D`); at most 28 days.
+fn duration_minutes(s: &Stmt) -> Result<u32, Error> {
+    let v = s.single()?;
+    let bad = || s.error(&format!("'{}': invalid duration '{v}'", s.word(0)));
+    let minutes = match v.parse::<u32>() {
+        Ok(m) => m,
+        Err(_) => {
+            let upper = v.to_ascii_uppercase();
+            let rest = upper.strip_prefix('P').ok_or_else(bad)?;
+            let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+            let mut secs: u64 = 0;
+            for (part, units) in [
+                (date, &[('W', 604_800u64), ('D', 86_400)][..]),
+                (time, &[('H', 3600), ('M', 60), ('S', 1)][..]),
+            ] {
+                let mut num = String::new();
+                for c in part.chars() {
+                    if c.is_ascii_digit() {
+                        num.push(c);
+                    } else {
+                        let unit = units.iter().find(|(u, _)| *u == c).ok_or_else(bad)?.1;
+                        secs += num.parse::<u64>().map_err(|_| bad())? * unit;
+                        num.clear();
+                    }
+                }
+                if !num.is_empty() {
+                    return Err(bad());
+                }
+            }
+            u32::try_from(secs / 60).map_err(|_| bad())?
+        }
+    };
+    if minutes > 28 * 24 * 60 {
+        return Err(s.error(&format!("'{}' is too large", s.word(0))));
+    }
+    Ok(minutes)
+}
+
 /// A `cookie-secret`: 128 bits in hex, as SipHash-2-4 needs.
 fn cookie_secret(s: &Stmt) -> Result<[u8; 16], Error> {
     let hex = s.single()?;
@@ -1216,6 +1262,22 @@ zone \"x\" { type hint; file \"h\"; };",
         }
         // One zone name in two views is fine.
         assert!(conf("view a { zone x { type master; file a; }; };\nview b { zone x { type master; file b; }; };").is_ok());
+    }
+
+    #[test]
+    fn interface_interval_in_minutes_or_iso_8601() {
+        let m = |t: &str| conf(t).map(|c| c.options.interface_interval);
+        assert_eq!(m("").unwrap(), 60);
+        assert_eq!(m("options { interface-interval 5; };").unwrap(), 5);
+        assert_eq!(m("options { interface-interval 0; };").unwrap(), 0);
+        assert_eq!(m("options { interface-interval PT2H30M; };").unwrap(), 150);
+        assert_eq!(m("options { interface-interval P1D; };").unwrap(), 1440);
+        assert_eq!(
+            m("options {\n interface-interval soon;\n};")
+                .unwrap_err()
+                .to_string(),
+            "/etc/named.conf:2: 'interface-interval': invalid duration 'soon'"
+        );
     }
 
     #[test]
