@@ -632,3 +632,110 @@ fn logging_channels_write_what_bind_writes() {
         assert_eq!(o, b, "{file}: postfix-rs named (left), BIND (right)");
     }
 }
+
+/// Access by client and by local address (`blackhole`,
+/// `allow-query-on`, `allow-recursion-on`), the `port` option, and a
+/// named.conf full of options that only tune BIND: both servers load it
+/// and answer alike.
+#[test]
+fn access_options_and_inert_options_as_binds() {
+    let named_bin = Path::new("/usr/sbin/named");
+    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ywnds.com.zone"), ywnds_zone(1, "")).unwrap();
+    let conf = |port: u16| {
+        format!(
+            "options {{\n  port {port};\n  listen-on {{ 127.0.0.1; }};\n  listen-on-v6 {{ ::1; }};\n  directory \"{d}\";\n\
+             recursion no;\n  pid-file none;\n  session-keyfile \"{d}/session-{port}.key\";\n  dnssec-validation no;\n\
+             blackhole {{ 127.0.0.9; }};\n  allow-query-on {{ 127.0.0.1; }};\n  allow-recursion-on {{ 127.0.0.1; }};\n\
+             minimal-responses no-auth-recursive;\n  minimal-any no;\n  max-cache-size 64m;\n  max-cache-ttl 3600;\n\
+             tcp-clients 100;\n  notify no;\n  allow-transfer {{ none; }};\n  check-names master ignore;\n\
+             statistics-file \"{d}/stats-{port}\";\n  zone-statistics yes;\n  transfers-out 5;\n  serial-query-rate 10;\n\
+             edns-udp-size 1232;\n  max-udp-size 1232;\n  qname-minimization relaxed;\n  prefetch 2 9;\n\
+             tcp-idle-timeout 300;\n  rrset-order {{ order cyclic; }};\n  empty-zones-enable no;\n}};\ncontrols {{ }};\n\
+             zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n",
+            d = d.display()
+        )
+    };
+    let (theirs, ours) = (free_port(), free_port());
+    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
+    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
+    for program in [
+        Path::new("/usr/bin/named-checkconf"),
+        &bin("named-checkconf"),
+    ] {
+        for name in ["bind.conf", "ours.conf"] {
+            let out = Command::new(program).arg(d.join(name)).output().unwrap();
+            assert!(out.status.success(), "{program:?} {name}: {out:?}");
+        }
+    }
+    let _bind = Bind(
+        Command::new(named_bin)
+            .args(["-g", "-c"])
+            .arg(d.join("bind.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ours = Bind(
+        Command::new(bin("named"))
+            .args(["-g", "-c"])
+            .arg(d.join("ours.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+    }
+    let ask = |port: u16| -> Vec<String> {
+        [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.1", "127.0.0.9"),
+            ("::1", "::1"),
+            ("127.0.0.1", "127.0.0.2"),
+        ]
+        .iter()
+        .map(|(server, source)| {
+            let o = Command::new("dig")
+                .arg(format!("@{server}"))
+                .args(["-p", &port.to_string(), "-b", source])
+                .args(["+time=1", "+tries=1", "+nocookie", "mail.ywnds.com", "A"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            let status = text
+                .split("status: ")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .unwrap_or("(no answer)");
+            format!("{server} from {source}: {status}")
+        })
+        .collect()
+    };
+    let ours_said = ask(ours);
+    assert_eq!(
+        ours_said,
+        ask(theirs),
+        "postfix-rs named (left), BIND (right)"
+    );
+    assert_eq!(
+        ours_said,
+        [
+            "127.0.0.1 from 127.0.0.1: NOERROR",
+            "127.0.0.1 from 127.0.0.9: (no answer)",
+            "::1 from ::1: REFUSED",
+            "127.0.0.1 from 127.0.0.2: NOERROR",
+        ]
+    );
+}

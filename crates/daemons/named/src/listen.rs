@@ -37,7 +37,11 @@ fn wanted(conf: &NamedConf, port: Option<u16>, family: Family) -> Vec<SocketAddr
     let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut add = |listen: &[conf::Listen], v6: bool| {
         for l in listen {
-            let p = l.port.or(port).unwrap_or(conf::DNS_PORT);
+            let p = l
+                .port
+                .or(port)
+                .or(conf.options.port)
+                .unwrap_or(conf::DNS_PORT);
             let mut ips: Vec<IpAddr> = local
                 .addresses()
                 .into_iter()

@@ -71,6 +71,9 @@ pub(crate) struct View {
     allow_query: Acl,
     allow_recursion: Acl,
     allow_query_cache: Acl,
+    allow_query_on: Acl,
+    allow_recursion_on: Acl,
+    allow_query_cache_on: Acl,
     /// Whether names outside the zones are forwarded or resolved.
     forwarding: bool,
     /// Whether some zone has its own allow-query (answers then depend on the zone).
@@ -89,6 +92,8 @@ pub(crate) struct State {
     pub(crate) cookies: Cookies,
     /// named.conf's keys, for TSIG-signed queries.
     pub(crate) keys: Vec<pfx_named_conf::controls::Key>,
+    /// Clients whose queries are dropped (`blackhole`).
+    blackhole: Acl,
 }
 
 /// The request handler given to hickory's server; [`Named::reload`] swaps its state.
@@ -326,6 +331,7 @@ fn build_state(
     State {
         cookies: Cookies::new(o, previous.map(|p| &p.cookies)),
         keys: conf.keys.clone(),
+        blackhole: o.blackhole.clone(),
         views: conf
             .views
             .iter()
@@ -384,6 +390,9 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
         allow_query: v.allow_query.clone(),
         allow_recursion: v.allow_recursion.clone(),
         allow_query_cache: v.allow_query_cache.clone(),
+        allow_query_on: v.allow_query_on.clone(),
+        allow_recursion_on: v.allow_recursion_on.clone(),
+        allow_query_cache_on: v.allow_query_cache_on.clone(),
         forwarding,
         cache: AnswerCache::default(),
     }
@@ -444,19 +453,24 @@ impl State {
         rd: bool,
     ) -> Option<&AnswerCache> {
         self.view_for(client, local, rd)
-            .filter(|v| v.cache_usable_for(client, &self.local))
+            .filter(|v| v.cache_usable_for(client, local, &self.local))
             .map(|v| &v.cache)
     }
 }
 
 impl View {
-    /// Whether cached answers may go to `client`: it may query every zone.
-    fn cache_usable_for(&self, client: IpAddr, local: &Local) -> bool {
-        !self.zone_acls && self.allow_query.allows(client, local)
+    /// Whether cached answers may go to `client` asking `dst`: it may query every zone.
+    fn cache_usable_for(&self, client: IpAddr, dst: IpAddr, local: &Local) -> bool {
+        !self.zone_acls
+            && self.allow_query.allows(client, local)
+            && self.allow_query_on.allows(dst, local)
     }
 
-    /// Whether `client` may ask about `name`, and the zone it falls in.
-    fn allowed(&self, client: IpAddr, name: &LowerName, local: &Local) -> bool {
+    /// Whether `client` may ask `dst` about `name`, and the zone it falls in.
+    fn allowed(&self, client: IpAddr, dst: IpAddr, name: &LowerName, local: &Local) -> bool {
+        if !self.allow_query_on.allows(dst, local) {
+            return false;
+        }
         let zone = self
             .zones
             .iter()
@@ -472,6 +486,8 @@ impl View {
                     && self.allow_query.allows(client, local)
                     && self.allow_recursion.allows(client, local)
                     && self.allow_query_cache.allows(client, local)
+                    && self.allow_recursion_on.allows(dst, local)
+                    && self.allow_query_cache_on.allows(dst, local)
             }
         }
     }
@@ -558,6 +574,12 @@ impl Handler {
         );
     }
 
+    /// Whether queries from `client` are dropped unanswered (`blackhole`).
+    pub(crate) fn dropped(&self, client: IpAddr) -> bool {
+        let state = self.state.load();
+        state.blackhole.allows(client, &state.local)
+    }
+
     /// The state answering now.
     pub(crate) fn state(&self) -> Arc<State> {
         self.state.load_full()
@@ -582,7 +604,7 @@ impl Handler {
             return send(view, state, request, a, cookie, response_handle).await;
         }
         let allowed = view.is_some_and(|v| match request.request_info() {
-            Ok(info) => v.allowed(client, info.query.name(), &state.local),
+            Ok(info) => v.allowed(client, local, info.query.name(), &state.local),
             Err(_) => true,
         });
         let Some(view) = view.filter(|_| allowed) else {

@@ -27,6 +27,9 @@ pub(crate) fn spawn(listeners: Vec<std::net::TcpListener>, handler: Handler) -> 
             loop {
                 match l.accept().await {
                     Ok((stream, src)) => {
+                        if handler.dropped(src.ip()) {
+                            continue;
+                        }
                         let handler = handler.clone();
                         tokio::spawn(async move {
                             let _ = serve(stream, src, handler).await;

@@ -255,6 +255,9 @@ fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::H
             }
         };
         let q = &buf[..n];
+        if handler.dropped(src.ip()) {
+            continue;
+        }
         if let Some(a) = from_cache(handler, q, src, local) {
             let _ = socket.send_to(&a, src);
             continue;

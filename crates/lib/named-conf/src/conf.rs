@@ -79,6 +79,15 @@ pub struct Options {
     /// `interface-interval`: minutes between scans for new interface
     /// addresses (default 60; 0: none).
     pub interface_interval: u32,
+    /// Clients whose queries are dropped unanswered (default none).
+    pub blackhole: Acl,
+    /// `port`: the port of `listen-on` statements that name none.
+    pub port: Option<u16>,
+    /// Local addresses on which queries (`allow-query-on`), recursion
+    /// and answers from outside the zones are allowed (default any).
+    pub allow_query_on: Acl,
+    pub allow_recursion_on: Acl,
+    pub allow_query_cache_on: Acl,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -99,6 +108,9 @@ pub struct ViewConf {
     pub allow_query: Acl,
     pub allow_recursion: Acl,
     pub allow_query_cache: Acl,
+    pub allow_query_on: Acl,
+    pub allow_recursion_on: Acl,
+    pub allow_query_cache_on: Acl,
     pub forwarders: Vec<SocketAddr>,
     /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
     pub hints: Option<PathBuf>,
@@ -278,6 +290,9 @@ impl ViewConf {
             allow_query: o.allow_query.clone(),
             allow_recursion: o.allow_recursion.clone(),
             allow_query_cache: o.allow_query_cache.clone(),
+            allow_query_on: o.allow_query_on.clone(),
+            allow_recursion_on: o.allow_recursion_on.clone(),
+            allow_query_cache_on: o.allow_query_cache_on.clone(),
             forwarders: o.forwarders.clone(),
             hints: None,
         }
@@ -594,47 +609,235 @@ pub(crate) struct Builder {
     acls: Vec<(String, Acl)>,
 }
 
-/// Options BIND has that change nothing for an authoritative-only server, or
-/// that postfix-rs does not implement; accepted with a warning.
+/// BIND 9.18's options (its `named-checkconf -p` grammar) that change no
+/// answer and no access here, accepted with a warning naming file and
+/// line: tuning and limits, files BIND writes, zone transfers and NOTIFY
+/// (transfers and updates are always refused here, which is stricter),
+/// signing and validation settings (nothing is signed or validated here),
+/// zone load checks, and the deprecated and unconfigured ones.
 const IGNORED_OPTIONS: &[&str] = &[
-    "dnssec-validation",
-    "auth-nxdomain",
-    "notify",
-    "also-notify",
+    "allow-new-zones",
+    "allow-notify",
     "allow-transfer",
     "allow-update",
-    "minimal-responses",
-    "max-cache-size",
-    "statistics-file",
-    "memstatistics-file",
-    "managed-keys-directory",
-    "session-keyfile",
-    "key-directory",
-    "empty-zones-enable",
-    "check-names",
-    "transfer-source",
-    "notify-source",
-    "max-udp-size",
-    "edns-udp-size",
-    // What named sends as a client (it forwards and resolves through hickory).
-    "send-cookie",
-    // Where BIND writes dumps and state, and what it reads for DNSSEC
-    // validation and GeoIP: nothing an authoritative answer depends on.
-    "recursing-file",
-    "secroots-file",
+    "allow-update-forwarding",
+    "also-notify",
+    "alt-transfer-source",
+    "alt-transfer-source-v6",
+    "attach-cache",
+    "auth-nxdomain",
+    "auto-dnssec",
+    "automatic-interface-scan",
+    "avoid-v4-udp-ports",
+    "avoid-v6-udp-ports",
     "bindkeys-file",
-    "lock-file",
-    "geoip-directory",
+    "check-dup-records",
+    "check-integrity",
+    "check-mx",
+    "check-mx-cname",
+    "check-names",
+    "check-sibling",
+    "check-spf",
+    "check-srv-cname",
+    "check-wildcard",
+    "clients-per-query",
+    "coresize",
+    "datasize",
+    "dialup",
     "disable-algorithms",
     "disable-ds-digests",
+    "disable-empty-zone",
+    "dns64-contact",
+    "dns64-server",
+    "dnskey-sig-validity",
+    "dnsrps-enable",
+    "dnsrps-options",
     "dnssec-accept-expired",
-    "validate-except",
-    "trust-anchor-telemetry",
-    // Resource limits: how many clients BIND serves at once.
-    "tcp-clients",
-    "recursive-clients",
-    "clients-per-query",
+    "dnssec-dnskey-kskonly",
+    "dnssec-loadkeys-interval",
+    "dnssec-must-be-secure",
+    "dnssec-policy",
+    "dnssec-secure-to-insecure",
+    "dnssec-update-mode",
+    "dnssec-validation",
+    "dnstap",
+    "dnstap-identity",
+    "dnstap-output",
+    "dnstap-version",
+    "dscp",
+    "dual-stack-servers",
+    "edns-udp-size",
+    "empty-contact",
+    "empty-server",
+    "empty-zones-enable",
+    "fetch-quota-params",
+    "fetches-per-server",
+    "fetches-per-zone",
+    "files",
+    "flush-zones-on-shutdown",
+    "fstrm-set-buffer-hint",
+    "fstrm-set-flush-timeout",
+    "fstrm-set-input-queue-size",
+    "fstrm-set-output-notify-threshold",
+    "fstrm-set-output-queue-model",
+    "fstrm-set-output-queue-size",
+    "fstrm-set-reopen-interval",
+    "geoip-directory",
+    "glue-cache",
+    "heartbeat-interval",
+    "http-listener-clients",
+    "http-port",
+    "http-streams-per-connection",
+    "https-port",
+    "ipv4only-contact",
+    "ipv4only-enable",
+    "ipv4only-server",
+    "ixfr-from-differences",
+    "keep-response-order",
+    "key-directory",
+    "lame-ttl",
+    "lmdb-mapsize",
+    "lock-file",
+    "managed-keys-directory",
+    "masterfile-format",
+    "masterfile-style",
+    "match-mapped-addresses",
+    "max-cache-size",
+    "max-cache-ttl",
     "max-clients-per-query",
+    "max-ixfr-ratio",
+    "max-journal-size",
+    "max-ncache-ttl",
+    "max-query-count",
+    "max-query-restarts",
+    "max-records",
+    "max-records-per-type",
+    "max-recursion-depth",
+    "max-recursion-queries",
+    "max-refresh-time",
+    "max-retry-time",
+    "max-rsa-exponent-size",
+    "max-stale-ttl",
+    "max-transfer-idle-in",
+    "max-transfer-idle-out",
+    "max-transfer-time-in",
+    "max-transfer-time-out",
+    "max-types-per-name",
+    "max-udp-size",
+    "max-zone-ttl",
+    "memstatistics",
+    "memstatistics-file",
+    "message-compression",
+    "min-cache-ttl",
+    "min-ncache-ttl",
+    "min-refresh-time",
+    "min-retry-time",
+    "multi-master",
+    "new-zones-directory",
+    "no-case-compress",
+    "nocookie-udp-size",
+    "notify",
+    "notify-delay",
+    "notify-rate",
+    "notify-source",
+    "notify-source-v6",
+    "notify-to-soa",
+    "nsec3-test-zone",
+    "nta-lifetime",
+    "nta-recheck",
+    "parental-source",
+    "parental-source-v6",
+    "preferred-glue",
+    "prefetch",
+    "provide-ixfr",
+    "qname-minimization",
+    "query-source",
+    "query-source-v6",
+    "random-device",
+    "recursing-file",
+    "recursive-clients",
+    "request-expire",
+    "request-ixfr",
+    "request-nsid",
+    "reserved-sockets",
+    "resolver-nonbackoff-tries",
+    "resolver-query-timeout",
+    "resolver-retry-interval",
+    "response-padding",
+    "reuseport",
+    "root-delegation-only",
+    "root-key-sentinel",
+    "rrset-order",
+    "secroots-file",
+    "send-cookie",
+    "serial-query-rate",
+    "serial-update-method",
+    "servfail-ttl",
+    "session-keyalg",
+    "session-keyfile",
+    "session-keyname",
+    "sig-signing-nodes",
+    "sig-signing-signatures",
+    "sig-signing-type",
+    "sig-validity-interval",
+    "sortlist",
+    "stacksize",
+    "stale-answer-client-timeout",
+    "stale-answer-enable",
+    "stale-answer-ttl",
+    "stale-cache-enable",
+    "stale-refresh-time",
+    "startup-notify-rate",
+    "statistics-file",
+    "suppress-initial-notify",
+    "synth-from-dnssec",
+    "tcp-advertised-timeout",
+    "tcp-clients",
+    "tcp-idle-timeout",
+    "tcp-initial-timeout",
+    "tcp-keepalive-timeout",
+    "tcp-listen-queue",
+    "tcp-receive-buffer",
+    "tcp-send-buffer",
+    "tkey-dhkey",
+    "tkey-domain",
+    "tkey-gssapi-credential",
+    "tkey-gssapi-keytab",
+    "tls-port",
+    "transfer-format",
+    "transfer-message-size",
+    "transfer-source",
+    "transfer-source-v6",
+    "transfers-in",
+    "transfers-out",
+    "transfers-per-ns",
+    "trust-anchor-telemetry",
+    "try-tcp-refresh",
+    "udp-receive-buffer",
+    "udp-send-buffer",
+    "update-check-ksk",
+    "update-quota",
+    "use-alt-transfer-source",
+    "use-v4-udp-ports",
+    "use-v6-udp-ports",
+    "v6-bias",
+    "validate-except",
+    "zero-no-soa-ttl",
+    "zero-no-soa-ttl-cache",
+    "zone-statistics",
+];
+
+/// BIND options that would change answers or who gets them, which named
+/// does not implement: refused at start and reload (fail closed), each
+/// with why.
+const REFUSED_OPTIONS: &[(&str, &str)] = &[
+    ("catalog-zones", "catalog zones are not supported"),
+    ("deny-answer-addresses", "answer filtering is not supported"),
+    ("deny-answer-aliases", "answer filtering is not supported"),
+    ("dns64", "DNS64 synthesis is not supported"),
+    ("nxdomain-redirect", "NXDOMAIN redirection is not supported"),
+    ("rate-limit", "response rate limiting is not supported"),
+    ("response-policy", "response policy zones are not supported"),
 ];
 
 /// The options of `options` a view may set for itself (besides those
@@ -643,6 +846,11 @@ const VIEW_OPTIONS: &[&str] = &[
     "allow-query",
     "allow-recursion",
     "allow-query-cache",
+    "allow-query-on",
+    "allow-recursion-on",
+    "allow-query-cache-on",
+    "minimal-responses",
+    "minimal-any",
     "recursion",
     "forwarders",
     "forward",
@@ -691,6 +899,11 @@ impl Builder {
             require_server_cookie: false,
             cookie_secret: None,
             interface_interval: 60,
+            blackhole: Acl::new(Vec::new()),
+            port: None,
+            allow_query_on: Acl::any(),
+            allow_recursion_on: Acl::any(),
+            allow_query_cache_on: Acl::any(),
         }
     }
 
@@ -727,6 +940,8 @@ impl Builder {
                     })
                 }
                 "querylog" => o.querylog = yes_no(opt)?,
+                "blackhole" => o.blackhole = self.address_list(opt.block()?, false)?,
+                "port" => o.port = Some(port(opt, opt.single()?)?),
                 "dump-file" => o.dump_file = PathBuf::from(opt.single()?),
                 "interface-interval" => {
                     o.interface_interval = duration_minutes(opt)?;
@@ -786,10 +1001,32 @@ impl Builder {
                 "only" | "first" => {}
                 v => return Err(opt.error(&format!("'forward' must be only or first, not '{v}'"))),
             },
+            "allow-query-on" => o.allow_query_on = self.address_list(opt.block()?, false)?,
+            "allow-recursion-on" => {
+                o.allow_recursion_on = self.address_list(opt.block()?, false)?
+            }
+            "allow-query-cache-on" => {
+                o.allow_query_cache_on = self.address_list(opt.block()?, false)?
+            }
+            // BIND's defaults are what named does; anything else would change answers.
+            "minimal-responses" => match opt.single()? {
+                "no-auth-recursive" => {}
+                v => return Err(opt.error(&format!(
+                    "minimal-responses {v} is not supported (only no-auth-recursive, the default)"
+                ))),
+            },
+            "minimal-any" => {
+                if yes_no(opt)? {
+                    return Err(opt.error("minimal-any yes is not supported"));
+                }
+            }
             k if IGNORED_OPTIONS.contains(&k) => {
                 self.warn(opt, &format!("option '{k}' is not supported; ignored"))
             }
-            other => return Err(opt.error(&format!("unknown option '{other}'"))),
+            k => match REFUSED_OPTIONS.iter().find(|(name, _)| *name == k) {
+                Some((_, why)) => return Err(opt.error(&format!("option '{k}': {why}"))),
+                None => return Err(opt.error(&format!("unknown option '{k}'"))),
+            },
         }
         Ok(())
     }
@@ -927,6 +1164,9 @@ impl Builder {
         view.allow_query = o.allow_query;
         view.allow_recursion = o.allow_recursion;
         view.allow_query_cache = o.allow_query_cache;
+        view.allow_query_on = o.allow_query_on;
+        view.allow_recursion_on = o.allow_recursion_on;
+        view.allow_query_cache_on = o.allow_query_cache_on;
         view.forwarders = o.forwarders;
         Ok(view)
     }
@@ -1278,6 +1518,40 @@ zone \"x\" { type hint; file \"h\"; };",
                 .to_string(),
             "/etc/named.conf:2: 'interface-interval': invalid duration 'soon'"
         );
+    }
+
+    #[test]
+    fn options_that_would_change_answers_are_refused_and_tuning_is_not() {
+        let cases = [
+            ("options {\n response-policy { zone \"rpz\"; };\n};", "/etc/named.conf:2: option 'response-policy': response policy zones are not supported"),
+            ("options {\n rate-limit { responses-per-second 5; };\n};", "/etc/named.conf:2: option 'rate-limit': response rate limiting is not supported"),
+            ("options {\n minimal-responses yes;\n};", "/etc/named.conf:2: minimal-responses yes is not supported (only no-auth-recursive, the default)"),
+            ("options {\n minimal-any yes;\n};", "/etc/named.conf:2: minimal-any yes is not supported"),
+            ("options {\n dns64 64:ff9b::/96 { };\n};", "/etc/named.conf:2: option 'dns64': DNS64 synthesis is not supported"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(conf(text).unwrap_err().to_string(), want, "{text}");
+        }
+        let c = conf(
+            "options { max-cache-ttl 60; tcp-idle-timeout 100; blackhole { 10/8; }; port 5300; allow-query-on { 127.0.0.1; }; };",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2);
+        assert_eq!(c.options.port, Some(5300));
+        let local = crate::acl::Local::default();
+        assert!(c
+            .options
+            .blackhole
+            .allows("10.1.1.1".parse().unwrap(), &local));
+        assert!(!conf("")
+            .unwrap()
+            .options
+            .blackhole
+            .allows("10.1.1.1".parse().unwrap(), &local));
+        assert!(!c
+            .options
+            .allow_query_on
+            .allows("127.0.0.2".parse().unwrap(), &local));
     }
 
     #[test]
