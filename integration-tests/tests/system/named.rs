@@ -897,3 +897,46 @@ fn addresses_added_later_are_served_after_a_scan() {
     assert!(after, "not answering on 10.53.0.1 after the scan: {text}");
     assert!(text.contains("listening on 10.53.0.1:53"), "{text}");
 }
+
+/// Queries pipelined on one TCP connection (sent at once, before any
+/// answer) are all answered, in order.
+#[test]
+fn pipelined_tcp_queries_are_answered_in_order() {
+    let (_inst, port) = named("", "");
+    let query = |name: &str, id: u16| {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+        framed.extend(m);
+        framed
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut all = Vec::new();
+    for (i, name) in [
+        "mail.ywnds.com",
+        "nothere.ywnds.com",
+        "ns.ywnds.com",
+        "mail.ywnds.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        all.extend(query(name, i as u16 + 1));
+    }
+    s.write_all(&all).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let mut len = [0u8; 2];
+        std::io::Read::read_exact(&mut s, &mut len).unwrap();
+        let mut m = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        std::io::Read::read_exact(&mut s, &mut m).unwrap();
+        got.push((u16::from_be_bytes([m[0], m[1]]), m[3] & 0x0f));
+    }
+    assert_eq!(got, [(1, 0), (2, 3), (3, 0), (4, 0)]);
+}

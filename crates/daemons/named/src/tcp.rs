@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_server::net::xfer::Protocol;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::warn;
 
@@ -51,6 +51,7 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io:
     let local = stream.local_addr()?.ip();
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
+    let mut out = Vec::with_capacity(4096);
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut len)).await {
@@ -62,24 +63,51 @@ async fn serve(stream: TcpStream, src: SocketAddr, handler: Handler) -> std::io:
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
-        let reply = match udp::from_cache(&handler, &q, src, local) {
-            Some(a) => Some(a),
-            None => {
-                match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
-                    Some(a) => Some(a),
-                    None => udp::format_error(&q),
-                }
-            }
-        };
-        // A query without even a header gets no answer, and the
-        // connection goes, as BIND closes it.
-        let Some(a) = reply else { return Ok(()) };
-        let Ok(n) = u16::try_from(a.len()) else {
+        if !answer_into(&mut out, &handler, q, src, local).await {
+            wr.write_all(&out).await?;
             return Ok(());
-        };
-        let mut out = Vec::with_capacity(a.len() + 2);
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&a);
+        }
+        // Queries the client pipelined and that already arrived are
+        // answered before writing, so their answers go in one write.
+        while let Some(q) = buffered_query(rd.buffer()) {
+            rd.consume(q.len() + 2);
+            if !answer_into(&mut out, &handler, q, src, local).await {
+                wr.write_all(&out).await?;
+                return Ok(());
+            }
+        }
         wr.write_all(&out).await?;
+        out.clear();
     }
+}
+
+/// A whole query (without its length) at the start of `buf`, if there is one.
+fn buffered_query(buf: &[u8]) -> Option<Vec<u8>> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    buf.get(2..2 + len).map(<[u8]>::to_vec)
+}
+
+/// Appends the framed answer to `q`; false when the connection is to go
+/// (a query without even a header gets no answer, as BIND closes it).
+async fn answer_into(
+    out: &mut Vec<u8>,
+    handler: &Handler,
+    q: Vec<u8>,
+    src: SocketAddr,
+    local: std::net::IpAddr,
+) -> bool {
+    let reply = match udp::from_cache(handler, &q, src, local) {
+        Some(a) => Some(a),
+        None => match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
+            Some(a) => Some(a),
+            None => udp::format_error(&q),
+        },
+    };
+    let Some(a) = reply else { return false };
+    let Ok(n) = u16::try_from(a.len()) else {
+        return false;
+    };
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(&a);
+    true
 }

@@ -1011,9 +1011,11 @@ impl Builder {
             // BIND's defaults are what named does; anything else would change answers.
             "minimal-responses" => match opt.single()? {
                 "no-auth-recursive" => {}
-                v => return Err(opt.error(&format!(
+                v => {
+                    return Err(opt.error(&format!(
                     "minimal-responses {v} is not supported (only no-auth-recursive, the default)"
-                ))),
+                )))
+                }
             },
             "minimal-any" => {
                 if yes_no(opt)? {
