@@ -3,7 +3,7 @@
 //! because the served state owns one (serve.rs) and udp.rs uses both.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 /// At most this many answers are kept per configuration (a flood of random
 /// names cannot grow it further).
@@ -12,16 +12,18 @@ const CACHE_LIMIT: usize = 100_000;
 /// Encoded answers by question.
 #[derive(Default)]
 pub(crate) struct AnswerCache {
-    map: RwLock<HashMap<Vec<u8>, Arc<[u8]>>>,
+    map: RwLock<HashMap<Vec<u8>, Box<[u8]>>>,
 }
 
 impl AnswerCache {
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+    /// A copy of the answer kept for `key` (copied under the lock: no
+    /// reference count shared between threads is touched).
+    pub(crate) fn copy(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.map
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned()
+            .map(|a| a.to_vec())
     }
 
     pub(crate) fn put(&self, key: Vec<u8>, answer: &[u8]) {

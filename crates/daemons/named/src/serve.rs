@@ -433,6 +433,11 @@ fn forwarder(servers: &[SocketAddr]) -> Result<ForwardZoneHandler<TokioRuntimePr
 }
 
 impl State {
+    /// Whether queries from `client` are dropped unanswered (`blackhole`).
+    pub(crate) fn dropped(&self, client: IpAddr) -> bool {
+        self.blackhole.allows(client, &self.local)
+    }
+
     /// The view that answers a query from `client` to `local`: the first
     /// whose match-clients, match-destinations (and match-recursive-only)
     /// take it, as BIND chooses. None: BIND refuses the query.
@@ -576,8 +581,13 @@ impl Handler {
 
     /// Whether queries from `client` are dropped unanswered (`blackhole`).
     pub(crate) fn dropped(&self, client: IpAddr) -> bool {
-        let state = self.state.load();
-        state.blackhole.allows(client, &state.local)
+        self.state.load().dropped(client)
+    }
+
+    /// The state answering now, without taking a reference count (for
+    /// the fast path of every query).
+    pub(crate) fn state_now(&self) -> arc_swap::Guard<Arc<State>> {
+        self.state.load()
     }
 
     /// The state answering now.

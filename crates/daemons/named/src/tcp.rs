@@ -97,11 +97,14 @@ async fn answer_into(
     local: std::net::IpAddr,
 ) -> bool {
     let reply = match udp::from_cache(handler, &q, src, local) {
-        Some(a) => Some(a),
-        None => match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
-            Some(a) => Some(a),
-            None => udp::format_error(&q),
-        },
+        udp::Fast::Answer(a) => Some(a),
+        udp::Fast::Drop => None,
+        udp::Fast::Miss => {
+            match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
+                Some(a) => Some(a),
+                None => udp::format_error(&q),
+            }
+        }
     };
     let Some(a) = reply else { return false };
     let Ok(n) = u16::try_from(a.len()) else {
