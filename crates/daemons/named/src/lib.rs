@@ -17,6 +17,7 @@ pub mod control;
 mod edns;
 pub mod listen;
 pub mod logging;
+mod mmsg;
 mod recursion;
 pub mod serve;
 mod tcp;

@@ -23,6 +23,7 @@ use hickory_server::zone_handler::MessageResponse;
 use tracing::warn;
 
 use crate::edns::{self, Check};
+use crate::mmsg;
 use crate::serve::Handler;
 use crate::tsig;
 
@@ -254,39 +255,43 @@ pub(crate) fn spawn(
 }
 
 fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::Handle) {
-    let mut buf = vec![0u8; 65535];
     let local = socket
         .local_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let mut rx = mmsg::Receiver::new();
+    let mut cached: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(mmsg::BATCH);
     loop {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let received = rx.recv(&**socket, |q, src| {
+            match from_cache(handler, q, src, local) {
+                Fast::Drop => {}
+                Fast::Answer(a) => cached.push((a, src)),
+                Fast::Miss => {
+                    let (q, socket, handler) = (q.to_vec(), socket.clone(), handler.clone());
+                    runtime.spawn(async move {
+                        let reply =
+                            match answer(handler, q.clone(), src, local, Protocol::Udp).await {
+                                Some(a) => Some(a),
+                                None => format_error(&q),
+                            };
+                        if let Some(a) = reply {
+                            let _ = socket.send_to(&a, src);
+                        }
+                    });
+                }
+            }
+        });
+        match received {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 warn!("UDP receive: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
             }
-        };
-        let q = &buf[..n];
-        match from_cache(handler, q, src, local) {
-            Fast::Drop => continue,
-            Fast::Answer(a) => {
-                let _ = socket.send_to(&a, src);
-                continue;
-            }
-            Fast::Miss => {}
         }
-        let (q, socket, handler) = (q.to_vec(), socket.clone(), handler.clone());
-        runtime.spawn(async move {
-            let reply = match answer(handler, q.clone(), src, local, Protocol::Udp).await {
-                Some(a) => Some(a),
-                None => format_error(&q),
-            };
-            if let Some(a) = reply {
-                let _ = socket.send_to(&a, src);
-            }
-        });
+        if !cached.is_empty() {
+            mmsg::send(&**socket, &cached);
+            cached.clear();
+        }
     }
 }
 
