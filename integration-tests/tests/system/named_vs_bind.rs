@@ -224,6 +224,50 @@ fn answer(port: u16, args: &[&str]) -> String {
 /// BIND, in the foreground on `conf`; killed when dropped.
 struct Bind(std::process::Child);
 
+/// Whether BIND's named can run beside ours (installed, and root); says
+/// why not.
+fn bind_available() -> bool {
+    let ok = Path::new("/usr/sbin/named").exists() && nix::unistd::Uid::effective().is_root();
+    if !ok {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    }
+    ok
+}
+
+/// BIND and postfix-rs named side by side in the foreground (`flag` -g:
+/// logging to stderr, -f: the logging statement), each on named.conf
+/// text `conf(name, port)` written to `d/NAME.conf`, both answering;
+/// returns BIND's port, named's, and the two processes (killed when
+/// dropped).
+fn both(d: &Path, flag: &str, conf: impl Fn(&str, u16) -> String) -> (u16, u16, [Bind; 2]) {
+    let (theirs, ours) = (free_port(), free_port());
+    std::fs::write(d.join("bind.conf"), conf("bind", theirs)).unwrap();
+    std::fs::write(d.join("ours.conf"), conf("ours", ours)).unwrap();
+    let start = |program: &Path, file: &str| {
+        Bind(
+            Command::new(program)
+                .args([flag, "-c"])
+                .arg(d.join(file))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let servers = [
+        start(Path::new("/usr/sbin/named"), "bind.conf"),
+        start(&bin("named"), "ours.conf"),
+    ];
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+    }
+    (theirs, ours, servers)
+}
+
 impl Drop for Bind {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -233,9 +277,7 @@ impl Drop for Bind {
 
 #[test]
 fn answers_are_binds() {
-    let named_bin = Path::new("/usr/sbin/named");
-    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    if !bind_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -268,34 +310,7 @@ fn answers_are_binds() {
         )
     };
     sign_zone(d);
-    let (theirs, ours) = (free_port(), free_port());
-    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
-    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
-    let _bind = Bind(
-        Command::new(named_bin)
-            .args(["-g", "-c"])
-            .arg(d.join("bind.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _ours = Bind(
-        Command::new(bin("named"))
-            .args(["-g", "-c"])
-            .arg(d.join("ours.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for port in [theirs, ours] {
-        assert!(
-            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
-                .contains("status: NOERROR")),
-            "a server on port {port} did not answer"
-        );
-    }
+    let (theirs, ours, _servers) = both(d, "-g", |_, port| conf(port));
     let mut queries: Vec<Vec<String>> = Vec::new();
     for name in NAMES {
         let fqdn = if *name == "@" {
@@ -413,9 +428,7 @@ fn answers_are_binds() {
 /// view for some clients: every answer as BIND 9.18's.
 #[test]
 fn views_answer_as_binds() {
-    let named_bin = Path::new("/usr/sbin/named");
-    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    if !bind_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -445,34 +458,7 @@ fn views_answer_as_binds() {
             d = d.display()
         )
     };
-    let (theirs, ours) = (free_port(), free_port());
-    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
-    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
-    let _bind = Bind(
-        Command::new(named_bin)
-            .args(["-g", "-c"])
-            .arg(d.join("bind.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _ours = Bind(
-        Command::new(bin("named"))
-            .args(["-g", "-c"])
-            .arg(d.join("ours.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for port in [theirs, ours] {
-        assert!(
-            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
-                .contains("status: NOERROR")),
-            "a server on port {port} did not answer"
-        );
-    }
+    let (theirs, ours, _servers) = both(d, "-g", |_, port| conf(port));
     // (server, source address, extra dig options)
     let askers: &[(&str, &str, &[&str])] = &[
         ("127.0.0.1", "127.0.0.1", &[]),
@@ -540,9 +526,7 @@ fn views_answer_as_binds() {
 /// queries (the time, the client object and port masked).
 #[test]
 fn logging_channels_write_what_bind_writes() {
-    let named_bin = Path::new("/usr/sbin/named");
-    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    if !bind_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -565,34 +549,9 @@ fn logging_channels_write_what_bind_writes() {
             l = logs.display()
         )
     };
-    let (theirs, ours) = (free_port(), free_port());
-    std::fs::write(d.join("bind.conf"), conf("bind", theirs)).unwrap();
-    std::fs::write(d.join("ours.conf"), conf("ours", ours)).unwrap();
     // -f: in the foreground with the logging statement (-g would ignore it).
-    let _bind = Bind(
-        Command::new(named_bin)
-            .args(["-f", "-c"])
-            .arg(d.join("bind.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _ours = Bind(
-        Command::new(bin("named"))
-            .args(["-f", "-c"])
-            .arg(d.join("ours.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (theirs, ours, _servers) = both(d, "-f", |name, port| conf(name, port));
     for port in [theirs, ours] {
-        assert!(
-            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
-                .contains("status: NOERROR")),
-            "a server on port {port} did not answer"
-        );
         dig(port, &["Mail.ywnds.com", "MX", "+norec"]);
         dig(port, &["www.ywnds.com", "A", "+tcp"]);
         dig(port, &["-x", "127.0.0.1"]);
@@ -639,9 +598,7 @@ fn logging_channels_write_what_bind_writes() {
 /// and answer alike.
 #[test]
 fn access_options_and_inert_options_as_binds() {
-    let named_bin = Path::new("/usr/sbin/named");
-    if !named_bin.exists() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    if !bind_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -661,9 +618,7 @@ fn access_options_and_inert_options_as_binds() {
             d = d.display()
         )
     };
-    let (theirs, ours) = (free_port(), free_port());
-    std::fs::write(d.join("bind.conf"), conf(theirs)).unwrap();
-    std::fs::write(d.join("ours.conf"), conf(ours)).unwrap();
+    let (theirs, ours, _servers) = both(d, "-g", |_, port| conf(port));
     for program in [
         Path::new("/usr/bin/named-checkconf"),
         &bin("named-checkconf"),
@@ -672,31 +627,6 @@ fn access_options_and_inert_options_as_binds() {
             let out = Command::new(program).arg(d.join(name)).output().unwrap();
             assert!(out.status.success(), "{program:?} {name}: {out:?}");
         }
-    }
-    let _bind = Bind(
-        Command::new(named_bin)
-            .args(["-g", "-c"])
-            .arg(d.join("bind.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _ours = Bind(
-        Command::new(bin("named"))
-            .args(["-g", "-c"])
-            .arg(d.join("ours.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for port in [theirs, ours] {
-        assert!(
-            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
-                .contains("status: NOERROR")),
-            "a server on port {port} did not answer"
-        );
     }
     let ask = |port: u16| -> Vec<String> {
         [

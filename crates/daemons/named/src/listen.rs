@@ -111,7 +111,7 @@ fn bind_one(
     for _ in 0..workers.max(1) {
         udp.push(udp_socket(sa).map_err(|e| what("UDP", e))?);
     }
-    let tcp = tcp_socket(sa).map_err(|e| what("TCP", e))?;
+    let tcp = tcp_socket(sa, 1024).map_err(|e| what("TCP", e))?;
     Ok((udp, tcp))
 }
 
@@ -165,7 +165,8 @@ fn udp_socket(sa: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listening TCP socket (DNS, and the control channel's).
+pub(crate) fn tcp_socket(sa: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     if sa.is_ipv6() {
@@ -174,7 +175,7 @@ fn tcp_socket(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     s.bind(&sa.into())?;
-    s.listen(1024)?;
+    s.listen(backlog)?;
     Ok(s.into())
 }
 

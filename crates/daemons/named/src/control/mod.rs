@@ -189,7 +189,7 @@ impl Controls {
                 continue;
             }
             let text = sock_text(control.address);
-            match bind_tcp(control.address) {
+            match crate::listen::tcp_socket(control.address, 16) {
                 Ok(socket) => {
                     info!("command channel listening on {text}");
                     let mut l = Listener {
@@ -280,19 +280,6 @@ fn access(conf: &NamedConf, control: &Control) -> Access {
         read_only: control.read_only,
         local: Local::discover(),
     }
-}
-
-fn bind_tcp(sa: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
-    if sa.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&sa.into())?;
-    s.listen(16)?;
-    Ok(s.into())
 }
 
 fn spawn(
