@@ -386,6 +386,27 @@ pub fn ywnds_zone(serial: u32, extra: &str) -> String {
 /// The reverse zone for 127.0.0.0/24 with mail.ywnds.com at 127.0.0.1.
 pub const REVERSE_ZONE: &str = "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 1 3H 15M 1W 1D\n\tIN NS ns.ywnds.com.\n1 IN PTR mail.ywnds.com.\n";
 
+/// Runs `dig` against `server` on `port` from the local address `source`;
+/// returns its output.
+pub fn dig_from(server: &str, source: &str, port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string(), "-b", source])
+        .args(["+time=2", "+tries=1", "+nocookie"])
+        .args(args)
+        .output()
+        .expect("dig (bind9-dnsutils) is installed by scripts/setup");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status of a dig answer (`NOERROR`, `REFUSED`), `(no answer)` without one.
+pub fn dns_status(out: &str) -> &str {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("(no answer)")
+}
+
 /// Runs `dig` against a server on a loopback port; returns its output.
 pub fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")

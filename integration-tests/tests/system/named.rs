@@ -42,10 +42,7 @@ fn section(out: &str, name: &str) -> Vec<String> {
 }
 
 fn status(out: &str) -> &str {
-    out.split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("(no answer)")
+    testkit::dns_status(out)
 }
 
 fn flags(out: &str) -> Vec<&str> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use testkit::{bin, dig, free_port, wait_for};
+use testkit::{bin, dig, dig_from, dns_status, free_port, wait_for};
 
 const ROOT: &str = "127.0.0.201";
 const TLD: &str = "127.0.0.202";
@@ -91,11 +91,7 @@ fn resolver_conf(dir: &Path, name: &str, port: u16) -> PathBuf {
 
 /// What a resolver answered, without TTLs (they count down) or IDs.
 fn summary(out: &str) -> String {
-    let status = out
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("(no answer)");
+    let status = dns_status(out);
     let flags = out
         .lines()
         .find(|l| l.starts_with(";; flags:"))
@@ -167,15 +163,8 @@ fn recursion_resolves_from_the_root_hints_as_bind_does() {
             .map(|q| format!("{q:?}: {}", summary(&dig(port, q))))
             .collect();
         // A client outside allow-recursion is refused.
-        let o = Command::new("dig")
-            .args(["@127.0.0.1", "-b", "127.0.0.2", "-p", &port.to_string()])
-            .args(["+time=2", "+tries=1", "+nocookie", "mail.example.test", "A"])
-            .output()
-            .unwrap();
-        out.push(format!(
-            "from 127.0.0.2: {}",
-            summary(&String::from_utf8_lossy(&o.stdout))
-        ));
+        let o = dig_from("127.0.0.1", "127.0.0.2", port, &["mail.example.test", "A"]);
+        out.push(format!("from 127.0.0.2: {}", summary(&o)));
         out
     };
     let port = free_port();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{bin, dig, free_port, wait_for, ywnds_zone, REVERSE_ZONE};
+use testkit::{bin, dig, dig_from, dns_status, free_port, wait_for, ywnds_zone, REVERSE_ZONE};
 
 /// Wildcards, an empty non-terminal, a delegation with glue, CNAME
 /// chains (in and out of the zone), DNAMEs (in and out of the zone), a
@@ -476,20 +476,10 @@ fn views_answer_as_binds() {
             // Twice: the second may come from the answer cache.
             for _ in 0..2 {
                 for q in [["who.ywnds.com", "TXT"], ["external.ywnds.com", "A"]] {
-                    let o = Command::new("dig")
-                        .arg(format!("@{server}"))
-                        .args(["-p", &port.to_string(), "-b", source])
-                        .args(["+time=2", "+tries=1", "+nocookie"])
-                        .args(*extra)
-                        .args(q)
-                        .output()
-                        .unwrap();
-                    let text = String::from_utf8_lossy(&o.stdout);
-                    let status = text
-                        .split("status: ")
-                        .nth(1)
-                        .and_then(|s| s.split(',').next())
-                        .unwrap_or("(no answer)");
+                    let mut args: Vec<&str> = extra.to_vec();
+                    args.extend(q);
+                    let text = dig_from(server, source, port, &args);
+                    let status = dns_status(&text);
                     let answer: Vec<&str> = text
                         .lines()
                         .skip_while(|l| *l != ";; ANSWER SECTION:")
@@ -637,18 +627,8 @@ fn access_options_and_inert_options_as_binds() {
         ]
         .iter()
         .map(|(server, source)| {
-            let o = Command::new("dig")
-                .arg(format!("@{server}"))
-                .args(["-p", &port.to_string(), "-b", source])
-                .args(["+time=1", "+tries=1", "+nocookie", "mail.ywnds.com", "A"])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&o.stdout);
-            let status = text
-                .split("status: ")
-                .nth(1)
-                .and_then(|s| s.split(',').next())
-                .unwrap_or("(no answer)");
+            let text = dig_from(server, source, port, &["mail.ywnds.com", "A"]);
+            let status = dns_status(&text);
             format!("{server} from {source}: {status}")
         })
         .collect()
