@@ -386,6 +386,26 @@ pub fn ywnds_zone(serial: u32, extra: &str) -> String {
 /// The reverse zone for 127.0.0.0/24 with mail.ywnds.com at 127.0.0.1.
 pub const REVERSE_ZONE: &str = "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 1 3H 15M 1W 1D\n\tIN NS ns.ywnds.com.\n1 IN PTR mail.ywnds.com.\n";
 
+/// A process holding new namespaces (`unshare` with `namespaces`, e.g.
+/// `--net`), its loopback up and `setup` (a shell command) run inside,
+/// waiting until killed; `nsenter` joins it through /proc/PID/ns.
+pub fn namespace_holder(namespaces: &[&str], setup: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let script = format!("ip link set lo up && {setup} && echo ready && exec sleep 600");
+    let mut holder = Command::new("unshare")
+        .args(namespaces)
+        .args(["sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("unshare's first line");
+    assert_eq!(line.trim(), "ready", "unshare failed");
+    holder
+}
+
 /// Runs `dig` against `server` on `port` from the local address `source`;
 /// returns its output.
 pub fn dig_from(server: &str, source: &str, port: u16, args: &[&str]) -> String {

@@ -803,22 +803,7 @@ fn addresses_added_later_are_served_after_a_scan() {
         eprintln!("skipped: a network namespace (root) and Debian's rndc are needed");
         return;
     }
-    use std::io::BufRead;
-    let mut holder = Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && echo ready && exec sleep 600",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "unshare failed");
+    let mut holder = testkit::namespace_holder(&["--net"], "true");
     let netns = format!("--net=/proc/{}/ns/net", holder.id());
     let inside = |program: &str, args: &[&str]| {
         Command::new("nsenter")

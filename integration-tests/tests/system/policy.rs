@@ -897,7 +897,6 @@ struct Namespace {
 
 impl Namespace {
     fn new() -> Self {
-        use std::io::BufRead;
         let resolv = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(resolv.path(), "nameserver 127.0.0.1\n").unwrap();
         // Policy servers run as ordinary users.
@@ -906,20 +905,10 @@ impl Namespace {
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let script = format!(
-            "ip link set lo up && mount --bind {} /etc/resolv.conf && echo ready && exec sleep 600",
-            resolv.path().display()
+        let holder = testkit::namespace_holder(
+            &["--net", "--mount"],
+            &format!("mount --bind {} /etc/resolv.conf", resolv.path().display()),
         );
-        let mut holder = std::process::Command::new("unshare")
-            .args(["--net", "--mount", "sh", "-c", &script])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "unshare failed");
         Self {
             holder,
             _resolv: resolv,
