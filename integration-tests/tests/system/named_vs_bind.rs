@@ -546,7 +546,7 @@ fn logging_channels_write_what_bind_writes() {
         dig(port, &["www.ywnds.com", "A", "+tcp"]);
         dig(port, &["-x", "127.0.0.1"]);
     }
-    // Times, client objects, ports and the dig's own first query masked.
+    // Times, client objects and ports masked; the start-up probes left out.
     let masked = |name: &str, file: &str| -> Vec<String> {
         let path = d.join(name).join(file);
         let mut text = String::new();
@@ -555,6 +555,8 @@ fn logging_channels_write_what_bind_writes() {
             text.lines().count() >= 3 || (file == "security.log" && !text.is_empty())
         });
         text.lines()
+            // The readiness probes: as many as each server took to start.
+            .filter(|l| !l.contains("query: ywnds.com IN SOA"))
             .map(|l| {
                 l.split_whitespace()
                     .map(|w| {
