@@ -922,3 +922,37 @@ fn pipelined_tcp_queries_are_answered_in_order() {
     }
     assert_eq!(got, [(1, 0), (2, 3), (3, 0), (4, 0)]);
 }
+
+/// A response (QR set) sent to named is never answered, even one that
+/// carries a TSIG with an unknown key: two servers would otherwise answer
+/// each other's error replies forever.
+#[test]
+fn responses_are_not_answered() {
+    let (_inst, port) = named("", "");
+    let mut m = vec![0x12, 0x34, 0x84, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["mail", "ywnds", "com"] {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // TSIG under a key named.conf lacks (BADKEY were it a query).
+    m[11] = 1;
+    m.extend_from_slice(b"\x05nokey\x00\x00\xfa\x00\xff\x00\x00\x00\x00");
+    let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+    rdata.extend_from_slice(&[
+        0, 0, 0x6b, 0x14, 0x24, 0x8f, 0x01, 0x2c, 0, 0, 0x12, 0x34, 0, 0, 0, 0,
+    ]);
+    m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    m.extend(rdata);
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s.send_to(&m, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(s.recv_from(&mut buf).is_err(), "a response was answered");
+    // The same bytes as a query are answered (NOTAUTH, BADKEY).
+    m[2] = 0x01;
+    s.send_to(&m, ("127.0.0.1", port)).unwrap();
+    let (n, _) = s.recv_from(&mut buf).expect("the query was not answered");
+    assert_eq!(buf[3] & 0x0f, 9, "{:?}", &buf[..n]);
+}

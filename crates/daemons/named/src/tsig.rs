@@ -327,6 +327,18 @@ fn opt_of(query: &[u8]) -> Option<Vec<u8>> {
     has.then(|| vec![0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0])
 }
 
+impl Signed {
+    /// Whether the query's time was outside its fudge.
+    pub(crate) fn is_badtime(&self) -> bool {
+        self.error == BADTIME
+    }
+}
+
+/// The header and question of a query, made an answer without records.
+pub(crate) fn question_only(query: &[u8]) -> Vec<u8> {
+    header_and_question(query)
+}
+
 /// Signs an encoded answer with the key of its query (RFC 8945 §5.3).
 pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     if answer.len() < 12 {

@@ -133,6 +133,11 @@ pub(crate) async fn answer(
     local: IpAddr,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
+    // A response is never answered (BIND drops it): two servers could
+    // otherwise answer each other's error replies forever.
+    if q.get(2).is_some_and(|b| b & 0x80 != 0) {
+        return None;
+    }
     let key = question_key(&q);
     let request = match Request::from_bytes(q, src, protocol) {
         Ok(r) => r,
@@ -144,6 +149,10 @@ pub(crate) async fn answer(
     let state = handler.state();
     let signed = match tsig::check(request.as_slice(), &state.keys) {
         tsig::Check::Reply(bytes) => return Some(bytes),
+        // BADTIME: the header and question only, signed; no records.
+        tsig::Check::Sign(s) if s.is_badtime() => {
+            return Some(tsig::sign(tsig::question_only(request.as_slice()), &s))
+        }
         tsig::Check::Sign(s) => Some(s),
         tsig::Check::None => None,
     };
