@@ -190,6 +190,31 @@ fn recursion_resolves_from_the_root_hints_as_bind_does() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // With validation asked for (BIND's default `auto`), named, which
+    // validates nothing, refuses outside names instead of answering them
+    // unvalidated, and says why.
+    let strict_port = free_port();
+    let strict = d.join("strict.conf");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(&conf)
+            .unwrap()
+            .replace(&format!("port {port} "), &format!("port {strict_port} "))
+            .replace("dnssec-validation no;", "dnssec-validation auto;"),
+    )
+    .unwrap();
+    let _strict = run(&bin("named"), &strict, &d.join("strict.log"));
+    assert!(
+        wait_for(Duration::from_secs(10), || dns_status(&dig(
+            strict_port,
+            &["mail.example.test", "A"]
+        )) == "REFUSED"),
+        "{}",
+        dig(strict_port, &["mail.example.test", "A"])
+    );
+    assert!(std::fs::read_to_string(d.join("strict.log"))
+        .unwrap_or_default()
+        .contains("named does not validate: names outside the served zones are refused"));
     let bind_bin = Path::new("/usr/sbin/named");
     if !bind_bin.exists() {
         eprintln!("BIND's named is not installed: not compared (scripts/setup installs bind9)");

@@ -363,7 +363,7 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
         }
     }
     let mut forwarding = false;
-    if v.recursion {
+    if v.recursion && !v.dnssec_validation {
         let outside: Result<Arc<dyn ZoneHandler>, String> = if v.forwarders.is_empty() {
             Recursion::new(&recursion::roots(v.hints.as_deref()))
                 .map(|r| Arc::new(r) as Arc<dyn ZoneHandler>)
@@ -408,6 +408,9 @@ pub fn log_recursion(conf: &NamedConf) {
         };
         match (v.recursion, v.forwarders.is_empty()) {
             (false, _) => info!("{view}recursion no: names outside the served zones are refused"),
+            (true, _) if v.dnssec_validation => error!(
+                "{view}dnssec-validation is yes or auto (BIND's default) and named does not validate: names outside the served zones are refused; with 'dnssec-validation no;' they are resolved or forwarded unvalidated"
+            ),
             (true, false) => info!(
                 "{view}recursion yes: names outside the served zones are forwarded to {}",
                 v.forwarders

@@ -79,6 +79,10 @@ pub struct Options {
     /// `interface-interval`: minutes between scans for new interface
     /// addresses (default 60; 0: none).
     pub interface_interval: u32,
+    /// `dnssec-validation` yes or auto (BIND's default): answers from
+    /// outside the zones must be validated, which named cannot do, so it
+    /// gives none (see ViewConf::dnssec_validation).
+    pub dnssec_validation: bool,
     /// Clients whose queries are dropped unanswered (default none).
     pub blackhole: Acl,
     /// `port`: the port of `listen-on` statements that name none.
@@ -105,6 +109,10 @@ pub struct ViewConf {
     /// Only queries that ask for recursion.
     pub match_recursive_only: bool,
     pub recursion: bool,
+    /// Validation asked for (yes or auto): named validates nothing, so
+    /// such a view neither forwards nor resolves; it refuses names outside
+    /// its zones rather than answer unvalidated (fail closed).
+    pub dnssec_validation: bool,
     pub allow_query: Acl,
     pub allow_recursion: Acl,
     pub allow_query_cache: Acl,
@@ -287,6 +295,7 @@ impl ViewConf {
             match_destinations: Acl::any(),
             match_recursive_only: false,
             recursion: o.recursion,
+            dnssec_validation: o.dnssec_validation,
             allow_query: o.allow_query.clone(),
             allow_recursion: o.allow_recursion.clone(),
             allow_query_cache: o.allow_query_cache.clone(),
@@ -659,7 +668,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "dnssec-policy",
     "dnssec-secure-to-insecure",
     "dnssec-update-mode",
-    "dnssec-validation",
     "dnstap",
     "dnstap-identity",
     "dnstap-output",
@@ -843,6 +851,7 @@ const REFUSED_OPTIONS: &[(&str, &str)] = &[
 /// The options of `options` a view may set for itself (besides those
 /// accepted with a warning).
 const VIEW_OPTIONS: &[&str] = &[
+    "dnssec-validation",
     "allow-query",
     "allow-recursion",
     "allow-query-cache",
@@ -899,6 +908,7 @@ impl Builder {
             require_server_cookie: false,
             cookie_secret: None,
             interface_interval: 60,
+            dnssec_validation: true,
             blackhole: Acl::new(Vec::new()),
             port: None,
             allow_query_on: Acl::any(),
@@ -996,6 +1006,17 @@ impl Builder {
             "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
             "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
             "recursion" => o.recursion = yes_no(opt)?,
+            "dnssec-validation" => {
+                o.dnssec_validation = match opt.single()? {
+                    "auto" | "yes" | "true" | "1" => true,
+                    "no" | "false" | "0" => false,
+                    v => {
+                        return Err(opt.error(&format!(
+                            "'dnssec-validation': expected yes, no or auto, not '{v}'"
+                        )))
+                    }
+                }
+            }
             "forwarders" => o.forwarders = forwarders(opt)?,
             "forward" => match opt.single()? {
                 "only" | "first" => {}
@@ -1163,6 +1184,7 @@ impl Builder {
         }
         self.recursion_acls(&mut o, acls);
         view.recursion = o.recursion;
+        view.dnssec_validation = o.dnssec_validation;
         view.allow_query = o.allow_query;
         view.allow_recursion = o.allow_recursion;
         view.allow_query_cache = o.allow_query_cache;
@@ -1437,10 +1459,7 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
             "options {\n dnssec-validation auto;\n};\nlogging { channel x { stderr; }; };\nzone \".\" { type hint; file \"root.hints\"; };",
         )
         .unwrap();
-        assert_eq!(
-            c.warnings,
-            vec!["/etc/named.conf:2: option 'dnssec-validation' is not supported; ignored",]
-        );
+        assert_eq!(c.warnings, Vec::<String>::new());
         assert!(c.zones.is_empty());
         assert_eq!(c.views[0].hints, Some(PathBuf::from("/etc/root.hints")));
         let c = conf(
@@ -1554,6 +1573,29 @@ zone \"x\" { type hint; file \"h\"; };",
             .options
             .allow_query_on
             .allows("127.0.0.2".parse().unwrap(), &local));
+    }
+
+    #[test]
+    fn dnssec_validation_defaults_to_on_as_in_bind() {
+        let v =
+            |t: &str| conf(t).map(|c| (c.options.dnssec_validation, c.views[0].dnssec_validation));
+        assert_eq!(v("").unwrap(), (true, true));
+        assert_eq!(
+            v("options { dnssec-validation no; };").unwrap(),
+            (false, false)
+        );
+        assert_eq!(
+            v("options { dnssec-validation auto; };").unwrap(),
+            (true, true)
+        );
+        let c = conf("view a { dnssec-validation no; };").unwrap();
+        assert!(!c.views[0].dnssec_validation);
+        assert_eq!(
+            v("options {\n dnssec-validation maybe;\n};")
+                .unwrap_err()
+                .to_string(),
+            "/etc/named.conf:2: 'dnssec-validation': expected yes, no or auto, not 'maybe'"
+        );
     }
 
     #[test]
