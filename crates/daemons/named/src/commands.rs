@@ -13,7 +13,7 @@ use pfx_named_conf::conf::ZoneConf;
 
 use crate::control::{Code, Controls, Event, Reply};
 use crate::listen::Listening;
-use crate::serve::{Named, ZoneKey};
+use crate::serve::{key, Named, ZoneKey};
 
 /// Carries out what the control channel asked; true when named is to stop.
 /// A reload or reconfig also takes the new `controls` statement.
@@ -216,7 +216,7 @@ impl Named {
                 ));
             }
             return match found.iter().find(|z| z.view == *view) {
-                Some(z) => Ok(Some((z.view.clone(), z.name.clone()))),
+                Some(z) => Ok(Some(key(z))),
                 None => Err(Reply::err(
                     Code::NotFound,
                     format!("no matching zone '{zone}' in view '{view}'"),
@@ -224,7 +224,7 @@ impl Named {
             };
         }
         match found.as_slice() {
-            [z] => Ok(Some((z.view.clone(), z.name.clone()))),
+            [z] => Ok(Some(key(z))),
             [] => Err(Reply::err(
                 Code::NotFound,
                 format!("no matching zone '{zone}' in any view"),
@@ -369,7 +369,7 @@ impl Named {
             .conf
             .zones
             .iter()
-            .find(|z| (z.view.clone(), z.name.clone()) == name)
+            .find(|z| z.view == name.0 && z.name == name.1)
         else {
             return Reply::err(Code::NotFound, "");
         };
@@ -424,7 +424,7 @@ impl Named {
                     for z in view.zones(&self.conf) {
                         let label = if z.name.is_empty() { "." } else { &z.name };
                         out.push_str(&format!(";\n; Zone dump of '{label}/IN'\n;\n"));
-                        if let Some(l) = self.loaded.get(&(z.view.clone(), z.name.clone())) {
+                        if let Some(l) = self.loaded.get(&key(z)) {
                             for r in l.zone.records() {
                                 out.push_str(&format!("{r}\n"));
                             }

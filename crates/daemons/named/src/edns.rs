@@ -9,7 +9,6 @@
 
 use std::hash::Hasher;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_server::proto::op::{Edns, Message, MessageType, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
@@ -94,12 +93,6 @@ pub(crate) enum Check {
     Reply(Vec<u8>),
 }
 
-fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
 /// Checks the query's EDNS version and cookie, as BIND does.
 pub(crate) fn check(request: &Request, cookies: &Cookies, udp: bool) -> Check {
     let Some(edns) = &request.edns else {
@@ -121,7 +114,7 @@ pub(crate) fn check(request: &Request, cookies: &Cookies, udp: bool) -> Check {
     let Some(data) = option.filter(|_| cookies.answer) else {
         return Check::Answer(None);
     };
-    let now = now();
+    let now = crate::unix_now32();
     let (client_cookie, server) = data.split_at(8);
     let good = cookies.valid(client_cookie, server, client, now);
     let mut cookie = client_cookie.to_vec();

@@ -23,3 +23,16 @@ pub mod serve;
 mod tcp;
 mod tsig;
 mod udp;
+
+/// Seconds since the epoch, as the wire formats carry them (cookies,
+/// TSIG, the control channel).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The same in the 32-bit field cookies and the control channel carry.
+pub(crate) fn unix_now32() -> u32 {
+    u32::try_from(unix_now()).unwrap_or(u32::MAX)
+}

@@ -39,7 +39,8 @@ type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 /// A zone's view and name.
 pub(crate) type ZoneKey = (String, String);
 
-fn key(z: &conf::ZoneConf) -> ZoneKey {
+/// The key of a zone of named.conf.
+pub(crate) fn key(z: &conf::ZoneConf) -> ZoneKey {
     (z.view.clone(), z.name.clone())
 }
 

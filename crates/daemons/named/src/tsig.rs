@@ -4,8 +4,6 @@
 //! MAC NOTAUTH with BADSIG (both unsigned), a time outside the fudge a
 //! signed NOTAUTH with BADTIME and the server's time.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use pfx_named_conf::controls::{Algorithm, Key};
 
 use crate::control::wire;
@@ -48,6 +46,8 @@ struct Record<'a> {
     original_id: u16,
     error: u16,
     other: &'a [u8],
+    /// Whether the query had an OPT record (its error answers get one too).
+    edns: bool,
 }
 
 /// Reads a domain name at `i` (following compression); returns it in
@@ -96,10 +96,12 @@ fn find(m: &[u8]) -> Option<Record<'_>> {
     let records = usize::from(counts[1]) + usize::from(counts[2]) + usize::from(counts[3]);
     let mut start = 0;
     let mut last = None;
+    let mut edns = false;
     for _ in 0..records {
         start = i;
         let (owner, after) = name(m, i)?;
         let rtype = u16_at(m, after)?;
+        edns |= rtype == 41;
         let rdlen = usize::from(u16_at(m, after + 8)?);
         let rdata = after + 10;
         i = rdata + rdlen;
@@ -132,6 +134,7 @@ fn find(m: &[u8]) -> Option<Record<'_>> {
         original_id,
         error,
         other,
+        edns,
     })
 }
 
@@ -208,12 +211,6 @@ fn record(
     out
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Checks a query's TSIG against named.conf's keys.
 pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
     let Some(t) = find(query) else {
@@ -249,7 +246,7 @@ pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
     if !ok_len || !same {
         return Check::Reply(error_answer(query, &t, BADSIG));
     }
-    let skew = now().abs_diff(t.time);
+    let skew = crate::unix_now().abs_diff(t.time);
     Check::Sign(Signed {
         key: key.clone(),
         request_mac: t.mac.to_vec(),
@@ -268,8 +265,9 @@ fn error_answer(query: &[u8], t: &Record<'_>, error: u16) -> Vec<u8> {
     let mut out = header_and_question(query);
     out[3] = (out[3] & 0xf0) | NOTAUTH;
     let mut additional = 1u16;
-    if let Some(opt) = opt_of(query) {
-        out.extend(opt);
+    if t.edns {
+        // A minimal OPT like BIND's answers carry (buffer 1232).
+        out.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
         additional += 1;
     }
     out[10..12].copy_from_slice(&additional.to_be_bytes());
@@ -305,28 +303,6 @@ fn header_and_question(query: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A minimal OPT record like the one BIND answers with (buffer 1232).
-fn opt_of(query: &[u8]) -> Option<Vec<u8>> {
-    // Only whether the query had EDNS matters; the answer's OPT is our own.
-    let has = {
-        let mut i = 12;
-        let counts: Vec<u16> = (0..4)
-            .map(|k| u16_at(query, 4 + 2 * k))
-            .collect::<Option<_>>()?;
-        for _ in 0..counts[0] {
-            i = name(query, i)?.1 + 4;
-        }
-        let mut found = false;
-        for _ in 0..(usize::from(counts[1]) + usize::from(counts[2]) + usize::from(counts[3])) {
-            let (_, after) = name(query, i)?;
-            found |= u16_at(query, after)? == 41;
-            i = after + 10 + usize::from(u16_at(query, after + 8)?);
-        }
-        found
-    };
-    has.then(|| vec![0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0])
-}
-
 impl Signed {
     /// Whether the query's time was outside its fudge.
     pub(crate) fn is_badtime(&self) -> bool {
@@ -344,7 +320,7 @@ pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     if answer.len() < 12 {
         return answer;
     }
-    let time = now();
+    let time = crate::unix_now();
     let key_name = format!("{}.", s.key.name.trim_end_matches('.'));
     let alg = algorithm_name(s.key.algorithm);
     let other: Vec<u8> = if s.error == BADTIME {
@@ -403,7 +379,7 @@ mod tests {
 
     #[test]
     fn signed_queries_are_checked_and_answers_signed() {
-        let q = signed_query(&key(), now());
+        let q = signed_query(&key(), crate::unix_now());
         let Check::Sign(s) = check(&q, &[key()]) else {
             panic!("not verified")
         };
@@ -426,7 +402,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_bad_macs_and_old_times_are_errors() {
-        let q = signed_query(&key(), now());
+        let q = signed_query(&key(), crate::unix_now());
         let rcode = |c: Check| match c {
             Check::Reply(a) => (a[3] & 0x0f, find(&a).map(|t| (t.error, t.mac.len()))),
             _ => panic!("answered"),
@@ -439,7 +415,7 @@ mod tests {
         let mut wrong = key();
         wrong.secret[0] ^= 1;
         assert_eq!(rcode(check(&q, &[wrong])), (NOTAUTH, Some((BADSIG, 0))));
-        let old = signed_query(&key(), now() - 3600);
+        let old = signed_query(&key(), crate::unix_now() - 3600);
         let Check::Sign(s) = check(&old, &[key()]) else {
             panic!("not verified")
         };

@@ -14,7 +14,7 @@ pub mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pfx_named_conf::acl::{Acl, Local};
@@ -331,12 +331,6 @@ struct Connection {
     nonce: u32,
 }
 
-fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
 impl Connection {
     fn new(
         access: Arc<Access>,
@@ -417,7 +411,7 @@ impl Connection {
             self.invalid("failure");
             return None;
         }
-        let now = now();
+        let now = crate::unix_now32();
         let Some(sent) = ctrl.number("_tim") else {
             self.invalid("failure");
             return None;
@@ -479,7 +473,7 @@ impl Connection {
 fn response(request: &Table, nonce: u32, reply: &Reply) -> Table {
     let empty = Table::default();
     let rctrl = request.table("_ctrl").unwrap_or(&empty);
-    let now = now();
+    let now = crate::unix_now32();
     let mut ctrl = Table::default();
     ctrl.set("_ser", rctrl.text("_ser").unwrap_or_default());
     ctrl.set("_tim", now.to_string());
