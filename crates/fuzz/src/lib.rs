@@ -224,6 +224,7 @@ pub fn control_message(data: &[u8]) {
     let key = Key {
         name: "rndc-key".into(),
         algorithm: Algorithm::Sha256,
+        digest_bits: 256,
         secret: b"fuzz".to_vec(),
         place: String::new(),
     };

@@ -36,6 +36,10 @@ gone IN DNAME elsewhere.test.
 where IN LOC 52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m
 who IN RP root.ywnds.com. txt.ywnds.com.
 raw IN TYPE65280 \\# 4 0A000001
+near IN TXT \"1 ............................................................................................to 100\"
+near IN TXT \"2 ............................................................................................to 100\"
+near IN TXT \"3 ............................................................................................to 100\"
+near IN TXT \"4 ............................................................................................to 100\"
 ";
 
 /// The owner names asked about (relative to ywnds.com), with names that
@@ -63,6 +67,7 @@ const NAMES: &[&str] = &[
     "txt",
     "v6",
     "big",
+    "near",
     "nothere",
     "a.nothere",
 ];
@@ -101,6 +106,8 @@ const SIGNED_NAMES: &[&str] = &[
     "b.deep",
     "a.b.deep",
     "zzz",
+    "x.alias",
+    "x.gone",
 ];
 
 /// Writes signed.test, signed with fresh keys by BIND's dnssec-signzone.
@@ -110,6 +117,7 @@ fn sign_zone(d: &Path) {
         "$TTL 3600\n@ IN SOA ns.signed.test. root.signed.test. 1 3600 900 604800 300\n\
          @ IN NS ns\nns IN A 127.0.0.1\n@ IN MX 10 mail\nmail IN A 127.0.0.1\nwww IN CNAME mail\n\
          *.wild IN MX 10 mail\n*.wild IN TXT \"wildcard\"\nhost.wild IN A 192.0.2.1\na.b.deep IN A 192.0.2.2\n\
+         *.alias IN CNAME www\n*.gone IN CNAME nothere\n\
          sub IN NS ns.sub\nns.sub IN A 192.0.2.53\nsecure IN NS ns.secure\nns.secure IN A 192.0.2.54\n\
          secure IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
     );
@@ -301,6 +309,7 @@ fn answers_are_binds() {
              dnssec-validation no;\n  version \"9.18-test\";\n  server-id \"ns1.test\";\n}};\n\
              controls {{ }};\n\
              key \"tsig-key\" {{ algorithm hmac-sha256; secret \"{TSIG_SECRET}\"; }};\n\
+             key \"tsig-short\" {{ algorithm hmac-sha256-128; secret \"{TSIG_SECRET}\"; }};\n\
              zone \"ywnds.com\" IN {{ type master; file \"ywnds.com.zone\"; }};\n\
              zone \"0.0.127.in-addr.arpa\" IN {{ type master; file \"127.0.0.zone\"; }};\n\
              zone \"signed.test\" IN {{ type master; file \"signed.test.zone.signed\"; }};\n",
@@ -378,6 +387,23 @@ fn answers_are_binds() {
         "mail.ywnds.com A -y hmac-sha256:tsig-key:c2VjcmV0c2VjcmV0".to_owned(),
         format!("mail.ywnds.com A -y hmac-sha512:tsig-key:{TSIG_SECRET}"),
         format!("mail.ywnds.com A +noedns -y hmac-sha256:nokey:{TSIG_SECRET}"),
+        // MACs cut short: below the key's digest bits (BADTRUNC), below
+        // half the algorithm's (FORMERR); a key of 128 digest bits.
+        format!("mail.ywnds.com A -y hmac-sha256-128:tsig-key:{TSIG_SECRET}"),
+        format!("mail.ywnds.com A -y hmac-sha256-80:tsig-key:{TSIG_SECRET}"),
+        format!("mail.ywnds.com A -y hmac-sha256-128:tsig-short:{TSIG_SECRET}"),
+        format!("mail.ywnds.com A -y hmac-sha256:tsig-short:{TSIG_SECRET}"),
+        // EDNS errors to signed queries, and before a bad signature.
+        format!("mail.ywnds.com A +edns=1 +noednsneg -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        "mail.ywnds.com A +edns=1 +noednsneg -y hmac-sha256:tsig-key:c2VjcmV0c2VjcmV0".to_owned(),
+        format!("mail.ywnds.com A +cookie=01020304 -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        format!("mail.ywnds.com A +noedns -y hmac-sha256-128:tsig-key:{TSIG_SECRET}"),
+        // An answer that fits 512 bytes alone but not with its TSIG or
+        // its cookie: truncated (+ignore keeps dig from retrying on TCP).
+        format!("near.ywnds.com TXT +noedns +ignore -y hmac-sha256:tsig-key:{TSIG_SECRET}"),
+        "near.ywnds.com TXT +noedns +ignore".to_owned(),
+        "near.ywnds.com TXT +bufsize=512 +ignore".to_owned(),
+        "near.ywnds.com TXT +bufsize=512 +ignore +cookie=0102030405060708".to_owned(),
     ] {
         queries.push(q.split(' ').map(String::from).collect());
     }

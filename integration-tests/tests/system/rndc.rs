@@ -308,3 +308,47 @@ fn debian_rndc_drives_named_as_it_drives_bind() {
     }
     assert_eq!(ours_said.len(), bind_said.len());
 }
+
+/// A reconfig that removes a control channel closes the connections
+/// open on it too: whoever held one cannot go on using rules that no
+/// longer exist.
+#[test]
+fn a_removed_channel_closes_its_open_connections() {
+    if !Path::new(RNDC).exists() {
+        eprintln!("skipped: Debian's rndc is not installed (scripts/setup installs bind9-utils)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("rndc.key");
+    let out = Command::new("/usr/sbin/rndc-confgen")
+        .args(["-a", "-k", "rndc-key", "-c"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s = start(&bin("named"), root.path(), "ours", &key);
+    let mut open = std::net::TcpStream::connect(("127.0.0.1", s.read_only)).unwrap();
+    let text = conf(&s, &key, "");
+    let read_only_line = text
+        .lines()
+        .find(|l| l.contains("read-only yes"))
+        .unwrap()
+        .to_owned();
+    let without = text.replace(&format!("{read_only_line}\n"), "");
+    std::fs::write(s.dir.join("named.conf"), without).unwrap();
+    let (code, out, err) = rndc(&key, s.control, &["reconfig"]);
+    assert_eq!(code, 0, "{out}{err}");
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut open, &mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection stayed open: {read:?}\n{}",
+        log_text(&s)
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", s.read_only)).is_err());
+}

@@ -37,6 +37,9 @@ pub(crate) struct Zone {
     negative_soa: Option<Record>,
     /// Whether the zone was signed (dnssec.rs answers DO queries then).
     signed: bool,
+    /// The NSEC records in canonical order of their owners, so the one
+    /// covering a name is found by binary search (dnssec.rs).
+    nsec: Vec<(dnssec::Canonical, Record)>,
 }
 
 /// What to send: the response code, AA, and the three sections.
@@ -141,12 +144,14 @@ impl Zone {
                 soa
             });
         let signed = sets.keys().any(|k| k.record_type == RecordType::RRSIG);
+        let nsec = dnssec::nsec_index(&sets);
         Self {
             origin,
             sets,
             names,
             negative_soa,
             signed,
+            nsec,
         }
     }
 

@@ -89,8 +89,10 @@ impl Cookies {
 pub(crate) enum Check {
     /// Answer it; with this COOKIE option data in the answer.
     Answer(Option<Vec<u8>>),
-    /// Send this instead (BADVERS, FORMERR, BADCOOKIE).
+    /// Send this instead (BADVERS, FORMERR), before any TSIG check.
     Reply(Vec<u8>),
+    /// Send this instead (BADCOOKIE), signed if the query was.
+    BadCookie(Vec<u8>),
 }
 
 /// Checks the query's EDNS version and cookie, as BIND does.
@@ -120,7 +122,7 @@ pub(crate) fn check(request: &Request, cookies: &Cookies, udp: bool) -> Check {
     let mut cookie = client_cookie.to_vec();
     cookie.extend_from_slice(&cookies.server_cookie(client_cookie, client, now));
     if cookies.require && udp && !good {
-        return Check::Reply(reply(request, ResponseCode::BADCOOKIE, Some(cookie)));
+        return Check::BadCookie(reply(request, ResponseCode::BADCOOKIE, Some(cookie)));
     }
     Check::Answer(Some(cookie))
 }
@@ -203,7 +205,7 @@ mod tests {
     /// The reply's rcode as a number (16 reads back as BADSIG, its other name).
     fn rcode(c: Check) -> Option<u16> {
         match c {
-            Check::Reply(bytes) => Some(
+            Check::Reply(bytes) | Check::BadCookie(bytes) => Some(
                 Message::from_vec(&bytes)
                     .unwrap()
                     .metadata

@@ -153,6 +153,9 @@ pub(crate) fn send(socket: &impl AsRawFd, answers: &[(Vec<u8>, SocketAddr)]) {
                     0,
                 )
             };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
             if n <= 0 {
                 // A client that cannot be sent to (gone, refused) is
                 // skipped, as a lost UDP answer is.

@@ -516,7 +516,7 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let state = self.state();
         let local = IpAddr::from([0, 0, 0, 0]);
-        self.respond_with::<R, T>(&state, request, local, None, response_handle)
+        self.respond_with::<R, T>(&state, request, local, Extras::default(), response_handle)
             .await
     }
 }
@@ -606,16 +606,17 @@ impl Handler {
         state: &State,
         request: &Request,
         local: IpAddr,
-        cookie: Option<&[u8]>,
+        extras: Extras<'_>,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let cookie = extras.cookie;
         let client = request.src().ip();
         if let Some(a) = state.chaos_answer(request) {
-            return send(None, state, request, a, cookie, response_handle).await;
+            return send(None, state, request, a, extras, response_handle).await;
         }
         let view = state.view_for(client, local, request.metadata.recursion_desired);
         if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {
-            return send(view, state, request, a, cookie, response_handle).await;
+            return send(view, state, request, a, extras, response_handle).await;
         }
         let allowed = view.is_some_and(|v| match request.request_info() {
             Ok(info) => v.allowed(client, local, info.query.name(), &state.local),
@@ -666,7 +667,7 @@ impl Handler {
             if dnssec_ok && zone.signed() {
                 a = zone.with_dnssec(q.name(), a);
             }
-            return send(Some(view), state, request, a, cookie, response_handle).await;
+            return send(Some(view), state, request, a, extras, response_handle).await;
         }
         view.catalog
             .handle_request::<R, T>(request, response_handle)
@@ -759,6 +760,15 @@ impl View {
 /// at most BIND's `max-udp-size` default.
 const MAX_UDP: u16 = 1232;
 
+/// What the answer carries beyond the zone's data: the client's cookie
+/// (in the OPT record) and, added after, a TSIG record of `tsig_len`
+/// bytes, which must fit the client's buffer too.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    pub(crate) cookie: Option<&'a [u8]>,
+    pub(crate) tsig_len: usize,
+}
+
 /// Sends `a` in answer to `request`, as BIND would: EDNS with BIND's
 /// buffer size and the client's DO bit, and over UDP, an answer that does
 /// not fit the client's buffer replaced by an empty one with TC set (the
@@ -768,14 +778,14 @@ async fn send<R: ResponseHandler>(
     state: &State,
     request: &Request,
     a: authority::Answer,
-    cookie: Option<&[u8]>,
+    extras: Extras<'_>,
     mut response_handle: R,
 ) -> ResponseInfo {
     let edns = request.edns.as_ref().map(|req| {
         let mut e = Edns::new();
         e.set_max_payload(MAX_UDP);
         e.set_dnssec_ok(req.flags().dnssec_ok);
-        if let Some(c) = cookie {
+        if let Some(c) = extras.cookie {
             e.options_mut().insert(EdnsOption::Unknown(10, c.to_vec()));
         }
         e
@@ -819,7 +829,7 @@ async fn send<R: ResponseHandler>(
         msg.destructive_emit(&mut encoder)
             .map_or(usize::MAX, |_| bytes.len())
     };
-    let fits = size <= usize::from(limit);
+    let fits = size.saturating_add(extras.tsig_len) <= usize::from(limit);
     meta.truncation = !fits;
     let (m, an, au, ad) = respond(meta, fits);
     let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(

@@ -2,7 +2,11 @@
 //! `key` of named.conf is checked and its answer signed with the same key;
 //! an unknown key or algorithm gets NOTAUTH with TSIG error BADKEY, a wrong
 //! MAC NOTAUTH with BADSIG (both unsigned), a time outside the fudge a
-//! signed NOTAUTH with BADTIME and the server's time.
+//! signed NOTAUTH with BADTIME and the server's time, a MAC cut shorter
+//! than the key's digest bits a signed NOTAUTH with BADTRUNC, and a MAC
+//! longer than the algorithm's or shorter than half of it (or 10 bytes)
+//! FORMERR with an unsigned BADSIG. Answers carry as much of the MAC as the key's digest
+//! bits say (`hmac-sha256-128`), or as the query's, if longer.
 
 use pfx_named_conf::controls::{Algorithm, Key};
 
@@ -10,10 +14,12 @@ use crate::control::wire;
 
 const TSIG: u16 = 250;
 const ANY: u16 = 255;
+const FORMERR: u8 = 1;
 const NOTAUTH: u8 = 9;
 const BADSIG: u16 = 16;
 const BADKEY: u16 = 17;
 const BADTIME: u16 = 18;
+const BADTRUNC: u16 = 22;
 const FUDGE: u16 = 300;
 
 /// A verified request: what its answer's TSIG needs.
@@ -21,8 +27,10 @@ pub(crate) struct Signed {
     key: Key,
     request_mac: Vec<u8>,
     original_id: u16,
-    /// BADTIME: the answer is an error, signed, with the server's time.
+    /// BADTIME or BADTRUNC: the answer is an error (NOTAUTH), signed.
     error: u16,
+    /// Whether the query had an OPT record (an error answer gets one too).
+    edns: bool,
 }
 
 pub(crate) enum Check {
@@ -235,41 +243,45 @@ pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
         t.error,
         t.other,
     ));
+    let full = usize::from(key.algorithm.bits() / 8);
+    let mut signed = Signed {
+        key: key.clone(),
+        request_mac: t.mac.to_vec(),
+        original_id: t.original_id,
+        error: 0,
+        edns: t.edns,
+    };
+    let len = t.mac.len();
+    if len > full || (len > 0 && (len < 10 || len < full.div_ceil(2))) {
+        let mut answer = error_answer(query, &t, BADSIG);
+        answer[3] = (answer[3] & 0xf0) | FORMERR;
+        return Check::Reply(answer);
+    }
     let want = wire::mac(key, &data);
-    let ok_len = t.mac.len() == want.len() || (t.mac.len() >= 10 && t.mac.len() >= want.len() / 2);
-    let same = t.mac.len() <= want.len()
+    let same = len > 0
         && t.mac
             .iter()
             .zip(&want)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if !ok_len || !same {
+    if !same {
         return Check::Reply(error_answer(query, &t, BADSIG));
     }
     let skew = crate::unix_now().abs_diff(t.time);
-    Check::Sign(Signed {
-        key: key.clone(),
-        request_mac: t.mac.to_vec(),
-        original_id: t.original_id,
-        error: if skew > u64::from(t.fudge) {
-            BADTIME
-        } else {
-            0
-        },
-    })
+    if skew > u64::from(t.fudge) {
+        signed.error = BADTIME;
+    } else if len < usize::from(key.digest_bits).div_ceil(8) {
+        signed.error = BADTRUNC;
+    }
+    Check::Sign(signed)
 }
 
 /// NOTAUTH with an unsigned TSIG naming the error (BADKEY, BADSIG): the
 /// question, and the query's OPT record if it had one.
 fn error_answer(query: &[u8], t: &Record<'_>, error: u16) -> Vec<u8> {
-    let mut out = header_and_question(query);
+    let mut out = question_with_opt(query, t.edns);
     out[3] = (out[3] & 0xf0) | NOTAUTH;
-    let mut additional = 1u16;
-    if t.edns {
-        // A minimal OPT like BIND's answers carry (buffer 1232).
-        out.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
-        additional += 1;
-    }
+    let additional = u16::from_be_bytes([out[10], out[11]]) + 1;
     out[10..12].copy_from_slice(&additional.to_be_bytes());
     out.extend(record(
         &t.key,
@@ -304,15 +316,44 @@ fn header_and_question(query: &[u8]) -> Vec<u8> {
 }
 
 impl Signed {
-    /// Whether the query's time was outside its fudge.
-    pub(crate) fn is_badtime(&self) -> bool {
-        self.error == BADTIME
+    /// The signed error answer (BADTIME, BADTRUNC) the query gets
+    /// instead of its records, if it gets one.
+    pub(crate) fn error_answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        (self.error != 0).then(|| sign(question_with_opt(query, self.edns), self))
+    }
+
+    /// How many bytes of the MAC the answer carries.
+    fn mac_len(&self) -> usize {
+        let full = usize::from(self.key.algorithm.bits() / 8);
+        usize::from(self.key.digest_bits)
+            .div_ceil(8)
+            .max(self.request_mac.len())
+            .min(full)
+    }
+
+    /// How long the TSIG record that signs the answer is: room the
+    /// answer must leave in the client's buffer.
+    pub(crate) fn record_len(&self) -> usize {
+        let other = if self.error == BADTIME { 6 } else { 0 };
+        wire_name(&self.key.name).len()
+            + 10
+            + wire_name(algorithm_name(self.key.algorithm)).len()
+            + 16
+            + self.mac_len()
+            + other
     }
 }
 
-/// The header and question of a query, made an answer without records.
-pub(crate) fn question_only(query: &[u8]) -> Vec<u8> {
-    header_and_question(query)
+/// The header and question of a query, made an answer without records,
+/// with a minimal OPT like BIND's answers carry (buffer 1232) when the
+/// query had one.
+fn question_with_opt(query: &[u8], edns: bool) -> Vec<u8> {
+    let mut out = header_and_question(query);
+    if edns {
+        out.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    }
+    out
 }
 
 /// Signs an encoded answer with the key of its query (RFC 8945 §5.3).
@@ -323,8 +364,10 @@ pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     let time = crate::unix_now();
     let key_name = format!("{}.", s.key.name.trim_end_matches('.'));
     let alg = algorithm_name(s.key.algorithm);
-    let other: Vec<u8> = if s.error == BADTIME {
+    if s.error != 0 {
         answer[3] = (answer[3] & 0xf0) | NOTAUTH;
+    }
+    let other: Vec<u8> = if s.error == BADTIME {
         time.to_be_bytes()[2..].to_vec()
     } else {
         Vec::new()
@@ -333,7 +376,8 @@ pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     data.extend_from_slice(&s.request_mac);
     data.extend_from_slice(&answer);
     data.extend(variables(&key_name, alg, time, FUDGE, s.error, &other));
-    let mac = wire::mac(&s.key, &data);
+    let mut mac = wire::mac(&s.key, &data);
+    mac.truncate(s.mac_len());
     let ar = u16::from_be_bytes([answer[10], answer[11]]).saturating_add(1);
     answer[10..12].copy_from_slice(&ar.to_be_bytes());
     answer.extend(record(
@@ -357,6 +401,7 @@ mod tests {
         Key {
             name: "tsig-key".into(),
             algorithm: Algorithm::Sha256,
+            digest_bits: 256,
             secret: b"0123456789abcdef".to_vec(),
             place: String::new(),
         }
@@ -364,6 +409,11 @@ mod tests {
 
     /// A query for `www.example.com A` signed as a client signs it.
     fn signed_query(k: &Key, time: u64) -> Vec<u8> {
+        signed_query_cut(k, time, usize::MAX)
+    }
+
+    /// The same with the MAC cut to `len` bytes.
+    fn signed_query_cut(k: &Key, time: u64, len: usize) -> Vec<u8> {
         let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         q.extend(wire_name("www.example.com."));
         q.extend_from_slice(&[0, 1, 0, 1]);
@@ -371,7 +421,8 @@ mod tests {
         let alg = algorithm_name(k.algorithm);
         let mut data = q.clone();
         data.extend(variables(&name, alg, time, FUDGE, 0, &[]));
-        let mac = wire::mac(k, &data);
+        let mut mac = wire::mac(k, &data);
+        mac.truncate(len);
         q[11] = 1;
         q.extend(record(&name, alg, time, FUDGE, &mac, 0x1234, 0, &[]));
         q
@@ -426,5 +477,53 @@ mod tests {
         // Unsigned and garbage queries are not TSIG's business.
         assert!(matches!(check(&q[..q.len() - 3], &[key()]), Check::None));
         assert!(matches!(check(b"\x00\x01", &[key()]), Check::None));
+    }
+
+    #[test]
+    fn cut_macs_are_answered_by_the_keys_digest_bits() {
+        let now = crate::unix_now();
+        let rcode_and_tsig = |c: Check| match c {
+            Check::Reply(a) => (a[3] & 0x0f, find(&a).map(|t| (t.error, t.mac.len()))),
+            _ => panic!("answered"),
+        };
+        // Shorter than half the algorithm's MAC, or longer: FORMERR, unsigned BADSIG.
+        for len in [8, 15] {
+            let q = signed_query_cut(&key(), now, len);
+            assert_eq!(
+                rcode_and_tsig(check(&q, &[key()])),
+                (FORMERR, Some((BADSIG, 0)))
+            );
+        }
+        // Half the MAC from a key of full digest bits: BADTRUNC, signed.
+        let q = signed_query_cut(&key(), now, 16);
+        let Check::Sign(s) = check(&q, &[key()]) else {
+            panic!("not verified")
+        };
+        let a = s.error_answer(&q).expect("an error answer");
+        assert_eq!(a[3] & 0x0f, NOTAUTH);
+        assert_eq!(
+            find(&a).map(|t| (t.error, t.mac.len())),
+            Some((BADTRUNC, 32))
+        );
+        // A key of 128 digest bits takes 16 bytes and answers with 16.
+        let short = Key {
+            digest_bits: 128,
+            ..key()
+        };
+        let Check::Sign(s) = check(&q, std::slice::from_ref(&short)) else {
+            panic!("not verified")
+        };
+        assert!(s.error_answer(&q).is_none());
+        let a = sign(header_and_question(&q), &s);
+        assert_eq!(find(&a).map(|t| t.mac.len()), Some(16));
+        assert_eq!(s.record_len(), a.len() - header_and_question(&q).len());
+        // A wrong cut MAC is a bad signature.
+        let mut bad = q.clone();
+        let mac_at = bad.len() - 6 - 16;
+        bad[mac_at] ^= 1;
+        assert_eq!(
+            rcode_and_tsig(check(&bad, &[short])),
+            (NOTAUTH, Some((BADSIG, 0)))
+        );
     }
 }

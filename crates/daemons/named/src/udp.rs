@@ -24,7 +24,7 @@ use tracing::warn;
 
 use crate::edns::{self, Check};
 use crate::mmsg;
-use crate::serve::Handler;
+use crate::serve::{Extras, Handler};
 use crate::tsig;
 
 /// Largest answer kept: fits every client's buffer.
@@ -147,31 +147,42 @@ pub(crate) async fn answer(
         handler.log_query(&request, local);
     }
     let state = handler.state();
-    let signed = match tsig::check(request.as_slice(), &state.keys) {
-        tsig::Check::Reply(bytes) => return Some(bytes),
-        // BADTIME: the header and question only, signed; no records.
-        tsig::Check::Sign(s) if s.is_badtime() => {
-            return Some(tsig::sign(tsig::question_only(request.as_slice()), &s))
-        }
-        tsig::Check::Sign(s) => Some(s),
-        tsig::Check::None => None,
-    };
+    // As in BIND: the EDNS version and a malformed cookie are answered
+    // before the TSIG is looked at (unsigned), BADCOOKIE after (signed).
     let cookie = match edns::check(&request, &state.cookies, protocol == Protocol::Udp) {
         Check::Reply(bytes) => return Some(bytes),
-        Check::Answer(c) => c,
+        Check::BadCookie(bytes) => Err(bytes),
+        Check::Answer(c) => Ok(c),
+    };
+    let signed = match tsig::check(request.as_slice(), &state.keys) {
+        tsig::Check::Reply(bytes) => return Some(bytes),
+        // BADTIME, BADTRUNC: the header and question only, signed.
+        tsig::Check::Sign(s) => match s.error_answer(request.as_slice()) {
+            Some(bytes) => return Some(bytes),
+            None => Some(s),
+        },
+        tsig::Check::None => None,
+    };
+    let cookie = match cookie {
+        Err(bad_cookie) => {
+            return Some(match &signed {
+                Some(s) => tsig::sign(bad_cookie, s),
+                None => bad_cookie,
+            })
+        }
+        Ok(c) => c,
+    };
+    let extras = Extras {
+        cookie: cookie.as_deref(),
+        tsig_len: signed.as_ref().map_or(0, tsig::Signed::record_len),
     };
     let capture = Capture {
         answer: Arc::default(),
         tcp: protocol == Protocol::Tcp,
+        room: extras.tsig_len,
     };
     handler
-        .respond_with::<Capture, TokioTime>(
-            &state,
-            &request,
-            local,
-            cookie.as_deref(),
-            capture.clone(),
-        )
+        .respond_with::<Capture, TokioTime>(&state, &request, local, extras, capture.clone())
         .await;
     let mut bytes = capture
         .answer
@@ -215,6 +226,8 @@ pub(crate) fn format_error(q: &[u8]) -> Option<Vec<u8>> {
 struct Capture {
     answer: Arc<Mutex<Option<Vec<u8>>>>,
     tcp: bool,
+    /// Bytes the answer must leave free for its TSIG record.
+    room: usize,
 }
 
 #[async_trait::async_trait]
@@ -233,7 +246,8 @@ impl ResponseHandler for Capture {
         let max = if self.tcp {
             u16::MAX
         } else {
-            response.edns().map_or(512, |e| e.max_payload().max(512))
+            let buffer = response.edns().map_or(512, |e| e.max_payload().max(512));
+            buffer.saturating_sub(u16::try_from(self.room).unwrap_or(u16::MAX))
         };
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);

@@ -47,6 +47,18 @@ impl Algorithm {
         })
     }
 
+    /// The size of its MAC in bits.
+    pub fn bits(self) -> u16 {
+        match self {
+            Self::Md5 => 128,
+            Self::Sha1 => 160,
+            Self::Sha224 => 224,
+            Self::Sha256 => 256,
+            Self::Sha384 => 384,
+            Self::Sha512 => 512,
+        }
+    }
+
     /// The number the control protocol carries (BIND's DST algorithm number).
     pub fn number(self) -> u8 {
         match self {
@@ -65,6 +77,9 @@ impl Algorithm {
 pub struct Key {
     pub name: String,
     pub algorithm: Algorithm,
+    /// How many bits of the MAC a TSIG signed with it carries: the
+    /// algorithm's size, or less when named as `hmac-sha256-128`.
+    pub digest_bits: u16,
     pub secret: Vec<u8>,
     /// `FILE:LINE` of the statement.
     pub place: String,
@@ -157,10 +172,7 @@ fn key(s: &Stmt) -> Result<Key, Error> {
         match opt.keyword().unwrap_or_default() {
             "algorithm" => {
                 let a = opt.single()?;
-                algorithm =
-                    Some(Algorithm::from_name(a).ok_or_else(|| {
-                        opt.error(&format!("key '{name}': unknown algorithm '{a}'"))
-                    })?);
+                algorithm = Some(key_algorithm(a, &name).map_err(|e| opt.error(&e))?);
             }
             "secret" => {
                 let text: String = opt.single()?.split_whitespace().collect();
@@ -174,15 +186,40 @@ fn key(s: &Stmt) -> Result<Key, Error> {
         }
     }
     match (algorithm, secret) {
-        (Some(algorithm), Some(secret)) => Ok(Key {
+        (Some((algorithm, digest_bits)), Some(secret)) => Ok(Key {
             name,
             algorithm,
+            digest_bits,
             secret,
             place: s.place(),
         }),
         _ => Err(s.error(&format!(
             "key '{name}' must have both 'secret' and 'algorithm' defined"
         ))),
+    }
+}
+
+/// A key's algorithm and its digest bits, checked as BIND checks them:
+/// `hmac-sha256-128` keeps 128 bits of the MAC, a multiple of 8 no
+/// larger than the algorithm's.
+fn key_algorithm(text: &str, name: &str) -> Result<(Algorithm, u16), String> {
+    let algorithm =
+        Algorithm::from_name(text).ok_or(format!("key '{name}': unknown algorithm '{text}'"))?;
+    let full = algorithm.bits();
+    let suffix = text
+        .rsplit_once('-')
+        .map(|(_, b)| b)
+        .filter(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()));
+    let Some(suffix) = suffix else {
+        return Ok((algorithm, full));
+    };
+    match suffix.parse::<u16>() {
+        Ok(bits) if bits <= full && bits % 8 == 0 => Ok((algorithm, bits)),
+        Ok(bits) if bits <= full => Err(format!("key '{name}' digest-bits not multiple of 8")),
+        _ => Err(format!(
+            "key '{name}' digest-bits too large [{}..{full}]",
+            full / 2
+        )),
     }
 }
 
@@ -281,6 +318,12 @@ mod tests {
         assert_eq!(c.keys[0].name, "rndc-key");
         assert_eq!(c.keys[0].algorithm, Algorithm::Sha256);
         assert_eq!(c.keys[0].secret, b"secret");
+        assert_eq!(c.keys[0].digest_bits, 256);
+        let short = conf("key \"k\" { algorithm hmac-sha512-264; secret \"c2VjcmV0\"; };").unwrap();
+        assert_eq!(
+            (short.keys[0].algorithm, short.keys[0].digest_bits),
+            (Algorithm::Sha512, 264)
+        );
         assert!(!format!("{:?}", c.keys[0]).contains("secret: "));
         let ctl = c.controls.unwrap();
         assert_eq!(ctl.len(), 3);
@@ -303,6 +346,8 @@ mod tests {
             ("key \"k\" { algorithm rot13; secret \"c2VjcmV0\"; };", "/etc/bind/named.conf:1: key 'k': unknown algorithm 'rot13'"),
             ("key k { algorithm hmac-md5; secret \"c2VjcmV0\"; };\nkey k { algorithm hmac-md5; secret \"c2VjcmV0\"; };",
              "/etc/bind/named.conf:2: key 'k': already exists previous definition: /etc/bind/named.conf:1"),
+            ("key \"k\" { algorithm hmac-sha256-512; secret \"c2VjcmV0\"; };", "/etc/bind/named.conf:1: key 'k' digest-bits too large [128..256]"),
+            ("key \"k\" { algorithm hmac-sha1-84; secret \"c2VjcmV0\"; };", "/etc/bind/named.conf:1: key 'k' digest-bits not multiple of 8"),
             ("controls {\n unix \"/run/x\" perm 0600 owner 0 group 0;\n};", "/etc/bind/named.conf:2: UNIX domain sockets not yet supported"),
             ("controls { inet 127.0.0.1 keys { k; }; };", "/etc/bind/named.conf:1: inet: missing 'allow' clause"),
             ("controls { inet bogus allow { any; }; };", "/etc/bind/named.conf:1: 'bogus' is not an IP address"),

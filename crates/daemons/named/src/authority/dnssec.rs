@@ -7,19 +7,31 @@
 //! nothing is signed here. Zones signed with NSEC3 get their RRSIGs but no
 //! NSEC3 proofs.
 
-use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
 
 use super::{wire_name, Answer, Zone};
 
-/// RFC 4034 §6.1's canonical order: label by label from the right, each
-/// compared as lower-case bytes.
-fn canonical(a: &Name, b: &Name) -> Ordering {
-    let la: Vec<Vec<u8>> = a.iter().map(|l| l.to_ascii_lowercase()).collect();
-    let lb: Vec<Vec<u8>> = b.iter().map(|l| l.to_ascii_lowercase()).collect();
-    la.iter().rev().cmp(lb.iter().rev())
+/// A name as RFC 4034 §6.1 orders them: its labels from the right, each
+/// lower-cased; comparing these compares the names canonically.
+pub(crate) type Canonical = Vec<Vec<u8>>;
+
+fn canonical(n: &Name) -> Canonical {
+    n.iter().rev().map(|l| l.to_ascii_lowercase()).collect()
+}
+
+/// A zone's NSEC records sorted by owner, for [`Zone::covering`].
+pub(super) fn nsec_index(sets: &BTreeMap<RrKey, RecordSet>) -> Vec<(Canonical, Record)> {
+    let mut index: Vec<(Canonical, Record)> = sets
+        .iter()
+        .filter(|(k, _)| k.record_type == RecordType::NSEC)
+        .flat_map(|(_, set)| set.records_without_rrsigs())
+        .map(|r| (canonical(&r.name), r.clone()))
+        .collect();
+    index.sort_by(|a, b| a.0.cmp(&b.0));
+    index
 }
 
 fn rdata_bytes(r: &Record) -> Option<&[u8]> {
@@ -82,13 +94,14 @@ impl Zone {
                     proofs.extend(self.set(&star, RecordType::NSEC).unwrap_or_default());
                 }
             }
-        } else if out
-            .answers
-            .iter()
-            .any(|r| !self.names.contains(&LowerName::new(&r.name)))
-        {
-            // An answer from a wildcard: proof that the name itself does not exist.
-            proofs.extend(self.covering(&last));
+        }
+        // Each RRset synthesised from a wildcard (an answer, or a CNAME on
+        // the way to one): proof that its own name does not exist.
+        for r in &out.answers {
+            let owner = LowerName::new(&r.name);
+            if !self.names.contains(&owner) {
+                proofs.extend(self.covering(&owner));
+            }
         }
         for p in proofs {
             if !out.authority.contains(&p) {
@@ -176,29 +189,27 @@ impl Zone {
     }
 
     /// The NSEC whose owner comes before `name` and whose next name after
-    /// it (the last one wraps to the apex).
+    /// it (the last one wraps to the apex): the last owner before `name`
+    /// in canonical order, when its next name bears it out.
     fn covering(&self, name: &LowerName) -> Vec<Record> {
-        let target = Name::from(name);
-        for (key, set) in &self.sets {
-            if key.record_type != RecordType::NSEC {
-                continue;
-            }
-            for r in set.records_without_rrsigs() {
-                let Some(next) = rdata_bytes(r)
-                    .and_then(wire_name)
-                    .and_then(|n| Name::from_ascii(n).ok())
-                else {
-                    continue;
-                };
-                let after_owner = canonical(&r.name, &target) == Ordering::Less;
-                let wraps = canonical(&next, &r.name) != Ordering::Greater;
-                let before_next = wraps || canonical(&target, &next) == Ordering::Less;
-                if after_owner && before_next {
-                    return vec![r.clone()];
-                }
-            }
+        let target = canonical(&Name::from(name));
+        let before = self.nsec.partition_point(|(owner, _)| *owner < target);
+        let Some((owner, r)) = before.checked_sub(1).and_then(|i| self.nsec.get(i)) else {
+            return Vec::new();
+        };
+        let Some(next) = rdata_bytes(r)
+            .and_then(wire_name)
+            .and_then(|n| Name::from_ascii(n).ok())
+            .map(|n| canonical(&n))
+        else {
+            return Vec::new();
+        };
+        let wraps = next <= *owner;
+        if wraps || target < next {
+            vec![r.clone()]
+        } else {
+            Vec::new()
         }
-        Vec::new()
     }
 }
 
@@ -227,7 +238,7 @@ mod tests {
         };
         for w in names.windows(2) {
             let (a, b) = (name(w[0]), name(w[1]));
-            assert_eq!(canonical(&a, &b), Ordering::Less, "{a} < {b}");
+            assert!(canonical(&a) < canonical(&b), "{a} < {b}");
         }
     }
 }

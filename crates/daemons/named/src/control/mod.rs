@@ -292,17 +292,25 @@ fn spawn(
     let access = l.access.clone();
     let events = events.ok_or("no command handler")?;
     Ok(tokio::spawn(async move {
+        // The channel's connections live in this task: when the channel
+        // is removed (reconfig) and the task aborted, they close with it.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                Some(_) = connections.join_next() => continue,
+            };
+            let Ok((stream, peer)) = accepted else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let access = access.load_full();
-            if !access.allow.allows(peer.ip(), &access.local) {
+            let now = access.load();
+            if !now.allow.allows(peer.ip(), &now.local) {
                 warn!("rejected command channel message from {}", sock_text(peer));
                 continue;
             }
-            tokio::spawn(Connection::new(access, events.clone(), seen.clone(), peer).serve(stream));
+            let connection = Connection::new(access.clone(), events.clone(), seen.clone(), peer);
+            connections.spawn(connection.serve(stream));
         }
     }))
 }
@@ -324,7 +332,9 @@ impl Seen {
 }
 
 struct Connection {
-    access: Arc<Access>,
+    /// The channel's rules as they are now: a reconfig changes the keys
+    /// and the allow list for connections already open too.
+    access: Arc<ArcSwap<Access>>,
     events: mpsc::Sender<Event>,
     seen: Arc<Mutex<Seen>>,
     peer: SocketAddr,
@@ -333,7 +343,7 @@ struct Connection {
 
 impl Connection {
     fn new(
-        access: Arc<Access>,
+        access: Arc<ArcSwap<Access>>,
         events: mpsc::Sender<Event>,
         seen: Arc<Mutex<Seen>>,
         peer: SocketAddr,
@@ -371,8 +381,15 @@ impl Connection {
                     return;
                 }
             }
-            let Some((request, key)) = self
-                .access
+            let access = self.access.load_full();
+            if !access.allow.allows(self.peer.ip(), &access.local) {
+                warn!(
+                    "rejected command channel message from {}",
+                    sock_text(self.peer)
+                );
+                return;
+            }
+            let Some((request, key)) = access
                 .keys
                 .iter()
                 .find_map(|k| wire::decode(&body, k).ok().map(|t| (t, k.clone())))
@@ -457,7 +474,7 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         let sent = self.events.send(Event::Command {
             line,
-            read_only: self.access.read_only,
+            read_only: self.access.load().read_only,
             reply: tx,
         });
         if sent.await.is_err() {

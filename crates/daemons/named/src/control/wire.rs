@@ -35,8 +35,11 @@ pub enum Value {
 pub struct Table(pub Vec<(String, Value)>);
 
 impl Table {
+    /// The value of `key`; of a key given twice the last, as BIND's
+    /// tables keep it (read messages are not de-duplicated: that would
+    /// cost quadratic time before the MAC is checked).
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     pub fn table(&self, key: &str) -> Option<&Self> {
@@ -137,11 +140,13 @@ pub fn decode(msg: &[u8], key: &Key) -> Result<Table, WireError> {
         if table.0.is_empty() && k == "_auth" {
             signed = Some(after);
         }
-        table.put(&k, v);
+        table.0.push((k, v));
         src = after;
     }
-    let signed = signed.ok_or(WireError::BadAuth)?;
-    let auth = table.table("_auth").ok_or(WireError::BadAuth)?;
+    // The signature is the first entry and covers all that follows it.
+    let (Some(signed), Some((_, Value::Table(auth)))) = (signed, table.0.first()) else {
+        return Err(WireError::BadAuth);
+    };
     let b64 = base64::engine::general_purpose::STANDARD.encode(mac(key, signed));
     let good = match (key.algorithm, auth.get("hmd5"), auth.get("hsha")) {
         (Algorithm::Md5, Some(Value::Binary(v)), _) => {
@@ -245,7 +250,7 @@ fn value(src: &[u8], depth: usize) -> Result<(Value, &[u8]), WireError> {
             let mut t = Table::default();
             while !data.is_empty() {
                 let (k, v, after) = entry(data, depth + 1)?;
-                t.put(&k, v);
+                t.0.push((k, v));
                 data = after;
             }
             Value::Table(t)
@@ -272,6 +277,7 @@ mod tests {
         Key {
             name: "rndc-key".into(),
             algorithm,
+            digest_bits: algorithm.bits(),
             secret: b"0123456789abcdef0123456789abcdef".to_vec(),
             place: String::new(),
         }
@@ -371,5 +377,16 @@ mod tests {
         let mut nested = vec![0, 0, 0, 1];
         put_entry(&mut nested, "x", &deep);
         assert_eq!(decode(&nested, &k), Err(WireError::Syntax));
+    }
+
+    #[test]
+    fn a_key_given_twice_reads_as_its_last_value() {
+        let k = key(Algorithm::Sha256);
+        let mut msg = message();
+        msg.0
+            .push(("_data".into(), Value::Binary(b"again".to_vec())));
+        let wire = encode(&msg, &k);
+        let back = decode(&wire[4..], &k).unwrap();
+        assert_eq!(back.text("_data").as_deref(), Some("again"));
     }
 }
