@@ -936,3 +936,61 @@ pub mod fake_mx {
         }
     }
 }
+
+/// A name server (BIND's or ours) in the foreground; killed when dropped.
+pub struct NameServer(pub std::process::Child);
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether BIND's named can run beside ours (installed, and root); says
+/// why not.
+pub fn bind_available() -> bool {
+    let ok = Path::new("/usr/sbin/named").exists() && nix::unistd::Uid::effective().is_root();
+    if !ok {
+        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
+    }
+    ok
+}
+
+/// BIND and postfix-rs named side by side in the foreground (`flag` -g:
+/// logging to stderr, kept in `d/NAME.log`; -f: the logging statement),
+/// each on named.conf text `conf(name, port)` written to `d/NAME.conf`
+/// (NAME `bind` and `ours`), both answering for ywnds.com; returns
+/// BIND's port, named's, and the two processes (killed when dropped).
+pub fn bind_and_named(
+    d: &Path,
+    flag: &str,
+    conf: impl Fn(&str, u16) -> String,
+) -> (u16, u16, [NameServer; 2]) {
+    let (theirs, ours) = (free_port(), free_port());
+    let start = |program: &Path, name: &str, port: u16| {
+        std::fs::write(d.join(format!("{name}.conf")), conf(name, port)).unwrap();
+        let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+        NameServer(
+            Command::new(program)
+                .args([flag, "-c"])
+                .arg(d.join(format!("{name}.conf")))
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let servers = [
+        start(Path::new("/usr/sbin/named"), "bind", theirs),
+        start(&bin("named"), "ours", ours),
+    ];
+    for port in [theirs, ours] {
+        assert!(
+            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
+                .contains("status: NOERROR")),
+            "a server on port {port} did not answer"
+        );
+    }
+    (theirs, ours, servers)
+}

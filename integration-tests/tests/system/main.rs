@@ -34,3 +34,4 @@ mod tls;
 mod tlsrelay;
 mod virtual_agent;
 mod virtualhosting;
+mod zonetransfer;

@@ -7,10 +7,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use testkit::{bin, dig, dig_from, dns_status, free_port, wait_for, ywnds_zone, REVERSE_ZONE};
+use testkit::{
+    bin, bind_and_named as both, bind_available, dig, dig_from, dns_status, wait_for, ywnds_zone,
+    REVERSE_ZONE,
+};
 
 /// Wildcards, an empty non-terminal, a delegation with glue, CNAME
 /// chains (in and out of the zone), DNAMEs (in and out of the zone), a
@@ -227,60 +230,6 @@ fn answer(port: u16, args: &[&str]) -> String {
         text.push_str(&format!("{name}: {lines:?}\n"));
     }
     text
-}
-
-/// BIND, in the foreground on `conf`; killed when dropped.
-struct Bind(std::process::Child);
-
-/// Whether BIND's named can run beside ours (installed, and root); says
-/// why not.
-fn bind_available() -> bool {
-    let ok = Path::new("/usr/sbin/named").exists() && nix::unistd::Uid::effective().is_root();
-    if !ok {
-        eprintln!("skipped: BIND's named (scripts/setup installs bind9) and root are needed");
-    }
-    ok
-}
-
-/// BIND and postfix-rs named side by side in the foreground (`flag` -g:
-/// logging to stderr, -f: the logging statement), each on named.conf
-/// text `conf(name, port)` written to `d/NAME.conf`, both answering;
-/// returns BIND's port, named's, and the two processes (killed when
-/// dropped).
-fn both(d: &Path, flag: &str, conf: impl Fn(&str, u16) -> String) -> (u16, u16, [Bind; 2]) {
-    let (theirs, ours) = (free_port(), free_port());
-    std::fs::write(d.join("bind.conf"), conf("bind", theirs)).unwrap();
-    std::fs::write(d.join("ours.conf"), conf("ours", ours)).unwrap();
-    let start = |program: &Path, file: &str| {
-        Bind(
-            Command::new(program)
-                .args([flag, "-c"])
-                .arg(d.join(file))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let servers = [
-        start(Path::new("/usr/sbin/named"), "bind.conf"),
-        start(&bin("named"), "ours.conf"),
-    ];
-    for port in [theirs, ours] {
-        assert!(
-            wait_for(Duration::from_secs(20), || dig(port, &["ywnds.com", "SOA"])
-                .contains("status: NOERROR")),
-            "a server on port {port} did not answer"
-        );
-    }
-    (theirs, ours, servers)
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

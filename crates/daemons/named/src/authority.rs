@@ -159,6 +159,22 @@ impl Zone {
         &self.origin
     }
 
+    /// The SOA record as the zone has it (a transfer starts and ends with it).
+    pub(crate) fn soa(&self) -> Option<&Record> {
+        self.sets
+            .get(&RrKey::new(self.origin.clone(), RecordType::SOA))
+            .and_then(|s| s.records_without_rrsigs().next())
+    }
+
+    /// Every record of the zone but its SOA, DNSSEC records included, in
+    /// name and type order (a transfer's body).
+    pub(crate) fn records_but_soa(&self) -> impl Iterator<Item = &Record> {
+        self.sets
+            .iter()
+            .filter(|(k, _)| !(k.record_type == RecordType::SOA && k.name == self.origin))
+            .flat_map(|(_, set)| set.records_without_rrsigs())
+    }
+
     /// How many names own records (`rndc zonestatus`'s "nodes").
     pub(crate) fn node_count(&self) -> usize {
         let mut owners: Vec<&LowerName> = self.sets.keys().map(|k| &k.name).collect();

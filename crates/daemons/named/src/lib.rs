@@ -21,6 +21,7 @@ mod mmsg;
 mod recursion;
 pub mod serve;
 mod tcp;
+mod transfer;
 mod tsig;
 mod udp;
 

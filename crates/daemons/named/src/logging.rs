@@ -19,7 +19,13 @@ use pfx_maillog::{Level, Router};
 use pfx_named_conf::logging::{Channel, Destination, Logging, Severity};
 
 /// The categories named's own lines carry (as tracing targets).
-const OWN_CATEGORIES: &[&str] = &["queries", "security", "notify", "update-security"];
+const OWN_CATEGORIES: &[&str] = &[
+    "queries",
+    "security",
+    "notify",
+    "update-security",
+    "xfer-out",
+];
 
 /// Routes named's lines by the `logging` statement; `None` removes the routing.
 pub fn install(logging: Option<&Logging>) {

@@ -64,9 +64,10 @@ pub(crate) struct View {
     match_destinations: Acl,
     match_recursive_only: bool,
     catalog: Catalog,
-    /// The served zones, answered as BIND answers (authority.rs); the
-    /// catalog is left what they do not answer (forwarding, transfers).
-    authority: Vec<Arc<authority::Zone>>,
+    /// The served zones, answered as BIND answers (authority.rs) and
+    /// transferred (transfer.rs); the catalog is left what they do not
+    /// answer (forwarding, recursion).
+    authority: Vec<Served>,
     /// Each served zone with its own allow-query, if any.
     zones: Vec<(LowerName, Option<Acl>)>,
     allow_query: Acl,
@@ -80,6 +81,13 @@ pub(crate) struct View {
     /// Whether some zone has its own allow-query (answers then depend on the zone).
     zone_acls: bool,
     cache: AnswerCache,
+}
+
+/// A zone a view serves, with who may transfer it (the zone's
+/// `allow-transfer`, else the view's).
+pub(crate) struct Served {
+    pub(crate) zone: Arc<authority::Zone>,
+    pub(crate) allow_transfer: Acl,
 }
 
 /// What answers queries between two reloads.
@@ -354,7 +362,13 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
     let mut authority = Vec::new();
     for z in v.zones(conf) {
         if let Some(l) = loaded.get(&key(z)) {
-            authority.push(l.zone.clone());
+            authority.push(Served {
+                zone: l.zone.clone(),
+                allow_transfer: z
+                    .allow_transfer
+                    .clone()
+                    .unwrap_or_else(|| v.allow_transfer.clone()),
+            });
             let name = l.handler.origin().clone();
             catalog.upsert(
                 name.clone(),
@@ -442,13 +456,24 @@ impl State {
         self.blackhole.allows(client, &self.local)
     }
 
+    /// This host's addresses, for `localhost` and `localnets` in access lists.
+    pub(crate) fn local(&self) -> &Local {
+        &self.local
+    }
+
     /// The view that answers a query from `client` to `local`: the first
     /// whose match-clients, match-destinations (and match-recursive-only)
     /// take it, as BIND chooses. None: BIND refuses the query.
-    pub(crate) fn view_for(&self, client: IpAddr, local: IpAddr, rd: bool) -> Option<&View> {
+    pub(crate) fn view_for(
+        &self,
+        client: IpAddr,
+        signer: Option<&str>,
+        local: IpAddr,
+        rd: bool,
+    ) -> Option<&View> {
         self.views.iter().find(|v| {
             (rd || !v.match_recursive_only)
-                && v.match_clients.allows(client, &self.local)
+                && v.match_clients.allows_signed(client, signer, &self.local)
                 && v.match_destinations.allows(local, &self.local)
         })
     }
@@ -461,7 +486,7 @@ impl State {
         local: IpAddr,
         rd: bool,
     ) -> Option<&AnswerCache> {
-        self.view_for(client, local, rd)
+        self.view_for(client, None, local, rd)
             .filter(|v| v.cache_usable_for(client, local, &self.local))
             .map(|v| &v.cache)
     }
@@ -475,8 +500,15 @@ impl View {
             && self.allow_query_on.allows(dst, local)
     }
 
-    /// Whether `client` may ask `dst` about `name`, and the zone it falls in.
-    fn allowed(&self, client: IpAddr, dst: IpAddr, name: &LowerName, local: &Local) -> bool {
+    /// Whether `client` (its query signed by `signer`) may ask `dst` about `name`.
+    fn allowed(
+        &self,
+        client: IpAddr,
+        signer: Option<&str>,
+        dst: IpAddr,
+        name: &LowerName,
+        local: &Local,
+    ) -> bool {
         if !self.allow_query_on.allows(dst, local) {
             return false;
         }
@@ -489,12 +521,12 @@ impl View {
             Some((_, acl)) => acl
                 .as_ref()
                 .unwrap_or(&self.allow_query)
-                .allows(client, local),
+                .allows_signed(client, signer, local),
             None => {
                 self.forwarding
-                    && self.allow_query.allows(client, local)
-                    && self.allow_recursion.allows(client, local)
-                    && self.allow_query_cache.allows(client, local)
+                    && self.allow_query.allows_signed(client, signer, local)
+                    && self.allow_recursion.allows_signed(client, signer, local)
+                    && self.allow_query_cache.allows_signed(client, signer, local)
                     && self.allow_recursion_on.allows(dst, local)
                     && self.allow_query_cache_on.allows(dst, local)
             }
@@ -502,8 +534,8 @@ impl View {
     }
 
     /// Whether answers to `client` carry RA.
-    fn recursion_available(&self, client: IpAddr, local: &Local) -> bool {
-        self.forwarding && self.allow_recursion.allows(client, local)
+    fn recursion_available(&self, client: IpAddr, signer: Option<&str>, local: &Local) -> bool {
+        self.forwarding && self.allow_recursion.allows_signed(client, signer, local)
     }
 }
 
@@ -525,7 +557,7 @@ impl RequestHandler for Handler {
 static CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x1000);
 
 /// How BIND names a client in its log lines: `client @0x1000 127.0.0.1#5353`.
-fn client_tag(src: SocketAddr) -> String {
+pub(crate) fn client_tag(src: SocketAddr) -> String {
     let id = CLIENT.fetch_add(1, Ordering::Relaxed);
     format!("client @0x{id:x} {}#{}", src.ip(), src.port())
 }
@@ -614,12 +646,23 @@ impl Handler {
         if let Some(a) = state.chaos_answer(request) {
             return send(None, state, request, a, extras, response_handle).await;
         }
-        let view = state.view_for(client, local, request.metadata.recursion_desired);
+        let view = state.view_for(
+            client,
+            extras.signer,
+            local,
+            request.metadata.recursion_desired,
+        );
         if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {
             return send(view, state, request, a, extras, response_handle).await;
         }
         let allowed = view.is_some_and(|v| match request.request_info() {
-            Ok(info) => v.allowed(client, local, info.query.name(), &state.local),
+            Ok(info) => v.allowed(
+                client,
+                extras.signer,
+                local,
+                info.query.name(),
+                &state.local,
+            ),
             Err(_) => true,
         });
         let Some(view) = view.filter(|_| allowed) else {
@@ -628,11 +671,7 @@ impl Handler {
                 if v.zones.iter().any(|(z, _)| z.zone_of(q.name())) {
                     let name = q.name().to_string();
                     let name = name.strip_suffix('.').unwrap_or(&name);
-                    // BIND names the view when there are views.
-                    let view = match v.name.as_str() {
-                        conf::DEFAULT_VIEW => String::new(),
-                        n => format!("view {n}: "),
-                    };
+                    let view = v.log_prefix();
                     info!(
                         target: "security",
                         "{} ({name}): {view}query '{name}/{}/IN' denied",
@@ -700,7 +739,11 @@ impl View {
     fn notify_or_update(&self, request: &Request) -> Option<authority::Answer> {
         let info = request.request_info().ok()?;
         let q = info.query;
-        let served = || self.authority.iter().any(|z| z.origin().zone_of(q.name()));
+        let served = || {
+            self.authority
+                .iter()
+                .any(|s| s.zone.origin().zone_of(q.name()))
+        };
         let name = q.name().to_string();
         let name = name.strip_suffix('.').unwrap_or(&name).to_owned();
         let client = request.src();
@@ -750,9 +793,23 @@ impl View {
         }
         self.authority
             .iter()
-            .filter(|z| z.origin().zone_of(q.name()))
-            .max_by_key(|z| z.origin().num_labels())
-            .map(|z| &**z)
+            .filter(|s| s.zone.origin().zone_of(q.name()))
+            .max_by_key(|s| s.zone.origin().num_labels())
+            .map(|s| &*s.zone)
+    }
+
+    /// The zone named `name` exactly, for a transfer.
+    pub(crate) fn served(&self, name: &LowerName) -> Option<&Served> {
+        self.authority.iter().find(|s| s.zone.origin() == name)
+    }
+
+    /// How BIND names the view in a client's log line: `view NAME: `, or
+    /// nothing without views.
+    pub(crate) fn log_prefix(&self) -> String {
+        match self.name.as_str() {
+            conf::DEFAULT_VIEW => String::new(),
+            n => format!("view {n}: "),
+        }
     }
 }
 
@@ -762,11 +819,14 @@ const MAX_UDP: u16 = 1232;
 
 /// What the answer carries beyond the zone's data: the client's cookie
 /// (in the OPT record) and, added after, a TSIG record of `tsig_len`
-/// bytes, which must fit the client's buffer too.
+/// bytes, which must fit the client's buffer too; and who signed.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Extras<'a> {
     pub(crate) cookie: Option<&'a [u8]>,
     pub(crate) tsig_len: usize,
+    /// The key that signed the query (TSIG, verified), for `key` elements
+    /// of the access lists.
+    pub(crate) signer: Option<&'a str>,
 }
 
 /// Sends `a` in answer to `request`, as BIND would: EDNS with BIND's
@@ -798,7 +858,8 @@ async fn send<R: ResponseHandler>(
     if request.metadata.op_code == OpCode::Update {
         meta.recursion_desired = false;
     }
-    meta.recursion_available = view.is_some_and(|v| v.recursion_available(client, &state.local));
+    meta.recursion_available =
+        view.is_some_and(|v| v.recursion_available(client, extras.signer, &state.local));
     let limit = match request.protocol() {
         Protocol::Udp => request
             .edns

@@ -87,7 +87,8 @@ fn buffered_query(buf: &[u8]) -> Option<Vec<u8>> {
     buf.get(2..2 + len).map(<[u8]>::to_vec)
 }
 
-/// Appends the framed answer to `q`; false when the connection is to go
+/// Appends the framed answer to `q` (a zone transfer's many messages);
+/// false when the connection is to go
 /// (a query without even a header gets no answer, as BIND closes it).
 async fn answer_into(
     out: &mut Vec<u8>,
@@ -96,21 +97,27 @@ async fn answer_into(
     src: SocketAddr,
     local: std::net::IpAddr,
 ) -> bool {
-    let reply = match udp::from_cache(handler, &q, src, local) {
-        udp::Fast::Answer(a) => Some(a),
-        udp::Fast::Drop => None,
+    let replies = match udp::from_cache(handler, &q, src, local) {
+        udp::Fast::Answer(a) => vec![a],
+        udp::Fast::Drop => Vec::new(),
         udp::Fast::Miss => {
-            match udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await {
-                Some(a) => Some(a),
-                None => udp::format_error(&q),
+            let all = udp::answer(handler.clone(), q.clone(), src, local, Protocol::Tcp).await;
+            if all.is_empty() {
+                udp::format_error(&q).into_iter().collect()
+            } else {
+                all
             }
         }
     };
-    let Some(a) = reply else { return false };
-    let Ok(n) = u16::try_from(a.len()) else {
+    if replies.is_empty() {
         return false;
-    };
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(&a);
+    }
+    for a in replies {
+        let Ok(n) = u16::try_from(a.len()) else {
+            return false;
+        };
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&a);
+    }
     true
 }

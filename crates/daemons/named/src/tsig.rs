@@ -322,6 +322,11 @@ impl Signed {
         (self.error != 0).then(|| sign(question_with_opt(query, self.edns), self))
     }
 
+    /// The name of the key that signed the query.
+    pub(crate) fn key_name(&self) -> &str {
+        &self.key.name
+    }
+
     /// How many bytes of the MAC the answer carries.
     fn mac_len(&self) -> usize {
         let full = usize::from(self.key.algorithm.bits() / 8);
@@ -357,9 +362,30 @@ fn question_with_opt(query: &[u8], edns: bool) -> Vec<u8> {
 }
 
 /// Signs an encoded answer with the key of its query (RFC 8945 §5.3).
-pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
+pub(crate) fn sign(answer: Vec<u8>, s: &Signed) -> Vec<u8> {
+    sign_with(answer, s, &s.request_mac, true).0
+}
+
+/// Signs the messages of a zone transfer (RFC 8945 §5.3.1): the first as
+/// any answer, each next one over the MAC before it, the message and the
+/// timers only.
+pub(crate) fn sign_all(messages: Vec<Vec<u8>>, s: &Signed) -> Vec<Vec<u8>> {
+    let mut prior = s.request_mac.clone();
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let (signed, mac) = sign_with(m, s, &prior, i == 0);
+        prior = mac;
+        out.push(signed);
+    }
+    out
+}
+
+/// Adds the TSIG record; returns the message and its MAC. `prior` is the
+/// request's MAC, or the previous message's; `full` covers all of the
+/// TSIG variables, else only the time and fudge.
+fn sign_with(mut answer: Vec<u8>, s: &Signed, prior: &[u8], full: bool) -> (Vec<u8>, Vec<u8>) {
     if answer.len() < 12 {
-        return answer;
+        return (answer, Vec::new());
     }
     let time = crate::unix_now();
     let key_name = format!("{}.", s.key.name.trim_end_matches('.'));
@@ -372,10 +398,15 @@ pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     } else {
         Vec::new()
     };
-    let mut data = (s.request_mac.len() as u16).to_be_bytes().to_vec();
-    data.extend_from_slice(&s.request_mac);
+    let mut data = (prior.len() as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(prior);
     data.extend_from_slice(&answer);
-    data.extend(variables(&key_name, alg, time, FUDGE, s.error, &other));
+    if full {
+        data.extend(variables(&key_name, alg, time, FUDGE, s.error, &other));
+    } else {
+        data.extend_from_slice(&time.to_be_bytes()[2..]);
+        data.extend_from_slice(&FUDGE.to_be_bytes());
+    }
     let mut mac = wire::mac(&s.key, &data);
     mac.truncate(s.mac_len());
     let ar = u16::from_be_bytes([answer[10], answer[11]]).saturating_add(1);
@@ -390,7 +421,7 @@ pub(crate) fn sign(mut answer: Vec<u8>, s: &Signed) -> Vec<u8> {
         s.error,
         &other,
     ));
-    answer
+    (answer, mac)
 }
 
 #[cfg(test)]

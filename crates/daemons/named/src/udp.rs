@@ -25,6 +25,7 @@ use tracing::warn;
 use crate::edns::{self, Check};
 use crate::mmsg;
 use crate::serve::{Extras, Handler};
+use crate::transfer;
 use crate::tsig;
 
 /// Largest answer kept: fits every client's buffer.
@@ -125,23 +126,24 @@ fn cacheable(a: &[u8]) -> bool {
 }
 
 /// Answers one query (UDP, or TCP for tcp.rs) the full way, and keeps
-/// the answer when it may.
+/// the answer when it may. One message, but for a zone transfer over TCP
+/// (transfer.rs); none for a query that gets no answer.
 pub(crate) async fn answer(
     handler: Handler,
     q: Vec<u8>,
     src: SocketAddr,
     local: IpAddr,
     protocol: Protocol,
-) -> Option<Vec<u8>> {
+) -> Vec<Vec<u8>> {
     // A response is never answered (BIND drops it): two servers could
     // otherwise answer each other's error replies forever.
     if q.get(2).is_some_and(|b| b & 0x80 != 0) {
-        return None;
+        return Vec::new();
     }
     let key = question_key(&q);
     let request = match Request::from_bytes(q, src, protocol) {
         Ok(r) => r,
-        Err(_) => return None,
+        Err(_) => return Vec::new(),
     };
     if handler.logging_queries() {
         handler.log_query(&request, local);
@@ -150,31 +152,35 @@ pub(crate) async fn answer(
     // As in BIND: the EDNS version and a malformed cookie are answered
     // before the TSIG is looked at (unsigned), BADCOOKIE after (signed).
     let cookie = match edns::check(&request, &state.cookies, protocol == Protocol::Udp) {
-        Check::Reply(bytes) => return Some(bytes),
+        Check::Reply(bytes) => return vec![bytes],
         Check::BadCookie(bytes) => Err(bytes),
         Check::Answer(c) => Ok(c),
     };
     let signed = match tsig::check(request.as_slice(), &state.keys) {
-        tsig::Check::Reply(bytes) => return Some(bytes),
+        tsig::Check::Reply(bytes) => return vec![bytes],
         // BADTIME, BADTRUNC: the header and question only, signed.
         tsig::Check::Sign(s) => match s.error_answer(request.as_slice()) {
-            Some(bytes) => return Some(bytes),
+            Some(bytes) => return vec![bytes],
             None => Some(s),
         },
         tsig::Check::None => None,
     };
     let cookie = match cookie {
         Err(bad_cookie) => {
-            return Some(match &signed {
+            return vec![match &signed {
                 Some(s) => tsig::sign(bad_cookie, s),
                 None => bad_cookie,
-            })
+            }]
         }
         Ok(c) => c,
     };
+    if transfer::is_transfer(&request) {
+        return transfer::answer(&state, &request, signed.as_ref(), local);
+    }
     let extras = Extras {
         cookie: cookie.as_deref(),
         tsig_len: signed.as_ref().map_or(0, tsig::Signed::record_len),
+        signer: signed.as_ref().map(tsig::Signed::key_name),
     };
     let capture = Capture {
         answer: Arc::default(),
@@ -184,11 +190,14 @@ pub(crate) async fn answer(
     handler
         .respond_with::<Capture, TokioTime>(&state, &request, local, extras, capture.clone())
         .await;
-    let mut bytes = capture
+    let Some(mut bytes) = capture
         .answer
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .take()?;
+        .take()
+    else {
+        return Vec::new();
+    };
     if let Some(c) = &cookie {
         bytes = edns::add_cookie(bytes, c);
     }
@@ -204,7 +213,7 @@ pub(crate) async fn answer(
             cache.put(key, &bytes);
         }
     }
-    Some(bytes)
+    vec![bytes]
 }
 
 /// FORMERR for a query hickory could not read, when its header can be: as BIND does.
@@ -291,11 +300,11 @@ fn serve(socket: &Arc<UdpSocket>, handler: &Handler, runtime: &tokio::runtime::H
                 Fast::Miss => {
                     let (q, socket, handler) = (q.to_vec(), socket.clone(), handler.clone());
                     runtime.spawn(async move {
-                        let reply =
-                            match answer(handler, q.clone(), src, local, Protocol::Udp).await {
-                                Some(a) => Some(a),
-                                None => format_error(&q),
-                            };
+                        let reply = answer(handler, q.clone(), src, local, Protocol::Udp)
+                            .await
+                            .into_iter()
+                            .next()
+                            .or_else(|| format_error(&q));
                         if let Some(a) = reply {
                             let _ = socket.send_to(&a, src);
                         }

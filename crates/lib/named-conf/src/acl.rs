@@ -2,6 +2,7 @@
 //!
 //! Elements are tried in order and the first that matches decides: a plain
 //! element allows, a negated one (`!`) denies; nothing matching denies.
+//! `key NAME` matches a request signed (TSIG, verified) with that key.
 
 use std::net::IpAddr;
 
@@ -20,6 +21,9 @@ pub enum Element {
     Nested(Acl),
     /// An `acl` name not yet resolved (only while named.conf is read).
     Named(String),
+    /// `key NAME`: requests signed with this key (names compared without
+    /// case or trailing dot).
+    Key(String),
 }
 
 /// An address match list.
@@ -125,12 +129,19 @@ impl Acl {
         Ok(Self::new(out))
     }
 
-    /// Whether `addr` is allowed.
+    /// Whether `addr` is allowed, for a request that is not signed.
     pub fn allows(&self, addr: IpAddr, local: &Local) -> bool {
-        self.decide(canonical(addr), local).unwrap_or(false)
+        self.allows_signed(addr, None, local)
     }
 
-    fn decide(&self, addr: IpAddr, local: &Local) -> Option<bool> {
+    /// Whether `addr` is allowed for a request signed with `key` (none:
+    /// not signed; `key` elements then never match).
+    pub fn allows_signed(&self, addr: IpAddr, key: Option<&str>, local: &Local) -> bool {
+        let key = key.map(|k| k.trim_end_matches('.'));
+        self.decide(canonical(addr), key, local).unwrap_or(false)
+    }
+
+    fn decide(&self, addr: IpAddr, key: Option<&str>, local: &Local) -> Option<bool> {
         for (negated, e) in &self.elements {
             let hit = match e {
                 Element::Any => Some(true),
@@ -138,7 +149,10 @@ impl Acl {
                 Element::Localhost => local.nets.iter().any(|n| n.addr() == addr).then_some(true),
                 Element::Localnets => local.nets.iter().any(|n| n.contains(&addr)).then_some(true),
                 Element::Net(n) => n.contains(&addr).then_some(true),
-                Element::Nested(acl) => acl.decide(addr, local),
+                Element::Nested(acl) => acl.decide(addr, key, local),
+                Element::Key(name) => key
+                    .is_some_and(|k| k.eq_ignore_ascii_case(name.trim_end_matches('.')))
+                    .then_some(true),
             };
             if let Some(allow) = hit {
                 return Some(allow != *negated);
@@ -191,6 +205,23 @@ mod tests {
         assert!(acl.allows("127.0.0.3".parse().unwrap(), &local));
         assert!(!acl.allows("10.1.1.1".parse().unwrap(), &local));
         assert!(acl.allows("::ffff:127.0.0.1".parse().unwrap(), &local));
+    }
+
+    #[test]
+    fn key_elements_match_requests_signed_with_the_key() {
+        let local = Local::default();
+        let acl = Acl::new(vec![
+            (true, Element::Key("old-key".into())),
+            (false, Element::Key("xfer-key".into())),
+            (false, net("127.0.0.9/32")),
+        ]);
+        let a = "127.0.0.1".parse().unwrap();
+        assert!(acl.allows_signed(a, Some("XFER-key."), &local));
+        assert!(!acl.allows_signed(a, Some("other"), &local));
+        assert!(!acl.allows(a, &local));
+        let nine = "127.0.0.9".parse().unwrap();
+        assert!(acl.allows(nine, &local));
+        assert!(!acl.allows_signed(nine, Some("old-key"), &local));
     }
 
     #[test]

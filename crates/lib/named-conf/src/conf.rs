@@ -92,6 +92,8 @@ pub struct Options {
     pub allow_query_on: Acl,
     pub allow_recursion_on: Acl,
     pub allow_query_cache_on: Acl,
+    /// Who may transfer zones (AXFR, IXFR; default any, as BIND 9.18).
+    pub allow_transfer: Acl,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -119,6 +121,7 @@ pub struct ViewConf {
     pub allow_query_on: Acl,
     pub allow_recursion_on: Acl,
     pub allow_query_cache_on: Acl,
+    pub allow_transfer: Acl,
     pub forwarders: Vec<SocketAddr>,
     /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
     pub hints: Option<PathBuf>,
@@ -142,6 +145,8 @@ pub struct ZoneConf {
     pub file_name: String,
     /// The zone's own `allow-query`, which replaces the view's.
     pub allow_query: Option<Acl>,
+    /// The zone's own `allow-transfer`, which replaces the view's.
+    pub allow_transfer: Option<Acl>,
     /// The view it belongs to ([`DEFAULT_VIEW`] without views).
     pub view: String,
     /// `FILE:LINE` of the statement, for messages.
@@ -302,6 +307,7 @@ impl ViewConf {
             allow_query_on: o.allow_query_on.clone(),
             allow_recursion_on: o.allow_recursion_on.clone(),
             allow_query_cache_on: o.allow_query_cache_on.clone(),
+            allow_transfer: o.allow_transfer.clone(),
             forwarders: o.forwarders.clone(),
             hints: None,
         }
@@ -627,7 +633,6 @@ pub(crate) struct Builder {
 const IGNORED_OPTIONS: &[&str] = &[
     "allow-new-zones",
     "allow-notify",
-    "allow-transfer",
     "allow-update",
     "allow-update-forwarding",
     "also-notify",
@@ -858,6 +863,7 @@ const VIEW_OPTIONS: &[&str] = &[
     "allow-query-on",
     "allow-recursion-on",
     "allow-query-cache-on",
+    "allow-transfer",
     "minimal-responses",
     "minimal-any",
     "recursion",
@@ -867,7 +873,6 @@ const VIEW_OPTIONS: &[&str] = &[
 
 /// Zone options accepted with a warning.
 const IGNORED_ZONE_OPTIONS: &[&str] = &[
-    "allow-transfer",
     "allow-update",
     "notify",
     "also-notify",
@@ -914,6 +919,7 @@ impl Builder {
             allow_query_on: Acl::any(),
             allow_recursion_on: Acl::any(),
             allow_query_cache_on: Acl::any(),
+            allow_transfer: Acl::any(),
         }
     }
 
@@ -1003,6 +1009,7 @@ impl Builder {
     ) -> Result<(), Error> {
         match opt.keyword().unwrap_or_default() {
             "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
+            "allow-transfer" => o.allow_transfer = self.address_list(opt.block()?, false)?,
             "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
             "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
             "recursion" => o.recursion = yes_no(opt)?,
@@ -1098,12 +1105,14 @@ impl Builder {
         let mut kind = None;
         let mut file = None;
         let mut allow_query = None;
+        let mut allow_transfer = None;
         for opt in block {
             let key = opt.keyword().unwrap_or_default();
             match key {
                 "type" => kind = Some(opt.single()?.to_ascii_lowercase()),
                 "file" => file = Some(PathBuf::from(opt.single()?)),
                 "allow-query" => allow_query = Some(self.address_list(opt.block()?, false)?),
+                "allow-transfer" => allow_transfer = Some(self.address_list(opt.block()?, false)?),
                 k if IGNORED_ZONE_OPTIONS.contains(&k) => self.warn(
                     opt,
                     &format!("zone '{name}': option '{k}' is not supported; ignored"),
@@ -1138,6 +1147,7 @@ impl Builder {
             file_name: file.display().to_string(),
             file,
             allow_query,
+            allow_transfer,
             view: view.to_owned(),
             place: s.place(),
         }))
@@ -1191,6 +1201,7 @@ impl Builder {
         view.allow_query_on = o.allow_query_on;
         view.allow_recursion_on = o.allow_recursion_on;
         view.allow_query_cache_on = o.allow_query_cache_on;
+        view.allow_transfer = o.allow_transfer;
         view.forwarders = o.forwarders;
         Ok(view)
     }
@@ -1199,6 +1210,18 @@ impl Builder {
     pub(crate) fn address_list(&self, block: &[Stmt], defining: bool) -> Result<Acl, Error> {
         let mut elems = Vec::new();
         for s in block {
+            let key = match s.items.as_slice() {
+                [Item::Word(k), Item::Word(n)] if k == "key" => Some((false, n)),
+                [Item::Word(k), Item::Word(n)] if k == "!key" => Some((true, n)),
+                [Item::Word(b), Item::Word(k), Item::Word(n)] if b == "!" && k == "key" => {
+                    Some((true, n))
+                }
+                _ => None,
+            };
+            if let Some((negated, name)) = key {
+                elems.push((negated, Element::Key(name.clone())));
+                continue;
+            }
             let (negated, item) = match s.items.as_slice() {
                 [Item::Word(w)] if w == "!" => return Err(s.error("'!' needs an element")),
                 [Item::Word(w), Item::Block(b)] if w == "!" => (true, Item::Block(b.clone())),

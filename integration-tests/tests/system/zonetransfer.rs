@@ -1,0 +1,341 @@
+//! Zone transfers out (AXFR, IXFR) against BIND 9.18: the same named.conf
+//! and zones on both, `dig axfr`/`dig ixfr` with and without a TSIG key,
+//! refused by `allow-transfer`, a zone large enough for many messages;
+//! and BIND as a secondary of postfix-rs named.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::{
+    bin, bind_and_named, bind_available, dig, free_port, wait_for, ywnds_zone, NameServer,
+};
+
+const SECRET: &str = "qV0JuJwJsxz9ihbuyLjL3z/6iG0jxE7+5FaCnA59R0k=";
+
+/// A zone of `n` hosts: many messages' worth.
+fn big_zone(n: usize) -> String {
+    let mut z = String::from(
+        "$TTL 3600\n@ IN SOA ns.big.test. root.big.test. 7 3600 900 604800 300\n@ IN NS ns\nns IN A 127.0.0.1\n",
+    );
+    for i in 0..n {
+        z.push_str(&format!(
+            "host{i} IN A 10.{}.{}.{}\n",
+            i / 65536,
+            i / 256 % 256,
+            i % 256
+        ));
+    }
+    z
+}
+
+/// What a transfer gave, as compared: its records as a set (TSIG records
+/// aside: their times and MACs differ), whether it failed and why, and
+/// whether dig could verify the signatures.
+fn transfer(port: u16, args: &[&str]) -> String {
+    let out = dig(port, args);
+    let records: BTreeSet<String> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.contains(" TSIG "))
+        .collect();
+    let failed = out
+        .lines()
+        .find(|l| l.contains("Transfer failed") || l.contains("status:"))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default();
+    let status = failed
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .map_or(failed.clone(), str::to_owned);
+    let verified =
+        if out.contains("Couldn't verify signature") || out.contains("tsig verify failure") {
+            "not verified"
+        } else {
+            ""
+        };
+    format!("{status} {verified} {} records: {records:?}", records.len())
+}
+
+/// The transfer lines of a log, without what differs between runs (time,
+/// client tag, sizes and speeds).
+fn transfer_lines(log: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("): ").map(|(_, rest)| rest))
+        .filter(|l| l.contains("transfer"))
+        .map(|l| match l.split_once(" ended: ") {
+            Some((head, _)) => format!("{head} ended"),
+            None => l.to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn transfers_are_binds() {
+    if !bind_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("ywnds.com.zone"),
+        ywnds_zone(3, "www IN CNAME mail\n"),
+    )
+    .unwrap();
+    std::fs::write(d.join("big.test.zone"), big_zone(3000)).unwrap();
+    std::fs::write(
+        d.join("other.test.zone"),
+        big_zone(3).replace("big.test", "other.test"),
+    )
+    .unwrap();
+    let conf = |name: &str, port: u16| {
+        format!(
+            "options {{\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/{name}.pid\";\n  session-keyfile \"{0}/{name}-session.key\";\n\
+             dnssec-validation no;\n  allow-transfer {{ none; }};\n}};\n\
+             controls {{ }};\n\
+             key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             zone \"ywnds.com\" {{ type master; file \"ywnds.com.zone\"; allow-transfer {{ key xfer-key; }}; }};\n\
+             zone \"big.test\" {{ type master; file \"big.test.zone\"; allow-transfer {{ 127.0.0.1; }}; }};\n\
+             zone \"other.test\" {{ type master; file \"other.test.zone\"; }};\n",
+            d.display()
+        )
+    };
+    let (theirs, ours, _servers) = bind_and_named(d, "-g", conf);
+    let key = format!("hmac-sha256:xfer-key:{SECRET}");
+    let wrong = "hmac-sha256:xfer-key:c2VjcmV0c2VjcmV0";
+    let queries: Vec<Vec<&str>> = vec![
+        // Refused: no key, a wrong key, the global `none`.
+        vec!["ywnds.com", "AXFR"],
+        vec!["ywnds.com", "AXFR", "-y", wrong],
+        vec!["other.test", "AXFR"],
+        // With the key: every record, the answer signed.
+        vec!["ywnds.com", "AXFR", "-y", &key],
+        vec!["ywnds.com", "IXFR=1", "-y", &key],
+        vec!["ywnds.com", "IXFR=3", "-y", &key],
+        // Many messages, unsigned and signed (the chain of MACs).
+        vec!["big.test", "AXFR"],
+        vec!["big.test", "AXFR", "-y", &key],
+        vec!["big.test", "IXFR=6"],
+        vec!["big.test", "IXFR=7"],
+        vec!["big.test", "IXFR=6", "+notcp"],
+        // Not served; mixed case.
+        vec!["nothere.test", "AXFR"],
+        vec!["BIG.Test", "AXFR"],
+    ];
+    let mut differences = Vec::new();
+    for q in &queries {
+        let (a, b) = (transfer(theirs, q), transfer(ours, q));
+        if a != b {
+            differences.push(format!(
+                "dig {}\nBIND:       {a}\npostfix-rs: {b}",
+                q.join(" ")
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} transfers differ:\n{}",
+        differences.len(),
+        queries.len(),
+        differences.join("\n\n")
+    );
+    // The big zone took several messages, and dig verified each signature.
+    let out = dig(ours, &["big.test", "AXFR", "-y", &key]);
+    let messages: usize = out
+        .split("messages ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        messages > 1,
+        "one message only:\n{}",
+        &out[out.len() - 300..]
+    );
+    assert!(!out.contains("verify"), "{}", &out[out.len() - 300..]);
+    // BIND's log lines: transfers started and ended, refusals.
+    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
+    let (bind_lines, our_lines) = (transfer_lines(&log("bind")), transfer_lines(&log("ours")));
+    for want in [
+        "transfer of 'ywnds.com/IN': AXFR started: TSIG xfer-key (serial 3)",
+        "transfer of 'big.test/IN': AXFR ended",
+        "zone transfer 'ywnds.com/AXFR/IN' denied",
+        "transfer of 'big.test/IN': AXFR-style IXFR started (serial 7)",
+    ] {
+        assert!(our_lines.contains(want), "{want:?} not in {our_lines:#?}");
+    }
+    assert_eq!(
+        bind_lines, our_lines,
+        "BIND's transfer log lines (left) and ours"
+    );
+}
+
+/// BIND 9.18 as a secondary of postfix-rs named: it transfers the zone
+/// with the TSIG key at start, serves it, and after a serial bump and
+/// `rndc refresh` transfers the new version.
+#[test]
+fn bind_is_a_secondary_of_named() {
+    if !bind_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let primary_port = free_port();
+    std::fs::write(d.join("ywnds.com.zone"), ywnds_zone(1, "")).unwrap();
+    std::fs::write(
+        d.join("primary.conf"),
+        format!(
+            "options {{\n  listen-on port {primary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/primary.pid\";\n  dnssec-validation no;\n}};\n\
+             controls {{ }};\n\
+             key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             zone \"ywnds.com\" {{ type master; file \"ywnds.com.zone\"; allow-transfer {{ key xfer-key; }}; }};\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let primary_log = std::fs::File::create(d.join("primary.log")).unwrap();
+    let mut primary = NameServer(
+        Command::new(bin("named"))
+            .args(["-g", "-c"])
+            .arg(d.join("primary.conf"))
+            .stderr(primary_log)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(20), || dig(
+        primary_port,
+        &["ywnds.com", "SOA"]
+    )
+    .contains("status: NOERROR")));
+    // The secondary, driven by Debian's rndc.
+    let (secondary_port, control) = (free_port(), free_port());
+    let rndc_key = d.join("rndc.key");
+    let out = Command::new("/usr/sbin/rndc-confgen")
+        .args(["-a", "-k", "rndc-key", "-c"])
+        .arg(&rndc_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(
+        d.join("secondary.conf"),
+        format!(
+            "options {{\n  listen-on port {secondary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/secondary.pid\";\n  session-keyfile \"{0}/secondary-session.key\";\n\
+             dnssec-validation no;\n  notify no;\n}};\n\
+             include \"{1}\";\n\
+             controls {{ inet 127.0.0.1 port {control} allow {{ 127.0.0.1; }} keys {{ \"rndc-key\"; }}; }};\n\
+             key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             zone \"ywnds.com\" {{ type secondary; masterfile-format text; file \"secondary.db\";\n\
+               primaries {{ 127.0.0.1 port {primary_port} key \"xfer-key\"; }}; }};\n",
+            d.display(),
+            rndc_key.display()
+        ),
+    )
+    .unwrap();
+    let secondary_log = std::fs::File::create(d.join("secondary.log")).unwrap();
+    let _secondary = NameServer(
+        Command::new("/usr/sbin/named")
+            .args(["-g", "-c"])
+            .arg(d.join("secondary.conf"))
+            .stderr(secondary_log)
+            .spawn()
+            .unwrap(),
+    );
+    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || dig(
+            secondary_port,
+            &["mail.ywnds.com", "A", "+short"]
+        )
+        .lines()
+        .any(|l| l == "127.0.0.1")),
+        "the secondary did not load the zone:\n{}\nprimary:\n{}",
+        log("secondary"),
+        log("primary")
+    );
+    assert!(log("secondary").contains(&format!(
+        "transfer of 'ywnds.com/IN' from 127.0.0.1#{primary_port}: Transfer completed"
+    )));
+    assert!(std::fs::read_to_string(d.join("secondary.db"))
+        .unwrap()
+        .contains("mail"));
+    // A new serial on the primary; the secondary asks (IXFR) and gets it.
+    std::fs::write(
+        d.join("ywnds.com.zone"),
+        ywnds_zone(2, "new IN A 192.0.2.7\n"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(primary.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || dig(
+        primary_port,
+        &["new.ywnds.com", "A", "+short"]
+    )
+    .contains("192.0.2.7")));
+    let out = Command::new("/usr/sbin/rndc")
+        .arg("-k")
+        .arg(&rndc_key)
+        .args([
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &control.to_string(),
+            "refresh",
+            "ywnds.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_for(Duration::from_secs(20), || dig(
+            secondary_port,
+            &["new.ywnds.com", "A", "+short"]
+        )
+        .lines()
+        .any(|l| l == "192.0.2.7")),
+        "the secondary did not follow the new serial:\n{}\nprimary:\n{}",
+        log("secondary"),
+        log("primary")
+    );
+    assert!(log("primary")
+        .contains("transfer of 'ywnds.com/IN': AXFR-style IXFR started: TSIG xfer-key (serial 2)"));
+    let _ = primary.0.kill();
+}
+
+/// The project's own named.conf reader and BIND's agree on the grammar
+/// used here (key elements in address match lists).
+#[test]
+fn key_elements_load_in_named_checkconf() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("named.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             options {{ directory \"{}\"; allow-transfer {{ !key xfer-key; key \"other\"; 127.0.0.1; }}; }};\n\
+             key \"other\" {{ algorithm hmac-sha1; secret \"{SECRET}\"; }};\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let ours = Command::new(bin("named-checkconf"))
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "{ours:?}");
+    if Path::new("/usr/bin/named-checkconf").exists() {
+        let theirs = Command::new("/usr/bin/named-checkconf")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(theirs.status.success(), "{theirs:?}");
+    }
+}
