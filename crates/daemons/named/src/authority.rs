@@ -166,6 +166,35 @@ impl Zone {
             .and_then(|s| s.records_without_rrsigs().next())
     }
 
+    /// The addresses the zone gives for its NS hosts, but the host its
+    /// SOA names as the primary (NOTIFY goes to the others).
+    pub(crate) fn secondary_addresses(&self) -> Vec<std::net::IpAddr> {
+        let primary = self.soa().and_then(|r| match &r.data {
+            RData::SOA(s) => Some(LowerName::new(&s.mname)),
+            _ => None,
+        });
+        let mut out = Vec::new();
+        for ns in self.set(&self.origin, RecordType::NS).unwrap_or_default() {
+            let RData::NS(NS(host)) = &ns.data else {
+                continue;
+            };
+            let host = LowerName::new(host);
+            if Some(&host) == primary.as_ref() {
+                continue;
+            }
+            for t in [RecordType::A, RecordType::AAAA] {
+                for r in self.set(&host, t).unwrap_or_default() {
+                    match &r.data {
+                        RData::A(a) => out.push(std::net::IpAddr::V4(a.0)),
+                        RData::AAAA(a) => out.push(std::net::IpAddr::V6(a.0)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every record of the zone but its SOA, DNSSEC records included, in
     /// name and type order (a transfer's body).
     pub(crate) fn records_but_soa(&self) -> impl Iterator<Item = &Record> {

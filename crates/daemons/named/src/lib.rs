@@ -18,6 +18,7 @@ mod edns;
 pub mod listen;
 pub mod logging;
 mod mmsg;
+mod notify;
 mod recursion;
 pub mod serve;
 mod tcp;

@@ -49,6 +49,7 @@ fn under_master() -> ! {
             let mut cfg = ctx.config.clone();
             let mut scan = interfaces_timer(named.conf());
             loop {
+                named.send_notifies();
                 tokio::select! {
                     changed = cfg.changed() => {
                         if changed.is_err() {
@@ -219,6 +220,7 @@ fn standalone() -> ! {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         info!("running");
         loop {
+            named.send_notifies();
             tokio::select! {
                 _ = hup.recv() => {
                     if named.reload().is_ok() {

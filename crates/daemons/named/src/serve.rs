@@ -130,6 +130,8 @@ pub struct Named {
     pub use_logging: bool,
     /// `rndc scan` asked for the interfaces to be scanned.
     pub(crate) scan: bool,
+    /// Zones loaded with a new serial whose NOTIFY is still to be sent.
+    notify: Vec<ZoneKey>,
 }
 
 impl Named {
@@ -139,6 +141,7 @@ impl Named {
         let conf = conf::load(path)?;
         let loaded = load_zones(&conf, &HashMap::new(), false);
         let state = build_state(&conf, &loaded, None);
+        let notify = loaded.keys().cloned().collect();
         let now = SystemTime::now();
         Ok(Self {
             path: path.to_path_buf(),
@@ -154,6 +157,7 @@ impl Named {
             threads: 1,
             use_logging: false,
             scan: false,
+            notify,
         })
     }
 
@@ -194,6 +198,11 @@ impl Named {
             warn!("listen-on changes take effect when named is restarted");
         }
         let loaded = load_zones(&conf, &self.loaded, new_zones_only);
+        for (k, l) in &loaded {
+            if self.loaded.get(k).is_none_or(|old| old.serial != l.serial) {
+                self.notify.push(k.clone());
+            }
+        }
         self.handler.state.store(Arc::new(build_state(
             &conf,
             &loaded,
@@ -233,6 +242,9 @@ impl Named {
         match read_zone(z, &self.conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
+                if self.loaded.get(k).is_none_or(|old| old.serial != l.serial) {
+                    self.notify.push(k.clone());
+                }
                 self.loaded.insert(key(z), l);
                 self.rebuild();
                 Ok(true)
@@ -242,6 +254,35 @@ impl Named {
                 error!("{label}: not loaded due to errors.");
                 Err(e)
             }
+        }
+    }
+
+    /// Sends the NOTIFY of each zone loaded with a new serial since the
+    /// last call (inside the runtime), as the zone's, else its view's,
+    /// `notify` and `also-notify` say.
+    pub fn send_notifies(&mut self) {
+        let state = self.handler.state();
+        for k in std::mem::take(&mut self.notify) {
+            let (Some(z), Some(l)) = (
+                self.conf.zones.iter().find(|z| key(z) == k),
+                self.loaded.get(&k),
+            ) else {
+                continue;
+            };
+            let Some(v) = self.conf.views.iter().find(|v| v.name == z.view) else {
+                continue;
+            };
+            let Some(soa) = l.zone.soa().cloned() else {
+                continue;
+            };
+            let targets = crate::notify::targets(
+                &l.zone,
+                z.notify.unwrap_or(v.notify),
+                z.also_notify.as_ref().unwrap_or(&v.also_notify),
+                &self.conf.keys,
+                state.local(),
+            );
+            crate::notify::send(&z.name, soa, targets);
         }
     }
 

@@ -366,6 +366,26 @@ pub(crate) fn sign(answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     sign_with(answer, s, &s.request_mac, true).0
 }
 
+/// Signs a request named sends (NOTIFY) with `key` (RFC 8945 §4.2):
+/// the MAC covers the message and the TSIG variables.
+pub(crate) fn sign_request(mut msg: Vec<u8>, key: &Key) -> Vec<u8> {
+    if msg.len() < 12 {
+        return msg;
+    }
+    let time = crate::unix_now();
+    let key_name = format!("{}.", key.name.trim_end_matches('.'));
+    let alg = algorithm_name(key.algorithm);
+    let mut data = msg.clone();
+    data.extend(variables(&key_name, alg, time, FUDGE, 0, &[]));
+    let mut mac = wire::mac(key, &data);
+    mac.truncate(usize::from(key.digest_bits).div_ceil(8).max(10));
+    let id = u16::from_be_bytes([msg[0], msg[1]]);
+    let ar = u16::from_be_bytes([msg[10], msg[11]]).saturating_add(1);
+    msg[10..12].copy_from_slice(&ar.to_be_bytes());
+    msg.extend(record(&key_name, alg, time, FUDGE, &mac, id, 0, &[]));
+    msg
+}
+
 /// Signs the messages of a zone transfer (RFC 8945 §5.3.1): the first as
 /// any answer, each next one over the MAC before it, the message and the
 /// timers only.
@@ -555,6 +575,22 @@ mod tests {
         assert_eq!(
             rcode_and_tsig(check(&bad, &[short])),
             (NOTAUTH, Some((BADSIG, 0)))
+        );
+    }
+
+    #[test]
+    fn requests_named_signs_verify_as_queries() {
+        let mut q = vec![0x43, 0x21, 0x24, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend(wire_name("example.com."));
+        q.extend_from_slice(&[0, 6, 0, 1]);
+        let signed = sign_request(q, &key());
+        let Check::Sign(s) = check(&signed, &[key()]) else {
+            panic!("a request named signed does not verify")
+        };
+        assert!(s.error_answer(&signed).is_none());
+        assert_eq!(
+            find(&signed).map(|t| (t.mac.len(), t.original_id)),
+            Some((32, 0x4321))
         );
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::acl::{Acl, Element};
 use crate::controls::{self, Control, Key};
 use crate::logging::{self, Logging};
+use crate::remote::{self, Notify, Remote};
 
 /// The default DNS port, used when `listen-on` or `forwarders` name none.
 pub const DNS_PORT: u16 = 53;
@@ -94,6 +95,9 @@ pub struct Options {
     pub allow_query_cache_on: Acl,
     /// Who may transfer zones (AXFR, IXFR; default any, as BIND 9.18).
     pub allow_transfer: Acl,
+    /// Whom a primary zone's new serial is announced to (default yes).
+    pub notify: Notify,
+    pub also_notify: Vec<Remote>,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -122,6 +126,8 @@ pub struct ViewConf {
     pub allow_recursion_on: Acl,
     pub allow_query_cache_on: Acl,
     pub allow_transfer: Acl,
+    pub notify: Notify,
+    pub also_notify: Vec<Remote>,
     pub forwarders: Vec<SocketAddr>,
     /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
     pub hints: Option<PathBuf>,
@@ -147,6 +153,9 @@ pub struct ZoneConf {
     pub allow_query: Option<Acl>,
     /// The zone's own `allow-transfer`, which replaces the view's.
     pub allow_transfer: Option<Acl>,
+    /// The zone's own `notify` and `also-notify`, which replace the view's.
+    pub notify: Option<Notify>,
+    pub also_notify: Option<Vec<Remote>>,
     /// The view it belongs to ([`DEFAULT_VIEW`] without views).
     pub view: String,
     /// `FILE:LINE` of the statement, for messages.
@@ -182,11 +191,17 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
         base,
         warnings: Vec::new(),
         acls: Vec::new(),
+        remotes: Vec::new(),
     };
-    // `acl` statements may come after their use, as in BIND.
+    // `acl` and `primaries` statements may come after their use, as in BIND.
     for s in &statements {
-        if s.keyword() == Some("acl") {
-            builder.acl_statement(s)?;
+        match s.keyword() {
+            Some("acl") => builder.acl_statement(s)?,
+            Some("primaries" | "masters") => {
+                let list = remote::list_statement(s, &builder.remotes)?;
+                builder.remotes.push(list);
+            }
+            _ => {}
         }
     }
     // Views take the global options as defaults, wherever `options` is.
@@ -207,7 +222,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     let mut log: Option<Logging> = None;
     for s in &statements {
         match s.keyword().unwrap_or_default() {
-            "acl" | "options" => {}
+            "acl" | "options" | "primaries" | "masters" => {}
             "logging" => {
                 if log.is_some() {
                     return Err(s.error("'logging' redefined"));
@@ -308,6 +323,8 @@ impl ViewConf {
             allow_recursion_on: o.allow_recursion_on.clone(),
             allow_query_cache_on: o.allow_query_cache_on.clone(),
             allow_transfer: o.allow_transfer.clone(),
+            notify: o.notify,
+            also_notify: o.also_notify.clone(),
             forwarders: o.forwarders.clone(),
             hints: None,
         }
@@ -622,6 +639,8 @@ pub(crate) struct Builder {
     base: PathBuf,
     warnings: Vec<String>,
     acls: Vec<(String, Acl)>,
+    /// `primaries` (`masters`) lists, by name.
+    remotes: Vec<(String, Vec<Remote>)>,
 }
 
 /// BIND 9.18's options (its `named-checkconf -p` grammar) that change no
@@ -635,7 +654,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "allow-notify",
     "allow-update",
     "allow-update-forwarding",
-    "also-notify",
     "alt-transfer-source",
     "alt-transfer-source-v6",
     "attach-cache",
@@ -749,7 +767,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "new-zones-directory",
     "no-case-compress",
     "nocookie-udp-size",
-    "notify",
     "notify-delay",
     "notify-rate",
     "notify-source",
@@ -864,6 +881,8 @@ const VIEW_OPTIONS: &[&str] = &[
     "allow-recursion-on",
     "allow-query-cache-on",
     "allow-transfer",
+    "notify",
+    "also-notify",
     "minimal-responses",
     "minimal-any",
     "recursion",
@@ -874,8 +893,6 @@ const VIEW_OPTIONS: &[&str] = &[
 /// Zone options accepted with a warning.
 const IGNORED_ZONE_OPTIONS: &[&str] = &[
     "allow-update",
-    "notify",
-    "also-notify",
     "check-names",
     "journal",
     "max-journal-size",
@@ -920,6 +937,8 @@ impl Builder {
             allow_recursion_on: Acl::any(),
             allow_query_cache_on: Acl::any(),
             allow_transfer: Acl::any(),
+            notify: Notify::Yes,
+            also_notify: Vec::new(),
         }
     }
 
@@ -1010,6 +1029,8 @@ impl Builder {
         match opt.keyword().unwrap_or_default() {
             "allow-query" => o.allow_query = self.address_list(opt.block()?, false)?,
             "allow-transfer" => o.allow_transfer = self.address_list(opt.block()?, false)?,
+            "notify" => o.notify = remote::notify(opt)?,
+            "also-notify" => o.also_notify = remote::servers(opt, 1, &self.remotes, 53)?,
             "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
             "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
             "recursion" => o.recursion = yes_no(opt)?,
@@ -1106,6 +1127,8 @@ impl Builder {
         let mut file = None;
         let mut allow_query = None;
         let mut allow_transfer = None;
+        let mut notify = None;
+        let mut also_notify = None;
         for opt in block {
             let key = opt.keyword().unwrap_or_default();
             match key {
@@ -1113,6 +1136,8 @@ impl Builder {
                 "file" => file = Some(PathBuf::from(opt.single()?)),
                 "allow-query" => allow_query = Some(self.address_list(opt.block()?, false)?),
                 "allow-transfer" => allow_transfer = Some(self.address_list(opt.block()?, false)?),
+                "notify" => notify = Some(remote::notify(opt)?),
+                "also-notify" => also_notify = Some(remote::servers(opt, 1, &self.remotes, 53)?),
                 k if IGNORED_ZONE_OPTIONS.contains(&k) => self.warn(
                     opt,
                     &format!("zone '{name}': option '{k}' is not supported; ignored"),
@@ -1148,6 +1173,8 @@ impl Builder {
             file,
             allow_query,
             allow_transfer,
+            notify,
+            also_notify,
             view: view.to_owned(),
             place: s.place(),
         }))
@@ -1202,6 +1229,8 @@ impl Builder {
         view.allow_recursion_on = o.allow_recursion_on;
         view.allow_query_cache_on = o.allow_query_cache_on;
         view.allow_transfer = o.allow_transfer;
+        view.notify = o.notify;
+        view.also_notify = o.also_notify;
         view.forwarders = o.forwarders;
         Ok(view)
     }

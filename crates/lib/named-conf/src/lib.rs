@@ -10,6 +10,7 @@ pub mod controls;
 mod directives;
 mod dnssec;
 pub mod logging;
+pub mod remote;
 pub mod zone;
 
 /// Loads every zone of `conf` as named would, printing BIND's messages;
