@@ -296,6 +296,145 @@ fn bind_is_a_secondary_of_named() {
     let _ = primary.0.kill();
 }
 
+/// postfix-rs named as a secondary of BIND 9.18: the zone transferred
+/// with the TSIG key at start, written to its file and served; BIND's
+/// NOTIFY after a new serial brings it along; restarted while BIND is
+/// down, it serves the zone from its file.
+#[test]
+fn named_is_a_secondary_of_bind() {
+    if !bind_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (primary_port, secondary_port) = (free_port(), free_port());
+    std::fs::write(
+        d.join("ywnds.com.zone"),
+        ywnds_zone(1, "www IN CNAME mail\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("primary.conf"),
+        format!(
+            "options {{\n  listen-on port {primary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/primary.pid\";\n  session-keyfile \"{0}/primary-session.key\";\n\
+             dnssec-validation no;\n  notify explicit;\n}};\n\
+             controls {{ }};\n\
+             key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             zone \"ywnds.com\" {{ type primary; file \"ywnds.com.zone\"; allow-transfer {{ key xfer-key; }};\n\
+               also-notify {{ 127.0.0.1 port {secondary_port}; }}; }};\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let start = |program: &Path, name: &str| {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(d.join(format!("{name}.log")))
+            .unwrap();
+        NameServer(
+            Command::new(program)
+                .args(["-g", "-c"])
+                .arg(d.join(format!("{name}.conf")))
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut bind = start(Path::new("/usr/sbin/named"), "primary");
+    assert!(wait_for(Duration::from_secs(20), || dig(
+        primary_port,
+        &["ywnds.com", "SOA"]
+    )
+    .contains("status: NOERROR")));
+    std::fs::write(
+        d.join("secondary.conf"),
+        format!(
+            "options {{\n  listen-on port {secondary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/secondary.pid\";\n  dnssec-validation no;\n}};\n\
+             controls {{ }};\n\
+             key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             primaries upstream {{ 127.0.0.1 port {primary_port}; }};\n\
+             zone \"ywnds.com\" {{ type slave; file \"secondary.db\"; masters {{ upstream key xfer-key; }}; }};\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut ours = start(&bin("named"), "secondary");
+    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
+    let answers = |name: &str, want: &str| {
+        dig(secondary_port, &[name, "A", "+short"])
+            .lines()
+            .any(|l| l == want)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || answers(
+            "www.ywnds.com",
+            "127.0.0.1"
+        )),
+        "named did not load the zone:\n{}\nBIND:\n{}",
+        log("secondary"),
+        log("primary")
+    );
+    let said = log("secondary");
+    assert!(
+        said.contains(&format!(
+            "transfer of 'ywnds.com/IN' from 127.0.0.1#{primary_port}: Transfer completed: "
+        )),
+        "{said}"
+    );
+    assert!(std::fs::read_to_string(d.join("secondary.db"))
+        .unwrap()
+        .contains("mail.ywnds.com."));
+    // The secondary answers as its primary does, AA included.
+    let q = ["ywnds.com", "MX", "+norec"];
+    let flags = |port: u16| {
+        dig(port, &q)
+            .lines()
+            .filter(|l| l.starts_with(";; flags") || (!l.starts_with(';') && !l.is_empty()))
+            .map(|l| l.split_once(" QUERY:").map_or(l, |(f, _)| f).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(flags(secondary_port), flags(primary_port));
+    // A new serial at BIND: its NOTIFY, then IXFR (answered in AXFR form).
+    std::fs::write(
+        d.join("ywnds.com.zone"),
+        ywnds_zone(2, "www IN CNAME mail\nnew IN A 192.0.2.9\n"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bind.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || answers(
+            "new.ywnds.com",
+            "192.0.2.9"
+        )),
+        "named did not follow BIND's new serial:\n{}\nBIND:\n{}",
+        log("secondary"),
+        log("primary")
+    );
+    assert!(log("secondary").contains("received notify for zone 'ywnds.com'"));
+    assert!(log("secondary").contains("zone ywnds.com/IN: transferred serial 2"));
+    // BIND gone, named restarted: the zone comes from its file.
+    let _ = bind.0.kill();
+    let _ = bind.0.wait();
+    let _ = ours.0.kill();
+    let _ = ours.0.wait();
+    let _ours = start(&bin("named"), "secondary");
+    assert!(
+        wait_for(Duration::from_secs(20), || answers(
+            "new.ywnds.com",
+            "192.0.2.9"
+        )),
+        "named did not serve the zone from its file:\n{}",
+        log("secondary")
+    );
+}
+
 /// The project's own named.conf reader and BIND's agree on the grammar
 /// used here (key elements in address match lists).
 #[test]

@@ -43,6 +43,10 @@ pub fn handle(
             false
         }
         Event::Stop => true,
+        Event::Transferred { key, text } => {
+            named.install_transfer(&key, &text);
+            false
+        }
     }
 }
 

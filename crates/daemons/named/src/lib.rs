@@ -20,6 +20,7 @@ pub mod logging;
 mod mmsg;
 mod notify;
 mod recursion;
+mod secondary;
 pub mod serve;
 mod tcp;
 mod transfer;

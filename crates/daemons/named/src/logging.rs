@@ -25,6 +25,7 @@ const OWN_CATEGORIES: &[&str] = &[
     "notify",
     "update-security",
     "xfer-out",
+    "xfer-in",
 ];
 
 /// Routes named's lines by the `logging` statement; `None` removes the routing.

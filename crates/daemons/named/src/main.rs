@@ -44,12 +44,13 @@ fn under_master() -> ! {
         |ctx, _endpoint, (mut named, sockets, mut controls)| async move {
             let mut listening = listen::start(sockets, named.handler())?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            named.set_events(tx.clone());
             controls.start(tx)?;
             info!("running");
             let mut cfg = ctx.config.clone();
             let mut scan = interfaces_timer(named.conf());
             loop {
-                named.send_notifies();
+                named.tend();
                 tokio::select! {
                     changed = cfg.changed() => {
                         if changed.is_err() {
@@ -213,6 +214,7 @@ fn standalone() -> ! {
         use tokio::signal::unix::{signal, SignalKind};
         let mut listening = listen::start(sockets, named.handler())?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        named.set_events(tx.clone());
         controls.start(tx)?;
         let mut scan = interfaces_timer(named.conf());
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -220,7 +222,7 @@ fn standalone() -> ! {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         info!("running");
         loop {
-            named.send_notifies();
+            named.tend();
             tokio::select! {
                 _ = hup.recv() => {
                     if named.reload().is_ok() {

@@ -36,7 +36,7 @@ pub(crate) fn targets(
     if notify == Notify::No {
         return out;
     }
-    if notify == Notify::Yes {
+    if notify != Notify::Explicit {
         let own = local.addresses();
         for ip in zone.secondary_addresses() {
             if !own.contains(&ip) {

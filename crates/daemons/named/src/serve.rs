@@ -111,6 +111,8 @@ pub struct Handler {
     state: Arc<ArcSwap<State>>,
     /// Whether each query is logged (`querylog`, `rndc querylog`).
     pub(crate) querylog: Arc<AtomicBool>,
+    /// The secondary zones, for the NOTIFYs that wake their keepers.
+    triggers: Arc<std::sync::Mutex<HashMap<ZoneKey, Trigger>>>,
 }
 
 /// A running configuration: the handler plus what a reload needs.
@@ -132,6 +134,19 @@ pub struct Named {
     pub(crate) scan: bool,
     /// Zones loaded with a new serial whose NOTIFY is still to be sent.
     notify: Vec<ZoneKey>,
+    /// The secondary zones' keepers (secondary.rs), with the settings
+    /// each was started with.
+    secondaries: HashMap<ZoneKey, (conf::ZoneConf, tokio::task::JoinHandle<()>)>,
+    /// Where keepers send transferred zones (the main loop).
+    events: Option<tokio::sync::mpsc::Sender<crate::control::Event>>,
+}
+
+/// How an allowed NOTIFY for a secondary zone wakes its keeper.
+pub(crate) struct Trigger {
+    wake: Arc<tokio::sync::Notify>,
+    /// `allow-notify`, else the primaries' addresses.
+    allow: Option<Acl>,
+    primaries: Vec<IpAddr>,
 }
 
 impl Named {
@@ -148,6 +163,7 @@ impl Named {
             handler: Handler {
                 state: Arc::new(ArcSwap::from_pointee(state)),
                 querylog: Arc::new(AtomicBool::new(conf.options.querylog)),
+                triggers: Arc::default(),
             },
             loaded,
             conf,
@@ -158,6 +174,8 @@ impl Named {
             use_logging: false,
             scan: false,
             notify,
+            secondaries: HashMap::new(),
+            events: None,
         })
     }
 
@@ -257,10 +275,127 @@ impl Named {
         }
     }
 
+    /// Where secondary zones' keepers send what they transfer.
+    pub fn set_events(&mut self, events: tokio::sync::mpsc::Sender<crate::control::Event>) {
+        self.events = Some(events);
+    }
+
+    /// What follows a load (inside the runtime, at the top of the main
+    /// loop): NOTIFYs sent, secondary zones' keepers started or stopped.
+    pub fn tend(&mut self) {
+        self.send_notifies();
+        self.keep_secondaries();
+    }
+
+    /// Starts a keeper for each secondary zone that has none (or whose
+    /// settings changed), stops those of zones gone.
+    fn keep_secondaries(&mut self) {
+        let Some(events) = self.events.clone() else {
+            return;
+        };
+        let wanted: Vec<&conf::ZoneConf> = self
+            .conf
+            .zones
+            .iter()
+            .filter(|z| z.secondary.is_some())
+            .collect();
+        let mut triggers = self
+            .handler
+            .triggers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.secondaries.retain(|k, (z, task)| {
+            let keep = wanted.iter().any(|w| *w == z);
+            if !keep {
+                task.abort();
+                triggers.remove(k);
+            }
+            keep
+        });
+        for z in wanted {
+            let k = key(z);
+            if self.secondaries.contains_key(&k) {
+                continue;
+            }
+            let Some(sec) = &z.secondary else { continue };
+            let primaries = sec
+                .primaries
+                .iter()
+                .filter_map(|p| match &p.key {
+                    None => Some((p.address, None)),
+                    Some(name) => match self
+                        .conf
+                        .keys
+                        .iter()
+                        .find(|k| k.name.eq_ignore_ascii_case(name))
+                    {
+                        Some(key) => Some((p.address, Some(key.clone()))),
+                        None => {
+                            error!(
+                                "zone {}/IN: primary {}: key '{name}' is not defined",
+                                z.name,
+                                crate::control::sock_text(p.address)
+                            );
+                            None
+                        }
+                    },
+                })
+                .collect();
+            let records = self.loaded.get(&k).map_or_else(Vec::new, |l| {
+                l.zone
+                    .soa()
+                    .into_iter()
+                    .chain(l.zone.records_but_soa())
+                    .cloned()
+                    .collect()
+            });
+            let wake = Arc::new(tokio::sync::Notify::new());
+            triggers.insert(
+                k.clone(),
+                Trigger {
+                    wake: wake.clone(),
+                    allow: sec.allow_notify.clone(),
+                    primaries: sec.primaries.iter().map(|p| p.address.ip()).collect(),
+                },
+            );
+            let keeper = crate::secondary::Keeper {
+                key: k.clone(),
+                primaries,
+                file: z.file.clone(),
+                records,
+                events: events.clone(),
+                wake,
+            };
+            self.secondaries
+                .insert(k, (z.clone(), tokio::spawn(keeper.run())));
+        }
+    }
+
+    /// Serves what a secondary zone's keeper transferred.
+    pub(crate) fn install_transfer(&mut self, k: &ZoneKey, text: &str) {
+        let Some(z) = self.conf.zones.iter().find(|z| key(z) == *k) else {
+            return;
+        };
+        let label = Zone::label(&z.name);
+        let parsed = zone::parse(&z.name, &z.file, text, &self.conf.options.directory)
+            .map_err(|e| e.to_string())
+            .and_then(|zone| handler_for(zone, &label));
+        match parsed {
+            Ok(mut l) => {
+                l.mtime = file_mtime(&z.file);
+                info!("{label}: transferred serial {}", l.serial);
+                self.loaded.insert(k.clone(), l);
+                self.notify.push(k.clone());
+                self.rebuild();
+            }
+            Err(e) => error!("{label}: transferred zone not served: {e}"),
+        }
+    }
+
     /// Sends the NOTIFY of each zone loaded with a new serial since the
     /// last call (inside the runtime), as the zone's, else its view's,
     /// `notify` and `also-notify` say.
-    pub fn send_notifies(&mut self) {
+    fn send_notifies(&mut self) {
         let state = self.handler.state();
         for k in std::mem::take(&mut self.notify) {
             let (Some(z), Some(l)) = (
@@ -275,9 +410,13 @@ impl Named {
             let Some(soa) = l.zone.soa().cloned() else {
                 continue;
             };
+            let mut notify = z.notify.unwrap_or(v.notify);
+            if z.secondary.is_some() && notify == pfx_named_conf::remote::Notify::PrimaryOnly {
+                notify = pfx_named_conf::remote::Notify::No;
+            }
             let targets = crate::notify::targets(
                 &l.zone,
-                z.notify.unwrap_or(v.notify),
+                notify,
                 z.also_notify.as_ref().unwrap_or(&v.also_notify),
                 &self.conf.keys,
                 state.local(),
@@ -320,6 +459,13 @@ fn load_zones(
     }
     let mut out = HashMap::new();
     for z in &conf.zones {
+        // A secondary zone kept in memory only comes from its keeper.
+        if z.file.as_os_str().is_empty() {
+            if let Some(old) = previous.get(&key(z)) {
+                out.insert(key(z), old.clone());
+            }
+            continue;
+        }
         if new_zones_only {
             if let Some(old) = previous.get(&key(z)) {
                 out.insert(key(z), old.clone());
@@ -604,6 +750,48 @@ pub(crate) fn client_tag(src: SocketAddr) -> String {
 }
 
 impl Handler {
+    /// A NOTIFY for a secondary zone of `view`: from an allowed source
+    /// (`allow-notify`, else a primary's address) it wakes the zone's
+    /// keeper, as BIND answers and logs it; None for anything else.
+    fn secondary_notify(
+        &self,
+        view: &View,
+        request: &Request,
+        signer: Option<&str>,
+    ) -> Option<authority::Answer> {
+        if request.metadata.op_code != OpCode::Notify {
+            return None;
+        }
+        let q = request.request_info().ok()?.query;
+        let name = q.name().to_string();
+        let name = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+        let triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        let t = triggers.get(&(view.name.clone(), name.clone()))?;
+        let src = request.src();
+        let allowed = match &t.allow {
+            Some(acl) => acl.allows_signed(src.ip(), signer, &Local::discover()),
+            None => t.primaries.contains(&src.ip()),
+        };
+        let tag = client_tag(src);
+        if !allowed {
+            info!(
+                target: "notify",
+                "{tag}: {}refused notify from non-primary: {}#{}",
+                view.log_prefix(),
+                src.ip(),
+                src.port()
+            );
+            return Some(authority::Answer::refused(ResponseCode::Refused));
+        }
+        let key = signer.map(|k| format!(": TSIG '{k}'")).unwrap_or_default();
+        info!(target: "notify", "{tag}: {}received notify for zone '{name}'{key}", view.log_prefix());
+        t.wake.notify_one();
+        Some(authority::Answer {
+            authoritative: true,
+            ..authority::Answer::default()
+        })
+    }
+
     /// Whether queries are being logged (then none is answered from the cache unseen).
     pub(crate) fn logging_queries(&self) -> bool {
         self.querylog.load(Ordering::Relaxed)
@@ -693,6 +881,9 @@ impl Handler {
             local,
             request.metadata.recursion_desired,
         );
+        if let Some(a) = view.and_then(|v| self.secondary_notify(v, request, extras.signer)) {
+            return send(view, state, request, a, extras, response_handle).await;
+        }
         if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {
             return send(view, state, request, a, extras, response_handle).await;
         }

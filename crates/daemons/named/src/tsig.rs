@@ -366,11 +366,16 @@ pub(crate) fn sign(answer: Vec<u8>, s: &Signed) -> Vec<u8> {
     sign_with(answer, s, &s.request_mac, true).0
 }
 
-/// Signs a request named sends (NOTIFY) with `key` (RFC 8945 §4.2):
-/// the MAC covers the message and the TSIG variables.
-pub(crate) fn sign_request(mut msg: Vec<u8>, key: &Key) -> Vec<u8> {
+/// Signs a request named sends (NOTIFY, SOA, transfers) with `key`
+/// (RFC 8945 §4.2): the MAC covers the message and the TSIG variables.
+pub(crate) fn sign_request(msg: Vec<u8>, key: &Key) -> Vec<u8> {
+    sign_request_mac(msg, key).0
+}
+
+/// [`sign_request`], with the MAC the answer's will be made over.
+pub(crate) fn sign_request_mac(mut msg: Vec<u8>, key: &Key) -> (Vec<u8>, Vec<u8>) {
     if msg.len() < 12 {
-        return msg;
+        return (msg, Vec::new());
     }
     let time = crate::unix_now();
     let key_name = format!("{}.", key.name.trim_end_matches('.'));
@@ -383,7 +388,98 @@ pub(crate) fn sign_request(mut msg: Vec<u8>, key: &Key) -> Vec<u8> {
     let ar = u16::from_be_bytes([msg[10], msg[11]]).saturating_add(1);
     msg[10..12].copy_from_slice(&ar.to_be_bytes());
     msg.extend(record(&key_name, alg, time, FUDGE, &mac, id, 0, &[]));
-    msg
+    (msg, mac)
+}
+
+/// Checks the answers to a request named signed (RFC 8945 §5.3.1): the
+/// first over the request's MAC and all of the TSIG variables, each next
+/// signed one over the MAC before it, the unsigned messages between
+/// them and the timers. Messages are given in order; the last must be
+/// signed ([`Verifier::done`]).
+pub(crate) struct Verifier {
+    key: Key,
+    prior: Vec<u8>,
+    unsigned: Vec<u8>,
+    first: bool,
+}
+
+impl Verifier {
+    pub(crate) fn new(key: Key, request_mac: Vec<u8>) -> Self {
+        Self {
+            key,
+            prior: request_mac,
+            unsigned: Vec::new(),
+            first: true,
+        }
+    }
+
+    /// Takes the next answer; an error says why it cannot be trusted.
+    pub(crate) fn next(&mut self, m: &[u8]) -> Result<(), String> {
+        let Some(t) = find(m) else {
+            if self.first {
+                return Err("expected a TSIG".into());
+            }
+            self.unsigned.extend_from_slice(m);
+            return Ok(());
+        };
+        if wire_name(&t.key) != wire_name(&self.key.name)
+            || t.algorithm != algorithm_name(self.key.algorithm)
+        {
+            return Err(format!("signed with key '{}'", t.key.trim_end_matches('.')));
+        }
+        if t.error != 0 {
+            return Err(format!("TSIG error {}", t.error));
+        }
+        let mut body = m[..t.start].to_vec();
+        body[..2].copy_from_slice(&t.original_id.to_be_bytes());
+        let ar = u16::from_be_bytes([body[10], body[11]]).saturating_sub(1);
+        body[10..12].copy_from_slice(&ar.to_be_bytes());
+        let mut data = (self.prior.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&self.prior);
+        data.append(&mut self.unsigned);
+        data.extend(body);
+        if self.first {
+            data.extend(variables(
+                &t.key,
+                &t.algorithm,
+                t.time,
+                t.fudge,
+                t.error,
+                t.other,
+            ));
+        } else {
+            data.extend_from_slice(&t.time.to_be_bytes()[2..]);
+            data.extend_from_slice(&t.fudge.to_be_bytes());
+        }
+        let want = wire::mac(&self.key, &data);
+        let full = usize::from(self.key.algorithm.bits() / 8);
+        let len = t.mac.len();
+        let same = len >= 10
+            && len >= full.div_ceil(2)
+            && len <= full
+            && t.mac
+                .iter()
+                .zip(&want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err("tsig verify failure".into());
+        }
+        if crate::unix_now().abs_diff(t.time) > u64::from(t.fudge) {
+            return Err("tsig time out of range".into());
+        }
+        self.prior = t.mac.to_vec();
+        self.first = false;
+        Ok(())
+    }
+
+    /// Whether the last message was signed (nothing unsigned is left).
+    pub(crate) fn done(&self) -> Result<(), String> {
+        if self.first || !self.unsigned.is_empty() {
+            return Err("last message not signed".into());
+        }
+        Ok(())
+    }
 }
 
 /// Signs the messages of a zone transfer (RFC 8945 §5.3.1): the first as
@@ -592,5 +688,36 @@ mod tests {
             find(&signed).map(|t| (t.mac.len(), t.original_id)),
             Some((32, 0x4321))
         );
+    }
+
+    #[test]
+    fn answers_to_signed_requests_are_verified_in_a_chain() {
+        let mut q = vec![0x43, 0x21, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend(wire_name("example.com."));
+        q.extend_from_slice(&[0, 252, 0, 1]);
+        let (signed_q, mac) = sign_request_mac(q, &key());
+        let Check::Sign(s) = check(&signed_q, &[key()]) else {
+            panic!("not verified")
+        };
+        let body = header_and_question(&signed_q);
+        let answers = sign_all(vec![body.clone(), body.clone(), body.clone()], &s);
+        let mut v = Verifier::new(key(), mac.clone());
+        for a in &answers {
+            v.next(a).unwrap();
+        }
+        v.done().unwrap();
+        // A message changed on the way, or one left out, fails.
+        let mut v = Verifier::new(key(), mac.clone());
+        v.next(&answers[0]).unwrap();
+        assert!(v.next(&answers[2]).is_err());
+        let mut bad = answers[0].clone();
+        bad[3] ^= 1;
+        assert!(Verifier::new(key(), mac.clone()).next(&bad).is_err());
+        // Unsigned: refused; the last unsigned: not done.
+        assert!(Verifier::new(key(), mac.clone()).next(&body).is_err());
+        let mut v = Verifier::new(key(), mac);
+        v.next(&answers[0]).unwrap();
+        v.next(&body).unwrap();
+        assert!(v.done().is_err());
     }
 }

@@ -156,10 +156,20 @@ pub struct ZoneConf {
     /// The zone's own `notify` and `also-notify`, which replace the view's.
     pub notify: Option<Notify>,
     pub also_notify: Option<Vec<Remote>>,
+    /// `type secondary`: where its data comes from.
+    pub secondary: Option<Secondary>,
     /// The view it belongs to ([`DEFAULT_VIEW`] without views).
     pub view: String,
     /// `FILE:LINE` of the statement, for messages.
     pub place: String,
+}
+
+/// A secondary zone's `primaries` (`masters`) and `allow-notify`
+/// (default: the primaries' addresses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secondary {
+    pub primaries: Vec<Remote>,
+    pub allow_notify: Option<Acl>,
 }
 
 /// What is wrong with a named.conf, as BIND says it: `FILE:LINE: message`.
@@ -236,7 +246,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
             "zone" => {
                 top_zone.get_or_insert_with(|| s.place());
                 match builder.zone(s, DEFAULT_VIEW)? {
-                    ZoneStmt::Primary(z) => add_zone(&mut zones, z, s)?,
+                    ZoneStmt::Served(z) => add_zone(&mut zones, *z, s)?,
                     ZoneStmt::Hints(h) => top_hints = Some(h),
                     ZoneStmt::Skipped => {}
                 }
@@ -273,7 +283,9 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     }
     // Files are named relative to `directory`, known only now.
     for z in &mut zones {
-        z.file = options.directory.join(&z.file);
+        if !z.file.as_os_str().is_empty() {
+            z.file = options.directory.join(&z.file);
+        }
     }
     for v in &mut views {
         v.hints = v.hints.take().map(|h| options.directory.join(h));
@@ -338,7 +350,8 @@ impl ViewConf {
 
 /// What a `zone` statement is.
 enum ZoneStmt {
-    Primary(ZoneConf),
+    /// A zone named serves (primary or secondary).
+    Served(Box<ZoneConf>),
     /// The root hint zone's file, as written.
     Hints(PathBuf),
     Skipped,
@@ -893,6 +906,17 @@ const VIEW_OPTIONS: &[&str] = &[
 /// Zone options accepted with a warning.
 const IGNORED_ZONE_OPTIONS: &[&str] = &[
     "allow-update",
+    "min-refresh-time",
+    "max-refresh-time",
+    "min-retry-time",
+    "max-retry-time",
+    "transfer-source",
+    "transfer-source-v6",
+    "notify-source",
+    "notify-source-v6",
+    "request-ixfr",
+    "max-transfer-time-in",
+    "max-transfer-idle-in",
     "check-names",
     "journal",
     "max-journal-size",
@@ -1129,10 +1153,23 @@ impl Builder {
         let mut allow_transfer = None;
         let mut notify = None;
         let mut also_notify = None;
+        let mut primaries = None;
+        let mut allow_notify = None;
         for opt in block {
             let key = opt.keyword().unwrap_or_default();
             match key {
                 "type" => kind = Some(opt.single()?.to_ascii_lowercase()),
+                "primaries" | "masters" => {
+                    primaries = Some(remote::servers(opt, 1, &self.remotes, 53)?)
+                }
+                "allow-notify" => allow_notify = Some(self.address_list(opt.block()?, false)?),
+                "masterfile-format" => match opt.single()? {
+                    "text" => {}
+                    other => self.warn(
+                        opt,
+                        &format!("zone '{name}': masterfile-format {other}: named writes and reads zone files as text"),
+                    ),
+                },
                 "file" => file = Some(PathBuf::from(opt.single()?)),
                 "allow-query" => allow_query = Some(self.address_list(opt.block()?, false)?),
                 "allow-transfer" => allow_transfer = Some(self.address_list(opt.block()?, false)?),
@@ -1146,8 +1183,18 @@ impl Builder {
             }
         }
         let shown = if name.is_empty() { "." } else { &name };
+        let mut secondary = None;
         match kind.as_deref() {
             Some("master" | "primary") => {}
+            Some("secondary" | "slave") => {
+                let Some(primaries) = primaries.filter(|p| !p.is_empty()) else {
+                    return Err(s.error(&format!("zone '{shown}': missing 'primaries' entry")));
+                };
+                secondary = Some(Secondary {
+                    primaries,
+                    allow_notify,
+                });
+            }
             Some("hint") if name.is_empty() => {
                 let Some(file) = file else {
                     return Err(s.error("zone '.': missing 'file' entry"));
@@ -1164,10 +1211,14 @@ impl Builder {
             Some(t) => return Err(s.error(&format!("zone '{shown}': type {t} is not supported"))),
             None => return Err(s.error(&format!("zone '{shown}': type not present"))),
         }
-        let Some(file) = file else {
-            return Err(s.error(&format!("zone '{shown}': missing 'file' entry")));
+        // A secondary zone may be kept in memory only.
+        let file = match file {
+            Some(f) => f,
+            None if secondary.is_some() => PathBuf::new(),
+            None => return Err(s.error(&format!("zone '{shown}': missing 'file' entry"))),
         };
-        Ok(ZoneStmt::Primary(ZoneConf {
+        Ok(ZoneStmt::Served(Box::new(ZoneConf {
+            secondary,
             name,
             file_name: file.display().to_string(),
             file,
@@ -1177,7 +1228,7 @@ impl Builder {
             also_notify,
             view: view.to_owned(),
             place: s.place(),
-        }))
+        })))
     }
 
     /// A `view` statement: its matching rules, options (the global ones
@@ -1209,7 +1260,7 @@ impl Builder {
                 }
                 "match-recursive-only" => view.match_recursive_only = yes_no(opt)?,
                 "zone" => match self.zone(opt, &name)? {
-                    ZoneStmt::Primary(z) => add_zone(zones, z, opt)?,
+                    ZoneStmt::Served(z) => add_zone(zones, *z, opt)?,
                     ZoneStmt::Hints(h) => view.hints = Some(h),
                     ZoneStmt::Skipped => {}
                 },
@@ -1489,7 +1540,8 @@ zone "0.0.127.in-addr.arpa." { type primary; file "/abs/reverse.zone"; };
         let cases = [
             ("options {\n  bogus yes;\n};", "/etc/named.conf:2: unknown option 'bogus'"),
             ("options {\n  recursion no\n};", "/etc/named.conf:3: missing ';' before '}'"),
-            ("zone \"x\" {\n type slave; file \"f\"; };", "/etc/named.conf:1: zone 'x': type slave is not supported"),
+            ("zone \"x\" {\n type slave; file \"f\"; };", "/etc/named.conf:1: zone 'x': missing 'primaries' entry"),
+            ("zone \"x\" {\n type stub; file \"f\"; };", "/etc/named.conf:1: zone 'x': type stub is not supported"),
             ("zone \"x\" { type master; };", "/etc/named.conf:1: zone 'x': missing 'file' entry"),
             ("options {\n recursion maybe; };", "/etc/named.conf:2: 'recursion': expected yes or no, not 'maybe'"),
             ("options { allow-query { friends; }; };", "/etc/named.conf:1: undefined ACL 'friends'"),

@@ -15,18 +15,20 @@ pub struct Remote {
 }
 
 /// `notify`: yes (the zone's NS hosts and `also-notify`), explicit
-/// (`also-notify` only), no. `primary-only`/`master-only` are yes for the
-/// primary zones named serves.
+/// (`also-notify` only), no; `primary-only` (`master-only`): yes for
+/// primary zones, no for secondary ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notify {
     Yes,
     Explicit,
+    PrimaryOnly,
     No,
 }
 
 pub(crate) fn notify(opt: &Stmt) -> Result<Notify, Error> {
     Ok(match opt.single()?.to_ascii_lowercase().as_str() {
-        "yes" | "true" | "1" | "primary-only" | "master-only" => Notify::Yes,
+        "yes" | "true" | "1" => Notify::Yes,
+        "primary-only" | "master-only" => Notify::PrimaryOnly,
         "explicit" => Notify::Explicit,
         "no" | "false" | "0" => Notify::No,
         other => return Err(opt.error(&format!("'{other}' is not a valid notify value"))),

@@ -43,6 +43,12 @@ pub enum Event {
     },
     /// `rndc stop`/`halt` was answered: named exits now.
     Stop,
+    /// A secondary zone was transferred (secondary.rs): its new text, to
+    /// be served.
+    Transferred {
+        key: crate::serve::ZoneKey,
+        text: String,
+    },
 }
 
 /// The answer to a command: BIND's result code and the text rndc prints.
