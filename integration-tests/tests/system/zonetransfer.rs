@@ -307,7 +307,7 @@ fn named_is_a_secondary_of_bind() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (primary_port, secondary_port) = (free_port(), free_port());
+    let (primary_port, secondary_port, control) = (free_port(), free_port(), free_port());
     std::fs::write(
         d.join("ywnds.com.zone"),
         ywnds_zone(1, "www IN CNAME mail\n"),
@@ -353,10 +353,11 @@ fn named_is_a_secondary_of_bind() {
         format!(
             "options {{\n  listen-on port {secondary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
              recursion no;\n  pid-file \"{0}/secondary.pid\";\n  dnssec-validation no;\n}};\n\
-             controls {{ }};\n\
              key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
              primaries upstream {{ 127.0.0.1 port {primary_port}; }};\n\
-             zone \"ywnds.com\" {{ type slave; file \"secondary.db\"; masters {{ upstream key xfer-key; }}; }};\n",
+             zone \"ywnds.com\" {{ type slave; file \"secondary.db\"; masters {{ upstream key xfer-key; }}; }};\n\
+             key \"rndc-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+             controls {{ inet 127.0.0.1 port {control} allow {{ 127.0.0.1; }} keys {{ \"rndc-key\"; }}; }};\n",
             d.display()
         ),
     )
@@ -419,6 +420,41 @@ fn named_is_a_secondary_of_bind() {
     );
     assert!(log("secondary").contains("received notify for zone 'ywnds.com'"));
     assert!(log("secondary").contains("zone ywnds.com/IN: transferred serial 2"));
+    // Debian's rndc: refresh, retransfer (the whole zone again), zonestatus.
+    std::fs::write(
+        d.join("rndc.conf"),
+        format!("key \"rndc-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\noptions {{ default-key \"rndc-key\"; }};\n"),
+    )
+    .unwrap();
+    let rndc = |args: &[&str]| {
+        let out = Command::new("/usr/sbin/rndc")
+            .arg("-c")
+            .arg(d.join("rndc.conf"))
+            .args(["-s", "127.0.0.1", "-p", &control.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        rndc(&["refresh", "ywnds.com"]),
+        (Some(0), "zone refresh queued\n".to_owned())
+    );
+    let (code, status) = rndc(&["zonestatus", "ywnds.com"]);
+    assert_eq!(code, Some(0));
+    assert!(status.contains("type: secondary"), "{status}");
+    let completed = |text: &str| text.matches("Transfer completed: 1 messages").count();
+    let before = completed(&log("secondary"));
+    assert_eq!(rndc(&["retransfer", "ywnds.com"]).0, Some(0));
+    assert!(
+        wait_for(Duration::from_secs(10), || completed(&log("secondary"))
+            > before),
+        "no transfer after retransfer:\n{}",
+        log("secondary")
+    );
     // BIND gone, named restarted: the zone comes from its file.
     let _ = bind.0.kill();
     let _ = bind.0.wait();

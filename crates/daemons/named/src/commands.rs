@@ -70,7 +70,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "notify",
     "nta",
     "recursing",
-    "refresh",
     "scan",
     "secroots",
     "serve-stale",
@@ -177,13 +176,23 @@ impl Named {
             "dumpdb" => self.dumpdb(rest),
             "zonestatus" => self.zonestatus(rest),
             "freeze" | "thaw" | "unfreeze" | "sync" => self.freeze(&command, rest),
-            "retransfer" => match self.zone_arg(rest) {
+            "retransfer" | "refresh" => match self.zone_arg(rest) {
                 Err(r) => r,
                 Ok(None) => Reply::err(Code::UnexpectedEnd, ""),
-                Ok(Some(_)) => Reply::err(
-                    Code::Failure,
-                    "retransfer: inappropriate zone type: primary",
-                ),
+                Ok(Some(zone)) => {
+                    let whole = command == "retransfer";
+                    match (self.wake_secondary(&zone, whole), whole) {
+                        (true, true) => Reply::ok(""),
+                        (true, false) => Reply::ok("zone refresh queued"),
+                        (false, true) => Reply::err(
+                            Code::Failure,
+                            "retransfer: inappropriate zone type: primary",
+                        ),
+                        (false, false) => {
+                            Reply::err(Code::Failure, "not a secondary, mirror, or stub zone")
+                        }
+                    }
+                }
             },
             "trace" | "notrace" => Reply::ok(""),
             "scan" => {
@@ -378,7 +387,12 @@ impl Named {
             return Reply::err(Code::NotFound, "");
         };
         let loaded = self.loaded.get(&name);
-        let mut s = format!("name: {}\ntype: primary\nfiles: {}", rest[0], z.file_name);
+        let kind = if z.secondary.is_some() {
+            "secondary"
+        } else {
+            "primary"
+        };
+        let mut s = format!("name: {}\ntype: {kind}\nfiles: {}", rest[0], z.file_name);
         s.push_str(&format!(
             "\nserial: {}\nnodes: {}",
             loaded.map_or(0, |l| l.serial),

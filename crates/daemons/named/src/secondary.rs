@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ pub(crate) struct Keeper {
     pub(crate) records: Vec<Record>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) wake: Arc<Notify>,
+    /// Set by `rndc retransfer`: AXFR next, whatever the serials.
+    pub(crate) whole: Arc<AtomicBool>,
 }
 
 /// Serial numbers compared as RFC 1982 says.
@@ -94,6 +97,9 @@ impl Keeper {
 
     /// One refresh: the first primary that answers decides.
     async fn refresh(&mut self) -> Result<(), ()> {
+        if self.whole.swap(false, Ordering::Relaxed) {
+            self.records.clear();
+        }
         let primaries = self.primaries.clone();
         for (addr, key) in &primaries {
             let from = format!("transfer of '{}/IN' from {}", self.zone(), sock_text(*addr));

@@ -144,6 +144,8 @@ pub struct Named {
 /// How an allowed NOTIFY for a secondary zone wakes its keeper.
 pub(crate) struct Trigger {
     wake: Arc<tokio::sync::Notify>,
+    /// `rndc retransfer`: the next transfer takes the whole zone.
+    whole: Arc<AtomicBool>,
     /// `allow-notify`, else the primaries' addresses.
     allow: Option<Acl>,
     primaries: Vec<IpAddr>,
@@ -350,10 +352,12 @@ impl Named {
                     .collect()
             });
             let wake = Arc::new(tokio::sync::Notify::new());
+            let whole = Arc::new(AtomicBool::new(false));
             triggers.insert(
                 k.clone(),
                 Trigger {
                     wake: wake.clone(),
+                    whole: whole.clone(),
                     allow: sec.allow_notify.clone(),
                     primaries: sec.primaries.iter().map(|p| p.address.ip()).collect(),
                 },
@@ -365,10 +369,29 @@ impl Named {
                 records,
                 events: events.clone(),
                 wake,
+                whole,
             };
             self.secondaries
                 .insert(k, (z.clone(), tokio::spawn(keeper.run())));
         }
+    }
+
+    /// Wakes a secondary zone's keeper (`rndc refresh`; `whole`: `rndc
+    /// retransfer`, AXFR whatever the serials); false for other zones.
+    pub(crate) fn wake_secondary(&self, k: &ZoneKey, whole: bool) -> bool {
+        let triggers = self
+            .handler
+            .triggers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(t) = triggers.get(k) else {
+            return false;
+        };
+        if whole {
+            t.whole.store(true, Ordering::Relaxed);
+        }
+        t.wake.notify_one();
+        true
     }
 
     /// Serves what a secondary zone's keeper transferred.
