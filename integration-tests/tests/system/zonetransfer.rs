@@ -471,6 +471,89 @@ fn named_is_a_secondary_of_bind() {
     );
 }
 
+/// A secondary zone without data is SERVFAIL, as in BIND: before its
+/// first transfer (its primary down), and once the SOA's expire time has
+/// passed without a primary answering.
+#[test]
+fn secondary_zones_without_data_are_servfail() {
+    if !bind_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (primary_port, secondary_port, nobody) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        d.join("short.test.zone"),
+        "$TTL 60\n@ IN SOA ns.short.test. root.short.test. 1 3600 600 3 60\n@ IN NS ns\nns IN A 127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("primary.conf"),
+        format!(
+            "options {{\n  listen-on port {primary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/primary.pid\";\n  session-keyfile \"{0}/primary-session.key\";\n\
+             dnssec-validation no;\n  notify no;\n}};\ncontrols {{ }};\n\
+             zone \"short.test\" {{ type primary; file \"short.test.zone\"; }};\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("secondary.conf"),
+        format!(
+            "options {{\n  listen-on port {secondary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
+             recursion no;\n  pid-file \"{0}/secondary.pid\";\n  dnssec-validation no;\n}};\ncontrols {{ }};\n\
+             zone \"short.test\" {{ type secondary; primaries {{ 127.0.0.1 port {primary_port}; }}; }};\n\
+             zone \"dead.test\" {{ type secondary; file \"dead.db\"; primaries {{ 127.0.0.1 port {nobody}; }}; }};\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let start = |program: &Path, name: &str| {
+        let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+        NameServer(
+            Command::new(program)
+                .args(["-g", "-c"])
+                .arg(d.join(format!("{name}.conf")))
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut bind = start(Path::new("/usr/sbin/named"), "primary");
+    assert!(wait_for(Duration::from_secs(20), || dig(
+        primary_port,
+        &["short.test", "SOA"]
+    )
+    .contains("status: NOERROR")));
+    let _ours = start(&bin("named"), "secondary");
+    let log = || std::fs::read_to_string(d.join("secondary.log")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || dig(
+            secondary_port,
+            &["short.test", "SOA"]
+        )
+        .contains("status: NOERROR")),
+        "{}",
+        log()
+    );
+    // Never transferred: SERVFAIL.
+    assert!(dig(secondary_port, &["www.dead.test", "A"]).contains("status: SERVFAIL"));
+    // The primary gone past the expire time (3 s): SERVFAIL too.
+    let _ = bind.0.kill();
+    let _ = bind.0.wait();
+    assert!(
+        wait_for(Duration::from_secs(15), || dig(
+            secondary_port,
+            &["short.test", "SOA"]
+        )
+        .contains("status: SERVFAIL")),
+        "{}",
+        log()
+    );
+    assert!(log().contains("zone short.test/IN: expired"), "{}", log());
+}
+
 /// The project's own named.conf reader and BIND's agree on the grammar
 /// used here (key elements in address match lists).
 #[test]

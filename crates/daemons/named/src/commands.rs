@@ -47,6 +47,10 @@ pub fn handle(
             named.install_transfer(&key, &text);
             false
         }
+        Event::Expired { key } => {
+            named.expire(&key);
+            false
+        }
     }
 }
 

@@ -73,8 +73,16 @@ impl Keeper {
 
     /// Keeps the zone until the task is aborted.
     pub(crate) async fn run(mut self) {
+        // Data held at start (the zone file) counts as fresh then.
+        let mut fresh = Instant::now();
+        let mut expired = false;
         loop {
-            let wait = match self.refresh().await {
+            let result = self.refresh().await;
+            if result.is_ok() {
+                fresh = Instant::now();
+                expired = false;
+            }
+            let wait = match result {
                 Ok(()) => {
                     let refresh = self
                         .records
@@ -88,9 +96,36 @@ impl Keeper {
                     None => FIRST_RETRY,
                 },
             };
+            // A zone no primary refreshed within the SOA's expire time is
+            // no longer answered for (SERVFAIL, as BIND).
+            let expire = self.records.first().and_then(|r| match &r.data {
+                RData::SOA(s) => Some(Duration::from_secs(u64::from(s.expire as u32))),
+                _ => None,
+            });
+            let until_expiry =
+                expire.map(|e| (fresh + e).saturating_duration_since(Instant::now()));
+            let nap = match until_expiry {
+                Some(u) if !expired => wait.min(u),
+                _ => wait,
+            };
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(nap) => {}
                 () = self.wake.notified() => {}
+            }
+            if !expired
+                && until_expiry.is_some_and(|u| u <= nap)
+                && fresh.elapsed() >= expire.unwrap_or(Duration::MAX)
+            {
+                expired = true;
+                // Whatever the primaries say next is taken whole.
+                self.records.clear();
+                warn!("zone {}/IN: expired", self.zone());
+                let _ = self
+                    .events
+                    .send(Event::Expired {
+                        key: self.key.clone(),
+                    })
+                    .await;
             }
         }
     }

@@ -68,6 +68,10 @@ pub(crate) struct View {
     /// transferred (transfer.rs); the catalog is left what they do not
     /// answer (forwarding, recursion).
     authority: Vec<Served>,
+    /// Zones without data (a file that did not load, a secondary zone
+    /// not transferred yet or expired): answered with SERVFAIL, as BIND
+    /// answers them.
+    unavailable: Vec<LowerName>,
     /// Each served zone with its own allow-query, if any.
     zones: Vec<(LowerName, Option<Acl>)>,
     allow_query: Acl,
@@ -394,6 +398,14 @@ impl Named {
         true
     }
 
+    /// A secondary zone expired: no longer served (SERVFAIL) until a
+    /// transfer brings it again.
+    pub(crate) fn expire(&mut self, k: &ZoneKey) {
+        if self.loaded.remove(k).is_some() {
+            self.rebuild();
+        }
+    }
+
     /// Serves what a secondary zone's keeper transferred.
     pub(crate) fn install_transfer(&mut self, k: &ZoneKey, text: &str) {
         let Some(z) = self.conf.zones.iter().find(|z| key(z) == *k) else {
@@ -570,6 +582,7 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
     let mut catalog = Catalog::new();
     let mut zones = Vec::new();
     let mut authority = Vec::new();
+    let mut unavailable = Vec::new();
     for z in v.zones(conf) {
         if let Some(l) = loaded.get(&key(z)) {
             authority.push(Served {
@@ -585,6 +598,8 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
                 vec![l.handler.clone() as Arc<dyn ZoneHandler>],
             );
             zones.push((name, z.allow_query.clone()));
+        } else if let Ok(name) = Name::from_ascii(format!("{}.", z.name)) {
+            unavailable.push(LowerName::new(&name));
         }
     }
     let mut forwarding = false;
@@ -610,6 +625,7 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
         match_recursive_only: v.match_recursive_only,
         catalog,
         authority,
+        unavailable,
         zone_acls: zones.iter().any(|(_, acl)| acl.is_some()),
         zones,
         allow_query: v.allow_query.clone(),
@@ -732,6 +748,10 @@ impl View {
                 .as_ref()
                 .unwrap_or(&self.allow_query)
                 .allows_signed(client, signer, local),
+            // A zone without data: answered (SERVFAIL) as its view allows.
+            None if self.unavailable.iter().any(|z| z.zone_of(name)) => {
+                self.allow_query.allows_signed(client, signer, local)
+            }
             None => {
                 self.forwarding
                     && self.allow_query.allows_signed(client, signer, local)
@@ -951,6 +971,10 @@ impl Handler {
                 Err(_) => not_sent(request),
             };
         };
+        if view.unavailable_for(request) {
+            let a = authority::Answer::refused(ResponseCode::ServFail);
+            return send(Some(view), state, request, a, extras, response_handle).await;
+        }
         if let Some(zone) = view.authoritative_for(request) {
             let Ok(info) = request.request_info() else {
                 unreachable!("authoritative_for checked the query")
@@ -1051,6 +1075,29 @@ impl View {
             .filter(|s| s.zone.origin().zone_of(q.name()))
             .max_by_key(|s| s.zone.origin().num_labels())
             .map(|s| &*s.zone)
+    }
+
+    /// Whether the query's name is in a secondary zone that has no data
+    /// (and in no deeper zone that has).
+    fn unavailable_for(&self, request: &Request) -> bool {
+        let Ok(info) = request.request_info() else {
+            return false;
+        };
+        let name = info.query.name();
+        let deepest = |labels: Option<u8>| labels.unwrap_or(0);
+        let missing = self
+            .unavailable
+            .iter()
+            .filter(|z| z.zone_of(name))
+            .map(|z| z.num_labels())
+            .max();
+        let served = self
+            .authority
+            .iter()
+            .filter(|s| s.zone.origin().zone_of(name))
+            .map(|s| s.zone.origin().num_labels())
+            .max();
+        missing.is_some() && deepest(missing) >= deepest(served)
     }
 
     /// The zone named `name` exactly, for a transfer.

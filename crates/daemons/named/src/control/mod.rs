@@ -49,6 +49,9 @@ pub enum Event {
         key: crate::serve::ZoneKey,
         text: String,
     },
+    /// A secondary zone's data expired: it is answered with SERVFAIL
+    /// until a primary gives it again.
+    Expired { key: crate::serve::ZoneKey },
 }
 
 /// The answer to a command: BIND's result code and the text rndc prints.
