@@ -15,6 +15,7 @@ mod cache;
 pub mod commands;
 pub mod control;
 mod edns;
+mod journal;
 pub mod listen;
 pub mod logging;
 mod mmsg;

@@ -32,6 +32,7 @@ use pfx_named_conf::zone::{self, Zone};
 use crate::authority;
 use crate::cache::AnswerCache;
 use crate::edns::Cookies;
+use crate::journal::Journal;
 use crate::recursion::{self, Recursion};
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
@@ -54,6 +55,19 @@ pub(crate) struct Loaded {
     /// The zone file's modification time when it was read: BIND's "last
     /// loaded", and what tells `rndc reload ZONE` the file is unchanged.
     pub(crate) mtime: Option<SystemTime>,
+    /// The differences from earlier versions, for IXFR.
+    pub(crate) journal: Journal,
+}
+
+impl Loaded {
+    /// This version replacing `old`: the journal carried on, one delta
+    /// longer when the serial went forward.
+    fn after(mut self, old: Option<&Self>) -> Self {
+        if let Some(old) = old {
+            self.journal = crate::journal::extend(&old.journal, &old.zone, &self.zone);
+        }
+        self
+    }
 }
 
 /// One view's zones and rules (the one `_default` view without `view`
@@ -92,6 +106,7 @@ pub(crate) struct View {
 pub(crate) struct Served {
     pub(crate) zone: Arc<authority::Zone>,
     pub(crate) allow_transfer: Acl,
+    pub(crate) journal: Journal,
 }
 
 /// What answers queries between two reloads.
@@ -269,6 +284,7 @@ impl Named {
                 if self.loaded.get(k).is_none_or(|old| old.serial != l.serial) {
                     self.notify.push(k.clone());
                 }
+                let l = l.after(self.loaded.get(k));
                 self.loaded.insert(key(z), l);
                 self.rebuild();
                 Ok(true)
@@ -419,6 +435,7 @@ impl Named {
             Ok(mut l) => {
                 l.mtime = file_mtime(&z.file);
                 info!("{label}: transferred serial {}", l.serial);
+                let l = l.after(self.loaded.get(k));
                 self.loaded.insert(k.clone(), l);
                 self.notify.push(k.clone());
                 self.rebuild();
@@ -511,7 +528,7 @@ fn load_zones(
         match read_zone(z, conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
-                out.insert(key(z), l);
+                out.insert(key(z), l.after(previous.get(&key(z))));
             }
             Err(e) => {
                 error!("{e}");
@@ -549,6 +566,7 @@ fn handler_for(zone: Zone, label: &str) -> Result<Loaded, String> {
         zone: answers,
         serial,
         mtime: None,
+        journal: Journal::default(),
     })
 }
 
@@ -587,6 +605,7 @@ fn build_view(conf: &NamedConf, v: &conf::ViewConf, loaded: &HashMap<ZoneKey, Lo
         if let Some(l) = loaded.get(&key(z)) {
             authority.push(Served {
                 zone: l.zone.clone(),
+                journal: l.journal.clone(),
                 allow_transfer: z
                     .allow_transfer
                     .clone()

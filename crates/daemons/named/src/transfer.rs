@@ -5,8 +5,8 @@
 //! that key. Over TCP the SOA, every record, the SOA again, in as many
 //! messages as needed, each TSIG-signed when the request was (RFC 8945
 //! §5.3.1). IXFR is answered with the SOA alone when the client is up to
-//! date or asks over UDP, else with the whole zone in AXFR form (named
-//! keeps no journal of changes). Refusals and transfers are logged with
+//! date or asks over UDP, with the differences since its serial when the
+//! journal has them (journal.rs), else with the whole zone in AXFR form. Refusals and transfers are logged with
 //! BIND's lines (categories `security` and `xfer-out`).
 
 use std::net::IpAddr;
@@ -19,6 +19,7 @@ use hickory_server::proto::serialize::binary::BinEncodable;
 use hickory_server::server::Request;
 use tracing::{error, info};
 
+use crate::journal;
 use crate::serve::{client_tag, State};
 use crate::tsig::{self, Signed};
 
@@ -133,6 +134,9 @@ pub(crate) fn answer(
             let m = messages(request, std::iter::once(soa));
             return sign(m, signed);
         }
+        if let Some(deltas) = journal::since(&served.journal, theirs, serial) {
+            return incremental(request, signed, soa, deltas, &transfer, theirs, serial);
+        }
         info!(target: "xfer-out", "{transfer}: IXFR version not in journal, falling back to AXFR");
         mnemonic = "AXFR-style IXFR";
     }
@@ -144,9 +148,51 @@ pub(crate) fn answer(
         .chain(std::iter::once(soa));
     let count = 2 + zone.records_but_soa().count();
     let out = sign(messages(request, records), signed);
+    ended(&transfer, mnemonic, &out, count, started, serial);
+    out
+}
+
+/// An IXFR answered from the journal (RFC 1995 §4): the new SOA, each
+/// version's old SOA, deletions, new SOA and additions, the new SOA.
+fn incremental(
+    request: &Request,
+    signed: Option<&Signed>,
+    soa: &Record,
+    deltas: &[journal::Delta],
+    transfer: &str,
+    from: u32,
+    serial: u32,
+) -> Vec<Vec<u8>> {
+    let key = signed
+        .map(|s| format!(": TSIG {}", s.key_name()))
+        .unwrap_or_default();
+    info!(target: "xfer-out", "{transfer}: IXFR started{key} (serial {from} -> {serial})");
+    let started = Instant::now();
+    let mut records: Vec<&Record> = vec![soa];
+    for d in deltas {
+        records.push(&d.from);
+        records.extend(&d.deleted);
+        records.push(&d.to);
+        records.extend(&d.added);
+    }
+    records.push(soa);
+    let count = records.len();
+    let out = sign(messages(request, records.into_iter()), signed);
+    ended(transfer, "IXFR", &out, count, started, serial);
+    out
+}
+
+/// BIND's closing line of a transfer.
+fn ended(
+    transfer: &str,
+    mnemonic: &str,
+    out: &[Vec<u8>],
+    count: usize,
+    started: Instant,
+    serial: u32,
+) {
     let bytes: usize = out.iter().map(Vec::len).sum();
-    let micros = started.elapsed().as_micros().max(1000);
-    let millis = micros / 1000;
+    let millis = started.elapsed().as_millis().max(1);
     info!(
         target: "xfer-out",
         "{transfer}: {mnemonic} ended: {} messages, {count} records, {bytes} bytes, {}.{:03} secs ({} bytes/sec) (serial {serial})",
@@ -155,7 +201,6 @@ pub(crate) fn answer(
         millis % 1000,
         bytes as u128 * 1000 / millis
     );
-    out
 }
 
 fn sign(messages: Vec<Vec<u8>>, signed: Option<&Signed>) -> Vec<Vec<u8>> {
