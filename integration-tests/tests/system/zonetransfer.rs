@@ -73,6 +73,43 @@ fn transfer_lines(log: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A name server (`program`: BIND's or ours) in the foreground on
+/// `d/NAME.conf`, its stderr appended to `d/NAME.log`.
+fn start(program: &Path, d: &Path, name: &str) -> NameServer {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(d.join(format!("{name}.log")))
+        .unwrap();
+    NameServer(
+        Command::new(program)
+            .args(["-g", "-c"])
+            .arg(d.join(format!("{name}.conf")))
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn log_of(d: &Path, name: &str) -> String {
+    std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// Whether the server on `port` answers `name` A with `want`.
+fn answers(port: u16, name: &str, want: &str) -> bool {
+    dig(port, &[name, "A", "+short"]).lines().any(|l| l == want)
+}
+
+/// Writes a new version of `d/ywnds.com.zone` and has `server` reload it.
+fn new_version(d: &Path, server: &NameServer, zone: &str) {
+    std::fs::write(d.join("ywnds.com.zone"), zone).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+}
+
 #[test]
 fn transfers_are_binds() {
     if !bind_available() {
@@ -158,7 +195,7 @@ fn transfers_are_binds() {
     );
     assert!(!out.contains("verify"), "{}", &out[out.len() - 300..]);
     // BIND's log lines: transfers started and ended, refusals.
-    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
+    let log = |name: &str| log_of(d, name);
     let (bind_lines, our_lines) = (transfer_lines(&log("bind")), transfer_lines(&log("ours")));
     for want in [
         "transfer of 'ywnds.com/IN': AXFR started: TSIG xfer-key (serial 3)",
@@ -216,15 +253,7 @@ fn secondary_of_named(secondary: &Path) {
         ),
     )
     .unwrap();
-    let primary_log = std::fs::File::create(d.join("primary.log")).unwrap();
-    let mut primary = NameServer(
-        Command::new(bin("named"))
-            .args(["-g", "-c"])
-            .arg(d.join("primary.conf"))
-            .stderr(primary_log)
-            .spawn()
-            .unwrap(),
-    );
+    let mut primary = start(&bin("named"), d, "primary");
     assert!(wait_for(Duration::from_secs(20), || dig(
         primary_port,
         &["ywnds.com", "SOA"]
@@ -244,21 +273,9 @@ fn secondary_of_named(secondary: &Path) {
         ),
     )
     .unwrap();
-    let secondary_log = std::fs::File::create(d.join("secondary.log")).unwrap();
-    let _secondary = NameServer(
-        Command::new(secondary)
-            .args(["-g", "-c"])
-            .arg(d.join("secondary.conf"))
-            .stderr(secondary_log)
-            .spawn()
-            .unwrap(),
-    );
-    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
-    let answers = |name: &str, want: &str| {
-        dig(secondary_port, &[name, "A", "+short"])
-            .lines()
-            .any(|l| l == want)
-    };
+    let _secondary = start(secondary, d, "secondary");
+    let log = |name: &str| log_of(d, name);
+    let answers = |name: &str, want: &str| answers(secondary_port, name, want);
     assert!(
         wait_for(Duration::from_secs(20), || answers(
             "mail.ywnds.com",
@@ -275,16 +292,7 @@ fn secondary_of_named(secondary: &Path) {
         .unwrap()
         .contains("mail"));
     // A new serial on the primary: its NOTIFY brings the secondary along.
-    std::fs::write(
-        d.join("ywnds.com.zone"),
-        ywnds_zone(2, "new IN A 192.0.2.7\n"),
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(primary.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    new_version(d, &primary, &ywnds_zone(2, "new IN A 192.0.2.7\n"));
     assert!(
         wait_for(Duration::from_secs(20), || answers(
             "new.ywnds.com",
@@ -346,22 +354,7 @@ fn named_is_a_secondary_of_bind() {
         ),
     )
     .unwrap();
-    let start = |program: &Path, name: &str| {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(d.join(format!("{name}.log")))
-            .unwrap();
-        NameServer(
-            Command::new(program)
-                .args(["-g", "-c"])
-                .arg(d.join(format!("{name}.conf")))
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut bind = start(Path::new("/usr/sbin/named"), "primary");
+    let mut bind = start(Path::new("/usr/sbin/named"), d, "primary");
     assert!(wait_for(Duration::from_secs(20), || dig(
         primary_port,
         &["ywnds.com", "SOA"]
@@ -381,13 +374,9 @@ fn named_is_a_secondary_of_bind() {
         ),
     )
     .unwrap();
-    let mut ours = start(&bin("named"), "secondary");
-    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
-    let answers = |name: &str, want: &str| {
-        dig(secondary_port, &[name, "A", "+short"])
-            .lines()
-            .any(|l| l == want)
-    };
+    let mut ours = start(&bin("named"), d, "secondary");
+    let log = |name: &str| log_of(d, name);
+    let answers = |name: &str, want: &str| answers(secondary_port, name, want);
     assert!(
         wait_for(Duration::from_secs(20), || answers(
             "www.ywnds.com",
@@ -418,16 +407,11 @@ fn named_is_a_secondary_of_bind() {
     };
     assert_eq!(flags(secondary_port), flags(primary_port));
     // A new serial at BIND: its NOTIFY, then IXFR (answered in AXFR form).
-    std::fs::write(
-        d.join("ywnds.com.zone"),
-        ywnds_zone(2, "www IN CNAME mail\nnew IN A 192.0.2.9\n"),
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(bind.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    new_version(
+        d,
+        &bind,
+        &ywnds_zone(2, "www IN CNAME mail\nnew IN A 192.0.2.9\n"),
+    );
     assert!(
         wait_for(Duration::from_secs(20), || answers(
             "new.ywnds.com",
@@ -479,7 +463,7 @@ fn named_is_a_secondary_of_bind() {
     let _ = bind.0.wait();
     let _ = ours.0.kill();
     let _ = ours.0.wait();
-    let _ours = start(&bin("named"), "secondary");
+    let _ours = start(&bin("named"), d, "secondary");
     assert!(
         wait_for(Duration::from_secs(20), || answers(
             "new.ywnds.com",
@@ -528,25 +512,14 @@ fn secondary_zones_without_data_are_servfail() {
         ),
     )
     .unwrap();
-    let start = |program: &Path, name: &str| {
-        let log = std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
-        NameServer(
-            Command::new(program)
-                .args(["-g", "-c"])
-                .arg(d.join(format!("{name}.conf")))
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut bind = start(Path::new("/usr/sbin/named"), "primary");
+    let mut bind = start(Path::new("/usr/sbin/named"), d, "primary");
     assert!(wait_for(Duration::from_secs(20), || dig(
         primary_port,
         &["short.test", "SOA"]
     )
     .contains("status: NOERROR")));
-    let _ours = start(&bin("named"), "secondary");
-    let log = || std::fs::read_to_string(d.join("secondary.log")).unwrap();
+    let _ours = start(&bin("named"), d, "secondary");
+    let log = || log_of(d, "secondary");
     assert!(
         wait_for(Duration::from_secs(10), || dig(
             secondary_port,

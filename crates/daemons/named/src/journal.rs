@@ -122,7 +122,11 @@ mod tests {
         ];
         for (h, ip) in hosts {
             let name = Name::from_ascii(format!("{h}.example.test.")).unwrap();
-            records.push(Record::from_rdata(name, 300, RData::A(std::net::Ipv4Addr::from(*ip).into())));
+            records.push(Record::from_rdata(
+                name,
+                300,
+                RData::A(std::net::Ipv4Addr::from(*ip).into()),
+            ));
         }
         let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
         for r in records {

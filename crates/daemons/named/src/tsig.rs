@@ -219,6 +219,28 @@ fn record(
     out
 }
 
+/// A signed message as its MAC covers it: without its TSIG record,
+/// ARCOUNT one less, the original ID.
+fn unsigned_form(m: &[u8], t: &Record<'_>) -> Vec<u8> {
+    let mut data = m[..t.start].to_vec();
+    data[..2].copy_from_slice(&t.original_id.to_be_bytes());
+    let ar = u16::from_be_bytes([data[10], data[11]]).saturating_sub(1);
+    data[10..12].copy_from_slice(&ar.to_be_bytes());
+    data
+}
+
+/// Whether a MAC cut to `len` bytes is long enough (RFC 8945 §5.2.2.1:
+/// 10 bytes and half the algorithm's `full` size).
+fn long_enough(len: usize, full: usize) -> bool {
+    len >= 10 && len >= full.div_ceil(2)
+}
+
+/// Whether `mac` is the start of `want`, compared without stopping at
+/// the first difference.
+fn mac_matches(mac: &[u8], want: &[u8]) -> bool {
+    mac.len() <= want.len() && mac.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// Checks a query's TSIG against named.conf's keys.
 pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
     let Some(t) = find(query) else {
@@ -230,11 +252,7 @@ pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
     let Some(key) = key else {
         return Check::Reply(error_answer(query, &t, BADKEY));
     };
-    // The MAC covers the query without its TSIG, ARCOUNT one less, the original ID.
-    let mut data = query[..t.start].to_vec();
-    data[..2].copy_from_slice(&t.original_id.to_be_bytes());
-    let ar = u16::from_be_bytes([data[10], data[11]]).saturating_sub(1);
-    data[10..12].copy_from_slice(&ar.to_be_bytes());
+    let mut data = unsigned_form(query, &t);
     data.extend(variables(
         &t.key,
         &t.algorithm,
@@ -252,19 +270,12 @@ pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
         edns: t.edns,
     };
     let len = t.mac.len();
-    if len > full || (len > 0 && (len < 10 || len < full.div_ceil(2))) {
+    if len > full || (len > 0 && !long_enough(len, full)) {
         let mut answer = error_answer(query, &t, BADSIG);
         answer[3] = (answer[3] & 0xf0) | FORMERR;
         return Check::Reply(answer);
     }
-    let want = wire::mac(key, &data);
-    let same = len > 0
-        && t.mac
-            .iter()
-            .zip(&want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if len == 0 || !mac_matches(t.mac, &wire::mac(key, &data)) {
         return Check::Reply(error_answer(query, &t, BADSIG));
     }
     let skew = crate::unix_now().abs_diff(t.time);
@@ -430,10 +441,7 @@ impl Verifier {
         if t.error != 0 {
             return Err(format!("TSIG error {}", t.error));
         }
-        let mut body = m[..t.start].to_vec();
-        body[..2].copy_from_slice(&t.original_id.to_be_bytes());
-        let ar = u16::from_be_bytes([body[10], body[11]]).saturating_sub(1);
-        body[10..12].copy_from_slice(&ar.to_be_bytes());
+        let body = unsigned_form(m, &t);
         let mut data = (self.prior.len() as u16).to_be_bytes().to_vec();
         data.extend_from_slice(&self.prior);
         data.append(&mut self.unsigned);
@@ -451,18 +459,12 @@ impl Verifier {
             data.extend_from_slice(&t.time.to_be_bytes()[2..]);
             data.extend_from_slice(&t.fudge.to_be_bytes());
         }
-        let want = wire::mac(&self.key, &data);
         let full = usize::from(self.key.algorithm.bits() / 8);
         let len = t.mac.len();
-        let same = len >= 10
-            && len >= full.div_ceil(2)
-            && len <= full
-            && t.mac
-                .iter()
-                .zip(&want)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
+        if len > full
+            || !long_enough(len, full)
+            || !mac_matches(t.mac, &wire::mac(&self.key, &data))
+        {
             return Err("tsig verify failure".into());
         }
         if crate::unix_now().abs_diff(t.time) > u64::from(t.fudge) {
