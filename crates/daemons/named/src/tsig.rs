@@ -219,6 +219,20 @@ fn record(
     out
 }
 
+impl Record<'_> {
+    /// Its TSIG variables, as the MAC covers them.
+    fn variables(&self) -> Vec<u8> {
+        variables(
+            &self.key,
+            &self.algorithm,
+            self.time,
+            self.fudge,
+            self.error,
+            self.other,
+        )
+    }
+}
+
 /// A signed message as its MAC covers it: without its TSIG record,
 /// ARCOUNT one less, the original ID.
 fn unsigned_form(m: &[u8], t: &Record<'_>) -> Vec<u8> {
@@ -253,14 +267,7 @@ pub(crate) fn check(query: &[u8], keys: &[Key]) -> Check {
         return Check::Reply(error_answer(query, &t, BADKEY));
     };
     let mut data = unsigned_form(query, &t);
-    data.extend(variables(
-        &t.key,
-        &t.algorithm,
-        t.time,
-        t.fudge,
-        t.error,
-        t.other,
-    ));
+    data.extend(t.variables());
     let full = usize::from(key.algorithm.bits() / 8);
     let mut signed = Signed {
         key: key.clone(),
@@ -447,14 +454,7 @@ impl Verifier {
         data.append(&mut self.unsigned);
         data.extend(body);
         if self.first {
-            data.extend(variables(
-                &t.key,
-                &t.algorithm,
-                t.time,
-                t.fudge,
-                t.error,
-                t.other,
-            ));
+            data.extend(t.variables());
         } else {
             data.extend_from_slice(&t.time.to_be_bytes()[2..]);
             data.extend_from_slice(&t.fudge.to_be_bytes());
@@ -596,7 +596,7 @@ mod tests {
         let mut body = answer[..t.start].to_vec();
         body[11] -= 1;
         data.extend(body);
-        data.extend(variables(&t.key, &t.algorithm, t.time, t.fudge, 0, &[]));
+        data.extend(t.variables());
         assert_eq!(wire::mac(&key(), &data), t.mac);
     }
 
