@@ -421,3 +421,24 @@ fn a_reload_before_the_smtp_agent_is_first_used_takes_effect() {
         mx.commands()
     );
 }
+
+/// `smtp_fallback_relay`: a destination that cannot be reached has its
+/// mail sent to the fallback relay, in the same delivery attempt, as
+/// Postfix's smtp does.
+#[test]
+fn an_unreachable_destination_goes_to_the_fallback_relay() {
+    let fallback = FakeMx::start("127.0.0.1", Script::default());
+    let dead = testkit::free_port();
+    let m = relaying_to(
+        dead,
+        &format!("smtp_fallback_relay = [127.0.0.1]:{}\n", fallback.port),
+    );
+    let id = send(&m, &["someone@163.com"], "Subject: fallback\n\nx\n");
+    let line = m.log_line(&format!("{id}: to=<someone@163.com>"));
+    assert!(
+        line.contains(&format!(", relay=127.0.0.1[127.0.0.1]:{}, ", fallback.port))
+            && line.contains("status=sent"),
+        "{line}"
+    );
+    assert_eq!(fallback.accepted().len(), 1);
+}

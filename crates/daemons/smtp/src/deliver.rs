@@ -54,6 +54,9 @@ pub(crate) struct Agent {
     generic: Option<(Domains, AddrMap)>,
     /// `smtp_send_xforward_command`, and `smtp_xforward_timeout`.
     xforward: Option<Duration>,
+    /// `smtp_fallback_relay`: where mail goes when its destination cannot
+    /// be found or reached (SMTP only).
+    fallback: Vec<String>,
 }
 
 impl Agent {
@@ -94,6 +97,15 @@ impl Agent {
             minimal_backoff: cfg.time("minimal_backoff_time")?,
             starttls_timeout: time("smtp_starttls_timeout")?,
             line_limit: usize::try_from(p.int("smtp_line_length_limit")?).unwrap_or(0),
+            fallback: match mode {
+                Mode::Smtp => cfg
+                    .get("smtp_fallback_relay")?
+                    .split([' ', ',', '\t', '\n'])
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Mode::Lmtp => Vec::new(),
+            },
             xforward: if p.bool("smtp_send_xforward_command")? {
                 Some(time("smtp_xforward_timeout")?)
             } else {
@@ -298,10 +310,13 @@ impl Hop {
         }
     }
 
-    /// The servers to try, in order.
-    async fn servers(&self, agent: &Agent, nexthop: &str) -> Result<Vec<Target>, Outcome> {
+    /// The servers to try, in order, and whether this host is one of the
+    /// next hop's MX hosts.
+    async fn servers(&self, agent: &Agent, nexthop: &str) -> Result<(Vec<Target>, bool), Outcome> {
         match &self.lmtp {
-            Some(hop) => route::lmtp_servers(&agent.resolver, hop, &agent.myhostname).await,
+            Some(hop) => route::lmtp_servers(&agent.resolver, hop, &agent.myhostname)
+                .await
+                .map(|t| (t, false)),
             None => {
                 let me = Me {
                     hostname: &agent.myhostname,
@@ -332,30 +347,58 @@ async fn deliver(
     if let Some((target, conn)) = cached(agent, &key).await {
         return converse(agent, req, qf, target, conn, &key).await;
     }
-    let targets = match hop.servers(agent, &req.nexthop).await {
-        Ok(t) => t,
-        Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
-    };
     let mut last = failed(
         true,
         "4.4.1",
         format!("connect to {}: no address", req.nexthop),
     );
-    for target in targets {
-        let mut conn = match open(agent, req, &target, &policy, &hop.names_domain).await {
-            Ok(c) => c,
-            Err(o) => {
+    // The destination's servers, then the fallback relays' (each under
+    // its own TLS policy), unless this host is one of its MX hosts.
+    let mut groups = Vec::new();
+    let mut fallback = agent.mode == Mode::Smtp;
+    match hop.servers(agent, &req.nexthop).await {
+        Ok((targets, we_are_mx)) => {
+            fallback &= !we_are_mx;
+            groups.push((policy, hop.names_domain, targets));
+        }
+        Err(f) => {
+            fallback &= route::fallback_may_follow(&f);
+            last = f;
+        }
+    }
+    if fallback {
+        for relay in agent.fallback.iter().filter(|r| **r != req.nexthop) {
+            let Ok(relay_hop) = Hop::new(agent, relay) else {
+                continue;
+            };
+            let Ok(relay_policy) = agent
+                .security
+                .policy(&relay_hop.policy_key, &relay_hop.policy_domain)
+            else {
+                continue;
+            };
+            if let Ok((targets, _)) = relay_hop.servers(agent, relay).await {
+                groups.push((relay_policy, relay_hop.names_domain, targets));
+            }
+        }
+    }
+    for (policy, names_domain, targets) in groups {
+        for target in targets {
+            let mut conn = match open(agent, req, &target, &policy, &names_domain).await {
+                Ok(c) => c,
+                Err(o) => {
+                    last = o;
+                    continue;
+                }
+            };
+            if let Err(o) = authenticate(agent, req, &target, &mut conn).await {
+                info!("{}: {}", req.queue_id, o.reason);
                 last = o;
+                conn.quit(&agent.t).await;
                 continue;
             }
-        };
-        if let Err(o) = authenticate(agent, req, &target, &mut conn).await {
-            info!("{}: {}", req.queue_id, o.reason);
-            last = o;
-            conn.quit(&agent.t).await;
-            continue;
+            return converse(agent, req, qf, target, conn, &key).await;
         }
-        return converse(agent, req, qf, target, conn, &key).await;
     }
     (vec![last; n], "none".into(), SystemTime::now(), 1)
 }

@@ -183,16 +183,17 @@ fn loops(domain: &str) -> Outcome {
     )
 }
 
-/// The servers for `nexthop`, in the order to try them.
+/// The servers for `nexthop`, in the order to try them, and whether this
+/// host is one of its MX hosts (then no fallback relay is used for it).
 pub(crate) async fn servers(
     resolver: &Resolver,
     nexthop: &str,
     me: &Me<'_>,
-) -> Result<Vec<Target>, Outcome> {
+) -> Result<(Vec<Target>, bool), Outcome> {
     let (host, port, use_mx) = parse_nexthop(nexthop);
     let target = |h: &str, ip: IpAddr| Target::inet(h, ip, port);
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![target(&host, ip)]);
+        return Ok((vec![target(&host, ip)], false));
     }
     let mx = if use_mx {
         match resolver.mx(&host).await {
@@ -212,7 +213,7 @@ pub(crate) async fn servers(
         if use_mx && me.is(&host, &ips) {
             return Err(loops(&host));
         }
-        return Ok(ips.into_iter().map(|ip| target(&host, ip)).collect());
+        return Ok((ips.into_iter().map(|ip| target(&host, ip)).collect(), false));
     };
     if mx.len() == 1 && mx[0].1.is_empty() {
         return Err(Outcome::failed(
@@ -225,6 +226,7 @@ pub(crate) async fn servers(
     shuffle_equal_preferences(&mut mx);
     let mut out = Vec::new();
     let mut last_error = None;
+    let mut we_are_mx = false;
     for (pref, name) in &mx {
         match resolver.addresses(name).await {
             Ok(ips) if me.is(name, &ips) => {
@@ -233,6 +235,7 @@ pub(crate) async fn servers(
                 if out.is_empty() {
                     return Err(loops(&host));
                 }
+                we_are_mx = true;
                 break;
             }
             Ok(ips) => out.extend(ips.into_iter().map(|ip| (*pref, target(name, ip)))),
@@ -246,7 +249,14 @@ pub(crate) async fn servers(
         f.dsn = "4.4.3".into();
         return Err(f);
     }
-    Ok(out.into_iter().map(|(_, t)| t).collect())
+    Ok((out.into_iter().map(|(_, t)| t).collect(), we_are_mx))
+}
+
+/// Whether a failure to find a destination's servers lets the fallback
+/// relays have the mail (Postfix: a destination not found, or one whose
+/// lookup fails for now); a null MX or a loop back to this host does not.
+pub(crate) fn fallback_may_follow(f: &Outcome) -> bool {
+    matches!(f.dsn.as_str(), "4.4.3" | "5.4.4")
 }
 
 /// Random order among MX hosts of equal preference (RFC 5321 5.1).

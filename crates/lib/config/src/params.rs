@@ -584,7 +584,7 @@ pub static PARAMS: &[Param] = &[
     p("smtp_dns_resolver_options", "", Str, N),
     p("smtp_dns_support_level", "", Str, R),
     p("smtp_enforce_tls", "no", Bool, I),
-    p("smtp_fallback_relay", "$fallback_relay", Str, R),
+    p("smtp_fallback_relay", "$fallback_relay", Str, I),
     p("smtp_generic_maps", "", Str, I),
     p("smtp_header_checks", "", Str, R),
     p("smtp_helo_name", "$myhostname", Str, I),
