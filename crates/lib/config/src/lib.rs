@@ -974,14 +974,15 @@ mod tests {
     }
 
     #[test]
-    fn old_names_postfix_still_honours_through_a_default_are_refused() {
+    fn names_honoured_through_a_default_follow_their_parameter() {
         let r = refusals(
             &format!(
-                "{LEVEL}virtual_maps = hash:/etc/postfix/virtual\nfallback_relay = [192.0.2.1]\n"
+                "{LEVEL}virtual_maps = hash:/etc/postfix/virtual\nfallback_relay = [192.0.2.1]\ndefault_delivery_status_filter = pcre:/etc/postfix/dsn\n"
             ),
             "",
         );
-        // virtual_maps is honoured: it is virtual_alias_maps's default.
+        // virtual_maps is honoured: it is virtual_alias_maps's default;
+        // fallback_relay too, as smtp_fallback_relay's.
         assert!(!r.iter().any(|l| l.contains("virtual")), "{r:?}");
         assert_eq!(
             cfg("virtual_maps = hash:/etc/postfix/virtual\n")
@@ -989,9 +990,12 @@ mod tests {
                 .unwrap(),
             ["hash:/etc/postfix/virtual"]
         );
+        assert!(!r.iter().any(|l| l.contains("fallback_relay")), "{r:?}");
+        // One that only feeds refused parameters is refused, naming its line.
         assert!(
             r.iter()
-                .any(|l| l.contains("smtp_fallback_relay = [192.0.2.1]")),
+                .any(|l| l
+                    .contains("line 4: default_delivery_status_filter = pcre:/etc/postfix/dsn")),
             "{r:?}"
         );
     }
