@@ -442,3 +442,123 @@ fn an_unreachable_destination_goes_to_the_fallback_relay() {
     );
     assert_eq!(fallback.accepted().len(), 1);
 }
+
+/// A backup MX as Postfix sites run one: backup.test's MX 10 is down, so
+/// the sender's mail goes to MX 20, which relays for the domain
+/// (`relay_domains`) and knows its users (`relay_recipient_maps`); it
+/// queues the mail, trying only the better MX (never itself, never a
+/// fallback), and delivers it once the primary is back and asks for it
+/// (`postqueue -s`, as ETRN would).
+#[test]
+fn a_backup_mx_queues_for_its_primary_until_it_returns() {
+    // The sender, with named serving backup.test.
+    let a = Instance::mail("");
+    a.add_smtp();
+    let dns = a.add_named("", "");
+    let zones = a.etc.join("zones");
+    std::fs::write(
+        zones.join("backup.test.zone"),
+        "$TTL 1D\n@ IN SOA ns.ywnds.com. root.ywnds.com. 1 3H 15M 1W 1D\n\tIN NS ns.ywnds.com.\n\
+         \tIN MX 10 primary.backup.test.\n\tIN MX 20 backup.backup.test.\n\
+         primary IN A 127.0.0.2\nbackup IN A 127.0.0.3\n",
+    )
+    .unwrap();
+    let mut conf = std::fs::read_to_string(a.etc.join("named.conf")).unwrap();
+    conf.push_str("zone \"backup.test\" IN { type master; file \"backup.test.zone\"; };\n");
+    std::fs::write(a.etc.join("named.conf"), conf).unwrap();
+    // The primary: the domain's final destination, on 127.0.0.2.
+    let p = Instance::mail(
+        "myhostname = primary.backup.test\nmydomain = backup.test\nmydestination = backup.test\n\
+         inet_interfaces = 127.0.0.2\nmynetworks = 127.0.0.2/32\n",
+    );
+    let port = p.port;
+    let master = std::fs::read_to_string(p.etc.join("master.cf")).unwrap();
+    p.write_master_cf(&master.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.2:{port}")));
+    // The backup, on 127.0.0.3 and the same port, with its own smtp.
+    let b = Instance::mail(&format!(
+        "myhostname = backup.backup.test\nmydomain = backup.test\nmydestination =\n\
+         inet_interfaces = 127.0.0.3\nmynetworks = 127.0.0.3/32\n\
+         relay_domains = backup.test\nrelay_recipient_maps = hash:$config_directory/relay_recipients\n\
+         smtp_fallback_relay = [127.0.0.1]:{}\n",
+        a.port
+    ));
+    let master = std::fs::read_to_string(b.etc.join("master.cf")).unwrap();
+    b.write_master_cf(&master.replace(
+        &format!("127.0.0.1:{}", b.port),
+        &format!("127.0.0.3:{port}"),
+    ));
+    b.add_smtp();
+    std::fs::write(b.etc.join("relay_recipients"), "openstack@backup.test OK\n").unwrap();
+    for i in [&a, &b] {
+        std::fs::write(
+            i.etc.join("transport"),
+            format!("backup.test smtp:backup.test:{port}\n"),
+        )
+        .unwrap();
+        i.add_main_cf(&format!(
+            "dns_servers = 127.0.0.1:{dns}\ntransport_maps = texthash:$config_directory/transport\n"
+        ));
+    }
+    let out = std::process::Command::new(testkit::bin("postmap"))
+        .arg(format!("hash:{}", b.etc.join("relay_recipients").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    a.start();
+    a.wait_children(&["smtp", "named"]);
+    b.postfix("start");
+    b.wait_children(&[&format!("127.0.0.3:{port}"), "cleanup", "qmgr"]);
+
+    // The primary is down: the backup takes the mail for known users.
+    let id = send(
+        &a,
+        &["openstack@backup.test"],
+        "Subject: while away\n\nkept\n",
+    );
+    let line = a.log_line(&format!("{id}: to=<openstack@backup.test>"));
+    assert!(
+        line.contains(&format!("relay=backup.backup.test[127.0.0.3]:{port}, "))
+            && line.contains("status=sent"),
+        "{line}\n{}",
+        a.log_text()
+    );
+    // An unknown user is refused by the backup itself.
+    let (mut c, _) = Smtp::connect_between("127.0.0.1", "127.0.0.3", port);
+    c.cmd("EHLO mail.ywnds.com");
+    assert!(c.cmd("MAIL FROM:<hadoop@ywnds.com>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<nobody@backup.test>");
+    assert!(
+        r.starts_with("550 5.1.1 <nobody@backup.test>: Recipient address rejected: User unknown in relay recipient table"),
+        "{r}"
+    );
+    c.cmd("QUIT");
+    // The backup tries the primary only (not itself, not its fallback
+    // relay: it is an MX host for backup.test) and keeps the mail.
+    assert!(
+        b.wait_log(
+            &format!("connect to primary.backup.test[127.0.0.2]:{port}: Connection refused"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log_text()
+    );
+    assert!(
+        b.wait_log("status=deferred", Duration::from_secs(10)),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(b.queue_files("deferred").len(), 1, "{}", b.log_text());
+
+    // The primary returns and asks for its mail.
+    p.postfix("start");
+    p.wait_children(&[&format!("127.0.0.2:{port}"), "cleanup", "qmgr", "local"]);
+    let out = b.run("postqueue", &["-s", "backup.test"]);
+    assert!(out.status.success(), "{out:?}");
+    let got = p.wait_maildir("openstack", 1);
+    assert!(String::from_utf8_lossy(&got[0]).contains("\n\nkept\n"));
+    let line = b.log_line("to=<openstack@backup.test>, relay=primary.backup.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(wait_for(Duration::from_secs(10), || b
+        .queue_files("deferred")
+        .is_empty()));
+}
