@@ -172,6 +172,9 @@ fn session(s: &mut Server, key: &Path, other_key: &Path) -> Vec<String> {
         &["flush", "nosuchview"],
         &["null"],
         &["retransfer", "ywnds.com"],
+        &["refresh", "ywnds.com"],
+        &["notify", "ywnds.com"],
+        &["notify"],
         &["querylog", "on"],
     ] {
         step(&mut t, key, s.control, args);

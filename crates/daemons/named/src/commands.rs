@@ -71,7 +71,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "flushtree",
     "loadkeys",
     "managed-keys",
-    "notify",
     "nta",
     "recursing",
     "scan",
@@ -180,6 +179,14 @@ impl Named {
             "dumpdb" => self.dumpdb(rest),
             "zonestatus" => self.zonestatus(rest),
             "freeze" | "thaw" | "unfreeze" | "sync" => self.freeze(&command, rest),
+            "notify" => match self.zone_arg(rest) {
+                Err(r) => r,
+                Ok(None) => Reply::err(Code::UnexpectedEnd, ""),
+                Ok(Some(zone)) => {
+                    self.queue_notify(zone);
+                    Reply::ok("zone notify queued")
+                }
+            },
             "retransfer" | "refresh" => match self.zone_arg(rest) {
                 Err(r) => r,
                 Ok(None) => Reply::err(Code::UnexpectedEnd, ""),

@@ -396,6 +396,11 @@ impl Named {
         }
     }
 
+    /// `rndc notify ZONE`: its NOTIFY sent again (at the top of the main loop).
+    pub(crate) fn queue_notify(&mut self, k: ZoneKey) {
+        self.notify.push(k);
+    }
+
     /// Wakes a secondary zone's keeper (`rndc refresh`; `whole`: `rndc
     /// retransfer`, AXFR whatever the serials); false for other zones.
     pub(crate) fn wake_secondary(&self, k: &ZoneKey, whole: bool) -> bool {
