@@ -8,6 +8,7 @@
 //! directory: run `cargo build --workspace --bins` first (scripts/test does).
 
 pub mod debian;
+pub mod fleet;
 pub mod sql;
 pub mod tls;
 
@@ -147,6 +148,9 @@ pub struct Instance {
     pub queue: PathBuf,
     pub libexec: PathBuf,
     pub log: PathBuf,
+    /// The network namespace its commands (and so its daemons) run in: a
+    /// host of a [`fleet::Fleet`].
+    pub netns: Option<String>,
 }
 
 impl Instance {
@@ -203,6 +207,7 @@ impl Instance {
             queue,
             libexec,
             log,
+            netns: None,
         }
     }
 
@@ -267,14 +272,18 @@ impl Instance {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    /// Runs a built command with `-c ETC` first.
+    /// Runs a built command with `-c ETC` first (in the instance's
+    /// network namespace, if it has one).
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new(bin(program))
-            .arg("-c")
-            .arg(&self.etc)
-            .args(args)
-            .output()
-            .unwrap()
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin(program));
+                c
+            }
+            None => Command::new(bin(program)),
+        };
+        cmd.arg("-c").arg(&self.etc).args(args).output().unwrap()
     }
 
     /// `postfix CMD`, asserting success; returns stderr.

@@ -10,6 +10,7 @@ mod debianstock;
 mod dsn;
 mod failclosed;
 mod filters;
+mod fleet;
 mod lifecycle;
 mod lmtp;
 mod local_agent;
