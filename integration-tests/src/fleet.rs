@@ -120,8 +120,9 @@ impl Fleet {
     }
 
     /// `tc netem` on `name`'s link (e.g. `loss 5% delay 20ms`); empty
-    /// takes it away.
-    pub fn netem(&self, name: &str, spec: &str) {
+    /// takes it away. False when the kernel has no netem (the sch_netem
+    /// module): then the link stays as it is.
+    pub fn netem(&self, name: &str, spec: &str) -> bool {
         let h = self.host(name);
         let _ = Command::new("ip")
             .args([
@@ -129,7 +130,7 @@ impl Fleet {
             ])
             .output();
         if spec.is_empty() {
-            return;
+            return true;
         }
         let out = Command::new("ip")
             .args([
@@ -138,7 +139,11 @@ impl Fleet {
             .args(spec.split_whitespace())
             .output()
             .expect("tc (iproute2)");
+        if String::from_utf8_lossy(&out.stderr).contains("qdisc kind is unknown") {
+            return false;
+        }
         assert!(out.status.success(), "tc netem {spec}: {out:?}");
+        true
     }
 
     /// Runs `program args` inside `name`'s namespace.
