@@ -75,6 +75,72 @@ fn dig_in(fleet: &Fleet, host: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The fleet's five hosts running: ns1 and ns2 serving fleet.test (ns2
+/// loaded from ns1), mx1 its mail host, mx2 its backup MX, the sender.
+struct Site {
+    fleet: Fleet,
+    dir: tempfile::TempDir,
+    ns1: NameServer,
+    _ns2: NameServer,
+    mx1: MailInstance,
+    mx2: MailInstance,
+    sender: MailInstance,
+}
+
+impl Site {
+    fn start() -> Self {
+        let fleet = Fleet::new(&["ns1", "ns2", "mx1", "mx2", "sender"]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("ns1")).unwrap();
+        std::fs::write(d.join("ns1/fleet.test.zone"), zone(1, "")).unwrap();
+        let ns1 = name_server(
+            &fleet,
+            d,
+            "ns1",
+            "zone \"fleet.test\" { type primary; file \"fleet.test.zone\"; };\n",
+        );
+        let ns2 = name_server(
+            &fleet,
+            d,
+            "ns2",
+            "zone \"fleet.test\" { type secondary; file \"fleet.test.db\"; primaries { 10.77.0.1; }; };\n",
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), || dig_in(
+                &fleet,
+                "sender",
+                &["@10.77.0.2", "mx2.fleet.test", "+short"]
+            )
+            .contains("10.77.0.4")),
+            "ns2 did not load fleet.test from ns1:\n{}",
+            std::fs::read_to_string(d.join("ns2/log")).unwrap_or_default()
+        );
+        let mx1 = mail_host(&fleet, "mx1", "mydestination = fleet.test\n");
+        let mx2 = mail_host(
+            &fleet,
+            "mx2",
+            "mydestination =\nrelay_domains = fleet.test\nrelay_recipient_maps = texthash:$config_directory/relay_recipients\n",
+        );
+        std::fs::write(
+            mx2.etc.join("relay_recipients"),
+            "openstack@fleet.test OK\n",
+        )
+        .unwrap();
+        mx2.postfix("reload");
+        let sender = mail_host(&fleet, "sender", "");
+        Self {
+            fleet,
+            dir,
+            ns1,
+            _ns2: ns2,
+            mx1,
+            mx2,
+            sender,
+        }
+    }
+}
+
 /// The primary MX's link goes down under a load of messages: they go to
 /// the backup MX, wait in its queue, and reach the primary's mailbox
 /// once the link is back, each exactly once. Meanwhile a zone change on
@@ -85,47 +151,17 @@ fn the_backup_mx_holds_the_mail_while_the_primary_is_cut_off() {
         return;
     }
     const MESSAGES: usize = 2000;
-    let fleet = Fleet::new(&["ns1", "ns2", "mx1", "mx2", "sender"]);
-    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::start();
+    let Site {
+        fleet,
+        dir,
+        ns1,
+        mx1,
+        mx2,
+        sender,
+        ..
+    } = &mut site;
     let d = dir.path();
-    std::fs::create_dir_all(d.join("ns1")).unwrap();
-    std::fs::write(d.join("ns1/fleet.test.zone"), zone(1, "")).unwrap();
-    let mut ns1 = name_server(
-        &fleet,
-        d,
-        "ns1",
-        "zone \"fleet.test\" { type primary; file \"fleet.test.zone\"; };\n",
-    );
-    let _ns2 = name_server(
-        &fleet,
-        d,
-        "ns2",
-        "zone \"fleet.test\" { type secondary; file \"fleet.test.db\"; primaries { 10.77.0.1; }; };\n",
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || dig_in(
-            &fleet,
-            "sender",
-            &["@10.77.0.2", "mx2.fleet.test", "+short"]
-        )
-        .contains("10.77.0.4")),
-        "ns2 did not load fleet.test from ns1:\n{}",
-        std::fs::read_to_string(d.join("ns2/log")).unwrap_or_default()
-    );
-    let mx1 = mail_host(&fleet, "mx1", "mydestination = fleet.test\n");
-    let mx2 = mail_host(
-        &fleet,
-        "mx2",
-        "mydestination =\nrelay_domains = fleet.test\nrelay_recipient_maps = texthash:$config_directory/relay_recipients\n",
-    );
-    std::fs::write(
-        mx2.etc.join("relay_recipients"),
-        "openstack@fleet.test OK\n",
-    )
-    .unwrap();
-    mx2.postfix("reload");
-    let sender = mail_host(&fleet, "sender", "");
-
     // mx1 cut off; the load goes in at the sender.
     fleet.link("mx1", false);
     let started = Instant::now();
@@ -190,7 +226,7 @@ fn the_backup_mx_holds_the_mail_while_the_primary_is_cut_off() {
     .unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || dig_in(
-            &fleet,
+            fleet,
             "sender",
             &["@10.77.0.2", "new.fleet.test", "+short"]
         )
@@ -348,37 +384,15 @@ fn chaos_in_the_fleet_loses_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20.0);
     let pace = Duration::from_secs_f64(seconds / messages.max(1) as f64);
-    let fleet = Fleet::new(&["ns1", "ns2", "mx1", "mx2", "sender"]);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("ns1")).unwrap();
-    std::fs::write(d.join("ns1/fleet.test.zone"), zone(1, "")).unwrap();
-    let _ns1 = name_server(
-        &fleet,
-        d,
-        "ns1",
-        "zone \"fleet.test\" { type primary; file \"fleet.test.zone\"; };\n",
-    );
-    let _ns2 = name_server(
-        &fleet,
-        d,
-        "ns2",
-        "zone \"fleet.test\" { type secondary; file \"fleet.test.db\"; primaries { 10.77.0.1; }; };\n",
-    );
-    let mx1 = mail_host(&fleet, "mx1", "mydestination = fleet.test\n");
-    let mx2 = mail_host(
-        &fleet,
-        "mx2",
-        "mydestination =\nrelay_domains = fleet.test\nrelay_recipient_maps = texthash:$config_directory/relay_recipients\n",
-    );
-    std::fs::write(
-        mx2.etc.join("relay_recipients"),
-        "openstack@fleet.test OK\n",
-    )
-    .unwrap();
-    mx2.postfix("reload");
-    let sender = mail_host(&fleet, "sender", "");
-    let hosts: [(&str, &MailInstance); 3] = [("mx1", &mx1), ("mx2", &mx2), ("sender", &sender)];
+    let site = Site::start();
+    let Site {
+        fleet,
+        mx1,
+        mx2,
+        sender,
+        ..
+    } = &site;
+    let hosts: [(&str, &MailInstance); 3] = [("mx1", mx1), ("mx2", mx2), ("sender", sender)];
 
     let started = Instant::now();
     let injector = {
@@ -454,12 +468,12 @@ fn chaos_in_the_fleet_loses_nothing() {
         acked.iter().all(|(id, _)| ids.contains_key(id))
     };
     assert!(
-        wait_for(Duration::from_secs(600), || arrived(&delivered(&mx1).2)),
+        wait_for(Duration::from_secs(600), || arrived(&delivered(mx1).2)),
         "lost: {} of {} acknowledged messages never arrived",
         acked.len()
             - acked
                 .iter()
-                .filter(|(id, _)| delivered(&mx1).2.contains_key(id))
+                .filter(|(id, _)| delivered(mx1).2.contains_key(id))
                 .count(),
         acked.len()
     );
@@ -480,7 +494,7 @@ fn chaos_in_the_fleet_loses_nothing() {
                 .join("\n")
         );
     }
-    let (distinct, all, when) = delivered(&mx1);
+    let (distinct, all, when) = delivered(mx1);
     let mut delays: Vec<f64> = acked
         .iter()
         .filter_map(|(id, t)| {
