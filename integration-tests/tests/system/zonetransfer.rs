@@ -214,7 +214,8 @@ fn transfers_are_binds() {
 /// BIND 9.18 as a secondary of postfix-rs named: it transfers the zone
 /// with the TSIG key at start and serves it; a new serial on the primary
 /// reaches it through named's signed NOTIFY, as an IXFR of the
-/// differences (a record gone, one new).
+/// differences (a record gone, one new). Each side's key for the other
+/// comes from a `server { keys }` statement.
 #[test]
 fn bind_is_a_secondary_of_named() {
     if !bind_available() {
@@ -248,7 +249,8 @@ fn secondary_of_named(secondary: &Path) {
              key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
              primaries secondaries {{ 127.0.0.1 port {secondary_port}; }};\n\
              zone \"ywnds.com\" {{ type master; file \"ywnds.com.zone\"; allow-transfer {{ key xfer-key; }};\n\
-               also-notify {{ secondaries key xfer-key; }}; }};\n",
+               also-notify {{ secondaries; }}; }};\n\
+             server 127.0.0.1 {{ keys {{ xfer-key; }}; }};\n",
             d.display()
         ),
     )
@@ -268,7 +270,8 @@ fn secondary_of_named(secondary: &Path) {
              controls {{ }};\n\
              key \"xfer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
              zone \"ywnds.com\" {{ type secondary; masterfile-format text; file \"secondary.db\";\n\
-               primaries {{ 127.0.0.1 port {primary_port} key \"xfer-key\"; }}; }};\n",
+               primaries {{ 127.0.0.1 port {primary_port}; }}; }};\n\
+             server 127.0.0.1 {{ keys {{ \"xfer-key\"; }}; }};\n",
             d.display()
         ),
     )

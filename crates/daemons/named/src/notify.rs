@@ -14,7 +14,7 @@ use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use pfx_named_conf::acl::Local;
 use pfx_named_conf::controls::Key;
-use pfx_named_conf::remote::{Notify, Remote};
+use pfx_named_conf::remote::{server_key, Notify, Remote, Server};
 use tokio::net::UdpSocket;
 use tracing::{error, info, warn};
 
@@ -30,6 +30,7 @@ pub(crate) fn targets(
     notify: Notify,
     also: &[Remote],
     keys: &[Key],
+    servers: &[Server],
     local: &Local,
 ) -> Vec<(SocketAddr, Option<Key>)> {
     let mut out: Vec<(SocketAddr, Option<Key>)> = Vec::new();
@@ -44,21 +45,28 @@ pub(crate) fn targets(
             }
         }
     }
-    for r in also {
-        let key = match &r.key {
+    let listed = also.iter().map(|r| (r.address, r.key.as_deref()));
+    let found: Vec<(SocketAddr, Option<&str>)> = out
+        .drain(..)
+        .map(|(a, _)| (a, None))
+        .chain(listed)
+        .collect();
+    for (address, key) in found {
+        // A server's own key (`server { keys }`) when the list gives none.
+        let key = match key.or_else(|| server_key(servers, address.ip())) {
             None => None,
             Some(name) => match keys.iter().find(|k| k.name.eq_ignore_ascii_case(name)) {
                 Some(k) => Some(k.clone()),
                 None => {
                     error!(
-                        "also-notify {}: key '{name}' is not defined; not notified",
-                        crate::control::sock_text(r.address)
+                        "notify to {}: key '{name}' is not defined; not notified",
+                        crate::control::sock_text(address)
                     );
                     continue;
                 }
             },
         };
-        out.push((r.address, key));
+        out.push((address, key));
     }
     out.dedup_by(|a, b| a.0 == b.0);
     out

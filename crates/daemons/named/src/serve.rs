@@ -343,7 +343,14 @@ impl Named {
             let primaries = sec
                 .primaries
                 .iter()
-                .filter_map(|p| match &p.key {
+                .map(|p| {
+                    // A server's own key (`server { keys }`) when the list gives none.
+                    let key = p.key.as_deref().or_else(|| {
+                        pfx_named_conf::remote::server_key(&self.conf.servers, p.address.ip())
+                    });
+                    (p, key)
+                })
+                .filter_map(|(p, key)| match key {
                     None => Some((p.address, None)),
                     Some(name) => match self
                         .conf
@@ -476,6 +483,7 @@ impl Named {
                 notify,
                 z.also_notify.as_ref().unwrap_or(&v.also_notify),
                 &self.conf.keys,
+                &self.conf.servers,
                 state.local(),
             );
             crate::notify::send(&z.name, soa, targets);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::acl::{Acl, Element};
 use crate::controls::{self, Control, Key};
 use crate::logging::{self, Logging};
-use crate::remote::{self, Notify, Remote};
+use crate::remote::{self, Notify, Remote, Server};
 
 /// The default DNS port, used when `listen-on` or `forwarders` name none.
 pub const DNS_PORT: u16 = 53;
@@ -34,6 +34,8 @@ pub struct NamedConf {
     pub logging: Option<Logging>,
     /// `key` statements.
     pub keys: Vec<Key>,
+    /// `server` statements (the keys for talking to other servers).
+    pub servers: Vec<Server>,
     /// The control channels of the `controls` statements; `None` when there
     /// is none (BIND's default channels, [`Control::defaults`]).
     pub controls: Option<Vec<Control>>,
@@ -228,6 +230,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
     let mut top_hints = None;
     let mut top_zone = None;
     let mut keys = Vec::new();
+    let mut servers = Vec::new();
     let mut control_list: Option<Vec<Control>> = None;
     let mut log: Option<Logging> = None;
     for s in &statements {
@@ -258,8 +261,14 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
                 }
                 views.push(view);
             }
-            "server"
-            | "trust-anchors"
+            "server" => {
+                let mut warnings = Vec::new();
+                servers.push(remote::server(s, &mut |o, w| {
+                    warnings.push(o.error(&w).to_string())
+                })?);
+                builder.warnings.extend(warnings);
+            }
+            "trust-anchors"
             | "managed-keys"
             | "statistics-channels"
             | "dnssec-policy"
@@ -301,6 +310,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NamedConf, Error> {
         views,
         logging: log,
         keys,
+        servers,
         controls: control_list,
         warnings: builder.warnings,
     })

@@ -120,6 +120,79 @@ pub(crate) fn servers(
     Ok(out)
 }
 
+/// A `server ADDRESS[/LEN] { keys { NAME; }; ... };` statement: the key
+/// named signs what named sends that server (NOTIFY, SOA queries,
+/// transfers) when the list that names the server gives none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub net: ipnet::IpNet,
+    pub key: Option<String>,
+}
+
+/// Options of `server` that change nothing named sends or answers here.
+const INERT_SERVER_OPTIONS: &[&str] = &[
+    "edns",
+    "edns-udp-size",
+    "edns-version",
+    "max-udp-size",
+    "notify-source",
+    "notify-source-v6",
+    "padding",
+    "provide-ixfr",
+    "query-source",
+    "query-source-v6",
+    "request-expire",
+    "request-ixfr",
+    "request-nsid",
+    "send-cookie",
+    "tcp-keepalive",
+    "tcp-only",
+    "transfer-format",
+    "transfer-source",
+    "transfer-source-v6",
+    "transfers",
+];
+
+/// Reads a `server` statement; `warn` is told of inert options.
+pub(crate) fn server(s: &Stmt, warn: &mut dyn FnMut(&Stmt, String)) -> Result<Server, Error> {
+    let text = s.word(1);
+    let net = text
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| s.error(&format!("'{text}' is not an IP address or prefix")))?;
+    let mut key = None;
+    for opt in s.block()? {
+        match opt.keyword().unwrap_or_default() {
+            "keys" => {
+                let names = opt.block()?;
+                key = names
+                    .first()
+                    .map(|n| n.word(0).trim_end_matches('.').to_owned());
+            }
+            // A server named says is bogus must get no queries: not done here.
+            "bogus" if opt.single()? != "no" => {
+                return Err(opt.error(&format!("server '{text}': 'bogus' is not supported")))
+            }
+            "bogus" => {}
+            o if INERT_SERVER_OPTIONS.contains(&o) => warn(
+                opt,
+                format!("server '{text}': option '{o}' is not supported; ignored"),
+            ),
+            o => return Err(opt.error(&format!("server '{text}': unknown option '{o}'"))),
+        }
+    }
+    Ok(Server { net, key })
+}
+
+/// The key `servers` give `ip` (the most specific statement's).
+pub fn server_key(servers: &[Server], ip: IpAddr) -> Option<&str> {
+    servers
+        .iter()
+        .filter(|s| s.net.contains(&ip))
+        .max_by_key(|s| s.net.prefix_len())
+        .and_then(|s| s.key.as_deref())
+}
+
 fn port_number(s: &Stmt, text: &str) -> Result<u16, Error> {
     text.parse()
         .map_err(|_| s.error(&format!("'{text}' is not a valid port")))
@@ -163,5 +236,34 @@ mod tests {
             let e = parse(Path::new("/etc/bind/named.conf"), text).unwrap_err();
             assert_eq!(e.to_string(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn server_statements_give_their_keys() {
+        let c = parse(
+            Path::new("/etc/bind/named.conf"),
+            "server 10.0.0.0/8 { keys { a; }; transfers 2; };\nserver 10.1.2.3 { keys { \"b\"; }; bogus no; };\n",
+        )
+        .unwrap();
+        let key = |ip: &str| server_key(&c.servers, ip.parse().unwrap()).map(str::to_owned);
+        assert_eq!(key("10.1.2.3").as_deref(), Some("b"));
+        assert_eq!(key("10.9.9.9").as_deref(), Some("a"));
+        assert_eq!(key("192.0.2.1"), None);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("option 'transfers' is not supported")),
+            "{:?}",
+            c.warnings
+        );
+        let e = parse(
+            Path::new("/etc/bind/named.conf"),
+            "server 10.0.0.1 {\n bogus yes;\n};",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/bind/named.conf:2: server '10.0.0.1': 'bogus' is not supported"
+        );
     }
 }
