@@ -2,8 +2,9 @@
 //! kept whenever a zone is loaded again with a newer serial (a reload of
 //! a primary's file, a secondary's transfer), as BIND keeps them with
 //! `ixfr-from-differences yes`. They are kept in memory, the oldest
-//! dropped past [`MAX_RECORDS`] records; a client whose serial is older
-//! than the oldest kept (or any after a restart) gets the zone whole.
+//! dropped past `max-journal-size` (BIND's `default`: twice the zone's
+//! size); a client whose serial is older than the oldest kept (or any
+//! after a restart) gets the zone whole.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,10 +12,9 @@ use std::sync::Arc;
 use hickory_server::proto::rr::{RData, Record};
 use hickory_server::proto::serialize::binary::BinEncodable;
 
-use crate::authority;
+use pfx_named_conf::remote::JournalSize;
 
-/// How many changed records the journal of one zone holds at most.
-const MAX_RECORDS: usize = 100_000;
+use crate::authority;
 
 /// One version's changes: from one SOA to the next.
 #[derive(Debug, Clone)]
@@ -46,10 +46,26 @@ fn identity(r: &Record) -> (String, u16, u32, Vec<u8>) {
     )
 }
 
+/// A record's size on the wire (uncompressed), what the journal counts.
+fn size(r: &Record) -> usize {
+    r.to_bytes().map_or(0, |b| b.len())
+}
+
+/// What a delta counts for against `max-journal-size`.
+fn delta_bytes(d: &Delta) -> usize {
+    size(&d.from) + size(&d.to) + d.deleted.iter().chain(&d.added).map(size).sum::<usize>()
+}
+
 /// The journal after `new` replaced `old` (with `journal` of its own):
 /// one more delta when the serial went forward, none kept when it did
-/// not (the history no longer leads to the zone served).
-pub(crate) fn extend(journal: &Journal, old: &authority::Zone, new: &authority::Zone) -> Journal {
+/// not (the history no longer leads to the zone served); the oldest
+/// deltas dropped while it is larger than `limit`.
+pub(crate) fn extend(
+    journal: &Journal,
+    old: &authority::Zone,
+    new: &authority::Zone,
+    limit: JournalSize,
+) -> Journal {
     let (Some(from), Some(to)) = (old.soa(), new.soa()) else {
         return Journal::default();
     };
@@ -80,12 +96,14 @@ pub(crate) fn extend(journal: &Journal, old: &authority::Zone, new: &authority::
     };
     let mut deltas: Vec<Delta> = journal.iter().cloned().collect();
     deltas.push(delta);
-    let size = |ds: &[Delta]| {
-        ds.iter()
-            .map(|d| d.deleted.len() + d.added.len())
-            .sum::<usize>()
+    let limit = match limit {
+        JournalSize::Unlimited => usize::MAX,
+        JournalSize::Bytes(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        JournalSize::Default => {
+            2 * (new.soa().map_or(0, size) + new.records_but_soa().map(size).sum::<usize>())
+        }
     };
-    while deltas.len() > 1 && size(&deltas) > MAX_RECORDS {
+    while !deltas.is_empty() && deltas.iter().map(delta_bytes).sum::<usize>() > limit {
         deltas.remove(0);
     }
     Arc::new(deltas)
@@ -142,8 +160,8 @@ mod tests {
         let v1 = zone(1, &[("a", [192, 0, 2, 1]), ("b", [192, 0, 2, 2])]);
         let v2 = zone(2, &[("a", [192, 0, 2, 1]), ("c", [192, 0, 2, 3])]);
         let v3 = zone(3, &[("c", [192, 0, 2, 3])]);
-        let j = extend(&Journal::default(), &v1, &v2);
-        let j = extend(&j, &v2, &v3);
+        let j = extend(&Journal::default(), &v1, &v2, JournalSize::Unlimited);
+        let j = extend(&j, &v2, &v3, JournalSize::Unlimited);
         assert_eq!(j.len(), 2);
         let host = |r: &Record| r.name.to_ascii();
         assert_eq!(
@@ -163,7 +181,22 @@ mod tests {
         assert_eq!(since(&j, 2, 3).map(<[Delta]>::len), Some(1));
         assert!(since(&j, 0, 3).is_none());
         // The same serial again keeps the journal; an older one drops it.
-        assert_eq!(extend(&j, &v3, &zone(3, &[])).len(), 2);
-        assert!(extend(&j, &v3, &zone(2, &[])).is_empty());
+        assert_eq!(
+            extend(&j, &v3, &zone(3, &[]), JournalSize::Default).len(),
+            2
+        );
+        assert!(extend(&j, &v3, &zone(2, &[]), JournalSize::Default).is_empty());
+        // max-journal-size: only the newest versions that fit are kept.
+        let v4 = zone(4, &[("d", [192, 0, 2, 4])]);
+        let all = extend(&j, &v3, &v4, JournalSize::Unlimited);
+        assert_eq!(all.len(), 3);
+        let newest = delta_bytes(&all[2]);
+        let fits = |limit: usize| extend(&j, &v3, &v4, JournalSize::Bytes(limit as u64));
+        assert_eq!(fits(newest).len(), 1);
+        assert_eq!(serial(&fits(newest)[0].from), Some(3));
+        assert_eq!(fits(newest + delta_bytes(&all[1])).len(), 2);
+        assert!(fits(newest - 1).is_empty());
+        // BIND's default, twice the zone: these tiny zones keep the last change.
+        assert_eq!(extend(&j, &v3, &v4, JournalSize::Default).len(), 1);
     }
 }

@@ -34,6 +34,7 @@ use crate::cache::AnswerCache;
 use crate::edns::Cookies;
 use crate::journal::Journal;
 use crate::recursion::{self, Recursion};
+use pfx_named_conf::remote::JournalSize;
 
 type ZoneHandlerArc = Arc<InMemoryZoneHandler<TokioRuntimeProvider>>;
 
@@ -61,13 +62,23 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     /// This version replacing `old`: the journal carried on, one delta
-    /// longer when the serial went forward.
-    fn after(mut self, old: Option<&Self>) -> Self {
+    /// longer when the serial went forward, kept within `limit`.
+    fn after(mut self, old: Option<&Self>, limit: JournalSize) -> Self {
         if let Some(old) = old {
-            self.journal = crate::journal::extend(&old.journal, &old.zone, &self.zone);
+            self.journal = crate::journal::extend(&old.journal, &old.zone, &self.zone, limit);
         }
         self
     }
+}
+
+/// A zone's `max-journal-size`: its own, else its view's.
+fn journal_limit(conf: &NamedConf, z: &conf::ZoneConf) -> JournalSize {
+    z.max_journal_size.unwrap_or_else(|| {
+        conf.views
+            .iter()
+            .find(|v| v.name == z.view)
+            .map_or(JournalSize::Default, |v| v.max_journal_size)
+    })
 }
 
 /// One view's zones and rules (the one `_default` view without `view`
@@ -284,7 +295,7 @@ impl Named {
                 if self.loaded.get(k).is_none_or(|old| old.serial != l.serial) {
                     self.notify.push(k.clone());
                 }
-                let l = l.after(self.loaded.get(k));
+                let l = l.after(self.loaded.get(k), journal_limit(&self.conf, z));
                 self.loaded.insert(key(z), l);
                 self.rebuild();
                 Ok(true)
@@ -447,7 +458,7 @@ impl Named {
             Ok(mut l) => {
                 l.mtime = file_mtime(&z.file);
                 info!("{label}: transferred serial {}", l.serial);
-                let l = l.after(self.loaded.get(k));
+                let l = l.after(self.loaded.get(k), journal_limit(&self.conf, z));
                 self.loaded.insert(k.clone(), l);
                 self.notify.push(k.clone());
                 self.rebuild();
@@ -541,7 +552,10 @@ fn load_zones(
         match read_zone(z, conf) {
             Ok(l) => {
                 info!("{label}: loaded serial {}", l.serial);
-                out.insert(key(z), l.after(previous.get(&key(z))));
+                out.insert(
+                    key(z),
+                    l.after(previous.get(&key(z)), journal_limit(conf, z)),
+                );
             }
             Err(e) => {
                 error!("{e}");

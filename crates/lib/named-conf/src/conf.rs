@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::acl::{Acl, Element};
 use crate::controls::{self, Control, Key};
 use crate::logging::{self, Logging};
-use crate::remote::{self, Notify, Remote, Server};
+use crate::remote::{self, JournalSize, Notify, Remote, Server};
 
 /// The default DNS port, used when `listen-on` or `forwarders` name none.
 pub const DNS_PORT: u16 = 53;
@@ -100,6 +100,7 @@ pub struct Options {
     /// Whom a primary zone's new serial is announced to (default yes).
     pub notify: Notify,
     pub also_notify: Vec<Remote>,
+    pub max_journal_size: JournalSize,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -130,6 +131,7 @@ pub struct ViewConf {
     pub allow_transfer: Acl,
     pub notify: Notify,
     pub also_notify: Vec<Remote>,
+    pub max_journal_size: JournalSize,
     pub forwarders: Vec<SocketAddr>,
     /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
     pub hints: Option<PathBuf>,
@@ -158,6 +160,7 @@ pub struct ZoneConf {
     /// The zone's own `notify` and `also-notify`, which replace the view's.
     pub notify: Option<Notify>,
     pub also_notify: Option<Vec<Remote>>,
+    pub max_journal_size: Option<JournalSize>,
     /// `type secondary`: where its data comes from.
     pub secondary: Option<Secondary>,
     /// The view it belongs to ([`DEFAULT_VIEW`] without views).
@@ -347,6 +350,7 @@ impl ViewConf {
             allow_transfer: o.allow_transfer.clone(),
             notify: o.notify,
             also_notify: o.also_notify.clone(),
+            max_journal_size: o.max_journal_size,
             forwarders: o.forwarders.clone(),
             hints: None,
         }
@@ -760,7 +764,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "max-cache-ttl",
     "max-clients-per-query",
     "max-ixfr-ratio",
-    "max-journal-size",
     "max-ncache-ttl",
     "max-query-count",
     "max-query-restarts",
@@ -906,6 +909,7 @@ const VIEW_OPTIONS: &[&str] = &[
     "allow-transfer",
     "notify",
     "also-notify",
+    "max-journal-size",
     "minimal-responses",
     "minimal-any",
     "recursion",
@@ -929,7 +933,6 @@ const IGNORED_ZONE_OPTIONS: &[&str] = &[
     "max-transfer-idle-in",
     "check-names",
     "journal",
-    "max-journal-size",
     "zone-statistics",
 ];
 
@@ -973,6 +976,7 @@ impl Builder {
             allow_transfer: Acl::any(),
             notify: Notify::Yes,
             also_notify: Vec::new(),
+            max_journal_size: JournalSize::Default,
         }
     }
 
@@ -1065,6 +1069,7 @@ impl Builder {
             "allow-transfer" => o.allow_transfer = self.address_list(opt.block()?, false)?,
             "notify" => o.notify = remote::notify(opt)?,
             "also-notify" => o.also_notify = remote::servers(opt, 1, &self.remotes, 53)?,
+            "max-journal-size" => o.max_journal_size = remote::journal_size(opt)?,
             "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
             "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
             "recursion" => o.recursion = yes_no(opt)?,
@@ -1165,6 +1170,7 @@ impl Builder {
         let mut also_notify = None;
         let mut primaries = None;
         let mut allow_notify = None;
+        let mut max_journal_size = None;
         for opt in block {
             let key = opt.keyword().unwrap_or_default();
             match key {
@@ -1173,6 +1179,7 @@ impl Builder {
                     primaries = Some(remote::servers(opt, 1, &self.remotes, 53)?)
                 }
                 "allow-notify" => allow_notify = Some(self.address_list(opt.block()?, false)?),
+                "max-journal-size" => max_journal_size = Some(remote::journal_size(opt)?),
                 "masterfile-format" => match opt.single()? {
                     "text" => {}
                     other => self.warn(
@@ -1236,6 +1243,7 @@ impl Builder {
             allow_transfer,
             notify,
             also_notify,
+            max_journal_size,
             view: view.to_owned(),
             place: s.place(),
         })))
@@ -1292,6 +1300,7 @@ impl Builder {
         view.allow_transfer = o.allow_transfer;
         view.notify = o.notify;
         view.also_notify = o.also_notify;
+        view.max_journal_size = o.max_journal_size;
         view.forwarders = o.forwarders;
         Ok(view)
     }

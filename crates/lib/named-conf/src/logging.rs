@@ -277,7 +277,7 @@ fn file(s: &Stmt, words: &[&str]) -> Result<Destination, Error> {
     })
 }
 
-fn size_of(s: &Stmt, v: &str) -> Result<u64, Error> {
+pub(crate) fn size_of(s: &Stmt, v: &str) -> Result<u64, Error> {
     let lower = v.to_ascii_lowercase();
     let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => lower.split_at(i),

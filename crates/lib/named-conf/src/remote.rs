@@ -25,6 +25,24 @@ pub enum Notify {
     No,
 }
 
+/// `max-journal-size`: how much of a zone's history is kept for IXFR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSize {
+    /// BIND's `default`: twice the zone's size.
+    Default,
+    Unlimited,
+    Bytes(u64),
+}
+
+pub(crate) fn journal_size(opt: &Stmt) -> Result<JournalSize, Error> {
+    let v = opt.single()?;
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "default" => JournalSize::Default,
+        "unlimited" => JournalSize::Unlimited,
+        _ => JournalSize::Bytes(crate::logging::size_of(opt, v)?),
+    })
+}
+
 pub(crate) fn notify(opt: &Stmt) -> Result<Notify, Error> {
     Ok(match opt.single()?.to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Notify::Yes,
