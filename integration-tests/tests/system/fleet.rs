@@ -22,6 +22,11 @@ fn zone(serial: u32, extra: &str) -> String {
 
 /// named in `host`'s namespace on port 53, with `zone_statement`.
 fn name_server(fleet: &Fleet, d: &Path, host: &str, zone_statement: &str) -> NameServer {
+    write_named_conf(d, host, zone_statement);
+    run_named(fleet, d, host)
+}
+
+fn write_named_conf(d: &Path, host: &str, zone_statement: &str) {
     let dir = d.join(host);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -33,7 +38,16 @@ fn name_server(fleet: &Fleet, d: &Path, host: &str, zone_statement: &str) -> Nam
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("log")).unwrap();
+}
+
+/// named in `host`'s namespace on its named.conf, logging to `d/HOST/log`.
+fn run_named(fleet: &Fleet, d: &Path, host: &str) -> NameServer {
+    let dir = d.join(host);
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
     NameServer(
         std::process::Command::new("ip")
             .args(["netns", "exec", &fleet.host(host).netns])
@@ -81,7 +95,7 @@ struct Site {
     fleet: Fleet,
     dir: tempfile::TempDir,
     ns1: NameServer,
-    _ns2: NameServer,
+    ns2: NameServer,
     mx1: MailInstance,
     mx2: MailInstance,
     sender: MailInstance,
@@ -133,7 +147,7 @@ impl Site {
             fleet,
             dir,
             ns1,
-            _ns2: ns2,
+            ns2,
             mx1,
             mx2,
             sender,
@@ -362,8 +376,9 @@ impl Dice {
 }
 
 /// The fleet under chaos: while messages go in at the sender, daemons on
-/// any mail host are killed with SIGKILL and links flap, some with loss
-/// and delay (`tc netem`). Every message whose 250 the client got reaches
+/// any mail host and the name servers are killed with SIGKILL (named
+/// started again after a moment) and links flap, some with loss and
+/// delay (`tc netem`). Every message whose 250 the client got reaches
 /// mx1's mailbox; none is lost; duplicates (a 250 lost on the way makes
 /// the client send again) are counted; every queue drains. Sizes come
 /// from PFX_FLEET_MESSAGES (default 500) and PFX_FLEET_SECONDS (how long
@@ -384,14 +399,16 @@ fn chaos_in_the_fleet_loses_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20.0);
     let pace = Duration::from_secs_f64(seconds / messages.max(1) as f64);
-    let site = Site::start();
+    let mut site = Site::start();
     let Site {
         fleet,
+        dir,
+        ns1,
+        ns2,
         mx1,
         mx2,
         sender,
-        ..
-    } = &site;
+    } = &mut site;
     let hosts: [(&str, &MailInstance); 3] = [("mx1", mx1), ("mx2", mx2), ("sender", sender)];
 
     let started = Instant::now();
@@ -415,11 +432,11 @@ fn chaos_in_the_fleet_loses_nothing() {
             (acked, attempts)
         })
     };
-    let (mut kills, mut flaps, mut netems) = (0, 0, 0);
+    let (mut kills, mut named_kills, mut flaps, mut netems) = (0, 0, 0, 0);
     let mut dice = Dice::new();
     while !injector.is_finished() {
         std::thread::sleep(Duration::from_millis(200 + dice.below(400)));
-        match dice.below(10) {
+        match dice.below(12) {
             0..=6 => {
                 let (_, host) = hosts[dice.below(3) as usize];
                 let victims: Vec<i32> = host
@@ -447,6 +464,20 @@ fn chaos_in_the_fleet_loses_nothing() {
                 std::thread::sleep(Duration::from_millis(300 + dice.below(1500)));
                 fleet.link(name, true);
                 flaps += 1;
+            }
+            10 | 11 => {
+                // A name server killed, and started again a moment later
+                // (ns2 from the zone file it keeps).
+                let (name, server) = if dice.below(2) == 0 {
+                    ("ns1", &mut *ns1)
+                } else {
+                    ("ns2", &mut *ns2)
+                };
+                let _ = server.0.kill();
+                let _ = server.0.wait();
+                named_kills += 1;
+                std::thread::sleep(Duration::from_millis(300 + dice.below(1200)));
+                *server = run_named(fleet, dir.path(), name);
             }
             _ => {
                 let name = ["mx1", "mx2", "sender"][dice.below(3) as usize];
@@ -510,7 +541,7 @@ fn chaos_in_the_fleet_loses_nothing() {
             .unwrap_or(0.0)
     };
     eprintln!(
-        "fleet chaos: {} messages acknowledged ({attempts} attempts), {kills} kills, {flaps} link flaps, {netems} netem spells, \
+        "fleet chaos: {} messages acknowledged ({attempts} attempts), {kills} mail daemons and {named_kills} name servers killed, {flaps} link flaps, {netems} netem spells, \
          delivery delay p50 {:.0} ms p99 {:.0} ms, lost 0, duplicated {}, {:.0} s",
         acked.len(),
         pct(0.5) * 1000.0,
