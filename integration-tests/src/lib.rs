@@ -804,7 +804,12 @@ pub mod fake_mx {
     impl FakeMx {
         /// Listens on `ip` (a loopback address), answering by `script`.
         pub fn start(ip: &str, script: Script) -> Self {
-            let listener = TcpListener::bind((ip, 0)).unwrap();
+            Self::start_at(ip, 0, script)
+        }
+
+        /// The same on a given port (0: any).
+        pub fn start_at(ip: &str, port: u16, script: Script) -> Self {
+            let listener = TcpListener::bind((ip, port)).unwrap();
             let port = listener.local_addr().unwrap().port();
             let state = Arc::new(Mutex::new(State {
                 script: Some(script),

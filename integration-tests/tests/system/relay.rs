@@ -441,6 +441,18 @@ fn an_unreachable_destination_goes_to_the_fallback_relay() {
         "{line}"
     );
     assert_eq!(fallback.accepted().len(), 1);
+    // The destination back: the next message goes to it, not over the
+    // connection to the fallback relay still cached.
+    let destination = FakeMx::start_at("127.0.0.1", dead, Script::default());
+    let id = send(&m, &["other@163.com"], "Subject: back\n\nx\n");
+    let line = m.log_line(&format!("{id}: to=<other@163.com>"));
+    assert!(
+        line.contains(&format!(", relay=127.0.0.1[127.0.0.1]:{dead}, "))
+            && line.contains("status=sent"),
+        "{line}"
+    );
+    assert_eq!(destination.accepted().len(), 1);
+    assert_eq!(fallback.accepted().len(), 1);
 }
 
 /// A backup MX as Postfix sites run one: backup.test's MX 10 is down, so

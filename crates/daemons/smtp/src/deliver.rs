@@ -343,7 +343,7 @@ async fn deliver(
         Ok(p) => p,
         Err(f) => return (vec![f; n], "none".into(), SystemTime::now(), 1),
     };
-    let key = cache_key(agent, req, &policy);
+    let key = cache_key(agent, req, &req.nexthop, &policy);
     if let Some((target, conn)) = cached(agent, &key).await {
         return converse(agent, req, qf, target, conn, &key).await;
     }
@@ -359,7 +359,7 @@ async fn deliver(
     match hop.servers(agent, &req.nexthop).await {
         Ok((targets, we_are_mx)) => {
             fallback &= !we_are_mx;
-            groups.push((policy, hop.names_domain, targets));
+            groups.push((policy, hop.names_domain, targets, key.clone()));
         }
         Err(f) => {
             fallback &= route::fallback_may_follow(&f);
@@ -378,11 +378,14 @@ async fn deliver(
                 continue;
             };
             if let Ok((targets, _)) = relay_hop.servers(agent, relay).await {
-                groups.push((relay_policy, relay_hop.names_domain, targets));
+                // Its connections are cached as the relay's: a later
+                // message for the destination tries the destination first.
+                let relay_key = cache_key(agent, req, relay, &relay_policy);
+                groups.push((relay_policy, relay_hop.names_domain, targets, relay_key));
             }
         }
     }
-    for (policy, names_domain, targets) in groups {
+    for (policy, names_domain, targets, key) in groups {
         for target in targets {
             let mut conn = match open(agent, req, &target, &policy, &names_domain).await {
                 Ok(c) => c,
@@ -524,12 +527,12 @@ fn plaintext_ok(agent: &Agent, req: &DeliveryRequest, target: &Target) -> bool {
 /// sender-dependent authentication) sender: a plain connection never
 /// carries mail that policy wants encrypted, nor one logged in as one
 /// sender mail of another.
-fn cache_key(agent: &Agent, req: &DeliveryRequest, policy: &Policy) -> String {
+fn cache_key(agent: &Agent, req: &DeliveryRequest, nexthop: &str, policy: &Policy) -> String {
     let who = match &agent.security.sasl {
         Some(s) if s.sender_dependent => req.sender.to_ascii_lowercase(),
         _ => String::new(),
     };
-    format!("{}\t{}\t{who}", req.nexthop, policy.level.name())
+    format!("{nexthop}\t{}\t{who}", policy.level.name())
 }
 
 /// SMTP AUTH with the password `smtp_sasl_password_maps` holds for this
