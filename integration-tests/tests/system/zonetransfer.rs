@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use testkit::{
-    bin, bind_and_named, bind_available, dig, free_port, wait_for, ywnds_zone, NameServer,
+    bin, bind_and_named, bind_available, dig, dig_from, free_port, wait_for, ywnds_zone, NameServer,
 };
 
 const SECRET: &str = "qV0JuJwJsxz9ihbuyLjL3z/6iG0jxE7+5FaCnA59R0k=";
@@ -508,7 +508,7 @@ fn secondary_zones_without_data_are_servfail() {
         d.join("secondary.conf"),
         format!(
             "options {{\n  listen-on port {secondary_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  directory \"{0}\";\n\
-             recursion no;\n  pid-file \"{0}/secondary.pid\";\n  dnssec-validation no;\n}};\ncontrols {{ }};\n\
+             recursion no;\n  pid-file \"{0}/secondary.pid\";\n  dnssec-validation no;\n  allow-notify {{ 127.0.0.3; }};\n}};\ncontrols {{ }};\n\
              zone \"short.test\" {{ type secondary; primaries {{ 127.0.0.1 port {primary_port}; }}; }};\n\
              zone \"dead.test\" {{ type secondary; file \"dead.db\"; primaries {{ 127.0.0.1 port {nobody}; }}; }};\n",
             d.display()
@@ -529,6 +529,24 @@ fn secondary_zones_without_data_are_servfail() {
             &["short.test", "SOA"]
         )
         .contains("status: NOERROR")),
+        "{}",
+        log()
+    );
+    // NOTIFY from a primary, or a host the global allow-notify names, is
+    // taken; from anyone else refused, as BIND does.
+    let notify = |source: &str| {
+        dig_from(
+            "127.0.0.1",
+            source,
+            secondary_port,
+            &["+opcode=notify", "+norec", "short.test", "SOA"],
+        )
+    };
+    assert!(notify("127.0.0.1").contains("status: NOERROR"));
+    assert!(notify("127.0.0.3").contains("status: NOERROR"));
+    assert!(notify("127.0.0.2").contains("status: REFUSED"));
+    assert!(
+        log().contains("refused notify from non-primary: 127.0.0.2#"),
         "{}",
         log()
     );

@@ -176,7 +176,8 @@ pub(crate) struct Trigger {
     wake: Arc<tokio::sync::Notify>,
     /// `rndc retransfer`: the next transfer takes the whole zone.
     whole: Arc<AtomicBool>,
-    /// `allow-notify`, else the primaries' addresses.
+    /// `allow-notify` (the zone's, else its view's): who besides the
+    /// primaries may send NOTIFY.
     allow: Option<Acl>,
     primaries: Vec<IpAddr>,
 }
@@ -396,7 +397,13 @@ impl Named {
                 Trigger {
                     wake: wake.clone(),
                     whole: whole.clone(),
-                    allow: sec.allow_notify.clone(),
+                    allow: sec.allow_notify.clone().or_else(|| {
+                        self.conf
+                            .views
+                            .iter()
+                            .find(|v| v.name == z.view)
+                            .and_then(|v| v.allow_notify.clone())
+                    }),
                     primaries: sec.primaries.iter().map(|p| p.address.ip()).collect(),
                 },
             );
@@ -847,6 +854,7 @@ impl Handler {
         view: &View,
         request: &Request,
         signer: Option<&str>,
+        local: &Local,
     ) -> Option<authority::Answer> {
         if request.metadata.op_code != OpCode::Notify {
             return None;
@@ -857,10 +865,11 @@ impl Handler {
         let triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
         let t = triggers.get(&(view.name.clone(), name.clone()))?;
         let src = request.src();
-        let allowed = match &t.allow {
-            Some(acl) => acl.allows_signed(src.ip(), signer, &Local::discover()),
-            None => t.primaries.contains(&src.ip()),
-        };
+        // As BIND: a primary's NOTIFY always, others as allow-notify says.
+        let allowed = t.primaries.contains(&src.ip())
+            || t.allow
+                .as_ref()
+                .is_some_and(|acl| acl.allows_signed(src.ip(), signer, local));
         let tag = client_tag(src);
         if !allowed {
             info!(
@@ -970,7 +979,9 @@ impl Handler {
             local,
             request.metadata.recursion_desired,
         );
-        if let Some(a) = view.and_then(|v| self.secondary_notify(v, request, extras.signer)) {
+        if let Some(a) =
+            view.and_then(|v| self.secondary_notify(v, request, extras.signer, &state.local))
+        {
             return send(view, state, request, a, extras, response_handle).await;
         }
         if let Some(a) = view.and_then(|v| v.notify_or_update(request)) {

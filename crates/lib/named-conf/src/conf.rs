@@ -101,6 +101,8 @@ pub struct Options {
     pub notify: Notify,
     pub also_notify: Vec<Remote>,
     pub max_journal_size: JournalSize,
+    /// Who besides a secondary zone's primaries may NOTIFY it (default none).
+    pub allow_notify: Option<Acl>,
 }
 
 /// The name of the view named.conf has without `view` statements.
@@ -132,6 +134,7 @@ pub struct ViewConf {
     pub notify: Notify,
     pub also_notify: Vec<Remote>,
     pub max_journal_size: JournalSize,
+    pub allow_notify: Option<Acl>,
     pub forwarders: Vec<SocketAddr>,
     /// The root hints file (`zone "." { type hint; file "..."; };`), for recursion.
     pub hints: Option<PathBuf>,
@@ -169,8 +172,9 @@ pub struct ZoneConf {
     pub place: String,
 }
 
-/// A secondary zone's `primaries` (`masters`) and `allow-notify`
-/// (default: the primaries' addresses).
+/// A secondary zone's `primaries` (`masters`) and `allow-notify` (who
+/// besides the primaries, whose NOTIFY is always taken, may send one;
+/// default: the view's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Secondary {
     pub primaries: Vec<Remote>,
@@ -351,6 +355,7 @@ impl ViewConf {
             notify: o.notify,
             also_notify: o.also_notify.clone(),
             max_journal_size: o.max_journal_size,
+            allow_notify: o.allow_notify.clone(),
             forwarders: o.forwarders.clone(),
             hints: None,
         }
@@ -678,7 +683,6 @@ pub(crate) struct Builder {
 /// zone load checks, and the deprecated and unconfigured ones.
 const IGNORED_OPTIONS: &[&str] = &[
     "allow-new-zones",
-    "allow-notify",
     "allow-update",
     "allow-update-forwarding",
     "alt-transfer-source",
@@ -910,6 +914,7 @@ const VIEW_OPTIONS: &[&str] = &[
     "notify",
     "also-notify",
     "max-journal-size",
+    "allow-notify",
     "minimal-responses",
     "minimal-any",
     "recursion",
@@ -977,6 +982,7 @@ impl Builder {
             notify: Notify::Yes,
             also_notify: Vec::new(),
             max_journal_size: JournalSize::Default,
+            allow_notify: None,
         }
     }
 
@@ -1070,6 +1076,7 @@ impl Builder {
             "notify" => o.notify = remote::notify(opt)?,
             "also-notify" => o.also_notify = remote::servers(opt, 1, &self.remotes, 53)?,
             "max-journal-size" => o.max_journal_size = remote::journal_size(opt)?,
+            "allow-notify" => o.allow_notify = Some(self.address_list(opt.block()?, false)?),
             "allow-recursion" => acls.0 = Some(self.address_list(opt.block()?, false)?),
             "allow-query-cache" => acls.1 = Some(self.address_list(opt.block()?, false)?),
             "recursion" => o.recursion = yes_no(opt)?,
@@ -1301,6 +1308,7 @@ impl Builder {
         view.notify = o.notify;
         view.also_notify = o.also_notify;
         view.max_journal_size = o.max_journal_size;
+        view.allow_notify = o.allow_notify;
         view.forwarders = o.forwarders;
         Ok(view)
     }
