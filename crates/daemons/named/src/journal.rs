@@ -28,11 +28,17 @@ pub(crate) struct Delta {
 /// A zone's deltas, oldest first, each starting where the one before ends.
 pub(crate) type Journal = Arc<Vec<Delta>>;
 
-fn serial(soa: &Record) -> Option<u32> {
+/// The serial of a SOA record.
+pub(crate) fn serial(soa: &Record) -> Option<u32> {
     match &soa.data {
         RData::SOA(s) => Some(s.serial),
         _ => None,
     }
+}
+
+/// Whether serial `a` is later than `b`, as RFC 1982 compares them.
+pub(crate) fn newer(a: u32, b: u32) -> bool {
+    a != b && (a.wrapping_sub(b) as i32) > 0
 }
 
 /// What makes two records the same record: owner (without case), type,
@@ -75,7 +81,7 @@ pub(crate) fn extend(
     if a == b {
         return journal.clone();
     }
-    if (b.wrapping_sub(a) as i32) <= 0 {
+    if !newer(b, a) {
         return Journal::default();
     }
     let before: HashSet<_> = old.records_but_soa().map(identity).collect();
@@ -153,6 +159,16 @@ mod tests {
                 .insert(r, 0);
         }
         authority::Zone::new(&origin, sets)
+    }
+
+    #[test]
+    fn serials_compare_as_rfc_1982_says() {
+        assert!(!newer(5, 5));
+        assert!(newer(6, 5));
+        assert!(!newer(4, 5));
+        // Across the wrap: 1 comes after 4294967295.
+        assert!(newer(1, u32::MAX));
+        assert!(!newer(u32::MAX, 1));
     }
 
     #[test]

@@ -36,6 +36,21 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A UDP socket on an ephemeral port of the right family, connected to
+/// `to`: how named asks other servers (NOTIFY, SOA queries).
+pub(crate) async fn udp_to(to: std::net::SocketAddr) -> Result<tokio::net::UdpSocket, String> {
+    let any: std::net::SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket.connect(to).await.map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
 /// The same in the 32-bit field cookies and the control channel carry.
 pub(crate) fn unix_now32() -> u32 {
     u32::try_from(unix_now()).unwrap_or(u32::MAX)

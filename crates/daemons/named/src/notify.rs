@@ -7,15 +7,14 @@
 //! seconds apart until the server answers; BIND's log lines (category
 //! `notify`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{Name, Record, RecordType};
 use pfx_named_conf::acl::Local;
 use pfx_named_conf::controls::Key;
 use pfx_named_conf::remote::{server_key, Notify, Remote, Server};
-use tokio::net::UdpSocket;
 use tracing::{error, info, warn};
 
 use crate::authority;
@@ -77,10 +76,7 @@ pub(crate) fn send(zone_name: &str, soa: Record, targets: Vec<(SocketAddr, Optio
     if targets.is_empty() {
         return;
     }
-    let serial = match &soa.data {
-        RData::SOA(s) => s.serial,
-        _ => 0,
-    };
+    let serial = crate::journal::serial(&soa).unwrap_or_default();
     let label = format!("zone {zone_name}/IN");
     info!(target: "notify", "{label}: sending notifies (serial {serial})");
     for (to, key) in targets {
@@ -112,12 +108,7 @@ async fn notify_one(soa: &Record, to: SocketAddr, key: Option<&Key>) -> Result<(
     if let Some(k) = key {
         bytes = tsig::sign_request(bytes, k);
     }
-    let bind: SocketAddr = match to.ip() {
-        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-        IpAddr::V6(_) => ([0u16; 8], 0).into(),
-    };
-    let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    socket.connect(to).await.map_err(|e| e.to_string())?;
+    let socket = crate::udp_to(to).await?;
     let mut buf = vec![0u8; 4096];
     for _ in 0..TRIES {
         socket.send(&bytes).await.map_err(|e| e.to_string())?;

@@ -20,11 +20,12 @@ use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncodable;
 use pfx_named_conf::controls::Key;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use crate::control::{sock_text, Event};
+use crate::journal::newer;
 use crate::serve::ZoneKey;
 use crate::tsig;
 
@@ -48,11 +49,6 @@ pub(crate) struct Keeper {
     pub(crate) wake: Arc<Notify>,
     /// Set by `rndc retransfer`: AXFR next, whatever the serials.
     pub(crate) whole: Arc<AtomicBool>,
-}
-
-/// Serial numbers compared as RFC 1982 says.
-fn newer(a: u32, b: u32) -> bool {
-    a != b && (a.wrapping_sub(b) as i32) > 0
 }
 
 fn soa_fields(r: &Record) -> Option<(u32, u32, u32)> {
@@ -170,13 +166,7 @@ impl Keeper {
     /// The primary's serial, from its SOA (over UDP).
     async fn primary_serial(&self, addr: SocketAddr, key: Option<&Key>) -> Result<u32, String> {
         let (request, mut verifier) = self.request(RecordType::SOA, key)?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-        socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let socket = crate::udp_to(addr).await?;
         socket.send(&request).await.map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 65535];
         let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncodable;
 use hickory_server::server::Request;
 use tracing::{error, info};
@@ -38,11 +38,6 @@ pub(crate) fn is_transfer(request: &Request) -> bool {
             .queries()
             .first()
             .is_some_and(|q| matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR))
-}
-
-/// Serial numbers compared as RFC 1982 says: whether `a` is `b` or later.
-fn serial_ge(a: u32, b: u32) -> bool {
-    a == b || (a.wrapping_sub(b) as i32) > 0
 }
 
 /// The answer to a transfer request: its messages, signed when the
@@ -107,10 +102,7 @@ pub(crate) fn answer(
     let Some(soa) = zone.soa() else {
         return reply(ResponseCode::ServFail);
     };
-    let serial = match &soa.data {
-        RData::SOA(s) => s.serial,
-        _ => 0,
-    };
+    let serial = journal::serial(soa).unwrap_or_default();
     let transfer = format!("{tag}: {view_text}transfer of '{name}/IN'");
     let mut mnemonic = "AXFR";
     if qtype == RecordType::IXFR {
@@ -118,10 +110,7 @@ pub(crate) fn answer(
             .authorities
             .iter()
             .find(|r| r.record_type() == RecordType::SOA && r.name == soa.name)
-            .and_then(|r| match &r.data {
-                RData::SOA(s) => Some(s.serial),
-                _ => None,
-            });
+            .and_then(journal::serial);
         let Some(theirs) = theirs else {
             info!(
                 target: "xfer-out",
@@ -129,7 +118,7 @@ pub(crate) fn answer(
             );
             return reply(ResponseCode::FormErr);
         };
-        if serial_ge(theirs, serial) || !tcp {
+        if theirs == serial || journal::newer(theirs, serial) || !tcp {
             // Up to date, or over UDP: the current SOA alone.
             let m = messages(request, std::iter::once(soa));
             return sign(m, signed);
@@ -261,20 +250,5 @@ fn error_reply(request: &Request, rcode: ResponseCode, signed: Option<&Signed>) 
     match signed {
         Some(s) => tsig::sign(bytes, s),
         None => bytes,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serials_compare_as_rfc_1982_says() {
-        assert!(serial_ge(5, 5));
-        assert!(serial_ge(6, 5));
-        assert!(!serial_ge(4, 5));
-        // Across the wrap: 1 comes after 4294967295.
-        assert!(serial_ge(1, u32::MAX));
-        assert!(!serial_ge(u32::MAX, 1));
     }
 }
