@@ -574,3 +574,84 @@ fn a_backup_mx_queues_for_its_primary_until_it_returns() {
         .queue_files("deferred")
         .is_empty()));
 }
+
+/// smtp_fallback_relay side by side with Debian's Postfix: the same
+/// unreachable relayhost and the same fallback, the same log of the
+/// failed connection and the same delivery line.
+#[test]
+fn the_fallback_relay_is_used_as_debian_postfix_uses_it() {
+    if !(nix::unistd::Uid::effective().is_root()
+        && std::path::Path::new("/usr/sbin/postfix").exists())
+    {
+        eprintln!("skipped: the side-by-side run with Debian's Postfix needs root");
+        return;
+    }
+    let cf = |dead: u16, fallback: u16| {
+        format!(
+            "mynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\nrelayhost = [127.0.0.1]:{dead}\n\
+             smtp_fallback_relay = [127.0.0.1]:{fallback}\n"
+        )
+    };
+    // What a system logged for the message: the refused connection and
+    // the delivery, ports named by role.
+    let said = |log: &str, dead: u16, fallback: u16| -> Vec<String> {
+        let roles = |l: &str| {
+            l.replace(&format!(":{dead}"), ":DEAD")
+                .replace(&format!(":{fallback}"), ":FALLBACK")
+        };
+        let refused = log
+            .lines()
+            .find_map(|l| l.find("connect to ").map(|at| roles(&l[at..])));
+        let delivery = log
+            .lines()
+            .find(|l| l.contains("to=<someone@163.com>") && l.contains("status="))
+            .map(|l| {
+                let relay = l
+                    .split(", ")
+                    .find(|f| f.starts_with("relay="))
+                    .unwrap_or("");
+                let status = l.split_once(", dsn=").map_or("", |(_, s)| s);
+                roles(&format!("{relay}, dsn={status}"))
+            });
+        vec![refused.unwrap_or_default(), delivery.unwrap_or_default()]
+    };
+    let ours_fallback = FakeMx::start("127.0.0.1", Script::default());
+    let ours_dead = testkit::free_port();
+    let m = relaying_to(ours_dead, &cf(ours_dead, ours_fallback.port));
+    send(&m, &["someone@163.com"], "Subject: fallback\n\nx\n");
+    let theirs_fallback = FakeMx::start("127.0.0.1", Script::default());
+    let theirs_dead = testkit::free_port();
+    let pf = testkit::debian::Postfix::new(None, &cf(theirs_dead, theirs_fallback.port));
+    pf.start();
+    let (mut c, _) = Smtp::connect(pf.port);
+    c.cmd("EHLO client.example");
+    let r = c.mail(
+        "hadoop@ywnds.com",
+        &["someone@163.com"],
+        b"Subject: fallback\r\n\r\nx\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT");
+    assert!(
+        pf.wait_log("status=sent", Duration::from_secs(20)),
+        "{}",
+        pf.log_text()
+    );
+    assert!(
+        m.wait_log("status=sent", Duration::from_secs(20)),
+        "{}",
+        m.log_text()
+    );
+    let theirs = said(&pf.log_text(), theirs_dead, theirs_fallback.port);
+    let ours = said(&m.log_text(), ours_dead, ours_fallback.port);
+    assert!(
+        theirs[0].contains("DEAD: Connection refused")
+            && theirs[1].contains("relay=127.0.0.1[127.0.0.1]:FALLBACK, dsn=2.0.0, status=sent"),
+        "{theirs:?}\n{}",
+        pf.log_text()
+    );
+    assert_eq!(ours, theirs, "postfix-rs (left) and Debian's Postfix");
+    assert_eq!(theirs_fallback.accepted().len(), 1);
+    assert_eq!(ours_fallback.accepted().len(), 1);
+    pf.stop();
+}
