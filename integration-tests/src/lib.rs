@@ -45,14 +45,41 @@ pub fn bin(name: &str) -> PathBuf {
 /// tests listen on, not only on 127.0.0.1.
 /// Never the same port twice in one test: two servers given one port
 /// would share it (SO_REUSEPORT) and answer for each other.
+///
+/// nextest runs each test in a process of its own, and name servers bind
+/// with SO_REUSEPORT (so a second one on the same port is not refused but
+/// shares the packets): a port is also claimed for the whole run by an
+/// flock on a file named after it, which other test processes respect
+/// and which goes away with the process.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static GIVEN: std::sync::Mutex<Vec<(u16, nix::fcntl::Flock<std::fs::File>)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join("pfx-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
     loop {
         let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if !given.contains(&port) && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
-            given.push(port);
+        if given.iter().any(|(p, _)| *p == port)
+            || std::net::UdpSocket::bind(("0.0.0.0", port)).is_err()
+        {
+            continue;
+        }
+        let path = dir.join(port.to_string());
+        // Another user's file can still be locked, read only.
+        let opened = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path));
+        let Ok(file) = opened else {
+            continue;
+        };
+        if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            given.push((port, lock));
             return port;
         }
     }
