@@ -138,6 +138,8 @@ struct Ctx<'a> {
     /// the original recipient or ORCPT.
     fresh: bool,
     qf: &'a QueueFile,
+    /// The delivery's queue file, for finding an earlier copy of it.
+    origin: pfx_mailbox::Origin<'a>,
     delivered_to: Vec<String>,
     forward: Vec<Forward>,
     /// Each final delivery, for its own log line: (address, outcome).
@@ -271,6 +273,10 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             class: "",
             fresh: false,
             qf: &qf,
+            origin: pfx_mailbox::Origin {
+                queue_id: &req.queue_id,
+                arrival_us: req.arrival_us,
+            },
             delivered_to: Vec::new(),
             forward: Vec::new(),
             leaves: Vec::new(),
@@ -1000,6 +1006,7 @@ impl Ctx<'_> {
             content: &mut content,
             sender: &self.sender,
             limit: Limit::message(self.limit()),
+            origin: Some(self.origin),
         };
         pfx_mailbox::as_user(uid, gid, || write(&mut msg))
     }

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pfx_queue::file::{self, QueueFile, Readiness, Recipient};
+use pfx_queue::recycle::Sealer;
 use pfx_queue::statuslog::{self, Log, Status};
 use pfx_queue::{Queue, QueueName};
 use tracing::warn;
@@ -63,13 +64,23 @@ pub(crate) struct Files {
     queue: Queue,
     /// Files opened by [`Store::open`], for the trim at removal.
     open: Mutex<HashMap<String, QueueFile>>,
+    /// Where finished files go, sealed on a thread of its own.
+    sealer: Arc<Sealer>,
 }
 
 impl Files {
+    /// The queue at `root`; seals what an earlier run left unsealed in
+    /// `recycle/` and starts the thread that seals from now on.
     pub(crate) fn new(root: PathBuf) -> Self {
+        if let Err(e) = pfx_queue::recycle::seal_leftovers(&root) {
+            warn!("recycle: {e}");
+        }
+        let sealer = Arc::new(Sealer::new(&root));
+        sealer.spawn();
         Self {
             queue: Queue::new(root),
             open: Mutex::default(),
+            sealer,
         }
     }
 
@@ -216,7 +227,7 @@ impl Store for Files {
                 warn!("{id}: cut queue file to size: {e}");
             }
         }
-        pfx_queue::recycle::give_back(self.root(), &self.active(id))?;
+        self.sealer.give_back(&self.active(id))?;
         statuslog::remove(self.root(), Log::Defer, id);
         Ok(())
     }

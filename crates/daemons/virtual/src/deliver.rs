@@ -112,7 +112,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
         Ok(req2
             .recipients
             .iter()
-            .map(|r| recipient(&st2, &qf, &req2.sender, r))
+            .map(|r| recipient(&st2, &qf, &req2, r))
             .collect())
     })
     .await
@@ -137,11 +137,16 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
 }
 
 /// One recipient: its mailbox, an unknown user, or trouble.
-fn recipient(st: &Settings, qf: &QueueFile, sender: &str, r: &DeliveryRecipient) -> Outcome {
+fn recipient(
+    st: &Settings,
+    qf: &QueueFile,
+    req: &DeliveryRequest,
+    r: &DeliveryRecipient,
+) -> Outcome {
     // Every decision is made with the address folded to lower case.
     let user = r.address.to_lowercase();
     match st.tables.lookup(&user) {
-        Lookup::Found(mailbox) => deliver(st, qf, sender, r, &mailbox),
+        Lookup::Found(mailbox) => deliver(st, qf, req, r, &mailbox),
         Lookup::Unknown => st.failed("5.1.1", format!("unknown user: \"{user}\"")),
         Lookup::Trouble(warning) => {
             warn!("{warning}");
@@ -162,10 +167,11 @@ fn prepend(sender: &str, r: &DeliveryRecipient) -> String {
 fn deliver(
     st: &Settings,
     qf: &QueueFile,
-    sender: &str,
+    req: &DeliveryRequest,
     r: &DeliveryRecipient,
     mb: &Mailbox,
 ) -> Outcome {
+    let sender = req.sender.as_str();
     let head = prepend(sender, r);
     let mut content = match qf.content() {
         Ok(c) => c,
@@ -176,6 +182,10 @@ fn deliver(
         content: &mut content,
         sender,
         limit: Limit::file(st.limit),
+        origin: Some(pfx_mailbox::Origin {
+            queue_id: &req.queue_id,
+            arrival_us: req.arrival_us,
+        }),
     };
     let path = Path::new(&mb.path);
     if mb.is_maildir() {

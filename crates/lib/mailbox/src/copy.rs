@@ -118,6 +118,7 @@ mod tests {
             content: &mut content,
             sender: "",
             limit: crate::Limit::File(20),
+            origin: None,
         };
         let mut out = Vec::new();
         assert!(copy(&mut out, 10, b"", &mut msg, |b, o| o.extend_from_slice(b)).is_err());

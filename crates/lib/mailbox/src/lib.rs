@@ -8,6 +8,9 @@
 //!   `mailbox_delivery_lock` / `virtual_mailbox_lock` name ([`Locks`]), with
 //!   a `From ` line, `>From ` quoting and a blank line at the end; on any
 //!   error the file is cut back to its old length. As Postfix's mbox_open.
+//! - Both find the copy an earlier attempt at the same delivery left (the
+//!   agent killed before qmgr recorded it) and do not write another, when
+//!   the message names its [`Origin`].
 //! - [`as_user`]: runs the file work with the recipient's file-system ids,
 //!   so that every file is checked against, and owned by, the recipient.
 //!
@@ -70,6 +73,40 @@ impl Limit {
     }
 }
 
+/// Which delivery a write is: the queue file's ID and arrival time. With
+/// the delivery headers (which name the recipient) it identifies one
+/// delivery of one message to one recipient, so that a delivery repeated
+/// after a crash (the agent killed after writing, before qmgr recorded it)
+/// finds the earlier copy instead of writing another: Maildir names come
+/// from it ([`maildir`]), and an mbox file keeps the last ones it was given
+/// in an extended attribute ([`mbox()`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub queue_id: &'a str,
+    /// Microseconds since the epoch.
+    pub arrival_us: u64,
+}
+
+impl Origin<'_> {
+    /// A digest of the delivery headers, which name sender and recipient.
+    fn digest(&self, prepend: &[u8]) -> u64 {
+        let d = ring::digest::digest(&ring::digest::SHA256, prepend);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d.as_ref()[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    /// The delivery's key: queue ID, arrival, recipient's digest.
+    fn key(&self, prepend: &[u8]) -> String {
+        format!(
+            "{}.{}.{:016x}",
+            self.queue_id,
+            self.arrival_us,
+            self.digest(prepend)
+        )
+    }
+}
+
 /// What goes into the mailbox.
 pub struct Message<'a> {
     /// The delivery headers: `Return-Path:`, `X-Original-To:`, `Delivered-To:`.
@@ -79,4 +116,7 @@ pub struct Message<'a> {
     /// The envelope sender, for the mbox `From ` line (empty: MAILER-DAEMON).
     pub sender: &'a str,
     pub limit: Limit,
+    /// The queue file it comes from; `None` writes it as Postfix does,
+    /// without looking for an earlier copy.
+    pub origin: Option<Origin<'a>>,
 }

@@ -1,6 +1,12 @@
 //! Maildir delivery, as Postfix's maildir.c (local and virtual alike):
 //! write the message in `tmp/`, fsync, link it to
 //! `new/SEC.VdevIinoMusec.HOST`; the message appears whole or not at all.
+//! A message that names its [`Origin`](crate::Origin) gets a name of the
+//! same shape made from the delivery instead,
+//! `new/ARRIVALSEC.VdigestIqueueidMarrivalusec.HOST` (the digest is of the
+//! delivery headers, which name the recipient), so that a delivery repeated
+//! after a crash finds its earlier copy: the link fails and the file there
+//! has the same size.
 //! The file in `tmp/` is unnamed (`O_TMPFILE`) where the file system allows,
 //! else `tmp/SEC.PpidQn.HOST`, unlinked after the link. Directories that are
 //! missing (the Maildir itself and its parents included) are made, mode
@@ -62,13 +68,45 @@ fn deliver(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(), Error
     })?;
     file.file.sync_all().map_err(Error::Write)?;
     let md = file.file.metadata().map_err(create_failed)?;
-    let new = dir.join("new").join(format!(
+    let unique = format!(
         "{}.V{:x}I{:x}M{}.{host}",
         now.as_secs(),
         md.dev(),
         md.ino(),
         now.subsec_micros()
-    ));
+    );
+    let name = match msg.origin {
+        // The same shape, from what the delivery is rather than when and
+        // where it was written: a repeated delivery gets the same name.
+        Some(o) => format!(
+            "{}.V{:x}I{}M{}.{host}",
+            o.arrival_us / 1_000_000,
+            o.digest(msg.prepend),
+            o.queue_id,
+            o.arrival_us % 1_000_000
+        ),
+        None => unique.clone(),
+    };
+    match link_new(dir, &file, &name) {
+        // An earlier attempt at this delivery linked it (same name, same
+        // size): done. A different file of that name cannot be this
+        // delivery's, so this one gets a name of its own.
+        Err(Error::Link { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists && msg.origin.is_some() =>
+        {
+            let earlier = std::fs::symlink_metadata(dir.join("new").join(&name));
+            if earlier.is_ok_and(|e| e.is_file() && e.len() == md.len()) {
+                return Ok(());
+            }
+            link_new(dir, &file, &unique)
+        }
+        r => r,
+    }
+}
+
+/// Links the written file into `new/` as `name`.
+fn link_new(dir: &Path, file: &TmpFile, name: &str) -> Result<(), Error> {
+    let new = dir.join("new").join(name);
     let link_failed = |source| Error::Link {
         path: new.clone(),
         source,
@@ -181,6 +219,51 @@ mod tests {
             content,
             sender: "a@b",
             limit: Limit::message(limit),
+            origin: None,
+        }
+    }
+
+    /// Queue file `ID1`'s delivery to `rcpt` into `md`, again.
+    fn deliver_again(md: &Path, rcpt: &str, body: &[u8], unnamed: bool) {
+        let prepend = format!("Delivered-To: {rcpt}\n");
+        let mut c = body;
+        let mut m = Message {
+            prepend: prepend.as_bytes(),
+            content: &mut c,
+            sender: "a@b",
+            limit: Limit::None,
+            origin: Some(crate::Origin {
+                queue_id: "ID1",
+                arrival_us: 1_700_000_000_123_456,
+            }),
+        };
+        deliver(md, &mut m, unnamed).unwrap();
+    }
+
+    #[test]
+    fn a_delivery_repeated_after_a_crash_is_not_linked_twice() {
+        for unnamed in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let md = tmp.path().join("Maildir");
+            deliver_again(&md, "a@x", b"body\n", unnamed);
+            deliver_again(&md, "a@x", b"body\n", unnamed);
+            let names: Vec<String> = std::fs::read_dir(md.join("new"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+            assert!(
+                names[0].starts_with("1700000000.V") && names[0].contains("IID1M123456."),
+                "{names:?}"
+            );
+            assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+            // Another recipient's copy is another delivery.
+            deliver_again(&md, "b@x", b"body\n", unnamed);
+            assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 2);
+            // A different file under the name is never taken for this
+            // delivery: the message gets a name of its own.
+            deliver_again(&md, "a@x", b"a longer body\n", unnamed);
+            assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 3);
         }
     }
 

@@ -4,7 +4,10 @@
 //! (never through a symbolic link), then the kernel locks (fcntl, flock)
 //! that [`Locks`] names. A regular file must have exactly one link once
 //! locked. Then a `From ` line, `>From ` quoting, a blank line at the end,
-//! fsync; on any error the file is cut back to its old length.
+//! fsync; on any error the file is cut back to its old length. A message
+//! that names its [`Origin`](crate::Origin) is recorded in the file's
+//! extended attribute `user.postfix-rs.delivered` (the last 64 deliveries
+//! and where each ends), and not written again when it is found there.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -224,6 +227,14 @@ pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<()
         });
     }
     let start = md.len();
+    // A delivery this file already holds is not written again.
+    let record = match msg.origin {
+        Some(o) if is_file => Some(Record::read(&f, o.key(msg.prepend))),
+        _ => None,
+    };
+    if record.as_ref().is_some_and(|r| r.holds(start)) {
+        return Ok(());
+    }
     let from_line = from_line(msg.sender);
     let result = (|| -> Result<(), Error> {
         let mut out = std::io::BufWriter::new(&mut f);
@@ -239,6 +250,11 @@ pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<()
         out.write_all(&tail).map_err(Error::Write)?;
         out.flush().map_err(Error::Write)?;
         drop(out);
+        // Recorded before the fsync, which then makes both durable: an
+        // agent killed after this leaves a record of what the file holds.
+        if let Some(r) = &record {
+            r.add(&f, f.metadata().map_err(Error::Write)?.len());
+        }
         if is_file {
             f.sync_all().map_err(Error::Write)?;
         }
@@ -246,8 +262,74 @@ pub fn mbox(path: &Path, msg: &mut Message<'_>, opts: &MboxOptions) -> Result<()
     })();
     if result.is_err() && is_file {
         let _ = f.set_len(start);
+        if let Some(r) = &record {
+            r.restore(&f);
+        }
     }
     result
+}
+
+/// The deliveries an mbox file was last given, newest last, in its
+/// extended attribute `user.postfix-rs.delivered`: one line `KEY END` each,
+/// where END is the file's length after that delivery. Where the file
+/// system keeps no such attribute, nothing is recorded and every delivery
+/// is written, as Postfix writes it.
+struct Record {
+    key: String,
+    /// The attribute as read (`None`: absent or unreadable).
+    old: Option<Vec<u8>>,
+}
+
+impl Record {
+    const ATTR: &'static str = "user.postfix-rs.delivered";
+    /// Deliveries remembered: more than can happen to one file between a
+    /// crash and the retry that repeats the interrupted one.
+    const KEEP: usize = 64;
+
+    fn read(f: &File, key: String) -> Self {
+        use xattr::FileExt;
+        let old = f.get_xattr(Self::ATTR).ok().flatten();
+        Self { key, old }
+    }
+
+    fn lines(&self) -> impl Iterator<Item = (&str, u64)> {
+        std::str::from_utf8(self.old.as_deref().unwrap_or_default())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, end) = l.split_once(' ')?;
+                Some((k, end.parse().ok()?))
+            })
+    }
+
+    /// Whether the file, `len` bytes long, holds this delivery already: it
+    /// is recorded, and the file still reaches the end of it (a file cut
+    /// shorter since may have lost it; writing it again loses nothing).
+    fn holds(&self, len: u64) -> bool {
+        self.lines().any(|(k, end)| k == self.key && end <= len)
+    }
+
+    /// Records this delivery as ending at `end`, best effort.
+    fn add(&self, f: &File, end: u64) {
+        use xattr::FileExt;
+        let mut lines: Vec<String> = self
+            .lines()
+            .filter(|(k, _)| *k != self.key)
+            .map(|(k, e)| format!("{k} {e}\n"))
+            .collect();
+        lines.push(format!("{} {end}\n", self.key));
+        let first = lines.len().saturating_sub(Self::KEEP);
+        let _ = f.set_xattr(Self::ATTR, lines[first..].concat().as_bytes());
+    }
+
+    /// Puts the attribute back as it was (the delivery failed).
+    fn restore(&self, f: &File) {
+        use xattr::FileExt;
+        let _ = match &self.old {
+            Some(v) => f.set_xattr(Self::ATTR, v),
+            None => f.remove_xattr(Self::ATTR),
+        };
+    }
 }
 
 #[cfg(test)]
@@ -261,11 +343,85 @@ mod tests {
             content,
             sender: "a@b",
             limit,
+            origin: None,
         }
     }
 
     fn plain() -> MboxOptions {
         MboxOptions::default()
+    }
+
+    /// The first delivery of queue file `ID1` to `rcpt`, again.
+    fn deliver_again(mb: &Path, rcpt: &str) -> Result<(), Error> {
+        let prepend = format!("Delivered-To: {rcpt}\n");
+        let mut c: &[u8] = b"Subject: once\n\nbody\n";
+        let mut m = Message {
+            prepend: prepend.as_bytes(),
+            content: &mut c,
+            sender: "a@b",
+            limit: Limit::None,
+            origin: Some(crate::Origin {
+                queue_id: "ID1",
+                arrival_us: 1_700_000_000_123_456,
+            }),
+        };
+        mbox(mb, &mut m, &plain())
+    }
+
+    #[test]
+    fn a_delivery_repeated_after_a_crash_is_not_written_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        deliver_again(&mb, "a@x").unwrap();
+        let once = std::fs::read(&mb).unwrap();
+        // Someone else's message in between, then the same delivery again.
+        let mut c: &[u8] = b"Subject: other\n\nother\n";
+        mbox(&mb, &mut msg(&mut c, Limit::None), &plain()).unwrap();
+        let both = std::fs::read(&mb).unwrap();
+        deliver_again(&mb, "a@x").unwrap();
+        assert_eq!(std::fs::read(&mb).unwrap(), both, "written once");
+        assert!(both.starts_with(&once));
+        // Another recipient of the same message is another delivery.
+        deliver_again(&mb, "b@x").unwrap();
+        let text = String::from_utf8(std::fs::read(&mb).unwrap()).unwrap();
+        assert_eq!(text.matches("Subject: once").count(), 2, "{text}");
+        // A file cut shorter than the recorded delivery gets it again.
+        std::fs::write(&mb, b"").unwrap();
+        deliver_again(&mb, "a@x").unwrap();
+        let text = String::from_utf8(std::fs::read(&mb).unwrap()).unwrap();
+        assert_eq!(text.matches("Subject: once").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_failed_delivery_is_not_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mb = tmp.path().join("mbox");
+        let prepend = b"Delivered-To: a@x\n";
+        let origin = Some(crate::Origin {
+            queue_id: "ID2",
+            arrival_us: 1,
+        });
+        let mut c: &[u8] = &[b'x'; 5000];
+        let mut m = Message {
+            prepend,
+            content: &mut c,
+            sender: "a@b",
+            limit: Limit::message(1000),
+            origin,
+        };
+        assert!(mbox(&mb, &mut m, &plain()).is_err());
+        let mut c: &[u8] = b"fits\n";
+        let mut m = Message {
+            prepend,
+            content: &mut c,
+            sender: "a@b",
+            limit: Limit::message(1000),
+            origin,
+        };
+        mbox(&mb, &mut m, &plain()).unwrap();
+        assert!(String::from_utf8(std::fs::read(&mb).unwrap())
+            .unwrap()
+            .ends_with("fits\n\n"));
     }
 
     #[test]

@@ -178,12 +178,14 @@ impl Reserve {
     }
 
     /// Returns the reserve to `recycle/` (at shutdown), so no reserved files
-    /// linger in `incoming/`.
+    /// linger in `incoming/`, and seals it there.
     pub fn release(&self) {
         let ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        let sealer = crate::recycle::Sealer::new(self.queue.root());
         for r in ready {
-            let _ = crate::recycle::give_back(self.queue.root(), &r.path);
+            let _ = sealer.give_back(&r.path);
         }
+        let _ = sealer.seal();
     }
 }
 

@@ -435,7 +435,9 @@ mod tests {
             let old = write(&q, &vec![b'x'; old_len]);
             let old_path = q.path(QueueName::Incoming, &old);
             let old_file_len = std::fs::metadata(&old_path).unwrap().len();
-            crate::recycle::give_back(t.path(), &old_path).unwrap();
+            let sealer = crate::recycle::Sealer::new(t.path());
+            sealer.give_back(&old_path).unwrap();
+            sealer.seal().unwrap();
             let pool = crate::recycle::Pool::new(t.path());
             let mut w =
                 Writer::create_in(&q, QueueName::Incoming, SystemTime::now(), Some(&pool)).unwrap();
