@@ -315,6 +315,39 @@ fn size_limits_at_mail_and_after_data() {
     assert!(body_of(&msgs[0]).starts_with(b"ok"));
 }
 
+/// Ten thousand recipients in one message (smtpd_recipient_limit raised,
+/// as a list server's relay does): all of them reach the queue file. The
+/// list is longer than any one frame smtpd may send cleanup, so it goes in
+/// several; one frame was refused (`451 4.3.0 Error: queue file write
+/// error`). Held by a header check, so that no delivery runs.
+#[test]
+fn ten_thousand_recipients_of_one_message_are_all_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("header"), "/^Subject: many/ HOLD\n").unwrap();
+    let m = Instance::mail(&format!(
+        "smtpd_recipient_limit = 20000\nrecipient_delimiter = +\nheader_checks = regexp:{}/header\n",
+        dir.path().display()
+    ));
+    m.start();
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    let to: Vec<String> = (0..10_000)
+        .map(|i| format!("openstack+{i}@ywnds.com"))
+        .collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    c.queued("a@example.org", &to, b"Subject: many\r\n\r\nhi");
+    assert_eq!(m.queue_files("hold").len(), 1);
+    let out = m.run("postqueue", &["-p"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for i in [0, 4_999, 9_999] {
+        assert!(
+            listing.contains(&format!("openstack+{i}@ywnds.com\n")),
+            "recipient {i} missing"
+        );
+    }
+    assert_eq!(listing.matches("openstack+").count(), 10_000);
+}
+
 #[test]
 fn a_message_with_hopcount_limit_received_headers_is_refused_as_a_loop() {
     let m = Instance::mail("hopcount_limit = 5\n");

@@ -160,19 +160,32 @@ async fn session(
 ) -> Result<(), String> {
     let mut ch = ch.with_max_frame(2 * pfx_ipc::proto::CHUNK);
     let settings = Settings::from(&cfg, shared)?;
+    // Recipients sent ahead of their Begin (a long list).
+    let mut ahead = Vec::new();
     loop {
         let req: Option<CleanupRequest> =
             ch.recv().await.map_err(|e| format!("read request: {e}"))?;
-        let Some(CleanupRequest::Begin {
-            sender,
-            recipients,
-            attrs,
-            origin,
-            receive,
-        }) = req
-        else {
-            return Ok(());
+        let (sender, mut recipients, attrs, origin, receive) = match req {
+            Some(CleanupRequest::Recipients(more)) => {
+                if ahead.len() + more.len() > pfx_ipc::proto::MAX_RECIPIENTS {
+                    return Err("read request: too many recipients".into());
+                }
+                ahead.extend(more);
+                continue;
+            }
+            Some(CleanupRequest::Begin {
+                sender,
+                recipients,
+                attrs,
+                origin,
+                receive,
+            }) => (sender, recipients, attrs, origin, receive),
+            _ => return Ok(()),
         };
+        if !ahead.is_empty() {
+            ahead.append(&mut recipients);
+            recipients = std::mem::take(&mut ahead);
+        }
         let given = Given {
             sender,
             recipients,
@@ -494,7 +507,7 @@ async fn message<'s>(
                     reason: "aborted".into(),
                 })
             }
-            CleanupRequest::Begin { .. } => {
+            CleanupRequest::Begin { .. } | CleanupRequest::Recipients(_) => {
                 return Err(format!("{id}: protocol error: Begin inside a message"))
             }
         }
@@ -998,7 +1011,7 @@ async fn drain(
             | CleanupRequest::ChangeEnvelope(_)
             | CleanupRequest::EditsDone { .. } => {}
             CleanupRequest::End | CleanupRequest::Abort => return Ok(reply),
-            CleanupRequest::Begin { .. } => {
+            CleanupRequest::Begin { .. } | CleanupRequest::Recipients(_) => {
                 return Err(format!("{id}: protocol error: Begin inside a message"))
             }
         }

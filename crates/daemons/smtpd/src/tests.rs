@@ -104,6 +104,8 @@ async fn cleanup(
             }
             // The end-of-data restrictions of these tests ask for none.
             CleanupRequest::Actions(a) => panic!("unexpected actions {a:?}"),
+            // No test sends so many recipients.
+            CleanupRequest::Recipients(r) => panic!("unexpected recipients ahead {}", r.len()),
             CleanupRequest::End => {
                 tx.send(message.take().unwrap()).unwrap();
                 CleanupReply::Committed {

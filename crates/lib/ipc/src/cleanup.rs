@@ -96,15 +96,48 @@ impl Cleanup {
     /// reused connection found broken (cleanup restarted) is replaced once
     /// by a new one; a refusal is not tried again.
     pub async fn begin(&self, envelope: Envelope) -> Result<Message<'_>, NotStarted> {
+        // A long list in frames of about a content chunk each, all but the
+        // last ahead of Begin.
+        let mut batches = vec![Vec::new()];
+        let mut size = 0;
+        for r in envelope.recipients {
+            let len = r.address.len()
+                + r.original.as_ref().map_or(0, String::len)
+                + r.orcpt.as_ref().map_or(0, String::len)
+                + 16;
+            if size + len > CHUNK && batches.last().is_some_and(|b| !b.is_empty()) {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            if let Some(b) = batches.last_mut() {
+                b.push(r);
+            }
+        }
+        let tail = batches.pop().unwrap_or_default();
+        let ahead: Vec<CleanupRequest> = batches
+            .into_iter()
+            .map(CleanupRequest::Recipients)
+            .collect();
         let begin = CleanupRequest::Begin {
             sender: envelope.sender,
-            recipients: envelope.recipients,
+            recipients: tail,
             attrs: envelope.attrs,
             origin: envelope.origin,
             receive: envelope.receive,
         };
+        async fn send_all(
+            ch: &mut Conn,
+            ahead: &[CleanupRequest],
+            begin: &CleanupRequest,
+        ) -> Result<(), Error> {
+            for r in ahead {
+                ch.queue(r)?;
+            }
+            ch.send(begin).await
+        }
         if let Some(mut ch) = self.take_idle() {
-            if ch.send(&begin).await.is_ok() {
+            if send_all(&mut ch, &ahead, &begin).await.is_ok() {
                 match self.started(ch).await {
                     Err(NotStarted::Broken(_)) => {}
                     answered => return answered,
@@ -112,7 +145,7 @@ impl Cleanup {
             }
         }
         let mut ch = client::connect(&self.path, conversation::CLEANUP).await?;
-        ch.send(&begin).await?;
+        send_all(&mut ch, &ahead, &begin).await?;
         self.started(ch).await
     }
 
@@ -351,7 +384,8 @@ mod tests {
                             | CleanupRequest::Inspect
                             | CleanupRequest::Edit(_)
                             | CleanupRequest::BodyMore(_)
-                            | CleanupRequest::ChangeEnvelope(_) => continue,
+                            | CleanupRequest::ChangeEnvelope(_)
+                            | CleanupRequest::Recipients(_) => continue,
                             CleanupRequest::EditsDone { .. } | CleanupRequest::End => {
                                 CleanupReply::Committed {
                                     queue_id: format!("C{n}"),

@@ -197,7 +197,15 @@ pub enum CleanupRequest {
     End,
     /// Drops the message (the client gave up or broke a limit).
     Abort,
+    /// Recipients of the message the next [`Self::Begin`] opens, sent
+    /// before it: a long list goes in frames of about [`CHUNK`] bytes
+    /// (Begin carries the last of them), so that ten thousand recipients
+    /// need no frame larger than a content chunk.
+    Recipients(Vec<pfx_queue::file::NewRecipient>),
 }
+
+/// Recipients cleanup takes for one message, at most.
+pub const MAX_RECIPIENTS: usize = 1_000_000;
 
 /// A change to the content a milter asks for at the end of a message;
 /// headers are whole (`Name: value`, folded lines joined with `\n`).
