@@ -265,7 +265,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
     let work = tokio::task::spawn_blocking(move || -> Result<Expanded, String> {
         let st = &*st2;
         let req = &req2;
-        let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
+        let qf = QueueFile::open_for_delivery(&path).map_err(|e| e.to_string())?;
         let mut ctx = Ctx {
             st,
             sender: req.sender.clone(),

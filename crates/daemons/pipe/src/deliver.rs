@@ -404,10 +404,11 @@ async fn run(agent: &Agent, argv: &[String], input: Vec<u8>) -> Result<(Ended, S
 /// Delivers one request and logs each recipient's outcome.
 pub(crate) async fn request(agent: &Arc<Agent>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
-    let mut outcome = match QueueFile::open(&agent.queue.path(req.queue, &req.queue_id)) {
-        Err(e) => verdict("4.3.0", format!("read message: {e}")),
-        Ok(qf) => deliver(agent, &qf, req).await,
-    };
+    let mut outcome =
+        match QueueFile::open_for_delivery(&agent.queue.path(req.queue, &req.queue_id)) {
+            Err(e) => verdict("4.3.0", format!("read message: {e}")),
+            Ok(qf) => deliver(agent, &qf, req).await,
+        };
     outcome.relay.clone_from(&agent.service);
     let t = req.times(start, start);
     req.recipients

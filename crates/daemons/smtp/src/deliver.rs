@@ -233,7 +233,7 @@ pub(crate) async fn request(agent: &Agent, req: &DeliveryRequest) -> Vec<Outcome
     let path = agent.queue.path(req.queue, &req.queue_id);
     let n = req.recipients.len();
     let (verdicts, relay, connected, uses) =
-        match tokio::task::block_in_place(|| QueueFile::open(&path)) {
+        match tokio::task::block_in_place(|| QueueFile::open_for_delivery(&path)) {
             Err(e) => {
                 warn!("{}: read queue file: {e}", req.queue_id);
                 (

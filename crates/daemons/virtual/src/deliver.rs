@@ -108,7 +108,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
     let st2 = st.clone();
     let req2 = req.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Vec<Outcome>, String> {
-        let qf = QueueFile::open(&path).map_err(|e| e.to_string())?;
+        let qf = QueueFile::open_for_delivery(&path).map_err(|e| e.to_string())?;
         Ok(req2
             .recipients
             .iter()

@@ -63,6 +63,18 @@ impl QueueFile {
     /// Postfix's qmgr and pickup read one. A file that does not parse, or
     /// lacks its end record, is [`Error::Corrupt`].
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::read(path, true)
+    }
+
+    /// [`QueueFile::open`] for a delivery agent, which is told its
+    /// recipients by qmgr: the recipient records are passed over, not
+    /// kept. Opening a file for each of its ten thousand recipients then
+    /// costs each delivery a skim of the list, not a copy of it.
+    pub fn open_for_delivery(path: &Path) -> Result<Self, Error> {
+        Self::read(path, false)
+    }
+
+    fn read(path: &Path, keep_recipients: bool) -> Result<Self, Error> {
         let file = Arc::new(File::open(path)?);
         let total = file.metadata()?.len();
         let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
@@ -136,6 +148,7 @@ impl QueueFile {
         let mut dsn_orcpt: Option<String> = None;
         let mut jumps = 0;
         let mut in_content = false;
+        let mut data = Vec::new();
         loop {
             if let Some(s) = sizes {
                 if !in_content && r.pos() == s.data_offset && s.data_offset > 0 {
@@ -153,12 +166,13 @@ impl QueueFile {
                     continue;
                 }
             }
-            let (at, k, data) = r
-                .next(if in_content {
-                    MAX_CONTENT_RECORD
-                } else {
-                    MAX_ENVELOPE_RECORD
-                })?
+            let limit = if in_content {
+                MAX_CONTENT_RECORD
+            } else {
+                MAX_ENVELOPE_RECORD
+            };
+            let (at, k) = r
+                .next_into(limit, &mut data)?
                 .ok_or_else(|| corrupt("missing end record"))?;
             if k == kind::PTR {
                 match record::pointer(&data) {
@@ -196,6 +210,19 @@ impl QueueFile {
                     "unexpected record type '{}' at offset {at}",
                     char::from(k)
                 )));
+            }
+            if !keep_recipients
+                && matches!(
+                    k,
+                    kind::RCPT
+                        | kind::DONE
+                        | kind::DRCP
+                        | kind::ORCP
+                        | kind::DSN_NOTIFY
+                        | kind::DSN_ORCPT
+                )
+            {
+                continue;
             }
             let text = String::from_utf8_lossy(&data).into_owned();
             match k {
@@ -483,6 +510,26 @@ mod tests {
     use crate::file::test_support::write;
     use crate::test_queue as queue;
     use crate::QueueName;
+
+    #[test]
+    fn a_delivery_agent_gets_everything_but_the_recipients() {
+        let (_t, q) = queue();
+        let id = write(&q, b"Subject: x\n\nbody\n");
+        let path = q.path(QueueName::Incoming, &id);
+        let (all, agent) = (
+            QueueFile::open(&path).unwrap(),
+            QueueFile::open_for_delivery(&path).unwrap(),
+        );
+        assert_eq!(all.recipients.len(), 2);
+        assert!(agent.recipients.is_empty());
+        assert_eq!(agent.sender, all.sender);
+        assert_eq!(agent.arrival, all.arrival);
+        assert_eq!(agent.attr("client_address"), Some("127.0.0.1"));
+        assert_eq!(agent.content_len, all.content_len);
+        let mut body = String::new();
+        agent.content().unwrap().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "Subject: x\n\nbody\n");
+    }
 
     #[test]
     fn verify_finds_a_commit_cut_short_but_not_done_marks() {
