@@ -67,9 +67,10 @@ impl QueueFile {
     }
 
     /// [`QueueFile::open`] for a delivery agent, which is told its
-    /// recipients by qmgr: the recipient records are passed over, not
-    /// kept. Opening a file for each of its ten thousand recipients then
-    /// costs each delivery a skim of the list, not a copy of it.
+    /// recipients by qmgr: at the first recipient record it goes on at the
+    /// content (the recipients are the envelope's last records, in
+    /// Postfix's files and ours), so that opening a file for each of its
+    /// ten thousand recipients does not read the list each time.
     pub fn open_for_delivery(path: &Path) -> Result<Self, Error> {
         Self::read(path, false)
     }
@@ -211,8 +212,10 @@ impl QueueFile {
                     char::from(k)
                 )));
             }
+            // A recipient's records, and the attributes Postfix writes for
+            // each (its NOTIFY and ORCPT).
             if !keep_recipients
-                && matches!(
+                && (matches!(
                     k,
                     kind::RCPT
                         | kind::DONE
@@ -220,8 +223,15 @@ impl QueueFile {
                         | kind::ORCP
                         | kind::DSN_NOTIFY
                         | kind::DSN_ORCPT
-                )
+                ) || (k == kind::ATTR
+                    && (data.starts_with(b"notify_flags=") || data.starts_with(b"dsn_orig_rcpt="))))
             {
+                // The recipients come last in the envelope, right before
+                // the content: go there at once when the size record says
+                // where it is.
+                if let Some(s) = sizes.filter(|s| s.data_offset > r.pos()) {
+                    r.seek(s.data_offset);
+                }
                 continue;
             }
             let text = String::from_utf8_lossy(&data).into_owned();
