@@ -2,12 +2,20 @@
 //! smtp-source but with STARTTLS: each session connects, says EHLO, starts
 //! TLS (a full handshake, no resumption), says EHLO again and sends its
 //! messages one after another. The server's certificate is not checked.
+//! For the bench's curves it also runs without TLS (`-P`), sends each
+//! message to several recipients (`-r N`: LOCAL+1@DOMAIN ... from `-t`),
+//! and writes each message's latency to a file (`-L FILE`, microseconds
+//! from the connect, or from MAIL for a session's later messages, to the
+//! `250` after DATA; with `-w DIR` a second column, to the message's file
+//! appearing in DIR, a Maildir's new/, for one session at a time).
 //!
 //! Usage: smtp-tls-source -s SESSIONS_AT_ONCE -m MESSAGES -l SIZE
-//!        -n MESSAGES_PER_SESSION -f FROM -t TO HOST:PORT
+//!        -n MESSAGES_PER_SESSION [-P] [-r RECIPIENTS] [-L FILE [-w DIR]]
+//!        -f FROM -t TO HOST:PORT
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -20,6 +28,10 @@ struct Args {
     from: String,
     to: String,
     server: String,
+    plain: bool,
+    recipients: usize,
+    latency: Option<String>,
+    watch: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -31,6 +43,10 @@ fn args() -> Args {
         from: "bench@example.org".into(),
         to: "bench@example.org".into(),
         server: String::new(),
+        plain: false,
+        recipients: 1,
+        latency: None,
+        watch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,18 +61,27 @@ fn args() -> Args {
             "-n" => a.per_session = value().parse().unwrap_or_else(|_| usage("-n")),
             "-f" => a.from = value(),
             "-t" => a.to = value(),
+            "-P" => a.plain = true,
+            "-r" => a.recipients = value().parse().unwrap_or_else(|_| usage("-r")),
+            "-L" => a.latency = Some(value()),
+            "-w" => a.watch = Some(value().into()),
             s if !s.starts_with('-') => a.server = s.to_owned(),
             _ => usage(&format!("unknown option {flag}")),
         }
     }
-    if a.server.is_empty() || a.per_session == 0 || a.concurrency == 0 {
-        usage("HOST:PORT, -n and -s are needed");
+    if a.server.is_empty() || a.per_session == 0 || a.concurrency == 0 || a.recipients == 0 {
+        usage("HOST:PORT, -n, -r and -s are needed");
+    }
+    if a.watch.is_some() && (a.concurrency != 1 || a.latency.is_none()) {
+        usage("-w needs -s 1 and -L");
     }
     a
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("smtp-tls-source: {why}\nusage: smtp-tls-source -s N -m N -l SIZE -n PER_SESSION -f FROM -t TO HOST:PORT");
+    eprintln!(
+        "smtp-tls-source: {why}\nusage: smtp-tls-source -s N -m N -l SIZE -n PER_SESSION [-P] [-r N] [-L FILE [-w DIR]] -f FROM -t TO HOST:PORT"
+    );
     std::process::exit(2)
 }
 
@@ -118,32 +143,62 @@ async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, want: u16) -> Resu
     }
 }
 
+/// The recipients of each message: `-t` itself, or LOCAL+i@DOMAIN.
+fn recipients(a: &Args) -> Vec<String> {
+    if a.recipients == 1 {
+        return vec![a.to.clone()];
+    }
+    let (local, domain) = a.to.split_once('@').unwrap_or((&a.to, "localhost"));
+    (1..=a.recipients)
+        .map(|i| format!("{local}+{i}@{domain}"))
+        .collect()
+}
+
+/// How many entries `dir` has.
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// Latencies in microseconds: to the `250`, and to the file in `-w DIR`.
+type Latencies = Mutex<Vec<(u128, Option<u128>)>>;
+
 async fn session(
     a: &Args,
     connector: &tokio_rustls::TlsConnector,
     n: usize,
     body: &[u8],
+    latencies: &Latencies,
 ) -> Result<(), Error> {
+    let mut start = Instant::now();
+    let before = a.watch.as_deref().map(entries);
     let tcp = TcpStream::connect(&a.server).await?;
     tcp.set_nodelay(true)?;
     let mut plain = BufReader::new(tcp);
     reply(&mut plain, 220).await?;
     plain.get_mut().write_all(b"EHLO bench.example\r\n").await?;
     reply(&mut plain, 250).await?;
-    plain.get_mut().write_all(b"STARTTLS\r\n").await?;
-    reply(&mut plain, 220).await?;
-    let name = rustls::pki_types::ServerName::try_from("mail.ywnds.com")?;
-    let tls = connector.connect(name, plain.into_inner()).await?;
-    let mut s = BufReader::new(tls);
-    s.get_mut().write_all(b"EHLO bench.example\r\n").await?;
-    s.get_mut().flush().await?;
-    reply(&mut s, 250).await?;
-    for _ in 0..n {
-        for (cmd, want) in [
-            (format!("MAIL FROM:<{}>\r\n", a.from), 250),
-            (format!("RCPT TO:<{}>\r\n", a.to), 250),
-            ("DATA\r\n".to_owned(), 354),
-        ] {
+    let mut s: BufReader<Box<dyn Stream>> = if a.plain {
+        BufReader::new(Box::new(plain.into_inner()))
+    } else {
+        plain.get_mut().write_all(b"STARTTLS\r\n").await?;
+        reply(&mut plain, 220).await?;
+        let name = rustls::pki_types::ServerName::try_from("mail.ywnds.com")?;
+        let tls = connector.connect(name, plain.into_inner()).await?;
+        let mut s = BufReader::new(Box::new(tls) as Box<dyn Stream>);
+        s.get_mut().write_all(b"EHLO bench.example\r\n").await?;
+        s.get_mut().flush().await?;
+        reply(&mut s, 250).await?;
+        s
+    };
+    let rcpts = recipients(a);
+    for i in 0..n {
+        if i > 0 {
+            start = Instant::now();
+        }
+        let mut commands = vec![(format!("MAIL FROM:<{}>\r\n", a.from), 250)];
+        commands.extend(rcpts.iter().map(|r| (format!("RCPT TO:<{r}>\r\n"), 250)));
+        commands.push(("DATA\r\n".to_owned(), 354));
+        for (cmd, want) in commands {
             s.get_mut().write_all(cmd.as_bytes()).await?;
             s.get_mut().flush().await?;
             reply(&mut s, want).await?;
@@ -151,12 +206,33 @@ async fn session(
         s.get_mut().write_all(body).await?;
         s.get_mut().flush().await?;
         reply(&mut s, 250).await?;
+        let acked = start.elapsed().as_micros();
+        let filed = match (&a.watch, before) {
+            (Some(dir), Some(n0)) => {
+                // One session at a time: the next file in DIR is this one.
+                while entries(dir) < n0 + i + 1 {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                Some(start.elapsed().as_micros())
+            }
+            _ => None,
+        };
+        if a.latency.is_some() {
+            latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((acked, filed));
+        }
     }
     s.get_mut().write_all(b"QUIT\r\n").await?;
     s.get_mut().flush().await?;
     reply(&mut s, 221).await?;
     Ok(())
 }
+
+/// A connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -184,9 +260,16 @@ async fn main() {
     body.extend_from_slice(b".\r\n");
     let body = Arc::new(body);
     let next = Arc::new(AtomicUsize::new(0));
+    let latencies = Arc::new(Latencies::default());
     let mut workers = Vec::new();
     for _ in 0..a.concurrency {
-        let (a, connector, body, next) = (a.clone(), connector.clone(), body.clone(), next.clone());
+        let (a, connector, body, next, latencies) = (
+            a.clone(),
+            connector.clone(),
+            body.clone(),
+            next.clone(),
+            latencies.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let start = next.fetch_add(a.per_session, Ordering::Relaxed);
@@ -194,13 +277,28 @@ async fn main() {
                     return Ok::<(), Error>(());
                 }
                 let n = a.per_session.min(a.messages - start);
-                session(&a, &connector, n, &body).await?;
+                session(&a, &connector, n, &body, &latencies).await?;
             }
         }));
     }
     for w in workers {
         if let Err(e) = w.await.expect("worker") {
             eprintln!("smtp-tls-source: {e}");
+            std::process::exit(1);
+        }
+    }
+    if let Some(path) = &a.latency {
+        let lines: String = latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(acked, filed)| match filed {
+                Some(f) => format!("{acked} {f}\n"),
+                None => format!("{acked}\n"),
+            })
+            .collect();
+        if let Err(e) = std::fs::write(path, lines) {
+            eprintln!("smtp-tls-source: {path}: {e}");
             std::process::exit(1);
         }
     }
