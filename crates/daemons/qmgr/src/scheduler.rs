@@ -73,8 +73,23 @@ pub(crate) struct Scheduler<Q, A> {
     pub(crate) agents: Arc<A>,
     pub(crate) msgs: HashMap<String, Msg>,
     destinations: Destinations,
+    /// What the last scans found and could not take yet for
+    /// `qmgr_message_active_limit`, taken in order as room frees up, as
+    /// Postfix's qmgr reads a queue scan a file at a time: without it a
+    /// `postqueue -f` of a deep queue stopped after the first 20,000.
+    backlog: Backlog,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+}
+
+/// The rest of the latest scans (see [`Scheduler::backlog`]).
+#[derive(Default)]
+struct Backlog {
+    incoming: std::collections::VecDeque<String>,
+    deferred: std::collections::VecDeque<String>,
+    /// The deferred scan is a flush: retry times do not count until it
+    /// has gone through the whole queue.
+    flush: bool,
 }
 
 fn micros(t: SystemTime) -> u64 {
@@ -98,6 +113,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             agents: Arc::new(agents),
             msgs: HashMap::new(),
             destinations: Destinations::default(),
+            backlog: Backlog::default(),
             tx,
             rx,
         })
@@ -127,6 +143,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                     while let Ok(ev) = self.rx.try_recv() {
                         self.handle(ev);
                     }
+                    // Finished messages made room.
+                    self.take_backlog();
                 }
                 _ = tick.tick() => {
                     self.scan_incoming();
@@ -173,32 +191,43 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 
     fn scan_incoming(&mut self) {
-        let ids = match self.store.list(QueueName::Incoming) {
-            Ok(ids) => ids,
-            Err(e) => return warn!("scan incoming: {e}"),
-        };
-        for id in ids {
-            if self.msgs.len() >= self.st.active_limit {
+        match self.store.list(QueueName::Incoming) {
+            Ok(ids) => self.backlog.incoming = ids.into(),
+            Err(e) => warn!("scan incoming: {e}"),
+        }
+        self.take_backlog();
+    }
+
+    /// A new scan of `deferred/`; `flush`: every message, due or not.
+    fn scan_deferred(&mut self, flush: bool) {
+        match self.store.list(QueueName::Deferred) {
+            Ok(ids) => self.backlog.deferred = ids.into(),
+            Err(e) => warn!("scan deferred: {e}"),
+        }
+        // A flush still going on goes on through the new scan.
+        self.backlog.flush |= flush;
+        self.take_backlog();
+    }
+
+    /// Takes what the scans found while the active queue has room:
+    /// incoming mail first, then deferred mail that is due (or all of it,
+    /// in a flush).
+    fn take_backlog(&mut self) {
+        while self.msgs.len() < self.st.active_limit {
+            let Some(id) = self.backlog.incoming.pop_front() else {
                 break;
-            }
+            };
             if self.store.claim_incoming(&id, self.st.stale_after) {
                 self.load(&id, true);
             }
         }
-    }
-
-    fn scan_deferred(&mut self, ignore_time: bool) {
-        let ids = match self.store.list(QueueName::Deferred) {
-            Ok(ids) => ids,
-            Err(e) => return warn!("scan deferred: {e}"),
-        };
         let now = self.store.now();
-        for id in ids {
-            if self.msgs.len() >= self.st.active_limit {
+        while self.msgs.len() < self.st.active_limit {
+            let Some(id) = self.backlog.deferred.pop_front() else {
                 break;
-            }
+            };
             let due = self.store.retry_time(&id).is_some_and(|t| t <= now);
-            if !(due || ignore_time) {
+            if !(due || self.backlog.flush) {
                 continue;
             }
             if self
@@ -208,6 +237,9 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             {
                 self.load(&id, false);
             }
+        }
+        if self.backlog.deferred.is_empty() {
+            self.backlog.flush = false;
         }
     }
 

@@ -101,6 +101,15 @@ impl Memory {
             .insert(id.into(), (QueueName::Incoming, env, now));
     }
 
+    /// Adds a message to `deferred/`, due at `due`.
+    fn add_deferred(&self, id: &str, recipients: &[&str], due: SystemTime) {
+        self.add(id, "s@example.com", recipients);
+        let mut rec = self.rec();
+        let f = rec.files.get_mut(id).unwrap();
+        f.0 = QueueName::Deferred;
+        f.2 = due;
+    }
+
     fn since_start(&self) -> Duration {
         self.start.elapsed()
     }
@@ -288,6 +297,19 @@ fn start(
     work: Duration,
     answer: impl Fn(&DeliveryRequest) -> Outcome + Send + Sync + 'static,
 ) -> watch::Sender<Arc<Config>> {
+    start_with_events(memory, main_cf, work, answer).0
+}
+
+/// [`start`], and where trigger requests go.
+fn start_with_events(
+    memory: &Memory,
+    main_cf: &str,
+    work: Duration,
+    answer: impl Fn(&DeliveryRequest) -> Outcome + Send + Sync + 'static,
+) -> (
+    watch::Sender<Arc<Config>>,
+    tokio::sync::mpsc::UnboundedSender<crate::scheduler::Event>,
+) {
     let text = format!("mydestination = example.com\nqueue_run_delay = 10s\n{main_cf}");
     let cfg = Config::from_text(std::path::Path::new("/nonexistent"), &text).unwrap();
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
@@ -297,8 +319,9 @@ fn start(
         answer: Arc::new(answer),
     };
     let scheduler = Scheduler::new(cfg_rx, memory.clone(), agents).unwrap();
+    let events = scheduler.events();
     tokio::spawn(scheduler.run());
-    cfg_tx
+    (cfg_tx, events)
 }
 
 /// Waits (in paused time, so instantly) until `done` holds.
@@ -525,4 +548,57 @@ async fn a_failed_notice_waits_the_usual_backoff() {
     let waits = rec.waits();
     assert_eq!(waits, [300, 300, 600]);
     assert_eq!(rec.bounces, [("A1".to_owned(), Duration::from_secs(1200))]);
+}
+
+/// More mail than `qmgr_message_active_limit` in incoming/: all of it is
+/// taken as room frees up, not at the next queue run.
+#[tokio::test(start_paused = true)]
+async fn incoming_past_the_active_limit_is_taken_as_room_frees_up() {
+    let memory = Memory::new();
+    for i in 0..7 {
+        memory.add(&format!("A{i}"), "s@example.com", &["u@example.com"]);
+    }
+    let _cfg = start(
+        &memory,
+        "qmgr_message_active_limit = 2\nqueue_run_delay = 1000s\n",
+        Duration::from_secs(1),
+        |_| Outcome::sent("local", "delivered to maildir"),
+    );
+    until(&memory, |r| r.removed.len() == 7).await;
+    assert!(memory
+        .rec()
+        .removed
+        .iter()
+        .all(|(_, at)| at.as_secs() < 1000));
+}
+
+/// `postqueue -f` of a queue deeper than `qmgr_message_active_limit`:
+/// every message goes, not only the first ones (Postfix's qmgr reads its
+/// flush scan through; postfix-rs's stopped at the limit).
+#[tokio::test(start_paused = true)]
+async fn a_flush_goes_through_a_queue_deeper_than_the_active_limit() {
+    let memory = Memory::new();
+    let later = memory.now() + Duration::from_secs(86_400);
+    for i in 0..7 {
+        memory.add_deferred(&format!("D{i}"), &["u@remote.example"], later);
+    }
+    let (_cfg, events) = start_with_events(
+        &memory,
+        "qmgr_message_active_limit = 2\nqueue_run_delay = 1000s\n",
+        Duration::from_secs(1),
+        |_| Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(memory.rec().removed.is_empty(), "nothing is due yet");
+    events
+        .send(crate::scheduler::Event::Trigger(
+            crate::trigger::Request::Byte(pfx_ipc::proto::trigger::FLUSH),
+        ))
+        .unwrap();
+    until(&memory, |r| r.removed.len() == 7).await;
+    assert!(memory
+        .rec()
+        .removed
+        .iter()
+        .all(|(_, at)| at.as_secs() < 1000));
 }
