@@ -10,21 +10,35 @@ const RECIPIENT_INDENT: usize = 41;
 /// A deferral reason is right-aligned to end at this column (plus its parentheses).
 const REASON_COLUMN: usize = 76;
 
-/// `postqueue -p`.
+/// `postqueue -p`, all at once.
 pub fn report(entries: &[QueueEntry]) -> String {
-    if entries.is_empty() {
-        return "Mail queue is empty\n".into();
-    }
-    let mut out = format!(
-        "{:<11} {:>7} {:<20} {}\n",
-        "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
-    );
-    let mut total = 0u64;
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        total += e.message_size;
+    let mut r = Report::default();
+    let mut out: String = entries.iter().map(|e| r.entry(e)).collect();
+    out.push_str(&r.end());
+    out
+}
+
+/// `postqueue -p` a message at a time, so that a queue of a million
+/// messages is printed without being held whole.
+#[derive(Debug, Default)]
+pub struct Report {
+    messages: usize,
+    bytes: u64,
+}
+
+impl Report {
+    /// The lines of one message (the column header before the first).
+    pub fn entry(&mut self, e: &QueueEntry) -> String {
+        let mut out = if self.messages == 0 {
+            format!(
+                "{:<11} {:>7} {:<20} {}\n",
+                "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
+            )
+        } else {
+            "\n".to_owned()
+        };
+        self.messages += 1;
+        self.bytes += e.message_size;
         let mark = match e.queue_name.as_str() {
             "active" => "*",
             "hold" => "!",
@@ -49,44 +63,52 @@ pub fn report(entries: &[QueueEntry]) -> String {
             last_reason = r.delay_reason.as_deref();
             out.push_str(&format!("{:RECIPIENT_INDENT$}{}\n", "", r.address));
         }
+        out
     }
-    let n = entries.len();
-    out.push_str(&format!(
-        "\n-- {} Kbytes in {n} Request{}.\n",
-        total / 1024,
-        if n == 1 { "" } else { "s" }
-    ));
-    out
+
+    /// The last line: the totals, or that the queue is empty.
+    pub fn end(&self) -> String {
+        let n = self.messages;
+        if n == 0 {
+            return "Mail queue is empty\n".into();
+        }
+        format!(
+            "\n-- {} Kbytes in {n} Request{}.\n",
+            self.bytes / 1024,
+            if n == 1 { "" } else { "s" }
+        )
+    }
 }
 
 /// `postqueue -j`: one line per message.
 pub fn json(entries: &[QueueEntry]) -> String {
+    entries.iter().map(json_line).collect()
+}
+
+/// One message's line of `postqueue -j`.
+pub fn json_line(e: &QueueEntry) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let mut out = String::new();
-    for e in entries {
-        let rcpts: Vec<String> = e
-            .recipients
-            .iter()
-            .map(|r| match &r.delay_reason {
-                Some(why) => format!(
-                    "{{\"address\": {}, \"delay_reason\": {}}}",
-                    q(&r.address),
-                    q(why)
-                ),
-                None => format!("{{\"address\": {}}}", q(&r.address)),
-            })
-            .collect();
-        out.push_str(&format!(
-            "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}\n",
-            q(&e.queue_name),
-            q(&e.queue_id),
-            e.arrival_time,
-            e.message_size,
-            q(&e.sender),
-            rcpts.join(", ")
-        ));
-    }
-    out
+    let rcpts: Vec<String> = e
+        .recipients
+        .iter()
+        .map(|r| match &r.delay_reason {
+            Some(why) => format!(
+                "{{\"address\": {}, \"delay_reason\": {}}}",
+                q(&r.address),
+                q(why)
+            ),
+            None => format!("{{\"address\": {}}}", q(&r.address)),
+        })
+        .collect();
+    format!(
+        "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}\n",
+        q(&e.queue_name),
+        q(&e.queue_id),
+        e.arrival_time,
+        e.message_size,
+        q(&e.sender),
+        rcpts.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -87,14 +87,24 @@ fn main() {
         fatal_status(EX_UNAVAILABLE, format!("usage: {USAGE}"));
     }
     if args.print || args.json {
-        let entries = rt.block_on(list(&cfg, &queue_dir));
-        let text = if args.json {
-            postqueue::json(&entries)
-        } else {
-            postqueue::report(&entries)
-        };
         use std::io::Write;
-        let _ = std::io::stdout().write_all(text.as_bytes());
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut report = postqueue::Report::default();
+        // Printed as it comes: a deep queue is never held whole. A reader
+        // gone away (`postqueue -p | head`) ends the listing.
+        let mut print = |e: QueueEntry| {
+            let text = if args.json {
+                postqueue::json_line(&e)
+            } else {
+                report.entry(&e)
+            };
+            out.write_all(text.as_bytes()).is_ok()
+        };
+        rt.block_on(list(&cfg, &queue_dir, &mut print));
+        if !args.json {
+            let _ = out.write_all(report.end().as_bytes());
+        }
+        let _ = out.flush();
     } else if args.flush {
         let qmgr = queue_dir.join(endpoint::QMGR);
         if rt
@@ -138,36 +148,34 @@ fn main() {
     }
 }
 
-/// The queue from showq; when the mail system is down, read directly by a
-/// privileged user (root or `$mail_owner`), as Postfix's postqueue does.
-async fn list(cfg: &Config, queue_dir: &Path) -> Vec<QueueEntry> {
-    match ask_showq(queue_dir).await {
-        Ok(entries) => entries,
+/// The queue from showq, each message handed to `print` as it comes; when
+/// the mail system is down, read directly by a privileged user (root or
+/// `$mail_owner`), as Postfix's postqueue does.
+async fn list(cfg: &Config, queue_dir: &Path, print: &mut impl FnMut(QueueEntry) -> bool) {
+    let showq = queue_dir.join(endpoint::SHOWQ);
+    let mut ch = match pfx_ipc::client::connect(&showq, conversation::SHOWQ).await {
+        Ok(ch) => ch,
         Err(_) if privileged(cfg, queue_dir) => {
             tracing::warn!("Mail system is down -- accessing queue directly");
             let empty = cfg
                 .get("empty_address_recipient")
                 .unwrap_or_else(|_| "MAILER-DAEMON".into());
-            listing::list(&Queue::new(queue_dir), &empty)
-                .into_iter()
-                .map(QueueEntry::from)
-                .collect()
+            return listing::each(&Queue::new(queue_dir), &empty, |m| print(m.into()));
         }
         Err(_) => fatal_status(
             EX_UNAVAILABLE,
             "Queue report unavailable - mail system is down",
         ),
-    }
-}
-
-async fn ask_showq(queue_dir: &Path) -> Result<Vec<QueueEntry>, pfx_ipc::Error> {
-    let mut ch =
-        pfx_ipc::client::connect(&queue_dir.join(endpoint::SHOWQ), conversation::SHOWQ).await?;
-    let mut out = Vec::new();
+    };
     loop {
-        match ch.expect::<ShowqReply>().await? {
-            ShowqReply::Message(e) => out.push(e),
-            ShowqReply::End => return Ok(out),
+        match ch.expect::<ShowqReply>().await {
+            Ok(ShowqReply::Message(e)) => {
+                if !print(e) {
+                    return;
+                }
+            }
+            Ok(ShowqReply::End) => return,
+            Err(e) => fatal_status(EX_UNAVAILABLE, format!("read queue report: {e}")),
         }
     }
 }

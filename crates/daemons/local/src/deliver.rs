@@ -276,6 +276,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             origin: pfx_mailbox::Origin {
                 queue_id: &req.queue_id,
                 arrival_us: req.arrival_us,
+                recipient: "",
             },
             delivered_to: Vec::new(),
             forward: Vec::new(),
@@ -294,6 +295,7 @@ pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Ou
             ctx.leaves.clear();
             ctx.expanded = false;
             ctx.owned = false;
+            ctx.origin.recipient = &r.address;
             let mut seen = HashSet::new();
             // X-Original-To: is the recipient as first given (`hadoop`).
             let top = r.original.as_deref().unwrap_or(&r.address);

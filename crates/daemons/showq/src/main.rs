@@ -20,12 +20,21 @@ fn main() {
                 let empty = cfg
                     .get("empty_address_recipient")
                     .unwrap_or_else(|_| "MAILER-DAEMON".into());
-                let entries = tokio::task::block_in_place(|| listing::list(&queue, &empty));
-                for e in entries {
-                    if ch.send(&ShowqReply::Message(e.into())).await.is_err() {
+                // Read on the blocking pool, sent as read: a deep queue is
+                // never held whole.
+                let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                let reader = tokio::task::spawn_blocking(move || {
+                    listing::each(&queue, &empty, |m| tx.blocking_send(m).is_ok());
+                });
+                while let Some(m) = rx.recv().await {
+                    if ch.send(&ShowqReply::Message(m.into())).await.is_err() {
+                        // The reader stops at its next message.
+                        drop(rx);
+                        let _ = reader.await;
                         return;
                     }
                 }
+                let _ = reader.await;
                 let _ = ch.send(&ShowqReply::End).await;
             },
         )

@@ -185,6 +185,7 @@ fn deliver(
         origin: Some(pfx_mailbox::Origin {
             queue_id: &req.queue_id,
             arrival_us: req.arrival_us,
+            recipient: &r.address,
         }),
     };
     let path = Path::new(&mb.path);

@@ -73,24 +73,31 @@ impl Limit {
     }
 }
 
-/// Which delivery a write is: the queue file's ID and arrival time. With
-/// the delivery headers (which name the recipient) it identifies one
-/// delivery of one message to one recipient, so that a delivery repeated
-/// after a crash (the agent killed after writing, before qmgr recorded it)
-/// finds the earlier copy instead of writing another: Maildir names come
-/// from it ([`maildir`]), and an mbox file keeps the last ones it was given
-/// in an extended attribute ([`mbox()`]).
+/// Which delivery a write is: the queue file's ID and arrival time and the
+/// queue recipient qmgr asked for. With the delivery headers (which name
+/// the final recipient: one queue recipient may expand to several
+/// mailboxes) it identifies one delivery of one message, so that a
+/// delivery repeated after a crash (the agent killed after writing,
+/// before qmgr recorded it) finds the earlier copy instead of writing
+/// another: Maildir names come from it ([`maildir`]), and an mbox file
+/// keeps the last ones it was given in an extended attribute ([`mbox()`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin<'a> {
     pub queue_id: &'a str,
     /// Microseconds since the epoch.
     pub arrival_us: u64,
+    /// The queue file's recipient this delivery is for.
+    pub recipient: &'a str,
 }
 
 impl Origin<'_> {
-    /// A digest of the delivery headers, which name sender and recipient.
+    /// A digest of the queue recipient and the delivery headers.
     fn digest(&self, prepend: &[u8]) -> u64 {
-        let d = ring::digest::digest(&ring::digest::SHA256, prepend);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(self.recipient.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(prepend);
+        let d = ctx.finish();
         let mut first = [0u8; 8];
         first.copy_from_slice(&d.as_ref()[..8]);
         u64::from_be_bytes(first)

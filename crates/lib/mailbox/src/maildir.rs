@@ -1,6 +1,7 @@
 //! Maildir delivery, as Postfix's maildir.c (local and virtual alike):
 //! write the message in `tmp/`, fsync, link it to
-//! `new/SEC.VdevIinoMusec.HOST`; the message appears whole or not at all.
+//! `new/SEC.VdevIinoMusec.HOST`, fsync `new/`; the message appears whole
+//! or not at all, and is on disk when the delivery is reported.
 //! A message that names its [`Origin`](crate::Origin) gets a name of the
 //! same shape made from the delivery instead,
 //! `new/ARRIVALSEC.VdigestIqueueidMarrivalusec.HOST` (the digest is of the
@@ -89,19 +90,24 @@ fn deliver(dir: &Path, msg: &mut Message<'_>, unnamed: bool) -> Result<(), Error
     };
     match link_new(dir, &file, &name) {
         // An earlier attempt at this delivery linked it (same name, same
-        // size): done. A different file of that name cannot be this
-        // delivery's, so this one gets a name of its own.
+        // size): done once its link is durable too. A different file of
+        // that name cannot be this delivery's, so this one gets a name of
+        // its own.
         Err(Error::Link { source, .. })
             if source.kind() == std::io::ErrorKind::AlreadyExists && msg.origin.is_some() =>
         {
             let earlier = std::fs::symlink_metadata(dir.join("new").join(&name));
-            if earlier.is_ok_and(|e| e.is_file() && e.len() == md.len()) {
-                return Ok(());
+            if !earlier.is_ok_and(|e| e.is_file() && e.len() == md.len()) {
+                link_new(dir, &file, &unique)?;
             }
-            link_new(dir, &file, &unique)
         }
-        r => r,
+        r => r?,
     }
+    // The link durable before the delivery is reported: qmgr's record of
+    // it may reach the disk on its own (an in-place write), and the
+    // Maildir may be on another file system. Postfix leaves this to the
+    // file system's next commit.
+    pfx_sys::fs::fsync_dir(&dir.join("new")).map_err(Error::Write)
 }
 
 /// Links the written file into `new/` as `name`.
@@ -235,9 +241,35 @@ mod tests {
             origin: Some(crate::Origin {
                 queue_id: "ID1",
                 arrival_us: 1_700_000_000_123_456,
+                recipient: rcpt,
             }),
         };
         deliver(md, &mut m, unnamed).unwrap();
+    }
+
+    /// Two queue recipients that end in one Maildir with the same delivery
+    /// headers (a file target writes the original recipient in them) each
+    /// get their copy, as in Postfix.
+    #[test]
+    fn two_queue_recipients_with_the_same_headers_get_two_copies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = tmp.path().join("Maildir");
+        for rcpt in ["alice@x", "bob@x"] {
+            let mut c: &[u8] = b"body\n";
+            let mut m = Message {
+                prepend: b"Delivered-To: team@x\n",
+                content: &mut c,
+                sender: "a@b",
+                limit: Limit::None,
+                origin: Some(crate::Origin {
+                    queue_id: "ID1",
+                    arrival_us: 1,
+                    recipient: rcpt,
+                }),
+            };
+            deliver(&md, &mut m, true).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 2);
     }
 
     #[test]

@@ -48,34 +48,30 @@ pub struct Pending {
     pub delay_reason: Option<String>,
 }
 
-/// Every message in the queue, queue by queue, oldest first within each.
-/// `empty_sender` stands for the null sender (`$empty_address_recipient`).
-pub fn list(queue: &Queue, empty_sender: &str) -> Vec<Message> {
-    let mut out = Vec::new();
+/// Hands `found` every message, queue by queue, each queue in directory
+/// order as Postfix's showq reads it, one message at a time: a queue of a
+/// million messages is never held whole. `empty_sender` stands for the
+/// null sender (`$empty_address_recipient`). Files that vanish while we
+/// look (mail being delivered) are skipped; damaged ones are logged and
+/// skipped. `found` returns false to stop.
+pub fn each(queue: &Queue, empty_sender: &str, mut found: impl FnMut(Message) -> bool) {
     for q in LISTED {
-        let mut found = entries(queue, q, empty_sender);
-        found.sort_by(|a, b| (a.arrival_time, &a.queue_id).cmp(&(b.arrival_time, &b.queue_id)));
-        out.extend(found);
-    }
-    out
-}
-
-/// The complete messages in one queue. Files that vanish while we look (mail
-/// being delivered) are skipped; damaged ones are logged and skipped.
-fn entries(queue: &Queue, q: QueueName, empty_sender: &str) -> Vec<Message> {
-    let mut out = Vec::new();
-    for id in queue.list(q).unwrap_or_default() {
-        let path = queue.path(q, &id);
-        if !QueueFile::is_complete(&path).unwrap_or(false) {
-            continue;
-        }
-        match QueueFile::open(&path) {
-            Ok(qf) => out.push(entry(queue.root(), q, &id, &qf, empty_sender)),
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn!("{}/{id}: {e}", q.as_str()),
+        for id in queue.list(q).unwrap_or_default() {
+            let path = queue.path(q, &id);
+            if !QueueFile::is_complete(&path).unwrap_or(false) {
+                continue;
+            }
+            match QueueFile::open(&path) {
+                Ok(qf) => {
+                    if !found(entry(queue.root(), q, &id, &qf, empty_sender)) {
+                        return;
+                    }
+                }
+                Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!("{}/{id}: {e}", q.as_str()),
+            }
         }
     }
-    out
 }
 
 fn entry(root: &Path, q: QueueName, id: &str, qf: &QueueFile, empty_sender: &str) -> Message {
@@ -143,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn queues_in_postfix_order_oldest_first_with_deferral_reasons_last() {
+    fn queue_by_queue_in_postfix_order_with_deferral_reasons_last() {
         let (_t, q) = queue();
         let late = write(&q, "", 1_700_000_200, &["a@x"]);
         let early = write(&q, "s@x", 1_700_000_100, &["b@x", "c@x", "d@x"]);
@@ -166,7 +162,11 @@ mod tests {
         // A file without the readiness bit is not a message yet.
         std::fs::write(q.path(QueueName::Incoming, "ABCDEF0123"), b"").unwrap();
 
-        let got = list(&q, "MAILER-DAEMON");
+        let mut got = Vec::new();
+        each(&q, "MAILER-DAEMON", |m| {
+            got.push(m);
+            true
+        });
         let order: Vec<(QueueName, &str)> = got
             .iter()
             .map(|m| (m.queue_name, m.queue_id.as_str()))

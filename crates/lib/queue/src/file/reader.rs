@@ -85,6 +85,7 @@ impl QueueFile {
             .ok_or_else(|| corrupt("empty file"))?;
         let mut sizes = None;
         let mut checksum = None;
+        let mut mixed = true;
         if first == kind::SIZE {
             let text = String::from_utf8_lossy(&data).into_owned();
             let nums: Vec<u64> = text
@@ -106,6 +107,9 @@ impl QueueFile {
                 return Err(corrupt("bad size record"));
             }
             let content_len = nums.get(4).copied().filter(|&n| n > 0).unwrap_or(nums[0]);
+            // Postfix's qmgr flags; without them, recipients may be mixed
+            // with other records (QMGR_READ_FLAG_MIXED_RCPT_OTHER).
+            mixed = nums.get(3).is_none_or(|f| f & 1 != 0);
             // The content must lie inside the file, after the size record.
             match nums[1].checked_add(nums[0]) {
                 Some(end) if nums[1] == 0 || (nums[1] >= checked_from && end <= total) => {}
@@ -227,9 +231,10 @@ impl QueueFile {
                     && (data.starts_with(b"notify_flags=") || data.starts_with(b"dsn_orig_rcpt="))))
             {
                 // The recipients come last in the envelope, right before
-                // the content: go there at once when the size record says
-                // where it is.
-                if let Some(s) = sizes.filter(|s| s.data_offset > r.pos()) {
+                // the content, unless the size record's flags say other
+                // records follow them (Postfix's "mixed" bit, as its qmgr
+                // reads it): go to the content at once.
+                if let Some(s) = sizes.filter(|s| s.data_offset > r.pos() && !mixed) {
                     r.seek(s.data_offset);
                 }
                 continue;
@@ -604,6 +609,45 @@ mod tests {
             .find(|p| p.to_string_lossy().contains(name))
             .unwrap();
         std::fs::read(path).unwrap()
+    }
+
+    /// A delivery agent reads Postfix's files as qmgr does, recipients
+    /// aside: the same sender, attributes, arrival, filter, redirect and
+    /// content.
+    #[test]
+    fn postfix_3_7_files_read_for_delivery_lack_only_their_recipients() {
+        for path in &postfix_samples() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (all, agent) = (
+                QueueFile::open(path).unwrap(),
+                QueueFile::open_for_delivery(path).unwrap_or_else(|e| panic!("{name}: {e}")),
+            );
+            assert!(agent.recipients.is_empty(), "{name}");
+            assert_eq!(agent.sender, all.sender, "{name}");
+            assert_eq!(agent.arrival, all.arrival, "{name}");
+            // The attributes Postfix writes per recipient aside.
+            let per_recipient =
+                |(k, _): &&(String, String)| k != "notify_flags" && k != "dsn_orig_rcpt";
+            let attrs = |q: &QueueFile| {
+                q.attrs
+                    .iter()
+                    .filter(per_recipient)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(attrs(&agent), attrs(&all), "{name}");
+            assert_eq!(
+                (&agent.filter, &agent.redirect),
+                (&all.filter, &all.redirect),
+                "{name}"
+            );
+            let read = |q: &QueueFile| {
+                let mut c = Vec::new();
+                q.content().unwrap().read_to_end(&mut c).unwrap();
+                c
+            };
+            assert_eq!(read(&agent), read(&all), "{name}");
+        }
     }
 
     #[test]

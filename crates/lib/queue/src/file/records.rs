@@ -45,20 +45,17 @@ pub(super) fn size_record(s: &Sizes, crc: u32) -> Vec<u8> {
 }
 
 /// Marks recipients done by flipping their record type in place, then
-/// fsyncs once: after a crash they are not delivered again.
-///
-/// A full fsync, not a data sync: the in-place write alone would reach the
-/// disk ahead of the journal commit that holds the delivery's own metadata
-/// (a Maildir link, an mbox's new length), so a power loss could keep the
-/// mark and lose the mail. The fsync commits the journal transaction of the
-/// file's time stamps, and with it every earlier change on this file system
+/// syncs once: after a crash they are not delivered again. A data sync is
+/// enough for an in-place write; what the mark stands for was made durable
+/// by the delivery agent before it answered (a Maildir's `new/` fsynced, an
+/// mbox fsynced), so the mark cannot reach the disk ahead of the mail
 /// (docs/RELIABILITY.md, "Crash consistency").
 pub fn mark_done(path: &Path, offsets: &[u64]) -> std::io::Result<()> {
     let f = OpenOptions::new().write(true).open(path)?;
     for &off in offsets {
         nix::sys::uio::pwrite(&f, &[kind::DONE], off as i64)?;
     }
-    f.sync_all()
+    f.sync_data()
 }
 
 #[cfg(test)]
