@@ -194,9 +194,8 @@ class Template:
         self.width = (self.c_end - self.c_start - 6) // 7
 
     def copy(self, qid):
+        """postfix-rs's copy under `qid`: its ID record and checksum rewritten."""
         data = self.data.replace(self.ident, f"log_ident={qid}".encode())
-        if not self.checksum:
-            return data
         crc = str(zlib.crc32(data[self.c_end:])).rjust(self.width).encode()
         head = data[self.c_start:self.c_end]
         head = head[:len(head) - self.width] + crc

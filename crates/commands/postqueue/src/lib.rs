@@ -10,14 +10,6 @@ const RECIPIENT_INDENT: usize = 41;
 /// A deferral reason is right-aligned to end at this column (plus its parentheses).
 const REASON_COLUMN: usize = 76;
 
-/// `postqueue -p`, all at once.
-pub fn report(entries: &[QueueEntry]) -> String {
-    let mut r = Report::default();
-    let mut out: String = entries.iter().map(|e| r.entry(e)).collect();
-    out.push_str(&r.end());
-    out
-}
-
 /// `postqueue -p` a message at a time, so that a queue of a million
 /// messages is printed without being held whole.
 #[derive(Debug, Default)]
@@ -80,11 +72,6 @@ impl Report {
     }
 }
 
-/// `postqueue -j`: one line per message.
-pub fn json(entries: &[QueueEntry]) -> String {
-    entries.iter().map(json_line).collect()
-}
-
 /// One message's line of `postqueue -j`.
 pub fn json_line(e: &QueueEntry) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
@@ -115,6 +102,19 @@ pub fn json_line(e: &QueueEntry) -> String {
 mod tests {
     use super::*;
     use pfx_ipc::proto::QueueRecipient;
+
+    /// `postqueue -p` of these entries, as main prints it.
+    fn report(entries: &[QueueEntry]) -> String {
+        let mut r = Report::default();
+        let mut out: String = entries.iter().map(|e| r.entry(e)).collect();
+        out.push_str(&r.end());
+        out
+    }
+
+    /// `postqueue -j` of these entries.
+    fn json(entries: &[QueueEntry]) -> String {
+        entries.iter().map(json_line).collect()
+    }
 
     fn entry(queue: &str, id: &str, rcpts: &[(&str, Option<&str>)]) -> QueueEntry {
         QueueEntry {

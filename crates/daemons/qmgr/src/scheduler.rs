@@ -221,6 +221,10 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 self.load(&id, true);
             }
         }
+        if self.backlog.deferred.is_empty() {
+            self.backlog.flush = false;
+            return;
+        }
         let now = self.store.now();
         while self.msgs.len() < self.st.active_limit {
             let Some(id) = self.backlog.deferred.pop_front() else {
