@@ -3,7 +3,7 @@
 //! privileges and the mail system is down. It lives here, not in showq, so
 //! that neither program depends on the other.
 //!
-//! Queues are listed in Postfix's order: maildrop, incoming, active,
+//! Queues are listed in Postfix's order (showq.c): maildrop, active, incoming,
 //! deferred, hold; only complete files count. Each recipient not yet done is
 //! shown with its last deferral reason (`defer/ID`): recipients without a
 //! reason first, then those with one, in the log's order.
@@ -19,8 +19,8 @@ use crate::{Queue, QueueName};
 
 const LISTED: [QueueName; 5] = [
     QueueName::Maildrop,
-    QueueName::Incoming,
     QueueName::Active,
+    QueueName::Incoming,
     QueueName::Deferred,
     QueueName::Hold,
 ];
@@ -144,6 +144,9 @@ mod tests {
         let late = write(&q, "", 1_700_000_200, &["a@x"]);
         let early = write(&q, "s@x", 1_700_000_100, &["b@x", "c@x", "d@x"]);
         let held = write(&q, "s@x", 1_700_000_000, &["e@x"]);
+        let busy = write(&q, "s@x", 1_700_000_300, &["f@x"]);
+        q.move_to(&busy, QueueName::Incoming, QueueName::Active)
+            .unwrap();
         q.move_to(&held, QueueName::Incoming, QueueName::Hold)
             .unwrap();
         q.defer_until(&early, QueueName::Incoming, SystemTime::now())
@@ -174,16 +177,17 @@ mod tests {
         assert_eq!(
             order,
             [
+                (QueueName::Active, busy.as_str()),
                 (QueueName::Incoming, late.as_str()),
                 (QueueName::Deferred, early.as_str()),
                 (QueueName::Hold, held.as_str()),
             ]
         );
-        assert_eq!(got[0].sender, "MAILER-DAEMON");
-        assert_eq!(got[0].arrival_time, 1_700_000_200);
+        assert_eq!(got[1].sender, "MAILER-DAEMON");
+        assert_eq!(got[1].arrival_time, 1_700_000_200);
         // The content records' bytes, as Postfix counts the size.
-        assert_eq!(got[0].message_size, 20);
-        let rcpts: Vec<(&str, Option<&str>)> = got[1]
+        assert_eq!(got[1].message_size, 20);
+        let rcpts: Vec<(&str, Option<&str>)> = got[2]
             .recipients
             .iter()
             .map(|r| (r.address.as_str(), r.delay_reason.as_deref()))
