@@ -26,11 +26,11 @@ use pfx_ipc::proto::{
     conversation, endpoint, trigger, CleanupReply, CleanupRequest, Origin, Receive,
 };
 use pfx_ipc::Channel;
+use pfx_ipc::Socket;
 use pfx_queue::file::{Envelope, NewRecipient, Writer};
 use pfx_queue::reserve::Reserve;
 use pfx_queue::statuslog::{self, Log, Status};
 use pfx_queue::Queue;
-use tokio::net::UnixStream;
 use tracing::{info, warn};
 
 fn main() {
@@ -153,11 +153,7 @@ fn refill(reserve: &Arc<Reserve>) {
 }
 
 /// Serves one connection: any number of messages, one after another.
-async fn session(
-    cfg: Arc<Config>,
-    shared: Arc<Shared>,
-    ch: Channel<UnixStream>,
-) -> Result<(), String> {
+async fn session(cfg: Arc<Config>, shared: Arc<Shared>, ch: Channel<Socket>) -> Result<(), String> {
     let mut ch = ch.with_max_frame(2 * pfx_ipc::proto::CHUNK);
     let settings = Settings::from(&cfg, shared)?;
     // Recipients sent ahead of their Begin (a long list).
@@ -313,7 +309,7 @@ impl Flags {
 
 async fn message<'s>(
     st: &'s Settings,
-    ch: &mut Channel<UnixStream>,
+    ch: &mut Channel<Socket>,
     given: Given,
 ) -> Result<CleanupReply, String> {
     let Given {
@@ -992,7 +988,7 @@ fn refused_reply(id: &str, refusal: rewrite::Refusal) -> CleanupReply {
 
 /// Reads a refused message's content to its end and answers the client.
 async fn drain(
-    ch: &mut Channel<UnixStream>,
+    ch: &mut Channel<Socket>,
     id: &str,
     reply: CleanupReply,
 ) -> Result<CleanupReply, String> {

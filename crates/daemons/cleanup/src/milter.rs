@@ -13,10 +13,10 @@
 
 use pfx_ipc::proto::{CleanupReply, CleanupRequest, ContentEdit, EnvelopeEdit, CHUNK};
 use pfx_ipc::Channel;
+use pfx_ipc::Socket;
 use pfx_milter::Message;
 use pfx_queue::file::{Envelope, NewRecipient};
 use pfx_smtp_proto::dsn;
-use tokio::net::UnixStream;
 use tracing::warn;
 
 use crate::{Flags, Settings};
@@ -106,7 +106,7 @@ pub(crate) fn envelope(
 /// when smtpd gave the message up.
 pub(crate) async fn inspect(
     st: &Settings,
-    ch: &mut Channel<UnixStream>,
+    ch: &mut Channel<Socket>,
     id: &str,
     env: &mut Envelope,
     content: Vec<u8>,

@@ -36,7 +36,7 @@ pub(crate) trait Agents: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, String>> + Send + 'static;
 }
 
-type AgentConn = pfx_ipc::Channel<tokio::net::UnixStream>;
+type AgentConn = pfx_ipc::Channel<pfx_ipc::Socket>;
 type Idle = Mutex<HashMap<PathBuf, Vec<AgentConn>>>;
 
 /// The daemons of the queue at `queue_dir`, on their Unix sockets.

@@ -2555,7 +2555,7 @@ fn next_instance() -> String {
         .unwrap_or_default();
     format!(
         "{:x}.{:x}.{:x}.{:x}",
-        std::process::id(),
+        pfx_sys::pid(),
         now.as_secs(),
         now.subsec_micros(),
         COUNTER.fetch_add(1, Ordering::Relaxed)

@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use crate::proto::{conversation, endpoint, AnvilEvent, AnvilReply, AnvilRequest, AnvilStatus};
@@ -46,7 +45,7 @@ pub struct Anvil {
 
 #[derive(Debug, Default)]
 struct State {
-    conn: Option<Channel<UnixStream>>,
+    conn: Option<Channel<crate::Socket>>,
     /// A request went out and its answer was not read (the asker was
     /// cancelled): the connection is out of step and is replaced.
     pending: bool,
@@ -166,7 +165,7 @@ impl Anvil {
 
 /// Sends one request and reads its answer, which must be the kind the
 /// request asks for.
-async fn ask(ch: &mut Channel<UnixStream>, req: &AnvilRequest) -> Result<AnvilReply, Error> {
+async fn ask(ch: &mut Channel<crate::Socket>, req: &AnvilRequest) -> Result<AnvilReply, Error> {
     let exchange = async {
         ch.send(req).await?;
         ch.expect::<AnvilReply>().await

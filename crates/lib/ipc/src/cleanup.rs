@@ -5,12 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tokio::net::UnixStream;
-
 use crate::proto::{conversation, endpoint, CleanupReply, CleanupRequest, Origin, Receive, CHUNK};
 use crate::{client, Channel, Error};
 
-type Conn = Channel<UnixStream>;
+type Conn = Channel<crate::Socket>;
 
 pub use pfx_queue::file::NewRecipient;
 

@@ -4,29 +4,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 
-use crate::{Channel, Error};
+use crate::{Channel, Error, Socket};
 
 /// How long a connection attempt to a local service may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the service socket at `path`; errors name it.
-async fn dial(path: &Path) -> Result<UnixStream, Error> {
+async fn dial(path: &Path) -> Result<Socket, Error> {
     let named = |kind, what: String| {
         Error::Io(std::io::Error::new(
             kind,
             format!("connect to {}: {what}", path.display()),
         ))
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+    tokio::time::timeout(CONNECT_TIMEOUT, Socket::connect(path))
         .await
         .map_err(|_| named(std::io::ErrorKind::TimedOut, "timed out".into()))?
         .map_err(|e| named(e.kind(), e.to_string()))
 }
 
 /// Connects to the service socket at `path` and does the handshake.
-pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<UnixStream>, Error> {
+pub async fn connect(path: &Path, conversation: &str) -> Result<Channel<Socket>, Error> {
     let mut ch = Channel::new(dial(path).await?);
     ch.handshake(conversation).await?;
     Ok(ch)
@@ -61,7 +60,7 @@ pub async fn trigger(path: &Path, byte: u8) -> Result<(), Error> {
 #[derive(Debug)]
 pub struct Triggers {
     path: PathBuf,
-    conn: tokio::sync::Mutex<Option<UnixStream>>,
+    conn: tokio::sync::Mutex<Option<Socket>>,
 }
 
 impl Triggers {
@@ -90,7 +89,7 @@ impl Triggers {
 }
 
 /// Writes a request; a service that reads nothing for this long is stuck.
-async fn write_within(s: &mut UnixStream, request: &[u8]) -> Result<(), Error> {
+async fn write_within(s: &mut Socket, request: &[u8]) -> Result<(), Error> {
     tokio::time::timeout(CONNECT_TIMEOUT, s.write_all(request))
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;

@@ -15,6 +15,9 @@ pub mod cleanup;
 pub mod client;
 pub mod codec;
 pub mod proto;
+pub mod socket;
+
+pub use socket::Socket;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -11,7 +11,7 @@
 
 /// Back to the daemon's file-system ids and groups when dropped, also when
 /// the work panicked.
-struct Restore(Vec<libc::gid_t>);
+struct Restore(&'static [libc::gid_t]);
 
 /// This thread's supplementary groups (the raw system call: this thread
 /// only).
@@ -29,7 +29,7 @@ impl Drop for Restore {
             libc::setfsuid(0);
             libc::setfsgid(0);
         }
-        if !set_thread_groups(&self.0) {
+        if !set_thread_groups(self.0) {
             // A thread that cannot get its groups back must not serve
             // another delivery with the wrong ones.
             std::process::abort();
@@ -37,16 +37,29 @@ impl Drop for Restore {
     }
 }
 
+/// Whether the daemon runs as root, and its own groups, read once: every
+/// delivery thread holds them between deliveries ([`Restore`] puts them
+/// back), and a delivery agent never changes its process's ids.
+fn daemon() -> Option<&'static [libc::gid_t]> {
+    static DAEMON: std::sync::OnceLock<Option<Vec<libc::gid_t>>> = std::sync::OnceLock::new();
+    DAEMON
+        .get_or_init(|| {
+            pfx_sys::users::is_root().then(|| {
+                nix::unistd::getgroups()
+                    .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                    .unwrap_or_default()
+            })
+        })
+        .as_deref()
+}
+
 /// Runs `f` with the file-system ids of `uid`/`gid` and `gid` as the only
 /// group (when we are root).
 pub fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
-    if !pfx_sys::users::is_root() {
+    let Some(groups) = daemon() else {
         return f();
-    }
-    let saved = nix::unistd::getgroups()
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default();
-    let _restore = Restore(saved);
+    };
+    let _restore = Restore(groups);
     if !set_thread_groups(&[gid]) {
         // Not knowing which groups this thread holds, give up the process
         // rather than write a file with the daemon's groups.

@@ -220,7 +220,7 @@ impl Logger {
                     chrono::Local::now(),
                     &self.host,
                     &self.tag,
-                    std::process::id(),
+                    pfx_sys::pid(),
                     text,
                 );
                 line.push('\n');

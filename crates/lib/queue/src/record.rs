@@ -104,11 +104,74 @@ pub fn size(data_len: usize) -> u64 {
     (1 + n + data_len) as u64
 }
 
-/// Positional, buffered record reads from a shared open file: readers of
+/// Files this small are read whole when opened, so that every later read
+/// (the envelope, the checksum, the content) is a copy, not a system call.
+pub(crate) const IMAGE_MAX: u64 = 64 * 1024;
+
+/// What a queue file's records are read from: the open file (of a known
+/// length), or the bytes of a small one, read whole when it was opened.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    File(Arc<File>, u64),
+    Image(Arc<[u8]>),
+}
+
+impl Source {
+    /// The file at its current length, read whole if it is small.
+    pub(crate) fn open(file: Arc<File>, len: u64) -> std::io::Result<Self> {
+        if len > IMAGE_MAX {
+            return Ok(Self::File(file, len));
+        }
+        let mut image = vec![0u8; len as usize];
+        let mut got = 0;
+        while got < image.len() {
+            match file.read_at(&mut image[got..], got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        image.truncate(got);
+        Ok(Self::Image(image.into()))
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Self::File(_, len) => *len,
+            Self::Image(image) => image.len() as u64,
+        }
+    }
+
+    /// Reads what is there at `pos` into `buf`, up to the length the file
+    /// had when opened (0 at or past it).
+    pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        let want = usize::try_from(self.len().saturating_sub(pos))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        match self {
+            Self::File(file, _) => {
+                let mut got = 0;
+                while got < want {
+                    match file.read_at(&mut buf[got..want], pos + got as u64)? {
+                        0 => break,
+                        n => got += n,
+                    }
+                }
+                Ok(got)
+            }
+            Self::Image(image) => {
+                let from = pos as usize;
+                buf[..want].copy_from_slice(&image[from..from + want]);
+                Ok(want)
+            }
+        }
+    }
+}
+
+/// Positional, buffered record reads from a shared source: readers of
 /// the same file do not share a file offset, and following a pointer
 /// record is a jump.
 pub(crate) struct Reader {
-    file: Arc<File>,
+    source: Source,
     pos: u64,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
@@ -116,9 +179,9 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(file: Arc<File>, pos: u64) -> Self {
+    pub(crate) fn new(source: Source, pos: u64) -> Self {
         Self {
-            file,
+            source,
             pos,
             buf: Vec::new(),
             buf_at: 0,
@@ -133,27 +196,23 @@ impl Reader {
         self.pos = pos;
     }
 
-    /// Makes at least `n` bytes from the current position available in
-    /// the buffer (fewer only at the end of the file); returns how many are.
-    fn fill(&mut self, n: usize) -> std::io::Result<usize> {
+    /// The bytes from the current position on, at least `n` of them
+    /// (fewer only at the end of the file).
+    fn window(&mut self, n: usize) -> std::io::Result<&[u8]> {
+        if let Source::Image(image) = &self.source {
+            let from = usize::try_from(self.pos)
+                .unwrap_or(usize::MAX)
+                .min(image.len());
+            return Ok(&image[from..]);
+        }
         let end = self.buf_at + self.buf.len() as u64;
         if self.pos < self.buf_at || self.pos + n as u64 > end {
-            let want = n.max(64 * 1024);
-            self.buf.resize(want, 0);
-            let mut got = 0;
-            while got < want {
-                let r = self
-                    .file
-                    .read_at(&mut self.buf[got..], self.pos + got as u64)?;
-                if r == 0 {
-                    break;
-                }
-                got += r;
-            }
+            self.buf.resize(n.max(64 * 1024), 0);
+            let got = self.source.read_at(&mut self.buf, self.pos)?;
             self.buf.truncate(got);
             self.buf_at = self.pos;
         }
-        Ok(self.buf.len() - (self.pos - self.buf_at) as usize)
+        Ok(&self.buf[(self.pos - self.buf_at) as usize..])
     }
 
     /// The next record as (offset, type, payload); `None` at a clean end
@@ -175,12 +234,10 @@ impl Reader {
     ) -> Result<Option<(u64, u8)>, Error> {
         let at = self.pos;
         // A type byte and up to five length bytes.
-        let have = self.fill(6)?;
-        if have == 0 {
+        let head = self.window(6)?;
+        if head.is_empty() {
             return Ok(None);
         }
-        let from = (self.pos - self.buf_at) as usize;
-        let head = &self.buf[from..from + have];
         let kind = head[0];
         let mut len = 0usize;
         let mut used = 1;
@@ -207,14 +264,14 @@ impl Reader {
             )));
         }
         self.pos += used as u64;
-        if self.fill(len)? < len {
+        let body = self.window(len)?;
+        let Some(body) = body.get(..len) else {
             return Err(Error::Corrupt(format!(
                 "unexpected EOF in record at offset {at}"
             )));
-        }
-        let from = (self.pos - self.buf_at) as usize;
+        };
         data.clear();
-        data.extend_from_slice(&self.buf[from..from + len]);
+        data.extend_from_slice(body);
         self.pos += len as u64;
         Ok(Some((at, kind)))
     }

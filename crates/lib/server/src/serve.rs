@@ -88,7 +88,7 @@ pub async fn serve_channels<H, Fut>(
     handler: H,
 ) -> Result<(), String>
 where
-    H: Fn(Arc<pfx_config::Config>, pfx_ipc::Channel<tokio::net::UnixStream>) -> Fut
+    H: Fn(Arc<pfx_config::Config>, pfx_ipc::Channel<pfx_ipc::Socket>) -> Fut
         + Send
         + Sync
         + 'static,
@@ -101,6 +101,10 @@ where
         let handler = handler.clone();
         async move {
             let Stream::Unix(s) = stream else { return };
+            let s = match pfx_ipc::Socket::from_tokio(s) {
+                Ok(s) => s,
+                Err(e) => return warn!("{conversation}: {e}"),
+            };
             let mut ch = pfx_ipc::Channel::new(s);
             match ch.handshake(conversation).await {
                 Ok(()) => handler(cfg, ch).await,

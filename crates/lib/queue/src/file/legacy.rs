@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::file::{Layout, QueueFile, Recipient};
-use crate::record::{self, kind};
+use crate::record::{self, kind, Source};
 use crate::Error;
 
 /// The version 2 record that named the file itself.
@@ -36,7 +36,8 @@ pub(crate) fn open(
     {
         return Err(corrupt("size record points outside the file"));
     }
-    let mut r = record::Reader::new(file.clone(), checked_from);
+    let source = Source::File(file.clone(), total);
+    let mut r = record::Reader::new(source.clone(), checked_from);
     let mut qf = QueueFile {
         path: path.to_owned(),
         arrival: UNIX_EPOCH,
@@ -118,19 +119,19 @@ pub(crate) fn open(
     if tail != [kind::XTRA, 0, kind::END, 0] {
         return Err(corrupt("missing end marker"));
     }
-    qf.file = Some(file);
+    qf.file = Some(source);
     Ok(qf)
 }
 
 /// Positional reads of the raw content range.
 pub(crate) struct Raw {
-    file: Arc<File>,
+    file: Source,
     pos: u64,
     end: u64,
 }
 
 impl Raw {
-    pub(crate) fn new(file: Arc<File>, start: u64, len: u64) -> Self {
+    pub(crate) fn new(file: Source, start: u64, len: u64) -> Self {
         Self {
             file,
             pos: start,
@@ -141,7 +142,6 @@ impl Raw {
 
 impl std::io::Read for Raw {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
         let want = usize::try_from(self.end - self.pos)
             .unwrap_or(usize::MAX)
             .min(buf.len());

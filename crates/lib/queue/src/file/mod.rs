@@ -28,9 +28,7 @@
 //! files and what a file's mode says are the crate's `naming` and `mode`,
 //! which cleanup's reserve shares.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 mod legacy;
@@ -41,6 +39,7 @@ mod writer;
 pub use crate::mode::Readiness;
 /// Record types, for code that marks or inspects records.
 pub use crate::record::kind as rec;
+pub use reader::Trim;
 pub use records::{mark_done, FULL_NAME};
 pub use writer::{Envelope, Writer};
 
@@ -141,10 +140,10 @@ pub struct QueueFile {
     pub(crate) end: u64,
     /// The file's length when it was read.
     pub(crate) len: u64,
-    /// The file as opened, so the content stays readable while a delivery
-    /// is in progress even if postsuper removes or moves the file (see
-    /// [`QueueFile::close`]).
-    pub(crate) file: Option<Arc<File>>,
+    /// The file as opened (a small one as read whole), so the content
+    /// stays readable while a delivery is in progress even if postsuper
+    /// removes or moves the file (see [`QueueFile::close`]).
+    pub(crate) file: Option<crate::record::Source>,
     /// Where the checksummed bytes start (after the `C` record), and the
     /// checksum; none in files postfix-rs did not write.
     pub(crate) checksum: Option<(u64, u32)>,

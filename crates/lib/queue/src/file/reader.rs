@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::records::{Sizes, FULL_NAME};
 use super::{legacy, Layout, QueueFile, Readiness, Recipient};
-use crate::record::{self, kind};
+use crate::record::{self, kind, Source};
 use crate::Error;
 
 /// A reused file longer than its message by more than this is cut to size
@@ -48,6 +48,20 @@ fn attr_record(k: u8) -> Option<&'static str> {
     })
 }
 
+/// A reused queue file's cut to the size of its message
+/// ([`QueueFile::trim_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    end: u64,
+}
+
+impl Trim {
+    /// Cuts the file at `path` (the message's, still in place).
+    pub fn apply(&self, path: &Path) -> std::io::Result<()> {
+        OpenOptions::new().write(true).open(path)?.set_len(self.end)
+    }
+}
+
 impl QueueFile {
     /// Whether the file at `path` has its readiness bit (is complete).
     pub fn is_complete(path: &Path) -> std::io::Result<bool> {
@@ -79,7 +93,8 @@ impl QueueFile {
         let file = Arc::new(File::open(path)?);
         let total = file.metadata()?.len();
         let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
-        let mut r = record::Reader::new(file.clone(), 0);
+        let source = Source::open(file.clone(), total)?;
+        let mut r = record::Reader::new(source.clone(), 0);
         let (_, first, data) = r
             .next(MAX_ENVELOPE_RECORD)?
             .ok_or_else(|| corrupt("empty file"))?;
@@ -319,8 +334,17 @@ impl QueueFile {
                 return Err(corrupt(&format!("queue ID record {id} names another file")));
             }
         }
-        qf.file = Some(file);
+        qf.file = Some(source);
         Ok(qf)
+    }
+
+    /// The file as opened, or, once closed, opened again (read up to its
+    /// end, whatever its length now).
+    fn source(&self) -> std::io::Result<Source> {
+        Ok(match &self.file {
+            Some(s) => s.clone(),
+            None => Source::File(Arc::new(File::open(&self.path)?), u64::MAX),
+        })
     }
 
     /// Checks the whole file against its checksum (recipients' `R`/`D`
@@ -331,11 +355,7 @@ impl QueueFile {
         let Some((start, want)) = self.checksum else {
             return Ok(());
         };
-        use std::os::unix::fs::FileExt;
-        let file = match &self.file {
-            Some(f) => f.clone(),
-            None => Arc::new(File::open(&self.path)?),
-        };
+        let file = self.source()?;
         let end = self.end;
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -385,19 +405,23 @@ impl QueueFile {
         Ok(())
     }
 
+    /// What [`QueueFile::trim`] would cut, kept apart from the rest of the
+    /// file by qmgr, which holds it for every message in `active/`: `None`
+    /// when there is nothing to cut.
+    pub fn trim_plan(&self) -> Option<Trim> {
+        (self.checksum.is_some() && self.len > self.end + TRIM_SLACK)
+            .then_some(Trim { end: self.end })
+    }
+
     /// Cuts a reused file that is more than [`TRIM_SLACK`] longer than its
     /// message down to the message, so that the pool does not keep the
-    /// blocks of one large message for ever. qmgr calls it when the message
+    /// blocks of one large message for ever. qmgr does it when the message
     /// is done, before the file goes back to the pool. Says whether it cut.
     pub fn trim(&self) -> std::io::Result<bool> {
-        if self.checksum.is_none() || self.len <= self.end + TRIM_SLACK {
-            return Ok(false);
+        match self.trim_plan() {
+            Some(t) => t.apply(&self.path).map(|()| true),
+            None => Ok(false),
         }
-        OpenOptions::new()
-            .write(true)
-            .open(&self.path)?
-            .set_len(self.end)?;
-        Ok(true)
     }
 
     /// Lets go of the open file (qmgr keeps many messages in memory and
@@ -420,13 +444,10 @@ impl QueueFile {
     /// A reader over the message content (LF line ends), from the file as
     /// it was opened.
     pub fn content(&self) -> std::io::Result<Box<dyn Read + Send>> {
-        let file = match &self.file {
-            Some(f) => f.clone(),
-            None => Arc::new(File::open(&self.path)?),
-        };
+        let source = self.source()?;
         Ok(match self.layout {
             Layout::Records => Box::new(Content {
-                records: record::Reader::new(file, self.content_offset),
+                records: record::Reader::new(source, self.content_offset),
                 pending: Vec::new(),
                 taken: 0,
                 jumps: 0,
@@ -434,7 +455,7 @@ impl QueueFile {
             }),
             Layout::Raw => Box::new(std::io::BufReader::with_capacity(
                 64 * 1024,
-                legacy::Raw::new(file, self.content_offset, self.content_len),
+                legacy::Raw::new(source, self.content_offset, self.content_len),
             )),
         })
     }
@@ -565,6 +586,48 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let qf = QueueFile::open(&path).expect("still parses");
         assert!(matches!(qf.verify(), Err(Error::Corrupt(m)) if m.contains("checksum")));
+    }
+
+    #[test]
+    fn a_small_file_is_read_once_when_opened_a_large_one_as_needed() {
+        let (_t, q) = queue();
+        let small = q.path(QueueName::Incoming, &write(&q, b"Subject: small\n\nbody\n"));
+        let qf = QueueFile::open_for_delivery(&small).unwrap();
+        // Overwritten in place after the open: the reader has the bytes.
+        let mut bytes = std::fs::read(&small).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"small").unwrap();
+        bytes[at..at + 5].copy_from_slice(b"SMALL");
+        std::fs::write(&small, &bytes).unwrap();
+        let mut body = String::new();
+        qf.content().unwrap().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "Subject: small\n\nbody\n");
+        qf.verify().unwrap();
+
+        // Past the image size: read from the file, in pieces, to its end.
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuv\n";
+        let content: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(line.len() * 3000)
+            .collect();
+        let large = q.path(QueueName::Incoming, &write(&q, &content));
+        assert!(std::fs::metadata(&large).unwrap().len() > record::IMAGE_MAX);
+        let qf = QueueFile::open(&large).unwrap();
+        qf.verify().unwrap();
+        let mut got = Vec::new();
+        qf.content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, content);
+        // Cut short after it was opened: its content is cut short too.
+        let len = std::fs::metadata(&large).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&large)
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
+        assert!(qf.verify().is_err());
+        assert!(qf.content().unwrap().read_to_end(&mut Vec::new()).is_err());
     }
 
     #[test]

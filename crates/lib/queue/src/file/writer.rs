@@ -533,7 +533,10 @@ mod tests {
         qf.content().unwrap().read_to_end(&mut got).unwrap();
         assert_eq!(got, body);
         // The records: N "Subject: x", N "", L 2048, L 2048, N 904, L "last...".
-        let mut r = record::Reader::new(Arc::new(File::open(&path).unwrap()), qf.content_offset);
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut r =
+            record::Reader::new(record::Source::File(Arc::new(file), len), qf.content_offset);
         let mut kinds = Vec::new();
         while let Some((_, k, d)) = r.next(usize::MAX).unwrap() {
             kinds.push((char::from(k), d.len()));
