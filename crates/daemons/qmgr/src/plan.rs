@@ -3,6 +3,7 @@
 //! waits, and when it has been queued too long.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::route::Route;
@@ -12,7 +13,7 @@ pub(crate) const TRANSPORT_LIMIT: usize = 100;
 
 /// Recipients of one message that go out together: (queue ID, route,
 /// recipient indexes).
-pub(crate) type Batch = (String, Route, Vec<usize>);
+pub(crate) type Batch = (String, Arc<Route>, Vec<usize>);
 
 /// What concurrency is counted against: (transport, destination).
 pub(crate) type Key = (String, String);
@@ -33,7 +34,7 @@ impl Destinations {
     pub(crate) fn push(
         &mut self,
         id: &str,
-        route: &Route,
+        route: &Arc<Route>,
         recipients: &[usize],
         per_request: usize,
     ) {
@@ -95,12 +96,12 @@ pub(crate) fn backoff(age: Duration, min: Duration, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn route(dest: &str) -> Route {
-        Route {
+    fn route(dest: &str) -> Arc<Route> {
+        Arc::new(Route {
             transport: "smtp".into(),
             nexthop: dest.into(),
             destination: dest.into(),
-        }
+        })
     }
 
     #[test]

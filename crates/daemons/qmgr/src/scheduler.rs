@@ -35,7 +35,7 @@ pub(crate) enum Event {
     Delivered {
         id: String,
         batch: Vec<usize>,
-        route: Route,
+        route: Arc<Route>,
         statuses: Vec<Outcome>,
         by_agent: bool,
     },
@@ -58,7 +58,9 @@ pub(crate) struct Msg {
     pub(crate) env: Envelope,
     pub(crate) activated: SystemTime,
     pub(crate) state: Vec<Rcpt>,
-    routes: Vec<Route>,
+    /// Each recipient's route, shared with every other recipient and
+    /// message that has the same ([`route::Shared`]).
+    routes: Vec<Arc<Route>>,
     pub(crate) in_flight: usize,
     pub(crate) has_bounces: bool,
     /// Deliveries recorded for a success notice (`trace/ID`).
@@ -78,6 +80,8 @@ pub(crate) struct Scheduler<Q, A> {
     /// Postfix's qmgr reads a queue scan a file at a time: without it a
     /// `postqueue -f` of a deep queue stopped after the first 20,000.
     backlog: Backlog,
+    /// One copy of each route in use.
+    routes: route::Shared,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
 }
@@ -114,6 +118,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             msgs: HashMap::new(),
             destinations: Destinations::default(),
             backlog: Backlog::default(),
+            routes: route::Shared::default(),
             tx,
             rx,
         })
@@ -302,6 +307,9 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 (None, Some(filter)) => self.st.router.filter_route(filter, &r.address),
                 _ => self.st.router.route(&env.sender, &r.address),
             })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|r| self.routes.get(r))
             .collect();
         let msg = Msg {
             env,
@@ -321,7 +329,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     /// Puts a message's pending recipients in their destinations' queues.
     fn enqueue(&mut self, id: &str) {
         let Some(msg) = self.msgs.get(id) else { return };
-        let mut groups: Vec<(&Route, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(&Arc<Route>, Vec<usize>)> = Vec::new();
         for i in (0..msg.state.len()).filter(|&i| msg.state[i] == Rcpt::Pending) {
             let r = &msg.routes[i];
             match groups.iter_mut().find(|(g, _)| *g == r) {

@@ -62,8 +62,9 @@ pub(crate) trait Store: Send + 'static {
 /// The queue directory.
 pub(crate) struct Files {
     queue: Queue,
-    /// Files opened by [`Store::open`], for the trim at removal.
-    open: Mutex<HashMap<String, QueueFile>>,
+    /// The cut each message opened by [`Store::open`] needs at removal
+    /// (none for most): all that is kept of its file.
+    open: Mutex<HashMap<String, Option<file::Trim>>>,
     /// Where finished files go, sealed on a thread of its own.
     sealer: Arc<Sealer>,
 }
@@ -92,7 +93,7 @@ impl Files {
         self.queue.path(QueueName::Active, id)
     }
 
-    fn forget(&self, id: &str) -> Option<QueueFile> {
+    fn forget(&self, id: &str) -> Option<Option<file::Trim>> {
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -160,11 +161,6 @@ impl Store for Files {
         if verify {
             qf.verify()?;
         }
-        // qmgr keeps many messages and needs no descriptor for them.
-        qf.close();
-        // The file is kept only to be trimmed at removal: its envelope
-        // moves to the scheduler rather than being held twice.
-        qf.attrs.clear();
         let envelope = Envelope {
             sender: std::mem::take(&mut qf.sender),
             arrival: qf.arrival,
@@ -177,7 +173,7 @@ impl Store for Files {
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), qf);
+            .insert(id.to_owned(), qf.trim_plan());
         Ok(envelope)
     }
 
@@ -222,8 +218,8 @@ impl Store for Files {
 
     fn remove(&self, id: &str) -> std::io::Result<()> {
         // Before the file is in the pool, where cleanup may take it.
-        if let Some(qf) = self.forget(id) {
-            if let Err(e) = qf.trim() {
+        if let Some(Some(trim)) = self.forget(id) {
+            if let Err(e) = trim.apply(&self.active(id)) {
                 warn!("{id}: cut queue file to size: {e}");
             }
         }
