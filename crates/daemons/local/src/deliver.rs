@@ -252,66 +252,67 @@ type Expanded = (
     QueueFile,
 );
 
+/// Opens the queue file and delivers to each recipient's mailbox, alias
+/// or forward file: the file work of a request, which blocks its thread.
+fn deliver_files(
+    st: &Settings,
+    req: &DeliveryRequest,
+    path: &std::path::Path,
+) -> Result<Expanded, String> {
+    let qf = QueueFile::open_for_delivery(path).map_err(|e| e.to_string())?;
+    let mut ctx = Ctx {
+        st,
+        sender: req.sender.clone(),
+        owner: None,
+        class: "",
+        fresh: false,
+        qf: &qf,
+        origin: pfx_mailbox::Origin {
+            queue_id: &req.queue_id,
+            arrival_us: req.arrival_us,
+            recipient: "",
+        },
+        delivered_to: Vec::new(),
+        forward: Vec::new(),
+        leaves: Vec::new(),
+        passes: Vec::new(),
+        rights: None,
+        forwarding: HashSet::new(),
+        expanded: false,
+        owned: false,
+    };
+    ctx.delivered_to = delivered_to_headers(&qf);
+    let mut results = Vec::new();
+    let mut forwards = Vec::new();
+    for r in &req.recipients {
+        ctx.forward.clear();
+        ctx.leaves.clear();
+        ctx.expanded = false;
+        ctx.owned = false;
+        ctx.origin.recipient = &r.address;
+        let mut seen = HashSet::new();
+        // X-Original-To: is the recipient as first given (`hadoop`).
+        let top = r.original.as_deref().unwrap_or(&r.address);
+        let res = ctx.recipient(&r.address, top, 0, &mut seen);
+        forwards.push(std::mem::take(&mut ctx.forward));
+        results.push((
+            res,
+            std::mem::take(&mut ctx.leaves),
+            std::mem::take(&mut ctx.passes),
+            (ctx.expanded, ctx.owned),
+        ));
+    }
+    Ok((results, forwards, qf))
+}
+
 /// Delivers every recipient of the request and logs each outcome.
 pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
     let queue = Queue::new(&st.queue_dir);
     let path = queue.path(req.queue, &req.queue_id);
-    // File work (and the recipient's privileges, which are per thread)
-    // happens on a thread of the blocking pool, so that deliveries run side
-    // by side while this one thread keeps serving qmgr's connections.
-    let st2 = st.clone();
-    let req2 = req.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<Expanded, String> {
-        let st = &*st2;
-        let req = &req2;
-        let qf = QueueFile::open_for_delivery(&path).map_err(|e| e.to_string())?;
-        let mut ctx = Ctx {
-            st,
-            sender: req.sender.clone(),
-            owner: None,
-            class: "",
-            fresh: false,
-            qf: &qf,
-            origin: pfx_mailbox::Origin {
-                queue_id: &req.queue_id,
-                arrival_us: req.arrival_us,
-                recipient: "",
-            },
-            delivered_to: Vec::new(),
-            forward: Vec::new(),
-            leaves: Vec::new(),
-            passes: Vec::new(),
-            rights: None,
-            forwarding: HashSet::new(),
-            expanded: false,
-            owned: false,
-        };
-        ctx.delivered_to = delivered_to_headers(&qf);
-        let mut results = Vec::new();
-        let mut forwards = Vec::new();
-        for r in &req.recipients {
-            ctx.forward.clear();
-            ctx.leaves.clear();
-            ctx.expanded = false;
-            ctx.owned = false;
-            ctx.origin.recipient = &r.address;
-            let mut seen = HashSet::new();
-            // X-Original-To: is the recipient as first given (`hadoop`).
-            let top = r.original.as_deref().unwrap_or(&r.address);
-            let res = ctx.recipient(&r.address, top, 0, &mut seen);
-            forwards.push(std::mem::take(&mut ctx.forward));
-            results.push((
-                res,
-                std::mem::take(&mut ctx.leaves),
-                std::mem::take(&mut ctx.passes),
-                (ctx.expanded, ctx.owned),
-            ));
-        }
-        Ok((results, forwards, qf))
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    // The file work blocks this connection's own thread (and switches its
+    // file-system ids, which are per thread): see serve_deliveries_on_threads.
+    let work = deliver_files(st, req, &path);
     let (results, forwards, qf) = match work {
         Ok(x) => x,
         Err(e) => {
@@ -1169,8 +1170,20 @@ impl Ctx<'_> {
             gid: nix::unistd::Gid::from_raw(gid),
             time_limit: self.st.command_time_limit,
         };
-        // On a thread of the blocking pool, inside the runtime.
-        let ran = tokio::runtime::Handle::current().block_on(pfx_command::run(&spec, input));
+        // This thread is inside its connection's runtime (see
+        // serve_deliveries_on_threads), which cannot be blocked on again:
+        // the command runs on a thread and a runtime of its own meanwhile.
+        let ran = std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))?
+                    .block_on(pfx_command::run(&spec, input))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("command runner panicked".into()))
+        });
         match ran {
             Ok((ended, output)) => pfx_command::failure(ended, cmd, &output)
                 .map(|mut v| {

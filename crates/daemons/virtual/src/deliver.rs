@@ -102,21 +102,16 @@ impl Settings {
 pub(crate) async fn request(st: &Arc<Settings>, req: &DeliveryRequest) -> Vec<Outcome> {
     let start = SystemTime::now();
     let path = Queue::new(&st.queue_dir).path(req.queue, &req.queue_id);
-    // File work (and the recipient's file-system ids, which are per thread)
-    // happens on a thread of the blocking pool, so that deliveries run side
-    // by side while this one thread keeps serving qmgr's connections.
-    let st2 = st.clone();
-    let req2 = req.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<Vec<Outcome>, String> {
-        let qf = QueueFile::open_for_delivery(&path).map_err(|e| e.to_string())?;
-        Ok(req2
-            .recipients
-            .iter()
-            .map(|r| recipient(&st2, &qf, &req2, r))
-            .collect())
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    // The file work blocks this connection's own thread (and switches its
+    // file-system ids, which are per thread): see serve_deliveries_on_threads.
+    let work = QueueFile::open_for_delivery(&path)
+        .map_err(|e| e.to_string())
+        .map(|qf| {
+            req.recipients
+                .iter()
+                .map(|r| recipient(st, &qf, req, r))
+                .collect::<Vec<_>>()
+        });
     let statuses = match work {
         Ok(s) => s,
         Err(e) => {

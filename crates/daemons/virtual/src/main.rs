@@ -18,7 +18,7 @@ fn main() {
         "virtual",
         pfx_server::Threads::One,
         |ctx, endpoint| async move {
-            pfx_server::serve_deliveries(
+            pfx_server::serve_deliveries_on_threads(
                 &ctx,
                 endpoint,
                 pfx_server::PerConfig::default(),

@@ -70,6 +70,23 @@ pub struct Channel<S> {
 /// How much one read asks for: a whole body chunk and then some.
 const READ_SIZE: usize = 64 * 1024;
 
+impl<S> Channel<S> {
+    /// The same channel over a stream made of this one (a socket moved to
+    /// another runtime), with what was read and not yet taken.
+    pub fn map_stream<T>(
+        self,
+        f: impl FnOnce(S) -> std::io::Result<T>,
+    ) -> std::io::Result<Channel<T>> {
+        Ok(Channel {
+            stream: f(self.stream)?,
+            max_frame: self.max_frame,
+            rbuf: self.rbuf,
+            rpos: self.rpos,
+            wbuf: self.wbuf,
+        })
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// Wraps a connected stream with the default frame limit.
     pub fn new(stream: S) -> Self {

@@ -48,6 +48,13 @@ impl Socket {
         Self::from_tokio(tokio::net::UnixStream::connect(path).await?)
     }
 
+    /// The socket, no longer registered: to be taken over by another
+    /// runtime ([`Socket::new`] there).
+    pub fn into_std(mut self) -> std::io::Result<UnixStream> {
+        self.waiting = None;
+        Ok(self.stream.into_inner())
+    }
+
     fn write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(self.stream.get_ref());
         loop {

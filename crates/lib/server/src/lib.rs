@@ -12,7 +12,10 @@
 
 mod serve;
 
-pub use serve::{serve_channels, serve_deliveries, serve_stream, serve_triggers, Stream};
+pub use serve::{
+    serve_channels, serve_deliveries, serve_deliveries_on_threads, serve_stream, serve_triggers,
+    Stream,
+};
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -10,6 +10,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::warn;
 
+use pfx_ipc::proto::conversation::DELIVER;
+
 use crate::{Context, Endpoint};
 
 /// One accepted connection.
@@ -235,30 +237,94 @@ where
     D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>> + Send,
 {
-    use pfx_ipc::proto::{conversation, DeliveryReply, DeliveryRequest};
     let states = Arc::new(states);
-    serve_channels(ctx, endpoint, conversation::DELIVER, move |cfg, mut ch| {
+    serve_channels(ctx, endpoint, DELIVER, move |cfg, mut ch| {
+        let states = states.clone();
+        async move {
+            match states.get(cfg, state) {
+                Ok(state) => answer(&mut ch, state, deliver).await,
+                Err(e) => warn!("configuration: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+/// [`serve_deliveries`] for agents whose work is file work (local,
+/// virtual): each of qmgr's connections gets a thread of its own, with a
+/// runtime of its own, and `deliver` may block it. A delivery then costs
+/// its thread one wake-up; handing the file work to the blocking pool and
+/// back cost the daemon's thread and a pool thread four.
+pub async fn serve_deliveries_on_threads<S, B, D, Fut>(
+    ctx: &Context,
+    endpoint: Endpoint,
+    states: crate::PerConfig<S>,
+    state: B,
+    deliver: D,
+) -> Result<(), String>
+where
+    S: Send + Sync + 'static,
+    B: Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError>
+        + Copy
+        + Send
+        + Sync
+        + 'static,
+    D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>>,
+{
+    let states = Arc::new(states);
+    serve_channels(ctx, endpoint, DELIVER, move |cfg, ch| {
         let states = states.clone();
         async move {
             let state = match states.get(cfg, state) {
                 Ok(s) => s,
                 Err(e) => return warn!("configuration: {e}"),
             };
-            loop {
-                let req: DeliveryRequest = match ch.recv().await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return,
-                    Err(e) => return warn!("read delivery request: {e}"),
-                };
-                let queue_id = req.queue_id.clone();
-                let statuses = deliver(state.clone(), req).await;
-                if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
-                    return warn!("{queue_id}: reply to qmgr: {e}");
-                }
+            // Out of this runtime, into the connection's own.
+            let ch = match ch.map_stream(pfx_ipc::Socket::into_std) {
+                Ok(ch) => ch,
+                Err(e) => return warn!("delivery connection: {e}"),
+            };
+            let served = tokio::task::spawn_blocking(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(async move {
+                        let mut ch = ch.map_stream(pfx_ipc::Socket::new)?;
+                        answer(&mut ch, state, deliver).await;
+                        Ok::<(), std::io::Error>(())
+                    })
+            })
+            .await;
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!("delivery connection: {e}"),
+                Err(e) => warn!("delivery thread: {e}"),
             }
         }
     })
     .await
+}
+
+/// Answers qmgr's requests on one connection until qmgr closes it.
+async fn answer<S, D, Fut>(ch: &mut pfx_ipc::Channel<pfx_ipc::Socket>, state: Arc<S>, deliver: D)
+where
+    D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut,
+    Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>>,
+{
+    use pfx_ipc::proto::{DeliveryReply, DeliveryRequest};
+    loop {
+        let req: DeliveryRequest = match ch.recv().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => return warn!("read delivery request: {e}"),
+        };
+        let queue_id = req.queue_id.clone();
+        let statuses = deliver(state.clone(), req).await;
+        if let Err(e) = ch.send(&DeliveryReply { statuses }).await {
+            return warn!("{queue_id}: reply to qmgr: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
