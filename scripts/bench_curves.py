@@ -491,12 +491,23 @@ AXES = {
 def write(b, results, systems, header):
     docs = b.TOP / "docs"
     (docs / "curves").mkdir(parents=True, exist_ok=True)
-    md = [f"# Scale curves: postfix-rs beside Postfix\n\n{header}\n\nMade by `scripts/bench --curves` "
+    md = ["# Scale curves: postfix-rs beside Postfix\n\nMade by `scripts/bench --curves` "
           "(see scripts/bench_curves.py for what each point does). Each point ran on both systems in turn, in one run; "
           "times in seconds, memory in MiB (the peak of the sum over the mail system's processes, and each daemon's own "
-          "peak), CPU in seconds of the mail system's processes and the bench's own postqueue/postsuper.\n"]
-    for curve, points in results.items():
-        md.append(f"\n## {curve}\n")
+          "peak), CPU in seconds of the mail system's processes and the bench's own postqueue/postsuper. A run of some "
+          "curves keeps the others' sections from earlier runs: each section says when it ran.\n"]
+    # The sections of curves not run this time, as an earlier run wrote them.
+    kept = {}
+    if (docs / "CURVES.md").exists():
+        for part in (docs / "CURVES.md").read_text().split("\n## ")[1:]:
+            kept[part.split("\n", 1)[0].strip()] = "\n## " + part.rstrip("\n") + "\n"
+    for curve in [*AXES, "latency", *(c for c in results if c not in AXES and c != "latency")]:
+        if curve not in results:
+            if curve in kept:
+                md.append(kept[curve])
+            continue
+        points = results[curve]
+        md.append(f"\n## {curve}\n\n{header}\n")
         keys = [k for k in points[0][1][systems[0].name]]
         md.append("| x | system | " + " | ".join(keys) + " |")
         md.append("|---|---|" + "---|" * len(keys))
