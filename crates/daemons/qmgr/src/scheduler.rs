@@ -307,8 +307,6 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 (None, Some(filter)) => self.st.router.filter_route(filter, &r.address),
                 _ => self.st.router.route(&env.sender, &r.address),
             })
-            .collect::<Vec<_>>()
-            .into_iter()
             .map(|r| self.routes.get(r))
             .collect();
         let msg = Msg {

@@ -93,11 +93,13 @@ impl Files {
         self.queue.path(QueueName::Active, id)
     }
 
-    fn forget(&self, id: &str) -> Option<Option<file::Trim>> {
+    /// Lets go of what is kept of a message's file: its cut, if it needs one.
+    fn forget(&self, id: &str) -> Option<file::Trim> {
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
+            .flatten()
     }
 }
 
@@ -218,7 +220,7 @@ impl Store for Files {
 
     fn remove(&self, id: &str) -> std::io::Result<()> {
         // Before the file is in the pool, where cleanup may take it.
-        if let Some(Some(trim)) = self.forget(id) {
+        if let Some(trim) = self.forget(id) {
             if let Err(e) = trim.apply(&self.active(id)) {
                 warn!("{id}: cut queue file to size: {e}");
             }

@@ -215,6 +215,21 @@ impl Pending {
     }
 }
 
+/// Builds a delivery agent's state (tables, settings) from a configuration.
+pub trait BuildState<S>:
+    Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError> + Copy + Send + Sync + 'static
+{
+}
+
+impl<S, T> BuildState<S> for T where
+    T: Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError>
+        + Copy
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Serves qmgr's delivery requests: the whole of a delivery agent's (local,
 /// smtp) service loop. `state` is built once per configuration (tables,
 /// settings) into `states` (which may hold one built before a chroot);
@@ -229,11 +244,7 @@ pub async fn serve_deliveries<S, B, D, Fut>(
 ) -> Result<(), String>
 where
     S: Send + Sync + 'static,
-    B: Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError>
-        + Copy
-        + Send
-        + Sync
-        + 'static,
+    B: BuildState<S>,
     D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>> + Send,
 {
@@ -264,11 +275,7 @@ pub async fn serve_deliveries_on_threads<S, B, D, Fut>(
 ) -> Result<(), String>
 where
     S: Send + Sync + 'static,
-    B: Fn(Arc<pfx_config::Config>) -> Result<S, pfx_config::BuildError>
-        + Copy
-        + Send
-        + Sync
-        + 'static,
+    B: BuildState<S>,
     D: Fn(Arc<S>, pfx_ipc::proto::DeliveryRequest) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Vec<pfx_maillog::delivery::Outcome>>,
 {

@@ -405,23 +405,15 @@ impl QueueFile {
         Ok(())
     }
 
-    /// What [`QueueFile::trim`] would cut, kept apart from the rest of the
-    /// file by qmgr, which holds it for every message in `active/`: `None`
-    /// when there is nothing to cut.
+    /// The cut of a reused file that is more than [`TRIM_SLACK`] longer
+    /// than its message down to the message, so that the pool does not keep
+    /// the blocks of one large message for ever; `None` when there is
+    /// nothing to cut. qmgr keeps it (not the file) for every message in
+    /// `active/` and applies it when the message is done, before the file
+    /// goes back to the pool.
     pub fn trim_plan(&self) -> Option<Trim> {
         (self.checksum.is_some() && self.len > self.end + TRIM_SLACK)
             .then_some(Trim { end: self.end })
-    }
-
-    /// Cuts a reused file that is more than [`TRIM_SLACK`] longer than its
-    /// message down to the message, so that the pool does not keep the
-    /// blocks of one large message for ever. qmgr does it when the message
-    /// is done, before the file goes back to the pool. Says whether it cut.
-    pub fn trim(&self) -> std::io::Result<bool> {
-        match self.trim_plan() {
-            Some(t) => t.apply(&self.path).map(|()| true),
-            None => Ok(false),
-        }
     }
 
     /// Lets go of the open file (qmgr keeps many messages in memory and
