@@ -260,6 +260,11 @@ def fill(system, tmpl, n, due):
         os.utime(q / "deferred" / qid[0] / qid, (time.time(), when))
         if tmpl.log is not None:
             write(q / "defer" / qid[0] / qid, tmpl.log, 0o600)
+    # On disk before the point starts: files still in the page cache have
+    # no blocks yet, and a deletion that frees no blocks skips the discard
+    # (one device round trip per file here), so which system's copies had
+    # been written back would decide postsuper's time.
+    os.sync()
 
 
 def empty(system, tmpl):

@@ -200,13 +200,22 @@ fn targets(args: &[String]) -> Targets {
 fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usize {
     let mut done = 0;
     for &q in queues {
-        let ids: Vec<String> = match targets {
-            Targets::All => queue.list(q).unwrap_or_default(),
-            Targets::Ids(ids) => ids
-                .iter()
-                .filter(|id| queue.path(q, id).exists())
-                .cloned()
-                .collect(),
+        // ALL is read as the directories are scanned: a deep queue is
+        // never held whole.
+        let ids: Box<dyn Iterator<Item = String>> = match targets {
+            Targets::All => match queue.ids(q) {
+                Ok(ids) => Box::new(
+                    ids.filter_map(move |r| r.map_err(|e| warn!("{}: {e}", q.as_str())).ok()),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    warn!("{}: {e}", q.as_str());
+                    continue;
+                }
+            },
+            Targets::Ids(ids) => {
+                Box::new(ids.iter().filter(|id| queue.path(q, id).exists()).cloned())
+            }
         };
         // Files cleanup named ahead of time are not messages.
         let ids = ids.into_iter().filter(|id| {

@@ -14,6 +14,7 @@ mod agents;
 mod finish;
 mod plan;
 mod route;
+mod scan;
 mod scheduler;
 mod settings;
 mod store;

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::agents::Agents;
 use crate::plan::{Batch, Destinations, Key};
 use crate::route::{self, Route};
+use crate::scan::Scan;
 use crate::settings::Settings;
 use crate::store::{Envelope, Store};
 use crate::trigger::Request;
@@ -73,12 +74,14 @@ pub(crate) struct Scheduler<Q, A> {
     pub(crate) st: Settings,
     pub(crate) store: Q,
     pub(crate) agents: Arc<A>,
-    pub(crate) msgs: HashMap<String, Msg>,
+    /// Boxed: a table sized for `qmgr_message_active_limit` then holds
+    /// pointers, not a message's worth of slack in each free slot.
+    pub(crate) msgs: HashMap<String, Box<Msg>>,
     destinations: Destinations,
-    /// What the last scans found and could not take yet for
-    /// `qmgr_message_active_limit`, taken in order as room frees up, as
-    /// Postfix's qmgr reads a queue scan a file at a time: without it a
-    /// `postqueue -f` of a deep queue stopped after the first 20,000.
+    /// The scans of incoming/ and deferred/, read on as room frees up
+    /// under `qmgr_message_active_limit`, as Postfix's qmgr reads a queue
+    /// scan a file at a time: without it a `postqueue -f` of a deep queue
+    /// stopped after the first 20,000.
     backlog: Backlog,
     /// One copy of each route in use.
     routes: route::Shared,
@@ -86,14 +89,10 @@ pub(crate) struct Scheduler<Q, A> {
     rx: mpsc::UnboundedReceiver<Event>,
 }
 
-/// The rest of the latest scans (see [`Scheduler::backlog`]).
-#[derive(Default)]
+/// The scans going on (see [`Scheduler::backlog`]).
 struct Backlog {
-    incoming: std::collections::VecDeque<String>,
-    deferred: std::collections::VecDeque<String>,
-    /// The deferred scan is a flush: retry times do not count until it
-    /// has gone through the whole queue.
-    flush: bool,
+    incoming: Scan,
+    deferred: Scan,
 }
 
 fn micros(t: SystemTime) -> u64 {
@@ -117,7 +116,10 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             agents: Arc::new(agents),
             msgs: HashMap::new(),
             destinations: Destinations::default(),
-            backlog: Backlog::default(),
+            backlog: Backlog {
+                incoming: Scan::new(QueueName::Incoming),
+                deferred: Scan::new(QueueName::Deferred),
+            },
             routes: route::Shared::default(),
             tx,
             rx,
@@ -131,7 +133,14 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
 
     pub(crate) async fn run(mut self) {
         // A crash may have left messages in active/: take them back first.
-        for id in self.store.list(QueueName::Active).unwrap_or_default() {
+        let left: Vec<String> = match self.store.scan(QueueName::Active) {
+            Ok(ids) => ids.filter_map(Result::ok).collect(),
+            Err(e) => {
+                warn!("scan active: {e}");
+                vec![]
+            }
+        };
+        for id in left {
             self.load(&id, true);
         }
         self.scan_incoming();
@@ -196,47 +205,34 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 
     fn scan_incoming(&mut self) {
-        match self.store.list(QueueName::Incoming) {
-            Ok(ids) => self.backlog.incoming = ids.into(),
-            Err(e) => warn!("scan incoming: {e}"),
-        }
+        self.backlog.incoming.request(&self.store, false);
         self.take_backlog();
     }
 
     /// A new scan of `deferred/`; `flush`: every message, due or not.
     fn scan_deferred(&mut self, flush: bool) {
-        match self.store.list(QueueName::Deferred) {
-            Ok(ids) => self.backlog.deferred = ids.into(),
-            Err(e) => warn!("scan deferred: {e}"),
-        }
-        // A flush still going on goes on through the new scan.
-        self.backlog.flush |= flush;
+        self.backlog.deferred.request(&self.store, flush);
         self.take_backlog();
     }
 
-    /// Takes what the scans found while the active queue has room:
-    /// incoming mail first, then deferred mail that is due (or all of it,
-    /// in a flush).
+    /// Reads the scans on while the active queue has room: incoming mail
+    /// first, then deferred mail that is due (or all of it, in a flush).
     fn take_backlog(&mut self) {
         while self.msgs.len() < self.st.active_limit {
-            let Some(id) = self.backlog.incoming.pop_front() else {
+            let Some(id) = self.backlog.incoming.next(&self.store) else {
                 break;
             };
             if self.store.claim_incoming(&id, self.st.stale_after) {
                 self.load(&id, true);
             }
         }
-        if self.backlog.deferred.is_empty() {
-            self.backlog.flush = false;
-            return;
-        }
         let now = self.store.now();
         while self.msgs.len() < self.st.active_limit {
-            let Some(id) = self.backlog.deferred.pop_front() else {
+            let Some(id) = self.backlog.deferred.next(&self.store) else {
                 break;
             };
             let due = self.store.retry_time(&id).is_some_and(|t| t <= now);
-            if !(due || self.backlog.flush) {
+            if !(due || self.backlog.deferred.flushing()) {
                 continue;
             }
             if self
@@ -246,9 +242,6 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             {
                 self.load(&id, false);
             }
-        }
-        if self.backlog.deferred.is_empty() {
-            self.backlog.flush = false;
         }
     }
 
@@ -319,7 +312,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             has_trace: self.store.has_log(Log::Trace, id),
             bouncing: false,
         };
-        self.msgs.insert(id.to_owned(), msg);
+        self.msgs.insert(id.to_owned(), Box::new(msg));
         self.enqueue(id);
         self.maybe_finish(id);
     }

@@ -29,10 +29,14 @@ pub(crate) struct Envelope {
     pub(crate) warn: Option<file::Warn>,
 }
 
+/// A scan's IDs, read as they are needed.
+pub(crate) type Ids = Box<dyn Iterator<Item = std::io::Result<String>> + Send>;
+
 pub(crate) trait Store: Send + 'static {
     /// The time retry times and message ages are measured against.
     fn now(&self) -> SystemTime;
-    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>>;
+    /// The IDs of the files in a queue, as the directory is read.
+    fn scan(&self, q: QueueName) -> std::io::Result<Ids>;
     /// Moves a complete message from `incoming/` to `active/`, and says
     /// whether it did; removes a file a crash left incomplete once it is
     /// `stale_after` old (it was never acknowledged).
@@ -108,8 +112,8 @@ impl Store for Files {
         SystemTime::now()
     }
 
-    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
-        self.queue.list(q)
+    fn scan(&self, q: QueueName) -> std::io::Result<Ids> {
+        Ok(Box::new(self.queue.ids(q)?))
     }
 
     fn claim_incoming(&self, id: &str, stale_after: Duration) -> bool {
@@ -163,11 +167,14 @@ impl Store for Files {
         if verify {
             qf.verify()?;
         }
+        let mut recipients = std::mem::take(&mut qf.recipients);
+        // Kept as long as the message is active: no room to grow.
+        recipients.shrink_to_fit();
         let envelope = Envelope {
             sender: std::mem::take(&mut qf.sender),
             arrival: qf.arrival,
             size: qf.content_len,
-            recipients: std::mem::take(&mut qf.recipients),
+            recipients,
             filter: qf.filter.take(),
             redirect: qf.redirect.take(),
             warn: qf.warn,

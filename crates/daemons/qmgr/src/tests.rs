@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::agents::Agents;
 use crate::scheduler::Scheduler;
-use crate::store::{Envelope, Store};
+use crate::store::{Envelope, Ids, Store};
 
 /// A delivery request as the agents got it: transport, next hop, and each
 /// recipient with its original.
@@ -128,13 +128,13 @@ impl Store for Memory {
         self.epoch + self.start.elapsed()
     }
 
-    fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
+    fn scan(&self, q: QueueName) -> std::io::Result<Ids> {
         let mut ids: Vec<String> = (self.rec().files.iter())
             .filter(|(_, f)| f.0 == q)
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
-        Ok(ids)
+        Ok(Box::new(ids.into_iter().map(Ok)))
     }
 
     fn claim_incoming(&self, id: &str, _stale_after: Duration) -> bool {
@@ -601,4 +601,38 @@ async fn a_flush_goes_through_a_queue_deeper_than_the_active_limit() {
         .removed
         .iter()
         .all(|(_, at)| at.as_secs() < 1000));
+}
+
+/// `postqueue -f` run again and again while a flush goes on: every message
+/// gets its turn before any is tried again (a scan asked for meanwhile
+/// starts once the one going on is done, as Postfix's; a restart from the
+/// top retried the first files and starved the last).
+#[tokio::test(start_paused = true)]
+async fn a_flush_asked_for_again_does_not_starve_the_end_of_the_queue() {
+    let memory = Memory::new();
+    let later = memory.now() + Duration::from_secs(86_400);
+    for i in 0..4 {
+        memory.add_deferred(&format!("D{i}"), &["u@remote.example"], later);
+    }
+    let (_cfg, events) = start_with_events(
+        &memory,
+        "qmgr_message_active_limit = 1\nqueue_run_delay = 1000s\n",
+        Duration::from_secs(1),
+        |_| deferred("4.4.1 connection refused"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..20 {
+        events
+            .send(crate::scheduler::Event::Trigger(
+                crate::trigger::Request::Byte(pfx_ipc::proto::trigger::FLUSH),
+            ))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until(&memory, |r| r.deferrals.len() >= 4).await;
+    let first: Vec<String> = memory.rec().deferrals[..4]
+        .iter()
+        .map(|d| d.0.clone())
+        .collect();
+    assert_eq!(first, ["D0", "D1", "D2", "D3"]);
 }

@@ -120,29 +120,25 @@ impl Queue {
 
     /// The IDs of the files in queue `q` (unsorted).
     pub fn list(&self, q: QueueName) -> std::io::Result<Vec<String>> {
-        let base = self.root.join(q.as_str());
-        let mut out = Vec::new();
-        let mut scan = |dir: &Path| -> std::io::Result<()> {
-            for e in std::fs::read_dir(dir)? {
-                let e = e?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if is_queue_id(&name) {
-                    out.push(name);
-                }
-            }
-            Ok(())
-        };
-        if q.hashed() {
-            for e in std::fs::read_dir(&base)? {
-                let e = e?;
-                if e.file_type()?.is_dir() {
-                    scan(&e.path())?;
-                }
+        self.ids(q)?.collect()
+    }
+
+    /// The IDs of the files in queue `q` as the directories are read
+    /// (unsorted), so that a deep queue is never held whole. Files may be
+    /// moved or removed while it runs, as Postfix's scan allows.
+    pub fn ids(&self, q: QueueName) -> std::io::Result<Ids> {
+        let base = std::fs::read_dir(self.root.join(q.as_str()))?;
+        Ok(if q.hashed() {
+            Ids {
+                subdirs: Some(base),
+                files: None,
             }
         } else {
-            scan(&base)?;
-        }
-        Ok(out)
+            Ids {
+                subdirs: None,
+                files: Some(base),
+            }
+        })
     }
 
     /// Finds which queue holds a message.
@@ -189,6 +185,47 @@ impl Queue {
 }
 
 /// A queue tree in a temporary directory, for the crate's tests.
+/// What [`Queue::ids`] reads: the hash subdirectories in turn, or the
+/// one flat directory.
+pub struct Ids {
+    subdirs: Option<std::fs::ReadDir>,
+    files: Option<std::fs::ReadDir>,
+}
+
+impl Iterator for Ids {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(files) = &mut self.files {
+                match files.next() {
+                    Some(Ok(e)) => {
+                        let name = e.file_name();
+                        match name.to_str() {
+                            Some(n) if is_queue_id(n) => return Some(Ok(n.to_owned())),
+                            _ => continue,
+                        }
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.files = None,
+                }
+            }
+            let e = match self.subdirs.as_mut()?.next()? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            match e.file_type() {
+                Ok(t) if t.is_dir() => match std::fs::read_dir(e.path()) {
+                    Ok(d) => self.files = Some(d),
+                    Err(err) => return Some(Err(err)),
+                },
+                Ok(_) => {}
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_queue() -> (tempfile::TempDir, Queue) {
     let tmp = tempfile::tempdir().unwrap();
@@ -203,6 +240,42 @@ pub(crate) fn test_queue() -> (tempfile::TempDir, Queue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_reads_hashed_and_flat_queues_and_survives_removals() {
+        let (_tmp, q) = test_queue();
+        let ids: Vec<String> = (0..40).map(|i| format!("{:X}A1B2C3D4", i % 16)).collect();
+        let mut ids: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("{id}{i:02}"))
+            .collect();
+        for id in &ids {
+            for name in [QueueName::Deferred, QueueName::Hold] {
+                std::fs::create_dir_all(q.dir_for(name, id)).unwrap();
+                std::fs::write(q.path(name, id), "").unwrap();
+            }
+        }
+        // Not messages: a temporary name, and a directory in a flat queue.
+        std::fs::write(q.root().join("deferred/0/tmp.1"), "").unwrap();
+        std::fs::create_dir(q.root().join("hold/F")).unwrap();
+        ids.sort();
+        for name in [QueueName::Deferred, QueueName::Hold] {
+            // Each file removed as soon as it is read, as postsuper -d ALL does.
+            let mut seen: Vec<String> = q
+                .ids(name)
+                .unwrap()
+                .map(|id| {
+                    let id = id.unwrap();
+                    std::fs::remove_file(q.path(name, &id)).unwrap();
+                    id
+                })
+                .collect();
+            seen.sort();
+            assert_eq!(seen, ids, "{name:?}");
+        }
+        assert!(q.ids(QueueName::Deferred).unwrap().next().is_none());
+    }
 
     #[test]
     fn deferred_is_hashed_and_moves_create_subdirectories() {

@@ -56,7 +56,7 @@ pub struct Pending {
 /// skipped. `found` returns false to stop.
 pub fn each(queue: &Queue, empty_sender: &str, mut found: impl FnMut(Message) -> bool) {
     for q in LISTED {
-        for id in queue.list(q).unwrap_or_default() {
+        for id in queue.ids(q).into_iter().flatten().flatten() {
             let path = queue.path(q, &id);
             if !QueueFile::is_complete(&path).unwrap_or(false) {
                 continue;

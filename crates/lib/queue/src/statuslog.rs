@@ -239,8 +239,8 @@ fn parse(text: &str) -> Vec<Status> {
 /// Removes a message's log (missing is fine), and a defer log left
 /// outside its hash directory.
 pub fn remove(queue_dir: &Path, log: Log, id: &str) {
-    let _ = std::fs::remove_file(path(queue_dir, log, id));
-    if log == Log::Defer {
+    let removed = std::fs::remove_file(path(queue_dir, log, id));
+    if log == Log::Defer && removed.is_err() {
         let _ = std::fs::remove_file(queue_dir.join(log.dir()).join(id));
     }
 }
