@@ -217,10 +217,11 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
                 Box::new(ids.iter().filter(|id| queue.path(q, id).exists()).cloned())
             }
         };
-        // Files cleanup named ahead of time are not messages.
+        // Files cleanup named ahead of time (in incoming/ only) are not messages.
         let ids = ids.into_iter().filter(|id| {
-            std::fs::metadata(queue.path(q, id))
-                .is_ok_and(|m| QueueFile::readiness(&m) != Readiness::Reserved)
+            q != QueueName::Incoming
+                || std::fs::metadata(queue.path(q, id))
+                    .is_ok_and(|m| QueueFile::readiness(&m) != Readiness::Reserved)
         });
         for id in ids {
             let result = match op {

@@ -83,6 +83,9 @@ pub(crate) struct Scheduler<Q, A> {
     /// scan a file at a time: without it a `postqueue -f` of a deep queue
     /// stopped after the first 20,000.
     backlog: Backlog,
+    /// The last [`Scheduler::take_backlog`] stopped at its batch, not for
+    /// want of room or files.
+    feeding: bool,
     /// One copy of each route in use.
     routes: route::Shared,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
@@ -94,6 +97,11 @@ struct Backlog {
     incoming: Scan,
     deferred: Scan,
 }
+
+/// Files read from the scans at a time before the scheduler looks at its
+/// events again, so that a deep queue's first deliveries start while the
+/// rest is still being read (Postfix's qmgr takes one per event).
+const FEED_BATCH: usize = 100;
 
 fn micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -120,6 +128,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 incoming: Scan::new(QueueName::Incoming),
                 deferred: Scan::new(QueueName::Deferred),
             },
+            feeding: false,
             routes: route::Shared::default(),
             tx,
             rx,
@@ -150,6 +159,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         tick.tick().await;
         loop {
             tokio::select! {
+                biased;
                 ev = self.rx.recv() => {
                     let Some(ev) = ev else { return };
                     self.handle(ev);
@@ -171,6 +181,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                         Err(e) => warn!("reload: {e}"),
                     }
                 }
+                // The deliveries just started get going before more is read.
+                () = tokio::task::yield_now(), if self.feeding => self.take_backlog(),
             }
             self.dispatch();
         }
@@ -217,8 +229,18 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
 
     /// Reads the scans on while the active queue has room: incoming mail
     /// first, then deferred mail that is due (or all of it, in a flush).
+    /// At most [`FEED_BATCH`] files at a time: when more may follow,
+    /// `feeding` has the run loop come back for them after it has looked
+    /// at its events and started deliveries.
     fn take_backlog(&mut self) {
+        let mut budget = FEED_BATCH;
+        self.feeding = false;
         while self.msgs.len() < self.st.active_limit {
+            if budget == 0 {
+                self.feeding = true;
+                return;
+            }
+            budget -= 1;
             let Some(id) = self.backlog.incoming.next(&self.store) else {
                 break;
             };
@@ -228,6 +250,11 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         }
         let now = self.store.now();
         while self.msgs.len() < self.st.active_limit {
+            if budget == 0 {
+                self.feeding = true;
+                return;
+            }
+            budget -= 1;
             let Some(id) = self.backlog.deferred.next(&self.store) else {
                 break;
             };

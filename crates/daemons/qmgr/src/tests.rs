@@ -39,6 +39,8 @@ struct Record {
     in_flight: usize,
     most_in_flight: usize,
     bounces: Vec<(String, Duration)>,
+    /// How many messages were in `active/` when the first delivery began.
+    active_at_first_delivery: Option<usize>,
     /// How many notices bounce fails to send before it sends one.
     bounce_failures: usize,
 }
@@ -258,6 +260,12 @@ impl Agents for Fake {
         async move {
             {
                 let mut rec = memory.rec();
+                if rec.requests.is_empty() {
+                    let active = (rec.files.values())
+                        .filter(|f| f.0 == QueueName::Active)
+                        .count();
+                    rec.active_at_first_delivery = Some(active);
+                }
                 rec.requests.push(req.recipients.len());
                 let to = (req.recipients.iter())
                     .map(|r| (r.address.clone(), r.original.clone()))
@@ -635,4 +643,26 @@ async fn a_flush_asked_for_again_does_not_starve_the_end_of_the_queue() {
         .map(|d| d.0.clone())
         .collect();
     assert_eq!(first, ["D0", "D1", "D2", "D3"]);
+}
+
+/// A deep queue due at once: deliveries start while the scan is still
+/// read, not after the whole active queue has been loaded (Postfix's qmgr
+/// takes one file per event; postfix-rs's read up to the active limit
+/// first, and a start after an outage waited for all of it).
+#[tokio::test(start_paused = true)]
+async fn deliveries_start_before_a_deep_queue_is_read_whole() {
+    let memory = Memory::new();
+    let due = memory.now();
+    for i in 0..2000 {
+        memory.add_deferred(&format!("D{i:04}"), &["u@remote.example"], due);
+    }
+    let _cfg = start(&memory, "", Duration::from_millis(10), |_| {
+        Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok")
+    });
+    until(&memory, |r| r.removed.len() == 2000).await;
+    let first = memory.rec().active_at_first_delivery.unwrap();
+    assert!(
+        first <= 200,
+        "{first} messages read before the first delivery"
+    );
 }

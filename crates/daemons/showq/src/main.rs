@@ -9,6 +9,9 @@ use pfx_ipc::proto::{conversation, ShowqReply};
 use pfx_queue::listing;
 use pfx_queue::Queue;
 
+/// Messages sent in one write at most.
+const BATCH: usize = 64;
+
 fn main() {
     pfx_server::run("showq", |ctx, endpoint| async move {
         pfx_server::serve_channels(
@@ -27,7 +30,18 @@ fn main() {
                     listing::each(&queue, &empty, |m| tx.blocking_send(m).is_ok());
                 });
                 while let Some(m) = rx.recv().await {
-                    if ch.send(&ShowqReply::Message(m.into())).await.is_err() {
+                    // What the reader has ready goes in one write, as
+                    // Postfix's showq writes through a buffer.
+                    let mut queued = ch.queue(&ShowqReply::Message(m.into()));
+                    for _ in 1..BATCH {
+                        let Ok(m) = rx.try_recv() else { break };
+                        queued = queued.and_then(|()| ch.queue(&ShowqReply::Message(m.into())));
+                    }
+                    let sent = match queued {
+                        Ok(()) => ch.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if sent.is_err() {
                         // The reader stops at its next message.
                         drop(rx);
                         let _ = reader.await;

@@ -124,6 +124,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// Sends one message as one frame, after any queued ones, in one write.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), Error> {
         self.queue(msg)?;
+        self.flush().await
+    }
+
+    /// Writes the queued messages.
+    pub async fn flush(&mut self) -> Result<(), Error> {
         let result = self.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
         result?;
