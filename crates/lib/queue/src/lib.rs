@@ -184,7 +184,6 @@ impl Queue {
     }
 }
 
-/// A queue tree in a temporary directory, for the crate's tests.
 /// What [`Queue::ids`] reads: the hash subdirectories in turn, or the
 /// one flat directory.
 pub struct Ids {
@@ -226,6 +225,7 @@ impl Iterator for Ids {
     }
 }
 
+/// A queue tree in a temporary directory, for the crate's tests.
 #[cfg(test)]
 pub(crate) fn test_queue() -> (tempfile::TempDir, Queue) {
     let tmp = tempfile::tempdir().unwrap();
@@ -244,11 +244,8 @@ mod tests {
     #[test]
     fn a_scan_reads_hashed_and_flat_queues_and_survives_removals() {
         let (_tmp, q) = test_queue();
-        let ids: Vec<String> = (0..40).map(|i| format!("{:X}A1B2C3D4", i % 16)).collect();
-        let mut ids: Vec<String> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| format!("{id}{i:02}"))
+        let mut ids: Vec<String> = (0..40)
+            .map(|i| format!("{:X}A1B2C3D4{i:02}", i % 16))
             .collect();
         for id in &ids {
             for name in [QueueName::Deferred, QueueName::Hold] {
