@@ -218,7 +218,7 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
             }
         };
         // Files cleanup named ahead of time (in incoming/ only) are not messages.
-        let ids = ids.into_iter().filter(|id| {
+        let ids = ids.filter(|id| {
             q != QueueName::Incoming
                 || std::fs::metadata(queue.path(q, id))
                     .is_ok_and(|m| QueueFile::readiness(&m) != Readiness::Reserved)

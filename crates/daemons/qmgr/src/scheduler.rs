@@ -234,12 +234,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     /// at its events and started deliveries.
     fn take_backlog(&mut self) {
         let mut budget = FEED_BATCH;
-        self.feeding = false;
-        while self.msgs.len() < self.st.active_limit {
-            if budget == 0 {
-                self.feeding = true;
-                return;
-            }
+        while budget > 0 && self.msgs.len() < self.st.active_limit {
             budget -= 1;
             let Some(id) = self.backlog.incoming.next(&self.store) else {
                 break;
@@ -249,11 +244,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             }
         }
         let now = self.store.now();
-        while self.msgs.len() < self.st.active_limit {
-            if budget == 0 {
-                self.feeding = true;
-                return;
-            }
+        while budget > 0 && self.msgs.len() < self.st.active_limit {
             budget -= 1;
             let Some(id) = self.backlog.deferred.next(&self.store) else {
                 break;
@@ -270,6 +261,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 self.load(&id, false);
             }
         }
+        // A spent budget: more may follow (a spare pass finds nothing).
+        self.feeding = budget == 0;
     }
 
     /// Reads a message now in active/ and queues its pending recipients.

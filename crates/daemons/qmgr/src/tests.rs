@@ -580,6 +580,15 @@ async fn incoming_past_the_active_limit_is_taken_as_room_frees_up() {
         .all(|(_, at)| at.as_secs() < 1000));
 }
 
+/// What `postqueue -f` sends qmgr.
+fn flush(events: &tokio::sync::mpsc::UnboundedSender<crate::scheduler::Event>) {
+    events
+        .send(crate::scheduler::Event::Trigger(
+            crate::trigger::Request::Byte(pfx_ipc::proto::trigger::FLUSH),
+        ))
+        .unwrap();
+}
+
 /// `postqueue -f` of a queue deeper than `qmgr_message_active_limit`:
 /// every message goes, not only the first ones (Postfix's qmgr reads its
 /// flush scan through; postfix-rs's stopped at the limit).
@@ -598,11 +607,7 @@ async fn a_flush_goes_through_a_queue_deeper_than_the_active_limit() {
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(memory.rec().removed.is_empty(), "nothing is due yet");
-    events
-        .send(crate::scheduler::Event::Trigger(
-            crate::trigger::Request::Byte(pfx_ipc::proto::trigger::FLUSH),
-        ))
-        .unwrap();
+    flush(&events);
     until(&memory, |r| r.removed.len() == 7).await;
     assert!(memory
         .rec()
@@ -630,11 +635,7 @@ async fn a_flush_asked_for_again_does_not_starve_the_end_of_the_queue() {
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     for _ in 0..20 {
-        events
-            .send(crate::scheduler::Event::Trigger(
-                crate::trigger::Request::Byte(pfx_ipc::proto::trigger::FLUSH),
-            ))
-            .unwrap();
+        flush(&events);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     until(&memory, |r| r.deferrals.len() >= 4).await;
