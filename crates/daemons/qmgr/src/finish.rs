@@ -163,8 +163,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     }
 
     fn remove(&mut self, id: &str) {
-        self.msgs.remove(id);
-        match self.store.remove(id) {
+        let defer_log = self.msgs.remove(id).is_none_or(|m| m.defer_log);
+        match self.store.remove(id, defer_log) {
             Ok(()) => info!("{id}: removed"),
             Err(e) => warn!("{id}: remove queue file: {e}"),
         }

@@ -66,7 +66,23 @@ pub(crate) struct Msg {
     pub(crate) has_bounces: bool,
     /// Deliveries recorded for a success notice (`trace/ID`).
     pub(crate) has_trace: bool,
+    /// Whether a defer log may exist, to be removed with the message.
+    pub(crate) defer_log: bool,
     pub(crate) bouncing: bool,
+}
+
+/// Where a message was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Named by cleanup's trigger, just committed: no bounce or defer log
+    /// can be its own yet (qmgr alone writes those, for active mail), so
+    /// none is looked for. A trace log cleanup may have written.
+    New,
+    /// Found by a scan of `incoming/` (new, or requeued by postsuper with
+    /// its logs) or left in `active/` by a crash.
+    Found,
+    /// Due (or flushed) from `deferred/`.
+    Deferred,
 }
 
 pub(crate) struct Scheduler<Q, A> {
@@ -150,7 +166,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             }
         };
         for id in left {
-            self.load(&id, true);
+            self.load(&id, Origin::Found);
         }
         self.scan_incoming();
         self.scan_deferred(false);
@@ -193,7 +209,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             Event::Trigger(Request::Byte(trigger::INCOMING)) => self.scan_incoming(),
             Event::Trigger(Request::New(id)) => {
                 if self.store.claim_incoming(&id, self.st.stale_after) {
-                    self.load(&id, true);
+                    self.load(&id, Origin::New);
                 }
             }
             Event::Trigger(Request::Byte(trigger::FLUSH)) => {
@@ -240,7 +256,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 break;
             };
             if self.store.claim_incoming(&id, self.st.stale_after) {
-                self.load(&id, true);
+                self.load(&id, Origin::Found);
             }
         }
         let now = self.store.now();
@@ -258,7 +274,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 .move_to(&id, QueueName::Deferred, QueueName::Active)
                 .is_ok()
             {
-                self.load(&id, false);
+                self.load(&id, Origin::Deferred);
             }
         }
         // A spent budget: more may follow (a spare pass finds nothing).
@@ -269,11 +285,11 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
     /// A message new to the queue (from incoming/, or left in active/ by a
     /// crash) is first checked whole against its checksum; deferred mail
     /// was checked when it arrived.
-    fn load(&mut self, id: &str, check: bool) {
+    fn load(&mut self, id: &str, from: Origin) {
         if self.msgs.contains_key(id) {
             return;
         }
-        let env = match self.store.open(id, check) {
+        let env = match self.store.open(id, from != Origin::Deferred) {
             Ok(env) => env,
             Err(pfx_queue::Error::Corrupt(why)) => {
                 warn!("saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\": {why}");
@@ -328,8 +344,9 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             state,
             routes,
             in_flight: 0,
-            has_bounces: self.store.has_log(Log::Bounce, id),
+            has_bounces: from != Origin::New && self.store.has_log(Log::Bounce, id),
             has_trace: self.store.has_log(Log::Trace, id),
+            defer_log: from != Origin::New,
             bouncing: false,
         };
         self.msgs.insert(id.to_owned(), Box::new(msg));
@@ -543,6 +560,7 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
             }
         }
         if !defers.is_empty() {
+            msg.defer_log = true;
             if let Err(e) = self.store.append_log(Log::Defer, id, &defers, false) {
                 warn!("{id}: write defer log: {e}");
             }

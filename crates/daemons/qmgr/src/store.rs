@@ -59,8 +59,9 @@ pub(crate) trait Store: Send + 'static {
     fn clear_warning(&self, id: &str, w: &file::Warn) -> std::io::Result<()>;
     /// Moves a message from `active/` to `deferred/`, due at `when`.
     fn defer_until(&self, id: &str, when: SystemTime) -> std::io::Result<()>;
-    /// The message is finished: its file goes, and its defer log.
-    fn remove(&self, id: &str) -> std::io::Result<()>;
+    /// The message is finished: its file goes, and its defer log when
+    /// it may have one.
+    fn remove(&self, id: &str, defer_log: bool) -> std::io::Result<()>;
 }
 
 /// The queue directory.
@@ -225,7 +226,7 @@ impl Store for Files {
         self.queue.defer_until(id, QueueName::Active, when)
     }
 
-    fn remove(&self, id: &str) -> std::io::Result<()> {
+    fn remove(&self, id: &str, defer_log: bool) -> std::io::Result<()> {
         // Before the file is in the pool, where cleanup may take it.
         if let Some(trim) = self.forget(id) {
             if let Err(e) = trim.apply(&self.active(id)) {
@@ -233,7 +234,9 @@ impl Store for Files {
             }
         }
         self.sealer.give_back(&self.active(id))?;
-        statuslog::remove(self.root(), Log::Defer, id);
+        if defer_log {
+            statuslog::remove(self.root(), Log::Defer, id);
+        }
         Ok(())
     }
 }

@@ -43,6 +43,10 @@ struct Record {
     active_at_first_delivery: Option<usize>,
     /// How many notices bounce fails to send before it sends one.
     bounce_failures: usize,
+    /// Each status log looked for: (message, log).
+    log_lookups: Vec<(String, &'static str)>,
+    /// The messages removed with their defer log.
+    defer_logs_removed: Vec<String>,
 }
 
 impl Record {
@@ -173,7 +177,9 @@ impl Store for Memory {
     }
 
     fn has_log(&self, log: Log, id: &str) -> bool {
-        self.rec().logs.contains_key(&(id.into(), log_name(log)))
+        let mut rec = self.rec();
+        rec.log_lookups.push((id.into(), log_name(log)));
+        rec.logs.contains_key(&(id.into(), log_name(log)))
     }
 
     fn append_log(
@@ -229,11 +235,14 @@ impl Store for Memory {
         Ok(())
     }
 
-    fn remove(&self, id: &str) -> std::io::Result<()> {
+    fn remove(&self, id: &str, defer_log: bool) -> std::io::Result<()> {
         let at = self.since_start();
         let mut rec = self.rec();
         rec.files.remove(id);
-        rec.logs.remove(&(id.into(), "defer"));
+        if defer_log {
+            rec.logs.remove(&(id.into(), "defer"));
+            rec.defer_logs_removed.push(id.into());
+        }
         rec.removed.push((id.into(), at));
         Ok(())
     }
@@ -666,4 +675,48 @@ async fn deliveries_start_before_a_deep_queue_is_read_whole() {
         first <= 200,
         "{first} messages read before the first delivery"
     );
+}
+
+/// A message cleanup has just committed (its trigger names it) has no
+/// bounce or defer log of its own yet: none is looked for or removed (a
+/// trace log, which cleanup writes for expanded aliases, is). Mail found
+/// by a scan or taken from deferred/ is looked at in full, and its defer
+/// log goes with it.
+#[tokio::test(start_paused = true)]
+async fn a_new_message_is_not_searched_for_logs_it_cannot_have() {
+    let memory = Memory::new();
+    memory.add_deferred("D1", &["u@remote.example"], memory.now());
+    let reason = Status {
+        recipient: "u@remote.example".into(),
+        reason: "connection refused".into(),
+        ..Default::default()
+    };
+    memory
+        .append_log(Log::Defer, "D1", &[reason], false)
+        .unwrap();
+    let (_cfg, events) = start_with_events(
+        &memory,
+        "queue_run_delay = 1000s\n",
+        Duration::from_secs(1),
+        |_| Outcome::sent("mx.remote.example[192.0.2.1]:25", "250 ok"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    memory.add("N1", "s@example.com", &["u@remote.example"]);
+    events
+        .send(crate::scheduler::Event::Trigger(
+            crate::trigger::Request::New("N1".into()),
+        ))
+        .unwrap();
+    until(&memory, |r| r.removed.len() == 2).await;
+    let rec = memory.rec();
+    let looked = |id: &str| -> Vec<&str> {
+        (rec.log_lookups.iter())
+            .filter(|(m, _)| m == id)
+            .map(|(_, l)| *l)
+            .collect()
+    };
+    assert_eq!(looked("N1"), ["trace"]);
+    assert_eq!(looked("D1"), ["bounce", "trace"]);
+    assert_eq!(rec.defer_logs_removed, ["D1"]);
+    assert!(rec.logs.is_empty(), "{:?}", rec.logs.keys());
 }

@@ -181,7 +181,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         mechs: Vec::new(),
         sasl_sender: None,
         local_ip,
-        inbuf: Vec::with_capacity(8192),
+        inbuf: Vec::with_capacity(16 * 1024),
         outbuf: Vec::with_capacity(1024),
         peer,
         server,
@@ -347,20 +347,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !self.flush().await {
             return Err(End::Lost);
         }
-        let mut buf = [0u8; 16 * 1024];
+        // Read straight into the input buffer's spare room: a buffer of
+        // our own would be zeroed for every command.
+        self.inbuf.reserve(16 * 1024);
         // One timer per session, moved only when it fires: a new timer for
         // every read would make the runtime wake itself up for each command.
         let deadline = tokio::time::Instant::now() + self.st.timeout;
         loop {
             tokio::select! {
                 biased;
-                r = self.io.read(&mut buf) => return match r {
-                    Err(_) | Ok(0) => Ok(false),
-                    Ok(n) => {
-                        self.inbuf.extend_from_slice(&buf[..n]);
-                        Ok(true)
-                    }
-                },
+                r = self.io.read_buf(&mut self.inbuf) => return Ok(matches!(r, Ok(n) if n > 0)),
                 () = &mut self.idle => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(End::Timeout);
@@ -823,6 +819,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// returned); any other answer leaves the usual 250. Logged with the
     /// protocol as it was before this command (`esmtp`), as Postfix does.
     async fn milter_helo(&mut self, name: &str, stage: &str, esmtp: bool) -> Option<Reply> {
+        // No milters: nothing to work out for them (every command asks).
+        self.milters.as_ref()?;
         let values = self.milter_values(None);
         let lookup = |n: &str| values.get(n);
         let m = self.milters.as_mut()?;
@@ -891,7 +889,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         args: Vec<String>,
         recipient: Option<&str>,
     ) -> Option<Reply> {
-        if self.effects.discard {
+        if self.effects.discard || self.milters.is_none() {
             return None;
         }
         let mut values = self.milter_values(None);
@@ -916,7 +914,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// DATA to the milters.
     async fn milter_data(&mut self, queue_id: Option<&str>) -> Option<Reply> {
-        if self.effects.discard {
+        if self.effects.discard || self.milters.is_none() {
             return None;
         }
         let values = self.milter_values(queue_id);
@@ -927,6 +925,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// A command smtpd does not know: the milters' reply instead of 500.
     async fn milter_unknown(&mut self, verb: &str) -> Option<Reply> {
+        self.milters.as_ref()?;
         let values = self.milter_values(None);
         let lookup = |n: &str| values.get(n);
         let v = self.milters.as_mut()?.unknown(verb, &lookup).await;

@@ -28,26 +28,34 @@ pub(crate) fn copy(
     msg: &mut Message<'_>,
     mut transform: impl FnMut(&[u8], &mut Vec<u8>),
 ) -> Result<u64, Error> {
-    let mut total = 0u64;
-    for head in [extra, msg.prepend] {
-        total += head.len() as u64;
-        if !msg.limit.allows(start, total) {
-            return Err(too_large());
-        }
-        out.write_all(head).map_err(Error::Write)?;
-    }
-    BUFFERS.with_borrow_mut(|(buf, piece)| loop {
-        let n = msg.content.read(buf).map_err(Error::Read)?;
-        if n == 0 {
-            return Ok(total);
-        }
+    BUFFERS.with_borrow_mut(|(buf, piece)| {
+        // The heads go out with the first piece of content: one write
+        // for a small message.
         piece.clear();
-        transform(&buf[..n], piece);
-        total += piece.len() as u64;
+        for head in [extra, msg.prepend] {
+            piece.extend_from_slice(head);
+        }
+        let mut total = piece.len() as u64;
         if !msg.limit.allows(start, total) {
             return Err(too_large());
         }
-        out.write_all(piece).map_err(Error::Write)?;
+        loop {
+            let n = msg.content.read(buf).map_err(Error::Read)?;
+            if n == 0 {
+                if !piece.is_empty() {
+                    out.write_all(piece).map_err(Error::Write)?;
+                }
+                return Ok(total);
+            }
+            let before = piece.len();
+            transform(&buf[..n], piece);
+            total += (piece.len() - before) as u64;
+            if !msg.limit.allows(start, total) {
+                return Err(too_large());
+            }
+            out.write_all(piece).map_err(Error::Write)?;
+            piece.clear();
+        }
     })
 }
 
@@ -131,5 +139,41 @@ mod tests {
             15
         );
         assert_eq!(out, b"H: x\n0123456789");
+    }
+
+    /// Counts the writes it is given.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_small_message_is_written_with_its_heads_in_one_write() {
+        let mut content: &[u8] = b"Subject: x\n\nbody\n";
+        let mut msg = Message {
+            prepend: b"Delivered-To: u@example.com\n",
+            content: &mut content,
+            sender: "",
+            limit: crate::Limit::None,
+            origin: None,
+        };
+        let mut out = Writes::default();
+        let n = copy(&mut out, 0, b"From x\n", &mut msg, |b, o| {
+            o.extend_from_slice(b)
+        })
+        .unwrap();
+        assert_eq!(
+            out.0,
+            [b"From x\nDelivered-To: u@example.com\nSubject: x\n\nbody\n".to_vec()]
+        );
+        assert_eq!(n, out.0[0].len() as u64);
     }
 }

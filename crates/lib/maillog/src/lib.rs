@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Arc, Once, RwLock};
+use std::sync::{Arc, Mutex, Once, RwLock};
 
 use tracing::field::{Field, Visit};
 pub use tracing::Level;
@@ -37,6 +37,30 @@ struct Logger {
     stderr: Option<String>,
     stderr_info: bool,
     verbose: bool,
+    stamp: Stamp,
+}
+
+/// The time part of the lines, made once per second: finding the local
+/// time makes chrono stat `/etc/localtime` (to notice a new zone), a
+/// system call per line that a busy daemon would pay several times per
+/// message. A change of zone shows from the next second on.
+#[derive(Default)]
+struct Stamp(Mutex<Option<(i64, String)>>);
+
+impl Stamp {
+    /// The stamp of `now` (unix seconds), `make` asked only for a second
+    /// not seen last time.
+    fn get(&self, now: i64, make: impl FnOnce() -> String) -> String {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((at, text)) if *at == now => text.clone(),
+            _ => {
+                let text = make();
+                *last = Some((now, text.clone()));
+                text
+            }
+        }
+    }
 }
 
 static LOGGER: RwLock<Option<Arc<Logger>>> = RwLock::new(None);
@@ -112,6 +136,7 @@ pub fn init(cfg: &pfx_config::Config, opts: Options) -> Result<(), InitError> {
         stderr: opts.stderr_name,
         stderr_info: opts.stderr_info,
         verbose: opts.verbose,
+        stamp: Stamp::default(),
     });
     Ok(())
 }
@@ -127,6 +152,7 @@ pub fn init_stderr(name: &str) {
         stderr: Some(name.to_owned()),
         stderr_info: true,
         verbose: false,
+        stamp: Stamp::default(),
     });
 }
 
@@ -141,6 +167,7 @@ pub fn init_daemon_syslog(tag: &str) {
         stderr: None,
         stderr_info: false,
         verbose: false,
+        stamp: Stamp::default(),
     });
 }
 
@@ -179,19 +206,16 @@ fn short_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Formats one line as Postfix's `maillog_file` logger writes it (day of
-/// month with two digits: `Dec 04`), without the newline.
-pub fn format_line(
-    now: chrono::DateTime<chrono::Local>,
-    host: &str,
-    tag: &str,
-    pid: u32,
-    text: &str,
-) -> String {
-    format!(
-        "{} {host} {tag}[{pid}]: {text}",
-        now.format("%b %d %H:%M:%S")
-    )
+/// The time as Postfix's `maillog_file` logger writes it (day of month
+/// with two digits: `Dec 04`).
+fn time_stamp(now: chrono::DateTime<chrono::Local>) -> String {
+    now.format("%b %d %H:%M:%S").to_string()
+}
+
+/// One line as Postfix's `maillog_file` logger writes it, without the
+/// newline.
+fn line(stamp: &str, host: &str, tag: &str, pid: u32, text: &str) -> String {
+    format!("{stamp} {host} {tag}[{pid}]: {text}")
 }
 
 fn prefix(level: Level) -> &'static str {
@@ -218,13 +242,11 @@ impl Logger {
         }
         match &self.sink {
             Sink::File(f) => {
-                let mut line = format_line(
-                    chrono::Local::now(),
-                    &self.host,
-                    &self.tag,
-                    pfx_sys::pid(),
-                    text,
-                );
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let stamp = self.stamp.get(secs, || time_stamp(chrono::Local::now()));
+                let mut line = line(&stamp, &self.host, &self.tag, pfx_sys::pid(), text);
                 line.push('\n');
                 // One write(2) per line: O_APPEND keeps concurrent writers' lines whole.
                 let _ = (&*f).write(line.as_bytes());
@@ -310,8 +332,8 @@ mod tests {
     fn line_format_matches_postfix() {
         let t = chrono::Local.with_ymd_and_hms(2026, 3, 5, 9, 7, 3).unwrap();
         assert_eq!(
-            format_line(
-                t,
+            line(
+                &time_stamp(t),
                 "mail",
                 "postfix/smtpd",
                 1234,
@@ -322,6 +344,22 @@ mod tests {
         let t = chrono::Local
             .with_ymd_and_hms(2026, 11, 25, 23, 59, 59)
             .unwrap();
-        assert!(format_line(t, "h", "postfix/master", 1, "x").starts_with("Nov 25 23:59:59 h "));
+        assert!(
+            line(&time_stamp(t), "h", "postfix/master", 1, "x").starts_with("Nov 25 23:59:59 h ")
+        );
+    }
+
+    #[test]
+    fn the_stamp_is_made_once_per_second() {
+        let stamp = Stamp::default();
+        let made = std::cell::Cell::new(0);
+        let make = |text: &str| {
+            made.set(made.get() + 1);
+            text.to_owned()
+        };
+        assert_eq!(stamp.get(100, || make("a")), "a");
+        assert_eq!(stamp.get(100, || make("b")), "a", "same second: kept");
+        assert_eq!(stamp.get(101, || make("c")), "c", "next second: made again");
+        assert_eq!(made.get(), 2);
     }
 }

@@ -24,7 +24,7 @@ pub(crate) struct Named {
 
 /// The temporary name [`name_new_file`] claims first: `MICROS.PID.TID`.
 fn claim_name(micros: u128) -> String {
-    format!("{micros}.{}.{}", std::process::id(), nix_tid())
+    format!("{micros}.{}.{}", pfx_sys::pid(), nix_tid())
 }
 
 /// The process that claimed `name`, when it is a [`claim_name`].
@@ -108,8 +108,11 @@ pub(crate) fn name_new_file(
     }
 }
 
+/// This thread's ID, asked of the kernel once per thread (a claim is
+/// named for every queue file).
 fn nix_tid() -> i32 {
-    nix::unistd::gettid().as_raw()
+    thread_local!(static TID: i32 = nix::unistd::gettid().as_raw());
+    TID.with(|t| *t)
 }
 
 #[cfg(test)]

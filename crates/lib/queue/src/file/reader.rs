@@ -358,7 +358,11 @@ impl QueueFile {
         let file = self.source()?;
         let end = self.end;
         let mut crc = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        // No larger than the file: a 64 KiB buffer zeroed, and given back
+        // to the allocator, for every small message costs more than its CRC.
+        let size =
+            usize::try_from(end.saturating_sub(start)).map_or(64 * 1024, |n| n.min(64 * 1024));
+        let mut buf = vec![0u8; size.max(1)];
         let mut pos = start;
         while pos < end {
             let want_len = usize::try_from(end - pos)

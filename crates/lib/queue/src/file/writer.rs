@@ -2,8 +2,8 @@
 //! named now) and postdrop's, committed with one fsync.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -356,8 +356,7 @@ impl Writer {
             content_len: data_size,
         };
         let file = &mut self.file;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&size_record(&sizes, crc))?;
+        file.write_all_at(&size_record(&sizes, crc), 0)?;
         // The bit before the one fsync: a crash inside it can leave the bit
         // on disk without all the data, which the checksum and the ID record
         // find out (QueueFile::verify). That file was never acknowledged.
