@@ -759,3 +759,45 @@ fn myorigin_naming_a_file_takes_its_first_line_as_debian_does() {
         m.log_text()
     );
 }
+
+/// `postsuper -d ALL` as Postfix's: every message goes with its logs, the
+/// count is printed and no message is named (Postfix's mass operations
+/// report only their summary); the files cleanup named ahead of time stay,
+/// and mail flows on.
+#[test]
+fn postsuper_delete_all_empties_the_queue_and_its_logs_naming_no_message() {
+    let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
+    m.start();
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|u| send(&m, &format!("{u}@example.test"), u))
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 3
+            && m.queue_files("defer").len() == 3),
+        "{}",
+        m.log_text()
+    );
+    m.run("postsuper", &["-h", &ids[2]]);
+    let (_, err) = text(&m.run("postsuper", &["-d", "ALL"]));
+    assert_eq!(err, "postsuper: Deleted: 3 messages\n");
+    for q in ["deferred", "hold", "defer"] {
+        assert!(m.queue_files(q).is_empty(), "{q}: {:?}", m.queue_files(q));
+    }
+    assert!(
+        !m.log_text()
+            .lines()
+            .any(|l| l.contains("postsuper[") && l.contains(": removed")),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(
+        text(&m.run("postqueue", &["-p"])).0,
+        "Mail queue is empty\n"
+    );
+    send(&m, "openstack@ywnds.com", "after");
+    assert!(wait_for(Duration::from_secs(10), || m
+        .log_text()
+        .contains("status=sent")));
+}

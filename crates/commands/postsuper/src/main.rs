@@ -78,7 +78,8 @@ impl Op {
     fn default_queues(self) -> &'static [QueueName] {
         use QueueName::*;
         match self {
-            Self::Delete | Self::Requeue => &[Hold, Incoming, Active, Deferred],
+            Self::Delete => &[Maildrop, Hold, Incoming, Active, Deferred],
+            Self::Requeue => &[Hold, Incoming, Active, Deferred],
             Self::Hold => &[Incoming, Active, Deferred],
             Self::Release => &[Hold],
         }
@@ -144,7 +145,10 @@ fn main() {
         } else {
             &named[..]
         };
-        let n = apply(&queue, op, &targets(ids), queues);
+        let n = match targets(ids) {
+            Targets::All if matches!(op, Op::Delete) && named.is_empty() => delete_all(&queue),
+            t => apply(&queue, op, &t, queues),
+        };
         let (_, verb) = op.words();
         info!("{verb}: {n} message{}", if n == 1 { "" } else { "s" });
     }
@@ -240,7 +244,10 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
             match result {
                 Ok(()) => {
                     done += 1;
-                    info!("{id}: {}", op.words().0);
+                    // As Postfix: a message named is logged, ALL is only counted.
+                    if matches!(targets, Targets::Ids(_)) {
+                        info!("{id}: {}", op.words().0);
+                    }
                 }
                 // Delivered or moved by the mail system meanwhile.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -252,6 +259,63 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
         wake_qmgr(queue);
     }
     done
+}
+
+/// `-d ALL`, no queue named, as Postfix's postsuper does it: the status
+/// log directories first, then each message directory, emptied whole: no
+/// message is looked up by its ID or logged by itself.
+fn delete_all(queue: &Queue) -> usize {
+    for log in ["defer", "bounce", "trace", "flush"] {
+        empty_dir(&queue.root().join(log), None);
+    }
+    Op::Delete
+        .default_queues()
+        .iter()
+        .map(|&q| empty_dir(&queue.root().join(q.as_str()), Some(q)))
+        .sum()
+}
+
+/// Removes every file in `dir` and in its hash subdirectories (names of
+/// one character), each by its name in its directory; returns how many of
+/// them were messages of queue `q` (`None`: a log directory). Files
+/// cleanup named ahead of time are no messages and stay.
+fn empty_dir(dir: &std::path::Path, q: Option<QueueName>) -> usize {
+    let (Ok(entries), Ok(handle)) = (std::fs::read_dir(dir), std::fs::File::open(dir)) else {
+        return 0;
+    };
+    let mut messages = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if name.len() == 1 {
+                messages += empty_dir(&e.path(), q);
+            }
+            continue;
+        }
+        let counts = match q {
+            None => false,
+            // Only these hold files that are not (yet) messages.
+            Some(QueueName::Incoming | QueueName::Maildrop) => {
+                match std::fs::symlink_metadata(e.path()).map(|m| QueueFile::readiness(&m)) {
+                    Ok(Readiness::Complete) => true,
+                    Ok(Readiness::Incomplete) => false,
+                    Ok(Readiness::Reserved) | Err(_) => continue,
+                }
+            }
+            Some(_) => true,
+        };
+        match nix::unistd::unlinkat(
+            &handle,
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) => messages += usize::from(counts),
+            // Delivered or moved by the mail system meanwhile.
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(err) => warn!("{}: {err}", e.path().display()),
+        }
+    }
+    messages
 }
 
 /// Tells qmgr to look at incoming/ and deferred/ now (a lost wake-up only

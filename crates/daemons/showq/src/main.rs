@@ -23,20 +23,31 @@ fn main() {
                 let empty = cfg
                     .get("empty_address_recipient")
                     .unwrap_or_else(|_| "MAILER-DAEMON".into());
-                // Read on the blocking pool, sent as read: a deep queue is
-                // never held whole.
-                let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                // Read on the blocking pool, sent as read, a batch at a
+                // time (one wake-up and one write per batch, as Postfix's
+                // showq writes through a buffer): a deep queue is never
+                // held whole.
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<listing::Message>>(2);
                 let reader = tokio::task::spawn_blocking(move || {
-                    listing::each(&queue, &empty, |m| tx.blocking_send(m).is_ok());
-                });
-                while let Some(m) = rx.recv().await {
-                    // What the reader has ready goes in one write, as
-                    // Postfix's showq writes through a buffer.
-                    let mut queued = ch.queue(&ShowqReply::Message(m.into()));
-                    for _ in 1..BATCH {
-                        let Ok(m) = rx.try_recv() else { break };
-                        queued = queued.and_then(|()| ch.queue(&ShowqReply::Message(m.into())));
+                    let mut batch = Vec::with_capacity(BATCH);
+                    listing::each(&queue, &empty, |m| {
+                        batch.push(m);
+                        batch.len() < BATCH
+                            || tx
+                                .blocking_send(std::mem::replace(
+                                    &mut batch,
+                                    Vec::with_capacity(BATCH),
+                                ))
+                                .is_ok()
+                    });
+                    if !batch.is_empty() {
+                        let _ = tx.blocking_send(batch);
                     }
+                });
+                while let Some(batch) = rx.recv().await {
+                    let queued = batch
+                        .into_iter()
+                        .try_for_each(|m| ch.queue(&ShowqReply::Message(m.into())));
                     let sent = match queued {
                         Ok(()) => ch.flush().await,
                         Err(e) => Err(e),

@@ -58,11 +58,9 @@ pub fn each(queue: &Queue, empty_sender: &str, mut found: impl FnMut(Message) ->
     for q in LISTED {
         for id in queue.ids(q).into_iter().flatten().flatten() {
             let path = queue.path(q, &id);
-            if !QueueFile::is_complete(&path).unwrap_or(false) {
-                continue;
-            }
-            match QueueFile::open(&path) {
-                Ok(qf) => {
+            match QueueFile::open_if_complete(&path) {
+                Ok(None) => {}
+                Ok(Some(qf)) => {
                     if !found(entry(queue.root(), q, &id, &qf, empty_sender)) {
                         return;
                     }

@@ -89,9 +89,31 @@ impl QueueFile {
         Self::read(path, false)
     }
 
+    /// [`QueueFile::open`] if the file is complete, `None` if it is not:
+    /// the readiness bit is checked on the open file, one stat where
+    /// [`QueueFile::is_complete`] and then opening take two (showq does
+    /// this for every message of a deep queue).
+    pub fn open_if_complete(path: &Path) -> Result<Option<Self>, Error> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if Self::readiness(&meta) != Readiness::Complete {
+            return Ok(None);
+        }
+        Self::parse(path, Arc::new(file), meta.len(), true).map(Some)
+    }
+
     fn read(path: &Path, keep_recipients: bool) -> Result<Self, Error> {
         let file = Arc::new(File::open(path)?);
         let total = file.metadata()?.len();
+        Self::parse(path, file, total, keep_recipients)
+    }
+
+    fn parse(
+        path: &Path,
+        file: Arc<File>,
+        total: u64,
+        keep_recipients: bool,
+    ) -> Result<Self, Error> {
         let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
         let source = Source::open(file.clone(), total)?;
         let mut r = record::Reader::new(source.clone(), 0);
