@@ -23,7 +23,8 @@ message sent to a relay that refuses connections becomes the system's own
 deferred queue file and defer log; the bench writes N copies of both under
 new queue IDs (a postfix-rs file gets its ID record and checksum
 rewritten), due in a day, so that nothing is delivered before it is asked
-to. It writes docs/CURVES.md (a table per curve) and one log-log chart per
+to; each fill on a new ext4 file system of its own, mounted over the
+queue directory (see FreshQueue). It writes docs/CURVES.md (a table per curve) and one log-log chart per
 curve in docs/curves/.
 """
 
@@ -217,6 +218,63 @@ def make_template(system, sink_port):
     return Template(system)
 
 
+class FreshQueue:
+    """Each fill of a deep queue on a file system of its own: a new ext4
+    (made by mkfs.ext4 as Debian's installer makes one, with a journal) in
+    a sparse image file, mounted over the system's queue directory, with
+    the directory tree of the system's own queue copied into it.
+
+    A queue directory that held a million files, or any other point's, on
+    the machine's file system would leave its traces there (recently
+    deleted inodes every new file scans past, blocks to discard): the
+    fills of a deep queue slowed down a hundredfold after the 100k point,
+    and each point's times depended on what the point before had left. A
+    new file system for every fill is the same start for both systems."""
+
+    def __init__(self, system):
+        self.system = system
+        self.queue = system.dir / "queue"
+        self.image = system.dir.parent / f"queue-{system.name}.ext4"
+        self.tree = None
+
+    def _tree(self):
+        """The system's queue directories (not their files): path, mode, owner."""
+        out = []
+        for root, dirs, _ in os.walk(self.queue):
+            for d in dirs:
+                path = pathlib.Path(root) / d
+                st = path.lstat()
+                out.append((path.relative_to(self.queue), st.st_mode & 0o7777, st.st_uid, st.st_gid))
+        return out
+
+    def make(self):
+        """A new, empty file system over the queue directory (the system stopped)."""
+        self.release()
+        if self.tree is None:
+            self.tree = self._tree()
+        st = self.queue.stat()
+        self.image.unlink(missing_ok=True)
+        with open(self.image, "wb") as f:
+            f.truncate(24 << 30)
+        # An inode per 8 KiB: a million messages are two million files.
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-i", "8192", str(self.image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.queue)], check=True)
+        (self.queue / "lost+found").rmdir()
+        os.chown(self.queue, st.st_uid, st.st_gid)
+        os.chmod(self.queue, st.st_mode & 0o7777)
+        for rel, mode, uid, gid in self.tree:
+            path = self.queue / rel
+            path.mkdir()
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+
+    def release(self):
+        """Unmounts and deletes the file system, if one is mounted."""
+        if os.path.ismount(self.queue):
+            subprocess.run(["umount", str(self.queue)], check=True)
+        self.image.unlink(missing_ok=True)
+
+
 def fill(system, tmpl, n, due):
     """N copies of the template in deferred/, with their defer logs, due now or in a day.
 
@@ -282,8 +340,10 @@ def queue_point(b, system, n, tmpl, sink_port, sent_counter):
     out = {}
     sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "1024"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fresh = FreshQueue(system)
     try:
         # Listed and deleted on a running system, nothing due.
+        fresh.make()
         fill(system, tmpl, n, due=False)
         system.start()
         time.sleep(2)
@@ -310,6 +370,7 @@ def queue_point(b, system, n, tmpl, sink_port, sent_counter):
             raise RuntimeError(f"{system.name}: postsuper -d ALL left files")
         stop(system)
         # Flushed to the sink.
+        fresh.make()
         fill(system, tmpl, n, due=False)
         system.start()
         time.sleep(2)
@@ -323,6 +384,7 @@ def queue_point(b, system, n, tmpl, sink_port, sent_counter):
         out["qmgr MiB"] = p.per_name.get("qmgr", 0) / 1024
         stop(system)
         # Started with everything due.
+        fresh.make()
         fill(system, tmpl, n, due=True)
         done = sent_counter(system)
         t0 = time.monotonic()
@@ -330,11 +392,14 @@ def queue_point(b, system, n, tmpl, sink_port, sent_counter):
         wait_until(lambda: done() >= 1, 3600, f"{system.name}: first delivery")
         out["start to first delivery s"] = time.monotonic() - t0
         stop(system)
-        empty(system, tmpl)
     finally:
         sink.terminate()
         sink.wait()
         stop(system)
+        fresh.release()
+        # The template's copy in the system's own queue (under the mount
+        # until now) goes too.
+        empty(system, tmpl)
     return out
 
 
