@@ -14,7 +14,8 @@ seconds:
              smtp-sink, which counts the SMTP transactions)
   size       1 KB, 100 KB, 1 MB, 10 MB, 20 MB messages from smtp-source
   sessions   1, 10, 100, 500, 1,000 sessions at once, one message each,
-             latency from connect to the `250` after DATA
+             latency from connect to the `250` after DATA (queue and
+             mailbox on new file systems for each point)
   latency    one message at a time: connect to `250`, connect to the file
              in Maildir/new
 
@@ -24,7 +25,7 @@ deferred queue file and defer log; the bench writes N copies of both under
 new queue IDs (a postfix-rs file gets its ID record and checksum
 rewritten), due in a day, so that nothing is delivered before it is asked
 to; each fill on a new ext4 file system of its own, mounted over the
-queue directory (see FreshQueue). It writes docs/CURVES.md (a table per curve) and one log-log chart per
+queue directory (see FreshFs). It writes docs/CURVES.md (a table per curve) and one log-log chart per
 curve in docs/curves/.
 """
 
@@ -218,60 +219,58 @@ def make_template(system, sink_port):
     return Template(system)
 
 
-class FreshQueue:
-    """Each fill of a deep queue on a file system of its own: a new ext4
+class FreshFs:
+    """A directory of a system on a file system of its own: a new ext4
     (made by mkfs.ext4 as Debian's installer makes one, with a journal) in
-    a sparse image file, mounted over the system's queue directory, with
-    the directory tree of the system's own queue copied into it.
+    a sparse image file, mounted over it, with the directory's own tree of
+    subdirectories (not their files) copied into it when `tree`.
 
-    A queue directory that held a million files, or any other point's, on
-    the machine's file system would leave its traces there (recently
-    deleted inodes every new file scans past, blocks to discard): the
-    fills of a deep queue slowed down a hundredfold after the 100k point,
-    and each point's times depended on what the point before had left. A
-    new file system for every fill is the same start for both systems."""
+    A directory that held a million files, or any other point's, on the
+    machine's file system leaves its traces there (recently deleted inodes
+    every new file scans past, blocks to discard): the fills of a deep
+    queue slowed down a hundredfold after the 100k point, and each point's
+    times depended on what the point before, or the other system, had
+    left. A new file system for every point is the same start for both."""
 
-    def __init__(self, system):
-        self.system = system
-        self.queue = system.dir / "queue"
-        self.image = system.dir.parent / f"queue-{system.name}.ext4"
-        self.tree = None
+    def __init__(self, system, path, tree=True):
+        self.path = path
+        self.image = system.dir.parent / f"fs-{system.name}-{path.name}.ext4"
+        self.tree = None if tree else []
 
     def _tree(self):
-        """The system's queue directories (not their files): path, mode, owner."""
+        """The directory's subdirectories: path, mode, owner."""
         out = []
-        for root, dirs, _ in os.walk(self.queue):
+        for root, dirs, _ in os.walk(self.path):
             for d in dirs:
                 path = pathlib.Path(root) / d
                 st = path.lstat()
-                out.append((path.relative_to(self.queue), st.st_mode & 0o7777, st.st_uid, st.st_gid))
+                out.append((path.relative_to(self.path), st.st_mode & 0o7777, st.st_uid, st.st_gid))
         return out
 
     def make(self):
-        """A new, empty file system over the queue directory (the system stopped)."""
+        """A new, empty file system over the directory (the system stopped)."""
         self.release()
         if self.tree is None:
             self.tree = self._tree()
-        st = self.queue.stat()
-        self.image.unlink(missing_ok=True)
+        st = self.path.stat()
         with open(self.image, "wb") as f:
             f.truncate(24 << 30)
         # An inode per 8 KiB: a million messages are two million files.
         subprocess.run(["mkfs.ext4", "-q", "-F", "-i", "8192", str(self.image)], check=True)
-        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.queue)], check=True)
-        (self.queue / "lost+found").rmdir()
-        os.chown(self.queue, st.st_uid, st.st_gid)
-        os.chmod(self.queue, st.st_mode & 0o7777)
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.path)], check=True)
+        (self.path / "lost+found").rmdir()
+        os.chown(self.path, st.st_uid, st.st_gid)
+        os.chmod(self.path, st.st_mode & 0o7777)
         for rel, mode, uid, gid in self.tree:
-            path = self.queue / rel
+            path = self.path / rel
             path.mkdir()
             os.chown(path, uid, gid)
             os.chmod(path, mode)
 
     def release(self):
         """Unmounts and deletes the file system, if one is mounted."""
-        if os.path.ismount(self.queue):
-            subprocess.run(["umount", str(self.queue)], check=True)
+        if os.path.ismount(self.path):
+            subprocess.run(["umount", str(self.path)], check=True)
         self.image.unlink(missing_ok=True)
 
 
@@ -340,7 +339,7 @@ def queue_point(b, system, n, tmpl, sink_port, sent_counter):
     out = {}
     sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "1024"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fresh = FreshQueue(system)
+    fresh = FreshFs(system, system.dir / "queue")
     try:
         # Listed and deleted on a running system, nothing due.
         fresh.make()
@@ -475,9 +474,24 @@ def percentile(values, q):
 def sessions_point(b, system, n):
     count = max(1000, 3 * n)
     lat = b.WORK / "latency.txt"
-    p = send(b, system, [client(b), "-P", "-s", str(n), "-n", "1", "-m", str(count), "-l", "1024", "-L", str(lat),
-                         "-f", "bench@example.org", "-t", f"{b.USER}@ywnds.com", f"127.0.0.1:{system.port}"],
-             count, system.delivered)
+    # The queue and the mailbox on new file systems: files created right
+    # after another point's deletions cost more (see FreshFs), and the
+    # tail latency showed whichever system ran second.
+    if not (system.dir / "queue").exists():
+        # Its tree is made when the system first starts.
+        system.start()
+        stop(system)
+    fresh = [FreshFs(system, system.dir / "queue"), FreshFs(system, system.home, tree=False)]
+    try:
+        for f in fresh:
+            f.make()
+        p = send(b, system, [client(b), "-P", "-s", str(n), "-n", "1", "-m", str(count), "-l", "1024", "-L", str(lat),
+                             "-f", "bench@example.org", "-t", f"{b.USER}@ywnds.com", f"127.0.0.1:{system.port}"],
+                 count, system.delivered)
+    finally:
+        stop(system)
+        for f in fresh:
+            f.release()
     us = [int(line.split()[0]) for line in lat.read_text().split("\n") if line]
     return {"msg/s": count / p.elapsed, "p50 ms": percentile(us, 0.5) / 1000, "p99 ms": percentile(us, 0.99) / 1000,
             "peak MiB": p.peak / 1024, "CPU s": p.cpu, "CPU ms/msg": p.cpu * 1000 / count}
