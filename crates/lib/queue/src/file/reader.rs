@@ -63,11 +63,6 @@ impl Trim {
 }
 
 impl QueueFile {
-    /// Whether the file at `path` has its readiness bit (is complete).
-    pub fn is_complete(path: &Path) -> std::io::Result<bool> {
-        Ok(Self::readiness(&std::fs::metadata(path)?) == Readiness::Complete)
-    }
-
     /// What the file is, by its mode.
     pub fn readiness(meta: &std::fs::Metadata) -> Readiness {
         Readiness::of(meta.permissions().mode())
@@ -90,9 +85,9 @@ impl QueueFile {
     }
 
     /// [`QueueFile::open`] if the file is complete, `None` if it is not:
-    /// the readiness bit is checked on the open file, one stat where
-    /// [`QueueFile::is_complete`] and then opening take two (showq does
-    /// this for every message of a deep queue).
+    /// the readiness bit is checked on the open file, so a stat by name
+    /// first is not needed (showq does this for every message of a deep
+    /// queue).
     pub fn open_if_complete(path: &Path) -> Result<Option<Self>, Error> {
         let file = File::open(path)?;
         let meta = file.metadata()?;

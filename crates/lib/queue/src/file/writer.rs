@@ -410,8 +410,9 @@ mod tests {
         let id = write(&q, &body);
         assert!(crate::is_queue_id(&id), "{id}");
         let path = q.path(QueueName::Incoming, &id);
-        assert!(QueueFile::is_complete(&path).unwrap());
-        let qf = QueueFile::open(&path).unwrap();
+        let qf = QueueFile::open_if_complete(&path)
+            .unwrap()
+            .expect("complete");
         assert_eq!(qf.sender, "hadoop@ywnds.com");
         assert_eq!(qf.attr("client_address"), Some("127.0.0.1"));
         assert_eq!(qf.recipients.len(), 2);
