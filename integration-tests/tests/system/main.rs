@@ -8,6 +8,7 @@ mod content;
 mod crash;
 mod debianstock;
 mod dsn;
+mod durability;
 mod failclosed;
 mod filters;
 mod fleet;
