@@ -227,3 +227,96 @@ fn dsn_requests_in_a_postfix_queue_are_honoured_by_postfix_rs() {
         m.log_text()
     );
 }
+
+/// A queue of every kind of file `postsuper -d ALL` meets, owned by
+/// `owner`: ready messages (mode 0700) in each message queue, one still
+/// being written (0600), their logs, a trace log, a flush log, and a file
+/// in a directory Postfix does not know.
+fn every_kind_of_file(queue: &std::path::Path, owner: &nix::unistd::User) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = [
+        ("maildrop/5B2C41A0F1", 0o700),
+        ("incoming/5B2C41A0F2", 0o700),
+        ("incoming/5B2C41A0F3", 0o600),
+        ("active/5B2C41A0F4", 0o700),
+        ("deferred/5/5B2C41A0F5", 0o700),
+        ("deferred/6/6B2C41A0F6", 0o700),
+        ("defer/5/5B2C41A0F5", 0o600),
+        ("defer/6/6B2C41A0F6", 0o600),
+        ("hold/5B2C41A0F7", 0o700),
+        ("bounce/5B2C41A0F7", 0o600),
+        ("trace/5B2C41A0F4", 0o600),
+        ("flush/example.com", 0o600),
+        ("corrupt/5B2C41A0F8", 0o700),
+    ];
+    for (name, mode) in files {
+        let path = queue.join(name);
+        let mut dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, format!("{name}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(&path, Some(owner.uid), Some(owner.gid)).unwrap();
+        while dir != queue {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            nix::unistd::chown(dir, Some(owner.uid), Some(owner.gid)).unwrap();
+            dir = dir.parent().unwrap();
+        }
+    }
+}
+
+/// The files left under `queue`, by their path in it.
+fn files_in(queue: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, top: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), top, out);
+            } else {
+                let rel = e.path().strip_prefix(top).unwrap().to_owned();
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(queue, queue, &mut out);
+    out.sort();
+    out
+}
+
+/// `postsuper -d ALL`, with no queue named, with message queues named and
+/// with a log directory named, each on two copies of one queue: Debian's
+/// postsuper and postfix-rs's leave the same files, print the same and
+/// exit alike.
+#[test]
+fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return eprintln!("skipped: Debian's postsuper runs as root");
+    }
+    let postfix = nix::unistd::User::from_name("postfix")
+        .unwrap()
+        .expect("user postfix (scripts/setup)");
+    let cases: [&[&str]; 4] = [
+        &["-d", "ALL"],
+        &["-d", "ALL", "deferred", "hold"],
+        &["-d", "ALL", "defer"],
+        &["-d", "ALL", "nosuchqueue"],
+    ];
+    for args in cases {
+        let debian = testkit::debian::Postfix::new(None, "");
+        let ours = Instance::new("", "");
+        every_kind_of_file(&debian.queue, &postfix);
+        every_kind_of_file(&ours.queue, &postfix);
+        let theirs = debian.run("postsuper", args);
+        let mine = ours.run("postsuper", args);
+        let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            (mine.status.code(), text(&mine)),
+            (theirs.status.code(), text(&theirs)),
+            "postsuper {args:?}: postfix-rs's status and stderr, then Debian's"
+        );
+        assert_eq!(
+            files_in(&ours.queue),
+            files_in(&debian.queue),
+            "postsuper {args:?}: files left by postfix-rs, then by Debian's postsuper"
+        );
+    }
+}

@@ -74,6 +74,49 @@ enum Op {
     Requeue,
 }
 
+/// A directory postsuper may be told to work in, as Postfix's postsuper
+/// knows them: a message queue, or a directory of per-message files (which
+/// only `-d ALL` empties; the other operations pass over it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dir {
+    Queue(QueueName),
+    Logs(&'static str),
+}
+
+impl Dir {
+    fn parse(s: &str) -> Option<Self> {
+        QueueName::parse(s)
+            .filter(|q| *q != QueueName::Corrupt)
+            .map(Self::Queue)
+            .or_else(|| {
+                ["trace", "defer", "bounce", "flush"]
+                    .into_iter()
+                    .find(|d| *d == s)
+                    .map(Self::Logs)
+            })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Queue(q) => q.as_str(),
+            Self::Logs(d) => d,
+        }
+    }
+}
+
+/// What `-d ALL` empties when no directory is named: Postfix's list, the
+/// logs before the messages (trace/ is not in it).
+const DELETE_ALL: [Dir; 8] = [
+    Dir::Logs("defer"),
+    Dir::Logs("bounce"),
+    Dir::Queue(QueueName::Maildrop),
+    Dir::Queue(QueueName::Incoming),
+    Dir::Queue(QueueName::Active),
+    Dir::Queue(QueueName::Deferred),
+    Dir::Queue(QueueName::Hold),
+    Dir::Logs("flush"),
+];
+
 impl Op {
     fn default_queues(self) -> &'static [QueueName] {
         use QueueName::*;
@@ -112,14 +155,10 @@ fn main() {
     let queue_dir = PathBuf::from(cfg.get("queue_directory").unwrap_or_else(|e| fatal(e)));
     become_queue_owner(&cfg, &queue_dir);
     let queue = Queue::new(&queue_dir);
-    let named: Vec<QueueName> = args
+    let named: Vec<Dir> = args
         .queues
         .iter()
-        .map(|q| {
-            QueueName::parse(q)
-                .filter(|q| *q != QueueName::Corrupt)
-                .unwrap_or_else(|| fatal(format!("invalid directory name: {q}")))
-        })
+        .map(|q| Dir::parse(q).unwrap_or_else(|| fatal(format!("invalid directory name: {q}"))))
         .collect();
     let ops = [
         (Op::Delete, &args.delete),
@@ -140,14 +179,26 @@ fn main() {
         if ids.is_empty() {
             continue;
         }
-        let queues = if named.is_empty() {
-            op.default_queues()
-        } else {
-            &named[..]
-        };
         let n = match targets(ids) {
-            Targets::All if matches!(op, Op::Delete) && named.is_empty() => delete_all(&queue),
-            t => apply(&queue, op, &t, queues),
+            Targets::All if matches!(op, Op::Delete) => delete_all(
+                &queue,
+                if named.is_empty() {
+                    &DELETE_ALL
+                } else {
+                    &named
+                },
+            ),
+            t if named.is_empty() => apply(&queue, op, &t, op.default_queues()),
+            t => {
+                let queues: Vec<QueueName> = named
+                    .iter()
+                    .filter_map(|d| match d {
+                        Dir::Queue(q) => Some(*q),
+                        Dir::Logs(_) => None,
+                    })
+                    .collect();
+                apply(&queue, op, &t, &queues)
+            }
         };
         let (_, verb) = op.words();
         info!("{verb}: {n} message{}", if n == 1 { "" } else { "s" });
@@ -261,17 +312,18 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
     done
 }
 
-/// `-d ALL`, no queue named, as Postfix's postsuper does it: the status
-/// log directories first, then each message directory, emptied whole: no
-/// message is looked up by its ID or logged by itself.
-fn delete_all(queue: &Queue) -> usize {
-    for log in ["defer", "bounce", "trace", "flush"] {
-        empty_dir(&queue.root().join(log), None);
-    }
-    Op::Delete
-        .default_queues()
-        .iter()
-        .map(|&q| empty_dir(&queue.root().join(q.as_str()), Some(q)))
+/// `-d ALL` as Postfix's postsuper does it: each directory emptied whole,
+/// in the order given; no message is looked up by its ID or logged by
+/// itself, and a message queue named alone loses its files, not their logs.
+fn delete_all(queue: &Queue, dirs: &[Dir]) -> usize {
+    dirs.iter()
+        .map(|&d| {
+            let q = match d {
+                Dir::Queue(q) => Some(q),
+                Dir::Logs(_) => None,
+            };
+            empty_dir(&queue.root().join(d.name()), q)
+        })
         .sum()
 }
 
