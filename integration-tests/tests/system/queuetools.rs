@@ -212,34 +212,54 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
         "{err}"
     );
 
-    // Requeue and delete, IDs from standard input too.
+    // Requeue: as Postfix's, through maildrop/, pickup and cleanup again,
+    // under new queue IDs (pickup names the old one); the old defer logs
+    // stay until postsuper -s.
     let (_, err) = text(&m.run("postsuper", &["-r", "ALL"]));
     assert!(err.contains("postsuper: Requeued: 2 messages"), "{err}");
-    assert!(wait_for(Duration::from_secs(10), || m
-        .queue_files("deferred")
-        .len()
-        == 2));
+    let mut now = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            now = m.queue_files("deferred");
+            now.len() == 2 && !now.contains(&a) && !now.contains(&b)
+        }),
+        "{now:?}\n{}",
+        m.log_text()
+    );
+    for old in [&a, &b] {
+        assert!(
+            m.log_text()
+                .contains(&format!("from=<hadoop@ywnds.com> orig_id={old}")),
+            "{}",
+            m.log_text()
+        );
+    }
+    // Delete, IDs from standard input too.
     let out = run_as(
         &[],
         "postsuper",
         &["-c", &etc(&m), "-d", "-"],
-        format!("{a}\n{b}\n").as_bytes(),
+        format!("{}\n{}\n", now[0], now[1]).as_bytes(),
     );
     let (_, err) = text(&out);
     assert!(
-        err.contains(&format!("postsuper: {a}: removed")) && err.contains("Deleted: 2 messages"),
+        err.contains(&format!("postsuper: {}: removed", now[0]))
+            && err.contains("Deleted: 2 messages"),
         "{err}"
     );
     assert_eq!(
         text(&m.run("postqueue", &["-p"])).0,
         "Mail queue is empty\n"
     );
-    assert!(
-        m.queue_files("defer").is_empty(),
-        "defer logs go with their messages"
-    );
+    let mut logs = m.queue_files("defer");
+    logs.sort();
+    let mut old = vec![a.clone(), b.clone()];
+    old.sort();
+    assert_eq!(logs, old, "the deleted messages' logs went with them");
+    text(&m.run("postsuper", &["-s"]));
+    assert!(m.queue_files("defer").is_empty());
     assert!(m.log_text().contains("postfix/postsuper["));
-    assert!(m.log_text().contains(&format!(": {b}: removed")));
+    assert!(m.log_text().contains(&format!(": {}: removed", now[1])));
 
     // Postfix's answers to mistakes.
     let (_, err) = text(&m.run("postsuper", &["-d", "ALL", "nosuchqueue"]));
@@ -800,4 +820,62 @@ fn postsuper_delete_all_empties_the_queue_and_its_logs_naming_no_message() {
     assert!(wait_for(Duration::from_secs(10), || m
         .log_text()
         .contains("status=sent")));
+}
+
+/// `postsuper -r` as Postfix's: the message goes through pickup and
+/// cleanup again, so an address mapping added since applies to it; the
+/// recipient already delivered is not sent again, and its first arrival
+/// still counts in the delays logged.
+#[test]
+fn postsuper_requeue_runs_the_message_through_cleanup_again() {
+    let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
+    m.start();
+    // example.test waits: this instance has no smtp transport.
+    let (mut c, _) = Smtp::connect(m.port);
+    c.cmd("EHLO client.example");
+    let reply = c.queued(
+        "sender@example.org",
+        &["openstack@ywnds.com", "lost@example.test"],
+        b"Subject: requeue\r\n\r\nbody\r\n",
+    );
+    let id = reply.rsplit(' ').next().unwrap().trim().to_owned();
+    c.cmd("QUIT");
+    m.wait_maildir("openstack", 1);
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred")
+            == [id.clone()]),
+        "{}",
+        m.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    m.add_main_cf("virtual_alias_maps = inline:{ lost@example.test=hadoop }\n");
+    m.postfix("reload");
+    let (_, err) = text(&m.run("postsuper", &["-r", &id]));
+    assert_eq!(
+        err,
+        format!("postsuper: {id}: requeued\npostsuper: Requeued: 1 message\n")
+    );
+    m.wait_maildir("hadoop", 1);
+    m.exactly("openstack", 1);
+    let log = m.log_text();
+    let picked = log
+        .lines()
+        .find(|l| l.ends_with(&format!("from=<sender@example.org> orig_id={id}")))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(picked.contains("postfix/pickup["), "{picked}");
+    let sent = log
+        .lines()
+        .find(|l| {
+            l.contains("to=<hadoop@ywnds.com>, orig_to=<lost@example.test>")
+                && l.contains("status=sent")
+        })
+        .unwrap_or_else(|| panic!("{log}"));
+    let delay: f64 = sent
+        .split("delay=")
+        .nth(1)
+        .and_then(|d| d.split(',').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{sent}"));
+    assert!(delay >= 2.0, "the first arrival counts: {sent}");
+    assert!(m.queue_files("deferred").is_empty() && m.queue_files("maildrop").is_empty());
 }

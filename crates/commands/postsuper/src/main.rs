@@ -49,7 +49,8 @@ struct Args {
     /// Release a message from hold.
     #[arg(short = 'H', value_name = "QUEUE_ID")]
     release: Vec<String>,
-    /// Requeue a message: it is routed again with the current configuration.
+    /// Requeue a message: it goes through pickup and cleanup again, with the
+    /// current configuration, under a new queue ID.
     #[arg(short = 'r', value_name = "QUEUE_ID")]
     requeue: Vec<String>,
     /// Purge temporary files left over after crashes.
@@ -288,8 +289,18 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
                 Op::Hold => queue.move_to(&id, q, QueueName::Hold).map(drop),
                 // Released mail is due at once (its mtime is the retry time).
                 Op::Release => queue.defer_until(&id, q, SystemTime::now()),
-                Op::Requeue => queue.move_to(&id, q, QueueName::Incoming).map(|_| {
-                    statuslog::remove(queue.root(), Log::Defer, &id);
+                // As Postfix: through pickup and cleanup again (so new
+                // address mappings apply), under a new queue ID, dated now;
+                // its logs stay, lest qmgr bounce it in a race (postsuper -s
+                // removes them later).
+                Op::Requeue if q == QueueName::Maildrop => continue,
+                Op::Requeue => queue.move_to(&id, q, QueueName::Maildrop).and_then(|path| {
+                    let now = SystemTime::now();
+                    std::fs::File::open(path)?.set_times(
+                        std::fs::FileTimes::new()
+                            .set_accessed(now)
+                            .set_modified(now),
+                    )
                 }),
             };
             match result {
@@ -306,8 +317,12 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
             }
         }
     }
-    if matches!(op, Op::Release | Op::Requeue) && done > 0 {
-        wake_qmgr(queue);
+    if done > 0 {
+        match op {
+            Op::Release => wake(queue, "qmgr", b"ID"),
+            Op::Requeue => wake(queue, "pickup", b"W"),
+            Op::Delete | Op::Hold => {}
+        }
     }
     done
 }
@@ -370,13 +385,14 @@ fn empty_dir(dir: &std::path::Path, q: Option<QueueName>) -> usize {
     messages
 }
 
-/// Tells qmgr to look at incoming/ and deferred/ now (a lost wake-up only
-/// delays the mail until the next queue run).
-fn wake_qmgr(queue: &Queue) {
+/// Wakes a daemon through its `public/` trigger: qmgr to look at
+/// deferred/ now, pickup at maildrop/ (a lost wake-up only delays the mail
+/// until the next queue run or pickup's timer).
+fn wake(queue: &Queue, service: &str, request: &[u8]) {
     use std::io::Write;
-    let path = queue.root().join("public/qmgr");
+    let path = queue.root().join("public").join(service);
     if let Ok(mut s) = std::os::unix::net::UnixStream::connect(path) {
-        let _ = s.write_all(b"ID");
+        let _ = s.write_all(request);
     }
 }
 

@@ -205,6 +205,7 @@ async fn notify(st: &Settings, req: &BounceRequest) -> Result<Option<String>, St
     ];
     let envelope = Envelope {
         receive: Default::default(),
+        arrival: None,
         sender: from,
         recipients: vec![pfx_ipc::cleanup::NewRecipient::new(to, None)],
         attrs,

@@ -161,7 +161,7 @@ async fn session(cfg: Arc<Config>, shared: Arc<Shared>, ch: Channel<Socket>) -> 
     loop {
         let req: Option<CleanupRequest> =
             ch.recv().await.map_err(|e| format!("read request: {e}"))?;
-        let (sender, mut recipients, attrs, origin, receive) = match req {
+        let (sender, mut recipients, attrs, origin, receive, arrival) = match req {
             Some(CleanupRequest::Recipients(more)) => {
                 if ahead.len() + more.len() > pfx_ipc::proto::MAX_RECIPIENTS {
                     return Err("read request: too many recipients".into());
@@ -175,7 +175,8 @@ async fn session(cfg: Arc<Config>, shared: Arc<Shared>, ch: Channel<Socket>) -> 
                 attrs,
                 origin,
                 receive,
-            }) => (sender, recipients, attrs, origin, receive),
+                arrival,
+            }) => (sender, recipients, attrs, origin, receive, arrival),
             _ => return Ok(()),
         };
         if !ahead.is_empty() {
@@ -188,6 +189,7 @@ async fn session(cfg: Arc<Config>, shared: Arc<Shared>, ch: Channel<Socket>) -> 
             attrs,
             origin,
             receive,
+            arrival,
         };
         let reply = message(&settings, &mut ch, given).await?;
         ch.send(&reply).await.map_err(|e| e.to_string())?;
@@ -276,6 +278,7 @@ struct Given {
     attrs: Vec<(String, String)>,
     origin: Origin,
     receive: Receive,
+    arrival: Option<SystemTime>,
 }
 
 /// What cleanup does to one message (Postfix's cleanup flags): by where
@@ -318,9 +321,14 @@ async fn message<'s>(
         attrs,
         origin,
         receive,
+        arrival: first,
     } = given;
     let flags = Flags::new(origin, &receive);
-    let arrival = SystemTime::now();
+    let now = SystemTime::now();
+    // Requeued mail keeps its first arrival (its lifetime and the delays
+    // logged count from it, as Postfix's pickup passes the T record on);
+    // the headers cleanup adds are dated now.
+    let arrival = first.filter(|a| *a <= now).unwrap_or(now);
     let created = Writer::create(&st.queue, arrival, Some(&st.shared.reserve));
     refill(&st.shared.reserve);
     let mut writer = match created {
@@ -350,8 +358,9 @@ async fn message<'s>(
         attrs,
         filter: receive.filter,
     };
-    if !st.delay_warning.is_zero() {
-        // As Postfix's cleanup: when to warn the sender, in the file.
+    // As Postfix's cleanup: when to warn the sender, in the file; requeued
+    // mail past that time has had its warning.
+    if !st.delay_warning.is_zero() && arrival + st.delay_warning > now {
         let at = arrival + st.delay_warning;
         let secs = at
             .duration_since(std::time::UNIX_EPOCH)
@@ -386,7 +395,7 @@ async fn message<'s>(
         st,
         id: &id,
         sender: &sender,
-        arrival,
+        arrival: now,
         origin,
         map: flags.map,
         uid: attr("uid"),

@@ -1308,6 +1308,7 @@ async fn queue_forward(
     }
     let envelope = pfx_ipc::cleanup::Envelope {
         receive: Default::default(),
+        arrival: None,
         sender: group[0].sender.clone(),
         recipients,
         attrs,

@@ -9,7 +9,16 @@
 //! A file is removed only after cleanup has committed the message, so a
 //! crash at any point delivers it at least once.
 //!
-//! Log: `QUEUEID: uid=N from=<sender>`, with cleanup's queue ID.
+//! A queue file `postsuper -r` moved here (owned by the mail system, not
+//! readable by others, as Postfix tells them apart) goes through cleanup
+//! again as Postfix's pickup passes it: its recipients not yet delivered,
+//! with their original addresses and DSN requests, its first arrival time,
+//! without the milters that saw it the first time; a content filter it
+//! had is not kept (the current `content_filter` applies), and with no
+//! recipient left it is removed.
+//!
+//! Log: `QUEUEID: uid=N from=<sender>`, with cleanup's queue ID, and
+//! `orig_id=OLDID` after it for requeued mail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -90,6 +99,7 @@ async fn take(
         return Ok(()); // postdrop is still writing it
     }
     let uid = meta.uid();
+    let requeued = uid == nix::unistd::geteuid().as_raw() && meta.mode() & 0o004 == 0;
     let qf = match QueueFile::open(path).and_then(|qf| qf.verify().map(|()| qf)) {
         Ok(qf) => qf,
         Err(pfx_queue::Error::Corrupt(why)) => {
@@ -105,26 +115,41 @@ async fn take(
             attrs.push((name.into(), v.to_owned()));
         }
     }
+    let recipients: Vec<_> = qf
+        .pending()
+        .map(|r| pfx_ipc::cleanup::NewRecipient {
+            address: r.address.clone(),
+            original: r.original.clone(),
+            notify: r.dsn_notify,
+            orcpt: r.dsn_orcpt.clone(),
+        })
+        .collect();
+    if recipients.is_empty() {
+        // Requeued after its last delivery: nothing is left to send.
+        std::fs::remove_file(path).map_err(|e| format!("remove: {e}"))?;
+        return Err(format!("uid={uid}: no recipients left: removed"));
+    }
+    let mut receive = receive.clone();
+    // As Postfix: milters saw requeued mail when it first arrived, with
+    // the SMTP events and macros the queue file cannot reproduce.
+    receive.no_milters |= requeued;
     let envelope = Envelope {
-        receive: receive.clone(),
+        receive,
         sender: qf.sender.clone(),
-        recipients: qf
-            .pending()
-            .map(|r| pfx_ipc::cleanup::NewRecipient {
-                address: r.address.clone(),
-                original: None,
-                notify: r.dsn_notify,
-                orcpt: r.dsn_orcpt.clone(),
-            })
-            .collect(),
+        recipients,
         attrs,
         origin: Origin::Pickup,
+        arrival: requeued.then_some(qf.arrival),
     };
     let content = qf.content().map_err(|e| e.to_string())?;
     let sender = &qf.sender;
     cleanup
         .submit(envelope, pfx_ipc::client::chunks(content), |new_id| {
-            info!("{new_id}: uid={uid} from=<{sender}>");
+            if requeued {
+                info!("{new_id}: uid={uid} from=<{sender}> orig_id={id}");
+            } else {
+                info!("{new_id}: uid={uid} from=<{sender}>");
+            }
         })
         .await
         .map_err(|e| e.to_string())?;

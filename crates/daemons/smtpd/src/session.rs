@@ -2308,6 +2308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             attrs,
             origin: self.origin,
             receive,
+            arrival: None,
         }
     }
 

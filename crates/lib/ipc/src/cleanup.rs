@@ -20,6 +20,8 @@ pub struct Envelope {
     pub attrs: Vec<(String, String)>,
     pub origin: Origin,
     pub receive: Receive,
+    /// The first arrival of mail queued before (`postsuper -r`).
+    pub arrival: Option<std::time::SystemTime>,
 }
 
 /// Why cleanup did not start a message.
@@ -123,6 +125,7 @@ impl Cleanup {
             attrs: envelope.attrs,
             origin: envelope.origin,
             receive: envelope.receive,
+            arrival: envelope.arrival,
         };
         async fn send_all(
             ch: &mut Conn,
@@ -410,6 +413,7 @@ mod tests {
     fn envelope(sender: &str) -> Envelope {
         Envelope {
             receive: Default::default(),
+            arrival: None,
             sender: sender.into(),
             recipients: vec![NewRecipient::new("u@example.com", None)],
             attrs: Vec::new(),

@@ -167,6 +167,10 @@ pub enum CleanupRequest {
         attrs: Vec<(String, String)>,
         origin: Origin,
         receive: Receive,
+        /// When the message first arrived, for mail that was queued
+        /// before (`postsuper -r` through pickup); cleanup's own clock
+        /// otherwise.
+        arrival: Option<std::time::SystemTime>,
     },
     /// Message content (LF line ends), in order, at most [`CHUNK`] bytes each.
     Content(Vec<u8>),
