@@ -283,9 +283,9 @@ fn files_in(queue: &std::path::Path) -> Vec<String> {
 }
 
 /// `postsuper -d ALL`, with no queue named, with message queues named and
-/// with a log directory named, each on two copies of one queue: Debian's
-/// postsuper and postfix-rs's leave the same files, print the same and
-/// exit alike.
+/// with a log directory named, and several operations at once, each on two
+/// copies of one queue: Debian's postsuper and postfix-rs's leave the same
+/// files, print the same and exit alike.
 #[test]
 fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -294,11 +294,23 @@ fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
     let postfix = nix::unistd::User::from_name("postfix")
         .unwrap()
         .expect("user postfix (scripts/setup)");
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 5] = [
         &["-d", "ALL"],
         &["-d", "ALL", "deferred", "hold"],
         &["-d", "ALL", "defer"],
         &["-d", "ALL", "nosuchqueue"],
+        // One by one in the order given, a bad ID passed over with a
+        // warning, the summaries in Postfix's order.
+        &[
+            "-h",
+            "5B2C41A0F5",
+            "-d",
+            "5B2C41A0F5",
+            "-d",
+            "bad!id",
+            "-r",
+            "5B2C41A0F4",
+        ],
     ];
     for args in cases {
         let debian = testkit::debian::Postfix::new(None, "");

@@ -2,16 +2,18 @@
 //! system runs.
 //!
 //! - `-d ID` delete, `-h ID` hold, `-H ID` release from hold, `-r ID`
-//!   requeue; each may be repeated, `ALL` means every message and `-` reads
-//!   IDs from standard input; trailing arguments name the queues to look in.
+//!   requeue; each may be repeated and they act in the order given, `ALL`
+//!   means every message and `-` reads IDs from standard input; trailing
+//!   arguments name the queues to look in.
 //! - `-s` structure check: files in the wrong (hashed) directory are moved,
 //!   status logs of messages that no longer exist are removed.
 //! - `-p` purge temporary files left by crashes.
 //!
 //! Every change is a rename or an unlink, which qmgr notices: it never hands
 //! out a message whose file has left `active/`. Messages are logged one by one
-//! (`ID: removed`, `ID: placed on hold`...) and summed up as Postfix does
-//! (`Deleted: 3 messages`), on stderr and in the mail log.
+//! (`ID: removed`, `ID: placed on hold`...) and summed up at the end, in
+//! Postfix's order (`Requeued: 1 message`, `Deleted: 3 messages`...), on
+//! stderr and in the mail log.
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
@@ -67,7 +69,7 @@ struct Args {
 }
 
 /// One of the message operations.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Delete,
     Hold,
@@ -161,13 +163,24 @@ fn main() {
         .iter()
         .map(|q| Dir::parse(q).unwrap_or_else(|| fatal(format!("invalid directory name: {q}"))))
         .collect();
-    let ops = [
-        (Op::Delete, &args.delete),
-        (Op::Hold, &args.hold),
-        (Op::Release, &args.release),
-        (Op::Requeue, &args.requeue),
-    ];
-    if !args.structure && !args.purge && ops.iter().all(|(_, ids)| ids.is_empty()) {
+    // Each -d/-h/-H/-r in the order given, as Postfix's postsuper acts on
+    // them one by one (`-h ID -d ID` deletes the held message).
+    let mut given: Vec<(usize, Op, String)> = Vec::new();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    for (op, name) in [
+        (Op::Delete, "delete"),
+        (Op::Hold, "hold"),
+        (Op::Release, "release"),
+        (Op::Requeue, "requeue"),
+    ] {
+        if let (Some(at), Some(values)) =
+            (matches.indices_of(name), matches.get_many::<String>(name))
+        {
+            given.extend(at.zip(values).map(|(i, v)| (i, op, v.clone())));
+        }
+    }
+    given.sort_by_key(|(i, _, _)| *i);
+    if !args.structure && !args.purge && given.is_empty() {
         fatal(format!("usage: {USAGE}"));
     }
     if args.structure {
@@ -176,11 +189,9 @@ fn main() {
     if args.purge {
         purge(&queue);
     }
-    for (op, ids) in ops {
-        if ids.is_empty() {
-            continue;
-        }
-        let n = match targets(ids) {
+    let mut done: Vec<(Op, usize)> = Vec::new();
+    for (_, op, value) in given {
+        let n = match targets(&value) {
             Targets::All if matches!(op, Op::Delete) => delete_all(
                 &queue,
                 if named.is_empty() {
@@ -201,8 +212,25 @@ fn main() {
                 apply(&queue, op, &t, &queues)
             }
         };
+        match done.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, total)) => *total += n,
+            None => done.push((op, n)),
+        }
+    }
+    // The summaries in Postfix's order, whatever the options' order.
+    for op in [Op::Requeue, Op::Delete, Op::Hold, Op::Release] {
+        let Some(&(_, n)) = done.iter().find(|(o, _)| *o == op) else {
+            continue;
+        };
         let (_, verb) = op.words();
         info!("{verb}: {n} message{}", if n == 1 { "" } else { "s" });
+        if n > 0 {
+            match op {
+                Op::Release => wake(&queue, "qmgr", b"ID"),
+                Op::Requeue => wake(&queue, "pickup", b"W"),
+                Op::Delete | Op::Hold => {}
+            }
+        }
     }
 }
 
@@ -227,28 +255,30 @@ fn become_queue_owner(cfg: &pfx_config::Config, queue_dir: &std::path::Path) {
 /// What to operate on: every message, or these IDs (`-` reads them from stdin).
 enum Targets {
     All,
-    Ids(BTreeSet<String>),
+    Ids(Vec<String>),
 }
 
-fn targets(args: &[String]) -> Targets {
-    if args.iter().any(|a| a == "ALL") {
+/// One option's value: `ALL`, `-` (IDs from standard input), or an ID. A
+/// malformed ID is passed over with a warning, as Postfix's postsuper does.
+fn targets(value: &str) -> Targets {
+    if value == "ALL" {
         return Targets::All;
     }
-    let mut ids = BTreeSet::new();
-    for a in args {
-        if a == "-" {
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                ids.extend(line.split_whitespace().map(str::to_owned));
-            }
-        } else {
-            ids.insert(a.clone());
+    let mut ids = Vec::new();
+    if value == "-" {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            ids.extend(line.split_whitespace().map(str::to_owned));
         }
+    } else {
+        ids.push(value.to_owned());
     }
-    for id in &ids {
-        if !pfx_queue::is_queue_id(id) {
-            fatal(format!("invalid mail queue id: {id}"));
+    ids.retain(|id| {
+        let ok = pfx_queue::is_queue_id(id);
+        if !ok {
+            warn!("invalid mail queue id: {id}");
         }
-    }
+        ok
+    });
     Targets::Ids(ids)
 }
 
@@ -315,13 +345,6 @@ fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usiz
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => warn!("{}/{id}: {e}", q.as_str()),
             }
-        }
-    }
-    if done > 0 {
-        match op {
-            Op::Release => wake(queue, "qmgr", b"ID"),
-            Op::Requeue => wake(queue, "pickup", b"W"),
-            Op::Delete | Op::Hold => {}
         }
     }
     done
