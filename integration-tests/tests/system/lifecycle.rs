@@ -479,3 +479,43 @@ fn maillog_file_outside_its_prefixes_is_refused() {
     );
     assert!(err.contains(&want), "{err}");
 }
+
+#[test]
+fn children_get_only_the_environment_import_environment_names() {
+    let inst = Instance::new(
+        "alpha unix - - n - - fixture-service\n",
+        "import_environment = MAIL_CONFIG TZ { GREETING = hello world } LANG=C\n",
+    );
+    // What the administrator's shell had: TZ named, the other not.
+    let out = std::process::Command::new(testkit::bin("postfix"))
+        .arg("-c")
+        .arg(&inst.etc)
+        .arg("start")
+        .env("TZ", "Europe/Berlin")
+        .env("PFX_CALLERS_OWN", "leaked")
+        .env("LANG", "de_DE.UTF-8")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let [alpha] = inst.wait_children(&["alpha"])[..] else {
+        unreachable!()
+    };
+    let environ = std::fs::read(format!("/proc/{alpha}/environ")).unwrap();
+    let vars: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let has = |v: &str| vars.iter().any(|x| x == v);
+    assert!(has("TZ=Europe/Berlin"), "{vars:?}");
+    assert!(has("GREETING=hello world"), "{vars:?}");
+    assert!(has("LANG=C"), "{vars:?}");
+    assert!(
+        !vars.iter().any(|v| v.starts_with("PFX_CALLERS_OWN=")),
+        "{vars:?}"
+    );
+}

@@ -8,6 +8,7 @@
 //! services are started (Postfix's `master -w`), 1 with the reason otherwise.
 
 mod endpoint;
+mod env;
 mod supervise;
 
 use std::io::{Read, Write};

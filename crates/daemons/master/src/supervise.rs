@@ -299,11 +299,8 @@ impl Supervisor {
         }
         cmd.args(&svc.args);
         cmd.env_clear();
-        for var in ["PATH", "TZ", "LANG", "LC_ALL"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let import = self.inst.cfg.list("import_environment").unwrap_or_default();
+        cmd.envs(crate::env::imported(&import, |v| std::env::var_os(v)));
         cmd.env("MAIL_CONFIG", self.inst.cfg.dir());
         cmd.env("GENERATION", generation.to_string());
         cmd.env("MAXPROC", maxproc);

@@ -233,7 +233,7 @@ pub static PARAMS: &[Param] = &[
     p("hopcount_limit", "50", Int, I),
     p("html_directory", "/usr/share/doc/postfix/html", Str, N),
     p("ignore_mx_lookup_error", "no", Bool, R),
-    p("import_environment", "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME", Str, N),
+    p("import_environment", "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME", Str, I),
     p("in_flow_delay", "1s", Time('s'), N),
     p("inet_interfaces", "all", Str, I),
     p("inet_protocols", "all", Str, Refused { also: &["all", "ipv4, ipv6", "ipv6, ipv4"] }),
