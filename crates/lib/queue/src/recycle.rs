@@ -130,6 +130,9 @@ struct Pending {
     dirs: BTreeSet<PathBuf>,
     /// Their names in `recycle/`.
     names: Vec<OsString>,
+    /// The sealing thread waits for a first file, without a timeout: an
+    /// idle qmgr does not wake ten times a second.
+    idle: bool,
 }
 
 /// The giving side: a finished message's file goes to the pool instead of
@@ -176,7 +179,7 @@ impl Sealer {
             p.dirs.insert(from.to_owned());
         }
         p.names.push(name.to_owned());
-        if p.names.len() >= SEAL_BATCH {
+        if p.idle || p.names.len() >= SEAL_BATCH {
             self.full.notify_one();
         }
         Ok(())
@@ -185,7 +188,14 @@ impl Sealer {
     /// Makes the renames of the files given back so far durable (an fsync
     /// of each directory they left), then seals those files.
     pub fn seal(&self) -> std::io::Result<()> {
-        let batch = std::mem::take(&mut *self.pending());
+        let batch = {
+            let mut p = self.pending();
+            Pending {
+                dirs: std::mem::take(&mut p.dirs),
+                names: std::mem::take(&mut p.names),
+                idle: p.idle,
+            }
+        };
         for dir in &batch.dirs {
             // On failure they stay unsealed, for the next start to seal.
             pfx_sys::fs::fsync_dir(dir)?;
@@ -197,14 +207,20 @@ impl Sealer {
     }
 
     /// Seals on a thread of its own: a batch as soon as it is full, else
-    /// whatever was given back within [`SEAL_DELAY`].
+    /// whatever was given back within [`SEAL_DELAY`] of the first file.
     pub fn spawn(self: &Arc<Self>) {
         let me = self.clone();
         std::thread::Builder::new()
             .name("recycle-sealer".into())
             .spawn(move || loop {
                 let waiting = {
-                    let p = me.pending();
+                    let mut p = me.pending();
+                    p.idle = true;
+                    let mut p = me
+                        .full
+                        .wait_while(p, |p| p.names.is_empty())
+                        .unwrap_or_else(|e| e.into_inner());
+                    p.idle = false;
                     let (p, _) = me
                         .full
                         .wait_timeout_while(p, SEAL_DELAY, |p| p.names.len() < SEAL_BATCH)
