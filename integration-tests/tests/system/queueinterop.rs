@@ -264,15 +264,17 @@ fn every_kind_of_file(queue: &std::path::Path, owner: &nix::unistd::User) {
     }
 }
 
-/// The files left under `queue`, by their path in it.
+/// The files left under `queue`, by their path in it, with their modes.
 fn files_in(queue: &std::path::Path) -> Vec<String> {
     fn walk(dir: &std::path::Path, top: &std::path::Path, out: &mut Vec<String>) {
+        use std::os::unix::fs::PermissionsExt;
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             if e.file_type().unwrap().is_dir() {
                 walk(&e.path(), top, out);
             } else {
                 let rel = e.path().strip_prefix(top).unwrap().to_owned();
-                out.push(rel.display().to_string());
+                let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+                out.push(format!("{} {mode:o}", rel.display()));
             }
         }
     }
@@ -283,9 +285,10 @@ fn files_in(queue: &std::path::Path) -> Vec<String> {
 }
 
 /// `postsuper -d ALL`, with no queue named, with message queues named and
-/// with a log directory named, and several operations at once, each on two
-/// copies of one queue: Debian's postsuper and postfix-rs's leave the same
-/// files, print the same and exit alike.
+/// with a log directory named, several operations at once, forced
+/// expiration, and the other operations on ALL, each on two copies of one
+/// queue: Debian's postsuper and postfix-rs's leave the same files with the
+/// same modes, print the same and exit alike.
 #[test]
 fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -294,7 +297,7 @@ fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
     let postfix = nix::unistd::User::from_name("postfix")
         .unwrap()
         .expect("user postfix (scripts/setup)");
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 11] = [
         &["-d", "ALL"],
         &["-d", "ALL", "deferred", "hold"],
         &["-d", "ALL", "defer"],
@@ -311,6 +314,26 @@ fn postsuper_delete_all_leaves_what_debians_postsuper_leaves() {
             "-r",
             "5B2C41A0F4",
         ],
+        // Forced expiration: a deferred message, a held one (which stays
+        // held), one still being written (passed over), then -f releasing
+        // the held one that is marked already.
+        &[
+            "-e",
+            "5B2C41A0F5",
+            "-e",
+            "5B2C41A0F7",
+            "-e",
+            "5B2C41A0F3",
+            "-f",
+            "5B2C41A0F7",
+        ],
+        &["-e", "ALL"],
+        &["-f", "ALL", "deferred", "hold"],
+        // The other operations on ALL walk the directories as Postfix's
+        // does, with its warning for a name that is no queue ID.
+        &["-h", "ALL"],
+        &["-H", "ALL"],
+        &["-r", "ALL", "deferred"],
     ];
     for args in cases {
         let debian = testkit::debian::Postfix::new(None, "");

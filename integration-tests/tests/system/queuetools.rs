@@ -879,3 +879,68 @@ fn postsuper_requeue_runs_the_message_through_cleanup_again() {
     assert!(delay >= 2.0, "the first arrival counts: {sent}");
     assert!(m.queue_files("deferred").is_empty() && m.queue_files("maildrop").is_empty());
 }
+
+/// `postsuper -e` and `-f` as Postfix's: the mark shows in postqueue (`#`),
+/// a held message stays held until `-f` releases it, and at its next
+/// delivery attempt each message goes back to its sender with the reason
+/// it waited for, and is gone.
+#[test]
+fn postsuper_forced_expiration_returns_deferred_and_held_mail() {
+    let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
+    m.start();
+    let a = send(&m, "a@example.test", "one");
+    let b = send(&m, "b@example.test", "two");
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 2),
+        "{}",
+        m.log_text()
+    );
+    let out = m.run("postsuper", &["-h", &b, "-e", &b, "-e", &a]);
+    assert_eq!(
+        text(&out).1,
+        format!(
+            "postsuper: {b}: placed on hold\npostsuper: {b}: expired\npostsuper: {a}: expired\n\
+             postsuper: Force-expired: 2 messages\npostsuper: Placed on hold: 1 message\n"
+        )
+    );
+    let report = text(&m.run("postqueue", &["-p"])).0;
+    assert!(report.contains(&format!("\n{a}#  ")), "{report}");
+    assert!(report.contains(&format!("\n{b}!# ")), "{report}");
+    let json = text(&m.run("postqueue", &["-j"])).0;
+    assert_eq!(json.matches("\"forced_expire\": true").count(), 2, "{json}");
+
+    // Its next attempt, now: back to the sender with the reason.
+    assert!(m.run("postqueue", &["-i", &a]).status.success());
+    let line = m.log_line(&format!(
+        "{a}: from=<hadoop@ywnds.com>, status=force-expired, returned to sender"
+    ));
+    assert!(!line.is_empty());
+    let notices = m.wait_maildir("hadoop", 1);
+    let notice = String::from_utf8_lossy(&notices[0]);
+    assert!(notice.contains("a@example.test"), "{notice}");
+    assert!(notice.contains("mail transport unavailable"), "{notice}");
+    assert!(m.wait_log(&format!("{a}: removed"), Duration::from_secs(20)));
+    // Held, it waits: -f releases it, and it goes back too.
+    assert_eq!(m.queue_files("hold").len(), 1);
+    let out = m.run("postsuper", &["-f", &b]);
+    assert_eq!(
+        text(&out).1,
+        format!(
+            "postsuper: {b}: released from hold\npostsuper: Force-expired: 0 messages\n\
+             postsuper: Released from hold: 1 message\n"
+        )
+    );
+    m.log_line(&format!(
+        "{b}: from=<hadoop@ywnds.com>, status=force-expired, returned to sender"
+    ));
+    m.wait_maildir("hadoop", 2);
+    assert!(
+        wait_for(Duration::from_secs(20), || m
+            .queue_files("deferred")
+            .is_empty()
+            && m.queue_files("hold").is_empty()),
+        "{}",
+        m.log_text()
+    );
+}

@@ -31,11 +31,16 @@ impl Report {
         };
         self.messages += 1;
         self.bytes += e.message_size;
-        let mark = match e.queue_name.as_str() {
+        let mut mark = match e.queue_name.as_str() {
             "active" => "*",
             "hold" => "!",
             _ => "",
-        };
+        }
+        .to_owned();
+        // Marked by postsuper -e, as Postfix's showq shows it.
+        if e.forced_expire {
+            mark.push('#');
+        }
         let arrival = pfx_sys::time::asctime(UNIX_EPOCH + Duration::from_secs(e.arrival_time));
         let arrival: String = format!("{arrival:<20}").chars().take(20).collect();
         out.push_str(&format!(
@@ -88,11 +93,12 @@ pub fn json_line(e: &QueueEntry) -> String {
         })
         .collect();
     format!(
-        "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [{}]}}\n",
+        "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": {}, \"sender\": {}, \"recipients\": [{}]}}\n",
         q(&e.queue_name),
         q(&e.queue_id),
         e.arrival_time,
         e.message_size,
+        e.forced_expire,
         q(&e.sender),
         rcpts.join(", ")
     )
@@ -130,7 +136,20 @@ mod tests {
                     delay_reason: r.map(Into::into),
                 })
                 .collect(),
+            forced_expire: false,
         }
+    }
+
+    #[test]
+    fn a_message_marked_for_expiration_has_postfixs_mark() {
+        let mut held = entry("hold", "A98AD98E088", &[("x@example.test", None)]);
+        held.forced_expire = true;
+        let mut deferred = entry("deferred", "A2F6898E080", &[("y@example.test", None)]);
+        deferred.forced_expire = true;
+        let text = report(&[held.clone(), deferred]);
+        assert!(text.contains("\nA98AD98E088!#     269 "), "{text}");
+        assert!(text.contains("\nA2F6898E080#     269 "), "{text}");
+        assert!(json(&[held]).contains("\"message_size\": 269, \"forced_expire\": true, "));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! system runs.
 //!
 //! - `-d ID` delete, `-h ID` hold, `-H ID` release from hold, `-r ID`
-//!   requeue; each may be repeated and they act in the order given, `ALL`
-//!   means every message and `-` reads IDs from standard input; trailing
-//!   arguments name the queues to look in.
+//!   requeue, `-e ID` force expiration (qmgr returns the message to its
+//!   sender at its next delivery attempt), `-f ID` force expiration and
+//!   release from hold; each may be repeated and they act in the order
+//!   given, `ALL` means every message and `-` reads IDs from standard input;
+//!   trailing arguments name the queues to look in.
 //! - `-s` structure check: files in the wrong (hashed) directory are moved,
 //!   status logs of messages that no longer exist are removed.
 //! - `-p` purge temporary files left by crashes.
@@ -22,12 +24,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use pfx_maillog::fatal;
-use pfx_queue::file::{QueueFile, Readiness};
+use pfx_queue::file::{self, QueueFile, Readiness};
 use pfx_queue::statuslog::{self, Log};
 use pfx_queue::{Queue, QueueName};
 use tracing::{info, warn};
 
-const USAGE: &str = "postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-p (purge temporary files)] [-r queue_id (requeue)] [-s (structure fix)] [-v (verbose)] [queue...]";
+const USAGE: &str = "postsuper [-c config_dir] [-d queue_id (delete)] [-e queue_id (expire)] [-f queue_id (expire and/or un-hold)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-p (purge temporary files)] [-r queue_id (requeue)] [-s (structure fix)] [-v (verbose)] [queue...]";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +47,13 @@ struct Args {
     /// Delete a message (ALL: every message; -: IDs from stdin).
     #[arg(short = 'd', value_name = "QUEUE_ID")]
     delete: Vec<String>,
+    /// Force a message to expire: qmgr returns it to the sender at its
+    /// next delivery attempt (never while it is on hold).
+    #[arg(short = 'e', value_name = "QUEUE_ID")]
+    expire: Vec<String>,
+    /// Force a message to expire, and release it if it is on hold.
+    #[arg(short = 'f', value_name = "QUEUE_ID")]
+    expire_release: Vec<String>,
     /// Put a message on hold.
     #[arg(short = 'h', value_name = "QUEUE_ID")]
     hold: Vec<String>,
@@ -72,6 +81,9 @@ struct Args {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Delete,
+    Expire,
+    /// `-f`: expire, then release from hold.
+    ExpireRelease,
     Hold,
     Release,
     Requeue,
@@ -107,9 +119,9 @@ impl Dir {
     }
 }
 
-/// What `-d ALL` empties when no directory is named: Postfix's list, the
-/// logs before the messages (trace/ is not in it).
-const DELETE_ALL: [Dir; 8] = [
+/// What `ALL` walks when no directory is named: Postfix's list, the logs
+/// before the messages (trace/ is not in it).
+const ALL_DIRS: [Dir; 8] = [
     Dir::Logs("defer"),
     Dir::Logs("bounce"),
     Dir::Queue(QueueName::Maildrop),
@@ -125,6 +137,7 @@ impl Op {
         use QueueName::*;
         match self {
             Self::Delete => &[Maildrop, Hold, Incoming, Active, Deferred],
+            Self::Expire | Self::ExpireRelease => &[Incoming, Active, Deferred, Hold],
             Self::Requeue => &[Hold, Incoming, Active, Deferred],
             Self::Hold => &[Incoming, Active, Deferred],
             Self::Release => &[Hold],
@@ -135,6 +148,7 @@ impl Op {
     fn words(self) -> (&'static str, &'static str) {
         match self {
             Self::Delete => ("removed", "Deleted"),
+            Self::Expire | Self::ExpireRelease => ("expired", "Force-expired"),
             Self::Hold => ("placed on hold", "Placed on hold"),
             Self::Release => ("released from hold", "Released from hold"),
             Self::Requeue => ("requeued", "Requeued"),
@@ -163,12 +177,14 @@ fn main() {
         .iter()
         .map(|q| Dir::parse(q).unwrap_or_else(|| fatal(format!("invalid directory name: {q}"))))
         .collect();
-    // Each -d/-h/-H/-r in the order given, as Postfix's postsuper acts on
-    // them one by one (`-h ID -d ID` deletes the held message).
+    // Each -d/-e/-f/-h/-H/-r in the order given, as Postfix's postsuper
+    // acts on them one by one (`-h ID -d ID` deletes the held message).
     let mut given: Vec<(usize, Op, String)> = Vec::new();
     let matches = <Args as clap::CommandFactory>::command().get_matches();
     for (op, name) in [
         (Op::Delete, "delete"),
+        (Op::Expire, "expire"),
+        (Op::ExpireRelease, "expire_release"),
         (Op::Hold, "hold"),
         (Op::Release, "release"),
         (Op::Requeue, "requeue"),
@@ -190,35 +206,51 @@ fn main() {
         purge(&queue);
     }
     let mut done: Vec<(Op, usize)> = Vec::new();
+    let mut count = |op: Op, n: usize| match done.iter_mut().find(|(o, _)| *o == op) {
+        Some((_, total)) => *total += n,
+        None => done.push((op, n)),
+    };
+    let queues_for = |op: Op| -> Vec<QueueName> {
+        if named.is_empty() {
+            return op.default_queues().to_vec();
+        }
+        named
+            .iter()
+            .filter_map(|d| match d {
+                Dir::Queue(q) => Some(*q),
+                Dir::Logs(_) => None,
+            })
+            .collect()
+    };
+    let all_dirs: &[Dir] = if named.is_empty() { &ALL_DIRS } else { &named };
     for (_, op, value) in given {
-        let n = match targets(&value) {
-            Targets::All if matches!(op, Op::Delete) => delete_all(
-                &queue,
-                if named.is_empty() {
-                    &DELETE_ALL
-                } else {
-                    &named
-                },
-            ),
-            t if named.is_empty() => apply(&queue, op, &t, op.default_queues()),
-            t => {
-                let queues: Vec<QueueName> = named
-                    .iter()
-                    .filter_map(|d| match d {
-                        Dir::Queue(q) => Some(*q),
-                        Dir::Logs(_) => None,
-                    })
-                    .collect();
-                apply(&queue, op, &t, &queues)
+        let t = targets(&value);
+        match (op, &t) {
+            (Op::Delete, Targets::All) => count(op, delete_all(&queue, all_dirs)),
+            (_, Targets::All) => {
+                let (n, released) = mass(&queue, op, all_dirs);
+                match op {
+                    Op::ExpireRelease => {
+                        count(Op::Expire, n);
+                        count(Op::Release, released);
+                    }
+                    _ => count(op, n),
+                }
             }
-        };
-        match done.iter_mut().find(|(o, _)| *o == op) {
-            Some((_, total)) => *total += n,
-            None => done.push((op, n)),
+            // Expired where it is, then released if it is on hold.
+            (Op::ExpireRelease, Targets::Ids(ids)) => {
+                count(Op::Expire, apply(&queue, Op::Expire, ids, &queues_for(op)));
+                let held: Vec<QueueName> = queues_for(op)
+                    .into_iter()
+                    .filter(|q| *q == QueueName::Hold)
+                    .collect();
+                count(Op::Release, apply(&queue, Op::Release, ids, &held));
+            }
+            (_, Targets::Ids(ids)) => count(op, apply(&queue, op, ids, &queues_for(op))),
         }
     }
     // The summaries in Postfix's order, whatever the options' order.
-    for op in [Op::Requeue, Op::Delete, Op::Hold, Op::Release] {
+    for op in [Op::Requeue, Op::Delete, Op::Expire, Op::Hold, Op::Release] {
         let Some(&(_, n)) = done.iter().find(|(o, _)| *o == op) else {
             continue;
         };
@@ -228,7 +260,9 @@ fn main() {
             match op {
                 Op::Release => wake(&queue, "qmgr", b"ID"),
                 Op::Requeue => wake(&queue, "pickup", b"W"),
-                Op::Delete | Op::Hold => {}
+                // As Postfix: returned at the message's next delivery
+                // attempt, not sooner.
+                Op::Delete | Op::Expire | Op::ExpireRelease | Op::Hold => {}
             }
         }
     }
@@ -282,72 +316,58 @@ fn targets(value: &str) -> Targets {
     Targets::Ids(ids)
 }
 
-/// Applies `op` to the targets found in `queues`; returns how many it changed.
-fn apply(queue: &Queue, op: Op, targets: &Targets, queues: &[QueueName]) -> usize {
+/// Applies `op` to the messages named by `ids` found in `queues`, each
+/// logged (`ID: placed on hold`); returns how many it changed.
+fn apply(queue: &Queue, op: Op, ids: &[String], queues: &[QueueName]) -> usize {
     let mut done = 0;
     for &q in queues {
-        // ALL is read as the directories are scanned: a deep queue is
-        // never held whole.
-        let ids: Box<dyn Iterator<Item = String>> = match targets {
-            Targets::All => match queue.ids(q) {
-                Ok(ids) => Box::new(
-                    ids.filter_map(move |r| r.map_err(|e| warn!("{}: {e}", q.as_str())).ok()),
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    warn!("{}: {e}", q.as_str());
-                    continue;
-                }
-            },
-            Targets::Ids(ids) => {
-                Box::new(ids.iter().filter(|id| queue.path(q, id).exists()).cloned())
-            }
-        };
         // Files cleanup named ahead of time (in incoming/ only) are not messages.
-        let ids = ids.filter(|id| {
-            q != QueueName::Incoming
-                || std::fs::metadata(queue.path(q, id))
-                    .is_ok_and(|m| QueueFile::readiness(&m) != Readiness::Reserved)
+        let here = ids.iter().filter(|id| {
+            std::fs::metadata(queue.path(q, id)).is_ok_and(|m| {
+                q != QueueName::Incoming || QueueFile::readiness(&m) != Readiness::Reserved
+            })
         });
-        for id in ids {
+        for id in here {
+            let changed = |r: std::io::Result<()>| r.map(|()| true);
             let result = match op {
-                Op::Delete => std::fs::remove_file(queue.path(q, &id)).map(|()| {
-                    statuslog::remove(queue.root(), Log::Defer, &id);
-                    statuslog::remove(queue.root(), Log::Bounce, &id);
-                    statuslog::remove(queue.root(), Log::Trace, &id);
-                }),
-                Op::Hold => queue.move_to(&id, q, QueueName::Hold).map(drop),
+                Op::Delete => changed(std::fs::remove_file(queue.path(q, id)).map(|()| {
+                    statuslog::remove(queue.root(), Log::Defer, id);
+                    statuslog::remove(queue.root(), Log::Bounce, id);
+                    statuslog::remove(queue.root(), Log::Trace, id);
+                })),
+                // Not in maildrop/: that mail has not been checked by cleanup.
+                Op::Expire | Op::ExpireRelease if q == QueueName::Maildrop => continue,
+                // A file being written, or marked already, is passed over.
+                Op::Expire | Op::ExpireRelease => file::force_expire(&queue.path(q, id)),
+                Op::Hold => changed(queue.move_to(id, q, QueueName::Hold).map(drop)),
                 // Released mail is due at once (its mtime is the retry time).
-                Op::Release => queue.defer_until(&id, q, SystemTime::now()),
+                Op::Release => changed(queue.defer_until(id, q, SystemTime::now())),
                 // As Postfix: through pickup and cleanup again (so new
                 // address mappings apply), under a new queue ID, dated now;
                 // its logs stay, lest qmgr bounce it in a race (postsuper -s
                 // removes them later).
                 Op::Requeue if q == QueueName::Maildrop => continue,
-                Op::Requeue => queue.move_to(&id, q, QueueName::Maildrop).and_then(|path| {
-                    let now = SystemTime::now();
-                    std::fs::File::open(path)?.set_times(
-                        std::fs::FileTimes::new()
-                            .set_accessed(now)
-                            .set_modified(now),
-                    )
-                }),
+                Op::Requeue => changed(requeue(queue, q, id)),
             };
-            match result {
-                Ok(()) => {
-                    done += 1;
-                    // As Postfix: a message named is logged, ALL is only counted.
-                    if matches!(targets, Targets::Ids(_)) {
-                        info!("{id}: {}", op.words().0);
-                    }
-                }
-                // Delivered or moved by the mail system meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!("{}/{id}: {e}", q.as_str()),
+            if outcome(q, id, result) {
+                done += 1;
+                info!("{id}: {}", op.words().0);
             }
         }
     }
     done
+}
+
+/// Moves a message to maildrop/, dated now, for pickup to run it through
+/// cleanup again.
+fn requeue(queue: &Queue, q: QueueName, id: &str) -> std::io::Result<()> {
+    let path = queue.move_to(id, q, QueueName::Maildrop)?;
+    let now = SystemTime::now();
+    std::fs::File::open(path)?.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(now)
+            .set_modified(now),
+    )
 }
 
 /// `-d ALL` as Postfix's postsuper does it: each directory emptied whole,
@@ -363,6 +383,105 @@ fn delete_all(queue: &Queue, dirs: &[Dir]) -> usize {
             empty_dir(&queue.root().join(d.name()), q)
         })
         .sum()
+}
+
+/// `-e`, `-f`, `-h`, `-H` or `-r ALL` as Postfix's postsuper does them:
+/// each directory walked whole (hash subdirectories too), an object that is
+/// no file removed, a name that is no queue ID warned about (`bogus file
+/// name: flush/example.com`), and the operation applied to each message it
+/// concerns, none logged by itself. Returns how many messages it changed,
+/// and for `-f` how many of them it released from hold.
+fn mass(queue: &Queue, op: Op, dirs: &[Dir]) -> (usize, usize) {
+    let mut done = (0, 0);
+    for &d in dirs {
+        let q = match d {
+            Dir::Queue(q) if q != QueueName::Maildrop => Some(q),
+            _ => None,
+        };
+        // Each file as the directory is read: a deep queue is never held whole.
+        walk(
+            &queue.root().join(d.name()),
+            d.name(),
+            d != Dir::Queue(QueueName::Maildrop),
+            &mut |id| {
+                if let Some(q) = q {
+                    let (changed, released) = mass_one(queue, op, q, id);
+                    done.0 += usize::from(changed);
+                    done.1 += usize::from(released);
+                }
+            },
+        );
+    }
+    done
+}
+
+/// One message of [`mass`]: whether `op` changed it, and whether `-f`
+/// released it from hold.
+fn mass_one(queue: &Queue, op: Op, q: QueueName, id: &str) -> (bool, bool) {
+    let path = queue.path(q, id);
+    // Files cleanup named ahead of time are no messages.
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if QueueFile::readiness(&meta) != Readiness::Reserved => {}
+        _ => return (false, false),
+    }
+    let mut released = false;
+    let result = match op {
+        Op::Requeue => requeue(queue, q, id).map(|()| true),
+        Op::Expire | Op::ExpireRelease => {
+            let expired = file::force_expire(&path);
+            if op == Op::ExpireRelease && q == QueueName::Hold {
+                released = outcome(
+                    q,
+                    id,
+                    queue.defer_until(id, q, SystemTime::now()).map(|()| true),
+                );
+            }
+            expired
+        }
+        Op::Hold if q != QueueName::Hold => queue.move_to(id, q, QueueName::Hold).map(|_| true),
+        Op::Release if q == QueueName::Hold => {
+            queue.defer_until(id, q, SystemTime::now()).map(|()| true)
+        }
+        Op::Delete | Op::Hold | Op::Release => Ok(false),
+    };
+    (outcome(q, id, result), released)
+}
+
+/// Whether an operation on a message changed it; an error is warned about,
+/// but for a message the mail system delivered or moved meanwhile.
+fn outcome(q: QueueName, id: &str, result: std::io::Result<bool>) -> bool {
+    match result {
+        Ok(changed) => changed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            warn!("{}/{id}: {e}", q.as_str());
+            false
+        }
+    }
+}
+
+/// Hands `found` the queue ID of each file in `dir` (named `rel` in the
+/// messages) and, when `hashed`, in its subdirectories of one character;
+/// other objects that are no files are removed, other names warned about.
+fn walk(dir: &std::path::Path, rel: &str, hashed: bool, found: &mut dyn FnMut(&str)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            if hashed && name.len() == 1 {
+                walk(&e.path(), &format!("{rel}/{name}"), hashed, found);
+            }
+        } else if !kind.is_file() {
+            let _ = std::fs::remove_file(e.path());
+        } else if pfx_queue::is_queue_id(&name) {
+            found(&name);
+        } else {
+            warn!("bogus file name: {rel}/{name}");
+        }
+    }
 }
 
 /// Removes every file in `dir` and in its hash subdirectories (names of

@@ -1,5 +1,6 @@
 //! What happens to a message once nothing of it is in flight, in this
-//! order: recipients deferred past the queue lifetime expire into bounces;
+//! order: recipients deferred past the queue lifetime, or of a message
+//! marked by `postsuper -e`, expire into bounces;
 //! failed recipients are returned to the sender by bounce (at once, even
 //! while others still wait, as Postfix does); a message with deferred
 //! recipients goes to `deferred/` until its backoff has passed; a message
@@ -76,7 +77,8 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         let deferred: Vec<usize> = (0..msg.state.len())
             .filter(|&i| msg.state[i] == Rcpt::Deferred)
             .collect();
-        if deferred.is_empty() || age < lifetime {
+        let forced = msg.env.force_expire;
+        if deferred.is_empty() || (age < lifetime && !forced) {
             return true;
         }
         let reasons = self.store.read_log(Log::Defer, id).unwrap_or_default();
@@ -114,8 +116,9 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
         }
         msg.has_bounces = true;
         info!(
-            "{id}: from=<{}>, status=expired, returned to sender",
-            msg.env.sender
+            "{id}: from=<{}>, status={}, returned to sender",
+            msg.env.sender,
+            if forced { "force-expired" } else { "expired" }
         );
         true
     }

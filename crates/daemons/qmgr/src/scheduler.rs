@@ -328,10 +328,29 @@ impl<Q: Store, A: Agents> Scheduler<Q, A> {
                 }
             }
         }
+        // Marked by postsuper -e: returned to the sender, never delivered.
+        // With a defer log, its reasons go back as they are; without one,
+        // each recipient is deferred first with Postfix's reason, so that
+        // the sender learns which recipients and why.
+        if env.force_expire
+            && self
+                .store
+                .read_log(Log::Defer, id)
+                .is_ok_and(|log| !log.is_empty())
+        {
+            for s in state.iter_mut().filter(|s| **s == Rcpt::Pending) {
+                *s = Rcpt::Deferred;
+            }
+        }
         let routes = env
             .recipients
             .iter()
             .map(|r| match (&env.redirect, &env.filter) {
+                _ if env.force_expire => route::Route {
+                    transport: "retry".into(),
+                    nexthop: "4.7.0 message is administratively expired".into(),
+                    destination: pfx_address::split(&r.address).1.to_ascii_lowercase(),
+                },
                 // The content filter overrides the address resolver.
                 (None, Some(filter)) => self.st.router.filter_route(filter, &r.address),
                 _ => self.st.router.route(&env.sender, &r.address),

@@ -27,6 +27,8 @@ pub(crate) struct Envelope {
     pub(crate) redirect: Option<String>,
     /// The delay warning the file asks for (`W` record).
     pub(crate) warn: Option<file::Warn>,
+    /// Marked for forced expiration (`postsuper -e`).
+    pub(crate) force_expire: bool,
 }
 
 /// A scan's IDs, read as they are needed.
@@ -179,6 +181,7 @@ impl Store for Files {
             filter: qf.filter.take(),
             redirect: qf.redirect.take(),
             warn: qf.warn,
+            force_expire: qf.expired,
         };
         self.open
             .lock()

@@ -100,6 +100,7 @@ impl Memory {
             filter: None,
             redirect: None,
             warn: None,
+            force_expire: false,
         };
         let now = self.now();
         self.rec()
@@ -521,6 +522,73 @@ async fn expiry_turns_deferral_into_a_bounce_with_the_last_reason() {
     assert_eq!(
         (bounce[0].dsn.as_str(), bounce[0].reason.as_str()),
         ("4.4.6", "attempt 6 failed")
+    );
+}
+
+/// `postsuper -e`: a new message is not delivered but deferred by qmgr
+/// itself with Postfix's reason and returned at once; a deferred one goes
+/// back with the reasons of its defer log, without another attempt.
+#[tokio::test(start_paused = true)]
+async fn a_message_marked_for_expiration_is_returned_not_delivered() {
+    let memory = Memory::new();
+    memory.add(
+        "A1",
+        "s@example.com",
+        &["u@remote.example", "v@example.com"],
+    );
+    memory.add_deferred("A2", &["w@remote.example"], memory.now());
+    for id in ["A1", "A2"] {
+        memory.rec().files.get_mut(id).unwrap().1.force_expire = true;
+    }
+    let old = Status {
+        recipient: "w@remote.example".into(),
+        original: None,
+        dsn: "4.4.1".into(),
+        relay: "none".into(),
+        reason: "connect to mx.remote.example: Connection timed out".into(),
+        notify: 0,
+        dsn_orcpt: None,
+        action: None,
+    };
+    memory.append_log(Log::Defer, "A2", &[old], true).unwrap();
+    let _cfg = start(&memory, "", Duration::ZERO, |_| {
+        panic!("a message marked for expiration went to a delivery agent")
+    });
+    until(&memory, |r| r.removed.len() == 2).await;
+    let rec = memory.rec();
+    assert!(rec.routed.is_empty(), "{:?}", rec.routed);
+    assert_eq!(rec.bounces.len(), 2);
+    let reasons = |id: &str| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = rec.logs[&(id.to_owned(), "bounce")]
+            .iter()
+            .map(|s| (s.recipient.clone(), s.dsn.clone(), s.reason.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let expired = |to: &str| {
+        (
+            to.to_owned(),
+            "4.7.0".to_owned(),
+            "message is administratively expired".to_owned(),
+        )
+    };
+    assert_eq!(
+        reasons("A1"),
+        [expired("u@remote.example"), expired("v@example.com")]
+    );
+    assert_eq!(
+        reasons("A2"),
+        [(
+            "w@remote.example".to_owned(),
+            "4.4.1".to_owned(),
+            "connect to mx.remote.example: Connection timed out".to_owned()
+        )]
+    );
+    assert!(
+        rec.deferrals.is_empty(),
+        "returned at once: {:?}",
+        rec.deferrals
     );
 }
 

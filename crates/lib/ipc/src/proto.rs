@@ -375,6 +375,8 @@ pub struct QueueEntry {
     pub sender: String,
     /// Recipients not yet done, each with the reason it waits, if any.
     pub recipients: Vec<QueueRecipient>,
+    /// Marked for forced expiration (`postsuper -e`).
+    pub forced_expire: bool,
 }
 
 /// A pending recipient of a [`QueueEntry`].
@@ -401,6 +403,7 @@ impl From<pfx_queue::listing::Message> for QueueEntry {
                     delay_reason: r.delay_reason,
                 })
                 .collect(),
+            forced_expire: m.forced_expire,
         }
     }
 }

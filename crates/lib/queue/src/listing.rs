@@ -39,6 +39,8 @@ pub struct Message {
     pub sender: String,
     /// Recipients not yet done, each with the reason it waits, if any.
     pub recipients: Vec<Pending>,
+    /// Marked for forced expiration (`postsuper -e`).
+    pub forced_expire: bool,
 }
 
 /// A recipient of a [`Message`] not yet done.
@@ -107,6 +109,7 @@ fn entry(root: &Path, q: QueueName, id: &str, qf: &QueueFile, empty_sender: &str
             qf.sender.clone()
         },
         recipients,
+        forced_expire: qf.expired,
     }
 }
 

@@ -7,6 +7,9 @@
 /// The readiness bit: a complete queue file is 0700, an incomplete one 0600.
 pub(crate) const MODE_COMPLETE: u32 = 0o700;
 pub(crate) const MODE_WRITING: u32 = 0o600;
+/// Postfix's forced-expiration bit (group execute, `postsuper -e`): qmgr
+/// returns the message to its sender at its next delivery attempt.
+pub(crate) const MODE_EXPIRE: u32 = 0o010;
 /// A file cleanup named ahead of time and has not started (crate::reserve).
 pub(crate) const MODE_RESERVED: u32 = 0o400;
 /// Maildrop files, as Postfix's postdrop makes them: owned by the

@@ -54,6 +54,7 @@ pub(crate) fn open(
         filter: None,
         redirect: None,
         warn: None,
+        expired: false,
     };
     let (mut version, mut id, mut orig) = (None, None, None);
     loop {

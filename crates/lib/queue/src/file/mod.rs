@@ -157,6 +157,32 @@ pub struct QueueFile {
     /// The `W` record: when to warn the sender of a delay (0: no more),
     /// and where its data lies (offset, length), for [`clear_warning`].
     pub warn: Option<Warn>,
+    /// Marked for forced expiration (`postsuper -e`: [`force_expire`]).
+    pub expired: bool,
+}
+
+/// Marks a complete queue file for forced expiration, as Postfix's
+/// `postsuper -e` does: the group execute bit of its mode. False when the
+/// file is no complete message (it is not touched) or already marked.
+pub fn force_expire(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Opened, not followed: the mode changes on this file only.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let mode = meta.permissions().mode();
+    if !meta.is_file()
+        || mode & 0o700 != crate::mode::MODE_COMPLETE
+        || mode & crate::mode::MODE_EXPIRE != 0
+    {
+        return Ok(false);
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(
+        (mode | crate::mode::MODE_EXPIRE) & 0o7777,
+    ))?;
+    Ok(true)
 }
 
 /// A queue file's delay warning time and where its `W` record's data is.

@@ -62,6 +62,11 @@ impl Trim {
     }
 }
 
+/// Whether the file is marked for forced expiration.
+fn expired(meta: &std::fs::Metadata) -> bool {
+    meta.permissions().mode() & crate::mode::MODE_EXPIRE != 0
+}
+
 impl QueueFile {
     /// What the file is, by its mode.
     pub fn readiness(meta: &std::fs::Metadata) -> Readiness {
@@ -94,13 +99,17 @@ impl QueueFile {
         if Self::readiness(&meta) != Readiness::Complete {
             return Ok(None);
         }
-        Self::parse(path, Arc::new(file), meta.len(), true).map(Some)
+        let mut qf = Self::parse(path, Arc::new(file), meta.len(), true)?;
+        qf.expired = expired(&meta);
+        Ok(Some(qf))
     }
 
     fn read(path: &Path, keep_recipients: bool) -> Result<Self, Error> {
         let file = Arc::new(File::open(path)?);
-        let total = file.metadata()?.len();
-        Self::parse(path, file, total, keep_recipients)
+        let meta = file.metadata()?;
+        let mut qf = Self::parse(path, file, meta.len(), keep_recipients)?;
+        qf.expired = expired(&meta);
+        Ok(qf)
     }
 
     fn parse(
@@ -177,6 +186,7 @@ impl QueueFile {
             filter: None,
             redirect: None,
             warn: None,
+            expired: false,
         };
         let (mut time, mut sender, mut ident) = (None, None, None);
         let mut orig: Option<String> = None;
@@ -578,6 +588,30 @@ mod tests {
         let mut body = String::new();
         agent.content().unwrap().read_to_string(&mut body).unwrap();
         assert_eq!(body, "Subject: x\n\nbody\n");
+    }
+
+    #[test]
+    fn forced_expiration_marks_a_complete_file_once_and_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let (_t, q) = queue();
+        let id = write(&q, b"Subject: x\n\nbody\n");
+        let path = q.path(QueueName::Incoming, &id);
+        assert!(!QueueFile::open(&path).unwrap().expired);
+        assert!(crate::file::force_expire(&path).unwrap());
+        assert_eq!(mode(&path), 0o710, "Postfix's mark: group execute");
+        assert!(QueueFile::open(&path).unwrap().expired);
+        assert!(!crate::file::force_expire(&path).unwrap(), "already marked");
+        // Being written: not a message to expire.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!crate::file::force_expire(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        // A symbolic link is not followed.
+        let link = q.path(QueueName::Deferred, &id);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(crate::file::force_expire(&link).is_err());
     }
 
     #[test]
