@@ -220,3 +220,104 @@ fn bad_option_prints_postfix_usage() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("postfix: fatal: usage: postfix [-c config_dir] [-Dv] command"));
 }
+
+/// Debian's stock master.cf with a submission entry as a how-to adds it
+/// (a value in braces among its -o lines).
+fn debian_master_cf() -> String {
+    let stock = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
+        .expect("Debian's postfix package (scripts/setup installs it)");
+    format!(
+        "{stock}submission inet n       -       y       -       -       smtpd\n  -o syslog_name=postfix/submission\n\
+         \x20 -o smtpd_tls_security_level=encrypt\n  -o {{ smtpd_banner = hello world }}\n"
+    )
+}
+
+/// Runs a postconf with `-c dir` and `args`: exit code, stdout, stderr
+/// (the directory named DIR), and the master.cf and main.cf it left.
+fn postconf_in(
+    program: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String, String, String, String) {
+    use std::os::unix::process::CommandExt;
+    // Named as a user types it: Postfix's messages start with its argv[0].
+    let out = std::process::Command::new(program)
+        .arg0("postconf")
+        .arg("-c")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let d = dir.display().to_string();
+    (
+        out.status.code(),
+        stdout(&out).replace(&d, "DIR"),
+        stderr(&out).replace(&d, "DIR"),
+        std::fs::read_to_string(dir.join("master.cf")).unwrap(),
+        std::fs::read_to_string(dir.join("main.cf")).unwrap(),
+    )
+}
+
+/// `postconf -M/-F/-P` shown and edited (`-e`, `-X`, `-#`), and `name=value`
+/// without `-e`, on Debian's stock master.cf: the same output, exit status
+/// and files as Debian's postconf, case by case.
+#[test]
+fn master_cf_fields_and_parameters_show_and_edit_as_debians_postconf() {
+    let debian = std::path::Path::new("/usr/sbin/postconf");
+    let cases: &[&[&str]] = &[
+        &["-P"],
+        &["-F", "submission/inet"],
+        &["-Fh", "relay/unix/command"],
+        &["-P", "submission/inet/smtpd_banner"],
+        &["-PH", "submission/inet/syslog_name"],
+        &["-Pe", "submission/inet/smtpd_tls_security_level=may"],
+        &[
+            "-Pe",
+            "submission/inet/milter_macro_daemon_name=ORIGINATING",
+            "relay/unix/a=b",
+        ],
+        &["-PX", "relay/unix/syslog_name"],
+        &["-Pe", "nosuch/unix/a=b"],
+        &["-Pe", "submission/inet/a=b c"],
+        &[
+            "-Me",
+            "smtps/inet=smtps inet n - y - - smtpd -o smtpd_tls_wrappermode=yes",
+        ],
+        &["-Me", "relay/unix=relay unix - - n - - smtp"],
+        &["-Me", "submission/inet=bad"],
+        &["-MX", "submission/inet"],
+        &["-M#", "pickup/unix", "relay/unix"],
+        &["-Fe", "pickup/unix/wakeup=30"],
+        &["-Fe", "relay/unix/command=smtp -o syslog_name=x"],
+        &["-Fe", "smtp/inet/bogus=n"],
+        &["myhostname=mail.example.com", "mydomain=example.com"],
+        &["-X", "myhostname"],
+    ];
+    for args in cases {
+        let (theirs, ours) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for d in [theirs.path(), ours.path()] {
+            std::fs::write(d.join("master.cf"), debian_master_cf()).unwrap();
+            std::fs::write(d.join("main.cf"), "myhostname = old.example.com\n").unwrap();
+        }
+        assert_eq!(
+            postconf_in(&testkit::bin("postconf"), ours.path(), args),
+            postconf_in(debian, theirs.path(), args),
+            "postconf {args:?}: postfix-rs's (status, stdout, stderr, master.cf, main.cf), then Debian's"
+        );
+    }
+}
+
+#[test]
+fn table_types_and_sasl_server_types_are_listed() {
+    let inst = Instance::new(MASTER, "");
+    let types = stdout(&inst.run("postconf", &["-m"]));
+    for t in [
+        "cidr", "lmdb", "pcre", "pgsql", "regexp", "texthash", "unix",
+    ] {
+        assert!(types.lines().any(|l| l == t), "{t} in {types}");
+    }
+    let mut sorted: Vec<&str> = types.lines().collect();
+    sorted.sort_unstable();
+    assert_eq!(sorted, types.lines().collect::<Vec<_>>());
+    assert_eq!(stdout(&inst.run("postconf", &["-a"])), "dovecot\n");
+}

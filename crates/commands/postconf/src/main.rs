@@ -1,9 +1,11 @@
-//! postconf(1): show parameter values and master.cf entries, edit main.cf.
+//! postconf(1): show parameter values and master.cf entries, fields and
+//! `-o` parameters; edit main.cf and master.cf.
 //!
 //! Output is Postfix's: `name = value` (or `name =` for an empty value), sorted
-//! by name; values are shown as written unless `-x` expands them. `-e`, `-X`
-//! and `-#` rewrite main.cf atomically (temporary file, fsync, rename), keeping
-//! comments, order and every untouched line.
+//! by name; values are shown as written unless `-x` expands them. `-e` (implied
+//! by a `name=value` argument), `-X` and `-#` rewrite main.cf, or master.cf
+//! with `-M`, `-F` or `-P`, atomically (temporary file, fsync, rename),
+//! keeping comments, order and every untouched line.
 
 use clap::Parser;
 use pfx_config::maincf::{self, Edit};
@@ -11,7 +13,7 @@ use pfx_config::Config;
 use pfx_maillog::fatal;
 
 const USAGE: &str =
-    "postconf [-#dehHMnvxX] [-c config_dir] [-f (fold lines)] [-o name=value] [name...]";
+    "postconf [-#adeFhHmMnPvxX] [-c config_dir] [-f (fold lines)] [-o name=value] [name...]";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,9 +42,23 @@ struct Args {
     /// Show names only.
     #[arg(short = 'H')]
     names_only: bool,
-    /// Show master.cf entries (optionally only service or service/type).
+    /// Show master.cf entries (optionally only service or service/type);
+    /// with -e, -X or -#, edit them (service/type[=entry]).
     #[arg(short = 'M')]
     master: bool,
+    /// Show master.cf fields as service/type/field = value; with -e, edit one.
+    #[arg(short = 'F')]
+    fields: bool,
+    /// Show master.cf -o parameters as service/type/name = value; with -e
+    /// or -X, set or remove one.
+    #[arg(short = 'P')]
+    params: bool,
+    /// List the lookup table types this build supports.
+    #[arg(short = 'm')]
+    maps: bool,
+    /// List the SASL server types smtpd supports.
+    #[arg(short = 'a')]
+    sasl_server: bool,
     /// With -M: one -o option per line.
     #[arg(short = 'f')]
     fold: bool,
@@ -69,19 +85,128 @@ struct Args {
 }
 
 fn main() {
-    let args: Args = pfx_cli::parse_args("postconf", USAGE);
+    let mut args: Args = pfx_cli::parse_args("postconf", USAGE);
     let dir = args.config.dir();
-    if args.edit || args.remove || args.comment_out {
-        if args.master {
-            fatal(
-                "editing master.cf with -M is not supported; edit the file and run postfix reload",
-            );
+    // As Postfix 2.8 and later: a value given means -e.
+    if !args.remove && !args.comment_out && args.args.first().is_some_and(|a| a.contains('=')) {
+        args.edit = true;
+    }
+    let on_master = args.master || args.fields || args.params;
+    if args.maps {
+        for t in pfx_maps::types() {
+            println!("{t}");
         }
-        edit_main_cf(&args, &dir);
+    } else if args.sasl_server {
+        println!("dovecot");
+    } else if args.edit || args.remove || args.comment_out {
+        if args.args.is_empty() {
+            fatal(if args.edit {
+                "-e requires name=value argument"
+            } else {
+                "missing service argument"
+            });
+        }
+        if on_master {
+            edit_master_cf(&args, &dir);
+        } else {
+            edit_main_cf(&args, &dir);
+        }
+    } else if args.fields {
+        show_fields(&args, &dir);
+    } else if args.params {
+        show_master_params(&args, &dir);
     } else if args.master {
         show_master(&args, &dir);
     } else {
         show_params(&args, &dir);
+    }
+}
+
+fn edit_master_cf(args: &Args, dir: &std::path::Path) {
+    use pfx_config::masteredit::{self, Mode};
+    let mode = if args.edit {
+        Mode::Set
+    } else if args.remove {
+        Mode::Remove
+    } else {
+        Mode::CommentOut
+    };
+    if args.fields && mode != Mode::Set {
+        fatal("-F requires -e");
+    }
+    if args.params && mode == Mode::CommentOut {
+        fatal("-P requires -e or -X");
+    }
+    let reqs: Vec<masteredit::Request> = args
+        .args
+        .iter()
+        .map(|a| {
+            masteredit::request(a, args.master, args.fields, mode).unwrap_or_else(|e| fatal(e))
+        })
+        .collect();
+    let path = dir.join("master.cf");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| fatal(format!("open {} for reading: {e}", path.display())));
+    let (new, unmatched) = masteredit::edit(&path, &text, mode, &reqs).unwrap_or_else(|e| fatal(e));
+    for r in unmatched {
+        warn(&format!("unmatched service_name/type: \"{r}\""));
+    }
+    pfx_sys::fs::write_atomic(&path, new.as_bytes())
+        .unwrap_or_else(|e| fatal(format!("write {}: {e}", path.display())));
+}
+
+/// The master.cf entries `args` select: all, or those a `service`,
+/// `service/type` or `service/type/name` argument names; with the last
+/// part of the argument, when there is one.
+fn selected<'a>(
+    args: &'a Args,
+    services: &'a [pfx_config::Service],
+) -> impl Iterator<Item = (&'a pfx_config::Service, Option<&'a str>)> + 'a {
+    services.iter().flat_map(move |s| {
+        let all = args.args.is_empty().then_some((s, None));
+        let named = args.args.iter().filter_map(move |f| {
+            let mut parts = f.splitn(3, '/');
+            let (n, t, rest) = (parts.next()?, parts.next(), parts.next());
+            (s.name == n && t.is_none_or(|t| s.kind.as_str() == t)).then_some((s, rest))
+        });
+        all.into_iter().chain(named)
+    })
+}
+
+/// One line of -F or -P output: `ns/name = value`, or as -h and -H ask.
+fn name_value(args: &Args, ns: &str, name: &str, value: &str) -> String {
+    if args.names_only {
+        format!("{ns}/{name}")
+    } else if args.values_only {
+        value.to_owned()
+    } else {
+        format!("{ns}/{name} = {value}")
+    }
+}
+
+fn show_fields(args: &Args, dir: &std::path::Path) {
+    let services = pfx_config::read_master_cf(dir).unwrap_or_else(|e| fatal(e));
+    for (s, field) in selected(args, &services) {
+        let mut values: Vec<String> = s.columns.to_vec();
+        values.push(pfx_config::mastercf::command_line(s));
+        for (i, name) in pfx_config::masteredit::FIELDS.iter().enumerate() {
+            if field.is_none_or(|f| f == *name || f == "*") {
+                println!("{}", name_value(args, &s.id(), name, &values[i]));
+            }
+        }
+    }
+}
+
+fn show_master_params(args: &Args, dir: &std::path::Path) {
+    let services = pfx_config::read_master_cf(dir).unwrap_or_else(|e| fatal(e));
+    for (s, param) in selected(args, &services) {
+        let mut params = s.overrides();
+        params.sort();
+        for (name, value) in params {
+            if param.is_none_or(|p| p == name || p == "*") {
+                println!("{}", name_value(args, &s.id(), &name, &value));
+            }
+        }
     }
 }
 

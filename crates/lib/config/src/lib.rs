@@ -8,6 +8,7 @@
 pub mod expand;
 pub mod maincf;
 pub mod mastercf;
+pub mod masteredit;
 pub mod params;
 pub mod restriction;
 pub mod value;

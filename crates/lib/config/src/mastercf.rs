@@ -95,7 +95,7 @@ impl Service {
 /// Splits arguments on white space, keeping `{ ... }` groups together. A group
 /// loses its braces and outer blanks; inside `-o { name = value }` the blanks
 /// around `=` go too.
-fn split_args(text: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_args(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -219,7 +219,7 @@ pub fn program(command: &str) -> Program {
     }
 }
 
-fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
+pub(crate) fn parse_entry(path: &Path, line: usize, text: &str) -> Result<Service, Error> {
     let bad = |m: String| Error::syntax(path, line, &m);
     let words = split_args(text).map_err(bad)?;
     if words.len() < 8 {
@@ -352,15 +352,6 @@ pub fn format_entry(s: &Service, fold: bool) -> String {
     }
     let mut it = s.args.iter().peekable();
     while let Some(a) = it.next() {
-        // Braces keep together what white space would split, and keep an
-        // empty argument or one that starts with '{' as it is.
-        let shown = |v: &str| {
-            if v.is_empty() || v.starts_with('{') || v.contains(char::is_whitespace) {
-                format!("{{{v}}}")
-            } else {
-                v.to_owned()
-            }
-        };
         if a == "-o" && it.peek().is_some() && fold {
             line.push_str("\n    -o ");
             line.push_str(&shown(it.next().map(String::as_str).unwrap_or_default()));
@@ -370,6 +361,26 @@ pub fn format_entry(s: &Service, fold: bool) -> String {
         }
     }
     line
+}
+
+/// An argument as master.cf writes it: braces keep together what white
+/// space would split, and keep an empty argument or one that starts with
+/// '{' as it is.
+fn shown(v: &str) -> String {
+    if v.is_empty() || v.starts_with('{') || v.contains(char::is_whitespace) {
+        format!("{{{v}}}")
+    } else {
+        v.to_owned()
+    }
+}
+
+/// The command field with its arguments on one line (`postconf -F`'s
+/// `command` field).
+pub fn command_line(s: &Service) -> String {
+    std::iter::once(s.command.clone())
+        .chain(s.args.iter().map(|a| shown(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

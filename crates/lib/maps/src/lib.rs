@@ -236,6 +236,7 @@ impl Map {
     }
 
     fn open(spec: &str, passwd: &passwd::Passwd, strict: bool) -> Result<Self, Error> {
+        // (Keep in step with `types`.)
         let proxied = spec.strip_prefix("proxy:");
         if let Some(table) = proxied.filter(|_| JAILED.load(Ordering::Relaxed)) {
             return Ok(Self::Proxy {
@@ -685,6 +686,37 @@ impl MapList {
         }
         Ok(None)
     }
+}
+
+/// The lookup table types this build opens, sorted (`postconf -m`):
+/// `hash` and `btree` only with Berkeley DB; `nis` answers as Postfix's
+/// does on a host without NIS.
+pub fn types() -> Vec<&'static str> {
+    let mut t = vec![
+        "cdb",
+        "cidr",
+        "inline",
+        "lmdb",
+        "mysql",
+        "nis",
+        "pcre",
+        "pgsql",
+        "pipemap",
+        "proxy",
+        "regexp",
+        "socketmap",
+        "sqlite",
+        "static",
+        "tcp",
+        "texthash",
+        "unionmap",
+        "unix",
+    ];
+    if indexed::bdb::AVAILABLE {
+        t.extend(["btree", "hash"]);
+    }
+    t.sort_unstable();
+    t
 }
 
 #[cfg(test)]
