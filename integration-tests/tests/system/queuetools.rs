@@ -256,7 +256,9 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     let mut old = vec![a.clone(), b.clone()];
     old.sort();
     assert_eq!(logs, old, "the deleted messages' logs went with them");
-    text(&m.run("postsuper", &["-s"]));
+    // No operation named: -s and -p, as Postfix's postsuper.
+    let out = m.run("postsuper", &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
     assert!(m.queue_files("defer").is_empty());
     assert!(m.log_text().contains("postfix/postsuper["));
     assert!(m.log_text().contains(&format!(": {}: removed", now[1])));
@@ -943,4 +945,26 @@ fn postsuper_forced_expiration_returns_deferred_and_held_mail() {
         "{}",
         m.log_text()
     );
+}
+
+/// `postfix flush` is `postqueue -f`, as Postfix's postfix-script makes it.
+#[test]
+fn postfix_flush_delivers_the_deferred_mail_now() {
+    let m = Instance::mail(
+        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\n",
+    );
+    m.start();
+    let home = m.home.join("openstack");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    send(&m, "openstack@ywnds.com", "later");
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 1),
+        "{}",
+        m.log_text()
+    );
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = m.run("postfix", &["flush"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    m.wait_maildir("openstack", 1);
 }

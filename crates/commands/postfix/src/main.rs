@@ -1,6 +1,7 @@
 //! postfix(1): the administrator's control command for a postfix-rs instance.
 //!
-//! `start`, `start-fg`, `stop`, `abort`, `reload`, `status` and `check`, with
+//! `start`, `start-fg`, `stop`, `abort`, `reload`, `status`, `check` and
+//! `flush` (postqueue -f), with
 //! `-c DIR` (or `$MAIL_CONFIG`) naming the instance. Messages are Postfix's,
 //! on stderr and in the mail log as `postfix/postfix-script: ...`; every
 //! failure exits non-zero with the reason.
@@ -25,7 +26,7 @@ const USAGE: &str = "postfix [-c config_dir] [-Dv] command";
     name = "postfix",
     version,
     about = "Control a postfix-rs mail system",
-    after_help = "Commands:\n  start      start the mail system (master detaches once every service is up)\n  start-fg   start the mail system with master in the foreground\n  stop       stop the mail system in an orderly fashion\n  abort      stop the mail system at once (services are killed)\n  reload     re-read main.cf and master.cf; only changed services restart\n  status     say whether the mail system is running, and master's PID\n  check      validate main.cf, master.cf, programs and queue directories",
+    after_help = "Commands:\n  start      start the mail system (master detaches once every service is up)\n  start-fg   start the mail system with master in the foreground\n  stop       stop the mail system in an orderly fashion\n  abort      stop the mail system at once (services are killed)\n  reload     re-read main.cf and master.cf; only changed services restart\n  status     say whether the mail system is running, and master's PID\n  check      validate main.cf, master.cf, programs and queue directories\n  flush      deliver the deferred mail now (postqueue -f)",
     // -c keeps the help text this command has always printed.
     mut_arg(pfx_cli::CONFIG_DIR, |a| a.help("Configuration directory (default: $MAIL_CONFIG or /etc/postfix)"))
 )]
@@ -38,7 +39,7 @@ struct Args {
     /// Verbose logging.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     verbose: u8,
-    /// start, start-fg, stop, abort, reload, status or check.
+    /// start, start-fg, stop, abort, reload, status, check or flush.
     command: String,
 }
 
@@ -166,6 +167,20 @@ fn main() {
             }
         },
         "check" => check::run_or_die(&inst.dir, &inst.cfg, check::Dns::Strict),
+        // As postfix-script: postqueue -f does it (and says when the mail
+        // system is down).
+        "flush" => {
+            let commands = inst
+                .cfg
+                .get("command_directory")
+                .unwrap_or_else(|e| fatal(e));
+            let err = std::process::Command::new(Path::new(&commands).join("postqueue"))
+                .arg("-c")
+                .arg(&inst.dir)
+                .arg("-f")
+                .exec();
+            fatal(format!("execute {commands}/postqueue: {err}"));
+        }
         other => {
             eprintln!("postfix: fatal: unknown command: '{other}'. Usage: {USAGE}");
             std::process::exit(1);

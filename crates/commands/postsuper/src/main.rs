@@ -10,6 +10,7 @@
 //! - `-s` structure check: files in the wrong (hashed) directory are moved,
 //!   status logs of messages that no longer exist are removed.
 //! - `-p` purge temporary files left by crashes.
+//! - no operation: `-s` and `-p`, as Postfix's postsuper.
 //!
 //! Every change is a rename or an unlink, which qmgr notices: it never hands
 //! out a message whose file has left `active/`. Messages are logged one by one
@@ -196,13 +197,12 @@ fn main() {
         }
     }
     given.sort_by_key(|(i, _, _)| *i);
-    if !args.structure && !args.purge && given.is_empty() {
-        fatal(format!("usage: {USAGE}"));
-    }
-    if args.structure {
+    // No operation given: -s and -p, as Postfix's postsuper does.
+    let default = !args.structure && !args.purge && given.is_empty();
+    if args.structure || default {
         structure(&queue);
     }
-    if args.purge {
+    if args.purge || default {
         purge(&queue);
     }
     let mut done: Vec<(Op, usize)> = Vec::new();
