@@ -174,6 +174,19 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
         "{header}"
     );
     assert_eq!(text(&m.run("postcat", &["-b", "-q", &a])).0, "\nbody\n\n");
+    // A copy out of the queue, by name or on standard input, as Postfix's.
+    let copy = m.root.path().join("copy");
+    std::fs::copy(m.queue.join("hold").join(&a), &copy).unwrap();
+    let out = m.run("postcat", &[copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("\nsender: hadoop@ywnds.com\n"));
+    let out = run_as(&[], "postcat", &["-e"], &std::fs::read(&copy).unwrap());
+    let (env, err) = text(&out);
+    assert!(
+        env.starts_with("*** ENVELOPE RECORDS stdin ***\n")
+            && env.contains("\nrecipient: a@example.test\n"),
+        "{env}{err}"
+    );
     let out = m.run("postcat", &["-q", "B0B0B0B0B0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out)

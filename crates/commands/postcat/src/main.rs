@@ -3,7 +3,8 @@
 //! section markers (`*** ENVELOPE RECORDS deferred/A/ID ***`).
 //!
 //! `-q ID...` finds each message in the queue; otherwise the arguments are
-//! file names. `-e`, `-h` and `-b` show only the envelope, the header or the
+//! file names (a copy of a queue file too), and without any, standard
+//! input is read. `-e`, `-h` and `-b` show only the envelope, the header or the
 //! body (any combination; the markers come with the envelope).
 
 use std::io::{Read, Write};
@@ -71,13 +72,34 @@ fn main() {
                 fatal(format!("open queue file {id}: No such file or directory"))
             };
             let label = path.strip_prefix(queue.root()).unwrap_or(&path).to_owned();
-            print(&path, &label, id, show);
+            print(&path, &label, id, show, QueueFile::open);
         }
     } else if args.files.is_empty() {
-        fatal(format!("usage: {USAGE}"));
+        // As Postfix's: standard input, shown as `stdin`. Read whole into
+        // a file of its own, since a queue file is read by offsets.
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .unwrap_or_else(|e| fatal(format!("read stdin: {e}")));
+        let copy = std::fs::File::from(
+            nix::sys::memfd::memfd_create(c"postcat-stdin", nix::sys::memfd::MFdFlags::empty())
+                .unwrap_or_else(|e| fatal(format!("memfd_create: {e}"))),
+        );
+        (&copy)
+            .write_all(&data)
+            .unwrap_or_else(|e| fatal(format!("write stdin copy: {e}")));
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&copy));
+        print(
+            Path::new(&path),
+            Path::new("stdin"),
+            "stdin",
+            show,
+            QueueFile::open_copy,
+        );
     } else {
+        // Files are shown wherever they are: a copy of a queue file too.
         for f in &args.files {
-            print(Path::new(f), Path::new(f), f, show);
+            print(Path::new(f), Path::new(f), f, show, QueueFile::open_copy);
         }
     }
 }
@@ -89,8 +111,14 @@ struct Show {
     body: bool,
 }
 
-fn print(path: &Path, label: &Path, name: &str, show: Show) {
-    let qf = QueueFile::open(path).unwrap_or_else(|e| match e {
+fn print(
+    path: &Path,
+    label: &Path,
+    name: &str,
+    show: Show,
+    open: fn(&Path) -> Result<QueueFile, pfx_queue::Error>,
+) {
+    let qf = open(path).unwrap_or_else(|e| match e {
         pfx_queue::Error::Io(io) => fatal(format!("open queue file {name}: {}", io_text(&io))),
         other => fatal(format!("{}: {other}", path.display())),
     });

@@ -77,7 +77,13 @@ impl QueueFile {
     /// Postfix's qmgr and pickup read one. A file that does not parse, or
     /// lacks its end record, is [`Error::Corrupt`].
     pub fn open(path: &Path) -> Result<Self, Error> {
-        Self::read(path, true)
+        Self::read(path, true, true)
+    }
+
+    /// [`QueueFile::open`] for a file that may have left the queue (a copy
+    /// postcat is shown): its queue ID record need not name it.
+    pub fn open_copy(path: &Path) -> Result<Self, Error> {
+        Self::read(path, true, false)
     }
 
     /// [`QueueFile::open`] for a delivery agent, which is told its
@@ -86,7 +92,7 @@ impl QueueFile {
     /// Postfix's files and ours), so that opening a file for each of its
     /// ten thousand recipients does not read the list each time.
     pub fn open_for_delivery(path: &Path) -> Result<Self, Error> {
-        Self::read(path, false)
+        Self::read(path, false, true)
     }
 
     /// [`QueueFile::open`] if the file is complete, `None` if it is not:
@@ -99,15 +105,16 @@ impl QueueFile {
         if Self::readiness(&meta) != Readiness::Complete {
             return Ok(None);
         }
-        let mut qf = Self::parse(path, Arc::new(file), meta.len(), true)?;
+        let mut qf = Self::parse(path, Arc::new(file), meta.len(), true, true)?;
         qf.expired = expired(&meta);
         Ok(Some(qf))
     }
 
-    fn read(path: &Path, keep_recipients: bool) -> Result<Self, Error> {
+    /// `own_name`: a file of ours must hold its own name (see below).
+    fn read(path: &Path, keep_recipients: bool, own_name: bool) -> Result<Self, Error> {
         let file = Arc::new(File::open(path)?);
         let meta = file.metadata()?;
-        let mut qf = Self::parse(path, file, meta.len(), keep_recipients)?;
+        let mut qf = Self::parse(path, file, meta.len(), keep_recipients, own_name)?;
         qf.expired = expired(&meta);
         Ok(qf)
     }
@@ -117,6 +124,7 @@ impl QueueFile {
         file: Arc<File>,
         total: u64,
         keep_recipients: bool,
+        own_name: bool,
     ) -> Result<Self, Error> {
         let corrupt = |m: &str| Error::Corrupt(format!("{}: {m}", path.display()));
         let source = Source::open(file.clone(), total)?;
@@ -353,7 +361,7 @@ impl QueueFile {
         }
         qf.arrival = time.ok_or_else(|| corrupt("missing arrival time record"))?;
         qf.sender = sender.ok_or_else(|| corrupt("missing sender record"))?;
-        if qf.checksum.is_some() {
+        if qf.checksum.is_some() && own_name {
             // A file holds its own name: stale content in a reused file is
             // not this message.
             let id = ident.unwrap_or_default();
