@@ -981,3 +981,73 @@ fn postfix_flush_delivers_the_deferred_mail_now() {
     assert!(out.status.success(), "{}", text(&out).1);
     m.wait_maildir("openstack", 1);
 }
+
+/// postcat on every queue file Debian's Postfix wrote for the queue
+/// crate's tests (and on a file of ours), with each way of showing it:
+/// byte for byte what Debian's postcat prints, by name and on standard
+/// input.
+#[test]
+fn postcat_shows_queue_files_as_debians_postcat() {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/lib/queue/tests/postfix-3.7");
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(conf.path().join("main.cf"), "").unwrap();
+    let run = |program: &std::path::Path, args: &[&str], stdin: Option<&std::path::Path>| {
+        let mut cmd = Command::new(program);
+        cmd.arg("-c").arg(conf.path()).args(args);
+        if let Some(f) = stdin {
+            cmd.stdin(std::fs::File::open(f).unwrap());
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A file of ours too: a message cleanup queued.
+    let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
+    m.start();
+    let id = send(&m, "a@example.test", "ours");
+    assert!(wait_for(Duration::from_secs(20), || m
+        .queue_files("deferred")
+        .len()
+        == 1));
+    let ours = m.root.path().join(&id);
+    std::fs::copy(m.queue.join("deferred").join(&id[..1]).join(&id), &ours).unwrap();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            !n.contains("log") && n != "README.md"
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    files.push(ours);
+    let debian = std::path::Path::new("/usr/sbin/postcat");
+    for f in &files {
+        let name = f.to_str().unwrap();
+        for opts in [
+            &[][..],
+            &["-e"],
+            &["-h"],
+            &["-b"],
+            &["-eh"],
+            &["-o"],
+            &["-d"],
+        ] {
+            let args: Vec<&str> = opts.iter().copied().chain([name]).collect();
+            assert_eq!(
+                run(&bin("postcat"), &args, None),
+                run(debian, &args, None),
+                "postcat {args:?}"
+            );
+        }
+        assert_eq!(
+            run(&bin("postcat"), &[], Some(f)),
+            run(debian, &[], Some(f)),
+            "postcat < {name}"
+        );
+    }
+}

@@ -106,6 +106,35 @@ pub fn size(data_len: usize) -> u64 {
 
 /// Files this small are read whole when opened, so that every later read
 /// (the envelope, the checksum, the content) is a copy, not a system call.
+/// A queue file read record by record as it is written, pointer records
+/// included and not followed (postcat walks them itself).
+pub struct Records {
+    r: Reader,
+    /// The file's length: no record is longer (a garbage length is an
+    /// error, not an allocation).
+    limit: usize,
+}
+
+impl Records {
+    pub fn open(file: File) -> std::io::Result<Self> {
+        let len = file.metadata()?.len();
+        let source = Source::open(Arc::new(file), len)?;
+        Ok(Self {
+            r: Reader::new(source, 0),
+            limit: usize::try_from(len).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// The next record as (offset, type, payload); `None` at the end.
+    pub fn read_next(&mut self) -> Result<Option<(u64, u8, Vec<u8>)>, Error> {
+        self.r.next(self.limit)
+    }
+
+    pub fn seek(&mut self, pos: u64) {
+        self.r.seek(pos);
+    }
+}
+
 pub(crate) const IMAGE_MAX: u64 = 64 * 1024;
 
 /// What a queue file's records are read from: the open file (of a known

@@ -80,6 +80,12 @@ impl QueueFile {
         Self::read(path, true, true)
     }
 
+    /// Whether the file is in postfix-rs's earliest format (its content not
+    /// in records).
+    pub fn is_legacy(&self) -> bool {
+        self.layout == Layout::Raw
+    }
+
     /// [`QueueFile::open`] for a file that may have left the queue (a copy
     /// postcat is shown): its queue ID record need not name it.
     pub fn open_copy(path: &Path) -> Result<Self, Error> {
