@@ -26,6 +26,9 @@ use options::{Mode, Options};
 
 /// sysexits.h EX_TEMPFAIL: what Postfix's sendmail exits with on any error.
 pub(crate) const EX_TEMPFAIL: i32 = 75;
+/// sysexits' command line usage error, as Postfix's sendmail exits for an
+/// option it refuses.
+const EX_USAGE: i32 = 64;
 
 const HELP: &str = "\
 usage: sendmail [options] [recipient...]   (also run as mailq and newaliases)
@@ -58,7 +61,7 @@ pub fn main_as(name: &str) -> ! {
         std::process::exit(0);
     }
     let mut opts = options::parse(&args).unwrap_or_else(|e| match e.strip_prefix("fatal: ") {
-        Some(why) => fatal_status(EX_TEMPFAIL, why),
+        Some(why) => fatal_status(EX_USAGE, why),
         None => {
             eprintln!("sendmail: {e}");
             fatal_status(EX_TEMPFAIL, "usage: sendmail [options]")

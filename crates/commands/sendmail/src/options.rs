@@ -49,7 +49,7 @@ pub(crate) struct Options {
 }
 
 /// Option letters that take a value (Postfix's getopt string).
-const WITH_VALUE: &str = "BCFLNORVXbefhopr";
+const WITH_VALUE: &str = "ABCFLNORVXbefhopr";
 /// Option letters without one.
 const FLAGS: &str = "GIUcimntvxq";
 
@@ -114,6 +114,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
                 'i' => o.dot_ends = false,
                 't' => o.extract = true,
                 'v' => o.verbose += 1,
+                'n' => return Err("fatal: -n option not supported".into()),
                 _ => {} // accepted for compatibility
             }
         }
@@ -128,15 +129,21 @@ fn apply_value(o: &mut Options, c: char, value: String) -> Result<(), String> {
         'F' => o.full_name = Some(value),
         'f' | 'r' => o.sender = Some(value),
         'o' if value == "i" => o.dot_ends = false,
+        // As Postfix's: the first letter counts.
         'b' => {
-            o.mode = match value.as_str() {
-                "m" => Mode::Submit,
-                "s" => Mode::Smtp,
-                "p" => Mode::ListQueue,
-                "i" => Mode::Aliases,
-                "d" => Mode::Daemon,
+            o.mode = match value.chars().next().unwrap_or_default() {
+                'm' => Mode::Submit,
+                's' => Mode::Smtp,
+                'p' => Mode::ListQueue,
+                'i' => Mode::Aliases,
+                'd' | 'l' => Mode::Daemon,
+                // Host status: nothing to show or flush.
+                'h' | 'H' => Mode::Nothing,
                 other => return Err(format!("fatal: unsupported: -b{other}")),
             }
+        }
+        'B' if value != "8BITMIME" && value != "7BIT" => {
+            return Err("fatal: -B option needs 8BITMIME or 7BIT".into())
         }
         'N' => match pfx_smtp_proto::dsn::notify_mask(&value) {
             Some(mask) => o.dsn_notify = mask,
@@ -200,6 +207,16 @@ mod tests {
         );
         assert_eq!(p(&["-z"]).unwrap_err(), "invalid option -- 'z'");
         assert_eq!(p(&["-bv"]).unwrap_err(), "fatal: unsupported: -bv");
+        // Postfix's other -b letters, -A, -B and -n.
+        assert_eq!(p(&["-bl"]).unwrap().mode, Mode::Daemon);
+        assert_eq!(p(&["-bh"]).unwrap().mode, Mode::Nothing);
+        assert_eq!(p(&["-bmx"]).unwrap().mode, Mode::Submit);
+        assert_eq!(p(&["-Am", "-B8BITMIME", "u"]).unwrap().recipients, ["u"]);
+        assert_eq!(
+            p(&["-Bx"]).unwrap_err(),
+            "fatal: -B option needs 8BITMIME or 7BIT"
+        );
+        assert_eq!(p(&["-n"]).unwrap_err(), "fatal: -n option not supported");
         assert_eq!(
             p(&["-f"]).unwrap_err(),
             "option requires an argument -- 'f'"
