@@ -507,6 +507,14 @@ fn sendmail_submits_through_postdrop_and_pickup() {
     assert!(text(&out)
         .1
         .contains("sendmail: invalid option -- 'z'\nsendmail: fatal: usage: sendmail [options]"));
+    // What Postfix's sendmail refuses exits EX_USAGE.
+    let out = run_as(&[], "sendmail", &["-C", &e, "-bv", "openstack"], b"");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out).1.contains("sendmail: fatal: unsupported: -bv"),
+        "{:?}",
+        text(&out)
+    );
     assert!(m.queue_files("maildrop").is_empty());
     // Three submissions picked up, four deliveries (the -t message had two recipients).
     assert!(wait_for(Duration::from_secs(5), || m
