@@ -710,16 +710,17 @@ fn active_and_incoming_mail_is_listed_and_a_deleted_active_message_goes_no_furth
     );
 }
 
-#[test]
-fn etrn_flushes_deferred_mail_for_a_fast_flush_domain() {
-    // Retries only when asked.
-    let m = Instance::mail(
-        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\nfast_flush_domains = ywnds.com\n",
-    );
+/// A running instance that retries only when asked (backoff and queue
+/// runs an hour apart), with one message for openstack deferred (its
+/// mailbox could not be made) and deliverable now.
+fn one_deferred_for_openstack(extra_main_cf: &str) -> MailInstance {
+    let m = Instance::mail(&format!(
+        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\n{extra_main_cf}"
+    ));
     m.start();
     let home = m.home.join("openstack");
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
-    send(&m, "openstack@ywnds.com", "wait for ETRN");
+    send(&m, "openstack@ywnds.com", "later");
     assert!(
         wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
             == 1),
@@ -727,6 +728,12 @@ fn etrn_flushes_deferred_mail_for_a_fast_flush_domain() {
         m.log_text()
     );
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    m
+}
+
+#[test]
+fn etrn_flushes_deferred_mail_for_a_fast_flush_domain() {
+    let m = one_deferred_for_openstack("fast_flush_domains = ywnds.com\n");
     let (mut c, _) = Smtp::connect(m.port);
     c.cmd("EHLO client.example");
     assert_eq!(c.cmd("ETRN"), "500 Syntax: ETRN domain");
@@ -971,20 +978,7 @@ fn postsuper_forced_expiration_returns_deferred_and_held_mail() {
 /// `postfix flush` is `postqueue -f`, as Postfix's postfix-script makes it.
 #[test]
 fn postfix_flush_delivers_the_deferred_mail_now() {
-    let m = Instance::mail(
-        "minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\nqueue_run_delay = 3600s\n",
-    );
-    m.start();
-    let home = m.home.join("openstack");
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
-    send(&m, "openstack@ywnds.com", "later");
-    assert!(
-        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
-            == 1),
-        "{}",
-        m.log_text()
-    );
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let m = one_deferred_for_openstack("");
     let out = m.run("postfix", &["flush"]);
     assert!(out.status.success(), "{}", text(&out).1);
     m.wait_maildir("openstack", 1);
