@@ -222,13 +222,17 @@ fn bad_option_prints_postfix_usage() {
 }
 
 /// Debian's stock master.cf with a submission entry as a how-to adds it
-/// (a value in braces among its -o lines).
+/// (a value in braces among its -o lines), and an smtps entry with two
+/// options in one word (`-vo name=value`). (A `-oname=value` word is left
+/// out: Debian's postconf splits it at its last `o`, where getopt, and the
+/// daemon that reads it, split at the first; postfix-rs splits as getopt.)
 fn debian_master_cf() -> String {
     let stock = std::fs::read_to_string("/usr/share/postfix/master.cf.dist")
         .expect("Debian's postfix package (scripts/setup installs it)");
     format!(
         "{stock}submission inet n       -       y       -       -       smtpd\n  -o syslog_name=postfix/submission\n\
-         \x20 -o smtpd_tls_security_level=encrypt\n  -o {{ smtpd_banner = hello world }}\n"
+         \x20 -o smtpd_tls_security_level=encrypt\n  -o {{ smtpd_banner = hello world }}\n\
+         smtps inet n - y - - smtpd -o smtpd_tls_wrappermode=yes -vo smtpd_sasl_auth_enable=yes\n"
     )
 }
 
@@ -277,6 +281,17 @@ fn master_cf_fields_and_parameters_show_and_edit_as_debians_postconf() {
             "relay/unix/a=b",
         ],
         &["-PX", "relay/unix/syslog_name"],
+        &["-PX", "smtps/inet/smtpd_tls_wrappermode"],
+        &[
+            "-Pe",
+            "smtps/inet/smtpd_sasl_auth_enable=no",
+            "maildrop/unix/a=b",
+        ],
+        &["-Pe", "smtps/inet/*=x"],
+        &["-F"],
+        &["-Mf"],
+        &["-n", "myhostname=x"],
+        &["-FP", "smtps/inet"],
         &["-Pe", "nosuch/unix/a=b"],
         &["-Pe", "submission/inet/a=b c"],
         &[

@@ -507,7 +507,8 @@ fn sendmail_submits_through_postdrop_and_pickup() {
     assert!(text(&out)
         .1
         .contains("sendmail: invalid option -- 'z'\nsendmail: fatal: usage: sendmail [options]"));
-    // What Postfix's sendmail refuses exits EX_USAGE.
+    // An option postfix-rs does not offer is refused with EX_USAGE, as
+    // Postfix's sendmail refuses those it does not offer.
     let out = run_as(&[], "sendmail", &["-C", &e, "-bv", "openstack"], b"");
     assert_eq!(out.status.code(), Some(64));
     assert!(

@@ -296,7 +296,8 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
         Body,
     }
     let text_record = |k: u8| k == CONT || k == NORM;
-    // A plausible file starts with an envelope record type.
+    // A plausible file starts with an envelope record type; an empty one
+    // shows nothing, as with Postfix's.
     match first {
         None => return,
         Some(k) if !b"MCTcFILSDRO/WVA>K<ion".contains(&k) => {
@@ -310,6 +311,9 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
     let mut state = State::Envelope;
     let mut print = show.env;
     let mut prev = 0u8;
+    // Postfix's guard against pointer loops: backward jumps, at most 10,000
+    // (one per inserted header, one for all appended recipients).
+    let (mut last_jump, mut backward) = (0u64, 0u32);
     let prefix = |out: &mut Vec<u8>, at: u64, k: u8| {
         if show.offsets {
             out.extend_from_slice(format!("{at:9} ").as_bytes());
@@ -344,6 +348,10 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
             {
                 state = State::Body;
                 print = show.body;
+                // Nothing more to show: stop, as Postfix's does.
+                if !print && !show.env {
+                    break;
+                }
             }
         } else if k == MESG {
             if show.env {
@@ -361,6 +369,9 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
             }
             state = State::Envelope;
             print = show.env;
+            if !print {
+                break;
+            }
             continue;
         } else if k == END {
             if show.env {
@@ -369,10 +380,27 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
             break;
         } else if k == PTR {
             // A pointer to 0 is a placeholder; others are followed.
-            let to: u64 = String::from_utf8_lossy(&data).trim().parse().unwrap_or(0);
-            if to > 0 {
-                records.seek(to);
+            let Ok(to) = String::from_utf8_lossy(&data).trim().parse::<u64>() else {
+                let _ = std::io::stdout().write_all(out);
+                warn(&format!(
+                    "{label}: malformed pointer record value: {}",
+                    String::from_utf8_lossy(&data)
+                ));
+                fatal("record read error");
+            };
+            if to == 0 {
+                continue;
             }
+            if to <= last_jump {
+                backward += 1;
+                if backward > 10_000 {
+                    let _ = std::io::stdout().write_all(out);
+                    warn(&format!("{label}: too many reverse jump records"));
+                    fatal("record read error");
+                }
+            }
+            last_jump = to;
+            records.seek(to);
             continue;
         } else if k == DTXT {
             continue;

@@ -88,8 +88,11 @@ fn main() {
     let mut args: Args = pfx_cli::parse_args("postconf", USAGE);
     let dir = args.config.dir();
     // As Postfix 2.8 and later: a value given means -e.
-    if !args.remove && !args.comment_out && args.args.first().is_some_and(|a| a.contains('=')) {
+    if !args.maps && !args.sasl_server && args.args.first().is_some_and(|a| a.contains('=')) {
         args.edit = true;
+    }
+    if let Err(e) = check_options(&args) {
+        fatal(e);
     }
     let on_master = args.master || args.fields || args.params;
     if args.maps {
@@ -122,6 +125,77 @@ fn main() {
     }
 }
 
+/// Postfix's checks of options that exclude each other: one major mode
+/// (`-a`, `-m`, `-M`, `-F`, `-P`, or main.cf), one of each group of
+/// modifiers, and only the modifiers a mode takes. The option names come
+/// in Postfix's order.
+fn check_options(args: &Args) -> Result<(), String> {
+    // Postfix's order of option names in its messages.
+    let given: Vec<(&str, bool)> = vec![
+        ("-a", args.sasl_server),
+        ("-d", args.defaults),
+        ("-e", args.edit),
+        ("-f", args.fold),
+        ("-F", args.fields),
+        ("-h", args.values_only),
+        ("-H", args.names_only),
+        ("-m", args.maps),
+        ("-M", args.master),
+        ("-n", args.non_default),
+        ("-o", !args.overrides.is_empty()),
+        ("-P", args.params),
+        ("-x", args.expand),
+        ("-X", args.remove),
+        ("-#", args.comment_out),
+    ];
+    let set = |names: &str| -> Vec<&str> {
+        given
+            .iter()
+            .filter(|(n, on)| *on && names.split(' ').any(|x| x == *n))
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    for group in [
+        "-a -m -M -F -P",
+        "-d -e -n -# -X",
+        "-f -e -# -X",
+        "-x -e -# -X",
+        "-o -d -e -# -X",
+        "-h -e -# -X -H",
+    ] {
+        let on = set(group);
+        if on.len() > 1 {
+            return Err(format!("specify one of {}", on.join(" ")));
+        }
+    }
+    let (mode, allowed) = if args.sasl_server {
+        ("-a", "")
+    } else if args.maps {
+        ("-m", "")
+    } else if args.master {
+        ("-M", "-e -X -# -f -o -x")
+    } else if args.fields {
+        ("-F", "-e -f -h -o -x -H")
+    } else if args.params {
+        ("-P", "-e -X -f -h -o -x -H")
+    } else {
+        return Ok(());
+    };
+    let excess: Vec<&str> = given
+        .iter()
+        .filter(|(n, on)| *on && *n != mode && !allowed.split(' ').any(|x| x == *n))
+        .map(|(n, _)| *n)
+        .collect();
+    if excess.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "with option {mode}, do not specify {}",
+            excess.join(" ")
+        ))
+    }
+}
+
 fn edit_master_cf(args: &Args, dir: &std::path::Path) {
     use pfx_config::masteredit::{self, Mode};
     let mode = if args.edit {
@@ -131,12 +205,6 @@ fn edit_master_cf(args: &Args, dir: &std::path::Path) {
     } else {
         Mode::CommentOut
     };
-    if args.fields && mode != Mode::Set {
-        fatal("-F requires -e");
-    }
-    if args.params && mode == Mode::CommentOut {
-        fatal("-P requires -e or -X");
-    }
     let reqs: Vec<masteredit::Request> = args
         .args
         .iter()
@@ -200,7 +268,7 @@ fn show_fields(args: &Args, dir: &std::path::Path) {
 fn show_master_params(args: &Args, dir: &std::path::Path) {
     let services = pfx_config::read_master_cf(dir).unwrap_or_else(|e| fatal(e));
     for (s, param) in selected(args, &services) {
-        let mut params = s.overrides();
+        let mut params = pfx_config::masteredit::daemon_params(s);
         params.sort();
         for (name, value) in params {
             if param.is_none_or(|p| p == name || p == "*") {

@@ -70,6 +70,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         dsn_envid: None,
         warnings: Vec::new(),
     };
+    // `-q` with an interval: nothing to do, unless the mail system is to start.
+    let mut qtime = false;
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -84,13 +86,22 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         for (pos, c) in letters.char_indices() {
             let rest = &letters[pos + c.len_utf8()..];
             if c == 'q' {
-                o.mode = match rest {
-                    "" => Mode::Flush,
-                    r if r.starts_with('R') && r.len() > 1 => Mode::FlushSite(r[1..].into()),
+                // As Postfix's: -bd wins over a bare -q, with a warning.
+                match rest {
+                    "" if o.mode == Mode::Daemon => {
+                        o.warnings.push("ignoring -q option in daemon mode".into())
+                    }
+                    "" => o.mode = Mode::Flush,
+                    r if r.starts_with(|c: char| c.is_ascii_digit()) => qtime = true,
                     "R" => return Err("fatal: specify: -qRsitename".into()),
-                    r if r.starts_with('I') && r.len() > 1 => Mode::FlushId(r[1..].into()),
-                    _ => Mode::Nothing,
-                };
+                    "I" => return Err("fatal: specify: -qIqueueid".into()),
+                    r if r.starts_with('R') => o.mode = Mode::FlushSite(r[1..].into()),
+                    r if r.starts_with('I') => o.mode = Mode::FlushId(r[1..].into()),
+                    r => {
+                        let c = r.chars().next().unwrap_or_default();
+                        return Err(format!("fatal: -q{c} is not implemented"));
+                    }
+                }
                 break;
             }
             if WITH_VALUE.contains(c) {
@@ -119,6 +130,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
             }
         }
     }
+    if qtime && o.mode != Mode::Daemon {
+        o.mode = Mode::Nothing;
+    }
     o.recipients = args[i..].to_vec();
     Ok(o)
 }
@@ -136,7 +150,12 @@ fn apply_value(o: &mut Options, c: char, value: String) -> Result<(), String> {
                 's' => Mode::Smtp,
                 'p' => Mode::ListQueue,
                 'i' => Mode::Aliases,
-                'd' | 'l' => Mode::Daemon,
+                'd' | 'l' => {
+                    if o.mode == Mode::Flush {
+                        o.warnings.push("ignoring -q option in daemon mode".into());
+                    }
+                    Mode::Daemon
+                }
                 // Host status: nothing to show or flush.
                 'h' | 'H' => Mode::Nothing,
                 other => return Err(format!("fatal: unsupported: -b{other}")),
@@ -217,6 +236,18 @@ mod tests {
             "fatal: -B option needs 8BITMIME or 7BIT"
         );
         assert_eq!(p(&["-n"]).unwrap_err(), "fatal: -n option not supported");
+        // An init script's `sendmail -bd -q1h` starts the mail system.
+        assert_eq!(p(&["-bd", "-q1h"]).unwrap().mode, Mode::Daemon);
+        assert_eq!(p(&["-q30m", "-bl"]).unwrap().mode, Mode::Daemon);
+        let o = p(&["-bd", "-q"]).unwrap();
+        assert_eq!(
+            (o.mode, o.warnings),
+            (
+                Mode::Daemon,
+                vec!["ignoring -q option in daemon mode".to_owned()]
+            )
+        );
+        assert_eq!(p(&["-qSx"]).unwrap_err(), "fatal: -qS is not implemented");
         assert_eq!(
             p(&["-f"]).unwrap_err(),
             "option requires an argument -- 'f'"

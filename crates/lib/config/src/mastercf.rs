@@ -334,8 +334,10 @@ pub fn inet_port(name: &str) -> Result<(String, u16), String> {
 }
 
 /// One entry as `postconf -M` prints it: columns start at fixed positions
-/// (0, 11, 17, 25, 33, 41, 49, 57) and shift right when a field overflows.
-/// With `fold`, each `-o` option goes on its own indented line.
+/// (0, 11, 17, 25, 33, 41, 49, 57) and shift right when a field overflows;
+/// the daemon options come normalized (`-oname=value` as `-o name=value`).
+/// With `fold`, as Postfix folds: each option with a value on its own
+/// indented line, other arguments wrapped before 80 columns.
 pub fn format_entry(s: &Service, fold: bool) -> String {
     const STOPS: [usize; 8] = [0, 11, 17, 25, 33, 41, 49, 57];
     let mut line = String::new();
@@ -350,17 +352,81 @@ pub fn format_entry(s: &Service, fold: bool) -> String {
         }
         line.push_str(field);
     }
-    let mut it = s.args.iter().peekable();
-    while let Some(a) = it.next() {
-        if a == "-o" && it.peek().is_some() && fold {
-            line.push_str("\n    -o ");
-            line.push_str(&shown(it.next().map(String::as_str).unwrap_or_default()));
-        } else {
+    let at = line.len();
+    format_args(&mut line, at, &s.args, fold);
+    line
+}
+
+/// Appends a command's arguments as Postfix's postconf lays them out;
+/// `line_len` is how far the current line already runs.
+fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bool) {
+    const LIMIT: usize = 80;
+    const INDENT: usize = 4;
+    let mut args = args.to_vec();
+    normalize_options(&mut args);
+    let mut in_options = true;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let mut arg_len = arg.len();
+        let mut value = None;
+        if in_options && (!arg.starts_with('-') || arg == "--") {
+            in_options = false;
+        } else if in_options && arg == "-o" && i + 1 < args.len() {
+            // On a line of its own when folding, with its value.
+            line_len = LIMIT;
+            let v = &args[i + 1];
+            arg_len += shown(v).len() + 1;
+            value = Some(v);
+        }
+        if line_len > INDENT {
+            if !fold || line_len + 1 + arg_len < LIMIT {
+                line.push(' ');
+                line_len += 1;
+            } else {
+                line.push_str("\n    ");
+                line_len = INDENT;
+            }
+        }
+        let text = shown(arg);
+        line.push_str(&text);
+        line_len += text.len();
+        if let Some(v) = value {
+            let v = shown(v);
             line.push(' ');
-            line.push_str(&shown(a));
+            line.push_str(&v);
+            i += 1;
+            line_len = LIMIT;
+        }
+        i += 1;
+    }
+}
+
+/// Splits daemon options as Postfix does before it shows or edits them:
+/// `-oname=value` becomes `-o name=value`, `-vo x=y` becomes `-v -o x=y`.
+pub(crate) fn normalize_options(args: &mut Vec<String>) {
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') && args[i] != "--" {
+        let w = args[i].clone();
+        let letters: Vec<char> = w.chars().skip(1).collect();
+        match letters.iter().position(|&c| c == 'o') {
+            Some(at) if letters.len() > 1 => {
+                let mut split: Vec<String> =
+                    letters[..at].iter().map(|c| format!("-{c}")).collect();
+                split.push("-o".into());
+                let rest: String = letters[at + 1..].iter().collect();
+                if !rest.is_empty() {
+                    split.push(rest);
+                }
+                let n = split.len();
+                args.splice(i..=i, split);
+                // Past the -o and its value.
+                i += n + usize::from(letters.len() == at + 1);
+            }
+            Some(_) => i += 2,
+            None => i += 1,
         }
     }
-    line
 }
 
 /// An argument as master.cf writes it: braces keep together what white
@@ -377,10 +443,11 @@ fn shown(v: &str) -> String {
 /// The command field with its arguments on one line (`postconf -F`'s
 /// `command` field).
 pub fn command_line(s: &Service) -> String {
-    std::iter::once(s.command.clone())
-        .chain(s.args.iter().map(|a| shown(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut line = s.command.clone();
+    // Shown after `service/type/command = `: never at the start of a line.
+    let at = line.len() + "service/type/command = ".len();
+    format_args(&mut line, at, &s.args, false);
+    line
 }
 
 #[cfg(test)]

@@ -83,6 +83,9 @@ pub fn request(arg: &str, entry: bool, field: bool, mode: Mode) -> Result<Reques
         (Part::Entry, 2)
     } else if field {
         let f = parts.get(2).copied().unwrap_or_default();
+        if f == "*" {
+            return Err("-Fe does not accept wild-card field name".into());
+        }
         let i = FIELDS
             .iter()
             .position(|n| *n == f)
@@ -97,6 +100,9 @@ pub fn request(arg: &str, entry: bool, field: bool, mode: Mode) -> Result<Reques
         }
         (Part::Field(i), 3)
     } else {
+        if parts.get(2) == Some(&"*") {
+            return Err("-Pe does not accept wild-card parameter name".into());
+        }
         if mode == Mode::Set
             && value
                 .as_deref()
@@ -304,9 +310,32 @@ fn set_field(words: &mut Vec<String>, field: usize, value: &str) {
     }
 }
 
+/// The `-o name=value` settings among an entry's daemon options (those
+/// before its first other argument), as `postconf -P` shows them.
+pub fn daemon_params(s: &Service) -> Vec<(String, String)> {
+    let mut words = s.args.clone();
+    crate::mastercf::normalize_options(&mut words);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() && words[i].starts_with('-') && words[i] != "--" {
+        if words[i] == "-o" && i + 1 < words.len() {
+            if let Some((n, v)) = words[i + 1].split_once('=') {
+                out.push((n.to_owned(), v.to_owned()));
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Sets (`Some`) or removes (`None`) a `-o name=value` among the daemon
 /// options that precede the first other argument; a new one goes after them.
 fn set_param(words: &mut Vec<String>, name: &str, value: Option<&str>) {
+    let mut args = words.split_off(8);
+    crate::mastercf::normalize_options(&mut args);
+    words.extend(args);
     let mut i = 8;
     let mut found = false;
     while i < words.len() {
@@ -361,7 +390,7 @@ mod tests {
         assert!(unmatched.is_empty());
         assert_eq!(
             out,
-            "maildrop   unix  -       n       n       -       -       pipe\n    -o a=b flags=DRXhu user=vmail argv=/usr/bin/maildrop -d ${recipient}\n"
+            "maildrop   unix  -       n       n       -       -       pipe\n    -o a=b\n    flags=DRXhu user=vmail argv=/usr/bin/maildrop -d ${recipient}\n"
         );
     }
 

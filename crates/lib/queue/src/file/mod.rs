@@ -179,6 +179,14 @@ pub fn force_expire(path: &Path) -> std::io::Result<bool> {
     {
         return Ok(false);
     }
+    // Still this message's file: a finished file is given back and may be
+    // reused under another name (crate::recycle), and that message must
+    // not be marked.
+    use std::os::unix::fs::MetadataExt;
+    let named = std::fs::symlink_metadata(path)?;
+    if (named.dev(), named.ino()) != (meta.dev(), meta.ino()) || meta.nlink() != 1 {
+        return Ok(false);
+    }
     file.set_permissions(std::fs::Permissions::from_mode(
         (mode | crate::mode::MODE_EXPIRE) & 0o7777,
     ))?;

@@ -626,6 +626,16 @@ mod tests {
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(crate::file::force_expire(&link).is_err());
+        // A file with a second name is not one message's alone.
+        let other = write(&q, b"Subject: y\n\nbody\n");
+        let other = q.path(QueueName::Incoming, &other);
+        std::fs::hard_link(&other, q.path(QueueName::Hold, "B0B0B0B0B0")).unwrap_or_else(|_| {
+            std::fs::create_dir_all(q.path(QueueName::Hold, "B0B0B0B0B0").parent().unwrap())
+                .unwrap();
+            std::fs::hard_link(&other, q.path(QueueName::Hold, "B0B0B0B0B0")).unwrap()
+        });
+        assert!(!crate::file::force_expire(&other).unwrap());
+        assert_eq!(mode(&other), 0o700);
     }
 
     #[test]
