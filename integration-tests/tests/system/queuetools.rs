@@ -1028,6 +1028,17 @@ fn postcat_shows_queue_files_as_debians_postcat() {
     files.sort();
     assert!(files.len() >= 10, "{files:?}");
     files.push(ours);
+    // Damaged input: a pointer record that points at itself (Postfix's
+    // loop guard stops it), an empty file, a file that is no queue file.
+    for (name, bytes) in [
+        ("loop", &b"S\x01xp\x013"[..]),
+        ("empty", b""),
+        ("junk", b"Zjunk"),
+    ] {
+        let p = m.root.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        files.push(p);
+    }
     let debian = std::path::Path::new("/usr/sbin/postcat");
     for f in &files {
         let name = f.to_str().unwrap();

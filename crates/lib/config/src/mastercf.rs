@@ -379,8 +379,11 @@ fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bo
             arg_len += shown(v).len() + 1;
             value = Some(v);
         }
+        let text = shown(arg);
         if line_len > INDENT {
-            if !fold || line_len + 1 + arg_len < LIMIT {
+            // A word that starts with '#' never starts a line: it would read
+            // back as a comment.
+            if !fold || line_len + 1 + arg_len < LIMIT || text.starts_with('#') {
                 line.push(' ');
                 line_len += 1;
             } else {
@@ -388,7 +391,6 @@ fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bo
                 line_len = INDENT;
             }
         }
-        let text = shown(arg);
         line.push_str(&text);
         line_len += text.len();
         if let Some(v) = value {
@@ -404,7 +406,7 @@ fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bo
 
 /// Splits daemon options as Postfix does before it shows or edits them:
 /// `-oname=value` becomes `-o name=value`, `-vo x=y` becomes `-v -o x=y`.
-pub(crate) fn normalize_options(args: &mut Vec<String>) {
+pub fn normalize_options(args: &mut Vec<String>) {
     let mut i = 0;
     while i < args.len() && args[i].starts_with('-') && args[i] != "--" {
         let w = args[i].clone();
