@@ -69,6 +69,20 @@ fn send(m: &MailInstance, to: &str, subject: &str) -> String {
     r.rsplit(' ').next().unwrap().to_owned()
 }
 
+/// Two messages to example.test, which waits (this instance has no smtp
+/// transport), once both are in deferred/: their queue IDs.
+fn two_deferred(m: &MailInstance) -> (String, String) {
+    let a = send(m, "a@example.test", "one");
+    let b = send(m, "b@example.test", "two");
+    assert!(
+        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
+            == 2),
+        "{}",
+        m.log_text()
+    );
+    (a, b)
+}
+
 #[test]
 fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
     // Mail for other domains waits: there is no smtp transport in this instance.
@@ -78,14 +92,7 @@ fn postqueue_lists_and_postsuper_holds_releases_and_deletes() {
         text(&m.run("postqueue", &["-p"])).0,
         "Mail queue is empty\n"
     );
-    let a = send(&m, "a@example.test", "one");
-    let b = send(&m, "b@example.test", "two");
-    assert!(
-        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
-            == 2),
-        "{}",
-        m.log_text()
-    );
+    let (a, b) = two_deferred(&m);
 
     let (report, _) = text(&m.run("postqueue", &["-p"]));
     let lines: Vec<&str> = report.lines().collect();
@@ -919,14 +926,7 @@ fn postsuper_requeue_runs_the_message_through_cleanup_again() {
 fn postsuper_forced_expiration_returns_deferred_and_held_mail() {
     let m = Instance::mail("minimal_backoff_time = 3600s\nmaximal_backoff_time = 3600s\n");
     m.start();
-    let a = send(&m, "a@example.test", "one");
-    let b = send(&m, "b@example.test", "two");
-    assert!(
-        wait_for(Duration::from_secs(20), || m.queue_files("deferred").len()
-            == 2),
-        "{}",
-        m.log_text()
-    );
+    let (a, b) = two_deferred(&m);
     let out = m.run("postsuper", &["-h", &b, "-e", &b, "-e", &a]);
     assert_eq!(
         text(&out).1,

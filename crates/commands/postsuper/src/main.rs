@@ -328,34 +328,40 @@ fn apply(queue: &Queue, op: Op, ids: &[String], queues: &[QueueName]) -> usize {
             })
         });
         for id in here {
-            let changed = |r: std::io::Result<()>| r.map(|()| true);
-            let result = match op {
-                Op::Delete => changed(std::fs::remove_file(queue.path(q, id)).map(|()| {
-                    statuslog::remove(queue.root(), Log::Defer, id);
-                    statuslog::remove(queue.root(), Log::Bounce, id);
-                    statuslog::remove(queue.root(), Log::Trace, id);
-                })),
-                // Not in maildrop/: that mail has not been checked by cleanup.
-                Op::Expire | Op::ExpireRelease if q == QueueName::Maildrop => continue,
-                // A file being written, or marked already, is passed over.
-                Op::Expire | Op::ExpireRelease => file::force_expire(&queue.path(q, id)),
-                Op::Hold => changed(queue.move_to(id, q, QueueName::Hold).map(drop)),
-                // Released mail is due at once (its mtime is the retry time).
-                Op::Release => changed(queue.defer_until(id, q, SystemTime::now())),
-                // As Postfix: through pickup and cleanup again (so new
-                // address mappings apply), under a new queue ID, dated now;
-                // its logs stay, lest qmgr bounce it in a race (postsuper -s
-                // removes them later).
-                Op::Requeue if q == QueueName::Maildrop => continue,
-                Op::Requeue => changed(requeue(queue, q, id)),
-            };
-            if outcome(q, id, result) {
+            if outcome(q, id, act(queue, op, q, id)) {
                 done += 1;
                 info!("{id}: {}", op.words().0);
             }
         }
     }
     done
+}
+
+/// Applies `op` to the message `id` in queue `q`; whether it changed it
+/// (a message in a queue the operation does not concern is left as it is,
+/// as Postfix's postsuper leaves it).
+fn act(queue: &Queue, op: Op, q: QueueName, id: &str) -> std::io::Result<bool> {
+    let changed = |r: std::io::Result<()>| r.map(|()| true);
+    match op {
+        Op::Delete => changed(std::fs::remove_file(queue.path(q, id)).map(|()| {
+            statuslog::remove(queue.root(), Log::Defer, id);
+            statuslog::remove(queue.root(), Log::Bounce, id);
+            statuslog::remove(queue.root(), Log::Trace, id);
+        })),
+        // Mail in maildrop/ has not been checked by cleanup yet.
+        Op::Expire | Op::ExpireRelease | Op::Requeue if q == QueueName::Maildrop => Ok(false),
+        // A file being written, or marked already, is passed over.
+        Op::Expire | Op::ExpireRelease => file::force_expire(&queue.path(q, id)),
+        Op::Hold if q == QueueName::Hold => Ok(false),
+        Op::Hold => changed(queue.move_to(id, q, QueueName::Hold).map(drop)),
+        Op::Release if q != QueueName::Hold => Ok(false),
+        // Released mail is due at once (its mtime is the retry time).
+        Op::Release => changed(queue.defer_until(id, q, SystemTime::now())),
+        // As Postfix: through pickup and cleanup again (so new address
+        // mappings apply), under a new queue ID, dated now; its logs stay,
+        // lest qmgr bounce it in a race (postsuper -s removes them later).
+        Op::Requeue => changed(requeue(queue, q, id)),
+    }
 }
 
 /// Moves a message to maildrop/, dated now, for pickup to run it through
@@ -424,27 +430,9 @@ fn mass_one(queue: &Queue, op: Op, q: QueueName, id: &str) -> (bool, bool) {
         Ok(meta) if QueueFile::readiness(&meta) != Readiness::Reserved => {}
         _ => return (false, false),
     }
-    let mut released = false;
-    let result = match op {
-        Op::Requeue => requeue(queue, q, id).map(|()| true),
-        Op::Expire | Op::ExpireRelease => {
-            let expired = file::force_expire(&path);
-            if op == Op::ExpireRelease && q == QueueName::Hold {
-                released = outcome(
-                    q,
-                    id,
-                    queue.defer_until(id, q, SystemTime::now()).map(|()| true),
-                );
-            }
-            expired
-        }
-        Op::Hold if q != QueueName::Hold => queue.move_to(id, q, QueueName::Hold).map(|_| true),
-        Op::Release if q == QueueName::Hold => {
-            queue.defer_until(id, q, SystemTime::now()).map(|()| true)
-        }
-        Op::Delete | Op::Hold | Op::Release => Ok(false),
-    };
-    (outcome(q, id, result), released)
+    let changed = outcome(q, id, act(queue, op, q, id));
+    let released = op == Op::ExpireRelease && outcome(q, id, act(queue, Op::Release, q, id));
+    (changed, released)
 }
 
 /// Whether an operation on a message changed it; an error is warned about,

@@ -375,8 +375,8 @@ fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bo
         } else if in_options && arg == "-o" && i + 1 < args.len() {
             // On a line of its own when folding, with its value.
             line_len = LIMIT;
-            let v = &args[i + 1];
-            arg_len += shown(v).len() + 1;
+            let v = shown(&args[i + 1]);
+            arg_len += v.len() + 1;
             value = Some(v);
         }
         let text = shown(arg);
@@ -394,7 +394,6 @@ fn format_args(line: &mut String, mut line_len: usize, args: &[String], fold: bo
         line.push_str(&text);
         line_len += text.len();
         if let Some(v) = value {
-            let v = shown(v);
             line.push(' ');
             line.push_str(&v);
             i += 1;
@@ -434,7 +433,7 @@ pub fn normalize_options(args: &mut Vec<String>) {
 /// An argument as master.cf writes it: braces keep together what white
 /// space would split, and keep an empty argument or one that starts with
 /// '{' as it is.
-fn shown(v: &str) -> String {
+pub(crate) fn shown(v: &str) -> String {
     if v.is_empty() || v.starts_with('{') || v.contains(char::is_whitespace) {
         format!("{{{v}}}")
     } else {

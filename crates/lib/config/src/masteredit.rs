@@ -285,17 +285,11 @@ fn words_of<'a>(lines: impl Iterator<Item = &'a &'a str>) -> Vec<String> {
     crate::mastercf::split_args(&text.join(" ")).unwrap_or_default()
 }
 
-/// Words joined back into an entry's text, braces around a word with blanks.
+/// Words joined back into an entry's text, as master.cf writes each.
 fn join(words: &[String]) -> String {
     words
         .iter()
-        .map(|w| {
-            if w.is_empty() || w.contains(char::is_whitespace) {
-                format!("{{{w}}}")
-            } else {
-                w.clone()
-            }
-        })
+        .map(|w| crate::mastercf::shown(w))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -188,19 +188,15 @@ impl Sealer {
     /// Makes the renames of the files given back so far durable (an fsync
     /// of each directory they left), then seals those files.
     pub fn seal(&self) -> std::io::Result<()> {
-        let batch = {
+        let (dirs, names) = {
             let mut p = self.pending();
-            Pending {
-                dirs: std::mem::take(&mut p.dirs),
-                names: std::mem::take(&mut p.names),
-                idle: p.idle,
-            }
+            (std::mem::take(&mut p.dirs), std::mem::take(&mut p.names))
         };
-        for dir in &batch.dirs {
+        for dir in &dirs {
             // On failure they stay unsealed, for the next start to seal.
             pfx_sys::fs::fsync_dir(dir)?;
         }
-        for name in batch.names {
+        for name in names {
             seal_file(&self.dir.join(name));
         }
         Ok(())
