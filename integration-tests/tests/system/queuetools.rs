@@ -888,6 +888,18 @@ fn postsuper_requeue_runs_the_message_through_cleanup_again() {
     std::thread::sleep(Duration::from_secs(2));
     m.add_main_cf("virtual_alias_maps = inline:{ lost@example.test=hadoop }\n");
     m.postfix("reload");
+    // `postfix reload` returns once master has its signal: cleanup must
+    // have the new alias map before the requeued message reaches it.
+    let reloaded =
+        |l: &str| l.contains("postfix/cleanup[") && l.contains("]: reload: configuration");
+    assert!(
+        wait_for(Duration::from_secs(30), || m
+            .log_text()
+            .lines()
+            .any(reloaded)),
+        "{}",
+        m.log_text()
+    );
     let (_, err) = text(&m.run("postsuper", &["-r", &id]));
     assert_eq!(
         err,
