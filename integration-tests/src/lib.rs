@@ -638,6 +638,25 @@ impl MailInstance {
         }
         out
     }
+
+    /// The distinct messages in the named queues. A message moves between
+    /// them (incoming/ to active/, active/ to deferred/ and back) while one
+    /// directory is listed after another, and a single pass can miss or
+    /// count it twice: passes are repeated until two in a row agree.
+    pub fn queued_in(&self, queues: &[&str]) -> usize {
+        let pass = || -> std::collections::BTreeSet<String> {
+            queues.iter().flat_map(|q| self.queue_files(q)).collect()
+        };
+        let mut last = pass();
+        for _ in 0..100 {
+            let now = pass();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last.len()
+    }
 }
 
 /// A plain SMTP client for protocol-level tests: it writes exactly what it

@@ -177,10 +177,7 @@ fn a_delayed_message_warns_its_sender_once() {
         m.log_text()
     );
     assert_eq!(m.exactly("hadoop", 1).len(), 1);
-    assert_eq!(
-        m.queue_files("deferred").len() + m.queue_files("active").len(),
-        1
-    );
+    assert_eq!(m.queued_in(&["deferred", "active"]), 1);
 }
 
 /// A delivery status notification as Python's `email` module reads it,
