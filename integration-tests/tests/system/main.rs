@@ -25,6 +25,7 @@ mod pipe;
 mod policy;
 mod postconf;
 mod privileges;
+mod qshape;
 mod queueinterop;
 mod queuetools;
 mod ratelimit;

@@ -138,12 +138,16 @@ fn print(
     let qf = match open(path) {
         Ok(qf) if qf.is_legacy() => Some(qf),
         Ok(_) | Err(pfx_queue::Error::Corrupt(_)) => None,
-        Err(pfx_queue::Error::Io(io)) => fatal(format!("open queue file {name}: {}", io_text(&io))),
+        Err(pfx_queue::Error::Io(io)) => fatal(format!(
+            "open queue file {name}: {}",
+            pfx_sys::strerror(&io)
+        )),
         Err(other) => fatal(format!("{}: {other}", path.display())),
     };
     let Some(qf) = qf else {
-        let file = std::fs::File::open(path)
-            .unwrap_or_else(|e| fatal(format!("open queue file {name}: {}", io_text(&e))));
+        let file = std::fs::File::open(path).unwrap_or_else(|e| {
+            fatal(format!("open queue file {name}: {}", pfx_sys::strerror(&e)))
+        });
         let mut first = [0u8];
         let first = std::os::unix::fs::FileExt::read_at(&file, &mut first, 0)
             .is_ok_and(|n| n == 1)
@@ -453,13 +457,4 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
 
 fn warn(text: &str) {
     eprintln!("postcat: warning: {text}");
-}
-
-/// The message of an I/O error without Rust's `(os error N)` suffix, as C's strerror.
-fn io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
 }

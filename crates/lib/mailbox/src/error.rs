@@ -4,13 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// An I/O error as C's strerror words it (`No such file or directory`).
-fn strerror(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
-        None => e.to_string(),
-    }
-}
+use pfx_sys::strerror;
 
 /// A failed delivery to a mailbox.
 #[derive(Debug, thiserror::Error)]

@@ -71,6 +71,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use pfx_sys::strerror;
+
 static JAILED: AtomicBool = AtomicBool::new(false);
 static RESTART: AtomicBool = AtomicBool::new(false);
 
@@ -188,14 +190,6 @@ pub enum Error {
     /// SQL that does not compile).
     #[error("table {table}: configuration error: {reason}")]
     Config { table: String, reason: String },
-}
-
-/// An I/O error as C's strerror words it (`No such file or directory`).
-pub(crate) fn strerror(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_owned(),
-        None => e.to_string(),
-    }
 }
 
 /// Whether a table type is a pattern table for Postfix (not

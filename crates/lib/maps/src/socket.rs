@@ -27,7 +27,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{strerror, Error};
+use crate::Error;
+use pfx_sys::strerror;
 
 /// A stream to either kind of server.
 #[derive(Debug)]

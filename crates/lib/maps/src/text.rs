@@ -192,7 +192,7 @@ pub(crate) fn table_text(kind: &str, name: &str) -> Result<(String, crate::Owner
     }
     match crate::owner::read(std::path::Path::new(name)) {
         Ok((bytes, owner)) => Ok((String::from_utf8_lossy(&bytes).into_owned(), owner)),
-        Err(e) => Err(format!("open {name}: {}", crate::strerror(&e))),
+        Err(e) => Err(format!("open {name}: {}", pfx_sys::strerror(&e))),
     }
 }
 
