@@ -161,8 +161,12 @@ fn walk(dir: &Path, found: &mut dyn FnMut(&Path)) {
         found(dir);
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!("Can't cd to {}: {}", dir.display(), pfx_sys::strerror(&e));
+            return;
+        }
     };
     for e in entries.flatten() {
         match e.file_type() {
