@@ -275,6 +275,15 @@ fn qshape_shows_the_queue_as_debians_qshape() {
         run(DEBIAN, &["deferred"], &env),
     );
     assert_eq!(normalized(&mine.1), normalized(&debian.1), "MAIL_CONFIG");
+    // Options end at the first queue name: a later -s names a queue.
+    let args = [qs[3].as_str(), "-s"];
+    let (mine, debian) = (run(&ours, &args, &env), run(DEBIAN, &args, &env));
+    assert_eq!(
+        (mine.0, normalized(&mine.1)),
+        (debian.0, normalized(&debian.1)),
+        "{args:?}"
+    );
+    assert!(mine.2.starts_with("Can't stat -s: "), "{}", mine.2);
 
     // What goes wrong, and how it is said.
     let dollar = root.path().join("dollar");

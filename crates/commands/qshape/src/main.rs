@@ -62,7 +62,8 @@ struct Args {
     help: Option<bool>,
     #[command(flatten)]
     config: pfx_cli::ConfigDir,
-    /// Queue directories (default: incoming active).
+    /// Queue directories (default: incoming active). Options end at the
+    /// first one, as with Postfix's qshape.
     #[arg(value_name = "queue_name")]
     queues: Vec<String>,
 }
@@ -72,7 +73,7 @@ fn main() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse_from(options_first(std::env::args_os())) {
         Ok(a) => a,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
         Err(e) => {
@@ -210,6 +211,44 @@ fn positive(value: Option<&str>) -> Option<u64> {
         .map(|n| n as u64)
 }
 
+/// The command line with `--` before the first queue name, so that what
+/// follows it is never read as an option (Getopt::Std stops there).
+fn options_first(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const WITH_VALUE: &[u8] = b"mbtwNnc";
+    let mut out = Vec::new();
+    let mut args = args.peekable();
+    out.extend(args.next());
+    while let Some(arg) = args.next() {
+        let bytes = arg.as_encoded_bytes();
+        if bytes == b"--" || bytes.len() < 2 || bytes[0] != b'-' {
+            if bytes != b"--" {
+                out.push("--".into());
+            }
+            out.push(arg);
+            break;
+        }
+        // A letter that takes a value takes the rest of the word, or the
+        // next word.
+        let takes_next = bytes[1..]
+            .iter()
+            .position(|b| WITH_VALUE.contains(b))
+            .is_some_and(|i| i + 2 == bytes.len());
+        match (takes_next, args.next_if(|_| takes_next)) {
+            (true, Some(value)) => out.extend([arg, value]),
+            // Last, without its value: Getopt::Std leaves the option unset.
+            (true, None) => {
+                let letters = &bytes[..bytes.len() - 1];
+                if letters.len() > 1 {
+                    out.push(String::from_utf8_lossy(letters).into_owned().into());
+                }
+            }
+            (false, _) => out.push(arg),
+        }
+    }
+    out.extend(args);
+    out
+}
+
 /// What Perl's Getopt::Std says of a bad command line.
 fn getopt_message(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -283,4 +322,33 @@ fn clear_screen() -> Vec<u8> {
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::options_first;
+
+    fn split(args: &[&str]) -> Vec<String> {
+        options_first(
+            std::iter::once("qshape")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        )
+        .into_iter()
+        .skip(1)
+        .map(|a| a.into_string().unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn options_end_at_the_first_queue_name_as_getopt_std_has_it() {
+        assert_eq!(split(&["-sp", "-m1", "/q"]), ["-sp", "-m1", "--", "/q"]);
+        assert_eq!(split(&["-b", "5", "x", "-s"]), ["-b", "5", "--", "x", "-s"]);
+        assert_eq!(split(&["/q", "-s"]), ["--", "/q", "-s"]);
+        assert_eq!(split(&["--", "-s"]), ["--", "-s"]);
+        assert_eq!(split(&["-b", "-s"]), ["-b", "-s"], "-s is -b's value");
+        // A value-taking option last, without its value, stays unset.
+        assert_eq!(split(&["-b"]), Vec::<String>::new());
+        assert_eq!(split(&["-sb"]), ["-s"]);
+    }
 }
