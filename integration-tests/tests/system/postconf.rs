@@ -169,6 +169,33 @@ fn malformed_main_cf_is_fatal_with_file_and_line() {
     );
 }
 
+/// A configuration directory without main.cf, as Debian's postconf says it.
+#[test]
+fn a_missing_main_cf_is_named_as_debians_postconf_names_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("nonexistent");
+    let run = |program: &std::path::Path| {
+        let out = std::process::Command::new(program)
+            .arg0("postconf")
+            .arg("-c")
+            .arg(&gone)
+            .arg("-n")
+            .output()
+            .unwrap();
+        (out.status.code(), stderr(&out))
+    };
+    let ours = run(&testkit::bin("postconf"));
+    assert_eq!(ours, run(std::path::Path::new("/usr/sbin/postconf")));
+    assert_eq!(
+        ours.1,
+        format!(
+            "postconf: fatal: open {}/main.cf: No such file or directory\n",
+            gone.display()
+        )
+    );
+}
+
 #[test]
 fn master_cf_entries_print_in_postfix_layout() {
     let inst = Instance::new(MASTER, "");

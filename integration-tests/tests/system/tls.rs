@@ -355,6 +355,39 @@ fn submission_with_dovecot_plain_and_login_and_the_log_pflogsumm_reads() {
     }
 }
 
+/// Dovecot not running: the client is refused, and the log says why in
+/// Postfix's words (strerror's, without Rust's "(os error 2)").
+#[test]
+fn submission_without_dovecot_logs_why_as_postfix() {
+    let (m, _) = instance_signed(
+        "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = private/auth\n",
+        false,
+    );
+    let port = add_service(&m, &debian_entry("submission"));
+    m.start();
+    m.wait_children(&[&format!("127.0.0.1:{port}")]);
+    let (ok, out) = tls::swaks(
+        port,
+        &[
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "wonderland",
+            "--to",
+            "a@example.org",
+        ],
+    );
+    assert!(!ok, "{out}");
+    let line = m.log_line("warning: SASL: Connect to ");
+    assert!(
+        line.ends_with("/private/auth failed: No such file or directory"),
+        "{line}"
+    );
+}
+
 #[test]
 fn submission_refuses_wrong_passwords_auth_before_tls_and_relay_without_login() {
     let Some((m, _dovecot, port)) = submission("") else {

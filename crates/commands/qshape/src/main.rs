@@ -184,10 +184,7 @@ fn enter_queue_directory(program: &str, config_dir: &Path) {
     let qdir = match pfx_config::Config::load(config_dir) {
         Ok(cfg) => cfg.raw("queue_directory").unwrap_or_default(),
         Err(e) => {
-            eprintln!(
-                "qshape: fatal: {}",
-                e.to_string().replace(" (os error 2)", "")
-            );
+            eprintln!("qshape: fatal: {e}");
             eprintln!("{program}: postconf failed");
             std::process::exit(1);
         }

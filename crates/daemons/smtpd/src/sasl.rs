@@ -92,7 +92,7 @@ pub(crate) enum Step {
 /// Why Dovecot could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("Connect to {path} failed: {source}")]
+    #[error("Connect to {path} failed: {}", pfx_sys::strerror(.source))]
     Connect {
         path: String,
         source: std::io::Error,

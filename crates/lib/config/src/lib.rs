@@ -55,7 +55,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("open {path}: {source}")]
+    /// Display is `open FILE: No such file or directory`, as Postfix's.
+    #[error("open {}: {}", .path.display(), pfx_sys::strerror(.source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
