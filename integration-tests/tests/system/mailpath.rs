@@ -1510,9 +1510,12 @@ fn postfix_mail_bound_for_a_content_filter_or_redirect_goes_there() {
     for (id, rcpt, kind, what) in files {
         put_in_incoming(&m, id, &postfix_queue_file(rcpt, &[(kind, what)], &content));
     }
+    // local logs a delivery just after the file is in new/: both lines
+    // are waited for.
     assert!(
         wait_for(Duration::from_secs(10), || m.maildir("hadoop").len() == 1
-            && m.log_text().contains("4A1B2C3D4E6: to=<hadoop@ywnds.com>")),
+            && m.log_text().contains("4A1B2C3D4E6: to=<hadoop@ywnds.com>")
+            && m.log_text().contains("4A1B2C3D4E7: to=<hadoop@ywnds.com>")),
         "{}",
         m.log_text()
     );
