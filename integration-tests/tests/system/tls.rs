@@ -300,6 +300,27 @@ pub(crate) fn submission_signed(extra: &str, by_ca: bool) -> Option<(MailInstanc
     Some((m, dovecot, port))
 }
 
+/// swaks through STARTTLS, logged in as alice with `mech` and `password`,
+/// a message from alice@ywnds.com to `to`.
+fn swaks_login(port: u16, mech: &str, password: &str, to: &str) -> (bool, String) {
+    tls::swaks(
+        port,
+        &[
+            "--tls",
+            "--auth",
+            mech,
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            password,
+            "--from",
+            "alice@ywnds.com",
+            "--to",
+            to,
+        ],
+    )
+}
+
 #[test]
 fn submission_with_dovecot_plain_and_login_and_the_log_pflogsumm_reads() {
     let Some((m, _dovecot, port)) = submission("smtpd_sasl_authenticated_header = yes\n") else {
@@ -307,22 +328,7 @@ fn submission_with_dovecot_plain_and_login_and_the_log_pflogsumm_reads() {
         return;
     };
     for (mech, n) in [("PLAIN", 1), ("LOGIN", 2)] {
-        let (ok, out) = tls::swaks(
-            port,
-            &[
-                "--tls",
-                "--auth",
-                mech,
-                "--auth-user",
-                "alice",
-                "--auth-password",
-                "wonderland",
-                "--from",
-                "alice@ywnds.com",
-                "--to",
-                "someone@remote.example",
-            ],
-        );
+        let (ok, out) = swaks_login(port, mech, "wonderland", "someone@remote.example");
         // Relayed: the recipient is elsewhere, and the client logged in.
         assert!(ok, "{mech}: {out}");
         assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
@@ -366,20 +372,7 @@ fn submission_without_dovecot_logs_why_as_postfix() {
     let port = add_service(&m, &debian_entry("submission"));
     m.start();
     m.wait_children(&[&format!("127.0.0.1:{port}")]);
-    let (ok, out) = tls::swaks(
-        port,
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "wonderland",
-            "--to",
-            "a@example.org",
-        ],
-    );
+    let (ok, out) = swaks_login(port, "PLAIN", "wonderland", "someone@remote.example");
     assert!(!ok, "{out}");
     let line = m.log_line("warning: SASL: Connect to ");
     assert!(
@@ -394,22 +387,7 @@ fn submission_refuses_wrong_passwords_auth_before_tls_and_relay_without_login() 
         eprintln!("skipped: needs root and dovecot");
         return;
     };
-    let (ok, out) = tls::swaks(
-        port,
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "wrong",
-            "--from",
-            "alice@ywnds.com",
-            "--to",
-            "someone@remote.example",
-        ],
-    );
+    let (ok, out) = swaks_login(port, "PLAIN", "wrong", "someone@remote.example");
     assert!(!ok, "{out}");
     assert!(
         out.contains("535 5.7.8 Error: authentication failed:"),

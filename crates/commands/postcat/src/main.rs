@@ -397,7 +397,7 @@ fn walk(mut records: Records, first: Option<u8>, label: &str, show: Show, out: &
             }
             if to <= last_jump {
                 backward += 1;
-                if backward > 10_000 {
+                if backward > pfx_queue::record::MAX_BACKWARD_JUMPS {
                     let _ = std::io::stdout().write_all(out);
                     warn(&format!("{label}: too many reverse jump records"));
                     fatal("record read error");

@@ -9,7 +9,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use pfx_queue::record::{self, kind, Records};
+use pfx_queue::record::{self, kind, Records, MAX_BACKWARD_JUMPS};
 
 /// What qshape counts of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,9 +22,6 @@ pub(crate) struct Envelope {
 
 /// qshape reads record lengths of at most three base-128 bytes.
 const MAX_RECORD: usize = (1 << 21) - 1;
-/// Pointer records followed backwards before a file counts as a loop
-/// (Postfix's postcat gives up after as many).
-const MAX_BACKWARD_JUMPS: usize = 10_000;
 
 pub(crate) fn read(path: &Path) -> Option<Envelope> {
     let name = path.file_name()?.to_str()?;
@@ -47,7 +44,7 @@ pub(crate) fn read(path: &Path) -> Option<Envelope> {
 struct Reader {
     records: Records,
     /// Backward jumps made so far.
-    jumps: usize,
+    jumps: u32,
     /// Where the next record starts.
     at: u64,
 }
@@ -94,7 +91,7 @@ impl Reader {
                 if t != kind::TIME {
                     return None;
                 }
-                (first_field(&data).map(|f| number(&f)), None)
+                (first_field(&data).map(number), None)
             }
             kind::FROM => (Some(mtime), Some(data)),
             kind::FULL => match self.next()? {
@@ -105,10 +102,8 @@ impl Reader {
         };
         let mut recipients = Vec::new();
         while let Some((t, data)) = self.next() {
-            if t == kind::PTR {
-                self.follow(&data)?;
-            }
             match t {
+                kind::PTR => self.follow(&data)?,
                 kind::RCPT => recipients.push(data),
                 kind::FROM => sender = Some(data),
                 kind::MESG => {
@@ -171,16 +166,11 @@ fn content_length(data: &[u8]) -> Option<u64> {
 
 /// The first field of Perl's `split(/\s+/, ...)`: empty when the data
 /// starts with white space, none when it holds nothing else.
-fn first_field(data: &[u8]) -> Option<Vec<u8>> {
+fn first_field(data: &[u8]) -> Option<&[u8]> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
-    Some(
-        data.iter()
-            .take_while(|b| !b.is_ascii_whitespace())
-            .copied()
-            .collect(),
-    )
+    data.split(u8::is_ascii_whitespace).next()
 }
 
 /// A string as a Perl number: leading white space, then the longest

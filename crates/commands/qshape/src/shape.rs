@@ -118,21 +118,19 @@ impl Shape {
         let mut widths = Vec::with_capacity(n + 1);
         let mut domain_width = self.opts.width as i64;
         let mut limit = Limit::Minutes(0.0);
-        let mut i = 0;
-        while i <= n {
+        for (i, count) in total.iter().enumerate() {
             let head = if i == 0 {
                 "T".to_owned()
             } else {
                 limit.to_string()
             };
-            let w = total[i].to_string().len().max(head.len());
+            let w = count.to_string().len().max(head.len());
             let w = if w > 2 { w + 1 } else { 3 };
             heads.push(head);
             widths.push(w);
             domain_width -= w as i64;
-            i += 1;
             limit = match limit {
-                Limit::Minutes(t) if i < n => Limit::Minutes(
+                Limit::Minutes(t) if i + 1 < n => Limit::Minutes(
                     t + if t != 0.0 && !self.opts.linear {
                         t
                     } else {

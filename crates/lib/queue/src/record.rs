@@ -65,6 +65,10 @@ pub mod kind {
     pub const END: u8 = b'E';
 }
 
+/// Pointer records a reader follows backwards before it calls the file a
+/// loop (Postfix's postcat gives up after as many).
+pub const MAX_BACKWARD_JUMPS: u32 = 10_000;
+
 /// The longest piece of a line one content record holds (Postfix's
 /// `line_length_limit` default, which its pickup enforces).
 pub const LINE_LIMIT: usize = 2048;
